@@ -1,0 +1,61 @@
+"""Build for gpuex: the Cython matching core plus the pure-Python packages.
+
+``pip install -e .`` builds ``matching_core._book``. Set ``GPUEX_DEBUG=1`` to compile with
+bounds checking and assertions on (slower, for hunting memory errors), and ``GPUEX_ANNOTATE=1``
+to write Cython's annotated HTML next to the sources.
+"""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, find_packages, setup
+
+DEBUG = os.environ.get("GPUEX_DEBUG") == "1"
+ANNOTATE = os.environ.get("GPUEX_ANNOTATE") == "1"
+
+directives = {
+    "language_level": "3",
+    "boundscheck": DEBUG,
+    "wraparound": False,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+extensions = [
+    Extension(
+        "matching_core._book",
+        ["matching_core/_book.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+        define_macros=[] if DEBUG else [("NDEBUG", "1")],
+    )
+]
+
+setup(
+    name="gpuex",
+    version="0.1.0",
+    description="Event-sourced exchange simulator for compute derivatives",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["matching_core*", "exchange*", "clients*"]),
+    ext_modules=cythonize(extensions, compiler_directives=directives, annotate=ANNOTATE),
+    install_requires=[
+        "numpy>=1.26",
+        "sortedcontainers>=2.4",
+        "pydantic>=2.5",
+        "click>=8.1",
+        "sqlite-utils>=3.36",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8.0",
+            "hypothesis>=6.100",
+            "pytest-benchmark>=4.0",
+            "ruff>=0.5",
+            "Cython>=3.0",
+        ]
+    },
+    entry_points={"console_scripts": ["gpuex-match=matching_core.cli:main"]},
+    zip_safe=False,
+)
