@@ -6,6 +6,7 @@ to write Cython's annotated HTML next to the sources.
 """
 
 import os
+from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
@@ -35,7 +36,7 @@ setup(
     name="gpuex",
     version="0.1.0",
     description="Event-sourced exchange simulator for compute derivatives",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["matching_core*", "exchange*", "clients*"]),
