@@ -1,0 +1,100 @@
+"""Commands: what the outside world may ask of the exchange, validated at the edge.
+
+A command arrives as a plain mapping (from a bot, a scenario driver or a socket) and is
+validated by :func:`parse_command` into one of the pydantic models below. Validation covers
+shape and domain (types, enums, positive quantities and prices); whether the account may do it
+and whether the book accepts it are the engine's and the book's business.
+
+Units: ``price`` in ticks, ``qty`` in lots, ``amount`` in minor units (cents).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+PositiveInt = Annotated[int, Field(gt=0, le=(1 << 62))]
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    account: Name
+
+
+class Submit(_Command):
+    """Submit an order. ``price`` is the limit in ticks (for a market order, an optional
+    protection price; omit or 0 for none)."""
+
+    type: Literal["submit"] = "submit"
+    instrument: Name
+    side: Literal["buy", "sell"]
+    order_type: Literal["limit", "market"] = "limit"
+    price: Annotated[int, Field(ge=0, le=(1 << 62))] = 0
+    qty: PositiveInt
+    tif: Literal["gtc", "ioc", "fok"] = "gtc"
+    post_only: bool = False
+
+
+class Cancel(_Command):
+    """Cancel one of the account's resting orders."""
+
+    type: Literal["cancel"] = "cancel"
+    order_id: PositiveInt
+
+
+class Amend(_Command):
+    """Amend one of the account's resting orders to ``price`` ticks and ``qty`` open lots."""
+
+    type: Literal["amend"] = "amend"
+    order_id: PositiveInt
+    price: PositiveInt
+    qty: PositiveInt
+
+
+class Deposit(_Command):
+    """Add ``amount`` minor units of external cash to the account."""
+
+    type: Literal["deposit"] = "deposit"
+    amount: PositiveInt
+
+
+class Withdraw(_Command):
+    """Take ``amount`` minor units of cash out of the account."""
+
+    type: Literal["withdraw"] = "withdraw"
+    amount: PositiveInt
+
+
+Command = Annotated[Submit | Cancel | Amend | Deposit | Withdraw, Field(discriminator="type")]
+_ADAPTER: TypeAdapter = TypeAdapter(Command)
+
+
+class CommandError(ValueError):
+    """A command that failed validation; ``reason`` is a one-line, human-readable cause."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def jsonable(raw: Any) -> Any:
+    """A JSON-safe copy of whatever arrived, for the log: the raw form if it serialises,
+    else its ``repr`` (so a bad command is recorded, never crashes the recorder)."""
+    try:
+        return orjson.loads(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
+    except (TypeError, orjson.JSONEncodeError):
+        return {"unserialisable": repr(raw)[:1_000]}
+
+
+def parse_command(raw: Any) -> Submit | Cancel | Amend | Deposit | Withdraw:
+    """Validate a raw command mapping; raises :class:`CommandError` with the reason."""
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "command"
+        raise CommandError(f"{where}: {first['msg']}") from None

@@ -1,0 +1,134 @@
+"""Events: the truth of a gpuex session.
+
+Every input the exchange receives and every outcome it produces is an :class:`Event` with a
+contiguous sequence number and the simulated time. An event's canonical bytes
+(:func:`encode`) are what the event store persists, checksums and compares; the typed fields
+are duplicated into indexed SQLite columns for post-mortem queries.
+
+Units: ``t`` in simulated nanoseconds since the session epoch; ``price`` in ticks; ``qty`` in
+lots (signed where the kind says so); ``amount`` in the settlement currency's minor units
+(cents), signed from the account's point of view (a debit is negative).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import orjson
+
+# --- event kinds --------------------------------------------------------------------------
+SESSION_STARTED = "SessionStarted"  # data: scenario, seed, config
+SESSION_ENDED = "SessionEnded"  # data: state_hash
+INSTRUMENT_LISTED = "InstrumentListed"  # instrument; data: the instrument spec
+ACCOUNT_OPENED = "AccountOpened"  # account
+COMMAND_RECEIVED = "CommandReceived"  # account; data: command (the validated command)
+COMMAND_REJECTED = "CommandRejected"  # account; data: reason, command (raw, maybe invalid)
+ORDER_ACCEPTED = "OrderAccepted"  # instrument, account, order_id, side, price, qty; data
+ORDER_REJECTED = "OrderRejected"  # instrument, account, order_id; data: reason
+ORDER_RESTED = "OrderRested"  # instrument, account, order_id, side, price, qty: joins the queue
+ORDER_CANCELLED = "OrderCancelled"  # instrument, account, order_id, qty removed; data: reason
+ORDER_AMENDED = "OrderAmended"  # instrument, account, order_id, price, qty; data: priority
+FILL = "Fill"  # one trade, both sides: instrument, account/order_id/side/amount of the taker,
+#               price, qty, counterparty/counter_order_id of the maker (who gets -amount)
+FEE = "Fee"  # instrument, account, order_id, amount (negative = paid); data: role
+DEPOSIT = "Deposit"  # account, amount
+WITHDRAWAL = "Withdrawal"  # account, amount (negative)
+
+KINDS = (
+    SESSION_STARTED,
+    SESSION_ENDED,
+    INSTRUMENT_LISTED,
+    ACCOUNT_OPENED,
+    COMMAND_RECEIVED,
+    COMMAND_REJECTED,
+    ORDER_ACCEPTED,
+    ORDER_REJECTED,
+    ORDER_RESTED,
+    ORDER_CANCELLED,
+    ORDER_AMENDED,
+    FILL,
+    FEE,
+    DEPOSIT,
+    WITHDRAWAL,
+)
+
+#: Names of the typed (indexed) fields, in column order.
+TYPED_FIELDS = (
+    "seq",
+    "t",
+    "kind",
+    "instrument",
+    "account",
+    "order_id",
+    "side",
+    "price",
+    "qty",
+    "amount",
+    "counterparty",
+    "counter_order_id",
+)
+
+
+class Event(NamedTuple):
+    """One event. Fields that do not apply to a kind are ``None``; ``data`` holds the rest
+    (JSON-serialisable, with ints for every number)."""
+
+    seq: int
+    t: int
+    kind: str
+    instrument: str | None = None
+    account: str | None = None
+    order_id: int | None = None
+    side: str | None = None
+    price: int | None = None
+    qty: int | None = None
+    amount: int | None = None
+    counterparty: str | None = None
+    counter_order_id: int | None = None
+    data: dict[str, Any] | None = None
+
+
+_OPTS = orjson.OPT_SORT_KEYS
+
+
+def encode(event: Event) -> bytes:
+    """The canonical bytes of an event: compact JSON, keys sorted, no floats."""
+    (
+        seq,
+        t,
+        kind,
+        instrument,
+        account,
+        order_id,
+        side,
+        price,
+        qty,
+        amount,
+        counterparty,
+        counter_order_id,
+        data,
+    ) = event
+    # a literal dict is several times faster than NamedTuple._asdict on this hot path
+    return orjson.dumps(
+        {
+            "seq": seq,
+            "t": t,
+            "kind": kind,
+            "instrument": instrument,
+            "account": account,
+            "order_id": order_id,
+            "side": side,
+            "price": price,
+            "qty": qty,
+            "amount": amount,
+            "counterparty": counterparty,
+            "counter_order_id": counter_order_id,
+            "data": data,
+        },
+        option=_OPTS,
+    )
+
+
+def decode(payload: bytes | str) -> Event:
+    """The inverse of :func:`encode`."""
+    return Event(**orjson.loads(payload))

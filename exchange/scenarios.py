@@ -1,0 +1,207 @@
+"""Built-in scenarios.
+
+A scenario is a validated configuration plus two steps: :meth:`setup` (list instruments, open
+and fund accounts: engine calls, no commands) and :meth:`drive` (schedule the commands its
+participants send, on the simulated clock). Verification re-runs ``setup`` from the stored
+configuration and then feeds the *recorded* commands, so ``drive`` may use randomness (seeded)
+but ``setup`` must be a pure function of the configuration.
+
+``flow`` — until the instrument and bot issues bring real scenarios — drives several traders on
+one rental-price instrument with the seeded order generator of ``matching_core.streams``, and
+sprinkles in deposits, withdrawals and malformed commands so every path of the kernel runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from exchange.clock import Simulator
+from exchange.engine import Exchange
+from exchange.instruments import InstrumentSpec
+from matching_core import Op, OrderType
+from matching_core.streams import generate_stream
+
+_SIDES = ("buy", "sell")
+_TIFS = ("gtc", "ioc", "fok")
+
+#: An H100 rental contract: prices in tenths of a cent per GPU-hour, 100 GPU-hours a contract,
+#: so one tick on one lot is worth 10 cents and the generator's mid of 10,000 ticks is $10/hr.
+H100_RENTAL = InstrumentSpec(
+    name="H100-RENTAL",
+    tick_size="0.001",
+    lot_size=1,
+    contract_multiplier="100",
+    min_price=1,
+    max_price=1_000_000,
+    maker_fee_bps=-1,
+    taker_fee_bps=5,
+)
+
+
+class FlowScenario(BaseModel):
+    """Seeded order flow from several traders on one instrument.
+
+    Attributes:
+        messages: order-entry messages from the generator.
+        traders: number of trading accounts (``trader-01`` ...).
+        interval_ns: mean simulated time between messages, ns.
+        initial_cash: each trader's opening deposit, minor units (cents).
+        cash_every: every this many messages one trader deposits or withdraws (0 = never).
+        malformed_every: every this many messages a malformed command arrives (0 = never).
+        stp: self-trade-prevention mode of every trader.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["flow"] = "flow"
+    messages: int = Field(default=200_000, ge=1, le=50_000_000)
+    traders: int = Field(default=8, ge=1, le=1_000)
+    interval_ns: int = Field(default=1_000_000, ge=1)
+    initial_cash: int = Field(default=10_000_000_00, ge=0)
+    cash_every: int = Field(default=5_000, ge=0)
+    malformed_every: int = Field(default=2_000, ge=0)
+    stp: Literal["none", "cancel-resting", "cancel-incoming", "cancel-both"] = "cancel-resting"
+    instrument: InstrumentSpec = H100_RENTAL
+
+    @property
+    def end_ns(self) -> int:
+        """Simulated time at which the session ends, ns."""
+        return (self.messages + 1) * self.interval_ns
+
+    def trader(self, index: int) -> str:
+        return f"trader-{index:02d}"
+
+    def setup(self, engine: Exchange) -> None:
+        """List the instrument, open and fund the traders."""
+        engine.list_instrument(self.instrument)
+        for i in range(1, self.traders + 1):
+            engine.open_account(self.trader(i), stp=self.stp)
+            if self.initial_cash:
+                engine.credit(self.trader(i), self.initial_cash)
+
+    def drive(self, engine: Exchange, sim: Simulator, seed: int) -> None:
+        """Schedule every command of the session on ``sim``."""
+        _FlowDriver(self, engine, sim, seed).start()
+
+
+class _FlowDriver:
+    """Turns the generator's messages into commands at seeded times."""
+
+    def __init__(self, scenario: FlowScenario, engine: Exchange, sim: Simulator, seed: int):
+        self.s = scenario
+        self.engine = engine
+        self.sim = sim
+        rng = np.random.default_rng([seed, 1])
+        self.messages = generate_stream(scenario.messages, seed, accounts=scenario.traders)
+        # message i arrives at (i + 1 + u_i) * interval, u_i uniform in [0, 1): strictly rising
+        u = rng.random(scenario.messages)
+        self.times = ((np.arange(scenario.messages) + 1 + u) * scenario.interval_ns).astype(
+            np.int64
+        )
+        self.cash_draws = rng.integers(
+            1, 1_000_000_00, size=scenario.messages // max(1, scenario.cash_every) + 1
+        )
+        self.rows = self.messages.tolist()
+        self.ids: dict[int, int] = {}  # generator order id -> exchange order id
+        self.instrument = scenario.instrument.name
+
+    def start(self) -> None:
+        if self.rows:
+            self.sim.schedule(int(self.times[0]), self.step, 0)
+
+    def step(self, i: int) -> None:
+        self.send(i, self.rows[i])
+        s = self.s
+        if s.cash_every and i % s.cash_every == s.cash_every - 1:
+            self.cash(i)
+        if s.malformed_every and i % s.malformed_every == s.malformed_every - 1:
+            self.malformed(i)
+        if i + 1 < len(self.rows):
+            self.sim.schedule(int(self.times[i + 1]), self.step, i + 1)
+
+    def send(self, i: int, row: tuple) -> None:
+        gen_id, account, price, qty, op, side, otype, tif, post_only = row
+        name = self.s.trader(account)
+        if op == Op.ADD:
+            command: dict[str, Any] = {
+                "type": "submit",
+                "account": name,
+                "instrument": self.instrument,
+                "side": _SIDES[side],
+                "qty": qty,
+            }
+            if otype == OrderType.MARKET:
+                command["order_type"] = "market"
+                if price:
+                    command["price"] = price
+            else:
+                command["price"] = price
+                command["tif"] = _TIFS[tif]
+                command["post_only"] = bool(post_only)
+            result = self.engine.handle(command)
+            if result.order_id is not None:
+                self.ids[gen_id] = result.order_id
+        elif op == Op.CANCEL:
+            self.engine.handle(
+                {"type": "cancel", "account": name, "order_id": self.ids.get(gen_id, 0)}
+            )
+        else:
+            self.engine.handle(
+                {
+                    "type": "amend",
+                    "account": name,
+                    "order_id": self.ids.get(gen_id, 0),
+                    "price": price,
+                    "qty": qty,
+                }
+            )
+
+    def cash(self, i: int) -> None:
+        k = i // self.s.cash_every
+        name = self.s.trader(1 + k % self.s.traders)
+        kind = "deposit" if k % 2 == 0 else "withdraw"
+        self.engine.handle({"type": kind, "account": name, "amount": int(self.cash_draws[k])})
+
+    def malformed(self, i: int) -> None:
+        k = i // self.s.malformed_every
+        name = self.s.trader(1 + k % self.s.traders)
+        bad = [
+            {
+                "type": "submit",
+                "account": name,
+                "instrument": self.instrument,
+                "side": "up",
+                "qty": 1,
+                "price": 10_000,
+            },
+            {
+                "type": "submit",
+                "account": name,
+                "instrument": self.instrument,
+                "side": "buy",
+                "qty": -5,
+                "price": 10_000,
+            },
+            {"type": "cancel", "account": "nobody", "order_id": 1},
+            {"type": "teleport", "account": name},
+            {"type": "withdraw", "account": name, "amount": 10**15},
+            "not even a mapping",
+        ]
+        self.engine.handle(bad[k % len(bad)])
+
+
+SCENARIOS: dict[str, type[BaseModel]] = {"flow": FlowScenario}
+
+
+def load_scenario(name: str, overrides: dict[str, Any] | None = None) -> FlowScenario:
+    """A built-in scenario by name, with optional field overrides (validated)."""
+    try:
+        model = SCENARIOS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown scenario {name!r}; built-ins: {', '.join(sorted(SCENARIOS))}"
+        ) from None
+    return model.model_validate({**(overrides or {}), "name": name})

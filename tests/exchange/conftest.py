@@ -1,0 +1,56 @@
+"""Fixtures for the exchange tests: an engine with an in-memory event sink."""
+
+import pytest
+
+from exchange.engine import Exchange
+from exchange.instruments import InstrumentSpec
+
+SPEC = InstrumentSpec(
+    name="H100-RENTAL",
+    tick_size="0.001",
+    contract_multiplier="100",
+    max_price=100_000,
+    maker_fee_bps=-1,
+    taker_fee_bps=5,
+)
+
+
+class Harness:
+    """An engine plus the list of events it emitted."""
+
+    def __init__(self):
+        self.events = []
+        self.engine = Exchange(self.events.append)
+        self.engine.start("test", 1, {})
+        self.engine.list_instrument(SPEC)
+
+    def open(self, name, cash=0, stp="none"):
+        self.engine.open_account(name, stp=stp)
+        if cash:
+            self.engine.credit(name, cash)
+
+    def submit(self, account, side, price, qty, **extra):
+        command = {
+            "type": "submit",
+            "account": account,
+            "instrument": SPEC.name,
+            "side": side,
+            "price": price,
+            "qty": qty,
+            **extra,
+        }
+        return self.engine.handle(command)
+
+    def since(self, mark):
+        return self.events[mark:]
+
+    def kinds(self, mark=0):
+        return [e.kind for e in self.events[mark:]]
+
+
+@pytest.fixture
+def ex():
+    h = Harness()
+    h.open("alice", 1_000_000)
+    h.open("bob", 1_000_000)
+    return h

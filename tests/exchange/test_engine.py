@@ -1,0 +1,270 @@
+"""The exchange engine: commands become events, money moves only through events."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exchange import events as ev
+from exchange.fold import Fold
+from exchange.instruments import InstrumentSpec, fee
+
+from .conftest import SPEC, Harness
+
+TICK_VALUE = SPEC.tick_value  # 0.001 $/GPU-hour x 100 GPU-hours = 10 cents a tick a lot
+
+
+def test_tick_value_is_whole_minor_units():
+    assert TICK_VALUE == 10
+    with pytest.raises(ValueError, match="not whole"):
+        InstrumentSpec(name="X", tick_size="0.0001", contract_multiplier="1")
+
+
+def test_fees_round_half_away_from_zero_once():
+    assert fee(10_000, 5) == 5
+    assert fee(15, 5) == 0 and fee(1_000, 5) == 1  # 0.0075 -> 0, 0.5 -> 1
+    assert fee(1_000, -5) == -1
+
+
+def test_fill_moves_cash_and_positions_between_the_two_sides(ex):
+    ex.submit("alice", "sell", 10_000, 3)
+    mark = len(ex.events)
+    result = ex.submit("bob", "buy", 10_000, 2)
+    assert result.ok
+    assert ex.kinds(mark) == [ev.COMMAND_RECEIVED, ev.ORDER_ACCEPTED, ev.FILL, ev.FEE, ev.FEE]
+    notional = 10_000 * 2 * TICK_VALUE
+    fill = ex.events[mark + 2]
+    assert (fill.account, fill.side, fill.amount, fill.qty) == ("bob", "buy", -notional, 2)
+    assert (fill.counterparty, fill.counter_order_id) == ("alice", 1)
+    bob, alice = ex.engine.accounts["bob"], ex.engine.accounts["alice"]
+    assert bob.positions["H100-RENTAL"] == 2 and alice.positions["H100-RENTAL"] == -2
+    assert bob.cash == 1_000_000 - notional - fee(notional, 5)
+    assert alice.cash == 1_000_000 + notional - fee(notional, -1)  # a maker rebate
+    assert ex.engine.fee_pool == fee(notional, 5) + fee(notional, -1)
+
+
+def test_remainder_rests_and_ioc_remainder_is_cancelled(ex):
+    mark = len(ex.events)
+    ex.submit("alice", "buy", 9_990, 5)
+    assert ex.kinds(mark)[-1] == ev.ORDER_RESTED
+    mark = len(ex.events)
+    ex.submit("bob", "sell", 9_990, 8, tif="ioc")
+    cancelled = ex.events[-1]
+    assert (cancelled.kind, cancelled.qty, cancelled.data["reason"]) == (
+        ev.ORDER_CANCELLED,
+        3,
+        "ioc",
+    )
+
+
+@pytest.mark.parametrize(
+    "command, reason",
+    [
+        (
+            {
+                "type": "submit",
+                "account": "alice",
+                "instrument": "H100-RENTAL",
+                "side": "up",
+                "price": 1,
+                "qty": 1,
+            },
+            "side",
+        ),
+        (
+            {
+                "type": "submit",
+                "account": "alice",
+                "instrument": "H100-RENTAL",
+                "side": "buy",
+                "price": 1,
+                "qty": 0,
+            },
+            "qty",
+        ),
+        (
+            {
+                "type": "submit",
+                "account": "alice",
+                "instrument": "H100-RENTAL",
+                "side": "buy",
+                "price": 100_001,
+                "qty": 1,
+            },
+            "outside",
+        ),
+        (
+            {
+                "type": "submit",
+                "account": "alice",
+                "instrument": "NOPE",
+                "side": "buy",
+                "price": 1,
+                "qty": 1,
+            },
+            "unknown instrument",
+        ),
+        (
+            {
+                "type": "submit",
+                "account": "mallory",
+                "instrument": "H100-RENTAL",
+                "side": "buy",
+                "price": 1,
+                "qty": 1,
+            },
+            "unknown account",
+        ),
+        (
+            {
+                "type": "submit",
+                "account": "alice",
+                "instrument": "H100-RENTAL",
+                "side": "buy",
+                "price": 1,
+                "qty": 1,
+                "extra": 1,
+            },
+            "extra",
+        ),
+        ({"type": "withdraw", "account": "alice", "amount": 1_000_001}, "exceeds"),
+        ({"type": "teleport", "account": "alice"}, "teleport"),
+        ("free text", "dictionary"),
+        (
+            {
+                "type": "submit",
+                "account": "alice",
+                "instrument": "H100-RENTAL",
+                "side": "buy",
+                "order_type": "market",
+                "qty": 1,
+                "tif": "fok",
+            },
+            "market",
+        ),
+    ],
+)
+def test_invalid_command_is_one_rejection_event_and_changes_nothing(ex, command, reason):
+    before = ex.engine.state_hash()
+    mark = len(ex.events)
+    result = ex.engine.handle(command)
+    assert not result.ok and reason in result.reason
+    assert ex.kinds(mark) == [ev.COMMAND_REJECTED]
+    assert ex.events[-1].data["reason"] == result.reason
+    assert ex.engine.state_hash() == before
+
+
+def test_an_account_may_not_cancel_or_amend_another_accounts_order(ex):
+    order_id = ex.submit("alice", "buy", 9_000, 1).order_id
+    for command in (
+        {"type": "cancel", "account": "bob", "order_id": order_id},
+        {"type": "amend", "account": "bob", "order_id": order_id, "price": 9_001, "qty": 1},
+    ):
+        mark = len(ex.events)
+        assert not ex.engine.handle(command).ok
+        assert ex.kinds(mark) == [ev.COMMAND_REJECTED]
+    assert ex.engine.orders[order_id].account == "alice"
+    assert ex.engine.handle({"type": "cancel", "account": "alice", "order_id": order_id}).ok
+
+
+def test_book_rejection_is_an_order_rejected_event(ex):
+    ex.submit("alice", "sell", 10_000, 1)
+    mark = len(ex.events)
+    result = ex.submit("bob", "buy", 10_000, 5, tif="fok")
+    assert not result.ok and result.reason == "fok_not_fillable"
+    assert ex.kinds(mark) == [ev.COMMAND_RECEIVED, ev.ORDER_REJECTED]
+
+
+def test_amend_keeps_or_loses_priority_as_the_book_does(ex):
+    first = ex.submit("alice", "buy", 9_000, 5).order_id
+    ex.engine.handle(
+        {"type": "amend", "account": "alice", "order_id": first, "price": 9_000, "qty": 3}
+    )
+    assert ex.events[-1].data["priority"] == "kept"
+    ex.engine.handle(
+        {"type": "amend", "account": "alice", "order_id": first, "price": 9_001, "qty": 3}
+    )
+    assert ex.kinds(len(ex.events) - 2) == [ev.ORDER_AMENDED, ev.ORDER_RESTED]
+    assert ex.events[-2].data["priority"] == "lost"
+
+
+def test_stp_cancel_of_a_resting_order_is_an_event():
+    h = Harness()
+    h.open("carol", 10**9, stp="cancel-resting")
+    resting = h.submit("carol", "sell", 10_000, 2).order_id
+    mark = len(h.events)
+    h.submit("carol", "buy", 10_000, 1)
+    cancels = [e for e in h.since(mark) if e.kind == ev.ORDER_CANCELLED]
+    assert [(e.order_id, e.data["reason"]) for e in cancels] == [(resting, "stp")]
+    assert resting not in h.engine.orders
+
+
+def test_withdrawal_and_deposit_are_events_and_move_external_totals(ex):
+    assert ex.engine.handle({"type": "deposit", "account": "bob", "amount": 500}).ok
+    assert ex.engine.handle({"type": "withdraw", "account": "bob", "amount": 200}).ok
+    assert ex.kinds(len(ex.events) - 4) == [
+        ev.COMMAND_RECEIVED,
+        ev.DEPOSIT,
+        ev.COMMAND_RECEIVED,
+        ev.WITHDRAWAL,
+    ]
+    assert ex.engine.accounts["bob"].cash == 1_000_300
+    assert (ex.engine.deposited, ex.engine.withdrawn) == (2_000_500, 200)
+
+
+def test_events_have_contiguous_sequence_numbers_and_non_decreasing_time(ex):
+    ex.engine.advance(1_000)
+    ex.submit("alice", "buy", 9_000, 1)
+    ex.engine.advance(2_000)
+    ex.submit("bob", "sell", 9_000, 1)
+    assert [e.seq for e in ex.events] == list(range(1, len(ex.events) + 1))
+    times = [e.t for e in ex.events]
+    assert times == sorted(times) and times[-1] == 2_000
+    with pytest.raises(ValueError):
+        ex.engine.advance(1_999)
+
+
+# ------------------------------------------------------------------ property: conservation
+actions = st.lists(
+    st.tuples(
+        st.sampled_from(["submit", "submit", "submit", "cancel", "amend", "deposit", "withdraw"]),
+        st.sampled_from(["alice", "bob", "carol"]),
+        st.sampled_from(["buy", "sell"]),
+        st.integers(9_990, 10_010),
+        st.integers(1, 20),
+        st.sampled_from(["gtc", "gtc", "ioc", "fok"]),
+        st.integers(1, 30),  # which earlier order a cancel/amend targets
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(actions)
+def test_cash_and_positions_are_conserved_after_every_event_and_fold_matches_live(steps):
+    h = Harness()
+    for name in ("alice", "bob", "carol"):
+        h.open(name, 5_000_000, stp="cancel-both" if name == "carol" else "none")
+    ids = []
+    for kind, account, side, price, qty, tif, target in steps:
+        if kind == "submit":
+            result = h.submit(account, side, price, qty, tif=tif)
+            if result.order_id:
+                ids.append(result.order_id)
+        elif kind in ("cancel", "amend") and ids:
+            command = {"type": kind, "account": account, "order_id": ids[target % len(ids)]}
+            if kind == "amend":
+                command.update(price=price, qty=qty)
+            h.engine.handle(command)
+        elif kind == "deposit":
+            h.engine.handle({"type": "deposit", "account": account, "amount": qty * 1_000})
+        elif kind == "withdraw":
+            h.engine.handle({"type": "withdraw", "account": account, "amount": qty * 100_000})
+    # fold event by event: cash + fees + withdrawals - deposits == 0, positions net to zero
+    fold = Fold()
+    for event in h.events:
+        fold.apply(*event)
+        total = sum(fold.cash.values()) + fold.fee_pool + fold.withdrawn - fold.deposited
+        assert total == 0, f"cash created or lost at seq {event.seq}"
+        net = sum(p.get("H100-RENTAL", 0) for p in fold.positions.values())
+        assert net == 0, f"positions do not net to zero at seq {event.seq}"
+    assert fold.state_hash() == h.engine.state_hash()
