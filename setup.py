@@ -47,6 +47,8 @@ setup(
         "pydantic>=2.5",
         "click>=8.1",
         "sqlite-utils>=3.36",
+        "orjson>=3.9",
+        "tqdm>=4.66",
     ],
     extras_require={
         "dev": [
@@ -57,6 +59,11 @@ setup(
             "Cython>=3.0",
         ]
     },
-    entry_points={"console_scripts": ["gpuex-match=matching_core.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "gpuex=exchange.cli:main",
+            "gpuex-match=matching_core.cli:main",
+        ]
+    },
     zip_safe=False,
 )
