@@ -268,3 +268,70 @@ def test_cash_and_positions_are_conserved_after_every_event_and_fold_matches_liv
         net = sum(p.get("H100-RENTAL", 0) for p in fold.positions.values())
         assert net == 0, f"positions do not net to zero at seq {event.seq}"
     assert fold.state_hash() == h.engine.state_hash()
+
+
+# ------------------------------------------------------------------ property: bad input
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+VALID = {
+    "type": "submit",
+    "account": "alice",
+    "instrument": "H100-RENTAL",
+    "side": "buy",
+    "price": 9_000,
+    "qty": 1,
+}
+BAD_VALUES = {
+    "type": st.sampled_from(["", "Submit", "cancel ", None, 3]),
+    "account": st.sampled_from(["", "mallory", None, 7, "x" * 65]),
+    "instrument": st.sampled_from(["", "h100-rental", None]),
+    "side": st.sampled_from(["BUY", "", None, 0, True]),
+    "price": st.one_of(
+        st.integers(max_value=0),
+        st.integers(min_value=100_001),
+        st.floats(),
+        st.text(max_size=3),
+        st.booleans(),
+    ),
+    "qty": st.one_of(
+        st.integers(max_value=0),
+        st.integers(min_value=1 << 62 + 1),
+        st.floats(),
+        st.just("1"),
+        st.booleans(),
+    ),
+}
+
+
+@st.composite
+def malformed_commands(draw):
+    kind = draw(st.integers(0, 2))
+    if kind == 0:  # one field of a valid command broken
+        key = draw(st.sampled_from(sorted(BAD_VALUES)))
+        return {**VALID, key: draw(BAD_VALUES[key])}
+    if kind == 1:  # a valid command with an unknown extra field
+        return {
+            **VALID,
+            draw(st.text(min_size=1, max_size=6).filter(lambda k: k not in VALID)): draw(
+                json_values
+            ),
+        }
+    return draw(json_values.filter(lambda v: not isinstance(v, dict) or "type" not in v))
+
+
+@settings(max_examples=300, deadline=None)
+@given(malformed_commands())
+def test_malformed_commands_change_nothing_but_add_one_rejection(command):
+    h = Harness()
+    h.open("alice", 1_000_000)
+    h.submit("alice", "sell", 9_500, 3)
+    before, mark = h.engine.state_hash(), len(h.events)
+    result = h.engine.handle(command)
+    assert not result.ok and result.reason
+    assert h.kinds(mark) == [ev.COMMAND_REJECTED]
+    assert h.engine.state_hash() == before

@@ -1,0 +1,361 @@
+"""Sessions: run a scenario into an event log, resume it after a crash, replay and verify it.
+
+* :func:`run` drives a scenario through the engine on the simulated clock and records every
+  event. Events are committed in batches of exactly ``batch_size`` (the last one may be
+  shorter), so batch boundaries — and with them the checksum chain — depend only on the
+  events, never on when a crash happened.
+* ``run(..., resume=True)`` re-executes the scenario from the start with the same seed,
+  checking each regenerated event against the committed log byte for byte, and appends from
+  the first event that was not committed: the finished log is identical to an uninterrupted
+  run's.
+* :func:`replay` / :func:`state_at` fold the stored events (no engine, no randomness), starting
+  from the nearest snapshot when one exists; snapshots are a cache written every
+  ``snapshot_every`` events and never change the answer.
+* :func:`verify` checks the checksum chain, re-executes the recorded commands through a fresh
+  engine and requires byte-identical events, and checks the replayed state hash against the
+  one the live run recorded.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from exchange import events as ev
+from exchange.clock import Simulator
+from exchange.engine import Exchange
+from exchange.events import Event, encode
+from exchange.fold import Fold
+from exchange.scenarios import load_scenario
+from exchange.store import EventStore, verify_store
+
+CODE_VERSION = "gpuex-0.1.0"
+DEFAULT_BATCH = 2_000
+DEFAULT_SNAPSHOT_EVERY = 100_000
+
+
+class SessionError(RuntimeError):
+    """A session cannot be run, resumed or read as asked (the message says why)."""
+
+
+class _Diverged(Exception):
+    def __init__(self, seq: int, expected: bytes | None, got: bytes | None):
+        super().__init__(seq)
+        self.seq, self.expected, self.got = seq, expected, got
+
+
+class Recorder:
+    """The engine's event sink: batches events into the store and keeps a fold for snapshots.
+
+    With ``committed`` (an iterator over the stored payloads of a crashed run), the first
+    events are compared with the log instead of written: that is how resume catches up.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        batch_size: int,
+        snapshot_every: int,
+        committed: Iterator[bytes] | None = None,
+        committed_count: int = 0,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if snapshot_every and snapshot_every % batch_size:
+            raise ValueError("snapshot_every must be a multiple of batch_size")
+        self.store = store
+        self.batch_size = batch_size
+        self.snapshot_every = snapshot_every
+        self.fold = Fold()
+        self.pending: list[Event] = []
+        self._committed = committed
+        self._committed_count = committed_count
+        self._on_batch = on_batch
+
+    def append(self, event: Event) -> None:
+        pending = self.pending
+        pending.append(event)
+        if len(pending) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the pending events (one batch, one transaction)."""
+        batch = self.pending
+        if not batch:
+            return
+        self.pending = []
+        if batch[0].seq <= self._committed_count:
+            self._catch_up(batch)
+        else:
+            self.fold.apply_all(batch)
+            last = batch[-1].seq
+            snapshot = None
+            if self.snapshot_every and last % self.snapshot_every == 0:
+                snapshot = (last, self.fold.to_json(), self.fold.state_hash())
+            self.store.append(batch, snapshot)
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+
+    def _catch_up(self, batch: list[Event]) -> None:
+        for event in batch:
+            if event.seq > self._committed_count:
+                raise SessionError("committed log does not end on a batch boundary")
+            stored = next(self._committed, None)
+            mine = encode(event)
+            if stored != mine:
+                raise _Diverged(event.seq, stored, mine)
+        self.fold.apply_all(batch)
+
+
+@dataclass
+class RunSummary:
+    """What a run produced."""
+
+    path: str
+    scenario: str
+    seed: int
+    events: int
+    state_hash: str
+    resumed_from: int = 0
+
+
+def run(
+    scenario: str,
+    db: str | Path,
+    *,
+    seed: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = False,
+    durability: str = "normal",
+    batch_size: int = DEFAULT_BATCH,
+    snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+    on_batch: Callable[[int], None] | None = None,
+) -> RunSummary:
+    """Run (or resume) a built-in scenario into the SQLite log at ``db``.
+
+    Args:
+        scenario: a built-in scenario name (``flow``).
+        db: the session's SQLite file; must not exist unless ``resume``.
+        seed: the seed of every random source in the scenario (default 7).
+        overrides: scenario fields to change (validated).
+        resume: continue a crashed session in ``db`` with its stored scenario, seed and
+            settings (``seed`` and ``overrides``, if given, must match them). A file that
+            was killed before its first commit holds nothing, and is started afresh.
+        durability: ``full`` or ``normal`` (see ``docs/event_store.md``).
+        batch_size: events per committed batch.
+        snapshot_every: events between fold snapshots (a multiple of ``batch_size``; 0 = none).
+        on_batch: called with the number of events after each batch (progress).
+    """
+    path = Path(db)
+    committed_count = 0
+    committed: Iterator[bytes] | None = None
+    reader = None
+    if resume and not _has_session(path):
+        resume = False  # killed before its first commit: nothing to keep, start afresh
+    if resume:
+        store = EventStore.open(path, mode="a")
+        info = store.session
+        try:
+            config = orjson.loads(info["config"])
+            settings = config.pop("_recorder")
+            model = load_scenario(info["scenario"], config)
+            _check_same_session(info, model, scenario, seed, overrides)
+            if info["status"] == "finished":
+                raise SessionError(f"{path}: session already finished; nothing to resume")
+        except BaseException:
+            store.close()
+            raise
+        scenario, seed = info["scenario"], info["seed"]
+        batch_size, snapshot_every = settings["batch_size"], settings["snapshot_every"]
+        committed_count = store.last_seq
+        reader = EventStore.open(path, mode="r")
+        committed = reader.payloads(1, committed_count)
+    else:
+        seed = 7 if seed is None else seed
+        model = load_scenario(scenario, overrides)
+        config = model.model_dump(mode="json", exclude={"name"})
+        stored = {
+            **config,
+            "_recorder": {"batch_size": batch_size, "snapshot_every": snapshot_every},
+        }
+        try:
+            store = EventStore.create(
+                path,
+                scenario=scenario,
+                seed=seed,
+                config=stored,
+                code_version=CODE_VERSION,
+                durability=durability,
+            )
+        except FileExistsError:
+            raise SessionError(
+                f"{path} already exists; use --resume to continue it or choose a new path"
+            ) from None
+    recorder = Recorder(store, batch_size, snapshot_every, committed, committed_count, on_batch)
+    engine = Exchange(recorder.append)
+    sim = Simulator()
+    try:
+        engine.start(scenario, seed, config)
+        model.setup(engine)
+        model.drive(engine, sim, seed)
+        sim.run(model.end_ns, on_step=engine.advance)
+        engine.advance(model.end_ns)
+        digest = engine.end()
+        recorder.flush()
+        if recorder.fold.state_hash() != digest:
+            raise SessionError("the fold of the recorded events disagrees with the live state")
+        store.finish(engine.t, digest)
+    except _Diverged as exc:
+        raise SessionError(
+            f"{path}: cannot resume: the scenario regenerates a different event at seq {exc.seq} "
+            "(different code version or a damaged log)"
+        ) from None
+    finally:
+        if reader is not None:
+            reader.close()
+        store.close()
+    return RunSummary(str(path), scenario, seed, engine.seq, digest, committed_count)
+
+
+def _has_session(path: Path) -> bool:
+    """Does ``path`` hold a committed session? A missing file does not; nor does the empty
+    shell SQLite leaves when the creating process dies before its first commit — that shell
+    (and its ``-wal``/``-shm`` files) is removed so the run can start afresh."""
+    if not path.exists():
+        return False
+    if _tables(path):
+        return True
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
+    return False
+
+
+def _tables(path: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return 1  # not ours to judge empty: let EventStore.open say what is wrong
+
+
+def _check_same_session(
+    info: dict[str, Any], model, scenario: str, seed: int | None, overrides: dict[str, Any] | None
+) -> None:
+    if scenario != info["scenario"]:
+        raise SessionError(
+            f"the stored session runs scenario {info['scenario']!r}, not {scenario!r}"
+        )
+    if seed is not None and seed != info["seed"]:
+        raise SessionError(f"the stored session has seed {info['seed']}, not {seed}")
+    if overrides and load_scenario(scenario, overrides) != model:
+        raise SessionError("the stored session's scenario settings differ from --set")
+
+
+# ---------------------------------------------------------------------- replay
+def _fold_from(store: EventStore, until: int | None, use_snapshots: bool) -> Fold:
+    last = store.last_seq if until is None else min(until, store.last_seq)
+    if until is not None and until > store.last_seq:
+        raise SessionError(f"seq {until} is beyond the log's last event ({store.last_seq})")
+    fold = Fold()
+    if use_snapshots:
+        snap = store.latest_snapshot(last)
+        if snap is not None:
+            fold = Fold.from_json(snap[1])
+    if fold.seq < last:
+        fold.apply_all(store.rows(fold.seq + 1, last))
+    return fold
+
+
+def replay(db: str | Path, until: int | None = None, *, use_snapshots: bool = True) -> Fold:
+    """Fold the log at ``db`` up to event ``until`` (inclusive; default: the end)."""
+    with EventStore.open(db, mode="r") as store:
+        return _fold_from(store, until, use_snapshots)
+
+
+def state_at(db: str | Path, seq: int) -> Fold:
+    """The exchange state just after event ``seq``, from the nearest snapshot at or before it."""
+    return replay(db, seq)
+
+
+# ---------------------------------------------------------------------- verify
+@dataclass
+class Verdict:
+    """The result of :func:`verify`: ``ok`` only if every check passed."""
+
+    ok: bool
+    events: int
+    problems: list[str] = field(default_factory=list)
+    first_bad_seq: int | None = None
+    state_hash: str | None = None
+
+
+def verify(db: str | Path) -> Verdict:
+    """Check a log: checksum chain, byte-identical re-execution, replayed state hash."""
+    report = verify_store(db)
+    if not report.ok:
+        return Verdict(False, report.events, list(report.problems), report.first_bad_seq)
+    with EventStore.open(db, mode="r") as store:
+        info = store.session
+        problem = _reexecute(store, info)
+        if problem is not None:
+            seq, text = problem
+            return Verdict(False, store.last_seq, [text], seq)
+        fold = _fold_from(store, None, use_snapshots=False)
+        digest = fold.state_hash()
+        if info["status"] == "finished" and digest != info["final_state_hash"]:
+            return Verdict(
+                False,
+                store.last_seq,
+                ["replayed state hash differs from the recorded one"],
+                store.last_seq,
+            )
+        for seq, state_json, snap_hash in store.snapshots():
+            if Fold.from_json(state_json).state_hash() != snap_hash:
+                return Verdict(False, store.last_seq, [f"snapshot at seq {seq} is damaged"], seq)
+        return Verdict(True, store.last_seq, [], None, digest)
+
+
+def _reexecute(store: EventStore, info: dict[str, Any]) -> tuple[int, str] | None:
+    """Feed the recorded commands to a fresh engine; the first event that differs, if any."""
+    config = orjson.loads(info["config"])
+    config.pop("_recorder", None)
+    model = load_scenario(info["scenario"], config)
+    stored = store.payloads(1, store.last_seq)
+    last = store.last_seq
+    mismatch: list[tuple[int, str]] = []
+
+    def compare(event: Event) -> None:
+        if mismatch or event.seq > last:
+            return
+        expected = next(stored, None)
+        if expected != encode(event):
+            mismatch.append((event.seq, f"re-execution differs from the log at seq {event.seq}"))
+
+    engine = Exchange(compare)
+    engine.start(info["scenario"], info["seed"], config)
+    model.setup(engine)
+    for event in store.events(kind=(ev.COMMAND_RECEIVED, ev.COMMAND_REJECTED)):
+        if mismatch:
+            break
+        engine.advance(event.t)
+        engine.handle(event.data["command"])
+    if not mismatch and info["status"] == "finished":
+        end = next(iter(store.events(kind=ev.SESSION_ENDED)), None)
+        if end is None:
+            return last, "finished session has no SessionEnded event"
+        engine.advance(end.t)
+        engine.end()
+    if mismatch:
+        return mismatch[0]
+    if engine.seq < last:
+        return engine.seq + 1, f"the log has events after seq {engine.seq} that nothing produced"
+    return None

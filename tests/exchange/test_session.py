@@ -1,0 +1,150 @@
+"""Sessions: determinism, replay, state_at, verify and resume on real SQLite logs."""
+
+import random
+import sqlite3
+
+import pytest
+
+from exchange import session
+from exchange.fold import Fold
+from exchange.store import EventStore
+
+SMALL = {"messages": 2_000, "traders": 5, "cash_every": 300, "malformed_every": 250}
+
+
+def run_small(tmp_path, name="s.db", seed=3, **kw):
+    kw.setdefault("batch_size", 100)
+    kw.setdefault("snapshot_every", 500)
+    return session.run("flow", tmp_path / name, seed=seed, overrides=SMALL, **kw)
+
+
+def payloads(path):
+    with EventStore.open(path, mode="r") as store:
+        return list(store.payloads(1, store.last_seq))
+
+
+def test_same_seed_gives_a_byte_identical_log_and_another_seed_does_not(tmp_path):
+    a = run_small(tmp_path, "a.db", seed=5)
+    b = run_small(tmp_path, "b.db", seed=5)
+    c = run_small(tmp_path, "c.db", seed=6)
+    assert payloads(a.path) == payloads(b.path)
+    assert a.state_hash == b.state_hash
+    assert payloads(a.path) != payloads(c.path)
+    with EventStore.open(a.path, mode="r") as sa, EventStore.open(b.path, mode="r") as sb:
+        assert sa.digest() == sb.digest()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_replay_reaches_the_live_state_hash(tmp_path, seed):
+    summary = run_small(tmp_path, seed=seed)
+    assert session.replay(summary.path).state_hash() == summary.state_hash
+    assert session.replay(summary.path, use_snapshots=False).state_hash() == summary.state_hash
+    with EventStore.open(summary.path, mode="r") as store:
+        assert store.session["final_state_hash"] == summary.state_hash
+
+
+def test_state_at_equals_a_fresh_fold_for_random_seqs(tmp_path):
+    summary = run_small(tmp_path)
+    with EventStore.open(summary.path, mode="r") as store:
+        rows = list(store.rows(1, store.last_seq))
+        assert list(store.snapshots()), "the run should have written snapshots"
+    rng = random.Random(0)
+    for seq in sorted(rng.sample(range(1, len(rows) + 1), 15)) + [len(rows), 500, 501]:
+        fresh = Fold().apply_all(rows[:seq])
+        assert session.state_at(summary.path, seq).state_hash() == fresh.state_hash()
+
+
+def test_state_at_beyond_the_log_is_an_error(tmp_path):
+    summary = run_small(tmp_path)
+    with pytest.raises(session.SessionError, match="beyond"):
+        session.state_at(summary.path, summary.events + 1)
+
+
+def test_verify_passes_on_a_clean_log(tmp_path):
+    summary = run_small(tmp_path)
+    verdict = session.verify(summary.path)
+    assert verdict.ok, verdict.problems
+    assert verdict.state_hash == summary.state_hash and verdict.events == summary.events
+
+
+def test_verify_catches_a_consistently_forged_event_by_re_execution(tmp_path):
+    """An edit that also fixes the checksums is still caught: the commands do not produce it."""
+    summary = run_small(tmp_path)
+    import zlib
+
+    con = sqlite3.connect(summary.path)
+    seq, payload = con.execute(
+        "SELECT seq, payload FROM events WHERE kind='Fill' ORDER BY seq LIMIT 1 OFFSET 3"
+    ).fetchone()
+    forged = payload.replace('"qty":', '"qty":1', 1)
+    con.execute(
+        "UPDATE events SET payload=?, crc=?, qty=qty+0 WHERE seq=?",
+        (forged, zlib.crc32(forged.encode()), seq),
+    )
+    con.commit()
+    con.close()
+    verdict = session.verify(summary.path)
+    assert not verdict.ok
+    assert verdict.first_bad_seq is not None and verdict.first_bad_seq <= seq
+
+
+def test_run_refuses_to_overwrite_an_existing_log(tmp_path):
+    summary = run_small(tmp_path)
+    with pytest.raises(session.SessionError, match="exists"):
+        session.run("flow", summary.path, overrides=SMALL)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_gives_the_same_bytes_as_an_uninterrupted_run(tmp_path):
+    reference = run_small(tmp_path, "ref.db")
+    crashed = tmp_path / "crash.db"
+    batches = 0
+
+    def crash_after_seven_batches(_n):
+        nonlocal batches
+        batches += 1
+        if batches == 7:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_small(tmp_path, "crash.db", on_batch=crash_after_seven_batches)
+    with EventStore.open(crashed, mode="r") as store:
+        assert store.session["status"] == "running"
+        assert store.last_seq == 700
+    assert session.verify(crashed).ok  # the committed prefix is sound
+    resumed = session.run("flow", crashed, resume=True)
+    assert resumed.resumed_from == 700
+    assert payloads(crashed) == payloads(reference.path)
+    assert resumed.state_hash == reference.state_hash
+    with EventStore.open(crashed, mode="r") as a, EventStore.open(reference.path, mode="r") as b:
+        assert a.digest() == b.digest()
+
+
+def test_resume_of_a_finished_session_is_refused(tmp_path):
+    summary = run_small(tmp_path)
+    with pytest.raises(session.SessionError, match="finished"):
+        session.run("flow", summary.path, resume=True)
+
+
+def test_resume_of_a_file_killed_before_its_first_commit_starts_afresh(tmp_path):
+    reference = run_small(tmp_path, "ref.db")
+    shell = tmp_path / "shell.db"
+    sqlite3.connect(shell).close()  # an SQLite file with no tables, as a kill mid-create leaves
+    resumed = session.run(
+        "flow", shell, seed=3, overrides=SMALL, resume=True, batch_size=100, snapshot_every=500
+    )
+    assert resumed.resumed_from == 0
+    assert payloads(shell) == payloads(reference.path)
+
+
+def test_resume_with_different_settings_is_refused(tmp_path):
+    crashed = tmp_path / "c.db"
+    with pytest.raises(Crash):
+        run_small(tmp_path, "c.db", on_batch=lambda _n: (_ for _ in ()).throw(Crash()))
+    with pytest.raises(session.SessionError, match="seed"):
+        session.run("flow", crashed, seed=4, resume=True)
+    with pytest.raises(session.SessionError, match="settings"):
+        session.run("flow", crashed, overrides={**SMALL, "traders": 2}, resume=True)

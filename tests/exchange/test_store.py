@@ -1,0 +1,582 @@
+"""The SQLite event store: round trips, atomic batches, the checksum chain, read-only opens,
+durability pragmas, and verify_store locating every kind of damage.
+
+Events are small synthetic ones built directly (no engine)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import zlib
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exchange.events import TYPED_FIELDS, Event, encode
+from exchange.store import (
+    SCHEMA_VERSION,
+    ZERO_CHAIN,
+    EventStore,
+    StoreError,
+    verify_store,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNTS = ("alice", "bob", "carol")
+
+
+def make_event(seq: int) -> Event:
+    """A deterministic synthetic event of one of five shapes."""
+    t = seq * 1_000
+    account = ACCOUNTS[seq % 3]
+    shape = seq % 5
+    if shape == 0:
+        command = {"type": "submit", "side": "buy", "price": 100 + seq % 7, "qty": 1 + seq % 4}
+        return Event(seq, t, "CommandReceived", account=account, data={"command": command})
+    if shape == 1:
+        return Event(
+            seq,
+            t,
+            "OrderAccepted",
+            "H100",
+            account,
+            seq,
+            "buy",
+            100 + seq % 7,
+            3,
+            data={"tif": "gtc"},
+        )
+    if shape == 2:
+        return Event(seq, t, "OrderRested", "H100", account, seq - 1, "buy", 100 + seq % 7, 3)
+    if shape == 3:
+        return Event(
+            seq,
+            t,
+            "Fill",
+            "A100",
+            account,
+            seq - 2,
+            "sell",
+            101,
+            2,
+            -20_200,
+            ACCOUNTS[(seq + 1) % 3],
+            seq - 7,
+            {"trade_id": seq},
+        )
+    return Event(seq, t, "Deposit", account=account, amount=1_000_000)
+
+
+def make_events(first: int, n: int) -> list[Event]:
+    return [make_event(s) for s in range(first, first + n)]
+
+
+def new_store(path: Path, **kw) -> EventStore:
+    args = {"scenario": "unit", "seed": 7, "config": {"n": 1}, "code_version": "test"}
+    args.update(kw)
+    return EventStore.create(path, **args)
+
+
+def build(path: Path, sizes=(10, 10, 10, 10), snapshot_at: int | None = None) -> None:
+    """A closed store with batches of the given sizes (seqs 1..sum(sizes))."""
+    with new_store(path) as store:
+        seq = 1
+        for size in sizes:
+            snap = None
+            if snapshot_at is not None and seq <= snapshot_at < seq + size:
+                snap = (snapshot_at, '{"x":1}', "h" * 64)
+            store.append(make_events(seq, size), snap)
+            seq += size
+
+
+def sql(path: Path, statement: str, params=()) -> None:
+    """Tamper with a closed store behind the store's back."""
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(statement, params)
+    conn.close()
+
+
+def batch_range(path: Path, batch: int) -> tuple[int, int]:
+    conn = sqlite3.connect(path)
+    row = conn.execute("SELECT first_seq, last_seq FROM batches WHERE batch = ?", (batch,))
+    first, last = row.fetchone()
+    conn.close()
+    return first, last
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    """A closed, clean store: 4 batches of 10 events (seqs 1..40), a snapshot at 20."""
+    path = tmp_path / "s.db"
+    build(path, snapshot_at=20)
+    return path
+
+
+# ------------------------------------------------------------------ round trip
+def test_round_trip(tmp_path):
+    path = tmp_path / "s.db"
+    events = make_events(1, 25)
+    with new_store(path, started_t=5) as store:
+        store.append(events[:10])
+        store.append(events[10:], snapshot=(25, '{"state":1}', "ab" * 32))
+        assert store.last_seq == 25
+        assert store.batch_count == 2
+        assert list(store.events()) == events
+    with EventStore.open(path) as store:
+        assert list(store.events()) == events
+        assert list(store.payloads()) == [encode(e) for e in events]
+        assert list(store.rows()) == [tuple(e[: len(TYPED_FIELDS)]) for e in events]
+        assert list(store.events(5, 7)) == events[4:7]  # stop inclusive
+        assert list(store.payloads(24)) == [encode(events[23]), encode(events[24])]
+        assert [e.seq for e in store.events(kind="Fill")] == [3, 8, 13, 18, 23]
+        assert [e.seq for e in store.events(kind=("Fill", "Deposit"), stop=10)] == [3, 4, 8, 9]
+        assert [e.seq for e in store.events(account="bob", kind="Fill")] == [13]
+        assert [e.seq for e in store.events(instrument="A100", start=10)] == [13, 18, 23]
+        assert [e.seq for e in store.events(order_id=11)] == [11, 12, 13]
+        assert [e.seq for e in store.events(counterparty="alice")] == [8, 23]
+        assert [r[0] for r in store.rows(kind="OrderRested")] == [3 + 5 * i - 1 for i in range(5)]
+        assert store.latest_snapshot(24) is None
+        assert store.latest_snapshot(25) == (25, '{"state":1}', "ab" * 32)
+        assert list(store.snapshots()) == [(25, '{"state":1}', "ab" * 32)]
+        info = store.session
+        assert info["scenario"] == "unit" and info["seed"] == 7 and info["config"] == '{"n":1}'
+        assert info["status"] == "running" and info["last_seq"] == 25
+        assert info["started_t"] == 5 and info["durability"] == "normal"
+        assert store.last_seq == 25 and store.batch_count == 2
+        with pytest.raises(ValueError, match="cannot filter"):
+            list(store.rows(side="buy"))
+
+
+def test_finish_and_resume_in_append_mode(tmp_path):
+    path = tmp_path / "s.db"
+    with new_store(path) as store:
+        store.append(make_events(1, 10))
+        chain = store.digest()
+    with EventStore.open(path, mode="a") as store:
+        assert store.last_seq == 10 and store.batch_count == 1 and store.digest() == chain
+        with pytest.raises(ValueError, match="expected 11"):
+            store.append(make_events(12, 3))
+        store.append(make_events(11, 5))
+        store.finish(123_000, "f" * 64)
+        with pytest.raises(StoreError, match="finished"):
+            store.append(make_events(16, 1))
+    with EventStore.open(path) as store:
+        info = store.session
+        assert (info["status"], info["finished_t"], info["final_state_hash"]) == (
+            "finished",
+            123_000,
+            "f" * 64,
+        )
+        assert [e.seq for e in store.events()] == list(range(1, 16))
+    assert verify_store(path).ok
+
+
+def test_filters_use_the_indexes_after_close(db):
+    conn = sqlite3.connect(db)
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {
+        "idx_events_kind_seq",
+        "idx_events_account_seq",
+        "idx_events_instrument_seq",
+        "idx_events_counterparty_seq",
+        "idx_events_order_id",
+        "idx_events_t",
+    } <= names
+    queries = {
+        "kind = 'Fill'": "idx_events_kind_seq",
+        "kind IN ('Fill', 'Fee')": "idx_events_kind_seq",
+        "account = 'bob'": "idx_events_account_seq",  # partial index: account IS NOT NULL
+        "account IN ('bob', 'carol')": "idx_events_account_seq",
+        "instrument = 'H100'": "idx_events_instrument_seq",
+        "counterparty = 'bob'": "idx_events_counterparty_seq",
+        "order_id = 11": "idx_events_order_id",
+    }
+    for where, index in queries.items():
+        plan = " ".join(
+            str(r)
+            for r in conn.execute(
+                f"EXPLAIN QUERY PLAN SELECT payload FROM events WHERE seq >= 1 AND {where} "
+                "ORDER BY seq"
+            )
+        )
+        assert index in plan, (where, plan)
+    conn.close()
+
+
+def test_identical_inputs_give_identical_files(tmp_path):
+    build(tmp_path / "a.db", sizes=(7, 20, 3), snapshot_at=27)
+    build(tmp_path / "b.db", sizes=(7, 20, 3), snapshot_at=27)
+    assert (tmp_path / "a.db").read_bytes() == (tmp_path / "b.db").read_bytes()
+
+
+def test_create_refuses_an_existing_file(db, tmp_path):
+    with pytest.raises(FileExistsError):
+        new_store(db)
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    new_store(empty).close()  # an empty file is fine
+    with pytest.raises(ValueError, match="durability"):
+        new_store(tmp_path / "x.db", durability="fast")
+    assert not (tmp_path / "x.db").exists()
+
+
+# ------------------------------------------------------------------ atomic append
+def test_invalid_batch_writes_nothing(tmp_path):
+    path = tmp_path / "s.db"
+    store = new_store(path)
+    store.append(make_events(1, 5))
+    before = (store.last_seq, store.batch_count, store.digest())
+    bad_batches = [
+        make_events(7, 3),  # gap after 5
+        make_events(5, 3),  # overlaps
+        make_events(6, 2) + make_events(9, 1),  # hole inside the batch
+        make_events(6, 3)[:2] + [make_event(8)._replace(kind=None)],  # NOT NULL kind
+        make_events(6, 2) + [make_event(8)._replace(price="cheap")],  # STRICT: text in int
+    ]
+    for bad in bad_batches:
+        with pytest.raises(ValueError):
+            store.append(bad)
+    with pytest.raises(ValueError, match="snapshot"):
+        store.append(make_events(6, 2), snapshot=(9, "{}", "h"))
+    assert (store.last_seq, store.batch_count, store.digest()) == before
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*), max(seq) FROM events").fetchone() == (5, 5)
+    assert conn.execute("SELECT count(*) FROM batches").fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM snapshots").fetchone() == (0,)
+    assert conn.execute("SELECT last_seq FROM sessions").fetchone() == (5,)
+    conn.close()
+    store.append(make_events(6, 3), snapshot=(8, "{}", "h"))  # the store still works
+    assert store.last_seq == 8 and store.batch_count == 2
+    store.close()
+    assert verify_store(path).ok
+
+
+# ------------------------------------------------------------------ chain
+def test_chain_matches_an_independent_computation(tmp_path):
+    path = tmp_path / "s.db"
+    sizes = (3, 1, 8)
+    chain = "0" * 64
+    expected = []
+    with new_store(path) as store:
+        assert store.digest() == ZERO_CHAIN == chain
+        seq = 1
+        for size in sizes:
+            events = make_events(seq, size)
+            store.append(events)
+            digest = hashlib.sha256(b"".join(encode(e) + b"\n" for e in events)).hexdigest()
+            chain = hashlib.sha256(bytes.fromhex(chain) + bytes.fromhex(digest)).hexdigest()
+            expected.append((len(expected) + 1, seq, seq + size - 1, digest, chain))
+            assert store.digest() == chain
+            seq += size
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT * FROM batches ORDER BY batch").fetchall() == expected
+    for payload, crc in conn.execute("SELECT payload, crc FROM events"):
+        assert crc == zlib.crc32(payload.encode())
+    conn.close()
+    with EventStore.open(path) as store:
+        assert store.digest() == chain
+    report = verify_store(path)
+    assert report.ok and report.last_chain == chain
+    assert (report.events, report.batches) == (12, 3)
+
+
+# ------------------------------------------------------------------ opening
+def test_schema_version_mismatch_is_a_clear_error(db):
+    sql(db, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match=f"schema_version 99, expected {SCHEMA_VERSION}"):
+        EventStore.open(db)
+    with pytest.raises(StoreError, match="schema_version 99"):
+        EventStore.open(db, mode="a")
+    report = verify_store(db)
+    assert not report.ok and "schema_version 99" in report.problems[0]
+
+
+def test_not_a_store(tmp_path):
+    plain = tmp_path / "plain.db"
+    sql(plain, "CREATE TABLE t (x)")
+    with pytest.raises(StoreError, match="not a gpuex event store"):
+        EventStore.open(plain)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not an SQLite file at all" * 100)
+    with pytest.raises(StoreError):
+        EventStore.open(junk)
+    assert not verify_store(junk).ok
+    with pytest.raises(FileNotFoundError):
+        EventStore.open(tmp_path / "missing.db")
+    report = verify_store(tmp_path / "missing.db")
+    assert not report.ok and "cannot open" in report.problems[0]
+
+
+def test_read_only_open_changes_nothing(db):
+    before = sorted(os.listdir(db.parent))
+    data, mtime = db.read_bytes(), db.stat().st_mtime_ns
+    with EventStore.open(db, mode="r") as store:
+        assert len(list(store.events())) == 40
+        assert store.latest_snapshot(40)[0] == 20
+        with pytest.raises(StoreError, match="read-only"):
+            store.append(make_events(41, 1))
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store._conn.execute("DELETE FROM events")
+    assert verify_store(db).ok
+    assert db.read_bytes() == data and db.stat().st_mtime_ns == mtime
+    assert sorted(os.listdir(db.parent)) == before
+
+
+def test_reader_sees_a_live_writer(tmp_path):
+    path = tmp_path / "s.db"
+    writer = new_store(path)
+    writer.append(make_events(1, 10))
+    with EventStore.open(path) as reader:
+        assert reader.last_seq == 10
+        writer.append(make_events(11, 10))
+        assert reader.last_seq == 20 and len(list(reader.payloads())) == 20
+        assert verify_store(path).ok
+    writer.close()
+
+
+@pytest.mark.parametrize(("durability", "level"), [("normal", 1), ("full", 2)])
+def test_durability_pragmas(tmp_path, durability, level):
+    path = tmp_path / "s.db"
+    store = new_store(path, durability=durability)
+    assert store.durability == durability
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == level
+    assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.append(make_events(1, 3))
+    store.close()
+    with EventStore.open(path, mode="a") as store:  # reopened: the stored durability again
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == level
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn = sqlite3.connect(path)  # closed: back to a single self-contained file
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+    assert sorted(os.listdir(tmp_path)) == ["s.db"]
+
+
+CRASHER = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, sys.argv[2])
+    from tests.exchange.test_store import make_events, new_store
+    from pathlib import Path
+    store = new_store(Path(sys.argv[1]))
+    for b in range(5):
+        store.append(make_events(1 + 10 * b, 10))
+    os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint
+    """
+)
+
+
+def test_sigkill_loses_no_committed_batch(tmp_path):
+    path = tmp_path / "s.db"
+    proc = subprocess.run([sys.executable, "-c", CRASHER, str(path), str(ROOT)], check=False)
+    assert proc.returncode == -9
+    report = verify_store(path)
+    assert report.ok, report.problems
+    assert (report.events, report.batches) == (50, 5)
+    with EventStore.open(path, mode="a") as store:  # resume where it stopped
+        assert store.last_seq == 50 and store.session["status"] == "running"
+        store.append(make_events(51, 10))
+    assert verify_store(path).ok
+
+
+# ------------------------------------------------------------------ tampering
+def test_clean_store_verifies(db, tmp_path):
+    report = verify_store(db)
+    assert report.ok and report.problems == []
+    assert (report.events, report.batches, report.first_bad_seq) == (40, 4, None)
+    empty = tmp_path / "empty.db"
+    new_store(empty).close()
+    assert verify_store(empty).ok
+
+
+def test_edited_payload_byte(db):
+    sql(db, "UPDATE events SET payload = replace(payload, '\"qty\":3', '\"qty\":4') WHERE seq = 17")
+    report = verify_store(db)
+    assert not report.ok
+    assert report.first_bad_seq == 17 and report.first_bad_batch == 2
+    assert any("seq 17: payload checksum mismatch" in p for p in report.problems)
+
+
+def test_edited_payload_with_recomputed_crc_breaks_the_batch_digest(db, tmp_path):
+    conn = sqlite3.connect(db)
+    payload = conn.execute("SELECT payload FROM events WHERE seq = 23").fetchone()[0]
+    edited = payload.replace('"trade_id":23', '"trade_id":24')  # in data: no typed column
+    assert edited != payload
+    with conn:
+        conn.execute(
+            "UPDATE events SET payload = ?, crc = ? WHERE seq = 23",
+            (edited, zlib.crc32(edited.encode())),
+        )
+    conn.close()
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_batch == 3
+    assert any("batch 3 (seqs 21..30): digest mismatch" in p for p in report.problems)
+    assert report.first_bad_seq == 21  # located to its batch
+
+
+def test_edited_typed_column(db):
+    sql(db, "UPDATE events SET price = price + 1 WHERE seq = 12")
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_seq == 12
+    assert any("seq 12: column price=" in p for p in report.problems)
+
+
+def test_deleted_event(db):
+    sql(db, "DELETE FROM events WHERE seq = 15")
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_seq == 15 and report.first_bad_batch == 2
+    assert any("seq 15 missing" in p for p in report.problems)
+
+
+def test_swapped_payloads(db):
+    conn = sqlite3.connect(db)
+    rows = dict(
+        conn.execute("SELECT seq, payload || char(0) || crc FROM events WHERE seq IN (22, 26)")
+    )
+    with conn:
+        for seq, other in ((22, 26), (26, 22)):
+            payload, crc = rows[other].split("\0")
+            conn.execute(
+                "UPDATE events SET payload = ?, crc = ? WHERE seq = ?", (payload, int(crc), seq)
+            )
+    conn.close()
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_seq == 22
+    assert any("seq 22: the payload is event seq 26" in p for p in report.problems)
+    assert any("seq 26: the payload is event seq 22" in p for p in report.problems)
+
+
+def test_deleted_last_batch_events(db):
+    first, last = batch_range(db, 4)
+    sql(db, "DELETE FROM events WHERE batch = 4")
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_seq == first == 31
+    assert any(f"seqs {first}..{last} missing at the end" in p for p in report.problems)
+
+
+def test_deleted_batch_row(db):
+    sql(db, "DELETE FROM batches WHERE batch = 2")
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_batch == 2 and report.first_bad_seq == 11
+    assert any("batch 2 missing" in p for p in report.problems)
+    assert any("seq 11: belongs to no batch" in p for p in report.problems)
+
+
+def test_edited_batch_row(db):
+    sql(db, "UPDATE batches SET chain = ? WHERE batch = 3", ("1" * 64,))
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_batch == 3 and report.first_bad_seq == 21
+    assert any("batch 3 (seqs 21..30): chain break" in p for p in report.problems)
+
+
+def test_events_with_no_batch(db):
+    sql(db, "DELETE FROM batches WHERE batch = 4")
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_seq == 31
+    assert any("seq 31: belongs to no batch" in p for p in report.problems)
+
+
+def test_truncated_file(db):
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    size = db.stat().st_size
+    with open(db, "r+b") as f:
+        f.truncate(size // 2)
+    report = verify_store(db)
+    assert not report.ok
+    assert any("corrupt or truncated" in p or "corrupt" in p for p in report.problems)
+
+
+def test_truncated_large_file_names_the_last_intact_seq(tmp_path):
+    path = tmp_path / "big.db"
+    build(path, sizes=(500,) * 8)
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 3)
+    report = verify_store(path)
+    assert not report.ok
+    assert "corrupt or truncated" in report.problems[0]
+    intact = [p for p in report.problems if "were read intact" in p]
+    assert len(intact) == 1, report.problems
+    last = int(intact[0].split("up to seq ")[1].split()[0])
+    assert 0 < last < 4000 and report.first_bad_seq == last + 1 and report.events == last
+
+
+def test_garbage_in_the_middle_of_the_file(db):
+    data = bytearray(db.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = b"\xff" * 4096
+    db.write_bytes(bytes(data))
+    report = verify_store(db)  # must report, not raise
+    assert not report.ok
+
+
+# ------------------------------------------------------------------ properties
+ascii_text = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
+small_int = st.integers(min_value=-(10**12), max_value=10**12)
+
+
+@st.composite
+def event_at(draw, seq: int) -> Event:
+    maybe = st.none()
+    return Event(
+        seq,
+        seq * 1_000 + draw(st.integers(0, 999)),
+        draw(st.sampled_from(["Fill", "OrderAccepted", "OrderRested", "CommandReceived"])),
+        draw(maybe | ascii_text),
+        draw(maybe | ascii_text),
+        draw(maybe | small_int),
+        draw(maybe | st.sampled_from(["buy", "sell"])),
+        draw(maybe | small_int),
+        draw(maybe | small_int),
+        draw(maybe | small_int),
+        draw(maybe | ascii_text),
+        draw(maybe | small_int),
+        draw(maybe | st.dictionaries(ascii_text, small_int | ascii_text, max_size=3)),
+    )
+
+
+@st.composite
+def batches(draw) -> list[list[Event]]:
+    sizes = draw(st.lists(st.integers(1, 6), min_size=1, max_size=6))
+    out, seq = [], 1
+    for size in sizes:
+        out.append([draw(event_at(s)) for s in range(seq, seq + size)])
+        seq += size
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=batches(), data=st.data())
+def test_random_appends_verify_and_any_byte_edit_is_located(batches, data):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "p.db"
+        with new_store(path) as store:
+            for batch in batches:
+                store.append(batch)
+            events = [e for batch in batches for e in batch]
+            assert list(store.events()) == events
+        report = verify_store(path)
+        assert report.ok, report.problems
+        assert report.events == len(events) and report.batches == len(batches)
+        victim = data.draw(st.sampled_from(events))
+        payload = encode(victim).decode()
+        pos = data.draw(st.integers(0, len(payload) - 1))
+        new = data.draw(st.sampled_from([c for c in '0123456789abcxyz"{}:,' if c != payload[pos]]))
+        sql(
+            path,
+            "UPDATE events SET payload = substr(payload, 1, ?) || ? || "
+            "substr(payload, ? + 2) WHERE seq = ?",
+            (pos, new, pos, victim.seq),
+        )
+        report = verify_store(path)
+        assert not report.ok
+        assert report.first_bad_seq == victim.seq, report.problems
