@@ -60,6 +60,7 @@ def main() -> None:
     help="Seed of every random source [default: 7; on --resume, the stored one].",
 )
 @click.option("--resume", is_flag=True, help="Continue a crashed session in --db.")
+@click.option("--overwrite", is_flag=True, help="Replace --db if it already exists.")
 @click.option(
     "--durability",
     type=click.Choice(["full", "normal"]),
@@ -89,9 +90,17 @@ def main() -> None:
     help="Events between state snapshots (multiple of --batch-size; 0 = none).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(scenario, db, seed, resume, durability, settings, batch_size, snapshot_every, quiet):
+def run(
+    scenario, db, seed, resume, overwrite, durability, settings, batch_size, snapshot_every, quiet
+):
     """Run SCENARIO into a new event log (or --resume a crashed one)."""
     overrides = _parse_overrides(settings)
+    if overwrite and resume:
+        raise click.UsageError("--overwrite and --resume contradict each other")
+    if overwrite:
+        for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            stale.unlink(missing_ok=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(unit=" events", unit_scale=True, desc=scenario, disable=quiet, file=sys.stderr)
     try:
         summary = sessions.run(
@@ -111,10 +120,15 @@ def run(scenario, db, seed, resume, durability, settings, batch_size, snapshot_e
         bar.close()
     click.echo(f"session   {summary.path}")
     click.echo(f"scenario  {summary.scenario} (seed {summary.seed})")
-    click.echo(
-        f"events    {summary.events:,}"
-        + (f" (resumed after {summary.resumed_from:,})" if summary.resumed_from else "")
-    )
+    resumed = f" (resumed after {summary.resumed_from:,})" if summary.resumed_from else ""
+    click.echo(f"events    {summary.events:,}{resumed}")
+    with EventStore.open(db, mode="r") as store:
+        for kind_name, count in store.kind_counts().items():
+            click.echo(f"  {kind_name:<18} {count:>12,}")
+    fold = sessions.replay(db)
+    click.echo("accounts at the end (cash in currency units, positions in lots)")
+    _print_accounts(fold, sorted(fold.cash), orders=False)
+    click.echo(f"fees      {_money(fold.fee_pool)} to the exchange")
     click.echo(f"state     {summary.state_hash}")
 
 
@@ -171,24 +185,25 @@ def inspect(path, at, account, kind, limit):
                 f"{info['scenario']} seed {info['seed']} {info['status']}, "
                 f"{store.last_seq:,} events; state at seq {fold.seq} (t {fold.t} ns)"
             )
-            names = [account] if account else sorted(fold.cash)
-            for name in names:
-                if name not in fold.cash:
-                    raise click.ClickException(f"no account {name!r} in this log")
-                positions = ", ".join(
-                    f"{i} {p:+,}" for i, p in sorted(fold.positions[name].items()) if p
-                )
-                click.echo(
-                    f"  {name:<16} cash {_money(fold.cash[name]):>18}  {positions or 'flat'}"
-                )
-                for instrument in sorted(fold.books):
-                    for side, price, oid, owner, qty in fold.resting(instrument):
-                        if owner == name:
-                            click.echo(f"      open {instrument} #{oid} {side} {qty} @ {price}")
+            _print_accounts(fold, [account] if account else sorted(fold.cash), orders=True)
             if kind or account:
                 _list_events(store, fold.seq, kind, account, limit)
     except (sessions.SessionError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _print_accounts(fold, names: list[str], orders: bool) -> None:
+    """Cash (currency units), positions (lots) and, with ``orders``, resting orders."""
+    for name in names:
+        if name not in fold.cash:
+            raise click.ClickException(f"no account {name!r} in this log")
+        held = [f"{i} {p:+,}" for i, p in sorted(fold.positions[name].items()) if p]
+        click.echo(f"  {name:<16} cash {_money(fold.cash[name]):>18}  {', '.join(held) or 'flat'}")
+        if orders:
+            for instrument in sorted(fold.books):
+                for side, price, oid, owner, qty in fold.resting(instrument):
+                    if owner == name:
+                        click.echo(f"      open {instrument} #{oid} {side} {qty} @ {price}")
 
 
 def _list_events(

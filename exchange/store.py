@@ -581,6 +581,11 @@ class EventStore:
         row = self._conn.execute("SELECT chain FROM batches ORDER BY batch DESC LIMIT 1").fetchone()
         return row[0] if row else ZERO_CHAIN
 
+    def kind_counts(self) -> dict[str, int]:
+        """Number of events of each kind, by kind name (sorted)."""
+        rows = self._conn.execute("SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind")
+        return dict(rows.fetchall())
+
     # ------------------------------------------------------------------ reading
     def events(
         self,

@@ -88,3 +88,15 @@ def test_run_refuses_an_existing_log_and_unknown_settings(log, tmp_path):
     )
     assert bad.exit_code == 1 and "warp" in bad.output
     assert not (tmp_path / "x.db").exists()
+
+
+def test_overwrite_replaces_an_existing_log_and_creates_missing_folders(log, tmp_path):
+    path, output = log
+    again = CliRunner().invoke(
+        main, ["run", "flow", "--db", str(path), "--seed", "2", "--overwrite", *SMALL]
+    )
+    assert again.exit_code == 0, again.output
+    assert again.output == output  # same scenario, same seed: the same session
+    nested = tmp_path / "runs" / "deep" / "x.db"
+    made = CliRunner().invoke(main, ["run", "flow", "--db", str(nested), *SMALL])
+    assert made.exit_code == 0 and nested.exists()
