@@ -57,6 +57,7 @@ setup(
             "pytest-benchmark>=4.0",
             "ruff>=0.5",
             "Cython>=3.0",
+            "QuantLib>=1.30",
         ]
     },
     entry_points={

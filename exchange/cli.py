@@ -128,7 +128,7 @@ def run(
     fold = sessions.replay(db)
     click.echo("accounts at the end (cash in currency units, positions in lots)")
     _print_accounts(fold, sorted(fold.cash), orders=False)
-    click.echo(f"fees      {_money(fold.fee_pool)} to the exchange")
+    click.echo(f"fees      {_money(fold.pools['fees'])} to the exchange")
     click.echo(f"state     {summary.state_hash}")
 
 

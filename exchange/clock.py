@@ -1,8 +1,11 @@
 """The simulated clock and the timer queue: one thread, one clock, no wall time.
 
-Timers are kept in a binary heap ordered by ``(time, insertion number)``: two timers due at the
-same nanosecond fire in the order they were scheduled, so a run is a pure function of its
-inputs. Nothing here (or anywhere in the exchange) reads the wall clock.
+Timers are kept in a binary heap ordered by ``(time, priority, insertion number)``. At the same
+nanosecond the exchange's own actions (``MARKET``: index prints, marks, funding, premiums,
+expiries) come before participants' commands (``PARTICIPANT``), and within a priority timers
+fire in the order they were scheduled — so a run is a pure function of its inputs, and a
+verification that schedules the same actions in a different order still replays identically.
+Nothing here (or anywhere in the exchange) reads the wall clock.
 """
 
 from __future__ import annotations
@@ -11,20 +14,26 @@ import heapq
 from collections.abc import Callable
 from typing import Any
 
+MARKET = 0
+PARTICIPANT = 1
+
 
 class Simulator:
     """A discrete-event loop over simulated time (int64 nanoseconds)."""
 
     def __init__(self, start: int = 0) -> None:
         self.now = start
-        self._queue: list[tuple[int, int, Callable[..., Any], tuple]] = []
+        self._queue: list[tuple[int, int, int, Callable[..., Any], tuple]] = []
         self._scheduled = 0
 
-    def schedule(self, at: int, action: Callable[..., Any], *args: Any) -> None:
-        """Run ``action(*args)`` at simulated time ``at`` ns (not before ``now``)."""
+    def schedule(
+        self, at: int, action: Callable[..., Any], *args: Any, priority: int = PARTICIPANT
+    ) -> None:
+        """Run ``action(*args)`` at simulated time ``at`` ns (not before ``now``); at equal
+        times lower ``priority`` runs first (``MARKET`` before ``PARTICIPANT``)."""
         if at < self.now:
             raise ValueError(f"cannot schedule at {at} ns: the clock is already at {self.now} ns")
-        heapq.heappush(self._queue, (at, self._scheduled, action, args))
+        heapq.heappush(self._queue, (at, priority, self._scheduled, action, args))
         self._scheduled += 1
 
     def run(self, until: int, on_step: Callable[[int], None] | None = None) -> None:
@@ -33,7 +42,7 @@ class Simulator:
         its own clock)."""
         queue = self._queue
         while queue and queue[0][0] <= until:
-            at, _, action, args = heapq.heappop(queue)
+            at, _, _, action, args = heapq.heappop(queue)
             self.now = at
             if on_step is not None:
                 on_step(at)

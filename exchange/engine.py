@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 from exchange import events as ev
@@ -34,8 +37,18 @@ from exchange.commands import (
     parse_command,
 )
 from exchange.events import Event
-from exchange.instruments import InstrumentSpec, fee
-from exchange.state import canonical_state, state_hash
+from exchange.instruments import fee
+from exchange.perp import (
+    FundingIndex,
+    MarkPrice,
+    funding_rate,
+    impact_prices,
+    premium_index,
+    settle_funding,
+)
+from exchange.pricing import premium_from_value, rvs_mark, rvs_model_value, value_to_ticks
+from exchange.rvs import payoff_per_contract, premium_due
+from exchange.state import POOLS, canonical_state, instrument_state, state_hash
 from matching_core import OrderBook, Reject, StpMode, TimeInForce
 
 _SIDE_CODE = {"buy": 0, "sell": 1}
@@ -47,6 +60,25 @@ _STP_MODES = {
     "cancel-incoming": StpMode.CANCEL_INCOMING,
     "cancel-both": StpMode.CANCEL_BOTH,
 }
+
+
+DAY_NS = 86_400 * 10**9
+YEAR_NS = 365 * DAY_NS
+#: A swap series is marked at its book's mid only when the spread is at most this many ticks
+#: and each side shows at least this many lots; otherwise at the model (exchange.pricing).
+RVS_BOOK_MAX_SPREAD_TICKS = 5
+RVS_BOOK_MIN_DEPTH_LOTS = 10
+#: The key under which ``settle_funding`` reports the rounding remainder (the funding pool's).
+FUNDING_POOL_KEY = "\x00funding-pool"
+
+
+def _underlying(spec: Any) -> str | None:
+    """The index an instrument is marked from (None for spot)."""
+    if spec.kind == "perp":
+        return spec.underlying
+    if spec.kind == "rvs":
+        return spec.resale_index
+    return None
 
 
 class Result(NamedTuple):
@@ -65,15 +97,24 @@ class Account:
     index: int  # the int64 account id the order books see
     cash: int = 0
     positions: dict[str, int] = field(default_factory=dict)
+    basis: dict[str, int] = field(default_factory=dict)  # RVS premium basis, ticks x lots
 
 
 @dataclass
 class Listing:
-    """A listed instrument: its spec, its book and its last trade price (ticks)."""
+    """A listed instrument: its spec, its book and its state (prices in ticks)."""
 
-    spec: InstrumentSpec
+    spec: Any  # InstrumentSpec | PerpSpec | RvsSpec
     book: OrderBook
     last_price: int | None = None
+    mark: int | None = None
+    funding_cum: int = 0  # perpetuals: cumulative funding, nano-minor units per lot
+    expired: bool = False
+    mark_model: Any = None  # perpetuals: the damped-basis mark (exchange.perp.MarkPrice)
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
 
 
 @dataclass
@@ -98,11 +139,12 @@ class Exchange:
         self.t = 0
         self.seq = 0
         self.instruments: dict[str, Listing] = {}
+        self.indices: dict[str, int] = {}  # last published value of each index, in ticks
         self.accounts: dict[str, Account] = {}
         self._by_index: list[str] = []
         self.orders: dict[int, LiveOrder] = {}
         self.next_order_id = 1
-        self.fee_pool = 0
+        self.pools = {name: 0 for name in POOLS}
         self.deposited = 0
         self.withdrawn = 0
         self._stp_modes: dict[str, int] = {}
@@ -131,15 +173,24 @@ class Exchange:
         self._emit(ev.SESSION_ENDED, data={"state_hash": digest})
         return digest
 
-    def list_instrument(self, spec: InstrumentSpec) -> None:
-        """List an instrument with its own order book."""
+    def list_instrument(self, spec: Any) -> None:
+        """List an instrument (an ``InstrumentSpec``, ``PerpSpec`` or ``RvsSpec``) with its own
+        order book."""
         if spec.name in self.instruments:
             raise ValueError(f"instrument {spec.name!r} is already listed")
         book = OrderBook(max_price=spec.max_price)
         for account in self.accounts.values():
             book.set_stp(account.index, self._stp_modes[account.name])
-        self.instruments[spec.name] = Listing(spec, book)
-        self._emit(ev.INSTRUMENT_LISTED, instrument=spec.name, data=spec.model_dump())
+        listing = Listing(spec, book)
+        if spec.kind == "perp":
+            listing.mark_model = MarkPrice(spec)
+        self.instruments[spec.name] = listing
+        self._emit(
+            ev.INSTRUMENT_LISTED,
+            instrument=spec.name,
+            side=spec.kind,
+            data=spec.model_dump(mode="json"),
+        )
 
     def open_account(self, name: str, stp: str = "none") -> None:
         """Open an account (cash starts at 0; fund it with a deposit)."""
@@ -203,14 +254,16 @@ class Exchange:
         listing = self.instruments.get(name)
         if listing is None:
             raise CommandError(f"instrument: unknown instrument {name!r}")
+        if listing.expired:
+            raise CommandError(f"instrument: {name!r} has expired")
         return listing
 
     @staticmethod
-    def _check_price(spec: InstrumentSpec, price: int, what: str = "price") -> None:
-        if not spec.min_price <= price <= spec.max_price:
+    def _check_price(spec: Any, price: int, what: str = "price") -> None:
+        low = getattr(spec, "min_price", 1)
+        if not low <= price <= spec.max_price:
             raise CommandError(
-                f"{what}: {price} ticks is outside {spec.name}'s range "
-                f"{spec.min_price}..{spec.max_price}"
+                f"{what}: {price} ticks is outside {spec.name}'s range {low}..{spec.max_price}"
             )
 
     def _own_order(self, account: Account, order_id: int) -> LiveOrder:
@@ -282,12 +335,22 @@ class Exchange:
             names = self._by_index
             orders = self.orders
             taker_side = _SIDE_NAME[side]
-            sign = -1 if side == 0 else 1  # the taker pays when buying
+            # spot pays the notional at the trade; perpetuals and swaps move no cash when they
+            # trade (their cash moves through funding, premiums, settlement and margin)
+            sign = (-1 if side == 0 else 1) if listing.kind == "spot" else 0
             for _t, maker_id, _ta, maker_idx, px, qty, _m in book.fills.tolist():
                 maker = self.accounts[names[maker_idx]]
                 notional = px * qty * tick_value
                 self._trade(
-                    name, taker, order_id, taker_side, maker, maker_id, px, qty, sign * notional
+                    listing,
+                    taker,
+                    order_id,
+                    taker_side,
+                    maker,
+                    maker_id,
+                    px,
+                    qty,
+                    sign * notional,
                 )
                 self._fee(taker, name, order_id, fee(notional, spec.taker_fee_bps), "taker")
                 self._fee(maker, name, maker_id, fee(notional, spec.maker_fee_bps), "maker")
@@ -327,7 +390,7 @@ class Exchange:
 
     def _trade(
         self,
-        instrument: str,
+        listing: Listing,
         taker: Account,
         taker_order: int,
         side: str,
@@ -339,7 +402,11 @@ class Exchange:
     ) -> None:
         """One trade, one event: both sides' cash and positions move together, so nothing is
         created or lost even between events. ``cash`` is the taker's side (minor units)."""
+        instrument = listing.spec.name
         delta = qty if side == "buy" else -qty
+        if listing.kind == "rvs":  # the buyer of protection takes on the premium it traded at
+            taker.basis[instrument] = taker.basis.get(instrument, 0) + price * delta
+            maker.basis[instrument] = maker.basis.get(instrument, 0) - price * delta
         taker.cash += cash
         maker.cash -= cash
         taker.positions[instrument] = taker.positions.get(instrument, 0) + delta
@@ -362,7 +429,7 @@ class Exchange:
     ) -> None:
         if amount:
             account.cash -= amount
-            self.fee_pool += amount
+            self.pools["fees"] += amount
             self._emit(
                 ev.FEE,
                 instrument=instrument,
@@ -445,6 +512,187 @@ class Exchange:
         self._emit(ev.WITHDRAWAL, account=account.name, amount=-cmd.amount)
         return Result(True)
 
+    # ------------------------------------------------------------------ exchange-timed actions
+    # Called by the market schedule (exchange.market), never by participants. Each payment is
+    # one event between one account and one of the exchange's pools, so the ledger balances
+    # after every event; a full cycle of payments leaves the clearing pool where it started.
+    def publish_index(self, name: str, ticks: int) -> None:
+        """Publish an index value (ticks) and re-mark every instrument that refers to it."""
+        self.indices[name] = ticks
+        self._emit(ev.INDEX_PUBLISHED, instrument=name, price=ticks)
+        for listing in self.instruments.values():
+            if not listing.expired and _underlying(listing.spec) == name:
+                self.mark(listing.spec.name)
+
+    def _impact(self, listing: Listing):
+        book = listing.book
+        bid_px, bid_qty = book.depth(0, 64)
+        ask_px, ask_qty = book.depth(1, 64)
+        return impact_prices(bid_px, bid_qty, ask_px, ask_qty, listing.spec.impact_notional_lots)
+
+    def mark(self, name: str) -> None:
+        """Mark one instrument (a ``MarkPrice`` event): perpetuals from the index plus a damped
+        basis; swaps from the put model, or the book's mid where the book is liquid."""
+        listing = self.instruments[name]
+        spec = listing.spec
+        index = self.indices.get(_underlying(spec))
+        if index is None or listing.expired:
+            return
+        if spec.kind == "perp":
+            impact_bid, impact_ask = self._impact(listing)
+            mark = listing.mark_model.update(self.t, index, impact_bid, impact_ask)
+            data = {"source": "index+basis", "index": index}
+        elif spec.kind == "rvs":
+            mark, source, model_ticks = self._rvs_mark(listing, index)
+            data = {"source": source, "model": model_ticks, "index": index}
+        else:
+            return
+        listing.mark = mark
+        self._emit(ev.MARK_PRICE, instrument=name, price=mark, data=data)
+
+    def _rvs_mark(self, listing: Listing, index: int) -> tuple[int, str, int]:
+        spec = listing.spec
+        level = float(index * Decimal(spec.index_tick_size))
+        floor = float(spec.floor * Decimal(spec.index_tick_size))
+        years = max(0, self.maturity_ns(spec) - self.t) / YEAR_NS
+        value = rvs_model_value(level, floor, spec.volatility, years, 1)
+        remaining = max(1, sum(1 for d in spec.premium_dates() if self.date_ns(d) > self.t))
+        model_premium = premium_from_value(value, remaining)
+        book = listing.book
+        bid_px, bid_qty = book.depth(0, 1)
+        ask_px, ask_qty = book.depth(1, 1)
+        mark, source = rvs_mark(
+            model_premium,
+            spec.tick_size,
+            int(bid_px[0]) if len(bid_px) else None,
+            int(ask_px[0]) if len(ask_px) else None,
+            RVS_BOOK_MAX_SPREAD_TICKS,
+            RVS_BOOK_MIN_DEPTH_LOTS,
+            int(bid_qty[0]) if len(bid_qty) else 0,
+            int(ask_qty[0]) if len(ask_qty) else 0,
+        )
+        return mark, source, value_to_ticks(model_premium, spec.tick_size)
+
+    def fund(self, name: str) -> None:
+        """Pay one funding interval of a perpetual: a ``FundingRate`` event, then one
+        ``FundingPaid`` per account with a position (longs pay shorts when the rate is
+        positive); rounding remainders stay in the ``funding`` pool."""
+        listing = self.instruments[name]
+        spec = listing.spec
+        index = self.indices.get(spec.underlying)
+        if index is None or listing.mark is None:
+            return
+        impact_bid, impact_ask = self._impact(listing)
+        premium = premium_index(impact_bid, impact_ask, Fraction(index))
+        rate = funding_rate(premium, spec)
+        funding = FundingIndex(listing.funding_cum)
+        funding.accrue(rate, listing.mark, spec.tick_value)
+        previous, listing.funding_cum = listing.funding_cum, funding.cumulative
+        self._emit(
+            ev.FUNDING_RATE,
+            instrument=name,
+            price=listing.mark,
+            amount=listing.funding_cum,
+            data={"rate": str(rate), "premium": str(premium)},
+        )
+        holders = {
+            a.name: a.positions[name] for a in self._sorted_accounts() if a.positions.get(name)
+        }
+        if not holders:
+            return
+        deltas = settle_funding(
+            holders, dict.fromkeys(holders, previous), listing.funding_cum, FUNDING_POOL_KEY
+        )
+        for account_name in sorted(holders):
+            amount = deltas.get(account_name, 0)
+            if amount:
+                self.accounts[account_name].cash += amount
+                self.pools["funding"] -= amount
+                self._emit(
+                    ev.FUNDING_PAID,
+                    instrument=name,
+                    account=account_name,
+                    qty=holders[account_name],
+                    amount=amount,
+                )
+
+    def charge_premium(self, name: str) -> None:
+        """Collect one period's premium of a swap series: one ``PremiumPaid`` per account with
+        a premium basis, through the clearing pool (which ends the cycle where it began)."""
+        listing = self.instruments[name]
+        if listing.expired:
+            return
+        tick_value = listing.spec.tick_value
+        for account in self._sorted_accounts():
+            basis = account.basis.get(name, 0)
+            if basis:
+                due = premium_due(basis, tick_value)
+                account.cash -= due
+                self.pools["clearing"] += due
+                self._emit(
+                    ev.PREMIUM_PAID,
+                    instrument=name,
+                    account=account.name,
+                    qty=account.positions.get(name, 0),
+                    amount=-due,
+                )
+
+    def expire(self, name: str) -> None:
+        """Settle a swap series at maturity: cancel its resting orders, pay
+        ``max(floor - index, 0)`` per GPU to the protection buyers (``SwapSettled``), close
+        every position (``InstrumentExpired``)."""
+        listing = self.instruments[name]
+        spec = listing.spec
+        if listing.expired:
+            return
+        for order_id in [oid for oid, o in self.orders.items() if o.instrument == name]:
+            owner = self.orders.pop(order_id)
+            listing.book.cancel(order_id)
+            self._emit(
+                ev.ORDER_CANCELLED,
+                instrument=name,
+                account=owner.account,
+                order_id=order_id,
+                qty=listing.book.last_cancelled,
+                data={"reason": "expired"},
+            )
+        index = self.indices[spec.resale_index]
+        per_contract = payoff_per_contract(spec.floor, index, spec.payoff_tick_value)
+        for account in self._sorted_accounts():
+            position = account.positions.get(name, 0)
+            if position:
+                amount = position * per_contract
+                account.cash += amount
+                self.pools["clearing"] -= amount
+                self._emit(
+                    ev.SWAP_SETTLED,
+                    instrument=name,
+                    account=account.name,
+                    qty=position,
+                    price=index,
+                    amount=amount,
+                )
+        for account in self.accounts.values():
+            account.positions.pop(name, None)
+            account.basis.pop(name, None)
+        listing.expired = True
+        self._emit(ev.INSTRUMENT_EXPIRED, instrument=name)
+
+    def _sorted_accounts(self) -> list[Account]:
+        return [self.accounts[n] for n in sorted(self.accounts)]
+
+    #: The session's calendar epoch (set by scenarios that use dates), for date <-> ns.
+    epoch: date | None = None
+
+    def date_ns(self, day: date) -> int:
+        """Simulated ns of midnight UTC on ``day``."""
+        if self.epoch is None:
+            raise ValueError("this session has no calendar epoch")
+        return (day - self.epoch).days * DAY_NS
+
+    def maturity_ns(self, spec) -> int:
+        return self.date_ns(spec.maturity)
+
     # ------------------------------------------------------------------ state
     def canonical_state(self) -> dict[str, Any]:
         """The whole state in the canonical shape of :mod:`exchange.state`."""
@@ -457,11 +705,15 @@ class Exchange:
             ]
         return canonical_state(
             t=self.t,
-            accounts={a.name: (a.cash, a.positions) for a in self.accounts.values()},
-            fee_pool=self.fee_pool,
+            accounts={a.name: (a.cash, a.positions, a.basis) for a in self.accounts.values()},
+            pools=self.pools,
             deposited=self.deposited,
             withdrawn=self.withdrawn,
-            instruments={name: li.last_price for name, li in self.instruments.items()},
+            instruments={
+                name: instrument_state(li.kind, li.last_price, li.mark, li.funding_cum, li.expired)
+                for name, li in self.instruments.items()
+            },
+            indices=self.indices,
             books=books,
             next_order_id=self.next_order_id,
         )

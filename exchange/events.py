@@ -19,7 +19,7 @@ import orjson
 # --- event kinds --------------------------------------------------------------------------
 SESSION_STARTED = "SessionStarted"  # data: scenario, seed, config
 SESSION_ENDED = "SessionEnded"  # data: state_hash
-INSTRUMENT_LISTED = "InstrumentListed"  # instrument; data: the instrument spec
+INSTRUMENT_LISTED = "InstrumentListed"  # instrument, side (the kind: spot|perp|rvs); data: spec
 ACCOUNT_OPENED = "AccountOpened"  # account
 COMMAND_RECEIVED = "CommandReceived"  # account; data: command (the validated command)
 COMMAND_REJECTED = "CommandRejected"  # account; data: reason, command (raw, maybe invalid)
@@ -33,6 +33,14 @@ FILL = "Fill"  # one trade, both sides: instrument, account/order_id/side/amount
 FEE = "Fee"  # instrument, account, order_id, amount (negative = paid); data: role
 DEPOSIT = "Deposit"  # account, amount
 WITHDRAWAL = "Withdrawal"  # account, amount (negative)
+INDEX_PUBLISHED = "IndexPublished"  # instrument (the index), price (index ticks)
+MARK_PRICE = "MarkPrice"  # instrument, price (mark ticks); data: source, index / model
+FUNDING_RATE = "FundingRate"  # instrument, price (mark), amount (cumulative funding index,
+#                              nano-minor units per lot); data: rate, premium (exact fractions)
+FUNDING_PAID = "FundingPaid"  # instrument, account, qty (position), amount (cash, - = paid)
+PREMIUM_PAID = "PremiumPaid"  # instrument, account, qty (position), amount (cash, - = paid)
+SWAP_SETTLED = "SwapSettled"  # instrument, account, qty, price (settlement index), amount
+INSTRUMENT_EXPIRED = "InstrumentExpired"  # instrument: positions and premium bases close
 
 KINDS = (
     SESSION_STARTED,
@@ -50,6 +58,13 @@ KINDS = (
     FEE,
     DEPOSIT,
     WITHDRAWAL,
+    INDEX_PUBLISHED,
+    MARK_PRICE,
+    FUNDING_RATE,
+    FUNDING_PAID,
+    PREMIUM_PAID,
+    SWAP_SETTLED,
+    INSTRUMENT_EXPIRED,
 )
 
 #: Names of the typed (indexed) fields, in column order.

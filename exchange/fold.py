@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from exchange import events as ev
-from exchange.state import canonical_state, state_hash
+from exchange.state import POOLS, canonical_state, instrument_state, state_hash
 
 
 class Fold:
@@ -36,10 +36,16 @@ class Fold:
         self.t = 0
         self.cash: dict[str, int] = {}
         self.positions: dict[str, dict[str, int]] = {}
-        self.fee_pool = 0
+        self.pools = {name: 0 for name in POOLS}
         self.deposited = 0
         self.withdrawn = 0
         self.last_price: dict[str, int | None] = {}
+        self.kind: dict[str, str] = {}  # instrument -> spot | perp | rvs
+        self.mark: dict[str, int | None] = {}
+        self.funding_cum: dict[str, int] = {}
+        self.expired: dict[str, bool] = {}
+        self.basis: dict[str, dict[str, int]] = {}  # account -> RVS premium basis
+        self.indices: dict[str, int] = {}
         # instrument -> order_id -> [side, price, account, qty, priority seq]
         self.books: dict[str, dict[int, list]] = {}
         self.next_order_id = 1
@@ -55,6 +61,13 @@ class Fold:
             ev.ORDER_RESTED: self._rested,
             ev.ORDER_CANCELLED: self._cancelled,
             ev.ORDER_AMENDED: self._amended,
+            ev.INDEX_PUBLISHED: self._index,
+            ev.MARK_PRICE: self._marked,
+            ev.FUNDING_RATE: self._funding_rate,
+            ev.FUNDING_PAID: self._funding_paid,
+            ev.PREMIUM_PAID: self._cleared,
+            ev.SWAP_SETTLED: self._cleared,
+            ev.INSTRUMENT_EXPIRED: self._expired,
         }
 
     def apply(
@@ -101,13 +114,18 @@ class Fold:
         return self
 
     # ------------------------------------------------------------------ rules
-    def _listed(self, seq, instrument, *_):
+    def _listed(self, seq, instrument, account, order_id, side, *_):
         self.books[instrument] = {}
         self.last_price[instrument] = None
+        self.kind[instrument] = side  # InstrumentListed carries the kind in ``side``
+        self.mark[instrument] = None
+        self.funding_cum[instrument] = 0
+        self.expired[instrument] = False
 
     def _opened(self, seq, instrument, account, *_):
         self.cash[account] = 0
         self.positions[account] = {}
+        self.basis[account] = {}
 
     def _deposit(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
         self.cash[account] += amount
@@ -119,7 +137,7 @@ class Fold:
 
     def _fee(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
         self.cash[account] += amount
-        self.fee_pool -= amount
+        self.pools["fees"] -= amount
 
     def _fill(
         self, seq, instrument, account, order_id, side, price, qty, amount, maker, maker_order
@@ -130,12 +148,39 @@ class Fold:
         taker_pos, maker_pos = self.positions[account], self.positions[maker]
         taker_pos[instrument] = taker_pos.get(instrument, 0) + delta
         maker_pos[instrument] = maker_pos.get(instrument, 0) - delta
+        if self.kind[instrument] == "rvs":
+            taker_basis, maker_basis = self.basis[account], self.basis[maker]
+            taker_basis[instrument] = taker_basis.get(instrument, 0) + price * delta
+            maker_basis[instrument] = maker_basis.get(instrument, 0) - price * delta
         self.last_price[instrument] = price
         book = self.books[instrument]
         order = book[maker_order]
         order[3] -= qty
         if order[3] == 0:
             del book[maker_order]
+
+    def _index(self, seq, instrument, account, order_id, side, price, *_):
+        self.indices[instrument] = price
+
+    def _marked(self, seq, instrument, account, order_id, side, price, *_):
+        self.mark[instrument] = price
+
+    def _funding_rate(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+        self.funding_cum[instrument] = amount
+
+    def _funding_paid(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+        self.cash[account] += amount
+        self.pools["funding"] -= amount
+
+    def _cleared(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+        self.cash[account] += amount
+        self.pools["clearing"] -= amount
+
+    def _expired(self, seq, instrument, *_):
+        for name in self.positions:
+            self.positions[name].pop(instrument, None)
+            self.basis[name].pop(instrument, None)
+        self.expired[instrument] = True
 
     def _numbered(self, seq, instrument, account, order_id, *_):
         self.next_order_id = order_id + 1
@@ -173,11 +218,21 @@ class Fold:
         """The state in the canonical shape of :mod:`exchange.state`."""
         return canonical_state(
             t=self.t,
-            accounts={a: (self.cash[a], self.positions[a]) for a in self.cash},
-            fee_pool=self.fee_pool,
+            accounts={a: (self.cash[a], self.positions[a], self.basis[a]) for a in self.cash},
+            pools=self.pools,
             deposited=self.deposited,
             withdrawn=self.withdrawn,
-            instruments=dict(self.last_price),
+            instruments={
+                name: instrument_state(
+                    self.kind[name],
+                    self.last_price[name],
+                    self.mark[name],
+                    self.funding_cum[name],
+                    self.expired[name],
+                )
+                for name in self.last_price
+            },
+            indices=self.indices,
             books={name: self.resting(name) for name in self.books},
             next_order_id=self.next_order_id,
         )
@@ -195,10 +250,16 @@ class Fold:
                 "t": self.t,
                 "cash": self.cash,
                 "positions": self.positions,
-                "fee_pool": self.fee_pool,
+                "pools": self.pools,
                 "deposited": self.deposited,
                 "withdrawn": self.withdrawn,
                 "last_price": self.last_price,
+                "kind": self.kind,
+                "mark": self.mark,
+                "funding_cum": self.funding_cum,
+                "expired": self.expired,
+                "basis": self.basis,
+                "indices": self.indices,
                 "books": {
                     name: [[oid, *order] for oid, order in orders.items()]
                     for name, orders in self.books.items()
@@ -217,10 +278,16 @@ class Fold:
         fold.t = data["t"]
         fold.cash = data["cash"]
         fold.positions = data["positions"]
-        fold.fee_pool = data["fee_pool"]
+        fold.pools = data["pools"]
         fold.deposited = data["deposited"]
         fold.withdrawn = data["withdrawn"]
         fold.last_price = data["last_price"]
+        fold.kind = data["kind"]
+        fold.mark = data["mark"]
+        fold.funding_cum = data["funding_cum"]
+        fold.expired = data["expired"]
+        fold.basis = data["basis"]
+        fold.indices = data["indices"]
         fold.books = {
             name: {row[0]: row[1:] for row in rows} for name, rows in data["books"].items()
         }

@@ -14,6 +14,7 @@ is not a whole number of minor units.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -39,6 +40,7 @@ class InstrumentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: Literal["spot"] = "spot"
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     tick_size: str = "0.01"
     lot_size: int = Field(default=1, ge=1)

@@ -1,10 +1,14 @@
 """Built-in scenarios.
 
-A scenario is a validated configuration plus two steps: :meth:`setup` (list instruments, open
-and fund accounts: engine calls, no commands) and :meth:`drive` (schedule the commands its
-participants send, on the simulated clock). Verification re-runs ``setup`` from the stored
-configuration and then feeds the *recorded* commands, so ``drive`` may use randomness (seeded)
-but ``setup`` must be a pure function of the configuration.
+A scenario is a validated configuration plus three steps: :meth:`setup` (list instruments,
+open and fund accounts: engine calls, no commands), :meth:`schedule_market` (the exchange's own
+timed actions: index prints, marks, funding, premiums, maturities — see ``exchange.market``)
+and :meth:`drive` (schedule the commands its participants send, on the simulated clock).
+Verification re-runs ``setup`` and ``schedule_market`` from the stored configuration and seed
+and then feeds the *recorded* commands, so ``drive`` may do anything deterministic, while
+``setup`` and ``schedule_market`` must be pure functions of the configuration and the seed.
+
+Built-ins: ``flow`` (below) and ``products`` (``exchange.scenario_products``).
 
 ``flow`` — until the instrument and bot issues bring real scenarios — drives several traders on
 one rental-price instrument with the seeded order generator of ``matching_core.streams``, and
@@ -30,7 +34,7 @@ _TIFS = ("gtc", "ioc", "fok")
 #: An H100 rental contract: prices in tenths of a cent per GPU-hour, 100 GPU-hours a contract,
 #: so one tick on one lot is worth 10 cents and the generator's mid of 10,000 ticks is $10/hr.
 H100_RENTAL = InstrumentSpec(
-    name="H100-RENTAL",
+    name="H100-SPOT",
     tick_size="0.001",
     lot_size=1,
     contract_multiplier="100",
@@ -81,6 +85,9 @@ class FlowScenario(BaseModel):
             engine.open_account(self.trader(i), stp=self.stp)
             if self.initial_cash:
                 engine.credit(self.trader(i), self.initial_cash)
+
+    def schedule_market(self, engine: Exchange, sim: Simulator, seed: int) -> None:
+        """No indices or timed products in this scenario."""
 
     def drive(self, engine: Exchange, sim: Simulator, seed: int) -> None:
         """Schedule every command of the session on ``sim``."""
@@ -193,10 +200,16 @@ class _FlowDriver:
         self.engine.handle(bad[k % len(bad)])
 
 
-SCENARIOS: dict[str, type[BaseModel]] = {"flow": FlowScenario}
+def _builtins() -> dict[str, type[BaseModel]]:
+    from exchange.scenario_products import ProductsScenario
+
+    return {"flow": FlowScenario, "products": ProductsScenario}
 
 
-def load_scenario(name: str, overrides: dict[str, Any] | None = None) -> FlowScenario:
+SCENARIOS: dict[str, type[BaseModel]] = _builtins()
+
+
+def load_scenario(name: str, overrides: dict[str, Any] | None = None) -> Any:
     """A built-in scenario by name, with optional field overrides (validated)."""
     try:
         model = SCENARIOS[name]

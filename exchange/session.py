@@ -203,6 +203,7 @@ def run(
     try:
         engine.start(scenario, seed, config)
         model.setup(engine)
+        model.schedule_market(engine, sim, seed)
         model.drive(engine, sim, seed)
         sim.run(model.end_ns, on_step=engine.advance)
         engine.advance(model.end_ns)
@@ -325,37 +326,50 @@ def verify(db: str | Path) -> Verdict:
 
 
 def _reexecute(store: EventStore, info: dict[str, Any]) -> tuple[int, str] | None:
-    """Feed the recorded commands to a fresh engine; the first event that differs, if any."""
+    """Feed the recorded commands, at their recorded times, to a fresh engine running the
+    scenario's own market schedule; the first event that differs from the log, if any."""
     config = orjson.loads(info["config"])
     config.pop("_recorder", None)
     model = load_scenario(info["scenario"], config)
     stored = store.payloads(1, store.last_seq)
     last = store.last_seq
-    mismatch: list[tuple[int, str]] = []
+    if last == 0:
+        return None
 
     def compare(event: Event) -> None:
-        if mismatch or event.seq > last:
-            return
-        expected = next(stored, None)
-        if expected != encode(event):
-            mismatch.append((event.seq, f"re-execution differs from the log at seq {event.seq}"))
+        if event.seq > last:
+            return  # a crashed log's prefix ends here; what follows was never committed
+        if next(stored, None) != encode(event):
+            raise _Diverged(event.seq, None, None)
 
     engine = Exchange(compare)
-    engine.start(info["scenario"], info["seed"], config)
-    model.setup(engine)
-    for event in store.events(kind=(ev.COMMAND_RECEIVED, ev.COMMAND_REJECTED)):
-        if mismatch:
-            break
-        engine.advance(event.t)
+    sim = Simulator()
+    commands = store.events(kind=(ev.COMMAND_RECEIVED, ev.COMMAND_REJECTED))
+
+    def feed(event: Event) -> None:
         engine.handle(event.data["command"])
-    if not mismatch and info["status"] == "finished":
-        end = next(iter(store.events(kind=ev.SESSION_ENDED)), None)
-        if end is None:
-            return last, "finished session has no SessionEnded event"
-        engine.advance(end.t)
-        engine.end()
-    if mismatch:
-        return mismatch[0]
+        following = next(commands, None)
+        if following is not None:
+            sim.schedule(following.t, feed, following)
+
+    finished = info["status"] == "finished"
+    end = next(iter(store.events(kind=ev.SESSION_ENDED)), None) if finished else None
+    if finished and end is None:
+        return last, "finished session has no SessionEnded event"
+    until = end.t if end is not None else next(iter(store.events(last, last))).t
+    try:
+        engine.start(info["scenario"], info["seed"], config)
+        model.setup(engine)
+        model.schedule_market(engine, sim, info["seed"])
+        first = next(commands, None)
+        if first is not None:
+            sim.schedule(first.t, feed, first)
+        sim.run(until, on_step=engine.advance)
+        if end is not None:
+            engine.advance(end.t)
+            engine.end()
+    except _Diverged as exc:
+        return exc.seq, f"re-execution differs from the log at seq {exc.seq}"
     if engine.seq < last:
         return engine.seq + 1, f"the log has events after seq {engine.seq} that nothing produced"
     return None

@@ -15,15 +15,20 @@ import orjson
 
 BUY, SELL = "buy", "sell"
 
+#: The exchange's own balances: ``clearing`` (premiums and settlements in transit within one
+#: cycle), ``fees`` (trading fees collected), ``funding`` (perpetual funding remainders).
+POOLS = ("clearing", "fees", "funding")
+
 
 def canonical_state(
     *,
     t: int,
-    accounts: dict[str, tuple[int, dict[str, int]]],
-    fee_pool: int,
+    accounts: dict[str, tuple[int, dict[str, int], dict[str, int]]],
+    pools: dict[str, int],
     deposited: int,
     withdrawn: int,
-    instruments: dict[str, int | None],
+    instruments: dict[str, list],
+    indices: dict[str, int],
     books: dict[str, list[tuple[str, int, int, str, int]]],
     next_order_id: int,
 ) -> dict[str, Any]:
@@ -31,10 +36,14 @@ def canonical_state(
 
     Args:
         t: simulated time of the last event, ns.
-        accounts: name -> (cash in minor units, {instrument: position in lots}).
-        fee_pool: fees collected by the exchange, minor units.
+        accounts: name -> (cash in minor units, {instrument: position in lots},
+            {instrument: premium basis in ticks x lots} for residual value swaps).
+        pools: the exchange's own balances, minor units: ``fees`` collected, ``funding``
+            (perpetual funding's rounding remainders), ``clearing`` (premiums and settlements
+            in transit within one cycle; zero between cycles).
         deposited, withdrawn: external cash in and out so far, minor units (both >= 0).
-        instruments: name -> last trade price in ticks (None before the first trade).
+        instruments: name -> :func:`instrument_state`.
+        indices: index name -> its last published value, in index ticks.
         books: instrument -> resting orders ``(side, price, order_id, account, qty)`` in
             priority order (bids best-first, then asks best-first, time within a level).
         next_order_id: the id the next accepted submit will get.
@@ -42,15 +51,29 @@ def canonical_state(
     return {
         "t": t,
         "accounts": [
-            [name, cash, [[i, p] for i, p in sorted(positions.items()) if p]]
-            for name, (cash, positions) in sorted(accounts.items())
+            [
+                name,
+                cash,
+                [[i, p] for i, p in sorted(positions.items()) if p],
+                [[i, b] for i, b in sorted(basis.items()) if b],
+            ]
+            for name, (cash, positions, basis) in sorted(accounts.items())
         ],
-        "fee_pool": fee_pool,
+        "pools": [[name, amount] for name, amount in sorted(pools.items())],
         "external": [deposited, withdrawn],
-        "instruments": [[name, last] for name, last in sorted(instruments.items())],
+        "instruments": [[name, state] for name, state in sorted(instruments.items())],
+        "indices": [[name, value] for name, value in sorted(indices.items())],
         "books": [[name, [list(o) for o in orders]] for name, orders in sorted(books.items())],
         "next_order_id": next_order_id,
     }
+
+
+def instrument_state(
+    kind: str, last: int | None, mark: int | None, funding_cum: int, expired: bool
+) -> list:
+    """One instrument's state: kind, last trade price and mark (ticks, None before the
+    first), cumulative funding index (perpetuals; nano-minor units per lot), expired flag."""
+    return [kind, last, mark, funding_cum, expired]
 
 
 def state_hash(state: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ def test_fill_moves_cash_and_positions_between_the_two_sides(ex):
     assert bob.positions["H100-RENTAL"] == 2 and alice.positions["H100-RENTAL"] == -2
     assert bob.cash == 1_000_000 - notional - fee(notional, 5)
     assert alice.cash == 1_000_000 + notional - fee(notional, -1)  # a maker rebate
-    assert ex.engine.fee_pool == fee(notional, 5) + fee(notional, -1)
+    assert ex.engine.pools["fees"] == fee(notional, 5) + fee(notional, -1)
 
 
 def test_remainder_rests_and_ioc_remainder_is_cancelled(ex):
@@ -263,7 +263,7 @@ def test_cash_and_positions_are_conserved_after_every_event_and_fold_matches_liv
     fold = Fold()
     for event in h.events:
         fold.apply(*event)
-        total = sum(fold.cash.values()) + fold.fee_pool + fold.withdrawn - fold.deposited
+        total = sum(fold.cash.values()) + sum(fold.pools.values()) + fold.withdrawn - fold.deposited
         assert total == 0, f"cash created or lost at seq {event.seq}"
         net = sum(p.get("H100-RENTAL", 0) for p in fold.positions.values())
         assert net == 0, f"positions do not net to zero at seq {event.seq}"

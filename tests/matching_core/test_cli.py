@@ -60,7 +60,9 @@ SELF_CROSS = [
 ]
 
 _WORDS = {
-    "op": ["add", "cancel", "amend"], "side": ["buy", "sell"], "type": ["limit", "market"],
+    "op": ["add", "cancel", "amend"],
+    "side": ["buy", "sell"],
+    "type": ["limit", "market"],
     "tif": ["gtc", "ioc", "fok"],
 }
 
@@ -77,16 +79,19 @@ def stream_rows(n: int, seed: int) -> list[str]:
     rows = []
     for m in generate_stream(n, seed).tolist():
         order_id, account, price, qty, op, side, otype, tif, post_only = m
-        word = {k: _WORDS[k][v] for k, v in
-                (("op", op), ("side", side), ("type", otype), ("tif", tif))}
+        word = {
+            k: _WORDS[k][v] for k, v in (("op", op), ("side", side), ("type", otype), ("tif", tif))
+        }
         if word["op"] == "cancel":
             rows.append(f"cancel,{order_id},,,,,,,")
         elif word["op"] == "amend":
             rows.append(f"amend,{order_id},,,,{price},{qty},,")
         else:
             shown = "" if word["type"] == "market" and price == 0 else str(price)
-            rows.append(f"add,{order_id},{account},{word['side']},{word['type']},{shown},{qty},"
-                        f"{word['tif']},{post_only}")
+            rows.append(
+                f"add,{order_id},{account},{word['side']},{word['type']},{shown},{qty},"
+                f"{word['tif']},{post_only}"
+            )
     return rows
 
 
@@ -101,8 +106,13 @@ def run(*args: str):
 
 def match_args(tmp_path: Path, orders: Path, *extra: str) -> list[str]:
     return [
-        "match", str(orders), "--fills", str(tmp_path / "FILLS.csv"),
-        "--book", str(tmp_path / "BOOK.csv"), *extra,
+        "match",
+        str(orders),
+        "--fills",
+        str(tmp_path / "FILLS.csv"),
+        "--book",
+        str(tmp_path / "BOOK.csv"),
+        *extra,
     ]
 
 
@@ -180,8 +190,12 @@ def test_match_refuses_to_overwrite_the_orders_file(tmp_path):
 def test_match_unwritable_output_directory_exits_1_without_partial_files(tmp_path):
     orders = write_orders(tmp_path / "ORDERS.csv", ROWS)
     result = run(
-        "match", str(orders), "--fills", str(tmp_path / "FILLS.csv"),
-        "--book", str(tmp_path / "missing-dir" / "BOOK.csv"),
+        "match",
+        str(orders),
+        "--fills",
+        str(tmp_path / "FILLS.csv"),
+        "--book",
+        str(tmp_path / "missing-dir" / "BOOK.csv"),
     )
     assert result.exit_code == 1
     assert "cannot write output" in result.stderr
@@ -193,12 +207,21 @@ def test_match_unwritable_output_directory_exits_1_without_partial_files(tmp_pat
     [
         # account 100 sells 5 @ 100 (id 1), account 200 sells 4 @ 100 (id 2), account 100 buys
         # 6 @ 100 (id 3); see SELF_CROSS_EXPECTED in test_orders_csv.py for the reasoning.
-        ("none", [["3", "1", "100", "100", "100", "5"], ["3", "2", "100", "200", "100", "1"]],
-         [["sell", "100", "2", "200", "3"]]),
-        ("cancel-resting", [["3", "2", "100", "200", "100", "4"]],
-         [["buy", "100", "3", "100", "2"]]),
-        ("cancel-incoming", [],
-         [["sell", "100", "1", "100", "5"], ["sell", "100", "2", "200", "4"]]),
+        (
+            "none",
+            [["3", "1", "100", "100", "100", "5"], ["3", "2", "100", "200", "100", "1"]],
+            [["sell", "100", "2", "200", "3"]],
+        ),
+        (
+            "cancel-resting",
+            [["3", "2", "100", "200", "100", "4"]],
+            [["buy", "100", "3", "100", "2"]],
+        ),
+        (
+            "cancel-incoming",
+            [],
+            [["sell", "100", "1", "100", "5"], ["sell", "100", "2", "200", "4"]],
+        ),
         ("cancel-both", [], [["sell", "100", "2", "200", "4"]]),
     ],
 )
@@ -231,12 +254,23 @@ def test_engine_reference_gives_identical_output_files_to_cython(tmp_path, stp):
         out = tmp_path / engine
         out.mkdir()
         result = run(
-            "match", str(orders), "--fills", str(out / "F.csv"), "--book", str(out / "B.csv"),
-            "--reports", str(out / "R.csv"), "--stp", stp, "--engine", engine,
+            "match",
+            str(orders),
+            "--fills",
+            str(out / "F.csv"),
+            "--book",
+            str(out / "B.csv"),
+            "--reports",
+            str(out / "R.csv"),
+            "--stp",
+            stp,
+            "--engine",
+            engine,
         )
         assert result.exit_code == 0, result.output
         outputs[engine] = (
-            result.stdout, *((out / n).read_bytes() for n in ("F.csv", "B.csv", "R.csv"))
+            result.stdout,
+            *((out / n).read_bytes() for n in ("F.csv", "B.csv", "R.csv")),
         )
     assert outputs["cython"] == outputs["reference"]
     assert outputs["cython"][1].count(b"\n") > 100  # it really traded
@@ -247,8 +281,18 @@ def test_engine_reference_gives_identical_output_files_to_cython(tmp_path, stp):
 # ---------------------------------------------------------------------------------------------
 
 DEMO_LABELS = [
-    "messages", "adds", "cancels", "amends", "accepted", "rejected", "fills", "VWAP",
-    "best bid / ask", "resting orders", "depth (top 5)", "throughput",
+    "messages",
+    "adds",
+    "cancels",
+    "amends",
+    "accepted",
+    "rejected",
+    "fills",
+    "VWAP",
+    "best bid / ask",
+    "resting orders",
+    "depth (top 5)",
+    "throughput",
 ]
 
 
@@ -348,9 +392,20 @@ def test_every_command_and_option_has_help_text(command):
 def test_python_dash_m_runs_match(tmp_path):
     orders = write_orders(tmp_path / "ORDERS.csv", SELF_CROSS)
     proc = subprocess.run(
-        [sys.executable, "-m", "matching_core", "match", str(orders),
-         "--fills", str(tmp_path / "F.csv"), "--book", str(tmp_path / "B.csv")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "matching_core",
+            "match",
+            str(orders),
+            "--fills",
+            str(tmp_path / "F.csv"),
+            "--book",
+            str(tmp_path / "B.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == (
@@ -361,7 +416,9 @@ def test_python_dash_m_runs_match(tmp_path):
 def test_python_dash_m_demo_help():
     proc = subprocess.run(
         [sys.executable, "-m", "matching_core", "demo", "--help"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "--messages" in proc.stdout and "python -m matching_core" in proc.stdout

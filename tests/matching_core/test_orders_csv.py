@@ -367,7 +367,10 @@ def test_malformed_last_row_leaves_existing_output_files_untouched(tmp_path):
     for path, (content, mtime) in before.items():
         assert (path.read_bytes(), path.stat().st_mtime_ns) == (content, mtime)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "BOOK.csv", "FILLS.csv", "ORDERS.csv", "REPORTS.csv"
+        "BOOK.csv",
+        "FILLS.csv",
+        "ORDERS.csv",
+        "REPORTS.csv",
     ]
 
 
@@ -413,8 +416,11 @@ def test_output_path_equal_to_the_orders_file_or_another_output_is_refused(tmp_p
 
 # Account 100 rests a sell 5 @ 100 (id 1), account 200 a sell 4 @ 100 (id 2) behind it, then
 # account 100 buys 6 @ 100 (id 3): its first match would be against its own order.
-SELF_CROSS = ["add,1,100,sell,limit,100,5,,", "add,2,200,sell,limit,100,4,,",
-              "add,3,100,buy,limit,100,6,,"]
+SELF_CROSS = [
+    "add,1,100,sell,limit,100,5,,",
+    "add,2,200,sell,limit,100,4,,",
+    "add,3,100,buy,limit,100,6,,",
+]
 
 SELF_CROSS_EXPECTED = {
     # NONE: trades with itself (5 @ 100), then 1 @ 100 with id 2; id 2 keeps 3.

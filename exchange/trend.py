@@ -1,0 +1,173 @@
+"""The second-derivative view of a series: level S, velocity S', acceleration S''.
+
+From the seed essay ("The Second Derivative"): *"Let the relevant quantity be S. Three numbers
+describe it. The level is S itself ... The first derivative is the velocity, S': how fast it is
+growing. The second derivative is the acceleration, S'': whether that growth is itself speeding
+up or slowing down."* And: *"There is a window - call it borrowed time - between the moment the
+second derivative rolls over and the moment the first derivative crosses zero."*
+
+:func:`trend` estimates all three at every sample from a **trailing local quadratic
+regression**; :func:`borrowed_time` finds the borrowed-time windows. This is analysis, not the
+ledger: floats throughout, nothing here is rounded into ticks. Times are int64 simulated
+nanoseconds; rates are per year (:data:`exchange.index.YEAR_NS`, 365.25 days).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from exchange.index import YEAR_NS
+
+#: A fit needs this many points in its window (a quadratic has three coefficients).
+MIN_POINTS = 3
+
+
+class Trend(NamedTuple):
+    """The estimates at each input time (NaN where no estimate is made).
+
+    Attributes:
+        t: sample times, int64 ns.
+        S: the smoothed level, in the input's units.
+        S1: the velocity S', input units per year.
+        S2: the acceleration S'', input units per year^2.
+    """
+
+    t: np.ndarray
+    S: np.ndarray
+    S1: np.ndarray
+    S2: np.ndarray
+
+
+def trend(times_ns: np.ndarray, levels: np.ndarray, window_ns: int) -> Trend:
+    """Level, velocity and acceleration from a trailing local quadratic regression.
+
+    At each sample time ``t_i``, the samples with ``t_i - window_ns <= t_j <= t_i`` are fitted
+    by least squares with ``c0 + c1 x + c2 x^2``, ``x = t_j - t_i`` in years; then
+    ``S = c0`` (the fitted level at ``t_i``), ``S1 = c1`` (per year), ``S2 = 2 c2`` (per
+    year^2). The window looks only backwards, so an estimate at ``t_i`` uses nothing an
+    observer at ``t_i`` would not have (no look-ahead). The fit is exact for a quadratic
+    series on any grid; for smoother-than-the-window curves the bias is of order ``S''' w`` in
+    ``S2`` (on a dense uniform grid: ``-S''' w / 2`` in ``S2``, ``-S''' w^2 / 10`` in ``S1`` and
+    ``-S''' w^3 / 120`` in ``S``, ``w`` the window in years): a roll-over of ``S2`` shows up
+    about half a window late, a zero of ``S1`` practically on time. Irregular grids are fine:
+    the regression uses the actual times.
+
+    NaN where the estimate is not made: before the series covers a whole window
+    (``t_i - t_0 < window_ns``) and where the window holds fewer than :data:`MIN_POINTS`
+    samples.
+
+    Args:
+        times_ns: sample times, int64 ns, strictly increasing.
+        levels: the series at those times (any units; finite).
+        window_ns: the trailing window, ns (> 0).
+
+    Cost: O(n) vector work, in chunks of samples that fit in one window (each chunk's moments
+    are taken about its own origin, in units of the window, to keep the cumulative sums
+    well-conditioned).
+    """
+    t = np.asarray(times_ns)
+    y = np.asarray(levels, dtype=np.float64)
+    if t.ndim != 1 or y.shape != t.shape:
+        raise ValueError(f"times_ns and levels must be 1-D of equal length: {t.shape}, {y.shape}")
+    if t.size and not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"times_ns must be integer nanoseconds, got dtype {t.dtype}")
+    t = t.astype(np.int64, copy=False)
+    if t.size > 1 and np.any(np.diff(t) <= 0):
+        raise ValueError("times_ns must be strictly increasing")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("levels must be finite")
+    if isinstance(window_ns, bool) or int(window_ns) != window_ns or window_ns <= 0:
+        raise ValueError(f"window_ns must be a positive integer, got {window_ns!r}")
+    window_ns = int(window_ns)
+    n = t.size
+    S, S1, S2 = (np.full(n, np.nan) for _ in range(3))
+    if n == 0:
+        return Trend(t, S, S1, S2)
+
+    lo = np.searchsorted(t, t - window_ns, side="left")  # first sample in each window
+    count = np.arange(n) - lo + 1
+    valid = np.flatnonzero((count >= MIN_POINTS) & (t - t[0] >= window_ns))
+    w_years = window_ns / YEAR_NS
+    tv = t[valid]
+    p = 0
+    while p < valid.size:
+        # a chunk: valid samples within one window of the chunk's first one
+        q = int(np.searchsorted(tv, tv[p] + window_ns, side="right"))
+        out = valid[p:q]
+        r0, r1 = int(lo[out[0]]), int(out[-1]) + 1  # every sample any of these windows uses
+        origin = t[out[-1]]
+        u = (t[r0:r1] - origin) / window_ns  # in [-2, 0]
+        y_ref = y[out[0]]  # a level no later than any sample estimated in this chunk
+        yc = y[r0:r1] - y_ref
+        moments = np.zeros((5, r1 - r0 + 1))
+        ymoments = np.zeros((3, r1 - r0 + 1))
+        power = np.ones_like(u)
+        for k in range(5):
+            np.cumsum(power, out=moments[k, 1:])
+            if k < 3:
+                np.cumsum(yc * power, out=ymoments[k, 1:])
+            power = power * u
+        a, b = lo[out] - r0, out - r0 + 1
+        m = moments[:, b] - moments[:, a]  # sums of u^k over each window
+        my = ymoments[:, b] - ymoments[:, a]  # sums of (y - y_ref) u^k
+        # shift to x = u - d, d = (t_i - origin) / window: sums of x^k and (y - y_ref) x^k
+        d = (t[out] - origin) / window_ns
+        s0 = m[0]
+        s1 = m[1] - d * m[0]
+        s2 = m[2] - 2 * d * m[1] + d**2 * m[0]
+        s3 = m[3] - 3 * d * m[2] + 3 * d**2 * m[1] - d**3 * m[0]
+        s4 = m[4] - 4 * d * m[3] + 6 * d**2 * m[2] - 4 * d**3 * m[1] + d**4 * m[0]
+        g0 = my[0]
+        g1 = my[1] - d * my[0]
+        g2 = my[2] - 2 * d * my[1] + d**2 * my[0]
+        normal = np.stack(
+            [np.stack([s0, s1, s2], -1), np.stack([s1, s2, s3], -1), np.stack([s2, s3, s4], -1)],
+            -2,
+        )
+        coef = np.linalg.solve(normal, np.stack([g0, g1, g2], -1)[..., None])[..., 0]
+        S[out] = coef[:, 0] + y_ref
+        S1[out] = coef[:, 1] / w_years
+        S2[out] = 2.0 * coef[:, 2] / w_years**2
+        p = q
+    return Trend(t, S, S1, S2)
+
+
+def borrowed_time(tr: Trend) -> list[tuple[int, int | None]]:
+    """The borrowed-time windows of a trend: ``[(t_start_ns, t_end_ns or None), ...]``.
+
+    *"There is a window - call it borrowed time - between the moment the second derivative
+    rolls over and the moment the first derivative crosses zero. During that window everything
+    looks fine."* (the seed essay). Here:
+
+    * a window **opens** at the first sample where ``S2 < 0`` after a sample with ``S2 >= 0``,
+      if ``S1 > 0`` there (growth still positive, no longer accelerating);
+    * it **closes** at the first later sample with ``S1 <= 0``; ``None`` if ``S1`` has not
+      reached zero by the end of the series (the window is still open).
+
+    Samples where ``S1`` or ``S2`` is NaN are skipped (consecutive means consecutive among the
+    estimated samples). Roll-overs inside an open window do not open another one: a window is
+    dated from its first roll-over. A series whose first estimate already has ``S2 < 0`` has no
+    observed roll-over there, so no window starts at it. Times are sample times (ns), not
+    interpolated crossings.
+    """
+    ok = np.isfinite(tr.S1) & np.isfinite(tr.S2)
+    t, s1, s2 = np.asarray(tr.t)[ok], tr.S1[ok], tr.S2[ok]
+    if t.size < 2:
+        return []
+    starts = np.flatnonzero((s2[:-1] >= 0) & (s2[1:] < 0) & (s1[1:] > 0)) + 1
+    ends = np.flatnonzero(s1 <= 0)
+    windows: list[tuple[int, int | None]] = []
+    after = 0
+    for s in starts.tolist():
+        if s < after:
+            continue
+        k = int(np.searchsorted(ends, s))
+        if k == ends.size:
+            windows.append((int(t[s]), None))
+            break
+        e = int(ends[k])
+        windows.append((int(t[s]), int(t[e])))
+        after = e + 1
+    return windows
