@@ -603,7 +603,8 @@ class Exchange:
         deltas = settle_funding(
             holders, dict.fromkeys(holders, previous), listing.funding_cum, FUNDING_POOL_KEY
         )
-        for account_name in sorted(holders):
+        # payers first, then receivers: the pool is never drawn below zero, even mid-cycle
+        for account_name in sorted(holders, key=lambda n: (deltas.get(n, 0) > 0, n)):
             amount = deltas.get(account_name, 0)
             if amount:
                 self.accounts[account_name].cash += amount
@@ -623,7 +624,8 @@ class Exchange:
         if listing.expired:
             return
         tick_value = listing.spec.tick_value
-        for account in self._sorted_accounts():
+        payers_first = sorted(self._sorted_accounts(), key=lambda a: a.basis.get(name, 0) < 0)
+        for account in payers_first:
             basis = account.basis.get(name, 0)
             if basis:
                 due = premium_due(basis, tick_value)
@@ -658,7 +660,8 @@ class Exchange:
             )
         index = self.indices[spec.resale_index]
         per_contract = payoff_per_contract(spec.floor, index, spec.payoff_tick_value)
-        for account in self._sorted_accounts():
+        sellers_first = sorted(self._sorted_accounts(), key=lambda a: a.positions.get(name, 0) > 0)
+        for account in sellers_first:
             position = account.positions.get(name, 0)
             if position:
                 amount = position * per_contract

@@ -24,14 +24,22 @@ PERP = PerpSpec(
     impact_notional_lots=20,
     mark_basis_halflife_ns=2 * HOUR,
     margin_tiers=[
-        MarginTier(max_position_lots=1_000, initial_margin_ppm=100_000,
-                   maintenance_margin_ppm=50_000)
+        MarginTier(
+            max_position_lots=1_000, initial_margin_ppm=100_000, maintenance_margin_ppm=50_000
+        )
     ],
     max_price=1_000_000,
 )
 START = date(2024, 6, 1)
-RVS = RvsSpec(name="H100-RVS", gpu="H100", resale_index="H100-RESALE", floor=20_000,
-              listed=START, maturity=date(2024, 8, 30), premium_period_days=30)
+RVS = RvsSpec(
+    name="H100-RVS",
+    gpu="H100",
+    resale_index="H100-RESALE",
+    floor=20_000,
+    listed=START,
+    maturity=date(2024, 8, 30),
+    premium_period_days=30,
+)
 
 
 class Market:
@@ -87,8 +95,9 @@ def test_perpetual_trades_move_positions_not_cash():
     m.engine.publish_index("H100-RENTAL", 2_000)
     m.send(type="submit", account="a", instrument="H100-PERP", side="sell", price=2_040, qty=30)
     before = m.engine.accounts["c"].cash
-    m.send(type="submit", account="c", instrument="H100-PERP", side="buy", order_type="market",
-           qty=5)
+    m.send(
+        type="submit", account="c", instrument="H100-PERP", side="buy", order_type="market", qty=5
+    )
     assert m.engine.accounts["c"].positions["H100-PERP"] == 5
     assert m.engine.accounts["c"].cash == before
     m.check_ledger()
@@ -102,13 +111,14 @@ def test_funding_worked_example_longs_pay_shorts():
     m.engine.publish_index("H100-RENTAL", 2_000)
     m.send(type="submit", account="a", instrument="H100-PERP", side="buy", price=2_020, qty=30)
     m.send(type="submit", account="a", instrument="H100-PERP", side="sell", price=2_040, qty=30)
-    m.send(type="submit", account="c", instrument="H100-PERP", side="buy", order_type="market",
-           qty=5)
+    m.send(
+        type="submit", account="c", instrument="H100-PERP", side="buy", order_type="market", qty=5
+    )
     cash_a, cash_c = m.engine.accounts["a"].cash, m.engine.accounts["c"].cash
     m.engine.advance(8 * HOUR)
     mark = len(m.events)
     m.engine.fund("H100-PERP")
-    rate, paid_a, paid_c = m.after(mark)
+    rate, paid_c, paid_a = m.after(mark)  # the payer first, so the pool never lends
     assert rate.kind == ev.FUNDING_RATE and rate.data["rate"] == "19/2000"  # 0.95 %
     assert rate.amount == 190 * 10**9  # the cumulative index, nano-cents per lot
     assert (paid_a.account, paid_a.qty, paid_a.amount) == ("a", -5, 950)
@@ -179,15 +189,22 @@ def test_swap_settles_max_floor_minus_index_at_maturity_and_closes():
     mark = len(m.events)
     m.engine.expire("H100-RVS")
     kinds = [e.kind for e in m.after(mark)]
-    assert kinds == [ev.ORDER_CANCELLED, ev.SWAP_SETTLED, ev.SWAP_SETTLED,
-                     ev.INSTRUMENT_EXPIRED]
-    cancelled, settled_a, settled_b = m.after(mark)[:3]
+    assert kinds == [ev.ORDER_CANCELLED, ev.SWAP_SETTLED, ev.SWAP_SETTLED, ev.INSTRUMENT_EXPIRED]
+    cancelled, settled_b, settled_a = m.after(mark)[:3]  # the seller pays in first
     assert cancelled.data["reason"] == "expired"
     assert (settled_a.account, settled_a.amount) == ("a", 1_500_000)
     assert (settled_b.account, settled_b.amount) == ("b", -1_500_000)
     assert "H100-RVS" not in m.engine.accounts["a"].positions
-    late = m.engine.handle({"type": "submit", "account": "a", "instrument": "H100-RVS",
-                            "side": "buy", "price": 10, "qty": 1})
+    late = m.engine.handle(
+        {
+            "type": "submit",
+            "account": "a",
+            "instrument": "H100-RVS",
+            "side": "buy",
+            "price": 10,
+            "qty": 1,
+        }
+    )
     assert not late.ok and "expired" in late.reason
     m.check_ledger()
 
@@ -220,3 +237,31 @@ def test_products_session_replays_to_the_live_hash(tmp_path, seed):
     assert session.replay(summary.path, use_snapshots=False).state_hash() == summary.state_hash
     verdict = session.verify(summary.path)
     assert verdict.ok, verdict.problems
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_products_session_balances_after_every_event(tmp_path, seed):
+    """Funding, premiums and settlement over a whole seeded session: after every event the
+    cash plus the pools equals the deposits, positions net to zero, no pool ever goes negative
+    (payers pay in before receivers are paid), and the clearing pool is back at zero after every
+    premium or settlement cycle."""
+    from exchange import session
+    from exchange.store import EventStore
+
+    summary = session.run("products", tmp_path / "p.db", seed=seed, overrides={"days": 75})
+    fold = Fold()
+    with EventStore.open(summary.path, mode="r") as store:
+        rows = list(store.rows(1, store.last_seq))
+    kinds_seen = set()
+    for i, row in enumerate(rows):
+        fold.apply(*row)
+        kinds_seen.add(row[2])
+        assert sum(fold.cash.values()) + sum(fold.pools.values()) == fold.deposited - fold.withdrawn
+        assert fold.pools["funding"] >= 0 and fold.pools["clearing"] >= 0
+        for instrument in fold.books:
+            assert sum(p.get(instrument, 0) for p in fold.positions.values()) == 0
+        following = rows[i + 1][2] if i + 1 < len(rows) else None
+        if row[2] in (ev.PREMIUM_PAID, ev.SWAP_SETTLED) and following != row[2]:
+            assert fold.pools["clearing"] == 0, f"clearing not flat after seq {row[0]}"
+    assert {ev.FUNDING_PAID, ev.PREMIUM_PAID, ev.SWAP_SETTLED, ev.INSTRUMENT_EXPIRED} <= kinds_seen
+    assert fold.state_hash() == summary.state_hash
