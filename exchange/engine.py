@@ -49,6 +49,7 @@ from exchange.perp import (
 from exchange.pricing import premium_from_value, rvs_mark, rvs_model_value, value_to_ticks
 from exchange.rvs import payoff_per_contract, premium_due
 from exchange.state import POOLS, canonical_state, instrument_state, state_hash
+from exchange.variation import mtm_change, position_value
 from matching_core import OrderBook, Reject, StpMode, TimeInForce
 
 _SIDE_CODE = {"buy": 0, "sell": 1}
@@ -98,6 +99,8 @@ class Account:
     cash: int = 0
     positions: dict[str, int] = field(default_factory=dict)
     basis: dict[str, int] = field(default_factory=dict)  # RVS premium basis, ticks x lots
+    # variation-margin basis, minor units: what the position was last settled (or traded) at
+    vm_basis: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +114,8 @@ class Listing:
     funding_cum: int = 0  # perpetuals: cumulative funding, nano-minor units per lot
     expired: bool = False
     mark_model: Any = None  # perpetuals: the damped-basis mark (exchange.perp.MarkPrice)
+    unit_value: int = 0  # value of one lot at the last mark, minor units (MarkPrice.amount)
+    periods_left: int = 0  # swaps: premium periods still to pay at the last mark (MarkPrice.qty)
 
     @property
     def kind(self) -> str:
@@ -148,6 +153,10 @@ class Exchange:
         self.deposited = 0
         self.withdrawn = 0
         self._stp_modes: dict[str, int] = {}
+        self.margin: Any = None  # a MarginConfig (exchange.margin_cycle) when margin is on
+        self.calls: dict[str, list[int]] = {}  # account -> [amount due, time of the call]
+        self.requirements: dict[str, tuple[int, int]] = {}  # account -> (IM, MM) last cycle
+        self.defaulted: list[str] = []
 
     # ------------------------------------------------------------------ events and time
     def _emit(self, kind: str, **fields: Any) -> Event:
@@ -189,6 +198,7 @@ class Exchange:
             ev.INSTRUMENT_LISTED,
             instrument=spec.name,
             side=spec.kind,
+            amount=spec.tick_value,
             data=spec.model_dump(mode="json"),
         )
 
@@ -233,6 +243,8 @@ class Exchange:
         account = self.accounts.get(command.account)
         if account is None:
             raise CommandError(f"account: unknown account {command.account!r}")
+        if account.name in self.defaulted and not isinstance(command, Deposit):
+            raise CommandError(f"account: {account.name!r} has defaulted")
         if isinstance(command, Submit):
             return self._submit(account, command)
         if isinstance(command, Cancel):
@@ -282,6 +294,14 @@ class Exchange:
             raise CommandError("order_type: market orders take neither tif nor post_only")
         if cmd.post_only and cmd.tif != "gtc":
             raise CommandError("post_only: only a gtc limit order can be post-only")
+        if account.name in self.calls:
+            position = account.positions.get(spec.name, 0)
+            reduces = -position if cmd.side == "buy" else position
+            if cmd.qty > max(reduces, 0):
+                raise CommandError(
+                    f"account: {account.name!r} is under a collateral call; only orders that "
+                    f"reduce its position are accepted ({spec.name} position {position:+})"
+                )
         self._received(cmd)
         order_id = self.next_order_id
         self.next_order_id += 1
@@ -407,6 +427,18 @@ class Exchange:
         if listing.kind == "rvs":  # the buyer of protection takes on the premium it traded at
             taker.basis[instrument] = taker.basis.get(instrument, 0) + price * delta
             maker.basis[instrument] = maker.basis.get(instrument, 0) - price * delta
+        if listing.kind != "spot":  # what the new lots are worth now: the next cycle's variation
+            # margin pays only what changes from here (see mtm_change)
+            change = mtm_change(
+                listing.kind,
+                delta,
+                price,
+                listing.spec.tick_value,
+                listing.unit_value,
+                listing.periods_left,
+            )
+            taker.vm_basis[instrument] = taker.vm_basis.get(instrument, 0) + change
+            maker.vm_basis[instrument] = maker.vm_basis.get(instrument, 0) - change
         taker.cash += cash
         maker.cash -= cash
         taker.positions[instrument] = taker.positions.get(instrument, 0) + delta
@@ -492,6 +524,8 @@ class Exchange:
     def _deposit(self, account: Account, cmd: Deposit) -> Result:
         self._received(cmd)
         self.credit(account.name, cmd.amount)
+        if account.name in self.calls and account.name in self.requirements:
+            self._review_call(account, *self.requirements[account.name])
         return Result(True)
 
     def credit(self, name: str, amount: int) -> None:
@@ -541,22 +575,35 @@ class Exchange:
         if spec.kind == "perp":
             impact_bid, impact_ask = self._impact(listing)
             mark = listing.mark_model.update(self.t, index, impact_bid, impact_ask)
+            unit = mark * spec.tick_value
             data = {"source": "index+basis", "index": index}
         elif spec.kind == "rvs":
-            mark, source, model_ticks = self._rvs_mark(listing, index)
+            mark, source, model_ticks, unit = self._rvs_mark(listing, index)
+            listing.periods_left = self._periods_left(spec)
             data = {"source": source, "model": model_ticks, "index": index}
         else:
             return
         listing.mark = mark
-        self._emit(ev.MARK_PRICE, instrument=name, price=mark, data=data)
+        listing.unit_value = unit
+        self._emit(
+            ev.MARK_PRICE,
+            instrument=name,
+            price=mark,
+            amount=unit,
+            qty=listing.periods_left if spec.kind == "rvs" else None,
+            data=data,
+        )
 
-    def _rvs_mark(self, listing: Listing, index: int) -> tuple[int, str, int]:
+    def _periods_left(self, spec) -> int:
+        return sum(1 for day in spec.premium_dates() if self.date_ns(day) >= self.t)
+
+    def _rvs_mark(self, listing: Listing, index: int) -> tuple[int, str, int, int]:
         spec = listing.spec
         level = float(index * Decimal(spec.index_tick_size))
         floor = float(spec.floor * Decimal(spec.index_tick_size))
         years = max(0, self.maturity_ns(spec) - self.t) / YEAR_NS
         value = rvs_model_value(level, floor, spec.volatility, years, 1)
-        remaining = max(1, sum(1 for d in spec.premium_dates() if self.date_ns(d) > self.t))
+        remaining = max(1, self._periods_left(spec))
         model_premium = premium_from_value(value, remaining)
         book = listing.book
         bid_px, bid_qty = book.depth(0, 1)
@@ -571,7 +618,8 @@ class Exchange:
             int(bid_qty[0]) if len(bid_qty) else 0,
             int(ask_qty[0]) if len(ask_qty) else 0,
         )
-        return mark, source, value_to_ticks(model_premium, spec.tick_size)
+        per_contract = value_to_ticks(value * spec.gpus_per_contract, "0.01")  # cents, once
+        return mark, source, value_to_ticks(model_premium, spec.tick_size), per_contract
 
     def fund(self, name: str) -> None:
         """Pay one funding interval of a perpetual: a ``FundingRate`` event, then one
@@ -660,26 +708,141 @@ class Exchange:
             )
         index = self.indices[spec.resale_index]
         per_contract = payoff_per_contract(spec.floor, index, spec.payoff_tick_value)
-        sellers_first = sorted(self._sorted_accounts(), key=lambda a: a.positions.get(name, 0) > 0)
-        for account in sellers_first:
-            position = account.positions.get(name, 0)
-            if position:
-                amount = position * per_contract
-                account.cash += amount
-                self.pools["clearing"] -= amount
-                self._emit(
-                    ev.SWAP_SETTLED,
-                    instrument=name,
-                    account=account.name,
-                    qty=position,
-                    price=index,
-                    amount=amount,
-                )
+        # settle against what variation margin already paid, so that over the life of a
+        # position the total paid is exactly the payoff; payers first (the pool never lends)
+        due = {
+            a.name: a.positions.get(name, 0) * per_contract - a.vm_basis.get(name, 0)
+            for a in self._sorted_accounts()
+            if a.positions.get(name, 0) or a.vm_basis.get(name, 0)
+        }
+        for account_name in sorted(due, key=lambda n: (due[n] > 0, n)):
+            account = self.accounts[account_name]
+            amount = due[account_name]
+            account.cash += amount
+            self.pools["clearing"] -= amount
+            self._emit(
+                ev.SWAP_SETTLED,
+                instrument=name,
+                account=account_name,
+                qty=account.positions.get(name, 0),
+                price=index,
+                amount=amount,
+            )
         for account in self.accounts.values():
             account.positions.pop(name, None)
             account.basis.pop(name, None)
+            account.vm_basis.pop(name, None)
         listing.expired = True
         self._emit(ev.INSTRUMENT_EXPIRED, instrument=name)
+
+    # ------------------------------------------------------------------ margin
+    def margin_cycle(self) -> None:
+        """One margin cycle: settle variation margin on every position, compute every
+        account's initial and maintenance margin (``MarginRequirement``), then call, reduce,
+        cure or default (``exchange.margin`` computes the requirement)."""
+        for name, listing in self.instruments.items():
+            if listing.kind != "spot" and not listing.expired and listing.mark is not None:
+                self._settle_variation(name, listing)
+        if self.margin is None:
+            return
+        requirements = self.margin.requirements(self)
+        for account in self._sorted_accounts():
+            im_mm = requirements.get(account.name)
+            if im_mm is None and account.name not in self.calls:
+                continue
+            im, mm = im_mm or (0, 0)
+            self.requirements[account.name] = (im, mm)
+            self._emit(
+                ev.MARGIN_REQUIREMENT,
+                account=account.name,
+                amount=im,
+                data={"mm": mm, "equity": account.cash},
+            )
+            self._review_call(account, im, mm)
+
+    def _settle_variation(self, name: str, listing: Listing) -> None:
+        spec = listing.spec
+        due = {}
+        for account in self._sorted_accounts():
+            position = account.positions.get(name, 0)
+            settled = account.vm_basis.get(name, 0)
+            if not position and not settled:
+                continue
+            value = position_value(
+                listing.kind,
+                position,
+                listing.mark,
+                spec.tick_value,
+                listing.unit_value,
+                account.basis.get(name, 0),
+                listing.periods_left,
+            )
+            if value:
+                account.vm_basis[name] = value
+            else:
+                account.vm_basis.pop(name, None)
+            if value != settled:
+                due[account.name] = value - settled
+        for account_name in sorted(due, key=lambda n: (due[n] > 0, n)):  # payers first
+            account = self.accounts[account_name]
+            account.cash += due[account_name]
+            self.pools["clearing"] -= due[account_name]
+            self._emit(
+                ev.VARIATION_MARGIN,
+                instrument=name,
+                account=account_name,
+                qty=account.positions.get(name, 0),
+                price=listing.mark,
+                amount=due[account_name],
+            )
+
+    def _review_call(self, account: Account, im: int, mm: int) -> None:
+        """Open, reduce, cure or (past its deadline) default on a collateral call."""
+        name = account.name
+        needed = im - account.cash
+        call = self.calls.get(name)
+        if call is None:
+            if account.cash < mm:
+                self.calls[name] = [needed, self.t]
+                self._emit(
+                    ev.COLLATERAL_CALL,
+                    account=name,
+                    amount=needed,
+                    data={
+                        "deadline": self.t + self.margin.cure_ns,
+                        "im": im,
+                        "mm": mm,
+                        "equity": account.cash,
+                    },
+                )
+            return
+        if needed <= 0:
+            del self.calls[name]
+            self._emit(ev.CALL_CURED, account=name)
+        elif self.t >= call[1] + self.margin.cure_ns:
+            self.declare_default(name, needed)
+        elif needed < call[0]:
+            call[0] = needed
+            self._emit(ev.CALL_REDUCED, account=name, amount=needed)
+
+    def declare_default(self, name: str, missed: int) -> None:
+        """An account missed its call: ``Default``, and its resting orders are cancelled.
+        (Close-out of its positions and the default waterfall are not built yet.)"""
+        self.calls.pop(name, None)
+        self.defaulted.append(name)
+        self._emit(ev.DEFAULT, account=name, amount=missed, data={"reason": "missed call"})
+        for order_id in [oid for oid, o in self.orders.items() if o.account == name]:
+            order = self.orders.pop(order_id)
+            book = self.instruments[order.instrument].book
+            book.cancel(order_id)
+            self._emit(
+                ev.ORDER_CANCELLED,
+                instrument=order.instrument,
+                account=name,
+                order_id=order_id,
+                qty=book.last_cancelled,
+                data={"reason": "default"},
+            )
 
     def _sorted_accounts(self) -> list[Account]:
         return [self.accounts[n] for n in sorted(self.accounts)]
@@ -708,7 +871,11 @@ class Exchange:
             ]
         return canonical_state(
             t=self.t,
-            accounts={a.name: (a.cash, a.positions, a.basis) for a in self.accounts.values()},
+            accounts={
+                a.name: (a.cash, a.positions, a.basis, a.vm_basis) for a in self.accounts.values()
+            },
+            calls=self.calls,
+            defaulted=self.defaulted,
             pools=self.pools,
             deposited=self.deposited,
             withdrawn=self.withdrawn,

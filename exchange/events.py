@@ -41,6 +41,12 @@ FUNDING_PAID = "FundingPaid"  # instrument, account, qty (position), amount (cas
 PREMIUM_PAID = "PremiumPaid"  # instrument, account, qty (position), amount (cash, - = paid)
 SWAP_SETTLED = "SwapSettled"  # instrument, account, qty, price (settlement index), amount
 INSTRUMENT_EXPIRED = "InstrumentExpired"  # instrument: positions and premium bases close
+VARIATION_MARGIN = "VariationMargin"  # instrument, account, qty (position), price (mark), amount
+MARGIN_REQUIREMENT = "MarginRequirement"  # account, amount (initial margin); data: mm, equity
+COLLATERAL_CALL = "CollateralCall"  # account, amount (to restore initial margin); data: deadline
+CALL_REDUCED = "CallReduced"  # account, amount (what is still due)
+CALL_CURED = "CallCured"  # account
+DEFAULT = "Default"  # account, amount (the call it missed); data: reason
 
 KINDS = (
     SESSION_STARTED,
@@ -65,6 +71,12 @@ KINDS = (
     PREMIUM_PAID,
     SWAP_SETTLED,
     INSTRUMENT_EXPIRED,
+    VARIATION_MARGIN,
+    MARGIN_REQUIREMENT,
+    COLLATERAL_CALL,
+    CALL_REDUCED,
+    CALL_CURED,
+    DEFAULT,
 )
 
 #: Names of the typed (indexed) fields, in column order.

@@ -26,6 +26,7 @@ import orjson
 
 from exchange import events as ev
 from exchange.state import POOLS, canonical_state, instrument_state, state_hash
+from exchange.variation import mtm_change
 
 
 class Fold:
@@ -46,6 +47,12 @@ class Fold:
         self.expired: dict[str, bool] = {}
         self.basis: dict[str, dict[str, int]] = {}  # account -> RVS premium basis
         self.indices: dict[str, int] = {}
+        self.tick_value: dict[str, int] = {}
+        self.unit_value: dict[str, int] = {}
+        self.periods_left: dict[str, int] = {}
+        self.vm_basis: dict[str, dict[str, int]] = {}
+        self.calls: dict[str, list[int]] = {}
+        self.defaulted: list[str] = []
         # instrument -> order_id -> [side, price, account, qty, priority seq]
         self.books: dict[str, dict[int, list]] = {}
         self.next_order_id = 1
@@ -68,6 +75,11 @@ class Fold:
             ev.PREMIUM_PAID: self._cleared,
             ev.SWAP_SETTLED: self._cleared,
             ev.INSTRUMENT_EXPIRED: self._expired,
+            ev.VARIATION_MARGIN: self._variation,
+            ev.COLLATERAL_CALL: self._called,
+            ev.CALL_REDUCED: self._call_reduced,
+            ev.CALL_CURED: self._call_cured,
+            ev.DEFAULT: self._default,
         }
 
     def apply(
@@ -114,7 +126,10 @@ class Fold:
         return self
 
     # ------------------------------------------------------------------ rules
-    def _listed(self, seq, instrument, account, order_id, side, *_):
+    def _listed(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+        self.tick_value[instrument] = amount  # InstrumentListed carries the tick value
+        self.unit_value[instrument] = 0
+        self.periods_left[instrument] = 0
         self.books[instrument] = {}
         self.last_price[instrument] = None
         self.kind[instrument] = side  # InstrumentListed carries the kind in ``side``
@@ -126,6 +141,7 @@ class Fold:
         self.cash[account] = 0
         self.positions[account] = {}
         self.basis[account] = {}
+        self.vm_basis[account] = {}
 
     def _deposit(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
         self.cash[account] += amount
@@ -148,10 +164,23 @@ class Fold:
         taker_pos, maker_pos = self.positions[account], self.positions[maker]
         taker_pos[instrument] = taker_pos.get(instrument, 0) + delta
         maker_pos[instrument] = maker_pos.get(instrument, 0) - delta
-        if self.kind[instrument] == "rvs":
+        kind = self.kind[instrument]
+        if kind == "rvs":
             taker_basis, maker_basis = self.basis[account], self.basis[maker]
             taker_basis[instrument] = taker_basis.get(instrument, 0) + price * delta
             maker_basis[instrument] = maker_basis.get(instrument, 0) - price * delta
+        if kind != "spot":
+            change = mtm_change(
+                kind,
+                delta,
+                price,
+                self.tick_value[instrument],
+                self.unit_value[instrument],
+                self.periods_left[instrument],
+            )
+            taker_vm, maker_vm = self.vm_basis[account], self.vm_basis[maker]
+            taker_vm[instrument] = taker_vm.get(instrument, 0) + change
+            maker_vm[instrument] = maker_vm.get(instrument, 0) - change
         self.last_price[instrument] = price
         book = self.books[instrument]
         order = book[maker_order]
@@ -162,8 +191,33 @@ class Fold:
     def _index(self, seq, instrument, account, order_id, side, price, *_):
         self.indices[instrument] = price
 
-    def _marked(self, seq, instrument, account, order_id, side, price, *_):
+    def _marked(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
         self.mark[instrument] = price
+        self.unit_value[instrument] = amount
+        if qty is not None:
+            self.periods_left[instrument] = qty
+
+    def _variation(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+        self.cash[account] += amount
+        self.pools["clearing"] -= amount
+        settled = self.vm_basis[account].get(instrument, 0) + amount
+        if settled:
+            self.vm_basis[account][instrument] = settled
+        else:
+            self.vm_basis[account].pop(instrument, None)
+
+    def _called(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+        self.calls[account] = [amount, self.t]
+
+    def _call_reduced(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+        self.calls[account][0] = amount
+
+    def _call_cured(self, seq, instrument, account, *_):
+        del self.calls[account]
+
+    def _default(self, seq, instrument, account, *_):
+        self.calls.pop(account, None)
+        self.defaulted.append(account)
 
     def _funding_rate(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
         self.funding_cum[instrument] = amount
@@ -180,6 +234,7 @@ class Fold:
         for name in self.positions:
             self.positions[name].pop(instrument, None)
             self.basis[name].pop(instrument, None)
+            self.vm_basis[name].pop(instrument, None)
         self.expired[instrument] = True
 
     def _numbered(self, seq, instrument, account, order_id, *_):
@@ -218,7 +273,12 @@ class Fold:
         """The state in the canonical shape of :mod:`exchange.state`."""
         return canonical_state(
             t=self.t,
-            accounts={a: (self.cash[a], self.positions[a], self.basis[a]) for a in self.cash},
+            accounts={
+                a: (self.cash[a], self.positions[a], self.basis[a], self.vm_basis[a])
+                for a in self.cash
+            },
+            calls=self.calls,
+            defaulted=self.defaulted,
             pools=self.pools,
             deposited=self.deposited,
             withdrawn=self.withdrawn,
@@ -260,6 +320,12 @@ class Fold:
                 "expired": self.expired,
                 "basis": self.basis,
                 "indices": self.indices,
+                "tick_value": self.tick_value,
+                "unit_value": self.unit_value,
+                "periods_left": self.periods_left,
+                "vm_basis": self.vm_basis,
+                "calls": self.calls,
+                "defaulted": self.defaulted,
                 "books": {
                     name: [[oid, *order] for oid, order in orders.items()]
                     for name, orders in self.books.items()
@@ -288,6 +354,12 @@ class Fold:
         fold.expired = data["expired"]
         fold.basis = data["basis"]
         fold.indices = data["indices"]
+        fold.tick_value = data["tick_value"]
+        fold.unit_value = data["unit_value"]
+        fold.periods_left = data["periods_left"]
+        fold.vm_basis = data["vm_basis"]
+        fold.calls = data["calls"]
+        fold.defaulted = data["defaulted"]
         fold.books = {
             name: {row[0]: row[1:] for row in rows} for name, rows in data["books"].items()
         }

@@ -618,67 +618,91 @@ RUBIN_ANNOUNCED = date(2026, 1, 6)  # "NVIDIA announces the Vera Rubin platform 
 
 def _rental(name: str, gpu: str, source: ModelPathSource) -> IndexSpec:
     return IndexSpec(
-        name=name, kind="rental", gpu=gpu, tick_size="0.001", interval_ns=MINUTE_NS,
+        name=name,
+        kind="rental",
+        gpu=gpu,
+        tick_size="0.001",
+        interval_ns=MINUTE_NS,
         source=source,
     )
 
 
 CALIBRATIONS: dict[str, IndexSpec] = {
-    "H100-RENTAL": _rental("H100-RENTAL", "H100", ModelPathSource(
-        anchors=[
-            # "H100 prices collapsed from $8-10/hour (2023 peak)" [5]; "when H100s rented for
-            # $8-$10 per hour": the midpoint, $9, on a date we chose for the 2023 peak.
-            (date(2023, 8, 1), 9.00),
-            # "H100 rental prices fell 80% in 30 months - blowing through the ABS models'
-            # 50%-at-three-years assumption roughly 18 months ahead of schedule": 50 % of the
-            # peak 18 months after it.
-            (date(2025, 2, 1), 4.50),
-            # "They now rent for around $2" [5]; "to approximately $2/hour composite" [5];
-            # 30 months after the peak ($9 -> $2 is -78 %, "fell 80% in 30 months").
-            (date(2026, 2, 1), 2.00),
-        ],
-        volatility=0.25,
-        jumps=[(H200_AWS_LAUNCH, -0.10), (B200_AWS_LAUNCH, -0.15)],
-    )),
-    "H200-RENTAL": _rental("H200-RENTAL", "H200", ModelPathSource(
-        anchors=[
-            # "from $10.60 at AWS's September 2024 launch" (H200 fell from $10.60/hour at the
-            # AWS P5e launch (Sep 2024)) [5]
-            (date(2024, 9, 1), 10.60),
-            # "to a $3.39 median today"; "to a median of $3.39 in 17 months" [5]; -68 %
-            (date(2026, 2, 1), 3.39),
-        ],
-        volatility=0.25,
-        jumps=[(B200_AWS_LAUNCH, -0.10)],
-    )),
-    "B200-RENTAL": _rental("B200-RENTAL", "B200", ModelPathSource(
-        anchors=[
-            # "from $14 per hour at AWS's May 2025 launch" [5]
-            (date(2025, 5, 1), 14.00),
-            # "has fallen 73% in just 9 months"; "to under $4/hour in nine months" [5]:
-            # 14 x 0.27 = $3.78 (specialist providers "below $3 per hour" are the low end).
-            (date(2026, 2, 1), 3.78),
-        ],
-        volatility=0.30,
-        jumps=[(RUBIN_ANNOUNCED, -0.05)],
-    )),
-    "A100-RENTAL": _rental("A100-RENTAL", "A100", ModelPathSource(
-        anchors=[
-            # The seeds give no A100 start price. Our choice: the AWS p4d.24xlarge on-demand
-            # price at its November 2020 launch, $32.77/hour for 8 A100s = $4.10/GPU-hour.
-            (date(2020, 11, 1), 4.10),
-            # "an 89% decline over five years, accelerating after its successor shipped": a
-            # SHAPE anchor, not a seed figure - a slow -20 % until the H100 shipped (Q4 2022,
-            # our date), the rest of the decline after it.
-            (date(2022, 10, 1), 3.28),
-            # "The A100 shows the longer arc: an 89% decline over five years": 4.10 x 0.11.
-            (date(2025, 11, 1), 0.45),
-        ],
-        volatility=0.20,
-        jumps=[(H200_AWS_LAUNCH, -0.05), (B200_AWS_LAUNCH, -0.05)],
-    )),
+    "H100-RENTAL": _rental(
+        "H100-RENTAL",
+        "H100",
+        ModelPathSource(
+            anchors=[
+                # "H100 prices collapsed from $8-10/hour (2023 peak)" [5]; "when H100s rented for
+                # $8-$10 per hour": the midpoint, $9, on a date we chose for the 2023 peak.
+                (date(2023, 8, 1), 9.00),
+                # "H100 rental prices fell 80% in 30 months - blowing through the ABS models'
+                # 50%-at-three-years assumption roughly 18 months ahead of schedule": 50 % of the
+                # peak 18 months after it.
+                (date(2025, 2, 1), 4.50),
+                # "They now rent for around $2" [5]; "to approximately $2/hour composite" [5];
+                # 30 months after the peak ($9 -> $2 is -78 %, "fell 80% in 30 months").
+                (date(2026, 2, 1), 2.00),
+            ],
+            volatility=0.25,
+            jumps=[(H200_AWS_LAUNCH, -0.10), (B200_AWS_LAUNCH, -0.15)],
+        ),
+    ),
+    "H200-RENTAL": _rental(
+        "H200-RENTAL",
+        "H200",
+        ModelPathSource(
+            anchors=[
+                # "from $10.60 at AWS's September 2024 launch" (H200 fell from $10.60/hour at the
+                # AWS P5e launch (Sep 2024)) [5]
+                (date(2024, 9, 1), 10.60),
+                # "to a $3.39 median today"; "to a median of $3.39 in 17 months" [5]; -68 %
+                (date(2026, 2, 1), 3.39),
+            ],
+            volatility=0.25,
+            jumps=[(B200_AWS_LAUNCH, -0.10)],
+        ),
+    ),
+    "B200-RENTAL": _rental(
+        "B200-RENTAL",
+        "B200",
+        ModelPathSource(
+            anchors=[
+                # "from $14 per hour at AWS's May 2025 launch" [5]
+                (date(2025, 5, 1), 14.00),
+                # "has fallen 73% in just 9 months"; "to under $4/hour in nine months" [5]:
+                # 14 x 0.27 = $3.78 (specialist providers "below $3 per hour" are the low end).
+                (date(2026, 2, 1), 3.78),
+            ],
+            volatility=0.30,
+            jumps=[(RUBIN_ANNOUNCED, -0.05)],
+        ),
+    ),
+    "A100-RENTAL": _rental(
+        "A100-RENTAL",
+        "A100",
+        ModelPathSource(
+            anchors=[
+                # The seeds give no A100 start price. Our choice: the AWS p4d.24xlarge on-demand
+                # price at its November 2020 launch, $32.77/hour for 8 A100s = $4.10/GPU-hour.
+                (date(2020, 11, 1), 4.10),
+                # "an 89% decline over five years, accelerating after its successor shipped": a
+                # SHAPE anchor, not a seed figure - a slow -20 % until the H100 shipped (Q4 2022,
+                # our date), the rest of the decline after it.
+                (date(2022, 10, 1), 3.28),
+                # "The A100 shows the longer arc: an 89% decline over five years": 4.10 x 0.11.
+                (date(2025, 11, 1), 0.45),
+            ],
+            volatility=0.20,
+            jumps=[(H200_AWS_LAUNCH, -0.05), (B200_AWS_LAUNCH, -0.05)],
+        ),
+    ),
     "H100-RESALE": IndexSpec(
-        name="H100-RESALE", kind="resale", gpu="H100", tick_size="1", interval_ns=HOUR_NS,
+        name="H100-RESALE",
+        kind="resale",
+        gpu="H100",
+        tick_size="1",
+        interval_ns=HOUR_NS,
         source=ModelPathSource(
             anchors=[
                 # "If an H100 that was worth $30,000 in 2023 ..." (Residual Value Swaps, [8]);

@@ -36,22 +36,40 @@ H100_PERP = PerpSpec(
     impact_notional_lots=20,
     mark_basis_halflife_ns=2 * HOUR_NS,
     margin_tiers=[
-        MarginTier(max_position_lots=1_000, initial_margin_ppm=100_000,
-                   maintenance_margin_ppm=50_000),
-        MarginTier(max_position_lots=10_000, initial_margin_ppm=200_000,
-                   maintenance_margin_ppm=100_000),
+        MarginTier(
+            max_position_lots=1_000, initial_margin_ppm=100_000, maintenance_margin_ppm=50_000
+        ),
+        MarginTier(
+            max_position_lots=10_000, initial_margin_ppm=200_000, maintenance_margin_ppm=100_000
+        ),
     ],
     max_price=1_000_000,
 )
 
 
 def _series(start: date, days: int) -> tuple[RvsSpec, RvsSpec]:
-    short = RvsSpec(name="H100-RVS-SHORT", gpu="H100", resale_index="H100-RESALE", floor=20_000,
-                    listed=start, maturity=start + timedelta(days=days - 30),
-                    premium_period_days=30, gpus_per_contract=1, tick_size="1")
-    long = RvsSpec(name="H100-RVS-LONG", gpu="H100", resale_index="H100-RESALE", floor=12_000,
-                   listed=start, maturity=date(2027, 6, 30), premium_period_days=30,
-                   gpus_per_contract=1, tick_size="1")
+    short = RvsSpec(
+        name="H100-RVS-SHORT",
+        gpu="H100",
+        resale_index="H100-RESALE",
+        floor=20_000,
+        listed=start,
+        maturity=start + timedelta(days=days - 30),
+        premium_period_days=30,
+        gpus_per_contract=1,
+        tick_size="1",
+    )
+    long = RvsSpec(
+        name="H100-RVS-LONG",
+        gpu="H100",
+        resale_index="H100-RESALE",
+        floor=12_000,
+        listed=start,
+        maturity=date(2027, 6, 30),
+        premium_period_days=30,
+        gpus_per_contract=1,
+        tick_size="1",
+    )
     return short, long
 
 
@@ -90,15 +108,20 @@ class ProductsScenario(BaseModel):
         engine.list_instrument(H100_PERP)
         for series in _series(self.start, self.days):
             engine.list_instrument(series)
-        for name, cash in (("maker", 5_000_000_00), ("taker", 2_000_000_00),
-                           ("owner", 3_000_000_00), ("guarantor", 5_700_000_00),
-                           ("lender", 2_000_000_00)):
+        for name, cash in (
+            ("maker", 5_000_000_00),
+            ("taker", 2_000_000_00),
+            ("owner", 3_000_000_00),
+            ("guarantor", 5_700_000_00),
+            ("lender", 2_000_000_00),
+        ):
             engine.open_account(name, stp="cancel-resting")
             engine.credit(name, cash)
 
     def schedule_market(self, engine: Exchange, sim: Simulator, seed: int) -> None:
-        schedule_market(engine, sim, epoch=self.start, indices=self.indices(),
-                        end_ns=self.end_ns, seed=seed)
+        schedule_market(
+            engine, sim, epoch=self.start, indices=self.indices(), end_ns=self.end_ns, seed=seed
+        )
 
     def drive(self, engine: Exchange, sim: Simulator, seed: int) -> None:
         _Participants(self, engine, sim, seed).start()
@@ -120,8 +143,9 @@ class _Participants:
         for hour in range(1, self.s.days * 24):
             self.sim.schedule(hour * HOUR_NS + 1, self.hourly)
         self.sim.schedule(DAY_NS + 2, self.protection, self.s.owner_contracts, "owner")
-        self.sim.schedule(31 * DAY_NS + 2, self.protection, self.s.owner_contracts // 4, "lender",
-                          "long")
+        self.sim.schedule(
+            31 * DAY_NS + 2, self.protection, self.s.owner_contracts // 4, "lender", "long"
+        )
 
     def hourly(self) -> None:
         index = self.engine.indices.get("H100-RENTAL")
@@ -134,14 +158,25 @@ class _Participants:
         for side, sign in (("buy", -1), ("sell", 1)):
             for level in (0, 1):
                 price = index + sign * (self.s.maker_spread_ticks + 10 * level) + skew
-                result = self.send(type="submit", account="maker", instrument="H100-PERP",
-                                   side=side, price=max(price, 1), qty=self.s.maker_size)
+                result = self.send(
+                    type="submit",
+                    account="maker",
+                    instrument="H100-PERP",
+                    side=side,
+                    price=max(price, 1),
+                    qty=self.s.maker_size,
+                )
                 if result.ok and result.order_id in self.engine.orders:
                     self.quotes.append(result.order_id)
         if self.rng.random() < 0.5:
-            self.send(type="submit", account="taker", instrument="H100-PERP",
-                      side="buy" if self.rng.random() < 0.5 else "sell", order_type="market",
-                      qty=int(self.rng.integers(1, 11)))
+            self.send(
+                type="submit",
+                account="taker",
+                instrument="H100-PERP",
+                side="buy" if self.rng.random() < 0.5 else "sell",
+                order_type="market",
+                qty=int(self.rng.integers(1, 11)),
+            )
 
     def protection(self, contracts: int, buyer: str, which: str = "both") -> None:
         """The guarantor offers protection at the model's premium plus a margin; the buyer
@@ -152,7 +187,19 @@ class _Participants:
             if mark is None:
                 continue
             price = mark + 5
-            self.send(type="submit", account="guarantor", instrument=spec.name, side="sell",
-                      price=price, qty=contracts)
-            self.send(type="submit", account=buyer, instrument=spec.name, side="buy",
-                      price=price, qty=contracts)
+            self.send(
+                type="submit",
+                account="guarantor",
+                instrument=spec.name,
+                side="sell",
+                price=price,
+                qty=contracts,
+            )
+            self.send(
+                type="submit",
+                account=buyer,
+                instrument=spec.name,
+                side="buy",
+                price=price,
+                qty=contracts,
+            )

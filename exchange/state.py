@@ -23,7 +23,7 @@ POOLS = ("clearing", "fees", "funding")
 def canonical_state(
     *,
     t: int,
-    accounts: dict[str, tuple[int, dict[str, int], dict[str, int]]],
+    accounts: dict[str, tuple[int, dict[str, int], dict[str, int], dict[str, int]]],
     pools: dict[str, int],
     deposited: int,
     withdrawn: int,
@@ -31,13 +31,16 @@ def canonical_state(
     indices: dict[str, int],
     books: dict[str, list[tuple[str, int, int, str, int]]],
     next_order_id: int,
+    calls: dict[str, list[int]] | None = None,
+    defaulted: list[str] | None = None,
 ) -> dict[str, Any]:
     """Build the canonical state.
 
     Args:
         t: simulated time of the last event, ns.
         accounts: name -> (cash in minor units, {instrument: position in lots},
-            {instrument: premium basis in ticks x lots} for residual value swaps).
+            {instrument: premium basis in ticks x lots} for residual value swaps,
+            {instrument: variation-margin basis in minor units}).
         pools: the exchange's own balances, minor units: ``fees`` collected, ``funding``
             (perpetual funding's rounding remainders), ``clearing`` (premiums and settlements
             in transit within one cycle; zero between cycles).
@@ -47,6 +50,8 @@ def canonical_state(
         books: instrument -> resting orders ``(side, price, order_id, account, qty)`` in
             priority order (bids best-first, then asks best-first, time within a level).
         next_order_id: the id the next accepted submit will get.
+        calls: open collateral calls, account -> [amount due, time of the call in ns].
+        defaulted: accounts that have defaulted, in the order they did.
     """
     return {
         "t": t,
@@ -56,8 +61,9 @@ def canonical_state(
                 cash,
                 [[i, p] for i, p in sorted(positions.items()) if p],
                 [[i, b] for i, b in sorted(basis.items()) if b],
+                [[i, v] for i, v in sorted(vm_basis.items()) if v],
             ]
-            for name, (cash, positions, basis) in sorted(accounts.items())
+            for name, (cash, positions, basis, vm_basis) in sorted(accounts.items())
         ],
         "pools": [[name, amount] for name, amount in sorted(pools.items())],
         "external": [deposited, withdrawn],
@@ -65,6 +71,8 @@ def canonical_state(
         "indices": [[name, value] for name, value in sorted(indices.items())],
         "books": [[name, [list(o) for o in orders]] for name, orders in sorted(books.items())],
         "next_order_id": next_order_id,
+        "calls": [[name, *call] for name, call in sorted((calls or {}).items())],
+        "defaulted": list(defaulted or []),
     }
 
 

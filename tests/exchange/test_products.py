@@ -184,16 +184,29 @@ def test_swap_settles_max_floor_minus_index_at_maturity_and_closes():
     m = Market(RVS)
     _rvs_trade(m)
     m.send(type="submit", account="c", instrument="H100-RVS", side="sell", price=400, qty=1)
+    m.engine.advance(60 * DAY_NS)
+    m.engine.publish_index("H100-RESALE", 19_000)
+    m.engine.margin_cycle()  # variation margin pays part of the protection's value early
+    early = {e.account: e.amount for e in m.events if e.kind == ev.VARIATION_MARGIN}
+    assert early["a"] > 0 and early["b"] == -early["a"]
     m.engine.advance(90 * DAY_NS)
     m.engine.publish_index("H100-RESALE", 18_500)
+    basis_a = m.engine.accounts["a"].vm_basis["H100-RVS"]
     mark = len(m.events)
     m.engine.expire("H100-RVS")
     kinds = [e.kind for e in m.after(mark)]
     assert kinds == [ev.ORDER_CANCELLED, ev.SWAP_SETTLED, ev.SWAP_SETTLED, ev.INSTRUMENT_EXPIRED]
     cancelled, settled_b, settled_a = m.after(mark)[:3]  # the seller pays in first
     assert cancelled.data["reason"] == "expired"
-    assert (settled_a.account, settled_a.amount) == ("a", 1_500_000)
-    assert (settled_b.account, settled_b.amount) == ("b", -1_500_000)
+    assert (settled_a.account, settled_a.amount) == ("a", 1_500_000 - basis_a)
+    assert (settled_b.account, settled_b.amount) == ("b", -1_500_000 + basis_a)
+    # over the life of the swap the buyer received exactly the payoff, in two parts:
+    # value changes through variation margin, the rest at settlement
+    received = [e.amount for e in m.events
+                if e.account == "a" and e.kind in (ev.VARIATION_MARGIN, ev.SWAP_SETTLED)]
+    assert sum(received) + m.engine.accounts["a"].vm_basis.get("H100-RVS", 0) == 1_500_000 - (
+        10 * (m.events[[e.kind for e in m.events].index(ev.MARK_PRICE)].amount - 150 * 100 * 3)
+    )
     assert "H100-RVS" not in m.engine.accounts["a"].positions
     late = m.engine.handle(
         {
@@ -209,13 +222,16 @@ def test_swap_settles_max_floor_minus_index_at_maturity_and_closes():
     m.check_ledger()
 
 
-def test_swap_above_the_floor_settles_nothing():
+def test_swap_above_the_floor_pays_no_payoff():
     m = Market(RVS)
     _rvs_trade(m)
     m.engine.publish_index("H100-RESALE", 25_000)
+    basis_a = m.engine.accounts["a"].vm_basis["H100-RVS"]  # what the position was worth
     mark = len(m.events)
     m.engine.expire("H100-RVS")
-    assert [e.amount for e in m.after(mark) if e.kind == ev.SWAP_SETTLED] == [0, 0]
+    settled = {e.account: e.amount for e in m.after(mark) if e.kind == ev.SWAP_SETTLED}
+    # no payoff: only the value the position was carried at is unwound
+    assert settled == {"a": -basis_a, "b": basis_a}
     m.check_ledger()
 
 
