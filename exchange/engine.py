@@ -157,6 +157,7 @@ class Exchange:
         self.calls: dict[str, list[int]] = {}  # account -> [amount due, time of the call]
         self.requirements: dict[str, tuple[int, int]] = {}  # account -> (IM, MM) last cycle
         self.defaulted: list[str] = []
+        self._cycle_indices: dict[str, int] = {}  # index values at the last margin cycle
 
     # ------------------------------------------------------------------ events and time
     def _emit(self, kind: str, **fields: Any) -> Event:
@@ -557,6 +558,10 @@ class Exchange:
         for listing in self.instruments.values():
             if not listing.expired and _underlying(listing.spec) == name:
                 self.mark(listing.spec.name)
+        if self.margin is not None and self.margin.index_move_trigger_ppm:
+            base = self._cycle_indices.get(name)
+            if base and abs(ticks - base) * 1_000_000 >= base * self.margin.index_move_trigger_ppm:
+                self.margin_cycle()  # a large move: margin now, not at the next scheduled cycle
 
     def _impact(self, listing: Listing):
         book = listing.book
@@ -745,11 +750,12 @@ class Exchange:
                 self._settle_variation(name, listing)
         if self.margin is None:
             return
+        self._cycle_indices = dict(self.indices)
         requirements = self.margin.requirements(self)
         for account in self._sorted_accounts():
             im_mm = requirements.get(account.name)
-            if im_mm is None and account.name not in self.calls:
-                continue
+            if account.name in self.defaulted or (im_mm is None and account.name not in self.calls):
+                continue  # a defaulter is the default manager's, no longer the margin cycle's
             im, mm = im_mm or (0, 0)
             self.requirements[account.name] = (im, mm)
             self._emit(

@@ -12,15 +12,16 @@ One call, :func:`initial_margin`, computes the margin of **every** account of a 
 3. the worst scenario, plus a **concentration** add-on (positions above a share of open
    interest) and a **credit** add-on (thinly capitalised accounts pay a stepped-up margin, the
    exchange's version of the rating-downgrade collateral triggers of AIG's CDS book);
-4. one rounding, up to a whole minor unit: :data:`SNAP_REL` and :data:`SNAP_MAX` document the
-   tolerance that keeps float noise from adding a cent to an exact result. Maintenance margin is integer arithmetic
-   on the rounded initial margin.
+4. one rounding, up to a whole minor unit (:data:`SNAP_REL` and :data:`SNAP_MAX` document the
+   tolerance that keeps float noise from adding a cent to an exact result). Maintenance
+   margin is integer arithmetic on the rounded initial margin.
 
 Units, as everywhere in ``exchange``: prices in integer **ticks**, sizes in integer **lots**
 (an RVS lot is one contract), cash in integer **minor units** (cents). Index levels and
 floors of swaps are in currency units per GPU (floats, the model's unit, as in
 ``exchange/pricing.py``); shocks and volatilities are dimensionless floats. Floats exist only
-between the inputs and the single rounding of :func:`initial_margin`.
+between the inputs and the single rounding of :func:`initial_margin` (plus the half-to-even
+rounding of a swap's protected notional to whole minor units in :func:`gross_notional`).
 
 Scenario rule (deliberately simple, see ``docs/margin.md``): scenario ``k`` moves **every**
 index by the same relative shock ``s_k`` (all GPU families and both the rental and the resale

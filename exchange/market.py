@@ -1,7 +1,8 @@
 """The market schedule: the exchange's own timed actions for the products it lists.
 
 Index publications, marks (which follow every publication of their index), funding of
-perpetuals, premiums and maturities of residual value swaps are scheduled here, all at
+perpetuals, premiums and maturities of residual value swaps, and margin cycles (when the
+session has margin) are scheduled here, all at
 ``MARKET`` priority so that at equal times they come before participants' commands. The
 schedule is a pure function of the listed products, the index specs, the session's dates and
 the seed: a live run and a verification build exactly the same one.
@@ -47,3 +48,8 @@ def schedule_market(
             maturity = engine.date_ns(spec.maturity)
             if 0 < maturity <= end_ns:
                 sim.schedule(maturity, engine.expire, name, priority=MARKET)
+    if engine.margin is not None:  # last, so at equal times it sees prints, funding, premiums
+        t = engine.margin.interval_ns
+        while t <= end_ns:
+            sim.schedule(t, engine.margin_cycle, priority=MARKET)
+            t += engine.margin.interval_ns

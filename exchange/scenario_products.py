@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from exchange.clock import Simulator
 from exchange.engine import DAY_NS, Exchange
 from exchange.index import CALIBRATIONS, IndexSpec
+from exchange.margin_cycle import MarginConfig
 from exchange.market import schedule_market
 from exchange.perp import MarginTier, PerpSpec
 from exchange.rvs import RvsSpec
@@ -82,6 +83,8 @@ class ProductsScenario(BaseModel):
         maker_spread_ticks: the maker's half-spread around the index, ticks.
         maker_size: lots per maker quote.
         owner_contracts: protection the GPU owner buys on each series, contracts.
+        guarantor_cash: the guarantor's capital, minor units (the seeds' $5.7 million).
+        margin: margin cycle, cure period and the initial-margin grid.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -92,6 +95,8 @@ class ProductsScenario(BaseModel):
     maker_spread_ticks: int = Field(default=40, ge=1)
     maker_size: int = Field(default=25, ge=1)
     owner_contracts: int = Field(default=40, ge=1)
+    guarantor_cash: int = Field(default=5_700_000_00, ge=0)
+    margin: MarginConfig = Field(default_factory=MarginConfig)
 
     @property
     def end_ns(self) -> int:
@@ -105,6 +110,7 @@ class ProductsScenario(BaseModel):
     def setup(self, engine: Exchange) -> None:
         """List the products and open and fund the participants."""
         engine.epoch = self.start
+        engine.margin = self.margin
         engine.list_instrument(H100_PERP)
         for series in _series(self.start, self.days):
             engine.list_instrument(series)
@@ -112,7 +118,7 @@ class ProductsScenario(BaseModel):
             ("maker", 5_000_000_00),
             ("taker", 2_000_000_00),
             ("owner", 3_000_000_00),
-            ("guarantor", 5_700_000_00),
+            ("guarantor", self.guarantor_cash),
             ("lender", 2_000_000_00),
         ):
             engine.open_account(name, stp="cancel-resting")

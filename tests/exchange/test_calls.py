@@ -1,0 +1,145 @@
+"""Variation margin, collateral calls, cures and defaults inside the engine."""
+
+from exchange import events as ev
+from exchange.engine import DAY_NS
+from exchange.margin import MarginParams
+from exchange.margin_cycle import MarginConfig
+
+from .test_products import PERP, Market
+
+CONFIG = MarginConfig(interval_ns=DAY_NS, cure_ns=2 * DAY_NS, index_move_trigger_ppm=0,
+                      params=MarginParams(credit_tiers=[], concentration_addon_ppm=0))
+
+
+def leveraged(keep=100_000):
+    """c is long 20 lots of the perpetual at 2,000 ticks (notional 20 x 2,000 x 10 cents =
+    $4,000) against a's short; c then withdraws down to ``keep`` cents of cash."""
+    m = Market(PERP)
+    m.engine.margin = CONFIG
+    m.engine.publish_index("H100-RENTAL", 2_000)
+    m.send(type="submit", account="a", instrument="H100-PERP", side="sell", price=2_000, qty=20)
+    m.send(type="submit", account="c", instrument="H100-PERP", side="buy", price=2_000, qty=20)
+    m.send(type="withdraw", account="c", amount=m.engine.accounts["c"].cash - keep)
+    return m
+
+
+def kinds(m, since):
+    return [e.kind for e in m.after(since)]
+
+
+def test_variation_margin_pays_the_change_in_mark_both_ways():
+    m = leveraged()
+    m.engine.advance(DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_900)  # mark falls 100 ticks: c loses 20 x 100 x 10
+    mark = len(m.events)
+    m.engine.margin_cycle()
+    vm = {e.account: e.amount for e in m.after(mark) if e.kind == ev.VARIATION_MARGIN}
+    assert vm == {"a": 20_000, "c": -20_000}
+    assert m.engine.accounts["c"].cash == 80_000
+    m.check_ledger()
+
+
+def test_im_is_the_worst_grid_loss_and_an_account_below_mm_is_called():
+    """IM of a 20-lot long at 1,900 ticks: the -40 % scenario loses 20 x 1,900 x 0.4 x 10 =
+    152,000 cents; MM is 75 % of it, 114,000. c has 80,000: called for 152,000 - 80,000."""
+    m = leveraged()
+    m.engine.advance(DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_900)
+    mark = len(m.events)
+    m.engine.margin_cycle()
+    reqs = {e.account: (e.amount, e.data["mm"]) for e in m.after(mark)
+            if e.kind == ev.MARGIN_REQUIREMENT}
+    assert reqs["c"] == (152_000, 114_000)
+    call = m.events[-1]
+    assert (call.kind, call.account, call.amount) == (ev.COLLATERAL_CALL, "c", 72_000)
+    assert call.data["deadline"] == 3 * DAY_NS
+    assert m.engine.calls == {"c": [72_000, DAY_NS]}
+    m.check_ledger()
+
+
+def test_partial_then_full_deposit_reduces_then_cures_the_call():
+    m = called()
+    mark = len(m.events)
+    m.send(type="deposit", account="c", amount=30_000)
+    assert kinds(m, mark) == [ev.COMMAND_RECEIVED, ev.DEPOSIT, ev.CALL_REDUCED]
+    assert m.events[-1].amount == 42_000
+    mark = len(m.events)
+    m.send(type="deposit", account="c", amount=42_000)
+    assert kinds(m, mark) == [ev.COMMAND_RECEIVED, ev.DEPOSIT, ev.CALL_CURED]
+    assert m.engine.calls == {}
+    m.check_ledger()
+
+
+def test_called_account_may_only_reduce_its_position():
+    m = called()
+    more = m.engine.handle({"type": "submit", "account": "c", "instrument": "H100-PERP",
+                            "side": "buy", "price": 1_900, "qty": 1})
+    assert not more.ok and "collateral call" in more.reason
+    too_much = m.engine.handle({"type": "submit", "account": "c", "instrument": "H100-PERP",
+                                "side": "sell", "price": 1_900, "qty": 21})
+    assert not too_much.ok
+    assert m.engine.handle({"type": "submit", "account": "c", "instrument": "H100-PERP",
+                            "side": "sell", "price": 1_900, "qty": 5}).ok
+    m.check_ledger()
+
+
+def test_a_call_still_open_after_its_deadline_defaults_and_orders_are_cancelled():
+    m = called()
+    m.send(type="submit", account="c", instrument="H100-PERP", side="sell", price=2_500, qty=3)
+    m.engine.advance(2 * DAY_NS)
+    m.engine.margin_cycle()
+    assert "c" in m.engine.calls  # deadline (day 3) not reached yet: still called
+    m.engine.advance(3 * DAY_NS)
+    mark = len(m.events)
+    m.engine.margin_cycle()
+    defaulted = [e for e in m.after(mark) if e.kind == ev.DEFAULT]
+    assert [(e.account, e.data["reason"]) for e in defaulted] == [("c", "missed call")]
+    cancels = [e for e in m.after(mark) if e.kind == ev.ORDER_CANCELLED]
+    assert [e.data["reason"] for e in cancels] == ["default"]
+    assert m.engine.defaulted == ["c"] and "c" not in m.engine.calls
+    late = m.engine.handle({"type": "submit", "account": "c", "instrument": "H100-PERP",
+                            "side": "sell", "price": 1_900, "qty": 1})
+    assert not late.ok and "defaulted" in late.reason
+    m.check_ledger()
+
+
+def test_a_large_index_move_triggers_a_cycle_at_once():
+    """c holds 130,000 against an MM of 120,000 at 2,000 ticks; at 1,890 it has lost 22,000
+    and its MM is 113,400: the print itself triggers the cycle that calls it."""
+    m = leveraged(keep=130_000)
+    m.engine.margin = CONFIG.model_copy(update={"index_move_trigger_ppm": 50_000})
+    m.engine.margin_cycle()  # records the index the trigger is measured from
+    assert m.engine.calls == {}
+    m.engine.advance(3_600 * 10**9)
+    mark = len(m.events)
+    m.engine.publish_index("H100-RENTAL", 1_890)  # -5.5 %: beyond the 5 % trigger
+    assert ev.VARIATION_MARGIN in kinds(m, mark) and ev.COLLATERAL_CALL in kinds(m, mark)
+    m.check_ledger()
+
+
+def called():
+    """c, called for 72,000 cents on day 1."""
+    m = leveraged()
+    m.engine.advance(DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_900)
+    m.engine.margin_cycle()
+    assert m.engine.calls["c"][0] == 72_000
+    return m
+
+
+def test_a_thin_guarantor_is_called_and_defaults_and_the_session_replays(tmp_path):
+    from exchange import session
+    from exchange.store import EventStore
+
+    summary = session.run("products", tmp_path / "thin.db", seed=5,
+                          overrides={"days": 75, "guarantor_cash": 30_000_00,
+                                     "owner_contracts": 400})
+    with EventStore.open(summary.path, mode="r") as store:
+        calls = list(store.events(kind=ev.COLLATERAL_CALL, account="guarantor"))
+        defaults = list(store.events(kind=ev.DEFAULT))
+    assert calls, "the thin guarantor should be called"
+    assert [e.account for e in defaults] == ["guarantor"]
+    assert defaults[0].t >= calls[0].t + CONFIG.cure_ns
+    assert session.replay(summary.path).state_hash() == summary.state_hash
+    verdict = session.verify(summary.path)
+    assert verdict.ok, verdict.problems
