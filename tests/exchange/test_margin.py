@@ -490,7 +490,7 @@ def test_margin_is_a_non_negative_integer_and_mm_follows(book, p):
         assert mm == -(-im * p.maintenance_ppm // 1_000_000)
     parts = result.scenario_loss + result.concentration_addon + result.credit_addon
     binding = result.im > p.min_im
-    assert np.all(result.im[binding] <= parts[binding])
+    assert np.all(result.im[binding] <= parts[binding] + 1)
     assert np.all(result.im[binding] >= parts[binding] - 2)
     assert np.all((result.worst_scenario >= 0) & (result.worst_scenario < len(p.grid)))
 
