@@ -36,6 +36,7 @@ from exchange.commands import (
     jsonable,
     parse_command,
 )
+from exchange.default import close_out
 from exchange.events import Event
 from exchange.instruments import fee
 from exchange.perp import (
@@ -157,6 +158,8 @@ class Exchange:
         self.calls: dict[str, list[int]] = {}  # account -> [amount due, time of the call]
         self.requirements: dict[str, tuple[int, int]] = {}  # account -> (IM, MM) last cycle
         self.defaulted: list[str] = []
+        self.contributions: dict[str, int] = {}  # default-fund contributions left, by member
+        self.cycle_gains: dict[str, dict[str, int]] = {}  # VM received this cycle, by account
         self._cycle_indices: dict[str, int] = {}  # index values at the last margin cycle
 
     # ------------------------------------------------------------------ events and time
@@ -745,6 +748,7 @@ class Exchange:
         """One margin cycle: settle variation margin on every position, compute every
         account's initial and maintenance margin (``MarginRequirement``), then call, reduce,
         cure or default (``exchange.margin`` computes the requirement)."""
+        self.cycle_gains = {}
         for name, listing in self.instruments.items():
             if listing.kind != "spot" and not listing.expired and listing.mark is not None:
                 self._settle_variation(name, listing)
@@ -793,6 +797,9 @@ class Exchange:
             account = self.accounts[account_name]
             account.cash += due[account_name]
             self.pools["clearing"] -= due[account_name]
+            if due[account_name] > 0:
+                gains = self.cycle_gains.setdefault(account_name, {})
+                gains[name] = gains.get(name, 0) + due[account_name]
             self._emit(
                 ev.VARIATION_MARGIN,
                 instrument=name,
@@ -832,11 +839,15 @@ class Exchange:
             self._emit(ev.CALL_REDUCED, account=name, amount=needed)
 
     def declare_default(self, name: str, missed: int) -> None:
-        """An account missed its call: ``Default``, and its resting orders are cancelled.
-        (Close-out of its positions and the default waterfall are not built yet.)"""
+        """An account missed its call: ``Default``; its resting orders are cancelled, its
+        positions closed out and any loss run down the waterfall (``exchange.default``)."""
         self.calls.pop(name, None)
         self.defaulted.append(name)
         self._emit(ev.DEFAULT, account=name, amount=missed, data={"reason": "missed call"})
+        self._cancel_all(name, "default")
+        close_out(self, name)
+
+    def _cancel_all(self, name: str, reason: str) -> None:
         for order_id in [oid for oid, o in self.orders.items() if o.account == name]:
             order = self.orders.pop(order_id)
             book = self.instruments[order.instrument].book
@@ -847,8 +858,21 @@ class Exchange:
                 account=name,
                 order_id=order_id,
                 qty=book.last_cancelled,
-                data={"reason": "default"},
+                data={"reason": reason},
             )
+
+    def fund_pool(self, pool: str, amount: int) -> None:
+        """Bring external money into one of the exchange's pools (the insurance fund)."""
+        self.pools[pool] += amount
+        self.deposited += amount
+        self._emit(ev.POOL_FUNDED, side=pool, amount=amount)
+
+    def contribute(self, name: str, amount: int) -> None:
+        """Move ``amount`` of an account's cash into the mutualised default fund."""
+        self.accounts[name].cash -= amount
+        self.pools["default_fund"] += amount
+        self.contributions[name] = self.contributions.get(name, 0) + amount
+        self._emit(ev.FUND_CONTRIBUTION, account=name, amount=-amount)
 
     def _sorted_accounts(self) -> list[Account]:
         return [self.accounts[n] for n in sorted(self.accounts)]
@@ -882,6 +906,7 @@ class Exchange:
             },
             calls=self.calls,
             defaulted=self.defaulted,
+            contributions=self.contributions,
             pools=self.pools,
             deposited=self.deposited,
             withdrawn=self.withdrawn,

@@ -47,6 +47,14 @@ COLLATERAL_CALL = "CollateralCall"  # account, amount (to restore initial margin
 CALL_REDUCED = "CallReduced"  # account, amount (what is still due)
 CALL_CURED = "CallCured"  # account
 DEFAULT = "Default"  # account, amount (the call it missed); data: reason
+POOL_FUNDED = "PoolFunded"  # side (the pool), amount: external money into a pool
+FUND_CONTRIBUTION = "FundContribution"  # account, amount (negative: into the default fund)
+CLOSE_OUT = "CloseOut"  # instrument, account, order_id, side, price (the bound), qty
+DELEVERAGED = "Deleveraged"  # instrument, account (receives qty), qty, price, amount (its value),
+#                              counterparty (the defaulter, who gives them up)
+WATERFALL_DRAW = "WaterfallDraw"  # account (the defaulter), side (own|insurance), amount
+DEFAULT_FUND_LOSS = "DefaultFundLoss"  # account (member), amount lost, counterparty (defaulter)
+HAIRCUT = "Haircut"  # account, amount (negative), counterparty (the defaulter it covers)
 
 KINDS = (
     SESSION_STARTED,
@@ -77,6 +85,13 @@ KINDS = (
     CALL_REDUCED,
     CALL_CURED,
     DEFAULT,
+    POOL_FUNDED,
+    FUND_CONTRIBUTION,
+    CLOSE_OUT,
+    DELEVERAGED,
+    WATERFALL_DRAW,
+    DEFAULT_FUND_LOSS,
+    HAIRCUT,
 )
 
 #: Names of the typed (indexed) fields, in column order.

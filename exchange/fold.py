@@ -53,6 +53,7 @@ class Fold:
         self.vm_basis: dict[str, dict[str, int]] = {}
         self.calls: dict[str, list[int]] = {}
         self.defaulted: list[str] = []
+        self.contributions: dict[str, int] = {}
         # instrument -> order_id -> [side, price, account, qty, priority seq]
         self.books: dict[str, dict[int, list]] = {}
         self.next_order_id = 1
@@ -80,6 +81,13 @@ class Fold:
             ev.CALL_REDUCED: self._call_reduced,
             ev.CALL_CURED: self._call_cured,
             ev.DEFAULT: self._default,
+            ev.POOL_FUNDED: self._pool_funded,
+            ev.FUND_CONTRIBUTION: self._contribution,
+            ev.CLOSE_OUT: self._numbered,
+            ev.DELEVERAGED: self._deleveraged,
+            ev.WATERFALL_DRAW: self._draw,
+            ev.DEFAULT_FUND_LOSS: self._fund_loss,
+            ev.HAIRCUT: self._haircut,
         }
 
     def apply(
@@ -219,6 +227,45 @@ class Fold:
         self.calls.pop(account, None)
         self.defaulted.append(account)
 
+    def _pool_funded(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+        self.pools[side] += amount
+        self.deposited += amount
+
+    def _contribution(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+        self.cash[account] += amount
+        self.pools["default_fund"] -= amount
+        self.contributions[account] = self.contributions.get(account, 0) - amount
+
+    def _deleveraged(
+        self, seq, instrument, account, order_id, side, price, qty, amount, defaulter, *_
+    ):
+        for name, sign in ((account, 1), (defaulter, -1)):
+            positions, vm = self.positions[name], self.vm_basis[name]
+            positions[instrument] = positions.get(instrument, 0) + sign * qty
+            vm[instrument] = vm.get(instrument, 0) + sign * amount
+            if self.kind[instrument] == "rvs":
+                basis = self.basis[name]
+                basis[instrument] = basis.get(instrument, 0) + sign * price * qty
+
+    def _draw(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+        self.cash[account] += amount
+        if side == "own":
+            self.pools["default_fund"] -= amount
+            self.contributions[account] -= amount
+        else:
+            self.pools[side] -= amount
+
+    def _fund_loss(
+        self, seq, instrument, account, order_id, side, price, qty, amount, defaulter, *_
+    ):
+        self.contributions[account] -= amount
+        self.pools["default_fund"] -= amount
+        self.cash[defaulter] += amount
+
+    def _haircut(self, seq, instrument, account, order_id, side, price, qty, amount, defaulter, *_):
+        self.cash[account] += amount
+        self.cash[defaulter] -= amount
+
     def _funding_rate(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
         self.funding_cum[instrument] = amount
 
@@ -279,6 +326,7 @@ class Fold:
             },
             calls=self.calls,
             defaulted=self.defaulted,
+            contributions=self.contributions,
             pools=self.pools,
             deposited=self.deposited,
             withdrawn=self.withdrawn,
@@ -326,6 +374,7 @@ class Fold:
                 "vm_basis": self.vm_basis,
                 "calls": self.calls,
                 "defaulted": self.defaulted,
+                "contributions": self.contributions,
                 "books": {
                     name: [[oid, *order] for oid, order in orders.items()]
                     for name, orders in self.books.items()
@@ -360,6 +409,7 @@ class Fold:
         fold.vm_basis = data["vm_basis"]
         fold.calls = data["calls"]
         fold.defaulted = data["defaulted"]
+        fold.contributions = data["contributions"]
         fold.books = {
             name: {row[0]: row[1:] for row in rows} for name, rows in data["books"].items()
         }

@@ -32,6 +32,8 @@ class MarginConfig(BaseModel):
             cycle after its deadline ends in default.
         index_move_trigger_ppm: an index print this far (ppm) from the index at the last cycle
             triggers an extra cycle at once (0 = never).
+        closeout_band_ppm: a defaulter's close-out orders trade no further than this from the
+            mark (``exchange.default``).
         params: the initial-margin grid and add-ons (``exchange.margin.MarginParams``).
     """
 
@@ -40,17 +42,20 @@ class MarginConfig(BaseModel):
     interval_ns: int = Field(default=DAY_NS, ge=1)
     cure_ns: int = Field(default=2 * DAY_NS, ge=0)
     index_move_trigger_ppm: int = Field(default=100_000, ge=0)
+    closeout_band_ppm: int = Field(default=100_000, ge=0, le=1_000_000)
     params: MarginParams = Field(default_factory=MarginParams)
 
     def requirements(self, engine: Exchange) -> dict[str, tuple[int, int]]:
         """Initial and maintenance margin (minor units) of every account holding a marked
         perpetual or swap position, by account name."""
         listings = [
-            (name, li) for name, li in engine.instruments.items()
+            (name, li)
+            for name, li in engine.instruments.items()
             if li.kind in ("perp", "rvs") and not li.expired and li.mark is not None
         ]
         names = [
-            a for a in sorted(engine.accounts)
+            a
+            for a in sorted(engine.accounts)
             if any(engine.accounts[a].positions.get(n, 0) for n, _ in listings)
         ]
         if not names or not listings:
@@ -85,8 +90,15 @@ class MarginConfig(BaseModel):
             dtype=np.int64,
         )
         book = Book(
-            kind=kind, underlying=underlying, mark=mark, tick_value=tick_value, index=index,
-            floor=floor, sigma=sigma, t_years=t_years, gpus_per_contract=gpus,
+            kind=kind,
+            underlying=underlying,
+            mark=mark,
+            tick_value=tick_value,
+            index=index,
+            floor=floor,
+            sigma=sigma,
+            t_years=t_years,
+            gpus_per_contract=gpus,
             positions=positions,
             open_interest=np.clip(positions, 0, None).sum(axis=0),
             equity=np.array([engine.accounts[a].cash for a in names], dtype=np.int64),

@@ -84,6 +84,9 @@ class ProductsScenario(BaseModel):
         maker_size: lots per maker quote.
         owner_contracts: protection the GPU owner buys on each series, contracts.
         guarantor_cash: the guarantor's capital, minor units (the seeds' $5.7 million).
+        insurance_fund: the exchange's insurance fund at the start, minor units.
+        default_fund_contribution: what every participant puts in the default fund, minor
+            units (taken from its cash at the start).
         margin: margin cycle, cure period and the initial-margin grid.
     """
 
@@ -96,6 +99,8 @@ class ProductsScenario(BaseModel):
     maker_size: int = Field(default=25, ge=1)
     owner_contracts: int = Field(default=40, ge=1)
     guarantor_cash: int = Field(default=5_700_000_00, ge=0)
+    insurance_fund: int = Field(default=250_000_00, ge=0)
+    default_fund_contribution: int = Field(default=20_000_00, ge=0)
     margin: MarginConfig = Field(default_factory=MarginConfig)
 
     @property
@@ -123,6 +128,10 @@ class ProductsScenario(BaseModel):
         ):
             engine.open_account(name, stp="cancel-resting")
             engine.credit(name, cash)
+            if self.default_fund_contribution:
+                engine.contribute(name, min(cash, self.default_fund_contribution))
+        if self.insurance_fund:
+            engine.fund_pool("insurance", self.insurance_fund)
 
     def schedule_market(self, engine: Exchange, sim: Simulator, seed: int) -> None:
         schedule_market(

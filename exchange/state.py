@@ -15,9 +15,10 @@ import orjson
 
 BUY, SELL = "buy", "sell"
 
-#: The exchange's own balances: ``clearing`` (premiums and settlements in transit within one
-#: cycle), ``fees`` (trading fees collected), ``funding`` (perpetual funding remainders).
-POOLS = ("clearing", "fees", "funding")
+#: The exchange's own balances: ``clearing`` (premiums, settlements and variation margin in
+#: transit within one cycle), ``default_fund`` (members' contributions), ``fees`` (trading fees
+#: collected), ``funding`` (perpetual funding remainders), ``insurance`` (the insurance fund).
+POOLS = ("clearing", "default_fund", "fees", "funding", "insurance")
 
 
 def canonical_state(
@@ -33,6 +34,7 @@ def canonical_state(
     next_order_id: int,
     calls: dict[str, list[int]] | None = None,
     defaulted: list[str] | None = None,
+    contributions: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Build the canonical state.
 
@@ -73,6 +75,7 @@ def canonical_state(
         "next_order_id": next_order_id,
         "calls": [[name, *call] for name, call in sorted((calls or {}).items())],
         "defaulted": list(defaulted or []),
+        "contributions": [[n, c] for n, c in sorted((contributions or {}).items()) if c],
     }
 
 

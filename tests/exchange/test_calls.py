@@ -1,5 +1,7 @@
 """Variation margin, collateral calls, cures and defaults inside the engine."""
 
+import pytest
+
 from exchange import events as ev
 from exchange.engine import DAY_NS
 from exchange.margin import MarginParams
@@ -7,8 +9,12 @@ from exchange.margin_cycle import MarginConfig
 
 from .test_products import PERP, Market
 
-CONFIG = MarginConfig(interval_ns=DAY_NS, cure_ns=2 * DAY_NS, index_move_trigger_ppm=0,
-                      params=MarginParams(credit_tiers=[], concentration_addon_ppm=0))
+CONFIG = MarginConfig(
+    interval_ns=DAY_NS,
+    cure_ns=2 * DAY_NS,
+    index_move_trigger_ppm=0,
+    params=MarginParams(credit_tiers=[], concentration_addon_ppm=0),
+)
 
 
 def leveraged(keep=100_000):
@@ -47,8 +53,11 @@ def test_im_is_the_worst_grid_loss_and_an_account_below_mm_is_called():
     m.engine.publish_index("H100-RENTAL", 1_900)
     mark = len(m.events)
     m.engine.margin_cycle()
-    reqs = {e.account: (e.amount, e.data["mm"]) for e in m.after(mark)
-            if e.kind == ev.MARGIN_REQUIREMENT}
+    reqs = {
+        e.account: (e.amount, e.data["mm"])
+        for e in m.after(mark)
+        if e.kind == ev.MARGIN_REQUIREMENT
+    }
     assert reqs["c"] == (152_000, 114_000)
     call = m.events[-1]
     assert (call.kind, call.account, call.amount) == (ev.COLLATERAL_CALL, "c", 72_000)
@@ -72,14 +81,38 @@ def test_partial_then_full_deposit_reduces_then_cures_the_call():
 
 def test_called_account_may_only_reduce_its_position():
     m = called()
-    more = m.engine.handle({"type": "submit", "account": "c", "instrument": "H100-PERP",
-                            "side": "buy", "price": 1_900, "qty": 1})
+    more = m.engine.handle(
+        {
+            "type": "submit",
+            "account": "c",
+            "instrument": "H100-PERP",
+            "side": "buy",
+            "price": 1_900,
+            "qty": 1,
+        }
+    )
     assert not more.ok and "collateral call" in more.reason
-    too_much = m.engine.handle({"type": "submit", "account": "c", "instrument": "H100-PERP",
-                                "side": "sell", "price": 1_900, "qty": 21})
+    too_much = m.engine.handle(
+        {
+            "type": "submit",
+            "account": "c",
+            "instrument": "H100-PERP",
+            "side": "sell",
+            "price": 1_900,
+            "qty": 21,
+        }
+    )
     assert not too_much.ok
-    assert m.engine.handle({"type": "submit", "account": "c", "instrument": "H100-PERP",
-                            "side": "sell", "price": 1_900, "qty": 5}).ok
+    assert m.engine.handle(
+        {
+            "type": "submit",
+            "account": "c",
+            "instrument": "H100-PERP",
+            "side": "sell",
+            "price": 1_900,
+            "qty": 5,
+        }
+    ).ok
     m.check_ledger()
 
 
@@ -95,10 +128,23 @@ def test_a_call_still_open_after_its_deadline_defaults_and_orders_are_cancelled(
     defaulted = [e for e in m.after(mark) if e.kind == ev.DEFAULT]
     assert [(e.account, e.data["reason"]) for e in defaulted] == [("c", "missed call")]
     cancels = [e for e in m.after(mark) if e.kind == ev.ORDER_CANCELLED]
-    assert [e.data["reason"] for e in cancels] == ["default"]
+    # its resting order, then the unfilled close-out order (the book has no bids)
+    assert [e.data["reason"] for e in cancels] == ["default", "closeout"]
+    moved = [(e.account, e.qty, e.counterparty) for e in m.after(mark) if e.kind == ev.DELEVERAGED]
+    assert moved == [("a", 20, "c")]  # the only opposite position takes the remainder
+    assert m.engine.accounts["c"].positions.get("H100-PERP", 0) == 0
+    assert m.engine.accounts["a"].positions.get("H100-PERP", 0) == 0
     assert m.engine.defaulted == ["c"] and "c" not in m.engine.calls
-    late = m.engine.handle({"type": "submit", "account": "c", "instrument": "H100-PERP",
-                            "side": "sell", "price": 1_900, "qty": 1})
+    late = m.engine.handle(
+        {
+            "type": "submit",
+            "account": "c",
+            "instrument": "H100-PERP",
+            "side": "sell",
+            "price": 1_900,
+            "qty": 1,
+        }
+    )
     assert not late.ok and "defaulted" in late.reason
     m.check_ledger()
 
@@ -131,9 +177,12 @@ def test_a_thin_guarantor_is_called_and_defaults_and_the_session_replays(tmp_pat
     from exchange import session
     from exchange.store import EventStore
 
-    summary = session.run("products", tmp_path / "thin.db", seed=5,
-                          overrides={"days": 75, "guarantor_cash": 30_000_00,
-                                     "owner_contracts": 400})
+    summary = session.run(
+        "products",
+        tmp_path / "thin.db",
+        seed=5,
+        overrides={"days": 75, "guarantor_cash": 30_000_00, "owner_contracts": 400},
+    )
     with EventStore.open(summary.path, mode="r") as store:
         calls = list(store.events(kind=ev.COLLATERAL_CALL, account="guarantor"))
         defaults = list(store.events(kind=ev.DEFAULT))
@@ -143,3 +192,101 @@ def test_a_thin_guarantor_is_called_and_defaults_and_the_session_replays(tmp_pat
     assert session.replay(summary.path).state_hash() == summary.state_hash
     verdict = session.verify(summary.path)
     assert verdict.ok, verdict.problems
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sessions_with_defaults_conserve_cash_and_respect_the_waterfall_order(tmp_path, seed):
+    """Random index paths (the seed drives the index noise) and a thin guarantor: after every
+    event cash plus pools equals external money in less out and positions net to zero; no
+    member loses default-fund money while the insurance fund has any, and no one is haircut
+    while either fund has any; the replay reaches the live hash."""
+    from exchange import session
+    from exchange.fold import Fold
+    from exchange.store import EventStore
+
+    summary = session.run(
+        "products",
+        tmp_path / "d.db",
+        seed=seed,
+        overrides={
+            "days": 75,
+            "guarantor_cash": 30_000_00,
+            "owner_contracts": 2_000,
+            "insurance_fund": 5_000_00,
+            "default_fund_contribution": 2_000_00,
+        },
+    )
+    with EventStore.open(summary.path, mode="r") as store:
+        rows = list(store.rows(1, store.last_seq))
+    fold = Fold()
+    seen = set()
+    for row in rows:
+        kind = row[2]
+        if kind == ev.DEFAULT_FUND_LOSS:
+            assert fold.pools["insurance"] == 0, f"member debited before insurance, {row[0]}"
+        if kind == ev.HAIRCUT:
+            assert fold.pools["insurance"] == 0 and fold.pools["default_fund"] == 0
+        fold.apply(*row)
+        seen.add(kind)
+        assert sum(fold.cash.values()) + sum(fold.pools.values()) == (
+            fold.deposited - fold.withdrawn
+        ), f"seq {row[0]}"
+        for instrument in fold.books:
+            assert sum(p.get(instrument, 0) for p in fold.positions.values()) == 0
+    assert ev.DEFAULT in seen and ev.WATERFALL_DRAW in seen
+    assert fold.state_hash() == summary.state_hash
+
+
+def crashed(insurance, contributions):
+    """c is called on day 1, the index halves before its deadline, and it defaults on day 3
+    owing 100,000 cents: the day-3 cycle pays a 20 x 900 x 10 = 180,000 loss out of 80,000."""
+    m = leveraged()
+    m.engine.fund_pool("insurance", insurance)
+    for member, amount in contributions.items():
+        m.engine.contribute(member, amount)
+    m.engine.advance(DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_900)
+    m.engine.margin_cycle()
+    m.engine.advance(3 * DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_000)
+    mark = len(m.events)
+    m.engine.margin_cycle()
+    return m, m.after(mark)
+
+
+def test_waterfall_runs_own_contribution_then_insurance_then_the_default_fund():
+    m, events = crashed(30_000, {"a": 40_000, "b": 20_000, "c": 10_000})
+    steps = [
+        (e.kind, e.account, e.side, e.amount)
+        for e in events
+        if e.kind in (ev.WATERFALL_DRAW, ev.DEFAULT_FUND_LOSS, ev.HAIRCUT)
+    ]
+    # c's cash is 80,000 - 10,000 (its contribution) - 180,000 = -110,000
+    assert steps == [
+        (ev.WATERFALL_DRAW, "c", "own", 10_000),
+        (ev.WATERFALL_DRAW, "c", "insurance", 30_000),
+        (ev.DEFAULT_FUND_LOSS, "a", None, 40_000),  # pro rata 40 : 20 of 60,000 ...
+        (ev.DEFAULT_FUND_LOSS, "b", None, 20_000),  # ... all of it
+        (ev.HAIRCUT, "a", None, -10_000),  # and a gives back 10,000 of the 180,000 it gained
+    ]
+    assert m.engine.accounts["c"].cash == 0
+    assert m.engine.pools["insurance"] == 0 and m.engine.pools["default_fund"] == 0
+    m.check_ledger()
+
+
+def test_a_small_loss_stops_at_the_insurance_fund_and_debits_no_member():
+    m, events = crashed(500_000, {"a": 40_000, "c": 10_000})
+    kinds_seen = [e.kind for e in events]
+    assert ev.DEFAULT_FUND_LOSS not in kinds_seen and ev.HAIRCUT not in kinds_seen
+    draws = [(e.side, e.amount) for e in events if e.kind == ev.WATERFALL_DRAW]
+    assert draws == [("own", 10_000), ("insurance", 100_000)]
+    assert m.engine.contributions == {"a": 40_000, "c": 0}
+    m.check_ledger()
+
+
+def test_members_share_a_default_fund_loss_pro_rata_exactly():
+    from exchange.default import _pro_rata
+
+    assert _pro_rata(100, {"a": 1, "b": 1, "c": 1}) == {"a": 34, "b": 33, "c": 33}
+    assert _pro_rata(7, {"x": 3, "y": 1}) == {"x": 5, "y": 2}  # 5.25 and 1.75: y's .75 wins
+    assert sum(_pro_rata(999, {"p": 5, "q": 7, "r": 11}).values()) == 999
