@@ -249,8 +249,8 @@ class Book:
 
     Attributes:
         kind: :data:`PERP` (0) or :data:`RVS` (1).
-        underlying: the index / GPU family id (int >= 0). Carried for a per-family grid; the
-            current rule shocks every underlying alike and does not read it.
+        underlying: the GPU family id (int >= 0): positions net within a family; families are
+            shocked independently and their worst losses add (see :func:`initial_margin`).
         mark: perpetuals: the mark, in ticks (>= 0). Ignored for swaps.
         tick_value: perpetuals: minor units per tick per lot (>= 1; ``PerpSpec.tick_value``).
             ``mark x tick_value`` (the notional of one lot) must not exceed
@@ -481,12 +481,16 @@ def initial_margin(book: Book, params: MarginParams) -> MarginResult:
 
     For account ``a`` (positions ``q_a``, lots), with ``pnl = scenario_pnl(book, grid)``:
 
-    1. **Scenario loss** ``L[a, k] = -(q_a . pnl[:, k])`` (float64, one matrix product for
-       all accounts); ``k* = argmax_k L[a, k]`` (first on ties); ``worst = max(0, L[a, k*])``.
+    1. **Scenario loss**, per underlying ``u`` (a GPU family, ``book.underlying``):
+       ``L_u[a, k] = -(q_a,u . pnl[u, k])`` over that family's instruments only;
+       ``k*_u = argmax_k L_u[a, k]`` (first on ties); ``worst = sum_u max(0, L_u[a, k*_u])``:
+       positions net within a family, families are shocked independently and add up (SPAN's
+       combined commodities, with no inter-commodity credit). ``worst_scenario`` reports the
+       ``k*`` of the family that loses most.
     2. **Concentration add-on**: instrument ``j`` is concentrated for ``a`` when
        ``|q_aj| x 10**6 > concentration_threshold_ppm x open_interest_j`` (integers, exact);
        ``conc = concentration_addon_ppm / 10**6 x sum over concentrated j of
-       max(0, -q_aj x pnl[j, k*])`` -- that position's own loss in the account's worst
+       max(0, -q_aj x pnl[j, k*_u(j)])`` -- that position's own loss in its family's worst
        scenario, so a concentrated leg that gains there adds nothing.
     3. **Credit add-on**: the capital ratio ``equity_a / max(1, gross_notional_a)``
        (:func:`gross_notional`) is compared exactly with each tier's threshold; of the tiers
@@ -516,14 +520,27 @@ def initial_margin(book: Book, params: MarginParams) -> MarginResult:
     m, n = book.n_accounts, book.n_instruments
     pnl = scenario_pnl(book, grid)  # [n x K]
     q = book.positions.astype(np.float64)  # exact: |q| <= 2**42
+    # SPAN's "combined commodity": positions net within an underlying (one GPU family), each
+    # family is shocked on its own, and the families' worst losses add up -- no netting
+    # between, say, an H100 long and an A100 short, whose prices need not move together
+    worst = np.zeros(m)
+    worst_k = np.zeros(m, dtype=np.int64)  # the scenario of the family losing most
+    leg_k = np.zeros((m, n), dtype=np.int64)  # each leg's family's worst scenario
+    largest = np.full(m, -1.0)
     if n:
-        loss = -_ordered_product(q, pnl)  # [m x K]
         size = _ordered_product(np.abs(q), np.abs(pnl).max(axis=1)[:, None])[:, 0]  # G_a
+        for family in np.unique(book.underlying).tolist():
+            cols = np.nonzero(book.underlying == family)[0]
+            loss = -_ordered_product(q[:, cols], pnl[cols])  # [m x K]
+            k = np.argmax(loss, axis=1)
+            family_worst = np.maximum(loss[np.arange(m), k], 0.0)
+            worst += family_worst
+            leg_k[:, cols] = k[:, None]
+            bigger = family_worst > largest
+            worst_k = np.where(bigger, k, worst_k)
+            largest = np.where(bigger, family_worst, largest)
     else:
-        loss = np.zeros((m, len(grid)))
         size = np.zeros(m)
-    worst_k = np.argmax(loss, axis=1)
-    worst = np.maximum(loss[np.arange(m), worst_k], 0.0)
 
     conc = np.zeros(m)
     if params.concentration_addon_ppm and n and m:
@@ -532,7 +549,7 @@ def initial_margin(book: Book, params: MarginParams) -> MarginResult:
         )
         rows, cols = np.nonzero(over)
         if rows.size:
-            leg_loss = np.maximum(-q[rows, cols] * pnl[cols, worst_k[rows]], 0.0)
+            leg_loss = np.maximum(-q[rows, cols] * pnl[cols, leg_k[rows, cols]], 0.0)
             conc = np.bincount(rows, weights=leg_loss, minlength=m)
             conc *= params.concentration_addon_ppm / PPM
 

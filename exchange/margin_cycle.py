@@ -75,7 +75,9 @@ class MarginConfig(BaseModel):
             spec = listing.spec
             if listing.kind == "perp":
                 kind[j], mark[j], tick_value[j] = PERP, listing.mark, spec.tick_value
-                underlying[j] = families.setdefault(spec.underlying, len(families))
+                # the GPU family: the index's name up to its first "-" (H100-RENTAL -> H100)
+                family = spec.underlying.split("-")[0]
+                underlying[j] = families.setdefault(family, len(families))
             else:
                 tick = Decimal(spec.index_tick_size)
                 kind[j] = RVS
@@ -84,7 +86,7 @@ class MarginConfig(BaseModel):
                 sigma[j] = spec.volatility
                 t_years[j] = max(0, engine.date_ns(spec.maturity) - engine.t) / YEAR_NS
                 gpus[j] = spec.gpus_per_contract
-                underlying[j] = families.setdefault(spec.resale_index, len(families))
+                underlying[j] = families.setdefault(spec.gpu, len(families))
         positions = np.array(
             [[engine.accounts[a].positions.get(name, 0) for name, _ in listings] for a in names],
             dtype=np.int64,

@@ -312,11 +312,14 @@ def test_long_protection_and_short_perps_do_not_net_on_the_exchange():
     assert both == 824_762 == rvs + perp
 
 
-def test_different_underlyings_share_the_shock():
-    # The documented simplification: every index moves by the same s in a scenario, so a
-    # long/short pair of equal notional on two GPU families nets to zero.
+def test_different_underlyings_do_not_net():
+    # Each GPU family is shocked on its own and the families' worst losses add: a long of
+    # one family loses 80,000 at -40 %, a short of another 10 x 2,000 x 0.2 x 10 = 40,000 at
+    # +20 %, so a long/short pair across families needs both (SPAN, no inter-commodity credit)
     a100 = {**PERP_2000, "u": 1}
-    assert margin([PERP_2000, a100], [[10, -10]]).im.tolist() == [0]
+    assert margin([PERP_2000, a100], [[10, -10]]).im.tolist() == [120_000]
+    # the same pair within one family nets to nothing
+    assert margin([PERP_2000, dict(PERP_2000)], [[10, -10]]).im.tolist() == [0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,7 +339,7 @@ def test_concentration_triggers_only_strictly_above_the_threshold():
 
 
 def test_concentration_uses_each_legs_own_loss_floored_at_zero():
-    instruments = [PERP_2000, {**PERP_2000, "u": 1}]
+    instruments = [PERP_2000, dict(PERP_2000)]  # one family, so the legs net
     # long 10 of A, short 5 of B; worst scenario -40 %: A loses 80,000, B gains 40,000
     # (net 40,000). B concentrated: its leg gains there, so no add-on.
     result = margin(instruments, [[10, -5]], open_interest=[1_000, 10])
@@ -541,9 +544,13 @@ def test_float_margin_is_exact_to_a_cent(book, index_shocks, vol_shocks):
     pnl = scenario_pnl(book, p.grid)
     result = initial_margin(book, p)
     exact_pnl = [[Fraction(x) for x in row] for row in pnl.tolist()]
+    families = book.underlying.tolist()
     for a, q in enumerate(book.positions.tolist()):
-        losses = [-sum(qj * exact_pnl[j][k] for j, qj in enumerate(q)) for k in range(len(p.grid))]
-        worst = max(Fraction(0), max(losses))
+        worst = Fraction(0)
+        for family in sorted(set(families)):  # each family its own worst case, then summed
+            legs = [j for j, u in enumerate(families) if u == family]
+            losses = [-sum(q[j] * exact_pnl[j][k] for j in legs) for k in range(len(p.grid))]
+            worst += max(Fraction(0), max(losses))
         size = sum(abs(qj) * max(abs(x) for x in pnl[j]) for j, qj in enumerate(q))
         held = sum(1 for qj in q if qj)
         bound = (held + 10) * 2.0**-53 * size  # the documented float error
