@@ -132,15 +132,22 @@ def reference_margin(arrays: dict[str, np.ndarray], params: MarginParams, accoun
     out = []
     for a in range(accounts):
         q = [int(x) for x in arrays["positions"][a]]
-        losses = [-sum(q[j] * pnl[j][k] for j in range(n) if q[j]) for k in range(len(scenarios))]
-        worst_k = losses.index(max(losses))
-        worst = max(0.0, losses[worst_k])
+        family = [int(u) for u in arrays["underlying"]]
+        worst = 0.0
+        leg_k = [0] * n
+        for u in sorted(set(family)):  # each GPU family its own worst case, summed
+            legs = [j for j in range(n) if family[j] == u]
+            losses = [-sum(q[j] * pnl[j][k] for j in legs if q[j]) for k in range(len(scenarios))]
+            k_u = losses.index(max(losses))
+            worst += max(0.0, losses[k_u])
+            for j in legs:
+                leg_k[j] = k_u
         conc = 0.0
         for j in range(n):
             if abs(q[j]) * PPM > params.concentration_threshold_ppm * int(
                 arrays["open_interest"][j]
             ):
-                conc += max(0.0, -q[j] * pnl[j][worst_k])
+                conc += max(0.0, -q[j] * pnl[j][leg_k[j]])
         conc *= params.concentration_addon_ppm / PPM
         gross = max(1, sum(abs(q[j]) * notional[j] for j in range(n)))
         equity = int(arrays["equity"][a])
