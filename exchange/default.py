@@ -72,7 +72,14 @@ def _band(engine: Exchange, listing: Listing, buying: bool) -> int:
     return max(1, mark - mark * band // PPM)
 
 
-def _through_book(engine: Exchange, defaulter: Account, listing: Listing, position: int) -> None:
+def _through_book(
+    engine: Exchange,
+    defaulter: Account,
+    listing: Listing,
+    position: int,
+    reason: str = "closeout",
+) -> None:
+    """A reduce-only IOC for the whole position, bounded at the mark -+ the band."""
     buying = position < 0
     side = 0 if buying else 1
     qty = abs(position)
@@ -87,9 +94,30 @@ def _through_book(engine: Exchange, defaulter: Account, listing: Listing, positi
         side="buy" if buying else "sell",
         price=limit,
         qty=qty,
+        data={"reason": reason},
     )
     listing.book.submit(order_id, defaulter.index, side, limit, qty, 1)  # IOC
-    engine._after_match(listing, defaulter, order_id, side, limit, "closeout")
+    engine._after_match(listing, defaulter, order_id, side, limit, reason)
+
+
+def liquidate_perpetuals(engine: Exchange, requirements: dict[str, tuple[int, int]]) -> list:
+    """Accounts below maintenance margin have their perpetual positions liquidated at once,
+    through the book, with the same bounded reduce-only IOC orders as a close-out (reason
+    ``liquidation``), as venues do, before any call runs its course; whatever the book does
+    not take stays, and the call that follows covers it. Returns the instruments touched."""
+    touched = []
+    for account in engine._sorted_accounts():
+        im_mm = requirements.get(account.name)
+        if im_mm is None or account.name in engine.defaulted or account.cash >= im_mm[1]:
+            continue
+        for instrument, listing in engine.instruments.items():
+            position = account.positions.get(instrument, 0)
+            if listing.kind == "perp" and position and listing.mark is not None:
+                engine._cancel_orders_in(account.name, instrument)
+                _through_book(engine, account, listing, position, "liquidation")
+                if instrument not in touched:
+                    touched.append(instrument)
+    return touched
 
 
 def _ranked(engine: Exchange, instrument: str, opposite_sign: int, exclude: str) -> list:

@@ -36,7 +36,7 @@ from exchange.commands import (
     jsonable,
     parse_command,
 )
-from exchange.default import close_out
+from exchange.default import close_out, liquidate_perpetuals
 from exchange.events import Event
 from exchange.instruments import fee
 from exchange.perp import (
@@ -756,6 +756,11 @@ class Exchange:
             return
         self._cycle_indices = dict(self.indices)
         requirements = self.margin.requirements(self)
+        touched = liquidate_perpetuals(self, requirements)
+        if touched:  # realise the liquidations' losses, then measure again
+            for name in touched:
+                self._settle_variation(name, self.instruments[name])
+            requirements = self.margin.requirements(self)
         for account in self._sorted_accounts():
             im_mm = requirements.get(account.name)
             if account.name in self.defaulted or (im_mm is None and account.name not in self.calls):
@@ -847,8 +852,16 @@ class Exchange:
         self._cancel_all(name, "default")
         close_out(self, name)
 
-    def _cancel_all(self, name: str, reason: str) -> None:
-        for order_id in [oid for oid, o in self.orders.items() if o.account == name]:
+    def _cancel_orders_in(self, name: str, instrument: str) -> None:
+        """Cancel an account's resting orders in one instrument (before liquidating it)."""
+        self._cancel_all(name, "liquidation", instrument)
+
+    def _cancel_all(self, name: str, reason: str, instrument: str | None = None) -> None:
+        for order_id in [
+            oid
+            for oid, o in self.orders.items()
+            if o.account == name and instrument in (None, o.instrument)
+        ]:
             order = self.orders.pop(order_id)
             book = self.instruments[order.instrument].book
             book.cancel(order_id)

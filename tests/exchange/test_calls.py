@@ -128,8 +128,9 @@ def test_a_call_still_open_after_its_deadline_defaults_and_orders_are_cancelled(
     defaulted = [e for e in m.after(mark) if e.kind == ev.DEFAULT]
     assert [(e.account, e.data["reason"]) for e in defaulted] == [("c", "missed call")]
     cancels = [e for e in m.after(mark) if e.kind == ev.ORDER_CANCELLED]
-    # its resting order, then the unfilled close-out order (the book has no bids)
-    assert [e.data["reason"] for e in cancels] == ["default", "closeout"]
+    # its resting order went at day 2's liquidation attempt; today the liquidation order and
+    # then the close-out order find no bids, and both are cancelled unfilled
+    assert [e.data["reason"] for e in cancels] == ["liquidation", "closeout"]
     moved = [(e.account, e.qty, e.counterparty) for e in m.after(mark) if e.kind == ev.DELEVERAGED]
     assert moved == [("a", 20, "c")]  # the only opposite position takes the remainder
     assert m.engine.accounts["c"].positions.get("H100-PERP", 0) == 0
@@ -290,3 +291,29 @@ def test_members_share_a_default_fund_loss_pro_rata_exactly():
     assert _pro_rata(100, {"a": 1, "b": 1, "c": 1}) == {"a": 34, "b": 33, "c": 33}
     assert _pro_rata(7, {"x": 3, "y": 1}) == {"x": 5, "y": 2}  # 5.25 and 1.75: y's .75 wins
     assert sum(_pro_rata(999, {"p": 5, "q": 7, "r": 11}).values()) == 999
+
+
+
+def test_a_perpetual_below_maintenance_is_liquidated_through_the_book_within_the_band():
+    """b bids 12 lots at 1,850 and 50 at 1,600; the band is 10 % of the 1,900 mark, so c's
+    20-lot liquidation sells 12 at 1,850 and stops above 1,710: the 1,600 bid is not hit."""
+    m = leveraged()
+    m.send(type="submit", account="b", instrument="H100-PERP", side="buy", price=1_850, qty=12)
+    m.send(type="submit", account="b", instrument="H100-PERP", side="buy", price=1_600, qty=50)
+    m.engine.advance(DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_900)
+    mark = len(m.events)
+    m.engine.margin_cycle()
+    events = m.after(mark)
+    close = next(e for e in events if e.kind == ev.CLOSE_OUT)
+    assert (close.account, close.side, close.qty, close.price) == ("c", "sell", 20, 1_710)
+    assert close.data["reason"] == "liquidation"
+    fills = [(e.price, e.qty, e.counterparty) for e in events if e.kind == ev.FILL]
+    assert fills == [(1_850, 12, "b")]
+    assert m.engine.accounts["c"].positions["H100-PERP"] == 8
+    # selling 12 lots 50 ticks under the mark cost 6,000: c keeps 74,000 against an IM of
+    # 8 x 1,900 x 0.4 x 10 = 60,800 for what is left, so the liquidation spared it the call
+    assert m.engine.accounts["c"].cash == 74_000
+    assert m.engine.requirements["c"] == (60_800, 45_600)
+    assert ev.COLLATERAL_CALL not in [e.kind for e in events]
+    m.check_ledger()
