@@ -4,28 +4,31 @@ When an account defaults (``Exchange.declare_default``), in this order, each ste
 
 1. **Close-out through the book.** For each instrument (listing order) the engine sends a
    reduce-only IOC order for the whole position (``CloseOut``), bounded at the mark
-   ``-+ closeout_band_ppm`` so a thin book cannot be swept at any price.
-2. **Transfer of what the book did not take** (``Deleveraged``): the remainder goes to the
-   accounts holding opposite positions, ranked by leverage (position value over cash, largest
-   first; then by name), each taking at most its own opposite position, at the mark. For a
-   swap series this is how the protection buyers learn that their protection is gone.
-3. **Variation margin** on the instruments touched, so the defaulter's cash now carries every
-   loss of the close-out.
-4. **The waterfall**, if its cash is negative (the shortfall), until it is covered:
-   a. the defaulter's own default-fund contribution (``WaterfallDraw``, step ``own``);
-   b. the insurance fund (step ``insurance``);
+   ``-+ closeout_band_ppm`` so a thin book cannot be swept at any price. (The same orders,
+   reason ``liquidation``, liquidate perpetuals below maintenance margin every cycle.)
+2. **Variation margin** on the instruments touched: the defaulter's cash now carries every
+   realised loss and its remaining positions at the mark.
+3. **The funds**, while its cash is negative (the shortfall):
+   a. its own default-fund contribution (``WaterfallDraw``, step ``own``);
+   b. the insurance fund (``WaterfallDraw``, step ``insurance``);
    c. the other members' default-fund contributions, pro rata to what each has left
-      (``DefaultFundLoss``, one event per member, with what that member lost);
-   d. variation-margin gains haircutting (``Haircut``), the CCP recovery tool: the accounts
-      paid variation margin on the defaulter's instruments in this cycle (the close-out's
-      included) give it back, largest gain first, each at most what it was paid.
-   No account but the defaulter is debited by a step before the steps above it are
-   exhausted; a shortfall left after (d) stays on the defaulter's account as negative cash,
-   visible in the state.
+      (``DefaultFundLoss``, one event per member, with what that member lost).
+4. **Auto-deleveraging** of what the book did not take (``Deleveraged``): the remainder goes
+   to the accounts holding opposite positions, ranked by leverage (position value over cash,
+   largest first; then by name), each taking at most its own opposite position. Positions
+   move at the mark; if a shortfall is left after the funds, the receivers bear it as if they
+   took the lots at the **bankruptcy price** — a ``Haircut`` (step ``adl``) pro rata to the
+   value of the lots each took, at most that value. For a swap series this is how the
+   protection buyers learn that their protection is gone, and what it cost them.
+5. **Variation-margin gains haircutting** (``Haircut``, step ``vm_gains``), the CCP recovery
+   tool, for what is still short: the accounts paid variation margin in this cycle give it
+   back, largest gain first, each at most what it was paid.
 
-Documented simplification: the transfer (2) is at the mark, not at a bankruptcy price, and the
-loss it leaves is allocated by (d) instead; the ranking key is leverage, a stand-in for the
-venues' profit-times-leverage score.
+No account but the defaulter is debited by a step before the steps above it are exhausted; a
+shortfall left after step 5 stays on the defaulter's account as negative cash, visible in the
+state. There is no auction: with no bidders but the scripted participants (bots come with
+issue #6) the lots the book cannot take go by auto-deleveraging. The ranking key is leverage,
+a stand-in for the venues' profit-times-leverage score.
 """
 
 from __future__ import annotations
@@ -42,26 +45,41 @@ PPM = 1_000_000
 
 
 def close_out(engine: Exchange, name: str) -> None:
-    """Steps 1-4 for account ``name`` (already marked defaulted, its orders cancelled)."""
+    """Steps 1-5 for account ``name`` (already marked defaulted, its orders cancelled)."""
     defaulter = engine.accounts[name]
-    touched: list[str] = []
+    remainders: dict[str, int] = {}
     for instrument, listing in engine.instruments.items():
         position = defaulter.positions.get(instrument, 0)
         if not position or listing.expired or listing.mark is None or listing.kind == "spot":
             continue
-        touched.append(instrument)
         _through_book(engine, defaulter, listing, position)
-        remainder = defaulter.positions.get(instrument, 0)
-        if remainder:
-            _transfer(engine, defaulter, listing, remainder)
-    for instrument in touched:
+        remainders[instrument] = defaulter.positions.get(instrument, 0)
+    for instrument in remainders:
         engine._settle_variation(instrument, engine.instruments[instrument])
+    _draw_funds(engine, name)
+    taken: dict[str, int] = {}  # receiver -> value of the lots it took, minor units
+    for instrument, remainder in remainders.items():
+        if remainder:
+            for holder, value in _transfer(
+                engine, defaulter, engine.instruments[instrument], remainder
+            ):
+                taken[holder] = taken.get(holder, 0) + value
+    shortfall = max(0, -defaulter.cash)
+    if shortfall and taken:
+        for holder, cut in _pro_rata(min(shortfall, sum(taken.values())), taken).items():
+            _haircut(engine, holder, name, cut, "adl")
+    shortfall = max(0, -defaulter.cash)
     gains = {}
     for account_name, by_instrument in sorted(engine.cycle_gains.items()):
-        gained = sum(by_instrument.get(i, 0) for i in touched)
+        gained = sum(by_instrument.values())
         if account_name != name and gained > 0:
             gains[account_name] = gained
-    waterfall(engine, name, gains)
+    for account_name in sorted(gains, key=lambda n: (-gains[n], n)):
+        if not shortfall:
+            break
+        cut = min(shortfall, gains[account_name])
+        _haircut(engine, account_name, name, cut, "vm_gains")
+        shortfall -= cut
 
 
 def _band(engine: Exchange, listing: Listing, buying: bool) -> int:
@@ -142,9 +160,14 @@ def _ranked(engine: Exchange, instrument: str, opposite_sign: int, exclude: str)
     )
 
 
-def _transfer(engine: Exchange, defaulter: Account, listing: Listing, remainder: int) -> None:
+def _transfer(
+    engine: Exchange, defaulter: Account, listing: Listing, remainder: int
+) -> list[tuple[str, int]]:
+    """Move ``remainder`` lots to the ranked opposite holders at the mark; returns each
+    receiver with the value (minor units) of the lots it took."""
     instrument = listing.spec.name
     price = listing.mark
+    taken = []
     for holder in _ranked(engine, instrument, -1 if remainder > 0 else 1, defaulter.name):
         if not remainder:
             break
@@ -173,11 +196,13 @@ def _transfer(engine: Exchange, defaulter: Account, listing: Listing, remainder:
             amount=change,
             counterparty=defaulter.name,
         )
+        unit = price * listing.spec.tick_value if listing.kind == "perp" else listing.unit_value
+        taken.append((holder.name, abs(delta) * unit))
+    return taken
 
 
-def waterfall(engine: Exchange, name: str, gains: dict[str, int]) -> None:
-    """Step 4: cover the defaulter's negative cash from its contribution, the insurance fund,
-    the other members' contributions, then the ranked counterparties' close-out gains."""
+def _draw_funds(engine: Exchange, name: str) -> None:
+    """Step 3: own contribution, insurance fund, the other members' contributions."""
     defaulter = engine.accounts[name]
     shortfall = -defaulter.cash
     if shortfall <= 0:
@@ -192,25 +217,22 @@ def waterfall(engine: Exchange, name: str, gains: dict[str, int]) -> None:
         _draw(engine, name, "insurance", insured)
         shortfall -= insured
     members = {m: c for m, c in sorted(engine.contributions.items()) if m != name and c > 0}
-    pool = sum(members.values())
-    if shortfall and pool:
-        take = min(shortfall, pool)
-        shares = _pro_rata(take, members)
-        for member, share in shares.items():
+    if shortfall and members:
+        for member, share in _pro_rata(min(shortfall, sum(members.values())), members).items():
             if share:
                 engine.contributions[member] -= share
                 engine.pools["default_fund"] -= share
                 defaulter.cash += share
                 engine._emit(ev.DEFAULT_FUND_LOSS, account=member, amount=share, counterparty=name)
-        shortfall -= take
-    for account_name in sorted(gains, key=lambda n: (-gains[n], n)):
-        if not shortfall:
-            break
-        cut = min(shortfall, gains[account_name])
-        engine.accounts[account_name].cash -= cut
-        defaulter.cash += cut
-        shortfall -= cut
-        engine._emit(ev.HAIRCUT, account=account_name, amount=-cut, counterparty=name)
+
+
+def _haircut(engine: Exchange, account: str, defaulter: str, amount: int, step: str) -> None:
+    if amount:
+        engine.accounts[account].cash -= amount
+        engine.accounts[defaulter].cash += amount
+        engine._emit(
+            ev.HAIRCUT, account=account, amount=-amount, counterparty=defaulter, data={"step": step}
+        )
 
 
 def _draw(engine: Exchange, name: str, step: str, amount: int) -> None:

@@ -268,8 +268,13 @@ def test_waterfall_runs_own_contribution_then_insurance_then_the_default_fund():
         (ev.WATERFALL_DRAW, "c", "insurance", 30_000),
         (ev.DEFAULT_FUND_LOSS, "a", None, 40_000),  # pro rata 40 : 20 of 60,000 ...
         (ev.DEFAULT_FUND_LOSS, "b", None, 20_000),  # ... all of it
-        (ev.HAIRCUT, "a", None, -10_000),  # and a gives back 10,000 of the 180,000 it gained
+        (ev.HAIRCUT, "a", None, -10_000),  # a takes c's 20 lots at the bankruptcy price
     ]
+    haircut = next(e for e in events if e.kind == ev.HAIRCUT)
+    assert haircut.data["step"] == "adl"
+    # the bankruptcy price: 10,000 cents over 20 lots of 10 cents a tick is 50 ticks worse
+    # than the 1,000 mark for a, who received the lots -- its position is now flat
+    assert m.engine.accounts["a"].positions.get("H100-PERP", 0) == 0
     assert m.engine.accounts["c"].cash == 0
     assert m.engine.pools["insurance"] == 0 and m.engine.pools["default_fund"] == 0
     m.check_ledger()
@@ -316,4 +321,28 @@ def test_a_perpetual_below_maintenance_is_liquidated_through_the_book_within_the
     assert m.engine.accounts["c"].cash == 74_000
     assert m.engine.requirements["c"] == (60_800, 45_600)
     assert ev.COLLATERAL_CALL not in [e.kind for e in events]
+    m.check_ledger()
+
+
+
+def test_with_no_lots_left_to_deleverage_the_gainers_give_back_variation_margin():
+    """b bids for all 20 lots inside the band at 950 ticks: that cycle's liquidation sells
+    c's position into it, so at the default there is nothing to deleverage; the shortfall
+    left after the funds comes from the accounts paid variation margin this cycle, largest
+    first (a gained 180,000)."""
+    m = leveraged()
+    m.engine.fund_pool("insurance", 5_000)
+    m.engine.advance(DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_900)
+    m.engine.margin_cycle()
+    m.engine.advance(3 * DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_000)
+    m.send(type="submit", account="b", instrument="H100-PERP", side="buy", price=950, qty=20)
+    mark = len(m.events)
+    m.engine.margin_cycle()
+    events = m.after(mark)
+    assert ev.DELEVERAGED not in [e.kind for e in events]
+    cuts = [(e.account, e.amount, e.data["step"]) for e in events if e.kind == ev.HAIRCUT]
+    assert len(cuts) == 1 and cuts[0][0] == "a" and cuts[0][2] == "vm_gains"
+    assert m.engine.accounts["c"].cash == 0
     m.check_ledger()
