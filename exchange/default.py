@@ -36,10 +36,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from exchange import events as ev
-from exchange.variation import mtm_change
+from exchange.variation import move_lots
 
 if TYPE_CHECKING:
     from exchange.engine import Account, Exchange, Listing
+
 
 PPM = 1_000_000
 
@@ -173,19 +174,7 @@ def _transfer(
             break
         take = min(abs(remainder), abs(holder.positions[instrument]))
         delta = take if remainder > 0 else -take  # lots the holder receives (signed)
-        change = mtm_change(
-            listing.kind,
-            delta,
-            price,
-            listing.spec.tick_value,
-            listing.unit_value,
-            listing.periods_left,
-        )
-        for account, sign in ((holder, 1), (defaulter, -1)):
-            account.positions[instrument] = account.positions.get(instrument, 0) + sign * delta
-            account.vm_basis[instrument] = account.vm_basis.get(instrument, 0) + sign * change
-            if listing.kind == "rvs":
-                account.basis[instrument] = account.basis.get(instrument, 0) + sign * price * delta
+        change = move_lots(listing, holder, defaulter, delta, price)
         remainder -= delta
         engine._emit(
             ev.DELEVERAGED,

@@ -50,7 +50,7 @@ from exchange.perp import (
 from exchange.pricing import premium_from_value, rvs_mark, rvs_model_value, value_to_ticks
 from exchange.rvs import payoff_per_contract, premium_due
 from exchange.state import POOLS, canonical_state, instrument_state, state_hash
-from exchange.variation import mtm_change, position_value
+from exchange.variation import move_lots, position_value
 from matching_core import OrderBook, Reject, StpMode, TimeInForce
 
 _SIDE_CODE = {"buy": 0, "sell": 1}
@@ -428,25 +428,9 @@ class Exchange:
         created or lost even between events. ``cash`` is the taker's side (minor units)."""
         instrument = listing.spec.name
         delta = qty if side == "buy" else -qty
-        if listing.kind == "rvs":  # the buyer of protection takes on the premium it traded at
-            taker.basis[instrument] = taker.basis.get(instrument, 0) + price * delta
-            maker.basis[instrument] = maker.basis.get(instrument, 0) - price * delta
-        if listing.kind != "spot":  # what the new lots are worth now: the next cycle's variation
-            # margin pays only what changes from here (see mtm_change)
-            change = mtm_change(
-                listing.kind,
-                delta,
-                price,
-                listing.spec.tick_value,
-                listing.unit_value,
-                listing.periods_left,
-            )
-            taker.vm_basis[instrument] = taker.vm_basis.get(instrument, 0) + change
-            maker.vm_basis[instrument] = maker.vm_basis.get(instrument, 0) - change
+        move_lots(listing, taker, maker, delta, price)
         taker.cash += cash
         maker.cash -= cash
-        taker.positions[instrument] = taker.positions.get(instrument, 0) + delta
-        maker.positions[instrument] = maker.positions.get(instrument, 0) - delta
         self._emit(
             ev.FILL,
             instrument=instrument,

@@ -169,14 +169,8 @@ class Fold:
         delta = qty if side == "buy" else -qty
         self.cash[account] += amount
         self.cash[maker] -= amount
-        taker_pos, maker_pos = self.positions[account], self.positions[maker]
-        taker_pos[instrument] = taker_pos.get(instrument, 0) + delta
-        maker_pos[instrument] = maker_pos.get(instrument, 0) - delta
         kind = self.kind[instrument]
-        if kind == "rvs":
-            taker_basis, maker_basis = self.basis[account], self.basis[maker]
-            taker_basis[instrument] = taker_basis.get(instrument, 0) + price * delta
-            maker_basis[instrument] = maker_basis.get(instrument, 0) - price * delta
+        change = 0
         if kind != "spot":
             change = mtm_change(
                 kind,
@@ -186,9 +180,7 @@ class Fold:
                 self.unit_value[instrument],
                 self.periods_left[instrument],
             )
-            taker_vm, maker_vm = self.vm_basis[account], self.vm_basis[maker]
-            taker_vm[instrument] = taker_vm.get(instrument, 0) + change
-            maker_vm[instrument] = maker_vm.get(instrument, 0) - change
+        self._move(instrument, account, maker, delta, price, change)
         self.last_price[instrument] = price
         book = self.books[instrument]
         order = book[maker_order]
@@ -239,13 +231,19 @@ class Fold:
     def _deleveraged(
         self, seq, instrument, account, order_id, side, price, qty, amount, defaulter, *_
     ):
-        for name, sign in ((account, 1), (defaulter, -1)):
-            positions, vm = self.positions[name], self.vm_basis[name]
-            positions[instrument] = positions.get(instrument, 0) + sign * qty
-            vm[instrument] = vm.get(instrument, 0) + sign * amount
+        self._move(instrument, account, defaulter, qty, price, amount)
+
+    def _move(self, instrument, receiver, giver, delta, price, change):
+        """The fold's ``variation.move_lots``: positions, premium basis, VM basis."""
+        for name, sign in ((receiver, 1), (giver, -1)):
+            positions = self.positions[name]
+            positions[instrument] = positions.get(instrument, 0) + sign * delta
+            if change:
+                vm = self.vm_basis[name]
+                vm[instrument] = vm.get(instrument, 0) + sign * change
             if self.kind[instrument] == "rvs":
                 basis = self.basis[name]
-                basis[instrument] = basis.get(instrument, 0) + sign * price * qty
+                basis[instrument] = basis.get(instrument, 0) + sign * price * delta
 
     def _draw(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
         self.cash[account] += amount

@@ -14,15 +14,29 @@ is not a whole number of minor units.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 #: Minor units per unit of the settlement currency (USD cents).
 MINOR_PER_UNIT = 100
 #: Fee rates are in basis points of notional; rebates (negative) down to this bound.
 MIN_FEE_BPS = -100
 MAX_FEE_BPS = 1_000
+
+
+def _positive_decimal(value: str) -> str:
+    try:
+        number = Decimal(value)
+    except ArithmeticError as exc:
+        raise ValueError(f"{value!r} is not a decimal number") from exc
+    if not number.is_finite() or number <= 0:
+        raise ValueError(f"{value!r} must be a positive decimal")
+    return value
+
+
+#: A positive decimal number written as a string (tick sizes, multipliers): never a float.
+PositiveDecimal = Annotated[str, AfterValidator(_positive_decimal)]
 
 
 class InstrumentSpec(BaseModel):
@@ -42,24 +56,13 @@ class InstrumentSpec(BaseModel):
 
     kind: Literal["spot"] = "spot"
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
-    tick_size: str = "0.01"
+    tick_size: PositiveDecimal = "0.01"
     lot_size: int = Field(default=1, ge=1)
-    contract_multiplier: str = "1"
+    contract_multiplier: PositiveDecimal = "1"
     min_price: int = Field(default=1, ge=1)
     max_price: int = Field(default=10_000_000, ge=1, le=1 << 53)
     maker_fee_bps: int = Field(default=0, ge=MIN_FEE_BPS, le=MAX_FEE_BPS)
     taker_fee_bps: int = Field(default=0, ge=MIN_FEE_BPS, le=MAX_FEE_BPS)
-
-    @field_validator("tick_size", "contract_multiplier")
-    @classmethod
-    def _positive_decimal(cls, value: str) -> str:
-        try:
-            number = Decimal(value)
-        except ArithmeticError as exc:
-            raise ValueError(f"{value!r} is not a decimal number") from exc
-        if not number.is_finite() or number <= 0:
-            raise ValueError(f"{value!r} must be a positive decimal")
-        return value
 
     @model_validator(mode="after")
     def _whole_tick_value(self) -> InstrumentSpec:

@@ -38,9 +38,9 @@ from decimal import Context, Decimal
 from fractions import Fraction
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from exchange.instruments import MAX_FEE_BPS, MIN_FEE_BPS, MINOR_PER_UNIT
+from exchange.instruments import MAX_FEE_BPS, MIN_FEE_BPS, MINOR_PER_UNIT, PositiveDecimal
 
 #: Rates and margins given in parts per million.
 PPM = 1_000_000
@@ -114,7 +114,7 @@ class PerpSpec(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=_NAME)
     underlying: str = Field(min_length=1, max_length=64, pattern=_NAME)
     gpu_hours_per_contract: int = Field(ge=1)
-    tick_size: str
+    tick_size: PositiveDecimal
     lot_size: int = Field(default=1, ge=1)
     funding_interval_ns: int = Field(ge=1)
     interest_ppm_per_interval: int = Field(default=100, ge=-PPM, le=PPM)
@@ -123,21 +123,8 @@ class PerpSpec(BaseModel):
     mark_basis_halflife_ns: int = Field(ge=1)
     margin_tiers: list[MarginTier] = Field(min_length=1)
     max_price: int = Field(ge=1, le=1 << 53)
-    maker_fee_bps: int = Field(default=0, ge=-100, le=1_000)
-    taker_fee_bps: int = Field(default=0, ge=-100, le=1_000)
     maker_fee_bps: int = Field(default=0, ge=MIN_FEE_BPS, le=MAX_FEE_BPS)
     taker_fee_bps: int = Field(default=0, ge=MIN_FEE_BPS, le=MAX_FEE_BPS)
-
-    @field_validator("tick_size")
-    @classmethod
-    def _positive_decimal(cls, value: str) -> str:
-        try:
-            number = Decimal(value)
-        except ArithmeticError as exc:
-            raise ValueError(f"{value!r} is not a decimal number") from exc
-        if not number.is_finite() or number <= 0:
-            raise ValueError(f"{value!r} must be a positive decimal")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> PerpSpec:

@@ -22,9 +22,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from exchange.instruments import MAX_FEE_BPS, MIN_FEE_BPS, MINOR_PER_UNIT
+from exchange.instruments import MAX_FEE_BPS, MIN_FEE_BPS, MINOR_PER_UNIT, PositiveDecimal
 
 
 class RvsSpec(BaseModel):
@@ -53,25 +53,17 @@ class RvsSpec(BaseModel):
     gpu: str = Field(min_length=1, max_length=32)
     resale_index: str = Field(min_length=1, max_length=64)
     floor: int = Field(gt=0)
-    index_tick_size: str = "1"
+    index_tick_size: PositiveDecimal = "1"
     listed: date
     maturity: date
     premium_period_days: int = Field(default=30, ge=1, le=366)
     gpus_per_contract: int = Field(default=1, ge=1)
-    tick_size: str = "1"
+    tick_size: PositiveDecimal = "1"
     volatility: float = Field(default=0.35, gt=0, le=5)
     min_price: int = Field(default=1, ge=1)
     max_price: int = Field(default=1_000_000, ge=1, le=1 << 53)
     maker_fee_bps: int = Field(default=0, ge=MIN_FEE_BPS, le=MAX_FEE_BPS)
     taker_fee_bps: int = Field(default=0, ge=MIN_FEE_BPS, le=MAX_FEE_BPS)
-
-    @field_validator("tick_size", "index_tick_size")
-    @classmethod
-    def _positive_decimal(cls, value: str) -> str:
-        number = Decimal(value)
-        if not number.is_finite() or number <= 0:
-            raise ValueError(f"{value!r} must be a positive decimal")
-        return value
 
     @model_validator(mode="after")
     def _check(self) -> RvsSpec:

@@ -10,6 +10,8 @@ the payments of a cycle sum to zero.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def mtm_change(
     kind: str, delta: int, price: int, tick_value: int, unit_value: int, periods_left: int
@@ -40,3 +42,28 @@ def position_value(
     if kind == "perp":
         return position * mark * tick_value
     return position * unit_value - premium_basis * tick_value * periods_left
+
+
+def move_lots(listing: Any, receiver: Any, giver: Any, delta: int, price: int) -> int:
+    """Move ``delta`` lots of ``listing`` at ``price`` ticks from ``giver`` to ``receiver``:
+    positions, a swap's premium basis (``price x delta``) and the VM basis (what the lots are
+    worth now, ``variation.mtm_change``, so the next cycle pays only what changes from here).
+    Used by every trade and by auto-deleveraging; returns the VM-basis change."""
+    instrument = listing.spec.name
+    change = 0
+    if listing.kind != "spot":
+        change = mtm_change(
+            listing.kind,
+            delta,
+            price,
+            listing.spec.tick_value,
+            listing.unit_value,
+            listing.periods_left,
+        )
+    for account, sign in ((receiver, 1), (giver, -1)):
+        account.positions[instrument] = account.positions.get(instrument, 0) + sign * delta
+        if change:
+            account.vm_basis[instrument] = account.vm_basis.get(instrument, 0) + sign * change
+        if listing.kind == "rvs":
+            account.basis[instrument] = account.basis.get(instrument, 0) + sign * price * delta
+    return change
