@@ -6,6 +6,8 @@ When an account defaults (``Exchange.declare_default``), in this order, each ste
    reduce-only IOC order for the whole position (``CloseOut``), bounded at the mark
    ``-+ closeout_band_ppm`` so a thin book cannot be swept at any price. (The same orders,
    reason ``liquidation``, liquidate perpetuals below maintenance margin every cycle.)
+   b. **Auction** of what the book did not take, to the standing bidders of the session
+      (``AuctionAward``), at the mark less each bidder's discount.
 2. **Variation margin** on the instruments touched: the defaulter's cash now carries every
    realised loss and its remaining positions at the mark.
 3. **The funds**, while its cash is negative (the shortfall):
@@ -13,9 +15,10 @@ When an account defaults (``Exchange.declare_default``), in this order, each ste
    b. the insurance fund (``WaterfallDraw``, step ``insurance``);
    c. the other members' default-fund contributions, pro rata to what each has left
       (``DefaultFundLoss``, one event per member, with what that member lost).
-4. **Auto-deleveraging** of what the book did not take (``Deleveraged``): the remainder goes
-   to the accounts holding opposite positions, ranked by leverage (position value over cash,
-   largest first; then by name), each taking at most its own opposite position. Positions
+4. **Auto-deleveraging** of what the book and the auction did not take (``Deleveraged``):
+   the remainder goes to the accounts holding opposite positions, ranked by profit times
+   leverage (variation-margin profit on the instrument over cash, highest first; then by
+   name), each taking at most its own opposite position. Positions
    move at the mark; if a shortfall is left after the funds, the receivers bear it as if they
    took the lots at the **bankruptcy price** — a ``Haircut`` (step ``adl``) pro rata to the
    value of the lots each took, at most that value. For a swap series this is how the
@@ -26,9 +29,8 @@ When an account defaults (``Exchange.declare_default``), in this order, each ste
 
 No account but the defaulter is debited by a step before the steps above it are exhausted; a
 shortfall left after step 5 stays on the defaulter's account as negative cash, visible in the
-state. There is no auction: with no bidders but the scripted participants (bots come with
-issue #6) the lots the book cannot take go by auto-deleveraging. The ranking key is leverage,
-a stand-in for the venues' profit-times-leverage score.
+state. Auction bidders are standing commitments configured in the session (bots that bid on
+their own come with issue #6).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def close_out(engine: Exchange, name: str) -> None:
         if not position or listing.expired or listing.mark is None or listing.kind == "spot":
             continue
         _through_book(engine, defaulter, listing, position)
+        if defaulter.positions.get(instrument, 0):
+            _auction(engine, defaulter, listing, defaulter.positions[instrument])
         remainders[instrument] = defaulter.positions.get(instrument, 0)
     for instrument in remainders:
         engine._settle_variation(instrument, engine.instruments[instrument])
@@ -139,15 +143,44 @@ def liquidate_perpetuals(engine: Exchange, requirements: dict[str, tuple[int, in
     return touched
 
 
+def _auction(engine: Exchange, defaulter: Account, listing: Listing, remainder: int) -> None:
+    """Step 1b: what the book did not take is auctioned to the session's standing bidders
+    (``MarginConfig.auction_bidders``: members committed to bid in default auctions, as CCP
+    members are), cheapest discount first (then by name), each up to its size, at the mark
+    less its discount for the side it takes (``AuctionAward``). The discount is the defaulter's
+    cost: it reaches its cash through the variation margin that follows."""
+    bidders = engine.margin.auction_bidders if engine.margin is not None else []
+    instrument = listing.spec.name
+    for bidder in sorted(bidders, key=lambda b: (b.discount_ppm, b.account)):
+        account = engine.accounts.get(bidder.account)
+        if not remainder or account is None or account.name in engine.defaulted:
+            continue
+        if account.name == defaulter.name:
+            continue
+        take = min(abs(remainder), bidder.max_lots)
+        delta = take if remainder > 0 else -take  # what the bidder receives
+        step = listing.mark * bidder.discount_ppm // PPM
+        price = listing.mark - step if delta > 0 else listing.mark + step
+        price = min(max(price, 1), listing.spec.max_price)
+        change = move_lots(listing, account, defaulter, delta, price)
+        remainder -= delta
+        engine._emit(
+            ev.AUCTION_AWARD,
+            instrument=instrument,
+            account=account.name,
+            qty=delta,
+            price=price,
+            amount=change,
+            counterparty=defaulter.name,
+        )
+
+
 def _ranked(engine: Exchange, instrument: str, opposite_sign: int, exclude: str) -> list:
-    """Accounts holding a position of ``opposite_sign`` in ``instrument``, most leveraged
-    first (position value over cash; then by name)."""
-    listing = engine.instruments[instrument]
-    unit = (
-        listing.mark * listing.spec.tick_value
-        if listing.kind == "perp"
-        else max(1, listing.unit_value)
-    )
+    """Accounts holding a position of ``opposite_sign`` in ``instrument``, ranked as venues
+    rank auto-deleveraging, by profit times leverage: (its variation-margin profit on the
+    instrument / position value) x (position value / cash) = profit / cash, highest first
+    (then by name)."""
+    profit = engine.vm_profit
     holders = [
         a
         for a in engine._sorted_accounts()
@@ -157,7 +190,10 @@ def _ranked(engine: Exchange, instrument: str, opposite_sign: int, exclude: str)
     ]
     return sorted(
         holders,
-        key=lambda a: (-abs(a.positions[instrument]) * unit * PPM // max(1, a.cash), a.name),
+        key=lambda a: (
+            -(profit.get(a.name, {}).get(instrument, 0) * PPM // max(1, a.cash)),
+            a.name,
+        ),
     )
 
 

@@ -160,6 +160,9 @@ class Exchange:
         self.defaulted: list[str] = []
         self.contributions: dict[str, int] = {}  # default-fund contributions left, by member
         self.cycle_gains: dict[str, dict[str, int]] = {}  # VM received this cycle, by account
+        # cumulative variation margin by account and instrument: the profit that ranks
+        # auto-deleveraging (a function of the events, like the damped mark basis)
+        self.vm_profit: dict[str, dict[str, int]] = {}
         self._cycle_indices: dict[str, int] = {}  # index values at the last margin cycle
 
     # ------------------------------------------------------------------ events and time
@@ -786,6 +789,8 @@ class Exchange:
             account = self.accounts[account_name]
             account.cash += due[account_name]
             self.pools["clearing"] -= due[account_name]
+            profit = self.vm_profit.setdefault(account_name, {})
+            profit[name] = profit.get(name, 0) + due[account_name]
             if due[account_name] > 0:
                 gains = self.cycle_gains.setdefault(account_name, {})
                 gains[name] = gains.get(name, 0) + due[account_name]

@@ -50,6 +50,8 @@ DEFAULT = "Default"  # account, amount (the call it missed); data: reason
 POOL_FUNDED = "PoolFunded"  # side (the pool), amount: external money into a pool
 FUND_CONTRIBUTION = "FundContribution"  # account, amount (negative: into the default fund)
 CLOSE_OUT = "CloseOut"  # instrument, account, order_id, side, price (the bound), qty
+AUCTION_AWARD = "AuctionAward"  # instrument, account (bidder, receives qty), qty, price,
+#                                amount (VM-basis change), counterparty (the defaulter)
 DELEVERAGED = "Deleveraged"  # instrument, account (receives qty), qty, price, amount (its value),
 #                              counterparty (the defaulter, who gives them up)
 WATERFALL_DRAW = "WaterfallDraw"  # account (the defaulter), side (own|insurance), amount
@@ -88,6 +90,7 @@ KINDS = (
     POOL_FUNDED,
     FUND_CONTRIBUTION,
     CLOSE_OUT,
+    AUCTION_AWARD,
     DELEVERAGED,
     WATERFALL_DRAW,
     DEFAULT_FUND_LOSS,

@@ -85,6 +85,7 @@ class Fold:
             ev.FUND_CONTRIBUTION: self._contribution,
             ev.CLOSE_OUT: self._numbered,
             ev.DELEVERAGED: self._deleveraged,
+            ev.AUCTION_AWARD: self._deleveraged,  # the same move, at the auction price
             ev.WATERFALL_DRAW: self._draw,
             ev.DEFAULT_FUND_LOSS: self._fund_loss,
             ev.HAIRCUT: self._haircut,

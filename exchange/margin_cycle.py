@@ -23,6 +23,22 @@ DAY_NS = 86_400 * 10**9
 YEAR_NS = 365 * DAY_NS
 
 
+class AuctionBidder(BaseModel):
+    """A standing commitment to bid in default auctions (as CCP members must).
+
+    Attributes:
+        account: the bidding account.
+        discount_ppm: how far from the mark it bids (ppm of the mark), for either side.
+        max_lots: the most it takes of one instrument in one auction.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account: str
+    discount_ppm: int = Field(ge=0, le=1_000_000)
+    max_lots: int = Field(ge=1)
+
+
 class MarginConfig(BaseModel):
     """Margin settings of a session.
 
@@ -34,6 +50,7 @@ class MarginConfig(BaseModel):
             triggers an extra cycle at once (0 = never).
         closeout_band_ppm: a defaulter's close-out orders trade no further than this from the
             mark (``exchange.default``).
+        auction_bidders: who takes, in a default auction, what the book did not.
         params: the initial-margin grid and add-ons (``exchange.margin.MarginParams``).
     """
 
@@ -43,6 +60,7 @@ class MarginConfig(BaseModel):
     cure_ns: int = Field(default=2 * DAY_NS, ge=0)
     index_move_trigger_ppm: int = Field(default=100_000, ge=0)
     closeout_band_ppm: int = Field(default=100_000, ge=0, le=1_000_000)
+    auction_bidders: list[AuctionBidder] = Field(default_factory=list)
     params: MarginParams = Field(default_factory=MarginParams)
 
     def requirements(self, engine: Exchange) -> dict[str, tuple[int, int]]:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from exchange.clock import Simulator
 from exchange.engine import DAY_NS, Exchange
 from exchange.index import CALIBRATIONS, IndexSpec
-from exchange.margin_cycle import MarginConfig
+from exchange.margin_cycle import AuctionBidder, MarginConfig
 from exchange.market import schedule_market
 from exchange.perp import MarginTier, PerpSpec
 from exchange.rvs import RvsSpec
@@ -101,7 +101,12 @@ class ProductsScenario(BaseModel):
     guarantor_cash: int = Field(default=5_700_000_00, ge=0)
     insurance_fund: int = Field(default=250_000_00, ge=0)
     default_fund_contribution: int = Field(default=20_000_00, ge=0)
-    margin: MarginConfig = Field(default_factory=MarginConfig)
+    margin: MarginConfig = Field(
+        default_factory=lambda: MarginConfig(
+            # the market maker stands in default auctions for up to 100 lots, 10 % off the mark
+            auction_bidders=[AuctionBidder(account="maker", discount_ppm=100_000, max_lots=100)]
+        )
+    )
 
     @property
     def end_ns(self) -> int:

@@ -298,7 +298,6 @@ def test_members_share_a_default_fund_loss_pro_rata_exactly():
     assert sum(_pro_rata(999, {"p": 5, "q": 7, "r": 11}).values()) == 999
 
 
-
 def test_a_perpetual_below_maintenance_is_liquidated_through_the_book_within_the_band():
     """b bids 12 lots at 1,850 and 50 at 1,600; the band is 10 % of the 1,900 mark, so c's
     20-lot liquidation sells 12 at 1,850 and stops above 1,710: the 1,600 bid is not hit."""
@@ -324,7 +323,6 @@ def test_a_perpetual_below_maintenance_is_liquidated_through_the_book_within_the
     m.check_ledger()
 
 
-
 def test_with_no_lots_left_to_deleverage_the_gainers_give_back_variation_margin():
     """b bids for all 20 lots inside the band at 950 ticks: that cycle's liquidation sells
     c's position into it, so at the default there is nothing to deleverage; the shortfall
@@ -346,3 +344,46 @@ def test_with_no_lots_left_to_deleverage_the_gainers_give_back_variation_margin(
     assert len(cuts) == 1 and cuts[0][0] == "a" and cuts[0][2] == "vm_gains"
     assert m.engine.accounts["c"].cash == 0
     m.check_ledger()
+
+
+def test_what_the_book_cannot_take_is_auctioned_to_standing_bidders_before_deleveraging():
+    """b stands ready to take up to 15 lots at 5 % from the mark. c defaults holding 20 lots
+    at a 1,000 mark with no bids: b is awarded 15 at 950, and the last 5 are deleveraged to a
+    (the only opposite position). Variation margin then pays b the 5 % it bid below the mark:
+    15 x 50 x 10 = 7,500 cents, at the defaulter's expense."""
+    from exchange.margin_cycle import AuctionBidder
+
+    m = leveraged()
+    m.engine.margin = CONFIG.model_copy(
+        update={"auction_bidders": [AuctionBidder(account="b", discount_ppm=50_000, max_lots=15)]}
+    )
+    m.engine.advance(DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_900)
+    m.engine.margin_cycle()
+    m.engine.advance(3 * DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_000)
+    mark = len(m.events)
+    m.engine.margin_cycle()
+    events = m.after(mark)
+    awards = [(e.account, e.qty, e.price) for e in events if e.kind == ev.AUCTION_AWARD]
+    assert awards == [("b", 15, 950)]
+    moved = [(e.account, e.qty) for e in events if e.kind == ev.DELEVERAGED]
+    assert moved == [("a", 5)]
+    vm_b = [e.amount for e in events if e.kind == ev.VARIATION_MARGIN and e.account == "b"]
+    assert vm_b == [7_500]
+    assert m.engine.accounts["b"].positions["H100-PERP"] == 15
+    m.check_ledger()
+
+
+def test_deleveraging_takes_the_most_profitable_relative_to_cash_first():
+    """a and b are both short against c's long; a has earned more variation margin per unit
+    of cash, so c's remainder goes to a first."""
+    from exchange.default import _ranked
+
+    m = leveraged()
+    m.send(type="submit", account="b", instrument="H100-PERP", side="sell", price=2_000, qty=5)
+    m.send(type="submit", account="c", instrument="H100-PERP", side="buy", price=2_000, qty=5)
+    m.engine.vm_profit = {"a": {"H100-PERP": 500_000}, "b": {"H100-PERP": 10}}
+    assert [acc.name for acc in _ranked(m.engine, "H100-PERP", -1, "c")] == ["a", "b"]
+    m.engine.vm_profit = {"a": {"H100-PERP": 10}, "b": {"H100-PERP": 500_000}}
+    assert [acc.name for acc in _ranked(m.engine, "H100-PERP", -1, "c")] == ["b", "a"]
