@@ -150,7 +150,6 @@ def _auction(engine: Exchange, defaulter: Account, listing: Listing, remainder: 
     less its discount for the side it takes (``AuctionAward``). The discount is the defaulter's
     cost: it reaches its cash through the variation margin that follows."""
     bidders = engine.margin.auction_bidders if engine.margin is not None else []
-    instrument = listing.spec.name
     for bidder in sorted(bidders, key=lambda b: (b.discount_ppm, b.account)):
         account = engine.accounts.get(bidder.account)
         if not remainder or account is None or account.name in engine.defaulted:
@@ -162,17 +161,31 @@ def _auction(engine: Exchange, defaulter: Account, listing: Listing, remainder: 
         step = listing.mark * bidder.discount_ppm // PPM
         price = listing.mark - step if delta > 0 else listing.mark + step
         price = min(max(price, 1), listing.spec.max_price)
-        change = move_lots(listing, account, defaulter, delta, price)
+        _hand_over(engine, ev.AUCTION_AWARD, listing, account, defaulter, delta, price)
         remainder -= delta
-        engine._emit(
-            ev.AUCTION_AWARD,
-            instrument=instrument,
-            account=account.name,
-            qty=delta,
-            price=price,
-            amount=change,
-            counterparty=defaulter.name,
-        )
+
+
+def _hand_over(
+    engine: Exchange,
+    kind: str,
+    listing: Listing,
+    receiver: Account,
+    defaulter: Account,
+    delta: int,
+    price: int,
+) -> None:
+    """Move ``delta`` lots from the defaulter to ``receiver`` at ``price`` and say so (an
+    ``AuctionAward`` or a ``Deleveraged``; the fold applies both the same way)."""
+    change = move_lots(listing, receiver, defaulter, delta, price)
+    engine._emit(
+        kind,
+        instrument=listing.spec.name,
+        account=receiver.name,
+        qty=delta,
+        price=price,
+        amount=change,
+        counterparty=defaulter.name,
+    )
 
 
 def _ranked(engine: Exchange, instrument: str, opposite_sign: int, exclude: str) -> list:
@@ -210,17 +223,8 @@ def _transfer(
             break
         take = min(abs(remainder), abs(holder.positions[instrument]))
         delta = take if remainder > 0 else -take  # lots the holder receives (signed)
-        change = move_lots(listing, holder, defaulter, delta, price)
+        _hand_over(engine, ev.DELEVERAGED, listing, holder, defaulter, delta, price)
         remainder -= delta
-        engine._emit(
-            ev.DELEVERAGED,
-            instrument=instrument,
-            account=holder.name,
-            qty=delta,
-            price=price,
-            amount=change,
-            counterparty=defaulter.name,
-        )
         unit = price * listing.spec.tick_value if listing.kind == "perp" else listing.unit_value
         taken.append((holder.name, abs(delta) * unit))
     return taken
