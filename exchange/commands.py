@@ -69,7 +69,34 @@ class Withdraw(_Command):
     amount: PositiveInt
 
 
-Command = Annotated[Submit | Cancel | Amend | Deposit | Withdraw, Field(discriminator="type")]
+class CancelAll(_Command):
+    """Cancel every resting order of the account (in ``instrument`` only, if given)."""
+
+    type: Literal["cancel_all"] = "cancel_all"
+    instrument: Name | None = None
+
+
+class BotFailed(_Command):
+    """The bot runner reports that the account's bot has stopped: the exchange logs a
+    ``BotFailed`` event and cancels the account's resting orders. Sent by the runner (in-process
+    or gateway), never accepted from a bot itself. ``cause`` is ``raised`` (an exception),
+    ``budget`` (a callback overran its budget), ``timeout`` (a remote bot missed a lockstep
+    deadline) or ``disconnected`` (a remote bot went away)."""
+
+    type: Literal["bot_failed"] = "bot_failed"
+    bot: Name
+    cause: Literal["raised", "budget", "timeout", "disconnected"]
+    callback: Annotated[str, Field(max_length=64)] = ""
+    detail: Annotated[str, Field(max_length=8_000)] = ""
+
+
+#: Command types a trading participant (a bot, a socket client) may send.
+TRADING_TYPES = ("submit", "cancel", "amend", "cancel_all", "deposit", "withdraw")
+
+Command = Annotated[
+    Submit | Cancel | Amend | CancelAll | Deposit | Withdraw | BotFailed,
+    Field(discriminator="type"),
+]
 _ADAPTER: TypeAdapter = TypeAdapter(Command)
 
 
@@ -115,7 +142,7 @@ def jsonable(raw: Any) -> Any:
         return {"unserialisable": repr(raw)[:1_000]}
 
 
-def parse_command(raw: Any) -> Submit | Cancel | Amend | Deposit | Withdraw:
+def parse_command(raw: Any) -> _Command:
     """Validate a raw command mapping; raises :class:`CommandError` with the reason."""
     try:
         return _ADAPTER.validate_python(raw)

@@ -28,7 +28,9 @@ from typing import Any, NamedTuple
 from exchange import events as ev
 from exchange.commands import (
     Amend,
+    BotFailed,
     Cancel,
+    CancelAll,
     CommandError,
     Deposit,
     Submit,
@@ -250,7 +252,7 @@ class Exchange:
         account = self.accounts.get(command.account)
         if account is None:
             raise CommandError(f"account: unknown account {command.account!r}")
-        if account.name in self.defaulted and not isinstance(command, Deposit):
+        if account.name in self.defaulted and not isinstance(command, Deposit | BotFailed):
             raise CommandError(f"account: {account.name!r} has defaulted")
         if isinstance(command, Submit):
             return self._submit(account, command)
@@ -262,6 +264,10 @@ class Exchange:
             return self._deposit(account, command)
         if isinstance(command, Withdraw):
             return self._withdraw(account, command)
+        if isinstance(command, CancelAll):
+            return self._cancel_all_command(account, command)
+        if isinstance(command, BotFailed):
+            return self._bot_failed(account, command)
         raise CommandError(f"type: unsupported command {command.type!r}")  # pragma: no cover
 
     def _received(self, command) -> None:
@@ -477,6 +483,28 @@ class Exchange:
             data={"reason": "user"},
         )
         return Result(True, cmd.order_id)
+
+    def _cancel_all_command(self, account: Account, cmd: CancelAll) -> Result:
+        if cmd.instrument is not None and cmd.instrument not in self.instruments:
+            raise CommandError(f"instrument: unknown instrument {cmd.instrument!r}")
+        self._received(cmd)
+        self._cancel_all(account.name, "user", cmd.instrument)
+        return Result(True)
+
+    def _bot_failed(self, account: Account, cmd: BotFailed) -> Result:
+        self._received(cmd)
+        self._emit(
+            ev.BOT_FAILED,
+            account=account.name,
+            data={
+                "bot": cmd.bot,
+                "cause": cmd.cause,
+                "callback": cmd.callback,
+                "detail": cmd.detail,
+            },
+        )
+        self._cancel_all(account.name, "bot failed")
+        return Result(True)
 
     def _amend(self, account: Account, cmd: Amend) -> Result:
         order = self._own_order(account, cmd.order_id)

@@ -57,6 +57,7 @@ DELEVERAGED = "Deleveraged"  # instrument, account (receives qty), qty, price, a
 WATERFALL_DRAW = "WaterfallDraw"  # account (the defaulter), side (own|insurance), amount
 DEFAULT_FUND_LOSS = "DefaultFundLoss"  # account (member), amount lost, counterparty (defaulter)
 HAIRCUT = "Haircut"  # account, amount (negative), counterparty (the defaulter it covers)
+BOT_FAILED = "BotFailed"  # account; data: bot, cause, callback, detail (traceback or reason)
 
 KINDS = (
     SESSION_STARTED,
@@ -95,6 +96,7 @@ KINDS = (
     WATERFALL_DRAW,
     DEFAULT_FUND_LOSS,
     HAIRCUT,
+    BOT_FAILED,
 )
 
 #: Names of the typed (indexed) fields, in column order.
