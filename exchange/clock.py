@@ -16,6 +16,9 @@ from typing import Any
 
 MARKET = 0
 PARTICIPANT = 1
+#: After everything else at the same instant: observers that only read the state (the bot
+#: runner publishing market data) and emit no events, so verification need not run them.
+OBSERVER = 2
 
 
 class Simulator:

@@ -174,6 +174,38 @@ class Exchange:
         self._sink(event)
         return event
 
+    def subscribe(self, listener: Callable[[Event], Any]) -> None:
+        """Also pass every event, after the sink, to ``listener`` (the bot runner's market-data
+        tap). A listener must not call back into the exchange from inside the call."""
+        sink = self._sink
+
+        def tee(event: Event) -> None:
+            sink(event)
+            listener(event)
+
+        self._sink = tee
+
+    def account_view(self, name: str) -> tuple[int, dict[str, int], list[tuple]]:
+        """One account as its owner may see it: cash (minor units), non-zero positions (lots,
+        by instrument name) and resting orders ``(order_id, instrument, side, price, qty)``
+        oldest first."""
+        account = self.accounts[name]
+        positions = {k: v for k, v in sorted(account.positions.items()) if v}
+        orders = []
+        for order_id, order in self.orders.items():
+            if order.account == name:
+                book = self.instruments[order.instrument].book
+                orders.append(
+                    (
+                        order_id,
+                        order.instrument,
+                        _SIDE_NAME[order.side],
+                        order.price,
+                        book.order_qty(order_id),
+                    )
+                )
+        return account.cash, positions, orders
+
     def advance(self, t: int) -> None:
         """Move the simulated clock to ``t`` ns (never backwards)."""
         if t < self.t:

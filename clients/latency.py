@@ -1,0 +1,46 @@
+"""Simulated latency: how long a bot's commands take to reach the exchange, and market data to
+reach the bot.
+
+Each direction waits ``fixed_ns`` plus a seeded uniform jitter in ``[0, jitter_ns]``. Draws come
+from the bot's own latency generator (seeded from the session seed and the bot's name), one per
+batch: a command batch (everything one callback sent) or a data batch (everything the exchange
+produced for the bot in one simulated instant). Arrivals never overtake each other in one
+direction (a message that would arrive before the previous one waits for it), as on a TCP
+connection. The smallest possible latency is 1 ns, so a bot can never react in zero time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Latency(BaseModel):
+    """A latency model: ``fixed_ns`` plus a uniform jitter of up to ``jitter_ns`` (both ns).
+
+    Example: ``Latency(fixed_ns=2_000_000, jitter_ns=500_000)`` is 2 to 2.5 ms each way.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fixed_ns: int = Field(default=1_000_000, ge=1, le=86_400 * 10**9)
+    jitter_ns: int = Field(default=0, ge=0, le=86_400 * 10**9)
+
+
+class Link:
+    """One direction of a bot's connection: arrival times that respect order and latency."""
+
+    def __init__(self, latency: Latency, rng: np.random.Generator) -> None:
+        self.fixed = latency.fixed_ns
+        self.jitter = latency.jitter_ns
+        self.rng = rng
+        self.last = -1
+
+    def arrival(self, now: int) -> int:
+        """When something sent at ``now`` ns arrives, ns."""
+        delay = self.fixed
+        if self.jitter:
+            delay += int(self.rng.integers(0, self.jitter + 1))
+        at = max(now + delay, self.last)
+        self.last = at
+        return at
