@@ -67,9 +67,9 @@ class Trade(NamedTuple):
 class OrderUpdate(NamedTuple):
     """What happened to one of the bot's orders or commands.
 
-    ``status`` is ``accepted``, ``rejected``, ``cancelled``, ``amended`` or ``rested``.
-    ``ref`` is the number :meth:`Context.submit` returned (``None`` for orders not placed in
-    this session by the bot, and for rejected commands other than submits); ``order_id`` is
+    ``status`` is ``accepted``, ``rejected``, ``cancelled`` or ``amended``. ``ref`` is the
+    number :meth:`Context.submit` returned (also on a submit rejected before it became an
+    order; ``None`` for other commands and for orders the bot did not place); ``order_id`` is
     the exchange's id (``None`` when a command was rejected before it named an order).
     """
 
@@ -125,6 +125,16 @@ class Funding(NamedTuple):
     payment: int | None
 
 
+class Mark(NamedTuple):
+    """A published mark price: ``price`` in the instrument's ticks (a swap's mark is its model
+    premium per period); ``source`` says how it was made (``index``, ``model``, ``book``...)."""
+
+    instrument: str
+    t: int
+    price: int
+    source: str | None
+
+
 class MarginCall(NamedTuple):
     """A collateral call on the bot's account, or news about one.
 
@@ -177,6 +187,10 @@ class Bot:
 
     def on_index(self, ctx: Context, index: IndexPrint) -> None:
         """An index was published. Example: ``self.fair = index.value``."""
+
+    def on_mark(self, ctx: Context, mark: Mark) -> None:
+        """The exchange published a mark price. Example: ``self.fair[mark.instrument] =
+        mark.price``."""
 
     def on_funding(self, ctx: Context, funding: Funding) -> None:
         """A perpetual's funding rate was set, or the bot's position paid/received funding.

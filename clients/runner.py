@@ -40,6 +40,7 @@ from clients.bot import (
     Funding,
     IndexPrint,
     MarginCall,
+    Mark,
     OrderUpdate,
     Trade,
 )
@@ -77,6 +78,7 @@ _WANTED = frozenset(
         *_CALL_STATUS,
         ev.COMMAND_REJECTED,
         ev.INDEX_PUBLISHED,
+        ev.MARK_PRICE,
         ev.FUNDING_RATE,
         ev.FUNDING_PAID,
     }
@@ -178,6 +180,8 @@ class BotRunner:
         self._pending: list[Event] = []
         self._publish_at: int | None = None
         self._started = False
+        self._arriving: int | None = None  # ref of the submit being handled
+        self._rejected_refs: dict[int, int] = {}  # seq of a rejection -> the submit's ref
 
     # ---------------------------------------------------------------- set-up
     def add(
@@ -248,6 +252,8 @@ class BotRunner:
     def _observe(self, event: Event) -> None:
         if event.kind not in _WANTED:
             return
+        if self._arriving is not None and event.kind in (ev.COMMAND_REJECTED, ev.ORDER_REJECTED):
+            self._rejected_refs[event.seq] = self._arriving
         self._pending.append(event)
         if self._publish_at != event.t:
             self._publish_at = event.t
@@ -280,7 +286,7 @@ class BotRunner:
                         e.t,
                         e.instrument,
                         e.order_id,
-                        slot.refs.get(e.order_id),
+                        self._rejected_refs.pop(e.seq, None) or slot.refs.get(e.order_id),
                         e.side,
                         e.price,
                         e.qty,
@@ -295,7 +301,7 @@ class BotRunner:
                         e.t,
                         command.get("instrument") if isinstance(command, dict) else None,
                         command.get("order_id") if isinstance(command, dict) else None,
-                        None,
+                        self._rejected_refs.pop(e.seq, None),
                         command.get("side") if isinstance(command, dict) else None,
                         None,
                         None,
@@ -304,6 +310,9 @@ class BotRunner:
                     private.setdefault(e.account, []).append(("on_order", update))
             elif kind == ev.INDEX_PUBLISHED:
                 public.append((None, ("on_index", IndexPrint(e.instrument, e.t, e.price))))
+            elif kind == ev.MARK_PRICE:
+                mark = Mark(e.instrument, e.t, e.price, (e.data or {}).get("source"))
+                public.append((e.instrument, ("on_mark", mark)))
             elif kind == ev.FUNDING_RATE:
                 funding = Funding(e.instrument, e.t, e.data["rate"], e.price, None, None)
                 public.append((None, ("on_funding", funding)))
@@ -395,7 +404,11 @@ class BotRunner:
             return  # a stopped bot's commands in flight are dropped at the gateway
         handle = self.engine.handle
         for ref, command in outbox:
-            result = handle(command)
+            self._arriving = ref
+            try:
+                result = handle(command)
+            finally:
+                self._arriving = None
             if ref is not None and result.order_id is not None:
                 slot.refs[result.order_id] = ref
 
