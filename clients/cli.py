@@ -1,0 +1,137 @@
+"""``gpuex``: the exchange's command line (``exchange.cli``) plus the commands that need bots.
+
+The ``gpuex`` group lives in ``exchange.cli``; the exchange may not import ``clients``, so the
+console script points here (``gpuex=clients.cli:main``) and this module adds to the group:
+
+    gpuex serve SCENARIO --db PATH [--seed N] [--host H] [--port P] [--tokens-file PATH]
+                [--step-timeout S] [--connect-timeout S] [--remote ACCOUNT ...]
+
+``SCENARIO`` is ``demo`` (the products market with a demo market maker on account ``maker`` and
+a demo taker on account ``taker``; see ``clients.demo``) or a scenario with bots that
+``clients.scenario.load`` knows (a built-in name or a ``.toml`` file).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from clients.gateway import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_STEP_TIMEOUT,
+    GatewayError,
+    serve_session,
+)
+from exchange.cli import main
+from exchange.session import SessionError
+from exchange.store import EventStore, StoreError
+
+
+def _load(scenario: str):
+    """``(model, bots or None)`` for ``scenario``."""
+    if scenario == "demo":
+        from clients.demo import demo_session
+
+        return demo_session()
+    try:
+        from clients.scenario import load
+    except ImportError:  # pragma: no cover - scenario files not installed
+        raise click.BadParameter(f"unknown scenario {scenario!r}", param_hint="SCENARIO") from None
+    try:
+        return load(scenario), None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="SCENARIO") from None
+
+
+@main.command()
+@click.argument("scenario")
+@click.option(
+    "--db",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file for the session's event log (must not exist).",
+)
+@click.option(
+    "--seed", type=int, default=None, help="Session seed [default: the scenario's, or 7]."
+)
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port", default=DEFAULT_PORT, show_default=True, type=int, help="Port (0: any free one)."
+)
+@click.option(
+    "--tokens-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the URL and the bots' tokens to this JSON file (mode 0600).",
+)
+@click.option(
+    "--step-timeout",
+    default=DEFAULT_STEP_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Wall-clock seconds a remote bot has to answer a step.",
+)
+@click.option(
+    "--connect-timeout",
+    default=DEFAULT_CONNECT_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Wall-clock seconds every remote bot has to connect before the session starts.",
+)
+@click.option(
+    "--remote",
+    "remote",
+    multiple=True,
+    metavar="ACCOUNT",
+    help="Serve this account's bot over the socket instead of in-process (repeatable).",
+)
+def serve(scenario, db, seed, host, port, tokens_file, step_timeout, connect_timeout, remote):
+    """Run SCENARIO with some bots connected over a WebSocket (lockstep).
+
+    Prints the gateway's URL and one token per remote bot, waits for every remote bot to
+    connect, runs the session into --db and prints a summary. Protocol: docs/protocol.md.
+    """
+    model, bots = _load(scenario)
+    if seed is None:
+        seed = getattr(model, "seed", 7)
+
+    def ready(url: str, tokens: dict[str, str]) -> None:
+        click.echo(f"gateway   {url} (protocol 1)")
+        for account, token in tokens.items():
+            click.echo(f"  token   {account:<12} {token}")
+        if tokens_file is not None:
+            click.echo(f"tokens    {tokens_file}")
+        click.echo(f"waiting   up to {connect_timeout:g} s for {len(tokens)} remote bot(s)")
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        summary = serve_session(
+            model,
+            seed,
+            db,
+            remote,
+            bots=bots,
+            host=host,
+            port=port,
+            tokens_file=tokens_file,
+            step_timeout=step_timeout,
+            connect_timeout=connect_timeout,
+            on_ready=ready,
+        )
+    except (GatewayError, SessionError, StoreError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"session   {summary.path}")
+    click.echo(f"scenario  {summary.scenario} (seed {summary.seed})")
+    click.echo(f"events    {summary.events:,}")
+    with EventStore.open(db, mode="r") as store:
+        for kind_name, count in store.kind_counts().items():
+            click.echo(f"  {kind_name:<18} {count:>12,}")
+    click.echo(f"state     {summary.state_hash}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
