@@ -1,0 +1,1005 @@
+"""``gpuex report``: one self-contained HTML post-mortem of an event log.
+
+:func:`build_report` reads a log (only its events: :mod:`exchange.postmortem` for the facts,
+the store's typed columns for the series) and returns one HTML page holding, as plotly charts
+(plotly.js inlined, so the file opens offline and nothing is fetched at run time) and tables:
+
+1. each index's level with the trend view S, S', S'' (:mod:`exchange.trend`) and the
+   "borrowed time" windows shaded;
+2. each perpetual's trades, marks and funding rates;
+3. the swap series' traded premiums and model values;
+4. each account's equity against its maintenance and initial margin;
+5. the timeline of each focus account (every account that defaulted, or the one named): its
+   cash, the premiums it received, its realised swap payouts, each collateral call (amount,
+   deadline, cure) and its default;
+6. each close-out and its waterfall: what each step paid and who bore it (chart and table);
+7. a plain-language narrative generated from the facts (:func:`narrative`), and tables of
+   calls, accounts and who owes whom.
+
+**Money boundary.** The ledger is integer cents and stays so up to the page: text amounts go
+through :func:`dollars` (exact integer formatting, ``-$1,234.56``) and chart values through
+:func:`chart_dollars` (``cents / 100`` as float64, for plotting only). Prices are drawn as
+``ticks x tick size`` (:func:`_tick_size`), also only for plotting. No other conversion exists.
+
+**Determinism.** The same log and options give a byte-identical file: no timestamps, no random
+ids (chart divs are ``chart-<section>-<n>``), series downsampled by a fixed rule
+(:func:`downsample`: the last point of each of at most :data:`MAX_POINTS` equal time buckets).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+
+from exchange import events as ev
+from exchange import postmortem as pm
+from exchange.postmortem import DAY_NS, PostMortem, check_until
+from exchange.store import EventStore
+from exchange.trend import borrowed_time, trend
+
+#: Points per plotted series at most (see :func:`downsample`).
+MAX_POINTS = 2_000
+#: Bounds of the trailing trend window: a quarter of the index's span, within these.
+MIN_WINDOW_DAYS, MAX_WINDOW_DAYS = 7, 90
+#: Margin charts drawn at most (accounts with the largest peak initial margin first).
+MAX_MARGIN_ACCOUNTS = 24
+#: Average month, for "N months before its first swap matured".
+MONTH_NS = 30.436875 * DAY_NS
+_CONFIG = {"responsive": True, "displaylogo": False}
+_TEMPLATE = "plotly_white"
+_BORROWED = "rgba(230, 120, 30, 0.18)"
+
+STEP_LABELS = {
+    pm.STEP_BOOK: "closed on the book",
+    pm.STEP_AUCTION: "auction",
+    pm.STEP_OWN: "own default-fund contribution",
+    pm.STEP_INSURANCE: "insurance fund",
+    pm.STEP_DEFAULT_FUND: "members' default fund",
+    pm.STEP_ADL: "auto-deleveraging",
+    pm.STEP_HAIRCUT_ADL: "haircut (deleveraged, bankruptcy price)",
+    pm.STEP_HAIRCUT_VM: "haircut (variation-margin gains)",
+}
+
+
+# ---------------------------------------------------------------------- the money boundary
+def dollars(cents: int) -> str:
+    """Integer cents as dollars, exactly: ``123456 -> "$1,234.56"``, ``-5 -> "-$0.05"``."""
+    cents = int(cents)
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}${whole:,}.{part:02d}"
+
+
+def chart_dollars(cents: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Integer cents as float64 dollars, for chart axes only."""
+    return np.asarray(cents, dtype=np.int64).astype(np.float64) / 100.0
+
+
+def days(t: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Simulated ns as float64 session days (chart x axes)."""
+    return np.asarray(t, dtype=np.int64).astype(np.float64) / DAY_NS
+
+
+def downsample(t: np.ndarray, n: int = MAX_POINTS) -> np.ndarray:
+    """Indices of at most ``n`` points of the time series ``t`` (non-decreasing ns): split
+    ``[t0, t_last]`` into ``n`` equal buckets (integer widths) and keep the last point of each
+    non-empty bucket. All points when there are at most ``n``. Deterministic."""
+    size = len(t)
+    if size <= n:
+        return np.arange(size)
+    t = np.asarray(t, dtype=np.int64)
+    width = (int(t[-1]) - int(t[0])) // n + 1
+    bucket = (t - t[0]) // width
+    last = np.flatnonzero(np.diff(bucket) != 0)
+    return np.append(last, size - 1)
+
+
+# ---------------------------------------------------------------------- reading the series
+@dataclass
+class _Series:
+    t: list[int] = field(default_factory=list)
+    v: list[int] = field(default_factory=list)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.t, dtype=np.int64), np.asarray(self.v, dtype=np.int64)
+
+
+def _by_instrument(rows: Iterable[tuple], value: int = 7) -> dict[str, _Series]:
+    """Typed rows grouped by instrument: (t, row[value]) (7 = price)."""
+    out: dict[str, _Series] = {}
+    for row in rows:
+        s = out.get(row[3])
+        if s is None:
+            s = out[row[3]] = _Series()
+        s.t.append(row[1])
+        s.v.append(row[value])
+    return out
+
+
+def _tick_size(f: PostMortem, instrument: str) -> Decimal:
+    """Currency units per tick of an instrument or an index: a listing's ``tick_size``; an
+    index takes the ``index_tick_size`` of a swap on it or the ``tick_size`` of a perpetual on
+    it (whose marks are in index ticks); 1 if the log does not say."""
+    info = f.instruments.get(instrument)
+    if info is not None and "tick_size" in info.spec:
+        return Decimal(str(info.spec["tick_size"]))
+    for other in f.instruments.values():
+        spec = other.spec
+        if spec.get("resale_index") == instrument and "index_tick_size" in spec:
+            return Decimal(str(spec["index_tick_size"]))
+        if spec.get("underlying") == instrument and "tick_size" in spec:
+            return Decimal(str(spec["tick_size"]))
+    return Decimal(1)
+
+
+def _prices(values: np.ndarray, tick: Decimal) -> np.ndarray:
+    return values.astype(np.float64) * float(tick)
+
+
+def _rate(text: Any) -> float:
+    try:
+        return float(Fraction(str(text)))
+    except (ValueError, ZeroDivisionError):
+        return float("nan")
+
+
+# ---------------------------------------------------------------------- figures
+@dataclass
+class Chart:
+    """One chart of the page: its div id, section and figure."""
+
+    div_id: str
+    section: str
+    figure: go.Figure
+
+
+def _line(x, y, name, **kw) -> go.Scatter:
+    return go.Scatter(x=x, y=y, name=name, mode=kw.pop("mode", "lines"), **kw)
+
+
+def _window_ns(t: np.ndarray, window_days: int | None) -> int:
+    if window_days is not None:
+        return int(window_days) * DAY_NS
+    span_days = (int(t[-1]) - int(t[0])) // DAY_NS if len(t) else 0
+    return max(MIN_WINDOW_DAYS, min(MAX_WINDOW_DAYS, span_days // 4)) * DAY_NS
+
+
+def _index_charts(f: PostMortem, indices: dict[str, _Series], window_days: int | None):
+    charts = []
+    for k, name in enumerate(sorted(indices)):
+        t, v = indices[name].arrays()
+        tick = _tick_size(f, name)
+        level = _prices(v, tick)
+        window = _window_ns(t, window_days)
+        tr = trend(t, level, window)
+        windows = borrowed_time(tr)
+        fig = make_subplots(
+            rows=3,
+            cols=1,
+            shared_xaxes=True,
+            vertical_spacing=0.06,
+            subplot_titles=(
+                f"{name}: level (currency units) and S",
+                "S' (per year)",
+                "S'' (per year²)",
+            ),
+        )
+        keep = downsample(t)
+        fig.add_trace(_line(days(t[keep]), level[keep], f"{name} index"), row=1, col=1)
+        ok = np.flatnonzero(np.isfinite(tr.S1))
+        ok = ok[downsample(t[ok])] if len(ok) else ok
+        if len(ok):
+            x = days(t[ok])
+            fig.add_trace(_line(x, tr.S[ok], "S (trend level)"), row=1, col=1)
+            fig.add_trace(_line(x, tr.S1[ok], "S'"), row=2, col=1)
+            fig.add_trace(_line(x, tr.S2[ok], "S''"), row=3, col=1)
+        for start, end in windows:
+            stop = end if end is not None else int(t[-1])
+            fig.add_vrect(
+                x0=start / DAY_NS,
+                x1=stop / DAY_NS,
+                fillcolor=_BORROWED,
+                line_width=0,
+                row="all",
+                col=1,
+            )
+        note = f"trailing window {window // DAY_NS} days; borrowed time: " + (
+            ", ".join(
+                f"day {s // DAY_NS}-" + (f"{e // DAY_NS}" if e is not None else "open")
+                for s, e in windows
+            )
+            if windows
+            else "none in this log"
+        )
+        fig.update_layout(title=f"Index {name} ({note})", height=640)
+        fig.update_xaxes(title_text="session day", row=3, col=1)
+        charts.append(Chart(f"chart-index-{k}", "index", fig))
+    return charts
+
+
+def _perp_charts(f, fills, marks, funding):
+    charts = []
+    perps = [n for n, i in f.instruments.items() if i.kind in ("perp", "spot")]
+    for k, name in enumerate(perps):
+        kind = "Perpetual" if f.instruments[name].kind == "perp" else "Spot"
+        if name not in fills and name not in marks:
+            continue
+        tick = _tick_size(f, name)
+        fig = make_subplots(
+            rows=2,
+            cols=1,
+            shared_xaxes=True,
+            row_heights=[0.7, 0.3],
+            vertical_spacing=0.08,
+            subplot_titles=(f"{name}: trades and marks", "funding rate per interval (%)"),
+        )
+        if name in marks:
+            t, v = marks[name].arrays()
+            keep = downsample(t)
+            fig.add_trace(_line(days(t[keep]), _prices(v[keep], tick), "mark"), row=1, col=1)
+        if name in fills:
+            t, v = fills[name].arrays()
+            keep = downsample(t)
+            fig.add_trace(
+                _line(
+                    days(t[keep]),
+                    _prices(v[keep], tick),
+                    "trades",
+                    mode="markers",
+                    marker={"size": 4},
+                ),
+                row=1,
+                col=1,
+            )
+        if funding.get(name):
+            t = np.asarray([x[0] for x in funding[name]], dtype=np.int64)
+            r = np.asarray([x[1] for x in funding[name]]) * 100.0
+            keep = downsample(t)
+            fig.add_trace(_line(days(t[keep]), r[keep], "funding rate"), row=2, col=1)
+        fig.update_layout(title=f"{kind} {name} (price per tick {tick})", height=520)
+        fig.update_xaxes(title_text="session day", row=2, col=1)
+        charts.append(Chart(f"chart-perp-{k}", "perp", fig))
+    return charts
+
+
+def _rvs_chart(f, fills, marks):
+    series = [n for n, i in f.instruments.items() if i.kind == "rvs"]
+    fig = go.Figure()
+    for name in series:
+        info = f.instruments[name]
+        tick = _tick_size(f, name)
+        label = name
+        if info.floor is not None and info.maturity is not None:
+            label = f"{name} (floor {info.floor:,}, matures {info.maturity.isoformat()})"
+        if name in marks:
+            t, v = marks[name].arrays()
+            keep = downsample(t)
+            fig.add_trace(_line(days(t[keep]), _prices(v[keep], tick), f"{label}: model value"))
+        if name in fills:
+            t, v = fills[name].arrays()
+            keep = downsample(t)
+            fig.add_trace(
+                _line(
+                    days(t[keep]),
+                    _prices(v[keep], tick),
+                    f"{label}: traded premium",
+                    mode="markers",
+                    marker={"size": 8, "symbol": "diamond"},
+                )
+            )
+    if not fig.data:
+        return []
+    fig.update_layout(
+        title="Residual value swaps: traded premiums and model values (currency units per "
+        "contract per premium period)",
+        xaxis_title="session day",
+        height=460,
+    )
+    return [Chart("chart-rvs-0", "rvs", fig)]
+
+
+def _margin_charts(f: PostMortem, margin: dict[str, list[tuple[int, int, int, int]]]):
+    peak = {name: max(r[1] for r in rows) for name, rows in margin.items() if rows}
+    names = sorted(peak, key=lambda n: (-peak[n], n))[:MAX_MARGIN_ACCOUNTS]
+    charts = []
+    for k, name in enumerate(sorted(names)):
+        rows = margin[name]
+        t = np.asarray([r[0] for r in rows], dtype=np.int64)
+        keep = downsample(t)
+        x = days(t[keep])
+        fig = go.Figure()
+        for col, label, dash in ((3, "equity", None), (1, "initial margin", "dash"),
+                                 (2, "maintenance margin", "dot")):  # fmt: skip
+            y = chart_dollars([rows[i][col] for i in keep])
+            fig.add_trace(_line(x, y, label, line={"dash": dash} if dash else {}, line_shape="hv"))
+        calls = [c for c in f.calls if c.account == name]
+        if calls:
+            fig.add_trace(
+                _line(
+                    days([c.t for c in calls]),
+                    chart_dollars([c.equity if c.equity is not None else 0 for c in calls]),
+                    "collateral call",
+                    mode="markers",
+                    marker={"size": 11, "symbol": "x", "color": "crimson"},
+                    text=[f"called {dollars(c.amount)}" for c in calls],
+                )
+            )
+        for d in f.defaults:
+            if d.account == name:
+                fig.add_vline(x=d.t / DAY_NS, line_color="crimson", line_dash="dash")
+        fig.update_layout(
+            title=f"{name}: equity against maintenance and initial margin ($)",
+            xaxis_title="session day",
+            yaxis_title="$",
+            height=380,
+        )
+        charts.append(Chart(f"chart-margin-{k}", "margin", fig))
+    return charts
+
+
+def _cumulative(rows: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray([r[0] for r in rows], dtype=np.int64)
+    v = np.cumsum(np.asarray([r[1] for r in rows], dtype=np.int64))
+    return t, v
+
+
+def _timeline_charts(f: PostMortem, focus: list[str], income: dict[str, dict[str, list]]):
+    charts = []
+    for k, name in enumerate(focus):
+        fig = make_subplots(specs=[[{"secondary_y": True}]])
+        path = f.cash_paths.get(name, [])
+        if path:
+            t = np.asarray([p[1] for p in path], dtype=np.int64)
+            keep = downsample(t)
+            cash = chart_dollars([path[i][2] for i in keep])
+            fig.add_trace(_line(days(t[keep]), cash, "cash", line_shape="hv"))
+        for key, label in (("premiums", "premiums received (cumulative)"),
+                           ("payouts", "swap payouts realised (cumulative, net)")):  # fmt: skip
+            rows = income.get(name, {}).get(key, [])
+            if rows:
+                t, v = _cumulative(rows)
+                keep = downsample(t)
+                fig.add_trace(_line(days(t[keep]), chart_dollars(v[keep]), label, line_shape="hv"))
+        calls = [c for c in f.calls if c.account == name]
+        if calls:
+            fig.add_trace(
+                _line(
+                    days([c.t for c in calls]),
+                    chart_dollars([c.amount for c in calls]),
+                    "collateral call (amount)",
+                    mode="markers",
+                    marker={"size": 12, "symbol": "triangle-down", "color": "crimson"},
+                    text=[_call_text(f, c) for c in calls],
+                    hoverinfo="text",
+                ),
+                secondary_y=True,
+            )
+            with_deadline = [c for c in calls if c.deadline is not None]
+            if with_deadline:
+                fig.add_trace(
+                    _line(
+                        days([c.deadline for c in with_deadline]),
+                        chart_dollars([c.due for c in with_deadline]),
+                        "call deadline (still due)",
+                        mode="markers",
+                        marker={"size": 10, "symbol": "line-ns-open", "color": "crimson"},
+                    ),
+                    secondary_y=True,
+                )
+            cured = [c for c in calls if c.outcome == pm.CURED]
+            if cured:
+                fig.add_trace(
+                    _line(
+                        days([c.outcome_t for c in cured]),
+                        chart_dollars([0 for _ in cured]),
+                        "call cured",
+                        mode="markers",
+                        marker={"size": 11, "symbol": "circle-open", "color": "green"},
+                    ),
+                    secondary_y=True,
+                )
+        for d in f.defaults:
+            if d.account == name:
+                fig.add_vline(
+                    x=d.t / DAY_NS,
+                    line_color="crimson",
+                    line_dash="dash",
+                    annotation_text=f"default, day {f.day(d.t)}",
+                )
+        if not fig.data:
+            continue
+        fig.update_layout(
+            title=f"Timeline of {name}: cash, income, collateral calls and default ($)",
+            xaxis_title="session day",
+            height=460,
+        )
+        fig.update_yaxes(title_text="cash and income ($)", secondary_y=False)
+        fig.update_yaxes(title_text="collateral calls ($)", secondary_y=True)
+        charts.append(Chart(f"chart-timeline-{k}", "timeline", fig))
+    return charts
+
+
+def _waterfall_charts(f: PostMortem):
+    charts = []
+    for k, co in enumerate(f.closeouts):
+        paid = [s for s in co.steps if s.paid]
+        moved = [s for s in co.steps if s.qty]
+        if not paid and not moved and not co.shortfall:
+            continue
+        fig = make_subplots(
+            rows=1,
+            cols=2,
+            column_widths=[0.6, 0.4],
+            subplot_titles=("money toward the shortfall ($)", "lots taken over"),
+        )
+        money: dict[str, dict[str, int]] = {}  # bearer -> step label -> cents
+        labels = ["shortfall"]
+        for s in paid:
+            label = STEP_LABELS[s.step]
+            if label not in labels:
+                labels.append(label)
+            who = s.bearer or (s.pool or "pool").replace("_", " ")
+            if s.step == pm.STEP_INSURANCE:
+                who = "insurance fund"
+            money.setdefault(who, {})
+            money[who][label] = money[who].get(label, 0) + s.paid
+        if co.uncovered:
+            labels.append("left uncovered")
+        fig.add_trace(
+            go.Bar(
+                x=["shortfall"],
+                y=chart_dollars([co.shortfall]),
+                name=f"{co.defaulter}'s shortfall",
+                marker_color="#444",
+            ),
+            row=1,
+            col=1,
+        )
+        for who in sorted(money):
+            xs = list(money[who])
+            fig.add_trace(
+                go.Bar(x=xs, y=chart_dollars([money[who][x] for x in xs]), name=f"borne by {who}"),
+                row=1,
+                col=1,
+            )
+        if co.uncovered:
+            fig.add_trace(
+                go.Bar(
+                    x=["left uncovered"],
+                    y=chart_dollars([co.uncovered]),
+                    name="uncovered",
+                    marker_color="crimson",
+                ),
+                row=1,
+                col=1,
+            )
+        lots: dict[str, dict[str, int]] = {}
+        for s in moved:
+            label = STEP_LABELS[s.step]
+            lots.setdefault(s.bearer or "?", {})
+            lots[s.bearer or "?"][label] = lots[s.bearer or "?"].get(label, 0) + abs(s.qty)
+        for who in sorted(lots):
+            xs = list(lots[who])
+            fig.add_trace(
+                go.Bar(x=xs, y=[lots[who][x] for x in xs], name=f"lots to {who}"),
+                row=1,
+                col=2,
+            )
+        fig.update_layout(
+            barmode="stack",
+            title=f"Close-out of {co.defaulter} (day {f.day(co.t)}): the waterfall",
+            height=440,
+        )
+        fig.update_xaxes(categoryorder="array", categoryarray=labels, row=1, col=1)
+        charts.append(Chart(f"chart-waterfall-{k}", "waterfall", fig))
+    return charts
+
+
+# ---------------------------------------------------------------------- narrative
+def _when(f: PostMortem, t: int) -> str:
+    d = f.date_of(t)
+    return f"day {f.day(t)}" + (f" ({d.isoformat()})" if d is not None else "")
+
+
+def _span(ns: int) -> str:
+    """A duration in words: days under two months, else months."""
+    if abs(ns) < 2 * MONTH_NS:
+        n = round(abs(ns) / DAY_NS)
+        return f"{n} day{'s' if n != 1 else ''}"
+    n = round(abs(ns) / MONTH_NS)
+    return f"{n} months"
+
+
+def _call_text(f: PostMortem, c: pm.Call) -> str:
+    text = f"{_when(f, c.t)}: called {dollars(c.amount)}"
+    if c.deadline is not None:
+        text += f", due {_when(f, c.deadline)}"
+    if c.outcome == pm.CURED:
+        text += f"; cured {_when(f, c.outcome_t)}"
+    elif c.outcome == pm.DEFAULTED:
+        text += f"; defaulted {_when(f, c.outcome_t)} owing {dollars(c.due)}"
+    elif c.outcome == pm.REDUCED:
+        text += f"; reduced to {dollars(c.due)}, still open"
+    else:
+        text += "; still open"
+    return text
+
+
+def _first_maturity(f: PostMortem, d: pm.Default) -> tuple[pm.Instrument, int] | None:
+    """The swap series the defaulter held that matures first, with its maturity (ns)."""
+    held = [
+        f.instruments[name]
+        for name in d.positions
+        if name in f.instruments and f.instruments[name].maturity_t is not None
+    ]
+    if not held:
+        return None
+    first = min(held, key=lambda i: (i.maturity_t, i.name))
+    return first, first.maturity_t
+
+
+def _income_before(f: PostMortem, income: dict, name: str, key: str, t: int) -> int:
+    return sum(v for ts, v in income.get(name, {}).get(key, []) if ts <= t)
+
+
+def narrative(f: PostMortem, income: dict[str, dict[str, list]] | None = None) -> list[str]:
+    """Paragraphs of plain text telling what the log shows, generated from the facts.
+
+    Rules (docs/report.md): days count from the session epoch (day 0); amounts are exact
+    dollars (:func:`dollars`); "it had $Y" is the account's equity when called (the call's
+    data; cash otherwise); a default is dated against the first maturity among the swap
+    series the defaulter held when it defaulted ("N months before" / "N days after"); the
+    close-out is told step by step in the waterfall's order, then who bore the most.
+    """
+    income = income or {}
+    out = []
+    start = f"{f.epoch.isoformat()} (day 0)" if f.epoch else "day 0"
+    end = _when(f, f.t_end)
+    scope = "the whole log" if f.until == f.last_seq else f"the log up to event {f.until:,}"
+    out.append(
+        f"This post-mortem reads {scope} of {f.last_seq:,} events: the {f.scenario!r} "
+        f"session with seed {f.seed}, from {start} to {end}. "
+        f"{len(f.calls)} collateral call{'s' if len(f.calls) != 1 else ''} "
+        f"{'were' if len(f.calls) != 1 else 'was'} made and "
+        f"{len(f.defaults)} account{'s' if len(f.defaults) != 1 else ''} defaulted."
+    )
+    if not f.defaults:
+        if f.calls:
+            out.append(
+                "Collateral calls: "
+                + "; ".join(f"the {c.account}, {_call_text(f, c)}" for c in f.calls)
+                + ". None ended in default."
+            )
+        else:
+            out.append("No account was called for collateral and none defaulted.")
+    for d in f.defaults:
+        name = d.account
+        acct = f.accounts.get(name)
+        sentences = []
+        if acct is not None:
+            sentences.append(f"The {name} started with {dollars(acct.start_cash)} of cash.")
+        premiums = _income_before(f, income, name, "premiums", d.t)
+        if premiums:
+            sentences.append(
+                f"Before it defaulted it had received {dollars(premiums)} in swap premiums."
+            )
+        for c in (c for c in f.calls if c.account == name and c.t <= d.t):
+            had = c.equity if c.equity is not None else None
+            text = f"On {_when(f, c.t)} the {name} was called for {dollars(c.amount)}"
+            if had is not None:
+                text += f"; it had {dollars(had)} of equity"
+            if c.deadline is not None:
+                text += f", and until {_when(f, c.deadline)} to pay"
+            sentences.append(text + ".")
+            for _seq, t, due in c.reductions:
+                sentences.append(f"By {_when(f, t)} the call had changed to {dollars(due)}.")
+            if c.outcome == pm.CURED:
+                sentences.append(f"It cured the call on {_when(f, c.outcome_t)}.")
+        text = f"It defaulted on {_when(f, d.t)}"
+        if d.missed_call:
+            text += f", missing a call of {dollars(d.missed_call)}"
+        first = _first_maturity(f, d)
+        if first is not None:
+            series, maturity_t = first
+            gap = _span(maturity_t - d.t)
+            text += (
+                f", {gap} before its first swap ({series.name}) matured on "
+                f"{series.maturity.isoformat()}"
+                if maturity_t > d.t
+                else f", {gap} after its first swap ({series.name}) matured"
+            )
+        sentences.append(text + ".")
+        payouts = _income_before(f, income, name, "payouts", d.t)
+        sentences.append(
+            "Not one swap had paid out by then: the liquidity crisis came first."
+            if not payouts
+            else f"By then its swaps had realised {dollars(payouts)} in payouts."
+        )
+        out.append(" ".join(sentences))
+        co = next((c for c in f.closeouts if c.default_seq == d.seq), None)
+        if co is not None:
+            out.append(_closeout_text(f, co))
+    if f.defaults:
+        losses = f.losses()
+        if losses:
+            worst = max(sorted(losses), key=lambda n: losses[n])
+            out.append(
+                "Losses to others' defaults: "
+                + ", ".join(f"{n} {dollars(v)}" for n, v in sorted(losses.items()))
+                + f". The {worst} bore the most: {dollars(losses[worst])}."
+            )
+        else:
+            out.append("No other account lost money to the defaults.")
+    return out
+
+
+def _closeout_text(f: PostMortem, co: pm.CloseOut) -> str:
+    lots = co.lots_by_step()
+    moved = []
+    for step in (pm.STEP_BOOK, pm.STEP_AUCTION, pm.STEP_ADL):
+        if lots.get(step):
+            takers = sorted({s.bearer for s in co.steps if s.step == step and s.bearer})
+            what = {
+                pm.STEP_BOOK: "closed on the book",
+                pm.STEP_AUCTION: "auctioned",
+                pm.STEP_ADL: "deleveraged",
+            }[step]
+            moved.append(f"{lots[step]:,} lots {what} (to {', '.join(takers)})")
+    parts = [f"Its positions were taken over: {'; '.join(moved)}." if moved else ""]
+    if co.shortfall:
+        paid = []
+        for step in pm.STEPS:
+            steps = [s for s in co.steps if s.step == step and s.paid]
+            if not steps:
+                continue
+            total = sum(s.paid for s in steps)
+            bearers = sorted({s.bearer for s in steps if s.bearer and s.step != pm.STEP_OWN})
+            who = f" ({', '.join(bearers)})" if bearers else ""
+            paid.append(f"{STEP_LABELS[step]}{who} {dollars(total)}")
+        text = f"Its shortfall of {dollars(co.shortfall)} was covered by " + (
+            ", then ".join(paid) if paid else "nothing"
+        )
+        if co.uncovered:
+            text += f"; {dollars(co.uncovered)} was left uncovered"
+        parts.append(text + ".")
+    else:
+        parts.append("Its cash covered the close-out: no fund was drawn.")
+    return " ".join(p for p in parts if p)
+
+
+# ---------------------------------------------------------------------- tables
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _tables(f: PostMortem) -> dict[str, str]:
+    out = {}
+    out["calls"] = _table(
+        ["account", "seq", "called on", "amount", "deadline", "equity then", "outcome", "due"],
+        (
+            (
+                c.account,
+                c.seq,
+                _when(f, c.t),
+                dollars(c.amount),
+                _when(f, c.deadline) if c.deadline is not None else "",
+                dollars(c.equity) if c.equity is not None else "",
+                c.outcome + (f" ({_when(f, c.outcome_t)})" if c.outcome_t is not None else ""),
+                dollars(c.due),
+            )
+            for c in f.calls
+        ),
+        "table-calls",
+    )
+    steps = []
+    for co in f.closeouts:
+        for s in co.steps:
+            steps.append(
+                (
+                    co.defaulter,
+                    s.seq,
+                    STEP_LABELS[s.step],
+                    dollars(s.paid) if s.paid else "",
+                    s.bearer or (s.pool or "").replace("_", " "),
+                    s.instrument or "",
+                    f"{s.qty:+,}" if s.qty else "",
+                    s.price if s.price is not None else "",
+                )
+            )
+    out["waterfall"] = _table(
+        ["defaulter", "seq", "step", "paid", "borne by / taken by", "instrument", "lots", "price"],
+        steps,
+        "table-waterfall",
+    )
+    out["closeouts"] = _table(
+        ["defaulter", "day", "shortfall", "covered", "uncovered"],
+        (
+            (
+                c.defaulter,
+                f.day(c.t),
+                dollars(c.shortfall),
+                dollars(c.covered),
+                dollars(c.uncovered),
+            )
+            for c in f.closeouts
+        ),
+        "table-closeouts",
+    )
+    out["borne"] = _table(
+        ["defaulter", "counterparty", "default fund lost", "haircut", "total borne", "lots taken"],
+        (
+            (
+                b.defaulter,
+                b.counterparty,
+                dollars(b.default_fund),
+                dollars(b.haircut),
+                dollars(b.total),
+                f"{b.lots_taken:,}",
+            )
+            for b in f.who_owes_whom.borne
+        ),
+        "table-borne",
+    )
+    out["pairs"] = _table(
+        ["instrument", "long", "short", "lots"],
+        ((p.instrument, p.long, p.short, f"{p.qty:,}") for p in f.who_owes_whom.positions),
+        "table-pairs",
+    )
+    out["accounts"] = _table(
+        [
+            "account",
+            "start cash",
+            "final cash",
+            "premiums received",
+            "premiums paid",
+            "payouts received",
+            "payouts paid",
+            "variation margin",
+            "calls",
+            "defaulted",
+            "lost to defaults",
+        ],
+        (
+            (
+                a.name,
+                dollars(a.start_cash),
+                dollars(a.final_cash),
+                dollars(a.premiums_received),
+                dollars(a.premiums_paid),
+                dollars(a.payouts_received),
+                dollars(a.payouts_paid),
+                dollars(a.variation_margin),
+                a.calls,
+                "yes" if a.defaulted else "",
+                dollars(a.lost),
+            )
+            for a in f.accounts.values()
+        ),
+        "table-accounts",
+    )
+    fu = f.funds
+    out["funds"] = _table(
+        ["resource", "used"],
+        [
+            ("defaulters' own default-fund contributions", dollars(fu.own_contributions)),
+            ("insurance fund", dollars(fu.insurance)),
+            ("members' default fund", dollars(fu.default_fund)),
+            ("haircuts (deleveraged)", dollars(fu.haircut_adl)),
+            ("haircuts (variation-margin gains)", dollars(fu.haircut_vm_gains)),
+            ("lots auto-deleveraged", f"{fu.adl_lots:,}"),
+            ("lots auctioned", f"{fu.auction_lots:,}"),
+            ("lots closed on the book", f"{fu.book_lots:,}"),
+        ],
+        "table-funds",
+    )
+    return out
+
+
+# ---------------------------------------------------------------------- the page
+@dataclass
+class Report:
+    """A built report: the page, its charts and narrative, and the facts behind them."""
+
+    html: str
+    charts: list[Chart]
+    narrative: list[str]
+    facts: PostMortem
+
+
+def _focus(store: EventStore, until: int, account: str | None) -> list[str]:
+    if account is not None:
+        return [account]
+    names: list[str] = []
+    for row in store.rows(1, until, kind=ev.DEFAULT):
+        if row[4] not in names:
+            names.append(row[4])
+    return names
+
+
+def build_report(
+    db: str | Path | EventStore,
+    until: int | None = None,
+    *,
+    account: str | None = None,
+    window_days: int | None = None,
+) -> Report:
+    """The report of the log ``db`` as of just after event ``until`` (None: all of it).
+
+    ``account``: the account whose timeline to draw (default: every account that defaulted).
+    ``window_days``: the trend's trailing window (default: a quarter of each index's span,
+    within 7..90 days).
+
+    Raises:
+        FileNotFoundError, exchange.store.StoreError: as :func:`exchange.postmortem.facts`.
+        ValueError: ``until`` outside the log, an unknown ``account``, a bad window.
+    """
+    if isinstance(db, EventStore):
+        return _build(db, until, account, window_days)
+    with EventStore.open(db, mode="r") as store:
+        return _build(store, until, account, window_days)
+
+
+def _build(store: EventStore, until, account, window_days) -> Report:
+    until = check_until(store, until)
+    if window_days is not None and window_days < 1:
+        raise ValueError(f"the trend window must be at least 1 day, not {window_days}")
+    focus = _focus(store, until, account)
+    f = pm.facts(store, until, track_cash=focus)
+    if account is not None and account not in f.accounts:
+        known = ", ".join(f.accounts) or "none"
+        raise ValueError(f"no account {account!r} in this log (accounts: {known})")
+    indices = _by_instrument(store.rows(1, until, kind=ev.INDEX_PUBLISHED))
+    marks = _by_instrument(store.rows(1, until, kind=ev.MARK_PRICE))
+    fills = _by_instrument(store.rows(1, until, kind=ev.FILL))
+    funding: dict[str, list[tuple[int, float]]] = {}
+    for e in store.events(1, until, kind=ev.FUNDING_RATE):
+        funding.setdefault(e.instrument, []).append((e.t, _rate((e.data or {}).get("rate"))))
+    margin: dict[str, list[tuple[int, int, int, int]]] = {}
+    for e in store.events(1, until, kind=ev.MARGIN_REQUIREMENT):
+        data = e.data or {}
+        margin.setdefault(e.account, []).append(
+            (e.t, e.amount or 0, int(data.get("mm", 0)), int(data.get("equity", 0)))
+        )
+    income: dict[str, dict[str, list]] = {}
+    if focus:
+        for row in store.rows(1, until, kind=(ev.PREMIUM_PAID, ev.SWAP_SETTLED), account=focus):
+            mine = income.setdefault(row[4], {"premiums": [], "payouts": []})
+            if row[2] == ev.PREMIUM_PAID:
+                if row[9] > 0:
+                    mine["premiums"].append((row[1], row[9]))
+            else:
+                mine["payouts"].append((row[1], row[9]))
+    charts = (
+        _index_charts(f, indices, window_days)
+        + _perp_charts(f, fills, marks, funding)
+        + _rvs_chart(f, fills, marks)
+        + _margin_charts(f, margin)
+        + _timeline_charts(f, focus, income)
+        + _waterfall_charts(f)
+    )
+    story = narrative(f, income)
+    page = _page(store, f, charts, story, focus)
+    return Report(page, charts, story, f)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+.meta { color: #666; } .narrative p { font-size: 1.05em; line-height: 1.5; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+.chart { margin: 1em 0; } .none { color: #888; font-style: italic; }
+"""
+
+_SECTIONS = (
+    ("index", "Indices: level, S, S' and S'' (borrowed time shaded)"),
+    ("perp", "Perpetuals (and spot): trades, marks and funding"),
+    ("rvs", "Residual value swaps: premiums and model values"),
+    ("margin", "Equity against maintenance and initial margin"),
+    ("timeline", "Timeline of the accounts that failed"),
+    ("waterfall", "Close-out and waterfall"),
+)
+
+
+def _page(
+    store: EventStore, f: PostMortem, charts: list[Chart], story: list[str], focus: list[str]
+) -> str:
+    title = f"gpuex post-mortem: {f.scenario} (seed {f.seed})"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style>",
+        f'<script type="text/javascript">{get_plotlyjs()}</script>',
+        "</head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        '<p class="meta">'
+        + html.escape(
+            f"log {Path(f.path).name}, {f.last_seq:,} events, digest {store.digest()[:16]}; "
+            f"as of event {f.until:,} ({_when(f, f.t_end)}). Money in dollars, exact to the "
+            "cent; days count from the session epoch (day 0)."
+        )
+        + "</p>",
+        '<section class="narrative" id="narrative"><h2>What happened</h2>',
+        *(f"<p>{html.escape(p)}</p>" for p in story),
+        "</section>",
+    ]
+    tables = _tables(f)
+    by_section: dict[str, list[Chart]] = {}
+    for chart in charts:
+        by_section.setdefault(chart.section, []).append(chart)
+    for section, heading in _SECTIONS:
+        parts.append(f'<section id="section-{section}"><h2>{html.escape(heading)}</h2>')
+        if section == "timeline" and focus:
+            parts.append(f'<p class="meta">accounts: {html.escape(", ".join(focus))}</p>')
+        drawn = by_section.get(section, [])
+        if not drawn:
+            parts.append('<p class="none">Nothing of this kind in the log.</p>')
+        for chart in drawn:
+            chart.figure.update_layout(template=_TEMPLATE)
+            parts.append(
+                '<div class="chart">'
+                + pio.to_html(
+                    chart.figure,
+                    include_plotlyjs=False,
+                    full_html=False,
+                    div_id=chart.div_id,
+                    config=_CONFIG,
+                )
+                + "</div>"
+            )
+        if section == "timeline":
+            parts.append("<h3>Collateral calls</h3>" + tables["calls"])
+        if section == "waterfall":
+            parts.append("<h3>Close-outs</h3>" + tables["closeouts"])
+            parts.append("<h3>Waterfall steps</h3>" + tables["waterfall"])
+            parts.append("<h3>Funds used</h3>" + tables["funds"])
+        parts.append("</section>")
+    parts += [
+        '<section id="section-owed"><h2>Who owes whom</h2>',
+        "<h3>What each counterparty bore for each defaulter</h3>",
+        tables["borne"],
+        "<h3>Open positions by pair of accounts (lots)</h3>",
+        '<p class="meta">From fills (taker and maker) and close-out hand-overs (the receiver '
+        "steps into the defaulter's positions); the exchange is the legal counterparty of "
+        "every trade, so this is attribution, not a claim.</p>",
+        tables["pairs"],
+        "</section>",
+        '<section id="section-accounts"><h2>Accounts</h2>',
+        tables["accounts"],
+        "</section>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(
+    db: str | Path,
+    out: str | Path,
+    until: int | None = None,
+    *,
+    account: str | None = None,
+    window_days: int | None = None,
+) -> Report:
+    """Build the report of ``db`` and write it to ``out`` (UTF-8); returns the report."""
+    report = build_report(db, until, account=account, window_days=window_days)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.html, encoding="utf-8")
+    return report

@@ -1,0 +1,131 @@
+"""The report in a real browser: headless Chromium (Debian's ``chromium``) loads the page with
+no console errors, every chart is drawn with data, and a screenshot is kept as an artifact
+(the test's tmp dir and ``test-artifacts/report.png``, gitignored).
+
+Without Chromium the test is skipped locally, with the reason; under CI (``CI`` set) it fails:
+``.ci/run`` installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from exchange import report as rp
+from exchange import session
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACT = ROOT / "test-artifacts" / "report.png"
+SPIRAL = {
+    "days": 75,
+    "guarantor_cash": 30_000_00,
+    "owner_contracts": 2_000,
+    "insurance_fund": 5_000_00,
+    "default_fund_contribution": 2_000_00,
+}
+
+#: First thing in <head>: record uncaught errors and console.error calls.
+HOOK = """<script>window.__gpuexErrors = [];
+window.addEventListener('error', function (e) { window.__gpuexErrors.push(String(e.message)); });
+(function () { var original = console.error; console.error = function () {
+  window.__gpuexErrors.push(Array.prototype.join.call(arguments, ' '));
+  original.apply(console, arguments); }; })();</script>"""
+#: Last thing in <body>: after load, write what every plotly div holds into the DOM.
+PROBE = """<script>window.addEventListener('load', function () {
+  var out = {charts: [], errors: window.__gpuexErrors};
+  document.querySelectorAll('div.plotly-graph-div').forEach(function (gd) {
+    var traces = (gd._fullData || []).map(function (t) {
+      var n = t._length || 0;
+      ['x', 'y'].forEach(function (k) { if (t[k] && t[k].length > n) n = t[k].length; });
+      return n; });
+    out.charts.push({id: gd.id, drawn: !!gd._fullLayout && !!gd.querySelector('svg'),
+                     traces: traces});
+  });
+  var pre = document.createElement('pre'); pre.id = 'gpuex-check';
+  pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+});</script>"""
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+    )
+    if found:
+        return found
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail("chromium is not installed, and CI must run the browser test (.ci/run)")
+    pytest.skip("chromium is not installed (apt-get install -y chromium) - browser test skipped")
+
+
+def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=20000",
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("browser")
+    log = folder / "spiral.db"
+    session.run("products", log, seed=2, overrides=SPIRAL)
+    report = rp.write_report(log, folder / "report.html")
+    return folder, report
+
+
+def test_the_report_loads_without_errors_and_every_chart_has_data(page):
+    binary = chromium()
+    folder, report = page
+    probe = folder / "probe.html"
+    html = report.html.replace("<head>", "<head>" + HOOK, 1).replace("</body>", PROBE + "</body>")
+    probe.write_text(html, encoding="utf-8")
+    done = run_chromium(binary, folder / "profile-dom", "--dump-dom", probe.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'<pre id="gpuex-check">(.*?)</pre>', done.stdout, flags=re.DOTALL)
+    assert found, "the probe did not run: " + done.stdout[-1000:]
+    result = json.loads(found.group(1).replace("&amp;", "&").replace("&lt;", "<"))
+    assert result["errors"] == []
+    uncaught = [line for line in done.stderr.splitlines() if "Uncaught" in line]
+    assert uncaught == []
+    expected = [c.div_id for c in report.charts]
+    assert [c["id"] for c in result["charts"]] == expected
+    for chart in result["charts"]:
+        assert chart["drawn"], f"{chart['id']} was not drawn"
+        assert chart["traces"] and all(n > 0 for n in chart["traces"]), chart
+
+
+def test_a_screenshot_is_kept_as_an_artifact(page):
+    binary = chromium()
+    folder, _report = page
+    shot = folder / "report.png"
+    done = run_chromium(
+        binary,
+        folder / "profile-shot",
+        "--window-size=1280,7000",
+        f"--screenshot={shot}",
+        (folder / "report.html").as_uri(),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 50_000  # a drawn page, not a blank one
+    ARTIFACT.parent.mkdir(exist_ok=True)
+    shutil.copyfile(shot, ARTIFACT)
