@@ -13,7 +13,7 @@ offers both series; a lender buying a little more of the long series a month in.
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -91,6 +91,16 @@ class ProductsScenario(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+
+    #: User-facing sweep parameter names -> (field path, unit); see ``exchange.sweep``.
+    SWEEP_ALIASES: ClassVar[dict[str, tuple[str, str]]] = {
+        "guarantor.capital": ("guarantor_cash", "dollars"),
+        "margin.cure_period": ("margin.cure_ns", "duration"),
+        "margin.interval": ("margin.interval_ns", "duration"),
+        "insurance.fund": ("insurance_fund", "dollars"),
+        "owner.contracts": ("owner_contracts", "int"),
+        "days": ("days", "int"),
+    }
 
     name: Literal["products"] = "products"
     start: date = date(2024, 6, 1)
