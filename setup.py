@@ -49,6 +49,10 @@ setup(
         "sqlite-utils>=3.36",
         "orjson>=3.9",
         "tqdm>=4.66",
+        "plotly>=5.20",
+        "tomli-w>=1.0",
+        "dask[distributed]>=2024.8",
+        "websockets>=12",
     ],
     extras_require={
         "dev": [
@@ -62,9 +66,12 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "gpuex=exchange.cli:main",
+            "gpuex=clients.cli:main",
             "gpuex-match=matching_core.cli:main",
-        ]
+        ],
+        # scenario kinds the exchange finds without importing the layers above it
+        "gpuex.scenarios": ["market=clients.scenario"],
     },
+    package_data={"clients": ["builtin/*.toml"]},
     zip_safe=False,
 )

@@ -3,7 +3,9 @@
     gpuex run SCENARIO --db PATH [--seed N] [--resume] [--durability full|normal] [--set K=V]
     gpuex replay PATH [--until SEQ]
     gpuex verify PATH
-    gpuex inspect PATH [--at SEQ] [--account NAME] [--kind KIND] [--limit N]
+    gpuex inspect PATH [--at SEQ] [--account NAME] [--kind KIND] [--limit N] [--owed]
+    gpuex sweep SCENARIO --param NAME=V1,V2 [--seeds N] [--scheduler ADDR] -o DIR
+    gpuex report LOG -o report.html [--until SEQ] [--account NAME] [--window-days N]
 
 Exit codes: 0 success; 1 a check failed (verify) or the session could not be run; 2 bad usage
 or bad input (click's convention).
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from exchange import session as sessions
 from exchange.events import KINDS
-from exchange.scenarios import SCENARIOS
+from exchange.scenarios import SCENARIOS, load_scenario, providers, scenario_names
 from exchange.store import EventStore, StoreError
 
 
@@ -45,13 +47,13 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("scenario", type=click.Choice(sorted(SCENARIOS)))
+@click.argument("scenario", metavar="SCENARIO|FILE.toml")
 @click.option(
     "--db",
     "db",
-    required=True,
+    default=None,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite file for the session's event log.",
+    help="SQLite file for the session's event log [default: runs/SCENARIO.db].",
 )
 @click.option(
     "--seed",
@@ -90,11 +92,37 @@ def main() -> None:
     help="Events between state snapshots (multiple of --batch-size; 0 = none).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--report",
+    "report_path",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the post-mortem HTML [default: the log's path with .html].",
+)
+@click.option("--no-report", is_flag=True, help="Do not write the post-mortem report.")
 def run(
-    scenario, db, seed, resume, overwrite, durability, settings, batch_size, snapshot_every, quiet
+    scenario,
+    db,
+    seed,
+    resume,
+    overwrite,
+    durability,
+    settings,
+    batch_size,
+    snapshot_every,
+    quiet,
+    report_path,
+    no_report,
 ):
-    """Run SCENARIO into a new event log (or --resume a crashed one)."""
+    """Run SCENARIO (a built-in name, see `gpuex scenarios`, or a scenario file) into a new
+    event log (or --resume a crashed one)."""
     overrides = _parse_overrides(settings)
+    try:
+        load_scenario(scenario, overrides)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="SCENARIO") from None
+    if db is None:
+        db = Path("runs") / f"{Path(scenario).stem}.db"
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume contradict each other")
     if overwrite:
@@ -122,14 +150,82 @@ def run(
     click.echo(f"scenario  {summary.scenario} (seed {summary.seed})")
     resumed = f" (resumed after {summary.resumed_from:,})" if summary.resumed_from else ""
     click.echo(f"events    {summary.events:,}{resumed}")
-    with EventStore.open(db, mode="r") as store:
-        for kind_name, count in store.kind_counts().items():
-            click.echo(f"  {kind_name:<18} {count:>12,}")
-    fold = sessions.replay(db)
-    click.echo("accounts at the end (cash in currency units, positions in lots)")
-    _print_accounts(fold, sorted(fold.cash), orders=False)
-    click.echo(f"fees      {_money(fold.pools['fees'])} to the exchange")
     click.echo(f"state     {summary.state_hash}")
+    _print_summary(db)
+    if not no_report:
+        from exchange.report import write_report
+
+        out = report_path or db.with_suffix(".html")
+        built = write_report(db, out)
+        click.echo(f"report    {out} ({len(built.charts)} charts; open it in a browser)")
+
+
+def _print_summary(db: Path) -> None:
+    """The session in one table: each account's money and calls, then the defaults and what
+    the waterfall used (from the log alone, ``exchange.postmortem``)."""
+    from exchange.postmortem import facts
+
+    f = facts(db)
+    click.echo("")
+    click.echo(
+        f"{'account':<14}{'start':>16}{'end':>16}{'calls':>7}{'called':>16}"
+        f"{'lost to defaults':>18}  defaulted"
+    )
+    for name, a in f.accounts.items():
+        when = next((f"day {f.day(d.t)}" for d in f.defaults if d.account == name), "")
+        click.echo(
+            f"{name:<14}{_money(a.start_cash):>16}{_money(a.final_cash):>16}{a.calls:>7}"
+            f"{_money(a.called):>16}{_money(sum(a.lost_to_defaults.values())):>18}  {when}"
+        )
+    funds = f.funds
+    click.echo("")
+    called = sum(c.amount for c in f.calls)
+    click.echo(f"defaults {len(f.defaults)}; calls {len(f.calls)} for {_money(called)}")
+    click.echo(
+        f"funds used: own contributions {_money(funds.own_contributions)}, insurance "
+        f"{_money(funds.insurance)}, default fund {_money(funds.default_fund)}, haircuts "
+        f"{_money(funds.haircuts)}, deleveraged {funds.adl_lots:,} lots"
+    )
+
+
+@main.command("scenarios")
+def list_scenarios():
+    """List the built-in scenarios."""
+    for name in scenario_names():
+        click.echo(f"{name:<20} {_describe(name)}")
+
+
+def _describe(name: str) -> str:
+    if name in SCENARIOS:
+        doc = (SCENARIOS[name].__doc__ or "").strip()
+    else:
+        doc = load_scenario(name).description
+    return " ".join(doc.split("\n\n")[0].split())[:100]
+
+
+@main.group()
+def scenario():
+    """Look at one scenario."""
+
+
+@scenario.command("show")
+@click.argument("name")
+def show_scenario(name):
+    """Print built-in scenario NAME as a TOML file to copy and edit (`gpuex run FILE.toml`)."""
+    for provider in providers():
+        if name in provider.builtin_names():
+            click.echo(provider.builtin_text(name), nl=False)
+            return
+    if name not in SCENARIOS:
+        raise click.BadParameter(
+            f"unknown scenario {name!r}; built-ins: {', '.join(scenario_names())}",
+            param_hint="NAME",
+        )
+    import tomli_w
+
+    config = load_scenario(name).model_dump(mode="python", exclude_none=True)
+    click.echo(f"# built-in scenario {name!r} (run the built-in by name; its fields are these)")
+    click.echo(tomli_w.dumps(config), nl=False)
 
 
 @main.command()
@@ -175,7 +271,10 @@ def _money(minor: int) -> str:
 @click.option("--account", default=None, help="Only this account.")
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="List events of this kind.")
 @click.option("--limit", default=20, show_default=True, help="Events to list.")
-def inspect(path, at, account, kind, limit):
+@click.option(
+    "--owed", is_flag=True, help="Also print who owes whom: what each defaulter cost whom."
+)
+def inspect(path, at, account, kind, limit, owed):
     """Balances, positions, open orders and filtered events of a log."""
     try:
         fold = sessions.replay(path, at)
@@ -188,6 +287,8 @@ def inspect(path, at, account, kind, limit):
             _print_accounts(fold, [account] if account else sorted(fold.cash), orders=True)
             if kind or account:
                 _list_events(store, fold.seq, kind, account, limit)
+            if owed:
+                _print_owed(store, fold.seq)
     except (sessions.SessionError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -231,6 +332,157 @@ def _list_events(
         )
     if len(shown) > limit:
         click.echo("  ... (more; raise --limit)")
+
+
+@main.command()
+@click.argument("scenario")
+@click.option(
+    "--param",
+    "param_specs",
+    multiple=True,
+    metavar="NAME=V1,V2,...",
+    help="A swept parameter: a field path (margin.cure_ns) or a scenario alias "
+    "(guarantor.capital, margin.cure_period) with its values (repeatable; the grid is the "
+    "cartesian product).",
+)
+@click.option(
+    "--seeds", type=click.IntRange(min=1), default=None, help="Run seeds 1..N [default: 1]."
+)
+@click.option("--seed-list", default=None, metavar="S1,S2,...", help="Run exactly these seeds.")
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="A running Dask scheduler (tcp://host:8786) [default: a local cluster].",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Local cluster size, one process per worker [default: the machine's cores].",
+)
+@click.option("--keep-logs", is_flag=True, help="Keep every run's SQLite log under OUT/logs/.")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (runs/, results.csv, summary.html); rerun to resume.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sweep(scenario, param_specs, seeds, seed_list, scheduler, workers, keep_logs, out, quiet):
+    """Run SCENARIO (a built-in name or a scenario file) over a grid of parameters x seeds
+    on Dask (see docs/sweeps.md).
+
+    Example: gpuex sweep products --param guarantor.capital=1e6,5.7e6,2e7
+    --param margin.cure_period=1d,3d --seeds 200 -o sweep/
+    """
+    from exchange import sweep as sweeps
+
+    if seeds is not None and seed_list is not None:
+        raise click.UsageError("give --seeds or --seed-list, not both")
+    if Path(scenario).is_file():  # a scenario file: the workers need a path that resolves
+        scenario = str(Path(scenario).resolve())
+    if seed_list is not None:
+        try:
+            seed_values = [int(s) for s in seed_list.split(",")]
+        except ValueError:
+            raise click.BadParameter(
+                f"{seed_list!r} is not a list of integers", param_hint="--seed-list"
+            ) from None
+    else:
+        seed_values = list(range(1, (seeds or 1) + 1))
+    if scheduler is not None and workers is not None:
+        raise click.UsageError("--workers sizes the local cluster; not with --scheduler")
+    if workers is not None and workers < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--workers")
+    try:
+        params = sweeps.parse_params(scenario, param_specs)
+        specs = sweeps.expand_grid(scenario, params, seed_values)
+    except sweeps.SweepError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(
+        f"{len(specs):,} runs: {len(specs) // len(seed_values):,} grid points x "
+        f"{len(seed_values):,} seeds",
+        err=True,
+    )
+    result = sweeps.run_sweep(
+        specs, out, scheduler=scheduler, workers=workers, keep_logs=keep_logs, progress=not quiet
+    )
+    click.echo(
+        f"runs      {len(result.records):,} ({result.executed:,} run now, "
+        f"{result.skipped:,} already finished)"
+    )
+    click.echo(f"failed    {result.failed:,}")
+    click.echo(f"results   {result.files['csv']}")
+    click.echo(f"summary   {result.files['html']}")
+    if result.failed:
+        sys.exit(1)
+
+
+def _print_owed(store: EventStore, until: int) -> None:
+    """The who-owes-whom tables of exchange.postmortem (money in currency units)."""
+    from exchange.postmortem import facts
+
+    owed = facts(store, until).who_owes_whom
+    click.echo("who owes whom: what each counterparty bore for each defaulter")
+    if not owed.borne:
+        click.echo("  (no defaults)")
+    for b in owed.borne:
+        click.echo(
+            f"  {b.defaulter:<14} -> {b.counterparty:<14} default fund "
+            f"{_money(b.default_fund):>16}  haircut {_money(b.haircut):>16}  "
+            f"total {_money(b.total):>16}  lots taken {b.lots_taken:,}"
+        )
+    click.echo("open positions by pair (long vs short, lots)")
+    if not owed.positions:
+        click.echo("  (none)")
+    for p in owed.positions:
+        click.echo(f"  {p.instrument:<16} {p.long:<14} long vs {p.short:<14} {p.qty:>10,}")
+
+
+@main.command()
+@click.argument("log", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The HTML file to write (one self-contained page; opens offline).",
+)
+@click.option("--until", type=int, default=None, help="Report the log as of this event (seq).")
+@click.option(
+    "--account",
+    default=None,
+    help="Draw this account's timeline [default: every account that defaulted].",
+)
+@click.option(
+    "--window-days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Trailing window of the S, S', S'' trend [default: a quarter of the index span, "
+    "7..90 days].",
+)
+def report(log, output, until, account, window_days):
+    """Write the post-mortem of LOG as one HTML page: indices with S, S', S'' and borrowed
+    time, perpetuals, swaps, margin, the failed accounts' timelines, the close-out waterfall
+    and a narrative (see docs/report.md)."""
+    from exchange.report import write_report
+
+    if not log.is_file():
+        raise click.ClickException(f"{log}: no such event log")
+    try:
+        built = write_report(log, output, until, account=account, window_days=window_days)
+    except (StoreError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    f = built.facts
+    click.echo(
+        f"wrote {output} ({len(built.charts)} charts, {output.stat().st_size:,} bytes): "
+        f"{f.until:,} of {f.last_seq:,} events, {len(f.calls)} calls, "
+        f"{len(f.defaults)} defaults"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,6 +25,8 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, NamedTuple
 
+import orjson
+
 from exchange import events as ev
 from exchange.commands import (
     Amend,
@@ -277,6 +279,34 @@ class Exchange:
             ev.COMMAND_REJECTED,
             account=account if isinstance(account, str) and account in self.accounts else None,
             data={"command": raw, "reason": reason},
+        )
+        return Result(False, reason=reason)
+
+    #: A rejection recorded by :meth:`reject` keeps at most this many bytes of the command's
+    #: JSON form; a longer one is cut to a prefix (``{"bytes": n, "truncated": text}``).
+    REJECT_MAX_BYTES = 4_096
+
+    def reject(
+        self, raw: Any, reason: str, source: str = "gateway", account: str | None = None
+    ) -> Result:
+        """Record a command rejected before it reached :meth:`handle` (by the socket gateway:
+        malformed JSON, an oversized or unauthorised message, a flood): one
+        ``CommandRejected`` with ``data = {"command", "reason", "source"}``, attributed to
+        ``account`` if it is one. ``raw`` is reduced to JSON and cut to
+        :attr:`REJECT_MAX_BYTES`, so anything can be recorded and re-recording a logged
+        rejection (``verify``) gives the same event."""
+        raw = jsonable(raw)
+        encoded = orjson.dumps(raw)
+        if len(encoded) > self.REJECT_MAX_BYTES:
+            # a prefix of at most a sixth of the limit in characters: even if every one of
+            # them needed a 6-byte escape it fits, so cutting twice changes nothing
+            prefix = encoded.decode()[: self.REJECT_MAX_BYTES // 6 - 16]
+            raw = {"bytes": len(encoded), "truncated": prefix}
+        reason = str(reason)[:1_000]
+        self._emit(
+            ev.COMMAND_REJECTED,
+            account=account if isinstance(account, str) and account in self.accounts else None,
+            data={"command": raw, "reason": reason, "source": str(source)[:64]},
         )
         return Result(False, reason=reason)
 

@@ -17,6 +17,7 @@ sprinkles in deposits, withdrawals and malformed commands so every path of the k
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from typing import Any, Literal
 
 import numpy as np
@@ -208,13 +209,43 @@ def _builtins() -> dict[str, type[BaseModel]]:
 
 SCENARIOS: dict[str, type[BaseModel]] = _builtins()
 
+#: Entry-point group through which higher layers add scenario kinds without the exchange
+#: importing them. A provider is a module with ``KIND`` (the ``kind`` field of the
+#: configurations it owns), ``builtin_names()``, ``load(name_or_path, overrides)`` and
+#: ``from_config(config)``; ``clients.scenario`` (scenario files with bots) is one.
+PROVIDER_GROUP = "gpuex.scenarios"
+
+
+def providers() -> list[Any]:
+    """The installed scenario providers, in entry-point name order."""
+    found = entry_points(group=PROVIDER_GROUP)
+    return [ep.load() for ep in sorted(found, key=lambda ep: ep.name)]
+
+
+def scenario_names() -> list[str]:
+    """Every built-in scenario name: the exchange's own and the providers'."""
+    names = set(SCENARIOS)
+    for provider in providers():
+        names.update(provider.builtin_names())
+    return sorted(names)
+
 
 def load_scenario(name: str, overrides: dict[str, Any] | None = None) -> Any:
-    """A built-in scenario by name, with optional field overrides (validated)."""
-    try:
-        model = SCENARIOS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown scenario {name!r}; built-ins: {', '.join(sorted(SCENARIOS))}"
-        ) from None
-    return model.model_validate({**(overrides or {}), "name": name})
+    """A scenario by built-in name (or, through a provider, a scenario file path), with
+    optional field overrides (validated)."""
+    model = SCENARIOS.get(name)
+    if model is not None:
+        return model.model_validate({**(overrides or {}), "name": name})
+    for provider in providers():
+        if name in provider.builtin_names() or name.endswith(provider.SUFFIX):
+            return provider.load(name, overrides)
+    raise ValueError(f"unknown scenario {name!r}; built-ins: {', '.join(scenario_names())}")
+
+
+def scenario_from_config(name: str, config: dict[str, Any]) -> Any:
+    """The scenario a session stored: its name and its validated configuration."""
+    kind = config.get("kind")
+    for provider in providers():
+        if kind == provider.KIND:
+            return provider.from_config(config)
+    return load_scenario(name, {k: v for k, v in config.items() if k != "name"})

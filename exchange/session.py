@@ -31,7 +31,7 @@ from exchange.clock import Simulator
 from exchange.engine import Exchange
 from exchange.events import Event, encode
 from exchange.fold import Fold
-from exchange.scenarios import load_scenario
+from exchange.scenarios import load_scenario, scenario_from_config
 from exchange.store import EventStore, verify_store
 
 CODE_VERSION = "gpuex-0.1.0"
@@ -164,7 +164,7 @@ def run(
         try:
             config = orjson.loads(info["config"])
             settings = config.pop("_recorder")
-            model = load_scenario(info["scenario"], config)
+            model = scenario_from_config(info["scenario"], config)
             _check_same_session(info, model, scenario, seed, overrides)
             if info["status"] == "finished":
                 raise SessionError(f"{path}: session already finished; nothing to resume")
@@ -177,9 +177,10 @@ def run(
         reader = EventStore.open(path, mode="r")
         committed = reader.payloads(1, committed_count)
     else:
-        seed = 7 if seed is None else seed
         model = load_scenario(scenario, overrides)
-        config = model.model_dump(mode="json", exclude={"name"})
+        if seed is None:
+            seed = getattr(model, "seed", 7)
+        config = model.model_dump(mode="json")
         stored = {
             **config,
             "_recorder": {"batch_size": batch_size, "snapshot_every": snapshot_every},
@@ -330,7 +331,7 @@ def _reexecute(store: EventStore, info: dict[str, Any]) -> tuple[int, str] | Non
     scenario's own market schedule; the first event that differs from the log, if any."""
     config = orjson.loads(info["config"])
     config.pop("_recorder", None)
-    model = load_scenario(info["scenario"], config)
+    model = scenario_from_config(info["scenario"], config)
     stored = store.payloads(1, store.last_seq)
     last = store.last_seq
     if last == 0:
@@ -347,7 +348,12 @@ def _reexecute(store: EventStore, info: dict[str, Any]) -> tuple[int, str] | Non
     commands = store.events(kind=(ev.COMMAND_RECEIVED, ev.COMMAND_REJECTED))
 
     def feed(event: Event) -> None:
-        engine.handle(event.data["command"])
+        data = event.data
+        if event.kind == ev.COMMAND_REJECTED and data.get("source") == "gateway":
+            # refused at the socket gateway, never reached ``handle``: record it again
+            engine.reject(data["command"], data["reason"], data["source"], event.account)
+        else:
+            engine.handle(data["command"])
         following = next(commands, None)
         if following is not None:
             sim.schedule(following.t, feed, following)

@@ -1,0 +1,394 @@
+"""Scenario files: a market, its participants and their bots, in one validated TOML file.
+
+A :class:`MarketScenario` is what ``gpuex run FILE.toml`` (or a built-in name such as
+``guarantor-spiral``) runs: indices from the seed calibrations (or full specs), perpetuals and
+residual value swaps, accounts with their starting cash, margin, the insurance and default funds,
+and bots with their strategy, parameters and latency. Validation errors name the field and the
+problem (``bots.2.params.spread_ticks: Input should be greater than 0``).
+
+Conveniences, applied before validation anywhere in the file:
+
+* money may be written as a dollar string — ``"$5,700,000"``, ``"$5.7M"``, ``"$250k"`` — and
+  becomes integer cents (exactly: a dollar string with more than two decimals of cents is an
+  error, never rounded); plain integers are minor units (cents);
+* any field ending in ``_ns`` may be written as a duration — ``"90s"``, ``"30m"``, ``"8h"``,
+  ``"3d"``, ``"2w"`` — and becomes integer nanoseconds.
+
+The exchange never imports this module: ``exchange.scenarios.load_scenario`` finds it through
+the ``gpuex.scenarios`` entry point (see ``setup.py``), so a session with bots runs, resumes and
+verifies through the same ``exchange.session`` functions as any other.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from clients.budget import DEFAULT_LINES
+from clients.latency import Latency
+from exchange.clock import Simulator
+from exchange.engine import DAY_NS, Exchange
+from exchange.index import CALIBRATIONS, IndexSpec
+from exchange.margin_cycle import MarginConfig
+from exchange.market import schedule_market
+from exchange.perp import PerpSpec
+from exchange.rvs import RvsSpec
+from exchange.units import parse_duration
+
+#: What ``exchange.scenarios`` needs of a provider: the kind it owns and its file suffix.
+KIND = "market"
+SUFFIX = ".toml"
+
+_NAME = r"^[A-Za-z0-9_.\-]+$"
+_MONEY = re.compile(r"^\s*\$\s*([0-9][0-9,]*(?:\.[0-9]+)?)\s*([kKmMbB]?)\s*$")
+_SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
+
+
+def parse_money(text: str) -> int:
+    """``"$5.7M"`` -> 570_000_000 cents; exact (sub-cent amounts are an error)."""
+    match = _MONEY.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not an amount like '$5,700,000' or '$5.7M'")
+    try:
+        dollars = Decimal(match.group(1).replace(",", "")) * _SCALE[match.group(2).lower()]
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not an amount") from None
+    cents = dollars * 100
+    if cents != cents.to_integral_value():
+        raise ValueError(f"{text!r} has a fraction of a cent")
+    return int(cents)
+
+
+def _normalise(value: Any, key: str = "") -> Any:
+    """Dollar strings -> cents, durations in ``*_ns`` fields -> ns, recursively."""
+    if isinstance(value, dict):
+        return {k: _normalise(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v, key) for v in value]
+    if isinstance(value, str):
+        if value.lstrip().startswith("$"):
+            return parse_money(value)
+        if key.endswith("_ns"):
+            return parse_duration(value)
+    return value
+
+
+class IndexEntry(BaseModel):
+    """An index: a seed calibration by name (optionally republished at another interval, with
+    extra generation jumps), or a full ``IndexSpec`` under ``spec``.
+
+    Attributes:
+        calibration: a name from ``exchange.index.CALIBRATIONS`` (``H100-RENTAL``, ...).
+        interval_ns: publication interval (default: the calibration's own).
+        extra_jumps: ``[[date, log_jump], ...]`` added to the calibration's jumps (a new GPU
+            generation shipping: ``[[2024-11-01, -0.35]]`` is a 30 % overnight drop).
+        spec: a complete index spec instead of a calibration.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    calibration: str | None = None
+    interval_ns: int | None = Field(default=None, gt=0)
+    extra_jumps: list[tuple[date, float]] = Field(default_factory=list)
+    spec: IndexSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IndexEntry:
+        if (self.calibration is None) == (self.spec is None):
+            raise ValueError("give exactly one of 'calibration' and 'spec'")
+        if self.calibration is not None and self.calibration not in CALIBRATIONS:
+            raise ValueError(
+                f"calibration {self.calibration!r} is unknown; known: {', '.join(CALIBRATIONS)}"
+            )
+        return self
+
+    def build(self) -> IndexSpec:
+        """The index spec this entry describes."""
+        spec = self.spec if self.spec is not None else CALIBRATIONS[self.calibration]
+        update: dict[str, Any] = {}
+        if self.interval_ns is not None:
+            update["interval_ns"] = self.interval_ns
+        if self.extra_jumps:
+            source = spec.source
+            if not hasattr(source, "jumps"):
+                raise ValueError(f"index {spec.name}: its source has no jumps to add to")
+            jumps = sorted([*source.jumps, *self.extra_jumps])
+            update["source"] = source.model_copy(update={"jumps": jumps})
+        return spec.model_copy(update=update) if update else spec
+
+
+class AccountEntry(BaseModel):
+    """A participant's account.
+
+    Attributes:
+        name: account name.
+        cash: opening cash, minor units (or a dollar string).
+        default_fund: its contribution to the default fund, minor units, taken from its cash.
+        stp: self-trade prevention mode.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=_NAME)
+    cash: int = Field(default=0, ge=0)
+    default_fund: int = Field(default=0, ge=0)
+    stp: Literal["none", "cancel-resting", "cancel-incoming", "cancel-both"] = "cancel-resting"
+
+    @model_validator(mode="after")
+    def _affordable(self) -> AccountEntry:
+        if self.default_fund > self.cash:
+            raise ValueError("default_fund is more than the account's cash")
+        return self
+
+
+class BotEntry(BaseModel):
+    """A bot: which strategy trades which account, with what parameters and latency.
+
+    Attributes:
+        name: the bot's name (seeds its random streams; unique).
+        account: the account it trades (must be listed under ``accounts``).
+        strategy: a name from ``clients.strategies.STRATEGIES``.
+        params: the strategy's parameters (validated by the strategy).
+        latency: fixed and jitter latency each way, ns.
+        budget_lines: per-callback budget in executed lines (``clients.budget``); omit for the
+            default, ``0`` for none (trusted code only).
+        remote: served over the socket gateway by ``gpuex serve`` instead of run in-process.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=_NAME)
+    account: str = Field(min_length=1, max_length=64)
+    strategy: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    latency: Latency = Field(default_factory=Latency)
+    budget_lines: int = Field(default=DEFAULT_LINES, ge=0)
+    remote: bool = False
+
+    @field_validator("strategy")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from clients.strategies import STRATEGIES
+
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; known: {', '.join(sorted(STRATEGIES))}")
+        return value
+
+    def make(self):
+        """A fresh bot instance with these parameters."""
+        from clients.strategies import make_bot
+
+        return make_bot(self.strategy, self.params)
+
+
+class MarketScenario(BaseModel):
+    """A whole session: market, participants, bots.
+
+    Attributes:
+        kind: always ``market`` (how a stored session finds this class again).
+        name: the scenario's name.
+        description: what it shows, one paragraph.
+        start: the session's first day (the calendar epoch of every date).
+        days: session length, days.
+        seed: the default seed (``gpuex run --seed`` overrides it).
+        indices: published indices.
+        perps: perpetual futures (``exchange.perp.PerpSpec`` fields).
+        swaps: residual value swaps (``exchange.rvs.RvsSpec`` fields).
+        accounts: participants.
+        margin: margin cycle, cure period, IM grid and auction bidders (omit for no margin).
+        insurance_fund: the insurance fund at the start, minor units.
+        bots: who trades.
+        depth: levels per side in the book views bots receive.
+        sweep_aliases: names ``gpuex sweep --param`` accepts for fields of this file, as
+            ``alias = [field path, unit]`` (unit: dollars, duration, int or raw), e.g.
+            ``"guarantor.capital" = ["accounts.0.cash", "dollars"]``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["market"] = "market"
+    name: str = Field(min_length=1, max_length=64, pattern=_NAME)
+    description: str = ""
+    start: date
+    days: int = Field(ge=1, le=3_660)
+    seed: int = Field(default=7, ge=0)
+    indices: list[IndexEntry] = Field(default_factory=list)
+    perps: list[PerpSpec] = Field(default_factory=list)
+    swaps: list[RvsSpec] = Field(default_factory=list)
+    accounts: list[AccountEntry] = Field(min_length=1)
+    margin: MarginConfig | None = None
+    insurance_fund: int = Field(default=0, ge=0)
+    bots: list[BotEntry] = Field(default_factory=list)
+    depth: int = Field(default=5, ge=1, le=64)
+    sweep_aliases: dict[str, tuple[str, Literal["dollars", "duration", "int", "raw"]]] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _conveniences(cls, data: Any) -> Any:
+        return _normalise(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MarketScenario:
+        accounts = [a.name for a in self.accounts]
+        _unique("accounts", accounts)
+        _unique("bots", [b.name for b in self.bots])
+        _unique("bots (accounts)", [b.account for b in self.bots])
+        for i, bot in enumerate(self.bots):
+            if bot.account not in accounts:
+                raise ValueError(f"bots.{i}.account: {bot.account!r} is not under accounts")
+        indices = {entry.build().name for entry in self.indices}
+        for group in ("perps", "swaps"):
+            for i, spec in enumerate(getattr(self, group)):
+                underlying = spec.underlying if group == "perps" else spec.resale_index
+                if underlying not in indices:
+                    raise ValueError(f"{group}.{i}: index {underlying!r} is not under indices")
+        _unique("instruments", [s.name for s in [*self.perps, *self.swaps]])
+        if self.margin is not None:
+            for i, bidder in enumerate(self.margin.auction_bidders):
+                if bidder.account not in accounts:
+                    raise ValueError(
+                        f"margin.auction_bidders.{i}.account: {bidder.account!r} is not an account"
+                    )
+        for i, bot in enumerate(self.bots):
+            try:
+                bot.make()
+            except ValueError as exc:
+                raise ValueError(f"bots.{i}.params: {exc}") from None
+        return self
+
+    @property
+    def end_ns(self) -> int:
+        """When the session ends, ns since ``start``."""
+        return self.days * DAY_NS
+
+    @property
+    def end_date(self) -> date:
+        return self.start + timedelta(days=self.days)
+
+    # ---------------------------------------------------------------- the session's steps
+    def setup(self, engine: Exchange) -> None:
+        """List the instruments; open, fund and enrol the accounts."""
+        engine.epoch = self.start
+        engine.margin = self.margin
+        for spec in [*self.perps, *self.swaps]:
+            engine.list_instrument(spec)
+        for account in self.accounts:
+            engine.open_account(account.name, stp=account.stp)
+            if account.cash:
+                engine.credit(account.name, account.cash)
+            if account.default_fund:
+                engine.contribute(account.name, account.default_fund)
+        if self.insurance_fund:
+            engine.fund_pool("insurance", self.insurance_fund)
+
+    def schedule_market(self, engine: Exchange, sim: Simulator, seed: int) -> None:
+        """Index prints, marks, funding, premiums, maturities and margin cycles."""
+        schedule_market(
+            engine,
+            sim,
+            epoch=self.start,
+            indices=[entry.build() for entry in self.indices],
+            end_ns=self.end_ns,
+            seed=seed,
+        )
+
+    def drive(self, engine: Exchange, sim: Simulator, seed: int, remote: Any = None) -> Any:
+        """Attach every bot and start them. ``remote(entry)`` returns the driver of a bot
+        served over the gateway (``gpuex serve``); without it remote bots run in-process."""
+        from clients.runner import BotRunner
+
+        runner = BotRunner(engine, sim, seed, depth=self.depth)
+        for entry in self.bots:
+            budget = entry.budget_lines or None
+            if entry.remote and remote is not None:
+                runner.attach(entry.name, entry.account, remote(entry), entry.latency)
+            else:
+                bot = entry.make()
+                runner.add(
+                    entry.name, entry.account, bot, latency=entry.latency, budget_lines=budget
+                )
+        runner.start(self.end_ns)
+        return runner
+
+
+def _unique(what: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what}: {name!r} appears twice")
+        seen.add(name)
+
+
+# -------------------------------------------------------------------- files and built-ins
+BUILTIN_DIR = "builtin"
+
+
+def builtin_names() -> list[str]:
+    """The built-in scenario files' names, sorted."""
+    folder = resources.files("clients").joinpath(BUILTIN_DIR)
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def builtin_text(name: str) -> str:
+    """The TOML text of built-in ``name`` (what ``gpuex scenario show`` prints)."""
+    if name not in builtin_names():
+        raise ValueError(f"no built-in scenario file {name!r}")
+    return resources.files("clients").joinpath(BUILTIN_DIR, f"{name}.toml").read_text("utf-8")
+
+
+def parse_toml(text: str, origin: str) -> dict[str, Any]:
+    """Parse scenario TOML; a syntax error names the file, line and column."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{origin}: {exc}") from None
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` over ``base``; dotted keys (``margin.cure_ns``) reach into tables."""
+    out = dict(base)
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            inner = out.get(head)
+            if isinstance(inner, list) and rest.split(".", 1)[0].isdigit():
+                index, _, tail = rest.partition(".")
+                items = list(inner)
+                i = int(index)
+                if not 0 <= i < len(items):
+                    raise ValueError(f"{key}: there is no item {i} in {head!r}")
+                items[i] = _merge(items[i], {tail: value}) if tail else value
+                out[head] = items
+            else:
+                out[head] = _merge(inner if isinstance(inner, dict) else {}, {rest: value})
+        else:
+            out[key] = value
+    return out
+
+
+def load(name_or_path: str, overrides: dict[str, Any] | None = None) -> MarketScenario:
+    """A scenario from a built-in name or a TOML file path, with ``overrides`` applied."""
+    path = Path(name_or_path)
+    if name_or_path in builtin_names():
+        data = parse_toml(builtin_text(name_or_path), name_or_path)
+    elif path.suffix == ".toml":
+        if not path.is_file():
+            raise ValueError(f"scenario file {name_or_path} does not exist")
+        data = parse_toml(path.read_text("utf-8"), name_or_path)
+    else:
+        raise ValueError(f"unknown scenario {name_or_path!r}")
+    return MarketScenario.model_validate(_merge(data, overrides or {}))
+
+
+def from_config(config: dict[str, Any]) -> MarketScenario:
+    """The scenario a session stored (its validated configuration)."""
+    return MarketScenario.model_validate(config)

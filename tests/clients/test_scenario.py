@@ -1,0 +1,118 @@
+"""Scenario files: conveniences, validation that names the field, loading through the exchange's
+provider hook, and sessions with bots that run, verify and resume like any other."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from clients import scenario as sc
+from exchange.scenarios import load_scenario, scenario_from_config, scenario_names
+
+MINIMAL = """
+name = "tiny"
+start = 2024-06-01
+days = 3
+
+[[indices]]
+calibration = "H100-RENTAL"
+interval_ns = "1h"
+
+[[perps]]
+name = "H100-PERP"
+underlying = "H100-RENTAL"
+gpu_hours_per_contract = 100
+tick_size = "0.001"
+funding_interval_ns = "8h"
+impact_notional_lots = 20
+mark_basis_halflife_ns = "2h"
+max_price = 1_000_000
+margin_tiers = [
+  {max_position_lots = 1000, initial_margin_ppm = 100000, maintenance_margin_ppm = 50000},
+]
+
+[[accounts]]
+name = "alice"
+cash = "$1.5M"
+default_fund = "$10k"
+"""
+
+
+def test_money_strings_become_exact_cents():
+    assert sc.parse_money("$5,700,000") == 570_000_000
+    assert sc.parse_money("$5.7M") == 570_000_000
+    assert sc.parse_money("$250k") == 25_000_000
+    assert sc.parse_money("$0.01") == 1
+    with pytest.raises(ValueError, match="fraction of a cent"):
+        sc.parse_money("$0.001")
+    with pytest.raises(ValueError, match="not an amount"):
+        sc.parse_money("5 dollars")
+
+
+def test_durations_become_exact_nanoseconds():
+    assert sc.parse_duration("8h") == 8 * 3_600 * 10**9
+    assert sc.parse_duration("1.5d") == 36 * 3_600 * 10**9
+    assert sc.parse_duration("250ms") == 250_000_000
+    with pytest.raises(ValueError, match="duration"):
+        sc.parse_duration("soon")
+
+
+def test_a_file_loads_with_conveniences_applied(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(MINIMAL)
+    model = load_scenario(str(path))
+    assert model.accounts[0].cash == 150_000_000
+    assert model.accounts[0].default_fund == 1_000_000
+    assert model.perps[0].funding_interval_ns == 8 * 3_600 * 10**9
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ('[[accounts]]\nname = "alice"\ncash = -5\n', "accounts"),
+        ('[[bots]]\nname = "b"\naccount = "nobody"\nstrategy = "market_maker"\n', "bots.0.account"),
+        ('[[bots]]\nname = "b"\naccount = "alice"\nstrategy = "astrology"\n', "strategy"),
+        (
+            '[[swaps]]\nname="S"\ngpu="H100"\nresale_index="H100-RESALE"\nfloor=1\n'
+            "listed=2024-06-01\nmaturity=2027-06-01\n",
+            "swaps.0",
+        ),
+    ],
+)
+def test_an_invalid_file_is_rejected_naming_the_field(tmp_path, change, where):
+    path = tmp_path / "bad.toml"
+    path.write_text(MINIMAL + change)
+    with pytest.raises((ValidationError, ValueError)) as info:
+        load_scenario(str(path))
+    assert where in str(info.value)
+
+
+def test_a_syntax_error_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text('name = "x"\nstart = \n')
+    with pytest.raises(ValueError, match=r"broken.toml.*line 2"):
+        load_scenario(str(path))
+
+
+def test_dotted_overrides_reach_into_tables_and_lists(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(MINIMAL)
+    model = load_scenario(str(path), {"accounts.0.cash": "$2M", "days": 5})
+    assert model.accounts[0].cash == 200_000_000 and model.days == 5
+    with pytest.raises(ValueError, match="no item 3"):
+        load_scenario(str(path), {"accounts.3.cash": 1})
+
+
+def test_a_stored_configuration_rebuilds_the_same_scenario(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(MINIMAL)
+    model = load_scenario(str(path))
+    again = scenario_from_config(str(path), model.model_dump(mode="json"))
+    assert again == model
+
+
+def test_builtin_files_are_listed_and_each_validates():
+    names = scenario_names()
+    for name in sc.builtin_names():
+        assert name in names
+        assert load_scenario(name).name == name
