@@ -155,22 +155,24 @@ def encode(event: Event) -> bytes:
         counter_order_id,
         data,
     ) = event
-    # a literal dict is several times faster than NamedTuple._asdict on this hot path
+    # A literal dict is several times faster than NamedTuple._asdict on this hot path. Its
+    # keys are written in sorted order: OPT_SORT_KEYS still sorts (so the output is the
+    # same whatever the order here), but sorting an already sorted dict is cheaper.
     return orjson.dumps(
         {
-            "seq": seq,
-            "t": t,
-            "kind": kind,
-            "instrument": instrument,
             "account": account,
+            "amount": amount,
+            "counter_order_id": counter_order_id,
+            "counterparty": counterparty,
+            "data": data,
+            "instrument": instrument,
+            "kind": kind,
             "order_id": order_id,
-            "side": side,
             "price": price,
             "qty": qty,
-            "amount": amount,
-            "counterparty": counterparty,
-            "counter_order_id": counter_order_id,
-            "data": data,
+            "seq": seq,
+            "side": side,
+            "t": t,
         },
         option=_OPTS,
     )

@@ -24,7 +24,8 @@ scenario, seed, config and code version).
 
 **Durability.** Appends go through SQLite's write-ahead log (WAL) while a writer has the file
 open. ``durability="normal"`` runs with ``PRAGMA synchronous=NORMAL``: a commit is a write to
-the WAL without fsync, and the WAL is fsynced only at checkpoints. That is safe against an
+the WAL without fsync, and the WAL is fsynced only at checkpoints (a background thread runs
+them every few MiB of appends, see ``_BG_CHECKPOINT_BYTES``). That is safe against an
 application crash (an exception, ``SIGKILL``): every committed batch survives, because it is in
 the operating system's page cache. A power loss or an OS crash can lose the last committed
 batches (those written since the last checkpoint), but never corrupts the file: after
@@ -51,8 +52,10 @@ events from 1; throughput figures in events per second.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import sqlite3
+import threading
 import typing
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -79,9 +82,9 @@ _EVENT_COLUMNS = (*TYPED_FIELDS, "payload", "crc", "batch")
 if Event._fields != (*TYPED_FIELDS, "data"):  # append() relies on it (see there)
     raise ImportError("exchange.store expects Event's fields to be TYPED_FIELDS + ('data',)")
 _N_COLUMNS = len(_EVENT_COLUMNS)
-#: Rows per multi-row INSERT statement on the append path (15 columns -> 480 parameters,
+#: Rows per multi-row INSERT statement on the append path (15 columns -> 1,500 parameters,
 #: far below SQLite's limit of 32,766).
-_ROWS_PER_INSERT = 32
+_ROWS_PER_INSERT = 100
 _ONE_ROW = "(" + ", ".join("?" * _N_COLUMNS) + ")"
 _INSERT_ONE = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES {_ONE_ROW}"
 _INSERT_MANY = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES " + ", ".join(
@@ -101,14 +104,83 @@ INDEXES = (
 _NOT_NULL_COLUMNS = ("seq", "t", "kind")
 #: Event fields usable as filters in :meth:`EventStore.events` / :meth:`EventStore.rows`.
 FILTER_FIELDS = ("kind", "account", "instrument", "order_id", "counterparty", "counter_order_id")
-#: WAL pages between automatic checkpoints (16,384 pages = 64 MiB; SQLite's default is 1,000).
-#: Measured with 2,000-event batches on a noisy 2-core VM: about 15 % more appends/s on
-#: average than 1,000 pages, at the price of a 0.2-0.3 s checkpoint stall in about one append
-#: in 70 (1,000 pages: 12-27 ms stalls in one append in 3). Each checkpoint fsyncs.
-_WAL_AUTOCHECKPOINT = 16_384
+#: Page size of new stores (SQLite's default is 4,096). Larger pages mean fewer WAL frames,
+#: hence fewer write calls per commit and fewer pages to checkpoint; 16 KiB measured better
+#: than 4 KiB for appends (see benches/README.md). Existing files keep their page size.
+_PAGE_SIZE = 16_384
+#: WAL checkpoints. SQLite's automatic checkpoint is off for a writer; instead a background
+#: thread (:class:`_Checkpointer`) checkpoints after every ``_BG_CHECKPOINT_BYTES`` of
+#: appended payload (about 5 MiB of WAL), copying pages and fsyncing off the appending
+#: thread, and after every ``_WAL_RESTART_BYTES`` (about 60 MiB of WAL) the writer itself
+#: checkpoints what is left (the last few batches) between two transactions, so that the
+#: next transaction restarts the WAL from its beginning instead of growing the file.
+_BG_CHECKPOINT_BYTES = 4 << 20
+_WAL_RESTART_BYTES = 48 << 20
 _CACHE_KIB = 65_536
 _BUSY_TIMEOUT_S = 10.0
 _MAX_REPORTED_PROBLEMS = 200
+#: ``{None: nan}.get`` maps None to NaN, which SQLite binds as NULL (see ``append``).
+_NULL_AS_NAN = {None: float("nan")}
+
+
+class _Checkpointer:
+    """Background WAL checkpoints for a writer: a daemon thread with its own connection runs
+    ``PRAGMA wal_checkpoint(PASSIVE)`` when :meth:`request` is called, so that copying WAL
+    pages into the database file and the fsyncs happen off the appending thread (SQLite
+    releases the GIL while it checkpoints). A passive checkpoint never blocks the writer or
+    readers; it copies what it can and fsyncs the WAL before and the database after.
+
+    The writer also checkpoints itself, less often (:meth:`checkpoint_now`): only a
+    checkpoint that completes between two of its transactions lets SQLite restart the WAL
+    from its start (bounding the WAL file), and by then the background thread has already
+    copied most of the pages.
+
+    The checkpoint timing depends on threads, but not the file: a checkpoint copies
+    committed pages, and what a closed store holds is decided by its transactions alone."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # held while either side checkpoints
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="gpuex-checkpoint", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(str(self._path), timeout=_BUSY_TIMEOUT_S)
+        except sqlite3.Error:
+            return  # no background checkpoints: the writer's own ones still run
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stop:
+                    return
+                # busy or failed: the next request (or the writer's own checkpoint) catches up
+                with self._lock, contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
+
+    def checkpoint_now(self, conn: sqlite3.Connection) -> bool:
+        """A passive checkpoint on the writer's connection ``conn``, between two of its
+        transactions, once the background thread is idle. True if it copied the whole WAL:
+        SQLite then restarts the WAL at the next transaction."""
+        with self._lock:
+            try:
+                _busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.OperationalError:
+                return False
+        return frames == done
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
 
 
 class StoreError(Exception):
@@ -225,6 +297,9 @@ class EventStore:
         self._chain = ZERO_CHAIN
         self._finished = False
         self.durability = "normal"
+        self._checkpointer: _Checkpointer | None = None
+        self._bg_bytes = 0  # payload bytes since the last background checkpoint request
+        self._wal_bytes = 0  # payload bytes since the writer's last complete checkpoint
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -276,6 +351,7 @@ class EventStore:
         conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S)
         db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
         try:
+            conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # before the first table
             db.enable_wal()
             store = cls(db, path, "a")
             store._configure_writer(durability)
@@ -397,8 +473,9 @@ class EventStore:
         self.durability = durability
         conn = self._conn
         conn.execute(f"PRAGMA synchronous={DURABILITY_PRAGMAS[durability]}")
-        conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT}")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # see _BG_CHECKPOINT_BYTES
         conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+        self._checkpointer = _Checkpointer(self.path)
 
     # ------------------------------------------------------------------ writing
     def append(self, events: Sequence[Event], snapshot: tuple[int, str, str] | None = None) -> None:
@@ -424,34 +501,36 @@ class EventStore:
         if n == 0 and snapshot is None:
             return
         batch = self._batch_count + 1
-        # Encode once per event. The row's values are the event's fields with ``data``
-        # replaced by the payload text, then crc and batch: ``extend(event)`` plus a store is
-        # cheaper than slicing. Only the str payload is kept (holding n fresh bytes objects
-        # from orjson costs more than the decode, measured); the digest is fed as we go.
+        # Encode once per event (events.encode). A row's values are the event's typed
+        # fields, then the payload as text, its crc and the batch number, all in one flat
+        # list that is cut into multi-row INSERTs below. None goes in as NaN, which SQLite
+        # binds as NULL: Python's sqlite3 adapts None through its adapter protocol, which
+        # raises and clears an AttributeError per value (about 0.35 us per None, several per
+        # event; see benches/README.md), while a float binds directly. Only the str payload
+        # is kept (holding the n bytes objects from orjson costs more than the decode,
+        # measured); the batch digest hashes the payload texts joined, in one call.
         values: list[Any] = []
         extend = values.extend
         add = values.append
-        hasher = hashlib.sha256()
-        feed = hasher.update
         crc32 = zlib.crc32
-        expected = first
+        nullable = _NULL_AS_NAN.get
         for event in events:
-            if event[0] != expected:
-                raise ValueError(
-                    f"event seq {event[0]} at position {expected - first} of the batch: "
-                    f"expected {expected} (the log ends at seq {self._last_seq}; seqs must be "
-                    "contiguous)"
-                )
-            expected += 1
             payload = encode(event)
-            feed(payload)
-            feed(b"\n")
-            extend(event)
-            values[-1] = payload.decode()
+            typed = event[:_N_TYPED]
+            extend(map(nullable, typed, typed))
+            add(payload.decode())
             add(crc32(payload))
             add(batch)
         if len(values) != n * _N_COLUMNS:
             raise ValueError(f"events must have the {len(Event._fields)} fields of Event")
+        seqs = values[0::_N_COLUMNS]
+        if seqs != list(range(first, last + 1)):
+            position = next(i for i, seq in enumerate(seqs) if seq != first + i)
+            raise ValueError(
+                f"event seq {events[position][0]} at position {position} of the batch: "
+                f"expected {first + position} (the log ends at seq {self._last_seq}; seqs "
+                "must be contiguous)"
+            )
         # The hot path uses the sqlite3 connection directly: sqlite-utils' insert_all builds a
         # dict per row and re-derives the column list per chunk, several times slower. Rows go
         # in _ROWS_PER_INSERT per statement (one multi-row INSERT) to cut the per-row
@@ -462,6 +541,10 @@ class EventStore:
         rest = [values[i : i + _N_COLUMNS] for i in range(full, len(values), _N_COLUMNS)]
         chain = self._chain
         if n:
+            texts = values[_N_TYPED::_N_COLUMNS]
+            joined = "\n".join(texts).encode()
+            hasher = hashlib.sha256(joined)
+            hasher.update(b"\n")
             digest = hasher.hexdigest()
             chain = _chain(self._chain, digest)
         conn = self._conn
@@ -491,6 +574,23 @@ class EventStore:
             self._last_seq = last
             self._batch_count = batch
             self._chain = chain
+            self._after_commit(len(joined) + (len(snapshot[1]) if snapshot else 0))
+
+    def _after_commit(self, size: int) -> None:
+        """Checkpoint bookkeeping after a commit of ``size`` payload bytes (see
+        ``_BG_CHECKPOINT_BYTES``)."""
+        checkpointer = self._checkpointer
+        if checkpointer is None:
+            return
+        self._wal_bytes += size
+        self._bg_bytes += size
+        if self._wal_bytes >= _WAL_RESTART_BYTES:
+            self._bg_bytes = 0
+            if checkpointer.checkpoint_now(self._conn):
+                self._wal_bytes = 0  # else a reader holds old pages: try again next batch
+        elif self._bg_bytes >= _BG_CHECKPOINT_BYTES:
+            self._bg_bytes = 0
+            checkpointer.request()
 
     def finish(self, t: int, state_hash: str) -> None:
         """Seal the session (one transaction): status ``finished``, ``finished_t`` = ``t``
@@ -530,6 +630,9 @@ class EventStore:
             return
         try:
             if self.mode == "a":
+                if self._checkpointer is not None:
+                    self._checkpointer.close()
+                    self._checkpointer = None
                 self.build_indexes()
                 try:
                     conn.execute("PRAGMA busy_timeout=0")
