@@ -170,7 +170,8 @@ class BotEntry(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     latency: Latency = Field(default_factory=Latency)
     budget_lines: int = Field(default=DEFAULT_LINES, ge=0)
-    remote: bool = False
+    # not part of the stored session: where a bot runs does not change the log
+    remote: bool = Field(default=False, exclude=True)
 
     @field_validator("strategy")
     @classmethod

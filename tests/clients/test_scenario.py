@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from clients import scenario as sc
+from exchange import session
 from exchange.scenarios import load_scenario, scenario_from_config, scenario_names
 
 MINIMAL = """
@@ -116,3 +117,52 @@ def test_builtin_files_are_listed_and_each_validates():
     for name in sc.builtin_names():
         assert name in names
         assert load_scenario(name).name == name
+
+
+class _Crash(Exception):
+    pass
+
+
+def _payloads(db):
+    from exchange.store import EventStore
+
+    with EventStore.open(db, mode="r") as store:
+        return list(store.payloads(1, store.last_seq))
+
+
+def test_a_session_with_bots_resumes_to_the_same_bytes_and_verifies(tmp_path):
+    """A bot session killed mid-run (here: an exception after a few committed batches)
+    resumes by re-running the bots from the start and finishes byte-identical."""
+    settings = {"days": 12}
+    whole = tmp_path / "whole.db"
+    session.run("guarantor-spiral", whole, seed=3, overrides=settings, batch_size=500)
+    crashed = tmp_path / "crashed.db"
+    batches = 0
+
+    def crash_after_some(n):
+        nonlocal batches
+        batches += 1
+        if batches == 7:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        session.run(
+            "guarantor-spiral",
+            crashed,
+            seed=3,
+            overrides=settings,
+            batch_size=500,
+            on_batch=crash_after_some,
+        )
+    summary = session.run("guarantor-spiral", crashed, resume=True)
+    assert summary.resumed_from == 7 * 500
+    assert _payloads(crashed) == _payloads(whole)
+    verdict = session.verify(crashed)
+    assert verdict.ok, verdict.problems
+
+
+def test_where_a_bot_runs_is_not_part_of_the_stored_session():
+    local = load_scenario("guarantor-spiral")
+    remote = load_scenario("guarantor-spiral", {"bots.0.remote": True})
+    assert remote.bots[0].remote and not local.bots[0].remote
+    assert remote.model_dump(mode="json") == local.model_dump(mode="json")
