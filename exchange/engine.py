@@ -840,8 +840,12 @@ class Exchange:
             requirements = self.margin.requirements(self)
         for account in self._sorted_accounts():
             im_mm = requirements.get(account.name)
-            if account.name in self.defaulted or (im_mm is None and account.name not in self.calls):
+            if account.name in self.defaulted:
                 continue  # a defaulter is the default manager's, no longer the margin cycle's
+            if im_mm is None and account.name not in self.calls and account.cash >= 0:
+                continue  # nothing at risk and nothing owed
+            # (an account with no position but negative cash — a liquidation that cost more
+            # than it had — owes that debt: it is called for it like any shortfall)
             im, mm = im_mm or (0, 0)
             self.requirements[account.name] = (im, mm)
             self._emit(

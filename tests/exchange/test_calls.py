@@ -387,3 +387,29 @@ def test_deleveraging_takes_the_most_profitable_relative_to_cash_first():
     assert [acc.name for acc in _ranked(m.engine, "H100-PERP", -1, "c")] == ["a", "b"]
     m.engine.vm_profit = {"a": {"H100-PERP": 10}, "b": {"H100-PERP": 500_000}}
     assert [acc.name for acc in _ranked(m.engine, "H100-PERP", -1, "c")] == ["b", "a"]
+
+
+def test_a_liquidation_that_leaves_a_debt_and_no_position_is_called_and_defaults():
+    """c is liquidated in full through the book, but the fills cost more than its cash: with
+    no position left it has no margin requirement, yet its negative cash is a debt — it is
+    called for it and, not paying, defaults, so the waterfall (not the others' cash) covers it."""
+    m = leveraged(keep=10_000)
+    m.engine.fund_pool("insurance", 1_000_000)
+    m.send(type="submit", account="b", instrument="H100-PERP", side="buy", price=1_750, qty=20)
+    m.engine.advance(DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_900)
+    mark = len(m.events)
+    m.engine.margin_cycle()
+    assert m.engine.accounts["c"].positions.get("H100-PERP", 0) == 0
+    debt = -m.engine.accounts["c"].cash
+    assert debt > 0
+    call = next(e for e in m.after(mark) if e.kind == ev.COLLATERAL_CALL)
+    assert (call.account, call.amount) == ("c", debt)
+    m.engine.advance(3 * DAY_NS)
+    m.engine.margin_cycle()
+    events = m.after(mark)
+    assert any(e.kind == ev.DEFAULT and e.account == "c" for e in events)
+    draws = [e for e in events if e.kind == ev.WATERFALL_DRAW and e.account == "c"]
+    assert sum(e.amount for e in draws) == debt
+    assert m.engine.accounts["c"].cash == 0
+    m.check_ledger()
