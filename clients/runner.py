@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from clients import budget as _budget
 from clients.bot import (
     BookLevel,
     BookView,
@@ -51,6 +52,8 @@ from exchange import events as ev
 from exchange.clock import OBSERVER, PARTICIPANT, Simulator
 from exchange.engine import Exchange
 from exchange.events import Event
+
+_budget_file = _budget.__file__
 
 #: Levels per side in a book view.
 DEFAULT_DEPTH = 5
@@ -96,7 +99,10 @@ class BotFailure(Exception):
 
 def describe(exc: BaseException) -> str:
     """A traceback that is the same on every machine: file names without their directories."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    own = {__file__, _budget_file}
+    # the runner's own frames (dispatch, run_within) are left out, so that a change to this
+    # machinery does not change the logged traceback of a bot that fails
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename not in own]
     lines = [
         f"  {frame.filename.replace(chr(92), '/').rsplit('/', 1)[-1]}:{frame.lineno} "
         f"in {frame.name}"
@@ -328,17 +334,21 @@ class BotRunner:
         for instrument in dirty:
             public.append((instrument, ("on_book", self._book_view(instrument))))
         now = self.sim.now
+        market: dict[frozenset[str] | None, list[Message]] = {}  # public part, by book filter
         for slot in self.slots:
             if slot.stopped:
                 continue
-            batch = [
-                message
-                for instrument, message in public
-                if instrument is None or slot.books is None or instrument in slot.books
-            ]
+            books = slot.books
+            shared = market.get(books)
+            if shared is None:
+                shared = market[books] = [
+                    message
+                    for instrument, message in public
+                    if instrument is None or books is None or instrument in books
+                ]
             own = private.get(slot.account)
-            if own:
-                batch[:0] = own  # news about its own orders first, then the market
+            # news about its own orders first, then the market (each slot its own list)
+            batch = own + shared if own else shared.copy()
             if batch:
                 self.sim.schedule(slot.data_link.arrival(now), self._deliver, slot, batch)
 

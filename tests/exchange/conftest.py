@@ -2,6 +2,7 @@
 
 import pytest
 
+from exchange import session
 from exchange.engine import Exchange
 from exchange.instruments import InstrumentSpec
 
@@ -54,3 +55,22 @@ def ex():
     h.open("alice", 1_000_000)
     h.open("bob", 1_000_000)
     return h
+
+
+#: A ``products`` session in which the guarantor and then the owner default (seed 2): the
+#: post-mortem and report tests read it.
+SPIRAL = {
+    "days": 75,
+    "guarantor_cash": 30_000_00,
+    "owner_contracts": 2_000,
+    "insurance_fund": 5_000_00,
+    "default_fund_contribution": 2_000_00,
+}
+
+
+@pytest.fixture(scope="session")
+def spiral_log(tmp_path_factory):
+    """The SPIRAL session's event log (run once per test session)."""
+    path = tmp_path_factory.mktemp("spiral") / "spiral.db"
+    session.run("products", path, seed=2, overrides=SPIRAL)
+    return path

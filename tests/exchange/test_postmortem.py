@@ -13,22 +13,6 @@ from exchange import session
 from exchange.fold import Fold
 from exchange.store import EventStore, StoreError
 
-#: seed 2 of the waterfall test in test_calls.py: the guarantor and then the owner default.
-SPIRAL = {
-    "days": 75,
-    "guarantor_cash": 30_000_00,
-    "owner_contracts": 2_000,
-    "insurance_fund": 5_000_00,
-    "default_fund_contribution": 2_000_00,
-}
-
-
-@pytest.fixture(scope="module")
-def spiral_log(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pm") / "spiral.db"
-    session.run("products", path, seed=2, overrides=SPIRAL)
-    return path
-
 
 @pytest.fixture(scope="module")
 def spiral(spiral_log):

@@ -9,26 +9,16 @@ import pytest
 from click.testing import CliRunner
 
 from exchange import report as rp
-from exchange import session
 from exchange.cli import main
 from exchange.postmortem import DAY_NS
 
-SPIRAL = {
-    "days": 75,
-    "guarantor_cash": 30_000_00,
-    "owner_contracts": 2_000,
-    "insurance_fund": 5_000_00,
-    "default_fund_contribution": 2_000_00,
-}
 #: every section that a log with a default must draw
 SECTIONS = ("index", "perp", "rvs", "margin", "timeline", "waterfall")
 
 
 @pytest.fixture(scope="module")
-def log(tmp_path_factory):
-    path = tmp_path_factory.mktemp("report") / "spiral.db"
-    session.run("products", path, seed=2, overrides=SPIRAL)
-    return path
+def log(spiral_log):
+    return spiral_log
 
 
 @pytest.fixture(scope="module")

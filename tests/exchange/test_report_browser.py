@@ -18,17 +18,9 @@ from pathlib import Path
 import pytest
 
 from exchange import report as rp
-from exchange import session
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "test-artifacts" / "report.png"
-SPIRAL = {
-    "days": 75,
-    "guarantor_cash": 30_000_00,
-    "owner_contracts": 2_000,
-    "insurance_fund": 5_000_00,
-    "default_fund_contribution": 2_000_00,
-}
 
 #: First thing in <head>: record uncaught errors and console.error calls.
 HOOK = """<script>window.__gpuexErrors = [];
@@ -84,11 +76,9 @@ def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def page(tmp_path_factory, spiral_log):
     folder = tmp_path_factory.mktemp("browser")
-    log = folder / "spiral.db"
-    session.run("products", log, seed=2, overrides=SPIRAL)
-    report = rp.write_report(log, folder / "report.html")
+    report = rp.write_report(spiral_log, folder / "report.html")
     return folder, report
 
 
