@@ -5,8 +5,8 @@ Each direction waits ``fixed_ns`` plus a seeded uniform jitter in ``[0, jitter_n
 from the bot's own latency generator (seeded from the session seed and the bot's name, drawn in
 blocks of 1,024), one per batch: a command batch (everything one callback sent) or a data batch
 (everything the exchange produced for the bot in one simulated instant). Arrivals never overtake
-each other in one direction (a message that would arrive before the previous one waits for it), as on a TCP
-connection. The smallest possible latency is 1 ns, so a bot can never react in zero time.
+each other in one direction (a message that would arrive before the previous one waits for it),
+as on a TCP connection. The smallest possible latency is 1 ns, so a bot can never react in zero time.
 """
 
 from __future__ import annotations
