@@ -6,7 +6,7 @@ from the bot's own latency generator (seeded from the session seed and the bot's
 blocks of 1,024), one per batch: a command batch (everything one callback sent) or a data batch
 (everything the exchange produced for the bot in one simulated instant). Arrivals never overtake
 each other in one direction (a message that would arrive before the previous one waits for it),
-as on a TCP connection. The smallest possible latency is 1 ns, so a bot can never react in zero time.
+as on a TCP connection. The smallest possible latency is 1 ns: a bot never reacts in zero time.
 """
 
 from __future__ import annotations
