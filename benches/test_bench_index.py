@@ -53,5 +53,8 @@ def test_one_year_of_minute_prints(benchmark, capsys, name):
     benchmark.extra_info.update(
         prints=N_PRINTS, rounds=len(seconds), median_s=median, prints_per_s=round(rate)
     )
-    report(capsys, f"{name:<12} {N_PRINTS:,} one-minute prints: {rate:,.0f} prints/s "
-           f"(median of {len(seconds)} rounds, {median * 1e3:.0f} ms)")
+    report(
+        capsys,
+        f"{name:<12} {N_PRINTS:,} one-minute prints: {rate:,.0f} prints/s "
+        f"(median of {len(seconds)} rounds, {median * 1e3:.0f} ms)",
+    )

@@ -56,26 +56,61 @@ class FlowGenerator:
             qty = 1 + rng.randrange(50)
             r = rng.random()
             if r < 0.30:
-                command = {"type": "submit", "instrument": instrument, "side": side,
-                           "price": price, "qty": qty, "tif": "gtc"}
-                event = Event(seq, t, "CommandReceived", account=account,
-                              data={"command": command})
+                command = {
+                    "type": "submit",
+                    "instrument": instrument,
+                    "side": side,
+                    "price": price,
+                    "qty": qty,
+                    "tif": "gtc",
+                }
+                event = Event(seq, t, "CommandReceived", account=account, data={"command": command})
             elif r < 0.55:
                 self.next_order += 1
-                event = Event(seq, t, "OrderAccepted", instrument, account, self.next_order,
-                              side, price, qty, data={"tif": "gtc", "post_only": False})
+                event = Event(
+                    seq,
+                    t,
+                    "OrderAccepted",
+                    instrument,
+                    account,
+                    self.next_order,
+                    side,
+                    price,
+                    qty,
+                    data={"tif": "gtc", "post_only": False},
+                )
             elif r < 0.75:
-                event = Event(seq, t, "OrderRested", instrument, account, self.next_order,
-                              side, price, qty)
+                event = Event(
+                    seq, t, "OrderRested", instrument, account, self.next_order, side, price, qty
+                )
             elif r < 0.95:
                 maker = rng.choice(ACCOUNTS)
-                event = Event(seq, t, "Fill", instrument, account, self.next_order, side, price,
-                              qty, -price * qty * 100, maker,
-                              self.next_order - 1 - rng.randrange(500),
-                              {"trade_id": seq, "aggressor": side})
+                event = Event(
+                    seq,
+                    t,
+                    "Fill",
+                    instrument,
+                    account,
+                    self.next_order,
+                    side,
+                    price,
+                    qty,
+                    -price * qty * 100,
+                    maker,
+                    self.next_order - 1 - rng.randrange(500),
+                    {"trade_id": seq, "aggressor": side},
+                )
             else:
-                event = Event(seq, t, "Fee", instrument, account, self.next_order,
-                              amount=-(price * qty // 200), data={"role": "taker"})
+                event = Event(
+                    seq,
+                    t,
+                    "Fee",
+                    instrument,
+                    account,
+                    self.next_order,
+                    amount=-(price * qty // 200),
+                    data={"role": "taker"},
+                )
             out.append(event)
         self.next_seq += n
         return out
@@ -88,8 +123,14 @@ def write_store(path: Path, durability: str) -> dict[str, Any]:
         path.unlink()
     flow = FlowGenerator(SEED)
     appending = 0.0
-    store = EventStore.create(path, scenario="bench", seed=SEED, config={"n": N_EVENTS},
-                              code_version="bench", durability=durability)
+    store = EventStore.create(
+        path,
+        scenario="bench",
+        seed=SEED,
+        config={"n": N_EVENTS},
+        code_version="bench",
+        durability=durability,
+    )
     for _ in range(N_EVENTS // BATCH):
         events = flow.batch(BATCH)
         t0 = time.perf_counter()
@@ -143,10 +184,13 @@ def test_append(benchmark, bench_dir, capsys, durability):
     if durability == "normal":
         status = f"  goal >= {APPEND_GOAL_EV_S:,}: "
         status += "PASS" if r["append_ev_s"] >= APPEND_GOAL_EV_S else "MISS"
-    report(capsys, f"append {durability:<6} {N_EVENTS:,} events in batches of {BATCH:,}: "
-           f"{r['append_ev_s']:,.0f} events/s ({r['append_s']:.2f} s){status}; close "
-           f"(indexes + checkpoint) {r['close_s']:.2f} s -> {r['end_to_end_ev_s']:,.0f} "
-           f"events/s end to end; file {r['file_bytes'] / 1e6:.0f} MB")
+    report(
+        capsys,
+        f"append {durability:<6} {N_EVENTS:,} events in batches of {BATCH:,}: "
+        f"{r['append_ev_s']:,.0f} events/s ({r['append_s']:.2f} s){status}; close "
+        f"(indexes + checkpoint) {r['close_s']:.2f} s -> {r['end_to_end_ev_s']:,.0f} "
+        f"events/s end to end; file {r['file_bytes'] / 1e6:.0f} MB",
+    )
     if durability == "full":
         path.unlink()  # keep the disk footprint to one store
 

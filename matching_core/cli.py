@@ -48,31 +48,46 @@ def main() -> None:
     "orders", metavar="ORDERS.csv", type=click.Path(exists=True, dir_okay=False, readable=True)
 )
 @click.option(
-    "--fills", "fills_path", required=True, metavar="FILLS.csv",
+    "--fills",
+    "fills_path",
+    required=True,
+    metavar="FILLS.csv",
     type=click.Path(dir_okay=False, writable=True),
     help="Where to write the trades, in match order: taker_order_id, maker_order_id, "
     "taker_account, maker_account, price (ticks), qty (lots).",
 )
 @click.option(
-    "--book", "book_path", required=True, metavar="BOOK.csv",
+    "--book",
+    "book_path",
+    required=True,
+    metavar="BOOK.csv",
     type=click.Path(dir_okay=False, writable=True),
     help="Where to write the final resting orders: side, price (ticks), order_id, account, "
     "qty (lots); bids best-first, then asks best-first, oldest first within a price.",
 )
 @click.option(
-    "--reports", "reports_path", metavar="REPORTS.csv", default=None,
+    "--reports",
+    "reports_path",
+    metavar="REPORTS.csv",
+    default=None,
     type=click.Path(dir_okay=False, writable=True),
     help="Also write one outcome per message: line, op, order_id, result (ok or the reject "
     "reason), filled, resting, cancelled (lots).",
 )
 @click.option(
-    "--stp", type=click.Choice(list(STP_CHOICES)), default="none", show_default=True,
+    "--stp",
+    type=click.Choice(list(STP_CHOICES)),
+    default="none",
+    show_default=True,
     help="Self-trade prevention for every account when an order would trade with a resting "
     "order of its own account: none (allow the trade), cancel-resting, cancel-incoming or "
     "cancel-both.",
 )
 @click.option(
-    "--engine", type=click.Choice(list(ENGINES)), default="cython", show_default=True,
+    "--engine",
+    type=click.Choice(list(ENGINES)),
+    default="cython",
+    show_default=True,
     help="cython: the fast OrderBook; reference: the pure-Python ReferenceBook (same results, "
     "slower; for cross-checking).",
 )
@@ -109,11 +124,18 @@ def match(
 
 @main.command(short_help="Run a seeded synthetic order stream and print a summary.")
 @click.option(
-    "--messages", "n_messages", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+    "--messages",
+    "n_messages",
+    type=click.IntRange(min=1),
+    default=1_000_000,
+    show_default=True,
     help="Number of messages in the generated order stream.",
 )
 @click.option(
-    "--seed", type=int, default=7, show_default=True,
+    "--seed",
+    type=int,
+    default=7,
+    show_default=True,
     help="Seed of the stream generator; the same seed gives the same stream and book.",
 )
 def demo(n_messages: int, seed: int) -> None:
@@ -191,11 +213,11 @@ def demo_summary(messages: np.ndarray, reports: np.ndarray, fills: np.ndarray, b
     for level in range(max(len(bid_px), len(ask_px))):
         left = (
             f"{int(bid_qty[level]):>10,} {int(bid_px[level]):>10,}"
-            if level < len(bid_px) else " " * 21
+            if level < len(bid_px)
+            else " " * 21
         )
         right = (
-            f"{int(ask_px[level]):>10,} {int(ask_qty[level]):>10,}"
-            if level < len(ask_px) else ""
+            f"{int(ask_px[level]):>10,} {int(ask_qty[level]):>10,}" if level < len(ask_px) else ""
         )
         lines.append(f"{'':<16}{left} | {right}".rstrip())
     return lines

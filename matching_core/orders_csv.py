@@ -88,7 +88,12 @@ __all__ = [
 
 ORDERS_HEADER = ("op", "order_id", "account", "side", "type", "price", "qty", "tif", "post_only")
 FILLS_HEADER = (
-    "taker_order_id", "maker_order_id", "taker_account", "maker_account", "price", "qty"
+    "taker_order_id",
+    "maker_order_id",
+    "taker_account",
+    "maker_account",
+    "price",
+    "qty",
 )
 BOOK_HEADER = ("side", "price", "order_id", "account", "qty")
 REPORTS_HEADER = ("line", "op", "order_id", "result", "filled", "resting", "cancelled")
@@ -145,7 +150,8 @@ def _word(words: dict[str, Any]) -> PlainValidator:
             return words[value]
         except (KeyError, TypeError):
             raise PydanticCustomError(
-                "unknown_word", "{value} is not one of {choices}",
+                "unknown_word",
+                "{value} is not one of {choices}",
                 {"value": repr(value), "choices": choices},
             ) from None
 
@@ -185,8 +191,17 @@ class AddRow(_Row):
 
     def message(self) -> tuple[int, ...]:
         """This row as a ``MESSAGE_DTYPE`` record tuple."""
-        return (self.order_id, self.account, self.price, self.qty, Op.ADD, self.side, self.type,
-                self.tif, self.post_only)
+        return (
+            self.order_id,
+            self.account,
+            self.price,
+            self.qty,
+            Op.ADD,
+            self.side,
+            self.type,
+            self.tif,
+            self.post_only,
+        )
 
 
 class CancelRow(_Row):
@@ -361,11 +376,21 @@ def report_rows(
         raise ValueError("messages, lines and reports differ in length")
     results = {int(code): code.name.lower() for code in Reject}
     return [
-        (line, _OP_NAMES.get(op, str(op)), order_id, results.get(reject, str(reject)),
-         filled, resting, cancelled)
+        (
+            line,
+            _OP_NAMES.get(op, str(op)),
+            order_id,
+            results.get(reject, str(reject)),
+            filled,
+            resting,
+            cancelled,
+        )
         for line, op, order_id, (reject, filled, resting, cancelled) in zip(
-            lines.tolist(), messages["op"].tolist(), messages["order_id"].tolist(),
-            reports.tolist(), strict=True,
+            lines.tolist(),
+            messages["op"].tolist(),
+            messages["order_id"].tolist(),
+            reports.tolist(),
+            strict=True,
         )
     ]
 
@@ -474,9 +499,7 @@ def run_orders(
         book_path: (BOOK_HEADER, book_rows(book.snapshot())),
     }
     if reports_path is not None:
-        files[reports_path] = (
-            REPORTS_HEADER, report_rows(parsed.messages, parsed.lines, reports)
-        )
+        files[reports_path] = (REPORTS_HEADER, report_rows(parsed.messages, parsed.lines, reports))
     write_csv_files(files)
     accepted = int(np.count_nonzero(reports["reject"] == Reject.OK))
     return MatchSummary(
@@ -496,7 +519,5 @@ def _check_distinct(
     for path in outputs:
         key = Path(path).resolve()
         if key in seen:
-            raise OutputPathError(
-                f"output {os.fspath(path)!r} is the same file as {seen[key]}"
-            )
+            raise OutputPathError(f"output {os.fspath(path)!r} is the same file as {seen[key]}")
         seen[key] = f"output {os.fspath(path)!r}"

@@ -202,8 +202,11 @@ def test_swap_settles_max_floor_minus_index_at_maturity_and_closes():
     assert (settled_b.account, settled_b.amount) == ("b", -1_500_000 + basis_a)
     # over the life of the swap the buyer received exactly the payoff, in two parts:
     # value changes through variation margin, the rest at settlement
-    received = [e.amount for e in m.events
-                if e.account == "a" and e.kind in (ev.VARIATION_MARGIN, ev.SWAP_SETTLED)]
+    received = [
+        e.amount
+        for e in m.events
+        if e.account == "a" and e.kind in (ev.VARIATION_MARGIN, ev.SWAP_SETTLED)
+    ]
     assert sum(received) + m.engine.accounts["a"].vm_basis.get("H100-RVS", 0) == 1_500_000 - (
         10 * (m.events[[e.kind for e in m.events].index(ev.MARK_PRICE)].amount - 150 * 100 * 3)
     )

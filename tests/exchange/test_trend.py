@@ -26,8 +26,12 @@ def daily(n_days: int, start_day: int = 0) -> np.ndarray:
 
 @settings(max_examples=80, deadline=None)
 @given(
-    st.floats(-100, 100), st.floats(-100, 100), st.floats(-100, 100),
-    st.integers(20, 400), st.integers(0, 2**32), st.integers(5, 120),
+    st.floats(-100, 100),
+    st.floats(-100, 100),
+    st.floats(-100, 100),
+    st.integers(20, 400),
+    st.integers(0, 2**32),
+    st.integers(5, 120),
 )
 def test_trend_is_exact_for_a_quadratic_on_any_irregular_grid(c0, c1, c2, n, seed, window_days):
     rng = np.random.default_rng(seed)
@@ -107,15 +111,18 @@ def test_trend_returns_the_input_times_and_accepts_integer_levels():
     assert empty.S.size == 0 and borrowed_time(empty) == []
 
 
-@pytest.mark.parametrize("times, levels, window, message", [
-    (np.array([0, 2, 1]), np.ones(3), 5, "strictly increasing"),
-    (np.array([0, 1, 1]), np.ones(3), 5, "strictly increasing"),
-    (np.array([0.0, 1.0]), np.ones(2), 5, "integer"),
-    (np.array([0, 1]), np.ones(3), 5, "equal length"),
-    (np.array([0, 1]), np.array([1.0, np.nan]), 5, "finite"),
-    (np.array([0, 1]), np.ones(2), 0, "window_ns"),
-    (np.array([0, 1]), np.ones(2), 1.5, "window_ns"),
-])
+@pytest.mark.parametrize(
+    "times, levels, window, message",
+    [
+        (np.array([0, 2, 1]), np.ones(3), 5, "strictly increasing"),
+        (np.array([0, 1, 1]), np.ones(3), 5, "strictly increasing"),
+        (np.array([0.0, 1.0]), np.ones(2), 5, "integer"),
+        (np.array([0, 1]), np.ones(3), 5, "equal length"),
+        (np.array([0, 1]), np.array([1.0, np.nan]), 5, "finite"),
+        (np.array([0, 1]), np.ones(2), 0, "window_ns"),
+        (np.array([0, 1]), np.ones(2), 1.5, "window_ns"),
+    ],
+)
 def test_trend_rejects_bad_input(times, levels, window, message):
     with pytest.raises(ValueError, match=message):
         trend(times, levels, window)
@@ -150,11 +157,14 @@ def test_borrowed_time_is_still_open_when_growth_has_not_stopped_by_the_end():
     assert abs(windows[0][0] - (C - W / math.sqrt(2)) * YEAR_NS) <= WINDOW
 
 
-@pytest.mark.parametrize("series", [
-    lambda x: np.exp(2.0 * x),  # exponential growth
-    lambda x: 1.0 + x + 3.0 * x**2,  # quadratic growth
-    lambda x: (1.0 + x) ** 4,  # polynomial growth, S'' rising
-])
+@pytest.mark.parametrize(
+    "series",
+    [
+        lambda x: np.exp(2.0 * x),  # exponential growth
+        lambda x: 1.0 + x + 3.0 * x**2,  # quadratic growth
+        lambda x: (1.0 + x) ** 4,  # polynomial growth, S'' rising
+    ],
+)
 def test_monotone_convex_growth_has_no_borrowed_time(series):
     t = daily(3 * 365)
     assert borrowed_time(trend(t, series(years(t)), WINDOW)) == []
