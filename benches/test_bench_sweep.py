@@ -1,8 +1,8 @@
 """Sweeps: runs per minute on a local Dask cluster (2 workers) against a plain sequential loop.
 
-The same ``RUNS`` short flagship-like runs both ways: the ``products`` scenario, 45 days, the
-guarantor with $3 million and 400 contracts of protection on each series (it is called and
-defaults), seeds 1..RUNS. Each is a whole ``exchange.sweep.run_one``: a session into a
+The same ``RUNS`` short versions of the flagship both ways: ``guarantor-spiral`` cut to 45 days,
+with the guarantor's reserve and assets set to nothing (so its first call is one it cannot
+meet, and it defaults), seeds 1..RUNS. Each is a whole ``exchange.sweep.run_one``: a session into a
 temporary SQLite log, the post-mortem summary, the log deleted.
 
 * ``sequential``: ``run_one`` over the specs in a loop, in this process.
@@ -28,14 +28,15 @@ import pytest
 from exchange import sweep
 
 RUNS = 8
-GRID = ["guarantor.capital=3e6", "owner.contracts=400", "days=45"]
+SCENARIO = "guarantor-spiral"
+GRID = ["guarantor.reserve=0", "guarantor.assets=0", "days=45"]
 
 RESULTS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
 def specs():
-    return sweep.expand_grid("products", sweep.parse_params("products", GRID), range(1, RUNS + 1))
+    return sweep.expand_grid(SCENARIO, sweep.parse_params(SCENARIO, GRID), range(1, RUNS + 1))
 
 
 @pytest.fixture(scope="module")
