@@ -16,16 +16,20 @@ from typing import Any
 def mtm_change(
     kind: str, delta: int, price: int, tick_value: int, unit_value: int, periods_left: int
 ) -> int:
-    """The mark-to-market value (minor units) that ``delta`` lots traded at ``price`` add to an
-    account, which variation margin then settles from. A perpetual lot is worth
-    ``price x tick_value``. A swap position is worth its protection (``unit_value`` per
-    contract, the model at the last mark) less the premiums it still owes at the premium it
-    traded at (``price x tick_value`` per period, ``periods_left`` periods): so a trade at a
-    fair premium is worth about nothing, and paying a scheduled premium changes no one's
-    wealth (cash falls, the position's value rises by as much)."""
+    """The value (minor units) that ``delta`` lots traded at ``price`` add to an account's VM
+    basis — the value the trade itself is taken to be worth, which variation margin then
+    settles from. A perpetual lot is worth ``price x tick_value``: the next cycle pays the
+    mark's difference from the trade price. A swap lot traded at premium ``price`` is worth
+    nothing at that premium (its protection is what the premiums buy), so it adds nothing:
+    the next cycle pays the whole difference between the model's value of the protection and
+    the premiums still owed at ``price``. A trade away from the model's premium is thereby
+    marked to the model at once, exactly as a perpetual trade away from the mark is, and over
+    a position's life the buyer pays exactly the premiums it traded at and receives exactly
+    the payoff (decision 11). ``unit_value`` and ``periods_left`` are unused for swaps; they
+    stay in the signature so every kind is valued through one function."""
     if kind == "perp":
         return delta * price * tick_value
-    return delta * (unit_value - price * tick_value * periods_left)
+    return 0
 
 
 def position_value(

@@ -57,14 +57,16 @@ def ex():
     return h
 
 
-#: A ``products`` session in which the guarantor and then the owner default (seed 2): the
-#: post-mortem and report tests read it.
+#: A ``products`` session in which the guarantor defaults, the maker takes 600 lots of its book at a
+#: steep discount in the default auction, the shortfall runs through every step of the
+#: waterfall, and the maker then defaults too (seed 2): the post-mortem and report tests read it.
 SPIRAL = {
     "days": 75,
     "guarantor_cash": 30_000_00,
-    "owner_contracts": 2_000,
+    "owner_contracts": 1_000,
     "insurance_fund": 5_000_00,
     "default_fund_contribution": 2_000_00,
+    "margin": {"auction_bidders": [{"account": "maker", "discount_ppm": 400_000, "max_lots": 600}]},
 }
 
 

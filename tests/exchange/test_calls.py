@@ -212,9 +212,14 @@ def test_sessions_with_defaults_conserve_cash_and_respect_the_waterfall_order(tm
         overrides={
             "days": 75,
             "guarantor_cash": 30_000_00,
-            "owner_contracts": 2_000,
+            "owner_contracts": 1_000,
             "insurance_fund": 5_000_00,
             "default_fund_contribution": 2_000_00,
+            # the maker takes the whole book at a steep discount: the close-out costs the
+            # guarantor more than it has, and the loss runs down the waterfall
+            "margin": {
+                "auction_bidders": [{"account": "maker", "discount_ppm": 400_000, "max_lots": 600}]
+            },
         },
     )
     with EventStore.open(summary.path, mode="r") as store:

@@ -107,9 +107,10 @@ def test_the_waterfall_balances_with_the_defaulters_shortfall(spiral, raw, rows)
         e.amount if e.kind != ev.HAIRCUT else -e.amount for e in mine if e.kind in fund_kinds
     )
     assert guarantor.covered == paid == sum(guarantor.paid_by_step().values())
-    # a close-out with no shortfall (the owner) pays nothing
-    owner = spiral.closeouts[1]
-    assert owner.defaulter == "owner" and owner.covered == 0
+    # a close-out with no shortfall pays nothing: the maker, which took 600 lots of the
+    # guarantor's book in the auction, defaults in turn with enough cash to close out
+    second = spiral.closeouts[1]
+    assert second.defaulter == "maker" and second.shortfall == 0 and second.covered == 0
 
 
 def test_funds_used_and_losses_by_account_add_up(spiral, raw):
@@ -168,7 +169,8 @@ def test_cash_and_income_agree_with_the_fold_and_the_events(spiral, raw, rows):
         assert account.payouts_received - account.payouts_paid == payouts
         assert account.contribution_left == fold.contributions.get(name, 0)
     guarantor = spiral.accounts["guarantor"]
-    assert guarantor.defaulted and guarantor.premiums_received > 0
+    assert guarantor.defaulted and guarantor.premiums_received == 0  # out before any was due
+    assert spiral.accounts["maker"].premiums_received > 0  # it took over the protection sold
     path = spiral.cash_paths["guarantor"]
     assert path[0] == (0, 0, 0) and path[-1][2] == guarantor.final_cash
     assert all(a[0] < b[0] for a, b in zip(path, path[1:], strict=False))

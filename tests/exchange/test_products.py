@@ -207,9 +207,7 @@ def test_swap_settles_max_floor_minus_index_at_maturity_and_closes():
         for e in m.events
         if e.account == "a" and e.kind in (ev.VARIATION_MARGIN, ev.SWAP_SETTLED)
     ]
-    assert sum(received) + m.engine.accounts["a"].vm_basis.get("H100-RVS", 0) == 1_500_000 - (
-        10 * (m.events[[e.kind for e in m.events].index(ev.MARK_PRICE)].amount - 150 * 100 * 3)
-    )
+    assert sum(received) == 1_500_000  # (no premium was charged in this test)
     assert "H100-RVS" not in m.engine.accounts["a"].positions
     late = m.engine.handle(
         {
@@ -229,12 +227,14 @@ def test_swap_above_the_floor_pays_no_payoff():
     m = Market(RVS)
     _rvs_trade(m)
     m.engine.publish_index("H100-RESALE", 25_000)
-    basis_a = m.engine.accounts["a"].vm_basis["H100-RVS"]  # what the position was worth
+    # a trade at a premium is carried at nothing until a cycle marks it: no cycle ran here
+    basis_a = m.engine.accounts["a"].vm_basis.get("H100-RVS", 0)
+    assert basis_a == 0
     mark = len(m.events)
     m.engine.expire("H100-RVS")
     settled = {e.account: e.amount for e in m.after(mark) if e.kind == ev.SWAP_SETTLED}
-    # no payoff: only the value the position was carried at is unwound
-    assert settled == {"a": -basis_a, "b": basis_a}
+    # no payoff and nothing carried: nobody pays anything at settlement
+    assert settled == {"a": 0, "b": 0}
     m.check_ledger()
 
 
@@ -284,3 +284,28 @@ def test_products_session_balances_after_every_event(tmp_path, seed):
             assert fold.pools["clearing"] == 0, f"clearing not flat after seq {row[0]}"
     assert {ev.FUNDING_PAID, ev.PREMIUM_PAID, ev.SWAP_SETTLED, ev.INSTRUMENT_EXPIRED} <= kinds_seen
     assert fold.state_hash() == summary.state_hash
+
+
+@pytest.mark.parametrize("premium", [50, 150, 400])
+def test_the_traded_premium_is_what_the_buyer_pays_over_the_life_of_a_swap(premium):
+    """Held to maturity, a protection buyer's cash changes by exactly the payoff less the
+    premiums at the price it traded, whatever the model said in between: a seller who asks more
+    earns more. (Premiums, variation margin and settlement are three routes for one total.)"""
+    m = Market(RVS)
+    _rvs_trade(m, premium=premium)
+    start_a = m.engine.accounts["a"].cash
+    for day, index in ((30, 20_500), (60, 19_000), (75, 19_400), (90, 18_700)):
+        m.engine.advance(day * DAY_NS)
+        m.engine.publish_index("H100-RESALE", index)
+        if day in (30, 60, 90):
+            m.engine.charge_premium("H100-RVS")
+        m.engine.margin_cycle()
+    m.engine.advance(150 * DAY_NS)
+    m.engine.publish_index("H100-RESALE", 18_500)
+    m.engine.margin_cycle()
+    m.engine.expire("H100-RVS")
+    premiums = sum(e.amount for e in m.events if e.kind == ev.PREMIUM_PAID and e.account == "a")
+    assert premiums == -premium * 100 * 10 * 3  # three periods, $1 a tick, 10 contracts
+    payoff = (20_000 - 18_500) * 100 * 10
+    assert m.engine.accounts["a"].cash - start_a == payoff + premiums
+    m.check_ledger()
