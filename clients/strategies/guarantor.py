@@ -4,9 +4,10 @@ collateral calls until it cannot.
 **Writing.** For every configured offer it keeps one ask resting on the series: ``clip`` lots
 (fewer if that would take it past ``max_contracts`` sold) at ``premium`` ticks — the premium per
 GPU per period it charges. After a fill, and every ``requote_ns``, it re-posts, until it has
-sold ``max_contracts`` on the series. The price is a parameter, not the exchange's mark: bots
-do not see marks; set it from the series' model premium plus a margin (the ``products``
-scenario's guarantor asks the model mark + 5 ticks).
+sold ``max_contracts`` on the series. The price is a fixed parameter (a thin guarantor prices
+off its own model, not the exchange's ``on_mark``): set it a little above the series' model
+premium at listing (``guarantor-spiral`` asks $32 and $24 against model premiums near $29 and
+$22; the ``products`` scenario's scripted guarantor asks the mark + 5 ticks).
 
 **Meeting calls.** When called for ``amount`` minor units (``on_margin_call``, status
 ``called``) it cancels its asks and stops writing for good, then pays, in this order:
