@@ -75,14 +75,12 @@ from clients.runner import DEFAULT_DEPTH, BotFailure, BotRunner, bot_rng
 from exchange.clock import Simulator
 from exchange.engine import Exchange
 from exchange.session import (
-    CODE_VERSION,
     DEFAULT_BATCH,
     DEFAULT_SNAPSHOT_EVERY,
-    Recorder,
     RunSummary,
     SessionError,
 )
-from exchange.store import EventStore
+from exchange.session import run as session_run
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -439,46 +437,21 @@ def record_session(
     batch_size: int = DEFAULT_BATCH,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
 ) -> RunSummary:
-    """Run ``model`` into a new SQLite log at ``db`` as ``exchange.session.run`` does (same
-    store, same recorder, same stored configuration, so ``verify`` and ``replay`` work), with
+    """Run ``model`` into a new SQLite log at ``db`` through ``exchange.session.run`` (same
+    store, recorder and stored configuration, so ``verify`` and ``replay`` work), with
     ``drive(engine, sim)`` instead of ``model.drive``. ``drive`` may return a function that
     runs at the end time, just before ``SessionEnded``. No resume: a session with remote bots
     cannot be re-run without them."""
-    path = Path(db)
-    name = scenario or model.name
-    config = model.model_dump(mode="json")
-    stored = {**config, "_recorder": {"batch_size": batch_size, "snapshot_every": snapshot_every}}
-    try:
-        store = EventStore.create(
-            path,
-            scenario=name,
-            seed=seed,
-            config=stored,
-            code_version=CODE_VERSION,
-            durability=durability,
-        )
-    except FileExistsError:
-        raise SessionError(f"{path} already exists; choose a new path") from None
-    recorder = Recorder(store, batch_size, snapshot_every)
-    engine = Exchange(recorder.append)
-    sim = Simulator()
-    try:
-        engine.start(name, seed, config)
-        model.setup(engine)
-        model.schedule_market(engine, sim, seed)
-        finish = drive(engine, sim)
-        sim.run(model.end_ns, on_step=engine.advance)
-        engine.advance(model.end_ns)
-        if finish is not None:
-            finish(engine)
-        digest = engine.end()
-        recorder.flush()
-        if recorder.fold.state_hash() != digest:
-            raise SessionError("the fold of the recorded events disagrees with the live state")
-        store.finish(engine.t, digest)
-    finally:
-        store.close()
-    return RunSummary(str(path), name, seed, engine.seq, digest)
+    return session_run(
+        scenario or model.name,
+        db,
+        seed=seed,
+        model=model,
+        drive=drive,
+        durability=durability,
+        batch_size=batch_size,
+        snapshot_every=snapshot_every,
+    )
 
 
 def write_tokens(path: str | Path, url: str, tokens: dict[str, str], bots: dict[str, str]) -> None:

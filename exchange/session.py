@@ -132,6 +132,8 @@ def run(
     seed: int | None = None,
     overrides: dict[str, Any] | None = None,
     resume: bool = False,
+    model: Any = None,
+    drive: Callable[[Exchange, Simulator], Any] | None = None,
     durability: str = "normal",
     batch_size: int = DEFAULT_BATCH,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
@@ -151,7 +153,14 @@ def run(
         batch_size: events per committed batch.
         snapshot_every: events between fold snapshots (a multiple of ``batch_size``; 0 = none).
         on_batch: called with the number of events after each batch (progress).
+        model: an already validated scenario object to run instead of loading ``scenario``
+            (``scenario`` is then only the name stored with the session).
+        drive: ``drive(engine, sim)`` instead of ``model.drive`` (the socket gateway attaches
+            remote bots this way); it may return a function called with the engine at the end
+            time, just before ``SessionEnded``. Not with ``resume``.
     """
+    if resume and (model is not None or drive is not None):
+        raise SessionError("a session run with its own model or drive cannot be resumed")
     path = Path(db)
     committed_count = 0
     committed: Iterator[bytes] | None = None
@@ -177,7 +186,8 @@ def run(
         reader = EventStore.open(path, mode="r")
         committed = reader.payloads(1, committed_count)
     else:
-        model = load_scenario(scenario, overrides)
+        if model is None:
+            model = load_scenario(scenario, overrides)
         if seed is None:
             seed = getattr(model, "seed", 7)
         config = model.model_dump(mode="json")
@@ -205,9 +215,11 @@ def run(
         engine.start(scenario, seed, config)
         model.setup(engine)
         model.schedule_market(engine, sim, seed)
-        model.drive(engine, sim, seed)
+        finish = model.drive(engine, sim, seed) if drive is None else drive(engine, sim)
         sim.run(model.end_ns, on_step=engine.advance)
         engine.advance(model.end_ns)
+        if drive is not None and finish is not None:
+            finish(engine)
         digest = engine.end()
         recorder.flush()
         if recorder.fold.state_hash() != digest:
