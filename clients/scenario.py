@@ -66,17 +66,21 @@ def parse_money(text: str) -> int:
     return int(cents)
 
 
-def _normalise(value: Any, key: str = "") -> Any:
-    """Dollar strings -> cents, durations in ``*_ns`` fields -> ns, recursively."""
+def _normalise(value: Any, key: str = "", where: str = "") -> Any:
+    """Dollar strings -> cents, durations in ``*_ns`` fields -> ns, recursively; a bad one is
+    a ``ValueError`` naming its place in the file (``accounts.0.cash: ...``)."""
     if isinstance(value, dict):
-        return {k: _normalise(v, k) for k, v in value.items()}
+        return {k: _normalise(v, k, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_normalise(v, key) for v in value]
+        return [_normalise(v, key, f"{where}.{i}") for i, v in enumerate(value)]
     if isinstance(value, str):
-        if value.lstrip().startswith("$"):
-            return parse_money(value)
-        if key.endswith("_ns"):
-            return parse_duration(value)
+        try:
+            if value.lstrip().startswith("$"):
+                return parse_money(value)
+            if key.endswith("_ns"):
+                return parse_duration(value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
     return value
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 import orjson
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from exchange import session as sessions
@@ -120,7 +121,7 @@ def run(
     try:
         load_scenario(scenario, overrides)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="SCENARIO") from None
+        raise click.BadParameter(_explain(exc), param_hint="SCENARIO") from None
     if db is None:
         db = Path("runs") / f"{Path(scenario).stem}.db"
     if overwrite and resume:
@@ -158,6 +159,18 @@ def run(
         out = report_path or db.with_suffix(".html")
         built = write_report(db, out)
         click.echo(f"report    {out} ({len(built.charts)} charts; open it in a browser)")
+
+
+def _explain(exc: ValueError) -> str:
+    """A validation error as one line per problem, ``field.path: message`` (no input dumps)."""
+    if isinstance(exc, ValidationError):
+        lines = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message}" if where else message)
+        return "\n".join(lines)
+    return str(exc)
 
 
 def _print_summary(db: Path) -> None:

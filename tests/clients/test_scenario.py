@@ -166,3 +166,27 @@ def test_where_a_bot_runs_is_not_part_of_the_stored_session():
     remote = load_scenario("guarantor-spiral", {"bots.0.remote": True})
     assert remote.bots[0].remote and not local.bots[0].remote
     assert remote.model_dump(mode="json") == local.model_dump(mode="json")
+
+
+def test_the_command_line_names_each_bad_field_and_writes_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from exchange.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'name = "x"\nstart = 2024-01-01\ndays = -5\n'
+        '[[accounts]]\nname = "a"\ncash = "$1.2345"\n'
+        '[[accounts]]\nname = "b"\ncash = -3\n'
+    )
+    db = tmp_path / "bad.db"
+    result = CliRunner().invoke(main, ["run", str(bad), "--db", str(db), "--quiet"])
+    assert result.exit_code == 2
+    assert "accounts.0.cash: '$1.2345' has a fraction of a cent" in result.output
+    bad.write_text(bad.read_text().replace('"$1.2345"', "100"))
+    result = CliRunner().invoke(main, ["run", str(bad), "--db", str(db), "--quiet"])
+    assert result.exit_code == 2
+    assert "days: Input should be greater than or equal to 1" in result.output
+    assert "accounts.1.cash: Input should be greater than or equal to 0" in result.output
+    assert "input_value" not in result.output
+    assert not db.exists()
