@@ -139,45 +139,14 @@ _OPTS = orjson.OPT_SORT_KEYS
 
 
 def encode(event: Event) -> bytes:
-    """The canonical bytes of an event: compact JSON, keys sorted, no floats."""
-    (
-        seq,
-        t,
-        kind,
-        instrument,
-        account,
-        order_id,
-        side,
-        price,
-        qty,
-        amount,
-        counterparty,
-        counter_order_id,
-        data,
-    ) = event
-    # A literal dict is several times faster than NamedTuple._asdict on this hot path. Its
-    # keys are written in sorted order: OPT_SORT_KEYS still sorts (so the output is the
-    # same whatever the order here), but sorting an already sorted dict is cheaper.
-    return orjson.dumps(
-        {
-            "account": account,
-            "amount": amount,
-            "counter_order_id": counter_order_id,
-            "counterparty": counterparty,
-            "data": data,
-            "instrument": instrument,
-            "kind": kind,
-            "order_id": order_id,
-            "price": price,
-            "qty": qty,
-            "seq": seq,
-            "side": side,
-            "t": t,
-        },
-        option=_OPTS,
-    )
+    """The canonical bytes of an event: a compact JSON array of its thirteen fields in
+    ``Event`` order (``[seq, t, kind, instrument, account, order_id, side, price, qty, amount,
+    counterparty, counter_order_id, data]``), keys inside ``data`` sorted, no floats. An array
+    rather than an object: the field names are the schema's (and the typed columns carry
+    them), and leaving them out of a million payloads halves the bytes hashed and written."""
+    return orjson.dumps(tuple(event), option=_OPTS)
 
 
 def decode(payload: bytes | str) -> Event:
     """The inverse of :func:`encode`."""
-    return Event(**orjson.loads(payload))
+    return Event(*orjson.loads(payload))

@@ -69,7 +69,7 @@ import sqlite_utils
 from exchange.events import TYPED_FIELDS, Event, decode, encode
 
 #: Bump whenever the layout of the file changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: payloads are JSON arrays in Event field order
 #: The ``meta`` value of ``format`` that marks a gpuex event store.
 FORMAT = "gpuex-event-store"
 #: The chain value before the first batch.

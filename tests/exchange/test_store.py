@@ -438,7 +438,11 @@ def test_clean_store_verifies(db, tmp_path):
 
 
 def test_edited_payload_byte(db):
-    sql(db, "UPDATE events SET payload = replace(payload, '\"qty\":3', '\"qty\":4') WHERE seq = 17")
+    sql(
+        db,
+        # seq 17 rests 3 lots: [17, t, "OrderRested", ..., price, 3, null, ...] -> 4 lots
+        "UPDATE events SET payload = replace(payload, ',3,null,', ',4,null,') WHERE seq = 17",
+    )
     report = verify_store(db)
     assert not report.ok
     assert report.first_bad_seq == 17 and report.first_bad_batch == 2
