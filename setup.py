@@ -29,7 +29,15 @@ extensions = [
         ["matching_core/_book.pyx"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
         define_macros=[] if DEBUG else [("NDEBUG", "1")],
-    )
+    ),
+    # the event store's append loop, bound to SQLite's C API (libsqlite3, as Python's own
+    # sqlite3 module uses)
+    Extension(
+        "exchange._writer",
+        ["exchange/_writer.pyx"],
+        libraries=["sqlite3"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    ),
 ]
 
 setup(

@@ -371,7 +371,9 @@ def _reexecute(store: EventStore, info: dict[str, Any]) -> tuple[int, str] | Non
             sim.schedule(following.t, feed, following)
 
     finished = info["status"] == "finished"
-    end = next(iter(store.events(kind=ev.SESSION_ENDED)), None) if finished else None
+    # a run killed after committing SessionEnded but before sealing the file is unfinished
+    # in name only: its last event is still the end of the session
+    end = next(iter(store.events(kind=ev.SESSION_ENDED)), None)
     if finished and end is None:
         return last, "finished session has no SessionEnded event"
     until = end.t if end is not None else next(iter(store.events(last, last))).t

@@ -192,3 +192,18 @@ def test_products_session_resumes_to_the_same_bytes_and_snapshots_agree(tmp_path
     for seq in (4_999, 5_000, 12_345, len(rows)):
         fresh = Fold().apply_all(rows[:seq])
         assert session.state_at(reference.path, seq).state_hash() == fresh.state_hash()
+
+
+def test_a_log_killed_between_its_last_batch_and_its_seal_verifies_and_resumes(tmp_path):
+    """SessionEnded committed, the status update not: the file says 'running' but the log is
+    complete. Verify must not call the end event unproduced, and resume must seal it."""
+    summary = run_small(tmp_path)
+    con = sqlite3.connect(summary.path)
+    con.execute("UPDATE sessions SET status='running', finished_t=NULL, final_state_hash=NULL")
+    con.commit()
+    con.close()
+    verdict = session.verify(summary.path)
+    assert verdict.ok, verdict.problems
+    resumed = session.run("flow", summary.path, resume=True)
+    assert resumed.state_hash == summary.state_hash
+    assert session.verify(summary.path).ok

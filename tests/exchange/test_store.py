@@ -627,3 +627,58 @@ def test_random_appends_verify_and_any_byte_edit_is_located(batches, data):
         report = verify_store(path)
         assert not report.ok
         assert report.first_bad_seq == victim.seq, report.problems
+
+
+def _dump(path: Path) -> list:
+    conn = sqlite3.connect(path)
+    try:
+        return [
+            conn.execute("SELECT * FROM events ORDER BY seq").fetchall(),
+            conn.execute("SELECT * FROM batches ORDER BY batch").fetchall(),
+            conn.execute("SELECT seq, state, state_hash FROM snapshots ORDER BY seq").fetchall(),
+        ]
+    finally:
+        conn.close()
+
+
+def test_the_c_writer_and_the_python_path_store_the_same_rows(tmp_path, monkeypatch):
+    """The append loop runs in C (exchange._writer) where it can; the Python path it falls
+    back to must store exactly the same rows, batches and snapshots."""
+    from exchange._writer import EventWriter
+
+    from exchange import store as store_module
+
+    probe = new_store(tmp_path / "probe.db")
+    probe.append(make_events(1, 2))
+    assert isinstance(probe._writer, EventWriter)  # the C path is the one in use here
+    probe.close()
+    fast = tmp_path / "c.db"
+    build(fast, snapshot_at=20)
+
+    monkeypatch.setattr(store_module, "_event_writer", lambda conn, path: None)
+    slow = tmp_path / "py.db"
+    build(slow, snapshot_at=20)
+    assert _dump(fast) == _dump(slow)
+    assert verify_store(slow).ok and verify_store(fast).ok
+
+
+@pytest.mark.parametrize("path", ["c", "python"])
+def test_both_append_paths_reject_a_bad_batch_whole_and_keep_going(tmp_path, monkeypatch, path):
+    if path == "python":
+        from exchange import store as store_module
+
+        monkeypatch.setattr(store_module, "_event_writer", lambda conn, p: None)
+    store = new_store(tmp_path / "r.db")
+    try:
+        store.append(make_events(1, 3))
+        bad = make_events(4, 2)
+        bad[1] = bad[1]._replace(price=1 << 63)  # JSON takes it; an int64 column does not
+        with pytest.raises(ValueError, match="int64|too large"):
+            store.append(bad)
+        with pytest.raises(ValueError, match="kind|NOT NULL"):
+            store.append([make_event(4)._replace(kind=None)])
+        assert store.last_seq == 3
+        store.append(make_events(4, 2))
+        assert store.last_seq == 5
+    finally:
+        store.close()
