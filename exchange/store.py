@@ -570,47 +570,20 @@ class EventStore:
         full = (n // _ROWS_PER_INSERT) * width
         chunks = [values[i : i + width] for i in range(0, full, width)]
         rest = [values[i : i + _N_COLUMNS] for i in range(full, len(values), _N_COLUMNS)]
-        chain = self._chain
-        if n:
-            texts = values[_N_TYPED::_N_COLUMNS]
-            joined = "\n".join(texts).encode()
-            hasher = hashlib.sha256(joined)
-            hasher.update(b"\n")
-            digest = hasher.hexdigest()
-            chain = _chain(self._chain, digest)
         conn = self._conn
-        try:
-            with self._db.atomic():
-                if n:
-                    if chunks:
-                        conn.executemany(_INSERT_MANY, chunks)
-                    if rest:
-                        conn.executemany(_INSERT_ONE, rest)
-                    conn.execute(
-                        "INSERT INTO batches (batch, first_seq, last_seq, digest, chain) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (batch, first, last, digest, chain),
-                    )
-                    conn.execute("UPDATE sessions SET last_seq = ?", (last,))
-                if snapshot is not None:
-                    seq, state_json, state_hash = snapshot
-                    conn.execute(
-                        "INSERT INTO snapshots (seq, state, state_hash) VALUES (?, ?, ?)",
-                        (seq, state_json, state_hash),
-                    )
-        except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as exc:
-            # a NOT NULL or type (STRICT) violation, an unbindable or too large value
-            raise ValueError(f"batch {batch} (seqs {first}..{last}) not stored: {exc}") from exc
-        if n:
-            self._last_seq = last
-            self._batch_count = batch
-            self._chain = chain
-            self._after_commit(len(joined) + (len(snapshot[1]) if snapshot else 0))
+
+        def insert() -> bytes:
+            if chunks:
+                conn.executemany(_INSERT_MANY, chunks)
+            if rest:
+                conn.executemany(_INSERT_ONE, rest)
+            return "\n".join(values[_N_TYPED::_N_COLUMNS]).encode()
+
+        self._commit(n, batch, first, last, snapshot, insert)
 
     def _append_in_c(self, events, snapshot, batch: int, first: int, last: int) -> None:
         """:meth:`append` through :class:`exchange._writer.EventWriter`: the same rows, batch
         row, snapshot and ``last_seq``, in one transaction of the same connection."""
-        n = len(events)
         for position, event in enumerate(events):
             if len(event) != len(Event._fields):
                 raise ValueError(f"events must have the {len(Event._fields)} fields of Event")
@@ -620,14 +593,28 @@ class EventStore:
                     f"{first + position} (the log ends at seq {self._last_seq}; seqs must be "
                     "contiguous)"
                 )
+        writer = self._writer
+        self._commit(
+            len(events),
+            batch,
+            first,
+            last,
+            snapshot,
+            lambda: b"\n".join(writer.write(events, batch)),
+        )
+
+    def _commit(self, n: int, batch: int, first: int, last: int, snapshot, insert) -> None:
+        """One batch's transaction, whichever path inserts the rows: ``insert()`` writes the
+        ``n`` events and returns their payloads joined by newlines; then the batch row (digest
+        and chain), ``sessions.last_seq`` and the optional snapshot. All or nothing; a value
+        SQLite refuses becomes a ``ValueError`` naming the batch."""
         chain = self._chain
         joined = b""
         conn = self._conn
         try:
             with self._db.atomic():
                 if n:
-                    payloads = self._writer.write(events, batch)
-                    joined = b"\n".join(payloads)
+                    joined = insert()
                     hasher = hashlib.sha256(joined)
                     hasher.update(b"\n")
                     digest = hasher.hexdigest()
@@ -644,10 +631,9 @@ class EventStore:
                         "INSERT INTO snapshots (seq, state, state_hash) VALUES (?, ?, ?)",
                         (seq, state_json, state_hash),
                     )
-        except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as exc:
+        except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError) as exc:
+            # a NOT NULL or type (STRICT) violation, an unbindable or too large value
             raise ValueError(f"batch {batch} (seqs {first}..{last}) not stored: {exc}") from exc
-        except ValueError as exc:
-            raise ValueError(f"batch {batch} (seqs {first}..{last}) not stored: {exc}") from None
         if n:
             self._last_seq = last
             self._batch_count = batch
