@@ -577,7 +577,9 @@ class EventStore:
                 conn.executemany(_INSERT_MANY, chunks)
             if rest:
                 conn.executemany(_INSERT_ONE, rest)
-            return "\n".join(values[_N_TYPED::_N_COLUMNS]).encode()
+            texts = values[_N_TYPED::_N_COLUMNS]
+            texts.append("")
+            return "\n".join(texts).encode()
 
         self._commit(n, batch, first, last, snapshot, insert)
 
@@ -600,13 +602,13 @@ class EventStore:
             first,
             last,
             snapshot,
-            lambda: b"\n".join(writer.write(events, batch)),
+            lambda: writer.write(events, batch),
         )
 
     def _commit(self, n: int, batch: int, first: int, last: int, snapshot, insert) -> None:
         """One batch's transaction, whichever path inserts the rows: ``insert()`` writes the
-        ``n`` events and returns their payloads joined by newlines; then the batch row (digest
-        and chain), ``sessions.last_seq`` and the optional snapshot. All or nothing; a value
+        ``n`` events and returns their payloads, each followed by a newline; then the batch row
+        (digest and chain), ``sessions.last_seq`` and the optional snapshot. All or nothing; a value
         SQLite refuses becomes a ``ValueError`` naming the batch."""
         chain = self._chain
         joined = b""
@@ -615,9 +617,7 @@ class EventStore:
             with self._db.atomic():
                 if n:
                     joined = insert()
-                    hasher = hashlib.sha256(joined)
-                    hasher.update(b"\n")
-                    digest = hasher.hexdigest()
+                    digest = hashlib.sha256(joined).hexdigest()
                     chain = _chain(self._chain, digest)
                     conn.execute(
                         "INSERT INTO batches (batch, first_seq, last_seq, digest, chain) "
