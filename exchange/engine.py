@@ -68,6 +68,8 @@ _STP_MODES = {
 }
 
 
+_new_event = tuple.__new__
+
 DAY_NS = 86_400 * 10**9
 YEAR_NS = 365 * DAY_NS
 #: A swap series is marked at its book's mid only when the spread is at most this many ticks
@@ -170,9 +172,42 @@ class Exchange:
         self._cycle_indices: dict[str, int] = {}  # index values at the last margin cycle
 
     # ------------------------------------------------------------------ events and time
-    def _emit(self, kind: str, **fields: Any) -> Event:
-        self.seq += 1
-        event = Event(self.seq, self.t, kind, **fields)
+    def _emit(
+        self,
+        kind: str,
+        instrument: str | None = None,
+        account: str | None = None,
+        order_id: int | None = None,
+        side: str | None = None,
+        price: int | None = None,
+        qty: int | None = None,
+        amount: int | None = None,
+        counterparty: str | None = None,
+        counter_order_id: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
+        """Number, stamp and emit one event (fields as in :class:`Event`)."""
+        self.seq = seq = self.seq + 1
+        # tuple.__new__ with every field: Event(**fields) goes through namedtuple's Python
+        # __new__ and a kwargs dict, a third of the cost of an event on the order path
+        event = _new_event(
+            Event,
+            (
+                seq,
+                self.t,
+                kind,
+                instrument,
+                account,
+                order_id,
+                side,
+                price,
+                qty,
+                amount,
+                counterparty,
+                counter_order_id,
+                data,
+            ),
+        )
         self._sink(event)
         return event
 

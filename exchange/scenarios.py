@@ -112,25 +112,28 @@ class _FlowDriver:
         self.cash_draws = rng.integers(
             1, 1_000_000_00, size=scenario.messages // max(1, scenario.cash_every) + 1
         )
-        self.rows = self.messages.tolist()
+        # one list of ints per field, not a tuple per message: a million tuples would be
+        # traversed by every full garbage collection of the run (ints are not tracked)
+        self.columns = [self.messages[field].tolist() for field in self.messages.dtype.names]
+        self.count = len(self.messages)
         self.ids: dict[int, int] = {}  # generator order id -> exchange order id
         self.instrument = scenario.instrument.name
 
     def start(self) -> None:
-        if self.rows:
+        if self.count:
             self.sim.schedule(int(self.times[0]), self.step, 0)
 
     def step(self, i: int) -> None:
-        self.send(i, self.rows[i])
+        self.send(i, [column[i] for column in self.columns])
         s = self.s
         if s.cash_every and i % s.cash_every == s.cash_every - 1:
             self.cash(i)
         if s.malformed_every and i % s.malformed_every == s.malformed_every - 1:
             self.malformed(i)
-        if i + 1 < len(self.rows):
+        if i + 1 < self.count:
             self.sim.schedule(int(self.times[i + 1]), self.step, i + 1)
 
-    def send(self, i: int, row: tuple) -> None:
+    def send(self, i: int, row: list) -> None:
         gen_id, account, price, qty, op, side, otype, tif, post_only = row
         name = self.s.trader(account)
         if op == Op.ADD:

@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ from exchange.store import EventStore, verify_store
 CODE_VERSION = "gpuex-0.1.0"
 DEFAULT_BATCH = 2_000
 DEFAULT_SNAPSHOT_EVERY = 100_000
+#: Allocations between young-generation collections during a run (Python's default: 700).
+_GC_YOUNG_THRESHOLD = 10_000
 
 
 class SessionError(RuntimeError):
@@ -79,17 +83,33 @@ class Recorder:
         self._on_batch = on_batch
 
     def append(self, event: Event) -> None:
+        """Take one event (commits a batch as soon as one is complete)."""
         pending = self.pending
         pending.append(event)
         if len(pending) >= self.batch_size:
-            self.flush()
+            self.drain()
+
+    def drain(self) -> None:
+        """Commit every complete batch pending. :func:`run` gives the engine
+        ``pending.append`` as its sink and drains between commands: one check per command
+        instead of a method call per event; the batches are the same."""
+        pending = self.pending
+        size = self.batch_size
+        while len(pending) >= size:
+            batch = pending[:size]
+            del pending[:size]
+            self._commit(batch)
 
     def flush(self) -> None:
-        """Commit the pending events (one batch, one transaction)."""
-        batch = self.pending
-        if not batch:
-            return
-        self.pending = []
+        """Commit everything pending (the last batch may be short)."""
+        self.drain()
+        if self.pending:
+            batch = self.pending[:]
+            self.pending.clear()
+            self._commit(batch)
+
+    def _commit(self, batch: list[Event]) -> None:
+        """Commit one batch (one transaction), or check it against the log when resuming."""
         if batch[0].seq <= self._committed_count:
             self._catch_up(batch)
         else:
@@ -209,14 +229,24 @@ def run(
                 f"{path} already exists; use --resume to continue it or choose a new path"
             ) from None
     recorder = Recorder(store, batch_size, snapshot_every, committed, committed_count, on_batch)
-    engine = Exchange(recorder.append)
+    pending = recorder.pending
+    engine = Exchange(pending.append)
     sim = Simulator()
+
+    def step(t: int) -> None:
+        # before each action: move the clock and commit the batches the last one completed
+        engine.advance(t)
+        if len(pending) >= batch_size:
+            recorder.drain()
+
     try:
         engine.start(scenario, seed, config)
         model.setup(engine)
+        recorder.drain()
         model.schedule_market(engine, sim, seed)
         finish = model.drive(engine, sim, seed) if drive is None else drive(engine, sim)
-        sim.run(model.end_ns, on_step=engine.advance)
+        with _collector_for_long_runs():
+            sim.run(model.end_ns, on_step=step)
         engine.advance(model.end_ns)
         if drive is not None and finish is not None:
             finish(engine)
@@ -235,6 +265,27 @@ def run(
             reader.close()
         store.close()
     return RunSummary(str(path), scenario, seed, engine.seq, digest, committed_count)
+
+
+@contextlib.contextmanager
+def _collector_for_long_runs() -> Iterator[None]:
+    """Tune Python's cyclic garbage collector for the run loop, and restore it after.
+
+    A run allocates millions of short-lived, acyclic objects (events, commands); with the
+    default settings the collector runs thousands of young and a few dozen full collections,
+    each full one walking every object alive (the modules, the scenario), and finds nothing:
+    12-17 % of the flow kernel's time, measured. Freezing what exists before the loop moves it
+    out of the collector's sight, and a larger young-generation threshold makes the young
+    collections rarer. Cycles are still collected; nothing the events depend on changes.
+    """
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(threshold[0], _GC_YOUNG_THRESHOLD), *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 def _has_session(path: Path) -> bool:

@@ -207,3 +207,12 @@ def test_a_log_killed_between_its_last_batch_and_its_seal_verifies_and_resumes(t
     resumed = session.run("flow", summary.path, resume=True)
     assert resumed.state_hash == summary.state_hash
     assert session.verify(summary.path).ok
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    import gc
+
+    before = gc.get_threshold()
+    session.run("flow", tmp_path / "gc.db", overrides={"messages": 300})
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
