@@ -6,6 +6,7 @@ committed prefix, the prefix must be exactly the start of an uninterrupted run's
 `--resume` must finish to the same bytes as the uninterrupted run.
 """
 
+import contextlib
 import os
 import random
 import signal
@@ -59,7 +60,13 @@ def _start(db, resume=False):
 
 
 def _size(db):
-    return sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+    """Bytes in the file and its WAL (the WAL may vanish between two calls: the run
+    checkpoints and removes it when it finishes)."""
+    total = 0
+    for path in (db, db.with_name(db.name + "-wal")):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
 
 
 def _wait_for_appends(db, proc, before, timeout=60.0):
