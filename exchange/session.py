@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ DEFAULT_BATCH = 2_000
 DEFAULT_SNAPSHOT_EVERY = 100_000
 #: Allocations between young-generation collections during a run (Python's default: 700).
 _GC_YOUNG_THRESHOLD = 10_000
+_COLLECTOR_LOCK = threading.Lock()
+_COLLECTOR_STATE: dict[str, Any] = {"depth": 0, "threshold": None}
 
 
 class SessionError(RuntimeError):
@@ -278,14 +281,23 @@ def _collector_for_long_runs() -> Iterator[None]:
     out of the collector's sight, and a larger young-generation threshold makes the young
     collections rarer. Cycles are still collected; nothing the events depend on changes.
     """
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(threshold[0], _GC_YOUNG_THRESHOLD), *threshold[1:])
+    # runs may overlap (threads of one process): only the first to enter tunes the
+    # collector, and only the last to leave restores it
+    with _COLLECTOR_LOCK:
+        _COLLECTOR_STATE["depth"] += 1
+        if _COLLECTOR_STATE["depth"] == 1:
+            threshold = gc.get_threshold()
+            _COLLECTOR_STATE["threshold"] = threshold
+            gc.freeze()
+            gc.set_threshold(max(threshold[0], _GC_YOUNG_THRESHOLD), *threshold[1:])
     try:
         yield
     finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
+        with _COLLECTOR_LOCK:
+            _COLLECTOR_STATE["depth"] -= 1
+            if _COLLECTOR_STATE["depth"] == 0:
+                gc.set_threshold(*_COLLECTOR_STATE["threshold"])
+                gc.unfreeze()
 
 
 def _has_session(path: Path) -> bool:

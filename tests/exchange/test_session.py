@@ -216,3 +216,26 @@ def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path):
     session.run("flow", tmp_path / "gc.db", overrides={"messages": 300})
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def test_overlapping_runs_restore_the_collector_only_when_the_last_one_ends(tmp_path):
+    import gc
+    import threading
+
+    before = gc.get_threshold()
+    errors = []
+
+    def one(i):
+        try:
+            session.run("flow", tmp_path / f"t{i}.db", overrides={"messages": 2_000})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
