@@ -57,8 +57,10 @@ class _Diverged(Exception):
 
 
 class Recorder:
-    """The engine's event sink: batches events into the store and keeps a fold for snapshots.
+    """Batches the engine's events into the store and keeps a fold for snapshots.
 
+    The engine's sink is ``pending.append`` (a C method: no Python call per event); whoever
+    drives the engine calls :meth:`drain` between commands and :meth:`flush` at the end.
     With ``committed`` (an iterator over the stored payloads of a crashed run), the first
     events are compared with the log instead of written: that is how resume catches up.
     """
@@ -85,17 +87,9 @@ class Recorder:
         self._committed_count = committed_count
         self._on_batch = on_batch
 
-    def append(self, event: Event) -> None:
-        """Take one event (commits a batch as soon as one is complete)."""
-        pending = self.pending
-        pending.append(event)
-        if len(pending) >= self.batch_size:
-            self.drain()
-
     def drain(self) -> None:
-        """Commit every complete batch pending. :func:`run` gives the engine
-        ``pending.append`` as its sink and drains between commands: one check per command
-        instead of a method call per event; the batches are the same."""
+        """Commit every complete batch pending (batches of exactly ``batch_size`` events,
+        whenever this is called)."""
         pending = self.pending
         size = self.batch_size
         while len(pending) >= size:
