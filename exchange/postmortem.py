@@ -25,7 +25,7 @@ name says so (``premiums_paid``, ``lost_to_defaults``, ``WaterfallStep.paid``); 
 (``funding``, ``variation_margin``, ``fees``) keep the ledger's sign (negative = paid).
 
 Reading: one pass over the typed columns of the events that move money or positions (the
-store's ``(kind, seq)`` index), plus the JSON payload of the few kinds whose facts are in
+store's ``(kind)`` index), plus the JSON payload of the few kinds whose facts are in
 ``data`` (calls, defaults, haircuts, listings, the session start). A million-event log whose
 events are mostly orders reads in a few seconds. ``facts(db, until=N)`` sees the log as it was
 just after event ``N``.
