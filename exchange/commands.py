@@ -142,6 +142,15 @@ def jsonable(raw: Any) -> Any:
         return {"unserialisable": repr(raw)[:1_000]}
 
 
+def record(command: _Command) -> dict[str, Any]:
+    """A validated command's JSON form, as ``CommandReceived`` logs it: every field's value,
+    defaults included (what ``command.model_dump()`` gives). Every command model is flat --
+    strings, ints, bools and None -- so a copy of the instance's field values is the same dict,
+    at a tenth of ``model_dump``'s cost on the order path (tests/exchange/test_commands.py
+    holds the two equal for every command type)."""
+    return dict(command.__dict__)
+
+
 def parse_command(raw: Any) -> _Command:
     """Validate a raw command mapping; raises :class:`CommandError` with the reason."""
     try:

@@ -39,6 +39,7 @@ from exchange.commands import (
     Withdraw,
     jsonable,
     parse_command,
+    record,
 )
 from exchange.default import close_out, liquidate_perpetuals
 from exchange.events import Event
@@ -368,9 +369,7 @@ class Exchange:
         raise CommandError(f"type: unsupported command {command.type!r}")  # pragma: no cover
 
     def _received(self, command) -> None:
-        self._emit(
-            ev.COMMAND_RECEIVED, account=command.account, data={"command": command.model_dump()}
-        )
+        self._emit(ev.COMMAND_RECEIVED, account=command.account, data={"command": record(command)})
 
     def _listing(self, name: str) -> Listing:
         listing = self.instruments.get(name)
