@@ -116,6 +116,7 @@ class _FlowDriver:
         # traversed by every full garbage collection of the run (ints are not tracked)
         self.columns = [self.messages[field].tolist() for field in self.messages.dtype.names]
         self.count = len(self.messages)
+        self.names = [scenario.trader(i) for i in range(scenario.traders + 1)]
         self.ids: dict[int, int] = {}  # generator order id -> exchange order id
         self.instrument = scenario.instrument.name
 
@@ -135,7 +136,7 @@ class _FlowDriver:
 
     def send(self, i: int, row: list) -> None:
         gen_id, account, price, qty, op, side, otype, tif, post_only = row
-        name = self.s.trader(account)
+        name = self.names[account]
         if op == Op.ADD:
             command: dict[str, Any] = {
                 "type": "submit",
