@@ -686,3 +686,48 @@ def test_both_append_paths_reject_a_bad_batch_whole_and_keep_going(tmp_path, mon
         assert store.last_seq == 5
     finally:
         store.close()
+
+
+def test_index_build_spills_sorted_runs_and_gives_the_writer_its_cache_back(tmp_path):
+    """The indexes are built with a small page cache (the sorter's in-memory runs; quicker
+    for large logs) and the writer's own cache is restored afterwards; the indexes built
+    that way are the ones a large cache builds, page for page."""
+    from exchange import store as store_module
+
+    paths = []
+    # 64 KiB: the 20,000 keys of each index spill into several sorted runs
+    for kib in (64, store_module._CACHE_KIB):
+        path = tmp_path / f"cache-{kib}.db"
+        with new_store(path) as store:
+            for first in range(1, 20_001, 2_000):
+                store.append(make_events(first, 2_000))
+            sizes = []
+            original = store._conn.execute
+
+            def spy(statement, *args, _original=original, _sizes=sizes):
+                if statement.startswith("CREATE INDEX"):
+                    _sizes.append(_original("PRAGMA cache_size").fetchone()[0])
+                return _original(statement, *args)
+
+            store_module._INDEX_SORT_CACHE_KIB, saved = kib, store_module._INDEX_SORT_CACHE_KIB
+            store._conn = _Spy(store._conn, spy)
+            try:
+                store.build_indexes()
+            finally:
+                store._conn = store._conn.wrapped
+                store_module._INDEX_SORT_CACHE_KIB = saved
+            assert sizes == [-kib] * len(store_module.INDEXES)
+            restored = store._conn.execute("PRAGMA cache_size").fetchone()[0]
+            assert restored == -store_module._CACHE_KIB
+        paths.append(path)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+class _Spy:
+    """A connection whose ``execute`` is replaced (sqlite3.Connection's cannot be)."""
+
+    def __init__(self, wrapped, execute):
+        self.wrapped, self.execute = wrapped, execute
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
