@@ -10,11 +10,17 @@ so the rows join the store's own transaction (batch row, ``sessions.last_seq``, 
 commit or roll back with it. The connection handle is read from the ``sqlite3.Connection``
 object (CPython keeps it as the first field); :class:`EventWriter` checks it by asking SQLite
 for the database's file name, and the store falls back to the Python path when it cannot be
-used. Payload encoding stays ``exchange.events.encode`` (one source of the canonical bytes).
+used. Payloads are ``exchange.events.encode``'s canonical bytes, made by calling orjson with the
+options ``exchange.events`` defines (``dumps(tuple(event), None, ENCODE_OPTIONS)``, what
+``encode`` does) without a Python call per event; tests hold the rows of this path and of the
+store's Python path (which calls ``encode``) equal.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM
+from cpython.sequence cimport PySequence_Tuple
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 
 cdef extern from "sqlite3.h":
@@ -57,7 +63,8 @@ cdef class EventWriter:
         path: the database file (absolute); the handle must name the same file.
         sql: ``INSERT INTO events (<typed fields>, payload, crc, batch) VALUES (?, ...)``.
         n_typed: how many typed fields lead each event (the rest is ``data``).
-        encode: ``exchange.events.encode``.
+        dumps: ``orjson.dumps``.
+        options: ``exchange.events.ENCODE_OPTIONS``.
         crc32: ``zlib.crc32``.
 
     Raises:
@@ -69,11 +76,12 @@ cdef class EventWriter:
     cdef sqlite3_stmt* many
     cdef int rows_per_many
     cdef object connection
-    cdef object encode
+    cdef object dumps
+    cdef object options
     cdef object crc32
     cdef int n_typed
 
-    def __cinit__(self, connection, str path, str sql, int n_typed, encode, crc32,
+    def __cinit__(self, connection, str path, str sql, int n_typed, dumps, options, crc32,
                   str many_sql="", int rows_per_many=0):
         self.db = NULL
         self.stmt = NULL
@@ -82,7 +90,8 @@ cdef class EventWriter:
         if type(connection).__module__ != "sqlite3" or type(connection).__name__ != "Connection":
             raise ValueError("not a sqlite3.Connection")
         self.connection = connection
-        self.encode = encode
+        self.dumps = dumps
+        self.options = options
         self.crc32 = crc32
         self.n_typed = n_typed
         cdef sqlite3* db = gpuex_connection_db(connection)
@@ -113,16 +122,21 @@ cdef class EventWriter:
             sqlite3_finalize(self.many)
             self.many = NULL
 
-    cdef int _bind(self, sqlite3_stmt* stmt, int base, event, const char* payload,
+    cdef int _bind(self, sqlite3_stmt* stmt, int base, tuple event, const char* payload,
                    Py_ssize_t size, long long crc, long long batch) except -1:
         """Bind one event's row at parameter ``base + 1``...; raises ValueError/OverflowError.
-        ``payload`` must stay valid until the statement has been stepped (SQLITE_STATIC)."""
+        ``payload`` must stay valid until the statement has been stepped (SQLITE_STATIC).
+        ``event`` has at least ``n_typed`` items (``write`` checked its length)."""
         cdef int i
         cdef int n_typed = self.n_typed
         cdef Py_ssize_t length
         cdef const char* utf8
+        cdef PyObject* item
         for i in range(n_typed):
-            value = event[i]
+            # the tuple's own slot, borrowed: indexing through the sequence protocol (an
+            # Event is a tuple subclass) was a fifth of the append loop
+            item = PyTuple_GET_ITEM(event, i)
+            value = <object>item
             if value is None:
                 sqlite3_bind_null(stmt, base + i + 1)
             elif type(value) is str:
@@ -151,8 +165,8 @@ cdef class EventWriter:
         """Insert ``events`` (rows of ``batch``) inside the caller's open transaction, in
         statements of ``rows_per_many`` rows and single rows for the rest. Returns the
         payloads, each followed by a newline, as one ``bytearray`` (what the batch digest
-        hashes). Raises ValueError on a value SQLite or int64 cannot take, with SQLite's
-        reason; the caller's transaction then rolls back.
+        hashes). Raises ValueError on an event that is not a tuple and on a value SQLite or
+        int64 cannot take, with the reason; the caller's transaction then rolls back.
 
         Each payload is copied into that one buffer as soon as it is encoded and its bytes
         object dropped: keeping a batch of orjson's bytes objects alive cost 2-10 us an event
@@ -163,6 +177,12 @@ cdef class EventWriter:
             raise ValueError("the writer is closed")
         events = list(events)
         cdef Py_ssize_t n = len(events)
+        for event in events:
+            if not isinstance(event, tuple) or len(<tuple>event) < self.n_typed:
+                raise ValueError(
+                    f"an event must be a tuple (exchange.events.Event) of at least "
+                    f"{self.n_typed} fields, not {event!r:.200}"
+                )
         cdef bytearray joined = bytearray()
         cdef Py_ssize_t* offsets = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
         cdef long long* crcs = <long long*>PyMem_Malloc((n + 1) * sizeof(long long))
@@ -175,11 +195,12 @@ cdef class EventWriter:
         cdef int r
         cdef int per = self.rows_per_many
         cdef const char* base
-        encode = self.encode
+        dumps = self.dumps
+        options = self.options
         crc32 = self.crc32
         try:
             for k in range(n):
-                payload = encode(events[k])
+                payload = dumps(PySequence_Tuple(events[k]), None, options)
                 offsets[k] = len(joined)
                 crcs[k] = crc32(payload)
                 joined += payload
@@ -191,13 +212,13 @@ cdef class EventWriter:
                     while done + per <= n:
                         for r in range(per):
                             k = done + r
-                            self._bind(self.many, r * (self.n_typed + 3), events[k],
+                            self._bind(self.many, r * (self.n_typed + 3), <tuple>events[k],
                                        base + offsets[k], offsets[k + 1] - offsets[k] - 1,
                                        crcs[k], batch)
                         self._step(self.many, events[done][0])
                         done += per
                 while done < n:
-                    self._bind(self.stmt, 0, events[done], base + offsets[done],
+                    self._bind(self.stmt, 0, <tuple>events[done], base + offsets[done],
                                offsets[done + 1] - offsets[done] - 1, crcs[done], batch)
                     self._step(self.stmt, events[done][0])
                     done += 1

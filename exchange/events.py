@@ -135,7 +135,9 @@ class Event(NamedTuple):
     data: dict[str, Any] | None = None
 
 
-_OPTS = orjson.OPT_SORT_KEYS
+#: orjson options of the canonical bytes (:func:`encode`; the store's C append loop calls
+#: ``orjson.dumps(tuple(event), None, ENCODE_OPTIONS)`` itself).
+ENCODE_OPTIONS = orjson.OPT_SORT_KEYS
 
 
 def encode(event: Event) -> bytes:
@@ -144,7 +146,7 @@ def encode(event: Event) -> bytes:
     counterparty, counter_order_id, data]``), keys inside ``data`` sorted, no floats. An array
     rather than an object: the field names are the schema's (and the typed columns carry
     them), and leaving them out of a million payloads halves the bytes hashed and written."""
-    return orjson.dumps(tuple(event), option=_OPTS)
+    return orjson.dumps(tuple(event), option=ENCODE_OPTIONS)
 
 
 def decode(payload: bytes | str) -> Event:

@@ -67,7 +67,7 @@ from typing import Any
 import orjson
 import sqlite_utils
 
-from exchange.events import TYPED_FIELDS, Event, decode, encode
+from exchange.events import ENCODE_OPTIONS, TYPED_FIELDS, Event, decode, encode
 
 #: Bump whenever the layout of the file changes.
 SCHEMA_VERSION = 2  # 2: payloads are JSON arrays in Event field order
@@ -219,7 +219,8 @@ def _event_writer(conn: sqlite3.Connection, path: Path) -> Any:
             str(path.resolve()),
             _INSERT_ONE,
             _N_TYPED,
-            encode,
+            orjson.dumps,
+            ENCODE_OPTIONS,
             zlib.crc32,
             _INSERT_MANY,
             _ROWS_PER_INSERT,
@@ -553,6 +554,10 @@ class EventStore:
         crc32 = zlib.crc32
         nullable = _NULL_AS_NAN.get
         for event in events:
+            if not isinstance(event, tuple):  # as the C writer requires
+                raise ValueError(
+                    f"an event must be a tuple (exchange.events.Event), not {event!r:.200}"
+                )
             payload = encode(event)
             typed = event[:_N_TYPED]
             extend(map(nullable, typed, typed))

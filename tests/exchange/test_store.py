@@ -731,3 +731,24 @@ class _Spy:
 
     def __getattr__(self, name):
         return getattr(self.wrapped, name)
+
+
+@pytest.mark.parametrize("path_taken", ["c", "python"])
+def test_an_event_that_is_not_a_tuple_is_refused_with_a_reason_and_nothing_is_stored(
+    tmp_path, monkeypatch, path_taken
+):
+    from exchange import store as store_module
+
+    if path_taken == "python":
+        monkeypatch.setattr(store_module, "_event_writer", lambda conn, path: None)
+    path = tmp_path / "s.db"
+    with new_store(path) as store:
+        store.append(make_events(1, 3))
+        row = list(make_events(4, 1)[0])  # the right fields, but a list
+        with pytest.raises(ValueError, match="must be a tuple"):
+            store.append([row])
+        assert store.last_seq == 3
+        store.append(make_events(4, 2))
+    with EventStore.open(path) as store:
+        assert [e.seq for e in store.events()] == [1, 2, 3, 4, 5]
+    assert verify_store(path).ok
