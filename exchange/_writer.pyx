@@ -122,6 +122,19 @@ cdef class EventWriter:
             sqlite3_finalize(self.many)
             self.many = NULL
 
+    def first_bad(self, events, long long first, Py_ssize_t n_fields):
+        """The position in ``events`` of the first one that is not a tuple of ``n_fields``
+        items whose seq (item 0) is ``first`` + its position; -1 if every one is. The
+        store's checks before a batch, in one C loop instead of a Python one."""
+        cdef Py_ssize_t k = 0
+        for event in events:
+            if not isinstance(event, tuple) or len(<tuple>event) != n_fields:
+                return k
+            if <object>PyTuple_GET_ITEM(event, 0) != first + k:
+                return k
+            k += 1
+        return -1
+
     cdef int _bind(self, sqlite3_stmt* stmt, int base, tuple event, const char* payload,
                    Py_ssize_t size, long long crc, long long batch) except -1:
         """Bind one event's row at parameter ``base + 1``...; raises ValueError/OverflowError.

@@ -83,6 +83,7 @@ _EVENT_COLUMNS = (*TYPED_FIELDS, "payload", "crc", "batch")
 if Event._fields != (*TYPED_FIELDS, "data"):  # append() relies on it (see there)
     raise ImportError("exchange.store expects Event's fields to be TYPED_FIELDS + ('data',)")
 _N_COLUMNS = len(_EVENT_COLUMNS)
+_N_FIELDS = len(Event._fields)
 #: Rows per multi-row INSERT statement on the append path (15 columns -> 1,500 parameters,
 #: far below SQLite's limit of 32,766).
 _ROWS_PER_INSERT = 100
@@ -553,27 +554,20 @@ class EventStore:
         add = values.append
         crc32 = zlib.crc32
         nullable = _NULL_AS_NAN.get
-        for event in events:
-            if not isinstance(event, tuple):  # as the C writer requires
-                raise ValueError(
-                    f"an event must be a tuple (exchange.events.Event), not {event!r:.200}"
-                )
+        for position, event in enumerate(events):
+            # what the C writer's first_bad checks
+            if (
+                not isinstance(event, tuple)
+                or len(event) != _N_FIELDS
+                or event[0] != first + position
+            ):
+                raise self._refusal(event, position, first)
             payload = encode(event)
             typed = event[:_N_TYPED]
             extend(map(nullable, typed, typed))
             add(payload.decode())
             add(crc32(payload))
             add(batch)
-        if len(values) != n * _N_COLUMNS:
-            raise ValueError(f"events must have the {len(Event._fields)} fields of Event")
-        seqs = values[0::_N_COLUMNS]
-        if seqs != list(range(first, last + 1)):
-            position = next(i for i, seq in enumerate(seqs) if seq != first + i)
-            raise ValueError(
-                f"event seq {events[position][0]} at position {position} of the batch: "
-                f"expected {first + position} (the log ends at seq {self._last_seq}; seqs "
-                "must be contiguous)"
-            )
         # The hot path uses the sqlite3 connection directly: sqlite-utils' insert_all builds a
         # dict per row and re-derives the column list per chunk, several times slower. Rows go
         # in _ROWS_PER_INSERT per statement (one multi-row INSERT) to cut the per-row
@@ -595,19 +589,27 @@ class EventStore:
 
         self._commit(n, batch, first, last, snapshot, insert)
 
+    def _refusal(self, event: Any, position: int, first: int) -> ValueError:
+        """Why ``event``, at ``position`` of a batch that should start at seq ``first``,
+        cannot be appended."""
+        if not isinstance(event, tuple):
+            return ValueError(
+                f"an event must be a tuple (exchange.events.Event), not {event!r:.200}"
+            )
+        if len(event) != _N_FIELDS:
+            return ValueError(f"events must have the {_N_FIELDS} fields of Event")
+        return ValueError(
+            f"event seq {event[0]} at position {position} of the batch: expected "
+            f"{first + position} (the log ends at seq {self._last_seq}; seqs must be contiguous)"
+        )
+
     def _append_in_c(self, events, snapshot, batch: int, first: int, last: int) -> None:
         """:meth:`append` through :class:`exchange._writer.EventWriter`: the same rows, batch
         row, snapshot and ``last_seq``, in one transaction of the same connection."""
-        for position, event in enumerate(events):
-            if len(event) != len(Event._fields):
-                raise ValueError(f"events must have the {len(Event._fields)} fields of Event")
-            if event[0] != first + position:
-                raise ValueError(
-                    f"event seq {event[0]} at position {position} of the batch: expected "
-                    f"{first + position} (the log ends at seq {self._last_seq}; seqs must be "
-                    "contiguous)"
-                )
         writer = self._writer
+        position = writer.first_bad(events, first, _N_FIELDS)
+        if position >= 0:
+            raise self._refusal(events[position], position, first)
         self._commit(
             len(events),
             batch,

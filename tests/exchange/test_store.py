@@ -734,7 +734,7 @@ class _Spy:
 
 
 @pytest.mark.parametrize("path_taken", ["c", "python"])
-def test_an_event_that_is_not_a_tuple_is_refused_with_a_reason_and_nothing_is_stored(
+def test_an_event_that_is_not_a_tuple_of_its_fields_is_refused_with_a_reason_and_nothing_is_stored(
     tmp_path, monkeypatch, path_taken
 ):
     from exchange import store as store_module
@@ -747,6 +747,8 @@ def test_an_event_that_is_not_a_tuple_is_refused_with_a_reason_and_nothing_is_st
         row = list(make_events(4, 1)[0])  # the right fields, but a list
         with pytest.raises(ValueError, match="must be a tuple"):
             store.append([row])
+        with pytest.raises(ValueError, match="13 fields of Event"):
+            store.append([tuple(row[:12])])
         assert store.last_seq == 3
         store.append(make_events(4, 2))
     with EventStore.open(path) as store:
