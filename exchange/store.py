@@ -328,6 +328,7 @@ class EventStore:
         self._batch_count = 0
         self._chain = ZERO_CHAIN
         self._finished = False
+        self._handed_off = False  # see hand_off
         self.durability = "normal"
         self._checkpointer: _Checkpointer | None = None
         self._writer: Any = None  # exchange._writer.EventWriter, when the C path is usable
@@ -527,6 +528,8 @@ class EventStore:
             raise StoreError(f"{self.path}: opened read-only")
         if self._finished:
             raise StoreError(f"{self.path}: session is finished; the log is sealed")
+        if self._handed_off:
+            raise StoreError(f"{self.path}: handed off to another writer")
         first = self._last_seq + 1
         n = len(events)
         last = first + n - 1
@@ -707,6 +710,33 @@ class EventStore:
         finally:
             self._conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
 
+    def hand_off(self) -> None:
+        """Stop appending through this store, so that another writer can append to the log
+        (a run hands its batches to the journaller process this way; see
+        :mod:`exchange.journal`). The connection stays open and idle; :meth:`close` later
+        finishes the file as it always does. Appending here afterwards is refused."""
+        self._stop_writing()
+        self._handed_off = True
+
+    def detach(self) -> None:
+        """Close a writer's connection as a crash would: nothing sealed, no indexes built, the
+        file left in WAL mode (the journaller's way out; the run's store closes the file).
+        Idempotent; a no-op after :meth:`close`."""
+        conn = self._conn
+        if conn is None:
+            return
+        self._stop_writing()
+        conn.close()
+        self._conn = None  # type: ignore[assignment]
+
+    def _stop_writing(self) -> None:
+        if self._writer is not None and self._writer is not _UNSET:
+            self._writer.close()
+        self._writer = None
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+
     def close(self) -> None:
         """Close the store. A writer first builds the indexes, checkpoints the WAL and returns
         the file to rollback-journal mode (skipped while other connections use the file), so
@@ -714,14 +744,9 @@ class EventStore:
         conn = self._conn
         if conn is None:
             return
-        if self._writer is not None and self._writer is not _UNSET:
-            self._writer.close()
-        self._writer = None
+        self._stop_writing()
         try:
             if self.mode == "a":
-                if self._checkpointer is not None:
-                    self._checkpointer.close()
-                    self._checkpointer = None
                 self.build_indexes()
                 try:
                     conn.execute("PRAGMA busy_timeout=0")
