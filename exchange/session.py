@@ -34,12 +34,17 @@ from exchange.clock import Simulator
 from exchange.engine import Exchange
 from exchange.events import Event, encode
 from exchange.fold import Fold
+from exchange.journal import Journal, JournalError, Journaller
 from exchange.scenarios import load_scenario, scenario_from_config
 from exchange.store import EventStore, verify_store
 
 CODE_VERSION = "gpuex-0.1.0"
 DEFAULT_BATCH = 2_000
 DEFAULT_SNAPSHOT_EVERY = 100_000
+#: Events a run records in line before a journaller process takes over (see ``run``): a
+#: process costs about 0.1 s to start, so runs shorter than a few hundred thousand events
+#: gain little and most tests' runs none at all.
+DEFAULT_JOURNAL_AFTER = 100_000
 #: Allocations between young-generation collections during a run (Python's default: 700).
 _GC_YOUNG_THRESHOLD = 10_000
 _COLLECTOR_LOCK = threading.Lock()
@@ -57,12 +62,19 @@ class _Diverged(Exception):
 
 
 class Recorder:
-    """Batches the engine's events into the store and keeps a fold for snapshots.
+    """Batches the engine's events into the store through a :class:`~exchange.journal.Journal`
+    (fold, snapshots, commits).
 
     The engine's sink is ``pending.append`` (a C method: no Python call per event); whoever
-    drives the engine calls :meth:`drain` between commands and :meth:`flush` at the end.
-    With ``committed`` (an iterator over the stored payloads of a crashed run), the first
-    events are compared with the log instead of written: that is how resume catches up.
+    drives the engine calls :meth:`drain` between commands, :meth:`flush` and :meth:`finish`
+    at the end and :meth:`close` in any case. With ``committed`` (an iterator over the stored
+    payloads of a crashed run), the first events are compared with the log instead of
+    written: that is how resume catches up.
+
+    Once ``journal_after`` events are in the log (None: never), a journaller process is
+    started; as soon as it is up it takes the store and records every further batch, on
+    another core, while the engine goes on (see :mod:`exchange.journal`). The log is the same
+    either way.
     """
 
     def __init__(
@@ -73,19 +85,28 @@ class Recorder:
         committed: Iterator[bytes] | None = None,
         committed_count: int = 0,
         on_batch: Callable[[int], None] | None = None,
+        journal_after: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if snapshot_every and snapshot_every % batch_size:
             raise ValueError("snapshot_every must be a multiple of batch_size")
-        self.store = store
+        if journal_after is not None and journal_after < 0:
+            raise ValueError("journal_after must be >= 0 (or None: never)")
+        self.journal = Journal(store, snapshot_every)
         self.batch_size = batch_size
-        self.snapshot_every = snapshot_every
-        self.fold = Fold()
         self.pending: list[Event] = []
         self._committed = committed
         self._committed_count = committed_count
         self._on_batch = on_batch
+        self._journal_after = journal_after
+        self._journaller: Journaller | None = None
+        self._handed_over = False
+
+    @property
+    def handed_over(self) -> bool:
+        """True once a journaller process records the batches."""
+        return self._handed_over
 
     def drain(self) -> None:
         """Commit every complete batch pending (batches of exactly ``batch_size`` events,
@@ -105,19 +126,51 @@ class Recorder:
             self.pending.clear()
             self._commit(batch)
 
+    def finish(self, t: int, state_hash: str) -> None:
+        """After :meth:`flush`: check the fold of the log against the live ``state_hash`` and
+        seal the store at simulated time ``t`` (ns). Raises :class:`SessionError` if they
+        disagree (the store is left unsealed)."""
+        try:
+            if self._handed_over:
+                self._journaller.finish(t, state_hash)  # type: ignore[union-attr]
+            else:
+                self.journal.finish(t, state_hash)
+        except JournalError as exc:
+            raise SessionError(str(exc)) from None
+
+    def close(self) -> None:
+        """Stop the journaller process, if one was started (after an error it closes the store
+        as the run would have). Idempotent."""
+        if self._journaller is not None:
+            self._journaller.close()
+
     def _commit(self, batch: list[Event]) -> None:
         """Commit one batch (one transaction), or check it against the log when resuming."""
         if batch[0].seq <= self._committed_count:
             self._catch_up(batch)
+        elif self._handed_over:
+            try:
+                self._journaller.record(batch)  # type: ignore[union-attr]
+            except JournalError as exc:
+                raise SessionError(str(exc)) from None
         else:
-            self.fold.apply_all(batch)
-            last = batch[-1].seq
-            snapshot = None
-            if self.snapshot_every and last % self.snapshot_every == 0:
-                snapshot = (last, self.fold.to_json(), self.fold.state_hash())
-            self.store.append(batch, snapshot)
+            self.journal.record(batch)
+            if self._journal_after is not None and batch[-1].seq >= self._journal_after:
+                self._hand_over_when_ready()
         if self._on_batch is not None:
             self._on_batch(len(batch))
+
+    def _hand_over_when_ready(self) -> None:
+        if self._journaller is None:
+            self._journaller = Journaller.spawn()
+            if self._journaller is None:  # no process here: go on in line
+                self._journal_after = None
+                return
+        if self._journaller.ready():
+            store = self.journal.store
+            store.hand_off()
+            self._journaller.hand_over(store.path, self.journal.snapshot_every, self.journal.fold)
+            self._handed_over = True
 
     def _catch_up(self, batch: list[Event]) -> None:
         for event in batch:
@@ -127,7 +180,7 @@ class Recorder:
             mine = encode(event)
             if stored != mine:
                 raise _Diverged(event.seq, stored, mine)
-        self.fold.apply_all(batch)
+        self.journal.fold.apply_all(batch)
 
 
 @dataclass
@@ -155,6 +208,7 @@ def run(
     batch_size: int = DEFAULT_BATCH,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
     on_batch: Callable[[int], None] | None = None,
+    journal_after: int | None = DEFAULT_JOURNAL_AFTER,
 ) -> RunSummary:
     """Run (or resume) a built-in scenario into the SQLite log at ``db``.
 
@@ -169,7 +223,11 @@ def run(
         durability: ``full`` or ``normal`` (see ``docs/event_store.md``).
         batch_size: events per committed batch.
         snapshot_every: events between fold snapshots (a multiple of ``batch_size``; 0 = none).
-        on_batch: called with the number of events after each batch (progress).
+        on_batch: called with the number of events after each batch (progress; once a
+            journaller records the batches, when a batch is handed to it).
+        journal_after: events recorded in this process before a journaller process takes
+            over the recording, on another core (:mod:`exchange.journal`); None: never. The
+            log is byte-identical either way; short runs never start one.
         model: an already validated scenario object to run instead of loading ``scenario``
             (``scenario`` is then only the name stored with the session).
         drive: ``drive(engine, sim)`` instead of ``model.drive`` (the socket gateway attaches
@@ -225,7 +283,9 @@ def run(
             raise SessionError(
                 f"{path} already exists; use --resume to continue it or choose a new path"
             ) from None
-    recorder = Recorder(store, batch_size, snapshot_every, committed, committed_count, on_batch)
+    recorder = Recorder(
+        store, batch_size, snapshot_every, committed, committed_count, on_batch, journal_after
+    )
     pending = recorder.pending
     engine = Exchange(pending.append)
     sim = Simulator()
@@ -249,15 +309,14 @@ def run(
             finish(engine)
         digest = engine.end()
         recorder.flush()
-        if recorder.fold.state_hash() != digest:
-            raise SessionError("the fold of the recorded events disagrees with the live state")
-        store.finish(engine.t, digest)
+        recorder.finish(engine.t, digest)
     except _Diverged as exc:
         raise SessionError(
             f"{path}: cannot resume: the scenario regenerates a different event at seq {exc.seq} "
             "(different code version or a damaged log)"
         ) from None
     finally:
+        recorder.close()
         if reader is not None:
             reader.close()
         store.close()

@@ -1,0 +1,298 @@
+"""The journal of a run: folding, snapshotting and committing its batches, in line or from a
+second process (the *journaller*) on the machine's other core.
+
+Recording a batch means folding it (the fold gives the snapshots and the final check against
+the live state hash), encoding and checksumming it and inserting it into SQLite: about 40 % of
+a long run when done in line (benches/README.md). As in LMAX's architecture, where the business
+logic processor never waits on its journaller, a long run hands that work to
+``python -m exchange.journal``: the engine sends each complete batch down a pipe (plain tuples,
+pickled) and goes on with the next one while the journaller folds and commits the last.
+
+The log is the same, byte for byte, either way: :class:`Journal` folds, snapshots and appends
+the same batches in the same order in both places; only the process differs. Crash safety is
+the same too: a batch is durable when its transaction commits, whichever process commits it.
+If the run dies, so does the journaller (on Linux at once; elsewhere at the end of its pipe),
+leaving the file as a crash leaves it (not sealed, no indexes), and ``--resume`` continues
+from the last committed batch. If the journaller fails, the run raises its error at the next
+batch. The run's own connection stays open (idle) throughout and closes the file at the end, as
+it does when it records in line. The closed file then differs from an in-line run's in one
+place only: SQLite's file change counter (header bytes 24-27 and 92-95), which counts one more
+writing connection. Every page below the header is the same, and so is the file of any two
+runs with the same scenario, seed and ``journal_after``, whenever the hand-over happened.
+
+Protocol (each message one pickled tuple, framed by :mod:`multiprocessing.connection`):
+run -> journaller ``("start", path, snapshot_every, fold_json)``, then ``("batch", rows)``
+for every batch, then ``("end", t, state_hash)``; journaller -> run ``("ready",)`` once it has
+started, ``("done",)`` after sealing the store, ``("error", exception)`` if anything failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from exchange.fold import Fold
+from exchange.store import EventStore
+
+#: Bytes of pipe buffer asked for (Linux ``F_SETPIPE_SZ``): several batches in flight, so
+#: the run does not wait while the journaller commits the one before.
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux; spelled out for clarity)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+#: Seconds to wait for a journaller to exit after its pipe is closed, before killing it.
+_EXIT_WAIT_S = 30.0
+
+
+class JournalError(RuntimeError):
+    """The journal cannot go on: the fold disagrees with the live state, or the journaller
+    process died (the message says why)."""
+
+
+class Journal:
+    """Folds and commits a run's batches into ``store``; snapshots every ``snapshot_every``
+    events (0 = none). The same code runs in line and in the journaller process."""
+
+    def __init__(self, store: EventStore, snapshot_every: int, fold: Fold | None = None):
+        self.store = store
+        self.snapshot_every = snapshot_every
+        self.fold = Fold() if fold is None else fold
+
+    def record(self, batch: Sequence[tuple]) -> None:
+        """Fold ``batch`` (events or plain tuples of their fields) and commit it as one
+        transaction, with the fold's snapshot when its last seq is a multiple of
+        ``snapshot_every``."""
+        fold = self.fold
+        fold.apply_all(batch)
+        last = fold.seq
+        snapshot = None
+        if self.snapshot_every and last % self.snapshot_every == 0:
+            snapshot = (last, fold.to_json(), fold.state_hash())
+        self.store.append(batch, snapshot)
+
+    def finish(self, t: int, state_hash: str) -> None:
+        """Seal the store at simulated time ``t`` (ns) with the live ``state_hash``, which the
+        fold of the recorded events must reproduce (else :class:`JournalError`, unsealed)."""
+        if self.fold.state_hash() != state_hash:
+            raise JournalError("the fold of the recorded events disagrees with the live state")
+        self.store.finish(t, state_hash)
+
+
+def _widen(fd: int) -> None:
+    if sys.platform.startswith("linux"):
+        import fcntl
+
+        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep 64 KiB
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_BYTES)
+
+
+class Journaller:
+    """The run's side of a journaller process.
+
+    Made with :meth:`spawn` (the process starts and imports in the background while the run
+    goes on recording in line); :meth:`ready` says when it can take over; :meth:`hand_over`
+    gives it the store (which the run has handed off) and the fold; :meth:`record` sends each
+    batch; :meth:`finish` seals the store and waits for the journaller to exit;
+    :meth:`close` stops it wherever it is (on an error of the run).
+    """
+
+    def __init__(self, proc: subprocess.Popen, to_child: Connection, from_child: Connection):
+        self._proc = proc
+        self._to = to_child
+        self._from = from_child
+        self._ready = False
+
+    @classmethod
+    def spawn(cls) -> Journaller | None:
+        """Start ``python -m exchange.journal`` with this process's interpreter and this
+        ``exchange`` package; None if no process can be started here (the run then records
+        in line)."""
+        if os.name != "posix":
+            return None
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "exchange.journal", str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+        except OSError:
+            return None
+        assert proc.stdin is not None and proc.stdout is not None
+        _widen(proc.stdin.fileno())
+        # the Connections own duplicates; the Popen's file objects are closed at once
+        to_child = Connection(os.dup(proc.stdin.fileno()), readable=False)
+        from_child = Connection(os.dup(proc.stdout.fileno()), writable=False)
+        proc.stdin.close()
+        proc.stdout.close()
+        return cls(proc, to_child, from_child)
+
+    def ready(self) -> bool:
+        """True once the journaller has started and waits for the store (never blocks). A
+        journaller that died on its way up is never ready."""
+        if not self._ready and self._from.poll():
+            try:
+                self._ready = self._receive()[0] == "ready"
+            except JournalError:
+                self._ready = False
+        return self._ready
+
+    def hand_over(self, path: Path, snapshot_every: int, fold: Fold) -> None:
+        """Give the journaller the store at ``path`` (handed off by the run with
+        :meth:`EventStore.hand_off`) and ``fold`` (the state after the last committed batch);
+        it records every batch from now on."""
+        self._send(("start", str(path), snapshot_every, fold.to_json()))
+
+    def record(self, batch: Sequence[tuple]) -> None:
+        """Send ``batch`` to be folded and committed; raises the journaller's error if it has
+        failed since the last batch."""
+        if self._from.poll():
+            self._receive()  # only an error can arrive here: raises it
+        self._send(("batch", list(map(tuple, batch))))
+
+    def finish(self, t: int, state_hash: str) -> None:
+        """Commit what was sent, seal the store (see :meth:`Journal.finish`) and wait for the
+        journaller to exit. Raises its error, if any."""
+        self._send(("end", t, state_hash))
+        reply = self._receive()
+        if reply[0] != "done":
+            raise JournalError(f"journaller: unexpected reply {reply[0]!r}")
+        self._to.close()  # it has exited: nothing more to tell it
+        self.close()
+
+    def close(self) -> None:
+        """Stop the journaller after the batches sent so far, closing the store as a run
+        closes it after an error (:meth:`EventStore.close`), and wait for it to exit; kill
+        it if it does not. Idempotent."""
+        if not self._to.closed:
+            with contextlib.suppress(OSError):
+                self._to.send_bytes(pickle.dumps(("close",)))
+        for conn in (self._to, self._from):
+            conn.close()
+        try:
+            self._proc.wait(_EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def _send(self, message: tuple) -> None:
+        try:
+            self._to.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+        except (BrokenPipeError, ConnectionResetError):
+            # it died: say why if it managed to, else that it is gone
+            self._receive()
+            raise JournalError("the journaller process exited") from None
+
+    def _receive(self) -> tuple:
+        try:
+            reply = pickle.loads(self._from.recv_bytes())
+        except (EOFError, OSError):
+            try:
+                code = self._proc.wait(_EXIT_WAIT_S)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise JournalError(
+                f"the journaller process exited (status {code}) without saying why"
+            ) from None
+        if reply[0] == "error":
+            _tag, pickled, text = reply
+            try:
+                exc = pickle.loads(pickled)
+            except Exception:  # noqa: BLE001 - an exception that cannot be rebuilt here
+                exc = JournalError(text)
+            exc.add_note("(raised in the journaller process, exchange.journal)")
+            raise exc
+        return reply
+
+
+# ---------------------------------------------------------------------- the process
+def serve(requests: Connection, replies: Connection) -> int:
+    """The journaller's loop: returns the process's exit status."""
+
+    def reply(*message: Any) -> None:
+        replies.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+    reply("ready")
+    journal: Journal | None = None
+    try:
+        while True:
+            try:
+                message = pickle.loads(requests.recv_bytes())
+            except EOFError:
+                return 0  # the run stopped (or died): leave the file as a crash leaves it
+            tag = message[0]
+            if tag == "batch":
+                assert journal is not None, "batch before start"
+                journal.record(message[1])
+            elif tag == "start":
+                _tag, path, snapshot_every, fold_json = message
+                journal = Journal(
+                    EventStore.open(path, mode="a"), snapshot_every, Fold.from_json(fold_json)
+                )
+            elif tag == "close":  # the run failed; its store closes the file
+                return 0
+            elif tag == "end":
+                assert journal is not None, "end before start"
+                journal.finish(message[1], message[2])
+                journal.store.detach()  # the run's store closes the file
+                journal = None
+                reply("done")
+                return 0
+            else:
+                raise JournalError(f"unknown message {tag!r}")
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the run
+        text = f"journaller: {type(exc).__name__}: {exc}"
+        try:
+            pickled = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - not picklable: the run gets the text
+            pickled = b""
+        # stop reading first: a run blocked on a full pipe then gets EPIPE and reads this
+        requests.close()
+        with contextlib.suppress(OSError):
+            reply("error", pickled, text)
+        return 1
+    finally:
+        if journal is not None:
+            journal.store.detach()
+
+
+def _die_with(run_pid: int) -> None:
+    """Be killed the moment the run dies (Linux ``PR_SET_PDEATHSIG``), so that a killed run
+    leaves its file as an in-line run would, not with a few more batches committed after
+    its death. Elsewhere the journaller stops at the end of its pipe instead."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != run_pid:  # it died before the line above
+        os._exit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m exchange.journal RUN_PID`` (started by
+    :meth:`Journaller.spawn`; not a user command): requests on stdin, replies on the original
+    stdout. Anything else the process prints goes to stderr, so it cannot garble a reply."""
+    args = sys.argv[1:] if argv is None else argv
+    _die_with(int(args[0]))
+    # Ctrl-C reaches the whole process group: the run decides, and closes the pipe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    replies = Connection(os.dup(1), readable=False)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    requests = Connection(os.dup(0), writable=False)
+    return serve(requests, replies)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
