@@ -92,6 +92,19 @@ def main() -> None:
     type=int,
     help="Events between state snapshots (multiple of --batch-size; 0 = none).",
 )
+@click.option(
+    "--journal-after",
+    default=sessions.DEFAULT_JOURNAL_AFTER,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Events recorded in this process before a journaller process takes over the "
+    "recording, on another core (the log is the same; see docs/event_store.md).",
+)
+@click.option(
+    "--no-journaller",
+    is_flag=True,
+    help="Record every batch in this process (no journaller process).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
     "--report",
@@ -111,6 +124,8 @@ def run(
     settings,
     batch_size,
     snapshot_every,
+    journal_after,
+    no_journaller,
     quiet,
     report_path,
     no_report,
@@ -142,6 +157,7 @@ def run(
             batch_size=batch_size,
             snapshot_every=snapshot_every,
             on_batch=bar.update,
+            journal_after=None if no_journaller else journal_after,
         )
     except (sessions.SessionError, StoreError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None

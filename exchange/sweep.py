@@ -469,7 +469,10 @@ def run_one(spec: RunSpec, logs_dir: str | None = None) -> dict[str, Any]:
         tmp = tempfile.mkdtemp(prefix="gpuex-sweep-")
         db = Path(tmp) / f"{spec.run_id}.db"
     try:
-        result = session.run(spec.scenario, db, seed=spec.seed, overrides=spec.overrides)
+        # the sweep's workers already keep every core busy: no journaller processes
+        result = session.run(
+            spec.scenario, db, seed=spec.seed, overrides=spec.overrides, journal_after=None
+        )
         facts = summarise(db)
         if facts["state_hash"] != result.state_hash:
             raise RuntimeError("the log's recorded state hash differs from the run's")

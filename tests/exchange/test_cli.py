@@ -5,6 +5,7 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
+from exchange import session as sessions
 from exchange.cli import main
 
 SMALL = [
@@ -100,3 +101,37 @@ def test_overwrite_replaces_an_existing_log_and_creates_missing_folders(log, tmp
     nested = tmp_path / "runs" / "deep" / "x.db"
     made = CliRunner().invoke(main, ["run", "flow", "--db", str(nested), *SMALL])
     assert made.exit_code == 0 and nested.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "journal_after"),
+    [
+        ([], sessions.DEFAULT_JOURNAL_AFTER),
+        (["--journal-after", "0"], 0),
+        (["--no-journaller"], None),
+    ],
+)
+def test_run_passes_its_journaller_choice_to_the_session(
+    tmp_path, monkeypatch, options, journal_after
+):
+    seen = []
+    real_run = sessions.run
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["journal_after"])
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(sessions, "run", spy)
+    path = tmp_path / "j.db"
+    result = CliRunner().invoke(
+        main, ["run", "flow", "--db", str(path), "--no-report", *SMALL, *options]
+    )
+    assert result.exit_code == 0, result.output
+    assert seen == [journal_after]
+
+
+def test_run_refuses_a_negative_journal_after(tmp_path):
+    result = CliRunner().invoke(
+        main, ["run", "flow", "--db", str(tmp_path / "n.db"), "--journal-after", "-1"]
+    )
+    assert result.exit_code == 2 and "journal-after" in result.output
