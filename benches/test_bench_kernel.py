@@ -1,7 +1,9 @@
 """The whole kernel: a seeded `flow` session of over a million events, recorded and replayed.
 
 Measures, in one run: orders/s and events/s of `session.run` (validation, matching, events,
-fold for snapshots, SQLite persistence with `normal` durability), with the time of each part;
+fold for snapshots, SQLite persistence with `normal` durability), with the time of each part,
+as a run records by default (a journaller process takes over the recording after 100,000
+events) and, as the reference, all in line;
 events/s of a replay fold over the same log (straight from the typed columns, no snapshots);
 and the *storage floor*: SQLite alone inserting the same rows in the same batches and building
 the same indexes, with no Python per row -- the fastest any kernel on this event store could
@@ -21,6 +23,7 @@ import pytest
 
 from exchange import session
 from exchange.fold import Fold
+from exchange.journal import Journaller
 from exchange.store import EventStore
 
 MESSAGES = 320_000  # about 1.05 million events
@@ -46,10 +49,12 @@ def flow_log(log_dir):
 #: The parts of a run timed separately (class, method, label); the rest of the run is the
 #: engine's: driver, clock, validation, matching and event construction.
 PARTS = (
-    (EventStore, "append", "store append (encode, checksums, insert, commit)"),
-    (EventStore, "finish", "store finish (seal, build the indexes)"),
+    (EventStore, "append", "store append in line (encode, checksums, insert, commit)"),
+    (EventStore, "finish", "store finish in line (seal, build the indexes)"),
     (EventStore, "close", "store close (final checkpoint)"),
-    (Fold, "apply_all", "recorder's fold"),
+    (Fold, "apply_all", "recorder's fold in line"),
+    (Journaller, "record", "hand-off to the journaller (tuples, pickle, pipe)"),
+    (Journaller, "finish", "wait for the journaller (its last batches, seal, indexes)"),
 )
 
 
@@ -78,21 +83,27 @@ def _timing_parts(seconds: dict[str, float]) -> Iterator[None]:
             setattr(cls, name, method)
 
 
-def _record(path):
+def _record(path, journal_after=session.DEFAULT_JOURNAL_AFTER, key=""):
+    """Record the flow session at ``path`` (``journal_after`` as ``session.run`` takes it)
+    and keep its figures in RESULTS under ``key``."""
     parts: dict[str, float] = {}
     with _timing_parts(parts):
         t0 = time.perf_counter()
-        summary = session.run("flow", path, seed=7, overrides={"messages": MESSAGES})
+        summary = session.run(
+            "flow", path, seed=7, overrides={"messages": MESSAGES}, journal_after=journal_after
+        )
         seconds = time.perf_counter() - t0
     parts = {"engine, driver, validation, matching, events": seconds - sum(parts.values())} | {
-        label: parts.get(label, 0.0) for _c, _n, label in PARTS
+        label: parts[label] for _c, _n, label in PARTS if label in parts
     }
     RESULTS.update(
-        log=(path, summary),
-        kernel_s=seconds,
-        parts=parts,
-        orders_per_s=MESSAGES / seconds,
-        events_per_s=summary.events / seconds,
+        {
+            f"{key}log": (path, summary),
+            f"{key}kernel_s": seconds,
+            f"{key}parts": parts,
+            f"{key}orders_per_s": MESSAGES / seconds,
+            f"{key}events_per_s": summary.events / seconds,
+        }
     )
     return summary
 
@@ -122,6 +133,27 @@ def test_kernel_run_throughput(benchmark, log_dir, capsys):
     )
     for label, part_s in RESULTS["parts"].items():
         report(capsys, f"  {label}: {part_s:.2f} s ({part_s / RESULTS['kernel_s']:.0%})")
+
+
+def test_kernel_in_line_throughput(benchmark, log_dir, capsys):
+    """The same session recorded without a journaller process (``journal_after=None``): the
+    reference the journaller's gain is measured against, in the same run of the benches."""
+    summary = benchmark.pedantic(
+        _record,
+        args=(log_dir / "flow-in-line.db", None, "in_line_"),
+        rounds=1,
+        iterations=1,
+    )
+    assert session.replay(summary.path).state_hash() == summary.state_hash
+    in_line = RESULTS["in_line_orders_per_s"]
+    benchmark.extra_info.update(orders_per_s=round(in_line))
+    line = f"kernel in line (no journaller): {in_line:,.0f} orders/s"
+    if "orders_per_s" in RESULTS:
+        assert RESULTS["log"][1].state_hash == summary.state_hash
+        line += f"; with the journaller {RESULTS['orders_per_s'] / in_line:.2f}x that"
+    report(capsys, line)
+    for label, part_s in RESULTS["in_line_parts"].items():
+        report(capsys, f"  {label}: {part_s:.2f} s ({part_s / RESULTS['in_line_kernel_s']:.0%})")
 
 
 def test_replay_fold_throughput(benchmark, flow_log, capsys):
