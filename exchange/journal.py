@@ -121,7 +121,9 @@ class Journaller:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "exchange.journal", str(os.getpid())],
+                # -P: not the working directory first on sys.path, so that the package
+                # imported is this one (PYTHONPATH), never a folder that happens to be there
+                [sys.executable, "-P", "-m", "exchange.journal", str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,

@@ -274,3 +274,16 @@ def test_a_detached_writer_leaves_the_log_unsealed_and_unindexed(tmp_path):
         con.close()
     assert status == "running"
     assert not any(name.startswith("idx_events_") for name in names)
+
+
+def test_the_journaller_runs_this_package_whatever_the_working_directory(
+    tmp_path, monkeypatch, hand_overs
+):
+    shadow = tmp_path / "cwd" / "exchange"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise SystemExit('a different exchange package')\n")
+    monkeypatch.chdir(shadow.parent)
+    reference = record(tmp_path / "ref.db", None)
+    summary = record(tmp_path / "shadowed.db", 0)
+    assert hand_overs["hand_overs"], "the journaller did not start"
+    assert summary.state_hash == reference.state_hash
