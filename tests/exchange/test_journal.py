@@ -6,9 +6,12 @@ going on in line meanwhile), so that every test exercises the process it is abou
 """
 
 import os
+import pickle
 import signal
 import sqlite3
 import sys
+import threading
+from multiprocessing import Pipe
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ import pytest
 from exchange import session
 from exchange.events import Event
 from exchange.fold import Fold
-from exchange.journal import JournalError, Journaller
+from exchange.journal import JournalError, Journaller, serve
 from exchange.store import EventStore, StoreError, verify_store
 
 FLOW = {"messages": 3_000, "traders": 5}
@@ -287,3 +290,44 @@ def test_the_journaller_runs_this_package_whatever_the_working_directory(
     summary = record(tmp_path / "shadowed.db", 0)
     assert hand_overs["hand_overs"], "the journaller did not start"
     assert summary.state_hash == reference.state_hash
+
+
+def _serve_in_thread(requests_end, replies_end):
+    status = {}
+    thread = threading.Thread(target=lambda: status.update(code=serve(requests_end, replies_end)))
+    thread.start()
+    return thread, status
+
+
+def test_a_journaller_whose_run_vanishes_commits_what_it_got_and_leaves_the_log_unsealed(
+    handed_off_store,
+):
+    # where there is no PR_SET_PDEATHSIG, the end of the pipe is how the journaller learns
+    # that its run died: it must stop there and leave the file as a crash would
+    requests_end, run_side = Pipe(duplex=False)
+    replies_run, replies_end = Pipe(duplex=False)
+    thread, status = _serve_in_thread(requests_end, replies_end)
+    assert pickle.loads(replies_run.recv_bytes()) == ("ready",)
+    fold = Fold().apply_all(_events(1, 3))
+    run_side.send_bytes(pickle.dumps(("start", str(handed_off_store.path), 0, fold.to_json())))
+    run_side.send_bytes(pickle.dumps(("batch", [tuple(e) for e in _events(4, 6)])))
+    run_side.close()  # the run is gone
+    thread.join(30)
+    assert status == {"code": 0}
+    with EventStore.open(handed_off_store.path) as store:
+        assert store.last_seq == 6 and store.session["status"] == "running"
+        names = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}
+    assert not any(name.startswith("idx_events_") for name in names)  # as a crash leaves it
+
+
+def test_a_journaller_answers_a_message_it_does_not_know_with_an_error(handed_off_store):
+    requests_end, run_side = Pipe(duplex=False)
+    replies_run, replies_end = Pipe(duplex=False)
+    thread, status = _serve_in_thread(requests_end, replies_end)
+    assert pickle.loads(replies_run.recv_bytes()) == ("ready",)
+    run_side.send_bytes(pickle.dumps(("rewind", 3)))
+    tag, pickled, text = pickle.loads(replies_run.recv_bytes())
+    thread.join(30)
+    assert status == {"code": 1}
+    assert tag == "error" and "unknown message 'rewind'" in text
+    assert isinstance(pickle.loads(pickled), JournalError)
