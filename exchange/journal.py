@@ -108,6 +108,7 @@ class Journaller:
         self._to = to_child
         self._from = from_child
         self._ready = False
+        self._dead = False
 
     @classmethod
     def spawn(cls) -> Journaller | None:
@@ -142,11 +143,11 @@ class Journaller:
     def ready(self) -> bool:
         """True once the journaller has started and waits for the store (never blocks). A
         journaller that died on its way up is never ready."""
-        if not self._ready and self._from.poll():
+        if not self._ready and not self._dead and self._from.poll():
             try:
                 self._ready = self._receive()[0] == "ready"
             except JournalError:
-                self._ready = False
+                self._dead = True  # no need to ask again at every batch
         return self._ready
 
     def hand_over(self, path: Path, snapshot_every: int, fold: Fold) -> None:
