@@ -20,10 +20,16 @@ place only: SQLite's file change counter (header bytes 24-27 and 92-95), which c
 writing connection. Every page below the header is the same, and so is the file of any two
 runs with the same scenario, seed and ``journal_after``, whenever the hand-over happened.
 
-Protocol (each message one pickled tuple, framed by :mod:`multiprocessing.connection`):
-run -> journaller ``("start", path, snapshot_every, fold_json)``, then ``("batch", rows)``
-for every batch, then ``("end", t, state_hash)``; journaller -> run ``("ready",)`` once it has
-started, ``("done",)`` after sealing the store, ``("error", exception)`` if anything failed.
+Protocol (each message one pickled tuple, framed by :mod:`multiprocessing.connection`; pickle
+only ever passes between two processes of the same run):
+
+* run -> journaller: ``("start", path, snapshot_every, fold_json)``, then ``("batch", rows)``
+  for every batch (``rows``: plain tuples of the events' fields), then ``("end", t,
+  state_hash)`` to seal, or ``("close",)`` if the run failed; the end of the pipe means the run
+  died.
+* journaller -> run: ``("ready",)`` once it has started; ``("done",)`` after sealing the store;
+  ``("error", pickled_exception, text)`` if anything failed (``text`` for an exception that
+  cannot be rebuilt in the run), after which it exits.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from exchange.store import EventStore
 #: Bytes of pipe buffer asked for (Linux ``F_SETPIPE_SZ``): several batches in flight, so
 #: the run does not wait while the journaller commits the one before.
 _PIPE_BYTES = 1 << 20
-_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux; spelled out for clarity)
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, linux/fcntl.h
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 #: Seconds to wait for a journaller to exit after its pipe is closed, before killing it.
 _EXIT_WAIT_S = 30.0
