@@ -103,11 +103,6 @@ class Recorder:
         self._journaller: Journaller | None = None
         self._handed_over = False
 
-    @property
-    def handed_over(self) -> bool:
-        """True once a journaller process records the batches."""
-        return self._handed_over
-
     def drain(self) -> None:
         """Commit every complete batch pending (batches of exactly ``batch_size`` events,
         whenever this is called)."""
@@ -139,8 +134,9 @@ class Recorder:
             raise SessionError(str(exc)) from None
 
     def close(self) -> None:
-        """Stop the journaller process, if one was started (after an error it closes the store
-        as the run would have). Idempotent."""
+        """Stop the journaller process, if one was started, after the batches it was sent
+        (on an error of the run it leaves the closing of the file to the run's store).
+        Idempotent."""
         if self._journaller is not None:
             self._journaller.close()
 
