@@ -477,6 +477,41 @@ def test_edited_typed_column(db):
     assert any("seq 12: column price=" in p for p in report.problems)
 
 
+def test_payload_value_of_another_type_but_equal_to_its_column_is_an_edit(db):
+    # seq 12 rests 3 lots; 3.0 == 3 in Python, so the columns must agree in type as well
+    conn = sqlite3.connect(db)
+    payload = conn.execute("SELECT payload FROM events WHERE seq = 12").fetchone()[0]
+    edited = payload.replace(",105,3,null,", ",105,3.0,null,")
+    assert edited != payload
+    with conn:
+        conn.execute(
+            "UPDATE events SET payload = ?, crc = ? WHERE seq = 12",
+            (edited, zlib.crc32(edited.encode())),
+        )
+    conn.close()
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_seq == 12, report.problems
+    assert any("seq 12: column qty=3 disagrees" in p for p in report.problems), report.problems
+
+
+def test_typed_column_that_is_not_utf8_is_reported_as_an_edit_not_as_corruption(db):
+    sql(db, "UPDATE events SET account = CAST(X'ff41' AS TEXT) WHERE seq = 14")
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_seq == 14 and report.events == 40
+    assert [p for p in report.problems if "seq 14: column account=" in p], report.problems
+    assert not any("corrupt" in p for p in report.problems)
+
+
+def test_verify_store_reports_progress_up_to_every_event(tmp_path):
+    path = tmp_path / "long.db"
+    build(path, sizes=(5_000,) * 8)
+    calls = []
+    assert verify_store(path, progress=lambda done, total: calls.append((done, total))).ok
+    assert calls[-1] == (40_000, 40_000)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+    assert len(calls) > 2 and {total for _, total in calls} == {40_000}
+
+
 def test_deleted_event(db):
     sql(db, "DELETE FROM events WHERE seq = 15")
     report = verify_store(db)
