@@ -271,14 +271,50 @@ def replay(path, until, no_snapshots):
     click.echo(fold.state_hash())
 
 
+class _StageBars:
+    """A progress bar (stderr) for each stage of a long check, made as the stage begins:
+    the ``progress(stage, done, total)`` callback of ``session.verify``."""
+
+    def __init__(self, disable: bool) -> None:
+        self._disable = disable
+        self._stage: str | None = None
+        self._bar: tqdm | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self._stage:
+            self.close()
+            self._stage = stage
+            self._bar = tqdm(
+                total=total,
+                desc=stage,
+                unit=" events",
+                unit_scale=True,
+                disable=self._disable,
+                file=sys.stderr,
+            )
+        assert self._bar is not None
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def verify(path):
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def verify(path, quiet):
     """Check checksums, re-execute the commands and compare the replayed state.
 
-    Exits 0 only if the log is sound; otherwise names the first bad event.
+    Exits 0 only if the log is sound; otherwise names the first bad event. Shows a progress
+    bar for each stage (checksums, re-execution, replay) on stderr.
     """
-    verdict = sessions.verify(path)
+    bars = _StageBars(disable=quiet)
+    try:
+        verdict = sessions.verify(path, progress=bars)
+    finally:
+        bars.close()
     if verdict.ok:
         click.echo(f"ok: {verdict.events:,} events, state {verdict.state_hash}")
         return

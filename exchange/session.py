@@ -36,7 +36,7 @@ from exchange.events import Event, encode
 from exchange.fold import Fold
 from exchange.journal import Journal, JournalError, Journaller
 from exchange.scenarios import load_scenario, scenario_from_config
-from exchange.store import EventStore, verify_store
+from exchange.store import PROGRESS_EVERY, EventStore, verify_store
 
 CODE_VERSION = "gpuex-0.1.0"
 DEFAULT_BATCH = 2_000
@@ -387,7 +387,12 @@ def _check_same_session(
 
 
 # ---------------------------------------------------------------------- replay
-def _fold_from(store: EventStore, until: int | None, use_snapshots: bool) -> Fold:
+def _fold_from(
+    store: EventStore,
+    until: int | None,
+    use_snapshots: bool,
+    progress: Callable[[int, int], None] | None = None,
+) -> Fold:
     last = store.last_seq if until is None else min(until, store.last_seq)
     if until is not None and until > store.last_seq:
         raise SessionError(f"seq {until} is beyond the log's last event ({store.last_seq})")
@@ -396,8 +401,14 @@ def _fold_from(store: EventStore, until: int | None, use_snapshots: bool) -> Fol
         snap = store.latest_snapshot(last)
         if snap is not None:
             fold = Fold.from_json(snap[1])
-    if fold.seq < last:
-        fold.apply_all(store.rows(fold.seq + 1, last))
+    if progress is None:
+        if fold.seq < last:
+            fold.apply_all(store.rows(fold.seq + 1, last))
+        return fold
+    # in slices, to say how far it is (the same fold: the rows are applied in the same order)
+    for first in range(fold.seq + 1, last + 1, PROGRESS_EVERY * 4):
+        fold.apply_all(store.rows(first, min(first + PROGRESS_EVERY * 4 - 1, last)))
+        progress(fold.seq, last)
     return fold
 
 
@@ -424,18 +435,32 @@ class Verdict:
     state_hash: str | None = None
 
 
-def verify(db: str | Path) -> Verdict:
-    """Check a log: checksum chain, byte-identical re-execution, replayed state hash."""
-    report = verify_store(db)
+#: The stages of :func:`verify`, in order, as its ``progress`` callback names them.
+VERIFY_STAGES = ("checksums", "re-execution", "replay")
+
+
+def verify(db: str | Path, progress: Callable[[str, int, int], None] | None = None) -> Verdict:
+    """Check a log: checksum chain, byte-identical re-execution, replayed state hash.
+
+    ``progress(stage, done, total)``, if given, is called as each of :data:`VERIFY_STAGES`
+    goes on (events done and to do; every few thousand events and at the end of a stage)."""
+
+    def reporter(stage: str) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(stage, done, total)
+
+    checksums, reexecution, replaying = (reporter(stage) for stage in VERIFY_STAGES)
+    report = verify_store(db, checksums)
     if not report.ok:
         return Verdict(False, report.events, list(report.problems), report.first_bad_seq)
     with EventStore.open(db, mode="r") as store:
         info = store.session
-        problem = _reexecute(store, info)
+        problem = _reexecute(store, info, reexecution)
         if problem is not None:
             seq, text = problem
             return Verdict(False, store.last_seq, [text], seq)
-        fold = _fold_from(store, None, use_snapshots=False)
+        fold = _fold_from(store, None, use_snapshots=False, progress=replaying)
         digest = fold.state_hash()
         if info["status"] == "finished" and digest != info["final_state_hash"]:
             return Verdict(
@@ -450,9 +475,12 @@ def verify(db: str | Path) -> Verdict:
         return Verdict(True, store.last_seq, [], None, digest)
 
 
-def _reexecute(store: EventStore, info: dict[str, Any]) -> tuple[int, str] | None:
+def _reexecute(
+    store: EventStore, info: dict[str, Any], progress: Callable[[int, int], None] | None = None
+) -> tuple[int, str] | None:
     """Feed the recorded commands, at their recorded times, to a fresh engine running the
-    scenario's own market schedule; the first event that differs from the log, if any."""
+    scenario's own market schedule; the first event that differs from the log, if any.
+    ``progress(done, total)``: events compared so far, of the log's."""
     config = orjson.loads(info["config"])
     config.pop("_recorder", None)
     model = scenario_from_config(info["scenario"], config)
@@ -462,10 +490,13 @@ def _reexecute(store: EventStore, info: dict[str, Any]) -> tuple[int, str] | Non
         return None
 
     def compare(event: Event) -> None:
-        if event.seq > last:
+        seq = event.seq
+        if seq > last:
             return  # a crashed log's prefix ends here; what follows was never committed
         if next(stored, None) != encode(event):
-            raise _Diverged(event.seq, None, None)
+            raise _Diverged(seq, None, None)
+        if progress is not None and (seq == last or not seq % PROGRESS_EVERY):
+            progress(seq, last)
 
     engine = Exchange(compare)
     sim = Simulator()

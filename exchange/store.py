@@ -127,8 +127,9 @@ _CACHE_KIB = 65_536
 _INDEX_SORT_CACHE_KIB = 4_096
 _BUSY_TIMEOUT_S = 10.0
 _MAX_REPORTED_PROBLEMS = 200
-#: ``verify_store`` reports its progress every this many events.
-_PROGRESS_EVERY = 16_384
+#: Long reads (``verify_store``, ``session.verify``) report their progress every this many
+#: events: often enough for a progress bar, rarely enough to cost nothing.
+PROGRESS_EVERY = 16_384
 _UNSET = object()
 #: ``{None: nan}.get`` maps None to NaN, which SQLite binds as NULL (see ``append``).
 _NULL_AS_NAN = {None: float("nan")}
@@ -913,7 +914,7 @@ def verify_store(
     saying so (with the last seq read intact). Problems are listed in seq order.
 
     ``progress(done, total)``, if given, is called as the events are scanned (every
-    :data:`_PROGRESS_EVERY` events, and once at the end): events checked so far and the
+    :data:`PROGRESS_EVERY` events, and once at the end): events checked so far and the
     number the log claims to hold."""
     path = Path(path)
     found = _Problems()
@@ -1169,7 +1170,7 @@ class _EventScan:
 
     def run(self, conn: sqlite3.Connection, progress: Callable[[int], None] | None = None) -> None:
         """Scan the events; ``progress(n)`` is called with the count read so far every
-        :data:`_PROGRESS_EVERY` events."""
+        :data:`PROGRESS_EVERY` events."""
         found, ranges, firsts, fields = self.found, self.ranges, self.firsts, TYPED_FIELDS
         items = found.items
         hashers = self.hashers
@@ -1192,7 +1193,7 @@ class _EventScan:
                     found.add(f"event row with seq {seq!r}: not a valid seq (they count from 1)")
                     continue
                 count += 1
-                if progress is not None and not count % _PROGRESS_EVERY:
+                if progress is not None and not count % PROGRESS_EVERY:
                     progress(count)
                 if seq != expected:
                     missing = (

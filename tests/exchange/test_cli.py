@@ -66,6 +66,16 @@ def test_verify_exits_zero_on_a_sound_log_and_names_the_bad_seq_otherwise(log):
     assert "first bad seq 120" in result.output
 
 
+def test_verify_shows_a_progress_bar_per_stage_on_stderr_unless_quiet(log):
+    path, _ = log
+    shown = CliRunner().invoke(main, ["verify", str(path)])
+    assert shown.exit_code == 0 and shown.stdout.startswith("ok: ")
+    for stage in sessions.VERIFY_STAGES:
+        assert f"{stage}: 100%" in shown.stderr, shown.stderr
+    quiet = CliRunner().invoke(main, ["verify", str(path), "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stdout == shown.stdout and quiet.stderr == ""
+
+
 def test_inspect_shows_balances_and_filters_events(log):
     path, _ = log
     result = CliRunner().invoke(main, ["inspect", str(path), "--at", "400"])

@@ -68,6 +68,24 @@ def test_verify_passes_on_a_clean_log(tmp_path):
     assert verdict.state_hash == summary.state_hash and verdict.events == summary.events
 
 
+def test_verify_reports_each_stage_in_order_up_to_every_event(tmp_path):
+    # long enough for several calls in each stage (every 16,384 events; 65,536 replaying)
+    summary = session.run(
+        "flow", tmp_path / "v.db", seed=3, overrides={**SMALL, "messages": 25_000}
+    )
+    assert summary.events > 65_536
+    calls = []
+    verdict = session.verify(summary.path, progress=lambda *call: calls.append(call))
+    assert verdict.ok, verdict.problems
+    stages = [stage for stage, _done, _total in calls]
+    assert sorted(set(stages), key=stages.index) == list(session.VERIFY_STAGES)
+    assert stages == sorted(stages, key=session.VERIFY_STAGES.index)  # one stage after another
+    for stage in session.VERIFY_STAGES:
+        done = [d for s, d, total in calls if s == stage and total == summary.events]
+        assert len(done) == stages.count(stage) > 1, stage  # several calls, all out of the log
+        assert done == sorted(done) and done[-1] == summary.events, stage
+
+
 def test_verify_catches_a_consistently_forged_event_by_re_execution(tmp_path):
     """An edit that also fixes the checksums is still caught: the commands do not produce it."""
     summary = run_small(tmp_path)
