@@ -157,6 +157,8 @@ def run(
             batch_size=batch_size,
             snapshot_every=snapshot_every,
             on_batch=bar.update,
+            # the last second or two: a bar standing still at its last count looks hung
+            on_seal=lambda: bar.set_description(f"{scenario}: sealing, building indexes"),
             journal_after=None if no_journaller else journal_after,
         )
     except (sessions.SessionError, StoreError, ValueError) as exc:

@@ -204,6 +204,7 @@ def run(
     batch_size: int = DEFAULT_BATCH,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
     on_batch: Callable[[int], None] | None = None,
+    on_seal: Callable[[], None] | None = None,
     journal_after: int | None = DEFAULT_JOURNAL_AFTER,
 ) -> RunSummary:
     """Run (or resume) a built-in scenario into the SQLite log at ``db``.
@@ -221,6 +222,8 @@ def run(
         snapshot_every: events between fold snapshots (a multiple of ``batch_size``; 0 = none).
         on_batch: called with the number of events after each batch (progress; once a
             journaller records the batches, when a batch is handed to it).
+        on_seal: called once, after the last batch, when the store is about to be sealed and
+            its post-mortem indexes built (about a second per million events).
         journal_after: events recorded in this process before a journaller process takes
             over the recording, on another core (:mod:`exchange.journal`); None: never. The
             log is byte-identical either way; short runs never start one.
@@ -305,6 +308,8 @@ def run(
             finish(engine)
         digest = engine.end()
         recorder.flush()
+        if on_seal is not None:
+            on_seal()
         recorder.finish(engine.t, digest)
     except _Diverged as exc:
         raise SessionError(

@@ -66,6 +66,13 @@ def test_verify_exits_zero_on_a_sound_log_and_names_the_bad_seq_otherwise(log):
     assert "first bad seq 120" in result.output
 
 
+def test_run_says_when_it_seals_and_builds_the_indexes(tmp_path):
+    args = [a for a in SMALL if a != "--quiet"]
+    result = CliRunner().invoke(main, ["run", "flow", "--db", str(tmp_path / "s.db"), *args])
+    assert result.exit_code == 0, result.output
+    assert "flow: sealing, building indexes" in result.stderr
+
+
 def test_verify_shows_a_progress_bar_per_stage_on_stderr_unless_quiet(log):
     path, _ = log
     shown = CliRunner().invoke(main, ["verify", str(path)])

@@ -68,6 +68,23 @@ def test_verify_passes_on_a_clean_log(tmp_path):
     assert verdict.state_hash == summary.state_hash and verdict.events == summary.events
 
 
+def test_on_seal_comes_once_after_every_event_is_committed_and_before_the_seal(tmp_path):
+    path = tmp_path / "seal.db"
+    calls = []
+
+    def on_batch(n):
+        calls.append(("batch", n))
+
+    def on_seal():
+        with EventStore.open(path, mode="r") as store:
+            calls.append(("seal", store.last_seq, store.session["status"]))
+
+    summary = run_small(tmp_path, "seal.db", on_batch=on_batch, on_seal=on_seal)
+    assert calls[-1] == ("seal", summary.events, "running")
+    assert [c[0] for c in calls].count("seal") == 1
+    assert sum(c[1] for c in calls if c[0] == "batch") == summary.events
+
+
 def test_verify_reports_each_stage_in_order_up_to_every_event(tmp_path):
     # long enough for several calls in each stage (every 16,384 events; 65,536 replaying)
     summary = session.run(
