@@ -35,9 +35,7 @@ only ever passes between two processes of the same run):
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -46,13 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from exchange.fold import Fold
+from exchange.helper import child_pipes, error_reply, raise_error_reply, spawn
 from exchange.store import EventStore
 
 #: Bytes of pipe buffer asked for (Linux ``F_SETPIPE_SZ``): several batches in flight, so
 #: the run does not wait while the journaller commits the one before.
 _PIPE_BYTES = 1 << 20
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, linux/fcntl.h
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 #: Seconds to wait for a journaller to exit after its pipe is closed, before killing it.
 _EXIT_WAIT_S = 30.0
 
@@ -121,30 +119,11 @@ class Journaller:
         """Start ``python -m exchange.journal`` with this process's interpreter and this
         ``exchange`` package; None if no process can be started here (the run then records
         in line)."""
-        if os.name != "posix":
+        helper = spawn("journal")
+        if helper is None:
             return None
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        try:
-            proc = subprocess.Popen(
-                # -P: not the working directory first on sys.path, so that the package
-                # imported is this one (PYTHONPATH), never a folder that happens to be there
-                [sys.executable, "-P", "-m", "exchange.journal", str(os.getpid())],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=env,
-            )
-        except OSError:
-            return None
-        assert proc.stdin is not None and proc.stdout is not None
-        _widen(proc.stdin.fileno())
-        # the Connections own duplicates; the Popen's file objects are closed at once
-        to_child = Connection(os.dup(proc.stdin.fileno()), readable=False)
-        from_child = Connection(os.dup(proc.stdout.fileno()), writable=False)
-        proc.stdin.close()
-        proc.stdout.close()
-        return cls(proc, to_child, from_child)
+        _widen(helper.to_child.fileno())
+        return cls(*helper)
 
     def ready(self) -> bool:
         """True once the journaller has started and waits for the store (never blocks). A
@@ -214,13 +193,7 @@ class Journaller:
                 f"the journaller process exited (status {code}) without saying why"
             ) from None
         if reply[0] == "error":
-            _tag, pickled, text = reply
-            try:
-                exc = pickle.loads(pickled)
-            except Exception:  # noqa: BLE001 - an exception that cannot be rebuilt here
-                exc = JournalError(text)
-            exc.add_note("(raised in the journaller process, exchange.journal)")
-            raise exc
+            raise_error_reply(reply, "the journaller process, exchange.journal", JournalError)
         return reply
 
 
@@ -260,32 +233,14 @@ def serve(requests: Connection, replies: Connection) -> int:
             else:
                 raise JournalError(f"unknown message {tag!r}")
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the run
-        text = f"journaller: {type(exc).__name__}: {exc}"
-        try:
-            pickled = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - not picklable: the run gets the text
-            pickled = b""
         # stop reading first: a run blocked on a full pipe then gets EPIPE and reads this
         requests.close()
         with contextlib.suppress(OSError):
-            reply("error", pickled, text)
+            reply(*error_reply(exc, "journaller"))
         return 1
     finally:
         if journal is not None:
             journal.store.detach()
-
-
-def _die_with(run_pid: int) -> None:
-    """Be killed the moment the run dies (Linux ``PR_SET_PDEATHSIG``), so that a killed run
-    leaves its file as an in-line run would, not with a few more batches committed after
-    its death. Elsewhere the journaller stops at the end of its pipe instead."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != run_pid:  # it died before the line above
-        os._exit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,13 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     :meth:`Journaller.spawn`; not a user command): requests on stdin, replies on the original
     stdout. Anything else the process prints goes to stderr, so it cannot garble a reply."""
     args = sys.argv[1:] if argv is None else argv
-    _die_with(int(args[0]))
-    # Ctrl-C reaches the whole process group: the run decides, and closes the pipe
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    replies = Connection(os.dup(1), readable=False)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    requests = Connection(os.dup(0), writable=False)
+    requests, replies = child_pipes(int(args[0]))
     return serve(requests, replies)
 
 
