@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -274,33 +275,35 @@ def replay(path, until, no_snapshots):
 
 
 class _StageBars:
-    """A progress bar (stderr) for each stage of a long check, made as the stage begins:
-    the ``progress(stage, done, total)`` callback of ``session.verify``."""
+    """A progress bar (stderr) for each stage of a long check, made when the stage first
+    reports and kept in the stages' order (stages may overlap: a long log's store check runs
+    beside its re-execution): the ``progress(stage, done, total)`` callback of
+    ``session.verify``."""
 
-    def __init__(self, disable: bool) -> None:
+    def __init__(self, stages: Sequence[str], disable: bool) -> None:
+        self._stages = list(stages)
         self._disable = disable
-        self._stage: str | None = None
-        self._bar: tqdm | None = None
+        self._bars: dict[str, tqdm] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != self._stage:
-            self.close()
-            self._stage = stage
-            self._bar = tqdm(
+        bar = self._bars.get(stage)
+        if bar is None:
+            bar = self._bars[stage] = tqdm(
                 total=total,
                 desc=stage,
                 unit=" events",
                 unit_scale=True,
                 disable=self._disable,
                 file=sys.stderr,
+                position=self._stages.index(stage),
             )
-        assert self._bar is not None
-        self._bar.update(done - self._bar.n)
+        bar.update(done - bar.n)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        for stage in self._stages:
+            bar = self._bars.pop(stage, None)
+            if bar is not None:
+                bar.close()
 
 
 @main.command()
@@ -312,7 +315,7 @@ def verify(path, quiet):
     Exits 0 only if the log is sound; otherwise names the first bad event. Shows a progress
     bar for each stage (checksums, re-execution, replay) on stderr.
     """
-    bars = _StageBars(disable=quiet)
+    bars = _StageBars(sessions.VERIFY_STAGES, disable=quiet)
     try:
         verdict = sessions.verify(path, progress=bars)
     finally:

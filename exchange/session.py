@@ -36,7 +36,8 @@ from exchange.events import Event, encode
 from exchange.fold import Fold
 from exchange.journal import Journal, JournalError, Journaller
 from exchange.scenarios import load_scenario, scenario_from_config
-from exchange.store import PROGRESS_EVERY, EventStore, verify_store
+from exchange.store import PROGRESS_EVERY, EventStore, VerifyReport, verify_store
+from exchange.store_check import StoreCheck, StoreCheckError
 
 CODE_VERSION = "gpuex-0.1.0"
 DEFAULT_BATCH = 2_000
@@ -444,11 +445,26 @@ class Verdict:
 VERIFY_STAGES = ("checksums", "re-execution", "replay")
 
 
-def verify(db: str | Path, progress: Callable[[str, int, int], None] | None = None) -> Verdict:
+#: Logs of at least this many events are verified with their store check in a helper process
+#: (:mod:`exchange.store_check`), beside the re-execution and the replay; shorter logs in line
+#: (the helper takes about 0.3 s to start).
+CHECK_ASIDE_AFTER = 100_000
+
+
+def verify(
+    db: str | Path,
+    progress: Callable[[str, int, int], None] | None = None,
+    *,
+    check_aside_after: int | None = CHECK_ASIDE_AFTER,
+) -> Verdict:
     """Check a log: checksum chain, byte-identical re-execution, replayed state hash.
 
     ``progress(stage, done, total)``, if given, is called as each of :data:`VERIFY_STAGES`
-    goes on (events done and to do; every few thousand events and at the end of a stage)."""
+    goes on (events done and to do; every few thousand events and at the end of a stage).
+    On a log of at least ``check_aside_after`` events (None: never) the store check runs in a
+    helper process on the machine's other core while this one re-executes and replays; the
+    verdict is the same either way (the store's problems first, as when the stages run one
+    after the other), and so the ``checksums`` stage then overlaps the other two."""
 
     def reporter(stage: str) -> Callable[[int, int], None] | None:
         if progress is None:
@@ -456,9 +472,86 @@ def verify(db: str | Path, progress: Callable[[str, int, int], None] | None = No
         return lambda done, total: progress(stage, done, total)
 
     checksums, reexecution, replaying = (reporter(stage) for stage in VERIFY_STAGES)
-    report = verify_store(db, checksums)
-    if not report.ok:
-        return Verdict(False, report.events, list(report.problems), report.first_bad_seq)
+    aside = None
+    if check_aside_after is not None and _claimed_events(db) >= check_aside_after:
+        aside = StoreCheck.start(db)
+    if aside is None:
+        report = verify_store(db, checksums)
+        if not report.ok:
+            return _store_verdict(report)
+        return _verify_execution(db, reexecution, replaying)
+    try:
+        return _verify_beside(aside, db, checksums, reexecution, replaying)
+    finally:
+        aside.close()
+
+
+class _StoreDamaged(Exception):
+    """The store check has failed: the re-execution beside it can stop."""
+
+
+def _verify_beside(
+    aside: StoreCheck,
+    db: str | Path,
+    checksums: Callable[[int, int], None] | None,
+    reexecution: Callable[[int, int], None] | None,
+    replaying: Callable[[int, int], None] | None,
+) -> Verdict:
+    """:func:`verify` with the store check in ``aside``: re-execute and replay here, looking
+    in on the check at every progress step, and give its verdict first."""
+
+    def store_report() -> VerifyReport:
+        try:
+            return aside.report(checksums)
+        except StoreCheckError:  # the helper died: check here, the verdict is the same
+            return verify_store(db, checksums)
+
+    def looking_in(then: Callable[[int, int], None] | None) -> Callable[[int, int], None]:
+        def step(done: int, total: int) -> None:
+            if then is not None:
+                then(done, total)
+            report = aside.poll(checksums)
+            if report is not None and not report.ok:
+                raise _StoreDamaged
+
+        return step
+
+    try:
+        verdict = _verify_execution(db, looking_in(reexecution), looking_in(replaying))
+    except _StoreDamaged:
+        verdict = None
+    except Exception:
+        # a damaged file can fail the re-execution in any way; the store check says how
+        report = store_report()
+        if not report.ok:
+            return _store_verdict(report)
+        raise
+    report = store_report()
+    if not report.ok or verdict is None:
+        return _store_verdict(report)
+    return verdict
+
+
+def _claimed_events(db: str | Path) -> int:
+    """The number of events the log says it holds (0 if it cannot be read: the store check,
+    in line, then says why)."""
+    try:
+        with EventStore.open(db, mode="r") as store:
+            return store.last_seq
+    except Exception:  # noqa: BLE001 - any damage: verify_store reports it
+        return 0
+
+
+def _store_verdict(report: VerifyReport) -> Verdict:
+    return Verdict(False, report.events, list(report.problems), report.first_bad_seq)
+
+
+def _verify_execution(
+    db: str | Path,
+    reexecution: Callable[[int, int], None] | None,
+    replaying: Callable[[int, int], None] | None,
+) -> Verdict:
+    """The second and third stages of :func:`verify`, on a store already found sound."""
     with EventStore.open(db, mode="r") as store:
         info = store.session
         problem = _reexecute(store, info, reexecution)

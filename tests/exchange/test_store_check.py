@@ -1,0 +1,120 @@
+"""A long log's store check in a helper process, beside the re-execution: the same verdict as
+checking one stage after the other, whatever the damage, and whether or not the helper runs."""
+
+import sqlite3
+import sys
+import zlib
+
+import orjson
+import pytest
+
+from exchange import session
+from exchange.store_check import StoreCheck
+
+SMALL = {"messages": 2_000, "traders": 5, "cash_every": 300, "malformed_every": 250}
+
+
+@pytest.fixture
+def log(tmp_path):
+    return session.run("flow", tmp_path / "s.db", seed=4, overrides=SMALL, batch_size=100).path
+
+
+@pytest.fixture
+def helpers(monkeypatch):
+    """Counts the store checks started in a helper process."""
+    started = []
+    start = StoreCheck.start
+
+    def counting_start(path):
+        check = start(path)
+        started.append(check)
+        return check
+
+    monkeypatch.setattr(StoreCheck, "start", staticmethod(counting_start))
+    return started
+
+
+def both_ways(path, helpers):
+    """The verdict checking in line and with the store check beside (which must have run)."""
+    in_line = session.verify(path, check_aside_after=None)
+    assert helpers == []
+    beside = session.verify(path, check_aside_after=0)
+    assert len(helpers) == 1 and helpers[0] is not None
+    return in_line, beside
+
+
+def edit(path, statement, params=()):
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(statement, params)
+    conn.close()
+
+
+def test_a_sound_log_verifies_the_same_with_the_store_check_beside(log, helpers):
+    in_line, beside = both_ways(log, helpers)
+    assert in_line.ok and beside == in_line
+
+
+def test_a_damaged_store_gives_the_store_checks_verdict_either_way(log, helpers):
+    edit(log, "UPDATE events SET crc = crc + 1 WHERE seq = 300")
+    in_line, beside = both_ways(log, helpers)
+    assert not in_line.ok and in_line.first_bad_seq == 300
+    assert beside == in_line
+
+
+def test_a_deleted_event_gives_the_same_verdict_either_way(log, helpers):
+    edit(log, "DELETE FROM events WHERE seq = 1234")
+    in_line, beside = both_ways(log, helpers)
+    assert not in_line.ok and in_line.first_bad_seq == 1234
+    assert beside == in_line
+
+
+def test_a_log_the_commands_did_not_produce_fails_re_execution_either_way(log, helpers):
+    # the stored seed is outside the checksummed log: only re-execution can tell
+    edit(log, "UPDATE sessions SET seed = seed + 1")
+    in_line, beside = both_ways(log, helpers)
+    assert not in_line.ok and "re-execution differs" in in_line.problems[0]
+    assert beside == in_line
+
+
+def test_a_forged_fill_gives_the_same_verdict_either_way(log, helpers):
+    conn = sqlite3.connect(log)
+    seq, payload = conn.execute(
+        "SELECT seq, payload FROM events WHERE kind = 'Fill' ORDER BY seq LIMIT 1 OFFSET 3"
+    ).fetchone()
+    conn.close()
+    fields = orjson.loads(payload)
+    fields[8] += 1
+    forged = orjson.dumps(fields).decode()
+    edit(
+        log,
+        "UPDATE events SET payload = ?, crc = ?, qty = qty + 1 WHERE seq = ?",
+        (forged, zlib.crc32(forged.encode()), seq),
+    )
+    in_line, beside = both_ways(log, helpers)
+    assert not in_line.ok and beside == in_line
+
+
+def test_a_log_shorter_than_check_aside_after_is_checked_in_line(log, helpers):
+    assert session.verify(log, check_aside_after=10**9).ok
+    assert helpers == []
+
+
+def test_verify_checks_in_line_when_no_helper_can_start(log, monkeypatch):
+    monkeypatch.setattr(StoreCheck, "start", staticmethod(lambda path: None))
+    assert session.verify(log, check_aside_after=0) == session.verify(log, check_aside_after=None)
+
+
+def test_a_helper_that_dies_without_a_report_leaves_the_check_to_verify(log, monkeypatch):
+    expected = session.verify(log, check_aside_after=None)
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # starts, exits at once, says nothing
+    assert session.verify(log, check_aside_after=0) == expected
+
+
+def test_every_stage_reaches_the_end_with_the_store_check_beside(log):
+    calls = []
+    verdict = session.verify(log, progress=lambda *c: calls.append(c), check_aside_after=0)
+    assert verdict.ok
+    for stage in session.VERIFY_STAGES:
+        done = [d for s, d, total in calls if s == stage and total == verdict.events]
+        assert done and done == sorted(done) and done[-1] == verdict.events, stage
