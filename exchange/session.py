@@ -250,11 +250,28 @@ def run(
             settings = config.pop("_recorder")
             model = scenario_from_config(info["scenario"], config)
             _check_same_session(info, model, scenario, seed, overrides)
-            if info["status"] == "finished":
+            finished = info["status"] == "finished"
+            if finished and not store.missing_indexes():
                 raise SessionError(f"{path}: session already finished; nothing to resume")
         except BaseException:
             store.close()
             raise
+        if finished:
+            # it died (or failed) after its seal, while building its indexes: that is what
+            # is left to do
+            try:
+                store.build_indexes()
+            finally:
+                store.close()
+
+            return RunSummary(
+                str(path),
+                info["scenario"],
+                info["seed"],
+                info["last_seq"],
+                info["final_state_hash"],
+                info["last_seq"],
+            )
         scenario, seed = info["scenario"], info["seed"]
         batch_size, snapshot_every = settings["batch_size"], settings["snapshot_every"]
         committed_count = store.last_seq

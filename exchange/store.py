@@ -199,6 +199,12 @@ class StoreError(Exception):
     """The file is not a usable gpuex event store (wrong schema version, not a store, sealed)."""
 
 
+class IndexBuildError(StoreError):
+    """A session was sealed, but its post-mortem indexes could not be built (a full disk or
+    temporary directory, say): the log is complete and sound, only slower to query, and
+    ``gpuex run ... --resume`` builds them."""
+
+
 def _column_type(name: str) -> type:
     """SQLite column type of an Event field, from its annotation (``int | None`` -> int)."""
     hint = typing.get_type_hints(Event)[name]
@@ -689,11 +695,32 @@ class EventStore:
         self._finished = True
         self.build_indexes()
 
+    def missing_indexes(self) -> list[str]:
+        """Names of the post-mortem indexes (:data:`INDEXES`) the file lacks: all of them
+        while a session runs, none once it is finished, unless the run died (or failed)
+        while building them."""
+        present = {
+            row[0]
+            for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        return [name for name in map(_index_name, INDEXES) if name not in present]
+
     def build_indexes(self) -> None:
         """Create the post-mortem indexes (:data:`INDEXES`) if they are missing (one
-        transaction). Called by :meth:`finish` and by a writer's :meth:`close`."""
+        transaction). Called by :meth:`finish` and by a writer's :meth:`close`. Raises
+        :class:`IndexBuildError` if SQLite cannot build them; the log is then untouched."""
         if self.mode != "a":
             raise StoreError(f"{self.path}: opened read-only")
+        try:
+            self._build_indexes()
+        except sqlite3.Error as exc:
+            sealed = "complete and sealed" if self._finished else "untouched"
+            raise IndexBuildError(
+                f"{self.path}: its indexes could not be built (SQLite: {exc}); the log is "
+                f"{sealed}, and `gpuex run ... --resume` builds them"
+            ) from exc
+
+    def _build_indexes(self) -> None:
         # SQLite's sorter holds up to cache_size of index keys in memory before it writes a
         # sorted run to a temporary file. Runs of a few MiB sort within the CPU caches and
         # merge quickly; one run of every key (the writer's 64 MiB cache) took 25-30 % longer
@@ -750,7 +777,10 @@ class EventStore:
         self._stop_writing()
         try:
             if self.mode == "a":
-                self.build_indexes()
+                # a log that cannot have its indexes now is still closed: they only speed up
+                # queries, and finish (or --resume) says when they are missing
+                with contextlib.suppress(IndexBuildError):
+                    self.build_indexes()
                 try:
                     conn.execute("PRAGMA busy_timeout=0")
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

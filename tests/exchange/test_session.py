@@ -2,13 +2,14 @@
 
 import random
 import sqlite3
+from pathlib import Path
 
 import orjson
 import pytest
 
 from exchange import session
 from exchange.fold import Fold
-from exchange.store import EventStore
+from exchange.store import INDEXES, EventStore, IndexBuildError
 
 SMALL = {"messages": 2_000, "traders": 5, "cash_every": 300, "malformed_every": 250}
 
@@ -126,6 +127,41 @@ def test_verify_catches_a_consistently_forged_event_by_re_execution(tmp_path):
     verdict = session.verify(summary.path)
     assert not verdict.ok
     assert verdict.first_bad_seq is not None and verdict.first_bad_seq <= seq
+
+
+def test_a_run_whose_index_build_fails_ends_sealed_and_resume_builds_the_indexes(
+    tmp_path, monkeypatch
+):
+    reference = run_small(tmp_path, "reference.db", journal_after=None)
+    path = tmp_path / "full-disk.db"
+
+    def full_disk(self):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EventStore, "_build_indexes", full_disk)
+        with pytest.raises(IndexBuildError, match=r"complete and sealed.*--resume` builds them"):
+            run_small(tmp_path, "full-disk.db", journal_after=None)
+    with EventStore.open(path) as store:
+        assert store.session["status"] == "finished"
+        assert len(store.missing_indexes()) == len(INDEXES)
+    assert session.verify(path).ok  # complete and sound, only without its indexes
+    resumed = session.run("flow", path, resume=True)
+    assert (resumed.events, resumed.state_hash) == (reference.events, reference.state_hash)
+    with EventStore.open(path) as store:
+        assert store.missing_indexes() == []
+    assert payloads(path) == payloads(reference.path)
+    # the same file as a run that never failed, but for SQLite's change counter
+    zeroed = [bytearray(p.read_bytes()) for p in (path, Path(reference.path))]
+    for data in zeroed:
+        data[24:28] = data[92:96] = b"\0\0\0\0"
+    assert zeroed[0] == zeroed[1]
+
+
+def test_resuming_a_finished_and_indexed_session_is_refused(tmp_path):
+    summary = run_small(tmp_path)
+    with pytest.raises(session.SessionError, match="already finished; nothing to resume"):
+        session.run("flow", summary.path, resume=True)
 
 
 def test_run_refuses_to_overwrite_an_existing_log(tmp_path):
