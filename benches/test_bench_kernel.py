@@ -5,6 +5,7 @@ fold for snapshots, SQLite persistence with `normal` durability), with the time 
 as a run records by default (a journaller process takes over the recording after 100,000
 events) and, as the reference, all in line;
 events/s of a replay fold over the same log (straight from the typed columns, no snapshots);
+``session.verify`` of that log, with its store check beside the re-execution and in line;
 and the *storage floor*: SQLite alone inserting the same rows in the same batches and building
 the same indexes, with no Python per row -- the fastest any kernel on this event store could
 go here, as orders/s. Goals from issue #3: the kernel at least 200,000 orders/s and the fold at
@@ -190,6 +191,33 @@ def test_replay_fold_throughput(benchmark, flow_log, capsys):
         capsys,
         f"fold: {per_s:,.0f} events/s folding ({status(per_s)}), {end_to_end:,.0f} events/s "
         f"replaying from SQLite ({status(end_to_end)}); goal {FOLD_GOAL_EVENTS_S:,} events/s",
+    )
+
+
+def test_verify_session(benchmark, flow_log, capsys):
+    """``session.verify`` of the recorded session (checksums, re-execution, replay), with the
+    store check in a helper process beside the other two stages (the default on a log this
+    long), against the same verify with every stage in line, in the same run. No goal."""
+    path, summary = flow_log
+    timings = {}
+
+    def verify_both():
+        for key, after in (("in_line", None), ("beside", session.CHECK_ASIDE_AFTER)):
+            t0 = time.perf_counter()
+            verdict = session.verify(path, check_aside_after=after)
+            timings[key] = time.perf_counter() - t0
+            assert verdict.ok and verdict.state_hash == summary.state_hash, verdict.problems
+
+    benchmark.pedantic(verify_both, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        verify_s=round(timings["beside"], 3), verify_in_line_s=round(timings["in_line"], 3)
+    )
+    report(
+        capsys,
+        f"verify: {summary.events / timings['beside']:,.0f} events/s with the store check "
+        f"beside ({timings['beside']:.1f} s), {summary.events / timings['in_line']:,.0f} "
+        f"events/s in line ({timings['in_line']:.1f} s): "
+        f"{timings['in_line'] / timings['beside']:.2f}x",
     )
 
 
