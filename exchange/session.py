@@ -263,7 +263,6 @@ def run(
                 store.build_indexes()
             finally:
                 store.close()
-
             return RunSummary(
                 str(path),
                 info["scenario"],

@@ -200,9 +200,9 @@ class StoreError(Exception):
 
 
 class IndexBuildError(StoreError):
-    """A session was sealed, but its post-mortem indexes could not be built (a full disk or
-    temporary directory, say): the log is complete and sound, only slower to query, and
-    ``gpuex run ... --resume`` builds them."""
+    """SQLite could not build the post-mortem indexes (a full disk or temporary directory,
+    say). The log is untouched by it -- complete and sound if the session was sealed, only
+    slower to query -- and ``gpuex run ... --resume`` builds them."""
 
 
 def _column_type(name: str) -> type:
@@ -996,7 +996,7 @@ def _verify(
     path: Path,
     found: _Problems,
     report: VerifyReport,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int, int], None] | None,
 ) -> None:
     conn.text_factory = _lenient_text
     try:
@@ -1048,7 +1048,7 @@ def _verify(
     scanned_from = len(found.items)
     claimed = max(batch_last, session_last or 0)
     scan_progress = None if progress is None else lambda done: progress(done, claimed)
-    conn.text_factory = str  # SQLite's text decoded in C: 3-4x quicker than a Python factory
+    conn.text_factory = str  # SQLite's text decoded in C, not by a Python call per value
     try:
         try:
             scan.run(conn, scan_progress)
