@@ -146,7 +146,7 @@ def run(
         for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
             stale.unlink(missing_ok=True)
     db.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(unit=" events", unit_scale=True, desc=scenario, disable=quiet, file=sys.stderr)
+    bar = _RunBar(scenario, disable=quiet)
     try:
         summary = sessions.run(
             scenario,
@@ -157,9 +157,9 @@ def run(
             durability=durability,
             batch_size=batch_size,
             snapshot_every=snapshot_every,
-            on_batch=bar.update,
-            # the last second or two: a bar standing still at its last count looks hung
-            on_seal=lambda: bar.set_description(f"{scenario}: sealing, building indexes"),
+            on_batch=bar.recorded,
+            on_time=bar.reached,
+            on_seal=bar.sealing,
             journal_after=None if no_journaller else journal_after,
         )
     except (sessions.SessionError, StoreError, ValueError) as exc:
@@ -178,6 +178,43 @@ def run(
         out = report_path or db.with_suffix(".html")
         built = write_report(db, out)
         click.echo(f"report    {out} ({len(built.charts)} charts; open it in a browser)")
+
+
+class _RunBar:
+    """A run's progress bar (stderr): the share of the session's simulated time done and the
+    wall time left, with the events recorded so far; at the end, that the run is sealing."""
+
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
+
+    def __init__(self, scenario: str, disable: bool) -> None:
+        self._scenario = scenario
+        self._disable = disable
+        self._bar: tqdm | None = None  # made at the first batch, when the end time is known
+        self._events = 0
+
+    def recorded(self, events: int) -> None:
+        self._events += events
+
+    def reached(self, t: int, end: int) -> None:
+        if self._bar is None:
+            self._bar = tqdm(
+                total=end,
+                desc=self._scenario,
+                bar_format=self.FORMAT,
+                disable=self._disable,
+                file=sys.stderr,
+            )
+        self._bar.set_postfix_str(f"{self._events:,} events", refresh=False)
+        self._bar.update(t - self._bar.n)
+
+    def sealing(self) -> None:
+        # the last second or two of a long run: a bar standing still at 100 % looks hung
+        if self._bar is not None:
+            self._bar.set_description_str(f"{self._scenario}: sealing, building indexes")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _explain(exc: ValueError) -> str:

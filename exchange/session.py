@@ -85,7 +85,7 @@ class Recorder:
         snapshot_every: int,
         committed: Iterator[bytes] | None = None,
         committed_count: int = 0,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[list[Event]], None] | None = None,
         journal_after: int | None = None,
     ) -> None:
         if batch_size < 1:
@@ -155,7 +155,7 @@ class Recorder:
             if self._journal_after is not None and batch[-1].seq >= self._journal_after:
                 self._hand_over_when_ready()
         if self._on_batch is not None:
-            self._on_batch(len(batch))
+            self._on_batch(batch)
 
     def _hand_over_when_ready(self) -> None:
         if self._journaller is None:
@@ -205,6 +205,7 @@ def run(
     batch_size: int = DEFAULT_BATCH,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
     on_batch: Callable[[int], None] | None = None,
+    on_time: Callable[[int, int], None] | None = None,
     on_seal: Callable[[], None] | None = None,
     journal_after: int | None = DEFAULT_JOURNAL_AFTER,
 ) -> RunSummary:
@@ -223,6 +224,8 @@ def run(
         snapshot_every: events between fold snapshots (a multiple of ``batch_size``; 0 = none).
         on_batch: called with the number of events after each batch (progress; once a
             journaller records the batches, when a batch is handed to it).
+        on_time: called after each batch, as ``on_batch``, with the simulated time of its
+            last event and the time the session ends (ns): progress in simulated time.
         on_seal: called once, after the last batch, when the store is about to be sealed and
             its post-mortem indexes built (about a second per million events).
         journal_after: events recorded in this process before a journaller process takes
@@ -299,8 +302,15 @@ def run(
             raise SessionError(
                 f"{path} already exists; use --resume to continue it or choose a new path"
             ) from None
+
+    def after_batch(batch: list[Event]) -> None:
+        if on_batch is not None:
+            on_batch(len(batch))
+        if on_time is not None:
+            on_time(batch[-1].t, model.end_ns)
+
     recorder = Recorder(
-        store, batch_size, snapshot_every, committed, committed_count, on_batch, journal_after
+        store, batch_size, snapshot_every, committed, committed_count, after_batch, journal_after
     )
     pending = recorder.pending
     engine = Exchange(pending.append)

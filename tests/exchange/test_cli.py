@@ -66,11 +66,16 @@ def test_verify_exits_zero_on_a_sound_log_and_names_the_bad_seq_otherwise(log):
     assert "first bad seq 120" in result.output
 
 
-def test_run_says_when_it_seals_and_builds_the_indexes(tmp_path):
+def test_run_shows_its_share_of_simulated_time_and_says_when_it_seals(tmp_path):
     args = [a for a in SMALL if a != "--quiet"]
     result = CliRunner().invoke(main, ["run", "flow", "--db", str(tmp_path / "s.db"), *args])
     assert result.exit_code == 0, result.output
-    assert "flow: sealing, building indexes" in result.stderr
+    events = next(
+        line.split()[1] for line in result.stdout.splitlines() if line.startswith("events")
+    )
+    assert "flow:   0%|" in result.stderr  # then as often as tqdm redraws, to the end:
+    assert "flow: sealing, building indexes: 100%" in result.stderr
+    assert result.stderr.rstrip().endswith(f"{events} events]")
 
 
 def test_verify_shows_a_progress_bar_per_stage_on_stderr_unless_quiet(log):

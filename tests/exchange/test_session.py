@@ -69,6 +69,18 @@ def test_verify_passes_on_a_clean_log(tmp_path):
     assert verdict.state_hash == summary.state_hash and verdict.events == summary.events
 
 
+def test_on_time_follows_the_simulated_clock_batch_by_batch_to_the_end(tmp_path):
+    times = []
+    summary = run_small(tmp_path, on_time=lambda t, end: times.append((t, end)))
+    ends = {end for _t, end in times}
+    assert len(ends) == 1 and len(times) == -(-summary.events // 100)  # one per batch
+    end = ends.pop()
+    assert [t for t, _ in times] == sorted(t for t, _ in times)
+    assert 0 < times[0][0] < end and times[-1][0] == end  # SessionEnded, at the end time
+    with EventStore.open(summary.path, mode="r") as store:
+        assert store.session["finished_t"] == end
+
+
 def test_on_seal_comes_once_after_every_event_is_committed_and_before_the_seal(tmp_path):
     path = tmp_path / "seal.db"
     calls = []
