@@ -1,9 +1,15 @@
 """A long log's store check in a helper process, beside the re-execution: the same verdict as
 checking one stage after the other, whatever the damage, and whether or not the helper runs."""
 
+import contextlib
+import os
+import signal
 import sqlite3
+import subprocess
 import sys
+import time
 import zlib
+from pathlib import Path
 
 import orjson
 import pytest
@@ -118,3 +124,61 @@ def test_every_stage_reaches_the_end_with_the_store_check_beside(log):
     for stage in session.VERIFY_STAGES:
         done = [d for s, d, total in calls if s == stage and total == verdict.events]
         assert done and done == sorted(done) and done[-1] == verdict.events, stage
+
+
+def _helper_of(parent_pid: int) -> int | None:
+    """The pid of the store check started by ``parent_pid``, if it is running (Linux /proc)."""
+    needle = f"exchange.store_check\0{parent_pid}\0".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "cmdline").read_bytes():
+                    return int(entry.name)
+    return None
+
+
+def _has_its_pipes(pid: int) -> bool:
+    """True once the helper holds its own copies of its pipes (fds above 2): ``child_pipes``
+    has run, and with it ``die_with``."""
+    fds = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        return any(int(fd.name) > 2 and os.readlink(fd).startswith("pipe:") for fd in fds.iterdir())
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_store_check_dies_with_the_verify_that_started_it(tmp_path):
+    path = session.run(
+        "flow", tmp_path / "long.db", seed=4, overrides={**SMALL, "messages": 10_000}
+    ).path
+    script = f"from exchange import session; session.verify({path!r}, check_aside_after=0)"
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    helper = None
+    try:
+        deadline = time.monotonic() + 30
+        while helper is None or not _has_its_pipes(helper):
+            assert time.monotonic() < deadline, "no store check started"
+            assert parent.poll() is None, "verify ended before its store check was seen"
+            helper = _helper_of(parent.pid)
+        # frozen, it cannot end by itself: only its parent's death can end it now
+        os.kill(helper, signal.SIGSTOP)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _alive(helper):
+            assert time.monotonic() < deadline, "the store check outlived its verify"
+            time.sleep(0.01)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if helper is not None and _alive(helper):
+            os.kill(helper, signal.SIGKILL)  # the test failed: leave nothing behind
