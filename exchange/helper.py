@@ -69,7 +69,8 @@ def spawn(module: str, *args: str) -> Helper | None:
 def die_with(parent_pid: int) -> None:
     """Be killed the moment the parent dies (Linux ``PR_SET_PDEATHSIG``): a killed run must
     not leave a helper committing batches, or checking a file, after its death. Elsewhere a
-    helper stops at the end of its pipe instead."""
+    helper stops the next time it uses its pipes (the journaller at its next read, the store
+    check when it reports)."""
     if sys.platform.startswith("linux"):
         import ctypes
 
