@@ -185,6 +185,9 @@ class _RunBar:
     wall time left, with the events recorded so far; at the end, that the run is sealing."""
 
     FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
+    #: The bar counts ten-thousandths of the session's simulated time, not nanoseconds: tqdm
+    #: computes in floats, and a year in ns (3.2e16) is past their 2**53 exact integers.
+    STEPS = 10_000
 
     def __init__(self, scenario: str, disable: bool) -> None:
         self._scenario = scenario
@@ -198,14 +201,14 @@ class _RunBar:
     def reached(self, t: int, end: int) -> None:
         if self._bar is None:
             self._bar = tqdm(
-                total=end,
+                total=self.STEPS,
                 desc=self._scenario,
                 bar_format=self.FORMAT,
                 disable=self._disable,
                 file=sys.stderr,
             )
         self._bar.set_postfix_str(f"{self._events:,} events", refresh=False)
-        self._bar.update(t - self._bar.n)
+        self._bar.update(t * self.STEPS // end - self._bar.n if end > 0 else 0)
 
     def sealing(self) -> None:
         # the last second or two of a long run: a bar standing still at 100 % looks hung

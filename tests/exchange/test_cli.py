@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from exchange import session as sessions
-from exchange.cli import main
+from exchange.cli import _RunBar, main
 
 SMALL = [
     "--set",
@@ -76,6 +76,18 @@ def test_run_shows_its_share_of_simulated_time_and_says_when_it_seals(tmp_path):
     assert "flow:   0%|" in result.stderr  # then as often as tqdm redraws, to the end:
     assert "flow: sealing, building indexes: 100%" in result.stderr
     assert result.stderr.rstrip().endswith(f"{events} events]")
+
+
+def test_the_run_bar_reaches_100_percent_of_a_year_in_nanoseconds(capsys):
+    year = 365 * 24 * 3600 * 10**9  # 3.2e16 ns: more than a float counts exactly
+    bar = _RunBar("year", disable=False)
+    for day in (1, 100, 365):
+        bar.recorded(2_000)
+        bar.reached(day * year // 365, year)
+    bar.sealing()
+    bar.close()
+    err = capsys.readouterr().err
+    assert "year: sealing, building indexes: 100%" in err and "6,000 events]" in err
 
 
 def test_verify_shows_a_progress_bar_per_stage_on_stderr_unless_quiet(log):
