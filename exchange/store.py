@@ -891,7 +891,7 @@ class EventStore:
         :meth:`events`."""
         where, params = _where(start, stop, filters)
         sql = f"SELECT {_TYPED_COLUMNS} FROM events WHERE {where} ORDER BY seq"
-        # in C, with one str per distinct text value: 1.6-1.9x quicker replays (measured);
+        # in C, with one str per distinct text value: the rows 1.9x quicker, a replay 1.4x;
         # else the cursor itself, which yields the row tuples with no Python frame per row
         reader = _row_reader(self._conn, self.path, sql, params)
         return reader if reader is not None else self._conn.execute(sql, params)
