@@ -453,17 +453,23 @@ def test_edited_payload_byte(db):
     assert any("seq 17: payload checksum mismatch" in p for p in report.problems)
 
 
-def test_edited_payload_with_recomputed_crc_breaks_the_batch_digest(db, tmp_path):
-    conn = sqlite3.connect(db)
-    payload = conn.execute("SELECT payload FROM events WHERE seq = 23").fetchone()[0]
-    edited = payload.replace('"trade_id":23', '"trade_id":24')  # in data: no typed column
+def rewrite_payload(path: Path, seq: int, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` in event ``seq``'s payload and recompute its crc, as a
+    careful forger would."""
+    conn = sqlite3.connect(path)
+    payload = conn.execute("SELECT payload FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+    edited = payload.replace(old, new)
     assert edited != payload
     with conn:
         conn.execute(
-            "UPDATE events SET payload = ?, crc = ? WHERE seq = 23",
-            (edited, zlib.crc32(edited.encode())),
+            "UPDATE events SET payload = ?, crc = ? WHERE seq = ?",
+            (edited, zlib.crc32(edited.encode()), seq),
         )
     conn.close()
+
+
+def test_edited_payload_with_recomputed_crc_breaks_the_batch_digest(db, tmp_path):
+    rewrite_payload(db, 23, '"trade_id":23', '"trade_id":24')  # in data: no typed column
     report = verify_store(db)
     assert not report.ok and report.first_bad_batch == 3
     assert any("batch 3 (seqs 21..30): digest mismatch" in p for p in report.problems)
@@ -479,16 +485,7 @@ def test_edited_typed_column(db):
 
 def test_payload_value_of_another_type_but_equal_to_its_column_is_an_edit(db):
     # seq 12 rests 3 lots; 3.0 == 3 in Python, so the columns must agree in type as well
-    conn = sqlite3.connect(db)
-    payload = conn.execute("SELECT payload FROM events WHERE seq = 12").fetchone()[0]
-    edited = payload.replace(",105,3,null,", ",105,3.0,null,")
-    assert edited != payload
-    with conn:
-        conn.execute(
-            "UPDATE events SET payload = ?, crc = ? WHERE seq = 12",
-            (edited, zlib.crc32(edited.encode())),
-        )
-    conn.close()
+    rewrite_payload(db, 12, ",105,3,null,", ",105,3.0,null,")
     report = verify_store(db)
     assert not report.ok and report.first_bad_seq == 12, report.problems
     assert any("seq 12: column qty=3 disagrees" in p for p in report.problems), report.problems
