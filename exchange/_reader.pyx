@@ -4,8 +4,8 @@
 Python's ``sqlite3`` cursor makes a new ``str`` for every text value of every row; a replay
 reads five text columns of a million rows (kind, instrument, account, side, counterparty),
 which take a handful of distinct values. :class:`RowReader` steps a prepared statement on
-**the store's own connection** (its handle read as :mod:`exchange._writer` reads it, and
-checked the same way) and hands out, for each column, the same ``str`` object for the same
+**the store's own connection** (its handle read and checked by ``exchange/_sqlite.pxd``,
+as for :mod:`exchange._writer`) and hands out, for each column, the same ``str`` object for the same
 bytes while it has fewer than :data:`CACHED` distinct values: equal values, fewer objects.
 The rows are the tuples the cursor would give (tests compare them on real logs).
 """
@@ -20,48 +20,33 @@ from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcmp
 
-cdef extern from "sqlite3.h":
-    ctypedef struct sqlite3:
-        pass
-    ctypedef struct sqlite3_stmt:
-        pass
-    int sqlite3_prepare_v2(sqlite3* db, const char* sql, int n, sqlite3_stmt** stmt,
-                           const char** tail)
-    int sqlite3_bind_int64(sqlite3_stmt* stmt, int i, long long value)
-    int sqlite3_bind_text(sqlite3_stmt* stmt, int i, const char* text, int n,
-                          void (*destructor)(void*))
-    int sqlite3_step(sqlite3_stmt* stmt)
-    int sqlite3_finalize(sqlite3_stmt* stmt)
-    int sqlite3_column_count(sqlite3_stmt* stmt)
-    int sqlite3_column_type(sqlite3_stmt* stmt, int i)
-    long long sqlite3_column_int64(sqlite3_stmt* stmt, int i)
-    double sqlite3_column_double(sqlite3_stmt* stmt, int i)
-    const unsigned char* sqlite3_column_text(sqlite3_stmt* stmt, int i)
-    const void* sqlite3_column_blob(sqlite3_stmt* stmt, int i)
-    int sqlite3_column_bytes(sqlite3_stmt* stmt, int i)
-    const char* sqlite3_errmsg(sqlite3* db)
-    const char* sqlite3_db_filename(sqlite3* db, const char* name)
-    int SQLITE_OK
-    int SQLITE_ROW
-    int SQLITE_DONE
-    int SQLITE_INTEGER
-    int SQLITE_FLOAT
-    int SQLITE_TEXT
-    int SQLITE_BLOB
-    int SQLITE_NULL
-    void (*SQLITE_TRANSIENT)(void*)
-
-cdef extern from *:
-    """
-    #include <sqlite3.h>
-    /* as in exchange/_writer.pyx: CPython's sqlite3.Connection (3.11-3.13) starts with the
-       sqlite3* after the object header; RowReader checks the handle before using it. */
-    typedef struct { PyObject_HEAD sqlite3 *db; } gpuex_pysqlite_connection_r;
-    static sqlite3 *gpuex_reader_db(PyObject *connection) {
-        return ((gpuex_pysqlite_connection_r *)connection)->db;
-    }
-    """
-    sqlite3* gpuex_reader_db(object connection)
+from exchange._sqlite cimport (
+    SQLITE_DONE,
+    SQLITE_FLOAT,
+    SQLITE_INTEGER,
+    SQLITE_NULL,
+    SQLITE_OK,
+    SQLITE_ROW,
+    SQLITE_TEXT,
+    SQLITE_TRANSIENT,
+    gpuex_connection_db,
+    sqlite3,
+    sqlite3_bind_int64,
+    sqlite3_bind_text,
+    sqlite3_column_blob,
+    sqlite3_column_bytes,
+    sqlite3_column_count,
+    sqlite3_column_double,
+    sqlite3_column_int64,
+    sqlite3_column_text,
+    sqlite3_column_type,
+    sqlite3_errmsg,
+    sqlite3_finalize,
+    sqlite3_prepare_v2,
+    sqlite3_step,
+    sqlite3_stmt,
+    store_handle,
+)
 
 #: Distinct text values remembered per column (the rest are made afresh each time).
 CACHED = 32
@@ -89,15 +74,8 @@ cdef class RowReader:
     def __cinit__(self, connection, str path, str sql, params=()):
         self.db = NULL
         self.stmt = NULL
-        if type(connection).__module__ != "sqlite3" or type(connection).__name__ != "Connection":
-            raise ValueError("not a sqlite3.Connection")
+        cdef sqlite3* db = store_handle(connection, path)
         self.connection = connection
-        cdef sqlite3* db = gpuex_reader_db(connection)
-        if db == NULL:
-            raise ValueError("the connection is closed")
-        cdef const char* name = sqlite3_db_filename(db, b"main")
-        if name == NULL or name.decode("utf-8", "surrogateescape") != path:
-            raise ValueError("the connection's handle does not name the store's file")
         cdef bytes text = sql.encode()
         if sqlite3_prepare_v2(db, text, -1, &self.stmt, NULL) != SQLITE_OK:
             raise ValueError(sqlite3_errmsg(db).decode("utf-8", "replace"))
@@ -135,7 +113,7 @@ cdef class RowReader:
     def __next__(self):
         if self.stmt == NULL:
             raise StopIteration
-        if gpuex_reader_db(self.connection) == NULL:
+        if gpuex_connection_db(self.connection) == NULL:
             # the store was closed under the rows, as a cursor's would be
             self.close()
             raise ProgrammingError("Cannot operate on a closed database.")

@@ -23,36 +23,21 @@ from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.sequence cimport PySequence_Tuple
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 
-cdef extern from "sqlite3.h":
-    ctypedef struct sqlite3:
-        pass
-    ctypedef struct sqlite3_stmt:
-        pass
-    int sqlite3_prepare_v2(sqlite3* db, const char* sql, int n, sqlite3_stmt** stmt,
-                           const char** tail)
-    int sqlite3_bind_int64(sqlite3_stmt* stmt, int i, long long value)
-    int sqlite3_bind_text(sqlite3_stmt* stmt, int i, const char* text, int n,
-                          void (*destructor)(void*))
-    int sqlite3_bind_null(sqlite3_stmt* stmt, int i)
-    int sqlite3_step(sqlite3_stmt* stmt)
-    int sqlite3_reset(sqlite3_stmt* stmt)
-    int sqlite3_finalize(sqlite3_stmt* stmt)
-    const char* sqlite3_errmsg(sqlite3* db)
-    const char* sqlite3_db_filename(sqlite3* db, const char* name)
-    int SQLITE_OK
-    int SQLITE_DONE
-
-cdef extern from *:
-    """
-    #include <sqlite3.h>
-    /* CPython's sqlite3.Connection (Modules/_sqlite/connection.h, 3.11-3.13) starts with the
-       sqlite3* after the object header. EventWriter verifies the handle before using it. */
-    typedef struct { PyObject_HEAD sqlite3 *db; } gpuex_pysqlite_connection;
-    static sqlite3 *gpuex_connection_db(PyObject *connection) {
-        return ((gpuex_pysqlite_connection *)connection)->db;
-    }
-    """
-    sqlite3* gpuex_connection_db(object connection)
+from exchange._sqlite cimport (
+    SQLITE_DONE,
+    SQLITE_OK,
+    sqlite3,
+    sqlite3_bind_int64,
+    sqlite3_bind_null,
+    sqlite3_bind_text,
+    sqlite3_errmsg,
+    sqlite3_finalize,
+    sqlite3_prepare_v2,
+    sqlite3_reset,
+    sqlite3_step,
+    sqlite3_stmt,
+    store_handle,
+)
 
 
 cdef class EventWriter:
@@ -87,19 +72,12 @@ cdef class EventWriter:
         self.stmt = NULL
         self.many = NULL
         self.rows_per_many = 0
-        if type(connection).__module__ != "sqlite3" or type(connection).__name__ != "Connection":
-            raise ValueError("not a sqlite3.Connection")
+        cdef sqlite3* db = store_handle(connection, path)
         self.connection = connection
         self.dumps = dumps
         self.options = options
         self.crc32 = crc32
         self.n_typed = n_typed
-        cdef sqlite3* db = gpuex_connection_db(connection)
-        if db == NULL:
-            raise ValueError("the connection is closed")
-        cdef const char* name = sqlite3_db_filename(db, b"main")
-        if name == NULL or name.decode("utf-8", "surrogateescape") != path:
-            raise ValueError("the connection's handle does not name the store's file")
         cdef bytes text = sql.encode()
         if sqlite3_prepare_v2(db, text, -1, &self.stmt, NULL) != SQLITE_OK:
             raise ValueError(sqlite3_errmsg(db).decode("utf-8", "replace"))
