@@ -36,7 +36,13 @@ from exchange.events import Event, encode
 from exchange.fold import Fold
 from exchange.journal import Journal, JournalError, Journaller
 from exchange.scenarios import load_scenario, scenario_from_config
-from exchange.store import PROGRESS_EVERY, EventStore, VerifyReport, verify_store
+from exchange.store import (
+    PROGRESS_EVERY,
+    EventStore,
+    IndexBuildError,
+    VerifyReport,
+    verify_store,
+)
 from exchange.store_check import StoreCheck, StoreCheckError
 
 CODE_VERSION = "gpuex-0.1.0"
@@ -236,6 +242,12 @@ def run(
         drive: ``drive(engine, sim)`` instead of ``model.drive`` (the socket gateway attaches
             remote bots this way); it may return a function called with the engine at the end
             time, just before ``SessionEnded``. Not with ``resume``.
+
+    Raises:
+        SessionError: the run cannot start or resume as asked, or its log disagrees with it.
+        IndexBuildError: the log is complete and sealed, but SQLite could not build its
+            post-mortem indexes, at the seal nor when the store closed (``resume`` builds
+            them). A build that fails at the seal and succeeds at the close is no error.
     """
     if resume and (model is not None or drive is not None):
         raise SessionError("a session run with its own model or drive cannot be resumed")
@@ -312,6 +324,7 @@ def run(
     recorder = Recorder(
         store, batch_size, snapshot_every, committed, committed_count, after_batch, journal_after
     )
+    index_error: IndexBuildError | None = None
     pending = recorder.pending
     engine = Exchange(pending.append)
     sim = Simulator()
@@ -337,7 +350,12 @@ def run(
         recorder.flush()
         if on_seal is not None:
             on_seal()
-        recorder.finish(engine.t, digest)
+        try:
+            recorder.finish(engine.t, digest)
+        except IndexBuildError as exc:
+            # sealed, but not indexed (by the journaller or here): the store's close below
+            # tries once more, and the run fails only if that fails too
+            index_error = exc
     except _Diverged as exc:
         raise SessionError(
             f"{path}: cannot resume: the scenario regenerates a different event at seq {exc.seq} "
@@ -348,6 +366,8 @@ def run(
         if reader is not None:
             reader.close()
         store.close()
+    if index_error is not None and store.closed_without_indexes:
+        raise index_error
     return RunSummary(str(path), scenario, seed, engine.seq, digest, committed_count)
 
 

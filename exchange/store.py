@@ -354,6 +354,8 @@ class EventStore:
         self._chain = ZERO_CHAIN
         self._finished = False
         self._handed_off = False  # see hand_off
+        #: set by :meth:`close` when its build of the indexes failed (a writer only)
+        self.closed_without_indexes = False
         self.durability = "normal"
         self._checkpointer: _Checkpointer | None = None
         self._writer: Any = None  # exchange._writer.EventWriter, when the C path is usable
@@ -784,9 +786,10 @@ class EventStore:
             self._checkpointer = None
 
     def close(self) -> None:
-        """Close the store. A writer first builds the indexes, checkpoints the WAL and returns
-        the file to rollback-journal mode (skipped while other connections use the file), so
-        that the closed store is a single file. Idempotent."""
+        """Close the store. A writer first builds the indexes (if SQLite cannot, the store is
+        still closed and :attr:`closed_without_indexes` says so), checkpoints the WAL and
+        returns the file to rollback-journal mode (skipped while other connections use the
+        file), so that the closed store is a single file. Idempotent."""
         conn = self._conn
         if conn is None:
             return
@@ -795,8 +798,10 @@ class EventStore:
             if self.mode == "a":
                 # a log that cannot have its indexes now is still closed: they only speed up
                 # queries, and finish (or --resume) says when they are missing
-                with contextlib.suppress(IndexBuildError):
+                try:
                     self.build_indexes()
+                except IndexBuildError:
+                    self.closed_without_indexes = True
                 try:
                     conn.execute("PRAGMA busy_timeout=0")
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

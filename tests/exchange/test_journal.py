@@ -21,7 +21,7 @@ from exchange import session
 from exchange.events import Event
 from exchange.fold import Fold
 from exchange.journal import JournalError, Journaller, serve
-from exchange.store import EventStore, StoreError, verify_store
+from exchange.store import INDEXES, EventStore, IndexBuildError, StoreError, verify_store
 
 FLOW = {"messages": 3_000, "traders": 5}
 BATCH = 200
@@ -191,6 +191,78 @@ def test_an_error_of_the_run_after_the_hand_over_closes_the_file_as_in_line(tmp_
         indexes = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}
         assert any(name.startswith("idx_events_") for name in indexes)
     _resumed_equals_reference(tmp_path, path)
+
+
+#: loaded by the journaller at start-up (``sitecustomize``): its index build fails as SQLite
+#: fails on a full disk or temporary directory, after the seal, as in a real one
+FULL_DISK_IN_THE_JOURNALLER = """\
+import pathlib
+import sqlite3
+
+from exchange.store import EventStore
+
+
+def full_disk(self):
+    pathlib.Path(__file__).with_name("failed").touch()
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+EventStore._build_indexes = full_disk
+"""
+
+
+def _full_disk_in_the_journaller(tmp_path, patch):
+    """Make the journaller's index build fail; returns the file its failure creates."""
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(FULL_DISK_IN_THE_JOURNALLER)
+    here = os.environ.get("PYTHONPATH")
+    patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(hook), here) if p))
+    return hook / "failed"
+
+
+def _full_disk(self):
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+def _same_file_as_an_uninterrupted_run(tmp_path, path, events, state_hash):
+    reference = record(tmp_path / "reference.db", None)
+    assert (events, state_hash) == (reference.events, reference.state_hash)
+    with EventStore.open(path) as store:
+        assert store.missing_indexes() == []
+    assert outside_the_change_counter(path) == outside_the_change_counter(tmp_path / "reference.db")
+
+
+def test_an_index_build_that_fails_in_the_journaller_is_retried_by_the_run(
+    tmp_path, hand_overs, monkeypatch
+):
+    path = tmp_path / "full-then-freed.db"
+    with monkeypatch.context() as patch:
+        failed = _full_disk_in_the_journaller(tmp_path, patch)
+        summary = record(path, 0)  # the run's store builds them as it closes the file
+    assert hand_overs["hand_overs"], "the journaller never took over"
+    assert failed.exists(), "the journaller's index build did not fail"
+    _same_file_as_an_uninterrupted_run(tmp_path, path, summary.events, summary.state_hash)
+
+
+def test_an_index_build_that_fails_in_the_journaller_and_the_run_leaves_the_log_sealed(
+    tmp_path, hand_overs, monkeypatch
+):
+    path = tmp_path / "full-disk.db"
+    with monkeypatch.context() as patch:
+        _full_disk_in_the_journaller(tmp_path, patch)
+        patch.setattr(EventStore, "_build_indexes", _full_disk)
+        with pytest.raises(IndexBuildError, match=r"complete and sealed.*--resume` builds") as e:
+            record(path, 0)
+    assert hand_overs["hand_overs"], "the journaller never took over"
+    assert any("raised in the journaller" in note for note in e.value.__notes__)
+    assert not Path(f"{path}-wal").exists()  # the run's store still closed the file
+    with EventStore.open(path) as store:
+        assert store.session["status"] == "finished"
+        assert len(store.missing_indexes()) == len(INDEXES)
+    assert session.verify(path).ok  # complete and sound, only without its indexes
+    resumed = session.run("flow", path, resume=True)
+    _same_file_as_an_uninterrupted_run(tmp_path, path, resumed.events, resumed.state_hash)
 
 
 def _events(first, last, t0=1):

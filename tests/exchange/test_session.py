@@ -170,6 +170,28 @@ def test_a_run_whose_index_build_fails_ends_sealed_and_resume_builds_the_indexes
     assert zeroed[0] == zeroed[1]
 
 
+def test_an_index_build_that_fails_at_the_seal_and_succeeds_at_the_close_is_no_error(
+    tmp_path, monkeypatch
+):
+    reference = run_small(tmp_path, "reference.db", journal_after=None)
+    build = EventStore._build_indexes
+    calls = []
+
+    def full_once(self):
+        calls.append(self.path)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        build(self)
+
+    monkeypatch.setattr(EventStore, "_build_indexes", full_once)
+    summary = run_small(tmp_path, "freed.db", journal_after=None)
+    assert len(calls) == 2  # at the seal, then at the close
+    assert (summary.events, summary.state_hash) == (reference.events, reference.state_hash)
+    with EventStore.open(summary.path) as store:
+        assert store.missing_indexes() == []
+    assert payloads(summary.path) == payloads(reference.path)
+
+
 def test_resuming_a_finished_and_indexed_session_is_refused(tmp_path):
     summary = run_small(tmp_path)
     with pytest.raises(session.SessionError, match="already finished; nothing to resume"):
