@@ -194,6 +194,9 @@ class RngState(_Lenient):
 
 
 class Welcome(_Lenient):
+    """The answer to a good ``hello``: the protocol version, the bot and account this
+    connection trades, and the state of its random generator."""
+
     type: Literal["welcome"]
     protocol: int
     bot: str
@@ -202,6 +205,11 @@ class Welcome(_Lenient):
 
 
 class StepMessage(_Lenient):
+    """One delivery: ``messages`` are the callbacks to run, in order, as ``(name, payload)``
+    (``clients.bot`` messages in :func:`encode_message` form); ``t`` the simulated time
+    (ns); ``account`` the account's snapshot (cash in minor units, positions in lots). The
+    bot answers with one ``commands`` message of the same ``step``."""
+
     type: Literal["step"]
     step: Step
     t: int
@@ -210,11 +218,17 @@ class StepMessage(_Lenient):
 
 
 class Stop(_Lenient):
+    """The session is done with the bot (after ``on_stop``, or after the bot failed, then
+    ``reason`` says why); the server closes the connection."""
+
     type: Literal["stop"]
     reason: str = ""
 
 
 class Error(_Lenient):
+    """A message of the bot was refused, with the ``reason``; ``step`` is the step it was
+    answering (None before authentication), which stays open: the bot may still answer it."""
+
     type: Literal["error"]
     reason: str
     step: int | None = None
