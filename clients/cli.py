@@ -4,7 +4,7 @@ The ``gpuex`` group lives in ``exchange.cli``; the exchange may not import ``cli
 console script points here (``gpuex=clients.cli:main``) and this module adds to the group:
 
     gpuex serve SCENARIO --db PATH [--seed N] [--host H] [--port P] [--tokens-file PATH]
-                [--step-timeout S] [--connect-timeout S] [--remote ACCOUNT ...]
+                [--step-timeout S] [--connect-timeout S] [--remote ACCOUNT ...] [--resume]
 
 ``SCENARIO`` is ``demo`` (the products market with a demo market maker on account ``maker`` and
 a demo taker on account ``taker``; see ``clients.demo``) or a scenario with bots that
@@ -53,10 +53,13 @@ def _load(scenario: str):
     "--db",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite file for the session's event log (must not exist).",
+    help="SQLite file for the session's event log (must not exist, unless --resume).",
 )
 @click.option(
-    "--seed", type=int, default=None, help="Session seed [default: the scenario's, or 7]."
+    "--seed",
+    type=int,
+    default=None,
+    help="Session seed [default: the scenario's, or 7; on --resume, the stored one].",
 )
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Interface to listen on.")
 @click.option(
@@ -89,15 +92,25 @@ def _load(scenario: str):
     metavar="ACCOUNT",
     help="Serve this account's bot over the socket instead of in-process (repeatable).",
 )
-def serve(scenario, db, seed, host, port, tokens_file, step_timeout, connect_timeout, remote):
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue a crashed session in --db: it is re-run from its start, the remote bots "
+    "included, and must regenerate every committed event.",
+)
+def serve(
+    scenario, db, seed, host, port, tokens_file, step_timeout, connect_timeout, remote, resume
+):
     """Run SCENARIO with some bots connected over a WebSocket (lockstep).
 
     Prints the gateway's URL and one token per remote bot, waits for every remote bot to
     connect, runs the session into --db and prints a summary. Protocol: docs/protocol.md.
+
+    With --resume, a crashed session is re-run from its start (the remote bots connect again,
+    with new tokens, and are sent every step from the first) and continued; a bot that acts
+    otherwise than it did fails the resume, naming the first event that differs.
     """
     model, bots = _load(scenario)
-    if seed is None:
-        seed = getattr(model, "seed", 7)
 
     def ready(url: str, tokens: dict[str, str]) -> None:
         click.echo(f"gateway   {url} (protocol 1)")
@@ -121,12 +134,14 @@ def serve(scenario, db, seed, host, port, tokens_file, step_timeout, connect_tim
             step_timeout=step_timeout,
             connect_timeout=connect_timeout,
             on_ready=ready,
+            resume=resume,
         )
     except (GatewayError, SessionError, StoreError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"session   {summary.path}")
     click.echo(f"scenario  {summary.scenario} (seed {summary.seed})")
-    click.echo(f"events    {summary.events:,}")
+    resumed = f" (resumed after {summary.resumed_from:,})" if summary.resumed_from else ""
+    click.echo(f"events    {summary.events:,}{resumed}")
     with EventStore.open(db, mode="r") as store:
         for kind_name, count in store.kind_counts().items():
             click.echo(f"  {kind_name:<18} {count:>12,}")

@@ -33,6 +33,11 @@ depends on when they arrived on the wall clock, unlike anything in lockstep.
 
 Determinism. Same scenario, seed and bots => byte-identical event log, whether a bot runs
 in-process or remotely through :func:`clients.remote.run_remote` (tested).
+
+Resume. ``serve_session(..., resume=True)`` (``gpuex serve --resume``) re-runs a crashed
+session from its start with the remote bots connected again, and continues it once every
+committed event has been regenerated, as ``gpuex run --resume`` does for in-process bots; a
+remote bot that acts otherwise than it did fails the resume with the log untouched.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ from exchange.session import (
     DEFAULT_SNAPSHOT_EVERY,
     RunSummary,
     SessionError,
+    committed_session,
 )
 from exchange.session import run as session_run
 
@@ -436,12 +442,15 @@ def record_session(
     durability: str = "normal",
     batch_size: int = DEFAULT_BATCH,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+    resume: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> RunSummary:
     """Run ``model`` into a new SQLite log at ``db`` through ``exchange.session.run`` (same
     store, recorder and stored configuration, so ``verify`` and ``replay`` work), with
     ``drive(engine, sim)`` instead of ``model.drive``. ``drive`` may return a function that
-    runs at the end time, just before ``SessionEnded``. No resume: a session with remote bots
-    cannot be re-run without them."""
+    runs at the end time, just before ``SessionEnded``. With ``resume``, a crashed log at
+    ``db`` is re-run from its start and continued, as ``gpuex run --resume`` does: ``drive``
+    must attach bots that act as they did. ``on_batch``: progress, as in ``session.run``."""
     return session_run(
         scenario or model.name,
         db,
@@ -451,6 +460,8 @@ def record_session(
         durability=durability,
         batch_size=batch_size,
         snapshot_every=snapshot_every,
+        resume=resume,
+        on_batch=on_batch,
     )
 
 
@@ -472,7 +483,7 @@ def write_tokens(path: str | Path, url: str, tokens: dict[str, str], bots: dict[
 
 def serve_session(
     model: Any,
-    seed: int,
+    seed: int | None,
     db: str | Path,
     remote_accounts: Iterable[str] = (),
     *,
@@ -487,6 +498,8 @@ def serve_session(
     durability: str = "normal",
     batch_size: int = DEFAULT_BATCH,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+    resume: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> RunSummary:
     """Run a session whose bots run in-process or, for ``remote_accounts``, over the gateway.
 
@@ -494,8 +507,8 @@ def serve_session(
         model: the scenario: ``name``, ``model_dump``, ``setup(engine)``,
             ``schedule_market(engine, sim, seed)``, ``end_ns``, optionally ``depth`` and
             ``bots``.
-        seed: the session seed.
-        db: the new SQLite log.
+        seed: the session seed (None: ``model.seed``, or 7; on ``resume``, the stored one).
+        db: the new SQLite log (with ``resume``, the crashed one).
         remote_accounts: accounts whose bots are served remotely (also those whose entry
             has ``remote`` set).
         bots: the bots (default ``model.bots``): entries with ``name``, ``account``,
@@ -508,6 +521,15 @@ def serve_session(
         connect_timeout: wall-clock seconds every remote bot has to connect before the
             session starts (:class:`GatewayError` otherwise; nothing is recorded).
         on_ready: called with the URL and ``{account: token}`` once the gateway listens.
+        resume: continue the crashed session in ``db``. As ``gpuex run --resume``, the
+            session is re-run from its start and each regenerated event must equal the
+            committed one: the remote bots connect again (with new tokens) and are sent
+            every step from the first, so a bot that acts as it did -- a deterministic one
+            -- brings the log to the bytes of an uninterrupted run, and one that does not
+            fails the resume (:class:`~exchange.session.SessionError`, naming the first seq
+            that differs) with the log untouched. A finished session is not re-run: its
+            missing indexes are built, or the resume is refused, without a gateway.
+        on_batch: called with the number of events after each batch (progress).
 
     Returns the :class:`~exchange.session.RunSummary`.
     """
@@ -517,8 +539,26 @@ def serve_session(
     if wanted - known:
         raise ValueError(f"no bot trades {', '.join(sorted(wanted - known))}")
     remote = {e.account: e.name for e in entries if e.account in wanted or getattr(e, "remote", 0)}
-    if Path(db).exists():
-        raise SessionError(f"{db} already exists; choose a new path")
+    common = {
+        "scenario": scenario,
+        "durability": durability,
+        "batch_size": batch_size,
+        "snapshot_every": snapshot_every,
+        "resume": resume,
+        "on_batch": on_batch,
+    }
+    stored = committed_session(db) if resume else None
+    if stored is None:
+        if Path(db).exists():
+            raise SessionError(f"{db} already exists; choose a new path, or --resume it")
+        if seed is None:
+            seed = getattr(model, "seed", 7)
+    else:
+        if seed is not None and seed != stored["seed"]:
+            raise SessionError(f"the stored session has seed {stored['seed']}, not {seed}")
+        seed = stored["seed"]
+        if stored["status"] == "finished":  # nothing to re-run: no bots, no gateway
+            return record_session(model, seed, db, _no_drive, **common)
     gateway = None
     try:
         if remote:
@@ -550,19 +590,14 @@ def serve_session(
             runner.start(model.end_ns)
             return None if gateway is None else gateway.flush_rejections
 
-        return record_session(
-            model,
-            seed,
-            db,
-            drive,
-            scenario=scenario,
-            durability=durability,
-            batch_size=batch_size,
-            snapshot_every=snapshot_every,
-        )
+        return record_session(model, seed, db, drive, **common)
     finally:
         if gateway is not None:
             gateway.close()
+
+
+def _no_drive(engine: Exchange, sim: Simulator) -> None:
+    """The drive of a finished session's resume, which re-runs nothing."""
 
 
 __all__ = [

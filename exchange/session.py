@@ -223,8 +223,11 @@ def run(
         seed: the seed of every random source in the scenario (default 7).
         overrides: scenario fields to change (validated).
         resume: continue a crashed session in ``db`` with its stored scenario, seed and
-            settings (``seed`` and ``overrides``, if given, must match them). A file that
-            was killed before its first commit holds nothing, and is started afresh.
+            settings (``seed``, ``overrides`` and ``model``, if given, must match them). A
+            file that was killed before its first commit holds nothing, and is started
+            afresh. The session is re-run from its start and every regenerated event must
+            equal the committed one (with ``drive``, the bots it attaches must act as they
+            did: remote bots are re-run over the gateway).
         durability: ``full`` or ``normal`` (see ``docs/event_store.md``).
         batch_size: events per committed batch.
         snapshot_every: events between fold snapshots (a multiple of ``batch_size``; 0 = none).
@@ -241,7 +244,7 @@ def run(
             (``scenario`` is then only the name stored with the session).
         drive: ``drive(engine, sim)`` instead of ``model.drive`` (the socket gateway attaches
             remote bots this way); it may return a function called with the engine at the end
-            time, just before ``SessionEnded``. Not with ``resume``.
+            time, just before ``SessionEnded``.
 
     Raises:
         SessionError: the run cannot start or resume as asked, or its log disagrees with it.
@@ -249,8 +252,6 @@ def run(
             post-mortem indexes, at the seal nor when the store closed (``resume`` builds
             them). A build that fails at the seal and succeeds at the close is no error.
     """
-    if resume and (model is not None or drive is not None):
-        raise SessionError("a session run with its own model or drive cannot be resumed")
     path = Path(db)
     committed_count = 0
     committed: Iterator[bytes] | None = None
@@ -263,7 +264,12 @@ def run(
         try:
             config = orjson.loads(info["config"])
             settings = config.pop("_recorder")
-            model = scenario_from_config(info["scenario"], config)
+            if model is None:
+                model = scenario_from_config(info["scenario"], config)
+            elif model.model_dump(mode="json") != config:
+                raise SessionError(
+                    f"{path}: the stored session ran other scenario settings than the ones given"
+                )
             _check_same_session(info, model, scenario, seed, overrides)
             finished = info["status"] == "finished"
             if finished and not store.missing_indexes():
@@ -359,7 +365,7 @@ def run(
     except _Diverged as exc:
         raise SessionError(
             f"{path}: cannot resume: the scenario regenerates a different event at seq {exc.seq} "
-            "(different code version or a damaged log)"
+            "(a different code version, a bot that acts differently, or a damaged log)"
         ) from None
     finally:
         recorder.close()
@@ -399,6 +405,18 @@ def _collector_for_long_runs() -> Iterator[None]:
             if _COLLECTOR_STATE["depth"] == 0:
                 gc.set_threshold(*_COLLECTOR_STATE["threshold"])
                 gc.unfreeze()
+
+
+def committed_session(db: str | Path) -> dict[str, Any] | None:
+    """The ``sessions`` row (:attr:`EventStore.session`) of the session committed in ``db``,
+    or None if there is none: no file, or the empty shell of a run killed before its first
+    commit (removed, as :func:`run` with ``resume`` removes it). Raises
+    :class:`~exchange.store.StoreError` for a file that is not a gpuex store."""
+    path = Path(db)
+    if not _has_session(path):
+        return None
+    with EventStore.open(path, mode="r") as store:
+        return store.session
 
 
 def _has_session(path: Path) -> bool:

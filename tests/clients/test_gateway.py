@@ -35,7 +35,7 @@ from clients.runner import bot_rng
 from exchange import events as ev
 from exchange.engine import DAY_NS, Exchange
 from exchange.scenario_products import ProductsScenario
-from exchange.session import verify
+from exchange.session import SessionError, verify
 from exchange.store import EventStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -268,6 +268,113 @@ def test_plain_websockets_example_gives_the_in_process_log(tmp_path, in_process)
     _, results = serve(tmp_path / "s.db", ["maker"], entries(), {"maker": example.run})
     assert results["maker"] > 100
     assert payloads(tmp_path / "s.db") == in_process["plain"]
+
+
+# ---------------------------------------------------------------------- resume
+class Crash(Exception):
+    pass
+
+
+def crash_after(batches):
+    """An ``on_batch`` that raises once ``batches`` batches are committed: the run stops
+    there, as a killed one does, with that prefix in its log."""
+    seen = []
+
+    def count(_events):
+        seen.append(_events)
+        if len(seen) == batches:
+            raise Crash
+
+    return count
+
+
+def committed(db):
+    with EventStore.open(db, mode="r") as store:
+        return store.session["status"], store.last_seq
+
+
+def test_a_crashed_session_with_a_remote_bot_resumes_to_the_uninterrupted_log(tmp_path, in_process):
+    db = tmp_path / "s.db"
+    clients = {"maker": remote_bot(DemoMaker())}
+    with pytest.raises(Crash):
+        serve(db, ["maker"], entries(), clients, batch_size=100, on_batch=crash_after(3))
+    assert committed(db) == ("running", 300)
+    assert verify(db).ok  # the committed prefix re-executes
+    # a new gateway, new tokens, a new bot process: it is sent every step from the first
+    summary, results = serve(db, ["maker"], entries(), {"maker": remote_bot(DemoMaker())},
+                             resume=True)  # fmt: skip
+    assert summary.resumed_from == 300
+    assert results["maker"].steps > 100 and results["maker"].failure is None
+    assert payloads(db) == in_process["plain"]
+    assert committed(db) == ("finished", len(in_process["plain"]))
+    assert verify(db).ok
+
+
+def test_a_resume_whose_remote_bot_acts_otherwise_fails_and_keeps_the_log(tmp_path):
+    db = tmp_path / "s.db"
+    with pytest.raises(Crash):
+        serve(db, ["maker"], entries(), {"maker": remote_bot(DemoMaker())}, batch_size=100,
+              on_batch=crash_after(3))  # fmt: skip
+    before = payloads(db)
+    with pytest.raises(SessionError, match=r"cannot resume.*different event at seq \d+"):
+        serve(db, ["maker"], entries(), {"maker": remote_bot(DemoMaker(spread=31))}, resume=True)
+    assert payloads(db) == before
+    assert committed(db) == ("running", 300)
+    assert verify(db).ok
+
+
+def test_resuming_a_finished_served_session_needs_no_bot_and_is_refused(tmp_path):
+    db = tmp_path / "s.db"
+    serve_session(ShortProducts(2), 7, db, bots=entries())
+    with pytest.raises(SessionError, match="already finished; nothing to resume"):
+        # no remote bot is waited for: the refusal comes before a gateway would listen
+        serve_session(ShortProducts(2), None, db, ["maker"], bots=entries(), resume=True,
+                      connect_timeout=0.01)  # fmt: skip
+    with pytest.raises(SessionError, match="already exists; choose a new path, or --resume"):
+        serve_session(ShortProducts(2), 7, db, bots=entries())
+
+
+def test_resume_refuses_another_seed_or_other_scenario_settings(tmp_path):
+    db = tmp_path / "s.db"
+    with pytest.raises(Crash):
+        serve_session(ShortProducts(), 7, db, bots=entries(), batch_size=100,
+                      on_batch=crash_after(2))  # fmt: skip
+    with pytest.raises(SessionError, match="has seed 7, not 8"):
+        serve_session(ShortProducts(), 8, db, bots=entries(), resume=True)
+    other = ShortProducts()
+    other.inner = ProductsScenario(days=50)
+    with pytest.raises(SessionError, match="other scenario settings"):
+        serve_session(other, 7, db, bots=entries(), resume=True)
+    assert committed(db) == ("running", 200)
+
+
+def test_serve_resume_command_continues_an_in_process_crash_with_a_remote_bot(tmp_path):
+    from clients.cli import _load
+
+    model, bots = _load("demo")
+    reference = tmp_path / "reference.db"
+    serve_session(model, None, reference, bots=bots)
+    db = tmp_path / "demo.db"
+    with pytest.raises(Crash):
+        serve_session(model, None, db, bots=bots, batch_size=100, on_batch=crash_after(4))
+    spec = importlib.util.spec_from_file_location(
+        "example", ROOT / "examples/remote_market_maker.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    tokens = tmp_path / "tokens.json"
+    thread = threading.Thread(target=example.main, args=([str(tokens)],), daemon=True)
+    thread.start()
+    result = CliRunner().invoke(
+        main,
+        ["serve", "demo", "--db", str(db), "--port", "0", "--remote", "maker",
+         "--tokens-file", str(tokens), "--resume"],
+    )  # fmt: skip
+    thread.join(timeout=10)
+    assert result.exit_code == 0, result.output
+    assert "(resumed after 400)" in result.output
+    assert payloads(db) == payloads(reference)
+    assert verify(db).ok
 
 
 # ---------------------------------------------------------------------- misbehaviour
