@@ -129,6 +129,24 @@ def remote_bot(bot):
     return lambda url, token: run_remote(bot, url, token)
 
 
+def plain_example():
+    """``examples/remote_market_maker.py``, the bot that uses only ``websockets``."""
+    spec = importlib.util.spec_from_file_location(
+        "example", ROOT / "examples/remote_market_maker.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example
+
+
+def start_example(tokens):
+    """Run the plain example in a thread: it waits for ``tokens`` (``--tokens-file``) and
+    trades the ``maker`` account."""
+    thread = threading.Thread(target=plain_example().main, args=([str(tokens)],), daemon=True)
+    thread.start()
+    return thread
+
+
 # ---------------------------------------------------------------------- the schema
 def test_messages_round_trip_exactly_through_json():
     messages = [
@@ -260,11 +278,7 @@ def test_same_log_with_every_bot_remote_even_when_one_fails(tmp_path, in_process
 
 
 def test_plain_websockets_example_gives_the_in_process_log(tmp_path, in_process):
-    spec = importlib.util.spec_from_file_location(
-        "example", ROOT / "examples/remote_market_maker.py"
-    )
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = plain_example()
     _, results = serve(tmp_path / "s.db", ["maker"], entries(), {"maker": example.run})
     assert results["maker"] > 100
     assert payloads(tmp_path / "s.db") == in_process["plain"]
@@ -357,14 +371,8 @@ def test_serve_resume_command_continues_an_in_process_crash_with_a_remote_bot(tm
     db = tmp_path / "demo.db"
     with pytest.raises(Crash):
         serve_session(model, None, db, bots=bots, batch_size=100, on_batch=crash_after(4))
-    spec = importlib.util.spec_from_file_location(
-        "example", ROOT / "examples/remote_market_maker.py"
-    )
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
     tokens = tmp_path / "tokens.json"
-    thread = threading.Thread(target=example.main, args=([str(tokens)],), daemon=True)
-    thread.start()
+    thread = start_example(tokens)
     result = CliRunner().invoke(
         main,
         ["serve", "demo", "--db", str(db), "--port", "0", "--remote", "maker",
@@ -561,14 +569,8 @@ def test_wrong_token_raises_in_the_client(tmp_path):
 
 
 def test_serve_command_with_the_plain_example(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "example", ROOT / "examples/remote_market_maker.py"
-    )
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
     tokens = tmp_path / "tokens.json"
-    thread = threading.Thread(target=example.main, args=([str(tokens)],), daemon=True)
-    thread.start()
+    thread = start_example(tokens)
     db = tmp_path / "demo.db"
     result = CliRunner().invoke(
         main,
