@@ -337,6 +337,24 @@ def test_a_resume_whose_remote_bot_acts_otherwise_fails_and_keeps_the_log(tmp_pa
     assert verify(db).ok
 
 
+def test_a_log_holding_a_rejected_stranger_cannot_be_resumed(tmp_path):
+    db = tmp_path / "s.db"
+
+    def stranger_then_maker(url, token):
+        with connect(url) as ws:  # logged at the first step: where depends on the wall clock
+            assert _hello(ws, "not-a-token")["type"] == "error"
+        return run_remote(DemoMaker(), url, token)
+
+    with pytest.raises(Crash):
+        serve(db, ["maker"], entries(), {"maker": stranger_then_maker}, batch_size=100,
+              on_batch=crash_after(3))  # fmt: skip
+    stranger = [e.seq for e in events(db, ev.COMMAND_REJECTED) if e.account is None]
+    assert len(stranger) == 1 and stranger[0] <= 300
+    with pytest.raises(SessionError, match=f"different event at seq {stranger[0]} "):
+        serve(db, ["maker"], entries(), {"maker": remote_bot(DemoMaker())}, resume=True)
+    assert committed(db) == ("running", 300)
+
+
 def test_resuming_a_finished_served_session_needs_no_bot_and_is_refused(tmp_path):
     db = tmp_path / "s.db"
     serve_session(ShortProducts(2), 7, db, bots=entries())
