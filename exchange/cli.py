@@ -4,6 +4,8 @@
     gpuex replay PATH [--until SEQ]
     gpuex verify PATH
     gpuex inspect PATH [--at SEQ] [--account NAME] [--kind KIND] [--limit N] [--owed]
+    gpuex export PATH [-o FILE] [--format csv|jsonl] [--from SEQ] [--to SEQ] [--kind KIND ...]
+                 [--account NAME ...] [--instrument NAME ...]
     gpuex sweep SCENARIO --param NAME=V1,V2 [--seeds N] [--scheduler ADDR] -o DIR
     gpuex report LOG -o report.html [--until SEQ] [--account NAME] [--window-days N]
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +29,7 @@ from tqdm import tqdm
 
 from exchange import session as sessions
 from exchange.events import KINDS
+from exchange.export import FORMATS, export_events, known_accounts, known_instruments, select
 from exchange.scenarios import SCENARIOS, load_scenario, providers, scenario_names
 from exchange.store import EventStore, StoreError
 
@@ -401,6 +405,116 @@ def inspect(path, at, account, kind, limit, owed):
                 _print_owed(store, fold.seq)
     except (sessions.SessionError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default="-",
+    help="File to write (replaced only once the export is complete) [default: stdout].",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="csv or jsonl [default: from the output's suffix, else csv].",
+)
+@click.option("--from", "start", type=click.IntRange(min=1), default=1, help="First seq.")
+@click.option("--to", "stop", type=click.IntRange(min=1), default=None, help="Last seq.")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS), help="Only this kind.")
+@click.option("--account", "accounts", multiple=True, help="Only events with this account.")
+@click.option("--instrument", "instruments", multiple=True, help="Only this instrument.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def export(path, output, fmt, start, stop, kinds, accounts, instruments, quiet):
+    """Write the events of a log as CSV or JSON Lines, one record per event, for analysis
+    elsewhere (pandas, R, jq).
+
+    Columns: the event fields (seq, t in ns, kind, instrument, account, order_id, side, price
+    in ticks, qty in lots, amount in minor units, counterparty, counter_order_id) and data,
+    the rest of the event as a JSON object. Each filter may be repeated (any of the values);
+    --account selects the events with the account on either side, its fills as maker
+    included. See docs/exchange.md, Export.
+    """
+    if fmt is None:
+        fmt = "jsonl" if output.suffix in (".jsonl", ".ndjson") else "csv"
+    try:
+        with EventStore.open(path, mode="r") as store:
+            last = store.last_seq
+            if stop is not None and stop > last:
+                raise click.BadParameter(
+                    f"seq {stop} is beyond the log's last event ({last})", param_hint="--to"
+                )
+            if stop is not None and stop < start:
+                raise click.BadParameter(f"{stop} is before --from {start}", param_hint="--to")
+            for option, asked, known in (
+                ("--account", accounts, known_accounts(store)),
+                ("--instrument", instruments, known_instruments(store)),
+            ):
+                unknown = ", ".join(sorted(set(asked) - known))
+                if unknown:
+                    raise click.BadParameter(
+                        f"not in this log: {unknown} (it has {', '.join(sorted(known))})",
+                        param_hint=option,
+                    )
+            chosen = select(
+                store, start, stop, kinds=kinds, accounts=accounts, instruments=instruments
+            )
+            to_stdout = str(output) == "-"
+            end = last if stop is None else stop
+            bar = tqdm(
+                total=max(end - start + 1, 0),
+                unit=" seq",
+                unit_scale=True,
+                disable=quiet or to_stdout,
+                desc="export",
+                leave=False,
+            )
+            done = start - 1
+
+            def advance(seq: int) -> None:
+                nonlocal done
+                if seq - done >= 65_536:
+                    bar.update(seq - done)
+                    done = seq
+
+            try:
+                if to_stdout:
+                    try:
+                        count = export_events(chosen, sys.stdout, fmt, advance)
+                        sys.stdout.flush()
+                    except BrokenPipeError:
+                        # the reader stopped (`| head`): not an error, and nothing to flush
+                        # at exit into a closed pipe
+                        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                        return
+                else:
+                    count = _export_to_file(output, chosen, fmt, advance)
+            finally:
+                bar.close()
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc}") from None
+    if not to_stdout:
+        click.echo(f"{count:,} events -> {output} ({fmt})", err=True)
+
+
+def _export_to_file(output: Path, chosen, fmt: str, advance) -> int:
+    """Write to a temporary file beside ``output`` and put it in place once complete, so a
+    failed or interrupted export leaves no partial file behind."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.part")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as out:
+            count = export_events(chosen, out, fmt, advance)
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
 
 
 def _print_accounts(fold, names: list[str], orders: bool) -> None:

@@ -31,7 +31,7 @@ def log(tmp_path):
 
 def test_every_command_has_help():
     runner = CliRunner()
-    for command in ([], ["run"], ["replay"], ["verify"], ["inspect"]):
+    for command in ([], ["run"], ["replay"], ["verify"], ["inspect"], ["export"]):
         result = runner.invoke(main, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
