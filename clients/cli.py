@@ -4,7 +4,8 @@ The ``gpuex`` group lives in ``exchange.cli``; the exchange may not import ``cli
 console script points here (``gpuex=clients.cli:main``) and this module adds to the group:
 
     gpuex serve SCENARIO --db PATH [--seed N] [--host H] [--port P] [--tokens-file PATH]
-                [--step-timeout S] [--connect-timeout S] [--remote ACCOUNT ...] [--resume]
+                [--step-timeout S] [--connect-timeout S] [--remote ACCOUNT ...] [--quiet]
+                [--resume]
 
 ``SCENARIO`` is ``demo`` (the products market with a demo market maker on account ``maker`` and
 a demo taker on account ``taker``; see ``clients.demo``) or a scenario with bots that
@@ -26,7 +27,7 @@ from clients.gateway import (
     GatewayError,
     serve_session,
 )
-from exchange.cli import main
+from exchange.cli import RunBar, main
 from exchange.session import SessionError
 from exchange.store import EventStore, StoreError
 
@@ -92,6 +93,7 @@ def _load(scenario: str):
     metavar="ACCOUNT",
     help="Serve this account's bot over the socket instead of in-process (repeatable).",
 )
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
     "--resume",
     is_flag=True,
@@ -99,7 +101,17 @@ def _load(scenario: str):
     "included, and must regenerate every committed event.",
 )
 def serve(
-    scenario, db, seed, host, port, tokens_file, step_timeout, connect_timeout, remote, resume
+    scenario,
+    db,
+    seed,
+    host,
+    port,
+    tokens_file,
+    step_timeout,
+    connect_timeout,
+    remote,
+    quiet,
+    resume,
 ):
     """Run SCENARIO with some bots connected over a WebSocket (lockstep).
 
@@ -121,6 +133,7 @@ def serve(
         click.echo(f"waiting   up to {connect_timeout:g} s for {len(tokens)} remote bot(s)")
 
     db.parent.mkdir(parents=True, exist_ok=True)
+    bar = RunBar(getattr(model, "name", scenario), disable=quiet)
     try:
         summary = serve_session(
             model,
@@ -135,9 +148,14 @@ def serve(
             connect_timeout=connect_timeout,
             on_ready=ready,
             resume=resume,
+            on_batch=bar.recorded,
+            on_time=bar.reached,
+            on_seal=bar.sealing,
         )
     except (GatewayError, SessionError, StoreError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        bar.close()
     click.echo(f"session   {summary.path}")
     click.echo(f"scenario  {summary.scenario} (seed {summary.seed})")
     resumed = f" (resumed after {summary.resumed_from:,})" if summary.resumed_from else ""

@@ -444,13 +444,16 @@ def record_session(
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
     resume: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    on_time: Callable[[int, int], None] | None = None,
+    on_seal: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Run ``model`` into a new SQLite log at ``db`` through ``exchange.session.run`` (same
     store, recorder and stored configuration, so ``verify`` and ``replay`` work), with
     ``drive(engine, sim)`` instead of ``model.drive``. ``drive`` may return a function that
     runs at the end time, just before ``SessionEnded``. With ``resume``, a crashed log at
     ``db`` is re-run from its start and continued, as ``gpuex run --resume`` does: ``drive``
-    must attach bots that act as they did. ``on_batch``: progress, as in ``session.run``."""
+    must attach bots that act as they did. ``on_batch``, ``on_time``, ``on_seal``: progress,
+    as in ``session.run``."""
     return session_run(
         scenario or model.name,
         db,
@@ -462,6 +465,8 @@ def record_session(
         snapshot_every=snapshot_every,
         resume=resume,
         on_batch=on_batch,
+        on_time=on_time,
+        on_seal=on_seal,
     )
 
 
@@ -500,6 +505,8 @@ def serve_session(
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
     resume: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    on_time: Callable[[int, int], None] | None = None,
+    on_seal: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Run a session whose bots run in-process or, for ``remote_accounts``, over the gateway.
 
@@ -529,7 +536,9 @@ def serve_session(
             fails the resume (:class:`~exchange.session.SessionError`, naming the first seq
             that differs) with the log untouched. A finished session is not re-run: its
             missing indexes are built, or the resume is refused, without a gateway.
-        on_batch: called with the number of events after each batch (progress).
+        on_batch, on_time, on_seal: progress, as in :func:`exchange.session.run` (the
+            number of events after each batch; the simulated time reached and the end; the
+            seal).
 
     Returns the :class:`~exchange.session.RunSummary`.
     """
@@ -546,6 +555,8 @@ def serve_session(
         "snapshot_every": snapshot_every,
         "resume": resume,
         "on_batch": on_batch,
+        "on_time": on_time,
+        "on_seal": on_seal,
     }
     stored = committed_session(db) if resume else None
     if stored is None:

@@ -150,7 +150,7 @@ def run(
         for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
             stale.unlink(missing_ok=True)
     db.parent.mkdir(parents=True, exist_ok=True)
-    bar = _RunBar(scenario, disable=quiet)
+    bar = RunBar(scenario, disable=quiet)
     try:
         summary = sessions.run(
             scenario,
@@ -184,9 +184,14 @@ def run(
         click.echo(f"report    {out} ({len(built.charts)} charts; open it in a browser)")
 
 
-class _RunBar:
+class RunBar:
     """A run's progress bar (stderr): the share of the session's simulated time done and the
-    wall time left, with the events recorded so far; at the end, that the run is sealing."""
+    wall time left, with the events recorded so far; at the end, that the run is sealing.
+
+    Its methods are ``session.run``'s callbacks: ``on_batch=bar.recorded``,
+    ``on_time=bar.reached``, ``on_seal=bar.sealing``; :meth:`close` it in any case. The bar
+    appears at the first batch (so not while a server waits for its bots to connect).
+    """
 
     FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
     #: The bar counts ten-thousandths of the session's simulated time, not nanoseconds: tqdm

@@ -394,11 +394,12 @@ def test_serve_resume_command_continues_an_in_process_crash_with_a_remote_bot(tm
     result = CliRunner().invoke(
         main,
         ["serve", "demo", "--db", str(db), "--port", "0", "--remote", "maker",
-         "--tokens-file", str(tokens), "--resume"],
+         "--tokens-file", str(tokens), "--resume", "--quiet"],
     )  # fmt: skip
     thread.join(timeout=10)
     assert result.exit_code == 0, result.output
-    assert "(resumed after 400)" in result.output
+    assert "(resumed after 400)" in result.stdout
+    assert "%|" not in result.stderr  # --quiet: no bar
     assert payloads(db) == payloads(reference)
     assert verify(db).ok
 
@@ -597,6 +598,10 @@ def test_serve_command_with_the_plain_example(tmp_path):
     )  # fmt: skip
     thread.join(timeout=10)
     assert result.exit_code == 0, result.output
-    assert "token   maker" in result.output and "Fill" in result.output
+    assert "token   maker" in result.stdout and "Fill" in result.stdout
+    # the run's progress bar, from the first batch (after the bots connected) to the seal
+    events = next(line.split()[1] for line in result.stdout.splitlines() if line[:6] == "events")
+    assert ": sealing, building indexes: 100%" in result.stderr
+    assert result.stderr.rstrip().endswith(f"{events} events]")
     assert oct(tokens.stat().st_mode & 0o777) == "0o600"
     assert verify(db).ok

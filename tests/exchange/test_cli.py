@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from exchange import session as sessions
-from exchange.cli import _RunBar, main
+from exchange.cli import RunBar, main
 
 SMALL = [
     "--set",
@@ -80,7 +80,7 @@ def test_run_shows_its_share_of_simulated_time_and_says_when_it_seals(tmp_path):
 
 def test_the_run_bar_reaches_100_percent_of_a_year_in_nanoseconds(capsys):
     year = 365 * 24 * 3600 * 10**9  # 3.2e16 ns: more than a float counts exactly
-    bar = _RunBar("year", disable=False)
+    bar = RunBar("year", disable=False)
     for day in (1, 100, 365):
         bar.recorded(2_000)
         bar.reached(day * year // 365, year)
