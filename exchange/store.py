@@ -44,7 +44,9 @@ a writer opens and closes it again; its filtered queries then scan the table: co
 
 **Closed files.** A writer's :meth:`~EventStore.close` checkpoints the WAL and switches the
 file back to the rollback-journal mode, so a closed store is one self-contained file and a
-read-only open (``mode="r"``, an SQLite ``mode=ro`` URI) creates and changes nothing.
+read-only open (``mode="r"``, an SQLite ``mode=ro`` URI) creates and changes nothing -- except
+after a writer killed inside that switch: its hot journal is rolled back first (see
+``_connect_ro``), which restores the last committed state and changes no committed byte.
 
 Units: ``t``/``started_t``/``finished_t`` in simulated nanoseconds; sequence numbers count
 events from 1; throughput figures in events per second.
@@ -263,11 +265,38 @@ def _ro_uri(path: Path) -> str:
     return path.resolve().as_uri() + "?mode=ro"
 
 
+#: SQLite's "attempt to write a readonly database" when a read-only connection finds a hot
+#: journal: a rollback journal left by a writer that died inside a transaction.
+_SQLITE_READONLY_ROLLBACK = 776
+
+
 def _connect_ro(path: Path) -> sqlite3.Connection:
-    """A read-only connection (SQLite ``mode=ro`` URI): it cannot create or change the file."""
+    """A read-only connection (SQLite ``mode=ro`` URI): it cannot change the file's content.
+
+    One exception, which changes no committed byte: a writer killed inside a rollback-journal
+    transaction (a store's ``close`` leaves WAL mode in one, so a run killed at that moment
+    does) leaves a *hot journal*, which a read-only connection may not roll back and so
+    cannot read past. A short read-write connection then lets SQLite roll it back, as any
+    writer's open would, restoring the last committed state; the read-only one follows."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such event store")
-    return sqlite3.connect(_ro_uri(path), uri=True, timeout=_BUSY_TIMEOUT_S)
+    conn = sqlite3.connect(_ro_uri(path), uri=True, timeout=_BUSY_TIMEOUT_S)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) != _SQLITE_READONLY_ROLLBACK:
+            return conn  # not a store, damaged...: the caller's first query says so its way
+        conn.close()
+        recovering = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S)
+        try:
+            recovering.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            recovering.close()
+        conn = sqlite3.connect(_ro_uri(path), uri=True, timeout=_BUSY_TIMEOUT_S)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _chain(previous: str, digest: str) -> str:

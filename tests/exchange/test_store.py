@@ -374,6 +374,42 @@ def test_read_only_open_changes_nothing(db):
     assert sorted(os.listdir(db.parent)) == before
 
 
+#: a writer that dies inside a rollback-journal transaction, after its changes reached the
+#: file (a one-page cache spills them): it leaves a hot journal behind
+DIES_MID_TRANSACTION = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size=1")
+conn.execute("BEGIN")
+conn.execute("UPDATE events SET payload = payload || 'x', qty = 7")
+conn.execute("INSERT INTO snapshots SELECT seq + 1000, state, state_hash FROM snapshots")
+print("changed", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_read_only_open_rolls_back_a_writer_killed_mid_transaction(db):
+    with EventStore.open(db, mode="r") as store:
+        committed = list(store.payloads())
+    writer = subprocess.Popen(
+        [sys.executable, "-c", DIES_MID_TRANSACTION, str(db)], stdout=subprocess.PIPE
+    )
+    assert writer.stdout.readline() == b"changed\n"
+    writer.kill()
+    writer.wait()
+    journal = db.with_name(db.name + "-journal")
+    assert journal.exists() and journal.stat().st_size > 0  # hot
+    plain = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):  # what SQLite alone does
+        plain.execute("SELECT count(*) FROM events").fetchone()
+    plain.close()
+    with EventStore.open(db, mode="r") as store:  # the last committed state, as it was
+        assert list(store.payloads()) == committed
+        assert [row[0] for row in store.snapshots()] == [20]
+    assert not journal.exists() or journal.stat().st_size == 0
+    assert verify_store(db).ok
+
+
 def test_reader_sees_a_live_writer(tmp_path):
     path = tmp_path / "s.db"
     writer = new_store(path)
