@@ -37,7 +37,7 @@ in-process or remotely through :func:`clients.remote.run_remote` (tested).
 Resume. ``serve_session(..., resume=True)`` (``gpuex serve --resume``) re-runs a crashed
 session from its start with the remote bots connected again, and continues it once every
 committed event has been regenerated, as ``gpuex run --resume`` does for in-process bots; a
-remote bot that acts otherwise than it did fails the resume with the log untouched.
+remote bot that acts otherwise than it did fails the resume, its committed events unchanged.
 """
 
 from __future__ import annotations
@@ -534,7 +534,7 @@ def serve_session(
             every step from the first, so a bot that acts as it did -- a deterministic one
             -- brings the log to the bytes of an uninterrupted run, and one that does not
             fails the resume (:class:`~exchange.session.SessionError`, naming the first seq
-            that differs) with the log untouched. A finished session is not re-run: its
+            that differs) with the committed events unchanged. A finished session is not re-run: its
             missing indexes are built, or the resume is refused, without a gateway.
         on_batch, on_time, on_seal: progress, as in :func:`exchange.session.run` (the
             number of events after each batch; the simulated time reached and the end; the
