@@ -71,33 +71,34 @@ def export_events(
     called after each event with its seq."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    count = 0
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(Event._fields)
-        for event in events:
+
+        def write(event: Event) -> None:
             writer.writerow(_csv_row(event))
-            count += 1
-            if progress is not None:
-                progress(event.seq)
     else:
-        for event in events:
+
+        def write(event: Event) -> None:
             out.write(orjson.dumps(dict(zip(Event._fields, event, strict=True))).decode())
             out.write("\n")
-            count += 1
-            if progress is not None:
-                progress(event.seq)
+
+    count = 0
+    for event in events:
+        write(event)
+        count += 1
+        if progress is not None:
+            progress(event.seq)
     return count
 
 
 def _csv_row(event: Event) -> list:
     # data's keys are already sorted: decode keeps the stored order, which is canonical
     *fields, data = event
-    return [*("" if f is None else f for f in fields), "" if data is None else _json(data)]
-
-
-def _json(value: object) -> str:
-    return orjson.dumps(value).decode()
+    return [
+        *("" if f is None else f for f in fields),
+        "" if data is None else orjson.dumps(data).decode(),
+    ]
 
 
 def known_accounts(store: EventStore) -> set[str]:
