@@ -18,6 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 PositiveInt = Annotated[int, Field(gt=0, le=(1 << 62))]
 
+#: The largest balance, pool or running total the ledger holds, in minor units (10**17 cents,
+#: a quadrillion dollars): a 46-fold margin under int64 (2**63 - 1), so sums of a few balances
+#: still fit the store's int64 columns. Money a command or a scenario would carry past it is
+#: refused with a reason, never left to overflow.
+MAX_BALANCE = 10**17
+
 
 class _Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
