@@ -270,6 +270,19 @@ def _ro_uri(path: Path) -> str:
 _SQLITE_READONLY_ROLLBACK = 776
 
 
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch ``conn``'s database to WAL, running the pragma to its end.
+
+    Not ``sqlite_utils.Database.enable_wal``: it leaves the pragma's cursor, with its one row
+    unread, in a local of ``Database.execute``. ``PRAGMA journal_mode`` is a write statement to
+    SQLite, and while that cursor lives the statement stays active, so the next SAVEPOINT fails
+    with "cannot open savepoint - SQL statements in progress". Normally the cursor dies on
+    return, but anything holding the frame keeps it alive: a sampling profiler (Dask's, in
+    every sweep worker), a tracer (issue #17, point 14). Fetching the row resets the statement
+    at once, whoever holds what."""
+    conn.execute("PRAGMA journal_mode=WAL").fetchall()
+
+
 def _connect_ro(path: Path) -> sqlite3.Connection:
     """A read-only connection (SQLite ``mode=ro`` URI): it cannot change the file's content.
 
@@ -442,7 +455,7 @@ class EventStore:
         db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
         try:
             conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # before the first table
-            db.enable_wal()
+            _enable_wal(conn)
             store = cls(db, path, "a")
             store._configure_writer(durability)
             with db.atomic():
@@ -541,7 +554,7 @@ class EventStore:
             store.durability = info["durability"]
             store._finished = info["status"] == "finished"
             if mode == "a":
-                db.enable_wal()
+                _enable_wal(conn)
                 store._configure_writer(info["durability"])
                 store._last_seq = info["last_seq"]
                 last = conn.execute(

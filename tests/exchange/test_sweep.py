@@ -3,8 +3,10 @@ Dask cluster equal to runs in-process, failures isolated, resume."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import sys
 from typing import Literal
 
 import orjson
@@ -12,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from exchange import events as ev
-from exchange import sweep
+from exchange import session, sweep
 from exchange.cli import main
 from exchange.engine import DAY_NS
 from exchange.scenario_products import ProductsScenario
@@ -287,6 +289,39 @@ def test_run_one_records_a_failure(monkeypatch):
     assert record["status"] == "failed"
     assert "RuntimeError: boom on seed 2" in record["error"]
     assert "Traceback" in record["error"]
+
+
+@contextlib.contextmanager
+def _frames_held_as_by_a_sampling_profiler():
+    """Keep a reference to every frame that returns, as Dask's sampling profiler does now and
+    then to the frames it samples in every worker: a frame referenced after its return keeps
+    its locals alive."""
+    held = []
+
+    def keep(frame, event, arg):
+        if event == "return":
+            held.append(frame)
+
+    sys.setprofile(keep)
+    try:
+        yield held
+    finally:
+        sys.setprofile(None)
+        held.clear()
+
+
+def test_a_store_is_created_and_reopened_while_a_profiler_holds_frames(tmp_path):
+    # the cause of "cannot open savepoint - SQL statements in progress" at store creation in
+    # sweeps (issue #17, point 14): the cursor of the WAL pragma, kept alive by a held frame
+    with _frames_held_as_by_a_sampling_profiler():
+        store = EventStore.create(
+            tmp_path / "x.db", scenario="flow", seed=1, config={}, code_version="test"
+        )
+        store.close()
+        EventStore.open(tmp_path / "x.db", mode="a").close()
+    with _frames_held_as_by_a_sampling_profiler():
+        summary = session.run("flow", tmp_path / "y.db", overrides={"messages": 300})
+    assert summary.events > 300
 
 
 # ---------------------------------------------------------------------- on a cluster
