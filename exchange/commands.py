@@ -23,6 +23,18 @@ PositiveInt = Annotated[int, Field(gt=0, le=(1 << 62))]
 #: still fit the store's int64 columns. Money a command or a scenario would carry past it is
 #: refused with a reason, never left to overflow.
 MAX_BALANCE = 10**17
+#: The most one account's exposure to one instrument may be worth, minor units (10**15 cents,
+#: ten trillion dollars): the worst its position and premium basis could reach if all its
+#: resting orders filled, each lot valued at the instrument's largest price (a swap's lot with
+#: every premium period and its payoff). A hundredth of MAX_BALANCE, so that every amount
+#: derived from a position (a fill's notional and fee, variation margin, funding, premiums,
+#: settlement) is at most a few MAX_EXPOSURE and an account's cash stays far inside int64
+#: however many instruments it trades (docs/exchange.md, "Limits").
+MAX_EXPOSURE = MAX_BALANCE // 100
+#: The most lots one account may hold, or come to hold if its resting orders filled, in one
+#: instrument: the margin engine's open interest (at most 2**42 lots) holds with over 4,000
+#: accounts at the limit.
+MAX_POSITION_LOTS = 10**9
 
 
 class _Command(BaseModel):
@@ -124,8 +136,18 @@ def jsonable(raw: Any) -> Any:
     0.7 us, against 1.4-2 us for checking its values one by one in Python and sorting."""
     try:
         return orjson.loads(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
-    except (TypeError, orjson.JSONEncodeError):
-        return {"unserialisable": repr(raw)[:1_000]}
+    except Exception:  # anything orjson refuses, however it refuses it
+        return {"unserialisable": _safe_repr(raw)}
+
+
+def _safe_repr(raw: Any) -> str:
+    """``repr(raw)`` cut to 1,000 characters, or, for an object whose ``repr`` raises (a
+    hostile class, a list nested deeper than the recursion limit), a placeholder naming its
+    type: whatever a client sends is recorded, nothing it sends raises here."""
+    try:
+        return repr(raw)[:1_000]
+    except Exception:
+        return f"<{type(raw).__name__} without a repr>"[:1_000]
 
 
 def record(command: _Command) -> dict[str, Any]:

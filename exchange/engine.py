@@ -29,6 +29,9 @@ import orjson
 
 from exchange import events as ev
 from exchange.commands import (
+    MAX_BALANCE,
+    MAX_EXPOSURE,
+    MAX_POSITION_LOTS,
     Amend,
     BotFailed,
     Cancel,
@@ -70,6 +73,7 @@ _STP_MODES = {
 
 
 _new_event = tuple.__new__
+_NO_LOTS = (0, 0)
 
 DAY_NS = 86_400 * 10**9
 YEAR_NS = 365 * DAY_NS
@@ -109,6 +113,9 @@ class Account:
     basis: dict[str, int] = field(default_factory=dict)  # RVS premium basis, ticks x lots
     # variation-margin basis, minor units: what the position was last settled (or traded) at
     vm_basis: dict[str, int] = field(default_factory=dict)
+    # lots on the book per instrument, [buying, selling]: a function of the books (so not in
+    # the canonical state), kept for the pre-trade limits (``Exchange._check_limits``)
+    open_lots: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,10 +131,44 @@ class Listing:
     mark_model: Any = None  # perpetuals: the damped-basis mark (exchange.perp.MarkPrice)
     unit_value: int = 0  # value of one lot at the last mark, minor units (MarkPrice.amount)
     periods_left: int = 0  # swaps: premium periods still to pay at the last mark (MarkPrice.qty)
+    limits: ExposureRates | None = None  # what a lot can be worth, for the pre-trade limits
 
     @property
     def kind(self) -> str:
         return self.spec.kind
+
+
+class ExposureRates(NamedTuple):
+    """What one lot of an instrument can be worth, minor units, for the pre-trade limits
+    (docs/exchange.md, "Limits"): ``position`` per lot held, ``basis`` per tick x lot of a
+    swap's premium basis, ``price`` the largest price in ticks (what the basis of a lot can
+    move by in one fill), ``cash`` the most one lot ordered can move its account's cash by (a
+    spot fill's notional and the larger fee, both at the largest price)."""
+
+    position: int
+    basis: int
+    price: int
+    cash: int
+
+
+def exposure_rates(spec: Any) -> ExposureRates:
+    """The :class:`ExposureRates` of an instrument spec. A spot or perpetual lot is worth at
+    most ``max_price x tick_value`` (a perpetual's mark is clamped to ``max_price``). A swap
+    lot's value (its protection, at most the floor's payoff) less the premiums still owed on its
+    basis is at most ``floor x payoff_tick_value + |basis| x tick_value x periods``; premiums
+    are ``basis x tick_value`` a period."""
+    top = spec.max_price * spec.tick_value
+    fee_bps = max(abs(spec.maker_fee_bps), abs(spec.taker_fee_bps))
+    worst_fee = -(-top * fee_bps // 10_000)  # per lot, rounded up: >= fee() on any qty
+    if spec.kind == "rvs":
+        periods = len(spec.premium_dates())
+        return ExposureRates(
+            spec.floor * spec.payoff_tick_value,
+            spec.tick_value * periods,
+            spec.max_price,
+            worst_fee,
+        )
+    return ExposureRates(top, 0, spec.max_price, worst_fee + (top if spec.kind == "spot" else 0))
 
 
 @dataclass
@@ -269,7 +310,7 @@ class Exchange:
         book = OrderBook(max_price=spec.max_price)
         for account in self.accounts.values():
             book.set_stp(account.index, self._stp_modes[account.name])
-        listing = Listing(spec, book)
+        listing = Listing(spec, book, limits=exposure_rates(spec))
         if spec.kind == "perp":
             listing.mark_model = MarkPrice(spec)
         self.instruments[spec.name] = listing
@@ -303,11 +344,21 @@ class Exchange:
         re-executing a logged command is indistinguishable from the original.
         """
         raw = jsonable(raw)
+        seq = self.seq
         try:
             command = parse_command(raw)
             return self._execute(command)
         except CommandError as exc:
             return self._reject(raw, exc.reason)
+        except Exception as exc:
+            # Every check runs before a command's first event, so an error raised while no
+            # event is out has changed nothing: it is refused like any invalid command (the
+            # log says why). Once events are out they cannot be taken back: that is a bug,
+            # and it is raised as one.
+            if self.seq != seq:
+                raise
+            reason = f"command: cannot be checked ({type(exc).__name__}: {exc})"
+            return self._reject(raw, " ".join(reason.split())[:1_000])
 
     def _reject(self, raw: Any, reason: str) -> Result:
         account = raw.get("account") if isinstance(raw, dict) else None
@@ -393,6 +444,53 @@ class Exchange:
             raise CommandError(f"order_id: no resting order {order_id} of account {account.name!r}")
         return order
 
+    def _check_limits(
+        self, account: Account, listing: Listing, side: int, qty: int, released: int = 0
+    ) -> None:
+        """Refuse an order of ``qty`` lots on ``side`` (0 buy, 1 sell) -- or an amend to
+        ``qty`` of an order with ``released`` lots open -- that could take the account past a
+        limit, were every resting order of it in the instrument to fill (docs/exchange.md,
+        "Limits"): :data:`MAX_POSITION_LOTS` lots, :data:`MAX_EXPOSURE` of exposure, or its
+        cash past +-:data:`MAX_BALANCE`. An order that makes neither worst case worse (it
+        reduces a position, or an amend takes lots off) passes either of the first two."""
+        name = listing.spec.name
+        rates = listing.limits
+        position = account.positions.get(name, 0)
+        buying, selling = account.open_lots.get(name, _NO_LOTS)
+        lots = max(position + buying, selling - position)
+        basis = account.basis.get(name, 0)
+        worst = (
+            lots * rates.position
+            + max(basis + buying * rates.price, selling * rates.price - basis) * rates.basis
+        )
+        if side == 0:
+            buying += qty - released
+        else:
+            selling += qty - released
+        new_lots = max(position + buying, selling - position)
+        new_worst = (
+            new_lots * rates.position
+            + max(basis + buying * rates.price, selling * rates.price - basis) * rates.basis
+        )
+        if new_worst > MAX_EXPOSURE and new_worst > worst:
+            raise CommandError(
+                f"qty: {qty} lots could take the exposure of {account.name!r} to {name} to "
+                f"{new_worst} minor units (its position and resting orders at the largest "
+                f"price, {rates.price} ticks), past the limit of {MAX_EXPOSURE}"
+            )
+        if new_lots > MAX_POSITION_LOTS and new_lots > lots:
+            raise CommandError(
+                f"qty: {qty} lots could take the position of {account.name!r} in {name} "
+                f"to {new_lots} lots (with its resting orders), past the limit of "
+                f"{MAX_POSITION_LOTS}"
+            )
+        swing = (qty - released) * rates.cash
+        if swing > 0 and not -MAX_BALANCE <= account.cash - swing <= MAX_BALANCE - 2 * swing:
+            raise CommandError(
+                f"qty: {qty} lots could move the cash of {account.name!r}, {account.cash}, by "
+                f"{swing} minor units, past the ledger's bound of +-{MAX_BALANCE}"
+            )
+
     def _submit(self, account: Account, cmd: Submit) -> Result:
         listing = self._listing(cmd.instrument)
         spec = listing.spec
@@ -411,11 +509,12 @@ class Exchange:
                     f"account: {account.name!r} is under a collateral call; only orders that "
                     f"reduce its position are accepted ({spec.name} position {position:+})"
                 )
+        side = _SIDE_CODE[cmd.side]
+        self._check_limits(account, listing, side, cmd.qty)
         self._received(cmd)
         order_id = self.next_order_id
         self.next_order_id += 1
         book = listing.book
-        side = _SIDE_CODE[cmd.side]
         if limit:
             code = book.submit(
                 order_id, account.index, side, cmd.price, cmd.qty, _TIF_CODE[cmd.tif], cmd.post_only
@@ -467,8 +566,10 @@ class Exchange:
             # spot pays the notional at the trade; perpetuals and swaps move no cash when they
             # trade (their cash moves through funding, premiums, settlement and margin)
             sign = (-1 if side == 0 else 1) if listing.kind == "spot" else 0
+            maker_side = 1 - side
             for _t, maker_id, _ta, maker_idx, px, qty, _m in book.fills.tolist():
                 maker = self.accounts[names[maker_idx]]
+                maker.open_lots[name][maker_side] -= qty
                 notional = px * qty * tick_value
                 self._trade(
                     listing,
@@ -488,6 +589,7 @@ class Exchange:
                 listing.last_price = px
         for maker_id, _idx, qty, _m in book.stp_cancels.tolist():
             owner = self.orders.pop(maker_id)
+            self.accounts[owner.account].open_lots[name][owner.side] -= qty
             self._emit(
                 ev.ORDER_CANCELLED,
                 instrument=name,
@@ -498,6 +600,10 @@ class Exchange:
             )
         if book.last_resting:
             self.orders[order_id] = LiveOrder(taker.name, name, side, price)
+            lots = taker.open_lots.get(name)
+            if lots is None:
+                lots = taker.open_lots[name] = [0, 0]
+            lots[side] += book.last_resting
             self._emit(
                 ev.ORDER_RESTED,
                 instrument=name,
@@ -570,6 +676,7 @@ class Exchange:
         listing = self.instruments[order.instrument]
         listing.book.cancel(cmd.order_id)
         del self.orders[cmd.order_id]
+        account.open_lots[order.instrument][order.side] -= listing.book.last_cancelled
         self._emit(
             ev.ORDER_CANCELLED,
             instrument=order.instrument,
@@ -606,9 +713,10 @@ class Exchange:
         order = self._own_order(account, cmd.order_id)
         listing = self.instruments[order.instrument]
         self._check_price(listing.spec, cmd.price)
-        self._received(cmd)
         book = listing.book
         open_qty = book.order_qty(cmd.order_id)
+        self._check_limits(account, listing, order.side, cmd.qty, open_qty)
+        self._received(cmd)
         kept = cmd.price == order.price and cmd.qty <= open_qty
         code = book.amend(cmd.order_id, cmd.price, cmd.qty)
         if code:
@@ -631,12 +739,27 @@ class Exchange:
             qty=cmd.qty,
             data={"priority": "kept" if kept else "lost"},
         )
-        if not kept:
+        lots = account.open_lots[order.instrument]
+        if kept:
+            lots[order.side] += cmd.qty - open_qty
+        else:  # the order leaves the book and comes back as a new one (which may trade)
+            lots[order.side] -= open_qty
             del self.orders[cmd.order_id]
             self._after_match(listing, account, cmd.order_id, order.side, cmd.price, "stp")
         return Result(True, cmd.order_id)
 
     def _deposit(self, account: Account, cmd: Deposit) -> Result:
+        cash = account.cash + cmd.amount
+        if cash > MAX_BALANCE:
+            raise CommandError(
+                f"amount: depositing {cmd.amount} minor units would take the cash of "
+                f"{account.name!r} to {cash}, past the ledger's bound of {MAX_BALANCE}"
+            )
+        if self.deposited + cmd.amount > MAX_BALANCE:
+            raise CommandError(
+                f"amount: depositing {cmd.amount} minor units would take the session's deposits "
+                f"to {self.deposited + cmd.amount}, past the ledger's bound of {MAX_BALANCE}"
+            )
         self._received(cmd)
         self.credit(account.name, cmd.amount)
         if account.name in self.calls and account.name in self.requirements:
@@ -654,6 +777,12 @@ class Exchange:
         if cmd.amount > account.cash:
             raise CommandError(
                 f"amount: {cmd.amount} exceeds the account's cash of {account.cash} minor units"
+            )
+        if self.withdrawn + cmd.amount > MAX_BALANCE:
+            raise CommandError(
+                f"amount: withdrawing {cmd.amount} minor units would take the session's "
+                f"withdrawals to {self.withdrawn + cmd.amount}, past the ledger's bound of "
+                f"{MAX_BALANCE}"
             )
         self._received(cmd)
         account.cash -= cmd.amount
@@ -817,6 +946,7 @@ class Exchange:
         for order_id in [oid for oid, o in self.orders.items() if o.instrument == name]:
             owner = self.orders.pop(order_id)
             listing.book.cancel(order_id)
+            self.accounts[owner.account].open_lots[name][owner.side] -= listing.book.last_cancelled
             self._emit(
                 ev.ORDER_CANCELLED,
                 instrument=name,
@@ -982,6 +1112,7 @@ class Exchange:
             order = self.orders.pop(order_id)
             book = self.instruments[order.instrument].book
             book.cancel(order_id)
+            self.accounts[name].open_lots[order.instrument][order.side] -= book.last_cancelled
             self._emit(
                 ev.ORDER_CANCELLED,
                 instrument=order.instrument,
