@@ -168,4 +168,12 @@ def parse_command(raw: Any) -> _Command:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "command"
-        raise CommandError(f"{where}: {first['msg']}") from None
+        raise CommandError(one_line(f"{where}: {first['msg']}")) from None
+
+
+def one_line(text: str, limit: int = 1_000) -> str:
+    """``text`` as one printable line of at most ``limit`` characters: a reason quotes what a
+    client sent (a field name, a bad tag), which may hold newlines or control characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -98,3 +98,16 @@ def test_every_command_model_is_flat():
         for name, field in model.model_fields.items():
             leaves = _leaf_types(field.annotation)
             assert leaves <= {str, int, bool, type(None)}, (model.__name__, name, leaves)
+
+
+def test_a_refusal_quoting_what_a_client_sent_is_one_printable_line():
+    """Found by tests/fuzz: a type tag holding a newline was quoted into the reason as is."""
+    from exchange.commands import CommandError
+
+    for raw in ({"type": "\n", "account": "a"}, {"type": "x\x00" * 2_000, "account": "a"}):
+        try:
+            parse_command(raw)
+        except CommandError as exc:
+            assert exc.reason.isprintable() and len(exc.reason) <= 1_000, exc.reason
+        else:
+            raise AssertionError("accepted")
