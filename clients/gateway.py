@@ -18,18 +18,22 @@ cross-thread futures, and nothing but the simulation thread ever touches the eng
 Lockstep. Simulated time does not move while a step is out: the session waits for the answer,
 so a remote bot is exactly as fast, in simulated time, as an in-process one, and a session's
 log does not depend on the machine or the network. A bot that does not answer within
-``step_timeout`` wall-clock seconds is disconnected and stopped (``BotFailed``, cause
-``timeout``); a closed connection stops it as ``disconnected``. Its resting orders are cancelled
-and the session goes on.
+``step_timeout`` wall-clock seconds, or does not read what it is sent within that time (its
+socket does not drain), is disconnected and stopped (``BotFailed``, cause ``timeout``); a
+closed connection stops it as ``disconnected``. Its resting orders are cancelled and the
+session goes on.
 
-Rejections. Whatever a bot sends that the gateway refuses — malformed JSON, an oversized
-message, a wrong token, a command for another account, a flood — gets an ``error`` reply and is
+Rejections. Whatever an authenticated bot sends that the gateway refuses — malformed JSON, an
+oversized message, a command for another account, a flood — gets an ``error`` reply and is
 logged as ``CommandRejected`` with ``source: "gateway"`` (``Exchange.reject``; ``verify``
-re-records it the same way). Rejections of messages answering a step are logged at the step's
-simulated time, in the order the bot sent them: deterministic for a deterministic bot.
-Rejections of a connection that has no account yet (a bad ``hello``) are logged with no account
-at the *next* step of any remote bot (or at the session's end): where they land in the log
-depends on when they arrived on the wall clock, unlike anything in lockstep.
+re-records it the same way), at the simulated time of the step it was read with, in the order
+the bot sent it: deterministic for a deterministic bot. :func:`read_message` decides, without
+touching the engine or the socket, what one message means. Connections that never
+authenticate (a bad ``hello``) get an ``error`` reply and are closed, counted, and never
+logged: they arrive on the wall clock, so anything they wrote would land in the log wherever
+they happened to arrive, and a stranger must not be able to change a session's log. Session
+tokens never reach the log: every text recorded from a bot's message is redacted first
+(:func:`loggable`).
 
 Determinism. Same scenario, seed and bots => byte-identical event log, whether a bot runs
 in-process or remotely through :func:`clients.remote.run_remote` (tested).
@@ -45,8 +49,12 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import logging
 import os
+import re
 import secrets
+import socket
+import string
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -67,9 +75,11 @@ from clients.protocol import (
     MAX_MESSAGES_PER_STEP,
     MAX_TIMERS,
     PROTOCOL,
+    Commands,
     Fail,
     Hello,
     ProtocolError,
+    check_json,
     encode_account,
     encode_message,
     parse_client,
@@ -90,15 +100,31 @@ from exchange.session import run as session_run
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
-#: Wall-clock seconds a remote bot has to answer a step.
+#: Wall-clock seconds a remote bot has to answer a step; also the most a send to it may take
+#: (a client that does not read fails as ``timeout``) and the time it has to say ``hello``.
 DEFAULT_STEP_TIMEOUT = 10.0
 #: Wall-clock seconds every declared remote bot has to connect before the session starts.
 DEFAULT_CONNECT_TIMEOUT = 60.0
-#: Most not-yet-logged rejections of unauthenticated connections kept for the log; more are
-#: answered with an ``error`` but not logged (so a connection storm cannot swamp the log).
-MAX_PENDING_REJECTIONS = 1_000
-#: Bytes of an unauthenticated message kept for the log (the engine cuts further).
+#: Most connections waiting to authenticate at once; further ones are closed at once (code
+#: 1013, "try again later"), so a storm of strangers costs a bounded number of threads.
+MAX_UNAUTHENTICATED = 64
+#: Refused unauthenticated connections reported one by one on stderr (logger
+#: ``gpuex.gateway``); later ones are only counted, and the count is reported at the end.
+REPORTED_REFUSALS = 5
+#: What replaces a session token, or the value of any ``token`` field, in what is logged.
+REDACTED = "[redacted]"
+#: Characters of a refused message's text kept for the log (the engine cuts further).
 _KEEP = 4_096
+#: Wall-clock seconds between two looks of the watchdog for sends past their deadline.
+_WATCH_EVERY = 0.05
+
+log = logging.getLogger("gpuex.gateway")
+
+# the value of a "token" field in JSON text, closed or not (a malformed message may end in it)
+_TOKEN_FIELD = re.compile(r'("token"\s*:\s*)"(?:[^"\\]|\\.)*"?', re.IGNORECASE)
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+# what secrets.token_urlsafe draws from
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
 
 
 class GatewayError(RuntimeError):
@@ -126,41 +152,189 @@ class BotEntry:
     remote: bool = False
 
 
-def _loggable(data: bytes | str) -> Any:
-    """What to log of a message that could not be authenticated: its JSON (token redacted)
-    when it parses, else its text; at most :data:`_KEEP` bytes of it."""
+# ---------------------------------------------------------------------- what reaches the log
+def _unescape(match: re.Match) -> str:
+    char = chr(int(match.group(1), 16))
+    return char if char in _TOKEN_CHARS else match.group(0)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every one of ``secrets`` (the session's tokens), and the value of every
+    ``token`` field (closed or not, any case), replaced by :data:`REDACTED`. ``\\uXXXX``
+    escapes of the characters a token is made of are decoded first, so an escaped token is
+    found too."""
+    if "\\u" in text:
+        text = _ESCAPE.sub(_unescape, text)
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    return _TOKEN_FIELD.sub(rf'\1"{REDACTED}"', text)
+
+
+def _suspect(text: str, secrets: Iterable[str]) -> bool:
+    """Whether ``text`` may hold something :func:`redact` would change (a quick look)."""
+    return "\\u" in text or "oken" in text or "OKEN" in text or any(s in text for s in secrets)
+
+
+def loggable(data: Any, secrets: Iterable[str] = ()) -> Any:
+    """What the log records of a refused message or command: its JSON when it is JSON the
+    session can carry (:func:`clients.protocol.check_json`), else its text, at most
+    :data:`_KEEP` characters of it; in either case :func:`redact` ed, so that no session token
+    and no ``token`` field's value is ever logged. ``data``: the frame as received (``str`` or
+    ``bytes``, which are decoded with replacement) or a parsed value. Never raises."""
     if isinstance(data, bytes):
-        data = data[:_KEEP].decode("utf-8", "replace")
-    if len(data) > _KEEP:
-        return data[:_KEEP]
+        text = data.decode("utf-8", "replace")
+    elif isinstance(data, str):
+        text = data
+    else:
+        try:
+            text = orjson.dumps(data).decode()
+        except Exception:  # noqa: BLE001 - whatever it is, its repr is logged instead
+            text = f"<unserialisable {type(data).__name__}>"
+    text = redact(text, secrets)
+    if len(text) > _KEEP:
+        return text[:_KEEP]
     try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return data
-    if isinstance(parsed, dict) and "token" in parsed:
-        parsed["token"] = "<redacted>"
-    return parsed
+        value = orjson.loads(text)
+        check_json(value)
+    except (orjson.JSONDecodeError, ProtocolError):
+        return text
+    return value
+
+
+# ---------------------------------------------------------------------- reading a message
+@dataclass(frozen=True)
+class Reading:
+    """What one message of an authenticated bot means for the step that is out
+    (:func:`read_message`).
+
+    Attributes:
+        refused: ``(loggable, reason)`` for each refusal, in order: the whole message, or
+            single commands of an answer. Each is logged (``Exchange.reject``) and answered
+            with an ``error``; neither holds a session token.
+        answer: the step's answer, ``(outbox, timers)`` as the bot runner takes them:
+            ``[(ref, command)]`` with the account filled in, ``[(at_ns, tag)]``.
+        failure: the bot is to be stopped: it reported a failed callback (``fail``), or the
+            gateway could not read its message at all.
+    """
+
+    refused: tuple[tuple[Any, str], ...] = ()
+    answer: tuple[list, list] | None = None
+    failure: BotFailure | None = None
+
+
+def read_message(
+    data: Any, step: int, account: str, *, callback: str = "step", secrets: Iterable[str] = ()
+) -> Reading:
+    """What ``data`` (one frame from ``account``'s authenticated bot: ``str``, ``bytes``, or
+    anything else a transport could hand over) means while step ``step`` is out.
+
+    Pure: touches neither the engine nor the socket, and never raises — a message that breaks
+    the protocol is a refusal with a one-line reason; anything unexpected while reading it
+    stops the bot (``failure``, cause ``disconnected``, ``callback`` the step's), never the
+    session. ``secrets``: the session's tokens, redacted from everything it returns."""
+    secrets = tuple(secrets)
+    try:
+        return _read(data, step, account, secrets)
+    except Exception as exc:  # noqa: BLE001 - one bot's message must not stop the session
+        detail = f"the gateway could not read the bot's message: {type(exc).__name__}: {exc}"
+        detail = redact(detail, secrets)[:1_000]
+        return Reading(failure=BotFailure("disconnected", callback, detail))
+
+
+def _read(data: Any, step: int, account: str, secrets: tuple[str, ...]) -> Reading:
+    try:
+        if not isinstance(data, bytes | str):
+            raise ProtocolError(f"message: expected a text frame, got {type(data).__name__}")
+        message = parse_client(data)
+        if isinstance(message, Hello):
+            raise ProtocolError("hello: this connection is already authenticated")
+        if message.step != step:
+            raise ProtocolError(f"step: the step out is {step}, not {message.step}")
+        if isinstance(message, Commands):
+            if len(message.commands) > MAX_COMMANDS:
+                raise ProtocolError(
+                    f"flood: {len(message.commands)} commands in one step (limit {MAX_COMMANDS})"
+                )
+            if len(message.timers) > MAX_TIMERS:
+                raise ProtocolError(
+                    f"flood: {len(message.timers)} timers in one step (limit {MAX_TIMERS})"
+                )
+    except ProtocolError as exc:
+        return Reading(refused=((loggable(data, secrets), redact(exc.reason, secrets)),))
+    if isinstance(message, Fail):
+        callback = redact(message.callback, secrets)[:64]
+        detail = redact(message.detail, secrets)[:8_000]
+        return Reading(failure=BotFailure(message.cause, callback, detail))
+    text = data if isinstance(data, str) else data.decode()
+    suspect = _suspect(text, secrets)
+    outbox, refused = [], []
+    for raw in message.commands:
+        try:
+            ref, command = parse_command(raw, account)
+        except ProtocolError as exc:
+            refused.append((loggable(raw, secrets), redact(exc.reason, secrets)))
+            continue
+        if suspect:  # the exchange logs a command's values: a token in one must not reach it
+            command = orjson.loads(redact(orjson.dumps(command).decode(), secrets))
+        outbox.append((ref, command))
+    return Reading(tuple(refused), (outbox, list(message.timers)))
+
+
+# ---------------------------------------------------------------------- connections
+class SendTimeout(Exception):
+    """A send to a client did not finish by its deadline: the client does not read."""
 
 
 class _Connection:
-    """An authenticated connection: its socket, account and what the bot declared."""
+    """An authenticated connection: its socket, account and what the bot declared.
+
+    Every send has a deadline; the gateway's :class:`_Watchdog` shuts the socket down when a
+    send overruns it (a blocked ``sendall`` wakes only then), and the send raises
+    :class:`SendTimeout`."""
 
     def __init__(self, ws, account: str, bot: str, books: tuple[str, ...] | None) -> None:
         self.ws, self.account, self.bot, self.books = ws, account, bot, books
+        self.send_deadline: float | None = None  # monotonic; set while a send is under way
+        self.stalled = False
         self._done = threading.Event()
         self._close = (1000, "")
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.ws.send(orjson.dumps(message).decode())
+    def send(self, message: dict[str, Any] | str, timeout: float) -> None:
+        """Send ``message`` (JSON text, or a dict to encode) within ``timeout`` wall-clock
+        seconds; raises :class:`SendTimeout` (the connection is then dead), ``ConnectionClosed``
+        or ``OSError``."""
+        text = message if isinstance(message, str) else orjson.dumps(message).decode()
+        if self.stalled:
+            raise SendTimeout
+        self.send_deadline = time.monotonic() + timeout
+        try:
+            self.ws.send(text)
+        except (ConnectionClosed, OSError):
+            if self.stalled:
+                raise SendTimeout from None
+            raise
+        finally:
+            self.send_deadline = None
+        if self.stalled:  # the watchdog struck as the send finished: the socket is gone
+            raise SendTimeout
 
-    def finish(self, code: int = 1000, reason: str = "", final: dict | None = None) -> None:
-        """Send ``final`` (if any) and hand the connection back to its thread to close, so
-        that the simulation never waits for a closing handshake."""
+    def abort(self) -> None:
+        """(The watchdog's thread.) Kill a connection whose send is past its deadline."""
+        self.stalled = True
+        with contextlib.suppress(OSError):
+            self.ws.socket.shutdown(socket.SHUT_RDWR)
+
+    def finish(
+        self, code: int = 1000, reason: str = "", final: dict | None = None, timeout: float = 2.0
+    ) -> None:
+        """Send ``final`` (if any, within ``timeout`` seconds) and hand the connection back to
+        its thread to close, so that the simulation never waits for a closing handshake."""
         if self._done.is_set():
             return
         if final is not None:
-            with contextlib.suppress(ConnectionClosed, OSError):
-                self.send(final)
+            with contextlib.suppress(SendTimeout, ConnectionClosed, OSError):
+                self.send(final, timeout)
         self._close = (code, reason)
         self._done.set()
 
@@ -168,6 +342,36 @@ class _Connection:
         """(The connection's own thread.) Wait until the session is done with it; close."""
         self._done.wait()
         self.ws.close(*self._close)
+
+
+class _Watchdog:
+    """One thread per gateway that shuts down the socket of any connection whose send has run
+    past its deadline (``_Connection.send_deadline``), every :data:`_WATCH_EVERY` seconds.
+    Reading a float attribute needs no lock, so a send costs the simulation nothing more."""
+
+    def __init__(self) -> None:
+        self.connections: list[_Connection] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gpuex-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def watch(self, connection: _Connection) -> None:
+        self.connections.append(connection)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(_WATCH_EVERY):
+            now = time.monotonic()
+            for connection in list(self.connections):
+                deadline = connection.send_deadline
+                if deadline is not None and deadline <= now and not connection.stalled:
+                    connection.abort()
 
 
 class Gateway:
@@ -178,7 +382,12 @@ class Gateway:
         bots: ``{account: bot name}`` of the remote bots.
         seed: the session seed (for each bot's generator state in ``welcome``).
         host, port: where to listen (port 0: any free port).
-        step_timeout: wall-clock seconds to answer a step (also to say ``hello``).
+        step_timeout: wall-clock seconds to answer a step, and the most any send to a bot may
+            take (also the time to say ``hello``).
+
+    Attributes:
+        refused: how many connections were refused before they authenticated (never logged:
+            see the module docstring).
     """
 
     def __init__(
@@ -193,14 +402,21 @@ class Gateway:
         self.host, self.port = host, port
         self.step_timeout = step_timeout
         self.tokens = {account: secrets.token_urlsafe(24) for account in self.bots}
+        self.refused = 0
         self._cond = threading.Condition()
         self._connections: dict[str, _Connection] = {}
         self._claimed: set[str] = set()
-        self._pending: list[tuple[Any, str]] = []  # unauthenticated rejections to log
+        self._waiting = 0  # connections not yet authenticated
         self._accepting = True
+        self._watchdog = _Watchdog()
         self._server = None
         self._thread: threading.Thread | None = None
         self.url = ""
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The session's tokens, for :func:`redact`."""
+        return tuple(self.tokens.values())
 
     # ---------------------------------------------------------------- life cycle
     def start(self) -> str:
@@ -218,6 +434,7 @@ class Gateway:
             raise GatewayError(f"cannot listen on {self.host}:{self.port}: {exc}") from None
         host, port = self._server.socket.getsockname()[:2]
         self.url = f"ws://{host}:{port}"
+        self._watchdog.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="gpuex-gateway", daemon=True
         )
@@ -243,36 +460,39 @@ class Gateway:
             return RemoteDriver(self, self._connections[account], engine)
 
     def close(self) -> None:
-        """Stop accepting, close every connection and the server."""
+        """Stop accepting, close every connection and the server; report on stderr how many
+        connections were refused before they authenticated."""
         with self._cond:
             self._accepting = False
             connections = list(self._connections.values())
         for connection in connections:
-            connection.finish(1001, "session over", {"type": "stop", "reason": "session over"})
+            connection.finish(
+                1001, "session over", {"type": "stop", "reason": "session over"}, self.step_timeout
+            )
         if self._server is not None:
             self._server.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._watchdog.stop()
+        if self.refused:
+            log.warning(
+                "gateway: refused %s connection(s) that did not authenticate (not logged)",
+                f"{self.refused:,}",
+            )
 
-    # ---------------------------------------------------------------- rejections
-    def flush_rejections(self, engine: Exchange) -> None:
-        """Log the rejections of unauthenticated connections that arrived since the last
-        call (simulation thread only)."""
-        if not self._pending:
-            return
+    # ---------------------------------------------------------------- strangers
+    def _refuse(self, ws, reason: str, code: int = 1008) -> None:
+        """Answer a connection that has not authenticated with an ``error`` and close it;
+        count it, report the first few on stderr. Nothing of it reaches the log."""
         with self._cond:
-            pending, self._pending = self._pending, []
-        for raw, reason in pending:
-            engine.reject(raw, reason)
-
-    def _refuse(self, ws, data: bytes | str | None, reason: str, log: bool = True) -> None:
-        """Answer an unauthenticated connection with an error, queue it for the log, close."""
-        with self._cond:
-            if log and self._accepting and len(self._pending) < MAX_PENDING_REJECTIONS:
-                self._pending.append((_loggable(data or ""), reason))
+            self.refused += 1
+            count = self.refused
+        if count <= REPORTED_REFUSALS:
+            log.warning("gateway: refused a connection before authentication: %s", reason)
         with contextlib.suppress(ConnectionClosed, OSError):
             ws.send(orjson.dumps({"type": "error", "reason": reason, "step": None}).decode())
-        ws.close(1008, reason[:120])
+        with contextlib.suppress(ConnectionClosed, OSError):
+            ws.close(code, reason[:120])
 
     # ---------------------------------------------------------------- connections
     def _account_for(self, token: str) -> str | None:
@@ -283,15 +503,39 @@ class Gateway:
         return found
 
     def _handle(self, ws) -> None:
-        """A connection's thread: hello -> welcome, then park until the session closes it."""
+        """A connection's thread: hello -> welcome, then park until the session closes it.
+        Nothing a client sends can raise out of here (the server would print a traceback)."""
+        with self._cond:
+            crowded = self._waiting >= MAX_UNAUTHENTICATED
+            if not crowded:
+                self._waiting += 1
+        if crowded:
+            self._refuse(ws, "too many connections waiting to authenticate", 1013)
+            return
+        try:
+            connection = self._authenticate(ws)
+        except Exception as exc:  # noqa: BLE001 - a stranger must not see a traceback either
+            self._refuse(ws, f"internal error: {type(exc).__name__}", 1011)
+            return
+        finally:
+            with self._cond:
+                self._waiting -= 1
+        if connection is not None:
+            connection.park()
+
+    def _authenticate(self, ws) -> _Connection | None:
+        """Read the ``hello``, answer ``welcome`` and register the connection; or refuse it
+        (``None``)."""
         try:
             data = ws.recv(timeout=self.step_timeout)
         except TimeoutError:
-            self._refuse(ws, None, f"no hello within {self.step_timeout:g} s", log=False)
-            return
+            self._refuse(ws, f"no hello within {self.step_timeout:g} s")
+            return None
         except ConnectionClosed:
-            return
+            return None
         try:
+            if not isinstance(data, bytes | str):
+                raise ProtocolError("message: expected a text frame")
             hello = parse_client(data)
             if not isinstance(hello, Hello):
                 raise ProtocolError(f"expected hello, got {hello.type}")
@@ -303,8 +547,8 @@ class Gateway:
             if account is None:
                 raise ProtocolError("unknown token")
         except ProtocolError as exc:
-            self._refuse(ws, data, exc.reason)
-            return
+            self._refuse(ws, redact(exc.reason, self.secrets))
+            return None
         with self._cond:
             if not self._accepting:
                 problem = "the session is over"
@@ -314,27 +558,27 @@ class Gateway:
                 problem = None
                 self._claimed.add(account)
         if problem is not None:
-            self._refuse(ws, data, problem)
-            return
+            self._refuse(ws, problem)
+            return None
         name = self.bots[account]
         books = None if hello.books is None else tuple(hello.books)
         connection = _Connection(ws, account, name, books)
+        self._watchdog.watch(connection)
+        welcome = {
+            "type": "welcome",
+            "protocol": PROTOCOL,
+            "bot": name,
+            "account": account,
+            "rng": rng_state(bot_rng(self.seed, name)),
+        }
         try:
-            connection.send(
-                {
-                    "type": "welcome",
-                    "protocol": PROTOCOL,
-                    "bot": name,
-                    "account": account,
-                    "rng": rng_state(bot_rng(self.seed, name)),
-                }
-            )
-        except ConnectionClosed:
-            return  # the account stays claimed: a bot that went away has failed
+            connection.send(welcome, self.step_timeout)
+        except (SendTimeout, ConnectionClosed, OSError):
+            return None  # the account stays claimed: a bot that went away has failed
         with self._cond:
             self._connections[account] = connection
             self._cond.notify_all()
-        connection.park()
+        return connection
 
 
 class RemoteDriver:
@@ -353,12 +597,11 @@ class RemoteDriver:
         return self.connection.books
 
     def deliver(self, now: int, messages, account: Callable):
-        self.gateway.flush_rejections(self.engine)
         connection = self.connection
         self.step = step = self.step + 1
         callback = messages[0][0] if len(messages) == 1 else "step"
         try:
-            connection.send(
+            text = orjson.dumps(
                 {
                     "type": "step",
                     "step": step,
@@ -366,11 +609,12 @@ class RemoteDriver:
                     "messages": [encode_message(name, payload) for name, payload in messages],
                     "account": encode_account(account()),
                 }
-            )
-        except (ConnectionClosed, OSError):
-            raise BotFailure(
-                "disconnected", callback, f"connection closed before step {step}"
-            ) from None
+            ).decode()
+        except (TypeError, ValueError) as exc:  # what cannot be sent fails the bot, not the session
+            reason = f"step {step} cannot be encoded: {type(exc).__name__}: {exc}"
+            connection.finish(1011, "internal error", {"type": "stop", "reason": reason})
+            raise BotFailure("disconnected", callback, reason) from None
+        self._send(text, step, callback)
         deadline = time.monotonic() + self.timeout
         for _ in range(MAX_MESSAGES_PER_STEP):
             try:
@@ -387,48 +631,41 @@ class RemoteDriver:
                 raise BotFailure(
                     "disconnected", callback, f"connection closed during step {step} (code {code})"
                 ) from None
-            try:
-                message = parse_client(data)
-                if isinstance(message, Hello):
-                    raise ProtocolError("hello: this connection is already authenticated")
-                if message.step != step:
-                    raise ProtocolError(f"step: the step out is {step}, not {message.step}")
-                if isinstance(message, Fail):
-                    connection.finish(1000, "bot failed")
-                    raise BotFailure(message.cause, message.callback, message.detail)
-                if len(message.commands) > MAX_COMMANDS:
-                    raise ProtocolError(
-                        f"flood: {len(message.commands)} commands in one step "
-                        f"(limit {MAX_COMMANDS})"
-                    )
-                if len(message.timers) > MAX_TIMERS:
-                    raise ProtocolError(
-                        f"flood: {len(message.timers)} timers in one step (limit {MAX_TIMERS})"
-                    )
-            except ProtocolError as exc:
-                self._refuse(data, exc.reason, step)
-                continue
-            outbox = []
-            for raw in message.commands:
-                try:
-                    outbox.append(parse_command(raw, self.account))
-                except ProtocolError as exc:
-                    self._refuse(raw, exc.reason, step)
-            return outbox, message.timers
+            reading = read_message(
+                data, step, self.account, callback=callback, secrets=self.gateway.secrets
+            )
+            for raw, reason in reading.refused:
+                self.engine.reject(raw, reason, account=self.account)
+                self._send({"type": "error", "reason": reason, "step": step}, step, callback)
+            if reading.failure is not None:
+                connection.finish(1000, "bot failed")
+                raise reading.failure
+            if reading.answer is not None:
+                return reading.answer
         reason = f"flood: {MAX_MESSAGES_PER_STEP} messages without a valid answer to step {step}"
         self.engine.reject({"step": step}, reason, account=self.account)
         connection.finish(1008, "flood", {"type": "error", "reason": reason, "step": step})
         raise BotFailure("disconnected", callback, reason)
 
-    def _refuse(self, raw: Any, reason: str, step: int) -> None:
-        if isinstance(raw, bytes | str):
-            raw = _loggable(raw)
-        self.engine.reject(raw, reason, account=self.account)
-        with contextlib.suppress(ConnectionClosed, OSError):
-            self.connection.send({"type": "error", "reason": reason, "step": step})
+    def _send(self, message: dict | str, step: int, callback: str) -> None:
+        """Send within the step timeout; a client that does not read by then fails as
+        ``timeout``."""
+        try:
+            self.connection.send(message, self.timeout)
+        except SendTimeout:
+            self.connection.finish(1008, "not reading")
+            raise BotFailure(
+                "timeout",
+                callback,
+                f"the client did not read: step {step} could not be sent within {self.timeout:g} s",
+            ) from None
+        except (ConnectionClosed, OSError):
+            raise BotFailure(
+                "disconnected", callback, f"connection closed before step {step}"
+            ) from None
 
     def close(self) -> None:
-        self.connection.finish(1000, "", {"type": "stop", "reason": ""})
+        self.connection.finish(1000, "", {"type": "stop", "reason": ""}, self.timeout)
 
 
 # ---------------------------------------------------------------------- sessions
@@ -599,7 +836,6 @@ def serve_session(
                         budget_lines=getattr(entry, "budget_lines", DEFAULT_LINES) or None,
                     )
             runner.start(model.end_ns)
-            return None if gateway is None else gateway.flush_rejections
 
         return record_session(model, seed, db, drive, **common)
     finally:

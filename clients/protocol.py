@@ -56,6 +56,12 @@ MAX_COMMANDS = 256
 MAX_TIMERS = 256
 #: Most client messages (valid or not) per step; the next one disconnects the bot (flood).
 MAX_MESSAGES_PER_STEP = 8
+#: Deepest nesting of arrays and objects in a client message (the message itself is level 1):
+#: deeper ones are refused, so that whatever is accepted can be logged and sent back.
+MAX_DEPTH = 32
+#: Integers in a client message must fit a signed 64-bit integer, as everything the event log
+#: stores does; a larger one is refused (JSON allows any size).
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 Step = Annotated[int, Field(ge=1)]
@@ -135,15 +141,46 @@ assert tuple(WIRE_COMMANDS) == xc.TRADING_TYPES
 
 
 def parse_client(data: bytes | str) -> Hello | Commands | Fail:
-    """Validate one client message; raises :class:`ProtocolError` (oversized, not JSON, not a
-    valid message)."""
+    """Validate one client message (a text frame, or a binary one holding UTF-8 JSON); raises
+    :class:`ProtocolError` (oversized, not UTF-8, not JSON, nested deeper than
+    :data:`MAX_DEPTH`, an integer beyond 64 bits, NaN or infinity, not a valid message)."""
     size = len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
     if size > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message too big: {size:,} bytes (limit {MAX_MESSAGE_BYTES:,})")
+    if isinstance(data, bytes):
+        try:
+            data = data.decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"message: not UTF-8 text (byte {exc.start:,})") from None
     try:
-        return _CLIENT.validate_json(data)
+        message = _CLIENT.validate_json(data)
     except ValidationError as exc:
         raise ProtocolError(_first_error(exc)) from None
+    if isinstance(message, Commands):
+        check_json(message.commands, depth=2, where="commands")
+        check_json(message.timers, depth=2, where="timers")
+    return message
+
+
+def check_json(value: Any, depth: int = 1, where: str = "message") -> None:
+    """Raise :class:`ProtocolError` if ``value`` (parsed JSON, ``depth`` its nesting level)
+    holds an integer outside :data:`INT_MIN`..:data:`INT_MAX`, a NaN or infinite number, or
+    arrays and objects nested deeper than :data:`MAX_DEPTH`. Iterative: no recursion limit."""
+    stack = [(value, depth)]
+    while stack:
+        item, level = stack.pop()
+        kind = type(item)
+        if kind is int:
+            if not INT_MIN <= item <= INT_MAX:
+                raise ProtocolError(f"{where}: an integer beyond 64 bits (limit 2^63 - 1 in size)")
+        elif kind is float:
+            if item != item or item in (float("inf"), float("-inf")):
+                raise ProtocolError(f"{where}: NaN and Infinity are not JSON numbers")
+        elif kind in (dict, list, tuple):
+            if level > MAX_DEPTH:
+                raise ProtocolError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+            items = item.values() if kind is dict else item
+            stack.extend((child, level + 1) for child in items)
 
 
 def parse_command(raw: dict[str, Any], account: str) -> tuple[int | None, dict[str, Any]]:
@@ -364,7 +401,10 @@ def decode_account(account: dict[str, Any]) -> AccountView:
 __all__ = [
     "CALLBACKS",
     "HARD_MAX_BYTES",
+    "INT_MAX",
+    "INT_MIN",
     "MAX_COMMANDS",
+    "MAX_DEPTH",
     "MAX_MESSAGES_PER_STEP",
     "MAX_MESSAGE_BYTES",
     "MAX_TIMERS",
@@ -377,6 +417,7 @@ __all__ = [
     "StepMessage",
     "Stop",
     "Welcome",
+    "check_json",
     "decode_account",
     "decode_message",
     "encode_account",
