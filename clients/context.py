@@ -3,8 +3,13 @@
 The same :class:`Context` serves a bot in-process and a bot on the far side of the socket
 gateway, so a strategy behaves identically in both places: commands are collected in an outbox
 the runner sends after the bot's latency; account queries answer from a snapshot of the bot's
-own account taken when the callback was delivered; ``book`` answers from the last book views
-delivered to the bot (what it has seen, not what the exchange holds now).
+own account that the runner hands over with each delivery; ``book`` answers from the last book
+views delivered to the bot (what it has seen, not what the exchange holds now).
+
+A context holds plain values only -- its names, its generator, the snapshot, the book views, the
+outbox -- and no reference to the exchange, the clock or the runner: nothing reachable from it
+(attributes, closures, bound methods) leads to them. What a bot puts in the outbox is checked and
+copied by the runner, which stamps the bot's own account on every command (``clients.runner``).
 
 Units: prices in ticks, quantities in lots, cash in minor units, times in simulated ns.
 """
@@ -12,7 +17,6 @@ Units: prices in ticks, quantities in lots, cash in minor units, times in simula
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -56,18 +60,11 @@ class Context:
         now: the simulated time of the current callback, ns.
     """
 
-    def __init__(
-        self,
-        name: str,
-        account: str,
-        rng: np.random.Generator,
-        account_source: Callable[[], AccountView],
-    ) -> None:
+    def __init__(self, name: str, account: str, rng: np.random.Generator) -> None:
         self.name = name
         self.account = account
         self.rng = rng
         self.now = 0
-        self._account_source = account_source
         self._account: AccountView | None = None
         self._books: dict[str, BookView] = {}
         self._outbox: list[tuple[int | None, dict[str, Any]]] = []
@@ -152,7 +149,7 @@ class Context:
     # ---------------------------------------------------------------- queries
     def _view(self) -> AccountView:
         if self._account is None:
-            self._account = self._account_source()
+            raise RuntimeError("account queries answer only inside a callback")
         return self._account
 
     def balance(self) -> int:
@@ -172,8 +169,8 @@ class Context:
         return self._books.get(instrument)
 
     # ---------------------------------------------------------------- runner side
-    def _begin(self, now: int, account: AccountView | None = None) -> None:
-        """Start a delivery at ``now`` ns; ``account`` is the snapshot (lazy when ``None``)."""
+    def _begin(self, now: int, account: AccountView) -> None:
+        """Start a delivery at ``now`` ns; ``account`` is the bot's account at that time."""
         self.now = now
         self._account = account
 

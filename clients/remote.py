@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 
 from clients.bot import Bot
 from clients.budget import DEFAULT_LINES
-from clients.context import AccountView, Context
+from clients.context import Context
 from clients.protocol import (
     PROTOCOL,
     Error,
@@ -91,8 +91,7 @@ def run_remote(
             raise RemoteError(first.reason)
         if not isinstance(first, Welcome) or first.protocol != PROTOCOL:
             raise RemoteError(f"expected a protocol {PROTOCOL} welcome, got {first!r:.200}")
-        empty = AccountView(0, {}, ())
-        ctx = Context(first.bot, first.account, rng_from_state(first.rng), lambda: empty)
+        ctx = Context(first.bot, first.account, rng_from_state(first.rng))
         run = RemoteRun(first.bot, first.account, context=ctx)
         tags: dict[int, Any] = {}
         next_tag = 0

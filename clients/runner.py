@@ -10,24 +10,42 @@ How a session with bots runs (all in simulated time, on the session's one thread
 2. Each bot's messages of that instant travel as one batch over its data link
    (:mod:`clients.latency`) and are delivered at the arrival time: the bot's callbacks run one
    by one, each within its budget (:mod:`clients.budget`).
-3. Whatever the callbacks sent travels as one batch over the command link and reaches the
-   exchange (``Exchange.handle``) at its arrival time; it is logged there like any command.
-4. A bot that raises (or overruns its budget, or — remote — misses a lockstep deadline) is
-   stopped: the runner sends the exchange a ``bot_failed`` command, which logs ``BotFailed``
-   with the traceback and cancels the account's orders. Commands the bot had in flight are
-   dropped; the session goes on.
+3. Whatever the callbacks sent is checked and copied when they return (:meth:`BotRunner._admit`):
+   the runner stamps every command with the account of the bot it came from, refuses what a
+   bot may not send -- a type other than ``exchange.commands.TRADING_TYPES``, another
+   account -- as a ``CommandRejected`` (``source: "runner"``) attributed to the bot's own
+   account, and keeps its own copy, so a bot changing a command afterwards changes nothing.
+   The rest travels as one batch over the command link and reaches the exchange
+   (``Exchange.handle``) at its arrival time; it is logged there like any command.
+4. A bot that raises (any ``BaseException``: ``SystemExit``, a ``KeyboardInterrupt`` of its
+   own...), overruns its budget, breaks a limit (:data:`DEFAULT_MAX_TIMERS` timers pending,
+   :data:`DEFAULT_MAX_STEPS` deliveries in one simulated second), or -- remote -- misses a
+   lockstep deadline is stopped: the runner sends the exchange a ``bot_failed`` command, which
+   logs ``BotFailed`` with the cause and cancels the account's orders. Commands the bot had in
+   flight are dropped; the session goes on. A real interrupt of the run (SIGINT, Ctrl-C) while
+   a bot runs is not the bot's doing: it interrupts the run, which leaves a resumable log.
 
 The exchange never imports this module: a scenario's ``drive`` step creates the runner. The
-runner's own work emits no events, so verification (which re-feeds the logged commands) does
-not need the bots.
+runner's own work emits no events but the rejections it records through ``Exchange.reject``
+(which verification records again from the log), so verification (which re-feeds the logged
+commands) does not need the bots.
+
+A bot object, its :class:`~clients.context.Context` and everything the runner hands it (messages,
+account snapshots, book views) hold plain values: no attribute, closure or bound method leads
+from them to the exchange, the clock or the runner. That closes the object paths, not Python:
+in-process code can always find any object (``gc.get_objects()``, the frames of the call stack),
+so in-process bots are trusted code, and untrusted code belongs in its own process behind the
+socket gateway (``clients.gateway``).
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import traceback
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -50,6 +68,7 @@ from clients.context import AccountView, Context, OpenOrder
 from clients.latency import Latency, Link
 from exchange import events as ev
 from exchange.clock import OBSERVER, PARTICIPANT, Simulator
+from exchange.commands import TRADING_TYPES, jsonable
 from exchange.engine import Exchange
 from exchange.events import Event
 
@@ -57,6 +76,18 @@ _budget_file = _budget.__file__
 
 #: Levels per side in a book view.
 DEFAULT_DEPTH = 5
+
+#: Most timers a bot may have pending (set and not yet fired); a callback that would leave more
+#: stops the bot (``BotFailed``, cause ``limit``). The reference strategies keep one or two.
+DEFAULT_MAX_TIMERS = 1_000
+#: Most deliveries (callback batches: market data and timers) a bot may receive in one
+#: simulated second (``t // 10**9``); the next one stops the bot (``BotFailed``, cause
+#: ``limit``). It bounds a bot that answers every callback with a timer at ``now + 1`` (which
+#: would otherwise run billions of steps in a simulated second). The busiest reference bot in
+#: the built-in scenarios and the bots bench receives far fewer (see docs/bots.md).
+DEFAULT_MAX_STEPS = 10_000
+#: The window of :data:`DEFAULT_MAX_STEPS`, simulated ns.
+STEP_WINDOW_NS = 10**9
 
 #: A message to a bot: the callback's name and its payload (``None`` for start/stop).
 Message = tuple[str, Any]
@@ -74,6 +105,20 @@ _CALL_STATUS = {
     ev.CALL_CURED: "cured",
     ev.DEFAULT: "defaulted",
 }
+#: Kinds of events without an account that change no account's cash, positions or orders (any
+#: other event without one -- an instrument's expiry -- makes every cached snapshot stale).
+_NO_ACCOUNT_CHANGE = frozenset(
+    {
+        ev.SESSION_STARTED,
+        ev.SESSION_ENDED,
+        ev.INSTRUMENT_LISTED,
+        ev.INDEX_PUBLISHED,
+        ev.MARK_PRICE,
+        ev.FUNDING_RATE,
+        ev.POOL_FUNDED,
+        ev.COMMAND_REJECTED,
+    }
+)
 _WANTED = frozenset(
     {
         *_BOOK_KINDS,
@@ -89,16 +134,18 @@ _WANTED = frozenset(
 
 
 class BotFailure(Exception):
-    """A bot must be stopped: ``cause`` (raised|budget|timeout|disconnected), the callback it
-    was in and a deterministic description (traceback without machine-specific paths)."""
+    """A bot must be stopped: ``cause`` (raised|budget|limit|timeout|disconnected), the
+    callback it was in and a deterministic description (traceback without machine-specific
+    paths)."""
 
     def __init__(self, cause: str, callback: str, detail: str) -> None:
         super().__init__(f"{cause} in {callback}: {detail}")
         self.cause, self.callback, self.detail = cause, callback, detail
 
 
-def describe(exc: BaseException) -> str:
-    """A traceback that is the same on every machine: file names without their directories."""
+def describe(exc: BaseException, message: str | None = None) -> str:
+    """A traceback that is the same on every machine: file names without their directories.
+    ``message``: the exception's text, if already made (default ``str(exc)``)."""
     own = {__file__, _budget_file}
     # the runner's own frames (dispatch, run_within) are left out, so that a change to this
     # machinery does not change the logged traceback of a bot that fails
@@ -108,7 +155,11 @@ def describe(exc: BaseException) -> str:
         f"in {frame.name}"
         for frame in frames
     ]
-    text = "\n".join(["Traceback (most recent call last):", *lines, f"{type(exc).__name__}: {exc}"])
+    if message is None:
+        message = str(exc)
+    text = "\n".join(
+        ["Traceback (most recent call last):", *lines, f"{type(exc).__name__}: {message}"]
+    )
     return text[-8_000:]
 
 
@@ -117,23 +168,100 @@ def bot_rng(seed: int, name: str, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode()), stream])
 
 
+# ---------------------------------------------------------------- real interrupts
+# A bot may raise ``KeyboardInterrupt`` (or ``SystemExit``) itself; that stops the bot. A SIGINT
+# delivered to the process while a bot runs must instead interrupt the run. The handler below
+# wraps the process's own SIGINT handler and counts the interrupts it raised, so ``dispatch``
+# can tell the two apart: a callback during which the count moved was interrupted for real.
+_interrupts_raised = 0
+_previous_sigint: Any = None
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    global _interrupts_raised
+    try:
+        _previous_sigint(signum, frame)
+    except BaseException:
+        _interrupts_raised += 1
+        raise
+
+
+def watch_interrupts() -> None:
+    """Install the SIGINT wrapper (idempotent; main thread only, and only over a Python-level
+    handler: with ``SIG_IGN``/``SIG_DFL`` no interrupt can surface inside a bot)."""
+    global _previous_sigint
+    current = signal.getsignal(signal.SIGINT)
+    if current is _on_sigint or not callable(current):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _previous_sigint = current
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _text(exc: BaseException, budget_lines: int | None) -> str:
+    """``str(exc)`` for the log, within the budget: a bot's exception may not hang or crash
+    the runner through its ``__str__``."""
+    try:
+        text = run_within(budget_lines, str, exc)
+    except BaseException:  # noqa: BLE001 - whatever a hostile __str__ does
+        return "<unprintable>"
+    return text if type(text) is str else "<unprintable>"
+
+
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _kind(value: Any) -> str:
+    """What ``value`` is, for a message: its type's name (never its ``repr``, which a
+    hostile object may make hang or raise)."""
+    return f"{type(value).__name__!r:.80} object"
+
+
+def _copy(command: Any) -> Any:
+    """The runner's own copy of a command from a bot's outbox. A flat mapping of strings to
+    strings, ints, booleans and ``None`` (all the Context makes) is copied as it is; anything
+    else is reduced to its JSON form, as the exchange would log it, under the default budget
+    and catching everything, since a hostile object's ``__repr__`` may loop or raise."""
+    if type(command) is dict:
+        for key, value in command.items():
+            if type(key) is not str or type(value) not in _SCALARS:
+                break
+        else:
+            return dict(command)
+    try:
+        return run_within(DEFAULT_LINES, jsonable, command)
+    except BaseException:  # noqa: BLE001 - whatever the object does
+        return {"unserialisable": _kind(command)}
+
+
 def dispatch(bot: Bot, ctx: Context, messages: list[Message], budget_lines: int | None):
     """Run ``messages`` through ``bot``'s callbacks (each within the budget); returns the
-    commands and timers they produced. Raises :class:`BotFailure` if a callback fails. Used
-    in-process and by the remote client alike, so a bot behaves the same in both places."""
+    commands and timers they produced. Raises :class:`BotFailure` if a callback fails:
+    whatever it raises (any ``BaseException``) stops the bot, not the session, except a real
+    interrupt of the run (a SIGINT delivered meanwhile), which is raised as
+    ``KeyboardInterrupt`` even if the bot caught it. Used in-process and by the remote client
+    alike, so a bot behaves the same in both places."""
+    watch_interrupts()
     for name, payload in messages:
         if name == "on_book":
             ctx._books[payload.instrument] = payload
-        method = getattr(bot, name)
+        interrupts = _interrupts_raised
         try:
+            method = getattr(bot, name)
             if payload is None:
                 run_within(budget_lines, method, ctx)
             else:
                 run_within(budget_lines, method, ctx, payload)
-        except BudgetExceeded as exc:
-            raise BotFailure("budget", name, describe(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - any error in a bot stops the bot, not us
-            raise BotFailure("raised", name, describe(exc)) from None
+        except BaseException as exc:  # noqa: BLE001 - any error in a bot stops the bot, not us
+            if _interrupts_raised != interrupts:
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                raise KeyboardInterrupt from exc
+            cause = "budget" if isinstance(exc, BudgetExceeded) else "raised"
+            raise BotFailure(cause, name, describe(exc, _text(exc, budget_lines))) from None
+        if _interrupts_raised != interrupts:
+            raise KeyboardInterrupt  # a real interrupt, which the bot caught
     return ctx._drain()
 
 
@@ -143,9 +271,10 @@ class LocalDriver:
     def __init__(self, bot: Bot, ctx: Context, budget_lines: int | None) -> None:
         self.bot, self.ctx, self.budget_lines = bot, ctx, budget_lines
 
-    def deliver(self, now: int, messages: list[Message], account: Callable[[], AccountView]):
-        self.ctx._begin(now)
-        self.ctx._account_source = account
+    def deliver(self, now: int, messages: list[Message], account: Any):
+        """Run ``messages`` at ``now`` ns; ``account()`` is the bot's account snapshot, which
+        the context receives as a value (it never holds a way back to the exchange)."""
+        self.ctx._begin(now, account())
         return dispatch(self.bot, self.ctx, messages, self.budget_lines)
 
     def close(self) -> None:
@@ -162,9 +291,15 @@ class Slot:
     data_link: Link
     command_link: Link
     books: frozenset[str] | None
-    view: Callable[[], AccountView]  # the account snapshot, read when the bot asks
+    max_timers: int | None = DEFAULT_MAX_TIMERS
+    max_steps: int | None = DEFAULT_MAX_STEPS
+    view: Any = None  # () -> AccountView: the snapshot below, made when stale
+    snapshot: AccountView | None = None  # the account as of now; None when events changed it
     refs: dict[int, int] = field(default_factory=dict)  # order id -> the bot's ref
     stopped: bool = False
+    timers: int = 0  # timers pending
+    window: int = -1  # the simulated second of the deliveries counted in ``steps``
+    steps: int = 0
 
 
 class BotRunner:
@@ -198,10 +333,26 @@ class BotRunner:
         *,
         latency: Latency | None = None,
         budget_lines: int | None = DEFAULT_LINES,
+        max_timers: int | None = DEFAULT_MAX_TIMERS,
+        max_steps: int | None = DEFAULT_MAX_STEPS,
     ) -> Context:
-        """Attach ``bot`` to ``account`` (which must exist; one bot per account)."""
-        ctx = Context(name, account, bot_rng(self.seed, name), self._account_source(account))
-        self.attach(name, account, LocalDriver(bot, ctx, budget_lines), latency, bot.books)
+        """Attach ``bot`` to ``account`` (which must exist; one bot per account).
+
+        Args:
+            budget_lines: per-callback budget (:mod:`clients.budget`); ``None``: none.
+            max_timers: most timers pending at once; ``None``: no limit.
+            max_steps: most deliveries in one simulated second; ``None``: no limit.
+        """
+        ctx = Context(name, account, bot_rng(self.seed, name))
+        self.attach(
+            name,
+            account,
+            LocalDriver(bot, ctx, budget_lines),
+            latency,
+            bot.books,
+            max_timers=max_timers,
+            max_steps=max_steps,
+        )
         return ctx
 
     def attach(
@@ -211,8 +362,12 @@ class BotRunner:
         driver: Any,
         latency: Latency | None = None,
         books: tuple[str, ...] | None = None,
+        *,
+        max_timers: int | None = DEFAULT_MAX_TIMERS,
+        max_steps: int | None = DEFAULT_MAX_STEPS,
     ) -> None:
-        """Attach any driver (in-process or remote) for ``account``."""
+        """Attach any driver (in-process or remote) for ``account``; the limits as in
+        :meth:`add`."""
         if self._started:
             raise RuntimeError("bots must be added before the runner starts")
         if account not in self.engine.accounts:
@@ -229,8 +384,10 @@ class BotRunner:
             Link(latency, bot_rng(self.seed, name, 1)),
             Link(latency, bot_rng(self.seed, name, 2)),
             None if books is None else frozenset(books),
-            self._account_source(account),
+            max_timers,
+            max_steps,
         )
+        slot.view = partial(self._snapshot, slot)
         self.slots.append(slot)
         self._by_account[account] = slot
 
@@ -246,16 +403,33 @@ class BotRunner:
             self.sim.schedule(end_ns, self._stop, slot, priority=OBSERVER)
 
     # ---------------------------------------------------------------- market data
-    def _account_source(self, account: str) -> Callable[[], AccountView]:
-        engine = self.engine
-
-        def view() -> AccountView:
-            cash, positions, orders = engine.account_view(account)
-            return AccountView(cash, positions, tuple(OpenOrder(*o) for o in orders))
-
+    def _snapshot(self, slot: Slot) -> AccountView:
+        """``slot``'s account as it is now. Made again only after an event that may have
+        changed it (:meth:`_observe`): a delivery where nothing happened to the account costs
+        nothing, one where something did costs a walk of the exchange's resting orders."""
+        view = slot.snapshot
+        if view is None:
+            cash, positions, orders = self.engine.account_view(slot.account)
+            view = AccountView(cash, positions, tuple(OpenOrder(*o) for o in orders))
+            slot.snapshot = view
         return view
 
     def _observe(self, event: Event) -> None:
+        # every change to an account is an event naming it (the replay fold rests on that);
+        # an event naming none that may change accounts (an expiry) makes every snapshot stale
+        account = event.account
+        if account is not None:
+            slot = self._by_account.get(account)
+            if slot is not None:
+                slot.snapshot = None
+            other = event.counterparty
+            if other is not None:
+                slot = self._by_account.get(other)
+                if slot is not None:
+                    slot.snapshot = None
+        elif event.kind not in _NO_ACCOUNT_CHANGE:
+            for slot in self.slots:
+                slot.snapshot = None
         if event.kind not in _WANTED:
             return
         if self._arriving is not None and event.kind in (ev.COMMAND_REJECTED, ev.ORDER_REJECTED):
@@ -392,21 +566,94 @@ class BotRunner:
     def _deliver(self, slot: Slot, batch: list[Message]) -> None:
         if slot.stopped:
             return
+        now = self.sim.now
+        callback = batch[0][0] if len(batch) == 1 else "step"
+        window = now // STEP_WINDOW_NS
+        if window != slot.window:
+            slot.window, slot.steps = window, 0
+        slot.steps += 1
+        if slot.max_steps is not None and slot.steps > slot.max_steps:
+            detail = (
+                f"steps: more than {slot.max_steps:,} deliveries in the simulated second "
+                f"from {window * STEP_WINDOW_NS} ns (limit max_steps={slot.max_steps:,})"
+            )
+            self._fail(slot, BotFailure("limit", callback, detail))
+            return
         try:
-            outbox, timers = slot.driver.deliver(self.sim.now, batch, slot.view)
+            outbox, timers = slot.driver.deliver(now, batch, slot.view)
+            outbox, timers = self._admit(slot, outbox, timers, callback)
         except BotFailure as failure:
             self._fail(slot, failure)
             return
-        self._dispatch(slot, outbox, timers)
-
-    def _dispatch(self, slot: Slot, outbox, timers) -> None:
-        now = self.sim.now
         if outbox:
             self.sim.schedule(slot.command_link.arrival(now), self._arrive, slot, outbox)
+        slot.timers += len(timers)
         for at, tag in timers:
             self.sim.schedule(max(at, now + 1), self._timer, slot, tag)
 
+    def _admit(self, slot: Slot, outbox: Any, timers: Any, callback: str):
+        """What a delivery's callbacks sent, checked and copied: ``(commands, timers)``.
+
+        Every command is copied (its JSON form) and stamped with the slot's account; one of a
+        type a bot may not send or naming another account is refused -- recorded as a
+        ``CommandRejected`` with ``source: "runner"``, attributed to the bot's account -- and
+        the others go on. Raises :class:`BotFailure` (``raised``) for an outbox or timer list
+        the :class:`~clients.context.Context` cannot have made (changed behind its back), and
+        (``limit``) for more timers pending than the slot's limit; nothing is recorded then.
+        """
+        if type(outbox) is not list or type(timers) is not list:
+            raise BotFailure(
+                "raised", callback, "the outbox or the timers were replaced outside the Context"
+            )
+        for entry in outbox:
+            if type(entry) is not tuple or len(entry) != 2:
+                raise BotFailure(
+                    "raised", callback, f"outbox: a {_kind(entry)}, not a (ref, command) pair"
+                )
+            if entry[0] is not None and type(entry[0]) is not int:
+                raise BotFailure("raised", callback, f"outbox: a ref of {_kind(entry[0])}")
+        checked_timers = []
+        for entry in timers:
+            if type(entry) not in (tuple, list) or len(entry) != 2 or type(entry[0]) is not int:
+                raise BotFailure(
+                    "raised", callback, f"timers: a {_kind(entry)}, not an (int ns, tag) pair"
+                )
+            checked_timers.append((entry[0], entry[1]))
+        pending = slot.timers + len(checked_timers)
+        if slot.max_timers is not None and pending > slot.max_timers:
+            raise BotFailure(
+                "limit",
+                callback,
+                f"timers: {pending:,} pending, more than the limit of {slot.max_timers:,} "
+                "(max_timers)",
+            )
+        account = slot.account
+        commands = []
+        for ref, command in outbox:
+            raw = _copy(command)  # what the bot still holds may change after this
+            reason = None
+            if type(raw) is not dict:
+                reason = "command: expected a mapping"
+            else:
+                kind = raw.get("type")
+                if kind == "bot_failed":
+                    reason = "unauthorised: bot_failed is sent by the runner, never by a bot"
+                elif kind not in TRADING_TYPES:
+                    reason = f"type: expected one of {', '.join(TRADING_TYPES)}, got {kind!r:.80}"
+                else:
+                    owner = raw.setdefault("account", account)
+                    if owner != account:
+                        reason = (
+                            f"unauthorised: bot {slot.name!r} trades {account!r}, not {owner!r:.80}"
+                        )
+            if reason is None:
+                commands.append((ref, raw))
+            else:
+                self.engine.reject(raw, reason, "runner", account)
+        return commands, checked_timers
+
     def _timer(self, slot: Slot, tag: Any) -> None:
+        slot.timers -= 1
         self._deliver(slot, [("on_timer", tag)])
 
     def _arrive(self, slot: Slot, outbox: list[tuple[int | None, dict[str, Any]]]) -> None:
@@ -448,4 +695,14 @@ class BotRunner:
         )
 
 
-__all__ = ["BotFailure", "BotRunner", "LocalDriver", "PARTICIPANT", "dispatch", "describe"]
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "DEFAULT_MAX_TIMERS",
+    "BotFailure",
+    "BotRunner",
+    "LocalDriver",
+    "PARTICIPANT",
+    "dispatch",
+    "describe",
+    "watch_interrupts",
+]

@@ -103,7 +103,7 @@ class BotFailed(_Command):
 
     type: Literal["bot_failed"] = "bot_failed"
     bot: Name
-    cause: Literal["raised", "budget", "timeout", "disconnected"]
+    cause: Literal["raised", "budget", "limit", "timeout", "disconnected"]
     callback: Annotated[str, Field(max_length=64)] = ""
     detail: Annotated[str, Field(max_length=8_000)] = ""
 

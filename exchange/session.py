@@ -666,8 +666,9 @@ def _reexecute(
 
     def feed(event: Event) -> None:
         data = event.data
-        if event.kind == ev.COMMAND_REJECTED and data.get("source") == "gateway":
-            # refused at the socket gateway, never reached ``handle``: record it again
+        if event.kind == ev.COMMAND_REJECTED and data.get("source") in ("gateway", "runner"):
+            # refused at the socket gateway or the bot runner, never reached ``handle``:
+            # record it again
             engine.reject(data["command"], data["reason"], data["source"], event.account)
         else:
             engine.handle(data["command"])
