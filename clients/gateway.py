@@ -761,7 +761,8 @@ def serve_session(
         scenario: the scenario name stored with the session (default ``model.name``).
         host, port: where the gateway listens (port 0: any free port).
         tokens_file: where to write the issued tokens (JSON, see :func:`write_tokens`).
-        step_timeout: wall-clock seconds a remote bot has to answer each step.
+        step_timeout: wall-clock seconds a remote bot has to answer each step, and the
+            most any send to it may take (a client that does not read fails as ``timeout``).
         connect_timeout: wall-clock seconds every remote bot has to connect before the
             session starts (:class:`GatewayError` otherwise; nothing is recorded).
         on_ready: called with the URL and ``{account: token}`` once the gateway listens.

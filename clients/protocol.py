@@ -162,25 +162,35 @@ def parse_client(data: bytes | str) -> Hello | Commands | Fail:
     return message
 
 
+_INF = float("inf")
+
+
 def check_json(value: Any, depth: int = 1, where: str = "message") -> None:
     """Raise :class:`ProtocolError` if ``value`` (parsed JSON, ``depth`` its nesting level)
     holds an integer outside :data:`INT_MIN`..:data:`INT_MAX`, a NaN or infinite number, or
-    arrays and objects nested deeper than :data:`MAX_DEPTH`. Iterative: no recursion limit."""
-    stack = [(value, depth)]
-    while stack:
-        item, level = stack.pop()
+    arrays and objects nested deeper than :data:`MAX_DEPTH` (checked before descending, so
+    the recursion is at most that deep)."""
+    kind = type(value)
+    if kind is dict:
+        items = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    else:  # a scalar: no level of its own
+        items, depth = (value,), depth - 1
+    if depth > MAX_DEPTH:
+        raise ProtocolError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    for item in items:
         kind = type(item)
         if kind is int:
             if not INT_MIN <= item <= INT_MAX:
                 raise ProtocolError(f"{where}: an integer beyond 64 bits (limit 2^63 - 1 in size)")
+        elif kind is str or kind is bool or item is None:
+            continue
         elif kind is float:
-            if item != item or item in (float("inf"), float("-inf")):
+            if item != item or item == _INF or item == -_INF:
                 raise ProtocolError(f"{where}: NaN and Infinity are not JSON numbers")
-        elif kind in (dict, list, tuple):
-            if level > MAX_DEPTH:
-                raise ProtocolError(f"{where}: nested deeper than {MAX_DEPTH} levels")
-            items = item.values() if kind is dict else item
-            stack.extend((child, level + 1) for child in items)
+        else:
+            check_json(item, depth + 1, where)
 
 
 def parse_command(raw: dict[str, Any], account: str) -> tuple[int | None, dict[str, Any]]:
