@@ -581,6 +581,13 @@ class Gateway:
         return connection
 
 
+def _close_code(exc: ConnectionClosed) -> int:
+    """The close code of whichever side closed first (1006: neither said why), so that the
+    logged detail does not depend on whether the other side's echo arrived in time."""
+    first = exc.rcvd if exc.rcvd_then_sent or exc.sent is None else exc.sent
+    return 1006 if first is None else first.code
+
+
 class RemoteDriver:
     """The bot runner's driver for a remote bot: one ``step`` out, one answer back per
     delivery (see the module docstring)."""
@@ -627,7 +634,7 @@ class RemoteDriver:
                 connection.finish(1008, "step timeout", {"type": "error", "reason": reason})
                 raise BotFailure("timeout", callback, reason) from None
             except ConnectionClosed as exc:
-                code = exc.rcvd.code if exc.rcvd is not None else 1006
+                code = _close_code(exc)
                 raise BotFailure(
                     "disconnected", callback, f"connection closed during step {step} (code {code})"
                 ) from None

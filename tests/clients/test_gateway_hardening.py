@@ -283,6 +283,32 @@ def test_hostile_frames_get_an_error_and_the_served_session_finishes(tmp_path):
     assert verify(tmp_path / "s.db").ok
 
 
+@pytest.mark.parametrize(
+    "frame, text, code",
+    [
+        ("x" * (p.HARD_MAX_BYTES + 1), None, 1009),  # beyond the transport's cap
+        (b'{"type": "commands", "step": 1, "x": "\xff"}', True, 1007),  # a text frame, not UTF-8
+    ],
+    ids=["over 1 MiB", "text frame not UTF-8"],
+)
+def test_a_frame_the_transport_refuses_disconnects_the_bot_and_the_session_goes_on(
+    tmp_path, frame, text, code
+):
+    def client(url, token):
+        with connect(url, max_size=None, open_timeout=5) as ws:
+            assert _hello(ws, token)["type"] == "welcome"
+            ws.recv(timeout=10)  # step 1
+            ws.send(frame, text=text)
+            return drain(ws)
+
+    serve_bounded(tmp_path / "s.db", ["maker"], entries(), {"maker": client}, days=2)
+    failed = events(tmp_path / "s.db", ev.BOT_FAILED)
+    assert [(e.account, e.data["cause"]) for e in failed] == [("maker", "disconnected")]
+    assert failed[0].data["detail"] == f"connection closed during step 1 (code {code})"
+    assert [e.t for e in events(tmp_path / "s.db", ev.SESSION_ENDED)] == [2 * DAY_NS]
+    assert verify(tmp_path / "s.db").ok
+
+
 def test_an_unexpected_error_reading_a_message_stops_that_bot_not_the_session(
     tmp_path, monkeypatch
 ):
