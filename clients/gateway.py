@@ -185,7 +185,7 @@ def loggable(data: Any, secrets: Iterable[str] = ()) -> Any:
     if isinstance(data, bytes):
         text = data.decode("utf-8", "replace")
     elif isinstance(data, str):
-        text = data
+        text = data if data.isascii() else data.encode("utf-8", "replace").decode()
     else:
         try:
             text = orjson.dumps(data).decode()

@@ -144,7 +144,10 @@ def parse_client(data: bytes | str) -> Hello | Commands | Fail:
     """Validate one client message (a text frame, or a binary one holding UTF-8 JSON); raises
     :class:`ProtocolError` (oversized, not UTF-8, not JSON, nested deeper than
     :data:`MAX_DEPTH`, an integer beyond 64 bits, NaN or infinity, not a valid message)."""
-    size = len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+    try:
+        size = len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+    except UnicodeEncodeError as exc:  # a str no socket delivers: lone surrogates
+        raise ProtocolError(f"message: not UTF-8 text (character {exc.start:,})") from None
     if size > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message too big: {size:,} bytes (limit {MAX_MESSAGE_BYTES:,})")
     if isinstance(data, bytes):
