@@ -14,6 +14,7 @@ a demo taker on account ``taker``; see ``clients.demo``) or a scenario with bots
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -27,8 +28,9 @@ from clients.gateway import (
     GatewayError,
     serve_session,
 )
-from exchange.cli import RunBar, main
-from exchange.session import SessionError
+from exchange.cli import RunBar, main, plan_or_fail, store_failed, writable_dir_or_fail
+from exchange.limits import MAX_SEED
+from exchange.session import SessionError, committed_session
 from exchange.store import EventStore, StoreError
 
 
@@ -58,9 +60,9 @@ def _load(scenario: str):
 )
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(0, MAX_SEED),
     default=None,
-    help="Session seed [default: the scenario's, or 7; on --resume, the stored one].",
+    help="Session seed, 0..2**63-1 [default: the scenario's, or 7; on --resume, the stored one].",
 )
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Interface to listen on.")
 @click.option(
@@ -123,6 +125,16 @@ def serve(
     otherwise than it did fails the resume, naming the first event that differs.
     """
     model, bots = _load(scenario)
+    # everything validated before a gateway opens or a file is made (as `gpuex run` does)
+    try:
+        stored = committed_session(db) if resume else None
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    if stored is None:
+        plan_or_fail(getattr(model, "name", scenario), seed, {}, model=model)
+    writable_dir_or_fail(db, "--db")
+    if tokens_file is not None:
+        writable_dir_or_fail(tokens_file, "--tokens-file")
 
     def ready(url: str, tokens: dict[str, str]) -> None:
         click.echo(f"gateway   {url} (protocol 1)")
@@ -132,7 +144,6 @@ def serve(
             click.echo(f"tokens    {tokens_file}")
         click.echo(f"waiting   up to {connect_timeout:g} s for {len(tokens)} remote bot(s)")
 
-    db.parent.mkdir(parents=True, exist_ok=True)
     bar = RunBar(getattr(model, "name", scenario), disable=quiet)
     try:
         summary = serve_session(
@@ -154,6 +165,8 @@ def serve(
         )
     except (GatewayError, SessionError, StoreError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    except (sqlite3.Error, OSError) as exc:
+        raise click.ClickException(store_failed(db, exc)) from None
     finally:
         bar.close()
     click.echo(f"session   {summary.path}")

@@ -14,6 +14,15 @@ Conveniences, applied before validation anywhere in the file:
 * any field ending in ``_ns`` may be written as a duration — ``"90s"``, ``"30m"``, ``"8h"``,
   ``"3d"``, ``"2w"`` — and becomes integer nanoseconds.
 
+Limits (``exchange.limits``, ``docs/scenarios.md``): money at most ``MAX_BALANCE``, durations
+at most ``MAX_DURATION_NS``, every integer inside int64, dates in ``FIRST_DATE..LAST_DATE``,
+booleans only where a field takes one, and the exchange's timed actions the file implies (index
+prints, fundings, premiums, margin cycles) at most ``MAX_MARKET_ACTIONS``: a file past them is
+refused before anything runs, naming the field.
+
+:func:`load_scenario` (TOML text or a path) is the one entry point that validates a file
+completely; it raises :class:`ScenarioError` with a one-line reason.
+
 The exchange never imports this module: ``exchange.scenarios.load_scenario`` finds it through
 the ``gpuex.scenarios`` entry point (see ``setup.py``), so a session with bots runs, resumes and
 verifies through the same ``exchange.session`` functions as any other.
@@ -29,17 +38,31 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clients.budget import DEFAULT_LINES
 from clients.latency import Latency
 from exchange.clock import Simulator
 from exchange.engine import DAY_NS, Exchange
-from exchange.index import CALIBRATIONS, IndexSpec
+from exchange.index import CALIBRATIONS, IndexSpec, LogJump
+from exchange.limits import (
+    MAX_BALANCE,
+    MAX_DURATION_NS,
+    MAX_SEED,
+    MAX_SESSION_DAYS,
+    check_date,
+    check_instrument,
+    check_market_actions,
+    check_money,
+    check_raw,
+    every_count,
+    refuse_booleans,
+)
 from exchange.margin_cycle import MarginConfig
 from exchange.market import schedule_market
 from exchange.perp import PerpSpec
 from exchange.rvs import RvsSpec
+from exchange.scenarios import ScenarioError, first_problem
 from exchange.units import parse_duration
 
 #: What ``exchange.scenarios`` needs of a provider: the kind it owns and its file suffix.
@@ -52,10 +75,13 @@ _SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
 
 
 def parse_money(text: str) -> int:
-    """``"$5.7M"`` -> 570_000_000 cents; exact (sub-cent amounts are an error)."""
+    """``"$5.7M"`` -> 570_000_000 cents; exact (sub-cent amounts are an error), at most
+    ``MAX_BALANCE`` (the ledger's bound)."""
     match = _MONEY.match(text)
     if not match:
         raise ValueError(f"{text!r} is not an amount like '$5,700,000' or '$5.7M'")
+    if len(match.group(1)) > 40:
+        raise ValueError(f"{text!r} has too many digits")
     try:
         dollars = Decimal(match.group(1).replace(",", "")) * _SCALE[match.group(2).lower()]
     except InvalidOperation:
@@ -63,6 +89,8 @@ def parse_money(text: str) -> int:
     cents = dollars * 100
     if cents != cents.to_integral_value():
         raise ValueError(f"{text!r} has a fraction of a cent")
+    if cents > MAX_BALANCE:
+        raise ValueError(f"{text!r} is past the ledger's bound of {MAX_BALANCE:,} cents")
     return int(cents)
 
 
@@ -71,7 +99,7 @@ def _normalise(value: Any, key: str = "", where: str = "") -> Any:
     a ``ValueError`` naming its place in the file (``accounts.0.cash: ...``)."""
     if isinstance(value, dict):
         return {k: _normalise(v, k, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_normalise(v, key, f"{where}.{i}") for i, v in enumerate(value)]
     if isinstance(value, str):
         try:
@@ -99,8 +127,8 @@ class IndexEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     calibration: str | None = None
-    interval_ns: int | None = Field(default=None, gt=0)
-    extra_jumps: list[tuple[date, float]] = Field(default_factory=list)
+    interval_ns: int | None = Field(default=None, gt=0, le=MAX_DURATION_NS)
+    extra_jumps: list[tuple[date, LogJump]] = Field(default_factory=list)
     spec: IndexSpec | None = None
 
     @model_validator(mode="after")
@@ -114,7 +142,9 @@ class IndexEntry(BaseModel):
         return self
 
     def build(self) -> IndexSpec:
-        """The index spec this entry describes."""
+        """The index spec this entry describes. An extra jump must lie inside the
+        calibration's anchors, as the calibration's own jumps do (``first < date <= last``);
+        one on the date of a calibration jump adds to it."""
         spec = self.spec if self.spec is not None else CALIBRATIONS[self.calibration]
         update: dict[str, Any] = {}
         if self.interval_ns is not None:
@@ -123,7 +153,17 @@ class IndexEntry(BaseModel):
             source = spec.source
             if not hasattr(source, "jumps"):
                 raise ValueError(f"index {spec.name}: its source has no jumps to add to")
+            first, last = source.anchors[0][0], source.anchors[-1][0]
+            for i, (day, _) in enumerate(self.extra_jumps):
+                if not first < day <= last:
+                    raise ValueError(
+                        f"extra_jumps.{i}: {day} is outside the anchors of {spec.name} "
+                        f"({first}, {last}]: a jump is absorbed by the anchor segment "
+                        "containing it, so it must lie in one"
+                    )
             jumps = sorted([*source.jumps, *self.extra_jumps])
+            # model_copy, not a new validation: a jump on a calibration jump's date is kept
+            # as a second jump, summed where the path is computed (the log depends on it)
             update["source"] = source.model_copy(update={"jumps": jumps})
         return spec.model_copy(update=update) if update else spec
 
@@ -141,8 +181,8 @@ class AccountEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=64, pattern=_NAME)
-    cash: int = Field(default=0, ge=0)
-    default_fund: int = Field(default=0, ge=0)
+    cash: int = Field(default=0, ge=0, le=MAX_BALANCE)
+    default_fund: int = Field(default=0, ge=0, le=MAX_BALANCE)
     stp: Literal["none", "cancel-resting", "cancel-incoming", "cancel-both"] = "cancel-resting"
 
     @model_validator(mode="after")
@@ -176,6 +216,22 @@ class BotEntry(BaseModel):
     budget_lines: int = Field(default=DEFAULT_LINES, ge=0)
     # not part of the stored session: where a bot runs does not change the log
     remote: bool = Field(default=False, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            from clients.strategies import STRATEGIES
+
+            strategy = (
+                STRATEGIES.get(data.get("strategy"))
+                if isinstance(data.get("strategy"), str)
+                else None
+            )
+            params = getattr(strategy, "Params", None)
+            if params is not None and isinstance(data.get("params"), dict):
+                refuse_booleans(data["params"], params, "params")
+        return data
 
     @field_validator("strategy")
     @classmethod
@@ -222,14 +278,14 @@ class MarketScenario(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=_NAME)
     description: str = ""
     start: date
-    days: int = Field(ge=1, le=3_660)
-    seed: int = Field(default=7, ge=0)
+    days: int = Field(ge=1, le=MAX_SESSION_DAYS)
+    seed: int = Field(default=7, ge=0, le=MAX_SEED)
     indices: list[IndexEntry] = Field(default_factory=list)
     perps: list[PerpSpec] = Field(default_factory=list)
     swaps: list[RvsSpec] = Field(default_factory=list)
     accounts: list[AccountEntry] = Field(min_length=1)
     margin: MarginConfig | None = None
-    insurance_fund: int = Field(default=0, ge=0)
+    insurance_fund: int = Field(default=0, ge=0, le=MAX_BALANCE)
     bots: list[BotEntry] = Field(default_factory=list)
     depth: int = Field(default=5, ge=1, le=64)
     sweep_aliases: dict[str, tuple[str, Literal["dollars", "duration", "int", "raw"]]] = Field(
@@ -239,7 +295,11 @@ class MarketScenario(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _conveniences(cls, data: Any) -> Any:
-        return _normalise(data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            return data
+        data = _normalise(data)
+        check_raw(data, cls)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> MarketScenario:
@@ -250,7 +310,12 @@ class MarketScenario(BaseModel):
         for i, bot in enumerate(self.bots):
             if bot.account not in accounts:
                 raise ValueError(f"bots.{i}.account: {bot.account!r} is not under accounts")
-        indices = {entry.build().name for entry in self.indices}
+        indices = set()
+        for i, entry in enumerate(self.indices):
+            try:
+                indices.add(entry.build().name)
+            except ValueError as exc:
+                raise ValueError(f"indices.{i}: {exc}") from None
         for group in ("perps", "swaps"):
             for i, spec in enumerate(getattr(self, group)):
                 underlying = spec.underlying if group == "perps" else spec.resale_index
@@ -268,7 +333,46 @@ class MarketScenario(BaseModel):
                 bot.make()
             except ValueError as exc:
                 raise ValueError(f"bots.{i}.params: {exc}") from None
+        self._within_limits()
         return self
+
+    def _within_limits(self) -> None:
+        """The bounds of ``exchange.limits``: the calendar, the money the session brings in,
+        the instruments' lot values and the number of timed actions the market implies."""
+        check_date("start", self.start)
+        check_date("the session's end (start + days)", self.start + timedelta(days=self.days))
+        check_money(
+            "accounts' cash and the insurance fund, together",
+            sum(a.cash for a in self.accounts) + self.insurance_fund,
+        )
+        for i, spec in enumerate(self.swaps):
+            check_date(f"swaps.{i}.listed", spec.listed)
+            check_date(f"swaps.{i}.maturity", spec.maturity)
+        for group in ("perps", "swaps"):
+            for i, spec in enumerate(getattr(self, group)):
+                check_instrument(f"{group}.{i}", spec)
+        end = self.end_ns
+        counts: dict[str, int] = {}
+        for i, entry in enumerate(self.indices):
+            spec = entry.build()
+            source = spec.source
+            days = [d for d, _ in [*getattr(source, "anchors", ()), *getattr(source, "jumps", ())]]
+            if hasattr(source, "observations"):
+                days.extend(source.observations[0][:1] + source.observations[0][-1:])
+            for day in days:
+                check_date(f"indices.{i} ({spec.name})", day)
+            counts[f"indices.{i}.interval_ns (prints)"] = every_count(end, spec.interval_ns) + 1
+        for i, spec in enumerate(self.perps):
+            counts[f"perps.{i}.funding_interval_ns (fundings)"] = every_count(
+                end, spec.funding_interval_ns
+            )
+        for i, spec in enumerate(self.swaps):
+            counts[f"swaps.{i}.premium_period_days (premiums)"] = (
+                spec.maturity - spec.listed
+            ).days // spec.premium_period_days + 1
+        if self.margin is not None:
+            counts["margin.interval_ns (margin cycles)"] = every_count(end, self.margin.interval_ns)
+        check_market_actions(end, counts)
 
     @property
     def end_ns(self) -> int:
@@ -381,17 +485,62 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(name_or_path: str, overrides: dict[str, Any] | None = None) -> MarketScenario:
-    """A scenario from a built-in name or a TOML file path, with ``overrides`` applied."""
+    """A scenario from a built-in name or a TOML file path, with ``overrides`` applied.
+
+    Raises:
+        ScenarioError: no such scenario, or it is not valid (one line: field and problem).
+    """
     path = Path(name_or_path)
     if name_or_path in builtin_names():
-        data = parse_toml(builtin_text(name_or_path), name_or_path)
-    elif path.suffix == ".toml":
-        if not path.is_file():
-            raise ValueError(f"scenario file {name_or_path} does not exist")
-        data = parse_toml(path.read_text("utf-8"), name_or_path)
-    else:
-        raise ValueError(f"unknown scenario {name_or_path!r}")
-    return MarketScenario.model_validate(_merge(data, overrides or {}))
+        return _validated(builtin_text(name_or_path), name_or_path, overrides)
+    if path.suffix == ".toml":
+        return load_scenario(path, overrides)
+    raise ScenarioError(f"unknown scenario {name_or_path!r}")
+
+
+def load_scenario(source: str | Path, overrides: dict[str, Any] | None = None) -> MarketScenario:
+    """THE validation of a scenario file: ``source`` is TOML text (a ``str``) or the path of a
+    ``.toml`` file (a ``Path``); ``overrides`` (``{"days": 40, "margin.cure_ns": "3d"}``) are
+    applied first, as ``gpuex run --set`` does.
+
+    Everything a file can get wrong is checked here — syntax, fields, types (no boolean for
+    a number), cross-references, the limits of ``exchange.limits`` and the timed actions the
+    market implies — without running anything or touching the disk beyond reading the file
+    (and an index's CSV source).
+
+    Raises:
+        ScenarioError: one line naming the field (or the file, line and column) and the
+            problem; never any other exception for any text or overrides.
+    """
+    if isinstance(source, Path):
+        try:
+            text = source.read_text("utf-8")
+        except FileNotFoundError:
+            raise ScenarioError(f"scenario file {source} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScenarioError(f"scenario file {source}: cannot be read ({exc})") from None
+        return _validated(text, str(source), overrides)
+    if not isinstance(source, str):
+        raise ScenarioError(f"a scenario is TOML text or a Path, not {type(source).__name__}")
+    return _validated(source, "scenario", overrides)
+
+
+def _validated(text: str, origin: str, overrides: dict[str, Any] | None) -> MarketScenario:
+    try:
+        data = parse_toml(text, origin)
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ValueError("overrides must be a mapping of field paths to values")
+        return MarketScenario.model_validate(_merge(data, overrides or {}))
+    except ValidationError as exc:
+        raise ScenarioError(first_problem(exc)) from None
+    except ScenarioError:
+        raise
+    except (ValueError, TypeError, RecursionError, OverflowError, ArithmeticError) as exc:
+        raise ScenarioError(_one_line(str(exc) or type(exc).__name__)) from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def from_config(config: dict[str, Any]) -> MarketScenario:

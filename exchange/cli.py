@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import os
+import sqlite3
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,21 +33,35 @@ from tqdm import tqdm
 from exchange import session as sessions
 from exchange.events import KINDS
 from exchange.export import FORMATS, export_events, known_accounts, known_instruments, select
+from exchange.limits import (
+    MAX_BATCH_SIZE,
+    MAX_SEED,
+    MAX_SNAPSHOT_EVERY,
+    check_recorder,
+    check_seed,
+)
 from exchange.scenarios import SCENARIOS, load_scenario, providers, scenario_names
 from exchange.store import EventStore, StoreError
 
 
 def _parse_overrides(pairs: tuple[str, ...]) -> dict:
+    """``--set KEY=VALUE`` pairs: a value is JSON when it parses as JSON (integers of any size,
+    so that one past int64 is refused by the scenario's validation rather than read as text;
+    ``NaN`` and ``Infinity`` stay text), else the text itself."""
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
         try:
-            overrides[key] = orjson.loads(value)
-        except orjson.JSONDecodeError:
+            overrides[key] = json.loads(value, parse_constant=_not_json)
+        except (ValueError, RecursionError):
             overrides[key] = value
     return overrides
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not JSON")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,8 +81,8 @@ def main() -> None:
 @click.option(
     "--seed",
     default=None,
-    type=int,
-    help="Seed of every random source [default: 7; on --resume, the stored one].",
+    type=click.IntRange(0, MAX_SEED),
+    help="Seed of every random source, 0..2**63-1 [default: 7; on --resume, the stored one].",
 )
 @click.option("--resume", is_flag=True, help="Continue a crashed session in --db.")
 @click.option("--overwrite", is_flag=True, help="Replace --db if it already exists.")
@@ -87,14 +104,14 @@ def main() -> None:
     "--batch-size",
     default=sessions.DEFAULT_BATCH,
     show_default=True,
-    type=int,
+    type=click.IntRange(1, MAX_BATCH_SIZE),
     help="Events per committed batch.",
 )
 @click.option(
     "--snapshot-every",
     default=sessions.DEFAULT_SNAPSHOT_EVERY,
     show_default=True,
-    type=int,
+    type=click.IntRange(0, MAX_SNAPSHOT_EVERY),
     help="Events between state snapshots (multiple of --batch-size; 0 = none).",
 )
 @click.option(
@@ -136,20 +153,26 @@ def run(
     no_report,
 ):
     """Run SCENARIO (a built-in name, see `gpuex scenarios`, or a scenario file) into a new
-    event log (or --resume a crashed one)."""
+    event log (or --resume a crashed one).
+
+    Everything is validated before any file is created or replaced: the scenario with its
+    --set overrides and the limits of docs/scenarios.md, the options, and that --db's and the
+    report's directories can be written."""
     overrides = _parse_overrides(settings)
-    try:
-        load_scenario(scenario, overrides)
-    except ValueError as exc:
-        raise click.BadParameter(_explain(exc), param_hint="SCENARIO") from None
-    if db is None:
-        db = Path("runs") / f"{Path(scenario).stem}.db"
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume contradict each other")
+    planned = plan_or_fail(
+        scenario, seed, overrides, batch_size=batch_size, snapshot_every=snapshot_every
+    )
+    if db is None:
+        db = Path("runs") / f"{Path(scenario).stem}.db"
+    writable_dir_or_fail(db, "--db")
+    out = None if no_report else (report_path or db.with_suffix(".html"))
+    if out is not None:
+        writable_dir_or_fail(out, "--report")
     if overwrite:
         for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
             stale.unlink(missing_ok=True)
-    db.parent.mkdir(parents=True, exist_ok=True)
     bar = RunBar(scenario, disable=quiet)
     try:
         summary = sessions.run(
@@ -165,9 +188,12 @@ def run(
             on_time=bar.reached,
             on_seal=bar.sealing,
             journal_after=None if no_journaller else journal_after,
+            planned=planned,
         )
     except (sessions.SessionError, StoreError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(_one_line(str(exc))) from None
+    except (sqlite3.Error, OSError) as exc:
+        raise click.ClickException(store_failed(db, exc)) from None
     finally:
         bar.close()
     click.echo(f"session   {summary.path}")
@@ -176,12 +202,79 @@ def run(
     click.echo(f"events    {summary.events:,}{resumed}")
     click.echo(f"state     {summary.state_hash}")
     _print_summary(db)
-    if not no_report:
+    if out is not None:
         from exchange.report import write_report
 
-        out = report_path or db.with_suffix(".html")
-        built = write_report(db, out)
+        try:
+            built = write_report(db, out)
+        except OSError as exc:
+            raise click.ClickException(
+                f"--report: cannot write {out} ({exc.strerror or exc}); the session's log is "
+                f"complete: write the report later with `gpuex report {db} -o FILE`"
+            ) from None
         click.echo(f"report    {out} ({len(built.charts)} charts; open it in a browser)")
+
+
+def plan_or_fail(
+    scenario: str,
+    seed: int | None,
+    overrides: dict,
+    *,
+    model=None,
+    batch_size: int = sessions.DEFAULT_BATCH,
+    snapshot_every: int = sessions.DEFAULT_SNAPSHOT_EVERY,
+) -> sessions.RunPlan:
+    """``session.plan``, its error as click's bad parameter (exit 2) naming the option, or
+    SCENARIO for the scenario and its --set overrides."""
+    try:
+        check_recorder(batch_size, snapshot_every)
+    except ValueError as exc:
+        option = "--batch-size" if str(exc).startswith("batch_size") else "--snapshot-every"
+        raise click.BadParameter(str(exc).partition(": ")[2], param_hint=option) from None
+    if seed is not None:
+        try:
+            check_seed(seed)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc).partition(": ")[2], param_hint="--seed") from None
+    try:
+        return sessions.plan(
+            scenario,
+            seed=seed,
+            overrides=overrides,
+            model=model,
+            batch_size=batch_size,
+            snapshot_every=snapshot_every,
+        )
+    except sessions.SessionError as exc:
+        raise click.BadParameter(_one_line(str(exc)), param_hint="SCENARIO") from None
+
+
+def writable_dir_or_fail(path: Path, option: str) -> None:
+    """Make ``path``'s directory if needed and check a file can be created in it (by creating
+    and removing one: permissions, a read-only or full filesystem, whoever runs this); a
+    clear error naming ``option`` otherwise, before the run creates or replaces anything."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise click.ClickException(
+            f"{option}: cannot write in {folder} ({exc.strerror or exc})"
+        ) from None
+
+
+def store_failed(db: Path, exc: BaseException) -> str:
+    """The error of a run whose log could not be written (a full disk, say)."""
+    return (
+        f"{db}: the event log could not be written ({_one_line(str(exc))}); the batches "
+        "committed before are intact: free the space and continue with --resume"
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 class RunBar:
@@ -575,7 +668,10 @@ def _list_events(
     "cartesian product).",
 )
 @click.option(
-    "--seeds", type=click.IntRange(min=1), default=None, help="Run seeds 1..N [default: 1]."
+    "--seeds",
+    type=click.IntRange(1, 1_000_000),
+    default=None,
+    help="Run seeds 1..N [default: 1].",
 )
 @click.option("--seed-list", default=None, metavar="S1,S2,...", help="Run exactly these seeds.")
 @click.option(
@@ -600,7 +696,32 @@ def _list_events(
     help="Output directory (runs/, results.csv, summary.html); rerun to resume.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def sweep(scenario, param_specs, seeds, seed_list, scheduler, workers, keep_logs, out, quiet):
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Run again the runs a previous sweep into -o recorded as failed.",
+)
+@click.option(
+    "--scheduler-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for --scheduler to answer before giving up.",
+)
+def sweep(
+    scenario,
+    param_specs,
+    seeds,
+    seed_list,
+    scheduler,
+    workers,
+    keep_logs,
+    out,
+    quiet,
+    retry_failed,
+    scheduler_timeout,
+):
     """Run SCENARIO (a built-in name or a scenario file) over a grid of parameters x seeds
     on Dask (see docs/sweeps.md).
 
@@ -636,9 +757,19 @@ def sweep(scenario, param_specs, seeds, seed_list, scheduler, workers, keep_logs
         f"{len(seed_values):,} seeds",
         err=True,
     )
-    result = sweeps.run_sweep(
-        specs, out, scheduler=scheduler, workers=workers, keep_logs=keep_logs, progress=not quiet
-    )
+    try:
+        result = sweeps.run_sweep(
+            specs,
+            out,
+            scheduler=scheduler,
+            workers=workers,
+            keep_logs=keep_logs,
+            progress=not quiet,
+            retry_failed=retry_failed,
+            connect_timeout=scheduler_timeout,
+        )
+    except sweeps.SweepError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(
         f"runs      {len(result.records):,} ({result.executed:,} run now, "
         f"{result.skipped:,} already finished)"

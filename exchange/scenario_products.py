@@ -16,11 +16,19 @@ from datetime import date, timedelta
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from exchange.clock import Simulator
 from exchange.engine import DAY_NS, Exchange
 from exchange.index import CALIBRATIONS, IndexSpec
+from exchange.limits import (
+    MAX_BALANCE,
+    check_date,
+    check_market_actions,
+    check_money,
+    check_raw,
+    every_count,
+)
 from exchange.margin_cycle import AuctionBidder, MarginConfig
 from exchange.market import schedule_market
 from exchange.perp import MarginTier, PerpSpec
@@ -108,15 +116,55 @@ class ProductsScenario(BaseModel):
     maker_spread_ticks: int = Field(default=40, ge=1)
     maker_size: int = Field(default=25, ge=1)
     owner_contracts: int = Field(default=40, ge=1)
-    guarantor_cash: int = Field(default=5_700_000_00, ge=0)
-    insurance_fund: int = Field(default=250_000_00, ge=0)
-    default_fund_contribution: int = Field(default=20_000_00, ge=0)
+    guarantor_cash: int = Field(default=5_700_000_00, ge=0, le=MAX_BALANCE)
+    insurance_fund: int = Field(default=250_000_00, ge=0, le=MAX_BALANCE)
+    default_fund_contribution: int = Field(default=20_000_00, ge=0, le=MAX_BALANCE)
     margin: MarginConfig = Field(
         default_factory=lambda: MarginConfig(
             # the market maker stands in default auctions for up to 100 lots, 10 % off the mark
             auction_bidders=[AuctionBidder(account="maker", discount_ppm=100_000, max_lots=100)]
         )
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _raw(cls, data: Any) -> Any:
+        # no boolean for a number, integers inside int64, durations bounded (exchange.limits)
+        if isinstance(data, dict):
+            check_raw(data, cls)
+        return data
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> ProductsScenario:
+        check_date("start", self.start)
+        check_date("the session's end (start + days)", self.start + timedelta(days=self.days))
+        check_money(
+            "the participants' cash and the insurance fund, together",
+            sum(cash for _, cash in self._accounts()) + self.insurance_fund,
+        )
+        try:
+            series = _series(self.start, self.days)
+        except ValidationError as exc:
+            raise ValueError(f"start: the swap series cannot be listed ({_first(exc)})") from None
+        end = self.end_ns
+        counts = {
+            "index prints": sum(every_count(end, spec.interval_ns) + 1 for spec in self.indices()),
+            "fundings": every_count(end, H100_PERP.funding_interval_ns),
+            "premiums": sum(len(spec.premium_dates()) for spec in series),
+            "margin.interval_ns (margin cycles)": every_count(end, self.margin.interval_ns),
+        }
+        check_market_actions(end, counts)
+        return self
+
+    def _accounts(self) -> list[tuple[str, int]]:
+        """The participants and their opening cash, minor units."""
+        return [
+            ("maker", 5_000_000_00),
+            ("taker", 2_000_000_00),
+            ("owner", 3_000_000_00),
+            ("guarantor", self.guarantor_cash),
+            ("lender", 2_000_000_00),
+        ]
 
     @property
     def end_ns(self) -> int:
@@ -134,13 +182,7 @@ class ProductsScenario(BaseModel):
         engine.list_instrument(H100_PERP)
         for series in _series(self.start, self.days):
             engine.list_instrument(series)
-        for name, cash in (
-            ("maker", 5_000_000_00),
-            ("taker", 2_000_000_00),
-            ("owner", 3_000_000_00),
-            ("guarantor", self.guarantor_cash),
-            ("lender", 2_000_000_00),
-        ):
+        for name, cash in self._accounts():
             engine.open_account(name, stp="cancel-resting")
             engine.credit(name, cash)
             if self.default_fund_contribution:
@@ -155,6 +197,11 @@ class ProductsScenario(BaseModel):
 
     def drive(self, engine: Exchange, sim: Simulator, seed: int) -> None:
         _Participants(self, engine, sim, seed).start()
+
+
+def _first(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return error["msg"].removeprefix("Value error, ")
 
 
 class _Participants:

@@ -21,11 +21,19 @@ from importlib.metadata import entry_points
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from exchange.clock import Simulator
 from exchange.engine import Exchange
 from exchange.instruments import InstrumentSpec
+from exchange.limits import (
+    MAX_BALANCE,
+    MAX_DURATION_NS,
+    check_instrument,
+    check_market_actions,
+    check_money,
+    check_raw,
+)
 from matching_core import Op, OrderType
 from matching_core.streams import generate_stream
 
@@ -64,12 +72,30 @@ class FlowScenario(BaseModel):
     name: Literal["flow"] = "flow"
     messages: int = Field(default=200_000, ge=1, le=50_000_000)
     traders: int = Field(default=8, ge=1, le=1_000)
-    interval_ns: int = Field(default=1_000_000, ge=1)
-    initial_cash: int = Field(default=10_000_000_00, ge=0)
+    interval_ns: int = Field(default=1_000_000, ge=1, le=MAX_DURATION_NS)
+    initial_cash: int = Field(default=10_000_000_00, ge=0, le=MAX_BALANCE)
     cash_every: int = Field(default=5_000, ge=0)
     malformed_every: int = Field(default=2_000, ge=0)
     stp: Literal["none", "cancel-resting", "cancel-incoming", "cancel-both"] = "cancel-resting"
     instrument: InstrumentSpec = H100_RENTAL
+
+    @model_validator(mode="before")
+    @classmethod
+    def _raw(cls, data: Any) -> Any:
+        # no boolean for a number, integers inside int64, durations bounded (exchange.limits)
+        if isinstance(data, dict):
+            check_raw(data, cls)
+        return data
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> FlowScenario:
+        check_money(
+            "initial_cash x traders (the session's opening deposits)",
+            self.initial_cash * self.traders,
+        )
+        check_instrument("instrument", self.instrument)
+        check_market_actions(self.end_ns, {})
+        return self
 
     @property
     def end_ns(self) -> int:
@@ -234,16 +260,61 @@ def scenario_names() -> list[str]:
     return sorted(names)
 
 
+class ScenarioError(ValueError):
+    """A scenario (its name, file, fields or overrides) is not valid: the message is one line
+    naming the field and the problem (``days: Input should be less than or equal to 3660``).
+    ``clients.scenario.ScenarioError`` is this class."""
+
+
 def load_scenario(name: str, overrides: dict[str, Any] | None = None) -> Any:
     """A scenario by built-in name (or, through a provider, a scenario file path), with
-    optional field overrides (validated)."""
+    optional field overrides, validated against its model and the bounds of
+    ``exchange.limits``.
+
+    Raises:
+        ScenarioError: one line naming the field and the problem (never another exception).
+    """
+    if not isinstance(name, str):
+        raise ScenarioError(f"a scenario is named by a string, not {type(name).__name__}")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ScenarioError("overrides must be a mapping of field names to values")
     model = SCENARIOS.get(name)
     if model is not None:
-        return model.model_validate({**(overrides or {}), "name": name})
+        try:
+            return model.model_validate({**(overrides or {}), "name": name})
+        except ValidationError as exc:
+            raise ScenarioError(first_problem(exc)) from None
+        except (ValueError, TypeError, OverflowError, ArithmeticError, RecursionError) as exc:
+            raise ScenarioError(_one_line(str(exc) or type(exc).__name__)) from None
     for provider in providers():
         if name in provider.builtin_names() or name.endswith(provider.SUFFIX):
-            return provider.load(name, overrides)
-    raise ValueError(f"unknown scenario {name!r}; built-ins: {', '.join(scenario_names())}")
+            try:
+                return provider.load(name, overrides)
+            except ValidationError as exc:
+                raise ScenarioError(first_problem(exc)) from None
+            except ScenarioError:
+                raise
+            except (ValueError, TypeError, OverflowError, ArithmeticError, RecursionError) as exc:
+                raise ScenarioError(_one_line(str(exc) or type(exc).__name__)) from None
+    raise ScenarioError(f"unknown scenario {name!r}; built-ins: {', '.join(scenario_names())}")
+
+
+def first_problem(exc: ValidationError, most: int = 5) -> str:
+    """A pydantic error as one line: each problem's field path and message (``days: ...;
+    accounts.1.cash: ...``), the first ``most`` of them and how many more there are."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    if not problems:
+        return _one_line(str(exc))
+    more = f" (and {len(problems) - most} more)" if len(problems) > most else ""
+    return _one_line("; ".join(problems[:most]) + more)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def scenario_from_config(name: str, config: dict[str, Any]) -> Any:

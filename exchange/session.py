@@ -1,5 +1,9 @@
 """Sessions: run a scenario into an event log, resume it after a crash, replay and verify it.
 
+* :func:`plan` validates everything a run needs — the scenario with its overrides, the seed,
+  the recorder's settings, the sizes they imply — and rehearses the scenario's setup and market
+  schedule on a throwaway engine, without touching the disk; :func:`run` plans before it
+  creates anything, so bad input leaves no file behind.
 * :func:`run` drives a scenario through the engine on the simulated clock and records every
   event. Events are committed in batches of exactly ``batch_size`` (the last one may be
   shorter), so batch boundaries — and with them the checksum chain — depend only on the
@@ -35,6 +39,7 @@ from exchange.engine import Exchange
 from exchange.events import Event, encode
 from exchange.fold import Fold
 from exchange.journal import Journal, JournalError, Journaller
+from exchange.limits import check_recorder, check_seed
 from exchange.scenarios import load_scenario, scenario_from_config
 from exchange.store import (
     PROGRESS_EVERY,
@@ -157,7 +162,11 @@ class Recorder:
             except JournalError as exc:
                 raise SessionError(str(exc)) from None
         else:
-            self.journal.record(batch)
+            try:
+                self.journal.record(batch)
+            except (sqlite3.Error, ValueError) as exc:
+                # the batch's transaction rolled back: the log ends at the last whole batch
+                raise SessionError(_unwritten(self.journal.store.path, batch, exc)) from None
             if self._journal_after is not None and batch[-1].seq >= self._journal_after:
                 self._hand_over_when_ready()
         if self._on_batch is not None:
@@ -184,6 +193,126 @@ class Recorder:
             if stored != mine:
                 raise _Diverged(event.seq, stored, mine)
         self.journal.fold.apply_all(batch)
+
+
+def _unwritten(path: Path, batch: list[Event], exc: BaseException) -> str:
+    """Why a batch could not be committed (a full disk, say), and that the log is resumable."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    first = batch[0].seq
+    return (
+        f"{path}: events {first:,}..{batch[-1].seq:,} could not be written ({root}); the "
+        f"{first - 1:,} events committed before are intact: free the space and continue "
+        "with --resume"
+    )
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run, validated in full by :func:`plan` and not yet started: what ``run(plan=...)``
+    records.
+
+    Attributes:
+        scenario: the name stored with the session.
+        model: the validated scenario object.
+        seed: the session's seed.
+        batch_size, snapshot_every: the recorder's settings.
+        config: the scenario's configuration (the model as JSON), as ``SessionStarted``
+            carries it.
+    """
+
+    scenario: str
+    model: Any
+    seed: int
+    batch_size: int
+    snapshot_every: int
+    config: dict[str, Any]
+
+    @property
+    def stored_config(self) -> dict[str, Any]:
+        """What the store records: :attr:`config` with the recorder's settings under
+        ``_recorder``."""
+        return {
+            **self.config,
+            "_recorder": {"batch_size": self.batch_size, "snapshot_every": self.snapshot_every},
+        }
+
+
+def plan(
+    scenario: str,
+    *,
+    seed: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    model: Any = None,
+    batch_size: int = DEFAULT_BATCH,
+    snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+) -> RunPlan:
+    """Validate a whole run without touching the disk, and return its :class:`RunPlan`.
+
+    Checks, in order: the recorder's settings (``exchange.limits.check_recorder``), the
+    scenario with its ``overrides`` (or the given ``model``) against its model and the bounds
+    of ``exchange.limits`` (money, durations, dates, and the timed actions the market implies),
+    the seed (``0..2**63 - 1``), that the configuration survives being stored (JSON in, the
+    same scenario out: what ``verify`` and ``--resume`` rebuild), and a rehearsal of the
+    scenario's ``setup`` and ``schedule_market`` on a throwaway engine, so that nothing the
+    run does before its participants act can fail once the store exists.
+
+    Raises:
+        SessionError: one line naming the field or option and the problem.
+    """
+    try:
+        check_recorder(batch_size, snapshot_every)
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
+    if model is None:
+        try:
+            model = load_scenario(scenario, overrides)
+        except ValueError as exc:
+            raise SessionError(str(exc)) from None
+    if seed is None:
+        seed = getattr(model, "seed", 7)
+    try:
+        check_seed(seed)
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
+    config = model.model_dump(mode="json")
+    _check_stored_round_trip(scenario, model, config)
+    _rehearse(scenario, model, seed, config)
+    return RunPlan(scenario, model, seed, batch_size, snapshot_every, config)
+
+
+def _check_stored_round_trip(scenario: str, model: Any, config: dict[str, Any]) -> None:
+    """The stored configuration must give back the same scenario: a value JSON cannot hold
+    (NaN is stored as null) would make the finished log unverifiable."""
+    try:
+        text = orjson.dumps(config)
+        again = scenario_from_config(scenario, orjson.loads(text))
+    except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
+        raise SessionError(f"the scenario cannot be stored: {' '.join(str(exc).split())}") from None
+    if again != model:
+        raise SessionError(
+            "the scenario cannot be stored as given: read back from its stored form it differs "
+            "(a value JSON cannot hold, such as NaN?)"
+        )
+
+
+def _rehearse(scenario: str, model: Any, seed: int, config: dict[str, Any]) -> None:
+    """Run the scenario's setup and market schedule on a throwaway engine and clock (events
+    discarded): what a run does before its first participant acts, done once without a store.
+    The market's size is bounded by the scenario's own validation (``exchange.limits``)."""
+    engine = Exchange(_discard)
+    try:
+        engine.start(scenario, seed, config)
+        model.setup(engine)
+        model.schedule_market(engine, Simulator(), seed)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, ArithmeticError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise SessionError(f"the scenario cannot be set up: {reason}") from None
+
+
+def _discard(event: Event) -> None:
+    """The rehearsal's event sink."""
 
 
 @dataclass
@@ -214,8 +343,12 @@ def run(
     on_time: Callable[[int, int], None] | None = None,
     on_seal: Callable[[], None] | None = None,
     journal_after: int | None = DEFAULT_JOURNAL_AFTER,
+    planned: RunPlan | None = None,
 ) -> RunSummary:
     """Run (or resume) a built-in scenario into the SQLite log at ``db``.
+
+    A fresh run is planned first (:func:`plan`): bad input raises :class:`SessionError` before
+    any file is created.
 
     Args:
         scenario: a built-in scenario name (``flow``).
@@ -245,6 +378,8 @@ def run(
         drive: ``drive(engine, sim)`` instead of ``model.drive`` (the socket gateway attaches
             remote bots this way); it may return a function called with the engine at the end
             time, just before ``SessionEnded``.
+        planned: the :class:`RunPlan` of an earlier :func:`plan` (its scenario, seed, model
+            and recorder settings are used instead of the arguments; for a fresh run).
 
     Raises:
         SessionError: the run cannot start or resume as asked, or its log disagrees with it.
@@ -256,6 +391,11 @@ def run(
     committed_count = 0
     committed: Iterator[bytes] | None = None
     reader = None
+    if seed is not None:
+        try:
+            check_seed(seed)
+        except ValueError as exc:
+            raise SessionError(str(exc)) from None
     if resume and not _has_session(path):
         resume = False  # killed before its first commit: nothing to keep, start afresh
     if resume:
@@ -298,21 +438,24 @@ def run(
         reader = EventStore.open(path, mode="r")
         committed = reader.payloads(1, committed_count)
     else:
-        if model is None:
-            model = load_scenario(scenario, overrides)
-        if seed is None:
-            seed = getattr(model, "seed", 7)
-        config = model.model_dump(mode="json")
-        stored = {
-            **config,
-            "_recorder": {"batch_size": batch_size, "snapshot_every": snapshot_every},
-        }
+        if planned is None:
+            planned = plan(
+                scenario,
+                seed=seed,
+                overrides=overrides,
+                model=model,
+                batch_size=batch_size,
+                snapshot_every=snapshot_every,
+            )
+        scenario, model, seed = planned.scenario, planned.model, planned.seed
+        batch_size, snapshot_every = planned.batch_size, planned.snapshot_every
+        config = planned.config
         try:
             store = EventStore.create(
                 path,
                 scenario=scenario,
                 seed=seed,
-                config=stored,
+                config=planned.stored_config,
                 code_version=CODE_VERSION,
                 durability=durability,
             )
@@ -320,6 +463,9 @@ def run(
             raise SessionError(
                 f"{path} already exists; use --resume to continue it or choose a new path"
             ) from None
+        except sqlite3.Error as exc:
+            _remove_shell(path)
+            raise SessionError(f"{path}: cannot create the event log ({exc})") from None
 
     def after_batch(batch: list[Event]) -> None:
         if on_batch is not None:
@@ -417,6 +563,14 @@ def committed_session(db: str | Path) -> dict[str, Any] | None:
         return None
     with EventStore.open(path, mode="r") as store:
         return store.session
+
+
+def _remove_shell(path: Path) -> None:
+    """Remove what a failed creation left at ``path`` (an empty or partial file: nothing was
+    committed), and its ``-wal``/``-shm`` files."""
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        with contextlib.suppress(OSError):
+            leftover.unlink(missing_ok=True)
 
 
 def _has_session(path: Path) -> bool:

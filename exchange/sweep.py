@@ -17,7 +17,8 @@
   traceback instead. Runs are pure functions of (scenario, configuration, seed): same result on
   any worker.
 * **Resume**: each finished run is written atomically to ``DIR/runs/<run_id>.json``; a sweep
-  started again over the same directory skips those runs.
+  started again over the same directory skips those runs (and, with ``retry_failed``, runs
+  the failed ones again).
 * **Results**: ``DIR/results.csv`` (one row per run of the grid, sorted by run id, columns in a
   fixed order) and ``DIR/summary.html`` (default probability and time to default per grid point).
 
@@ -50,11 +51,17 @@ from pydantic import BaseModel, ValidationError
 
 from exchange import postmortem, session
 from exchange.engine import DAY_NS
+from exchange.limits import MAX_SEED
 from exchange.scenarios import SCENARIOS, load_scenario
 from exchange.store import EventStore
 from exchange.units import DURATION_UNITS
 
 UNITS = ("dollars", "duration", "int", "raw")
+#: The most runs one sweep may hold (grid points x seeds): the grid is built in memory first.
+MAX_RUNS = 1_000_000
+#: Seconds ``run_sweep`` waits to connect to a ``scheduler`` before giving up (Dask's own
+#: default is 30 s).
+DEFAULT_CONNECT_TIMEOUT = 10.0
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ns|us|ms|s|m|h|d|w)\s*$")
 _DOLLARS = re.compile(r"^\s*\$?\s*([-+]?[0-9_.]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMbB]?)\s*$")
@@ -271,6 +278,8 @@ def parse_param(scenario: str, spec: str) -> Param:
             load_scenario(scenario, overrides_for(scenario, {path: value}))
         except ValidationError as exc:
             raise SweepError(f"--param {name}={text}: {_first_error(exc)}") from None
+        except ValueError as exc:
+            raise SweepError(f"--param {name}={text}: {exc}") from None
         values.append(value)
     if len(set(map(_canonical, values))) != len(values):
         raise SweepError(f"--param {name}: a value is given twice")
@@ -357,23 +366,31 @@ def expand_grid(scenario: str, params: Sequence[Param], seeds: Iterable[int]) ->
     Every grid point is validated with ``load_scenario`` first; a bad combination raises
     :class:`SweepError` naming its params."""
     _model_class(scenario)  # an unknown scenario is a SweepError
-    seeds = list(seeds)
+    seeds = list(itertools.islice(seeds, MAX_RUNS + 1))
     if not seeds:
         raise SweepError("no seeds to run")
-    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
-        raise SweepError("seeds must be non-negative integers")
+    if any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= MAX_SEED for s in seeds):
+        raise SweepError(f"seeds must be integers in 0..{MAX_SEED} (2**63 - 1)")
     if len(set(seeds)) != len(seeds):
         raise SweepError("a seed is listed twice")
+    runs = len(seeds) * math.prod(len(p.values) for p in params)
+    if runs > MAX_RUNS:
+        raise SweepError(f"{runs:,} runs: a sweep may hold at most {MAX_RUNS:,}")
     specs = []
     choices = [list(zip(p.texts, p.values, strict=True)) for p in params]
     for point in itertools.product(*choices):
         settings = tuple((p.path, value) for p, (_, value) in zip(params, point, strict=True))
         labels = tuple((p.name, text) for p, (text, _) in zip(params, point, strict=True))
+        named = " ".join(f"{n}={t}" for n, t in labels) or scenario
         try:
             model = load_scenario(scenario, overrides_for(scenario, dict(settings)))
+            # everything a run checks before its store exists (limits, a rehearsal of the
+            # market), once per grid point, so that a bad point fails here and not on a worker
+            session.plan(scenario, model=model, seed=seeds[0])
         except ValidationError as exc:
-            named = " ".join(f"{n}={t}" for n, t in labels)
             raise SweepError(f"--param {named}: {_first_error(exc)}") from None
+        except ValueError as exc:
+            raise SweepError(f"--param {named}: {exc}") from None
         config = model.model_dump(mode="json")
         for seed in seeds:
             specs.append(RunSpec(run_id(scenario, config, seed), scenario, seed, labels, settings))
@@ -544,6 +561,8 @@ def run_sweep(
     workers: int | None = None,
     keep_logs: bool = False,
     progress: bool = True,
+    retry_failed: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> SweepResult:
     """Run every spec not already finished in ``out_dir`` on Dask, then write the results.
 
@@ -557,6 +576,13 @@ def run_sweep(
         keep_logs: keep each run's SQLite log as ``out_dir/logs/<run_id>.db`` (on a remote
             cluster the path is the workers': use a shared filesystem).
         progress: show a tqdm bar (stderr) over the whole sweep.
+        retry_failed: run again the runs recorded as ``failed`` in ``out_dir`` (a failure is
+            otherwise kept: the same code and seed fail the same way).
+        connect_timeout: seconds to wait for the ``scheduler`` before giving up.
+
+    Raises:
+        SweepError: ``out_dir`` cannot be written, or the scheduler cannot be reached within
+            ``connect_timeout`` (before any run starts).
     """
     from distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
@@ -567,12 +593,14 @@ def run_sweep(
         raise SweepError("--workers must be at least 1")
     out = Path(out_dir).resolve()
     runs_dir = out / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    _writable(runs_dir)
     logs_dir = str(out / "logs") if keep_logs else None
     done: dict[str, dict[str, Any]] = {}
     todo: list[RunSpec] = []
     for spec in specs:
         record = _finished(runs_dir, spec)
+        if record is not None and retry_failed and record.get("status") != "ok":
+            record = None
         if record is not None:
             # the same run, perhaps spelt otherwise by an earlier sweep: this grid's names
             record.update(params=dict(spec.params), settings=dict(spec.settings))
@@ -600,7 +628,7 @@ def run_sweep(
                     dashboard_address=":0",  # a free port: never clashes with another cluster
                 )
             try:
-                with Client(cluster if cluster is not None else scheduler) as client:
+                with _connect(Client, cluster, scheduler, connect_timeout) as client:
                     futures = {
                         client.submit(
                             run_one, spec, logs_dir, key=f"gpuex-run-{spec.run_id}", pure=False
@@ -630,11 +658,43 @@ def run_sweep(
     executed = len(done) - skipped + len(lost)
     failed = sum(r["status"] != "ok" for r in records)
     result = SweepResult(records, executed, skipped, failed, out, lost=len(lost))
-    result.files["csv"] = write_csv(
-        records, out / "results.csv", [p for p, _ in specs[0].params] if specs else []
-    )
-    result.files["html"] = write_html(records, out / "summary.html")
+    try:
+        result.files["csv"] = write_csv(
+            records, out / "results.csv", [p for p, _ in specs[0].params] if specs else []
+        )
+        result.files["html"] = write_html(records, out / "summary.html")
+    except OSError as exc:
+        raise SweepError(
+            f"-o {out}: cannot write the results ({exc.strerror or exc}); the finished runs "
+            "are kept under runs/: run the sweep again to write them"
+        ) from None
     return result
+
+
+def _writable(runs_dir: Path) -> None:
+    """Make ``runs_dir`` and check a file can be created in it (by creating and removing
+    one), before any run starts; :class:`SweepError` naming ``-o`` otherwise."""
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=runs_dir, prefix=".probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise SweepError(f"-o {runs_dir.parent}: cannot write ({exc.strerror or exc})") from None
+
+
+def _connect(client_class: Any, cluster: Any, scheduler: str | None, timeout: float) -> Any:
+    """A ``distributed.Client`` of the local ``cluster`` or of ``scheduler``; an unreachable
+    or malformed scheduler address is a :class:`SweepError` after at most ``timeout`` s."""
+    if cluster is not None:
+        return client_class(cluster)
+    try:
+        return client_class(scheduler, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise SweepError(
+            f"--scheduler {scheduler}: cannot connect within {timeout:g} s ({reason})"
+        ) from None
 
 
 # ---------------------------------------------------------------------- outputs

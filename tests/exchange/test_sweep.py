@@ -217,7 +217,15 @@ def test_no_params_is_one_grid_point():
 
 
 @pytest.mark.parametrize(
-    ("seeds", "message"), [([], "no seeds"), ([1, 1], "listed twice"), ([-1], "non-negative")]
+    ("seeds", "message"),
+    [
+        ([], "no seeds"),
+        ([1, 1], "listed twice"),
+        ([-1], "integers in 0..9223372036854775807"),
+        ([2**63], "integers in 0..9223372036854775807"),
+        ([True], "integers in 0.."),
+        (range(1, 1_000_002), "1,000,001 runs: a sweep may hold at most 1,000,000"),
+    ],
 )
 def test_bad_seeds(seeds, message):
     with pytest.raises(sweep.SweepError, match=message):
