@@ -30,6 +30,7 @@ from exchange.engine import Exchange
 from exchange.events import encode
 from exchange.fold import Fold
 from exchange.instruments import InstrumentSpec
+from exchange.margin_cycle import AuctionBidder, MarginConfig
 from exchange.perp import MarginTier, PerpSpec
 from exchange.rvs import RvsSpec
 
@@ -181,7 +182,12 @@ class Fuzzer:
     """One engine, one fold, one seeded generator. ``run(n)`` sends ``n`` inputs."""
 
     def __init__(
-        self, seed: int, full_check_every: int = 997, timed_every: int = 500, keep: bool = False
+        self,
+        seed: int,
+        full_check_every: int = 997,
+        timed_every: int = 500,
+        keep: bool = False,
+        margin: bool = False,
     ) -> None:
         self.seed = seed
         #: every event, set-up included, when ``keep`` (for a test that stores the log)
@@ -195,11 +201,22 @@ class Fuzzer:
         self.events = 0
         engine.epoch = START
         engine.start("fuzz", seed, {})
+        if margin:  # calls, liquidations, defaults, close-outs, auctions, the waterfall
+            engine.margin = MarginConfig(
+                cure_ns=8 * HOUR_NS,
+                auction_bidders=[
+                    AuctionBidder(account="dave", discount_ppm=200_000, max_lots=10**6)
+                ],
+            )
         for spec in (SPOT, PERP, RVS):
             engine.list_instrument(spec)
         for i, name in enumerate(ACCOUNTS):
             engine.open_account(name, stp=STP[i])
             engine.credit(name, 10**12)
+            if margin:
+                engine.contribute(name, 10**9)
+        if margin:
+            engine.fund_pool("insurance", 10**10)
         self.index = {"H100-RENTAL": 10_000, "H100-RESALE": 15_000}
         for name, ticks in self.index.items():
             engine.publish_index(name, ticks)
