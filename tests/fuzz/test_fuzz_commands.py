@@ -119,7 +119,7 @@ def test_a_hundred_thousand_mutated_commands_keep_every_invariant():
 def test_fifty_thousand_mutated_commands_with_margin_calls_and_defaults_keep_every_invariant():
     """With margin on: calls, liquidations, defaults, close-outs, auctions, auto-deleveraging
     and the waterfall run on the positions hostile commands build."""
-    fuzzer = Fuzzer(seed=3, margin=True)
+    fuzzer = Fuzzer(seed=2, margin=True)
     summary = fuzzer.run(50_000)
     assert summary.rejected > 10_000 and summary.accepted > 5_000
     assert fuzzer.engine.defaulted  # the default path ran
