@@ -7,6 +7,7 @@ import contextlib
 import csv
 import os
 import sys
+from pathlib import Path
 from typing import Literal
 
 import orjson
@@ -42,6 +43,23 @@ class CrashyScenario(ProductsScenario):
 def register_crashy() -> None:
     """Make the test scenario known (run on every worker, too)."""
     SCENARIOS["crashy"] = CrashyScenario
+
+
+class FlakyScenario(ProductsScenario):
+    """``products`` whose participants raise while a file exists (tests only): a run made to
+    fail once."""
+
+    name: Literal["flaky"] = "flaky"
+    fail_while: str = ""
+
+    def drive(self, engine, sim, seed):
+        if self.fail_while and Path(self.fail_while).exists():
+            raise RuntimeError("flaky on purpose")
+        super().drive(engine, sim, seed)
+
+
+def register_flaky() -> None:
+    SCENARIOS["flaky"] = FlakyScenario
 
 
 @pytest.fixture(scope="module")
@@ -390,6 +408,34 @@ def test_a_failing_run_is_recorded_and_the_others_finish(cluster, tmp_path, monk
     # a failure is the run's own deterministic outcome: recorded, not retried on resume
     again = sweep.run_sweep(specs, tmp_path, scheduler=cluster.scheduler_address, progress=False)
     assert (again.executed, again.skipped, again.failed) == (0, 3, 1)
+
+
+def test_a_resumed_sweep_runs_its_failed_runs_again_only_with_retry_failed(
+    cluster, tmp_path, monkeypatch
+):
+    from distributed import Client
+
+    monkeypatch.setitem(SCENARIOS, "flaky", FlakyScenario)
+    with Client(cluster.scheduler_address) as client:
+        client.run(register_flaky)
+    marker = tmp_path / "fail-now"
+    marker.touch()
+    out = tmp_path / "out"
+    params = ["--param", "days=45", "--param", f"fail_while={marker}", "--seed-list", "3"]
+    args = ["sweep", "flaky", *params, "--scheduler", cluster.scheduler_address, "-o", str(out)]
+    first = CliRunner().invoke(main, [*args, "--quiet"])
+    assert first.exit_code == 1 and "failed    1" in first.output
+    marker.unlink()  # whatever made it fail has gone
+    again = CliRunner().invoke(main, [*args, "--quiet"])
+    assert "0 run now, 1 already finished" in again.output and "failed    1" in again.output
+    retried = CliRunner().invoke(main, [*args, "--quiet", "--retry-failed"])
+    assert retried.exit_code == 0, retried.output
+    assert "1 run now, 0 already finished" in retried.output and "failed    0" in retried.output
+    (record,) = [orjson.loads(p.read_bytes()) for p in (out / "runs").glob("*.json")]
+    assert record["status"] == "ok" and record["error"] is None
+    # the retried run is the run any fresh sweep makes
+    spec = sweep.expand_grid("flaky", sweep.parse_params("flaky", params[1::2][:2]), [3])[0]
+    assert record["state_hash"] == sweep.run_one(spec)["state_hash"]
 
 
 def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(cluster, tmp_path):
