@@ -41,6 +41,7 @@ from exchange.commands import (
     Submit,
     Withdraw,
     jsonable,
+    one_line,
     parse_command,
     record,
 )
@@ -358,7 +359,7 @@ class Exchange:
             if self.seq != seq:
                 raise
             reason = f"command: cannot be checked ({type(exc).__name__}: {exc})"
-            return self._reject(raw, " ".join(reason.split())[:1_000])
+            return self._reject(raw, one_line(reason))
 
     def _reject(self, raw: Any, reason: str) -> Result:
         account = raw.get("account") if isinstance(raw, dict) else None
@@ -389,7 +390,7 @@ class Exchange:
             # them needed a 6-byte escape it fits, so cutting twice changes nothing
             prefix = encoded.decode()[: self.REJECT_MAX_BYTES // 6 - 16]
             raw = {"bytes": len(encoded), "truncated": prefix}
-        reason = str(reason)[:1_000]
+        reason = one_line(str(reason))
         self._emit(
             ev.COMMAND_REJECTED,
             account=account if isinstance(account, str) and account in self.accounts else None,

@@ -385,3 +385,11 @@ def test_a_command_nothing_can_print_is_one_rejection_with_a_placeholder(raw):
     assert "without a repr" in h.events[-1].data["command"]["unserialisable"]
     assert h.engine.state_hash() == before
     assert_storable(h.events[-1])
+
+
+def test_a_rejection_recorded_for_the_gateway_has_a_one_line_reason():
+    h = Harness()
+    h.open("a")
+    result = h.engine.reject({"x": 1}, "bad\nframe\x00" + "y" * 2_000, account="a")
+    reason = h.events[-1].data["reason"]
+    assert reason == result.reason and reason.isprintable() and len(reason) <= 1_000
