@@ -4,7 +4,8 @@ strings, far dates, containers), lines dropped, duplicated or cut short, junk in
 Whatever the text, ``clients.scenario.load_scenario`` (the one validation of a scenario file,
 which ``gpuex run`` uses before it creates anything) returns a scenario or raises
 ``ScenarioError`` with one non-empty line -- no other exception -- and a scenario it accepts
-sets up an exchange whose every balance and event the log can store."""
+sets up an exchange and runs the first days of its market with every balance and event one
+the log can store."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.scenario import builtin_names, builtin_text, load_scenario
-from exchange.engine import Exchange
+from exchange.clock import Simulator
+from exchange.engine import DAY_NS, Exchange
 from exchange.scenarios import ScenarioError
 from exchange.scenarios import load_scenario as load_by_name
 
@@ -24,6 +26,9 @@ FUZZ = settings(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+#: Days of an accepted scenario's market (index prints, marks, funding, margin) that are run.
+FIRST_DAYS = 3
 
 LITERALS = [
     "18446744073709551616",
@@ -111,11 +116,14 @@ def check_scenario_text(text: str) -> None:
         message = str(exc)
         assert message and "\n" not in message and "Traceback" not in message, message
         return
-    # accepted: it sets up an exchange the log can hold
+    # accepted: it sets up an exchange the log can hold, and its market's first days run
     events = []
     engine = Exchange(events.append)
     engine.start(scenario.name, scenario.seed, {})
     scenario.setup(engine)
+    sim = Simulator()
+    scenario.schedule_market(engine, sim, scenario.seed)
+    sim.run(until=min(scenario.end_ns, FIRST_DAYS * DAY_NS))
     for event in events:
         assert_storable(event)
     assert_state_storable(engine)
@@ -133,7 +141,7 @@ def test_any_text_is_a_scenario_or_one_line_scenario_error(text):
     check_scenario_text(text)
 
 
-def test_every_builtin_file_is_accepted_and_sets_up():
+def test_every_builtin_file_is_accepted_sets_up_and_runs_its_first_days():
     for name in BUILTINS:
         check_scenario_text(builtin_text(name))
 
