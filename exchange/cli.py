@@ -15,6 +15,7 @@ or bad input (click's convention).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
@@ -22,7 +23,7 @@ import os
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import click
@@ -33,6 +34,7 @@ from tqdm import tqdm
 from exchange import session as sessions
 from exchange.events import KINDS
 from exchange.export import FORMATS, export_events, known_accounts, known_instruments, select
+from exchange.fold import FoldError
 from exchange.limits import (
     MAX_BATCH_SIZE,
     MAX_SEED,
@@ -41,7 +43,7 @@ from exchange.limits import (
     check_seed,
 )
 from exchange.scenarios import SCENARIOS, load_scenario, providers, scenario_names
-from exchange.store import EventStore, StoreError
+from exchange.store import DamagedLogError, EventStore, StoreError, verify_store
 
 
 def _parse_overrides(pairs: tuple[str, ...]) -> dict:
@@ -402,18 +404,108 @@ def show_scenario(name):
     click.echo(tomli_w.dumps(config), nl=False)
 
 
+#: ``gpuex verify``'s exit status for a sound log whose session is unfinished (killed, or
+#: still running): its events check out, but no recorded end vouches for the whole session.
+#: 0 is a sound finished log, 1 a damaged one, 2 bad usage (click's own).
+EXIT_UNFINISHED = 3
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Run a read command's body: whatever a damaged or hostile file makes the reading fail
+    with ends the command with one line (exit 1) that names the seq where the log is
+    damaged, never a traceback."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except FoldError as exc:
+        raise click.ClickException(
+            _line(
+                f"{path}: damaged log at seq {exc.seq}: {exc}; `gpuex verify` lists every problem"
+            )
+        ) from None
+    except DamagedLogError as exc:
+        raise click.ClickException(_line(f"{exc}; `gpuex verify` lists every problem")) from None
+    except (StoreError, sessions.SessionError) as exc:
+        raise click.ClickException(_line(str(exc))) from None
+    except (
+        sqlite3.DatabaseError,
+        ValueError,
+        LookupError,
+        TypeError,
+        ArithmeticError,
+        AttributeError,
+    ) as exc:
+        # forged consistently (crc recomputed) or damaged where the row checks do not look:
+        # the full store check says where
+        raise click.ClickException(_line(_damage(path, exc))) from None
+
+
+def _damage(path: Path, exc: BaseException) -> str:
+    """A read failure explained: where the store check finds the log damaged."""
+    what = f"{type(exc).__name__}: {exc}"
+    try:
+        found = verify_store(path)
+    except Exception:  # noqa: BLE001 - the check of a hostile file: say what failed first
+        found = None
+    if found is None or found.ok:
+        return f"{path}: cannot read the log ({what}); `gpuex verify` says more"
+    where = f" at seq {found.first_bad_seq}" if found.first_bad_seq else ""
+    return f"{path}: damaged log{where}: {found.problems[0]} (reading failed with {what})"
+
+
+def _line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _recorded_end(store: EventStore, fold) -> tuple[str | None, str]:
+    """The replayed ``fold`` against the log's recorded final state hash (its last event,
+    ``SessionEnded``): ``(None, note)`` if there is nothing to compare with, ``("ok", note)``
+    or ``("differs", note)``."""
+    last = store.last_seq
+    if fold.seq != last:
+        return (
+            None,
+            f"state after seq {fold.seq} of {last}: the recorded final hash is not compared",
+        )
+    end = next(iter(store.events(last, last)), None) if last else None
+    if end is None or end.kind != "SessionEnded":
+        return None, "no recorded final hash to compare with: the session is unfinished"
+    recorded = (end.data or {}).get("state_hash")
+    status = store.session
+    if recorded != fold.state_hash() or (
+        status["status"] == "finished" and status["final_state_hash"] != recorded
+    ):
+        return "differs", (
+            f"the replayed state hash differs from the recorded final hash {recorded} "
+            f"(SessionEnded, seq {end.seq}): the log was edited; `gpuex verify` locates it"
+        )
+    return "ok", f"matches the recorded final hash (SessionEnded, seq {end.seq})"
+
+
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--until", type=int, default=None, help="Stop after this event (seq).")
+@click.option(
+    "--until", type=click.IntRange(min=1), default=None, help="Stop after this event (seq)."
+)
 @click.option("--no-snapshots", is_flag=True, help="Fold from the first event (ignore the cache).")
 def replay(path, until, no_snapshots):
-    """Fold the log's events into state and print the state hash."""
-    try:
+    """Fold the log's events into state and print the state hash.
+
+    Replayed to its end, a finished log's hash is compared with the one it recorded
+    (SessionEnded): a match says ok, a difference is an error (exit 1); an unfinished log
+    has none, and the output says so. A damaged log stops the replay with an error naming
+    the seq (exit 1).
+    """
+    with _reading(path):
         fold = sessions.replay(path, until, use_snapshots=not no_snapshots)
-    except (sessions.SessionError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"seq {fold.seq} t {fold.t} ns")
+        with EventStore.open(path, mode="r") as store:
+            verdict, note = _recorded_end(store, fold)
+    click.echo(f"seq {fold.seq} t {fold.t} ns: {note}")
     click.echo(fold.state_hash())
+    if verdict == "differs":
+        raise click.ClickException(note)
 
 
 class _StageBars:
@@ -452,19 +544,34 @@ class _StageBars:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def verify(path, quiet):
-    """Check checksums, re-execute the commands and compare the replayed state.
+    """Check checksums, indexes, re-execute the commands and compare the replayed state.
 
-    Exits 0 only if the log is sound; otherwise names the first bad event. Shows a progress
-    bar for each stage (checksums, re-execution, replay) on stderr.
+    Exit status: 0 the log is sound and its session finished; 1 the log is damaged (the
+    first bad event and every problem found are named); 3 the log is sound but its session
+    is unfinished (killed or still running: `gpuex run ... --resume` finishes it); 2 bad
+    usage. Shows a progress bar for each stage (checksums, re-execution, replay) on stderr.
     """
     bars = _StageBars(sessions.VERIFY_STAGES, disable=quiet)
     try:
         verdict = sessions.verify(path, progress=bars)
+        status = None
+        if verdict.ok:
+            with EventStore.open(path, mode="r") as store:
+                status = store.session["status"]
+    except Exception as exc:  # noqa: BLE001 - a hostile file may fail the check anywhere
+        verdict = sessions.Verdict(False, 0, [_line(_damage(path, exc))])
     finally:
         bars.close()
-    if verdict.ok:
+    if verdict.ok and status == "finished":
         click.echo(f"ok: {verdict.events:,} events, state {verdict.state_hash}")
         return
+    if verdict.ok:
+        click.echo(
+            f"ok but UNFINISHED: {verdict.events:,} sound events, state {verdict.state_hash}; "
+            f"the session is {status} (killed, or still being written): no recorded end vouches "
+            "for it; `gpuex run ... --resume` finishes a killed one"
+        )
+        sys.exit(EXIT_UNFINISHED)
     where = f" (first bad seq {verdict.first_bad_seq})" if verdict.first_bad_seq else ""
     click.echo(f"FAILED{where}", err=True)
     for problem in verdict.problems:
@@ -479,16 +586,21 @@ def _money(minor: int) -> str:
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--at", "at", type=int, default=None, help="State just after this seq.")
+@click.option(
+    "--at", "at", type=click.IntRange(min=1), default=None, help="State just after this seq."
+)
 @click.option("--account", default=None, help="Only this account.")
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="List events of this kind.")
-@click.option("--limit", default=20, show_default=True, help="Events to list.")
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="Events to list."
+)
 @click.option(
     "--owed", is_flag=True, help="Also print who owes whom: what each defaulter cost whom."
 )
 def inspect(path, at, account, kind, limit, owed):
-    """Balances, positions, open orders and filtered events of a log."""
-    try:
+    """Balances, positions, open orders and filtered events of a log. A damaged log stops it
+    with an error naming the seq (exit 1)."""
+    with _reading(path):
         fold = sessions.replay(path, at)
         with EventStore.open(path, mode="r") as store:
             info = store.session
@@ -501,8 +613,6 @@ def inspect(path, at, account, kind, limit, owed):
                 _list_events(store, fold.seq, kind, account, limit)
             if owed:
                 _print_owed(store, fold.seq)
-    except (sessions.SessionError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -540,8 +650,12 @@ def export(path, output, fmt, start, stop, kinds, accounts, instruments, quiet):
     if fmt is None:
         fmt = "jsonl" if output.suffix in (".jsonl", ".ndjson") else "csv"
     try:
-        with EventStore.open(path, mode="r") as store:
+        with _reading(path), EventStore.open(path, mode="r") as store:
             last = store.last_seq
+            if start > last:
+                raise click.BadParameter(
+                    f"seq {start} is beyond the log's last event ({last})", param_hint="--from"
+                )
             if stop is not None and stop > last:
                 raise click.BadParameter(
                     f"seq {stop} is beyond the log's last event ({last})", param_hint="--to"
@@ -593,10 +707,8 @@ def export(path, output, fmt, start, stop, kinds, accounts, instruments, quiet):
                     count = _export_to_file(output, chosen, fmt, advance)
             finally:
                 bar.close()
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
     except OSError as exc:
-        raise click.ClickException(f"cannot write {output}: {exc}") from None
+        raise click.ClickException(_line(f"cannot write {output}: {exc}")) from None
     if not to_stdout:
         click.echo(f"{count:,} events -> {output} ({fmt})", err=True)
 
@@ -812,7 +924,12 @@ def _print_owed(store: EventStore, until: int) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The HTML file to write (one self-contained page; opens offline).",
 )
-@click.option("--until", type=int, default=None, help="Report the log as of this event (seq).")
+@click.option(
+    "--until",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Report the log as of this event (seq).",
+)
 @click.option(
     "--account",
     default=None,
@@ -829,14 +946,19 @@ def report(log, output, until, account, window_days):
     """Write the post-mortem of LOG as one HTML page: indices with S, S', S'' and borrowed
     time, perpetuals, swaps, margin, the failed accounts' timelines, the close-out waterfall
     and a narrative (see docs/report.md)."""
+    from exchange.postmortem import BadRequest
     from exchange.report import write_report
 
     if not log.is_file():
         raise click.ClickException(f"{log}: no such event log")
     try:
-        built = write_report(log, output, until, account=account, window_days=window_days)
-    except (StoreError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        with _reading(log):
+            try:
+                built = write_report(log, output, until, account=account, window_days=window_days)
+            except BadRequest as exc:
+                raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # nothing is left at --output (see write_report)
+        raise click.ClickException(_line(f"cannot write {output}: {exc}")) from None
     f = built.facts
     click.echo(
         f"wrote {output} ({len(built.charts)} charts, {output.stat().st_size:,} bytes): "

@@ -29,6 +29,18 @@ from exchange.state import POOLS, canonical_state, instrument_state, state_hash
 from exchange.variation import mtm_change
 
 
+class FoldError(ValueError):
+    """An event that cannot be folded into the state: ``seq`` names it."""
+
+    def __init__(self, seq: Any, reason: str) -> None:
+        self.seq = seq
+        self.reason = reason
+        super().__init__(f"event seq {seq!r} cannot be folded ({reason})")
+
+    def __reduce__(self):  # rebuilt from its fields where it crosses processes (journaller)
+        return type(self), (self.seq, self.reason)
+
+
 class Fold:
     """Exchange state rebuilt from events."""
 
@@ -128,10 +140,23 @@ class Fold:
             )
 
     def apply_all(self, rows) -> Fold:
-        """Fold an iterable of rows/events; returns ``self``."""
+        """Fold an iterable of rows/events; returns ``self``.
+
+        Raises:
+            FoldError: an event cannot be folded (a log whose rows were forged consistently,
+                so that the store's checks pass: an unknown account, a missing quantity...),
+                naming its seq. Errors of the rows' source (a damaged file) pass unchanged.
+        """
         apply = self.apply
-        for row in rows:
-            apply(*row)
+        row = None
+        try:
+            for row in rows:
+                apply(*row)
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+            if isinstance(exc, UnicodeDecodeError) or row is None:
+                raise  # from reading, not folding
+            seq = row[0] if isinstance(row, tuple) and row else None
+            raise FoldError(seq, f"{type(exc).__name__}: {exc}") from exc
         return self
 
     # ------------------------------------------------------------------ rules

@@ -505,15 +505,21 @@ def facts(
         return _facts(store, until, set(track_cash))
 
 
+class BadRequest(ValueError):
+    """A report or post-mortem asked of a log for what it does not hold (an ``until`` outside
+    it, an unknown account): the caller's mistake, not damage."""
+
+
 def check_until(store: EventStore, until: int | None) -> int:
-    """``until`` resolved against the log (None: its last seq); ValueError if outside it."""
+    """``until`` resolved against the log (None: its last seq); :class:`BadRequest` if
+    outside it."""
     last = store.last_seq
     if last < 1:
-        raise ValueError(f"{store.path}: the log is empty")
+        raise BadRequest(f"{store.path}: the log is empty")
     if until is None:
         return last
     if not 1 <= until <= last:
-        raise ValueError(f"--until {until} is outside the log (seqs 1..{last})")
+        raise BadRequest(f"--until {until} is outside the log (seqs 1..{last})")
     return until
 
 

@@ -857,12 +857,12 @@ def build_report(
 def _build(store: EventStore, until, account, window_days) -> Report:
     until = check_until(store, until)
     if window_days is not None and window_days < 1:
-        raise ValueError(f"the trend window must be at least 1 day, not {window_days}")
+        raise pm.BadRequest(f"the trend window must be at least 1 day, not {window_days}")
     focus = _focus(store, until, account)
     f = pm.facts(store, until, track_cash=focus)
     if account is not None and account not in f.accounts:
         known = ", ".join(f.accounts) or "none"
-        raise ValueError(f"no account {account!r} in this log (accounts: {known})")
+        raise pm.BadRequest(f"no account {account!r} in this log (accounts: {known})")
     indices = _by_instrument(store.rows(1, until, kind=ev.INDEX_PUBLISHED))
     marks = _by_instrument(store.rows(1, until, kind=ev.MARK_PRICE))
     fills = _by_instrument(store.rows(1, until, kind=ev.FILL))
@@ -997,9 +997,19 @@ def write_report(
     account: str | None = None,
     window_days: int | None = None,
 ) -> Report:
-    """Build the report of ``db`` and write it to ``out`` (UTF-8); returns the report."""
+    """Build the report of ``db`` and write it to ``out`` (UTF-8); returns the report.
+
+    The page is written to a temporary file beside ``out`` and renamed into place once
+    complete: a write that fails (a full disk, a read-only directory) raises ``OSError`` and
+    leaves no partial or empty file, and an existing ``out`` as it was."""
     report = build_report(db, until, account=account, window_days=window_days)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.html, encoding="utf-8")
+    part = out.with_name(f".{out.name}.part")
+    try:
+        with part.open("w", encoding="utf-8") as page:
+            page.write(report.html)
+        part.replace(out)
+    finally:
+        part.unlink(missing_ok=True)
     return report

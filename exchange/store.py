@@ -57,6 +57,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
+import re
 import sqlite3
 import threading
 import typing
@@ -201,6 +202,20 @@ class StoreError(Exception):
     """The file is not a usable gpuex event store (wrong schema version, not a store, sealed)."""
 
 
+class DamagedLogError(StoreError):
+    """A read met an event row that does not prove itself (see :meth:`EventStore.rows`):
+    ``seq`` is where, ``problem`` what. ``gpuex verify`` lists every problem of the file."""
+
+    def __init__(self, path: Path | str, seq: int, problem: str) -> None:
+        self.path = path
+        self.seq = seq
+        self.problem = problem
+        super().__init__(f"{path}: damaged log at seq {seq}: {problem}")
+
+    def __reduce__(self):  # rebuilt from its fields where it crosses processes
+        return type(self), (self.path, self.seq, self.problem)
+
+
 class IndexBuildError(StoreError):
     """SQLite could not build the post-mortem indexes (a full disk or temporary directory,
     say). The log is untouched by it -- complete and sound if the session was sealed, only
@@ -241,10 +256,21 @@ def _event_writer(conn: sqlite3.Connection, path: Path) -> Any:
         return None
 
 
-def _row_reader(conn: sqlite3.Connection, path: Path, sql: str, params: list[Any]) -> Any:
-    """The typed rows of ``sql`` read in C (``exchange._reader``), or None when that path is
-    not built or cannot take this connection, its text factory or these parameters (the
-    store then reads through a Python ``sqlite3`` cursor: the same rows)."""
+def _row_reader(
+    conn: sqlite3.Connection,
+    path: Path,
+    sql: str,
+    params: list[Any],
+    check: Callable[[tuple | None, int], None] | None = None,
+    first: int = 1,
+    last: int = -1,
+    with_payload: bool = False,
+    batch_ends: list[int] | None = None,
+) -> Any:
+    """The typed rows of ``sql`` read in C (``exchange._reader``; a checked read with
+    ``check``), or None when that path is not built or cannot take this connection, its
+    text factory or these parameters (the store then reads through a Python ``sqlite3``
+    cursor: the same rows, the same checks)."""
     if conn.text_factory is not str:
         return None
     try:
@@ -252,7 +278,9 @@ def _row_reader(conn: sqlite3.Connection, path: Path, sql: str, params: list[Any
     except ImportError:  # pragma: no cover - the extension is part of every install
         return None
     try:
-        return RowReader(conn, str(path.resolve()), sql, params)
+        return RowReader(
+            conn, str(path.resolve()), sql, params, check, first, last, with_payload, batch_ends
+        )
     except ValueError:
         return None
 
@@ -351,6 +379,153 @@ def _check_header(conn: sqlite3.Connection, path: Path) -> None:
         raise StoreError(f"{path}: damaged event store (missing tables {sorted(missing)})")
 
 
+def _match(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The typed-column filters as one SQL condition (``1``: none) and its parameters."""
+    where, params = _where(1, None, filters)
+    where, params = where.removeprefix("seq >= ?"), params[1:]
+    return (f"coalesce({where.removeprefix(' AND ')}, 0)" if where else "1"), params
+
+
+class _RowJudge:
+    """The Python side of a checked read: called with an event row the C checks did not pass
+    (typed columns, payload, crc, match; text may be bytes) and the seq expected there, it
+    raises :class:`DamagedLogError` saying what is wrong, or returns if nothing is (text the C
+    comparison leaves to it). Called with ``None`` at the end of the rows: it raises if seqs
+    up to ``last`` are missing, else tells ``proved``."""
+
+    def __init__(
+        self,
+        path: Path,
+        last: int,
+        proved: Callable[[int], None] | None = None,
+        batches: Sequence[tuple[int, int, int, str]] = (),
+    ):
+        self.path = path
+        self.last = last
+        self.proved = proved  # told the last seq once every row up to it has proved itself
+        self.batches = batches  # (batch, first_seq, last_seq, digest) the rows span
+
+    def batch(self, k: int, data: bytes) -> None:
+        """The payloads of ``batches[k]``, each followed by a newline: raise unless their
+        digest is the one committed."""
+        batch, first, last, digest = self.batches[k]
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise DamagedLogError(
+                self.path,
+                first,
+                f"batch {batch} (seqs {first}..{last}): digest mismatch: its events differ from "
+                "what was committed (an event edited with its crc recomputed)",
+            )
+
+    def corrupt(self, message: str, expected: int) -> None:
+        """SQLite failed reading the row expected to be seq ``expected``."""
+        raise DamagedLogError(
+            self.path,
+            expected,
+            f"the file is corrupt here (SQLite: {message}); the rows before it proved sound",
+        )
+
+    def __call__(self, row: tuple | None, expected: int) -> None:
+        def damaged(seq: int, problem: str) -> DamagedLogError:
+            return DamagedLogError(self.path, seq, problem)
+
+        if row is None:
+            if expected > self.last:  # the end, every row sound
+                if self.proved is not None:
+                    self.proved(self.last)
+                return
+            what = f"seq {expected}" if expected == self.last else f"seqs {expected}..{self.last}"
+            raise damaged(
+                expected,
+                f"{what} missing at the end (sessions.last_seq says {self.last}): event rows "
+                "deleted or the log truncated",
+            )
+        row = tuple(
+            _lenient_text(v) if type(v) is bytes and i < _N_TYPED else v for i, v in enumerate(row)
+        )
+        seq, payload, crc = row[0], row[_N_TYPED], row[_N_TYPED + 1]
+        if type(seq) is not int:
+            raise damaged(expected, f"an event row has seq {seq!r}, not an integer")
+        if seq != expected:
+            if seq > expected:
+                missing = (
+                    f"seq {expected}" if seq == expected + 1 else f"seqs {expected}..{seq - 1}"
+                )
+                raise damaged(expected, f"{missing} missing (event rows deleted)")
+            raise damaged(seq, f"seq {seq} is out of order after seq {expected - 1}")
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8", "surrogateescape")
+        if not isinstance(payload, bytes):
+            raise damaged(seq, f"the payload is {payload!r}, not text")
+        if zlib.crc32(payload) != crc:
+            raise damaged(
+                seq,
+                f"payload checksum mismatch (stored crc {crc!r}, payload's "
+                f"{zlib.crc32(payload)}): the payload was edited",
+            )
+        try:
+            event = decode(payload)
+        except (ValueError, TypeError) as exc:
+            raise damaged(seq, f"the payload is not a valid event ({exc})") from None
+        if event.seq != seq:
+            raise damaged(seq, f"the payload is event seq {event.seq} (events reordered or moved)")
+        for i in range(1, _N_TYPED):
+            if row[i] != event[i] or type(row[i]) is not type(event[i]):
+                raise damaged(
+                    seq,
+                    f"column {TYPED_FIELDS[i]}={row[i]!r} disagrees with the payload's "
+                    f"{TYPED_FIELDS[i]}={event[i]!r} (typed column edited)",
+                )
+        if type(row[_N_TYPED + 2]) is not int:
+            raise damaged(seq, "the row's columns cannot be compared (typed column edited)")
+
+
+def _checked_rows_py(
+    conn: sqlite3.Connection,
+    sql: str,
+    params: list[Any],
+    judge: _RowJudge,
+    first: int,
+    with_payload: bool,
+) -> Iterator[tuple]:
+    """A checked read through a Python cursor (when the C reader cannot be used): the same
+    checks as ``exchange._reader``'s, the same rows."""
+    crc32, dumps = zlib.crc32, orjson.dumps
+    expected = first
+    width = _N_TYPED + 1 if with_payload else _N_TYPED
+    ends = [b[2] for b in judge.batches]
+    k, hashed = 0, []
+    try:
+        cursor = conn.execute(sql, params)
+    except sqlite3.DatabaseError as exc:
+        judge.corrupt(str(exc), expected)
+    try:
+        for row in cursor:
+            typed, payload = row[:_N_TYPED], row[_N_TYPED]
+            if not (
+                row[0] == expected
+                and type(payload) is bytes
+                and crc32(payload) == row[_N_TYPED + 1]
+                and payload.startswith(dumps(typed)[:-1] + b",")
+            ):
+                judge(row, expected)
+            expected = row[0] + 1
+            if k < len(ends):
+                hashed.append(payload)
+                if row[0] == ends[k]:
+                    judge.batch(k, b"\n".join(hashed) + b"\n")
+                    k, hashed = k + 1, []
+            if row[-1]:
+                yield row[:width]
+    except sqlite3.DatabaseError as exc:
+        if not str(exc).startswith("Could not decode"):
+            judge.corrupt(str(exc), expected)
+        raise DamagedLogError(
+            judge.path, expected, "a typed column is not valid UTF-8 (typed column edited)"
+        ) from None
+    judge(None, expected)
+
+
 def _where(start: int, stop: int | None, filters: dict[str, Any]) -> tuple[str, list[Any]]:
     """SQL WHERE clause (seq range, inclusive, plus typed-column filters) and its parameters.
 
@@ -396,6 +571,9 @@ class EventStore:
         self._chain = ZERO_CHAIN
         self._finished = False
         self._handed_off = False  # see hand_off
+        self._proven = 0  # seqs 1.._proven proved themselves in a checked read (see _checked)
+        self._chained_to = -1  # the sessions.last_seq the batch rows were checked up to
+        self._ranges: list[tuple[int, int, int, str]] = []
         #: set by :meth:`close` when its build of the indexes failed (a writer only)
         self.closed_without_indexes = False
         self.durability = "normal"
@@ -869,6 +1047,9 @@ class EventStore:
         rows = list(self._db["sessions"].rows)
         if len(rows) != 1:
             raise StoreError(f"{self.path}: damaged event store ({len(rows)} sessions rows)")
+        problem = session_problem(rows[0])
+        if problem is not None:
+            raise StoreError(f"{self.path}: damaged event store: sessions.{problem}")
         return rows[0]
 
     @property
@@ -876,8 +1057,13 @@ class EventStore:
         """The seq of the last committed event (0 for an empty log)."""
         if self.mode == "a":
             return self._last_seq
-        row = self._conn.execute("SELECT last_seq FROM sessions").fetchone()
-        return row[0] if row else 0
+        rows = self._conn.execute("SELECT last_seq FROM sessions").fetchall()
+        if len(rows) != 1 or type(rows[0][0]) is not int or rows[0][0] < 0:
+            raise StoreError(
+                f"{self.path}: damaged event store: sessions.last_seq is "
+                f"{[r[0] for r in rows]!r}, not one count of events"
+            )
+        return rows[0][0]
 
     @property
     def batch_count(self) -> int:
@@ -911,37 +1097,139 @@ class EventStore:
         order_id: int | Iterable[int] | None = None,
         counterparty: str | Iterable[str] | None = None,
         counter_order_id: int | Iterable[int] | None = None,
+        check: bool = True,
     ) -> Iterator[Event]:
         """Decoded events with ``start <= seq <= stop`` (``stop`` None: to the end), in seq
         order, filtered on the typed columns (each filter: one value or a list/tuple/set of
         values; ``account`` matches the ``account`` column only -- a Fill's maker is its
-        ``counterparty``)."""
-        where, params = _where(
-            start,
-            stop,
-            {
-                "kind": kind,
-                "account": account,
-                "instrument": instrument,
-                "order_id": order_id,
-                "counterparty": counterparty,
-                "counter_order_id": counter_order_id,
-            },
-        )
-        sql = f"SELECT payload FROM events WHERE {where} ORDER BY seq"
-        for (payload,) in self._conn.execute(sql, params):
-            yield decode(payload)
+        ``counterparty``).
 
-    def rows(self, start: int = 1, stop: int | None = None, **filters: Any) -> Iterator[tuple]:
+        ``check`` (the default): every row of the range is checked as it is read, selected by
+        the filters or not -- seqs contiguous up to ``sessions.last_seq``, the payload's crc,
+        the typed columns against the payload -- and the filters are applied to the table
+        itself, never through an index (an index is only what ``verify`` checked when it
+        last ran); a row that fails raises :class:`DamagedLogError` naming its seq. ``check=
+        False``: trust the file (the indexes, the columns) -- for a log just verified."""
+        filters = {
+            "kind": kind,
+            "account": account,
+            "instrument": instrument,
+            "order_id": order_id,
+            "counterparty": counterparty,
+            "counter_order_id": counter_order_id,
+        }
+        path = self.path
+        if not check:
+            where, params = _where(start, stop, filters)
+            sql = f"SELECT payload FROM events WHERE {where} ORDER BY seq"
+            for (payload,) in self._conn.execute(sql, params):
+                yield decode(payload)
+            return
+        for row in self._checked(start, stop, filters, with_payload=True):
+            try:
+                event = decode(row[_N_TYPED])
+            except (ValueError, TypeError) as exc:
+                raise DamagedLogError(
+                    path, row[0], f"the payload is not an event ({exc})"
+                ) from None
+            yield event
+
+    def rows(
+        self, start: int = 1, stop: int | None = None, *, check: bool = True, **filters: Any
+    ) -> Iterator[tuple]:
         """The typed columns (:data:`~exchange.events.TYPED_FIELDS` order) of the events with
-        ``start <= seq <= stop``, as tuples, without decoding JSON; same filters as
-        :meth:`events`."""
+        ``start <= seq <= stop``, as tuples, without decoding JSON; same filters and ``check``
+        as :meth:`events` (a checked read of a whole log costs about a third more than an
+        unchecked one: the crc and the comparison are done in C; see docs/event_store.md)."""
+        if check:
+            return self._checked(start, stop, filters, with_payload=False)
         where, params = _where(start, stop, filters)
         sql = f"SELECT {_TYPED_COLUMNS} FROM events WHERE {where} ORDER BY seq"
         # in C, with one str per distinct text value: the rows 1.9x quicker, a replay 1.4x;
         # else the cursor itself, which yields the row tuples with no Python frame per row
         reader = _row_reader(self._conn, self.path, sql, params)
         return reader if reader is not None else self._conn.execute(sql, params)
+
+    def _checked(
+        self, start: int, stop: int | None, filters: dict[str, Any], *, with_payload: bool
+    ) -> Iterator[tuple]:
+        """A checked read (see :meth:`events`): every row of ``start..stop`` (to
+        ``sessions.last_seq``) proves itself; those the filters select are handed out. Rows
+        proved by an earlier checked read through this store (a prefix of the log) are not
+        checked again: the next reads of a command are filtered table scans only."""
+        for name in filters:
+            if name not in FILTER_FIELDS:
+                raise ValueError(f"cannot filter on {name!r}; filters: {', '.join(FILTER_FIELDS)}")
+        last = self.last_seq
+        if stop is not None:
+            last = min(stop, last)
+        first = max(start, 1)
+        match, params = _match(filters)
+        payload = ", CAST(payload AS BLOB)" if with_payload else ""
+        if last <= self._proven:
+            # NOT INDEXED: the rows come from the table, never through an index (the
+            # indexes are only what `verify` found them when it last ran)
+            sql = (
+                f"SELECT {_TYPED_COLUMNS}{payload} FROM events NOT INDEXED "
+                f"WHERE seq >= ? AND seq <= ? AND {match} ORDER BY seq"
+            )
+            params = [first, last, *params]
+            reader = _row_reader(self._conn, self.path, sql, params)
+            return reader if reader is not None else self._conn.execute(sql, params)
+        # every row of the batches the range touches is read and checked (their digests
+        # need all of them); those outside the range are not handed out
+        batches = self._batches_over(first, last)
+        scan_first, scan_last = (batches[0][1], batches[-1][2]) if batches else (first, last)
+        sql = (
+            f"SELECT {_TYPED_COLUMNS}, CAST(payload AS BLOB), crc, "
+            f"(seq >= ? AND seq <= ? AND {match}) FROM events "
+            "NOT INDEXED WHERE seq >= ? AND seq <= ? ORDER BY seq"
+        )
+        params = [first, last, *params, scan_first, scan_last]
+        proved = self._proved if scan_first <= self._proven + 1 else None
+        judge = _RowJudge(self.path, scan_last, proved, batches)
+        ends = [b[2] for b in batches]
+        reader = _row_reader(
+            self._conn, self.path, sql, params, judge, scan_first, scan_last, with_payload, ends
+        )
+        if reader is None:
+            return _checked_rows_py(self._conn, sql, params, judge, scan_first, with_payload)
+        return reader
+
+    def _batches_over(self, first: int, last: int) -> list[tuple[int, int, int, str]]:
+        """The batch rows ``(batch, first_seq, last_seq, digest)`` whose ranges meet
+        ``first..last``, once every batch row of the log has been found to chain from the
+        first to ``sessions.last_seq`` (else :class:`DamagedLogError` at the first seq of the
+        batch that breaks it)."""
+        if last < first:
+            return []
+        claimed = self.last_seq
+        if self._chained_to != claimed:
+            rows = self._conn.execute(
+                "SELECT batch, first_seq, last_seq, digest, chain FROM batches "
+                "WHERE first_seq <= ? ORDER BY batch",
+                (claimed,),
+            ).fetchall()
+            found = _Problems()
+            _check_batches(rows, found)
+            end = rows[-1][2] if rows else 0
+            if not found.items and end != claimed:
+                found.add(f"the batches end at seq {end}, sessions.last_seq at {claimed}", end)
+            if found.items:
+                _, _, _, seq, _, text = min(found.items)
+                raise DamagedLogError(self.path, seq or 1, text)
+            self._ranges = [(b, f, la, d) for b, f, la, d, _ in rows]
+            self._chained_to = claimed
+        ranges = self._ranges
+        k = max(bisect.bisect_right([r[1] for r in ranges], first) - 1, 0)
+        over = []
+        while k < len(ranges) and ranges[k][1] <= last:
+            over.append(ranges[k])
+            k += 1
+        return over
+
+    def _proved(self, last: int) -> None:
+        self._proven = max(self._proven, last)
 
     def payloads(self, start: int = 1, stop: int | None = None) -> Iterator[bytes]:
         """The stored canonical bytes of the events ``start..stop`` (inclusive), in seq order:
@@ -1075,6 +1363,9 @@ def _verify(
         found.add(
             f"file is corrupt or truncated: SQLite refuses to read it ({exc.__cause__})", file=True
         )
+        cut = _truncation(conn, path)
+        if cut:
+            found.add(cut, file=True)
         try:
             conn.execute("PRAGMA writable_schema=ON")
             _check_header(conn, path)
@@ -1174,18 +1465,174 @@ def _verify(
                 found.add(f"snapshot at seq {seq} is outside the log 1..{max_seq}", seq)
     except sqlite3.DatabaseError as exc:
         _corrupt(found, exc, "the snapshots table", None)
-    # pages the queries above did not touch (indexes, free pages)
+    # the sessions row against the log's own first and last events
+    _check_session(conn, scan, found)
+    # pages the queries above did not touch (indexes, free pages), and every index entry
+    # against its row: integrity_check (quick_check would not compare an index's keys with
+    # the table, so an edited key would pass, and filtered reads would skip the event)
+    _check_integrity(conn, found, None if broken else max_seq)
+
+
+#: ``PRAGMA integrity_check`` lines that name a row of an index (the rowid is the seq).
+_INDEX_ROW = re.compile(r"row (\d+) missing from index (\w+)")
+_INDEX_COUNT = re.compile(r"(wrong # of entries|non-unique entry) in index (\w+)")
+_PAGE = re.compile(r"(?:On tree page|Page) (\d+)")
+
+
+def _check_integrity(conn: sqlite3.Connection, found: _Problems, intact: int | None) -> None:
+    """SQLite's ``integrity_check``: the b-tree pages, and each index against the table.
+    An index problem names the index and the seq whose entry is wrong; a page problem the
+    page and the table or index that owns it (``dbstat``, where SQLite has it)."""
     try:
-        lines = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
+        lines = [str(r[0]) for r in conn.execute("PRAGMA integrity_check(100)")]
     except sqlite3.DatabaseError as exc:
         lines = [str(exc)]
-    if lines != ["ok"]:
-        detail = "; ".join(" ".join(str(line).split()) for line in lines)
+    if lines == ["ok"]:
+        return
+    other = []
+    for line in lines:
+        row = _INDEX_ROW.search(line)
+        count = _INDEX_COUNT.search(line)
+        if row:
+            seq, index = int(row.group(1)), row.group(2)
+            found.add(
+                f"index {index} is corrupt: its entry for seq {seq} is missing or wrong (the "
+                "event itself is intact; filtered reads of an unchecked index would skip it)",
+                seq,
+            )
+        elif count:
+            found.add(f"index {count.group(2)} is corrupt: {count.group(1)} in it", file=True)
+        else:
+            other.append(" ".join(line.split()))
+    if other:
+        detail = "; ".join(other)
         if len(detail) > 300:
             detail = detail[:300] + " ..."
-        found.add(f"file is corrupt (SQLite quick_check: {detail})", file=True)
-        if not broken:
-            found.add(f"the events table reads intact up to seq {max_seq}", file=True)
+        owners = _page_owners(conn, [int(m) for m in _PAGE.findall(detail)])
+        found.add(f"file is corrupt (SQLite integrity_check: {detail}){owners}", file=True)
+        if intact is not None:
+            found.add(f"the events table reads intact up to seq {intact}", file=True)
+
+
+def _page_owners(conn: sqlite3.Connection, pages: list[int]) -> str:
+    """``"; page P is in NAME, ..."`` for the first few ``pages``, or "" when SQLite cannot
+    say (no ``dbstat``, or a file too damaged to walk)."""
+    said = []
+    for page in dict.fromkeys(pages[:5]):
+        try:
+            row = conn.execute("SELECT name FROM dbstat WHERE pageno = ?", (page,)).fetchone()
+        except sqlite3.DatabaseError:
+            return ""
+        if row is not None:
+            said.append(f"page {page} is in {row[0]}")
+    return "; " + ", ".join(said) if said else ""
+
+
+def session_problem(row: dict[str, Any]) -> str | None:
+    """What is wrong with a ``sessions`` row (``EventStore.session``), or None."""
+    status = row.get("status")
+    if status not in ("running", "finished"):
+        return f"status is {status!r}, not 'running' or 'finished'"
+    for name, kind in (("scenario", str), ("seed", int), ("last_seq", int), ("config", str)):
+        if type(row.get(name)) is not kind:
+            return f"{name} is {row.get(name)!r}, not {'text' if kind is str else 'an integer'}"
+    if row["last_seq"] < 0:
+        return f"last_seq is {row['last_seq']}, below 0"
+    if row.get("durability") not in DURABILITY_PRAGMAS:
+        return f"durability is {row.get('durability')!r}, not one of {sorted(DURABILITY_PRAGMAS)}"
+    try:
+        config = orjson.loads(row["config"])
+    except orjson.JSONDecodeError:
+        config = None
+    if type(config) is not dict:
+        return f"config is not a JSON object ({row['config'][:80]!r})"
+    if status == "finished" and type(row.get("final_state_hash")) is not str:
+        return "the session is finished but has no final_state_hash"
+    return None
+
+
+def _check_session(conn: sqlite3.Connection, scan: _EventScan, found: _Problems) -> None:
+    """The ``sessions`` row must be well-formed and say what the log's ``SessionStarted`` (its
+    scenario, seed and configuration) and, once finished, its ``SessionEnded`` (the final
+    state hash) say."""
+    try:
+        cursor = conn.execute("SELECT * FROM sessions")
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    except sqlite3.DatabaseError:
+        return  # reported with the sessions table above
+    if len(rows) != 1:
+        return  # idem
+    row = rows[0]
+    problem = session_problem(row)
+    if problem is not None:
+        found.add(f"sessions row: {problem} (the sessions table was edited)", file=True)
+        return
+    started = scan.first_event
+    if started is not None and started.kind == "SessionStarted" and type(started.data) is dict:
+        config = orjson.loads(row["config"])
+        config.pop("_recorder", None)  # how it was recorded (batch size...), not the session
+        told = {"scenario": row["scenario"], "seed": row["seed"], "config": config}
+        for name, value in told.items():
+            if started.data.get(name) != value:
+                found.add(
+                    f"sessions.{name} disagrees with the log's SessionStarted event (seq 1): "
+                    "the sessions table was edited",
+                    file=True,
+                )
+    ended = scan.last_event
+    if (
+        row["status"] == "finished"
+        and ended is not None
+        and ended.kind == "SessionEnded"
+        and type(ended.data) is dict
+        and ended.data.get("state_hash") != row["final_state_hash"]
+    ):
+        found.add(
+            f"sessions.final_state_hash disagrees with the log's SessionEnded event (seq "
+            f"{ended.seq}): the sessions table was edited",
+            file=True,
+        )
+
+
+def _truncation(conn: sqlite3.Connection, path: Path) -> str | None:
+    """Where a file shorter than its header says was cut, and which tables and indexes lost
+    pages (by their root pages, from the schema; a b-tree's pages follow its root in a
+    store, whose indexes are built last). None if the file is as long as its header says."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if len(header) < 100:
+        return None
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65_536 if page_size == 1 else page_size
+    claimed = int.from_bytes(header[28:32], "big")
+    present = size // page_size
+    if not page_size or present >= claimed:
+        return None
+    try:
+        conn.execute("PRAGMA writable_schema=ON")  # read the schema page as it is
+        roots = sorted(
+            (r[1], r[0])
+            for r in conn.execute("SELECT name, rootpage FROM sqlite_master WHERE rootpage > 0")
+        )
+    except sqlite3.DatabaseError:
+        roots = []
+    hit = [
+        name
+        for k, (root, name) in enumerate(roots)
+        if root > present
+        or (k + 1 < len(roots) and roots[k + 1][0] > present)
+        or k + 1 == len(roots)
+    ]
+    where = f"; pages lost from {', '.join(hit)}" if hit else ""
+    return (
+        f"file truncated: it ends in page {present + 1} of the {claimed} its header counts "
+        f"({size:,} bytes of {claimed * page_size:,}){where}"
+    )
 
 
 def _check_batches(batch_rows: list[tuple], found: _Problems) -> list[tuple[int, int, int, str]]:
@@ -1261,6 +1708,8 @@ class _EventScan:
         self.first_problem_in: dict[int, int] = {}
         self.count = 0
         self.last_read = 0
+        self.first_event: Event | None = None  # seq 1, when it decodes
+        self.last_event: Event | None = None  # the last event read, when it decodes
 
     def run(self, conn: sqlite3.Connection, progress: Callable[[int], None] | None = None) -> None:
         """Scan the events; ``progress(n)`` is called with the count read so far every
@@ -1329,6 +1778,9 @@ class _EventScan:
                 except (ValueError, TypeError) as exc:
                     found.add(f"seq {seq}: payload is not a valid event ({exc})", seq)
                 else:
+                    if seq == 1:
+                        self.first_event = event
+                    self.last_event = event
                     if event.seq != seq:
                         found.add(
                             f"seq {seq}: the payload is event seq {event.seq} (events reordered "

@@ -2,6 +2,7 @@
 checking one stage after the other, whatever the damage, and whether or not the helper runs."""
 
 import contextlib
+import hashlib
 import os
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ import orjson
 import pytest
 
 from exchange import session
+from exchange.store import ZERO_CHAIN, verify_store
 from exchange.store_check import StoreCheck
 
 SMALL = {"messages": 2_000, "traders": 5, "cash_every": 300, "malformed_every": 250}
@@ -75,9 +77,48 @@ def test_a_deleted_event_gives_the_same_verdict_either_way(log, helpers):
     assert beside == in_line
 
 
-def test_a_log_the_commands_did_not_produce_fails_re_execution_either_way(log, helpers):
-    # the stored seed is outside the checksummed log: only re-execution can tell
+def reseal(path):
+    """Recompute every crc, batch digest and chain: a consistent rewrite, which the store
+    check cannot tell from a genuine log."""
+    conn = sqlite3.connect(path)
+    with conn:
+        for seq, payload in conn.execute("SELECT seq, payload FROM events").fetchall():
+            conn.execute(
+                "UPDATE events SET crc = ? WHERE seq = ?", (zlib.crc32(payload.encode()), seq)
+            )
+        chain = ZERO_CHAIN
+        for batch, first, last in conn.execute(
+            "SELECT batch, first_seq, last_seq FROM batches ORDER BY batch"
+        ).fetchall():
+            payloads = conn.execute(
+                "SELECT payload FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
+            )
+            digest = hashlib.sha256(b"".join(p.encode() + b"\n" for (p,) in payloads)).hexdigest()
+            chain = hashlib.sha256(bytes.fromhex(chain) + bytes.fromhex(digest)).hexdigest()
+            conn.execute(
+                "UPDATE batches SET digest = ?, chain = ? WHERE batch = ?", (digest, chain, batch)
+            )
+    conn.close()
+
+
+def test_an_edited_session_seed_is_found_by_the_store_check_either_way(log, helpers):
+    # the sessions row must say what the log's SessionStarted says
     edit(log, "UPDATE sessions SET seed = seed + 1")
+    in_line, beside = both_ways(log, helpers)
+    assert not in_line.ok and "sessions.seed disagrees" in in_line.problems[0]
+    assert beside == in_line
+
+
+def test_a_log_the_commands_did_not_produce_fails_re_execution_either_way(log, helpers):
+    # one trader fewer everywhere, resealed: the store checks out, only re-execution can tell
+    for table, column, seq in (("sessions", "config", None), ("events", "payload", 1)):
+        edit(
+            log,
+            f"UPDATE {table} SET {column} = replace({column}, '\"traders\":5', '\"traders\":4')"
+            + (f" WHERE seq = {seq}" if seq else ""),
+        )
+    reseal(log)
+    assert verify_store(log).ok
     in_line, beside = both_ways(log, helpers)
     assert not in_line.ok and "re-execution differs" in in_line.problems[0]
     assert beside == in_line
