@@ -458,33 +458,39 @@ class Exchange:
         rates = listing.limits
         position = account.positions.get(name, 0)
         buying, selling = account.open_lots.get(name, _NO_LOTS)
-        lots = max(position + buying, selling - position)
-        basis = account.basis.get(name, 0)
-        worst = (
-            lots * rates.position
-            + max(basis + buying * rates.price, selling * rates.price - basis) * rates.basis
-        )
         if side == 0:
-            buying += qty - released
+            new_buying, new_selling = buying + qty - released, selling
         else:
-            selling += qty - released
-        new_lots = max(position + buying, selling - position)
-        new_worst = (
-            new_lots * rates.position
-            + max(basis + buying * rates.price, selling * rates.price - basis) * rates.basis
-        )
-        if new_worst > MAX_EXPOSURE and new_worst > worst:
-            raise CommandError(
-                f"qty: {qty} lots could take the exposure of {account.name!r} to {name} to "
-                f"{new_worst} minor units (its position and resting orders at the largest "
-                f"price, {rates.price} ticks), past the limit of {MAX_EXPOSURE}"
+            new_buying, new_selling = buying, selling + qty - released
+        new_lots = max(position + new_buying, new_selling - position)
+        new_worst = new_lots * rates.position
+        if rates.basis:
+            basis = account.basis.get(name, 0)
+            new_worst += (
+                max(basis + new_buying * rates.price, new_selling * rates.price - basis)
+                * rates.basis
             )
-        if new_lots > MAX_POSITION_LOTS and new_lots > lots:
-            raise CommandError(
-                f"qty: {qty} lots could take the position of {account.name!r} in {name} "
-                f"to {new_lots} lots (with its resting orders), past the limit of "
-                f"{MAX_POSITION_LOTS}"
-            )
+        if new_worst > MAX_EXPOSURE or new_lots > MAX_POSITION_LOTS:
+            # past a limit: refused unless the account is past it already and this order
+            # makes it no worse (the common order never gets here)
+            lots = max(position + buying, selling - position)
+            worst = lots * rates.position
+            if rates.basis:
+                worst += (
+                    max(basis + buying * rates.price, selling * rates.price - basis) * rates.basis
+                )
+            if new_worst > MAX_EXPOSURE and new_worst > worst:
+                raise CommandError(
+                    f"qty: {qty} lots could take the exposure of {account.name!r} to {name} "
+                    f"to {new_worst} minor units (its position and resting orders at the "
+                    f"largest price, {rates.price} ticks), past the limit of {MAX_EXPOSURE}"
+                )
+            if new_lots > MAX_POSITION_LOTS and new_lots > lots:
+                raise CommandError(
+                    f"qty: {qty} lots could take the position of {account.name!r} in {name} "
+                    f"to {new_lots} lots (with its resting orders), past the limit of "
+                    f"{MAX_POSITION_LOTS}"
+                )
         swing = (qty - released) * rates.cash
         if swing > 0 and not -MAX_BALANCE <= account.cash - swing <= MAX_BALANCE - 2 * swing:
             raise CommandError(
