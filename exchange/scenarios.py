@@ -318,9 +318,23 @@ def _one_line(text: str) -> str:
 
 
 def scenario_from_config(name: str, config: dict[str, Any]) -> Any:
-    """The scenario a session stored: its name and its validated configuration."""
+    """The scenario a session stored: its name and its validated configuration.
+
+    Raises:
+        ScenarioError: the stored configuration is not a valid scenario (one line: the field
+            and the problem), e.g. a log written before a limit existed.
+    """
+    if not isinstance(config, dict):
+        raise ScenarioError("the stored scenario configuration is not a mapping")
     kind = config.get("kind")
     for provider in providers():
         if kind == provider.KIND:
-            return provider.from_config(config)
+            try:
+                return provider.from_config(config)
+            except ValidationError as exc:
+                raise ScenarioError(f"the stored scenario: {first_problem(exc)}") from None
+            except ScenarioError:
+                raise
+            except (ValueError, TypeError, OverflowError, ArithmeticError, RecursionError) as exc:
+                raise ScenarioError(f"the stored scenario: {_one_line(str(exc))}") from None
     return load_scenario(name, {k: v for k, v in config.items() if k != "name"})
