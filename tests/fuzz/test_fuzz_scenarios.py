@@ -158,3 +158,39 @@ def test_a_mutated_scenario_file_on_disk_is_refused_by_name_as_gpuex_run_does(
         load_by_name(str(path))
     except ScenarioError as exc:
         assert str(exc) and "\n" not in str(exc), str(exc)
+
+
+# FOUND BY FUZZING -- a bug in helper D's scenario validation (exchange/limits.py), left here
+# failing on purpose until it is fixed there: a perpetual whose funding can run at 100 % an
+# interval (interest and clamp at 1,000,000 ppm, one margin tier with IM 100 %, MM 1 ppm) on a
+# lot worth $100 a tick is accepted, and with no bot at all its cumulative funding index
+# (FundingRate.amount, nano-cents per lot) passes int64 after 63 days of the 180 (seq 7026):
+# the store cannot append the event and the session dies. The bound that refuses it: the
+# funding cap x max_price x tick_value x 10**9 x the session's funding intervals <= 2**63 - 1
+# (the built-in perpetuals need 5.5e18 over the longest session, so they still pass).
+FUNDING_AT_THE_CAP = {
+    "perps.0.tick_size": "1",
+    "perps.0.interest_ppm_per_interval": 1_000_000,
+    "perps.0.premium_clamp_ppm": 1_000_000,
+    "perps.0.margin_tiers": [
+        {"max_position_lots": 1_000, "initial_margin_ppm": 1_000_000, "maintenance_margin_ppm": 1}
+    ],
+    "bots": [],
+}
+
+
+def test_a_scenario_whose_funding_index_could_pass_int64_is_refused_or_runs_storably():
+    try:
+        scenario = load_scenario(builtin_text("h100-depreciation"), FUNDING_AT_THE_CAP)
+    except ScenarioError as exc:
+        assert "\n" not in str(exc)
+        return
+    events = []
+    engine = Exchange(events.append)
+    engine.start(scenario.name, scenario.seed, {})
+    scenario.setup(engine)
+    sim = Simulator()
+    scenario.schedule_market(engine, sim, scenario.seed)
+    sim.run(until=scenario.end_ns)
+    for event in events:
+        assert_storable(event)
