@@ -8,9 +8,11 @@ import contextlib
 import errno
 import os
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -140,6 +142,25 @@ def test_a_scenario_that_cannot_be_stored_faithfully_is_refused(tmp_path, monkey
     with pytest.raises(session.SessionError, match="cannot be stored"):
         session.run("flow", tmp_path / "x.db", overrides={"spread": float("nan")})
     assert not (tmp_path / "x.db").exists()
+
+
+def test_resuming_a_log_whose_stored_scenario_is_not_valid_is_one_line(tmp_path):
+    # a log from before the limits: a NaN jump was stored as null
+    db = tmp_path / "x.db"
+    args = ["run", "generation-shock", "--db", str(db), "--quiet", "--no-report"]
+    first = CliRunner().invoke(main, [*args, "--set", "days=2", "--batch-size", "100"])
+    assert first.exit_code == 0, first.output
+    con = sqlite3.connect(db)
+    config = orjson.loads(con.execute("SELECT config FROM sessions").fetchone()[0])
+    config["indices"][0]["extra_jumps"][0][1] = None
+    stored = orjson.dumps(config, option=orjson.OPT_SORT_KEYS).decode()
+    con.execute("UPDATE sessions SET config = ?, status = 'running'", (stored,))
+    con.commit()
+    con.close()
+    result = CliRunner().invoke(main, [*args, "--resume"])
+    assert result.exit_code == 1
+    line = _error_line(result.output)
+    assert "the stored scenario: indices.0.extra_jumps.0.1: Input should be a valid number" in line
 
 
 # ---------------------------------------------------------------------- unwritable places
