@@ -28,7 +28,6 @@ from pathlib import Path
 
 import click
 import orjson
-from pydantic import ValidationError
 from tqdm import tqdm
 
 from exchange import session as sessions
@@ -322,18 +321,6 @@ class RunBar:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-
-
-def _explain(exc: ValueError) -> str:
-    """A validation error as one line per problem, ``field.path: message`` (no input dumps)."""
-    if isinstance(exc, ValidationError):
-        lines = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"])
-            message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}: {message}" if where else message)
-        return "\n".join(lines)
-    return str(exc)
 
 
 def _print_summary(db: Path) -> None:
