@@ -66,7 +66,11 @@ def _load(scenario: str):
 )
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Interface to listen on.")
 @click.option(
-    "--port", default=DEFAULT_PORT, show_default=True, type=int, help="Port (0: any free one)."
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65_535),
+    help="Port (0: any free one).",
 )
 @click.option(
     "--tokens-file",

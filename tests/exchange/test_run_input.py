@@ -283,6 +283,7 @@ def test_serve_validates_before_a_gateway_opens_or_a_file_is_made(tmp_path):
     for args, message in [
         (["--seed", str(10**20)], "Invalid value for '--seed'"),
         (["--seed", "-1"], "Invalid value for '--seed'"),
+        (["--port", "70000"], "Invalid value for '--port'"),
     ]:
         result = CliRunner().invoke(gpuex, ["serve", "h100-depreciation", "--db", str(db), *args])
         assert result.exit_code == 2
