@@ -844,8 +844,10 @@ def sweep(
         seed_values = list(range(1, (seeds or 1) + 1))
     if scheduler is not None and workers is not None:
         raise click.UsageError("--workers sizes the local cluster; not with --scheduler")
-    if workers is not None and workers < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--workers")
+    if workers is not None and not 1 <= workers <= sweeps.MAX_WORKERS:
+        raise click.BadParameter(
+            f"must be 1..{sweeps.MAX_WORKERS} (one process each)", param_hint="--workers"
+        )
     try:
         params = sweeps.parse_params(scenario, param_specs)
         specs = sweeps.expand_grid(scenario, params, seed_values)

@@ -59,6 +59,8 @@ from exchange.units import DURATION_UNITS
 UNITS = ("dollars", "duration", "int", "raw")
 #: The most runs one sweep may hold (grid points x seeds): the grid is built in memory first.
 MAX_RUNS = 1_000_000
+#: The largest local cluster ``run_sweep`` starts (one process per worker).
+MAX_WORKERS = 256
 #: Seconds ``run_sweep`` waits to connect to a ``scheduler`` before giving up (Dask's own
 #: default is 30 s).
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -589,8 +591,8 @@ def run_sweep(
 
     if scheduler is not None and workers is not None:
         raise SweepError("--workers sizes the local cluster; not with --scheduler")
-    if workers is not None and workers < 1:
-        raise SweepError("--workers must be at least 1")
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise SweepError(f"--workers must be 1..{MAX_WORKERS} (one process each)")
     out = Path(out_dir).resolve()
     runs_dir = out / "runs"
     _writable(runs_dir)

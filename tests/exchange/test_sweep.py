@@ -509,7 +509,8 @@ def test_cli_sweep_on_a_local_cluster(tmp_path):
         (["--seeds", "2", "--seed-list", "1,2"], "not both"),
         (["--seed-list", "1,x"], "not a list of integers"),
         (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "not with --scheduler"),
-        (["--workers", "0"], "at least 1"),
+        (["--workers", "0"], "must be 1..256"),
+        (["--workers", "1000000"], "must be 1..256"),
     ],
 )
 def test_cli_rejects_bad_input_before_anything_runs(tmp_path, args, message):
