@@ -393,3 +393,46 @@ def test_a_rejection_recorded_for_the_gateway_has_a_one_line_reason():
     result = h.engine.reject({"x": 1}, "bad\nframe\x00" + "y" * 2_000, account="a")
     reason = h.events[-1].data["reason"]
     assert reason == result.reason and reason.isprintable() and len(reason) <= 1_000
+
+
+# ------------------------------------------------------------------ the issue's attack, end to end
+class FiveDeposits:
+    """The issue's bot: answers its first step with five deposits of 2**62 (and a perpetual
+    order of 2**62 lots at the top)."""
+
+    def on_start(self, ctx):
+        for _ in range(5):
+            ctx.deposit(1 << 62)
+        ctx.submit("H100-PERP", "buy", 1_000_000, 1 << 62)
+
+
+def test_the_issues_five_deposits_from_an_in_process_bot_are_refused_and_the_log_verifies(
+    tmp_path,
+):
+    from clients.bot import Bot
+    from clients.demo import DemoTaker
+    from clients.gateway import BotEntry, serve_session
+    from clients.latency import Latency
+    from exchange.session import verify
+    from exchange.store import EventStore
+    from tests.clients.test_gateway import ShortProducts
+
+    class Hostile(FiveDeposits, Bot):
+        pass
+
+    latency = Latency(fixed_ns=1_000_000, jitter_ns=0)
+    bots = [
+        BotEntry("bad", "maker", Hostile(), latency),
+        BotEntry("tk", "taker", DemoTaker(), latency),
+    ]
+    db = tmp_path / "five.db"
+    serve_session(ShortProducts(2), 7, db, [], bots=bots, port=0)
+    with EventStore.open(db, mode="r") as store:
+        rejected = [e for e in store.events(kind=ev.COMMAND_REJECTED) if e.account == "maker"]
+        failed = [e for e in store.events(kind=ev.BOT_FAILED) if e.account == "maker"]
+    reasons = [e.data["reason"] for e in rejected]
+    assert sum("past the ledger's bound" in r for r in reasons) == 5
+    assert sum("exposure" in r for r in reasons) == 1
+    assert not failed  # refused, the bot goes on
+    verdict = verify(db)
+    assert verdict.ok, verdict.problems
