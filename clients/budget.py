@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dis
 import sys
-from _thread import get_ident
 from collections.abc import Callable
 from types import CodeType
 from typing import Any
@@ -58,8 +57,8 @@ class BudgetExceeded(BaseException):
 
 #: The interpreter's own ``sys.settrace``, which the guard below delegates to.
 _SETTRACE = sys.settrace
-#: Threads running a budgeted callback now -> whether that callback called ``sys.settrace``.
-_BUDGETED: dict[int, list[bool]] = {}
+#: Budget counters (trace functions) whose callback called ``sys.settrace``.
+_REFUSED: set[Callable[..., Any]] = set()
 #: Code object -> whether it holds a jump to itself (cached: found once per code object).
 _SPINS: dict[CodeType, bool] = {}
 _SPINS_MAX = 65_536
@@ -67,11 +66,12 @@ _JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
 
 
 def _guarded_settrace(function: Any) -> None:
-    """``sys.settrace`` while budgets are in use: refused inside a budgeted callback (recorded,
-    so the callback fails when it returns), the interpreter's own everywhere else."""
-    attempts = _BUDGETED.get(get_ident())
-    if attempts is not None:
-        attempts[0] = True
+    """``sys.settrace`` while budgets are in use: refused inside a budgeted callback (the
+    thread's trace function is a budget counter; recorded, so the callback fails when it
+    returns), the interpreter's own everywhere else."""
+    tracer = sys.gettrace()
+    if getattr(tracer, "__code__", None) is _COUNTER_CODE:
+        _REFUSED.add(tracer)
         return
     _SETTRACE(function)
 
@@ -99,10 +99,18 @@ def run_within(lines: int | None, fn: Callable[..., Any], *args: Any) -> Any:
 
     def count(frame, event, arg):
         nonlocal left, exceeded
-        if event == "call":
-            if _spins(frame.f_code):
+        if event == "line":
+            left -= 1
+            if left < 0:
+                exceeded = True
+                raise BudgetExceeded(f"callback exceeded its budget of {lines:,} lines")
+        elif event == "call":
+            spins = _SPINS.get(frame.f_code)
+            if spins is None:
+                spins = _spins(frame.f_code)
+            if spins:
                 frame.f_trace_opcodes = True
-        elif event == "line" or event == "opcode":
+        elif event == "opcode":
             left -= 1
             if left < 0:
                 exceeded = True
@@ -111,10 +119,6 @@ def run_within(lines: int | None, fn: Callable[..., Any], *args: Any) -> Any:
 
     if sys.settrace is not _guarded_settrace:
         sys.settrace = _guarded_settrace
-    thread = get_ident()
-    attempts = [False]
-    outer = _BUDGETED.get(thread)
-    _BUDGETED[thread] = attempts
     previous = sys.gettrace()
     _SETTRACE(count)
     try:
@@ -128,16 +132,21 @@ def run_within(lines: int | None, fn: Callable[..., Any], *args: Any) -> Any:
         result = installed = None  # it caught its overrun and raised something else
     finally:
         _SETTRACE(previous)
-        if outer is None:
-            del _BUDGETED[thread]
-        else:
-            _BUDGETED[thread] = outer
+        refused = bool(_REFUSED) and count in _REFUSED
+        if refused:
+            _REFUSED.discard(count)
     if exceeded:
         raise BudgetExceeded(
             f"callback exceeded its budget of {lines:,} lines (and caught the overrun)"
         )
-    if attempts[0]:
+    if refused:
         raise BudgetExceeded("callback called sys.settrace, which a budgeted bot may not")
     if installed is not count:
         raise BudgetExceeded("callback removed the budget's trace function")
     return result
+
+
+#: The code of every budget counter (``count`` above), by which the guard knows one.
+_COUNTER_CODE = next(
+    c for c in run_within.__code__.co_consts if isinstance(c, CodeType) and c.co_name == "count"
+)

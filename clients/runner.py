@@ -40,6 +40,7 @@ socket gateway (``clients.gateway``).
 
 from __future__ import annotations
 
+import _signal
 import signal
 import threading
 import traceback
@@ -175,6 +176,8 @@ def bot_rng(seed: int, name: str, stream: int = 0) -> np.random.Generator:
 # can tell the two apart: a callback during which the count moved was interrupted for real.
 _interrupts_raised = 0
 _previous_sigint: Any = None
+_getsignal = _signal.getsignal  # without the enum conversion: called at every delivery
+_SIGINT = int(signal.SIGINT)
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
@@ -190,7 +193,7 @@ def watch_interrupts() -> None:
     """Install the SIGINT wrapper (idempotent; main thread only, and only over a Python-level
     handler: with ``SIG_IGN``/``SIG_DFL`` no interrupt can surface inside a bot)."""
     global _previous_sigint
-    current = signal.getsignal(signal.SIGINT)
+    current = _getsignal(_SIGINT)
     if current is _on_sigint or not callable(current):
         return
     if threading.current_thread() is not threading.main_thread():
@@ -210,6 +213,11 @@ def _text(exc: BaseException, budget_lines: int | None) -> str:
 
 
 _SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _callback(batch: list[Message]) -> str:
+    """The name a failure after ``batch`` is logged under: its one callback, or ``step``."""
+    return batch[0][0] if len(batch) == 1 else "step"
 
 
 def _kind(value: Any) -> str:
@@ -242,11 +250,12 @@ def dispatch(bot: Bot, ctx: Context, messages: list[Message], budget_lines: int 
     interrupt of the run (a SIGINT delivered meanwhile), which is raised as
     ``KeyboardInterrupt`` even if the bot caught it. Used in-process and by the remote client
     alike, so a bot behaves the same in both places."""
-    watch_interrupts()
+    if _getsignal(_SIGINT) is not _on_sigint:
+        watch_interrupts()
+    interrupts = _interrupts_raised
     for name, payload in messages:
         if name == "on_book":
             ctx._books[payload.instrument] = payload
-        interrupts = _interrupts_raised
         try:
             method = getattr(bot, name)
             if payload is None:
@@ -260,8 +269,8 @@ def dispatch(bot: Bot, ctx: Context, messages: list[Message], budget_lines: int 
                 raise KeyboardInterrupt from exc
             cause = "budget" if isinstance(exc, BudgetExceeded) else "raised"
             raise BotFailure(cause, name, describe(exc, _text(exc, budget_lines))) from None
-        if _interrupts_raised != interrupts:
-            raise KeyboardInterrupt  # a real interrupt, which the bot caught
+    if _interrupts_raised != interrupts:
+        raise KeyboardInterrupt  # a real interrupt, which the bot caught
     return ctx._drain()
 
 
@@ -298,8 +307,9 @@ class Slot:
     refs: dict[int, int] = field(default_factory=dict)  # order id -> the bot's ref
     stopped: bool = False
     timers: int = 0  # timers pending
-    window: int = -1  # the simulated second of the deliveries counted in ``steps``
+    window_end: int = 0  # the end of the simulated second whose deliveries ``steps`` counts
     steps: int = 0
+    step_cap: float = float("inf")  # max_steps, or no limit
 
 
 class BotRunner:
@@ -388,6 +398,8 @@ class BotRunner:
             max_steps,
         )
         slot.view = partial(self._snapshot, slot)
+        if max_steps is not None:
+            slot.step_cap = max_steps
         self.slots.append(slot)
         self._by_account[account] = slot
 
@@ -567,21 +579,21 @@ class BotRunner:
         if slot.stopped:
             return
         now = self.sim.now
-        callback = batch[0][0] if len(batch) == 1 else "step"
-        window = now // STEP_WINDOW_NS
-        if window != slot.window:
-            slot.window, slot.steps = window, 0
+        if now >= slot.window_end:
+            slot.window_end = (now // STEP_WINDOW_NS + 1) * STEP_WINDOW_NS
+            slot.steps = 0
         slot.steps += 1
-        if slot.max_steps is not None and slot.steps > slot.max_steps:
+        if slot.steps > slot.step_cap:
             detail = (
                 f"steps: more than {slot.max_steps:,} deliveries in the simulated second "
-                f"from {window * STEP_WINDOW_NS} ns (limit max_steps={slot.max_steps:,})"
+                f"from {slot.window_end - STEP_WINDOW_NS} ns (limit max_steps={slot.max_steps:,})"
             )
-            self._fail(slot, BotFailure("limit", callback, detail))
+            self._fail(slot, BotFailure("limit", _callback(batch), detail))
             return
         try:
             outbox, timers = slot.driver.deliver(now, batch, slot.view)
-            outbox, timers = self._admit(slot, outbox, timers, callback)
+            if type(outbox) is not list or type(timers) is not list or outbox or timers:
+                outbox, timers = self._admit(slot, outbox, timers, _callback(batch))
         except BotFailure as failure:
             self._fail(slot, failure)
             return
