@@ -6,7 +6,7 @@
     gpuex inspect PATH [--at SEQ] [--account NAME] [--kind KIND] [--limit N] [--owed]
     gpuex export PATH [-o FILE] [--format csv|jsonl] [--from SEQ] [--to SEQ] [--kind KIND ...]
                  [--account NAME ...] [--instrument NAME ...]
-    gpuex sweep SCENARIO --param NAME=V1,V2 [--seeds N] [--scheduler ADDR] -o DIR
+    gpuex sweep SCENARIO --param NAME=V1,V2 [--seeds N] [--scheduler ADDR] [--retry-failed] -o DIR
     gpuex report LOG -o report.html [--until SEQ] [--account NAME] [--window-days N]
 
 Exit codes: 0 success; 1 a check failed (verify) or the session could not be run; 2 bad usage

@@ -207,6 +207,12 @@ def test_a_db_in_a_read_only_directory_is_named_before_the_run(read_only_dir):
     assert "--db: cannot write in" in _error_line(result.output)
 
 
+def test_session_run_into_a_read_only_directory_is_a_session_error(read_only_dir):
+    with pytest.raises(session.SessionError, match="cannot create the event log"):
+        session.run("flow", read_only_dir / "x.db", overrides={"messages": 10})
+    assert list(read_only_dir.iterdir()) == []
+
+
 def test_a_report_in_a_read_only_directory_is_named_before_the_run(tmp_path, read_only_dir):
     db = tmp_path / "x.db"
     args = ["run", "flow", "--db", str(db), "--report", str(read_only_dir / "r.html")]
