@@ -285,3 +285,21 @@ def test_the_step_limit_counts_each_simulated_second_afresh():
     engine, events, maker = run(Steady(), days=1, max_steps=2)
     (failed,) = of(events, ev.BOT_FAILED)
     assert failed.data["cause"] == "limit" and failed.t < 10**9
+
+
+def test_a_remote_timer_bomb_is_stopped_by_the_same_limit(tmp_path):
+    from clients.gateway import BotEntry
+    from exchange.store import EventStore
+    from tests.clients.test_gateway import remote_bot, serve
+
+    db = tmp_path / "served.db"
+    bots = [
+        BotEntry("mm", "maker", Quoter(), Latency(fixed_ns=MS)),
+        BotEntry("evil", "taker", None, Latency(fixed_ns=MS), remote=True),
+    ]
+    serve(db, ["taker"], bots, {"taker": remote_bot(Bomb(fanout=2, give_up=5_000))}, days=1)
+    with EventStore.open(db, mode="r") as store:
+        assert store.session["status"] == "finished"
+        (failed,) = store.events(kind=ev.BOT_FAILED)
+    assert failed.account == "taker" and failed.data["cause"] == "limit"
+    assert failed.data["detail"].startswith(f"timers: {DEFAULT_MAX_TIMERS + 1:,} pending")
