@@ -56,7 +56,6 @@ from exchange.limits import (
     check_money,
     check_raw,
     every_count,
-    refuse_booleans,
 )
 from exchange.margin_cycle import MarginConfig
 from exchange.market import schedule_market
@@ -230,7 +229,7 @@ class BotEntry(BaseModel):
             )
             params = getattr(strategy, "Params", None)
             if params is not None and isinstance(data.get("params"), dict):
-                refuse_booleans(data["params"], params, "params")
+                check_raw(data["params"], params, "params")
         return data
 
     @field_validator("strategy")

@@ -64,7 +64,7 @@ __all__ = [
     "check_raw",
     "check_recorder",
     "check_seed",
-    "refuse_booleans",
+    "every_count",
 ]
 
 
@@ -164,11 +164,6 @@ def check_raw(data: Any, annotation: Any, where: str = "") -> None:
 
     Walks nested models, lists, tuples, mappings and unions; ``Any`` takes any boolean (the
     integer bounds still hold there)."""
-    _walk(data, annotation, where, "")
-
-
-def refuse_booleans(data: Any, annotation: Any, where: str = "") -> None:
-    """:func:`check_raw` (kept as the name the bot parameters' check uses)."""
     _walk(data, annotation, where, "")
 
 
