@@ -174,6 +174,7 @@ cdef class RowReader:
     cdef long long batch_end  # -1: no batch digests to check
     cdef char* buf  # the current batch's payloads, each followed by a newline
     cdef Py_ssize_t buf_len, buf_cap
+    cdef object __weakref__  # the store closes the readers it handed out
 
     def __cinit__(self, connection, str path, str sql, params=(), check=None,
                   long long first=1, long long last=-1, bint with_payload=False,

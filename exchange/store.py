@@ -61,6 +61,7 @@ import re
 import sqlite3
 import threading
 import typing
+import weakref
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -311,6 +312,17 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode=WAL").fetchall()
 
 
+def _wal_file_alone(path: Path) -> bool:
+    """Is ``path`` in WAL mode (header bytes 18-19) with no ``-wal`` file beside it? No
+    writer has it open then (a writer's WAL file exists while it is open)."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return header[18:20] == b"\x02\x02" and not Path(f"{path}-wal").exists()
+
+
 def _connect_ro(path: Path) -> sqlite3.Connection:
     """A read-only connection (SQLite ``mode=ro`` URI): it cannot change the file's content.
 
@@ -321,7 +333,13 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
     writer's open would, restoring the last committed state; the read-only one follows."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such event store")
-    conn = sqlite3.connect(_ro_uri(path), uri=True, timeout=_BUSY_TIMEOUT_S)
+    uri = _ro_uri(path)
+    if _wal_file_alone(path):
+        # a file left in WAL mode whose -wal is gone (copied alone, say): everything it holds
+        # is in the file, and an ordinary read-only open would create -wal and -shm files
+        # beside it, or fail where it cannot (read-only storage)
+        uri += "&immutable=1"
+    conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
@@ -573,9 +591,16 @@ class EventStore:
         self._handed_off = False  # see hand_off
         self._proven = 0  # seqs 1.._proven proved themselves in a checked read (see _checked)
         self._chained_to = -1  # the sessions.last_seq the batch rows were checked up to
+        #: the cursors and readers handed out, closed by close(): a statement left unfinished
+        #: (an abandoned iteration) would keep the connection alive after close() -- SQLite
+        #: closes it only once every statement is finalised -- and a connection alive on a
+        #: WAL file stops its writer's switch back to a single file
+        self._open: weakref.WeakSet = weakref.WeakSet()
         self._ranges: list[tuple[int, int, int, str]] = []
         #: set by :meth:`close` when its build of the indexes failed (a writer only)
         self.closed_without_indexes = False
+        #: set by a writer's :meth:`close` when another connection kept the file in WAL mode
+        self.left_in_wal = False
         self.durability = "normal"
         self._checkpointer: _Checkpointer | None = None
         self._writer: Any = None  # exchange._writer.EventWriter, when the C path is usable
@@ -1014,6 +1039,10 @@ class EventStore:
         if conn is None:
             return
         self._stop_writing()
+        for rows in list(self._open):
+            with contextlib.suppress(Exception):
+                rows.close()
+        self._open.clear()
         try:
             if self.mode == "a":
                 # a log that cannot have its indexes now is still closed: they only speed up
@@ -1023,11 +1052,16 @@ class EventStore:
                 except IndexBuildError:
                     self.closed_without_indexes = True
                 try:
+                    if conn.in_transaction:  # left open by a failure: nothing of it is wanted
+                        conn.rollback()
                     conn.execute("PRAGMA busy_timeout=0")
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                    conn.execute("PRAGMA journal_mode=DELETE")
+                    mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
                 except sqlite3.OperationalError:
-                    pass  # another connection has it open: the WAL stays until it is closed
+                    mode = "wal"
+                # "wal" still: another connection has the file open (SQLite refuses the
+                # switch without an error); the WAL stays until the last one closes
+                self.left_in_wal = mode.lower() == "wal"
         finally:
             conn.close()
             self._conn = None  # type: ignore[assignment]
@@ -1122,7 +1156,7 @@ class EventStore:
         if not check:
             where, params = _where(start, stop, filters)
             sql = f"SELECT payload FROM events WHERE {where} ORDER BY seq"
-            for (payload,) in self._conn.execute(sql, params):
+            for (payload,) in self._track(self._conn.execute(sql, params)):
                 yield decode(payload)
             return
         for row in self._checked(start, stop, filters, with_payload=True):
@@ -1148,7 +1182,7 @@ class EventStore:
         # in C, with one str per distinct text value: the rows 1.9x quicker, a replay 1.4x;
         # else the cursor itself, which yields the row tuples with no Python frame per row
         reader = _row_reader(self._conn, self.path, sql, params)
-        return reader if reader is not None else self._conn.execute(sql, params)
+        return self._track(reader if reader is not None else self._conn.execute(sql, params))
 
     def _checked(
         self, start: int, stop: int | None, filters: dict[str, Any], *, with_payload: bool
@@ -1175,7 +1209,7 @@ class EventStore:
             )
             params = [first, last, *params]
             reader = _row_reader(self._conn, self.path, sql, params)
-            return reader if reader is not None else self._conn.execute(sql, params)
+            return self._track(reader if reader is not None else self._conn.execute(sql, params))
         # every row of the batches the range touches is read and checked (their digests
         # need all of them); those outside the range are not handed out
         batches = self._batches_over(first, last)
@@ -1193,8 +1227,8 @@ class EventStore:
             self._conn, self.path, sql, params, judge, scan_first, scan_last, with_payload, ends
         )
         if reader is None:
-            return _checked_rows_py(self._conn, sql, params, judge, scan_first, with_payload)
-        return reader
+            reader = _checked_rows_py(self._conn, sql, params, judge, scan_first, with_payload)
+        return self._track(reader)
 
     def _batches_over(self, first: int, last: int) -> list[tuple[int, int, int, str]]:
         """The batch rows ``(batch, first_seq, last_seq, digest)`` whose ranges meet
@@ -1228,6 +1262,11 @@ class EventStore:
             k += 1
         return over
 
+    def _track(self, rows: Any) -> Any:
+        """``rows`` (a cursor, a C reader or a generator over one), closed with the store."""
+        self._open.add(rows)
+        return rows
+
     def _proved(self, last: int) -> None:
         self._proven = max(self._proven, last)
 
@@ -1235,15 +1274,21 @@ class EventStore:
         """The stored canonical bytes of the events ``start..stop`` (inclusive), in seq order:
         for byte-identical comparisons with :func:`~exchange.events.encode`."""
         where, params = _where(start, stop, {})
-        cursor = self._conn.execute(
-            f"SELECT CAST(payload AS BLOB) FROM events WHERE {where} ORDER BY seq", params
+        cursor = self._track(
+            self._conn.execute(
+                f"SELECT CAST(payload AS BLOB) FROM events WHERE {where} ORDER BY seq", params
+            )
         )
         for (payload,) in cursor:
             yield payload
 
     def snapshots(self) -> Iterator[tuple[int, str, str]]:
         """Every snapshot ``(seq, state_json, state_hash)`` in seq order."""
-        yield from self._conn.execute("SELECT seq, state, state_hash FROM snapshots ORDER BY seq")
+        cursor = self._conn.execute("SELECT seq, state, state_hash FROM snapshots ORDER BY seq")
+        # not `yield from`: closing this generator would then close the cursor, which may be
+        # closed already (with the store)
+        for row in self._track(cursor):  # noqa: UP028
+            yield row
 
     def latest_snapshot(self, at_or_before: int) -> tuple[int, str, str] | None:
         """The snapshot with the largest seq ``<= at_or_before``: ``(seq, state_json,

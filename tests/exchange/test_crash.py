@@ -174,3 +174,40 @@ def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path, reference, 
         with EventStore.open(db, mode="r") as store:
             assert store.missing_indexes() == []
         assert session.verify(db).ok
+
+
+@pytest.mark.parametrize("recording", RECORDING.values(), ids=RECORDING.keys())
+def test_a_killed_and_resumed_log_is_one_file_a_copy_of_which_verifies_alone(
+    tmp_path, reference, recording
+):
+    db = tmp_path / "run.db"
+    for _attempt in range(3):  # until a kill lands before the run finishes by itself
+        db.unlink(missing_ok=True)
+        proc = _start(db, recording)
+        _wait_for_appends(db, proc, 200_000)  # a few batches in: past the start-up
+        killed = proc.poll() is None
+        if killed:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        _wait_for_the_whole_run_to_die(proc.pid)
+        with contextlib.suppress(StoreError):  # killed before its first commit: again
+            if killed and payloads(db)[1] == "running":
+                break
+    else:
+        pytest.fail("no kill landed mid-run")
+    done = subprocess.run([*RUN, *recording, "--db", str(db), "--resume"], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    assert payloads(db) == (reference, "finished")
+    # one self-contained file: rollback-journal mode, nothing beside it
+    assert db.read_bytes()[18:20] == b"\x01\x01"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("run.db")) == ["run.db"]
+    alone = tmp_path / "copy"
+    alone.mkdir()
+    (alone / "run.db").write_bytes(db.read_bytes())
+    for command in (["verify", "--quiet"], ["replay"]):
+        checked = subprocess.run(
+            [sys.executable, "-m", "exchange.cli", *command, str(alone / "run.db")],
+            capture_output=True,
+        )
+        assert checked.returncode == 0, checked.stderr.decode()
+    assert [p.name for p in alone.iterdir()] == ["run.db"]

@@ -872,3 +872,83 @@ def test_the_c_reader_stops_cleanly_when_abandoned_or_its_store_closes(db):
         next(rows)
     with EventStore.open(db, mode="a") as again:
         assert [r[0] for r in again.rows(39)] == [39, 40]
+
+
+# ------------------------------------------------------------------ one self-contained file
+def _in_rollback_mode_alone(path: Path) -> bool:
+    """The file is in rollback-journal mode (header bytes 18-19 are 1, 1) with no -wal, -shm
+    or -journal file beside it."""
+    beside = [p.name for p in path.parent.iterdir() if p.name.startswith(path.name + "-")]
+    return path.read_bytes()[18:20] == b"\x01\x01" and beside == []
+
+
+def _abandoned_reads(path: Path) -> None:
+    """Every way of reading the store, each left after its first row, then closed."""
+    reader = EventStore.open(path, mode="r")
+    for rows in (
+        reader.payloads(1, 40),
+        reader.rows(1, 40),
+        reader.rows(check=False),
+        reader.events(),
+        reader.events(kind="Fill"),
+        reader.snapshots(),
+    ):
+        next(iter(rows), None)
+    reader.close()
+
+
+def _refused_batch(store: EventStore) -> None:
+    with pytest.raises(ValueError):
+        store.append(make_events(store.last_seq + 2, 3))  # a gap
+
+
+def _failing_with_block(store: EventStore) -> None:
+    with pytest.raises(RuntimeError), store:
+        store.append(make_events(store.last_seq + 1, 5))
+        raise RuntimeError("the run fails")
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        lambda store: store.close(),
+        lambda store: (store.finish(99, "h" * 64), store.close()),
+        lambda store: (_refused_batch(store), store.close()),
+        lambda store: _failing_with_block(store),
+        lambda store: (_abandoned_reads(store.path), store.close()),
+    ],
+    ids=["closed", "finished", "after-a-refused-batch", "failing-inside-with", "abandoned-reader"],
+)
+def test_every_way_a_writer_ends_leaves_one_self_contained_file(tmp_path, ending):
+    path = tmp_path / "s.db"
+    build(path)
+    store = EventStore.open(path, mode="a")
+    store.append(make_events(41, 10))
+    ending(store)
+    assert not store.left_in_wal
+    assert _in_rollback_mode_alone(path)
+    assert verify_store(path).ok
+
+
+def test_a_reader_closed_mid_iteration_does_not_hold_the_file(db):
+    # an abandoned iteration used to leave its statement unfinished: SQLite then keeps the
+    # connection alive after close(), which stopped the writer's switch out of WAL mode
+    writer = EventStore.open(db, mode="a")
+    _abandoned_reads(db)
+    writer.close()
+    assert not writer.left_in_wal and _in_rollback_mode_alone(db)
+
+
+def test_a_wal_mode_file_copied_alone_reads_and_verifies_without_files_beside_it(db, tmp_path):
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    conn.close()  # the last connection: the -wal goes, the header stays in WAL mode
+    alone = tmp_path / "copy"
+    alone.mkdir()
+    copy = alone / "s.db"
+    copy.write_bytes(db.read_bytes())
+    assert copy.read_bytes()[18:20] == b"\x02\x02"
+    assert verify_store(copy).ok
+    with EventStore.open(copy, mode="r") as store:
+        assert [e.seq for e in store.events()] == list(range(1, 41))
+    assert sorted(p.name for p in alone.iterdir()) == ["s.db"]  # no -wal, no -shm made
