@@ -14,6 +14,7 @@ from __future__ import annotations
 import types
 import typing
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
@@ -115,13 +116,17 @@ def check_instrument(where: str, spec: Any) -> None:
     """One lot at the instrument's largest price is worth at most ``MAX_EXPOSURE`` (and, for a
     swap, its payoff per contract at the floor as well): a bigger tick size, multiplier or
     price range makes every fill's notional overflow the ledger."""
+    if spec.tick_value < 1:
+        raise ValueError(f"{where}: one tick on one lot is worth less than a minor unit")
+    payoff = getattr(spec, "payoff_tick_value", None)
+    if payoff is not None and payoff < 1:
+        raise ValueError(f"{where}: one index tick of payoff is worth less than a minor unit")
     per_lot = spec.tick_value * spec.max_price
     if per_lot > MAX_EXPOSURE:
         raise ValueError(
             f"{where}: a lot at max_price is worth {per_lot:,} minor units (tick value "
             f"{spec.tick_value:,} x {spec.max_price:,} ticks), past {MAX_EXPOSURE:,}"
         )
-    payoff = getattr(spec, "payoff_tick_value", None)
     if payoff is not None and payoff * spec.floor > MAX_EXPOSURE:
         raise ValueError(
             f"{where}: the payoff of a contract at the floor is {payoff * spec.floor:,} minor "
@@ -158,6 +163,7 @@ def check_raw(data: Any, annotation: Any, where: str = "") -> None:
 
     * every integer fits int64 (the log stores them so), and one in a field whose name ends
       in ``_ns`` (a duration or a time) is at most ``MAX_DURATION_NS``;
+    * a decimal string in a ``*tick_size`` or ``*multiplier`` field is within 1e-30..1e30;
     * a boolean only where the field takes one: pydantic's lax mode takes ``True`` for an
       ``int`` (``days = true`` ran one day) or a float, and a scenario must say what it means.
       Called before validation because afterwards the boolean has already become 1.
@@ -181,6 +187,9 @@ def _walk(data: Any, annotation: Any, where: str, key: str) -> None:
                 f"({MAX_DURATION_NS:,} ns, {MAX_SESSION_DAYS:,} days)"
             )
         return
+    if isinstance(data, str) and key.endswith(_DECIMAL_KEYS):
+        _check_decimal(data, where)
+        return
     if isinstance(data, dict):
         for k, value in data.items():
             _walk(value, _field_of(annotation, k), f"{where}.{k}" if where else str(k), str(k))
@@ -188,6 +197,23 @@ def _walk(data: Any, annotation: Any, where: str, key: str) -> None:
     if isinstance(data, list | tuple):
         for i, item in enumerate(data):
             _walk(item, _item_of(annotation, i), f"{where}.{i}", key)
+
+
+#: Fields written as decimal strings (tick sizes, multipliers): their magnitude is bounded so
+#: that the arithmetic on them stays exact and small (``"1e999999999"`` overflowed Decimal).
+_DECIMAL_KEYS = ("tick_size", "multiplier")
+_DECIMAL_EXPONENT = 30
+
+
+def _check_decimal(text: str, where: str) -> None:
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        return  # not a number: the field's own validation says so
+    if value.is_finite() and value and abs(value.adjusted()) > _DECIMAL_EXPONENT:
+        raise ValueError(
+            f"{where}: {text!r} is outside 1e-{_DECIMAL_EXPONENT}..1e{_DECIMAL_EXPONENT}"
+        )
 
 
 def _field_of(annotation: Any, key: str) -> Any:

@@ -79,6 +79,8 @@ def test_the_base_file_is_valid():
         ('cure_ns = "2d"', 'cure_ns = "99999999999w"', "margin.cure_ns: 6047999999939520"),
         ('cure_ns = "2d"', 'cure_ns = "11000d"', "margin.cure_ns: 950,400,000,000,000,000 ns"),
         ('tick_size = "0.001"', 'tick_size = "1e30"', "perps.0: a lot at max_price is worth"),
+        ('tick_size = "0.001"', 'tick_size = "1e999999999"', "perps.0.tick_size: '1e999999999'"),
+        ('tick_size = "0.001"', 'tick_size = "1e-999999999"', "is outside 1e-30..1e30"),
         ("start = 2025-07-01", "start = 9999-12-01", "start: 9999-12-01 is outside"),
         ("days = 3", "days = 3660", "extra_jumps"),  # still inside the limits; the jump isn't
         ('interval_ns = "1h"', "interval_ns = 1", "indices.0.interval_ns (prints): 259,200,0"),
