@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -278,3 +280,69 @@ def test_a_real_interrupt_while_a_bot_runs_interrupts_the_run_and_the_log_resume
     with EventStore.open(db, mode="r") as cut, EventStore.open(whole, mode="r") as full:
         assert list(cut.payloads(1, cut.last_seq)) == list(full.payloads(1, full.last_seq))
     assert verify(db).ok
+
+
+SLEEPY_CLI = """
+import os, sys, time
+from clients.strategies import STRATEGIES, MarketMaker
+
+class SleepyMaker(MarketMaker):
+    # the reference maker; with GPUEX_TEST_SLEEP set, it writes that file in its 30th on_index
+    # and sleeps there (what a slow bot does while the user presses Ctrl-C)
+    def on_index(self, ctx, index):
+        super().on_index(ctx, index)
+        self.prints = getattr(self, "prints", 0) + 1
+        marker = os.environ.get("GPUEX_TEST_SLEEP")
+        if marker and self.prints == 30:
+            open(marker, "w").close()
+            time.sleep(120)
+
+STRATEGIES["market_maker"] = SleepyMaker
+from exchange.cli import main
+main()
+"""
+
+
+def test_ctrl_c_while_a_bot_sleeps_in_a_callback_interrupts_gpuex_run_and_resume_finishes_it(
+    tmp_path,
+):
+    script = tmp_path / "gpuex_sleepy.py"
+    script.write_text(SLEEPY_CLI)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": root}
+    env.pop("GPUEX_TEST_SLEEP", None)
+
+    def gpuex(db, *extra, sleep=None, wait=True):
+        command = [sys.executable, str(script), "run", "generation-shock", "--set", "days=3"]
+        command += ["--db", str(db), "--batch-size", "50", "--snapshot-every", "1000"]
+        command += ["--no-report", "--quiet", *extra]
+        run_env = env if sleep is None else {**env, "GPUEX_TEST_SLEEP": str(sleep)}
+        process = subprocess.Popen(
+            command, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        if wait:
+            out, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err
+        return process
+
+    marker = tmp_path / "asleep"
+    cut = tmp_path / "cut.db"
+    process = gpuex(cut, sleep=marker, wait=False)
+    deadline = time.monotonic() + 300  # a guard against a hang, not a measurement
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "the bot never reached its sleep"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1 and "Aborted!" in err, err
+    with EventStore.open(cut, mode="r") as store:
+        assert store.session["status"] == "running" and store.last_seq > 0
+        assert not list(store.events(kind=ev.BOT_FAILED))
+    gpuex(cut, "--resume")
+    whole = tmp_path / "whole.db"
+    gpuex(whole)
+    with EventStore.open(cut, mode="r") as a, EventStore.open(whole, mode="r") as b:
+        assert a.session["status"] == "finished"
+        assert list(a.payloads(1, a.last_seq)) == list(b.payloads(1, b.last_seq))
+    assert verify(cut).ok
