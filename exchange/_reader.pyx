@@ -175,12 +175,14 @@ cdef class RowReader:
     cdef char* buf  # the current batch's payloads, each followed by a newline
     cdef Py_ssize_t buf_len, buf_cap
     cdef object __weakref__  # the store closes the readers it handed out
+    cdef bint finished  # read to the end (else a closed reader was closed under its rows)
 
     def __cinit__(self, connection, str path, str sql, params=(), check=None,
                   long long first=1, long long last=-1, bint with_payload=False,
                   batch_ends=None):
         self.db = NULL
         self.stmt = NULL
+        self.finished = False
         self.buf = NULL
         self.buf_len = 0
         self.buf_cap = 0
@@ -236,7 +238,10 @@ cdef class RowReader:
 
     def __next__(self):
         if self.stmt == NULL:
-            raise StopIteration
+            if self.finished:
+                raise StopIteration
+            # closed before the end (by its store, say): not an end of the rows
+            raise ProgrammingError("Cannot operate on a closed database.")
         if gpuex_connection_db(self.connection) == NULL:
             # the store was closed under the rows, as a cursor's would be
             self.close()
@@ -246,6 +251,7 @@ cdef class RowReader:
         cdef int rc = sqlite3_step(self.stmt)
         if rc == SQLITE_DONE:
             self.close()
+            self.finished = True
             raise StopIteration
         if rc != SQLITE_ROW:
             message = sqlite3_errmsg(self.db).decode("utf-8", "replace")
@@ -262,6 +268,7 @@ cdef class RowReader:
             if rc == SQLITE_DONE:
                 self.close()
                 self.check(None, self.expect)  # raises if rows are missing at the end
+                self.finished = True
                 raise StopIteration
             if rc != SQLITE_ROW:
                 message = sqlite3_errmsg(self.db).decode("utf-8", "replace")
