@@ -303,3 +303,61 @@ def test_a_remote_timer_bomb_is_stopped_by_the_same_limit(tmp_path):
         (failed,) = store.events(kind=ev.BOT_FAILED)
     assert failed.account == "taker" and failed.data["cause"] == "limit"
     assert failed.data["detail"].startswith(f"timers: {DEFAULT_MAX_TIMERS + 1:,} pending")
+
+
+# ---------------------------------------------------------------------- the account snapshot
+def test_the_account_a_bot_sees_is_the_exchanges_account_at_every_delivery(monkeypatch):
+    """The runner remakes a bot's snapshot only after an event that may have changed its
+    account; checked against the exchange's own account at every delivery of a session of
+    every strategy, with a guarantor called and defaulting."""
+    from clients.context import AccountView, OpenOrder
+    from tests.clients.test_strategies import (
+        GpuOwner,
+        Lender,
+        MarketMaker,
+        Momentum,
+        NoiseTaker,
+        Session,
+        Speculator,
+        guarantor,
+    )
+
+    checked: list[bool] = []
+    made = BotRunner._snapshot
+
+    def checking(self, slot):
+        cached = slot.snapshot is not None
+        view = made(self, slot)
+        cash, positions, orders = self.engine.account_view(slot.account)
+        assert view == AccountView(cash, positions, tuple(OpenOrder(*o) for o in orders))
+        checked.append(cached)
+        return view
+
+    monkeypatch.setattr(BotRunner, "_snapshot", checking)
+    s = Session(
+        days=60,
+        seed=3,
+        accounts=[("momo", 1_000_000_00), ("spec", 500_000_00)],
+        guarantor_cash=60_000_00,
+        insurance_fund=5_000_00,
+        default_fund_contribution=2_000_00,
+    )
+    s.add("guarantor", guarantor(reserve=10_000_00, assets=30_000_00))
+    s.add("maker", MarketMaker(size=25))
+    s.add("taker", NoiseTaker(limit_ppm=200_000))
+    s.add("momo", Momentum())
+    s.add("owner", GpuOwner(gpus=1_000))
+    s.add("lender", Lender(collateral_gpus=200))
+    s.add("spec", Speculator(budget=50_000_00))
+    s.run()
+    kinds = {e.kind for e in s.events}
+    assert {
+        ev.FILL,
+        ev.DEFAULT,
+        ev.VARIATION_MARGIN,
+        ev.FUNDING_PAID,
+        ev.INSTRUMENT_EXPIRED,
+    } <= kinds
+    assert ev.BOT_FAILED not in kinds
+    # most deliveries reuse the snapshot, and every one of them was right
+    assert len(checked) > 10_000 and sum(checked) > len(checked) // 2
