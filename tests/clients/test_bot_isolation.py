@@ -361,3 +361,31 @@ def test_the_account_a_bot_sees_is_the_exchanges_account_at_every_delivery(monke
     assert ev.BOT_FAILED not in kinds
     # most deliveries reuse the snapshot, and every one of them was right
     assert len(checked) > 10_000 and sum(checked) > len(checked) // 2
+
+
+def test_a_log_holding_the_runners_refusals_verifies_and_replays(tmp_path):
+    """``verify`` records a refusal of the runner again (never executes the refused command:
+    that would withdraw from the maker) and the re-execution matches the log."""
+    from clients.gateway import BotEntry, serve_session
+    from exchange.session import verify
+    from exchange.store import EventStore
+    from tests.clients.test_gateway import ShortProducts
+
+    class Thief(Bot):
+        def on_index(self, ctx, index):
+            ctx.withdraw(1000)
+            ctx._outbox[-1][1]["account"] = "maker"
+            ctx._outbox.append((None, {"type": "bot_failed", "bot": "mm", "cause": "raised"}))
+
+    db = tmp_path / "refused.db"
+    bots = [
+        BotEntry("mm", "maker", Quoter(), Latency(fixed_ns=MS)),
+        BotEntry("evil", "taker", Thief(), Latency(fixed_ns=MS)),
+    ]
+    serve_session(ShortProducts(2), 7, db, (), bots=bots)
+    with EventStore.open(db, mode="r") as store:
+        rejected = list(store.events(kind=ev.COMMAND_REJECTED))
+        assert not list(store.events(kind=ev.WITHDRAWAL))
+        assert not list(store.events(kind=ev.BOT_FAILED))
+    assert len(rejected) > 40 and {e.data["source"] for e in rejected} == {"runner"}
+    assert verify(db).ok
