@@ -706,7 +706,7 @@ def _export_to_file(output: Path, chosen, fmt: str, advance) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.part")
     try:
-        with tmp.open("w", encoding="utf-8", newline="") as out:
+        with open(tmp, "w", encoding="utf-8", newline="") as out:
             count = export_events(chosen, out, fmt, advance)
         tmp.replace(output)
     finally:

@@ -1007,7 +1007,7 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(f".{out.name}.part")
     try:
-        with part.open("w", encoding="utf-8") as page:
+        with open(part, "w", encoding="utf-8") as page:
             page.write(report.html)
         part.replace(out)
     finally:
