@@ -409,7 +409,8 @@ def _reading(path: Path) -> Iterator[None]:
     except FoldError as exc:
         raise click.ClickException(
             _line(
-                f"{path}: damaged log at seq {exc.seq}: {exc}; `gpuex verify` lists every problem"
+                f"{path}: damaged log at seq {exc.seq}: {exc.reason}; `gpuex verify` lists every "
+                "problem"
             )
         ) from None
     except DamagedLogError as exc:

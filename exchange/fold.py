@@ -35,7 +35,7 @@ class FoldError(ValueError):
     def __init__(self, seq: Any, reason: str) -> None:
         self.seq = seq
         self.reason = reason
-        super().__init__(f"event seq {seq!r} cannot be folded ({reason})")
+        super().__init__(f"seq {seq!r}: {reason}")
 
     def __reduce__(self):  # rebuilt from its fields where it crosses processes (journaller)
         return type(self), (self.seq, self.reason)
@@ -156,7 +156,9 @@ class Fold:
             if isinstance(exc, UnicodeDecodeError) or row is None:
                 raise  # from reading, not folding
             seq = row[0] if isinstance(row, tuple) and row else None
-            raise FoldError(seq, f"{type(exc).__name__}: {exc}") from exc
+            raise FoldError(
+                seq, f"the event cannot be folded ({type(exc).__name__}: {exc})"
+            ) from exc
         return self
 
     # ------------------------------------------------------------------ rules
@@ -407,6 +409,25 @@ class Fold:
             },
             option=orjson.OPT_SORT_KEYS,
         ).decode()
+
+    @classmethod
+    def from_snapshot(cls, seq: int, state_json: str, state_hash: str) -> Fold:
+        """The fold a stored snapshot ``(seq, state_json, state_hash)`` holds, once it is
+        found to be the state it claims: :class:`FoldError` naming ``seq`` if the JSON is
+        not a fold's, is of another seq, or does not hash to ``state_hash`` (an edited
+        snapshot would otherwise replay into a wrong state without a word)."""
+        try:
+            fold = cls.from_json(state_json)
+            digest = fold.state_hash()
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+            raise FoldError(
+                seq, f"the snapshot here is damaged ({type(exc).__name__}: {exc})"
+            ) from None
+        if fold.seq != seq or digest != state_hash:
+            raise FoldError(
+                seq, "the snapshot here is damaged (its state does not hash as recorded)"
+            )
+        return fold
 
     @classmethod
     def from_json(cls, text: str) -> Fold:

@@ -37,7 +37,7 @@ from exchange import events as ev
 from exchange.clock import Simulator
 from exchange.engine import Exchange
 from exchange.events import Event, encode
-from exchange.fold import Fold
+from exchange.fold import Fold, FoldError
 from exchange.journal import Journal, JournalError, Journaller
 from exchange.limits import check_recorder, check_seed
 from exchange.scenarios import load_scenario, scenario_from_config
@@ -624,7 +624,7 @@ def _fold_from(
     if use_snapshots:
         snap = store.latest_snapshot(last)
         if snap is not None:
-            fold = Fold.from_json(snap[1])
+            fold = Fold.from_snapshot(*snap)  # checked against its recorded hash
     if progress is None:
         if fold.seq < last:
             fold.apply_all(store.rows(fold.seq + 1, last))
@@ -786,7 +786,9 @@ def _verify_execution(
                 store.last_seq,
             )
         for seq, state_json, snap_hash in store.snapshots():
-            if Fold.from_json(state_json).state_hash() != snap_hash:
+            try:
+                Fold.from_snapshot(seq, state_json, snap_hash)
+            except FoldError:
                 return Verdict(False, store.last_seq, [f"snapshot at seq {seq} is damaged"], seq)
         return Verdict(True, store.last_seq, [], None, digest)
 

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from exchange import session
 from exchange.cli import EXIT_UNFINISHED, main
 from exchange.store import EventStore, verify_store
+from tests.exchange.conftest import SPIRAL
 from tests.exchange.test_store_check import reseal
 
 
@@ -422,3 +423,26 @@ def test_verify_help_documents_every_exit_status():
     text = " ".join(cli("verify", "--help").output.split())
     for said in ("0 the log is sound", "1 the log is damaged", "3 the log is sound but", "2 bad"):
         assert said in text, text
+
+
+# ------------------------------------------------------------------ snapshots
+@pytest.fixture(scope="module")
+def snapshotted(tmp_path_factory) -> Path:
+    """The SPIRAL session with a snapshot every 4,000 events."""
+    path = tmp_path_factory.mktemp("snapshotted") / "spiral.db"
+    session.run("products", path, seed=2, overrides=SPIRAL, snapshot_every=4_000)
+    return path
+
+
+@pytest.mark.parametrize("command", ["replay", "inspect", "verify"])
+def test_an_edited_snapshot_is_named_by_the_commands_that_use_it(snapshotted, tmp_path, command):
+    log = tmp_path / "spiral.db"
+    shutil.copy(snapshotted, log)
+    seq = one(log, "SELECT max(seq) FROM snapshots")
+    state = one(log, "SELECT state FROM snapshots WHERE seq = ?", (seq,))
+    edited = state.replace('"cash":{"', '"cash":{"x":1,"', 1)
+    assert edited != state
+    sql(log, "UPDATE snapshots SET state = ? WHERE seq = ?", (edited, seq))
+    output = assert_clean_failure(cli(*_commands(log, tmp_path)[command]), seq)
+    assert "snapshot" in output
+    assert cli("replay", log, "--no-snapshots").exit_code == 0  # the events are sound
