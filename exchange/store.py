@@ -1248,7 +1248,10 @@ class EventStore:
             _check_batches(rows, found)
             end = rows[-1][2] if rows else 0
             if not found.items and end != claimed:
-                found.add(f"the batches end at seq {end}, sessions.last_seq at {claimed}", end)
+                found.add(
+                    f"the batches end at seq {end}, sessions.last_seq at {claimed}",
+                    min(end, claimed) + 1,
+                )
             if found.items:
                 _, _, _, seq, _, text = min(found.items)
                 raise DamagedLogError(self.path, seq or 1, text)
