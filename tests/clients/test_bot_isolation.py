@@ -363,7 +363,7 @@ def test_the_account_a_bot_sees_is_the_exchanges_account_at_every_delivery(monke
     assert len(checked) > 10_000 and sum(checked) > len(checked) // 2
 
 
-def test_a_log_holding_the_runners_refusals_verifies_and_replays(tmp_path):
+def test_a_log_holding_the_runners_refusals_verifies(tmp_path):
     """``verify`` records a refusal of the runner again (never executes the refused command:
     that would withdraw from the maker) and the re-execution matches the log."""
     from clients.gateway import BotEntry, serve_session
