@@ -346,3 +346,21 @@ def test_ctrl_c_while_a_bot_sleeps_in_a_callback_interrupts_gpuex_run_and_resume
         assert a.session["status"] == "finished"
         assert list(a.payloads(1, a.last_seq)) == list(b.payloads(1, b.last_seq))
     assert verify(cut).ok
+
+
+def test_sys_exit_in_a_remote_bots_callback_stops_that_bot_as_in_process(tmp_path):
+    from tests.clients.test_gateway import remote_bot, serve
+
+    db = tmp_path / "served.db"
+    bots = [
+        BotEntry("mm", "maker", Quoter(), Latency(fixed_ns=MS)),
+        BotEntry("bad", "taker", None, Latency(fixed_ns=MS), remote=True),
+    ]
+    summary, results = serve(db, ["taker"], bots, {"taker": remote_bot(ExitsOnce(SystemExit(3)))})
+    assert results["taker"].failure.cause == "raised"  # the client went on to the end
+    with EventStore.open(db, mode="r") as store:
+        assert store.session["status"] == "finished"
+        (failed,) = store.events(kind=ev.BOT_FAILED)
+    assert failed.account == "taker" and failed.data["cause"] == "raised"
+    assert failed.data["callback"] == "on_index"
+    assert failed.data["detail"].endswith("SystemExit: 3")
