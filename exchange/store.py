@@ -40,7 +40,14 @@ ends every index) -- are built when a writer finishes or closes the store
 event cost more than the rest of the append put together (measured back to back on 400,000
 events: 58,000 events/s appended with live indexes, 161,000 without plus 1.3 s to build them
 at close). A store whose writer crashed has no indexes until
-a writer opens and closes it again; its filtered queries then scan the table: correct, slower.
+a writer opens and closes it again. Checked reads (the default) do not use them: they filter
+the table itself, on columns checked against the payloads (see :meth:`EventStore.events`).
+
+**Checked reads.** :meth:`EventStore.events` and :meth:`EventStore.rows` check every row of
+the range as they read it -- seqs without a gap up to ``sessions.last_seq``, the crc, the typed
+columns against the payload, each batch's digest and the batch chain -- in C
+(``exchange._reader``), and raise :class:`DamagedLogError` naming the seq of the first row that
+does not prove itself.
 
 **Closed files.** A writer's :meth:`~EventStore.close` checkpoints the WAL and switches the
 file back to the rollback-journal mode, so a closed store is one self-contained file and a
@@ -1203,11 +1210,11 @@ class EventStore:
         if last <= self._proven:
             # NOT INDEXED: the rows come from the table, never through an index (the
             # indexes are only what `verify` found them when it last ran)
+            where, params = _where(first, last, filters)
             sql = (
                 f"SELECT {_TYPED_COLUMNS}{payload} FROM events NOT INDEXED "
-                f"WHERE seq >= ? AND seq <= ? AND {match} ORDER BY seq"
+                f"WHERE {where} ORDER BY seq"
             )
-            params = [first, last, *params]
             reader = _row_reader(self._conn, self.path, sql, params)
             return self._track(reader if reader is not None else self._conn.execute(sql, params))
         # every row of the batches the range touches is read and checked (their digests
@@ -1339,9 +1346,12 @@ def verify_store(
     columns agree with its payload and the payload's own seq with the row's, that seqs run
     1..last without gaps, that every event belongs to the batch covering it, every batch's
     digest against its events and the chain from batch to batch, ``sessions.last_seq``
-    against the events present, and SQLite's own ``quick_check``. Never raises for a damaged
-    file: a file that is not a store, truncated or corrupt gives ``ok=False`` and problems
-    saying so (with the last seq read intact). Problems are listed in seq order.
+    against the events present, the ``sessions`` row against the log's ``SessionStarted`` and
+    ``SessionEnded``, and SQLite's own ``integrity_check`` (every page, and every index entry
+    against its row: a corrupt index names the seq whose entry is wrong). Never raises for a
+    damaged file: a file that is not a store, truncated or corrupt gives ``ok=False`` and
+    problems saying so (with the last seq read intact, and for a truncated file which tables
+    and indexes lost pages). Problems are listed in seq order.
 
     ``progress(done, total)``, if given, is called as the events are scanned (every
     :data:`PROGRESS_EVERY` events, and once at the end): events checked so far and the
