@@ -9,8 +9,8 @@
     gpuex sweep SCENARIO --param NAME=V1,V2 [--seeds N] [--scheduler ADDR] [--retry-failed] -o DIR
     gpuex report LOG -o report.html [--until SEQ] [--account NAME] [--window-days N]
 
-Exit codes: 0 success; 1 a check failed (verify) or the session could not be run; 2 bad usage
-or bad input (click's convention).
+Exit codes: 0 success; 1 a check failed (verify: a damaged log) or the session could not be run;
+2 bad usage or bad input (click's convention); 3 verify found a sound but unfinished log.
 """
 
 from __future__ import annotations
