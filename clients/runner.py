@@ -173,7 +173,8 @@ def bot_rng(seed: int, name: str, stream: int = 0) -> np.random.Generator:
 # A bot may raise ``KeyboardInterrupt`` (or ``SystemExit``) itself; that stops the bot. A SIGINT
 # delivered to the process while a bot runs must instead interrupt the run. The handler below
 # wraps the process's own SIGINT handler and counts the interrupts it raised, so ``dispatch``
-# can tell the two apart: a callback during which the count moved was interrupted for real.
+# can tell the two apart: a batch of callbacks during which the count moved was interrupted
+# for real.
 _interrupts_raised = 0
 _previous_sigint: Any = None
 _getsignal = _signal.getsignal  # without the enum conversion: called at every delivery
