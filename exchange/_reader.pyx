@@ -285,6 +285,10 @@ cdef class RowReader:
             self.expect = sqlite3_column_int64(self.stmt, 0) + 1
             if self.batch_end >= 0:
                 self._hash_row()
+            if self.expect - 1 == self.last:
+                # the last row proved itself: say so now, not only at the end of the rows
+                # (a caller may stop at the row it wanted, the last one)
+                self.check(None, self.expect)
             if sqlite3_column_int64(self.stmt, n + 2) == 0:
                 continue  # checked, not selected
             if self.with_payload:
