@@ -486,13 +486,19 @@ class PostMortem:
 
 # ---------------------------------------------------------------------- the scan
 def facts(
-    db: str | Path | EventStore, until: int | None = None, *, track_cash: Iterable[str] = ()
+    db: str | Path | EventStore,
+    until: int | None = None,
+    *,
+    track_cash: Iterable[str] = (),
+    checked: bool = True,
 ) -> PostMortem:
     """The post-mortem facts of the log ``db`` (a path or an open :class:`EventStore`), as of
     just after event ``until`` (None: the whole log).
 
     ``track_cash``: account names whose every cash change to record in
-    :attr:`PostMortem.cash_paths` (for charts).
+    :attr:`PostMortem.cash_paths` (for charts). ``checked``: read ``db`` (a path) with the
+    store's checked reads (:meth:`EventStore.events`); False only for a log the caller has
+    just written itself.
 
     Raises:
         FileNotFoundError: no file at ``db``.
@@ -501,7 +507,7 @@ def facts(
     """
     if isinstance(db, EventStore):
         return _facts(db, until, set(track_cash))
-    with EventStore.open(db, mode="r") as store:
+    with EventStore.open(db, mode="r", checked=checked) as store:
         return _facts(store, until, set(track_cash))
 
 

@@ -837,8 +837,11 @@ def build_report(
     *,
     account: str | None = None,
     window_days: int | None = None,
+    checked: bool = True,
 ) -> Report:
     """The report of the log ``db`` as of just after event ``until`` (None: all of it).
+
+    ``checked``: as :func:`exchange.postmortem.facts`.
 
     ``account``: the account whose timeline to draw (default: every account that defaulted).
     ``window_days``: the trend's trailing window (default: a quarter of each index's span,
@@ -850,7 +853,7 @@ def build_report(
     """
     if isinstance(db, EventStore):
         return _build(db, until, account, window_days)
-    with EventStore.open(db, mode="r") as store:
+    with EventStore.open(db, mode="r", checked=checked) as store:
         return _build(store, until, account, window_days)
 
 
@@ -996,13 +999,15 @@ def write_report(
     *,
     account: str | None = None,
     window_days: int | None = None,
+    checked: bool = True,
 ) -> Report:
-    """Build the report of ``db`` and write it to ``out`` (UTF-8); returns the report.
+    """Build the report of ``db`` and write it to ``out`` (UTF-8); returns the report
+    (``checked``: as :func:`exchange.postmortem.facts`).
 
     The page is written to a temporary file beside ``out`` and renamed into place once
     complete: a write that fails (a full disk, a read-only directory) raises ``OSError`` and
     leaves no partial or empty file, and an existing ``out`` as it was."""
-    report = build_report(db, until, account=account, window_days=window_days)
+    report = build_report(db, until, account=account, window_days=window_days, checked=checked)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(f".{out.name}.part")

@@ -597,6 +597,8 @@ class EventStore:
         self._finished = False
         self._handed_off = False  # see hand_off
         self._proven = 0  # seqs 1.._proven proved themselves in a checked read (see _checked)
+        #: whether reads are checked by default (see :meth:`open`)
+        self.checked = True
         self._chained_to = -1  # the sessions.last_seq the batch rows were checked up to
         #: the cursors and readers handed out, closed by close(): a statement left unfinished
         #: (an abandoned iteration) would keep the connection alive after close() -- SQLite
@@ -737,10 +739,13 @@ class EventStore:
         return store
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> EventStore:
+    def open(cls, path: str | Path, mode: str = "r", *, checked: bool = True) -> EventStore:
         """Open an existing store: ``mode="r"`` read-only (creates and changes nothing; an
         SQLite ``mode=ro`` connection), ``mode="a"`` to append (a crashed session can be
         continued: the last committed batch is where it resumes).
+
+        ``checked``: the default of :meth:`events`' and :meth:`rows`' ``check`` -- False only
+        for a log the caller has just written or verified itself (a run's own summary).
 
         Raises:
             FileNotFoundError: no file at ``path``.
@@ -760,6 +765,7 @@ class EventStore:
             _check_header(conn, path)
             db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
             store = cls(db, path, mode)
+            store.checked = checked
             info = store.session
             store.durability = info["durability"]
             store._finished = info["status"] == "finished"
@@ -1141,14 +1147,15 @@ class EventStore:
         order_id: int | Iterable[int] | None = None,
         counterparty: str | Iterable[str] | None = None,
         counter_order_id: int | Iterable[int] | None = None,
-        check: bool = True,
+        check: bool | None = None,
     ) -> Iterator[Event]:
         """Decoded events with ``start <= seq <= stop`` (``stop`` None: to the end), in seq
         order, filtered on the typed columns (each filter: one value or a list/tuple/set of
         values; ``account`` matches the ``account`` column only -- a Fill's maker is its
         ``counterparty``).
 
-        ``check`` (the default): every row of the range is checked as it is read, selected by
+        ``check`` (the store's default, see :meth:`open`: True unless opened with
+        ``checked=False``): every row of the range is checked as it is read, selected by
         the filters or not -- seqs contiguous up to ``sessions.last_seq``, the payload's crc,
         the typed columns against the payload -- and the filters are applied to the table
         itself, never through an index (an index is only what ``verify`` checked when it
@@ -1163,7 +1170,7 @@ class EventStore:
             "counter_order_id": counter_order_id,
         }
         path = self.path
-        if not check:
+        if not (self.checked if check is None else check):
             where, params = _where(start, stop, filters)
             sql = f"SELECT payload FROM events WHERE {where} ORDER BY seq"
             for (payload,) in self._track(self._conn.execute(sql, params)):
@@ -1179,13 +1186,18 @@ class EventStore:
             yield event
 
     def rows(
-        self, start: int = 1, stop: int | None = None, *, check: bool = True, **filters: Any
+        self,
+        start: int = 1,
+        stop: int | None = None,
+        *,
+        check: bool | None = None,
+        **filters: Any,
     ) -> Iterator[tuple]:
         """The typed columns (:data:`~exchange.events.TYPED_FIELDS` order) of the events with
         ``start <= seq <= stop``, as tuples, without decoding JSON; same filters and ``check``
         as :meth:`events` (a checked read of a whole log costs about a third more than an
         unchecked one: the crc and the comparison are done in C; see docs/event_store.md)."""
-        if check:
+        if self.checked if check is None else check:
             return self._checked(start, stop, filters, with_payload=False)
         where, params = _where(start, stop, filters)
         sql = f"SELECT {_TYPED_COLUMNS} FROM events WHERE {where} ORDER BY seq"

@@ -416,7 +416,8 @@ def summarise(db: str | Path) -> dict[str, Any]:
     ``missed`` (the call it missed); ``funds_used``: :data:`FUND_KEYS` (``*_lots`` in lots);
     ``shortfall``, ``uncovered``: over every close-out.
     """
-    with EventStore.open(db, mode="r") as store:
+    # the log its worker has just written: read through its own indexes, unchecked
+    with EventStore.open(db, mode="r", checked=False) as store:
         state_hash = store.session["final_state_hash"]
         pm = postmortem.facts(store)
     first_default: dict[str, int] = {}

@@ -1031,3 +1031,14 @@ def test_the_c_checks_judge_sound_rows_alone_even_at_the_ends_of_int64(tmp_path,
     with EventStore.open(path) as store:
         assert list(store.events()) == extremes
     assert judged == [3]  # only the non-ASCII, escaped account
+
+
+def test_a_store_opened_unchecked_trusts_the_file_and_a_checked_one_does_not(db):
+    # checked=False is for a log the caller has just written or verified (a run's summary)
+    sql(db, "UPDATE events SET price = price + 1 WHERE seq = 12")
+    with EventStore.open(db, checked=False) as trusting:
+        assert len(list(trusting.rows())) == 40
+        with pytest.raises(store_module.DamagedLogError, match="seq 12: column price="):
+            list(trusting.rows(check=True))
+    with EventStore.open(db) as checking, pytest.raises(store_module.DamagedLogError):
+        list(checking.rows())
