@@ -7,6 +7,8 @@ non-zero with an ``Error:`` message and no traceback (``result.exception`` is No
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,3 +194,70 @@ def test_read_commands_with_hostile_options_succeed_or_fail_cleanly(small_log, c
     clear(outputs)
     result = runner().invoke(main, args)
     check_result(result, *outputs)
+
+
+@st.composite
+def serve_lines(draw, tmp: Path) -> tuple[list[str], list[Path]]:
+    """``gpuex serve demo ...`` with hostile options; a remote bot is always named and the
+    connect timeout always short or invalid, so no example waits long or runs a session."""
+    good = tmp / "serve.db"
+    db = draw(st.sampled_from([good, good, good, *bad_paths(tmp)]))
+    args = ["serve", draw(st.sampled_from(["demo", "demo", "no-such-scenario"]))]
+    args += ["--db", str(db), "--quiet"]
+    outputs = [db]
+    for option, values in draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    ("--port", ["-1", "65536", "99999999999", "x", "0"]),
+                    ("--step-timeout", ["0", "-1", "nan", "1e309", "x", "0.5"]),
+                    ("--seed", NUMBERS),
+                    ("--host", ["", "256.0.0.1", "no such host", "127.0.0.1"]),
+                ]
+            ),
+            unique_by=lambda pair: pair[0],
+            max_size=2,
+        )
+    ):
+        args += [option, draw(st.sampled_from(values))]
+    if draw(st.booleans()):
+        tokens = draw(st.sampled_from([tmp / "tokens.json", tmp / "tokens.json", *bad_paths(tmp)]))
+        args += ["--tokens-file", str(tokens)]
+        outputs.append(tokens)
+    args += ["--remote", draw(st.sampled_from(["maker", "nobody", ""]))]
+    # (no "nan" here: it hangs today -- see test_serve_refuses_a_nan_timeout below)
+    args += ["--connect-timeout", draw(st.sampled_from(["0", "-1", "x", "0.2", "0.2", "0.2"]))]
+    return args, outputs
+
+
+@settings(FUZZ, max_examples=40)
+@given(st.data())
+def test_serve_with_hostile_options_fails_cleanly_leaving_no_file(cli_dir, data):
+    from clients.cli import main as gpuex
+
+    args, outputs = data.draw(serve_lines(cli_dir))
+    clear(outputs)
+    result = runner().invoke(gpuex, args)
+    assert result.exit_code != 0  # no bot ever connects
+    check_result(result, *outputs)
+
+
+# FOUND BY FUZZING -- a bug in helper B's clients/cli.py (serve), left here failing on purpose
+# until it is fixed there: click.FloatRange(min=0, min_open=True) lets NaN through (every
+# comparison with NaN is false), so `gpuex serve demo --db X --remote maker --connect-timeout
+# nan` prints "waiting up to nan s for 1 remote bot(s)" and waits forever, and
+# `--step-timeout nan` is taken as a step deadline that never passes. Run as a subprocess
+# under a wall-clock timeout, so that the hang fails the test instead of stopping the suite.
+@pytest.mark.parametrize("option", ["--connect-timeout", "--step-timeout"])
+def test_serve_refuses_a_nan_timeout(tmp_path, option):
+    gpuex = Path(sys.executable).with_name("gpuex")
+    db = tmp_path / "nan.db"
+    command = [str(gpuex), "serve", "demo", "--db", str(db), "--remote", "maker", "--quiet"]
+    command += ["--connect-timeout", "0.2", option, "nan"]  # the last value of an option wins
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{' '.join(command[1:])} still waiting after 30 s") from None
+    assert done.returncode == 2, done.stdout + done.stderr  # a usage error, named
+    assert f"Invalid value for '{option}'" in done.stderr and "Traceback" not in done.stderr
+    assert not leftovers(db)
