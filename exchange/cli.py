@@ -416,6 +416,8 @@ def _reading(path: Path) -> Iterator[None]:
     except DamagedLogError as exc:
         raise click.ClickException(_line(f"{exc}; `gpuex verify` lists every problem")) from None
     except (StoreError, sessions.SessionError) as exc:
+        if isinstance(exc.__cause__, sqlite3.DatabaseError):  # SQLite cannot read the file
+            raise click.ClickException(_line(_damage(path, exc))) from None
         raise click.ClickException(_line(str(exc))) from None
     except (
         sqlite3.DatabaseError,
@@ -440,7 +442,8 @@ def _damage(path: Path, exc: BaseException) -> str:
     if found is None or found.ok:
         return f"{path}: cannot read the log ({what}); `gpuex verify` says more"
     where = f" at seq {found.first_bad_seq}" if found.first_bad_seq else ""
-    return f"{path}: damaged log{where}: {found.problems[0]} (reading failed with {what})"
+    said = [found.problems[0], *(p for p in found.problems[1:] if "intact" in p)]
+    return f"{path}: damaged log{where}: {'; '.join(said)} (reading failed with {what})"
 
 
 def _line(text: str) -> str:

@@ -1688,18 +1688,22 @@ def _truncation(conn: sqlite3.Connection, path: Path) -> str | None:
         return None
     try:
         conn.execute("PRAGMA writable_schema=ON")  # read the schema page as it is
-        roots = sorted(
+        indexes = sorted(
             (r[1], r[0])
-            for r in conn.execute("SELECT name, rootpage FROM sqlite_master WHERE rootpage > 0")
+            for r in conn.execute(
+                "SELECT name, rootpage FROM sqlite_master WHERE type = 'index' AND rootpage > "
+                "(SELECT max(rootpage) FROM sqlite_master WHERE type = 'table')"
+            )
         )
     except sqlite3.DatabaseError:
-        roots = []
+        indexes = []
+    # the post-mortem indexes are built at close, each in pages after its root and before
+    # the next one's: those whose pages reach past the end. (The tables grow page by page,
+    # interleaved: the scan of the events says how far they are intact.)
     hit = [
         name
-        for k, (root, name) in enumerate(roots)
-        if root > present
-        or (k + 1 < len(roots) and roots[k + 1][0] > present)
-        or k + 1 == len(roots)
+        for k, (root, name) in enumerate(indexes)
+        if k + 1 == len(indexes) or indexes[k + 1][0] > present
     ]
     where = f"; pages lost from {', '.join(hit)}" if hit else ""
     return (

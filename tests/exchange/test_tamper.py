@@ -266,6 +266,14 @@ def garbage_page(path):
     return None  # located by the reads as "the file is corrupt here", seq somewhere
 
 
+def truncated_file(path):
+    """The file cut in the middle of its events: SQLite refuses it; the commands say, as
+    verify does, from which seq the events are lost."""
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 3)
+    return verify_store(path).first_bad_seq
+
+
 def forged_unknown_account(path):
     seq = _fill(path)
     _forge(path, seq, '"taker"', '"ghost"', "account", "ghost")
@@ -295,6 +303,7 @@ TAMPERS = {
         column_not_utf8,
         bit_flip_in_a_row,
         garbage_page,
+        truncated_file,
     )
 }
 #: forged rows (payload, column and crc alike): caught by what folds them, and by verify
