@@ -261,3 +261,67 @@ def test_serve_refuses_a_nan_timeout(tmp_path, option):
     assert done.returncode == 2, done.stdout + done.stderr  # a usage error, named
     assert f"Invalid value for '{option}'" in done.stderr and "Traceback" not in done.stderr
     assert not leftovers(db)
+
+
+UNREACHABLE = ["--scheduler", "tcp://127.0.0.1:1", "--scheduler-timeout", "0.3"]
+
+
+@st.composite
+def sweep_lines(draw, tmp: Path) -> list[str]:
+    """``gpuex sweep flow ...`` with hostile options, against a scheduler nobody listens on
+    (so that nothing runs: the sweep fails, cleanly, one way or another)."""
+    out = draw(st.sampled_from([tmp / "sweep", tmp / "sweep", *bad_paths(tmp)]))
+    args = ["sweep", draw(st.sampled_from(["flow", "flow", "no-such-scenario"])), "-o", str(out)]
+    for option, values in draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    (
+                        "--param",
+                        [
+                            "messages=10,20",
+                            "x",
+                            "=",
+                            "messages=",
+                            "messages=1e999",
+                            "interval_ns=1",
+                            "messages=-5",
+                            "nobody=1",
+                        ],
+                    ),
+                    ("--seeds", ["0", "-1", "1", "1000001", "x"]),
+                    ("--seed-list", ["1,2", "-1", "x,,", "99999999999999999999", ""]),
+                    ("--workers", ["0", "-1", "x", "1"]),
+                ]
+            ),
+            unique_by=lambda pair: pair[0],
+            max_size=3,
+        )
+    ):
+        args += [option, draw(st.sampled_from(values))]
+    return [*args, "--quiet", *UNREACHABLE]
+
+
+@settings(FUZZ, max_examples=30)
+@given(st.data())
+def test_sweep_with_hostile_options_fails_cleanly(cli_dir, data):
+    result = runner().invoke(main, data.draw(sweep_lines(cli_dir)))
+    assert result.exit_code != 0  # the scheduler cannot be reached
+    check_result(result)
+
+
+# FOUND BY FUZZING -- a bug in helper D's sweep (exchange/cli.py, exchange/sweep.py), left here
+# failing on purpose until it is fixed there: click.FloatRange lets NaN through, and
+# `gpuex sweep flow -o OUT --seeds 1 --scheduler tcp://127.0.0.1:1 --scheduler-timeout nan`
+# ends in a traceback (dask's parse_timedelta: KeyError 'Invalid time unit: nan').
+def test_sweep_refuses_a_nan_scheduler_timeout(tmp_path):
+    gpuex = Path(sys.executable).with_name("gpuex")
+    command = [str(gpuex), "sweep", "flow", "-o", str(tmp_path / "out"), "--seeds", "1"]
+    command += ["--quiet", *UNREACHABLE[:2], "--scheduler-timeout", "nan"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{' '.join(command[1:])} still running after 60 s") from None
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Invalid value for '--scheduler-timeout'" in done.stderr
+    assert "Traceback" not in done.stderr
