@@ -59,6 +59,12 @@ SETTINGS = [
     "noequals",
     "unknown_field=1",
     "stp=sideways",
+    "initial_cash=1e999",
+    "interval_ns=1e999",
+    "messages=1e3",
+    "messages=[]",
+    'messages={"a": 1}',
+    "seed=-1",
 ]
 
 
