@@ -146,7 +146,7 @@ def _safe_repr(raw: Any) -> str:
     type: whatever a client sends is recorded, nothing it sends raises here."""
     try:
         return repr(raw)[:1_000]
-    except Exception:
+    except (Exception, SystemExit):  # a repr that calls sys.exit() does not end the session
         return f"<{type(raw).__name__} without a repr>"[:1_000]
 
 

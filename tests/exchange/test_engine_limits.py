@@ -375,7 +375,14 @@ def nested(depth: int) -> list:
     return outer
 
 
-@pytest.mark.parametrize("raw", [Unprintable(), {"type": Unprintable()}, nested(100_000)])
+class Exiting:
+    def __repr__(self):
+        raise SystemExit(0)
+
+
+@pytest.mark.parametrize(
+    "raw", [Unprintable(), {"type": Unprintable()}, nested(100_000), [Exiting()]]
+)
 def test_a_command_nothing_can_print_is_one_rejection_with_a_placeholder(raw):
     h = Harness()
     h.open("a", 1_000)
