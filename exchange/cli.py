@@ -461,10 +461,15 @@ def _recorded_end(store: EventStore, fold) -> tuple[str | None, str]:
             f"state after seq {fold.seq} of {last}: the recorded final hash is not compared",
         )
     end = next(iter(store.events(last, last)), None) if last else None
+    status = store.session
     if end is None or end.kind != "SessionEnded":
+        if status["status"] == "finished":
+            return "differs", (
+                f"the session is finished but its last event (seq {last}) is not SessionEnded: "
+                "the log was cut short; `gpuex verify` locates it"
+            )
         return None, "no recorded final hash to compare with: the session is unfinished"
     recorded = (end.data or {}).get("state_hash")
-    status = store.session
     if recorded != fold.state_hash() or (
         status["status"] == "finished" and status["final_state_hash"] != recorded
     ):

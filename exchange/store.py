@@ -599,7 +599,8 @@ class EventStore:
         self._proven = 0  # seqs 1.._proven proved themselves in a checked read (see _checked)
         #: whether reads are checked by default (see :meth:`open`)
         self.checked = True
-        self._chained_to = -1  # the sessions.last_seq the batch rows were checked up to
+        #: (sessions.last_seq, batch rows) when the batch rows were last found to chain
+        self._chained_to: tuple[int, int] | None = None
         #: the cursors and readers handed out, closed by close(): a statement left unfinished
         #: (an abandoned iteration) would keep the connection alive after close() -- SQLite
         #: closes it only once every statement is finalised -- and a connection alive on a
@@ -1255,17 +1256,19 @@ class EventStore:
     def _batches_over(self, first: int, last: int) -> list[tuple[int, int, int, str]]:
         """The batch rows ``(batch, first_seq, last_seq, digest)`` whose ranges meet
         ``first..last``, once every batch row of the log has been found to chain from the
-        first to ``sessions.last_seq`` (else :class:`DamagedLogError` at the first seq of the
-        batch that breaks it)."""
+        first to ``sessions.last_seq`` and end there (else :class:`DamagedLogError` at the
+        first seq of the batch that breaks it)."""
         if last < first:
             return []
-        claimed = self.last_seq
-        if self._chained_to != claimed:
-            rows = self._conn.execute(
-                "SELECT batch, first_seq, last_seq, digest, chain FROM batches "
-                "WHERE first_seq <= ? ORDER BY batch",
-                (claimed,),
-            ).fetchall()
+        # one statement, one snapshot: a live writer commits its batch row and last_seq
+        # together, and both are read as of the same commit
+        rows = self._conn.execute(
+            "SELECT batch, first_seq, last_seq, digest, chain, "
+            "(SELECT last_seq FROM sessions) FROM batches ORDER BY batch"
+        ).fetchall()
+        claimed = rows[0][5] if rows else self.last_seq
+        if self._chained_to != (claimed, len(rows)):
+            rows = [row[:5] for row in rows]
             found = _Problems()
             _check_batches(rows, found)
             end = rows[-1][2] if rows else 0
@@ -1278,7 +1281,7 @@ class EventStore:
                 _, _, _, seq, _, text = min(found.items)
                 raise DamagedLogError(self.path, seq or 1, text)
             self._ranges = [(b, f, la, d) for b, f, la, d, _ in rows]
-            self._chained_to = claimed
+            self._chained_to = (claimed, len(rows))
         ranges = self._ranges
         k = max(bisect.bisect_right([r[1] for r in ranges], first) - 1, 0)
         over = []

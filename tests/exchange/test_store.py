@@ -699,6 +699,10 @@ def test_random_appends_verify_and_any_byte_edit_is_located(batches, data):
         report = verify_store(path)
         assert not report.ok
         assert report.first_bad_seq == victim.seq, report.problems
+        with EventStore.open(path) as store:  # and every checked read stops there
+            with pytest.raises(store_module.DamagedLogError) as caught:
+                list(store.events())
+            assert caught.value.seq == victim.seq
 
 
 def _dump(path: Path) -> list:
@@ -995,6 +999,7 @@ def test_a_checked_read_gives_the_same_rows_in_c_and_in_python(db, monkeypatch, 
         ("UPDATE events SET crc = crc + 1 WHERE seq = 22", 22),
         ("UPDATE batches SET chain = '" + "1" * 64 + "' WHERE batch = 3", 21),
         ("UPDATE sessions SET last_seq = 45", 41),
+        ("UPDATE sessions SET last_seq = 30", 31),  # on a batch boundary: the batches say
     ],
 )
 def test_a_checked_read_names_the_same_damage_in_c_and_in_python(db, monkeypatch, tamper, seq):

@@ -382,6 +382,18 @@ def test_replay_of_a_consistently_rewritten_log_fails_on_the_recorded_final_hash
     assert "differs from the recorded final hash" in output
 
 
+def test_replay_of_a_finished_log_cut_short_consistently_is_an_error(log):
+    # the last batch removed with its batch row, sessions.last_seq set back: every row,
+    # batch and chain checks out, but a finished session must end with SessionEnded
+    first, last = one_row(log, "SELECT first_seq, last_seq FROM batches ORDER BY batch DESC")
+    sql(log, "DELETE FROM events WHERE seq >= ?", (first,))
+    sql(log, "DELETE FROM batches WHERE first_seq = ?", (first,))
+    sql(log, "UPDATE sessions SET last_seq = ?", (first - 1,))
+    output = assert_clean_failure(cli("replay", log), first - 1)
+    assert "is not SessionEnded: the log was cut short" in output
+    assert cli("verify", log, "--quiet").exit_code == 1
+
+
 def one_row(path: Path, query: str, params=()):
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
