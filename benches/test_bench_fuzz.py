@@ -24,8 +24,14 @@ Units: inputs, inputs/s, seconds.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
-from tests.fuzz.mutator import Fuzzer, FuzzSummary
+# the fuzzer is the test suite's (tests/fuzz/mutator.py): a bare `pytest benches` puts only
+# benches/ on the path, so the checkout's root goes there too
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fuzz.mutator import Fuzzer, FuzzSummary  # noqa: E402
 
 FIELDS = ("inputs", "rejected", "accepted", "events", "seconds")
 
