@@ -11,8 +11,10 @@ and position (lots) between the two sides; fees move cash from the account to th
 fee pool; deposits and withdrawals move cash across the boundary. So the sum of all cash, the
 fee pool and the withdrawals, less the deposits, is always zero.
 
-A command that fails validation or authorisation produces exactly one event,
-``CommandRejected``, carrying the raw command and the reason, and changes nothing else. A valid
+A command that fails validation, authorisation or a limit (``_check_limits``: no balance,
+position or amount derived from one may pass what the log's int64 columns hold; docs/exchange.md,
+"Limits") produces exactly one event, ``CommandRejected``, carrying the raw command and the
+reason, and changes nothing else: every check runs before a command's first event. A valid
 command produces ``CommandReceived`` and then its outcomes.
 """
 
