@@ -28,7 +28,14 @@ from clients.gateway import (
     GatewayError,
     serve_session,
 )
-from exchange.cli import RunBar, main, plan_or_fail, store_failed, writable_dir_or_fail
+from exchange.cli import (
+    RunBar,
+    Seconds,
+    main,
+    plan_or_fail,
+    store_failed,
+    writable_dir_or_fail,
+)
 from exchange.limits import MAX_SEED
 from exchange.session import SessionError, committed_session
 from exchange.store import EventStore, StoreError
@@ -82,14 +89,14 @@ def _load(scenario: str):
     "--step-timeout",
     default=DEFAULT_STEP_TIMEOUT,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     help="Wall-clock seconds a remote bot has to answer a step (and to read one).",
 )
 @click.option(
     "--connect-timeout",
     default=DEFAULT_CONNECT_TIMEOUT,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     help="Wall-clock seconds every remote bot has to connect before the session starts.",
 )
 @click.option(

@@ -19,6 +19,7 @@ import contextlib
 import heapq
 import itertools
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -264,6 +265,29 @@ def writable_dir_or_fail(path: Path, option: str) -> None:
         raise click.ClickException(
             f"{option}: cannot write in {folder} ({exc.strerror or exc})"
         ) from None
+
+
+class Seconds(click.ParamType):
+    """A wall-clock duration in seconds for an option: a finite number, more than 0 and at
+    most ``most`` (``click.FloatRange`` lets NaN through: every comparison with it is false,
+    and a NaN timeout never passes)."""
+
+    name = "seconds"
+
+    def __init__(self, most: float = 1_000_000.0) -> None:
+        self.most = most
+
+    def convert(self, value, param, ctx) -> float:
+        if isinstance(value, float):
+            seconds = value
+        else:
+            try:
+                seconds = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not (math.isfinite(seconds) and 0 < seconds <= self.most):
+            self.fail(f"{value!r} is not in the range 0<x<={self.most:g} seconds", param, ctx)
+        return seconds
 
 
 def store_failed(db: Path, exc: BaseException) -> str:
@@ -811,7 +835,7 @@ def _list_events(
 )
 @click.option(
     "--scheduler-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     default=10.0,
     show_default=True,
     metavar="SECONDS",

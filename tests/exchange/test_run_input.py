@@ -317,3 +317,20 @@ def test_an_unreachable_scheduler_is_one_line_after_the_timeout(tmp_path):
     assert "--scheduler tcp://127.0.0.1:1: cannot connect within 0.5 s" in _error_line(
         result.output
     )
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e309", "0", "-1", "1e7", "soon"])
+def test_a_timeout_that_is_not_a_finite_positive_number_of_seconds_is_refused(tmp_path, value):
+    from clients.cli import main as gpuex
+
+    out = tmp_path / "out"
+    sweep = ["sweep", "flow", "-o", str(out), "--scheduler", "tcp://127.0.0.1:1"]
+    result = CliRunner().invoke(main, [*sweep, "--scheduler-timeout", value])
+    assert result.exit_code == 2
+    assert "Invalid value for '--scheduler-timeout'" in _error_line(result.output)
+    for option in ("--connect-timeout", "--step-timeout"):
+        serve = ["serve", "demo", "--db", str(out / "x.db"), "--remote", "maker", option, value]
+        result = CliRunner().invoke(gpuex, serve)
+        assert result.exit_code == 2
+        assert f"Invalid value for '{option}'" in _error_line(result.output)
+    assert not out.exists()
