@@ -51,6 +51,7 @@ from exchange.limits import (
     MAX_SEED,
     MAX_SESSION_DAYS,
     check_date,
+    check_funding,
     check_instrument,
     check_market_actions,
     check_money,
@@ -365,6 +366,7 @@ class MarketScenario(BaseModel):
             counts[f"perps.{i}.funding_interval_ns (fundings)"] = every_count(
                 end, spec.funding_interval_ns
             )
+            check_funding(f"perps.{i}", spec, end)
         for i, spec in enumerate(self.swaps):
             counts[f"swaps.{i}.premium_period_days (premiums)"] = (
                 spec.maturity - spec.listed

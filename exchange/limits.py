@@ -59,6 +59,7 @@ __all__ = [
     "MAX_SESSION_NS",
     "MAX_SNAPSHOT_EVERY",
     "check_date",
+    "check_funding",
     "check_instrument",
     "check_market_actions",
     "check_money",
@@ -131,6 +132,22 @@ def check_instrument(where: str, spec: Any) -> None:
         raise ValueError(
             f"{where}: the payoff of a contract at the floor is {payoff * spec.floor:,} minor "
             f"units, past {MAX_EXPOSURE:,}"
+        )
+
+
+def check_funding(where: str, spec: Any, end_ns: int) -> None:
+    """A perpetual's cumulative funding index (nano-minor units per lot, the ``FundingRate``
+    event's amount) stays inside int64 for the whole session even if every interval pays at
+    the cap on a mark at ``max_price``: ``intervals x cap_ppm x max_price x tick_value x 1000
+    <= 2**63 - 1``. (The built-in perpetuals need 5.5e18 over the longest session.)"""
+    intervals = every_count(end_ns, spec.funding_interval_ns)
+    per_interval = spec.funding_cap_ppm * spec.max_price * spec.tick_value * 1_000
+    if intervals * per_interval > MAX_INT64:
+        raise ValueError(
+            f"{where}: at its funding cap ({spec.funding_cap_ppm:,} ppm, the first margin "
+            f"tier's IM - MM) on a mark at max_price, {intervals:,} funding intervals would "
+            f"take its cumulative funding index past int64 (a lower cap, max_price or tick "
+            "value, a longer funding interval or a shorter session)"
         )
 
 

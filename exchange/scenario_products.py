@@ -24,6 +24,7 @@ from exchange.index import CALIBRATIONS, IndexSpec
 from exchange.limits import (
     MAX_BALANCE,
     check_date,
+    check_funding,
     check_market_actions,
     check_money,
     check_raw,
@@ -154,6 +155,7 @@ class ProductsScenario(BaseModel):
             "margin.interval_ns (margin cycles)": every_count(end, self.margin.interval_ns),
         }
         check_market_actions(end, counts)
+        check_funding("H100-PERP", H100_PERP, end)
         return self
 
     def _accounts(self) -> list[tuple[str, int]]:

@@ -130,6 +130,21 @@ def test_a_file_past_a_limit_is_refused_in_one_line_naming_the_field(old, new, m
     assert "\n" not in reason
 
 
+def test_a_perpetual_whose_funding_index_could_pass_int64_is_refused():
+    # at the cap every interval, on a mark at max_price, the cumulative funding index (nano
+    # cents per lot, stored with every FundingRate) would pass int64 on day 63 of 180
+    text = _with('tick_size = "0.001"', 'tick_size = "1"')
+    text = text.replace(
+        "initial_margin_ppm = 100000, maintenance_margin_ppm = 50000",
+        "initial_margin_ppm = 1000000, maintenance_margin_ppm = 1",
+    )
+    with pytest.raises(ScenarioError, match="perps.0: at its funding cap .* past int64"):
+        sc.load_scenario(text, {"days": 180})
+    # the bound is the worst case, a mark at max_price: a narrower price range passes
+    narrow = text.replace("max_price = 1_000_000", "max_price = 1_000")
+    assert sc.load_scenario(narrow, {"days": 180}).days == 180
+
+
 def test_a_long_session_within_the_limits_is_accepted():
     scenario = sc.load_scenario(_with("days = 3", "days = 3660"))
     assert scenario.end_ns == limits.MAX_SESSION_NS
