@@ -317,6 +317,18 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def is_registered(name: str, config: dict[str, Any]) -> bool:
+    """Whether a stored scenario can be rebuilt from its name and configuration: a built-in
+    name, a provider's scenario (by its ``kind``), or a file a provider reads."""
+    if name in SCENARIOS:
+        return True
+    kind = config.get("kind") if isinstance(config, dict) else None
+    return any(
+        kind == provider.KIND or name in provider.builtin_names() or name.endswith(provider.SUFFIX)
+        for provider in providers()
+    )
+
+
 def scenario_from_config(name: str, config: dict[str, Any]) -> Any:
     """The scenario a session stored: its name and its validated configuration.
 
