@@ -334,3 +334,38 @@ def test_a_timeout_that_is_not_a_finite_positive_number_of_seconds_is_refused(tm
         assert result.exit_code == 2
         assert f"Invalid value for '{option}'" in _error_line(result.output)
     assert not out.exists()
+
+
+class _OwnMarket:
+    """A market handed to ``session.run`` through the Python API under a name no provider
+    knows (as a bench or a user's script does): one account, nothing scheduled."""
+
+    def __init__(self, name: str = "my-own-market", rate: float = 0.5) -> None:
+        self.name, self.rate = name, rate
+        self.end_ns = 10**9
+
+    def model_dump(self, **_):
+        return {"name": self.name, "rate": self.rate}
+
+    def setup(self, engine):
+        engine.open_account("own")
+
+    def schedule_market(self, engine, sim, seed):
+        pass
+
+    def drive(self, engine, sim, seed):
+        sim.schedule(10**6, engine.handle, {"type": "deposit", "account": "own", "amount": 5})
+
+
+def test_a_model_given_through_the_api_under_an_unknown_name_runs(tmp_path: Path) -> None:
+    summary = session.run("my-own-market", tmp_path / "own.db", model=_OwnMarket(), seed=1)
+    assert summary.events > 0
+
+
+def test_a_model_given_through_the_api_that_json_cannot_hold_is_refused_first(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "own.db"
+    with pytest.raises(session.SessionError, match="cannot be stored"):
+        session.run("my-own-market", db, model=_OwnMarket(rate=float("nan")), seed=1)
+    assert not db.exists()
