@@ -50,6 +50,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+from orjson import dumps as _dumps
 
 from clients import budget as _budget
 from clients.bot import (
@@ -67,6 +68,7 @@ from clients.bot import (
 from clients.budget import DEFAULT_LINES, BudgetExceeded, run_within
 from clients.context import AccountView, Context, OpenOrder
 from clients.latency import Latency, Link
+from clients.protocol import MAX_COMMANDS
 from exchange import events as ev
 from exchange.clock import OBSERVER, PARTICIPANT, Simulator
 from exchange.commands import TRADING_TYPES, jsonable
@@ -89,6 +91,13 @@ DEFAULT_MAX_TIMERS = 1_000
 DEFAULT_MAX_STEPS = 10_000
 #: The window of :data:`DEFAULT_MAX_STEPS`, simulated ns.
 STEP_WINDOW_NS = 10**9
+#: Most commands a bot may send in answer to one delivery (the remote protocol's cap on one
+#: step's answer, ``clients.protocol.MAX_COMMANDS``, so a bot behaves alike in both places);
+#: more stops the bot (``BotFailed``, cause ``limit``) and none of them is sent.
+DEFAULT_MAX_COMMANDS = MAX_COMMANDS
+#: A command whose JSON form is longer than this many bytes is refused by the runner (recorded
+#: cut to a prefix, as ``Exchange.reject`` cuts), so no bot can put megabytes into the log.
+MAX_COMMAND_BYTES = Exchange.REJECT_MAX_BYTES
 
 #: A message to a bot: the callback's name and its payload (``None`` for start/stop).
 Message = tuple[str, Any]
@@ -303,6 +312,7 @@ class Slot:
     books: frozenset[str] | None
     max_timers: int | None = DEFAULT_MAX_TIMERS
     max_steps: int | None = DEFAULT_MAX_STEPS
+    max_commands: int | None = DEFAULT_MAX_COMMANDS
     view: Any = None  # () -> AccountView: the snapshot below, made when stale
     snapshot: AccountView | None = None  # the account as of now; None when events changed it
     refs: dict[int, int] = field(default_factory=dict)  # order id -> the bot's ref
@@ -346,6 +356,7 @@ class BotRunner:
         budget_lines: int | None = DEFAULT_LINES,
         max_timers: int | None = DEFAULT_MAX_TIMERS,
         max_steps: int | None = DEFAULT_MAX_STEPS,
+        max_commands: int | None = DEFAULT_MAX_COMMANDS,
     ) -> Context:
         """Attach ``bot`` to ``account`` (which must exist; one bot per account).
 
@@ -353,6 +364,7 @@ class BotRunner:
             budget_lines: per-callback budget (:mod:`clients.budget`); ``None``: none.
             max_timers: most timers pending at once; ``None``: no limit.
             max_steps: most deliveries in one simulated second; ``None``: no limit.
+            max_commands: most commands sent in answer to one delivery; ``None``: no limit.
         """
         ctx = Context(name, account, bot_rng(self.seed, name))
         self.attach(
@@ -363,6 +375,7 @@ class BotRunner:
             bot.books,
             max_timers=max_timers,
             max_steps=max_steps,
+            max_commands=max_commands,
         )
         return ctx
 
@@ -376,6 +389,7 @@ class BotRunner:
         *,
         max_timers: int | None = DEFAULT_MAX_TIMERS,
         max_steps: int | None = DEFAULT_MAX_STEPS,
+        max_commands: int | None = DEFAULT_MAX_COMMANDS,
     ) -> None:
         """Attach any driver (in-process or remote) for ``account``; the limits as in
         :meth:`add`."""
@@ -397,6 +411,7 @@ class BotRunner:
             None if books is None else frozenset(books),
             max_timers,
             max_steps,
+            max_commands,
         )
         slot.view = partial(self._snapshot, slot)
         if max_steps is not None:
@@ -608,11 +623,13 @@ class BotRunner:
         """What a delivery's callbacks sent, checked and copied: ``(commands, timers)``.
 
         Every command is copied (its JSON form) and stamped with the slot's account; one of a
-        type a bot may not send or naming another account is refused -- recorded as a
-        ``CommandRejected`` with ``source: "runner"``, attributed to the bot's account -- and
-        the others go on. Raises :class:`BotFailure` (``raised``) for an outbox or timer list
-        the :class:`~clients.context.Context` cannot have made (changed behind its back), and
-        (``limit``) for more timers pending than the slot's limit; nothing is recorded then.
+        type a bot may not send, naming another account, or longer than
+        :data:`MAX_COMMAND_BYTES` is refused -- recorded as a ``CommandRejected`` with
+        ``source: "runner"``, attributed to the bot's account -- and the others go on. Raises
+        :class:`BotFailure` (``raised``) for an outbox or timer list the
+        :class:`~clients.context.Context` cannot have made (changed behind its back), and
+        (``limit``) for more commands than the slot's ``max_commands`` or more timers pending
+        than its ``max_timers``; nothing is recorded then.
         """
         if type(outbox) is not list or type(timers) is not list:
             raise BotFailure(
@@ -632,6 +649,13 @@ class BotRunner:
                     "raised", callback, f"timers: a {_kind(entry)}, not an (int ns, tag) pair"
                 )
             checked_timers.append((entry[0], entry[1]))
+        if slot.max_commands is not None and len(outbox) > slot.max_commands:
+            raise BotFailure(
+                "limit",
+                callback,
+                f"commands: {len(outbox):,} sent in answer to one delivery, more than the limit "
+                f"of {slot.max_commands:,} (max_commands)",
+            )
         pending = slot.timers + len(checked_timers)
         if slot.max_timers is not None and pending > slot.max_timers:
             raise BotFailure(
@@ -659,6 +683,11 @@ class BotRunner:
                         reason = (
                             f"unauthorised: bot {slot.name!r} trades {account!r}, not {owner!r:.80}"
                         )
+            if reason is None and len(_dumps(raw)) > MAX_COMMAND_BYTES:
+                reason = (
+                    f"command: {len(_dumps(raw)):,} bytes, more than the "
+                    f"{MAX_COMMAND_BYTES:,} a command may take"
+                )
             if reason is None:
                 commands.append((ref, raw))
             else:

@@ -12,9 +12,19 @@ import gc
 import types
 from functools import partial
 
+import orjson
+
 from clients.bot import Bot
 from clients.latency import Latency
-from clients.runner import DEFAULT_MAX_STEPS, DEFAULT_MAX_TIMERS, BotRunner, LocalDriver, Slot
+from clients.runner import (
+    DEFAULT_MAX_COMMANDS,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_MAX_TIMERS,
+    MAX_COMMAND_BYTES,
+    BotRunner,
+    LocalDriver,
+    Slot,
+)
 from exchange import events as ev
 from exchange.clock import Simulator
 from exchange.engine import Exchange
@@ -285,6 +295,51 @@ def test_the_step_limit_counts_each_simulated_second_afresh():
     engine, events, maker = run(Steady(), days=1, max_steps=2)
     (failed,) = of(events, ev.BOT_FAILED)
     assert failed.data["cause"] == "limit" and failed.t < 10**9
+
+
+class Flood(Bot):
+    """Answers its start with ``n`` one-lot deposits at once."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_start(self, ctx):
+        for _ in range(self.n):
+            ctx.deposit(1)
+
+
+def test_a_bot_sends_at_most_max_commands_in_answer_to_one_delivery():
+    engine, events, maker = run(Flood(DEFAULT_MAX_COMMANDS))
+    assert not of(events, ev.BOT_FAILED)
+    assert len([e for e in of(events, ev.DEPOSIT, "taker") if e.t > 0]) == DEFAULT_MAX_COMMANDS
+    engine, events, maker = run(Flood(DEFAULT_MAX_COMMANDS + 1))
+    (failed,) = of(events, ev.BOT_FAILED)
+    assert failed.account == "taker" and failed.data["cause"] == "limit"
+    assert failed.data["detail"] == (
+        f"commands: {DEFAULT_MAX_COMMANDS + 1:,} sent in answer to one delivery, more than the "
+        f"limit of {DEFAULT_MAX_COMMANDS:,} (max_commands)"
+    )
+    assert not [e for e in of(events, ev.DEPOSIT, "taker") if e.t > 0]  # none of them sent
+    assert_maker_untouched(engine, events, maker)
+    engine, events, maker = run(Flood(DEFAULT_MAX_COMMANDS + 1), max_commands=None)
+    assert not of(events, ev.BOT_FAILED)
+
+
+def test_a_command_too_long_for_the_log_is_refused_and_recorded_cut():
+    class Stuffer(Bot):
+        def on_start(self, ctx):
+            ctx.submit("x" * 1_000_000, "buy", 1, 1)
+            ctx.deposit(3)
+
+    engine, events, maker = run(Stuffer())
+    (rejected,) = of(events, ev.COMMAND_REJECTED, "taker")
+    assert rejected.data["source"] == "runner"
+    assert rejected.data["reason"] == (
+        f"command: 1,000,133 bytes, more than the {MAX_COMMAND_BYTES:,} a command may take"
+    )
+    assert len(orjson.dumps(rejected.data)) < 2 * MAX_COMMAND_BYTES
+    assert [e.amount for e in of(events, ev.DEPOSIT, "taker") if e.t > 0] == [3]
+    assert_maker_untouched(engine, events, maker)
 
 
 def test_a_remote_timer_bomb_is_stopped_by_the_same_limit(tmp_path):
