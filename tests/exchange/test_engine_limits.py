@@ -15,14 +15,15 @@ from exchange import events as ev
 from exchange.commands import MAX_BALANCE, MAX_EXPOSURE, MAX_POSITION_LOTS
 from exchange.engine import exposure_rates
 from exchange.instruments import InstrumentSpec
-from exchange.perp import MarginTier, PerpSpec
-from exchange.rvs import RvsSpec
+from exchange.perp import MarginTier
 from tests.fuzz.invariants import (
     LedgerCheck,
     assert_state_storable,
     assert_storable,
     record_through_store,
 )
+from tests.markets import HOUR_NS as HOUR
+from tests.markets import START, perp_spec, rvs_spec
 
 from .conftest import SPEC, Harness
 
@@ -202,19 +203,12 @@ def test_colluding_accounts_trading_at_the_limits_leave_a_storable_log(tmp_path)
     record_through_store(tmp_path / "collude.db", h.events, h.engine.state_hash())
 
 
-HOUR = 3_600 * 10**9
-PERP = PerpSpec(
-    name="H100-PERP",
-    underlying="H100-RENTAL",
-    gpu_hours_per_contract=100,
-    tick_size="0.001",
-    funding_interval_ns=8 * HOUR,
+PERP = perp_spec(
     impact_notional_lots=1,
     mark_basis_halflife_ns=HOUR,
     margin_tiers=[
         MarginTier(max_position_lots=1_000, initial_margin_ppm=900_000, maintenance_margin_ppm=1)
     ],
-    max_price=1_000_000,
 )
 
 
@@ -247,16 +241,7 @@ def test_a_perpetual_position_at_the_limit_has_variation_margin_and_funding_insi
     record_through_store(tmp_path / "perp.db", h.events, h.engine.state_hash())
 
 
-START = date(2024, 6, 1)
-RVS = RvsSpec(
-    name="H100-RVS",
-    gpu="H100",
-    resale_index="H100-RESALE",
-    floor=20_000,
-    listed=START,
-    maturity=date(2025, 6, 1),
-    premium_period_days=30,
-)
+RVS = rvs_spec(maturity=date(2025, 6, 1))
 
 
 def test_swap_round_trips_cannot_grow_the_premium_basis_past_the_limit(tmp_path):

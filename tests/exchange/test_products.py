@@ -11,35 +11,11 @@ import pytest
 from exchange import events as ev
 from exchange.engine import DAY_NS, Exchange
 from exchange.fold import Fold
-from exchange.perp import MarginTier, PerpSpec
-from exchange.rvs import RvsSpec
+from tests.markets import HOUR_NS as HOUR
+from tests.markets import START, perp_spec, rvs_spec
 
-HOUR = 3_600 * 10**9
-PERP = PerpSpec(
-    name="H100-PERP",
-    underlying="H100-RENTAL",
-    gpu_hours_per_contract=100,
-    tick_size="0.001",
-    funding_interval_ns=8 * HOUR,
-    impact_notional_lots=20,
-    mark_basis_halflife_ns=2 * HOUR,
-    margin_tiers=[
-        MarginTier(
-            max_position_lots=1_000, initial_margin_ppm=100_000, maintenance_margin_ppm=50_000
-        )
-    ],
-    max_price=1_000_000,
-)
-START = date(2024, 6, 1)
-RVS = RvsSpec(
-    name="H100-RVS",
-    gpu="H100",
-    resale_index="H100-RESALE",
-    floor=20_000,
-    listed=START,
-    maturity=date(2024, 8, 30),
-    premium_period_days=30,
-)
+PERP = perp_spec()
+RVS = rvs_spec(maturity=date(2024, 8, 30))
 
 
 class Market:

@@ -31,11 +31,9 @@ from exchange.events import encode
 from exchange.fold import Fold
 from exchange.instruments import InstrumentSpec
 from exchange.margin_cycle import AuctionBidder, MarginConfig
-from exchange.perp import MarginTier, PerpSpec
-from exchange.rvs import RvsSpec
+from tests.markets import HOUR_NS, START, perp_spec, rvs_spec
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-HOUR_NS = 3_600 * 10**9
 
 SPOT = InstrumentSpec(
     name="H100-SPOT",
@@ -45,32 +43,10 @@ SPOT = InstrumentSpec(
     maker_fee_bps=-1,
     taker_fee_bps=5,
 )
-PERP = PerpSpec(
-    name="H100-PERP",
-    underlying="H100-RENTAL",
-    gpu_hours_per_contract=100,
-    tick_size="0.001",
-    funding_interval_ns=8 * HOUR_NS,
-    impact_notional_lots=5,
-    mark_basis_halflife_ns=2 * HOUR_NS,
-    margin_tiers=[
-        MarginTier(
-            max_position_lots=1_000, initial_margin_ppm=100_000, maintenance_margin_ppm=50_000
-        )
-    ],
-    max_price=1_000_000,
-    taker_fee_bps=3,
-)
-START = date(2024, 6, 1)
-RVS = RvsSpec(
-    name="H100-RVS",
-    gpu="H100",
-    resale_index="H100-RESALE",
-    floor=20_000,
-    listed=START,
-    maturity=date(2027, 6, 1),
-    premium_period_days=30,
-)
+# the shared H100 perpetual and swap (tests/markets.py) with the fuzzer's own impact depth,
+# taker fee and term
+PERP = perp_spec(impact_notional_lots=5, taker_fee_bps=3)
+RVS = rvs_spec(maturity=date(2027, 6, 1))
 INSTRUMENTS = (SPOT.name, PERP.name, RVS.name)
 ACCOUNTS = ("alice", "bob", "carol", "dave")
 STP = ("none", "cancel-resting", "cancel-incoming", "cancel-both")
