@@ -38,7 +38,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clients.budget import DEFAULT_LINES
 from clients.latency import Latency
@@ -62,7 +62,7 @@ from exchange.margin_cycle import MarginConfig
 from exchange.market import schedule_market
 from exchange.perp import PerpSpec
 from exchange.rvs import RvsSpec
-from exchange.scenarios import ScenarioError, first_problem
+from exchange.scenarios import ScenarioError, scenario_errors
 from exchange.units import parse_duration
 
 #: What ``exchange.scenarios`` needs of a provider: the kind it owns and its file suffix.
@@ -527,21 +527,11 @@ def load_scenario(source: str | Path, overrides: dict[str, Any] | None = None) -
 
 
 def _validated(text: str, origin: str, overrides: dict[str, Any] | None) -> MarketScenario:
-    try:
+    with scenario_errors():
         data = parse_toml(text, origin)
         if overrides is not None and not isinstance(overrides, dict):
             raise ValueError("overrides must be a mapping of field paths to values")
         return MarketScenario.model_validate(_merge(data, overrides or {}))
-    except ValidationError as exc:
-        raise ScenarioError(first_problem(exc)) from None
-    except ScenarioError:
-        raise
-    except (ValueError, TypeError, RecursionError, OverflowError, ArithmeticError) as exc:
-        raise ScenarioError(_one_line(str(exc) or type(exc).__name__)) from None
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def from_config(config: dict[str, Any]) -> MarketScenario:

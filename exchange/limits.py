@@ -17,7 +17,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from exchange.commands import MAX_BALANCE, MAX_EXPOSURE
 from exchange.engine import DAY_NS
@@ -58,6 +58,7 @@ __all__ = [
     "MAX_SESSION_DAYS",
     "MAX_SESSION_NS",
     "MAX_SNAPSHOT_EVERY",
+    "RawChecked",
     "check_date",
     "check_funding",
     "check_instrument",
@@ -188,6 +189,21 @@ def check_raw(data: Any, annotation: Any, where: str = "") -> None:
     Walks nested models, lists, tuples, mappings and unions; ``Any`` takes any boolean (the
     integer bounds still hold there)."""
     _walk(data, annotation, where, "")
+
+
+class RawChecked(BaseModel):
+    """A model whose raw input goes through :func:`check_raw` against the model itself before
+    pydantic validates it: the scenario models subclass this so that the check cannot be left
+    out of one of them (or written differently in each)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _raw(cls, data: Any) -> Any:
+        # no boolean for a number, integers inside int64, durations bounded; ``cls`` is the
+        # subclass being validated, so its own fields are the ones checked
+        if isinstance(data, dict):
+            check_raw(data, cls)
+        return data
 
 
 def _walk(data: Any, annotation: Any, where: str, key: str) -> None:

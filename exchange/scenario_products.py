@@ -16,18 +16,18 @@ from datetime import date, timedelta
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from exchange.clock import Simulator
 from exchange.engine import DAY_NS, Exchange
 from exchange.index import CALIBRATIONS, IndexSpec
 from exchange.limits import (
     MAX_BALANCE,
+    RawChecked,
     check_date,
     check_funding,
     check_market_actions,
     check_money,
-    check_raw,
     every_count,
 )
 from exchange.margin_cycle import AuctionBidder, MarginConfig
@@ -83,7 +83,7 @@ def _series(start: date, days: int) -> tuple[RvsSpec, RvsSpec]:
     return short, long
 
 
-class ProductsScenario(BaseModel):
+class ProductsScenario(RawChecked):
     """A perpetual and two swap series on the H100 calibrations.
 
     Attributes:
@@ -126,14 +126,6 @@ class ProductsScenario(BaseModel):
             auction_bidders=[AuctionBidder(account="maker", discount_ppm=100_000, max_lots=100)]
         )
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _raw(cls, data: Any) -> Any:
-        # no boolean for a number, integers inside int64, durations bounded (exchange.limits)
-        if isinstance(data, dict):
-            check_raw(data, cls)
-        return data
 
     @model_validator(mode="after")
     def _within_limits(self) -> ProductsScenario:

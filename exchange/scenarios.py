@@ -17,6 +17,8 @@ sprinkles in deposits, withdrawals and malformed commands so every path of the k
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Any, Literal
 
@@ -29,10 +31,10 @@ from exchange.instruments import InstrumentSpec
 from exchange.limits import (
     MAX_BALANCE,
     MAX_DURATION_NS,
+    RawChecked,
     check_instrument,
     check_market_actions,
     check_money,
-    check_raw,
 )
 from matching_core import Op, OrderType
 from matching_core.streams import generate_stream
@@ -54,7 +56,7 @@ H100_RENTAL = InstrumentSpec(
 )
 
 
-class FlowScenario(BaseModel):
+class FlowScenario(RawChecked):
     """Seeded order flow from several traders on one instrument.
 
     Attributes:
@@ -78,14 +80,6 @@ class FlowScenario(BaseModel):
     malformed_every: int = Field(default=2_000, ge=0)
     stp: Literal["none", "cancel-resting", "cancel-incoming", "cancel-both"] = "cancel-resting"
     instrument: InstrumentSpec = H100_RENTAL
-
-    @model_validator(mode="before")
-    @classmethod
-    def _raw(cls, data: Any) -> Any:
-        # no boolean for a number, integers inside int64, durations bounded (exchange.limits)
-        if isinstance(data, dict):
-            check_raw(data, cls)
-        return data
 
     @model_validator(mode="after")
     def _within_limits(self) -> FlowScenario:
@@ -280,23 +274,31 @@ def load_scenario(name: str, overrides: dict[str, Any] | None = None) -> Any:
         raise ScenarioError("overrides must be a mapping of field names to values")
     model = SCENARIOS.get(name)
     if model is not None:
-        try:
+        with scenario_errors():
             return model.model_validate({**(overrides or {}), "name": name})
-        except ValidationError as exc:
-            raise ScenarioError(first_problem(exc)) from None
-        except (ValueError, TypeError, OverflowError, ArithmeticError, RecursionError) as exc:
-            raise ScenarioError(_one_line(str(exc) or type(exc).__name__)) from None
     for provider in providers():
         if name in provider.builtin_names() or name.endswith(provider.SUFFIX):
-            try:
+            with scenario_errors():
                 return provider.load(name, overrides)
-            except ValidationError as exc:
-                raise ScenarioError(first_problem(exc)) from None
-            except ScenarioError:
-                raise
-            except (ValueError, TypeError, OverflowError, ArithmeticError, RecursionError) as exc:
-                raise ScenarioError(_one_line(str(exc) or type(exc).__name__)) from None
     raise ScenarioError(f"unknown scenario {name!r}; built-ins: {', '.join(scenario_names())}")
+
+
+@contextmanager
+def scenario_errors() -> Iterator[None]:
+    """Turn what validating a scenario raises into one :class:`ScenarioError` line: a pydantic
+    error as its first problems (:func:`first_problem`), a ``ScenarioError`` as it is, and any
+    other error a hostile file or override can cause (a value, type, overflow, arithmetic or
+    recursion error) as its message, or its type's name when it has none. The built-in models,
+    the providers' loaders and ``clients.scenario`` all validate inside it, so every way in
+    promises the same: one line, never another exception."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ScenarioError(first_problem(exc)) from None
+    except ScenarioError:
+        raise
+    except (ValueError, TypeError, OverflowError, ArithmeticError, RecursionError) as exc:
+        raise ScenarioError(_one_line(str(exc) or type(exc).__name__)) from None
 
 
 def first_problem(exc: ValidationError, most: int = 5) -> str:
