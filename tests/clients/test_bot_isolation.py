@@ -366,16 +366,7 @@ def test_the_account_a_bot_sees_is_the_exchanges_account_at_every_delivery(monke
     account; checked against the exchange's own account at every delivery of a session of
     every strategy, with a guarantor called and defaulting."""
     from clients.context import AccountView, OpenOrder
-    from tests.clients.test_strategies import (
-        GpuOwner,
-        Lender,
-        MarketMaker,
-        Momentum,
-        NoiseTaker,
-        Session,
-        Speculator,
-        guarantor,
-    )
+    from tests.clients.test_strategies import every_strategy_session
 
     checked: list[bool] = []
     made = BotRunner._snapshot
@@ -389,22 +380,7 @@ def test_the_account_a_bot_sees_is_the_exchanges_account_at_every_delivery(monke
         return view
 
     monkeypatch.setattr(BotRunner, "_snapshot", checking)
-    s = Session(
-        days=60,
-        seed=3,
-        accounts=[("momo", 1_000_000_00), ("spec", 500_000_00)],
-        guarantor_cash=60_000_00,
-        insurance_fund=5_000_00,
-        default_fund_contribution=2_000_00,
-    )
-    s.add("guarantor", guarantor(reserve=10_000_00, assets=30_000_00))
-    s.add("maker", MarketMaker(size=25))
-    s.add("taker", NoiseTaker(limit_ppm=200_000))
-    s.add("momo", Momentum())
-    s.add("owner", GpuOwner(gpus=1_000))
-    s.add("lender", Lender(collateral_gpus=200))
-    s.add("spec", Speculator(budget=50_000_00))
-    s.run()
+    s = every_strategy_session()
     kinds = {e.kind for e in s.events}
     assert {
         ev.FILL,

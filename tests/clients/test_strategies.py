@@ -419,11 +419,9 @@ def test_a_bot_that_loops_forever_is_stopped_by_its_budget_and_the_session_finis
 
 
 # ------------------------------------------------------------------ conservation
-def test_a_session_of_every_strategy_conserves_cash_and_positions_after_every_event():
-    """All seven strategies together, with a thin guarantor that is called and defaults:
-    after every event, cash plus the exchange's pools equals the money brought in less the
-    money taken out, every instrument's positions net to zero, and the fold of the log
-    reaches the live state hash."""
+def every_strategy_session() -> Session:
+    """All seven strategies in one 60-day session with a thin guarantor that is called and
+    defaults, run to the end (test_bot_isolation checks the runner's snapshots on it too)."""
     s = Session(
         days=60,
         seed=3,
@@ -440,6 +438,15 @@ def test_a_session_of_every_strategy_conserves_cash_and_positions_after_every_ev
     s.add("lender", Lender(collateral_gpus=200))
     s.add("spec", Speculator(budget=50_000_00))
     s.run()
+    return s
+
+
+def test_a_session_of_every_strategy_conserves_cash_and_positions_after_every_event():
+    """All seven strategies together, with a thin guarantor that is called and defaults:
+    after every event, cash plus the exchange's pools equals the money brought in less the
+    money taken out, every instrument's positions net to zero, and the fold of the log
+    reaches the live state hash."""
+    s = every_strategy_session()
     kinds = {e.kind for e in s.events}
     assert {ev.FILL, ev.COLLATERAL_CALL, ev.DEFAULT, ev.PREMIUM_PAID} <= kinds
     assert ev.BOT_FAILED not in kinds
