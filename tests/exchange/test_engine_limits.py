@@ -321,14 +321,15 @@ def test_the_lots_the_limits_count_are_the_lots_on_the_book(actions):
 
 
 # ------------------------------------------------------------------ nothing raises out
+def _engine_bug(*args, **kwargs):
+    """Stands in for an engine step, to see what an unexpected error in it does."""
+    raise ZeroDivisionError("an engine bug")
+
+
 def test_an_unexpected_error_before_any_event_is_one_rejection_and_changes_nothing(monkeypatch):
     h = Harness()
     h.open("a", 1_000)
-
-    def broken(*args, **kwargs):
-        raise ZeroDivisionError("an engine bug")
-
-    monkeypatch.setattr(h.engine, "_check_limits", broken)
+    monkeypatch.setattr(h.engine, "_check_limits", _engine_bug)
     reason = refused(h, order("a", "buy", 10, 1), "cannot be checked")
     assert "ZeroDivisionError: an engine bug" in reason
 
@@ -336,11 +337,7 @@ def test_an_unexpected_error_before_any_event_is_one_rejection_and_changes_nothi
 def test_an_unexpected_error_after_events_is_raised_not_passed_off_as_a_rejection(monkeypatch):
     h = Harness()
     h.open("a", 1_000)
-
-    def broken(*args, **kwargs):
-        raise ZeroDivisionError("an engine bug")
-
-    monkeypatch.setattr(h.engine, "_after_match", broken)
+    monkeypatch.setattr(h.engine, "_after_match", _engine_bug)
     mark = len(h.events)
     with pytest.raises(ZeroDivisionError):
         h.engine.handle(order("a", "buy", 10, 1))

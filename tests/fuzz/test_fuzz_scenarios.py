@@ -117,16 +117,24 @@ def check_scenario_text(text: str) -> None:
         assert message and "\n" not in message and "Traceback" not in message, message
         return
     # accepted: it sets up an exchange the log can hold, and its market's first days run
+    engine = run_market_storably(scenario, min(scenario.end_ns, FIRST_DAYS * DAY_NS))
+    assert_state_storable(engine)
+
+
+def run_market_storably(scenario, until_ns: int) -> Exchange:
+    """Set ``scenario`` up on a fresh exchange, run its market (no bots' commands, only the
+    exchange's own timed actions) until ``until_ns`` and check that every event fits the log;
+    the engine, for checks of its state."""
     events = []
     engine = Exchange(events.append)
     engine.start(scenario.name, scenario.seed, {})
     scenario.setup(engine)
     sim = Simulator()
     scenario.schedule_market(engine, sim, scenario.seed)
-    sim.run(until=min(scenario.end_ns, FIRST_DAYS * DAY_NS))
+    sim.run(until=until_ns)
     for event in events:
         assert_storable(event)
-    assert_state_storable(engine)
+    return engine
 
 
 @FUZZ
@@ -185,12 +193,4 @@ def test_a_scenario_whose_funding_index_could_pass_int64_is_refused_or_runs_stor
     except ScenarioError as exc:
         assert "\n" not in str(exc)
         return
-    events = []
-    engine = Exchange(events.append)
-    engine.start(scenario.name, scenario.seed, {})
-    scenario.setup(engine)
-    sim = Simulator()
-    scenario.schedule_market(engine, sim, scenario.seed)
-    sim.run(until=scenario.end_ns)
-    for event in events:
-        assert_storable(event)
+    run_market_storably(scenario, scenario.end_ns)
