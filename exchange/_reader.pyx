@@ -257,7 +257,7 @@ cdef class RowReader:
             message = sqlite3_errmsg(self.db).decode("utf-8", "replace")
             self.close()
             raise DatabaseError(message)
-        return self._row(self.ncols)
+        return self._row(self.ncols, False)
 
     cdef object _next_checked(self):
         cdef int rc
@@ -292,8 +292,8 @@ cdef class RowReader:
             if sqlite3_column_int64(self.stmt, n + 2) == 0:
                 continue  # checked, not selected
             if self.with_payload:
-                return self._row(n + 1)
-            return self._row(n)
+                return self._row(n + 1, False)
+            return self._row(n, False)
 
     cdef int _hash_row(self) except -1:
         """Add the row's payload to its batch's bytes; at the batch's last seq hand them to
@@ -396,26 +396,13 @@ cdef class RowReader:
 
     cdef tuple _raw(self):
         """The whole row for the Python check: text as bytes (it may not be UTF-8)."""
-        cdef tuple row = PyTuple_New(self.ncols)
-        cdef int i, kind
-        cdef object value
-        for i in range(self.ncols):
-            kind = sqlite3_column_type(self.stmt, i)
-            if kind == SQLITE_INTEGER:
-                value = PyLong_FromLongLong(sqlite3_column_int64(self.stmt, i))
-            elif kind == SQLITE_NULL:
-                value = None
-            elif kind == SQLITE_FLOAT:
-                value = PyFloat_FromDouble(sqlite3_column_double(self.stmt, i))
-            else:
-                value = PyBytes_FromStringAndSize(
-                    <const char*>sqlite3_column_blob(self.stmt, i), sqlite3_column_bytes(self.stmt, i)
-                )
-            Py_INCREF(value)
-            PyTuple_SET_ITEM(row, i, value)
-        return row
+        return self._row(self.ncols, True)
 
-    cdef tuple _row(self, int ncols):
+    cdef tuple _row(self, int ncols, bint text_as_bytes):
+        """The first ``ncols`` columns as a tuple: text as str (see ``_text``), or as bytes
+        with ``text_as_bytes`` (``_raw``'s rows). The flag is a required argument because a
+        cdef method's optional ones are passed in a struct on every call, and it is tested
+        on text columns only: the per-row path pays nothing measurable for sharing the loop."""
         cdef tuple row = PyTuple_New(ncols)
         cdef int i, kind
         cdef object value
@@ -425,7 +412,7 @@ cdef class RowReader:
                 value = PyLong_FromLongLong(sqlite3_column_int64(self.stmt, i))
             elif kind == SQLITE_NULL:
                 value = None
-            elif kind == SQLITE_TEXT:
+            elif kind == SQLITE_TEXT and not text_as_bytes:
                 value = self._text(i)
             elif kind == SQLITE_FLOAT:
                 value = PyFloat_FromDouble(sqlite3_column_double(self.stmt, i))
