@@ -16,9 +16,11 @@ Timed, ``time.perf_counter`` around the call only, median of ``ROUNDS`` rounds a
   engine pays per cycle if it rebuilds the book);
 - ``pnl``: the scenario P&L matrix alone.
 
-Goal: a cycle under ``GOAL_MS`` (50 ms) on this machine, reported PASS/MISS and asserted (the
-measured cycle is about 20x below it). Correctness gate: a plain-Python reference of the rules
-(scalar ``black76_put``, exact integer comparisons, ``math.ceil``) on the first
+Goal: a cycle under ``GOAL_MS`` (50 ms) on this machine, reported PASS/MISS, never asserted
+(a wall-clock limit fails on a loaded machine). What is asserted is a ratio measured in the
+same run: the vectorised cycle costs at most ``1 / RATIO_GOAL`` of the plain-Python reference's
+time per account (measured: 20-50x quicker). Correctness gate: a plain-Python reference of
+the rules (scalar ``black76_put``, exact integer comparisons, ``math.ceil``) on the first
 ``N_REFERENCE`` accounts must agree to a minor unit, and the book must exercise every add-on.
 
 Units: milliseconds per cycle, accounts per second.
@@ -42,6 +44,10 @@ N_REFERENCE = 1_000
 ROUNDS = 15
 SEED = 2031
 GOAL_MS = 50.0
+#: The vectorised cycle must be at least this many times quicker per account than the
+#: plain-Python reference, both timed in the same run.
+RATIO_GOAL = 5.0
+REFERENCE_ROUNDS = 3
 
 RESULTS: dict[str, dict[str, Any]] = {}
 
@@ -215,8 +221,20 @@ def test_matches_the_plain_python_reference(arrays, book):
     assert sum(1 for d in differences if d) <= N_REFERENCE // 100
 
 
+@pytest.fixture(scope="module")
+def reference_s_per_account(arrays) -> float:
+    """The plain-Python reference's seconds per account, median of a few rounds."""
+    params = MarginParams()
+    seconds = []
+    for _ in range(REFERENCE_ROUNDS):
+        t0 = time.perf_counter()
+        reference_margin(arrays, params, N_REFERENCE)
+        seconds.append(time.perf_counter() - t0)
+    return statistics.median(seconds) / N_REFERENCE
+
+
 @pytest.mark.parametrize("variant", ["cycle", "cycle+book"])
-def test_margin_cycle(benchmark, arrays, book, capsys, variant):
+def test_margin_cycle(benchmark, arrays, book, capsys, variant, reference_s_per_account):
     params = MarginParams()
     reference = initial_margin(book, params)
     if variant == "cycle":
@@ -226,15 +244,17 @@ def test_margin_cycle(benchmark, arrays, book, capsys, variant):
     for name in reference.__dataclass_fields__:  # deterministic: identical every round
         assert np.array_equal(getattr(result, name), getattr(reference, name))
     ms = median_s * 1e3
-    RESULTS[variant] = {"median_ms": ms, "accounts_per_s": N_ACCOUNTS / median_s}
+    ratio = reference_s_per_account / (median_s / N_ACCOUNTS)
+    RESULTS[variant] = {"median_ms": ms, "accounts_per_s": N_ACCOUNTS / median_s, "ratio": ratio}
     benchmark.extra_info.update(median_ms=ms, accounts_per_s=N_ACCOUNTS / median_s)
     report(
         capsys,
         f"{variant:<10} {N_ACCOUNTS:,} accounts x {book.n_instruments} instruments x "
         f"{len(params.grid)} scenarios: {ms:.2f} ms a cycle (median of {rounds}), "
-        f"{N_ACCOUNTS / median_s:,.0f} accounts/s; goal < {GOAL_MS:.0f} ms: {status(ms)}",
+        f"{N_ACCOUNTS / median_s:,.0f} accounts/s; goal < {GOAL_MS:.0f} ms: {status(ms)}; "
+        f"{ratio:.1f}x the plain-Python reference per account (asserted >= {RATIO_GOAL:.0f}x)",
     )
-    assert ms < GOAL_MS
+    assert ratio >= RATIO_GOAL, f"only {ratio:.1f}x the reference (goal {RATIO_GOAL:.0f}x)"
 
 
 def test_scenario_pnl_only(benchmark, book, capsys):
