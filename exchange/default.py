@@ -1,6 +1,8 @@
 """Default management: close-out of a defaulter's positions and the default waterfall.
 
-When an account defaults (``Exchange.declare_default``), in this order, each step an event:
+When an account defaults (``Exchange.declare_default``), in this order, each step an event,
+emitted once the state it announces has changed (cash, pools, contributions, positions), so a
+listener reading the engine at an event sees that step done and none after it:
 
 1. **Close-out through the book.** For each instrument (listing order) the engine sends a
    reduce-only IOC order for the whole position (``CloseOut``), bounded at the mark
@@ -238,8 +240,8 @@ def _draw_funds(engine: Exchange, name: str) -> None:
         return
     own = min(shortfall, engine.contributions.get(name, 0))
     if own:
+        engine.contributions[name] -= own  # before the draw's event, which announces it
         _draw(engine, name, "own", own)
-        engine.contributions[name] -= own
         shortfall -= own
     insured = min(shortfall, engine.pools["insurance"])
     if insured:
@@ -265,6 +267,9 @@ def _haircut(engine: Exchange, account: str, defaulter: str, amount: int, step: 
 
 
 def _draw(engine: Exchange, name: str, step: str, amount: int) -> None:
+    """Pay ``amount`` from a fund to the defaulter, then say so (``WaterfallDraw``). For step
+    ``own`` the caller has already taken it off the defaulter's contribution, so the default
+    fund equals the contributions left at the event as at every other."""
     pool = "insurance" if step == "insurance" else "default_fund"
     engine.pools[pool] -= amount
     engine.accounts[name].cash += amount

@@ -1,0 +1,119 @@
+"""The order of state and events in a default, and the moment a missed call defaults.
+
+Every event announces a change that has already happened: a listener subscribed to the
+exchange (``Exchange.subscribe``) that reads the engine's state while it handles an event sees
+that event's change, and nothing that a later event announces.
+"""
+
+from exchange import events as ev
+from exchange.engine import DAY_NS
+from exchange.fold import Fold
+
+from .test_calls import leveraged
+
+
+class StateAtEveryEvent:
+    """A listener that folds each event as it is emitted and compares the engine's money and
+    positions with the fold's at that moment; it records every mismatch it sees."""
+
+    def __init__(self, m):
+        self.engine = m.engine
+        self.fold = Fold()
+        self.kinds: list[str] = []
+        self.problems: list[str] = []
+        for event in m.events:  # catch up with what happened before the subscription
+            self.fold.apply(*event)
+        m.engine.subscribe(self)
+
+    def __call__(self, event) -> None:
+        engine, fold = self.engine, self.fold
+        fold.apply(*event)
+        self.kinds.append(event.kind)
+        where = f"seq {event.seq} {event.kind} {event.side or ''}"
+        pool = engine.pools["default_fund"]
+        if sum(engine.contributions.values()) != pool:
+            self.problems.append(
+                f"{where}: contributions sum to {sum(engine.contributions.values())}, "
+                f"the default fund holds {pool}"
+            )
+        live = {
+            "pools": engine.pools,
+            "contributions": {k: v for k, v in engine.contributions.items() if v},
+            "cash": {a.name: a.cash for a in engine.accounts.values()},
+            "positions": {
+                a.name: {k: v for k, v in a.positions.items() if v}
+                for a in engine.accounts.values()
+            },
+        }
+        folded = {
+            "pools": fold.pools,
+            "contributions": {k: v for k, v in fold.contributions.items() if v},
+            "cash": fold.cash,
+            "positions": {
+                name: {k: v for k, v in p.items() if v} for name, p in fold.positions.items()
+            },
+        }
+        for part, value in live.items():
+            if value != folded[part]:
+                self.problems.append(f"{where}: engine {part} {value} != events {folded[part]}")
+
+
+def crash_with_waterfall(insurance, contributions):
+    """c (long 20 perpetual lots, 80,000 cents after day 1's VM) is called on day 1; the
+    index halves and it defaults at its day-3 deadline owing 100,000 cents more than it has,
+    which runs down the waterfall. Returns the market and the listener."""
+    m = leveraged()
+    m.engine.fund_pool("insurance", insurance)
+    for member, amount in contributions.items():
+        m.engine.contribute(member, amount)
+    listener = StateAtEveryEvent(m)
+    m.engine.advance(DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_900)
+    m.engine.margin_cycle()
+    m.engine.advance(3 * DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_000)
+    m.engine.margin_cycle()
+    return m, listener
+
+
+def test_every_waterfall_event_is_emitted_after_the_pools_and_contributions_it_announces():
+    """Own contribution, insurance, the members' contributions and a haircut: at each of
+    these events (and every other) the default fund equals the contributions left, and the
+    engine's pools, contributions, cash and positions equal the fold of the events so far."""
+    m, listener = crash_with_waterfall(30_000, {"a": 40_000, "b": 20_000, "c": 10_000})
+    for kind in (ev.DEFAULT, ev.WATERFALL_DRAW, ev.DEFAULT_FUND_LOSS, ev.HAIRCUT):
+        assert kind in listener.kinds, f"the scenario should reach {kind}"
+    assert listener.problems == []
+    m.check_ledger()
+
+
+def test_a_default_stopped_by_its_own_contribution_shows_the_fund_drawn_at_its_event():
+    """The smallest waterfall: the own contribution and the insurance fund cover the loss."""
+    m, listener = crash_with_waterfall(500_000, {"a": 40_000, "c": 10_000})
+    assert ev.WATERFALL_DRAW in listener.kinds and ev.DEFAULT_FUND_LOSS not in listener.kinds
+    assert listener.problems == []
+    assert m.engine.contributions == {"a": 40_000, "c": 0}
+    m.check_ledger()
+
+
+def test_a_call_still_open_at_a_cycle_at_its_deadline_defaults_at_that_cycle():
+    """The deadline is ``time of the call + cure_ns``; a cycle one nanosecond before it leaves
+    the call open, a cycle at exactly the deadline (``t >= deadline``) declares the default."""
+    m = leveraged()
+    m.engine.advance(DAY_NS)
+    m.engine.publish_index("H100-RENTAL", 1_900)
+    m.engine.margin_cycle()
+    call = m.events[-1]
+    assert call.kind == ev.COLLATERAL_CALL and call.account == "c"
+    deadline = call.data["deadline"]
+    assert deadline == DAY_NS + m.engine.margin.cure_ns
+    m.engine.advance(deadline - 1)
+    m.engine.margin_cycle()
+    assert "c" in m.engine.calls and m.engine.defaulted == []
+    m.engine.advance(deadline)
+    mark = len(m.events)
+    m.engine.margin_cycle()
+    defaults = [e for e in m.after(mark) if e.kind == ev.DEFAULT]
+    assert [(e.account, e.t) for e in defaults] == [("c", deadline)]
+    assert m.engine.defaulted == ["c"]
+    m.check_ledger()
