@@ -6,11 +6,14 @@ One call, :func:`initial_margin`, computes the margin of **every** account of a 
 1. the scenario P&L of one lot of every instrument under every scenario of a
    :class:`ScenarioGrid` (a float64 matrix ``[instruments x scenarios]``, minor units per lot;
    the RVS columns through :func:`exchange.pricing.black76_put_array`);
-2. the loss of every account in every scenario, ``-(positions @ pnl)``, a product
-   ``[accounts x instruments] @ [instruments x scenarios]`` in float64 summed in a fixed order
-   (not BLAS, so the result is the same on every machine) -- positions net
-   against each other within a scenario, which is the point of scenario margin;
-3. the worst scenario, plus a **concentration** add-on (positions above a share of open
+2. per GPU family (``Book.underlying``), the loss of every account in every scenario,
+   ``-(positions @ pnl)`` over that family's instruments: a product ``[accounts x
+   instruments] @ [instruments x scenarios]`` in float64 summed over instruments in a fixed
+   order (:func:`_ordered_product`, not BLAS: the same sums on every machine, decision 13) --
+   positions of one family net against each other within a scenario, which is the point of
+   scenario margin;
+3. each family's worst scenario, the families' worst losses added (no netting between
+   families), plus a **concentration** add-on (positions above a share of open
    interest) and a **credit** add-on (thinly capitalised accounts pay a stepped-up margin, the
    exchange's version of the rating-downgrade collateral triggers of AIG's CDS book);
 4. one rounding, up to a whole minor unit (:data:`SNAP_REL` and :data:`SNAP_MAX` document the
@@ -24,10 +27,11 @@ floors of swaps are in currency units per GPU (floats, the model's unit, as in
 between the inputs and the single rounding of :func:`initial_margin` (plus the half-to-even
 rounding of a swap's protected notional to whole minor units in :func:`gross_notional`).
 
-Scenario rule (deliberately simple, see ``docs/margin.md``): scenario ``k`` moves **every**
-index by the same relative shock ``s_k`` (all GPU families and both the rental and the resale
-indices together) and every RVS volatility by the same relative shock ``v_k``. ``Book.underlying``
-is carried for a per-family grid but is not used by this rule.
+Scenario rule (SPAN's combined commodities, see ``docs/margin.md``, *The grid*): scenario ``k``
+moves every index of one GPU family -- the rental index of its perpetuals and the resale index
+of its swaps together -- by the same relative shock ``s_k``, and every RVS volatility by the
+same relative shock ``v_k``. Families (``Book.underlying``) are shocked independently: each
+account's worst scenario is found per family and the families' worst losses add up.
 """
 
 from __future__ import annotations
@@ -101,9 +105,10 @@ class ScenarioGrid:
 
     Attributes:
         index_shocks: relative moves of the underlying indices (``-0.40`` = the index falls
-            40 %), each finite and > -1. Scenario ``k`` multiplies **every** index -- every
-            GPU family, the rental indices of the perpetuals and the resale indices of the
-            swaps alike -- by ``1 + s``.
+            40 %), each finite and > -1. Scenario ``k`` multiplies every index of one GPU
+            family -- the rental indices of its perpetuals and the resale indices of its swaps
+            alike -- by ``1 + s``; each family is run through the whole grid on its own
+            (:func:`initial_margin` takes each family's worst scenario).
         vol_shocks: relative moves of the RVS volatilities (``+0.25`` = sigma x 1.25), each
             finite and > -1. Perpetuals do not depend on them.
 
@@ -271,8 +276,10 @@ class Book:
     Attributes:
         positions: ``[m x n]`` signed lots (long > 0: a perpetual long, a swap protection
             **buyer**), |each| <= :data:`MAX_LOTS`. A dense matrix: most entries are 0.
-        equity: ``[m]`` the account's equity in minor units, as the engine defines it (cash
-            plus the value of its positions); may be negative. Only the credit add-on reads it.
+        equity: ``[m]`` the account's equity in minor units; may be negative. The engine
+            passes its cash after the cycle's variation margin, which has already paid every
+            position's change in value into cash (``exchange.margin_cycle``). Only the credit
+            add-on reads it.
 
     Ignored fields may hold anything numeric (conventionally 0) but must have the right shape.
     """
@@ -469,7 +476,8 @@ def _ordered_product(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """``left @ right`` summed over instruments in a fixed order with elementwise float64
     operations, not BLAS: a BLAS product may sum in a different order on another machine (or
     thread count), and the margin numbers go into the event log, which must be byte-identical
-    wherever the session runs. Costs about 3 ms a cycle for 10,000 accounts."""
+    wherever the session runs (decision 13). Costs about 3 ms a product for 10,000 accounts
+    and 16 instruments, against 0.3 ms for BLAS (``benches/README.md``, *Margin cycle*)."""
     out = np.zeros((left.shape[0], right.shape[1]), dtype=np.float64)
     for j in range(left.shape[1]):
         out += left[:, j : j + 1].astype(np.float64) * right[j]
@@ -507,11 +515,13 @@ def initial_margin(book: Book, params: MarginParams) -> MarginResult:
     one cent for ``G_a`` up to about 6e14 minor units with 4 instruments held, 1.5e14 with 50
     (``tests/exchange/test_margin.py`` checks against exact rational arithmetic).
 
-    Determinism: the same book and parameters give identical results on the same machine and
-    numpy/BLAS build (no randomness, no wall clock; the matrix product's summation order is
-    fixed by the BLAS build). Other builds may differ in the last bits of the float sums, which
-    can move a rounded amount by one minor unit only when it lies within that noise of a
-    whole number (beyond ``tau``).
+    Determinism: no randomness, no wall clock, and no BLAS in any sum that reaches a figure:
+    every sum over instruments runs in a fixed order (:func:`_ordered_product`; families in
+    increasing id) with elementwise IEEE operations, so for given per-lot P&Ls the result is
+    bit-identical on any machine and thread count. The one machine-dependent input is the swap
+    P&L: numpy's ``exp``/``log`` inside the put may differ in the last bit between numpy builds
+    or CPUs, which can move a rounded amount by one minor unit only when it lies within that
+    noise of a whole number (beyond ``tau``).
 
     Raises:
         ValueError: an amount that does not fit int64 (see :func:`gross_notional`).
