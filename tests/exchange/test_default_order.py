@@ -8,6 +8,7 @@ that event's change, and nothing that a later event announces.
 from exchange import events as ev
 from exchange.engine import DAY_NS
 from exchange.fold import Fold
+from exchange.margin_cycle import AuctionBidder
 
 from .test_calls import leveraged
 
@@ -58,11 +59,22 @@ class StateAtEveryEvent:
                 self.problems.append(f"{where}: engine {part} {value} != events {folded[part]}")
 
 
-def crash_with_waterfall(insurance, contributions):
+def crash_with_waterfall(insurance, contributions, bid_lots=0, bidder_lots=0):
     """c (long 20 perpetual lots, 80,000 cents after day 1's VM) is called on day 1; the
     index halves and it defaults at its day-3 deadline owing 100,000 cents more than it has,
-    which runs down the waterfall. Returns the market and the listener."""
+    which runs down the waterfall. With ``bid_lots``, b bids that many lots at 950 ticks on
+    day 3 (inside the band: the book takes them); with ``bidder_lots``, b stands ready to take
+    that many in the default auction at 5 % from the mark. Returns the market and the
+    listener."""
     m = leveraged()
+    if bidder_lots:
+        m.engine.margin = m.engine.margin.model_copy(
+            update={
+                "auction_bidders": [
+                    AuctionBidder(account="b", discount_ppm=50_000, max_lots=bidder_lots)
+                ]
+            }
+        )
     m.engine.fund_pool("insurance", insurance)
     for member, amount in contributions.items():
         m.engine.contribute(member, amount)
@@ -72,6 +84,10 @@ def crash_with_waterfall(insurance, contributions):
     m.engine.margin_cycle()
     m.engine.advance(3 * DAY_NS)
     m.engine.publish_index("H100-RENTAL", 1_000)
+    if bid_lots:
+        m.send(
+            type="submit", account="b", instrument="H100-PERP", side="buy", price=950, qty=bid_lots
+        )
     m.engine.margin_cycle()
     return m, listener
 
@@ -93,6 +109,18 @@ def test_a_default_stopped_by_its_own_contribution_shows_the_fund_drawn_at_its_e
     assert ev.WATERFALL_DRAW in listener.kinds and ev.DEFAULT_FUND_LOSS not in listener.kinds
     assert listener.problems == []
     assert m.engine.contributions == {"a": 40_000, "c": 0}
+    m.check_ledger()
+
+
+def test_a_default_through_the_book_the_auction_and_deleveraging_keeps_state_and_events_in_step():
+    """Fills, an auction award and deleveraging move positions and cash before their events,
+    and the waterfall that follows keeps the default fund equal to the contributions."""
+    m, listener = crash_with_waterfall(
+        10_000, {"a": 40_000, "b": 20_000, "c": 10_000}, bid_lots=5, bidder_lots=5
+    )
+    for kind in (ev.FILL, ev.AUCTION_AWARD, ev.DELEVERAGED, ev.DEFAULT, ev.WATERFALL_DRAW):
+        assert kind in listener.kinds, f"the scenario should reach {kind}"
+    assert listener.problems == []
     m.check_ledger()
 
 
