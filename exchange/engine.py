@@ -134,6 +134,7 @@ class Listing:
     mark_model: Any = None  # perpetuals: the damped-basis mark (exchange.perp.MarkPrice)
     unit_value: int = 0  # value of one lot at the last mark, minor units (MarkPrice.amount)
     periods_left: int = 0  # swaps: premium periods still to pay at the last mark (MarkPrice.qty)
+    premium_charged_ns: int | None = None  # swaps: when the last premium was charged (ns)
     limits: ExposureRates | None = None  # what a lot can be worth, for the pre-trade limits
 
     @property
@@ -209,6 +210,9 @@ class Exchange:
         self.calls: dict[str, list[int]] = {}  # account -> [amount due, time of the call]
         self.requirements: dict[str, tuple[int, int]] = {}  # account -> (IM, MM) last cycle
         self.defaulted: list[str] = []
+        # defaulters whose close-out has finished: flat in an instrument, they take part in
+        # nothing of it any more (no premium, no variation margin, no settlement)
+        self.closed_out: set[str] = set()
         self.contributions: dict[str, int] = {}  # default-fund contributions left, by member
         self.cycle_gains: dict[str, dict[str, int]] = {}  # VM received this cycle, by account
         # cumulative variation margin by account and instrument: the profit that ranks
@@ -836,7 +840,7 @@ class Exchange:
             data = {"source": "index+basis", "index": index}
         elif spec.kind == "rvs":
             mark, source, model_ticks, unit = self._rvs_mark(listing, index)
-            listing.periods_left = self._periods_left(spec)
+            listing.periods_left = self._periods_left(listing)
             data = {"source": source, "model": model_ticks, "index": index}
         else:
             return
@@ -851,8 +855,16 @@ class Exchange:
             data=data,
         )
 
-    def _periods_left(self, spec) -> int:
-        return sum(1 for day in spec.premium_dates() if self.date_ns(day) >= self.t)
+    def _periods_left(self, listing: Listing) -> int:
+        """Premium periods a swap's basis still owes: the premium dates from now on, less one
+        whose premium has already been charged (a premium date's own premium is owed until
+        ``charge_premium`` collects it at that nanosecond, and no longer after)."""
+        charged = listing.premium_charged_ns
+        return sum(
+            1
+            for day in listing.spec.premium_dates()
+            if (t := self.date_ns(day)) >= self.t and (charged is None or t > charged)
+        )
 
     def _rvs_mark(self, listing: Listing, index: int) -> tuple[int, str, int, int]:
         spec = listing.spec
@@ -860,7 +872,7 @@ class Exchange:
         floor = float(spec.floor * Decimal(spec.index_tick_size))
         years = max(0, self.maturity_ns(spec) - self.t) / YEAR_NS
         value = rvs_model_value(level, floor, spec.volatility, years, 1)
-        remaining = max(1, self._periods_left(spec))
+        remaining = max(1, self._periods_left(listing))
         model_premium = premium_from_value(value, remaining)
         book = listing.book
         bid_px, bid_qty = book.depth(0, 1)
@@ -923,26 +935,42 @@ class Exchange:
                 )
 
     def charge_premium(self, name: str) -> None:
-        """Collect one period's premium of a swap series: one ``PremiumPaid`` per account with
-        a premium basis, through the clearing pool (which ends the cycle where it began)."""
+        """Collect one period's premium of a swap series, through the clearing pool.
+
+        The period falls due now, so the series is first re-marked without it (``MarkPrice``,
+        one period fewer left) and its variation margin is settled on that value; then each
+        account with a premium basis pays (``PremiumPaid``). The variation margin and premium
+        payments are made together, payers first, so the clearing pool never goes below zero
+        and ends where it began: over all accounts still taking part they sum to zero (a
+        closed-out account's locked premiums were settled at its close-out)."""
         listing = self.instruments[name]
         if listing.expired:
             return
+        listing.premium_charged_ns = self.t
+        listing.periods_left = self._periods_left(listing)
+        payments: list[tuple[int, str, int]] = []  # (amount, account, 0 = VM / 1 = premium)
+        if listing.mark is not None:
+            self.mark(name)
+            payments += [(due, a, 0) for a, due in self._variation_dues(name, listing).items()]
         tick_value = listing.spec.tick_value
-        payers_first = sorted(self._sorted_accounts(), key=lambda a: a.basis.get(name, 0) < 0)
-        for account in payers_first:
+        for account in self._sorted_accounts():
             basis = account.basis.get(name, 0)
-            if basis:
-                due = premium_due(basis, tick_value)
-                account.cash -= due
-                self.pools["clearing"] += due
-                self._emit(
-                    ev.PREMIUM_PAID,
-                    instrument=name,
-                    account=account.name,
-                    qty=account.positions.get(name, 0),
-                    amount=-due,
-                )
+            if basis and not self._closed_out(account, name):
+                payments.append((-premium_due(basis, tick_value), account.name, 1))
+        for amount, account_name, what in sorted(payments, key=lambda p: (p[0] > 0, p[1], p[2])):
+            if what == 0:
+                self._pay_variation(name, listing, account_name, amount)
+                continue
+            account = self.accounts[account_name]
+            account.cash += amount
+            self.pools["clearing"] -= amount
+            self._emit(
+                ev.PREMIUM_PAID,
+                instrument=name,
+                account=account_name,
+                qty=account.positions.get(name, 0),
+                amount=amount,
+            )
 
     def expire(self, name: str) -> None:
         """Settle a swap series at maturity: cancel its resting orders, pay
@@ -971,7 +999,8 @@ class Exchange:
         due = {
             a.name: a.positions.get(name, 0) * per_contract - a.vm_basis.get(name, 0)
             for a in self._sorted_accounts()
-            if a.positions.get(name, 0) or a.vm_basis.get(name, 0)
+            if (a.positions.get(name, 0) or a.vm_basis.get(name, 0))
+            and not self._closed_out(a, name)
         }
         for account_name in sorted(due, key=lambda n: (due[n] > 0, n)):
             account = self.accounts[account_name]
@@ -1029,13 +1058,33 @@ class Exchange:
             )
             self._review_call(account, im, mm)
 
+    def _closed_out(self, account: Account, instrument: str) -> bool:
+        """Whether ``account`` takes no further part in ``instrument``: its close-out after a
+        default has finished and it holds no position there. Its locked premium basis was
+        settled by the variation margin of its close-out, so it owes and is owed nothing."""
+        return account.name in self.closed_out and not account.positions.get(instrument, 0)
+
     def _settle_variation(self, name: str, listing: Listing) -> None:
+        """Pay every account the change in its position's value since it was last settled
+        (``VariationMargin``), payers first."""
+        due = self._variation_dues(name, listing)
+        for account_name in sorted(due, key=lambda n: (due[n] > 0, n)):  # payers first
+            self._pay_variation(name, listing, account_name, due[account_name])
+
+    def _variation_dues(self, name: str, listing: Listing) -> dict[str, int]:
+        """Revalue every position in ``name`` at the last mark, moving each VM basis to it;
+        returns what each account is owed (minor units; negative: it pays). A flat account
+        with a swap premium basis is valued too: the premiums it locked in by buying and
+        selling at different prices are its liability (or asset) until maturity."""
         spec = listing.spec
         due = {}
         for account in self._sorted_accounts():
             position = account.positions.get(name, 0)
             settled = account.vm_basis.get(name, 0)
-            if not position and not settled:
+            basis = account.basis.get(name, 0)
+            if not position and not settled and not basis:
+                continue
+            if self._closed_out(account, name):
                 continue
             value = position_value(
                 listing.kind,
@@ -1043,7 +1092,7 @@ class Exchange:
                 listing.mark,
                 spec.tick_value,
                 listing.unit_value,
-                account.basis.get(name, 0),
+                basis,
                 listing.periods_left,
             )
             if value:
@@ -1052,23 +1101,25 @@ class Exchange:
                 account.vm_basis.pop(name, None)
             if value != settled:
                 due[account.name] = value - settled
-        for account_name in sorted(due, key=lambda n: (due[n] > 0, n)):  # payers first
-            account = self.accounts[account_name]
-            account.cash += due[account_name]
-            self.pools["clearing"] -= due[account_name]
-            profit = self.vm_profit.setdefault(account_name, {})
-            profit[name] = profit.get(name, 0) + due[account_name]
-            if due[account_name] > 0:
-                gains = self.cycle_gains.setdefault(account_name, {})
-                gains[name] = gains.get(name, 0) + due[account_name]
-            self._emit(
-                ev.VARIATION_MARGIN,
-                instrument=name,
-                account=account_name,
-                qty=account.positions.get(name, 0),
-                price=listing.mark,
-                amount=due[account_name],
-            )
+        return due
+
+    def _pay_variation(self, name: str, listing: Listing, account_name: str, amount: int) -> None:
+        account = self.accounts[account_name]
+        account.cash += amount
+        self.pools["clearing"] -= amount
+        profit = self.vm_profit.setdefault(account_name, {})
+        profit[name] = profit.get(name, 0) + amount
+        if amount > 0:
+            gains = self.cycle_gains.setdefault(account_name, {})
+            gains[name] = gains.get(name, 0) + amount
+        self._emit(
+            ev.VARIATION_MARGIN,
+            instrument=name,
+            account=account_name,
+            qty=account.positions.get(name, 0),
+            price=listing.mark,
+            amount=amount,
+        )
 
     def _review_call(self, account: Account, im: int, mm: int) -> None:
         """Open, reduce, cure or (past its deadline) default on a collateral call."""
@@ -1107,6 +1158,16 @@ class Exchange:
         self._emit(ev.DEFAULT, account=name, amount=missed, data={"reason": "missed call"})
         self._cancel_all(name, "default")
         close_out(self, name)
+        # auto-deleveraging moves a swap's lots at the mark premium after the close-out's
+        # variation margin, which changes a premium basis: settle that too, so the defaulter
+        # leaves with nothing unsettled before it stops taking part
+        defaulter = self.accounts[name]
+        for instrument, listing in self.instruments.items():
+            if listing.kind == "spot" or listing.expired or listing.mark is None:
+                continue
+            if defaulter.basis.get(instrument, 0) or defaulter.vm_basis.get(instrument, 0):
+                self._settle_variation(instrument, listing)
+        self.closed_out.add(name)
 
     def _cancel_orders_in(self, name: str, instrument: str) -> None:
         """Cancel an account's resting orders in one instrument (before liquidating it)."""

@@ -65,7 +65,10 @@ class MarginConfig(BaseModel):
 
     def requirements(self, engine: Exchange) -> dict[str, tuple[int, int]]:
         """Initial and maintenance margin (minor units) of every account holding a marked
-        perpetual or swap position, by account name."""
+        perpetual or swap position, or a swap premium basis (a flat account that bought and
+        sold at different premiums: its locked premiums carry no market risk, so its scenario
+        margin is 0 -- ``min_im`` still applies -- but it is measured and called like any
+        other), by account name."""
         listings = [
             (name, li)
             for name, li in engine.instruments.items()
@@ -74,7 +77,11 @@ class MarginConfig(BaseModel):
         names = [
             a
             for a in sorted(engine.accounts)
-            if any(engine.accounts[a].positions.get(n, 0) for n, _ in listings)
+            if any(
+                engine.accounts[a].positions.get(n, 0)
+                or (li.kind == "rvs" and engine.accounts[a].basis.get(n, 0))
+                for n, li in listings
+            )
         ]
         if not names or not listings:
             return {}

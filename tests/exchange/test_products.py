@@ -131,10 +131,13 @@ def test_swap_premium_is_paid_by_the_buyer_to_the_seller_each_period():
     m.engine.advance(30 * DAY_NS)
     mark = len(m.events)
     m.engine.charge_premium("H100-RVS")
-    paid = [(e.account, e.amount) for e in m.after(mark)]
+    paid = [(e.account, e.amount) for e in m.after(mark) if e.kind == ev.PREMIUM_PAID]
     assert paid == [("a", -150_000), ("b", 150_000)]
-    assert m.engine.accounts["a"].cash == cash_a - 150_000
-    assert m.engine.accounts["b"].cash == cash_b + 150_000
+    # the period falls due, so the series is re-marked without it and its variation margin
+    # settled with the premium (issue #18): cash moves by both, the pool ends where it began
+    vm = {e.account: e.amount for e in m.after(mark) if e.kind == ev.VARIATION_MARGIN}
+    assert m.engine.accounts["a"].cash == cash_a - 150_000 + vm["a"]
+    assert m.engine.accounts["b"].cash == cash_b + 150_000 + vm["b"]
     assert m.engine.pools["clearing"] == 0
     m.check_ledger()
 
@@ -149,7 +152,7 @@ def test_offset_at_another_premium_keeps_the_locked_in_difference():
     m.engine.advance(30 * DAY_NS)
     mark = len(m.events)
     m.engine.charge_premium("H100-RVS")
-    paid = {e.account: e.amount for e in m.after(mark)}
+    paid = {e.account: e.amount for e in m.after(mark) if e.kind == ev.PREMIUM_PAID}
     assert paid == {"a": 20_000, "b": 150_000, "c": -170_000}
     m.check_ledger()
 
@@ -239,7 +242,7 @@ def test_products_session_balances_after_every_event(tmp_path, seed):
     """Funding, premiums and settlement over a whole seeded session: after every event the
     cash plus the pools equals the deposits, positions net to zero, no pool ever goes negative
     (payers pay in before receivers are paid), and the clearing pool is back at zero after every
-    premium or settlement cycle."""
+    run of premium, variation-margin or settlement payments."""
     from exchange import session
     from exchange.store import EventStore
 
@@ -256,7 +259,9 @@ def test_products_session_balances_after_every_event(tmp_path, seed):
         for instrument in fold.books:
             assert sum(p.get(instrument, 0) for p in fold.positions.values()) == 0
         following = rows[i + 1][2] if i + 1 < len(rows) else None
-        if row[2] in (ev.PREMIUM_PAID, ev.SWAP_SETTLED) and following != row[2]:
+        # a premium date pays variation margin and premiums interleaved, payers first (#18)
+        payments = (ev.PREMIUM_PAID, ev.VARIATION_MARGIN, ev.SWAP_SETTLED)
+        if row[2] in payments and following not in payments:
             assert fold.pools["clearing"] == 0, f"clearing not flat after seq {row[0]}"
     assert {ev.FUNDING_PAID, ev.PREMIUM_PAID, ev.SWAP_SETTLED, ev.INSTRUMENT_EXPIRED} <= kinds_seen
     assert fold.state_hash() == summary.state_hash
