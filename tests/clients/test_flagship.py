@@ -68,6 +68,20 @@ def test_the_guarantor_defaults_on_a_call_before_any_swap_matures_with_no_payout
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+def test_the_closed_out_guarantor_pays_no_premium_and_gets_no_variation_margin(logs, seed):
+    """After its default's nanosecond the guarantor takes part in nothing (issue #18): it used
+    to be charged its locked-in premiums and refunded them by variation margin the next day,
+    so the report showed premiums paid by an account that never bought protection."""
+    f = facts(logs[seed])
+    [default] = [d for d in f.defaults if d.account == GUARANTOR]
+    payments = (ev.PREMIUM_PAID, ev.VARIATION_MARGIN, ev.FUNDING_PAID, ev.SWAP_SETTLED)
+    with EventStore.open(logs[seed], mode="r") as store:
+        late = [e for e in store.events(kind=payments) if e.account == GUARANTOR]
+    assert late and not [e for e in late if e.t > default.t]
+    assert f.accounts[GUARANTOR].premiums_paid == 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_the_close_out_moves_the_loss_to_the_funds_and_the_other_members(logs, seed):
     f = facts(logs[seed])
     [closeout] = [c for c in f.closeouts if c.defaulter == GUARANTOR]
