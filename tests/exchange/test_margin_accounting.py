@@ -179,6 +179,7 @@ _who = st.sampled_from(ACCOUNTS)
 _step = st.one_of(
     st.tuples(st.just("trade"), _who, _who, st.integers(1, 200), st.integers(1, 20)),
     st.tuples(st.just("days"), st.integers(1, 35), st.integers(-600, 400)),
+    st.tuples(st.just("to_premium"), st.integers(-600, 400)),  # day by day to a premium date
     st.tuples(st.just("deposit"), _who, st.integers(1, 2_000_000)),
     st.tuples(st.just("withdraw"), _who, st.integers(1, 5_000_000)),
 )
@@ -199,13 +200,19 @@ class _Session:
         for name, amount in zip(ACCOUNTS, cash, strict=True):
             self.engine.open_account(name)
             self.engine.handle(dict(type="deposit", account=name, amount=amount))
-        self.engine.publish_index(SHORT.resale_index, 10_000)
-        self.index = 10_000
+        self.engine.publish_index(SHORT.resale_index, 8_800)
+        self.index = 8_800
         self.day = 0
         self.closed_out_at: dict[str, int] = {}  # account -> events when its close-out ended
 
     def do(self, step):
         handle = self.engine.handle
+        if step[0] == "to_premium":
+            dates = [self.engine.date_ns(d) // DAY_NS for d in SHORT.premium_dates()]
+            following = [d for d in dates if d > self.day]
+            for _ in range(following[0] - self.day if following else 0):
+                self._next_day(step[1])
+            return
         if step[0] != "days" and set(step[1:3]) & self.engine.closed_out:
             return  # a closed-out account has left the market (its own commands aside)
         if step[0] == "trade":
@@ -236,7 +243,9 @@ class _Session:
         self.day += 1
         t = self.day * DAY_NS
         engine.advance(t)
-        self.index = min(20_000, max(1_000, self.index + move))
+        # below the floor (9,000) the protection is always worth something: a lot's value
+        # never rounds to 0 (default.py's ADL haircut divides by the value of the lots taken)
+        self.index = min(8_900, max(1_000, self.index + move))
         engine.publish_index(SHORT.resale_index, self.index)
         if any(engine.date_ns(d) == t for d in SHORT.premium_dates()):
             engine.charge_premium(SHORT.name)
