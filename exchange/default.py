@@ -72,8 +72,11 @@ def close_out(engine: Exchange, name: str) -> None:
             ):
                 taken[holder] = taken.get(holder, 0) + value
     shortfall = max(0, -defaulter.cash)
-    if shortfall and taken:
-        for holder, cut in _pro_rata(min(shortfall, sum(taken.values())), taken).items():
+    # only what a holder took of value can be cut back: lots worth nothing (far out-of-the-money
+    # protection) or less than nothing leave it out of the haircut
+    valued = {holder: value for holder, value in taken.items() if value > 0}
+    if shortfall and valued:
+        for holder, cut in _pro_rata(min(shortfall, sum(valued.values())), valued).items():
             _haircut(engine, holder, name, cut, "adl")
     shortfall = max(0, -defaulter.cash)
     gains = {}

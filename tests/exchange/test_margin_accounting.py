@@ -243,9 +243,9 @@ class _Session:
         self.day += 1
         t = self.day * DAY_NS
         engine.advance(t)
-        # below the floor (9,000) the protection is always worth something: a lot's value
-        # never rounds to 0 (default.py's ADL haircut divides by the value of the lots taken)
-        self.index = min(8_900, max(1_000, self.index + move))
+        # far above the floor (9,000) the protection is worth nothing: lots handed over by
+        # auto-deleveraging may be worth 0 (test_lots_handed_over_worth_nothing_...)
+        self.index = min(20_000, max(1_000, self.index + move))
         engine.publish_index(SHORT.resale_index, self.index)
         if any(engine.date_ns(d) == t for d in SHORT.premium_dates()):
             engine.charge_premium(SHORT.name)
@@ -274,6 +274,17 @@ class _Session:
         for name, since in self.closed_out_at.items():
             late = [e for e in self.m.after(since) if name in (e.account, e.counterparty)]
             assert late == [], f"{name} took part after its close-out"
+
+
+def test_lots_handed_over_worth_nothing_leave_the_shortfall_to_the_next_step_of_the_waterfall():
+    """Protection far out of the money is worth 0 a lot: auto-deleveraging that hands such
+    lots over has taken no value to cut back, and the default goes on (it divided by 0)."""
+    session = _Session([50_000] * 4)
+    for step in (("to_premium", 328), ("trade", "a", "b", 23, 8), ("to_premium", 34)):
+        session.do(step)
+    assert session.engine.defaulted == ["b"]  # the buyer of protection, who owed premiums
+    assert any(e.kind == ev.DELEVERAGED for e in session.events)
+    session.check()
 
 
 @settings(
