@@ -961,16 +961,7 @@ class Exchange:
             if what == 0:
                 self._pay_variation(name, listing, account_name, amount)
                 continue
-            account = self.accounts[account_name]
-            account.cash += amount
-            self.pools["clearing"] -= amount
-            self._emit(
-                ev.PREMIUM_PAID,
-                instrument=name,
-                account=account_name,
-                qty=account.positions.get(name, 0),
-                amount=amount,
-            )
+            self._clear(ev.PREMIUM_PAID, name, account_name, amount)
 
     def expire(self, name: str) -> None:
         """Settle a swap series at maturity: cancel its resting orders, pay
@@ -1003,18 +994,7 @@ class Exchange:
             and not self._closed_out(a, name)
         }
         for account_name in sorted(due, key=lambda n: (due[n] > 0, n)):
-            account = self.accounts[account_name]
-            amount = due[account_name]
-            account.cash += amount
-            self.pools["clearing"] -= amount
-            self._emit(
-                ev.SWAP_SETTLED,
-                instrument=name,
-                account=account_name,
-                qty=account.positions.get(name, 0),
-                price=index,
-                amount=amount,
-            )
+            self._clear(ev.SWAP_SETTLED, name, account_name, due[account_name], price=index)
         for account in self.accounts.values():
             account.positions.pop(name, None)
             account.basis.pop(name, None)
@@ -1102,6 +1082,23 @@ class Exchange:
             if value != settled:
                 due[account.name] = value - settled
         return due
+
+    def _clear(
+        self, kind: str, name: str, account_name: str, amount: int, price: int | None = None
+    ) -> None:
+        """Move ``amount`` minor units between the clearing pool and an account (positive: to
+        the account), then announce it as ``kind`` with the account's position in ``name``."""
+        account = self.accounts[account_name]
+        account.cash += amount
+        self.pools["clearing"] -= amount
+        self._emit(
+            kind,
+            instrument=name,
+            account=account_name,
+            qty=account.positions.get(name, 0),
+            price=price,
+            amount=amount,
+        )
 
     def _pay_variation(self, name: str, listing: Listing, account_name: str, amount: int) -> None:
         account = self.accounts[account_name]
