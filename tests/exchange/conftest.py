@@ -16,6 +16,19 @@ SPEC = InstrumentSpec(
 )
 
 
+def order(account, side, price, qty, **extra):
+    """A submit command for ``SPEC``: ``qty`` lots at ``price`` ticks."""
+    return {
+        "type": "submit",
+        "account": account,
+        "instrument": SPEC.name,
+        "side": side,
+        "price": price,
+        "qty": qty,
+        **extra,
+    }
+
+
 class Harness:
     """An engine plus the list of events it emitted."""
 
@@ -31,15 +44,7 @@ class Harness:
             self.engine.credit(name, cash)
 
     def submit(self, account, side, price, qty, **extra):
-        command = {
-            "type": "submit",
-            "account": account,
-            "instrument": SPEC.name,
-            "side": side,
-            "price": price,
-            "qty": qty,
-            **extra,
-        }
+        command = order(account, side, price, qty, **extra)
         return self.engine.handle(command)
 
     def since(self, mark):

@@ -25,7 +25,7 @@ from tests.fuzz.invariants import (
 from tests.markets import HOUR_NS as HOUR
 from tests.markets import START, perp_spec, rvs_spec
 
-from .conftest import SPEC, Harness
+from .conftest import SPEC, Harness, order
 
 TOP = SPEC.max_price * SPEC.tick_value  # what one lot can be worth: 100,000 ticks x 10 cents
 MAX_LOTS = MAX_EXPOSURE // TOP
@@ -45,18 +45,6 @@ def refused(h: Harness, command: dict, words: str) -> str:
     assert h.events[-1].data["reason"] == result.reason
     assert h.engine.state_hash() == before
     return result.reason
-
-
-def order(account, side, price, qty, **extra):
-    return {
-        "type": "submit",
-        "account": account,
-        "instrument": SPEC.name,
-        "side": side,
-        "price": price,
-        "qty": qty,
-        **extra,
-    }
 
 
 # ------------------------------------------------------------------ deposits, withdrawals

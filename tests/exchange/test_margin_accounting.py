@@ -51,6 +51,22 @@ def _round_trip():
     return m
 
 
+def _live_to_maturity(m, first_day, fall_per_day):
+    """Day by day from ``first_day`` to the swap's maturity, the index falling by
+    ``fall_per_day`` a day from 10,000: premiums on their dates, settlement at maturity, a
+    margin cycle each day, the clearing pool back at zero after each."""
+    for day in range(first_day, 366):
+        m.engine.advance(day * DAY_NS)
+        m.engine.publish_index(INDEX, 10_000 - day * fall_per_day)
+        if any(m.engine.date_ns(d) == day * DAY_NS for d in SWAP.premium_dates()):
+            m.engine.charge_premium(NAME)
+        if day * DAY_NS == m.engine.maturity_ns(SWAP):
+            m.engine.expire(NAME)
+            break
+        m.engine.margin_cycle()
+        assert m.engine.pools["clearing"] == 0, f"day {day}"
+
+
 def _requirements(events):
     return {e.account for e in events if e.kind == ev.MARGIN_REQUIREMENT}
 
@@ -75,16 +91,7 @@ def test_a_locked_premium_nets_to_its_premiums_over_the_swap_life():
     and the liability shrinks by as much; at maturity b has paid exactly the 13 premiums."""
     m = _round_trip()
     start = m.engine.accounts["b"].cash
-    for day in range(1, 366):
-        m.engine.advance(day * DAY_NS)
-        m.engine.publish_index(INDEX, 10_000 - day * 10)
-        if any(m.engine.date_ns(d) == day * DAY_NS for d in SWAP.premium_dates()):
-            m.engine.charge_premium(NAME)
-        if day * DAY_NS == m.engine.maturity_ns(SWAP):
-            m.engine.expire(NAME)
-            break
-        m.engine.margin_cycle()
-        assert m.engine.pools["clearing"] == 0, f"day {day}"
+    _live_to_maturity(m, first_day=1, fall_per_day=10)
     assert m.engine.pools["clearing"] == 0
     assert m.engine.accounts["b"].cash - start == -100 * SWAP.tick_value * 13
     m.check_ledger()
@@ -156,16 +163,7 @@ def test_a_closed_out_account_takes_part_in_nothing():
     m = _defaulted_with_a_locked_premium()
     since = len(m.events)
     cash = m.engine.accounts["b"].cash
-    for day in range(4, 366):
-        m.engine.advance(day * DAY_NS)
-        m.engine.publish_index(INDEX, 10_000 - day * 5)
-        if any(m.engine.date_ns(d) == day * DAY_NS for d in SWAP.premium_dates()):
-            m.engine.charge_premium(NAME)
-        if day * DAY_NS == m.engine.maturity_ns(SWAP):
-            m.engine.expire(NAME)
-            break
-        m.engine.margin_cycle()
-        assert m.engine.pools["clearing"] == 0, f"day {day}"
+    _live_to_maturity(m, first_day=4, fall_per_day=5)
     assert [e for e in m.after(since) if "b" in (e.account, e.counterparty)] == []
     assert m.engine.accounts["b"].cash == cash
     assert m.engine.pools["clearing"] == 0
