@@ -583,6 +583,11 @@ class Exchange:
             for _t, maker_id, _ta, maker_idx, px, qty, _m in book.fills.tolist():
                 maker = self.accounts[names[maker_idx]]
                 maker.open_lots[name][maker_side] -= qty
+                # the book has already matched: a maker order it filled is gone, and the last
+                # price is this fill's, before the Fill announces them
+                if book.order_qty(maker_id) == 0:
+                    orders.pop(maker_id, None)
+                listing.last_price = px
                 notional = px * qty * tick_value
                 self._trade(
                     listing,
@@ -597,9 +602,6 @@ class Exchange:
                 )
                 self._fee(taker, name, order_id, fee(notional, spec.taker_fee_bps), "taker")
                 self._fee(maker, name, maker_id, fee(notional, spec.maker_fee_bps), "maker")
-                if book.order_qty(maker_id) == 0:
-                    orders.pop(maker_id, None)
-                listing.last_price = px
         for maker_id, _idx, qty, _m in book.stp_cancels.tolist():
             owner = self.orders.pop(maker_id)
             self.accounts[owner.account].open_lots[name][owner.side] -= qty
@@ -742,6 +744,13 @@ class Exchange:
                 data={"reason": reason},
             )
             return Result(False, cmd.order_id, reason)
+        lots = account.open_lots[order.instrument]
+        if kept:
+            lots[order.side] += cmd.qty - open_qty
+        else:  # the order leaves the book and comes back as a new one (which may trade): its
+            # fills, rest or cancel follow the OrderAmended and announce what became of it
+            lots[order.side] -= open_qty
+            del self.orders[cmd.order_id]
         self._emit(
             ev.ORDER_AMENDED,
             instrument=order.instrument,
@@ -752,12 +761,7 @@ class Exchange:
             qty=cmd.qty,
             data={"priority": "kept" if kept else "lost"},
         )
-        lots = account.open_lots[order.instrument]
-        if kept:
-            lots[order.side] += cmd.qty - open_qty
-        else:  # the order leaves the book and comes back as a new one (which may trade)
-            lots[order.side] -= open_qty
-            del self.orders[cmd.order_id]
+        if not kept:
             self._after_match(listing, account, cmd.order_id, order.side, cmd.price, "stp")
         return Result(True, cmd.order_id)
 
@@ -951,7 +955,8 @@ class Exchange:
         payments: list[tuple[int, str, int]] = []  # (amount, account, 0 = VM / 1 = premium)
         if listing.mark is not None:
             self.mark(name)
-            payments += [(due, a, 0) for a, due in self._variation_dues(name, listing).items()]
+            values = self._variation_dues(name, listing)
+            payments += [(due, a, 0) for a, (due, _value) in values.items()]
         tick_value = listing.spec.tick_value
         for account in self._sorted_accounts():
             basis = account.basis.get(name, 0)
@@ -959,7 +964,7 @@ class Exchange:
                 payments.append((-premium_due(basis, tick_value), account.name, 1))
         for amount, account_name, what in sorted(payments, key=lambda p: (p[0] > 0, p[1], p[2])):
             if what == 0:
-                self._pay_variation(name, listing, account_name, amount)
+                self._pay_variation(name, listing, account_name, amount, values[account_name][1])
                 continue
             self._clear(ev.PREMIUM_PAID, name, account_name, amount)
 
@@ -1048,12 +1053,14 @@ class Exchange:
         """Pay every account the change in its position's value since it was last settled
         (``VariationMargin``), payers first."""
         due = self._variation_dues(name, listing)
-        for account_name in sorted(due, key=lambda n: (due[n] > 0, n)):  # payers first
-            self._pay_variation(name, listing, account_name, due[account_name])
+        for account_name in sorted(due, key=lambda n: (due[n][0] > 0, n)):  # payers first
+            self._pay_variation(name, listing, account_name, *due[account_name])
 
-    def _variation_dues(self, name: str, listing: Listing) -> dict[str, int]:
-        """Revalue every position in ``name`` at the last mark, moving each VM basis to it;
-        returns what each account is owed (minor units; negative: it pays). A flat account
+    def _variation_dues(self, name: str, listing: Listing) -> dict[str, tuple[int, int]]:
+        """Revalue every position in ``name`` at the last mark; returns, for each account
+        whose value moved, what it is owed (minor units; negative: it pays) and its value now,
+        which becomes its VM basis when it is paid (``_pay_variation``: each account's basis
+        moves with its own payment, so no event runs ahead of the state). A flat account
         with a swap premium basis is valued too: the premiums it locked in by buying and
         selling at different prices are its liability (or asset) until maturity."""
         spec = listing.spec
@@ -1075,12 +1082,8 @@ class Exchange:
                 basis,
                 listing.periods_left,
             )
-            if value:
-                account.vm_basis[name] = value
-            else:
-                account.vm_basis.pop(name, None)
             if value != settled:
-                due[account.name] = value - settled
+                due[account.name] = (value - settled, value)
         return due
 
     def _clear(
@@ -1100,8 +1103,16 @@ class Exchange:
             amount=amount,
         )
 
-    def _pay_variation(self, name: str, listing: Listing, account_name: str, amount: int) -> None:
+    def _pay_variation(
+        self, name: str, listing: Listing, account_name: str, amount: int, value: int
+    ) -> None:
+        """Pay ``amount`` of variation margin and move the account's VM basis to ``value``
+        (minor units), then announce it (``VariationMargin``)."""
         account = self.accounts[account_name]
+        if value:
+            account.vm_basis[name] = value
+        else:
+            account.vm_basis.pop(name, None)
         account.cash += amount
         self.pools["clearing"] -= amount
         profit = self.vm_profit.setdefault(account_name, {})
