@@ -38,13 +38,28 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from clients.budget import DEFAULT_LINES
 from clients.latency import Latency
 from exchange.clock import Simulator
 from exchange.engine import DAY_NS, Exchange
-from exchange.index import CALIBRATIONS, IndexSpec, LogJump
+from exchange.index import (
+    CALIBRATIONS,
+    SEEDED_CALIBRATIONS,
+    GenerationShock,
+    IndexSpec,
+    LogJump,
+)
 from exchange.limits import (
     MAX_BALANCE,
     MAX_DURATION_NS,
@@ -114,22 +129,43 @@ def _normalise(value: Any, key: str = "", where: str = "") -> Any:
 
 class IndexEntry(BaseModel):
     """An index: a seed calibration by name (optionally republished at another interval, with
-    extra generation jumps), or a full ``IndexSpec`` under ``spec``.
+    extra generation jumps or shocks), or a full ``IndexSpec`` under ``spec``.
 
     Attributes:
         calibration: a name from ``exchange.index.CALIBRATIONS`` (``H100-RENTAL``, ...).
+        seeded: take the calibration from ``exchange.index.SEEDED_CALIBRATIONS`` instead: the
+            same anchors and noise, with each generation release a random event the session
+            seed draws (date and size) rather than a fixed-date jump.
         interval_ns: publication interval (default: the calibration's own).
         extra_jumps: ``[[date, log_jump], ...]`` added to the calibration's jumps (a new GPU
             generation shipping: ``[[2024-11-01, -0.35]]`` is a 30 % overnight drop).
+        extra_shocks: generation shocks (``exchange.index.GenerationShock`` tables: ``centre``,
+            ``date_sd_days``, ``date_max_days``, ``log_size``, ``log_size_sd``,
+            ``log_size_min``, ``log_size_max``, ``label``) added after the source's own.
         spec: a complete index spec instead of a calibration.
+
+    ``seeded`` and ``extra_shocks`` are left out of the serialised form at their defaults, so
+    the stored configuration of a file that does not use them is what it was before they
+    existed.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     calibration: str | None = None
+    seeded: StrictBool = False
     interval_ns: int | None = Field(default=None, gt=0, le=MAX_DURATION_NS)
     extra_jumps: list[tuple[date, LogJump]] = Field(default_factory=list)
+    extra_shocks: list[GenerationShock] = Field(default_factory=list, max_length=64)
     spec: IndexSpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unused(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if not self.seeded:  # stored configurations from before these fields stay identical
+            data.pop("seeded", None)
+        if not self.extra_shocks:
+            data.pop("extra_shocks", None)
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> IndexEntry:
@@ -139,13 +175,18 @@ class IndexEntry(BaseModel):
             raise ValueError(
                 f"calibration {self.calibration!r} is unknown; known: {', '.join(CALIBRATIONS)}"
             )
+        if self.seeded and self.calibration is None:
+            raise ValueError("seeded applies to a calibration; give a spec's shocks in the spec")
         return self
 
     def build(self) -> IndexSpec:
         """The index spec this entry describes. An extra jump must lie inside the
         calibration's anchors, as the calibration's own jumps do (``first < date <= last``);
         one on the date of a calibration jump adds to it."""
-        spec = self.spec if self.spec is not None else CALIBRATIONS[self.calibration]
+        if self.spec is not None:
+            spec = self.spec
+        else:
+            spec = (SEEDED_CALIBRATIONS if self.seeded else CALIBRATIONS)[self.calibration]
         update: dict[str, Any] = {}
         if self.interval_ns is not None:
             update["interval_ns"] = self.interval_ns
@@ -165,6 +206,20 @@ class IndexEntry(BaseModel):
             # model_copy, not a new validation: a jump on a calibration jump's date is kept
             # as a second jump, summed where the path is computed (the log depends on it)
             update["source"] = source.model_copy(update={"jumps": jumps})
+        if self.extra_shocks:
+            source = update.get("source", spec.source)
+            if not hasattr(source, "shocks"):
+                raise ValueError(f"index {spec.name}: its source has no shocks to add to")
+            first, last = source.anchors[0][0], source.anchors[-1][0]
+            for i, shock in enumerate(self.extra_shocks):
+                if not first < shock.centre <= last:
+                    raise ValueError(
+                        f"extra_shocks.{i}: centre {shock.centre} is outside the anchors of "
+                        f"{spec.name} ({first}, {last}]: a shock is absorbed by the anchor "
+                        "segment containing it, so it must lie in one"
+                    )
+            shocks = [*source.shocks, *self.extra_shocks]
+            update["source"] = source.model_copy(update={"shocks": shocks})
         return spec.model_copy(update=update) if update else spec
 
 

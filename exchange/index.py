@@ -5,7 +5,8 @@ nanoseconds since the session's epoch, a calendar date at UTC midnight) the inde
 integer number of ticks. Where the values come from is a **source** (:class:`IndexSource`):
 
 * :class:`ModelPathSource` (``"model_path"``): log-linear through dated anchors (the
-  calibrations from the seed figures), plus optional seeded noise and generation-release jumps;
+  calibrations from the seed figures), plus optional seeded noise, fixed-date generation-release
+  jumps and generation shocks whose date and size the seed draws (:class:`GenerationShock`);
 * :class:`GbmSource` (``"gbm"``): geometric Brownian motion, optionally mean-reverting in log
   price, exact on any time grid;
 * :class:`CsvSource` (``"csv"``): observed prices from a ``date,model,price`` file, as a step
@@ -28,7 +29,8 @@ import re
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Literal, Protocol, runtime_checkable
+from statistics import NormalDist
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import (
@@ -36,8 +38,10 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SerializerFunctionWrapHandler,
     StrictInt,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -145,8 +149,120 @@ def _ou_path(
     return x
 
 
+#: Spawn key that derives the generation-shock sub-stream from the generator's seed sequence
+#: (``b"SHOCK"`` as an integer): far above the small integers ``SeedSequence.spawn`` hands out,
+#: so it never collides with an ordinary child stream.
+SHOCK_STREAM_KEY = int.from_bytes(b"SHOCK", "big")
+
+
+def shock_stream(rng: np.random.Generator) -> np.random.Generator:
+    """The generation-shock sub-stream of ``rng``: a new generator seeded from ``rng``'s own
+    seed sequence with the extra spawn key :data:`SHOCK_STREAM_KEY`.
+
+    A pure function of the seed ``rng`` was built from: it draws nothing from ``rng`` and does
+    not depend on how much of ``rng`` has been used, so shock draws never move the noise
+    stream (a path without shocks prints what it printed before shocks existed).
+
+    Raises:
+        ValueError: ``rng`` is ``None`` or was not built from a ``SeedSequence``.
+    """
+    seq = getattr(getattr(rng, "bit_generator", None), "seed_seq", None)
+    if not isinstance(seq, np.random.SeedSequence):
+        raise ValueError(
+            "generation shocks need a numpy Generator built from a seed (its SeedSequence "
+            f"derives the shock stream), got {rng!r}"
+        )
+    child = np.random.SeedSequence(
+        seq.entropy, spawn_key=(*seq.spawn_key, SHOCK_STREAM_KEY), pool_size=seq.pool_size
+    )
+    return np.random.default_rng(child)
+
+
+def _truncated_normal(u: float, mean: float, sd: float, lo: float, hi: float) -> float:
+    """The ``u``-quantile (``0 <= u < 1``) of Normal(mean, sd) truncated to ``[lo, hi]``
+    (``lo <= mean <= hi``), by inverting the CDF; ``sd = 0`` gives ``mean``."""
+    if sd == 0.0 or lo == hi:
+        return min(max(mean, lo), hi)
+    law = NormalDist(mean, sd)
+    a, b = law.cdf(lo), law.cdf(hi)
+    # keep p strictly inside (0, 1), where inv_cdf is defined; the clamp below then keeps the
+    # result inside [lo, hi] whatever the rounding
+    p = min(max(a + u * (b - a), 1e-300), 1.0 - 2.0**-53)
+    return min(max(law.inv_cdf(p), lo), hi)
+
+
+class GenerationShock(BaseModel):
+    """A generation release as a random event: its date and log size are drawn per seed.
+
+    * **date**: ``centre + D`` days, ``D`` a whole number of days: a Normal(0,
+      ``date_sd_days``) truncated to ``[-date_max_days - 1/2, date_max_days + 1/2]`` and
+      rounded to the nearest day (so each day gets the normal mass within half a day of it),
+      and further truncated to the source's anchor range ``(first anchor, last anchor]`` (a
+      shock, like a jump, is absorbed by the anchor segment containing it).
+      ``date_sd_days = 0``: always ``centre``.
+    * **log size**: Normal(``log_size``, ``log_size_sd``) truncated to
+      ``[log_size_min, log_size_max]`` (``log_size_sd = 0``: always ``log_size``).
+
+    Each shock takes two uniforms, in the order the shocks are listed, from the source's shock
+    stream (:func:`shock_stream`); the quantiles are the inverse CDF (``statistics.NormalDist``).
+    Once drawn, a shock is a jump like the fixed ones (see :class:`ModelPathSource`).
+
+    Attributes:
+        label: what ships, for reports (``"B200 ships"``); not used by the model.
+        centre: the date the release date is centred on (a seed's date), inside the source's
+            anchors: ``first anchor < centre <= last anchor``.
+        date_sd_days: standard deviation of the date before truncation, days (>= 0).
+        date_max_days: the date is at most this many days from ``centre``, days (>= 0).
+        log_size: centre of the log size (``-0.15``: a 14 % drop).
+        log_size_sd: standard deviation of the log size before truncation (>= 0).
+        log_size_min: smallest log size drawn (default -5, the jumps' own bound).
+        log_size_max: largest log size drawn (default 0: a new generation never raises its
+            predecessor's price; set it for a shock that may).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str = Field(default="", max_length=64)
+    centre: date
+    date_sd_days: float = Field(default=0.0, ge=0.0, le=3_650.0, allow_inf_nan=False)
+    date_max_days: StrictInt = Field(default=0, ge=0, le=3_650)
+    log_size: LogJump
+    log_size_sd: float = Field(default=0.0, ge=0.0, le=5.0, allow_inf_nan=False)
+    log_size_min: LogJump = -5.0
+    log_size_max: LogJump = 0.0
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> GenerationShock:
+        if not self.log_size_min <= self.log_size <= self.log_size_max:
+            raise ValueError(
+                f"log_size {self.log_size} must lie in [log_size_min, log_size_max] = "
+                f"[{self.log_size_min}, {self.log_size_max}]"
+            )
+        return self
+
+    def window(self, first: date, last: date) -> tuple[date, date]:
+        """The first and last date the shock can fall on, for a source whose anchors run from
+        ``first`` to ``last`` (``centre`` within ``date_max_days`` and inside ``(first,
+        last]``)."""
+        lo = max(-self.date_max_days, (first - self.centre).days + 1)
+        hi = min(self.date_max_days, (last - self.centre).days)
+        return self.centre + timedelta(days=lo), self.centre + timedelta(days=hi)
+
+    def draw(self, u_date: float, u_size: float, first: date, last: date) -> tuple[date, float]:
+        """The shock's ``(date, log size)`` for the uniforms ``u_date``, ``u_size`` in
+        ``[0, 1)``, inside a source whose anchors run from ``first`` to ``last``."""
+        start, end = self.window(first, last)
+        lo, hi = (start - self.centre).days, (end - self.centre).days
+        x = _truncated_normal(u_date, 0.0, self.date_sd_days, lo - 0.5, hi + 0.5)
+        offset = min(max(math.floor(x + 0.5), lo), hi)
+        size = _truncated_normal(
+            u_size, self.log_size, self.log_size_sd, self.log_size_min, self.log_size_max
+        )
+        return self.centre + timedelta(days=offset), size
+
+
 class ModelPathSource(BaseModel):
-    """A calibrated path through dated anchors, with optional noise and jumps.
+    """A calibrated path through dated anchors, with optional noise, jumps and shocks.
 
     The level is ``exp(trend(t) + jumps(t) + noise(t))``:
 
@@ -161,6 +277,11 @@ class ModelPathSource(BaseModel):
       segment's start and end levels are unchanged, so the path still passes through every
       anchor exactly; a negative jump makes the path above the straight log line before ``J``
       and below it after. Jump dates must satisfy ``first anchor < J <= last anchor``.
+    * **shocks**: generation releases whose date and log size the seed draws
+      (:class:`GenerationShock`), from the generator's shock sub-stream (:func:`shock_stream`),
+      never from the noise stream. A drawn shock is then a jump exactly as above (the same
+      level shift absorbed by its anchor segment, so the anchors stay exact on every seed);
+      fixed jumps and drawn shocks on one date add up. ``shock_draws(rng)`` gives the draws.
     * **noise**: ``volatility > 0`` adds a zero-mean deviation in log level: a stationary
       Ornstein-Uhlenbeck process (``dX = -reversion X dt + volatility dW``, per year;
       stationary standard deviation ``volatility / sqrt(2 reversion)``) *conditioned on being
@@ -176,6 +297,9 @@ class ModelPathSource(BaseModel):
         reversion_per_year: OU mean-reversion rate of the deviation, per year (12: a
             deviation's half-life is about 21 days).
         jumps: ``(date, log jump)`` pairs, strictly increasing dates inside the anchor range.
+        shocks: generation releases drawn per seed, each centred inside the anchor range.
+            Left out of the serialised form when empty, so a source without shocks dumps (and
+            hashes) as it did before the field existed.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -185,6 +309,14 @@ class ModelPathSource(BaseModel):
     volatility: float = Field(default=0.0, ge=0.0, le=10.0, allow_inf_nan=False)
     reversion_per_year: float = Field(default=12.0, gt=0.0, le=1e6, allow_inf_nan=False)
     jumps: list[tuple[date, LogJump]] = Field(default_factory=list)
+    shocks: list[GenerationShock] = Field(default_factory=list, max_length=64)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_shocks(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if not self.shocks:  # the form (and any hash of it) of a source from before shocks
+            data.pop("shocks", None)
+        return data
 
     @model_validator(mode="after")
     def _consistent_dates(self) -> ModelPathSource:
@@ -200,10 +332,38 @@ class ModelPathSource(BaseModel):
                     f"jump on {d} is outside the anchors ({days[0]}, {days[-1]}]: a jump is "
                     "absorbed by the anchor segment containing it, so it must lie in one"
                 )
+        for i, shock in enumerate(self.shocks):
+            if not days[0] < shock.centre <= days[-1]:
+                raise ValueError(
+                    f"shocks.{i}: centre {shock.centre} is outside the anchors ({days[0]}, "
+                    f"{days[-1]}]: a shock is absorbed by the anchor segment containing it"
+                )
         return self
 
-    def trend_log_levels(self, times_ns: np.ndarray, epoch: date) -> np.ndarray:
-        """Natural log of the noise-free path (trend plus jumps) at ``times_ns``."""
+    def shock_draws(self, rng: np.random.Generator | None) -> list[tuple[date, float]]:
+        """The ``(date, log size)`` each of ``shocks`` takes, in the order listed, drawn from
+        :func:`shock_stream` of ``rng`` (``rng`` itself is not used: its state is unchanged).
+        Empty, and ``rng`` not looked at, when there are no shocks."""
+        if not self.shocks:
+            return []
+        first, last = self.anchors[0][0], self.anchors[-1][0]
+        # two uniforms per shock, in list order: appending a shock leaves the others' draws
+        u = shock_stream(rng).random(2 * len(self.shocks)).reshape(-1, 2)
+        return [
+            shock.draw(float(ud), float(us), first, last)
+            for shock, (ud, us) in zip(self.shocks, u, strict=True)
+        ]
+
+    def realised_jumps(self, rng: np.random.Generator | None) -> list[tuple[date, float]]:
+        """Every jump of the path for the seed behind ``rng``: the fixed ``jumps`` followed by
+        the ``shock_draws`` (no shocks: ``jumps`` itself, ``rng`` not looked at)."""
+        return [*self.jumps, *self.shock_draws(rng)] if self.shocks else list(self.jumps)
+
+    def trend_log_levels(
+        self, times_ns: np.ndarray, epoch: date, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        """Natural log of the noise-free path (trend plus jumps, plus the shocks drawn for the
+        seed behind ``rng``: needed only if there are shocks) at ``times_ns``."""
         t = _as_times(times_ns)
         a_ns = np.array([date_to_ns(d, epoch) for d, _ in self.anchors], dtype=np.int64)
         log_a = np.log(np.array([level for _, level in self.anchors], dtype=np.float64))
@@ -211,7 +371,7 @@ class ModelPathSource(BaseModel):
         log_level = np.interp(
             (t - origin).astype(np.float64), (a_ns - origin).astype(np.float64), log_a
         )
-        for day, size in self.jumps:
+        for day, size in self.realised_jumps(rng):
             j_ns = date_to_ns(day, epoch)
             k = int(np.searchsorted(a_ns, j_ns, side="left"))  # a[k-1] < J <= a[k]
             lo, hi = int(a_ns[k - 1]), int(a_ns[k])
@@ -262,9 +422,10 @@ class ModelPathSource(BaseModel):
 
     def levels(self, times_ns: np.ndarray, epoch: date, rng: np.random.Generator) -> np.ndarray:
         """Levels (currency units) at ``times_ns``; draws from ``rng`` only if
-        ``volatility > 0``."""
+        ``volatility > 0`` (shocks come from its shock sub-stream, which leaves ``rng`` as it
+        is)."""
         t = _as_times(times_ns)
-        log_level = self.trend_log_levels(t, epoch)
+        log_level = self.trend_log_levels(t, epoch, rng)
         if self.volatility > 0 and t.size:
             log_level += self._bridge(t, epoch, rng)
         return np.exp(log_level)
@@ -595,9 +756,25 @@ def index_prints(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     times = publish_schedule(spec, start_ns, end_ns)
-    rng = np.random.default_rng([int(seed), stable_int_from_name(spec.name)])
-    levels = spec.source.levels(times, epoch, rng)
+    levels = spec.source.levels(times, epoch, index_generator(spec, seed))
     return times, to_ticks(levels, spec.tick_size)
+
+
+def index_generator(spec: IndexSpec, seed: int) -> np.random.Generator:
+    """The generator :func:`index_prints` hands the source for session seed ``seed``:
+    ``np.random.default_rng([seed, stable_int_from_name(spec.name)])``."""
+    return np.random.default_rng([int(seed), stable_int_from_name(spec.name)])
+
+
+def index_jumps(spec: IndexSpec, seed: int) -> list[tuple[date, float]]:
+    """The generation jumps of ``spec``'s path in a session with seed ``seed``, as
+    ``(date, log size)``: the fixed ``jumps`` then the drawn ``shocks`` (in the order listed)
+    of a ``model_path`` source, exactly those :func:`index_prints` applies; ``[]`` for other
+    sources. For markers on charts and reports."""
+    source = spec.source
+    if not isinstance(source, ModelPathSource):
+        return []
+    return source.realised_jumps(index_generator(spec, seed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -714,5 +891,87 @@ CALIBRATIONS: dict[str, IndexSpec] = {
             volatility=0.15,
             jumps=[(H200_AWS_LAUNCH, -0.10), (B200_AWS_LAUNCH, -0.15)],
         ),
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# seeded calibrations: the same anchors and noise, with each generation release a random event
+# (GenerationShock) instead of a fixed-date jump. docs/indices.md tabulates the parameters.
+
+#: Standard deviation of a release date, days. The seeds date launches to the month ("Sep
+#: 2024", "May 2025" [5]), and a predecessor reprices "when Blackwell starts shipping in
+#: volume" [29], some weeks either side of a launch: three weeks (interquartile range about 4).
+RELEASE_DATE_SD_DAYS = 21.0
+#: A release date is at most this far from the seed's date, days: two months either side (a
+#: launch the seeds place in a month does not move by a quarter).
+RELEASE_DATE_MAX_DAYS = 61
+#: Standard deviation of a release's log size, as a fraction of its centre's magnitude.
+RELEASE_SIZE_SD_RATIO = 0.5
+#: The deepest overnight repricing a release draws, in log: "an H100 would need to rent at
+#: $0.98 per hour - a further 55% cut from current levels - just to match Blackwell's
+#: price-per-output" [29]: a release reprices its predecessor at most to price parity, -55 %.
+PARITY_LOG_FLOOR = math.log(0.45)
+
+
+def _release(label: str, centre: date, log_size: float) -> GenerationShock:
+    """A generation release centred on a seed's date and on the calibration's jump size."""
+    return GenerationShock(
+        label=label,
+        centre=centre,
+        date_sd_days=RELEASE_DATE_SD_DAYS,
+        date_max_days=RELEASE_DATE_MAX_DAYS,
+        log_size=log_size,
+        log_size_sd=RELEASE_SIZE_SD_RATIO * abs(log_size),
+        log_size_min=PARITY_LOG_FLOOR,
+        log_size_max=0.0,
+    )
+
+
+def _seeded(spec: IndexSpec, shocks: list[GenerationShock]) -> IndexSpec:
+    """``spec`` with its fixed jumps replaced by ``shocks`` (same name, so the same noise)."""
+    source = ModelPathSource.model_validate(
+        spec.source.model_dump() | {"jumps": [], "shocks": shocks}
+    )
+    return spec.model_copy(update={"source": source})
+
+
+_H200_SHIPS = "H200 ships"
+_B200_SHIPS = "B200 ships"
+_RUBIN_ANNOUNCED = "Rubin announced"
+
+#: The calibrations of :data:`CALIBRATIONS` (same names, anchors, noise and the same jump sizes
+#: as centres) with every generation release a :class:`GenerationShock`: its date spreads over
+#: weeks around the seed's date and its size around the calibration's, per seed. A scenario
+#: uses them with ``seeded = true`` on a ``calibration`` index (``clients/scenario.py``).
+SEEDED_CALIBRATIONS: dict[str, IndexSpec] = {
+    "H100-RENTAL": _seeded(
+        CALIBRATIONS["H100-RENTAL"],
+        [
+            _release(_H200_SHIPS, H200_AWS_LAUNCH, -0.10),
+            _release(_B200_SHIPS, B200_AWS_LAUNCH, -0.15),
+        ],
+    ),
+    "H200-RENTAL": _seeded(
+        CALIBRATIONS["H200-RENTAL"], [_release(_B200_SHIPS, B200_AWS_LAUNCH, -0.10)]
+    ),
+    "B200-RENTAL": _seeded(
+        # truncated at the last anchor (2026-02-01), 26 days after the centre
+        CALIBRATIONS["B200-RENTAL"],
+        [_release(_RUBIN_ANNOUNCED, RUBIN_ANNOUNCED, -0.05)],
+    ),
+    "A100-RENTAL": _seeded(
+        CALIBRATIONS["A100-RENTAL"],
+        [
+            _release(_H200_SHIPS, H200_AWS_LAUNCH, -0.05),
+            _release(_B200_SHIPS, B200_AWS_LAUNCH, -0.05),
+        ],
+    ),
+    "H100-RESALE": _seeded(
+        CALIBRATIONS["H100-RESALE"],
+        [
+            _release(_H200_SHIPS, H200_AWS_LAUNCH, -0.10),
+            _release(_B200_SHIPS, B200_AWS_LAUNCH, -0.15),
+        ],
     ),
 }

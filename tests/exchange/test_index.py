@@ -22,15 +22,20 @@ from exchange.index import (
     DAY_NS,
     HOUR_NS,
     MAX_TICKS,
+    PARITY_LOG_FLOOR,
+    SEEDED_CALIBRATIONS,
     YEAR_NS,
     CsvSource,
     GbmSource,
+    GenerationShock,
     IndexDataError,
     IndexSource,
     IndexSpec,
     ModelPathSource,
     Source,
     date_to_ns,
+    index_generator,
+    index_jumps,
     index_prints,
     ns_to_date,
     publish_schedule,
@@ -666,3 +671,228 @@ def test_csv_sources_compare_by_fields_and_data(tmp_path):
     assert a == b and a != CsvSource(path=path, model="A100")
     spec = IndexSpec(name="H100-CSV", kind="rental", gpu="H100", interval_ns=DAY_NS, source=a)
     assert IndexSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+# ---------------------------------------------------------------------- generation shocks
+
+SEEDS = range(200)
+
+
+def shocked(**shock) -> ModelPathSource:
+    """A two-anchor path (2024-01-01 $10 -> 2025-01-01 $5) with one shock."""
+    return ModelPathSource(
+        anchors=[(date(2024, 1, 1), 10.0), (date(2025, 1, 1), 5.0)],
+        shocks=[GenerationShock(**({"centre": date(2024, 7, 1), "log_size": -0.2} | shock))],
+    )
+
+
+def test_a_drawn_shock_is_the_same_step_as_a_fixed_jump_on_the_drawn_date():
+    source = shocked(date_sd_days=20, date_max_days=40, log_size_sd=0.05, log_size_min=-0.5)
+    times = np.arange(
+        date_to_ns(date(2023, 12, 1), EPOCH), date_to_ns(date(2025, 2, 1), EPOCH), DAY_NS
+    )
+    for seed in range(5):
+        ((day, size),) = source.shock_draws(np.random.default_rng(seed))
+        fixed = ModelPathSource(anchors=source.anchors, jumps=[(day, size)])
+        np.testing.assert_array_equal(
+            source.levels(times, EPOCH, np.random.default_rng(seed)),
+            fixed.levels(times, EPOCH, np.random.default_rng(seed)),
+        )
+
+
+def test_shock_draws_leave_the_noise_stream_untouched():
+    """A source with shocks prints the noise of the same source with its draws as fixed jumps,
+    and leaves the generator where the shock-free source leaves it."""
+    source = shocked(date_sd_days=20, date_max_days=40, log_size_sd=0.05, log_size_min=-0.5)
+    noisy = source.model_copy(update={"volatility": 0.3})
+    times = np.arange(
+        date_to_ns(date(2024, 1, 1), EPOCH), date_to_ns(date(2025, 1, 1), EPOCH), HOUR_NS
+    )
+    rng_shocks, rng_fixed = np.random.default_rng(11), np.random.default_rng(11)
+    jumps = noisy.shock_draws(np.random.default_rng(11))
+    fixed = noisy.model_copy(update={"shocks": [], "jumps": jumps})
+    np.testing.assert_array_equal(
+        noisy.levels(times, EPOCH, rng_shocks), fixed.levels(times, EPOCH, rng_fixed)
+    )
+    assert rng_shocks.bit_generator.state == rng_fixed.bit_generator.state
+    # the draws do not depend on how much of the generator has been used either
+    used = np.random.default_rng(11)
+    used.standard_normal(1000)
+    assert noisy.shock_draws(used) == jumps
+
+
+def test_shock_draws_need_a_generator_built_from_a_seed():
+    with pytest.raises(ValueError, match="SeedSequence"):
+        shocked().levels(np.array([0]), EPOCH, None)
+
+
+def test_a_shock_without_spread_is_its_centre_and_size_on_every_seed():
+    source = shocked()
+    assert {tuple(source.shock_draws(np.random.default_rng(s))[0]) for s in range(20)} == {
+        (date(2024, 7, 1), -0.2)
+    }
+
+
+def test_shock_dates_and_sizes_follow_their_truncated_normal_laws():
+    """Over 2000 seeds: the date offset has the median 0 and the interquartile range
+    2 * 0.6745 * sd of the normal (truncation at 3 sd barely moves them), whole days within
+    +-date_max_days; the log size is centred on log_size with the normal's quartiles and never
+    leaves [log_size_min, log_size_max]."""
+    sd, size_sd = 20.0, 0.05
+    source = shocked(
+        date_sd_days=sd,
+        date_max_days=60,
+        log_size_sd=size_sd,
+        log_size_min=-0.35,
+        log_size_max=-0.05,
+    )
+    draws = [source.shock_draws(np.random.default_rng(s))[0] for s in range(2000)]
+    offsets = np.array([(d - date(2024, 7, 1)).days for d, _ in draws])
+    sizes = np.array([z for _, z in draws])
+    assert offsets.min() >= -60 and offsets.max() <= 60
+    q1, q2, q3 = np.percentile(offsets, [25, 50, 75])
+    assert abs(q2) <= 1.5 and q3 - q1 == pytest.approx(2 * 0.6745 * sd, abs=2.5)
+    assert sizes.min() >= -0.35 and sizes.max() <= -0.05
+    z1, z2, z3 = np.percentile(sizes, [25, 50, 75])
+    assert z2 == pytest.approx(-0.2, abs=0.005)
+    assert z3 - z1 == pytest.approx(2 * 0.6745 * size_sd, rel=0.08)
+
+
+def test_a_shock_is_truncated_inside_the_anchor_range():
+    # centre 10 days before the last anchor, spread of months: never past it (nor on the first)
+    source = shocked(centre=date(2024, 12, 22), date_sd_days=60, date_max_days=200)
+    days = [source.shock_draws(np.random.default_rng(s))[0][0] for s in SEEDS]
+    # the window's end is approached (a quarter of the normal's mass lies past it), not passed
+    assert date(2024, 12, 25) <= max(days) <= date(2025, 1, 1)
+    assert min(days) >= date(2024, 12, 22) - timedelta(days=200)
+    assert source.shocks[0].window(date(2024, 1, 1), date(2025, 1, 1)) == (
+        date(2024, 6, 5),
+        date(2025, 1, 1),
+    )
+
+
+@pytest.mark.parametrize(
+    "shock, message",
+    [
+        ({"centre": "2024-01-01"}, "outside the anchors"),  # on the first anchor: not in (a, b]
+        ({"centre": "2025-01-02"}, "outside the anchors"),
+        ({"log_size": -0.6, "log_size_min": -0.5}, r"must lie in \[log_size_min"),
+        ({"log_size": 0.1}, r"must lie in \[log_size_min"),  # log_size_max defaults to 0
+        ({"log_size_min": -6.0}, "greater than or equal to -5"),
+        ({"date_sd_days": -1.0}, "greater than or equal to 0"),
+        ({"date_sd_days": float("inf")}, "finite"),
+        ({"date_max_days": 1.5}, "valid integer"),
+        ({"log_size_sd": -0.1}, "greater than or equal to 0"),
+        ({"when": "2024-07-01"}, "Extra inputs are not permitted"),
+    ],
+)
+def test_model_path_rejects_inconsistent_shocks(shock, message):
+    config = {
+        "type": "model_path",
+        "anchors": [("2024-01-01", 10.0), ("2025-01-01", 5.0)],
+        "shocks": [{"centre": "2024-07-01", "log_size": -0.2} | shock],
+    }
+    with pytest.raises(ValidationError, match=message):
+        ModelPathSource.model_validate(config)
+
+
+def test_a_source_without_shocks_serialises_as_before_shocks_existed():
+    for spec in CALIBRATIONS.values():
+        assert "shocks" not in spec.source.model_dump()
+        assert b'"shocks"' not in spec.model_dump_json().encode()
+    for spec in SEEDED_CALIBRATIONS.values():
+        again = IndexSpec.model_validate_json(spec.model_dump_json())
+        assert again == spec and again.source.shocks == spec.source.shocks
+
+
+def test_seeded_calibrations_keep_the_anchors_noise_and_jump_sizes_of_the_fixed_ones():
+    assert set(SEEDED_CALIBRATIONS) == set(CALIBRATIONS)
+    for name, spec in SEEDED_CALIBRATIONS.items():
+        fixed = CALIBRATIONS[name]
+        assert spec.model_dump(exclude={"source"}) == fixed.model_dump(exclude={"source"})
+        source = spec.source
+        assert source.anchors == fixed.source.anchors and source.jumps == []
+        assert source.volatility == fixed.source.volatility
+        assert source.reversion_per_year == fixed.source.reversion_per_year
+        assert [(s.centre, s.log_size) for s in source.shocks] == fixed.source.jumps
+        for shock in source.shocks:
+            assert shock.log_size_min == PARITY_LOG_FLOOR and shock.log_size_max == 0.0
+            assert shock.date_sd_days >= 14 and shock.date_max_days >= 2 * shock.date_sd_days
+
+
+def daily_paths(name: str) -> tuple[IndexSpec, np.ndarray, np.ndarray]:
+    """Daily prints of a seeded calibration from its first to its last anchor (epoch: the
+    first anchor), for 200 seeds: (spec, times, levels[seed, day])."""
+    spec = SEEDED_CALIBRATIONS[name].model_copy(update={"interval_ns": DAY_NS})
+    first, last = spec.source.anchors[0][0], spec.source.anchors[-1][0]
+    levels = []
+    for seed in SEEDS:
+        times, ticks = index_prints(spec, first, 0, date_to_ns(last, first), seed)
+        levels.append(ticks * float(spec.tick_size))
+    return spec, times, np.array(levels)
+
+
+@pytest.mark.parametrize("name", sorted(SEEDED_CALIBRATIONS))
+def test_seeded_calibration_holds_its_anchors_in_distribution_over_200_seeds(name):
+    """The median daily print on each anchor date is the anchor to one tick (shocks are
+    absorbed by their anchor segment, noise is pinned at the anchors); every seed does too."""
+    spec, times, levels = daily_paths(name)
+    first = spec.source.anchors[0][0]
+    tick = float(spec.tick_size)
+    for day, level in spec.source.anchors:
+        at = int(np.searchsorted(times, date_to_ns(day, first)))
+        assert np.median(levels[:, at]) == pytest.approx(level, abs=tick)
+        assert np.all(np.abs(levels[:, at] - level) <= tick)
+
+
+@pytest.mark.parametrize("name", sorted(SEEDED_CALIBRATIONS))
+def test_seeded_shock_dates_spread_over_weeks_and_differ_between_seeds(name):
+    spec = SEEDED_CALIBRATIONS[name]
+    draws = [index_jumps(spec, seed) for seed in SEEDS]
+    for k, shock in enumerate(spec.source.shocks):
+        days = np.array([(d[k][0] - shock.centre).days for d in draws])
+        q1, q3 = np.percentile(days, [25, 75])
+        assert q3 - q1 >= 14, (shock.label, q1, q3)
+        assert len(set(days.tolist())) >= 30
+        assert abs(np.median(days)) <= 7  # centred on the seed's date (B200's cut at +26 days)
+    # seeds differ in the whole schedule of shocks, not only in one of them
+    assert len({tuple(d) for d in draws}) == len(draws)
+
+
+@pytest.mark.parametrize("name", sorted(SEEDED_CALIBRATIONS))
+def test_the_same_seed_gives_the_same_seeded_path_and_the_same_shocks(name):
+    spec = SEEDED_CALIBRATIONS[name].model_copy(update={"interval_ns": DAY_NS})
+    first = spec.source.anchors[0][0]
+    a = index_prints(spec, first, 0, 400 * DAY_NS, 5)
+    b = index_prints(spec, first, 0, 400 * DAY_NS, 5)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert index_jumps(spec, 5) == index_jumps(spec, 5) != index_jumps(spec, 6)
+    assert index_jumps(spec, 5) == spec.source.shock_draws(index_generator(spec, 5))
+
+
+@pytest.mark.parametrize("name", sorted(SEEDED_CALIBRATIONS))
+def test_no_seeded_path_leaves_its_documented_bounds(name):
+    """Every draw stays in its window and size bounds; the noise-free path stays within
+    exp(+-sum of the largest shock magnitudes) of the shock-free log-linear trend (a jump
+    moves the log by its size times a factor in [-1, 1]); with noise, within a further 6
+    stationary standard deviations; every print is a positive tick."""
+    spec, times, levels = daily_paths(name)
+    source = spec.source
+    first, last = source.anchors[0][0], source.anchors[-1][0]
+    plain = without_noise(source, shocks=[])
+    base = plain.trend_log_levels(times, first)
+    envelope = sum(max(-s.log_size_min, s.log_size_max) for s in source.shocks)
+    noise = 6 * source.volatility / math.sqrt(2 * source.reversion_per_year)
+    quiet = without_noise(source)
+    for seed in SEEDS:
+        rng = np.random.default_rng([seed, 1])
+        for shock, (day, size) in zip(source.shocks, quiet.shock_draws(rng), strict=True):
+            start, end = shock.window(first, last)
+            assert start <= day <= end and first < day <= last
+            assert abs((day - shock.centre).days) <= shock.date_max_days
+            assert shock.log_size_min <= size <= shock.log_size_max
+        dev = quiet.trend_log_levels(times, first, rng) - base
+        assert np.all(np.abs(dev) <= envelope + 1e-12)
+    assert np.all(levels > 0)
+    log_dev = np.abs(np.log(levels) - base)
+    assert log_dev.max() <= envelope + noise
