@@ -1,13 +1,13 @@
 """``gpuex``: run, replay, verify and inspect exchange sessions.
 
-    gpuex run SCENARIO --db PATH [--seed N] [--resume] [--durability full|normal] [--set K=V]
+    gpuex run SCENARIO [--db PATH] [--seed N] [--resume | --overwrite] [--set NAME=VALUE] ...
     gpuex replay PATH [--until SEQ]
     gpuex verify PATH
-    gpuex inspect PATH [--at SEQ] [--account NAME] [--kind KIND] [--limit N] [--owed]
+    gpuex inspect PATH [--at SEQ] [--account NAME] [--kind KIND] [--limit N] [--owed] [--json]
     gpuex export PATH [-o FILE] [--format csv|jsonl] [--from SEQ] [--to SEQ] [--kind KIND ...]
                  [--account NAME ...] [--instrument NAME ...]
     gpuex sweep SCENARIO --param NAME=V1,V2 [--seeds N] [--scheduler ADDR] [--retry-failed] -o DIR
-    gpuex report LOG -o report.html [--until SEQ] [--account NAME] [--window-days N]
+    gpuex report PATH -o report.html [--until SEQ] [--account NAME] [--window-days N]
 
 Exit codes: 0 success; 1 a check failed (verify: a damaged log) or the session could not be run;
 2 bad usage or bad input (click's convention); 3 verify found a sound but unfinished log.
@@ -18,20 +18,25 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import json
 import math
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator, Sequence
+from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
 from tqdm import tqdm
 
 from exchange import session as sessions
+from exchange.engine import DAY_NS
 from exchange.events import KINDS
 from exchange.export import FORMATS, export_events, known_accounts, known_instruments, select
 from exchange.fold import FoldError
@@ -46,24 +51,23 @@ from exchange.scenarios import SCENARIOS, load_scenario, providers, scenario_nam
 from exchange.store import DamagedLogError, EventStore, StoreError, verify_store
 
 
-def _parse_overrides(pairs: tuple[str, ...]) -> dict:
-    """``--set KEY=VALUE`` pairs: a value is JSON when it parses as JSON (integers of any size,
-    so that one past int64 is refused by the scenario's validation rather than read as text;
-    ``NaN`` and ``Infinity`` stay text), else the text itself."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
-        try:
-            overrides[key] = json.loads(value, parse_constant=_not_json)
-        except (ValueError, RecursionError):
-            overrides[key] = value
-    return overrides
+def settings_or_fail(scenario: str, pairs: tuple[str, ...]) -> dict:
+    """``--set NAME=VALUE`` pairs -> the scenario's overrides, in ``gpuex sweep --param``'s
+    vocabulary (``exchange.sweep.settings_overrides``): a field path (``days=60``,
+    ``margin.cure_ns=3d`` in a scenario file) or one of the scenario's aliases
+    (``guarantor.capital=$5.7M``, ``margin.cure_period=1d``), the value converted by the
+    alias's unit (dollars, a duration, an integer) or else read as a number, JSON or text.
+    A bad setting is click's bad parameter (exit 2); a scenario that cannot load is left to
+    :func:`plan_or_fail`, which names SCENARIO."""
+    from exchange import sweep as sweeps
 
-
-def _not_json(constant: str) -> float:
-    raise ValueError(f"{constant} is not JSON")
+    try:
+        return sweeps.settings_overrides(scenario, pairs)
+    except sweeps.SweepError as exc:
+        message = _one_line(str(exc)).removeprefix("--set ")
+        raise click.BadParameter(message, param_hint="--set") from None
+    except ValueError:
+        return {}  # plan_or_fail reports the scenario's own error
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,7 +88,7 @@ def main() -> None:
     "--seed",
     default=None,
     type=click.IntRange(0, MAX_SEED),
-    help="Seed of every random source, 0..2**63-1 [default: 7; on --resume, the stored one].",
+    help="Session seed, 0..2**63-1 [default: the scenario's, or 7; on --resume, the stored one].",
 )
 @click.option("--resume", is_flag=True, help="Continue a crashed session in --db.")
 @click.option("--overwrite", is_flag=True, help="Replace --db if it already exists.")
@@ -99,8 +103,10 @@ def main() -> None:
     "--set",
     "settings",
     multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a scenario field, e.g. --set messages=50000 (repeatable).",
+    metavar="NAME=VALUE",
+    help="Set a scenario field by its path or by an alias `gpuex sweep --param` takes, e.g. "
+    "--set days=60 or, for guarantor-spiral, --set guarantor.capital=2e6 (dollars; repeatable; "
+    "`gpuex scenario show NAME` shows the fields; a wrong name lists the aliases).",
 )
 @click.option(
     "--batch-size",
@@ -160,9 +166,9 @@ def run(
     Everything is validated before any file is created or replaced: the scenario with its
     --set overrides and the limits of docs/scenarios.md, the options, and that --db's and the
     report's directories can be written."""
-    overrides = _parse_overrides(settings)
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume contradict each other")
+    overrides = settings_or_fail(scenario, settings)
     planned = plan_or_fail(
         scenario, seed, overrides, batch_size=batch_size, snapshot_every=snapshot_every
     )
@@ -172,6 +178,12 @@ def run(
     out = None if no_report else (report_path or db.with_suffix(".html"))
     if out is not None:
         writable_dir_or_fail(out, "--report")
+    if db.exists() and not (resume or overwrite):
+        # session.run would refuse it too, but only a command line knows --overwrite
+        raise click.ClickException(
+            f"{db} already exists: --overwrite replaces it, --resume continues a crashed "
+            "session in it, or give another --db"
+        )
     if overwrite:
         for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
             stale.unlink(missing_ok=True)
@@ -214,7 +226,7 @@ def run(
                 f"--report: cannot write {out} ({exc.strerror or exc}); the session's log is "
                 f"complete: write the report later with `gpuex report {db} -o FILE`"
             ) from None
-        click.echo(f"report    {out} ({len(built.charts)} charts; open it in a browser)")
+        click.echo(f"report    {out} ({_count(len(built.charts), 'chart')}; open it in a browser)")
 
 
 def plan_or_fail(
@@ -367,19 +379,30 @@ def _print_summary(db: Path) -> None:
     funds = f.funds
     click.echo("")
     called = sum(c.amount for c in f.calls)
-    click.echo(f"defaults {len(f.defaults)}; calls {len(f.calls)} for {_money(called)}")
+    click.echo(
+        f"{_count(len(f.defaults), 'default')}; {_count(len(f.calls), 'call')} for {_money(called)}"
+    )
     click.echo(
         f"funds used: own contributions {_money(funds.own_contributions)}, insurance "
         f"{_money(funds.insurance)}, default fund {_money(funds.default_fund)}, haircuts "
-        f"{_money(funds.haircuts)}, deleveraged {funds.adl_lots:,} lots"
+        f"{_money(funds.haircuts)}, deleveraged {_count(funds.adl_lots, 'lot')}"
     )
 
 
 @main.command("scenarios")
 def list_scenarios():
-    """List the built-in scenarios."""
-    for name in scenario_names():
-        click.echo(f"{name:<20} {_describe(name)}")
+    """List the built-in scenarios, each with its description (wrapped at words to the
+    terminal's width, 100 columns when it has none)."""
+    names = scenario_names()
+    indent = max(20, *(len(n) for n in names)) + 1
+    width = max(shutil.get_terminal_size((100, 24)).columns - indent, 30)
+    for name in names:
+        # "55 %" stays on one line: a no-break space is not a place textwrap breaks
+        text = _describe(name).replace(" %", "\N{NO-BREAK SPACE}%")
+        lines = textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+        for i, line in enumerate(lines):
+            line = line.replace("\N{NO-BREAK SPACE}", " ")
+            click.echo(f"{name if i == 0 else '':<{indent}}{line}")
 
 
 def _describe(name: str) -> str:
@@ -387,7 +410,7 @@ def _describe(name: str) -> str:
         doc = (SCENARIOS[name].__doc__ or "").strip()
     else:
         doc = load_scenario(name).description
-    return " ".join(doc.split("\n\n")[0].split())[:100]
+    return " ".join(doc.split("\n\n")[0].split())  # its first paragraph, whole
 
 
 @main.group()
@@ -600,8 +623,14 @@ def verify(path, quiet):
 
 
 def _money(minor: int) -> str:
+    """Minor units (cents) as dollars, exactly: ``-123456 -> "-$1,234.56"``."""
     sign = "-" if minor < 0 else ""
-    return f"{sign}{abs(minor) // 100:,}.{abs(minor) % 100:02d}"
+    return f"{sign}${abs(minor) // 100:,}.{abs(minor) % 100:02d}"
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: ``1 chart``, ``9 charts``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 @main.command()
@@ -610,27 +639,64 @@ def _money(minor: int) -> str:
     "--at", "at", type=click.IntRange(min=1), default=None, help="State just after this seq."
 )
 @click.option("--account", default=None, help="Only this account.")
-@click.option("--kind", type=click.Choice(KINDS), default=None, help="List events of this kind.")
+@click.option(
+    "--kind",
+    type=click.Choice(KINDS),
+    default=None,
+    metavar="KIND",
+    help="List only the events of this kind, e.g. Fill, CollateralCall, Default (no balances; "
+    "a wrong name lists them all).",
+)
 @click.option(
     "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="Events to list."
 )
 @click.option(
     "--owed", is_flag=True, help="Also print who owes whom: what each defaulter cost whom."
 )
-def inspect(path, at, account, kind, limit, owed):
-    """Balances, positions, open orders and filtered events of a log. A damaged log stops it
+@click.option(
+    "--json",
+    "raw",
+    is_flag=True,
+    help="List events as the log holds them: JSON, t in ns, price in ticks, amount in cents.",
+)
+def inspect(path, at, account, kind, limit, owed, raw):
+    """Balances, positions, open orders and filtered events of the log at PATH.
+
+    Without --kind: every account's cash (dollars), positions (lots) and open orders, or
+    with --account that account's and its events. With --kind: only the events of that kind
+    (of --account, if given). Events show their time as a date and time (a session day when
+    the log has no start date), prices in dollars (ticks x tick size), quantities in lots
+    and money in dollars; --json shows them as the log holds them. A damaged log stops it
     with an error naming the seq (exit 1)."""
     with _reading(path):
-        fold = sessions.replay(path, at)
         with EventStore.open(path, mode="r") as store:
             info = store.session
-            click.echo(
+            units = _Units(store)
+            head = (
                 f"{info['scenario']} seed {info['seed']} {info['status']}, "
-                f"{store.last_seq:,} events; state at seq {fold.seq} (t {fold.t} ns)"
+                f"{_count(store.last_seq, 'event')}"
             )
-            _print_accounts(fold, [account] if account else sorted(fold.cash), orders=True)
-            if kind or account:
-                _list_events(store, fold.seq, kind, account, limit)
+            if kind:  # only the events asked for: no state to fold
+                until = store.last_seq if at is None else at
+                if until > store.last_seq:  # as the replay below says it
+                    raise click.ClickException(
+                        f"seq {at} is beyond the log's last event ({store.last_seq})"
+                    )
+                if account and account not in known_accounts(store):
+                    raise click.ClickException(f"no account {account!r} in this log")
+                click.echo(f"{head}; {kind} events to seq {until:,}")
+                _list_events(store, until, kind, account, limit, units, raw)
+                if owed:
+                    _print_owed(store, until)
+                return
+        fold = sessions.replay(path, at)
+        with EventStore.open(path, mode="r") as store:
+            click.echo(f"{head}; state at seq {fold.seq:,} ({units.when(fold.t)})")
+            _print_accounts(
+                fold, [account] if account else sorted(fold.cash), orders=True, units=units
+            )
+            if account:
+                _list_events(store, fold.seq, None, account, limit, units, raw)
             if owed:
                 _print_owed(store, fold.seq)
 
@@ -703,7 +769,7 @@ def export(path, output, fmt, start, stop, kinds, accounts, instruments, quiet):
                 unit_scale=True,
                 disable=quiet or to_stdout,
                 desc="export",
-                leave=False,
+                file=sys.stderr,
             )
             done = start - 1
 
@@ -725,6 +791,9 @@ def export(path, output, fmt, start, stop, kinds, accounts, instruments, quiet):
                         return
                 else:
                     count = _export_to_file(output, chosen, fmt, advance)
+                    # every seq to --to has been read: the bar ends at 100 %, and closing it
+                    # ends its line, so the result below gets one of its own
+                    bar.update(bar.total - bar.n)
             finally:
                 bar.close()
     except OSError as exc:
@@ -747,8 +816,8 @@ def _export_to_file(output: Path, chosen, fmt: str, advance) -> int:
     return count
 
 
-def _print_accounts(fold, names: list[str], orders: bool) -> None:
-    """Cash (currency units), positions (lots) and, with ``orders``, resting orders."""
+def _print_accounts(fold, names: list[str], orders: bool, units: _Units) -> None:
+    """Cash (dollars), positions (lots) and, with ``orders``, resting orders (dollars)."""
     for name in names:
         if name not in fold.cash:
             raise click.ClickException(f"no account {name!r} in this log")
@@ -758,14 +827,24 @@ def _print_accounts(fold, names: list[str], orders: bool) -> None:
             for instrument in sorted(fold.books):
                 for side, price, oid, owner, qty in fold.resting(instrument):
                     if owner == name:
-                        click.echo(f"      open {instrument} #{oid} {side} {qty} @ {price}")
+                        click.echo(
+                            f"      open {instrument} #{oid} {side} {_count(qty, 'lot')} @ "
+                            f"{units.price(instrument, price)}"
+                        )
 
 
 def _list_events(
-    store: EventStore, until: int, kind: str | None, account: str | None, limit: int
+    store: EventStore,
+    until: int,
+    kind: str | None,
+    account: str | None,
+    limit: int,
+    units: _Units,
+    raw: bool,
 ) -> None:
     """Print up to ``limit`` events to ``until``: of ``kind``, and where ``account`` is either
-    side (its own events, and fills in which it was the maker)."""
+    side (its own events, and fills in which it was the maker); in dollars, dates and lots
+    (:class:`_Units`), or with ``raw`` as the log holds them (JSON, ns, ticks, cents)."""
     if account:
         streams = [
             store.events(1, until, kind=kind, account=account),
@@ -776,16 +855,152 @@ def _list_events(
         selected = store.events(1, until, kind=kind)
     shown = list(itertools.islice(selected, limit + 1))
     for event in shown[:limit]:
-        fields = {
-            k: v
-            for k, v in event._asdict().items()
-            if v is not None and k not in ("seq", "t", "kind")
-        }
-        click.echo(
-            f"  {event.seq:>9} {event.t:>15} {event.kind:<16} " + orjson.dumps(fields).decode()
-        )
+        if raw:
+            fields = {
+                k: v
+                for k, v in event._asdict().items()
+                if v is not None and k not in ("seq", "t", "kind")
+            }
+            click.echo(
+                f"  {event.seq:>9} {event.t:>15} {event.kind:<16} " + orjson.dumps(fields).decode()
+            )
+        else:
+            click.echo(
+                f"  {event.seq:>9}  {units.when(event.t)}  {event.kind:<{_KIND_WIDTH}} "
+                + units.describe(event)
+            )
+    if not shown:
+        click.echo("  (none)")
     if len(shown) > limit:
         click.echo("  ... (more; raise --limit)")
+
+
+_KIND_WIDTH = max(map(len, KINDS))
+
+
+class _Units:
+    """How ``inspect`` shows a log's numbers to a person: times as dates and times from the
+    session's start date (``config.start``, else a swap's listing date; else session days),
+    prices as dollars (ticks x the instrument's tick size; an index's ticks x the tick size
+    of a listing on it), money (minor units) as dollars, quantities in lots."""
+
+    #: ``data`` fields in minor units (calls' requirement, equity and previous amount due).
+    MONEY = frozenset({"previous", "im", "mm", "equity"})
+    #: ``data`` fields that are a simulated time (ns since the epoch).
+    TIMES = frozenset({"deadline"})
+    #: Text or JSON longer than this is cut (``--json`` shows it whole).
+    WIDTH = 80
+
+    def __init__(self, store: EventStore) -> None:
+        listed = store.events(1, store.last_seq, kind="InstrumentListed")
+        self.specs: dict[str, dict] = {}
+        listed_t: dict[str, int] = {}
+        for event in listed:
+            self.specs[event.instrument] = event.data or {}
+            listed_t[event.instrument] = event.t
+        self.epoch = self._epoch(store, listed_t)
+
+    def _epoch(self, store: EventStore, listed_t: dict[str, int]) -> date | None:
+        try:
+            config = orjson.loads(store.session["config"] or "{}")
+            return date.fromisoformat(config["start"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            pass
+        for name, spec in self.specs.items():
+            try:
+                return date.fromisoformat(spec["listed"]) - timedelta(days=listed_t[name] // DAY_NS)
+            except (KeyError, TypeError, ValueError):
+                continue
+        return None
+
+    def when(self, t: int) -> str:
+        """``t`` (ns since the epoch) as ``2024-06-01 01:00:00``, or ``day 3 01:00:00``
+        without a start date; milliseconds (``00:00:00.014``) when it has some (a market
+        that lives for seconds), never the nanosecond a bot acts after a print."""
+        day, rest = divmod(t, DAY_NS)
+        seconds, ns = divmod(rest, 10**9)
+        clock = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if ns >= 10**6:
+            clock += f".{ns // 10**6:03d}"
+        if self.epoch is None:
+            return f"day {day} {clock}"
+        return f"{self.epoch + timedelta(days=day)} {clock}"
+
+    def _tick(self, instrument: str | None, index: bool = False) -> Decimal | None:
+        spec = self.specs.get(instrument or "")
+        if spec is not None:
+            key = "index_tick_size" if index and "index_tick_size" in spec else "tick_size"
+            if index and spec.get("kind") == "perp":
+                key = "tick_size"  # a perpetual's marks and its index share its ticks
+            return _decimal_or_none(spec.get(key))
+        for other in self.specs.values():  # an index: the tick of a listing on it
+            if other.get("resale_index") == instrument:
+                return _decimal_or_none(other.get("index_tick_size"))
+            if other.get("underlying") == instrument:
+                return _decimal_or_none(other.get("tick_size"))
+        return None
+
+    def price(self, instrument: str | None, ticks: int, index: bool = False) -> str:
+        """``ticks`` of ``instrument`` (of its index with ``index``) in dollars, as many
+        decimals as the tick size has; ticks as such when the log does not say their size."""
+        tick = self._tick(instrument, index)
+        if tick is None:
+            return f"{ticks:,} ticks"
+        places = max(-tick.as_tuple().exponent, 0)
+        value = Decimal(ticks) * tick
+        sign = "-" if value < 0 else ""
+        return f"{sign}${abs(value):,.{places}f}"
+
+    def describe(self, event) -> str:
+        """The event's fields in a person's units, the ones that apply to its kind."""
+        parts: list[str] = []
+        for value in (event.instrument, event.account, event.side):
+            if value is not None:
+                parts.append(str(value))
+        if event.order_id is not None:
+            parts.append(f"#{event.order_id}")
+        if event.qty is not None:
+            parts.append(_count(event.qty, "lot"))
+        if event.price is not None:
+            # an index's publication and a swap's settlement are in index ticks
+            index = event.kind in ("IndexPublished", "SwapSettled")
+            parts.append(f"@ {self.price(event.instrument, event.price, index)}")
+        if event.amount is not None:
+            if event.kind == "FundingRate":  # a cumulative index, not a payment
+                parts.append(f"funding index {event.amount:,} nano-cents per lot")
+            elif event.kind == "InstrumentListed":
+                parts.append(f"tick value {_money(event.amount)} per lot")
+            else:
+                parts.append(f"amount {_money(event.amount)}")
+        if event.counterparty is not None:
+            order = f" #{event.counter_order_id}" if event.counter_order_id is not None else ""
+            parts.append(f"counterparty {event.counterparty}{order}")
+        for key, value in sorted((event.data or {}).items()):
+            parts.append(f"{key} {self._datum(event, key, value)}")
+        return " ".join(parts)
+
+    def _datum(self, event, key: str, value: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if key in self.MONEY:
+                return _money(value)
+            if key in self.TIMES:
+                return self.when(value)
+            if event.kind == "MarkPrice" and key in ("index", "model"):
+                return self.price(event.instrument, value, index=key == "index")
+            return f"{value:,}"
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        text = _one_line(text)
+        return (
+            text if len(text) <= self.WIDTH else text[: self.WIDTH - 1] + "\N{HORIZONTAL ELLIPSIS}"
+        )
+
+
+def _decimal_or_none(text: Any) -> Decimal | None:
+    try:
+        tick = Decimal(str(text))
+    except ArithmeticError:
+        return None
+    return tick if tick.is_finite() and tick > 0 else None
 
 
 @main.command()
@@ -887,8 +1102,8 @@ def sweep(
     except sweeps.SweepError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(
-        f"{len(specs):,} runs: {len(specs) // len(seed_values):,} grid points x "
-        f"{len(seed_values):,} seeds",
+        f"{_count(len(specs), 'run')}: {_count(len(specs) // len(seed_values), 'grid point')} "
+        f"x {_count(len(seed_values), 'seed')}",
         err=True,
     )
     try:
@@ -937,7 +1152,7 @@ def _print_owed(store: EventStore, until: int) -> None:
 
 
 @main.command()
-@click.argument("log", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("log", metavar="PATH", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-o",
     "--output",
@@ -965,9 +1180,9 @@ def _print_owed(store: EventStore, until: int) -> None:
     "7..90 days].",
 )
 def report(log, output, until, account, window_days):
-    """Write the post-mortem of LOG as one HTML page: indices with S, S', S'' and borrowed
-    time, perpetuals, swaps, margin, the failed accounts' timelines, the close-out waterfall
-    and a narrative (see docs/report.md)."""
+    """Write the post-mortem of the log at PATH as one HTML page: indices with S, S', S''
+    and borrowed time, perpetuals, swaps, margin, the failed accounts' timelines, the
+    close-out waterfall and a narrative (see docs/report.md)."""
     from exchange.postmortem import BadRequest
     from exchange.report import write_report
 
@@ -983,9 +1198,9 @@ def report(log, output, until, account, window_days):
         raise click.ClickException(_line(f"cannot write {output}: {exc}")) from None
     f = built.facts
     click.echo(
-        f"wrote {output} ({len(built.charts)} charts, {output.stat().st_size:,} bytes): "
-        f"{f.until:,} of {f.last_seq:,} events, {len(f.calls)} calls, "
-        f"{len(f.defaults)} defaults"
+        f"wrote {output} ({_count(len(built.charts), 'chart')}, "
+        f"{_count(output.stat().st_size, 'byte')}): {f.until:,} of {_count(f.last_seq, 'event')}, "
+        f"{_count(len(f.calls), 'call')}, {_count(len(f.defaults), 'default')}"
     )
 
 

@@ -11,6 +11,7 @@
   ``dollars`` -> integer cents (half-to-even on the exact decimal, ``5.7e6`` -> 570000000),
   ``duration`` -> integer ns (``30m``, ``12h``, ``1d``), ``int`` and ``raw`` (JSON, else text).
   Every value and every grid point is validated with ``load_scenario`` before anything runs.
+  ``gpuex run --set`` takes the same names and values (:func:`settings_overrides`).
 * **A run** (:func:`run_one`, top level so it pickles) records the session into its own SQLite
   log (kept under ``DIR/logs/`` or a temporary file deleted after the summary) and returns the
   compact summary of :func:`summarise`; a run that raises returns ``status: failed`` with its
@@ -41,7 +42,7 @@ import tempfile
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
@@ -68,6 +69,9 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ns|us|ms|s|m|h|d|w)\s*$")
 _DOLLARS = re.compile(r"^\s*\$?\s*([-+]?[0-9_.]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMbB]?)\s*$")
 _SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
+#: Digits a number's integer part may have (a value is refused, or as raw JSON becomes a
+#: float, past that): every scenario field is an int64 or a float, 19 or 309 digits at most.
+MAX_DIGITS = 400
 
 
 #: The funds-used figures of a run (``exchange.postmortem.FundsUsed`` fields), in column order.
@@ -121,6 +125,9 @@ def _decimal(text: str) -> Decimal:
         raise ValueError(f"{text!r} is not a number") from None
     if not value.is_finite():
         raise ValueError(f"{text!r} is not a finite number")
+    if value and value.adjusted() >= MAX_DIGITS:
+        # 1e999999999 would take minutes to become an int; no field holds one anyway
+        raise ValueError(f"{text!r} is too large a number")
     return value
 
 
@@ -139,6 +146,13 @@ def convert(text: str, unit: str) -> Any:
     integer ns (must be whole). ``int``: a whole number (``45``, ``1e3``). ``raw``: JSON
     (numbers, ``true``, lists, objects), else the text itself.
     """
+    # exact decimal arithmetic on every number _decimal lets through (the default context's
+    # 28 digits would round a 30-digit amount, and quantize would fail on it)
+    with localcontext(prec=2 * MAX_DIGITS):
+        return _convert(text, unit)
+
+
+def _convert(text: str, unit: str) -> Any:
     if unit == "dollars":
         match = _DOLLARS.match(text)
         if not match:
@@ -168,6 +182,8 @@ def _json_or_text(text: str) -> Any:
     except InvalidOperation:
         number = None
     if number is not None and number.is_finite():
+        if number and number.adjusted() >= MAX_DIGITS:
+            return float(number)  # inf: the scenario's validation refuses it, and fast
         return int(number) if number == number.to_integral_value() else float(number)
     try:
         return orjson.loads(text)
@@ -260,13 +276,7 @@ def parse_param(scenario: str, spec: str) -> Param:
     name = name.strip()
     if not sep or not name:
         raise SweepError(f"--param {spec!r}: expected NAME=V1,V2,...")
-    model = _model_class(scenario)
-    table = aliases(scenario)
-    path, unit = table.get(name, (name, "raw"))
-    problem = _field_path_ok(model, path)
-    if problem is not None:
-        hint = f"; aliases: {', '.join(sorted(table))}" if table else ""
-        raise SweepError(f"--param {name}: {problem}{hint}")
+    path, unit = resolve_name(scenario, name, "--param")
     texts = split_values(rest)
     if not texts or any(t == "" for t in texts):
         raise SweepError(f"--param {name}: empty value in {rest!r}")
@@ -286,6 +296,59 @@ def parse_param(scenario: str, spec: str) -> Param:
     if len(set(map(_canonical, values))) != len(values):
         raise SweepError(f"--param {name}: a value is given twice")
     return Param(name, path, unit, tuple(texts), tuple(values))
+
+
+def resolve_name(scenario: str, name: str, option: str) -> tuple[str, str]:
+    """A setting's name -> ``(field path, unit)``: a scenario alias (``guarantor.capital``
+    -> ``accounts.0.cash`` in dollars), else the name itself as a field path with values
+    ``raw``. The one vocabulary of ``gpuex sweep --param`` and ``gpuex run --set``; an
+    unknown field is a :class:`SweepError` naming ``option``, the field and the aliases."""
+    model = _model_class(scenario)
+    table = aliases(scenario)
+    path, unit = table.get(name, (name, "raw"))
+    problem = _field_path_ok(model, path)
+    if problem is not None:
+        hint = f"; aliases: {', '.join(sorted(table))}" if table else ""
+        raise SweepError(f"{option} {name}: {problem}{hint}")
+    return path, unit
+
+
+def settings_overrides(scenario: str, pairs: Iterable[str]) -> dict[str, Any]:
+    """``gpuex run --set`` settings (``NAME=VALUE``, each a field path or an alias, its
+    value converted as :func:`convert` does for ``--param``: ``guarantor.capital=$5.7M``,
+    ``margin.cure_period=3d``, ``days=60``, ``messages=1e4``) -> the scenario's overrides
+    (top-level fields, nested ones starting from the scenario's defaults: see
+    :func:`overrides_for`).
+
+    Raises:
+        SweepError: a setting that is not ``NAME=VALUE``, names no field or has a value its
+            unit cannot convert (the message names ``--set`` and the setting). Of two
+            settings of one field (an alias and its path, say) the later wins.
+        ValueError: the scenario itself cannot be loaded (its own error).
+    """
+    pairs = list(pairs)
+    if not pairs:
+        return {}
+    load_scenario(scenario)  # a scenario that cannot load: its own error, not a setting's
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise SweepError(f"--set {pair!r}: expected NAME=VALUE")
+        path, unit = resolve_name(scenario, name, "--set")
+        try:
+            value = convert(text, unit)
+        except ValueError as exc:
+            raise SweepError(f"--set {name}: {exc}") from None
+        # a later setting wins, as a repeated option does: it moves to the end, so that it
+        # is applied after a setting of a table that holds it
+        settings.pop(path, None)
+        settings[path] = value
+    try:
+        return overrides_for(scenario, settings)
+    except (LookupError, TypeError, ValueError) as exc:  # a list item the scenario lacks
+        raise SweepError(f"--set {', '.join(settings)}: no such item ({exc})") from None
 
 
 def parse_params(scenario: str, specs: Iterable[str]) -> list[Param]:

@@ -1,12 +1,22 @@
 """The `gpuex` command line: run, replay, verify, inspect."""
 
+import re
 import sqlite3
+import subprocess
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
 from exchange import session as sessions
-from exchange.cli import RunBar, main
+from exchange import sweep
+from exchange.cli import RunBar, _count, main
+from exchange.engine import DAY_NS
+from exchange.scenarios import SCENARIOS, load_scenario, scenario_names
+from exchange.store import EventStore
 
 SMALL = [
     "--set",
@@ -109,9 +119,11 @@ def test_inspect_shows_balances_and_filters_events(log):
         main, ["inspect", str(path), "--account", "trader-02", "--kind", "Fill", "--limit", "5"]
     )
     assert fills.exit_code == 0
-    listed = [line for line in fills.output.splitlines() if " Fill " in line]
+    listed = [line for line in fills.output.splitlines()[1:] if " Fill " in line]  # no header
     assert 0 < len(listed) <= 5
     assert all("trader-02" in line for line in listed)
+    nobody = CliRunner().invoke(main, ["inspect", str(path), "--account", "x", "--kind", "Fill"])
+    assert nobody.exit_code == 1 and "no account 'x'" in nobody.output
 
 
 def test_run_refuses_an_existing_log_and_unknown_settings(log, tmp_path):
@@ -169,3 +181,215 @@ def test_run_refuses_a_negative_journal_after(tmp_path):
         main, ["run", "flow", "--db", str(tmp_path / "n.db"), "--journal-after", "-1"]
     )
     assert result.exit_code == 2 and "journal-after" in result.output
+
+
+# ---------------------------------------------------------------------- issue #19, point 7
+def test_run_on_an_existing_log_names_overwrite_resume_and_another_db(log):
+    path, _ = log
+    again = CliRunner().invoke(main, ["run", "flow", "--db", str(path), "--quiet"])
+    assert again.exit_code == 1
+    assert all(option in again.output for option in ("--overwrite", "--resume", "--db"))
+
+
+def _stored_config(path) -> dict:
+    with EventStore.open(path, mode="r") as store:
+        return orjson.loads(store.session["config"])
+
+
+@pytest.mark.parametrize("capital", ["1e6", "$1M", "1000000"])
+def test_run_set_takes_the_sweep_alias_guarantor_capital_in_dollars(tmp_path, capital):
+    db = tmp_path / "g.db"
+    result = CliRunner().invoke(
+        main,
+        ["run", "guarantor-spiral", "--db", str(db), "--no-report", "--quiet"]
+        + ["--set", f"guarantor.capital={capital}", "--set", "days=3"],
+    )
+    assert result.exit_code == 0, result.output
+    path, unit = sweep.aliases("guarantor-spiral")["guarantor.capital"]
+    assert (path, unit) == ("accounts.0.cash", "dollars")
+    config = _stored_config(db)
+    assert config["accounts"][0]["cash"] == 1_000_000 * 100  # dollars -> cents, exact
+    assert config["days"] == 3
+
+
+def test_run_set_resolves_like_sweep_param_and_keeps_raw_field_paths():
+    # one vocabulary: an alias and its field path, with the sweep's units, set the same field
+    scenario = "guarantor-spiral"
+    [capital] = sweep.parse_param(scenario, "guarantor.capital=$5.7M").values
+    [cure] = sweep.parse_param(scenario, "margin.cure_period=1d").values
+    by_alias = load_scenario(
+        scenario,
+        sweep.settings_overrides(scenario, ["guarantor.capital=$5.7M", "margin.cure_period=1d"]),
+    )
+    by_path = load_scenario(
+        scenario, sweep.settings_overrides(scenario, ["accounts.0.cash=$5.7M", "margin.cure_ns=1d"])
+    )
+    assert by_alias == by_path
+    assert (
+        (by_alias.accounts[0].cash, by_alias.margin.cure_ns)
+        == (capital, cure)
+        == (
+            570_000_000,
+            DAY_NS,
+        )
+    )
+    # a class-based built-in: its aliases, and a dotted field path, which --set refused before
+    products = load_scenario(
+        "products", sweep.settings_overrides("products", ["margin.cure_period=3d", "days=1e2"])
+    )
+    assert (products.margin.cure_ns, products.days) == (3 * DAY_NS, 100)
+    dotted = load_scenario("products", sweep.settings_overrides("products", ["margin.cure_ns=7"]))
+    assert dotted.margin.cure_ns == 7
+    # of two settings of one field, an alias and its path, the later wins (a repeated option)
+    twice = sweep.settings_overrides("products", ["margin.cure_period=3d", "margin.cure_ns=7"])
+    assert load_scenario("products", twice).margin.cure_ns == 7
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("guarantor.capitl=1e6", "--set: guarantor.capitl: the scenario has no field"),
+        ("guarantor.capitl=1e6", "aliases: days, guarantor.assets, guarantor.capital"),
+        ("guarantor.capital=$5.7X", "--set: guarantor.capital: '$5.7X' is not an amount"),
+        ("days=1e999999999", "--set: days: '1e999999999' is too large a number"),
+        ("accounts.99.cash=5", "--set: accounts.99.cash: no such item"),
+        ("nonsense", "--set: 'nonsense': expected NAME=VALUE"),
+        # a value the unit converts but the scenario refuses: its validation names the field
+        ("guarantor.capital=1e40", "SCENARIO: accounts.0.cash: 1000000000000000000000000000"),
+    ],
+)
+def test_a_bad_set_is_one_line_naming_the_setting(tmp_path, setting, message):
+    db = tmp_path / "x.db"
+    result = CliRunner().invoke(
+        main, ["run", "guarantor-spiral", "--db", str(db), "--quiet", "--set", setting]
+    )
+    assert result.exit_code == 2, result.output
+    [error] = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert message in error and not db.exists()
+
+
+def test_sweep_param_refuses_a_huge_dollar_amount_in_one_line(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["sweep", "products", "--param", "guarantor.capital=1e40", "-o", str(tmp_path / "s")],
+    )
+    assert result.exit_code == 2 and "guarantor_cash" in result.output, result.output
+
+
+def test_scenarios_wraps_descriptions_at_words_and_loses_none(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = CliRunner().invoke(main, ["scenarios"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    entries: dict[str, list[str]] = {}
+    for line in lines:
+        if line[0] != " ":
+            name, _, line = line.partition(" ")
+            entries[name] = []
+        entries[name].append(line.strip())
+    assert list(entries) == scenario_names()
+    for name, shown in entries.items():
+        if name in SCENARIOS:
+            doc = SCENARIOS[name].__doc__ or ""
+        else:
+            doc = load_scenario(name).description
+        first_paragraph = doc.strip().split("\n\n")[0].split()
+        assert " ".join(shown).split() == first_paragraph, name
+
+
+def test_inspect_kind_lists_only_those_events_in_dollars_dates_and_lots(tmp_path):
+    db = tmp_path / "p.db"
+    args = ["run", "products", "--db", str(db), "--set", "days=45", "--quiet", "--no-report"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    shown = CliRunner().invoke(main, ["inspect", str(db), "--kind", "Fill", "--limit", "3"])
+    raw = CliRunner().invoke(main, ["inspect", str(db), "--kind", "Fill", "--limit", "3", "--json"])
+    assert shown.exit_code == raw.exit_code == 0
+    assert " cash " not in shown.output and " open " not in shown.output  # no balances first
+    rows = [line for line in shown.output.splitlines()[1:] if " Fill " in line]
+    raws = [line for line in raw.output.splitlines()[1:] if " Fill " in line]
+    assert len(rows) == len(raws) == 3
+    with EventStore.open(db, mode="r") as store:
+        tick = {
+            e.instrument: Decimal(e.data["tick_size"])
+            for e in store.events(kind="InstrumentListed")
+        }
+    start = date.fromisoformat(_stored_config(db)["start"])
+    for row, line in zip(rows, raws, strict=True):
+        seq, t, _, fields = line.split(maxsplit=3)
+        fill = orjson.loads(fields)
+        when = datetime.combine(start, datetime.min.time()) + timedelta(microseconds=int(t) // 1000)
+        assert row.split()[0] == seq and f"{when:%Y-%m-%d %H:%M:%S}" in row
+        price = Decimal(fill["price"]) * tick[fill["instrument"]]
+        cents = abs(fill["amount"])
+        assert f"@ ${price:,}" in row
+        assert (
+            f"amount {'-' if fill['amount'] < 0 else ''}${cents // 100:,}.{cents % 100:02d}" in row
+        )
+        assert f" {fill['qty']:,} lot" in row and "{" not in row
+
+
+def test_export_bar_ends_at_100_percent_and_the_result_has_its_own_line(log, tmp_path):
+    path, _ = log
+    out = tmp_path / "fills.csv"
+    result = CliRunner().invoke(main, ["export", str(path), "--kind", "Fill", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "export: 100%" in result.stderr
+    last = result.stderr.splitlines()[-1]
+    count = sum(1 for _ in out.open()) - 1  # less the header
+    assert last == f"{count:,} events -> {out} (csv)"
+
+
+def test_every_log_argument_is_called_path_in_help():
+    for command in ("replay", "verify", "inspect", "export", "report"):
+        usage = CliRunner().invoke(main, [command, "--help"]).output.splitlines()[0]
+        assert usage.endswith(" PATH"), usage
+        assert "LOG" not in CliRunner().invoke(main, [command, "--help"]).output
+
+
+def test_seed_help_is_worded_the_same_for_run_and_serve():
+    import clients.cli  # noqa: F401 - adds `serve` to the group
+
+    def seed_help(command: str) -> str:
+        [option] = [p for p in main.commands[command].params if p.name == "seed"]
+        return option.help
+
+    assert seed_help("run") == seed_help("serve")
+
+
+def test_every_set_example_in_run_help_is_valid_for_the_flagship():
+    text = " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
+    examples = re.findall(r"--set ([a-z][\w.]*=[^\s;,()]+)", text)  # not NAME=VALUE
+    assert examples
+    for example in examples:
+        sweep.settings_overrides("guarantor-spiral", [example])  # raises if not
+
+
+def test_counts_are_singular_for_one():
+    assert [_count(n, "chart") for n in (0, 1, 2, 1234)] == [
+        "0 charts",
+        "1 chart",
+        "2 charts",
+        "1,234 charts",
+    ]
+
+
+def test_run_summary_shows_money_in_dollars(log):
+    _, output = log
+    rows = [line for line in output.splitlines() if line.startswith("trader-")]
+    assert rows and all(line.count("$") == 4 for line in rows), rows
+    assert "0 defaults; 0 calls for $0.00" in output
+
+
+def test_runs_folder_is_ignored_by_git():
+    root = Path(__file__).resolve().parents[2]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "runs/guarantor-spiral.db"], cwd=root, check=False
+    )
+    assert ignored.returncode == 0
+
+
+def test_readme_says_the_build_needs_sqlites_headers():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    commands = readme.split("## The two commands", 1)[1].split("\n\n", 2)[1]
+    assert "sqlite3.h" in commands and "libsqlite3-dev" in commands
