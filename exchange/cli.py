@@ -1040,7 +1040,7 @@ def _decimal_or_none(text: Any) -> Decimal | None:
     "out",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Output directory (runs/, results.csv, summary.html); rerun to resume.",
+    help="Output directory (runs/, results.csv, points.csv, summary.html); rerun to resume.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
@@ -1103,7 +1103,7 @@ def sweep(
         raise click.UsageError(str(exc)) from None
     click.echo(
         f"{_count(len(specs), 'run')}: {_count(len(specs) // len(seed_values), 'grid point')} "
-        f"x {_count(len(seed_values), 'seed')}",
+        f"x {_count(len(seed_values), 'seed')} (a run-time estimate follows the first run)",
         err=True,
     )
     try:
@@ -1116,6 +1116,7 @@ def sweep(
             progress=not quiet,
             retry_failed=retry_failed,
             connect_timeout=scheduler_timeout,
+            notify=lambda text: click.echo(text, err=True),
         )
     except sweeps.SweepError as exc:
         raise click.ClickException(str(exc)) from None
@@ -1125,6 +1126,7 @@ def sweep(
     )
     click.echo(f"failed    {result.failed:,}")
     click.echo(f"results   {result.files['csv']}")
+    click.echo(f"points    {result.files['points']}")
     click.echo(f"summary   {result.files['html']}")
     if result.failed:
         sys.exit(1)

@@ -21,7 +21,12 @@
   started again over the same directory skips those runs (and, with ``retry_failed``, runs
   the failed ones again).
 * **Results**: ``DIR/results.csv`` (one row per run of the grid, sorted by run id, columns in a
-  fixed order) and ``DIR/summary.html`` (default probability and time to default per grid point).
+  fixed order), ``DIR/points.csv`` (one row per grid point: default probability, time to
+  default, and where the loss landed: the distribution of the shortfall and of the uncovered
+  amount, losses by account) and ``DIR/summary.html`` (the same per grid point, with charts).
+* **Run time**: once the first run of an invocation has finished, ``notify`` gets an estimate
+  (the runs to go x that run's wall time / the workers): the only wall-clock reading, never in
+  a record.
 
 See ``docs/sweeps.md``.
 """
@@ -39,10 +44,12 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from fractions import Fraction
 from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
@@ -619,6 +626,31 @@ def _finished(runs_dir: Path, spec: RunSpec) -> dict[str, Any] | None:
     return record if record.get("run_id") == spec.run_id else None
 
 
+def duration_text(seconds: float) -> str:
+    """A wall-clock duration as a person reads it: ``45 s``, ``38 min``, ``2 h 05 min``."""
+    seconds = max(0, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def estimate_text(runs: int, workers: int, first_run_s: float) -> str:
+    """The run-time estimate a sweep prints once its first run has finished: ``runs`` to run
+    now, ``workers`` running them at once, each taking as long as the first did (its wall time
+    from submission, worker start-up included): ``ceil(runs / workers) x first_run_s``."""
+    workers = max(1, workers)
+    total = math.ceil(runs / workers) * first_run_s
+    return (
+        f"estimate: the first run took {duration_text(first_run_s)}; "
+        f"{runs:,} run{'s' if runs != 1 else ''} on {workers} worker{'s' if workers != 1 else ''}"
+        f" ~ {math.ceil(runs / workers):,} x {duration_text(first_run_s)} = "
+        f"about {duration_text(total)} in all"
+    )
+
+
 def run_sweep(
     specs: Sequence[RunSpec],
     out_dir: str | Path,
@@ -629,6 +661,8 @@ def run_sweep(
     progress: bool = True,
     retry_failed: bool = False,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    notify: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SweepResult:
     """Run every spec not already finished in ``out_dir`` on Dask, then write the results.
 
@@ -645,6 +679,10 @@ def run_sweep(
         retry_failed: run again the runs recorded as ``failed`` in ``out_dir`` (a failure is
             otherwise kept: the same code and seed fail the same way).
         connect_timeout: seconds to wait for the ``scheduler`` before giving up.
+        notify: called with the run-time estimate (:func:`estimate_text`) once the first run
+            of this invocation has finished ``ok`` (above the progress bar); None: no estimate.
+        clock: the wall clock the estimate reads (seconds; tests pass a fake). Only the
+            estimate reads it: nothing in a record depends on it.
 
     Raises:
         SweepError: ``out_dir`` cannot be written, or the scheduler cannot be reached within
@@ -695,6 +733,9 @@ def run_sweep(
                 )
             try:
                 with _connect(Client, cluster, scheduler, connect_timeout) as client:
+                    # the runs that go at once: the cluster's worker threads (ours: one each)
+                    slots = sum(client.nthreads().values()) or 1
+                    started = clock()
                     futures = {
                         client.submit(
                             run_one, spec, logs_dir, key=f"gpuex-run-{spec.run_id}", pure=False
@@ -714,6 +755,16 @@ def run_sweep(
                         else:
                             write_json_atomic(runs_dir / f"{spec.run_id}.json", record)
                             done[spec.run_id] = record
+                            if (
+                                notify is not None
+                                and started is not None
+                                and record["status"] == "ok"
+                            ):
+                                # a failure may end at once: only a finished run measures one
+                                text = estimate_text(len(todo), slots, clock() - started)
+                                started = None
+                                with tqdm.external_write_mode(file=sys.stderr):
+                                    notify(text)
                         bar.update(1)
             finally:
                 if cluster is not None:
@@ -727,6 +778,9 @@ def run_sweep(
     try:
         result.files["csv"] = write_csv(
             records, out / "results.csv", [p for p, _ in specs[0].params] if specs else []
+        )
+        result.files["points"] = write_points_csv(
+            records, out / "points.csv", [p for p, _ in specs[0].params] if specs else []
         )
         result.files["html"] = write_html(records, out / "summary.html")
     except OSError as exc:
@@ -838,6 +892,81 @@ def write_csv(records: Sequence[dict[str, Any]], path: Path, param_names: Sequen
     return path
 
 
+#: The first-default-time statistics (days) of a grid point, in column order.
+DAY_KEYS = ("min", "p10", "median", "p90", "max")
+
+
+def point_columns(points: Sequence[dict[str, Any]], param_names: Sequence[str]) -> list[str]:
+    """``points.csv``'s columns, in a fixed order: the params (``--param`` order), the counts,
+    P(default) and its interval, the first-default days (``first_default_days_<stat>``:
+    ``min, p10, median, p90, max``), ``shortfall_<stat>`` and ``uncovered_<stat>`` for each
+    of :data:`DIST_KEYS`, then per account (sorted by name) ``loss_mean:<a>, loss_max:<a>,
+    loss_max_seed:<a>``."""
+    names = sorted({a for p in points for a in p["losses"]})
+    cols = [f"param:{p}" for p in param_names]
+    cols += ["runs", "ok", "failed", "defaulted", "p_default", "p_default_low", "p_default_high"]
+    cols += [f"first_default_days_{k}" for k in DAY_KEYS]
+    cols += [f"{what}_{k}" for what in ("shortfall", "uncovered") for k in DIST_KEYS]
+    for a in names:
+        cols += [f"loss_mean:{a}", f"loss_max:{a}", f"loss_max_seed:{a}"]
+    return cols
+
+
+def _day_stats(days: Sequence[float]) -> dict[str, float]:
+    if not days:
+        return {}
+    return dict(
+        zip(
+            DAY_KEYS,
+            (days[0], _quantile(days, 0.1), _quantile(days, 0.5), _quantile(days, 0.9), days[-1]),
+            strict=True,
+        )
+    )
+
+
+def point_row(point: dict[str, Any]) -> dict[str, Any]:
+    """One grid point flattened to ``points.csv``'s columns (money in minor units, days to
+    two decimals, probabilities to four; empty: no ok run, or no default for the days)."""
+    row: dict[str, Any] = {f"param:{k}": v for k, v in point["params"].items()}
+    row.update(
+        runs=point["runs"], ok=point["ok"], failed=point["failed"], defaulted=point["defaulted"]
+    )
+    if point["ok"]:
+        lo, hi = point["ci"]
+        row.update(
+            p_default=f"{point['p_default']:.4f}",
+            p_default_low=f"{lo:.4f}",
+            p_default_high=f"{hi:.4f}",
+        )
+    for k, v in _day_stats(point["days"]).items():
+        row[f"first_default_days_{k}"] = f"{v:.2f}"
+    for what in ("shortfall", "uncovered"):
+        for k, v in (point[what] or {}).items():
+            row[f"{what}_{k}"] = v
+    for a, stats in point["losses"].items():
+        row[f"loss_mean:{a}"] = stats["mean"]
+        row[f"loss_max:{a}"] = stats["max"]
+        row[f"loss_max_seed:{a}"] = stats["max_seed"]
+    return row
+
+
+def write_points_csv(
+    records: Sequence[dict[str, Any]], path: Path, param_names: Sequence[str]
+) -> Path:
+    """``points.csv``: one row per grid point, in :func:`grid_points`' order (atomically
+    replaced)."""
+    points = grid_points(records)
+    cols = point_columns(points, param_names)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols, restval="", lineterminator="\n")
+        writer.writeheader()
+        for point in points:
+            writer.writerow(point_row(point))
+    os.replace(tmp, path)
+    return path
+
+
 # ---------------------------------------------------------------------- the HTML summary
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """The Wilson score interval (95 %) for k successes in n trials."""
@@ -855,11 +984,45 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
+#: The statistics of a money distribution over a grid point's runs, in column order.
+DIST_KEYS = ("min", "q1", "median", "q3", "max", "mean", "max_seed")
+
+
+def distribution(values: Sequence[tuple[int, int]]) -> dict[str, int] | None:
+    """The distribution of an amount over runs, from ``(seed, amount in minor units)`` pairs:
+    ``min``, ``q1``, ``median``, ``q3``, ``max`` (nearest-rank, as the times to default),
+    ``mean`` (rounded to the minor unit, half to even, on the exact fraction) and
+    ``max_seed`` (the seed of the largest amount, the lowest such seed on a tie; None when
+    every amount is 0), all ints; None for no runs."""
+    if not values:
+        return None
+    amounts = sorted(v for _, v in values)
+    top = amounts[-1]
+    return {
+        "min": amounts[0],
+        "q1": _quantile(amounts, 0.25),
+        "median": _quantile(amounts, 0.5),
+        "q3": _quantile(amounts, 0.75),
+        "max": top,
+        # exact, then rounded once: a float mean of cents could land a cent off
+        "mean": round(Fraction(sum(amounts), len(amounts))),
+        # no run had any: naming a seed would point at nothing
+        "max_seed": min(seed for seed, v in values if v == top) if top else None,
+    }
+
+
 def grid_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per grid point, ordered by the converted values (numbers numerically): runs, ok,
     failed, runs with a default, the default probability (of the ok runs) and its Wilson 95 %
     interval, the first-default times in days (sorted), and per account the number of runs it
-    defaulted."""
+    defaulted.
+
+    Where the loss landed, over the point's ok runs (a run without a default counts as 0):
+    ``shortfall`` and ``uncovered`` (each run's total over its close-outs, minor units) as a
+    :func:`distribution` (None with no ok run), with the raw ``(seed, amount)`` pairs in
+    ``shortfalls`` and ``uncovereds``; ``losses``: per account (sorted by name, every account
+    of the point's ok runs), ``mean`` and ``max`` of what it lost to other accounts' defaults
+    (the record's ``loss``: default-fund contribution and haircuts), and ``max_seed``."""
     points: dict[tuple, dict[str, Any]] = {}
     for r in sorted(records, key=lambda r: (_point_order(r), r["seed"])):
         key = tuple(r["params"].items())
@@ -873,6 +1036,9 @@ def grid_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "defaulted": 0,
                 "days": [],
                 "by_account": {},
+                "shortfalls": [],
+                "uncovereds": [],
+                "account_losses": {},
             },
         )
         point["runs"] += 1
@@ -883,14 +1049,26 @@ def grid_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if r["defaults"]:
             point["defaulted"] += 1
             point["days"].append(r["defaults"][0]["t"] / DAY_NS)
+        point["shortfalls"].append((r["seed"], r["shortfall"]))
+        point["uncovereds"].append((r["seed"], r["uncovered"]))
         for a, facts in r["accounts"].items():
             if facts["defaulted"]:
                 point["by_account"][a] = point["by_account"].get(a, 0) + 1
+            point["account_losses"].setdefault(a, {})[r["seed"]] = facts["loss"]
     for point in points.values():
         point["days"].sort()
         n, k = point["ok"], point["defaulted"]
         point["p_default"] = k / n if n else math.nan
         point["ci"] = wilson(k, n)
+        point["shortfall"] = distribution(point["shortfalls"])
+        point["uncovered"] = distribution(point["uncovereds"])
+        seeds = [seed for seed, _ in point["shortfalls"]]
+        losses = {}
+        for a, by_seed in sorted(point.pop("account_losses").items()):
+            # an account a run did not have lost nothing in that run
+            stats = distribution([(seed, by_seed.get(seed, 0)) for seed in seeds])
+            losses[a] = {k: stats[k] for k in ("mean", "max", "max_seed")}
+        point["losses"] = losses
     return list(points.values())
 
 
@@ -959,6 +1137,7 @@ def write_html(records: Sequence[dict[str, Any]], path: Path) -> Path:
         "<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead>"
         "<tbody>" + "".join(rows) + "</tbody></table>"
     )
+    losses = _loss_table(points)
     failed = [r for r in records if r["status"] != "ok"]
     failures = ""
     if failed:
@@ -985,6 +1164,15 @@ with the Wilson 95 % interval; P(account): the same for one account. First defau
 days from the session start to the first <code>Default</code> event, over the runs that had
 one (nearest-rank quantiles).</p>
 {table}
+<h2>Where the loss landed</h2>
+<p>Over each grid point's ok runs, a run without a default counting as $0.00. Shortfall: how
+far below zero the defaulters' close-outs left them (the loss the default put on others);
+uncovered: what no pool covered. Min, quartiles (Q1, median, Q3), max (nearest-rank) and mean;
+"worst seed": the seed of the max. Lost by account: what each account lost to other accounts'
+defaults (its default-fund contribution and haircuts), mean and max over the runs (with the
+seed of the max), for the accounts that lost in some run. All in dollars; the same figures in
+cents are in <code>points.csv</code>.</p>
+{losses}
 {charts}
 {failures}
 </body></html>
@@ -993,6 +1181,53 @@ one (nearest-rank quantiles).</p>
     tmp.write_text(doc, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def dollars(cents: int) -> str:
+    """Minor units as dollars, exactly (``-13420050`` -> ``-$134,200.50``)."""
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}${whole:,}.{part:02d}"
+
+
+def _seed(seed: int | None) -> str:
+    return "-" if seed is None else str(seed)  # seed 0 is a seed
+
+
+def _loss_table(points: list[dict[str, Any]]) -> str:
+    """The HTML table of where the loss landed, per grid point."""
+    esc = html.escape
+    losers = sorted({a for p in points for a, s in p["losses"].items() if s["max"]})
+    stats = ("min", "Q1", "median", "Q3", "max", "mean", "worst seed")
+    head = ["grid point", *(f"shortfall: {k}" for k in stats)]
+    head += [*(f"uncovered: {k}" for k in stats)]
+    for a in losers:
+        head += [f"lost by {a}: mean", f"{a}: max", f"{a}: worst seed"]
+    rows = []
+    for p in points:
+        cells = [_label(p["params"])]
+        for what in ("shortfall", "uncovered"):
+            d = p[what]
+            if d is None:
+                cells += ["-"] * len(stats)
+            else:
+                cells += [dollars(d[k]) for k in DIST_KEYS[:-1]]
+                cells.append(_seed(d["max_seed"]))
+        for a in losers:
+            s = p["losses"].get(a)
+            cells += (
+                ["-"] * 3
+                if s is None
+                else [dollars(s["mean"]), dollars(s["max"]), _seed(s["max_seed"])]
+            )
+        rows.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
+    return (
+        '<table class="losses"><thead><tr>'
+        + "".join(f"<th>{esc(h)}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
 
 
 def _charts(points: list[dict[str, Any]]) -> str:
@@ -1023,6 +1258,28 @@ def _charts(points: list[dict[str, Any]]) -> str:
         yaxis={"title": "days"},
         showlegend=False,
     )
-    return bar.to_html(full_html=False, include_plotlyjs=True) + box.to_html(
-        full_html=False, include_plotlyjs=False
+    money = []
+    for what, title in (
+        ("shortfalls", "Shortfall per run (dollars): how far below zero the defaulters ended"),
+        ("uncovereds", "Uncovered per run (dollars): what no pool covered"),
+    ):
+        fig = go.Figure()
+        for label, p in zip(labels, points, strict=True):
+            fig.add_trace(
+                go.Box(
+                    y=[v / 100 for _, v in p[what]],
+                    text=[f"seed {seed}" for seed, _ in p[what]],
+                    name=label,
+                    boxpoints="all",
+                    boxmean=True,
+                )
+            )
+        fig.update_layout(
+            title=title, yaxis={"title": "dollars", "tickformat": "$,.0f"}, showlegend=False
+        )
+        money.append(fig.to_html(full_html=False, include_plotlyjs=False))
+    return (
+        bar.to_html(full_html=False, include_plotlyjs=True)
+        + box.to_html(full_html=False, include_plotlyjs=False)
+        + "".join(money)
     )

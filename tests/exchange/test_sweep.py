@@ -486,8 +486,12 @@ def test_cli_sweep_on_a_scheduler(cluster, tmp_path):
     assert result.exit_code == 0, result.output
     assert "1 run now, 0 already finished" in result.output
     assert (out / "results.csv").exists() and (out / "summary.html").exists()
+    # the run-time estimate (on stderr, even with --quiet) and the per-point table
+    assert "estimate: the first run took" in result.stderr and "1 run on 2 workers" in result.stderr
+    assert f"points    {out.resolve() / 'points.csv'}" in result.stdout
     again = CliRunner().invoke(main, [*args, "--quiet"])
     assert "0 run now, 1 already finished" in again.output
+    assert "estimate:" not in again.output  # nothing ran
 
 
 def test_cli_sweep_on_a_local_cluster(tmp_path):
@@ -535,7 +539,9 @@ def test_cli_unknown_scenario(tmp_path):
     assert result.exit_code == 2 and "unknown scenario 'nope'" in result.output
 
 
-def _fake(run_id, capital, seed, default_t=None, status="ok"):
+def _fake(run_id, capital, seed, default_t=None, status="ok", shortfall=0, uncovered=0, loss=None):
+    """A record as ``run_one`` returns it (only the keys the summary reads); ``loss``:
+    account -> what it lost to the default."""
     record = {
         "run_id": run_id,
         "scenario": "products",
@@ -547,9 +553,11 @@ def _fake(run_id, capital, seed, default_t=None, status="ok"):
     }
     if status == "ok":
         defaults = [] if default_t is None else [{"account": "guarantor", "t": default_t}]
+        accounts = {"guarantor": {"defaulted": default_t is not None, "loss": 0}}
+        for name, lost in (loss or {}).items():
+            accounts[name] = {"defaulted": False, "loss": lost}
         record.update(
-            defaults=defaults,
-            accounts={"guarantor": {"defaulted": default_t is not None}},
+            defaults=defaults, accounts=accounts, shortfall=shortfall, uncovered=uncovered
         )
     return record
 
@@ -581,3 +589,156 @@ def test_summary_page_per_grid_point(tmp_path, monkeypatch):
         return
     page = sweep.write_html(records, tmp_path / "charts.html").read_text()
     assert "Plotly.newPlot" in page and "<script src=" not in page  # plotly.js inlined
+
+
+# ---------------------------------------------------------------------- where the loss landed
+def test_distribution_is_nearest_rank_with_a_mean_rounded_half_to_even_and_the_worst_seed():
+    d = sweep.distribution([(1, 0), (2, 100), (3, 250), (4, 1_000), (5, 3)])
+    # sorted 0, 3, 100, 250, 1000: nearest rank ceil(q x 5) -> 2nd, 3rd, 4th
+    assert (d["min"], d["q1"], d["median"], d["q3"], d["max"]) == (0, 3, 100, 250, 1_000)
+    assert d["mean"] == 271 and d["max_seed"] == 4  # 1353 / 5 = 270.6
+    assert sweep.distribution([(1, 1), (2, 4)])["mean"] == 2  # 2.5: half to even, not 3
+    assert sweep.distribution([(1, 3), (2, 4)])["mean"] == 4  # 3.5: half to even
+    assert sweep.distribution([(9, 7), (4, 7), (6, 1)])["max_seed"] == 4  # a tie: lowest seed
+    assert sweep.distribution([(0, 5), (3, 2)])["max_seed"] == 0  # seed 0 is a seed
+    assert sweep.distribution([(1, 0), (2, 0)])["max_seed"] is None  # nothing to point at
+    assert sweep.distribution([]) is None
+    big = 2**62 + 1  # exact: a float mean would be off by more than a cent
+    assert sweep.distribution([(1, big), (2, big + 2)])["mean"] == big + 1
+
+
+def _loss_records():
+    """Two grid points: the thin one's seed 5 leaves $134,200.50 uncovered."""
+    return [
+        _fake("a", "3e6", 1, DAY_NS, shortfall=50_000_00, loss={"owner": 10_00, "lender": 7}),
+        _fake(
+            "b",
+            "3e6",
+            5,
+            DAY_NS,
+            shortfall=150_000_00,  # of which no pool covered $134,200.50
+            uncovered=134_200_50,
+            loss={"owner": 30_00, "lender": 5},
+        ),
+        _fake("c", "3e6", 3, shortfall=0, loss={"owner": 0}),  # no lender in this run
+        _fake("d", "3e6", 4, status="failed"),
+        _fake("e", "2e7", 1),
+        _fake("f", "2e7", 2),
+    ]
+
+
+def test_grid_points_give_the_shortfall_uncovered_and_losses_by_account_over_ok_runs():
+    thin, thick = sweep.grid_points(_loss_records())
+    assert thin["params"] == {"guarantor.capital": "3e6"}
+    # the failed run is not a run that lost nothing; the run without a default is one
+    assert thin["shortfall"] == {
+        "min": 0,
+        "q1": 0,
+        "median": 50_000_00,
+        "q3": 150_000_00,
+        "max": 150_000_00,
+        "mean": 66_666_67,  # 200,000 / 3 = 66,666.666...
+        "max_seed": 5,
+    }
+    assert thin["uncovered"]["max"] == 134_200_50 and thin["uncovered"]["max_seed"] == 5
+    assert thin["uncovered"]["median"] == 0 and thin["uncovered"]["mean"] == 44_733_50
+    # an account a run did not have lost nothing in it: (7 + 5 + 0) / 3
+    assert thin["losses"]["lender"] == {"mean": 4, "max": 7, "max_seed": 1}
+    assert thin["losses"]["owner"] == {"mean": 13_33, "max": 30_00, "max_seed": 5}
+    assert thin["losses"]["guarantor"] == {"mean": 0, "max": 0, "max_seed": None}
+    assert thick["shortfall"]["max"] == thick["uncovered"]["max"] == 0
+    assert thick["shortfall"]["max_seed"] is None
+    only_failed = sweep.grid_points([_fake("z", "1e6", 1, status="failed")])[0]
+    assert only_failed["shortfall"] is None and only_failed["losses"] == {}
+
+
+def test_points_csv_and_summary_page_show_where_the_loss_landed(tmp_path, monkeypatch):
+    records = _loss_records()
+    path = sweep.write_points_csv(records, tmp_path / "points.csv", ["guarantor.capital"])
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["param:guarantor.capital"] for r in rows] == ["3e6", "2e7"]
+    thin = rows[0]
+    assert (thin["runs"], thin["ok"], thin["failed"], thin["defaulted"]) == ("4", "3", "1", "2")
+    assert thin["uncovered_max"] == "13420050" and thin["uncovered_max_seed"] == "5"
+    assert thin["shortfall_q1"] == "0" and thin["shortfall_mean"] == "6666667"
+    assert (thin["loss_mean:owner"], thin["loss_max:owner"]) == ("1333", "3000")
+    assert thin["loss_max_seed:owner"] == "5" and rows[1]["loss_max_seed:owner"] == ""
+    assert list(rows[0]) == sweep.point_columns(sweep.grid_points(records), ["guarantor.capital"])
+    monkeypatch.setitem(sys.modules, "plotly", None)
+    page = sweep.write_html(records, tmp_path / "summary.html").read_text()
+    table = page[page.index("Where the loss landed") :]
+    thin_row = table[table.index("<td>guarantor.capital=3e6</td>") :].split("</tr>")[0]
+    assert "<td>$134,200.50</td><td>$44,733.50</td><td>5</td>" in thin_row  # max, mean, seed
+    assert "<td>$150,000.00</td><td>$66,666.67</td><td>5</td>" in thin_row
+    assert "lost by owner: mean" in table and "lost by lender: mean" in table
+    assert "lost by guarantor" not in table  # it lost nothing in any run
+    assert sweep.dollars(-13_420_050) == "-$134,200.50" and sweep.dollars(7) == "$0.07"
+    monkeypatch.undo()
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        return
+    page = sweep.write_html(records, tmp_path / "charts.html").read_text()
+    assert "Uncovered per run (dollars)" in page and "seed 5" in page
+
+
+#: generation-shock with a far deeper gap and no insurance fund: the long desk's close-out
+#: leaves a shortfall that the default fund and haircuts, and on some seeds nothing, cover.
+DEEP_GAP = ['indices.0.extra_jumps=[["2025-08-01", -2.3]]', "insurance.fund=0"]
+
+
+def test_a_sweep_reports_where_each_grid_points_loss_landed_and_estimates_its_run_time(
+    cluster, tmp_path
+):
+    specs = sweep.expand_grid(
+        "generation-shock", sweep.parse_params("generation-shock", DEEP_GAP), [1, 2, 3]
+    )
+    notes: list[str] = []
+    ticks = iter([100.0, 130.0])  # submitted at 100 s, the first run back at 130 s
+    result = sweep.run_sweep(
+        specs,
+        tmp_path,
+        scheduler=cluster.scheduler_address,
+        progress=False,
+        notify=notes.append,
+        clock=lambda: next(ticks),
+    )
+    assert result.failed == 0
+    # 3 runs on the fixture's 2 one-thread workers: ceil(3 / 2) x 30 s
+    assert notes == [sweep.estimate_text(3, 2, 30.0)] and "about 60 s in all" in notes[0]
+    records = result.records
+    assert result.files["points"] == tmp_path / "points.csv"
+    with (tmp_path / "points.csv").open(newline="") as fh:
+        (row,) = csv.DictReader(fh)
+    shortfalls = sorted(r["shortfall"] for r in records)
+    uncovered = [r["uncovered"] for r in records]
+    assert shortfalls[0] > 0 and max(uncovered) > 0  # the rule is exercised, not all zeros
+    assert int(row["shortfall_min"]) == shortfalls[0]
+    assert int(row["shortfall_median"]) == shortfalls[1]
+    assert int(row["shortfall_max"]) == shortfalls[2]
+    assert int(row["uncovered_max"]) == max(uncovered)
+    worst = min(r["seed"] for r in records if r["uncovered"] == max(uncovered))
+    assert int(row["uncovered_max_seed"]) == worst
+    for account in records[0]["accounts"]:
+        lost = [r["accounts"][account]["loss"] for r in records]
+        assert int(row[f"loss_max:{account}"]) == max(lost)
+        assert abs(int(row[f"loss_mean:{account}"]) - sum(lost) / 3) <= 0.5
+    assert any(int(row[f"loss_max:{a}"]) > 0 for a in records[0]["accounts"])
+    page = (tmp_path / "summary.html").read_text()
+    assert sweep.dollars(max(uncovered)) in page
+    # a resumed sweep runs nothing: no run, no estimate
+    again = sweep.run_sweep(
+        specs, tmp_path, scheduler=cluster.scheduler_address, progress=False, notify=notes.append
+    )
+    assert again.executed == 0 and len(notes) == 1
+
+
+def test_the_estimate_is_the_first_runs_time_per_round_of_workers():
+    assert sweep.duration_text(45) == "45 s"
+    assert sweep.duration_text(60 * 38) == "38 min"
+    assert sweep.duration_text(2 * 3600 + 5 * 60) == "2 h 05 min"
+    # the README's sweep: 120 runs on 2 cores, 38 s a run -> 60 rounds x 38 s
+    text = sweep.estimate_text(120, 2, 38.0)
+    assert "120 runs on 2 workers ~ 60 x 38 s = about 38 min in all" in text
+    assert "1 run on 4 workers ~ 1 x 20 s = about 20 s" in sweep.estimate_text(1, 4, 20.0)
