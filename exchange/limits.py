@@ -145,9 +145,10 @@ def check_funding(where: str, spec: Any, end_ns: int) -> None:
     per_interval = spec.funding_cap_ppm * spec.max_price * spec.tick_value * 1_000
     if intervals * per_interval > MAX_INT64:
         raise ValueError(
-            f"{where}: at its funding cap ({spec.funding_cap_ppm:,} ppm, the first margin "
-            f"tier's IM - MM) on a mark at max_price, {intervals:,} funding intervals would "
-            f"take its cumulative funding index past int64 (a lower cap, max_price or tick "
+            f"{where}: at its funding cap ({spec.funding_cap_ppm:,} ppm, the smallest "
+            f"IM - MM of its margin tiers) on a mark at max_price, {intervals:,} funding "
+            f"intervals would take its cumulative funding index past int64 (a lower cap, "
+            f"max_price or tick "
             "value, a longer funding interval or a shorter session)"
         )
 

@@ -1,20 +1,25 @@
 """How the engine runs margin: the schedule, the cure period, and the risk inputs it hands to
 the SPAN-like calculator (``exchange.margin``) every cycle.
 
-Equity is the account's cash: variation margin settles every position's change in value into
-cash each cycle, so no unrealised profit or loss is carried between cycles (a perpetual's VM
+At a cycle equity is the account's cash: variation margin settles every position's change in
+value into cash, so no unrealised profit or loss is carried past a cycle (a perpetual's VM
 basis is the notional it was last settled at, a swap's is its value at the last settlement).
+Between cycles -- the maintenance check at every perpetual mark -- equity is cash plus the
+variation margin not yet settled (:func:`equity`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from exchange.margin import PERP, RVS, Book, MarginParams, initial_margin
+from exchange.margin import PPM, RVS, Book, MarginParams, initial_margin
+from exchange.perp import tier_margin
+from exchange.variation import position_value
 
 if TYPE_CHECKING:  # the engine imports this module's config; no import cycle at run time
     from exchange.engine import Exchange
@@ -44,10 +49,15 @@ class MarginConfig(BaseModel):
 
     Attributes:
         interval_ns: time between scheduled margin cycles (ns).
-        cure_ns: how long a called account has to cure (ns); a call still open at the first
-            cycle after its deadline ends in default.
+        cure_ns: how long a called account has to cure (ns): the deadline is the first
+            call's time plus ``cure_ns``, and a raise of the call (``CallIncreased``) does not
+            move it (a clearing house gives a deteriorating member no more time). A call still
+            open at a cycle at or after its deadline (``t >= deadline``; the cycle runs after
+            the deposits of its nanosecond) ends in default, for the amount last called.
         index_move_trigger_ppm: an index print this far (ppm) from the index at the last cycle
-            triggers an extra cycle at once (0 = never).
+            triggers an extra cycle at the print's nanosecond, after that nanosecond's commands
+            (clock priority ``CLEARING``; at once when the engine runs without a simulator;
+            0 = never).
         closeout_band_ppm: a defaulter's close-out orders trade no further than this from the
             mark (``exchange.default``).
         auction_bidders: who takes, in a default auction, what the book did not.
@@ -63,32 +73,91 @@ class MarginConfig(BaseModel):
     auction_bidders: list[AuctionBidder] = Field(default_factory=list)
     params: MarginParams = Field(default_factory=MarginParams)
 
-    def requirements(self, engine: Exchange) -> dict[str, tuple[int, int]]:
+    def requirements(
+        self, engine: Exchange, accounts: Sequence[str] | None = None
+    ) -> dict[str, tuple[int, int]]:
         """Initial and maintenance margin (minor units) of every account holding a marked
         perpetual or swap position, or a swap premium basis (a flat account that bought and
         sold at different premiums: its locked premiums carry no market risk, so its scenario
         margin is 0 -- ``min_im`` still applies -- but it is measured and called like any
-        other), by account name."""
+        other), by account name; only the accounts named in ``accounts`` if given (the
+        per-mark maintenance check measures only the holders of one perpetual).
+
+        Two rules, added (decision: perpetual venues margin by tiers, CCPs margin swaps by
+        scenario; the two products track different indices, rental and resale, so they do not
+        net):
+
+        * each **perpetual** position by its own tier, on its notional at the mark
+          (``exchange.perp.tier_margin``: IM rounded up, MM down), as perpetual venues do;
+        * the **swaps** by the SPAN grid (``exchange.margin.initial_margin``), with the
+          concentration and credit add-ons; ``MM = ceil(IM_swaps x maintenance_ppm)``.
+
+        ``IM = max(min_im, IM_swaps + sum of the perpetuals' tier IMs)``: the floor applies
+        once, to the total; ``MM = max(MM_swaps + sum of the tier MMs, ceil(min_im x
+        maintenance_ppm))``, so a swap-only account is margined exactly as before. The credit
+        add-on applies to the swap part only (perpetual venues have none; the tiers already
+        raise the rate with size): its capital ratio is ``(equity - the perpetuals' tier IM)
+        / the swaps' gross notional`` -- perpetuals are not in the gross notional, and the
+        capital their own margin ties up does not count as capital for the swaps. Equity is
+        cash plus unsettled variation margin (:func:`equity`; at a cycle, after settlement,
+        exactly the cash)."""
         listings = [
             (name, li)
             for name, li in engine.instruments.items()
             if li.kind in ("perp", "rvs") and not li.expired and li.mark is not None
         ]
-        names = [
-            a
-            for a in sorted(engine.accounts)
-            if any(
-                engine.accounts[a].positions.get(n, 0)
-                or (li.kind == "rvs" and engine.accounts[a].basis.get(n, 0))
-                for n, li in listings
+        pool = sorted(engine.accounts) if accounts is None else sorted(accounts)
+
+        def holds(a: str, subset) -> bool:
+            account = engine.accounts[a]
+            return any(
+                account.positions.get(n, 0) or (li.kind == "rvs" and account.basis.get(n, 0))
+                for n, li in subset
             )
-        ]
-        if not names or not listings:
+
+        names = [a for a in pool if holds(a, listings)]
+        if not names:
             return {}
-        n = len(listings)
-        kind = np.zeros(n, dtype=np.int64)
-        mark = np.zeros(n, dtype=np.int64)
-        tick_value = np.ones(n, dtype=np.int64)
+        perps = [(n, li) for n, li in listings if li.kind == "perp"]
+        swaps = [(n, li) for n, li in listings if li.kind == "rvs"]
+        perp_im = dict.fromkeys(names, 0)
+        perp_mm = dict.fromkeys(names, 0)
+        for a in names:
+            positions = engine.accounts[a].positions
+            for name, listing in perps:
+                if lots := positions.get(name, 0):
+                    im, mm = tier_margin(listing.spec, lots, listing.mark)
+                    perp_im[a] += im
+                    perp_mm[a] += mm
+        span_im = dict.fromkeys(names, 0)
+        span_mm = dict.fromkeys(names, 0)
+        span_names = [a for a in names if holds(a, swaps)]
+        if span_names:
+            result = initial_margin(
+                self._swap_book(engine, swaps, span_names, perp_im),
+                self.params.model_copy(update={"min_im": 0}),  # the floor is on the total
+            )
+            for a, im, mm in zip(span_names, result.im.tolist(), result.mm.tolist(), strict=True):
+                span_im[a], span_mm[a] = int(im), int(mm)
+        floor_im = self.params.min_im
+        floor_mm = -(-floor_im * self.params.maintenance_ppm // PPM)
+        return {
+            a: (
+                max(floor_im, span_im[a] + perp_im[a]),
+                max(floor_mm, span_mm[a] + perp_mm[a]),
+            )
+            for a in names
+        }
+
+    @staticmethod
+    def _swap_book(
+        engine: Exchange, swaps: list, names: list[str], perp_im: dict[str, int]
+    ) -> Book:
+        """The SPAN book of the swaps of ``names``: open interest over every account (not
+        only ``names``: a subset measured between cycles sees the same concentration), equity
+        net of the perpetuals' tier IM (see :meth:`requirements`)."""
+        n = len(swaps)
+        kind = np.full(n, RVS, dtype=np.int64)
         index = np.ones(n, dtype=np.float64)
         floor = np.zeros(n, dtype=np.float64)
         sigma = np.zeros(n, dtype=np.float64)
@@ -96,42 +165,66 @@ class MarginConfig(BaseModel):
         gpus = np.ones(n, dtype=np.int64)
         underlying = np.zeros(n, dtype=np.int64)
         families: dict[str, int] = {}
-        for j, (_name, listing) in enumerate(listings):
+        for j, (_name, listing) in enumerate(swaps):
             spec = listing.spec
-            if listing.kind == "perp":
-                kind[j], mark[j], tick_value[j] = PERP, listing.mark, spec.tick_value
-                # the GPU family: the index's name up to its first "-" (H100-RENTAL -> H100)
-                family = spec.underlying.split("-")[0]
-                underlying[j] = families.setdefault(family, len(families))
-            else:
-                tick = Decimal(spec.index_tick_size)
-                kind[j] = RVS
-                index[j] = float(engine.indices[spec.resale_index] * tick)
-                floor[j] = float(spec.floor * tick)
-                sigma[j] = spec.volatility
-                t_years[j] = max(0, engine.date_ns(spec.maturity) - engine.t) / YEAR_NS
-                gpus[j] = spec.gpus_per_contract
-                underlying[j] = families.setdefault(spec.gpu, len(families))
+            tick = Decimal(spec.index_tick_size)
+            index[j] = float(engine.indices[spec.resale_index] * tick)
+            floor[j] = float(spec.floor * tick)
+            sigma[j] = spec.volatility
+            t_years[j] = max(0, engine.date_ns(spec.maturity) - engine.t) / YEAR_NS
+            gpus[j] = spec.gpus_per_contract
+            underlying[j] = families.setdefault(spec.gpu, len(families))
         positions = np.array(
-            [[engine.accounts[a].positions.get(name, 0) for name, _ in listings] for a in names],
+            [[engine.accounts[a].positions.get(name, 0) for name, _ in swaps] for a in names],
             dtype=np.int64,
         )
-        book = Book(
+        open_interest = np.array(
+            [
+                sum(max(0, acc.positions.get(name, 0)) for acc in engine.accounts.values())
+                for name, _ in swaps
+            ],
+            dtype=np.int64,
+        )
+        return Book(
             kind=kind,
             underlying=underlying,
-            mark=mark,
-            tick_value=tick_value,
+            mark=np.zeros(n, dtype=np.int64),
+            tick_value=np.ones(n, dtype=np.int64),
             index=index,
             floor=floor,
             sigma=sigma,
             t_years=t_years,
             gpus_per_contract=gpus,
             positions=positions,
-            open_interest=np.clip(positions, 0, None).sum(axis=0),
-            equity=np.array([engine.accounts[a].cash for a in names], dtype=np.int64),
+            open_interest=open_interest,
+            equity=np.array([equity(engine, a) - perp_im[a] for a in names], dtype=np.int64),
         )
-        result = initial_margin(book, self.params)
-        return {
-            a: (int(im), int(mm))
-            for a, im, mm in zip(names, result.im.tolist(), result.mm.tolist(), strict=True)
-        }
+
+
+def equity(engine: Exchange, name: str) -> int:
+    """An account's equity, minor units: its cash plus the variation margin not yet settled
+    on its positions (each position's value at the current marks less its VM basis,
+    ``exchange.variation.position_value``, as the next cycle would pay it). Right after a
+    cycle's settlement this is exactly the cash; between cycles it is what a venue calls
+    account value (cash + unrealised PnL)."""
+    account = engine.accounts[name]
+    total = account.cash
+    for instrument, listing in engine.instruments.items():
+        if listing.kind == "spot" or listing.expired or listing.mark is None:
+            continue
+        position = account.positions.get(instrument, 0)
+        settled = account.vm_basis.get(instrument, 0)
+        basis = account.basis.get(instrument, 0)
+        if not (position or settled or basis) or engine._closed_out(account, instrument):
+            continue
+        value = position_value(
+            listing.kind,
+            position,
+            listing.mark,
+            listing.spec.tick_value,
+            listing.unit_value,
+            basis,
+            listing.periods_left,
+        )
+        total += value - settled
+    return total

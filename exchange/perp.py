@@ -25,8 +25,11 @@ Venue formulas followed (named again where they are used):
   execution price of a market sell/buy of the impact size;
 * funding cap: the dYdX v4 form ``|F| <= funding_rate_clamp_factor x (IM - MM)`` (dYdX chain
   governance parameter ``funding_rate_clamp_factor``, default 600 % on the 8-hour rate; BitMEX
-  uses 75 %), here with a factor of 100 % on the first margin tier:
-  ``cap = initial_margin - maintenance_margin`` per funding interval.
+  uses 75 %), here with a factor of 100 % on the narrowest margin tier:
+  ``cap = min over tiers of (initial_margin - maintenance_margin)`` per funding interval;
+* margin tiers (Binance / Hyperliquid / dYdX style): a perpetual position is margined on its
+  own notional at the rates of its size's tier (:func:`tier_margin`), IM rounded up and MM
+  down to whole minor units.
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ class PerpSpec(BaseModel):
         mark_basis_halflife_ns: half-life of the damped basis of the mark price (ns).
         margin_tiers: non-empty, strictly increasing ``max_position_lots``; initial and
             maintenance margins non-decreasing from tier to tier (bigger positions never need
-            less margin).
+            less margin). The engine margins every position by its tier
+            (:func:`tier_margin`).
         max_price: highest accepted price and mark, in ticks.
         maker_fee_bps, taker_fee_bps: trading fees in basis points of notional (negative =
             rebate), as for ``InstrumentSpec``; default 0.
@@ -109,7 +113,6 @@ class PerpSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    kind: Literal["perp"] = "perp"
     kind: Literal["perp"] = "perp"
     name: str = Field(min_length=1, max_length=64, pattern=_NAME)
     underlying: str = Field(min_length=1, max_length=64, pattern=_NAME)
@@ -157,13 +160,51 @@ class PerpSpec(BaseModel):
 
     @property
     def funding_cap_ppm(self) -> int:
-        """Largest |funding rate| per interval, ppm: ``IM - MM`` of the first margin tier (the
-        dYdX v4 cap ``funding_rate_clamp_factor x (IM - MM)`` with a factor of 100 %). One
-        interval at the cap costs at most the buffer between initial and maintenance margin,
-        so funding alone cannot take a position opened at initial margin below maintenance in
-        one interval (at an unchanged mark)."""
-        tier = self.margin_tiers[0]
-        return tier.initial_margin_ppm - tier.maintenance_margin_ppm
+        """Largest |funding rate| per interval, ppm: the smallest ``IM - MM`` of any margin
+        tier (the dYdX v4 cap ``funding_rate_clamp_factor x (IM - MM)`` with a factor of
+        100 %, taken on the narrowest buffer, since a later tier may have a smaller one).
+
+        The engine margins a perpetual by its tier (:func:`tier_margin`), so one interval at
+        the cap costs at most the buffer between the position's own tier IM and MM: funding
+        alone cannot take a perpetual-only position opened with exactly its tier IM below its
+        tier MM in one interval at an unchanged mark -- exactly, in minor units, with the
+        roundings of :meth:`FundingIndex.accrue` (exact at the cap) and :func:`settle_funding`
+        (the payer pays ``ceil``), because ``ceil(a) - ceil(a - b) >= floor(b)``."""
+        return min(t.initial_margin_ppm - t.maintenance_margin_ppm for t in self.margin_tiers)
+
+
+def margin_tier(spec: PerpSpec, lots: int) -> MarginTier:
+    """The tier that margins a position of ``lots`` (signed or not; its size ``|lots|``
+    counts): the first tier with ``|lots| <= max_position_lots``, or the last tier for a
+    position beyond every tier (venues refuse such a position; the engine margins it at the
+    highest rates rather than not at all)."""
+    size = abs(lots)
+    for tier in spec.margin_tiers:
+        if size <= tier.max_position_lots:
+            return tier
+    return spec.margin_tiers[-1]
+
+
+def tier_margin(spec: PerpSpec, lots: int, mark: int) -> tuple[int, int]:
+    """Initial and maintenance margin, minor units, of a position of ``lots`` (signed) at a
+    mark of ``mark`` ticks, by its tier (:func:`margin_tier`), on its own notional
+    ``N = |lots| x mark x tick_value`` (minor units), in exact integers::
+
+        im = ceil(N x initial_margin_ppm / 10**6)
+        mm = floor(N x maintenance_margin_ppm / 10**6)
+
+    IM is rounded up (never less than the rate asks to open) and MM down, so that the
+    buffer ``im - mm`` is at least ``ceil(N x (IM - MM) / 10**6)``: one funding payment at
+    :attr:`PerpSpec.funding_cap_ppm` fits in it exactly. A flat position needs ``(0, 0)``."""
+    if mark < 0:
+        raise ValueError("mark must be >= 0 ticks")
+    if not lots:
+        return 0, 0
+    tier = margin_tier(spec, lots)
+    notional = abs(lots) * mark * spec.tick_value
+    im = -(-notional * tier.initial_margin_ppm // PPM)
+    mm = notional * tier.maintenance_margin_ppm // PPM
+    return im, mm
 
 
 # ------------------------------------------------------------------ impact prices, premium
