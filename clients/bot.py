@@ -138,8 +138,9 @@ class Mark(NamedTuple):
 class MarginCall(NamedTuple):
     """A collateral call on the bot's account, or news about one.
 
-    ``status`` is ``called`` (``amount`` due by ``deadline`` ns), ``reduced`` (``amount`` still
-    due), ``cured`` or ``defaulted``.
+    ``status`` is ``called`` (``amount`` due by ``deadline`` ns), ``increased`` (the shortfall
+    grew: ``amount`` is now due, by the same ``deadline``), ``reduced`` (``amount`` still due),
+    ``cured`` or ``defaulted``. Amounts in minor units.
     """
 
     status: str

@@ -111,6 +111,7 @@ _ORDER_STATUS = {
 }
 _CALL_STATUS = {
     ev.COLLATERAL_CALL: "called",
+    ev.CALL_INCREASED: "increased",
     ev.CALL_REDUCED: "reduced",
     ev.CALL_CURED: "cured",
     ev.DEFAULT: "defaulted",

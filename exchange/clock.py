@@ -2,9 +2,12 @@
 
 Timers are kept in a binary heap ordered by ``(time, priority, insertion number)``. At the same
 nanosecond the exchange's own actions (``MARKET``: index prints, marks, funding, premiums,
-expiries) come before participants' commands (``PARTICIPANT``), and within a priority timers
-fire in the order they were scheduled — so a run is a pure function of its inputs, and a
-verification that schedules the same actions in a different order still replays identically.
+expiries) come before participants' commands (``PARTICIPANT``), margin cycles (``CLEARING``)
+come after both -- a cycle closes its nanosecond: it sees every print, fill and deposit of it,
+so a deposit at a call's deadline counts before the deadline is checked -- and observers come
+last. Within a priority timers fire in the order they were scheduled — so a run is a pure
+function of its inputs, and a verification that schedules the same actions in a different
+order still replays identically.
 Nothing here (or anywhere in the exchange) reads the wall clock.
 """
 
@@ -16,9 +19,12 @@ from typing import Any
 
 MARKET = 0
 PARTICIPANT = 1
+#: Margin cycles (scheduled and index-move triggered): after the exchange's own actions and
+#: the participants' commands of the same instant.
+CLEARING = 2
 #: After everything else at the same instant: observers that only read the state (the bot
 #: runner publishing market data) and emit no events, so verification need not run them.
-OBSERVER = 2
+OBSERVER = 3
 
 
 class Simulator:
@@ -33,7 +39,8 @@ class Simulator:
         self, at: int, action: Callable[..., Any], *args: Any, priority: int = PARTICIPANT
     ) -> None:
         """Run ``action(*args)`` at simulated time ``at`` ns (not before ``now``); at equal
-        times lower ``priority`` runs first (``MARKET`` before ``PARTICIPANT``)."""
+        times lower ``priority`` runs first (``MARKET``, ``PARTICIPANT``, ``CLEARING``,
+        ``OBSERVER``)."""
         if at < self.now:
             raise ValueError(f"cannot schedule at {at} ns: the clock is already at {self.now} ns")
         heapq.heappush(self._queue, (at, priority, self._scheduled, action, args))

@@ -7,7 +7,8 @@ listener reading the engine at an event sees that step done and none after it:
 1. **Close-out through the book.** For each instrument (listing order) the engine sends a
    reduce-only IOC order for the whole position (``CloseOut``), bounded at the mark
    ``-+ closeout_band_ppm`` so a thin book cannot be swept at any price. (The same orders,
-   reason ``liquidation``, liquidate perpetuals below maintenance margin every cycle.)
+   reason ``liquidation``, liquidate perpetuals below maintenance margin at every mark of the
+   perpetual, :func:`check_maintenance`, and every cycle, :func:`liquidate_perpetuals`.)
    b. **Auction** of what the book did not take, to the standing bidders of the session
       (``AuctionAward``), at the mark less each bidder's discount.
 2. **Variation margin** on the instruments touched: the defaulter's cash now carries every
@@ -16,7 +17,9 @@ listener reading the engine at an event sees that step done and none after it:
    a. its own default-fund contribution (``WaterfallDraw``, step ``own``);
    b. the insurance fund (``WaterfallDraw``, step ``insurance``);
    c. the other members' default-fund contributions, pro rata to what each has left
-      (``DefaultFundLoss``, one event per member, with what that member lost).
+      (``DefaultFundLoss``, one event per member, with what that member lost); an earlier
+      defaulter is no longer a member: what is left of its contribution stays in the fund,
+      owed to its estate, and is not drawn.
 4. **Auto-deleveraging** of what the book and the auction did not take (``Deleveraged``):
    the remainder goes to the accounts holding opposite positions, ranked by profit times
    leverage (variation-margin profit on the instrument over cash, highest first; then by
@@ -27,7 +30,8 @@ listener reading the engine at an event sees that step done and none after it:
    protection buyers learn that their protection is gone, and what it cost them.
 5. **Variation-margin gains haircutting** (``Haircut``, step ``vm_gains``), the CCP recovery
    tool, for what is still short: the accounts paid variation margin in this cycle give it
-   back, largest gain first, each at most what it was paid.
+   back, largest gain first, each at most what it was paid (an earlier defaulter, closed out,
+   gives nothing back: it takes part in nothing).
 
 No account but the defaulter is debited by a step before the steps above it are exhausted; a
 shortfall left after step 5 stays on the defaulter's account as negative cash, visible in the
@@ -37,9 +41,15 @@ their own come with issue #6).
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from exchange import events as ev
+from exchange.instruments import MINOR_PER_UNIT
+from exchange.margin_cycle import YEAR_NS, equity
+from exchange.perp import tier_margin
+from exchange.pricing import rvs_model_value
 from exchange.variation import move_lots
 
 if TYPE_CHECKING:
@@ -82,7 +92,8 @@ def close_out(engine: Exchange, name: str) -> None:
     gains = {}
     for account_name, by_instrument in sorted(engine.cycle_gains.items()):
         gained = sum(by_instrument.values())
-        if account_name != name and gained > 0:
+        # a closed-out defaulter takes part in nothing, not even a later default's recovery
+        if account_name != name and account_name not in engine.defaulted and gained > 0:
             gains[account_name] = gained
     for account_name in sorted(gains, key=lambda n: (-gains[n], n)):
         if not shortfall:
@@ -146,6 +157,103 @@ def liquidate_perpetuals(engine: Exchange, requirements: dict[str, tuple[int, in
                 if instrument not in touched:
                     touched.append(instrument)
     return touched
+
+
+def check_maintenance(engine: Exchange, instrument: str) -> None:
+    """The per-mark maintenance check of one perpetual, run by ``Exchange.mark`` right after
+    its ``MarkPrice`` when margin is on (perpetual venues check continuously, not once a day).
+
+    Every account holding ``instrument`` (by name; defaulted accounts are the default
+    manager's) is measured at the current marks: equity = cash + unsettled variation margin
+    of all its positions (``exchange.margin_cycle.equity``) against its maintenance margin
+    (``MarginConfig.requirements`` for just that account: tiers for its perpetuals, the grid
+    for its swaps; skipped when equity is at or above :func:`_maintenance_at_most`, an upper
+    bound of it that needs no grid). Below it, its resting orders in ``instrument`` are
+    cancelled and the position is liquidated through the book as :func:`liquidate_perpetuals`
+    does (reduce-only IOC, reason ``liquidation``, within the close-out band). Only this
+    perpetual is liquidated: the account's other perpetuals are checked at their own marks.
+
+    Variation margin is not settled here: the liquidation's realised loss stays in the VM
+    basis, so the account's equity (and the next check) sees it at once, but its cash moves
+    only at the next margin cycle, like every other mark-to-market."""
+    listing = engine.instruments[instrument]
+    holders = [
+        account
+        for account in engine._sorted_accounts()
+        if account.positions.get(instrument, 0) and account.name not in engine.defaulted
+    ]
+    for account in holders:
+        # measured in turn, so a holder that took lots in an earlier holder's liquidation is
+        # measured with them
+        position = account.positions.get(instrument, 0)
+        if not position:
+            continue
+        value = equity(engine, account.name)
+        if value >= _maintenance_at_most(engine, account):
+            continue  # safe whatever the grid says: spares the grid's cost at most marks
+        mm = engine.margin.requirements(engine, [account.name])[account.name][1]
+        if value >= mm:
+            continue
+        engine._cancel_orders_in(account.name, instrument)
+        _through_book(engine, account, listing, position, "liquidation")
+
+
+def _maintenance_at_most(engine: Exchange, account: Account) -> int:
+    """An upper bound (minor units) on the account's maintenance margin
+    (``MarginConfig.requirements``), without the grid: exact for an account without swaps
+    (its perpetuals' tier MMs and the ``min_im`` floor); for swaps, the grid's margin bounded
+    by each leg's largest possible loss -- a protection buyer loses at most the protection's
+    value (its contract value at the last mark, ``Listing.unit_value``: a put loses value as
+    its term shortens, and the grid's value cannot fall below 0), a seller at most the put's
+    value in the grid's most adverse corner (the largest index fall with the largest
+    volatility rise: the put falls with the index and rises with volatility) -- with the
+    largest concentration and credit add-ons and slack for the grid's float rounding (1 minor
+    unit and 10**-6 a leg, 1 minor unit overall; the grid's put agrees with the scalar one
+    used here to about 10**-15). Equity at or above it is at or above the exact maintenance
+    margin, so the per-mark check can skip the grid for such accounts: two scalar puts per
+    seller's swap instead of the grid."""
+    params = engine.margin.params
+    perp_mm = 0
+    loss = 0  # bound on the swaps' worst loss, minor units
+    for name, listing in engine.instruments.items():
+        lots = account.positions.get(name, 0)
+        if not lots or listing.expired or listing.mark is None:
+            continue
+        if listing.kind == "perp":
+            perp_mm += tier_margin(listing.spec, lots, listing.mark)[1]
+        elif listing.kind == "rvs":
+            spec = listing.spec
+            if lots > 0:
+                per_lot = max(0, listing.unit_value)
+            else:
+                per_lot = _put_at_worst(engine, spec, params)
+            loss += abs(lots) * (per_lot + 1 + per_lot // PPM)
+    floor_mm = -(-params.min_im * params.maintenance_ppm // PPM)
+    if not loss:
+        return max(floor_mm, perp_mm)
+    credit = max((addon for _, addon in params.credit_tiers), default=0)
+    scale = (PPM + params.concentration_addon_ppm) * (PPM + credit)
+    im = -(-loss * scale // (PPM * PPM)) + 1
+    return max(floor_mm, perp_mm + -(-im * params.maintenance_ppm // PPM))
+
+
+def _put_at_worst(engine: Exchange, spec, params) -> int:
+    """The most a swap contract's seller can lose on the grid (minor units, rounded up): its
+    value in the grid's most adverse corner less its value now, at most the protected amount
+    ``floor x gpus x 100`` (a put never pays more)."""
+    tick = Decimal(spec.index_tick_size)
+    protected = int(Decimal(spec.floor) * tick * spec.gpus_per_contract * MINOR_PER_UNIT) + 1
+    years = max(0, engine.date_ns(spec.maturity) - engine.t) / YEAR_NS
+    level, floor = float(engine.indices[spec.resale_index] * tick), float(spec.floor * tick)
+    worst = rvs_model_value(
+        level * (1.0 + min(params.index_shocks)),
+        floor,
+        spec.volatility * (1.0 + max(params.vol_shocks)),
+        years,
+        spec.gpus_per_contract,
+    )
+    now = rvs_model_value(level, floor, spec.volatility, years, spec.gpus_per_contract)
+    return min(protected, math.ceil(max(0.0, worst - now) * MINOR_PER_UNIT) + 1)
 
 
 def _auction(engine: Exchange, defaulter: Account, listing: Listing, remainder: int) -> None:
@@ -250,7 +358,13 @@ def _draw_funds(engine: Exchange, name: str) -> None:
     if insured:
         _draw(engine, name, "insurance", insured)
         shortfall -= insured
-    members = {m: c for m, c in sorted(engine.contributions.items()) if m != name and c > 0}
+    # the surviving members mutualise the loss; what is left of a closed-out defaulter's own
+    # contribution stays in the fund, owed to its estate, and is never drawn for another default
+    members = {
+        m: c
+        for m, c in sorted(engine.contributions.items())
+        if m != name and m not in engine.defaulted and c > 0
+    }
     if shortfall and members:
         for member, share in _pro_rata(min(shortfall, sum(members.values())), members).items():
             if share:

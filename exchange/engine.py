@@ -47,7 +47,7 @@ from exchange.commands import (
     parse_command,
     record,
 )
-from exchange.default import close_out, liquidate_perpetuals
+from exchange.default import check_maintenance, close_out, liquidate_perpetuals
 from exchange.events import Event
 from exchange.instruments import fee
 from exchange.perp import (
@@ -208,6 +208,13 @@ class Exchange:
         self._stp_modes: dict[str, int] = {}
         self.margin: Any = None  # a MarginConfig (exchange.margin_cycle) when margin is on
         self.calls: dict[str, list[int]] = {}  # account -> [amount due, time of the call]
+        # account -> (IM, equity) when its call's amount was last set (call, raise, reduction):
+        # what a raise is measured against to say what grew (engine-only, not state)
+        self._call_basis: dict[str, tuple[int, int]] = {}
+        # set by the market schedule (exchange.market) when a simulator runs the session: an
+        # index-move trigger then asks for a cycle at this ns, after participants' commands
+        self.request_cycle: Callable[[], None] | None = None
+        self.last_cycle_t: int | None = None  # ns of the last margin cycle (None: none yet)
         self.requirements: dict[str, tuple[int, int]] = {}  # account -> (IM, MM) last cycle
         self.defaulted: list[str] = []
         # defaulters whose close-out has finished: flat in an instrument, they take part in
@@ -780,7 +787,9 @@ class Exchange:
         self._received(cmd)
         self.credit(account.name, cmd.amount)
         if account.name in self.calls and account.name in self.requirements:
-            self._review_call(account, *self.requirements[account.name])
+            # against the last cycle's requirement: a deposit reduces or cures a call, never
+            # raises it nor defaults the account (only a cycle does, after the ns's deposits)
+            self._review_call(account, *self.requirements[account.name], cycle=False)
         return Result(True)
 
     def credit(self, name: str, amount: int) -> None:
@@ -821,7 +830,13 @@ class Exchange:
         if self.margin is not None and self.margin.index_move_trigger_ppm:
             base = self._cycle_indices.get(name)
             if base and abs(ticks - base) * 1_000_000 >= base * self.margin.index_move_trigger_ppm:
-                self.margin_cycle()  # a large move: margin now, not at the next scheduled cycle
+                # a large move: margin at this ns, not at the next scheduled cycle. Under a
+                # simulator the cycle is queued at CLEARING priority so that, like a scheduled
+                # one, it closes the ns (after its commands); the bare engine API runs it now
+                if self.request_cycle is not None:
+                    self.request_cycle()
+                else:
+                    self.margin_cycle()
 
     def _impact(self, listing: Listing):
         book = listing.book
@@ -831,7 +846,9 @@ class Exchange:
 
     def mark(self, name: str) -> None:
         """Mark one instrument (a ``MarkPrice`` event): perpetuals from the index plus a damped
-        basis; swaps from the put model, or the book's mid where the book is liquid."""
+        basis; swaps from the put model, or the book's mid where the book is liquid. With
+        margin on, a perpetual's holders are then checked against maintenance margin at this
+        mark and liquidated below it (``exchange.default.check_maintenance``)."""
         listing = self.instruments[name]
         spec = listing.spec
         index = self.indices.get(_underlying(spec))
@@ -858,6 +875,8 @@ class Exchange:
             qty=listing.periods_left if spec.kind == "rvs" else None,
             data=data,
         )
+        if spec.kind == "perp" and self.margin is not None:
+            check_maintenance(self, name)  # venues check maintenance at every mark, not daily
 
     def _periods_left(self, listing: Listing) -> int:
         """Premium periods a swap's basis still owes: the premium dates from now on, less one
@@ -1011,7 +1030,12 @@ class Exchange:
     def margin_cycle(self) -> None:
         """One margin cycle: settle variation margin on every position, compute every
         account's initial and maintenance margin (``MarginRequirement``), then call, reduce,
-        cure or default (``exchange.margin`` computes the requirement)."""
+        cure or default (``exchange.margin`` computes the requirement).
+
+        An open call is re-measured: raised (``CallIncreased``) if the shortfall grew,
+        reduced if it shrank, and at or past its deadline declared in default for the amount
+        it then stands at (docs/margin.md, "Collateral calls")."""
+        self.last_cycle_t = self.t
         self.cycle_gains = {}
         for name, listing in self.instruments.items():
             if listing.kind != "spot" and not listing.expired and listing.mark is not None:
@@ -1041,7 +1065,7 @@ class Exchange:
                 amount=im,
                 data={"mm": mm, "equity": account.cash},
             )
-            self._review_call(account, im, mm)
+            self._review_call(account, im, mm, cycle=True)
 
     def _closed_out(self, account: Account, instrument: str) -> bool:
         """Whether ``account`` takes no further part in ``instrument``: its close-out after a
@@ -1129,14 +1153,21 @@ class Exchange:
             amount=amount,
         )
 
-    def _review_call(self, account: Account, im: int, mm: int) -> None:
-        """Open, reduce, cure or (past its deadline) default on a collateral call."""
+    def _review_call(self, account: Account, im: int, mm: int, *, cycle: bool) -> None:
+        """Open, raise, reduce, cure or (past its deadline) default on a collateral call.
+
+        ``im``/``mm``: the account's requirement (minor units); ``cycle``: a margin cycle's
+        review (else a deposit's, which only reduces or cures). At a cycle the call is first
+        brought to the shortfall ``im - cash`` (``CallIncreased`` if it grew, ``CallReduced``
+        if it shrank), then, at or after its deadline (which a raise does not move), the
+        account defaults for that amount: a default is only ever for an amount called."""
         name = account.name
         needed = im - account.cash
         call = self.calls.get(name)
         if call is None:
-            if account.cash < mm:
+            if cycle and account.cash < mm:
                 self.calls[name] = [needed, self.t]
+                self._call_basis[name] = (im, account.cash)
                 self._emit(
                     ev.COLLATERAL_CALL,
                     account=name,
@@ -1151,17 +1182,42 @@ class Exchange:
             return
         if needed <= 0:
             del self.calls[name]
+            self._call_basis.pop(name, None)
             self._emit(ev.CALL_CURED, account=name)
-        elif self.t >= call[1] + self.margin.cure_ns:
-            self.declare_default(name, needed)
+            return
+        if cycle and needed > call[0]:
+            previous = call[0]
+            base_im, base_equity = self._call_basis.get(name, (im, account.cash))
+            call[0] = needed
+            self._call_basis[name] = (im, account.cash)
+            # what grew more since the amount was last set: the requirement or the loss of
+            # equity (the credit add-on is part of the IM the margin calculator returns)
+            grew = "initial margin" if im - base_im >= base_equity - account.cash else None
+            self._emit(
+                ev.CALL_INCREASED,
+                account=name,
+                amount=needed,
+                data={
+                    "previous": previous,
+                    "deadline": call[1] + self.margin.cure_ns,  # the first call's: unchanged
+                    "im": im,
+                    "mm": mm,
+                    "equity": account.cash,
+                    "reason": grew or "variation margin",
+                },
+            )
         elif needed < call[0]:
             call[0] = needed
+            self._call_basis[name] = (im, account.cash)
             self._emit(ev.CALL_REDUCED, account=name, amount=needed)
+        if cycle and self.t >= call[1] + self.margin.cure_ns:
+            self.declare_default(name, call[0])
 
     def declare_default(self, name: str, missed: int) -> None:
         """An account missed its call: ``Default``; its resting orders are cancelled, its
         positions closed out and any loss run down the waterfall (``exchange.default``)."""
         self.calls.pop(name, None)
+        self._call_basis.pop(name, None)
         self.defaulted.append(name)
         self._emit(ev.DEFAULT, account=name, amount=missed, data={"reason": "missed call"})
         self._cancel_all(name, "default")

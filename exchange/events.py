@@ -44,9 +44,11 @@ INSTRUMENT_EXPIRED = "InstrumentExpired"  # instrument: positions and premium ba
 VARIATION_MARGIN = "VariationMargin"  # instrument, account, qty (position), price (mark), amount
 MARGIN_REQUIREMENT = "MarginRequirement"  # account, amount (initial margin); data: mm, equity
 COLLATERAL_CALL = "CollateralCall"  # account, amount (to restore initial margin); data: deadline
+CALL_INCREASED = "CallIncreased"  # account, amount (the raised amount due); data: previous,
+#                                  deadline (unchanged), im, mm, equity, reason
 CALL_REDUCED = "CallReduced"  # account, amount (what is still due)
 CALL_CURED = "CallCured"  # account
-DEFAULT = "Default"  # account, amount (the call it missed); data: reason
+DEFAULT = "Default"  # account, amount (the call it missed, as last called); data: reason
 POOL_FUNDED = "PoolFunded"  # side (the pool), amount: external money into a pool
 FUND_CONTRIBUTION = "FundContribution"  # account, amount (negative: into the default fund)
 CLOSE_OUT = "CloseOut"  # instrument, account, order_id, side, price (the bound), qty
@@ -85,6 +87,7 @@ KINDS = (
     VARIATION_MARGIN,
     MARGIN_REQUIREMENT,
     COLLATERAL_CALL,
+    CALL_INCREASED,
     CALL_REDUCED,
     CALL_CURED,
     DEFAULT,

@@ -90,7 +90,8 @@ class Fold:
             ev.INSTRUMENT_EXPIRED: self._expired,
             ev.VARIATION_MARGIN: self._variation,
             ev.COLLATERAL_CALL: self._called,
-            ev.CALL_REDUCED: self._call_reduced,
+            ev.CALL_INCREASED: self._call_changed,
+            ev.CALL_REDUCED: self._call_changed,
             ev.CALL_CURED: self._call_cured,
             ev.DEFAULT: self._default,
             ev.POOL_FUNDED: self._pool_funded,
@@ -237,7 +238,8 @@ class Fold:
     def _called(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
         self.calls[account] = [amount, self.t]
 
-    def _call_reduced(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+    def _call_changed(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+        # CallIncreased or CallReduced: the amount due changes, the deadline does not
         self.calls[account][0] = amount
 
     def _call_cured(self, seq, instrument, account, *_):

@@ -1,9 +1,11 @@
 """The market schedule: the exchange's own timed actions for the products it lists.
 
 Index publications, marks (which follow every publication of their index), funding of
-perpetuals, premiums and maturities of residual value swaps, and margin cycles (when the
-session has margin) are scheduled here, all at
-``MARKET`` priority so that at equal times they come before participants' commands. The
+perpetuals, premiums and maturities of residual value swaps are scheduled here at ``MARKET``
+priority, so that at equal times they come before participants' commands; margin cycles (when
+the session has margin) at ``CLEARING`` priority, after those commands: a cycle closes its
+nanosecond (a deposit at a call's deadline is applied before the cycle that checks it). A
+cycle an index move triggers is queued the same way, at the print's nanosecond. The
 schedule is a pure function of the listed products, the index specs, the session's dates and
 the seed: a live run and a verification build exactly the same one.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from exchange.clock import MARKET, Simulator
+from exchange.clock import CLEARING, MARKET, Simulator
 from exchange.engine import Exchange
 from exchange.index import IndexSpec, index_prints
 
@@ -48,8 +50,20 @@ def schedule_market(
             maturity = engine.date_ns(spec.maturity)
             if 0 < maturity <= end_ns:
                 sim.schedule(maturity, engine.expire, name, priority=MARKET)
-    if engine.margin is not None:  # last, so at equal times it sees prints, funding, premiums
+    if engine.margin is not None:  # after prints, funding, premiums and commands of its ns
         t = engine.margin.interval_ns
         while t <= end_ns:
-            sim.schedule(t, engine.margin_cycle, priority=MARKET)
+            sim.schedule(t, engine.margin_cycle, priority=CLEARING)
             t += engine.margin.interval_ns
+        requested: list[int] = []  # the ns of the last triggered cycle queued
+
+        def triggered() -> None:
+            if engine.last_cycle_t != engine.t:  # a scheduled cycle of this ns saw the move
+                engine.margin_cycle()
+
+        def request_cycle() -> None:
+            if requested != [engine.t]:  # one triggered cycle per ns, however many prints
+                requested[:] = [engine.t]
+                sim.schedule(engine.t, triggered, priority=CLEARING)
+
+        engine.request_cycle = request_cycle

@@ -49,7 +49,7 @@ from exchange.store import EventStore
 DAY_NS = 86_400 * 10**9
 
 #: Call outcomes.
-CURED, REDUCED, DEFAULTED, OPEN = "cured", "reduced", "defaulted", "open"
+CURED, REDUCED, INCREASED, DEFAULTED, OPEN = "cured", "reduced", "increased", "defaulted", "open"
 
 #: Waterfall step names (:attr:`WaterfallStep.step`), in the order the engine runs them.
 STEP_BOOK = "book"  # close-out order filled on the book
@@ -85,6 +85,7 @@ _SCANNED = (
     ev.INSTRUMENT_EXPIRED,
     ev.VARIATION_MARGIN,
     ev.COLLATERAL_CALL,
+    ev.CALL_INCREASED,
     ev.CALL_REDUCED,
     ev.CALL_CURED,
     ev.DEFAULT,
@@ -102,6 +103,7 @@ _WITH_DATA = (
     ev.SESSION_STARTED,
     ev.INSTRUMENT_LISTED,
     ev.COLLATERAL_CALL,
+    ev.CALL_INCREASED,
     ev.DEFAULT,
     ev.HAIRCUT,
 )
@@ -117,14 +119,17 @@ class Call:
     Attributes:
         account: the account called.
         seq, t: the ``CollateralCall`` event.
-        amount: what was called (restores initial margin), minor units.
+        amount: what was first called (restores initial margin), minor units.
         deadline: when it had to be met (ns), from the event's data (None if absent).
         im, mm, equity: initial and maintenance margin and equity when called (None if absent).
         reductions: ``(seq, t, still_due)`` of every ``CallReduced``.
-        outcome: ``cured``, ``defaulted``, ``reduced`` (open at the end of the log, smaller
-            than called) or ``open``.
+        increases: ``(seq, t, new_amount, reason)`` of every ``CallIncreased`` (the call
+            raised to a grown shortfall; reason: ``variation margin`` or ``initial margin``).
+        outcome: ``cured``, ``defaulted``, ``reduced`` / ``increased`` (open at the end of the
+            log, smaller / larger than first called) or ``open``.
         outcome_seq, outcome_t: the ``CallCured`` / ``Default`` event (None while open).
-        due: what was still due at the outcome (0 when cured), or at the end of the log.
+        due: what was still due at the outcome (0 when cured; at a default, the amount last
+            called), or at the end of the log.
     """
 
     account: str
@@ -136,10 +141,19 @@ class Call:
     mm: int | None = None
     equity: int | None = None
     reductions: list[tuple[int, int, int]] = field(default_factory=list)
+    increases: list[tuple[int, int, int, str]] = field(default_factory=list)
     outcome: str = OPEN
     outcome_seq: int | None = None
     outcome_t: int | None = None
     due: int = 0
+
+
+def _open_outcome(call: Call) -> str:
+    """An open call's outcome: ``increased`` / ``reduced`` when it stands above / below the
+    amount first called, else ``open``."""
+    if call.due > call.amount:
+        return INCREASED
+    return REDUCED if call.due < call.amount else OPEN
 
 
 @dataclass
@@ -824,12 +838,22 @@ class _Scan:
         facts_.calls += 1
         facts_.called += amount
 
+    def on_call_increased(
+        self, seq, t, instrument, account, order_id, side, price, qty, amount, *_
+    ):
+        call = self.open_call.get(account)
+        if call is not None:
+            reason = str((self.data.get(seq) or {}).get("reason", ""))
+            call.increases.append((seq, t, amount, reason))
+            call.due = amount
+            call.outcome = _open_outcome(call)
+
     def on_call_reduced(self, seq, t, instrument, account, order_id, side, price, qty, amount, *_):
         call = self.open_call.get(account)
         if call is not None:
             call.reductions.append((seq, t, amount))
             call.due = amount
-            call.outcome = REDUCED
+            call.outcome = _open_outcome(call)
 
     def on_call_cured(self, seq, t, instrument, account, *_):
         call = self.open_call.pop(account, None)

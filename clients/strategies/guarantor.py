@@ -10,7 +10,9 @@ premium at listing (``guarantor-spiral`` asks $32 and $24 against model premiums
 $22; the ``products`` scenario's scripted guarantor asks the mark + 5 ticks).
 
 **Meeting calls.** When called for ``amount`` minor units (``on_margin_call``, status
-``called``) it cancels its asks and stops writing for good, then pays, in this order:
+``called``, or ``increased`` when a call is raised to a grown shortfall: ``amount`` is then
+the whole new amount due) it cancels its asks and stops writing for good, then pays, in this
+order:
 
 a. cash it holds outside the exchange: deposits up to the amount from ``reserve``;
 b. asset sales at a haircut: sells just enough of its ``assets`` (minor units, illiquid) that
@@ -23,7 +25,8 @@ A series that has expired (or is unknown) is dropped after its first rejection. 
 (after a cure) is met the same way from what is left. Every step is recorded in
 ``self.actions`` as ``(t, step, amount)`` — ``("reserve", deposited)``, ``("asset_sale",
 assets sold)`` with ``("deposit_proceeds", proceeds)``, ``("unable", still due)``,
-``("called", amount)``, ``("cured", 0)``, ``("defaulted", missed)`` — and nothing here raises.
+``("called", amount)``, ``("increased", amount)``, ``("cured", 0)``, ``("defaulted",
+missed)`` — and nothing here raises.
 """
 
 from __future__ import annotations
@@ -120,8 +123,10 @@ class Guarantor(Strategy):
 
     # ------------------------------------------------------------------ calls
     def on_margin_call(self, ctx: Context, call: MarginCall) -> None:
-        if call.status == "called":
-            self.actions.append((ctx.now, "called", call.amount))
+        # a raise (``increased``: the shortfall grew, the deadline did not move) is met like
+        # a call: ``amount`` is the whole of what is due now, deposits already made counted
+        if call.status in ("called", "increased"):
+            self.actions.append((ctx.now, call.status, call.amount))
             if self.writing:
                 self.writing = False
                 ctx.cancel_all()

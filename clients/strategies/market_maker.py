@@ -104,8 +104,9 @@ class MarketMaker(Strategy):
         ctx.schedule(ctx.now + self.params.requote_ns, "requote")
 
     def on_margin_call(self, ctx: Context, call: MarginCall) -> None:
-        # under a call the exchange accepts only orders that reduce the position
-        if call.status == "called":
+        # under a call the exchange accepts only orders that reduce the position (a raised
+        # call, ``increased``, is still a call: treated the same)
+        if call.status in ("called", "increased"):
             self.called = True
             ctx.cancel_all(self.params.instrument)
         elif call.status == "cured":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from clients.bot import Bot
+from clients.bot import Bot, MarginCall
 from clients.latency import Latency
 from clients.runner import BotRunner
 from clients.strategies import (
@@ -314,7 +314,8 @@ def test_guarantor_meets_calls_from_reserve_then_asset_sales_then_defaults():
     """A guarantor with $30,000 of capital writes 2,000 contracts on each series: the first
     margin cycle calls it for far more than it has. It deposits its $5,000 reserve, then sells
     all $20,000 of its assets at a 40 % haircut and deposits the $12,000 raised, then can pay no
-    more: the exchange declares the default at the first cycle after the deadline."""
+    more: the deadline cycle raises the call to the grown shortfall (the guarantor, told, still
+    cannot pay) and declares the default for that amount."""
     s = Session(
         days=60,
         guarantor_cash=30_000_00,
@@ -334,7 +335,18 @@ def test_guarantor_meets_calls_from_reserve_then_asset_sales_then_defaults():
     # once called it wrote nothing new
     assert not [e for e in s.of(ev.ORDER_ACCEPTED, "guarantor") if e.t > call.t]
     steps = [step for _, step, _ in g.actions]
-    assert steps == ["called", "reserve", "asset_sale", "deposit_proceeds", "unable", "defaulted"]
+    assert steps == [
+        "called",
+        "reserve",
+        "asset_sale",
+        "deposit_proceeds",
+        "unable",
+        "increased",
+        "unable",
+        "defaulted",
+    ]
+    (raised,) = s.of(ev.CALL_INCREASED, "guarantor")
+    assert raised.t == default.t and default.amount == raised.amount == g.actions[5][2]
     assert g.actions[2][2] == 20_000_00 and (g.reserve, g.assets) == (0, 0)
     assert g.actions[4][2] == call.amount - 17_000_00
     assert not s.of(ev.BOT_FAILED)  # it never raised
@@ -364,6 +376,45 @@ def test_a_protection_buyer_meets_its_calls_from_its_reserve():
     assert s.of(ev.CALL_CURED, "spec") and not s.of(ev.DEFAULT, "spec")
     assert spec.reserve == 2_000_000_00 - call.amount
     assert s.position("spec", LONG) == 833
+
+
+class _CallContext:
+    """The part of a bot's context a margin-call callback uses: the time, deposits, cancels."""
+
+    now = 7 * DAY_NS
+
+    def __init__(self) -> None:
+        self.deposits: list[int] = []
+        self.cancels: list[str | None] = []
+
+    def deposit(self, amount: int) -> None:
+        self.deposits.append(amount)
+
+    def cancel_all(self, instrument: str | None = None) -> None:
+        self.cancels.append(instrument)
+
+
+def test_guarantor_meets_a_raised_call_like_a_call():
+    """A call raised to 900 (``increased``: the new whole amount due) is paid the way a call
+    is: from the reserve first, and the guarantor stops writing."""
+    g = guarantor(reserve=600, assets=1_000, haircut_ppm=500_000)
+    ctx = _CallContext()
+    g.on_margin_call(ctx, MarginCall("increased", ctx.now, 900, 9 * DAY_NS))
+    assert ctx.deposits == [600, 300] and ctx.cancels == [None]
+    assert [step for _, step, _ in g.actions] == [
+        "increased",
+        "reserve",
+        "asset_sale",
+        "deposit_proceeds",
+    ]
+    assert not g.writing
+
+
+def test_market_maker_quotes_only_the_reducing_side_under_a_raised_call():
+    maker = MarketMaker()
+    ctx = _CallContext()
+    maker.on_margin_call(ctx, MarginCall("increased", ctx.now, 900, 9 * DAY_NS))
+    assert maker.called and ctx.cancels == [maker.params.instrument]
 
 
 # ------------------------------------------------------------------ isolation

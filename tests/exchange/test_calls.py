@@ -1,13 +1,29 @@
 """Variation margin, collateral calls, cures and defaults inside the engine."""
 
+from functools import partial
+
 import pytest
 
 from exchange import events as ev
 from exchange.engine import DAY_NS
 from exchange.margin import MarginParams
 from exchange.margin_cycle import MarginConfig
+from exchange.perp import MarginTier
+from tests.markets import perp_spec
 
-from .test_products import PERP, Market
+from .test_products import Market
+
+#: The perpetual of these tests is margined, as every perpetual is, by its tier: here one tier
+#: of 40 % initial and 30 % maintenance margin of notional (a tight account is called after
+#: moves of a few percent). A 20-lot long at 2,000 ticks and 10 cents a tick (notional
+#: 400,000) needs IM 160,000 and MM 120,000; at 1,900 (notional 380,000) 152,000 and 114,000.
+PERP = perp_spec(
+    margin_tiers=[
+        MarginTier(
+            max_position_lots=1_000, initial_margin_ppm=400_000, maintenance_margin_ppm=300_000
+        )
+    ]
+)
 
 CONFIG = MarginConfig(
     interval_ns=DAY_NS,
@@ -45,9 +61,9 @@ def test_variation_margin_pays_the_change_in_mark_both_ways():
     m.check_ledger()
 
 
-def test_im_is_the_worst_grid_loss_and_an_account_below_mm_is_called():
-    """IM of a 20-lot long at 1,900 ticks: the -40 % scenario loses 20 x 1,900 x 0.4 x 10 =
-    152,000 cents; MM is 75 % of it, 114,000. c has 80,000: called for 152,000 - 80,000."""
+def test_im_is_the_tier_rate_of_notional_and_an_account_below_mm_is_called():
+    """IM of a 20-lot long at 1,900 ticks: 40 % of the notional 20 x 1,900 x 10 = 380,000 is
+    152,000 cents; MM 30 % of it, 114,000. c has 80,000: called for 152,000 - 80,000."""
     m = leveraged()
     m.engine.advance(DAY_NS)
     m.engine.publish_index("H100-RENTAL", 1_900)
@@ -305,14 +321,19 @@ def test_members_share_a_default_fund_loss_pro_rata_exactly():
 
 def test_a_perpetual_below_maintenance_is_liquidated_through_the_book_within_the_band():
     """b bids 12 lots at 1,850 and 50 at 1,600; the band is 10 % of the 1,900 mark, so c's
-    20-lot liquidation sells 12 at 1,850 and stops above 1,710: the 1,600 bid is not hit."""
+    20-lot liquidation sells 12 at 1,850 and stops above 1,710: the 1,600 bid is not hit.
+    It happens at the mark itself (c's equity 100,000 - 20,000 = 80,000 is below the MM of
+    114,000 at 1,900), before the day's cycle."""
     m = leveraged()
     m.send(type="submit", account="b", instrument="H100-PERP", side="buy", price=1_850, qty=12)
     m.send(type="submit", account="b", instrument="H100-PERP", side="buy", price=1_600, qty=50)
     m.engine.advance(DAY_NS)
-    m.engine.publish_index("H100-RENTAL", 1_900)
     mark = len(m.events)
+    m.engine.publish_index("H100-RENTAL", 1_900)
+    printed = len(m.events)
+    assert ev.CLOSE_OUT in kinds(m, mark)
     m.engine.margin_cycle()
+    assert ev.CLOSE_OUT not in kinds(m, printed)  # 8 lots left, 74,000 over an MM of 45,600
     events = m.after(mark)
     close = next(e for e in events if e.kind == ev.CLOSE_OUT)
     assert (close.account, close.side, close.qty, close.price) == ("c", "sell", 20, 1_710)
@@ -321,7 +342,8 @@ def test_a_perpetual_below_maintenance_is_liquidated_through_the_book_within_the
     assert fills == [(1_850, 12, "b")]
     assert m.engine.accounts["c"].positions["H100-PERP"] == 8
     # selling 12 lots 50 ticks under the mark cost 6,000: c keeps 74,000 against an IM of
-    # 8 x 1,900 x 0.4 x 10 = 60,800 for what is left, so the liquidation spared it the call
+    # 40 % of 8 x 1,900 x 10 = 60,800 (MM 30 %, 45,600) for what is left, so the liquidation
+    # spared it the call
     assert m.engine.accounts["c"].cash == 74_000
     assert m.engine.requirements["c"] == (60_800, 45_600)
     assert ev.COLLATERAL_CALL not in [e.kind for e in events]
@@ -417,4 +439,194 @@ def test_a_liquidation_that_leaves_a_debt_and_no_position_is_called_and_defaults
     draws = [e for e in events if e.kind == ev.WATERFALL_DRAW and e.account == "c"]
     assert sum(e.amount for e in draws) == debt
     assert m.engine.accounts["c"].cash == 0
+    m.check_ledger()
+
+
+# ---------------------------------------------------------------- calls that escalate (#18)
+# On the swap market of the margin-accounting tests (swap margin is the SPAN grid's): guarantor
+# b sells 10 contracts of protection at the mark premium, 134 ticks at index 8,000.
+def _call_events(m, account, since=0):
+    wanted = (ev.COLLATERAL_CALL, ev.CALL_INCREASED, ev.CALL_REDUCED, ev.CALL_CURED, ev.DEFAULT)
+    return [e for e in m.after(since) if e.account == account and e.kind in wanted]
+
+
+def _swap_guarantor(keep, trigger_ppm=0):
+    """b short 10 swaps at 134 ticks against a, left with ``keep`` cents of cash, at t = 0."""
+    from .test_margin_accounting import CONFIG as SWAP_CONFIG
+    from .test_margin_accounting import INDEX, SWAP, _trade
+
+    m = Market(SWAP)
+    m.engine.margin = SWAP_CONFIG.model_copy(update={"index_move_trigger_ppm": trigger_ppm})
+    m.engine.publish_index(INDEX, 8_000)
+    _trade(m, "b", "a", 134)
+    m.send(type="withdraw", account="b", amount=m.engine.accounts["b"].cash - keep)
+    return m
+
+
+def _day(m, day, index):
+    m.engine.advance(day * DAY_NS)
+    m.engine.publish_index("H100-RESALE", index)
+    m.engine.margin_cycle()
+
+
+def _keep_for_a_call_of(amount):
+    """The cash that leaves b exactly ``amount`` short of its IM at the day-1 cycle (index
+    still 8,000), found by a dry run with cash to spare."""
+    dry = _swap_guarantor(keep=5_000_000)
+    _day(dry, 1, 8_000)
+    im, _mm = dry.engine.requirements["b"]
+    vm = dry.engine.accounts["b"].cash - 5_000_000  # day 1's variation margin, cash-blind
+    return im - amount - vm
+
+
+def _swap_called():
+    """b called for 664,445 cents at the day-1 cycle (the issue's scripted check)."""
+    m = _swap_guarantor(keep=_keep_for_a_call_of(664_445))
+    _day(m, 1, 8_000)
+    assert m.engine.calls["b"] == [664_445, DAY_NS]
+    return m
+
+
+def test_a_call_is_raised_when_the_shortfall_grows_and_defaults_only_for_an_amount_called():
+    """Call 664,445 on day 1; the index falls 8,000 -> 7,000 on day 2: the call is raised to
+    the new shortfall (variation margin: b's equity fell), the deposit of 664,445 only
+    reduces the raised call, and at the deadline (day 3) b defaults for the amount its call
+    stands at in the log -- never for a figure no event called (before: a default for less
+    than the deposit left due, after a call of 664,445 that was never raised)."""
+    m = _swap_called()
+    _day(m, 2, 7_000)
+    raised = _call_events(m, "b")[-1]
+    assert raised.kind == ev.CALL_INCREASED
+    assert raised.data["previous"] == 664_445
+    assert raised.data["reason"] == "variation margin"
+    assert raised.amount == raised.data["im"] - raised.data["equity"] == m.engine.calls["b"][0]
+    assert m.engine.calls["b"][1] == DAY_NS  # still the first call's time: same deadline
+    m.send(type="deposit", account="b", amount=664_445)
+    assert _call_events(m, "b")[-1].kind == ev.CALL_REDUCED
+    assert "b" in m.engine.calls  # 664,445 no longer meets the call
+    _day(m, 3, 7_000)
+    history = _call_events(m, "b")
+    assert history[-1].kind == ev.DEFAULT
+    assert history[-2].kind in (ev.CALL_INCREASED, ev.CALL_REDUCED)
+    assert history[-1].amount == history[-2].amount  # the amount last called, in the log
+    m.check_ledger()
+
+
+def test_a_raised_call_keeps_its_original_deadline():
+    """Called on day 1 (deadline day 3), raised on day 2, one day before the deadline: the
+    raise gives no more time -- not met, b defaults at day 3's cycle."""
+    m = _swap_called()
+    _day(m, 2, 7_000)
+    raised = _call_events(m, "b")[-1]
+    assert (raised.kind, raised.t) == (ev.CALL_INCREASED, 2 * DAY_NS)
+    _day(m, 3, 7_000)
+    default = _call_events(m, "b")[-1]
+    assert (default.kind, default.t) == (ev.DEFAULT, 3 * DAY_NS)
+    assert m.engine.defaulted == ["b"]
+    m.check_ledger()
+
+
+def test_a_shortfall_that_grew_by_the_deadline_is_called_before_the_default():
+    """The index falls only on the deadline's day: that cycle raises the call to the new
+    shortfall first, then declares the default for exactly that amount."""
+    m = _swap_called()
+    since = len(m.events)
+    _day(m, 3, 7_000)
+    history = _call_events(m, "b", since)
+    assert [e.kind for e in history] == [ev.CALL_INCREASED, ev.DEFAULT]
+    increased, default = history
+    assert increased.data["previous"] == 664_445 and increased.amount > 664_445
+    assert default.amount == increased.amount
+    m.check_ledger()
+
+
+def test_a_raise_says_initial_margin_when_the_requirement_grew_more_than_equity_fell():
+    """On day 2 the index is unchanged but the exchange lifts every account's initial margin
+    to at least 5,000,000 cents: b's shortfall grows with its requirement, not from a loss,
+    and the raise says so."""
+    m = _swap_called()
+    params = m.engine.margin.params.model_copy(update={"min_im": 5_000_000})
+    m.engine.margin = m.engine.margin.model_copy(update={"params": params})
+    _day(m, 2, 8_000)
+    raised = _call_events(m, "b")[-1]
+    assert raised.kind == ev.CALL_INCREASED
+    assert raised.data["im"] == 5_000_000
+    assert raised.data["reason"] == "initial margin"
+    m.check_ledger()
+
+
+def test_a_deposit_after_the_deadline_reduces_the_call_but_never_defaults():
+    """Only a margin cycle declares a default: a partial deposit past the deadline, before
+    that ns's cycle, reduces the call and nothing more."""
+    m = _swap_called()
+    m.engine.advance(3 * DAY_NS)
+    mark = len(m.events)
+    m.send(type="deposit", account="b", amount=10_000)
+    assert kinds(m, mark) == [ev.COMMAND_RECEIVED, ev.DEPOSIT, ev.CALL_REDUCED]
+    assert m.engine.defaulted == []
+    m.check_ledger()
+
+
+def _simulated(trigger_ppm=0):
+    """The swap guarantor, to be called for 664,445 at day 1's cycle, run by a simulator with
+    the market schedule's margin cycles (daily, at CLEARING priority) and, if
+    ``trigger_ppm``, its index-move trigger; the index prints 8,000 at day 1."""
+    from exchange.clock import MARKET, Simulator
+    from exchange.market import schedule_market
+    from tests.markets import START
+
+    m = _swap_guarantor(keep=_keep_for_a_call_of(664_445), trigger_ppm=trigger_ppm)
+    sim = Simulator()
+    schedule_market(m.engine, sim, epoch=START, indices=[], end_ns=4 * DAY_NS, seed=1)
+    sim.schedule(DAY_NS, m.engine.publish_index, "H100-RESALE", 8_000, priority=MARKET)
+    return m, sim
+
+
+def test_a_deposit_at_the_deadline_nanosecond_is_applied_before_the_cycle_that_checks_it():
+    """b is called at day 1's cycle (deadline: day 3, 0 ns). Its deposit arrives at exactly
+    day 3, 0 ns, the deadline cycle's own nanosecond: it counts, the call is cured, and the
+    cycle finds nothing to default."""
+    m, sim = _simulated()
+    sim.schedule(3 * DAY_NS, partial(m.send, type="deposit", account="b", amount=1_000_000))
+    sim.run(4 * DAY_NS, on_step=m.engine.advance)
+    history = _call_events(m, "b")
+    assert (history[0].kind, history[0].t) == (ev.COLLATERAL_CALL, DAY_NS)
+    assert (history[-1].kind, history[-1].t) == (ev.CALL_CURED, 3 * DAY_NS)
+    assert ev.DEFAULT not in [e.kind for e in history] and m.engine.defaulted == []
+    m.check_ledger()
+
+
+def test_an_index_move_cycle_under_a_simulator_runs_once_after_that_nanoseconds_commands():
+    """Two prints at one ns, both past the 5 % trigger, and a deposit at that ns: one
+    triggered cycle, queued behind the deposit (it closes the ns like a scheduled cycle)."""
+    from exchange.clock import MARKET
+
+    m, sim = _simulated(trigger_ppm=50_000)
+    at = DAY_NS + 3_600 * 10**9
+    sim.schedule(at, m.engine.publish_index, "H100-RESALE", 7_000, priority=MARKET)
+    sim.schedule(at, m.engine.publish_index, "H100-RESALE", 6_500, priority=MARKET)
+    sim.schedule(at, partial(m.send, type="deposit", account="c", amount=1))
+    sim.run(at, on_step=m.engine.advance)
+    now = [e for e in m.events if e.t == at]
+    order = [(e.kind, e.account) for e in now if e.kind in (ev.DEPOSIT, ev.MARGIN_REQUIREMENT)]
+    assert order == [
+        (ev.DEPOSIT, "c"),
+        (ev.MARGIN_REQUIREMENT, "a"),
+        (ev.MARGIN_REQUIREMENT, "b"),
+    ]
+    m.check_ledger()
+
+
+def test_a_triggered_cycle_at_a_scheduled_cycles_nanosecond_does_not_run_twice():
+    """A print past the trigger at the ns of day 2's cycle: that cycle runs after the print
+    and sees it, so the cycle the print triggers is not run a second time."""
+    from exchange.clock import MARKET
+
+    m, sim = _simulated(trigger_ppm=50_000)
+    sim.schedule(2 * DAY_NS, m.engine.publish_index, "H100-RESALE", 7_000, priority=MARKET)
+    sim.run(2 * DAY_NS, on_step=m.engine.advance)
+    measured = [
+        e.account for e in m.events if e.kind == ev.MARGIN_REQUIREMENT and e.t == 2 * DAY_NS
+    ]
+    assert measured == ["a", "b"]
     m.check_ledger()

@@ -217,3 +217,18 @@ def test_a_session_without_defaults_has_empty_facts(tmp_path):
     assert not quiet.defaulted and not quiet.closeouts and quiet.funds == pm.FundsUsed()
     assert quiet.summary()["first_default_t"] is None and quiet.losses() == {}
     assert quiet.accounts["guarantor"].premiums_received > 0
+
+
+def test_a_calls_increases_are_its_call_increased_events_with_their_reasons(spiral, raw):
+    """The maker's call grows (variation margin) before it defaults: each call's record lists
+    its raises beside its reductions, and its due at the default is the amount last called."""
+    increased = [e for e in raw if e.kind == ev.CALL_INCREASED]
+    assert increased
+    for call in spiral.calls:
+        assert call.increases == [
+            (e.seq, e.t, e.amount, e.data["reason"]) for e in increased if e.account == call.account
+        ]
+        changes = [e for e in raw if e.account == call.account and e.seq > call.seq]
+        last = [e for e in changes if e.kind in (ev.CALL_INCREASED, ev.CALL_REDUCED)]
+        if last and call.outcome == pm.DEFAULTED:
+            assert call.due == [e for e in last if e.seq < call.outcome_seq][-1].amount
