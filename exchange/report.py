@@ -4,14 +4,15 @@
 the store's typed columns for the series) and returns one HTML page holding, as plotly charts
 (plotly.js inlined, so the file opens offline and nothing is fetched at run time) and tables:
 
-1. each index's level with the trend view S, S', S'' (:mod:`exchange.trend`) and the
-   "borrowed time" windows shaded;
-2. each perpetual's trades, marks and funding rates;
+1. each index's level with the trend view S, S', S'' (:mod:`exchange.trend`; generation
+   shocks found in the prints and taken as level shifts), the "borrowed time" windows shaded,
+   and markers of the calls, defaults, shocks and any ``markers=`` given (rating changes);
+2. each perpetual's trades, marks and funding rates (a spike at the cap clipped, marked);
 3. the swap series' traded premiums and model values;
 4. each account's equity against its maintenance and initial margin;
 5. the timeline of each focus account (every account that defaulted, or the one named): its
-   cash, the premiums it received, its realised swap payouts, each collateral call (amount,
-   deadline, cure) and its default;
+   cash, the premiums it received, its realised swap payouts and deposits; below, on its own
+   axis, each collateral call (amount, deadline, cure); its default;
 6. each close-out and its waterfall: what each step paid and who bore it (chart and table);
 7. a plain-language narrative generated from the facts (:func:`narrative`), and tables of
    calls, accounts and who owes whom.
@@ -20,6 +21,10 @@ the store's typed columns for the series) and returns one HTML page holding, as 
 through :func:`dollars` (exact integer formatting, ``-$1,234.56``) and chart values through
 :func:`chart_dollars` (``cents / 100`` as float64, for plotting only). Prices are drawn as
 ``ticks x tick size`` (:func:`_tick_size`), also only for plotting. No other conversion exists.
+
+**Units and dates.** Time axes are calendar dates (:func:`xs`; session days without an
+epoch); index levels and perpetual prices in $/GPU-hour (rental) or $/GPU (resale), swap
+premiums in $ per contract per premium period.
 
 **Determinism.** The same log and options give a byte-identical file: no timestamps, no random
 ids (chart divs are ``chart-<section>-<n>``), series downsampled by a fixed rule
@@ -46,12 +51,19 @@ from exchange import events as ev
 from exchange import postmortem as pm
 from exchange.postmortem import DAY_NS, PostMortem, check_until
 from exchange.store import EventStore
-from exchange.trend import borrowed_time, trend
+from exchange.trend import borrowed_time, detect_jumps, trend
 
 #: Points per plotted series at most (see :func:`downsample`).
 MAX_POINTS = 2_000
 #: Bounds of the trailing trend window: a quarter of the index's span, within these.
 MIN_WINDOW_DAYS, MAX_WINDOW_DAYS = 7, 90
+#: A borrowed-time window shorter than this is a flicker of the estimates, not drawn.
+MIN_BORROWED_DAYS = 1
+#: The funding-rate axis spans the 1st..99th percentile of the rates, widened by this factor,
+#: when a rate (a spike at the cap) lies outside that span by more than the span itself.
+FUNDING_PERCENTILES, FUNDING_PAD = (1.0, 99.0), 0.25
+#: Vertical lines drawn per marker kind at most (the markers themselves are all drawn).
+MAX_MARKER_LINES = 40
 #: Margin charts drawn at most (accounts with the largest peak initial margin first).
 MAX_MARGIN_ACCOUNTS = 24
 #: Average month, for "N months before its first swap matured".
@@ -175,57 +187,218 @@ def _window_ns(t: np.ndarray, window_days: int | None) -> int:
     return max(MIN_WINDOW_DAYS, min(MAX_WINDOW_DAYS, span_days // 4)) * DAY_NS
 
 
-def _index_charts(f: PostMortem, indices: dict[str, _Series], window_days: int | None):
+# ---------------------------------------------------------------------- dates and units
+def xs(f: PostMortem, t: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Chart x values of simulated ns: calendar date-times (ISO strings, to the second) when the
+    session has an epoch, else float64 session days."""
+    t = np.asarray(t, dtype=np.int64)
+    if f.epoch is None:
+        return days(t)
+    base = np.datetime64(f.epoch.isoformat(), "ns")
+    return np.datetime_as_string(base + t.astype("timedelta64[ns]"), unit="s")
+
+
+def _x1(f: PostMortem, t: int) -> Any:
+    """One chart x value (see :func:`xs`)."""
+    return xs(f, [t])[0].item()
+
+
+def _x_title(f: PostMortem) -> str:
+    if f.epoch is None:
+        return "session day"
+    return f"date (day 0 = {f.epoch.isoformat()})"
+
+
+def _index_unit(f: PostMortem, name: str) -> str:
+    """The unit of an index level: $/GPU for a resale index (a swap's ``resale_index``, or an
+    index named or configured as resale), $/GPU-hour for a rental one (a perpetual's
+    ``underlying``, or named or configured as rental); "$" when the log does not say."""
+    for other in f.instruments.values():
+        if other.spec.get("resale_index") == name:
+            return "$/GPU"
+    kinds = {
+        str((ix.get("spec") or {}).get("kind", "")) or str(ix.get("calibration", ""))
+        for ix in f.config.get("indices", []) or []
+        if isinstance(ix, dict)
+        and name in (ix.get("calibration"), (ix.get("spec") or {}).get("name"))
+    }
+    text = " ".join(kinds | {name}).upper()
+    if "RESALE" in text:
+        return "$/GPU"
+    if "RENTAL" in text:
+        return "$/GPU-hour"
+    for other in f.instruments.values():
+        if other.spec.get("underlying") == name:
+            return "$/GPU-hour"
+    return "$"
+
+
+def _when_text(f: PostMortem, t: int) -> str:
+    d = f.date_of(t)
+    return d.isoformat() if d is not None else f"day {f.day(t)}"
+
+
+# ---------------------------------------------------------------------- markers
+@dataclass(frozen=True)
+class Marker:
+    """An event marked on the index charts: time (ns), kind (the legend group) and label."""
+
+    t: int
+    kind: str
+    label: str
+
+
+#: Marker kinds: line colour and dash. "event" is the hook's kind (``markers=`` of
+#: :func:`build_report`: rating changes, issue #19 point 2, will come through it).
+MARKER_STYLE = {
+    "collateral call": ("crimson", "dot"),
+    "default": ("crimson", "dash"),
+    "generation shock": ("#6a3d9a", "dashdot"),
+    "event": ("#1f77b4", "longdash"),
+}
+
+
+def _event_markers(f: PostMortem, extra: Sequence[tuple[int, str]]) -> list[Marker]:
+    """Calls and defaults from the facts, then the caller's ``(t, label)`` markers."""
+    out = [
+        Marker(c.t, "collateral call", f"call: {c.account} {dollars(c.amount)}") for c in f.calls
+    ]
+    out += [Marker(d.t, "default", f"default: {d.account}") for d in f.defaults]
+    out += [Marker(int(t), "event", str(label)) for t, label in extra]
+    return out
+
+
+def _borrowed_text(f: PostMortem, windows: list[tuple[int, int | None]]) -> str:
+    if not windows:
+        return "none in this log"
+    parts = []
+    for s, e in windows:
+        if e is None:
+            parts.append(f"from {_when(f, s)}, still open")
+        else:
+            parts.append(f"{_when_text(f, s)} to {_when_text(f, e)} ({(e - s) / DAY_NS:.1f} days)")
+    return "; ".join(parts)
+
+
+def _index_charts(
+    f: PostMortem,
+    indices: dict[str, _Series],
+    window_days: int | None,
+    extra: Sequence[tuple[int, str]] = (),
+):
     charts = []
+    events = _event_markers(f, extra)
     for k, name in enumerate(sorted(indices)):
         t, v = indices[name].arrays()
         tick = _tick_size(f, name)
         level = _prices(v, tick)
+        unit = _index_unit(f, name)
         window = _window_ns(t, window_days)
-        tr = trend(t, level, window)
-        windows = borrowed_time(tr)
+        # a generation shock is a level shift: the trend takes it out (docs/report.md)
+        jumps = detect_jumps(t, level)
+        tr = trend(t, level, window, jumps=jumps)
+        windows = borrowed_time(tr, min_ns=MIN_BORROWED_DAYS * DAY_NS)
         fig = make_subplots(
             rows=3,
             cols=1,
             shared_xaxes=True,
             vertical_spacing=0.06,
             subplot_titles=(
-                f"{name}: level (currency units) and S",
-                "S' (per year)",
-                "S'' (per year²)",
+                f"{name}: level and trend S ({unit})",
+                f"S' ({unit} per year)",
+                f"S'' ({unit} per year²)",
             ),
         )
         keep = downsample(t)
-        fig.add_trace(_line(days(t[keep]), level[keep], f"{name} index"), row=1, col=1)
+        fig.add_trace(_line(xs(f, t[keep]), level[keep], f"{name} index"), row=1, col=1)
         ok = np.flatnonzero(np.isfinite(tr.S1))
         ok = ok[downsample(t[ok])] if len(ok) else ok
         if len(ok):
-            x = days(t[ok])
+            x = xs(f, t[ok])
             fig.add_trace(_line(x, tr.S[ok], "S (trend level)"), row=1, col=1)
             fig.add_trace(_line(x, tr.S1[ok], "S'"), row=2, col=1)
             fig.add_trace(_line(x, tr.S2[ok], "S''"), row=3, col=1)
         for start, end in windows:
             stop = end if end is not None else int(t[-1])
             fig.add_vrect(
-                x0=start / DAY_NS,
-                x1=stop / DAY_NS,
+                x0=_x1(f, start),
+                x1=_x1(f, stop),
                 fillcolor=_BORROWED,
                 line_width=0,
                 row="all",
                 col=1,
             )
-        note = f"trailing window {window // DAY_NS} days; borrowed time: " + (
-            ", ".join(
-                f"day {s // DAY_NS}-" + (f"{e // DAY_NS}" if e is not None else "open")
-                for s, e in windows
+        marks = [
+            Marker(j.t, "generation shock", f"jump {_percent(j.log_size)} ({_when_text(f, j.t)})")
+            for j in jumps
+        ] + [m for m in events if int(t[0]) <= m.t <= int(t[-1])]
+        for kind in MARKER_STYLE:
+            mine = [m for m in marks if m.kind == kind]
+            if not mine:
+                continue
+            color, dash = MARKER_STYLE[kind]
+            for m in mine[:MAX_MARKER_LINES]:
+                fig.add_vline(
+                    x=_x1(f, m.t), line_color=color, line_dash=dash, line_width=1, row="all", col=1
+                )
+            # the index level at each marker, so the legend names the kind and hover the event
+            at = np.clip(np.searchsorted(t, [m.t for m in mine], side="right") - 1, 0, len(t) - 1)
+            fig.add_trace(
+                _line(
+                    xs(f, [m.t for m in mine]),
+                    level[at],
+                    kind,
+                    mode="markers",
+                    marker={"size": 9, "symbol": "line-ns-open", "color": color},
+                    text=[m.label for m in mine],
+                    hoverinfo="text",
+                ),
+                row=1,
+                col=1,
             )
-            if windows
-            else "none in this log"
+        note = (
+            f"trailing window {window // DAY_NS} days; {len(jumps)} jump"
+            f"{'s' if len(jumps) != 1 else ''} taken as level shifts; borrowed time: "
+            + _borrowed_text(f, windows)
         )
-        fig.update_layout(title=f"Index {name} ({note})", height=640)
-        fig.update_xaxes(title_text="session day", row=3, col=1)
+        fig.update_layout(
+            title={"text": f"Index {name}<br><sup>{html.escape(note)}</sup>"},
+            height=680,
+            legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+            margin={"t": 100},
+        )
+        fig.update_yaxes(title_text=unit, row=1, col=1)
+        fig.update_xaxes(title_text=_x_title(f), row=3, col=1)
         charts.append(Chart(f"chart-index-{k}", "index", fig))
     return charts
+
+
+def _percent(log_size: float) -> str:
+    if not np.isfinite(log_size):
+        return ""
+    return f"{(np.expm1(log_size)) * 100:+.0f} %"
+
+
+def funding_range(rates: np.ndarray) -> tuple[float, float] | None:
+    """The y range of a funding-rate chart, or None for plotly's own (every rate in view).
+
+    A rate pinned at the cap for one interval would otherwise set the scale and flatten every
+    other point: when some rate lies outside the 1st..99th percentile span by more than that
+    span's width, the axis shows the span widened by :data:`FUNDING_PAD` on each side (and
+    always 0); the rates outside are drawn at its edge as clipped markers (:func:`_perp_charts`).
+    """
+    r = np.asarray(rates, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if r.size < 3:
+        return None
+    lo, hi = (float(x) for x in np.percentile(r, FUNDING_PERCENTILES))
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    width = hi - lo
+    if width <= 0:
+        return None
+    if float(r.min()) >= lo - width and float(r.max()) <= hi + width:
+        return None
+    return lo - FUNDING_PAD * width, hi + FUNDING_PAD * width
 
 
 def _perp_charts(f, fills, marks, funding):
@@ -236,24 +409,27 @@ def _perp_charts(f, fills, marks, funding):
         if name not in fills and name not in marks:
             continue
         tick = _tick_size(f, name)
+        spec = f.instruments[name].spec
+        # a perpetual's price is its index's level (per GPU-hour for a rental index)
+        unit = _index_unit(f, spec["underlying"]) if spec.get("underlying") else "$"
         fig = make_subplots(
             rows=2,
             cols=1,
             shared_xaxes=True,
             row_heights=[0.7, 0.3],
             vertical_spacing=0.08,
-            subplot_titles=(f"{name}: trades and marks", "funding rate per interval (%)"),
+            subplot_titles=(f"{name}: trades and marks ({unit})", "funding rate per interval (%)"),
         )
         if name in marks:
             t, v = marks[name].arrays()
             keep = downsample(t)
-            fig.add_trace(_line(days(t[keep]), _prices(v[keep], tick), "mark"), row=1, col=1)
+            fig.add_trace(_line(xs(f, t[keep]), _prices(v[keep], tick), "mark"), row=1, col=1)
         if name in fills:
             t, v = fills[name].arrays()
             keep = downsample(t)
             fig.add_trace(
                 _line(
-                    days(t[keep]),
+                    xs(f, t[keep]),
                     _prices(v[keep], tick),
                     "trades",
                     mode="markers",
@@ -266,9 +442,33 @@ def _perp_charts(f, fills, marks, funding):
             t = np.asarray([x[0] for x in funding[name]], dtype=np.int64)
             r = np.asarray([x[1] for x in funding[name]]) * 100.0
             keep = downsample(t)
-            fig.add_trace(_line(days(t[keep]), r[keep], "funding rate"), row=2, col=1)
-        fig.update_layout(title=f"{kind} {name} (price per tick {tick})", height=520)
-        fig.update_xaxes(title_text="session day", row=2, col=1)
+            fig.add_trace(_line(xs(f, t[keep]), r[keep], "funding rate"), row=2, col=1)
+            bounds = funding_range(r)
+            if bounds is not None:
+                lo, hi = bounds
+                out = np.flatnonzero((r < lo) | (r > hi))  # every clipped rate, not downsampled
+                fig.add_trace(
+                    _line(
+                        xs(f, t[out]),
+                        np.clip(r[out], lo, hi),
+                        "funding rate off the scale (at the edge)",
+                        mode="markers",
+                        marker={"size": 9, "symbol": "triangle-up", "color": "crimson"},
+                        text=[f"{x:.4f} % per interval" for x in r[out]],
+                        hoverinfo="text",
+                    ),
+                    row=2,
+                    col=1,
+                )
+                fig.update_yaxes(range=[lo, hi], row=2, col=1)
+        fig.update_layout(
+            title=f"{kind} {name} (price per tick {tick}; {unit})",
+            height=540,
+            legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+        )
+        fig.update_yaxes(title_text=unit, row=1, col=1)
+        fig.update_yaxes(title_text="% per interval", row=2, col=1)
+        fig.update_xaxes(title_text=_x_title(f), row=2, col=1)
         charts.append(Chart(f"chart-perp-{k}", "perp", fig))
     return charts
 
@@ -285,13 +485,13 @@ def _rvs_chart(f, fills, marks):
         if name in marks:
             t, v = marks[name].arrays()
             keep = downsample(t)
-            fig.add_trace(_line(days(t[keep]), _prices(v[keep], tick), f"{label}: model value"))
+            fig.add_trace(_line(xs(f, t[keep]), _prices(v[keep], tick), f"{label}: model value"))
         if name in fills:
             t, v = fills[name].arrays()
             keep = downsample(t)
             fig.add_trace(
                 _line(
-                    days(t[keep]),
+                    xs(f, t[keep]),
                     _prices(v[keep], tick),
                     f"{label}: traded premium",
                     mode="markers",
@@ -300,11 +500,14 @@ def _rvs_chart(f, fills, marks):
             )
     if not fig.data:
         return []
+    # the legend's long series labels go below the plot: beside it they took half the width
     fig.update_layout(
-        title="Residual value swaps: traded premiums and model values (currency units per "
-        "contract per premium period)",
-        xaxis_title="session day",
-        height=460,
+        title="Residual value swaps: traded premiums and model values "
+        "($ per contract per premium period)",
+        xaxis_title=_x_title(f),
+        yaxis_title="$ per contract per period",
+        height=520,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0},
     )
     return [Chart("chart-rvs-0", "rvs", fig)]
 
@@ -317,7 +520,7 @@ def _margin_charts(f: PostMortem, margin: dict[str, list[tuple[int, int, int, in
         rows = margin[name]
         t = np.asarray([r[0] for r in rows], dtype=np.int64)
         keep = downsample(t)
-        x = days(t[keep])
+        x = xs(f, t[keep])
         fig = go.Figure()
         for col, label, dash in ((3, "equity", None), (1, "initial margin", "dash"),
                                  (2, "maintenance margin", "dot")):  # fmt: skip
@@ -327,7 +530,7 @@ def _margin_charts(f: PostMortem, margin: dict[str, list[tuple[int, int, int, in
         if calls:
             fig.add_trace(
                 _line(
-                    days([c.t for c in calls]),
+                    xs(f, [c.t for c in calls]),
                     chart_dollars([c.equity if c.equity is not None else 0 for c in calls]),
                     "collateral call",
                     mode="markers",
@@ -337,10 +540,10 @@ def _margin_charts(f: PostMortem, margin: dict[str, list[tuple[int, int, int, in
             )
         for d in f.defaults:
             if d.account == name:
-                fig.add_vline(x=d.t / DAY_NS, line_color="crimson", line_dash="dash")
+                fig.add_vline(x=_x1(f, d.t), line_color="crimson", line_dash="dash")
         fig.update_layout(
             title=f"{name}: equity against maintenance and initial margin ($)",
-            xaxis_title="session day",
+            xaxis_title=_x_title(f),
             yaxis_title="$",
             height=380,
         )
@@ -355,27 +558,56 @@ def _cumulative(rows: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _timeline_charts(f: PostMortem, focus: list[str], income: dict[str, dict[str, list]]):
+    """Per focus account: cash and income on top, its collateral calls below, each row on its
+    own $ axis from zero up (a call of $8M drawn on a second axis over a cash line that went to
+    -$4M read as a call at -$4M)."""
     charts = []
     for k, name in enumerate(focus):
-        fig = make_subplots(specs=[[{"secondary_y": True}]])
+        fig = make_subplots(
+            rows=2,
+            cols=1,
+            shared_xaxes=True,
+            row_heights=[0.6, 0.4],
+            vertical_spacing=0.1,
+            subplot_titles=("cash and income ($)", "collateral calls ($): amount, due, cured"),
+        )
         path = f.cash_paths.get(name, [])
         if path:
             t = np.asarray([p[1] for p in path], dtype=np.int64)
             keep = downsample(t)
             cash = chart_dollars([path[i][2] for i in keep])
-            fig.add_trace(_line(days(t[keep]), cash, "cash", line_shape="hv"))
+            fig.add_trace(_line(xs(f, t[keep]), cash, "cash", line_shape="hv"), row=1, col=1)
         for key, label in (("premiums", "premiums received (cumulative)"),
                            ("payouts", "swap payouts realised (cumulative, net)")):  # fmt: skip
             rows = income.get(name, {}).get(key, [])
             if rows:
                 t, v = _cumulative(rows)
                 keep = downsample(t)
-                fig.add_trace(_line(days(t[keep]), chart_dollars(v[keep]), label, line_shape="hv"))
+                fig.add_trace(
+                    _line(xs(f, t[keep]), chart_dollars(v[keep]), label, line_shape="hv"),
+                    row=1,
+                    col=1,
+                )
+        deposits = income.get(name, {}).get("deposits", [])
+        later = [(t, a) for _seq, t, a in deposits if deposits and t > deposits[0][1]]
+        if later:  # what it paid in after opening: the calls came down by these
+            t, v = _cumulative(later)
+            fig.add_trace(
+                _line(
+                    xs(f, t),
+                    chart_dollars(v),
+                    "deposits after opening (cumulative)",
+                    line_shape="hv",
+                    line={"dash": "dot"},
+                ),
+                row=1,
+                col=1,
+            )
         calls = [c for c in f.calls if c.account == name]
         if calls:
             fig.add_trace(
                 _line(
-                    days([c.t for c in calls]),
+                    xs(f, [c.t for c in calls]),
                     chart_dollars([c.amount for c in calls]),
                     "collateral call (amount)",
                     mode="markers",
@@ -383,49 +615,56 @@ def _timeline_charts(f: PostMortem, focus: list[str], income: dict[str, dict[str
                     text=[_call_text(f, c) for c in calls],
                     hoverinfo="text",
                 ),
-                secondary_y=True,
+                row=2,
+                col=1,
             )
             with_deadline = [c for c in calls if c.deadline is not None]
             if with_deadline:
                 fig.add_trace(
                     _line(
-                        days([c.deadline for c in with_deadline]),
+                        xs(f, [c.deadline for c in with_deadline]),
                         chart_dollars([c.due for c in with_deadline]),
                         "call deadline (still due)",
                         mode="markers",
                         marker={"size": 10, "symbol": "line-ns-open", "color": "crimson"},
                     ),
-                    secondary_y=True,
+                    row=2,
+                    col=1,
                 )
             cured = [c for c in calls if c.outcome == pm.CURED]
             if cured:
                 fig.add_trace(
                     _line(
-                        days([c.outcome_t for c in cured]),
+                        xs(f, [c.outcome_t for c in cured]),
                         chart_dollars([0 for _ in cured]),
                         "call cured",
                         mode="markers",
                         marker={"size": 11, "symbol": "circle-open", "color": "green"},
                     ),
-                    secondary_y=True,
+                    row=2,
+                    col=1,
                 )
+            top = max(max(c.amount, c.due) for c in calls) / 100.0
+            fig.update_yaxes(range=[-0.05 * top, 1.1 * top], row=2, col=1)
         for d in f.defaults:
             if d.account == name:
                 fig.add_vline(
-                    x=d.t / DAY_NS,
-                    line_color="crimson",
-                    line_dash="dash",
-                    annotation_text=f"default, day {f.day(d.t)}",
+                    x=_x1(f, d.t), line_color="crimson", line_dash="dash", row="all", col=1
                 )
+                fig.add_annotation(
+                    x=_x1(f, d.t), y=1, yref="paper", text=f"default, {_when(f, d.t)}",
+                    showarrow=False, xanchor="right", yanchor="bottom",
+                    font={"color": "crimson"},
+                )  # fmt: skip
         if not fig.data:
             continue
         fig.update_layout(
             title=f"Timeline of {name}: cash, income, collateral calls and default ($)",
-            xaxis_title="session day",
-            height=460,
+            height=560,
+            legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
         )
-        fig.update_yaxes(title_text="cash and income ($)", secondary_y=False)
-        fig.update_yaxes(title_text="collateral calls ($)", secondary_y=True)
+        fig.update_yaxes(title_text="$", tickformat="$,.3~s")
+        fig.update_xaxes(title_text=_x_title(f), row=2, col=1)
         charts.append(Chart(f"chart-timeline-{k}", "timeline", fig))
     return charts
 
@@ -525,12 +764,16 @@ def _call_text(f: PostMortem, c: pm.Call) -> str:
     text = f"{_when(f, c.t)}: called {dollars(c.amount)}"
     if c.deadline is not None:
         text += f", due {_when(f, c.deadline)}"
+    for _seq, t, amount, reason in c.increases:
+        text += f"; raised to {dollars(amount)} {_when(f, t)} ({reason})"
     if c.outcome == pm.CURED:
         text += f"; cured {_when(f, c.outcome_t)}"
     elif c.outcome == pm.DEFAULTED:
         text += f"; defaulted {_when(f, c.outcome_t)} owing {dollars(c.due)}"
     elif c.outcome == pm.REDUCED:
         text += f"; reduced to {dollars(c.due)}, still open"
+    elif c.outcome == pm.INCREASED:
+        text += f"; {dollars(c.due)} due, still open"
     else:
         text += "; still open"
     return text
@@ -547,6 +790,71 @@ def _first_maturity(f: PostMortem, d: pm.Default) -> tuple[pm.Instrument, int] |
         return None
     first = min(held, key=lambda i: (i.maturity_t, i.name))
     return first, first.maturity_t
+
+
+def _capital_text(f: PostMortem, name: str) -> str:
+    """The account's capital, from the events (cash at the exchange and default-fund
+    contribution) and the session's stored config (a bot's ``reserve`` and ``assets`` outside
+    the exchange, and the ``haircut_ppm`` its assets sell at)."""
+    acct = f.accounts.get(name)
+    if acct is None:
+        return ""
+    exchange_money = acct.start_cash + acct.contribution
+    reserve = assets = 0
+    haircut = None
+    for bot in f.config.get("bots") or []:
+        if not isinstance(bot, dict) or bot.get("account") != name:
+            continue
+        params = bot.get("params") or {}
+        for key in ("reserve", "assets"):
+            value = params.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                if key == "reserve":
+                    reserve += value
+                else:
+                    assets += value
+        if isinstance(params.get("haircut_ppm"), int):
+            haircut = params["haircut_ppm"]
+    at_exchange = f"{dollars(exchange_money)} at the exchange"
+    if acct.contribution:
+        at_exchange += (
+            f" ({dollars(acct.contribution)} of it in the default fund, leaving "
+            f"{dollars(acct.start_cash)} of cash)"
+        )
+    if not reserve and not assets:
+        return f"The {name} started with {at_exchange}."
+    parts = [at_exchange]
+    if reserve:
+        parts.append(f"a reserve of {dollars(reserve)} in cash outside the exchange")
+    if assets:
+        sale = f" it could sell at a {haircut / 10_000:g} % haircut" if haircut else ""
+        parts.append(f"{dollars(assets)} of illiquid assets{sale}")
+    total = exchange_money + reserve + assets
+    return (
+        f"The {name}'s capital was {dollars(total)}: "
+        + ", ".join(parts[:-1])
+        + f" and {parts[-1]}."
+    )
+
+
+def _protected(f: PostMortem, d: pm.Default) -> list[tuple[pm.Instrument, int, int, int]]:
+    """The protection the defaulter had sold (short swap lots) when it defaulted:
+    ``(series, lots, GPUs, notional cents)``, the notional at the floor (lots x GPUs per
+    contract x floor x the index's tick size), as the engine bounds a seller's loss."""
+    out = []
+    for name, qty in sorted(d.positions.items()):
+        info = f.instruments.get(name)
+        if info is None or info.kind != "rvs" or qty >= 0 or info.floor is None:
+            continue
+        spec = info.spec
+        gpus = abs(qty) * int(spec.get("gpus_per_contract", 1))
+        per_gpu = Decimal(info.floor) * Decimal(str(spec.get("index_tick_size", "1")))
+        out.append((info, abs(qty), gpus, int(per_gpu * gpus * 100)))
+    return out
+
+
+def _ratio(part: int, whole: int) -> str:
+    return f"{Decimal(part) * 100 / Decimal(whole):.2f} %"
 
 
 def _income_before(f: PostMortem, income: dict, name: str, key: str, t: int) -> int:
@@ -585,27 +893,66 @@ def narrative(f: PostMortem, income: dict[str, dict[str, list]] | None = None) -
             out.append("No account was called for collateral and none defaulted.")
     for d in f.defaults:
         name = d.account
-        acct = f.accounts.get(name)
         sentences = []
-        if acct is not None:
-            sentences.append(f"The {name} started with {dollars(acct.start_cash)} of cash.")
+        capital = _capital_text(f, name)
+        if capital:
+            sentences.append(capital)
+        protected = _protected(f, d)
+        if protected:
+            total = sum(cents for _s, _q, _g, cents in protected)
+            sentences.append(
+                f"It had sold protection on {dollars(total)} of notional (lots x GPUs per "
+                "contract x floor): "
+                + ", ".join(
+                    f"{series.name} {qty:,} lots ({gpus:,} GPUs) {dollars(cents)}"
+                    for series, qty, gpus, cents in protected
+                )
+                + "."
+            )
         premiums = _income_before(f, income, name, "premiums", d.t)
         if premiums:
             sentences.append(
                 f"Before it defaulted it had received {dollars(premiums)} in swap premiums."
             )
+        deposits = income.get(name, {}).get("deposits", [])
+        total_notional = sum(cents for _s, _q, _g, cents in protected)
         for c in (c for c in f.calls if c.account == name and c.t <= d.t):
             had = c.equity if c.equity is not None else None
             text = f"On {_when(f, c.t)} the {name} was called for {dollars(c.amount)}"
+            if total_notional:
+                text += f" ({_ratio(c.amount, total_notional)} of the notional it protected)"
             if had is not None:
                 text += f"; it had {dollars(had)} of equity"
             if c.deadline is not None:
                 text += f", and until {_when(f, c.deadline)} to pay"
             sentences.append(text + ".")
-            for _seq, t, due in c.reductions:
-                sentences.append(f"By {_when(f, t)} the call had changed to {dollars(due)}.")
+            changes = sorted(
+                [(seq, t, due, "") for seq, t, due in c.reductions] + list(c.increases)
+            )
+            last = c.seq
+            for seq, t, due, reason in changes:
+                if reason:  # a raise: the shortfall grew, and the call with it
+                    sentences.append(
+                        f"On {_when(f, t)} the call was raised to {dollars(due)} "
+                        f"({reason}), with the same deadline."
+                    )
+                else:
+                    # a call comes down when money comes in: name the deposits that did it
+                    paid = sum(a for s_, _t, a in deposits if last < s_ <= seq)
+                    sentences.append(
+                        f"On {_when(f, t)} the {name} deposited {dollars(paid)} and the call "
+                        f"came down to {dollars(due)}."
+                        if paid
+                        else f"By {_when(f, t)} the call had changed to {dollars(due)}."
+                    )
+                last = seq
             if c.outcome == pm.CURED:
-                sentences.append(f"It cured the call on {_when(f, c.outcome_t)}.")
+                end = c.outcome_seq if c.outcome_seq is not None else last
+                paid = sum(a for s_, _t, a in deposits if last < s_ <= end)
+                sentences.append(
+                    f"It cured the call on {_when(f, c.outcome_t)}"
+                    + (f" by depositing {dollars(paid)}." if paid else ".")
+                )
         text = f"It defaulted on {_when(f, d.t)}"
         if d.missed_call:
             text += f", missing a call of {dollars(d.missed_call)}"
@@ -621,11 +968,23 @@ def narrative(f: PostMortem, income: dict[str, dict[str, list]] | None = None) -
             )
         sentences.append(text + ".")
         payouts = _income_before(f, income, name, "payouts", d.t)
-        sentences.append(
-            "Not one swap had paid out by then: the liquidity crisis came first."
-            if not payouts
-            else f"By then its swaps had realised {dollars(payouts)} in payouts."
-        )
+        held = {n: q for n, q in d.positions.items() if q}
+        swaps = [n for n in held if n in f.instruments and f.instruments[n].kind == "rvs"]
+        if swaps or premiums or payouts:  # the swap story, only for an account with swaps
+            sentences.append(
+                "Not one swap had paid out by then: the liquidity crisis came first."
+                if not payouts
+                else f"By then its swaps had realised {dollars(payouts)} in payouts."
+            )
+        if held and not swaps:
+            sentences.append(
+                "When it defaulted it held "
+                + ", ".join(
+                    f"{abs(q):,} lots {'long' if q > 0 else 'short'} of {n}"
+                    for n, q in sorted(held.items())
+                )
+                + "."
+            )
         out.append(" ".join(sentences))
         co = next((c for c in f.closeouts if c.default_seq == d.seq), None)
         if co is not None:
@@ -690,13 +1049,27 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str)
 def _tables(f: PostMortem) -> dict[str, str]:
     out = {}
     out["calls"] = _table(
-        ["account", "seq", "called on", "amount", "deadline", "equity then", "outcome", "due"],
+        [
+            "account",
+            "seq",
+            "called on",
+            "amount",
+            "raised",
+            "deadline",
+            "equity then",
+            "outcome",
+            "due",
+        ],
         (
             (
                 c.account,
                 c.seq,
                 _when(f, c.t),
                 dollars(c.amount),
+                "; ".join(
+                    f"{dollars(amount)} {_when(f, t)} ({reason})"
+                    for _seq, t, amount, reason in c.increases
+                ),
                 _when(f, c.deadline) if c.deadline is not None else "",
                 dollars(c.equity) if c.equity is not None else "",
                 c.outcome + (f" ({_when(f, c.outcome_t)})" if c.outcome_t is not None else ""),
@@ -838,10 +1211,14 @@ def build_report(
     account: str | None = None,
     window_days: int | None = None,
     checked: bool = True,
+    markers: Sequence[tuple[int, str]] = (),
 ) -> Report:
     """The report of the log ``db`` as of just after event ``until`` (None: all of it).
 
     ``checked``: as :func:`exchange.postmortem.facts`.
+    ``markers``: more events to mark on every index chart, as ``(t ns, label)``, beside the
+    calls, defaults and generation shocks the report finds itself (the hook for rating
+    changes, issue #19 point 2).
 
     ``account``: the account whose timeline to draw (default: every account that defaulted).
     ``window_days``: the trend's trailing window (default: a quarter of each index's span,
@@ -852,12 +1229,12 @@ def build_report(
         ValueError: ``until`` outside the log, an unknown ``account``, a bad window.
     """
     if isinstance(db, EventStore):
-        return _build(db, until, account, window_days)
+        return _build(db, until, account, window_days, markers)
     with EventStore.open(db, mode="r", checked=checked) as store:
-        return _build(store, until, account, window_days)
+        return _build(store, until, account, window_days, markers)
 
 
-def _build(store: EventStore, until, account, window_days) -> Report:
+def _build(store: EventStore, until, account, window_days, markers=()) -> Report:
     until = check_until(store, until)
     if window_days is not None and window_days < 1:
         raise pm.BadRequest(f"the trend window must be at least 1 day, not {window_days}")
@@ -880,15 +1257,18 @@ def _build(store: EventStore, until, account, window_days) -> Report:
         )
     income: dict[str, dict[str, list]] = {}
     if focus:
-        for row in store.rows(1, until, kind=(ev.PREMIUM_PAID, ev.SWAP_SETTLED), account=focus):
-            mine = income.setdefault(row[4], {"premiums": [], "payouts": []})
+        kinds = (ev.PREMIUM_PAID, ev.SWAP_SETTLED, ev.DEPOSIT)
+        for row in store.rows(1, until, kind=kinds, account=focus):
+            mine = income.setdefault(row[4], {"premiums": [], "payouts": [], "deposits": []})
             if row[2] == ev.PREMIUM_PAID:
                 if row[9] > 0:
                     mine["premiums"].append((row[1], row[9]))
+            elif row[2] == ev.DEPOSIT:
+                mine["deposits"].append((row[0], row[1], row[9]))  # (seq, t, amount)
             else:
                 mine["payouts"].append((row[1], row[9]))
     charts = (
-        _index_charts(f, indices, window_days)
+        _index_charts(f, indices, window_days, markers)
         + _perp_charts(f, fills, marks, funding)
         + _rvs_chart(f, fills, marks)
         + _margin_charts(f, margin)
@@ -936,7 +1316,9 @@ def _page(
         + html.escape(
             f"log {Path(f.path).name}, {f.last_seq:,} events, digest {store.digest()[:16]}; "
             f"as of event {f.until:,} ({_when(f, f.t_end)}). Money in dollars, exact to the "
-            "cent; days count from the session epoch (day 0)."
+            "cent; days count from the session epoch (day 0); charts are dated. Units: index "
+            "levels and perpetual prices in $/GPU-hour (rental) or $/GPU (resale), swap "
+            "premiums in $ per contract per premium period."
         )
         + "</p>",
         '<section class="narrative" id="narrative"><h2>What happened</h2>',
@@ -1000,14 +1382,17 @@ def write_report(
     account: str | None = None,
     window_days: int | None = None,
     checked: bool = True,
+    markers: Sequence[tuple[int, str]] = (),
 ) -> Report:
     """Build the report of ``db`` and write it to ``out`` (UTF-8); returns the report
-    (``checked``: as :func:`exchange.postmortem.facts`).
+    (``checked``, ``markers``: as :func:`build_report`).
 
     The page is written to a temporary file beside ``out`` and renamed into place once
     complete: a write that fails (a full disk, a read-only directory) raises ``OSError`` and
     leaves no partial or empty file, and an existing ``out`` as it was."""
-    report = build_report(db, until, account=account, window_days=window_days, checked=checked)
+    report = build_report(
+        db, until, account=account, window_days=window_days, checked=checked, markers=markers
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(f".{out.name}.part")

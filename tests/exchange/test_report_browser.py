@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from exchange import report as rp
+from exchange import session
+from tests.exchange.test_report import JUMP_TOLERANCE, distance_after_jump
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "test-artifacts" / "report.png"
@@ -36,8 +38,15 @@ PROBE = """<script>window.addEventListener('load', function () {
       var n = t._length || 0;
       ['x', 'y'].forEach(function (k) { if (t[k] && t[k].length > n) n = t[k].length; });
       return n; });
+    var size = (gd._fullLayout || {})._size || {};
+    var series = {};
+    if (gd.id.indexOf('chart-index-') === 0) {
+      (gd._fullData || []).forEach(function (t) {
+        if (t.mode === 'lines') series[t.name] = {x: Array.from(t.x), y: Array.from(t.y)}; });
+    }
     out.charts.push({id: gd.id, drawn: !!gd._fullLayout && !!gd.querySelector('svg'),
-                     traces: traces});
+                     traces: traces, plotWidth: size.w / gd._fullLayout.width,
+                     series: series});
   });
   var pre = document.createElement('pre'); pre.id = 'gpuex-check';
   pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
@@ -82,20 +91,29 @@ def page(tmp_path_factory, spiral_log):
     return folder, report
 
 
-def test_the_report_loads_without_errors_and_every_chart_has_data(page):
-    binary = chromium()
-    folder, report = page
-    probe = folder / "probe.html"
+def probe(binary: str, folder: Path, report: rp.Report) -> dict:
+    """Load the page with the hook and the probe in Chromium; what the probe found, after
+    checking no error was raised or logged."""
+    page = folder / "probe.html"
     html = report.html.replace("<head>", "<head>" + HOOK, 1).replace("</body>", PROBE + "</body>")
-    probe.write_text(html, encoding="utf-8")
-    done = run_chromium(binary, folder / "profile-dom", "--dump-dom", probe.as_uri())
+    page.write_text(html, encoding="utf-8")
+    done = run_chromium(binary, folder / "profile-dom", "--dump-dom", page.as_uri())
     assert done.returncode == 0, done.stderr[-2000:]
     found = re.search(r'<pre id="gpuex-check">(.*?)</pre>', done.stdout, flags=re.DOTALL)
     assert found, "the probe did not run: " + done.stdout[-1000:]
-    result = json.loads(found.group(1).replace("&amp;", "&").replace("&lt;", "<"))
+    result = json.loads(
+        found.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    )
     assert result["errors"] == []
     uncaught = [line for line in done.stderr.splitlines() if "Uncaught" in line]
     assert uncaught == []
+    return result
+
+
+def test_the_report_loads_without_errors_and_every_chart_has_data(page):
+    binary = chromium()
+    folder, report = page
+    result = probe(binary, folder, report)
     expected = [c.div_id for c in report.charts]
     assert [c["id"] for c in result["charts"]] == expected
     for chart in result["charts"]:
@@ -119,3 +137,42 @@ def test_a_screenshot_is_kept_as_an_artifact(page):
     assert shot.stat().st_size > 50_000  # a drawn page, not a blank one
     ARTIFACT.parent.mkdir(exist_ok=True)
     shutil.copyfile(shot, ARTIFACT)
+
+
+@pytest.fixture(scope="module")
+def shock_page(tmp_path_factory):
+    """generation-shock: the rental indices jump down about 55 % and 45 % in one print."""
+    folder = tmp_path_factory.mktemp("browser-shock")
+    session.run("generation-shock", folder / "shock.db")
+    return folder, rp.write_report(folder / "shock.db", folder / "report.html")
+
+
+def test_in_the_browser_the_trend_follows_the_index_through_a_jump(shock_page):
+    """As drawn: after each rental index's generation shock, the trend level S stays within
+    ``JUMP_TOLERANCE`` of the index (test_report.py states it) at every plotted point."""
+    binary = chromium()
+    folder, report = shock_page
+    result = probe(binary, folder, report)
+    checked = 0
+    for chart in result["charts"]:
+        series = chart["series"]
+        index = next((v for k, v in series.items() if k.endswith(" index")), None)
+        if index is None or not any(k.startswith(("H100-RENTAL", "H200-RENTAL")) for k in series):
+            continue
+        level = series["S (trend level)"]
+        trend_level = list(zip(level["x"], level["y"], strict=True))
+        worst = distance_after_jump(index["x"], index["y"], trend_level)
+        assert worst <= JUMP_TOLERANCE, (chart["id"], worst)
+        checked += 1
+    assert checked == 2
+
+
+def test_in_the_browser_the_swap_chart_keeps_its_width(page):
+    """The swap chart's plot area takes most of the figure: its legend is below, not beside
+    it (beside, the long series labels squeezed the plot to about 45 % of the width)."""
+    binary = chromium()
+    folder, report = page
+    result = probe(binary, folder, report)
+    [swaps] = [c for c in result["charts"] if c["id"] == "chart-rvs-0"]
+    # plotly's default side margins alone take about 20 % of an 800-pixel headless window
+    assert swaps["plotWidth"] >= 0.7, swaps["plotWidth"]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange.index import DAY_NS, YEAR_NS
-from exchange.trend import Trend, borrowed_time, trend
+from exchange.trend import MIN_JUMP_LOG, Jump, Trend, borrowed_time, detect_jumps, trend
 
 
 def years(t: np.ndarray) -> np.ndarray:
@@ -201,3 +201,78 @@ def test_borrowed_time_reads_the_estimates_given():
     # starting with S2 already negative is not an observed roll-over
     assert borrowed_time(Trend(t[2:4], s1[2:4], s1[2:4], s2[2:4])) == []
     assert all(isinstance(v, int) for v in borrowed_time(Trend(t, s1, s1, s2))[0])
+
+
+def test_a_borrowed_time_window_shorter_than_the_minimum_is_left_out_but_an_open_one_kept():
+    t = np.arange(8, dtype=np.int64) * DAY_NS
+    nan = np.nan
+    s1 = np.array([nan, 3.0, 3.0, -1.0, 1.0, 1.0, 1.0, 1.0])
+    s2 = np.array([nan, 1.0, -1.0, -1.0, 1.0, -1.0, -1.0, -1.0])
+    tr = Trend(t, s1, s1, s2)
+    # a window of one day (day 2 to 3), then an open one from day 5
+    assert borrowed_time(tr) == [(2 * DAY_NS, 3 * DAY_NS), (5 * DAY_NS, None)]
+    assert borrowed_time(tr, min_ns=2 * DAY_NS) == [(5 * DAY_NS, None)]
+    assert borrowed_time(tr, min_ns=DAY_NS) == borrowed_time(tr)
+
+
+# --------------------------------------------------------------------------------------- jumps
+
+
+def noisy_decline(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Daily prints of a level falling 40 % a year with 1 % lognormal noise (seeded)."""
+    t = daily(n)
+    noise = np.random.default_rng(seed).normal(0.0, 0.01, n)
+    return t, 20_000.0 * np.exp(-0.4 * years(t) + noise)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_noise_alone_has_no_jump(seed):
+    t, y = noisy_decline(400, seed)
+    assert detect_jumps(t, y) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_generation_shock_is_found_as_one_jump_of_about_its_size(seed):
+    t, y = noisy_decline(400, seed)
+    y[250:] *= math.exp(-0.4)  # -33 % overnight
+    [jump] = detect_jumps(t, y)
+    assert jump.i == 250 and jump.t == t[250]
+    assert abs(jump.log_size - (-0.4)) < 0.05  # the step, give or take a few noise steps
+    step = y[249] * (math.exp(-0.4) - 1)
+    assert abs(jump.size - step) < 0.05 * abs(step)
+
+
+def test_a_step_smaller_than_the_minimum_is_not_a_jump_even_in_a_noiseless_series():
+    t = daily(100)
+    y = np.full(100, 1_000.0)
+    y[60:] *= math.exp(-MIN_JUMP_LOG / 2)
+    assert detect_jumps(t, y) == []
+    y[80:] *= math.exp(-2 * MIN_JUMP_LOG)
+    assert [j.i for j in detect_jumps(t, y)] == [80]
+
+
+def test_the_trend_follows_the_level_through_a_jump_and_keeps_its_slope():
+    """A straight line with a level shift: taken out, the fit is exact on both sides (S is the
+    level, S' the slope, S'' zero); left in, S lags the level and S' takes the step as slope."""
+    t = daily(300)
+    slope = -3_000.0  # per year
+    y = 20_000.0 + slope * years(t)
+    y[200:] -= 6_000.0
+    jumps = detect_jumps(t, y)
+    assert [(j.i, round(j.size, 6)) for j in jumps] == [(200, -6_000.0)]
+    ok = slice(60, None)  # the first whole window on
+    through = trend(t, y, 60 * DAY_NS, jumps=jumps)
+    assert np.allclose(through.S[ok], y[ok], rtol=0, atol=1e-6)
+    assert np.allclose(through.S1[ok], slope, rtol=0, atol=1e-5)
+    assert np.allclose(through.S2[ok], 0.0, rtol=0, atol=1e-3)
+    naive = trend(t, y, 60 * DAY_NS)
+    assert np.nanmax(np.abs(naive.S - y)) > 1_000  # the artefact the jump leaves without it
+    assert np.nanmin(naive.S1) < 10 * slope
+
+
+def test_a_jump_must_fall_inside_the_series():
+    t = daily(10)
+    with pytest.raises(ValueError, match="inside the series"):
+        trend(t, np.ones(10), 3 * DAY_NS, jumps=[Jump(0, 0, 1.0, 0.0)])
+    with pytest.raises(ValueError, match="inside the series"):
+        trend(t, np.ones(10), 3 * DAY_NS, jumps=[Jump(10, 0, 1.0, 0.0)])
