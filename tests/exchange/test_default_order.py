@@ -7,56 +7,10 @@ that event's change, and nothing that a later event announces.
 
 from exchange import events as ev
 from exchange.engine import DAY_NS
-from exchange.fold import Fold
 from exchange.margin_cycle import AuctionBidder
 
 from .test_calls import leveraged
-
-
-class StateAtEveryEvent:
-    """A listener that folds each event as it is emitted and compares the engine's money and
-    positions with the fold's at that moment; it records every mismatch it sees."""
-
-    def __init__(self, m):
-        self.engine = m.engine
-        self.fold = Fold()
-        self.kinds: list[str] = []
-        self.problems: list[str] = []
-        for event in m.events:  # catch up with what happened before the subscription
-            self.fold.apply(*event)
-        m.engine.subscribe(self)
-
-    def __call__(self, event) -> None:
-        engine, fold = self.engine, self.fold
-        fold.apply(*event)
-        self.kinds.append(event.kind)
-        where = f"seq {event.seq} {event.kind} {event.side or ''}"
-        pool = engine.pools["default_fund"]
-        if sum(engine.contributions.values()) != pool:
-            self.problems.append(
-                f"{where}: contributions sum to {sum(engine.contributions.values())}, "
-                f"the default fund holds {pool}"
-            )
-        live = {
-            "pools": engine.pools,
-            "contributions": {k: v for k, v in engine.contributions.items() if v},
-            "cash": {a.name: a.cash for a in engine.accounts.values()},
-            "positions": {
-                a.name: {k: v for k, v in a.positions.items() if v}
-                for a in engine.accounts.values()
-            },
-        }
-        folded = {
-            "pools": fold.pools,
-            "contributions": {k: v for k, v in fold.contributions.items() if v},
-            "cash": fold.cash,
-            "positions": {
-                name: {k: v for k, v in p.items() if v} for name, p in fold.positions.items()
-            },
-        }
-        for part, value in live.items():
-            if value != folded[part]:
-                self.problems.append(f"{where}: engine {part} {value} != events {folded[part]}")
+from .test_event_order import StateAtEveryEvent
 
 
 def crash_with_waterfall(insurance, contributions, bid_lots=0, bidder_lots=0):

@@ -27,7 +27,8 @@ def _without_books(state: dict) -> dict:
 class StateAtEveryEvent:
     """Folds each event as it is emitted and compares the engine's canonical state (books
     aside) with the fold's, and the engine's own record of live orders and open lots with the
-    orders the events left resting; records every mismatch with the event it happened at."""
+    orders the events left resting, and checks that the default fund equals the contributions
+    left; records every mismatch with the event it happened at."""
 
     def __init__(self, m: Market) -> None:
         self.engine = m.engine
@@ -42,7 +43,13 @@ class StateAtEveryEvent:
         engine, fold = self.engine, self.fold
         fold.apply(*event)
         self.kinds.append(event.kind)
-        where = f"seq {event.seq} {event.kind}"
+        where = f"seq {event.seq} {event.kind} {event.side or ''}"
+        pool = engine.pools["default_fund"]
+        if sum(engine.contributions.values()) != pool:
+            self.problems.append(
+                f"{where}: contributions sum to {sum(engine.contributions.values())}, "
+                f"the default fund holds {pool}"
+            )
         live, folded = engine.canonical_state(), fold.canonical_state()
         for part, value in _without_books(live).items():
             if value != folded[part]:
