@@ -155,7 +155,10 @@ def reference_margin(arrays: dict[str, np.ndarray], params: MarginParams, accoun
             ):
                 conc += max(0.0, -q[j] * pnl[j][leg_k[j]])
         conc *= params.concentration_addon_ppm / PPM
-        gross = max(1, sum(abs(q[j]) * notional[j] for j in range(n)))
+        # what each leg can owe: a perpetual its notional, a swap seller the protection; a
+        # swap buyer only the premiums it still owes (``Book.premiums_owed``: none here)
+        owes = [abs(q[j]) if arrays["kind"][j] == PERP else max(0, -q[j]) for j in range(n)]
+        gross = max(1, sum(owes[j] * notional[j] for j in range(n)))
         equity = int(arrays["equity"][a])
         addon = 0
         for threshold, tier_addon in params.credit_tiers:  # descending thresholds

@@ -226,6 +226,12 @@ class Exchange:
         # auto-deleveraging (a function of the events, like the damped mark basis)
         self.vm_profit: dict[str, dict[str, int]] = {}
         self._cycle_indices: dict[str, int] = {}  # index values at the last margin cycle
+        # account -> its rating, an index of MarginParams.rating_scale (0 the top): accounts
+        # start at the top and enter only at their first RatingChanged (state: in the hash)
+        self.ratings: dict[str, int] = {}
+        # account -> consecutive cycles its capital ratio has indicated a better rating than
+        # its own (the upgrade hysteresis; engine-only, reproduced by re-execution)
+        self._upgrade_streak: dict[str, int] = {}
 
     # ------------------------------------------------------------------ events and time
     def _emit(
@@ -1034,7 +1040,14 @@ class Exchange:
 
         An open call is re-measured: raised (``CallIncreased``) if the shortfall grew,
         reduced if it shrank, and at or past its deadline declared in default for the amount
-        it then stands at (docs/margin.md, "Collateral calls")."""
+        it then stands at (docs/margin.md, "Collateral calls").
+
+        Ratings (docs/margin.md, "Ratings and the credit add-on"): after the liquidations,
+        each account the grid measures is rated against the tier its capital ratio indicates
+        (``MarginConfig.credit_standing``): down to it at once, up one notch after
+        ``upgrade_after_cycles`` better cycles. A change is ``RatingChanged``, emitted right
+        before that account's ``MarginRequirement``, whose IM carries the new rating's
+        credit add-on."""
         self.last_cycle_t = self.t
         self.cycle_gains = {}
         for name, listing in self.instruments.items():
@@ -1049,10 +1062,19 @@ class Exchange:
             for name in touched:
                 self._settle_variation(name, self.instruments[name])
             requirements = self.margin.requirements(self)
+        changes = self._rating_changes()
+        before = requirements
+        if changes:  # the requirements at the new ratings (the add-on is the rating's)
+            ratings = {**self.ratings, **{a: change[0] for a, change in changes.items()}}
+            requirements = self.margin.requirements(self, ratings=ratings)
         for account in self._sorted_accounts():
             im_mm = requirements.get(account.name)
             if account.name in self.defaulted:
                 continue  # a defaulter is the default manager's, no longer the margin cycle's
+            if account.name in changes:  # the rating moves, then the requirement it raises
+                tier, ratio, reason = changes[account.name]
+                im_change = (im_mm or (0, 0))[0] - before.get(account.name, (0, 0))[0]
+                self._rate(account.name, tier, ratio, reason, im_change)
             if im_mm is None and account.name not in self.calls and account.cash >= 0:
                 continue  # nothing at risk and nothing owed
             # (an account with no position but negative cash — a liquidation that cost more
@@ -1066,6 +1088,55 @@ class Exchange:
                 data={"mm": mm, "equity": account.cash},
             )
             self._review_call(account, im, mm, cycle=True)
+
+    def _rating_changes(self) -> dict[str, tuple[int, int, str]]:
+        """The ratings this cycle moves: account -> (new rating, capital ratio in ppm,
+        ``downgrade`` | ``upgrade``), for the accounts the grid measures (not defaulters).
+        Down at once to the indicated rating; up one notch when the indicated rating has been
+        better than the account's at ``upgrade_after_cycles`` consecutive cycles (counted in
+        ``_upgrade_streak``, updated here: a cycle that is not better restarts the count, one
+        at which the account is not measured -- no swap exposure -- leaves it)."""
+        params = self.margin.params
+        changes: dict[str, tuple[int, int, str]] = {}
+        if not params.credit_tiers:
+            return changes  # one rating only: nothing to measure
+        for name, (indicated, ratio) in sorted(self.margin.credit_standing(self).items()):
+            if name in self.defaulted:
+                continue
+            rating = self.ratings.get(name, 0)
+            if indicated > rating:  # a higher index is a worse rating
+                changes[name] = (indicated, ratio, "downgrade")
+                self._upgrade_streak.pop(name, None)
+            elif indicated < rating:
+                streak = self._upgrade_streak.get(name, 0) + 1
+                if streak >= params.upgrade_after_cycles:
+                    changes[name] = (rating - 1, ratio, "upgrade")
+                    self._upgrade_streak.pop(name, None)
+                else:
+                    self._upgrade_streak[name] = streak
+            else:
+                self._upgrade_streak.pop(name, None)
+        return changes
+
+    def _rate(self, name: str, tier: int, ratio: int, reason: str, im_change: int) -> None:
+        """Move an account's rating to ``tier``, then announce it (``RatingChanged``; ``side``
+        the new rating's name, ``im_change`` its initial margin at the new rating less at the
+        old one, minor units, at this cycle)."""
+        scale = self.margin.params.rating_scale
+        previous = self.ratings.get(name, 0)
+        self.ratings[name] = tier
+        self._emit(
+            ev.RATING_CHANGED,
+            account=name,
+            side=scale[tier],
+            data={
+                "from": scale[previous],
+                "to": scale[tier],
+                "capital_ratio_ppm": ratio,
+                "reason": reason,
+                "im_change": im_change,
+            },
+        )
 
     def _closed_out(self, account: Account, instrument: str) -> bool:
         """Whether ``account`` takes no further part in ``instrument``: its close-out after a
@@ -1302,6 +1373,7 @@ class Exchange:
             calls=self.calls,
             defaulted=self.defaulted,
             contributions=self.contributions,
+            ratings=self._rating_names(),
             pools=self.pools,
             deposited=self.deposited,
             withdrawn=self.withdrawn,
@@ -1313,6 +1385,13 @@ class Exchange:
             books=books,
             next_order_id=self.next_order_id,
         )
+
+    def _rating_names(self) -> dict[str, str]:
+        """Every account that has had a ``RatingChanged``, with its rating's name."""
+        if not self.ratings:
+            return {}
+        scale = self.margin.params.rating_scale
+        return {name: scale[tier] for name, tier in self.ratings.items()}
 
     def state_hash(self) -> str:
         """SHA-256 of the canonical state."""

@@ -43,6 +43,8 @@ SWAP_SETTLED = "SwapSettled"  # instrument, account, qty, price (settlement inde
 INSTRUMENT_EXPIRED = "InstrumentExpired"  # instrument: positions and premium bases close
 VARIATION_MARGIN = "VariationMargin"  # instrument, account, qty (position), price (mark), amount
 MARGIN_REQUIREMENT = "MarginRequirement"  # account, amount (initial margin); data: mm, equity
+RATING_CHANGED = "RatingChanged"  # account, side (the new rating); data: from, to,
+#                                  capital_ratio_ppm, reason (downgrade|upgrade), im_change
 COLLATERAL_CALL = "CollateralCall"  # account, amount (to restore initial margin); data: deadline
 CALL_INCREASED = "CallIncreased"  # account, amount (the raised amount due); data: previous,
 #                                  deadline (unchanged), im, mm, equity, reason
@@ -100,6 +102,7 @@ KINDS = (
     DEFAULT_FUND_LOSS,
     HAIRCUT,
     BOT_FAILED,
+    RATING_CHANGED,
 )
 
 #: Names of the typed (indexed) fields, in column order.

@@ -12,7 +12,8 @@ store's indexed columns. Its rules are the engine's outcomes read backwards:
   priority); ``OrderCancelled`` removes it; ``OrderAmended`` keeps it in place with the new
   quantity when the price is unchanged and the quantity not increased, else removes it (what
   follows — fills, ``OrderRested`` — re-enters it);
-* ``OrderAccepted``/``OrderRejected`` advance the next order id.
+* ``OrderAccepted``/``OrderRejected`` advance the next order id;
+* ``RatingChanged`` sets the account's rating to ``side`` (the new rating's name).
 
 :meth:`Fold.state_hash` must equal the live engine's hash at the same event: that is the test
 of the whole design.
@@ -66,6 +67,7 @@ class Fold:
         self.calls: dict[str, list[int]] = {}
         self.defaulted: list[str] = []
         self.contributions: dict[str, int] = {}
+        self.ratings: dict[str, str] = {}  # account -> its rating, once it has changed
         # instrument -> order_id -> [side, price, account, qty, priority seq]
         self.books: dict[str, dict[int, list]] = {}
         self.next_order_id = 1
@@ -102,6 +104,7 @@ class Fold:
             ev.WATERFALL_DRAW: self._draw,
             ev.DEFAULT_FUND_LOSS: self._fund_loss,
             ev.HAIRCUT: self._haircut,
+            ev.RATING_CHANGED: self._rated,
         }
 
     def apply(
@@ -249,6 +252,11 @@ class Fold:
         self.calls.pop(account, None)
         self.defaulted.append(account)
 
+    def _rated(self, seq, instrument, account, order_id, side, *_):
+        if not isinstance(side, str) or not side or account not in self.cash:
+            raise ValueError("a RatingChanged without an opened account or a new rating")
+        self.ratings[account] = side
+
     def _pool_funded(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
         self.pools[side] += amount
         self.deposited += amount
@@ -355,6 +363,7 @@ class Fold:
             calls=self.calls,
             defaulted=self.defaulted,
             contributions=self.contributions,
+            ratings=self.ratings,
             pools=self.pools,
             deposited=self.deposited,
             withdrawn=self.withdrawn,
@@ -403,6 +412,7 @@ class Fold:
                 "calls": self.calls,
                 "defaulted": self.defaulted,
                 "contributions": self.contributions,
+                "ratings": self.ratings,
                 "books": {
                     name: [[oid, *order] for oid, order in orders.items()]
                     for name, orders in self.books.items()
@@ -457,6 +467,7 @@ class Fold:
         fold.calls = data["calls"]
         fold.defaulted = data["defaulted"]
         fold.contributions = data["contributions"]
+        fold.ratings = data.get("ratings", {})  # snapshots written before ratings existed
         fold.books = {
             name: {row[0]: row[1:] for row in rows} for name, rows in data["books"].items()
         }

@@ -15,7 +15,10 @@ One call, :func:`initial_margin`, computes the margin of **every** account of a 
 3. each family's worst scenario, the families' worst losses added (no netting between
    families), plus a **concentration** add-on (positions above a share of open
    interest) and a **credit** add-on (thinly capitalised accounts pay a stepped-up margin, the
-   exchange's version of the rating-downgrade collateral triggers of AIG's CDS book);
+   exchange's version of the rating-downgrade collateral triggers of AIG's CDS book): by
+   default the tier the account's capital ratio indicates (:func:`indicated_tiers`); the engine
+   passes each account's **rating** instead (``tiers=``), a state that falls at once and
+   recovers slowly (``exchange.margin_cycle``, ``docs/margin.md``, *Ratings*);
 4. one rounding, up to a whole minor unit (:data:`SNAP_REL` and :data:`SNAP_MAX` document the
    tolerance that keeps float noise from adding a cent to an exact result). Maintenance
    margin is integer arithmetic on the rounded initial margin.
@@ -42,7 +45,7 @@ from itertools import product
 from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from exchange.instruments import MINOR_PER_UNIT
 from exchange.pricing import black76_put_array
@@ -60,6 +63,9 @@ MAX_LOT_NOTIONAL = 2**53
 #: The default grid: relative moves of the index, and of the RVS volatility.
 DEFAULT_INDEX_SHOCKS: tuple[float, ...] = (-0.40, -0.30, -0.20, -0.10, 0.0, 0.10, 0.20)
 DEFAULT_VOL_SHOCKS: tuple[float, ...] = (-0.25, 0.0, 0.25)
+#: Default rating names, best first: the top rating, then one per credit tier in the tiers'
+#: order (least severe first). ``MarginParams.rating_scale`` takes the first ``tiers + 1``.
+RATING_SCALE: tuple[str, ...] = ("A", "BBB", "BB", "B", "CCC", "CC", "C")
 #: The rounding tolerance. An amount ``x`` computed in float64 is rounded up to
 #: ``ceil(x - tau)`` minor units with ``tau = min(SNAP_REL x (G + x), SNAP_MAX)``, ``G`` the
 #: account's gross scenario P&L (see :func:`initial_margin`): a result that is a whole number
@@ -176,6 +182,14 @@ class MarginParams(BaseModel):
             Empty: no credit add-on.
         min_im: a floor on every account's initial margin, minor units (>= 0; default 0). It
             applies to accounts without positions too.
+        rating_names: the rating scale, best first: the top rating, then one name per credit
+            tier (least severe first), so exactly one more name than tiers; distinct, non-empty.
+            None (the default): the first ``len(credit_tiers) + 1`` of :data:`RATING_SCALE`
+            (``A, BBB, BB`` for the default two tiers); see :attr:`rating_scale`.
+        upgrade_after_cycles: the engine raises an account's rating one notch only after the
+            rating its capital ratio indicates has been better at this many consecutive margin
+            cycles (>= 1; default 30, about a month of daily cycles: agencies upgrade slowly --
+            AIG was never upgraded during the crisis). A downgrade is at once.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -189,6 +203,8 @@ class MarginParams(BaseModel):
         default_factory=lambda: [(100_000, 500_000), (50_000, 1_000_000)]
     )
     min_im: Annotated[StrictInt, Field(ge=0, le=_INT64_SAFE)] = 0
+    rating_names: list[str] | None = None
+    upgrade_after_cycles: Annotated[StrictInt, Field(ge=1, le=10**6)] = 30
 
     @field_validator("index_shocks", "vol_shocks", mode="before")
     @classmethod
@@ -213,6 +229,33 @@ class MarginParams(BaseModel):
                     f"({low}, {low_addon}) after ({high}, {high_addon})"
                 )
         return ordered
+
+    @model_validator(mode="after")
+    def _valid_names(self) -> MarginParams:
+        names = self.rating_names
+        if names is None:
+            if len(self.credit_tiers) >= len(RATING_SCALE):
+                raise ValueError(
+                    f"{len(self.credit_tiers)} credit tiers need rating_names "
+                    f"(the default scale has {len(RATING_SCALE)} names)"
+                )
+            return self
+        if len(names) != len(self.credit_tiers) + 1:
+            raise ValueError(
+                f"rating_names needs one name more than the {len(self.credit_tiers)} credit "
+                f"tiers (the top rating first), got {len(names)}"
+            )
+        if any(not name.strip() for name in names) or len(set(names)) != len(names):
+            raise ValueError("rating names must be distinct and not empty")
+        return self
+
+    @property
+    def rating_scale(self) -> tuple[str, ...]:
+        """The rating names, best first: index 0 is the top rating, index ``i >= 1`` the
+        rating of credit tier ``i`` (``credit_tiers[i - 1]``)."""
+        if self.rating_names is not None:
+            return tuple(self.rating_names)
+        return RATING_SCALE[: len(self.credit_tiers) + 1]
 
     @property
     def grid(self) -> ScenarioGrid:
@@ -280,6 +323,10 @@ class Book:
             passes its cash after the cycle's variation margin, which has already paid every
             position's change in value into cash (``exchange.margin_cycle``). Only the credit
             add-on reads it.
+        premiums_owed: ``[m x n]`` or None: minor units (>= 0) each account's premium basis
+            in each swap still owes -- ``max(0, basis) x tick_value x periods left`` in the
+            engine -- the part of a protection **buyer's** leg that enters its gross notional
+            (:func:`gross_notional`). None: zeros. Only the credit add-on reads it.
 
     Ignored fields may hold anything numeric (conventionally 0) but must have the right shape.
     """
@@ -296,6 +343,7 @@ class Book:
     positions: np.ndarray
     open_interest: np.ndarray
     equity: np.ndarray
+    premiums_owed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         fields = {
@@ -311,12 +359,19 @@ class Book:
             "positions": _int_array("positions", self.positions, 2),
             "open_interest": _int_array("open_interest", self.open_interest, 1),
             "equity": _int_array("equity", self.equity, 1),
+            "premiums_owed": _int_array(
+                "premiums_owed",
+                np.zeros(np.shape(self.positions), dtype=np.int64)
+                if self.premiums_owed is None
+                else self.premiums_owed,
+                2,
+            ),
         }
         for name, array in fields.items():
             object.__setattr__(self, name, array)
         n = len(self.kind)
         for name, array in fields.items():
-            if name not in ("positions", "equity") and len(array) != n:
+            if name not in ("positions", "equity", "premiums_owed") and len(array) != n:
                 raise ValueError(f"{name} has {len(array)} entries for {n} instruments")
         if self.positions.shape[1] != n:
             raise ValueError(f"positions has {self.positions.shape[1]} columns for {n} instruments")
@@ -328,6 +383,13 @@ class Book:
             raise ValueError("kind must be 0 (perp) or 1 (rvs)")
         if np.any(self.underlying < 0):
             raise ValueError("underlying ids must be >= 0")
+        if self.premiums_owed.shape != self.positions.shape:
+            raise ValueError(
+                f"premiums_owed has shape {self.premiums_owed.shape}, positions "
+                f"{self.positions.shape}"
+            )
+        if np.any((self.premiums_owed < 0) | (self.premiums_owed > _INT64_SAFE)):
+            raise ValueError(f"premiums_owed must be 0 .. {_INT64_SAFE} minor units")
         if np.any(np.abs(self.positions) > MAX_LOTS):
             raise ValueError(f"|positions| must be <= {MAX_LOTS} lots")
         if np.any((self.open_interest < 0) | (self.open_interest > MAX_LOTS)):
@@ -431,10 +493,17 @@ def scenario_pnl(book: Book, grid: ScenarioGrid) -> np.ndarray:
 
 
 def gross_notional(book: Book) -> np.ndarray:
-    """Each account's gross notional, int64 minor units: ``sum_j |position_j| x notional_j``
-    with, per lot, ``mark x tick_value`` for a perpetual and the protected amount
-    ``floor x gpus_per_contract x 100`` for a swap (the most its seller can owe; rounded
-    half-to-even to a whole minor unit -- exact when the floor is a whole number of cents).
+    """Each account's gross notional, int64 minor units: what its legs can owe, summed.
+
+    * a perpetual: ``|position| x mark x tick_value``;
+    * a swap **seller** (short): ``|position| x floor x gpus_per_contract x 100``, the
+      protected amount (rounded half-to-even to a whole minor unit -- exact when the floor is
+      a whole number of cents): the most it can owe;
+    * a swap **buyer** (long) owes no protection, only its premiums: its leg counts
+      ``premiums_owed`` (``Book.premiums_owed``: its premium basis x tick value x periods
+      left), not the protected amount -- a buyer with a small budget is not a thinly
+      capitalised guarantor. ``premiums_owed`` counts for any position (a flat account whose
+      locked premiums it still pays, too).
 
     Exact integer arithmetic; ``ValueError`` if an account's total would not fit 2**62.
     """
@@ -443,12 +512,40 @@ def gross_notional(book: Book) -> np.ndarray:
     notional[perp] = book.mark[perp] * book.tick_value[perp]
     protected = book.floor[rvs] * book.gpus_per_contract[rvs] * float(MINOR_PER_UNIT)
     notional[rvs] = np.rint(protected).astype(np.int64)
-    absolute = np.abs(book.positions)
+    lots = np.abs(book.positions)
+    lots[:, rvs] = np.maximum(-book.positions[:, rvs], 0)  # sellers' lots only
+    owed = book.premiums_owed.sum(axis=1) if book.n_instruments else 0
     if book.n_accounts and book.n_instruments:
-        approx = absolute.astype(np.float64) @ notional.astype(np.float64)
+        approx = lots.astype(np.float64) @ notional.astype(np.float64)
+        approx += book.premiums_owed.astype(np.float64).sum(axis=1)
         if np.any(approx >= _INT64_SAFE):
             raise ValueError("an account's gross notional does not fit int64")
-    return absolute @ notional if book.n_instruments else np.zeros(book.n_accounts, np.int64)
+    if not book.n_instruments:
+        return np.zeros(book.n_accounts, np.int64)
+    return lots @ notional + owed
+
+
+def indicated_tiers(book: Book, params: MarginParams) -> np.ndarray:
+    """The credit tier each account's capital ratio indicates, int64 ``[m]``: how many tiers'
+    thresholds the ratio ``equity / max(1, gross_notional)`` is strictly below (compared
+    exactly), i.e. the index of the most severe of them in ``params.rating_scale`` (0: none,
+    the top rating; ``i``: ``credit_tiers[i - 1]``)."""
+    applies = np.zeros(book.n_accounts, dtype=np.int64)
+    if params.credit_tiers and book.n_accounts:
+        gross = np.maximum(gross_notional(book), 1)
+        for threshold, _ in params.credit_tiers:  # thresholds descending: a prefix applies
+            applies += _ratio_below(book.equity, gross, threshold)
+    return applies
+
+
+def capital_ratios_ppm(book: Book) -> list[int]:
+    """Each account's capital ratio ``equity / max(1, gross_notional)`` in ppm, rounded down
+    (towards minus infinity; Python integers, exact). ``ratio < threshold`` on these equals
+    the exact comparison of :func:`indicated_tiers` for an integer threshold."""
+    gross = np.maximum(gross_notional(book), 1) if book.n_accounts else np.zeros(0, np.int64)
+    return [
+        int(e) * PPM // int(g) for e, g in zip(book.equity.tolist(), gross.tolist(), strict=True)
+    ]
 
 
 def _ratio_below(equity: np.ndarray, gross: np.ndarray, threshold_ppm: int) -> np.ndarray:
@@ -484,8 +581,15 @@ def _ordered_product(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return out
 
 
-def initial_margin(book: Book, params: MarginParams) -> MarginResult:
+def initial_margin(
+    book: Book, params: MarginParams, tiers: np.ndarray | None = None
+) -> MarginResult:
     """Initial and maintenance margin of every account of ``book``, minor units.
+
+    ``tiers``: the credit tier to charge each account (int ``[m]``, 0 .. number of tiers: an
+    index of ``params.rating_scale``), the engine's **rating** of the account; None: the tier
+    its capital ratio indicates today (:func:`indicated_tiers`), the rule without rating
+    state.
 
     For account ``a`` (positions ``q_a``, lots), with ``pnl = scenario_pnl(book, grid)``:
 
@@ -500,10 +604,10 @@ def initial_margin(book: Book, params: MarginParams) -> MarginResult:
        ``conc = concentration_addon_ppm / 10**6 x sum over concentrated j of
        max(0, -q_aj x pnl[j, k*_u(j)])`` -- that position's own loss in its family's worst
        scenario, so a concentrated leg that gains there adds nothing.
-    3. **Credit add-on**: the capital ratio ``equity_a / max(1, gross_notional_a)``
-       (:func:`gross_notional`) is compared exactly with each tier's threshold; of the tiers
-       it is strictly below, the one with the lowest threshold (the largest add-on) applies:
-       ``credit = addon_ppm / 10**6 x (worst + conc)``. None below: 0.
+    3. **Credit add-on**: the tier ``i = tiers[a]`` (by default :func:`indicated_tiers`: the
+       capital ratio ``equity_a / max(1, gross_notional_a)`` compared exactly with each tier's
+       threshold, the most severe tier it is strictly below) adds
+       ``credit = credit_tiers[i - 1].addon_ppm / 10**6 x (worst + conc)``; ``i = 0``: 0.
     4. **Rounding, once**: ``im = max(min_im, ceil(total - tau))`` with ``total = worst +
        conc + credit`` in float64 and ``tau = min(SNAP_REL x (G_a + total), SNAP_MAX)``,
        where ``G_a = sum_j |q_aj| x max_k |pnl[j, k]|`` bounds the size of the float terms
@@ -565,11 +669,15 @@ def initial_margin(book: Book, params: MarginParams) -> MarginResult:
 
     pre_credit = worst + conc
     credit = np.zeros(m)
+    if tiers is None:
+        applies = indicated_tiers(book, params)
+    else:
+        applies = np.asarray(tiers, dtype=np.int64)
+        if applies.shape != (m,) or np.any((applies < 0) | (applies > len(params.credit_tiers))):
+            raise ValueError(
+                f"tiers must be {m} integers in 0 .. {len(params.credit_tiers)}, got {tiers!r}"
+            )
     if params.credit_tiers and m:
-        gross = np.maximum(gross_notional(book), 1)
-        applies = np.zeros(m, dtype=np.int64)  # how many tiers the ratio is below
-        for threshold, _ in params.credit_tiers:  # thresholds descending: a prefix applies
-            applies += _ratio_below(book.equity, gross, threshold)
         addon_ppm = np.array([0] + [addon for _, addon in params.credit_tiers], dtype=np.int64)
         credit = pre_credit * (addon_ppm[applies] / PPM)
 

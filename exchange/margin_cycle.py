@@ -10,14 +10,22 @@ variation margin not yet settled (:func:`equity`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from exchange.margin import PPM, RVS, Book, MarginParams, initial_margin
+from exchange.margin import (
+    PPM,
+    RVS,
+    Book,
+    MarginParams,
+    capital_ratios_ppm,
+    indicated_tiers,
+    initial_margin,
+)
 from exchange.perp import tier_margin
 from exchange.variation import position_value
 
@@ -74,7 +82,10 @@ class MarginConfig(BaseModel):
     params: MarginParams = Field(default_factory=MarginParams)
 
     def requirements(
-        self, engine: Exchange, accounts: Sequence[str] | None = None
+        self,
+        engine: Exchange,
+        accounts: Sequence[str] | None = None,
+        ratings: Mapping[str, int] | None = None,
     ) -> dict[str, tuple[int, int]]:
         """Initial and maintenance margin (minor units) of every account holding a marked
         perpetual or swap position, or a swap premium basis (a flat account that bought and
@@ -100,7 +111,59 @@ class MarginConfig(BaseModel):
         / the swaps' gross notional`` -- perpetuals are not in the gross notional, and the
         capital their own margin ties up does not count as capital for the swaps. Equity is
         cash plus unsettled variation margin (:func:`equity`; at a cycle, after settlement,
-        exactly the cash)."""
+        exactly the cash). A swap **buyer's** gross notional is the premiums it still owes, a
+        seller's the protection (``exchange.margin.gross_notional``).
+
+        The credit add-on is the add-on of the account's **rating**: ``ratings`` (account ->
+        index in ``params.rating_scale``, 0 the top; an account not in it is at the top), by
+        default the engine's ``Exchange.ratings``, which the margin cycle moves
+        (:meth:`credit_standing` gives the tier the capital ratio indicates)."""
+        names, swaps, span_names, perp_im, perp_mm = self._measured(engine, accounts)
+        if not names:
+            return {}
+        ratings = engine.ratings if ratings is None else ratings
+        span_im = dict.fromkeys(names, 0)
+        span_mm = dict.fromkeys(names, 0)
+        if span_names:
+            result = initial_margin(
+                self._swap_book(engine, swaps, span_names, perp_im),
+                self.params.model_copy(update={"min_im": 0}),  # the floor is on the total
+                np.array([ratings.get(a, 0) for a in span_names], dtype=np.int64),
+            )
+            for a, im, mm in zip(span_names, result.im.tolist(), result.mm.tolist(), strict=True):
+                span_im[a], span_mm[a] = int(im), int(mm)
+        floor_im = self.params.min_im
+        floor_mm = -(-floor_im * self.params.maintenance_ppm // PPM)
+        return {
+            a: (
+                max(floor_im, span_im[a] + perp_im[a]),
+                max(floor_mm, span_mm[a] + perp_mm[a]),
+            )
+            for a in names
+        }
+
+    def credit_standing(
+        self, engine: Exchange, accounts: Sequence[str] | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """What the capital ratio says of every account with a swap position or premium basis
+        (those the grid measures; only those in ``accounts`` if given): account -> (the
+        indicated tier, an index of ``params.rating_scale``: the most severe credit tier the
+        ratio is strictly below, 0 for none; the capital ratio in ppm, rounded down). The
+        ratio is the credit add-on's: ``(equity - the perpetuals' tier IM) / the swaps' gross
+        notional`` (:meth:`requirements`). No grid: integers only."""
+        _names, swaps, span_names, perp_im, _perp_mm = self._measured(engine, accounts)
+        if not span_names:
+            return {}
+        book = self._swap_book(engine, swaps, span_names, perp_im)
+        tiers = indicated_tiers(book, self.params).tolist()
+        ratios = capital_ratios_ppm(book)
+        return {a: (int(t), r) for a, t, r in zip(span_names, tiers, ratios, strict=True)}
+
+    @staticmethod
+    def _measured(engine: Exchange, accounts: Sequence[str] | None):
+        """The accounts :meth:`requirements` measures (holding a marked perpetual or swap
+        position, or a swap premium basis; by name), the swap listings, those of the accounts
+        that hold swaps, and each account's perpetual tier IM and MM."""
         listings = [
             (name, li)
             for name, li in engine.instruments.items()
@@ -116,8 +179,6 @@ class MarginConfig(BaseModel):
             )
 
         names = [a for a in pool if holds(a, listings)]
-        if not names:
-            return {}
         perps = [(n, li) for n, li in listings if li.kind == "perp"]
         swaps = [(n, li) for n, li in listings if li.kind == "rvs"]
         perp_im = dict.fromkeys(names, 0)
@@ -129,25 +190,8 @@ class MarginConfig(BaseModel):
                     im, mm = tier_margin(listing.spec, lots, listing.mark)
                     perp_im[a] += im
                     perp_mm[a] += mm
-        span_im = dict.fromkeys(names, 0)
-        span_mm = dict.fromkeys(names, 0)
         span_names = [a for a in names if holds(a, swaps)]
-        if span_names:
-            result = initial_margin(
-                self._swap_book(engine, swaps, span_names, perp_im),
-                self.params.model_copy(update={"min_im": 0}),  # the floor is on the total
-            )
-            for a, im, mm in zip(span_names, result.im.tolist(), result.mm.tolist(), strict=True):
-                span_im[a], span_mm[a] = int(im), int(mm)
-        floor_im = self.params.min_im
-        floor_mm = -(-floor_im * self.params.maintenance_ppm // PPM)
-        return {
-            a: (
-                max(floor_im, span_im[a] + perp_im[a]),
-                max(floor_mm, span_mm[a] + perp_mm[a]),
-            )
-            for a in names
-        }
+        return names, swaps, span_names, perp_im, perp_mm
 
     @staticmethod
     def _swap_book(
@@ -155,7 +199,9 @@ class MarginConfig(BaseModel):
     ) -> Book:
         """The SPAN book of the swaps of ``names``: open interest over every account (not
         only ``names``: a subset measured between cycles sees the same concentration), equity
-        net of the perpetuals' tier IM (see :meth:`requirements`)."""
+        net of the perpetuals' tier IM (see :meth:`requirements`), and the premiums each
+        positive premium basis still owes (``basis x tick_value x periods left``, minor units:
+        a buyer's gross notional, ``exchange.margin.gross_notional``)."""
         n = len(swaps)
         kind = np.full(n, RVS, dtype=np.int64)
         index = np.ones(n, dtype=np.float64)
@@ -198,6 +244,18 @@ class MarginConfig(BaseModel):
             positions=positions,
             open_interest=open_interest,
             equity=np.array([equity(engine, a) - perp_im[a] for a in names], dtype=np.int64),
+            premiums_owed=np.array(
+                [
+                    [
+                        max(0, engine.accounts[a].basis.get(name, 0))
+                        * listing.spec.tick_value
+                        * listing.periods_left
+                        for name, listing in swaps
+                    ]
+                    for a in names
+                ],
+                dtype=np.int64,
+            ).reshape(len(names), n),
         )
 
 

@@ -6,6 +6,8 @@ and returns a :class:`PostMortem`, plain dataclasses of integers and strings:
 * every **collateral call** (amount, deadline, what came of it: cured, reduced, defaulted, or
   still open at the end of the log) and every **default** (the call it missed, the reason,
   the positions and cash the account held);
+* every **rating change** (``RatingChanged``: who, from which rating to which, at what capital
+  ratio, and how much it moved the account's initial margin);
 * each **close-out** and its **waterfall**, step by step (close-out fills, auction awards,
   the defaulter's own default-fund contribution, the insurance fund, the other members'
   contributions, auto-deleveraging, haircuts), with what each step paid and who bore it;
@@ -97,6 +99,7 @@ _SCANNED = (
     ev.WATERFALL_DRAW,
     ev.DEFAULT_FUND_LOSS,
     ev.HAIRCUT,
+    ev.RATING_CHANGED,
 )
 #: The kinds whose ``data`` payload the facts need.
 _WITH_DATA = (
@@ -106,6 +109,7 @@ _WITH_DATA = (
     ev.CALL_INCREASED,
     ev.DEFAULT,
     ev.HAIRCUT,
+    ev.RATING_CHANGED,
 )
 #: Steps of a close-out that pay toward its shortfall (the defaulter's cash rises by each).
 _FUND_KINDS = (ev.WATERFALL_DRAW, ev.DEFAULT_FUND_LOSS, ev.HAIRCUT)
@@ -146,6 +150,30 @@ class Call:
     outcome_seq: int | None = None
     outcome_t: int | None = None
     due: int = 0
+
+
+@dataclass
+class RatingChange:
+    """One ``RatingChanged``.
+
+    Attributes:
+        seq, t: the event.
+        account: the account rated.
+        from_rating, to_rating: the rating's names before and after.
+        capital_ratio_ppm: the capital ratio that moved it (ppm, rounded down; None if absent).
+        reason: ``downgrade`` or ``upgrade``.
+        im_change: the account's initial margin at the new rating less at the old one, at
+            that cycle, minor units (None if absent): what the change added to its margin.
+    """
+
+    seq: int
+    t: int
+    account: str
+    from_rating: str
+    to_rating: str
+    capital_ratio_ppm: int | None
+    reason: str
+    im_change: int | None
 
 
 def _open_outcome(call: Call) -> str:
@@ -422,6 +450,7 @@ class PostMortem:
         who_owes_whom: see :class:`WhoOwesWhom`.
         cash_paths: for the accounts asked for with ``track_cash``, every change of cash as
             ``(seq, t, cash after)``, starting with ``(0, 0, 0)``.
+        ratings: every rating change, in seq order.
     """
 
     path: str
@@ -440,6 +469,7 @@ class PostMortem:
     funds: FundsUsed
     who_owes_whom: WhoOwesWhom
     cash_paths: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
+    ratings: list[RatingChange] = field(default_factory=list)
 
     # ------------------------------------------------------------ views
     @property
@@ -579,6 +609,7 @@ class _Scan:
         self.pairs: dict[tuple[str, str], dict[str, int]] = {}
         self.instruments: dict[str, Instrument] = {}
         self.calls: list[Call] = []
+        self.ratings: list[RatingChange] = []
         self.open_call: dict[str, Call] = {}
         self.defaults: list[Default] = []
         self.closeouts: list[CloseOut] = []
@@ -855,6 +886,22 @@ class _Scan:
             call.due = amount
             call.outcome = _open_outcome(call)
 
+    def on_rating_changed(self, seq, t, instrument, account, order_id, side, *_):
+        data = self.data.get(seq) or {}
+        ratio, change = data.get("capital_ratio_ppm"), data.get("im_change")
+        self.ratings.append(
+            RatingChange(
+                seq,
+                t,
+                account,
+                str(data.get("from", "")),
+                str(data.get("to", side or "")),
+                ratio if isinstance(ratio, int) else None,
+                str(data.get("reason", "")),
+                change if isinstance(change, int) else None,
+            )
+        )
+
     def on_call_cured(self, seq, t, instrument, account, *_):
         call = self.open_call.pop(account, None)
         if call is not None:
@@ -1077,4 +1124,5 @@ def _facts(store: EventStore, until: int | None, track: set[str]) -> PostMortem:
         funds=scan.funds,
         who_owes_whom=WhoOwesWhom(borne, positions),
         cash_paths={n: scan.paths[n] for n in sorted(scan.paths)},
+        ratings=scan.ratings,
     )

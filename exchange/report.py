@@ -6,7 +6,7 @@ the store's typed columns for the series) and returns one HTML page holding, as 
 
 1. each index's level with the trend view S, S', S'' (:mod:`exchange.trend`; generation
    shocks found in the prints and taken as level shifts), the "borrowed time" windows shaded,
-   and markers of the calls, defaults, shocks and any ``markers=`` given (rating changes);
+   and markers of the calls, rating changes, defaults, shocks and any ``markers=`` given;
 2. each perpetual's trades, marks and funding rates (a spike at the cap clipped, marked);
 3. the swap series' traded premiums and model values;
 4. each account's equity against its maintenance and initial margin;
@@ -249,9 +249,10 @@ class Marker:
 
 
 #: Marker kinds: line colour and dash. "event" is the hook's kind (``markers=`` of
-#: :func:`build_report`: rating changes, issue #19 point 2, will come through it).
+#: :func:`build_report`: a caller's own events).
 MARKER_STYLE = {
     "collateral call": ("crimson", "dot"),
+    "rating change": ("#ff7f0e", "dot"),
     "default": ("crimson", "dash"),
     "generation shock": ("#6a3d9a", "dashdot"),
     "event": ("#1f77b4", "longdash"),
@@ -259,9 +260,14 @@ MARKER_STYLE = {
 
 
 def _event_markers(f: PostMortem, extra: Sequence[tuple[int, str]]) -> list[Marker]:
-    """Calls and defaults from the facts, then the caller's ``(t, label)`` markers."""
+    """Calls, rating changes and defaults from the facts, then the caller's ``(t, label)``
+    markers."""
     out = [
         Marker(c.t, "collateral call", f"call: {c.account} {dollars(c.amount)}") for c in f.calls
+    ]
+    out += [
+        Marker(r.t, "rating change", f"{r.account}: {r.from_rating} → {r.to_rating}")
+        for r in f.ratings
     ]
     out += [Marker(d.t, "default", f"default: {d.account}") for d in f.defaults]
     out += [Marker(int(t), "event", str(label)) for t, label in extra]
@@ -857,6 +863,23 @@ def _ratio(part: int, whole: int) -> str:
     return f"{Decimal(part) * 100 / Decimal(whole):.2f} %"
 
 
+def _rating_text(f: PostMortem, r: pm.RatingChange) -> str:
+    """``The guarantor was downgraded from A to BBB on day 30 (2024-07-01, capital ratio
+    4.50 %), raising its margin by $12,345.67.``: the margin its counterparty, the clearing
+    house, could then call on the rating alone (the event's ``im_change``)."""
+    verb = "downgraded" if r.reason == "downgrade" else "upgraded"
+    text = f"The {r.account} was {verb} from {r.from_rating} to {r.to_rating} on day {f.day(r.t)}"
+    notes = [d.isoformat()] if (d := f.date_of(r.t)) is not None else []
+    if r.capital_ratio_ppm is not None:
+        notes.append(f"capital ratio {Decimal(r.capital_ratio_ppm) / 10_000:.2f} %")
+    if notes:
+        text += f" ({', '.join(notes)})"
+    if r.im_change:
+        way = "raising" if r.im_change > 0 else "lowering"
+        text += f", {way} its margin by {dollars(abs(r.im_change))}"
+    return text + "."
+
+
 def _income_before(f: PostMortem, income: dict, name: str, key: str, t: int) -> int:
     return sum(v for ts, v in income.get(name, {}).get(key, []) if ts <= t)
 
@@ -883,6 +906,8 @@ def narrative(f: PostMortem, income: dict[str, dict[str, list]] | None = None) -
         f"{len(f.defaults)} account{'s' if len(f.defaults) != 1 else ''} defaulted."
     )
     if not f.defaults:
+        if f.ratings:
+            out.append(" ".join(_rating_text(f, r) for r in f.ratings))
         if f.calls:
             out.append(
                 "Collateral calls: "
@@ -916,7 +941,11 @@ def narrative(f: PostMortem, income: dict[str, dict[str, list]] | None = None) -
             )
         deposits = income.get(name, {}).get("deposits", [])
         total_notional = sum(cents for _s, _q, _g, cents in protected)
+        # its rating changes before the default, each told before the call that follows it
+        ratings = [r for r in f.ratings if r.account == name and r.seq < d.seq]
         for c in (c for c in f.calls if c.account == name and c.t <= d.t):
+            while ratings and ratings[0].seq < c.seq:
+                sentences.append(_rating_text(f, ratings.pop(0)))
             had = c.equity if c.equity is not None else None
             text = f"On {_when(f, c.t)} the {name} was called for {dollars(c.amount)}"
             if total_notional:
@@ -953,6 +982,7 @@ def narrative(f: PostMortem, income: dict[str, dict[str, list]] | None = None) -
                     f"It cured the call on {_when(f, c.outcome_t)}"
                     + (f" by depositing {dollars(paid)}." if paid else ".")
                 )
+        sentences += [_rating_text(f, r) for r in ratings]
         text = f"It defaulted on {_when(f, d.t)}"
         if d.missed_call:
             text += f", missing a call of {dollars(d.missed_call)}"

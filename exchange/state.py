@@ -35,6 +35,7 @@ def canonical_state(
     calls: dict[str, list[int]] | None = None,
     defaulted: list[str] | None = None,
     contributions: dict[str, int] | None = None,
+    ratings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build the canonical state.
 
@@ -54,8 +55,12 @@ def canonical_state(
         next_order_id: the id the next accepted submit will get.
         calls: open collateral calls, account -> [amount due, time of the call in ns].
         defaulted: accounts that have defaulted, in the order they did.
+        contributions: default-fund contributions left, by member (minor units).
+        ratings: every account that has had a ``RatingChanged``, with the name of its
+            rating now. The key is left out while no account has one, so a session without
+            rating changes hashes as it did before ratings existed.
     """
-    return {
+    state = {
         "t": t,
         "accounts": [
             [
@@ -77,6 +82,9 @@ def canonical_state(
         "defaulted": list(defaulted or []),
         "contributions": [[n, c] for n, c in sorted((contributions or {}).items()) if c],
     }
+    if ratings:
+        state["ratings"] = [[name, rating] for name, rating in sorted(ratings.items())]
+    return state
 
 
 def instrument_state(

@@ -298,12 +298,14 @@ def test_hyperliquid_example_a_perpetual_is_liquidated_at_the_first_mark_past_it
 
 
 def test_the_credit_add_on_sees_only_the_swaps_and_the_capital_the_perpetuals_leave():
-    """b and c buy the same 10 swaps (gross notional 10 x 20,000 x 100 = 20,000,000 cents);
+    """b and c sell the same 10 swaps (gross notional 10 x 20,000 x 100 = 20,000,000 cents);
     c is also long 20 perpetual lots (tier IM 40,000) and holds 1,000,000 of cash, b 960,000.
     The capital ratio is (equity - perpetual IM) / swap gross notional: 960,000 / 20,000,000
-    = 4.8 % for both, below the 4.9 % tier, so both pay the +100 % add-on on their swaps and
-    c pays exactly b's margin plus the tier. (On its full cash c's ratio would be 5 %, above
-    the tier: no add-on.)"""
+    = 4.8 % for both, below the 4.9 % tier, so both are rated into it, pay the +100 % add-on
+    on their swaps, and c pays exactly b's margin plus the tier. (On its full cash c's ratio
+    would be 5 %, above the tier: no add-on.) Since issue #19 the add-on is the rating's, so
+    the two are rated into the tier here as a margin cycle would; and they sell, because a
+    buyer's gross notional is now only the premiums it owes (tests/exchange/test_ratings.py)."""
     from datetime import date
 
     rvs = rvs_spec(maturity=date(2025, 6, 1))
@@ -315,14 +317,23 @@ def test_the_credit_add_on_sees_only_the_swaps_and_the_capital_the_perpetuals_le
     m.engine.publish_index("H100-RENTAL", 2_000)
     m.engine.publish_index("H100-RESALE", 22_000)
     premium = m.engine.instruments[rvs.name].mark
-    for buyer in ("b", "c"):
-        m.send(type="submit", account="a", instrument=rvs.name, side="sell", price=premium, qty=10)
-        m.send(type="submit", account=buyer, instrument=rvs.name, side="buy", price=premium, qty=10)
+    for seller in ("b", "c"):
+        m.send(type="submit", account="a", instrument=rvs.name, side="buy", price=premium, qty=10)
+        m.send(
+            type="submit", account=seller, instrument=rvs.name, side="sell", price=premium, qty=10
+        )
     m.send(type="submit", account="a", instrument="H100-PERP", side="sell", price=2_000, qty=20)
     m.send(type="submit", account="c", instrument="H100-PERP", side="buy", price=2_000, qty=20)
     for name, keep in (("b", 960_000), ("c", 1_000_000)):
         m.send(type="withdraw", account=name, amount=m.engine.accounts[name].cash - keep)
-    reqs = m.engine.margin.requirements(m.engine)
+    from exchange.margin_cycle import equity
+
+    standing = m.engine.margin.credit_standing(m.engine)
+    # about 4.8 % (equity is cash plus the trade's unsettled variation margin): the 4.9 % tier
+    capital = {"b": equity(m.engine, "b"), "c": equity(m.engine, "c") - 40_000}
+    for name in ("b", "c"):
+        assert standing[name] == (1, capital[name] * PPM // 20_000_000)
+    reqs = m.engine.margin.requirements(m.engine, ratings={"b": 1, "c": 1})
     plain = CONFIG.requirements(m.engine)  # the same book without the credit add-on
     assert reqs["b"][0] > plain["b"][0]  # b pays the add-on
     assert reqs["c"] == (reqs["b"][0] + 40_000, reqs["b"][1] + 20_000)
@@ -370,6 +381,7 @@ def test_the_per_mark_bound_on_maintenance_is_never_below_the_exact_requirement(
     accounts["b"].positions[rvs.name] -= swap_lots // 3
     for account in accounts.values():
         account.cash = cash
+    m.engine.ratings = dict.fromkeys(accounts, 1)  # the add-on is the rating's: charge it
     reqs = m.engine.margin.requirements(m.engine)
     for name, (_im, mm) in reqs.items():
         assert _maintenance_at_most(m.engine, accounts[name]) >= mm, name
