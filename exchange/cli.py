@@ -885,7 +885,7 @@ class _Units:
     of a listing on it), money (minor units) as dollars, quantities in lots."""
 
     #: ``data`` fields in minor units (calls' requirement, equity and previous amount due).
-    MONEY = frozenset({"previous", "im", "mm", "equity"})
+    MONEY = frozenset({"previous", "im", "mm", "equity", "im_change"})
     #: ``data`` fields that are a simulated time (ns since the epoch).
     TIMES = frozenset({"deadline"})
     #: Text or JSON longer than this is cut (``--json`` shows it whole).

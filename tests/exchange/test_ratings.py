@@ -226,3 +226,18 @@ def test_postmortem_and_report_mark_the_rating_changes_and_tell_the_downgrades(s
         f"downgraded from {first.from_rating} to {first.to_rating} on day {f.day(first.t)}" in text
     )
     assert f"raising its margin by {rp.dollars(first.im_change)}" in text
+
+
+def test_inspect_shows_a_rating_changes_margin_step_in_dollars(spiral_log):
+    """``gpuex inspect --kind RatingChanged`` prints the IM the new rating added as money, the
+    way it prints the call amounts, not as raw cents."""
+    from click.testing import CliRunner
+
+    from exchange.cli import main
+
+    with EventStore.open(spiral_log, mode="r") as store:
+        first = next(iter(store.events(kind=(ev.RATING_CHANGED,))))
+    shown = CliRunner().invoke(main, ["inspect", str(spiral_log), "--kind", "RatingChanged"])
+    assert shown.exit_code == 0, shown.output
+    cents = abs(first.data["im_change"])
+    assert f"${cents // 100:,}.{cents % 100:02d}" in shown.output
