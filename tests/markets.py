@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from exchange.perp import MarginTier, PerpSpec
+from exchange.perp import PerpSpec
 from exchange.rvs import RvsSpec
+from exchange.scenario_products import H100_PERP
 
 HOUR_NS = 3_600 * 10**9
 #: The calendar epoch of these markets: the day the swap series is listed.
@@ -20,24 +21,12 @@ START = date(2024, 6, 1)
 
 
 def perp_spec(**overrides: Any) -> PerpSpec:
-    """``H100-PERP`` on ``H100-RENTAL``: 100 GPU-hours a lot, $0.001 ticks, funding every 8 h,
-    one margin tier (10 % initial, 5 % maintenance up to 1,000 lots); ``overrides`` replace
-    fields."""
-    fields: dict[str, Any] = dict(
-        name="H100-PERP",
-        underlying="H100-RENTAL",
-        gpu_hours_per_contract=100,
-        tick_size="0.001",
-        funding_interval_ns=8 * HOUR_NS,
-        impact_notional_lots=20,
-        mark_basis_halflife_ns=2 * HOUR_NS,
-        margin_tiers=[
-            MarginTier(
-                max_position_lots=1_000, initial_margin_ppm=100_000, maintenance_margin_ppm=50_000
-            )
-        ],
-        max_price=1_000_000,
-    )
+    """``H100-PERP`` of the built-in scenarios (``exchange.scenario_products.H100_PERP``: on
+    ``H100-RENTAL``, 100 GPU-hours a lot, $0.001 ticks, funding every 8 h) with its first
+    margin tier only (10 % initial, 5 % maintenance up to 1,000 lots); ``overrides`` replace
+    fields, and the result is validated afresh."""
+    fields: dict[str, Any] = {name: getattr(H100_PERP, name) for name in PerpSpec.model_fields}
+    fields["margin_tiers"] = H100_PERP.margin_tiers[:1]
     fields.update(overrides)
     return PerpSpec(**fields)
 
