@@ -202,6 +202,11 @@ class GenerationShock(BaseModel):
       ``date_sd_days = 0``: always ``centre``.
     * **log size**: Normal(``log_size``, ``log_size_sd``) truncated to
       ``[log_size_min, log_size_max]`` (``log_size_sd = 0``: always ``log_size``).
+    * **ramp**: ``ramp_days = 0`` reprices overnight (a step on the drawn date); ``ramp_days =
+      R > 0`` spreads the same log size linearly over the ``R`` days from the drawn date (a
+      release shipping in volume reprices its predecessor over weeks), cut at the end of the
+      anchor segment so the anchors stay exact. Not drawn: the seed moves when the ramp starts
+      and how deep it goes.
 
     Each shock takes two uniforms, in the order the shocks are listed, from the source's shock
     stream (:func:`shock_stream`); the quantiles are the inverse CDF (``statistics.NormalDist``).
@@ -218,6 +223,9 @@ class GenerationShock(BaseModel):
         log_size_min: smallest log size drawn (default -5, the jumps' own bound).
         log_size_max: largest log size drawn (default 0: a new generation never raises its
             predecessor's price; set it for a shock that may).
+        ramp_days: days over which the drawn size is reached, linearly from the drawn date
+            (0: overnight). Left out of the serialised form when 0, so a shock without a ramp
+            dumps (and hashes) as it did before the field existed.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -230,6 +238,14 @@ class GenerationShock(BaseModel):
     log_size_sd: float = Field(default=0.0, ge=0.0, le=5.0, allow_inf_nan=False)
     log_size_min: LogJump = -5.0
     log_size_max: LogJump = 0.0
+    ramp_days: StrictInt = Field(default=0, ge=0, le=3_650)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_ramp(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if not self.ramp_days:  # the form (and any hash of it) of a shock from before ramps
+            data.pop("ramp_days", None)
+        return data
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> GenerationShock:
@@ -356,8 +372,18 @@ class ModelPathSource(BaseModel):
 
     def realised_jumps(self, rng: np.random.Generator | None) -> list[tuple[date, float]]:
         """Every jump of the path for the seed behind ``rng``: the fixed ``jumps`` followed by
-        the ``shock_draws`` (no shocks: ``jumps`` itself, ``rng`` not looked at)."""
+        the ``shock_draws`` (no shocks: ``jumps`` itself, ``rng`` not looked at). A ramped
+        shock is listed at the date its ramp starts, with its whole size."""
         return [*self.jumps, *self.shock_draws(rng)] if self.shocks else list(self.jumps)
+
+    def realised_steps(self, rng: np.random.Generator | None) -> list[tuple[date, float, int]]:
+        """:meth:`realised_jumps` with each one's ramp, days (0 for fixed jumps and overnight
+        shocks): ``(start date, log size, ramp days)``."""
+        ramps = [0] * len(self.jumps) + [shock.ramp_days for shock in self.shocks]
+        return [
+            (day, size, ramp)
+            for (day, size), ramp in zip(self.realised_jumps(rng), ramps, strict=True)
+        ]
 
     def trend_log_levels(
         self, times_ns: np.ndarray, epoch: date, rng: np.random.Generator | None = None
@@ -371,13 +397,15 @@ class ModelPathSource(BaseModel):
         log_level = np.interp(
             (t - origin).astype(np.float64), (a_ns - origin).astype(np.float64), log_a
         )
-        for day, size in self.realised_jumps(rng):
+        for day, size, ramp_days in self.realised_steps(rng):
             j_ns = date_to_ns(day, epoch)
             k = int(np.searchsorted(a_ns, j_ns, side="left"))  # a[k-1] < J <= a[k]
             lo, hi = int(a_ns[k - 1]), int(a_ns[k])
             seg = (t >= lo) & (t <= hi)
             ts = t[seg]
-            log_level[seg] += size * ((ts >= j_ns) - (ts - lo) / (hi - lo))
+            ramp_ns = min(ramp_days * DAY_NS, hi - j_ns)  # the ramp ends by the segment's end
+            reached = np.clip((ts - j_ns) / ramp_ns, 0.0, 1.0) if ramp_ns > 0 else ts >= j_ns
+            log_level[seg] += size * (reached - (ts - lo) / (hi - lo))
         return log_level
 
     def _bridge(self, t: np.ndarray, epoch: date, rng: np.random.Generator) -> np.ndarray:

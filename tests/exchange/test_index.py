@@ -796,6 +796,52 @@ def test_model_path_rejects_inconsistent_shocks(shock, message):
         ModelPathSource.model_validate(config)
 
 
+def test_a_ramped_shock_reaches_its_size_linearly_over_its_ramp_and_keeps_the_anchors():
+    """ramp_days = 30: no move before the drawn date, a third of the step after 10 days, the
+    whole step from day 30 on (the same level as the overnight shock's), anchors exact."""
+    overnight = shocked()
+    ramped = shocked(ramp_days=30)
+    start = date_to_ns(date(2024, 7, 1), EPOCH)
+    days = np.array([-1, 0, 10, 20, 30, 60], dtype=np.int64)
+    times = start + days * DAY_NS
+    rng = np.random.default_rng  # no spread: every seed draws the centre and size
+    gap = ramped.trend_log_levels(times, EPOCH, rng(0)) - overnight.trend_log_levels(
+        times, EPOCH, rng(0)
+    )
+    # the overnight shock has the whole step from day 0; the ramp has (d / 30) of it
+    expected = -0.2 * (np.clip(days / 30, 0, 1) - (days >= 0))
+    np.testing.assert_allclose(gap, expected, atol=1e-12)
+    ends = np.array([date_to_ns(d, EPOCH) for d, _ in ramped.anchors])
+    np.testing.assert_allclose(ramped.levels(ends, EPOCH, np.random.default_rng(0)), [10.0, 5.0])
+
+
+def test_a_ramp_is_cut_at_the_end_of_its_anchor_segment():
+    """A ramp longer than what is left of its segment still lands on the next anchor: it ends
+    on that anchor's date instead."""
+    late = shocked(centre=date(2024, 12, 1), ramp_days=90)
+    end = date_to_ns(date(2025, 1, 1), EPOCH)
+    assert late.levels(np.array([end]), EPOCH, np.random.default_rng(3))[0] == pytest.approx(5.0)
+    after = end + 10 * DAY_NS  # flat beyond the last anchor
+    assert late.levels(np.array([after]), EPOCH, np.random.default_rng(3))[0] == pytest.approx(5.0)
+    # halfway through the cut ramp (31 days long), half the step is in
+    mid = date_to_ns(date(2024, 12, 1), EPOCH) + 31 * DAY_NS // 2
+    overnight = shocked(centre=date(2024, 12, 1))
+    at = np.array([mid])
+    gap = late.trend_log_levels(at, EPOCH, np.random.default_rng(0)) - (
+        overnight.trend_log_levels(at, EPOCH, np.random.default_rng(0))
+    )
+    assert gap[0] == pytest.approx(-0.2 * (0.5 - 1.0))
+
+
+def test_a_shock_without_a_ramp_serialises_as_before_ramps_existed():
+    assert "ramp_days" not in shocked().shocks[0].model_dump()
+    ramped = shocked(ramp_days=45).shocks[0]
+    assert ramped.model_dump()["ramp_days"] == 45
+    assert GenerationShock.model_validate(ramped.model_dump()) == ramped
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        shocked(ramp_days=-1)
+
+
 def test_a_source_without_shocks_serialises_as_before_shocks_existed():
     for spec in CALIBRATIONS.values():
         assert "shocks" not in spec.source.model_dump()
