@@ -63,10 +63,13 @@ def close_out(engine: Exchange, name: str) -> None:
     """Steps 1-5 for account ``name`` (already marked defaulted, its orders cancelled)."""
     defaulter = engine.accounts[name]
     remainders: dict[str, int] = {}
+    bilateral = engine.margin is not None and engine.margin.bilateral
     for instrument, listing in engine.instruments.items():
         position = defaulter.positions.get(instrument, 0)
         if not position or listing.expired or listing.mark is None or listing.kind == "spot":
             continue
+        if bilateral and listing.kind == "rvs":
+            continue  # bilateral swaps are terminated, not closed out (exchange.bilateral)
         _through_book(engine, defaulter, listing, position)
         if defaulter.positions.get(instrument, 0):
             _auction(engine, defaulter, listing, defaulter.positions[instrument])

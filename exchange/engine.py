@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from exchange import bilateral
 from exchange import events as ev
 from exchange.commands import (
     MAX_BALANCE,
@@ -232,6 +233,11 @@ class Exchange:
         # account -> consecutive cycles its capital ratio has indicated a better rating than
         # its own (the upgrade hysteresis; engine-only, reproduced by re-execution)
         self._upgrade_streak: dict[str, int] = {}
+        # bilateral clearing (exchange.bilateral): the swap contracts between the parties and
+        # the collateral each has posted to the other; None until the first bilateral swap
+        # fill opens them (state: in the hash once open)
+        self.contracts: bilateral.Contracts | None = None
+        self.posted: bilateral.Posted = {}
 
     # ------------------------------------------------------------------ events and time
     def _emit(
@@ -667,6 +673,9 @@ class Exchange:
         created or lost even between events. ``cash`` is the taker's side (minor units)."""
         instrument = listing.spec.name
         delta = qty if side == "buy" else -qty
+        if listing.kind == "rvs" and bilateral.is_bilateral(self):
+            bilateral.open_books(self)  # the first bilateral fill opens the contracts' books
+            bilateral.record_fill(self, instrument, taker.name, maker.name, delta, price)
         move_lots(listing, taker, maker, delta, price)
         taker.cash += cash
         maker.cash -= cash
@@ -1029,6 +1038,8 @@ class Exchange:
             account.positions.pop(name, None)
             account.basis.pop(name, None)
             account.vm_basis.pop(name, None)
+        if self.contracts is not None:
+            bilateral.drop_instrument(self.contracts, name)
         listing.expired = True
         self._emit(ev.INSTRUMENT_EXPIRED, instrument=name)
 
@@ -1047,7 +1058,13 @@ class Exchange:
         (``MarginConfig.credit_standing``): down to it at once, up one notch after
         ``upgrade_after_cycles`` better cycles. A change is ``RatingChanged``, emitted right
         before that account's ``MarginRequirement``, whose IM carries the new rating's
-        credit add-on."""
+        credit add-on.
+
+        Bilateral clearing (docs/margin.md, "Bilateral clearing (CSA)"): swaps settle no
+        variation margin and carry no IM; instead, at its turn, right after its rating moved,
+        each account returns and delivers the collateral its CSAs ask of it as poster
+        (``exchange.bilateral.collateralise``), and what its cash could not deliver is added
+        to its requirement, so the call machinery calls it."""
         self.last_cycle_t = self.t
         self.cycle_gains = {}
         for name, listing in self.instruments.items():
@@ -1075,6 +1092,11 @@ class Exchange:
                 tier, ratio, reason = changes[account.name]
                 im_change = (im_mm or (0, 0))[0] - before.get(account.name, (0, 0))[0]
                 self._rate(account.name, tier, ratio, reason, im_change)
+            if self.contracts is not None:  # bilateral: its CSA deliveries, at its new rating
+                owed = bilateral.collateralise(self, account.name)
+                if owed:  # what it could not deliver is called, with its perpetuals' margin
+                    im, mm = im_mm or (0, 0)
+                    im_mm = (im + owed, mm + owed)
             if im_mm is None and account.name not in self.calls and account.cash >= 0:
                 continue  # nothing at risk and nothing owed
             # (an account with no position but negative cash — a liquidation that cost more
@@ -1157,9 +1179,12 @@ class Exchange:
         which becomes its VM basis when it is paid (``_pay_variation``: each account's basis
         moves with its own payment, so no event runs ahead of the state). A flat account
         with a swap premium basis is valued too: the premiums it locked in by buying and
-        selling at different prices are its liability (or asset) until maturity."""
+        selling at different prices are its liability (or asset) until maturity. Bilateral
+        swaps pay none: their collateral is the CSA's (``exchange.bilateral``)."""
         spec = listing.spec
         due = {}
+        if listing.kind == "rvs" and bilateral.is_bilateral(self):
+            return due
         for account in self._sorted_accounts():
             position = account.positions.get(name, 0)
             settled = account.vm_basis.get(name, 0)
@@ -1302,6 +1327,7 @@ class Exchange:
                 continue
             if defaulter.basis.get(instrument, 0) or defaulter.vm_basis.get(instrument, 0):
                 self._settle_variation(instrument, listing)
+        bilateral.default(self, name)  # its bilateral swaps: termination, claims, re-hedges
         self.closed_out.add(name)
 
     def _cancel_orders_in(self, name: str, instrument: str) -> None:
@@ -1384,6 +1410,9 @@ class Exchange:
             indices=self.indices,
             books=books,
             next_order_id=self.next_order_id,
+            bilateral=(
+                None if self.contracts is None else bilateral.state_of(self.contracts, self.posted)
+            ),
         )
 
     def _rating_names(self) -> dict[str, str]:

@@ -62,6 +62,21 @@ WATERFALL_DRAW = "WaterfallDraw"  # account (the defaulter), side (own|insurance
 DEFAULT_FUND_LOSS = "DefaultFundLoss"  # account (member), amount lost, counterparty (defaulter)
 HAIRCUT = "Haircut"  # account, amount (negative), counterparty (the defaulter it covers)
 BOT_FAILED = "BotFailed"  # account; data: bot, cause, callback, detail (traceback or reason)
+# bilateral clearing of swaps (exchange.bilateral): collateral under a CSA, and a default
+COLLATERAL_POSTED = "CollateralPosted"  # account (poster), counterparty (the one it is posted
+#                                        to), amount (negative: returned); data: exposure,
+#                                        threshold, support (minor units), rating (poster's)
+PROTECTION_TERMINATED = "ProtectionTerminated"  # instrument, account (holder), counterparty
+#                       (defaulter), qty (lots it held), amount (V owed to it), price (mark)
+COLLATERAL_APPLIED = "CollateralApplied"  # account, counterparty (defaulter), amount (pool ->
+#                                          account: the defaulter's collateral it keeps)
+TERMINATION_PAID = "TerminationPaid"  # account, counterparty (defaulter), amount (negative:
+#                                      the net close-out amount it owed, into the defaulter's cash)
+RECOVERY_PAID = "RecoveryPaid"  # account, counterparty (defaulter), amount (R); data: claim,
+#                                recovery_ppm, from_estate (the part paid from its exchange cash)
+REHEDGED = "Rehedged"  # instrument, account (buyer), counterparty (dealer), qty (lots), price
+#                       (the premium basis carried over, ticks x lots), amount (paid, negative);
+#                       data: value (V), spread_ppm
 
 KINDS = (
     SESSION_STARTED,
@@ -103,6 +118,12 @@ KINDS = (
     HAIRCUT,
     BOT_FAILED,
     RATING_CHANGED,
+    COLLATERAL_POSTED,
+    PROTECTION_TERMINATED,
+    COLLATERAL_APPLIED,
+    TERMINATION_PAID,
+    RECOVERY_PAID,
+    REHEDGED,
 )
 
 #: Names of the typed (indexed) fields, in column order.

@@ -13,7 +13,14 @@ store's indexed columns. Its rules are the engine's outcomes read backwards:
   quantity when the price is unchanged and the quantity not increased, else removes it (what
   follows — fills, ``OrderRested`` — re-enters it);
 * ``OrderAccepted``/``OrderRejected`` advance the next order id;
-* ``RatingChanged`` sets the account's rating to ``side`` (the new rating's name).
+* ``RatingChanged`` sets the account's rating to ``side`` (the new rating's name);
+* bilateral clearing (``exchange.bilateral``): a ``PoolFunded`` to the ``collateral`` pool opens
+  the books, after which a swap ``Fill`` is also a contract between taker and maker;
+  ``CollateralPosted`` moves the poster's cash into the pool, ``CollateralApplied`` from it to
+  the account; ``ProtectionTerminated`` removes a contract (its basis is the fold's own
+  record), ``Rehedged`` makes one with the dealer at the basis in ``price``; ``RecoveryPaid``
+  takes what the defaulter's cash covers from it and the rest from outside (deposited);
+  ``TerminationPaid`` moves cash from the account to the defaulter.
 
 :meth:`Fold.state_hash` must equal the live engine's hash at the same event: that is the test
 of the whole design.
@@ -26,6 +33,16 @@ from typing import Any
 import orjson
 
 from exchange import events as ev
+from exchange.bilateral import (
+    COLLATERAL,
+    Contracts,
+    Posted,
+    add_to_contract,
+    drop_instrument,
+    held,
+    move_posted,
+    state_of,
+)
 from exchange.state import POOLS, canonical_state, instrument_state, state_hash
 from exchange.variation import mtm_change
 
@@ -68,6 +85,8 @@ class Fold:
         self.defaulted: list[str] = []
         self.contributions: dict[str, int] = {}
         self.ratings: dict[str, str] = {}  # account -> its rating, once it has changed
+        self.contracts: Contracts | None = None  # bilateral contracts, once the books open
+        self.posted: Posted = {}  # bilateral collateral, (poster, receiver) -> amount
         # instrument -> order_id -> [side, price, account, qty, priority seq]
         self.books: dict[str, dict[int, list]] = {}
         self.next_order_id = 1
@@ -105,6 +124,12 @@ class Fold:
             ev.DEFAULT_FUND_LOSS: self._fund_loss,
             ev.HAIRCUT: self._haircut,
             ev.RATING_CHANGED: self._rated,
+            ev.COLLATERAL_POSTED: self._collateral_posted,
+            ev.PROTECTION_TERMINATED: self._terminated,
+            ev.COLLATERAL_APPLIED: self._collateral_applied,
+            ev.TERMINATION_PAID: self._termination_paid,
+            ev.RECOVERY_PAID: self._recovery_paid,
+            ev.REHEDGED: self._rehedged,
         }
 
     def apply(
@@ -213,6 +238,8 @@ class Fold:
                 self.periods_left[instrument],
             )
         self._move(instrument, account, maker, delta, price, change)
+        if kind == "rvs" and self.contracts is not None:
+            add_to_contract(self.contracts, account, maker, instrument, delta, price * delta)
         self.last_price[instrument] = price
         book = self.books[instrument]
         order = book[maker_order]
@@ -258,8 +285,62 @@ class Fold:
         self.ratings[account] = side
 
     def _pool_funded(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
+        if side == COLLATERAL and self.contracts is None:  # a bilateral session's books open
+            self.contracts = {}
+            self.pools.setdefault(COLLATERAL, 0)
         self.pools[side] += amount
         self.deposited += amount
+
+    # ---- bilateral clearing (exchange.bilateral)
+    def _collateral_posted(
+        self, seq, instrument, account, order_id, side, price, qty, amount, receiver, *_
+    ):
+        self.cash[account] -= amount
+        self.pools[COLLATERAL] += amount
+        move_posted(self.posted, account, receiver, amount)
+
+    def _collateral_applied(
+        self, seq, instrument, account, order_id, side, price, qty, amount, defaulter, *_
+    ):
+        move_posted(self.posted, defaulter, account, -amount)
+        self.pools[COLLATERAL] -= amount
+        self.cash[account] += amount
+
+    def _termination_paid(
+        self, seq, instrument, account, order_id, side, price, qty, amount, defaulter, *_
+    ):
+        self.cash[account] += amount
+        self.cash[defaulter] -= amount
+
+    def _recovery_paid(
+        self, seq, instrument, account, order_id, side, price, qty, amount, defaulter, *_
+    ):
+        # the defaulter's cash at the exchange pays first, the estate outside the rest
+        from_estate = min(amount, max(0, self.cash[defaulter]))
+        self.cash[defaulter] -= from_estate
+        self.cash[account] += amount
+        self.deposited += amount - from_estate
+
+    def _terminated(
+        self, seq, instrument, account, order_id, side, price, qty, amount, defaulter, *_
+    ):
+        lots, basis = held(self.contracts, account, defaulter, instrument)
+        if lots != qty:
+            raise ValueError(f"a termination of {qty} lots of a contract of {lots}")
+        add_to_contract(self.contracts, account, defaulter, instrument, -lots, -basis)
+        self._shift(account, instrument, -lots, -basis)
+        self._shift(defaulter, instrument, lots, basis)
+
+    def _rehedged(self, seq, instrument, account, order_id, side, price, qty, amount, dealer, *_):
+        self.cash[account] += amount
+        self.cash[dealer] -= amount
+        add_to_contract(self.contracts, account, dealer, instrument, qty, price)
+        self._shift(account, instrument, qty, price)
+        self._shift(dealer, instrument, -qty, -price)
+
+    def _shift(self, name, instrument, lots, basis):
+        for book, change in ((self.positions[name], lots), (self.basis[name], basis)):
+            book[instrument] = book.get(instrument, 0) + change
 
     def _contribution(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
         self.cash[account] += amount
@@ -318,6 +399,8 @@ class Fold:
             self.positions[name].pop(instrument, None)
             self.basis[name].pop(instrument, None)
             self.vm_basis[name].pop(instrument, None)
+        if self.contracts is not None:
+            drop_instrument(self.contracts, instrument)
         self.expired[instrument] = True
 
     def _numbered(self, seq, instrument, account, order_id, *_):
@@ -380,6 +463,7 @@ class Fold:
             indices=self.indices,
             books={name: self.resting(name) for name in self.books},
             next_order_id=self.next_order_id,
+            bilateral=None if self.contracts is None else state_of(self.contracts, self.posted),
         )
 
     def state_hash(self) -> str:
@@ -418,6 +502,12 @@ class Fold:
                     for name, orders in self.books.items()
                 },
                 "next_order_id": self.next_order_id,
+                # only once open: a cleared session's snapshots stay as they were
+                **(
+                    {}
+                    if self.contracts is None
+                    else {"bilateral": state_of(self.contracts, self.posted)}
+                ),
             },
             option=orjson.OPT_SORT_KEYS,
         ).decode()
@@ -468,6 +558,12 @@ class Fold:
         fold.defaulted = data["defaulted"]
         fold.contributions = data["contributions"]
         fold.ratings = data.get("ratings", {})  # snapshots written before ratings existed
+        books = data.get("bilateral")  # None: a cleared session (or one from before)
+        if books is not None:
+            fold.contracts = {
+                (a, b, i): [lots, basis] for a, b, i, lots, basis in books["contracts"]
+            }
+            fold.posted = {(p, r): amount for p, r, amount in books["collateral"]}
         fold.books = {
             name: {row[0]: row[1:] for row in rows} for name, rows in data["books"].items()
         }

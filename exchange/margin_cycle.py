@@ -12,11 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
+from exchange.bilateral import CsaTerms, credit_extra
 from exchange.margin import (
     PPM,
     RVS,
@@ -68,8 +76,20 @@ class MarginConfig(BaseModel):
             0 = never).
         closeout_band_ppm: a defaulter's close-out orders trade no further than this from the
             mark (``exchange.default``).
-        auction_bidders: who takes, in a default auction, what the book did not.
+        auction_bidders: who takes, in a default auction, what the book did not (and, in
+            bilateral clearing, the first of them replaces a defaulter's protection).
         params: the initial-margin grid and add-ons (``exchange.margin.MarginParams``).
+        clearing: ``cleared`` (default: a CCP margins the swaps like everything else) or
+            ``bilateral`` (``exchange.bilateral``: swap fills are contracts between the two
+            parties, collateralised under ``csa``; no variation or initial margin on swaps;
+            perpetuals stay cleared).
+        csa: the credit support annex of bilateral clearing (required then; one threshold per
+            rating of ``params.rating_scale``). Ignored when cleared, so a bilateral scenario
+            can be run cleared with ``--set margin.clearing=cleared``.
+
+    ``clearing`` and ``csa`` are left out of the serialised form at their defaults, so the
+    stored configuration (and the logs) of a cleared scenario are what they were before
+    bilateral clearing existed.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -80,6 +100,35 @@ class MarginConfig(BaseModel):
     closeout_band_ppm: int = Field(default=100_000, ge=0, le=1_000_000)
     auction_bidders: list[AuctionBidder] = Field(default_factory=list)
     params: MarginParams = Field(default_factory=MarginParams)
+    clearing: Literal["cleared", "bilateral"] = "cleared"
+    csa: CsaTerms | None = None
+
+    @model_validator(mode="after")
+    def _csa_fits(self) -> MarginConfig:
+        if self.clearing == "bilateral" and self.csa is None:
+            raise ValueError("csa: bilateral clearing needs its CSA terms ([margin.csa])")
+        if self.csa is not None:
+            scale = self.params.rating_scale
+            if len(self.csa.threshold_by_rating) != len(scale):
+                raise ValueError(
+                    f"csa.threshold_by_rating: one threshold per rating of {list(scale)}, got "
+                    f"{len(self.csa.threshold_by_rating)}"
+                )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_cleared(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.clearing == "cleared":  # the form (and any hash of it) from before bilateral
+            data.pop("clearing", None)
+        if self.csa is None:
+            data.pop("csa", None)
+        return data
+
+    @property
+    def bilateral(self) -> bool:
+        """Whether swaps clear bilaterally (``exchange.bilateral``)."""
+        return self.clearing == "bilateral"
 
     def requirements(
         self,
@@ -117,8 +166,13 @@ class MarginConfig(BaseModel):
         The credit add-on is the add-on of the account's **rating**: ``ratings`` (account ->
         index in ``params.rating_scale``, 0 the top; an account not in it is at the top), by
         default the engine's ``Exchange.ratings``, which the margin cycle moves
-        (:meth:`credit_standing` gives the tier the capital ratio indicates)."""
-        names, swaps, span_names, perp_im, perp_mm = self._measured(engine, accounts)
+        (:meth:`credit_standing` gives the tier the capital ratio indicates).
+
+        In **bilateral** clearing swaps carry no margin here (their collateral is the CSA's,
+        ``exchange.bilateral``): only the holders of perpetuals are measured, by the tiers."""
+        names, swaps, span_names, perp_im, perp_mm = self._measured(
+            engine, accounts, with_swaps=not self.bilateral
+        )
         if not names:
             return {}
         ratings = engine.ratings if ratings is None else ratings
@@ -150,24 +204,30 @@ class MarginConfig(BaseModel):
         indicated tier, an index of ``params.rating_scale``: the most severe credit tier the
         ratio is strictly below, 0 for none; the capital ratio in ppm, rounded down). The
         ratio is the credit add-on's: ``(equity - the perpetuals' tier IM) / the swaps' gross
-        notional`` (:meth:`requirements`). No grid: integers only."""
+        notional`` (:meth:`requirements`). No grid: integers only.
+
+        In bilateral clearing no variation margin carries a swap's value into cash, so the
+        equity counts it as it stands, with the collateral the account has posted (still its
+        own): ``exchange.bilateral.credit_extra``."""
         _names, swaps, span_names, perp_im, _perp_mm = self._measured(engine, accounts)
         if not span_names:
             return {}
-        book = self._swap_book(engine, swaps, span_names, perp_im)
+        book = self._swap_book(engine, swaps, span_names, perp_im, bilateral=self.bilateral)
         tiers = indicated_tiers(book, self.params).tolist()
         ratios = capital_ratios_ppm(book)
         return {a: (int(t), r) for a, t, r in zip(span_names, tiers, ratios, strict=True)}
 
     @staticmethod
-    def _measured(engine: Exchange, accounts: Sequence[str] | None):
+    def _measured(engine: Exchange, accounts: Sequence[str] | None, with_swaps: bool = True):
         """The accounts :meth:`requirements` measures (holding a marked perpetual or swap
         position, or a swap premium basis; by name), the swap listings, those of the accounts
-        that hold swaps, and each account's perpetual tier IM and MM."""
+        that hold swaps, and each account's perpetual tier IM and MM. Without ``with_swaps``
+        (bilateral requirements) only perpetuals count."""
+        kinds = ("perp", "rvs") if with_swaps else ("perp",)
         listings = [
             (name, li)
             for name, li in engine.instruments.items()
-            if li.kind in ("perp", "rvs") and not li.expired and li.mark is not None
+            if li.kind in kinds and not li.expired and li.mark is not None
         ]
         pool = sorted(engine.accounts) if accounts is None else sorted(accounts)
 
@@ -195,7 +255,11 @@ class MarginConfig(BaseModel):
 
     @staticmethod
     def _swap_book(
-        engine: Exchange, swaps: list, names: list[str], perp_im: dict[str, int]
+        engine: Exchange,
+        swaps: list,
+        names: list[str],
+        perp_im: dict[str, int],
+        bilateral: bool = False,
     ) -> Book:
         """The SPAN book of the swaps of ``names``: open interest over every account (not
         only ``names``: a subset measured between cycles sees the same concentration), equity
@@ -243,7 +307,13 @@ class MarginConfig(BaseModel):
             gpus_per_contract=gpus,
             positions=positions,
             open_interest=open_interest,
-            equity=np.array([equity(engine, a) - perp_im[a] for a in names], dtype=np.int64),
+            equity=np.array(
+                [
+                    equity(engine, a) - perp_im[a] + (credit_extra(engine, a) if bilateral else 0)
+                    for a in names
+                ],
+                dtype=np.int64,
+            ),
             premiums_owed=np.array(
                 [
                     [
@@ -264,11 +334,16 @@ def equity(engine: Exchange, name: str) -> int:
     on its positions (each position's value at the current marks less its VM basis,
     ``exchange.variation.position_value``, as the next cycle would pay it). Right after a
     cycle's settlement this is exactly the cash; between cycles it is what a venue calls
-    account value (cash + unrealised PnL)."""
+    account value (cash + unrealised PnL). Bilateral swaps pay no variation margin: they are
+    not in it (their value counts for the capital ratio only,
+    :meth:`MarginConfig.credit_standing`)."""
     account = engine.accounts[name]
     total = account.cash
+    bilateral = engine.margin is not None and engine.margin.bilateral
     for instrument, listing in engine.instruments.items():
         if listing.kind == "spot" or listing.expired or listing.mark is None:
+            continue
+        if bilateral and listing.kind == "rvs":
             continue
         position = account.positions.get(instrument, 0)
         settled = account.vm_basis.get(instrument, 0)

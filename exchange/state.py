@@ -18,6 +18,8 @@ BUY, SELL = "buy", "sell"
 #: The exchange's own balances: ``clearing`` (premiums, settlements and variation margin in
 #: transit within one cycle), ``default_fund`` (members' contributions), ``fees`` (trading fees
 #: collected), ``funding`` (perpetual funding remainders), ``insurance`` (the insurance fund).
+#: A bilateral session adds ``collateral`` (what the parties have posted to each other under
+#: their CSAs, ``exchange.bilateral``) when its books open.
 POOLS = ("clearing", "default_fund", "fees", "funding", "insurance")
 
 
@@ -36,6 +38,7 @@ def canonical_state(
     defaulted: list[str] | None = None,
     contributions: dict[str, int] | None = None,
     ratings: dict[str, str] | None = None,
+    bilateral: dict[str, list] | None = None,
 ) -> dict[str, Any]:
     """Build the canonical state.
 
@@ -59,6 +62,10 @@ def canonical_state(
         ratings: every account that has had a ``RatingChanged``, with the name of its
             rating now. The key is left out while no account has one, so a session without
             rating changes hashes as it did before ratings existed.
+        bilateral: the books of bilateral clearing once open (``exchange.bilateral.state_of``:
+            contracts ``[a, b, instrument, lots b holds from a, basis]`` and collateral
+            ``[poster, receiver, amount]``); left out while they are not, so cleared sessions
+            hash as before. (The ``collateral`` pool is in ``pools`` from the same moment.)
     """
     state = {
         "t": t,
@@ -84,6 +91,8 @@ def canonical_state(
     }
     if ratings:
         state["ratings"] = [[name, rating] for name, rating in sorted(ratings.items())]
+    if bilateral is not None:
+        state["bilateral"] = bilateral
     return state
 
 

@@ -224,3 +224,52 @@ def test_every_sweep_alias_of_the_files_names_a_field_a_sweep_can_set(name):
     for alias, (path, unit) in model.sweep_aliases.items():
         param = parse_param(name, f"{alias}={sample[unit]}")
         assert param.path == path, alias
+
+
+# ------------------------------------------------------------------ guarantor-spiral-bilateral
+FLAGSHIP, BILATERAL = "guarantor-spiral", "guarantor-spiral-bilateral"
+BILATERAL_DAYS = 60  # about 8 s: the swaps are written and the books of contracts open
+
+
+def test_the_bilateral_flagship_is_the_flagship_with_only_its_swaps_clearing_changed():
+    """Same paths and bots, other clearing: the two files differ only in their name, their
+    description and the margin's ``clearing`` and ``csa`` (re-copy the flagship into the
+    bilateral file, keeping those, whenever the flagship changes)."""
+    import tomllib
+
+    builtin = Path(__file__).resolve().parents[2] / "clients" / "builtin"
+    cleared, bilateral = (
+        tomllib.loads((builtin / f"{name}.toml").read_text(encoding="utf-8"))
+        for name in (FLAGSHIP, BILATERAL)
+    )
+    assert (
+        bilateral["margin"].pop("clearing") == "bilateral" and "clearing" not in cleared["margin"]
+    )
+    assert bilateral["margin"].pop("csa") and "csa" not in cleared["margin"]
+    for data in (cleared, bilateral):
+        del data["name"], data["description"]
+    assert bilateral == cleared
+    assert load_scenario(BILATERAL).margin.clearing == "bilateral"
+
+
+def test_the_bilateral_flagship_runs_conserves_and_folds_to_its_recorded_state(tmp_path):
+    """Its first two months: cash plus pools (the collateral pool among them) is the money
+    brought in less the money taken out and positions net to zero after every event, the swaps
+    pay no variation margin, and the fold of the log (the bilateral contracts with it)
+    reaches the recorded final state hash."""
+    db = _run(BILATERAL, str(tmp_path), 7, {"days": BILATERAL_DAYS})
+    fold = Fold()
+    with EventStore.open(db) as store:
+        for row in store.rows():
+            fold.apply(*row)
+            total = sum(fold.cash.values()) + sum(fold.pools.values())
+            assert total == fold.deposited - fold.withdrawn, f"seq {row[0]}"
+            for instrument in fold.books:
+                assert sum(p.get(instrument, 0) for p in fold.positions.values()) == 0, row[0]
+            if row[2] == ev.VARIATION_MARGIN:
+                assert fold.kind[row[3]] == "perp", row[0]
+        assert fold.state_hash() == store.session["final_state_hash"]
+    assert fold.contracts, "no swap was written"
+    assert {seller for seller, _buyer, _i in fold.contracts} | {
+        buyer for _s, buyer, _i in fold.contracts
+    } >= {"guarantor", "owner", "lender", "speculator"}

@@ -122,3 +122,29 @@ def test_each_variation_margin_payment_moves_only_its_own_accounts_basis_before_
         m.engine.margin_cycle()
     assert listener.kinds.count(ev.VARIATION_MARGIN) >= 6 and ev.PREMIUM_PAID in listener.kinds
     assert listener.problems == []
+
+
+def test_bilateral_collateral_and_a_bilateral_default_move_the_state_before_their_events():
+    """A bilateral session (``exchange.bilateral``) through deliveries, a downgrade, a call,
+    the seller's default, terminations, collateral applied, a recovery and re-hedges: at each
+    event the engine's contracts, collateral and pools (the ``bilateral`` part of the state)
+    equal the fold of the events so far."""
+    from .test_bilateral import Session
+
+    s = Session(20_000_000)
+    listener = StateAtEveryEvent(s)
+    for day, resale in ((1, 9_400), (2, 7_000), (3, 6_800), (4, 6_500), (5, 6_000)):
+        s.day(day, resale)
+    for kind in (
+        ev.COLLATERAL_POSTED,
+        ev.RATING_CHANGED,
+        ev.COLLATERAL_CALL,
+        ev.DEFAULT,
+        ev.PROTECTION_TERMINATED,
+        ev.COLLATERAL_APPLIED,
+        ev.RECOVERY_PAID,
+        ev.REHEDGED,
+    ):
+        assert kind in listener.kinds, f"the session should reach {kind}"
+    assert "bilateral" in s.engine.canonical_state()
+    assert listener.problems == []
