@@ -8,6 +8,7 @@
                  [--account NAME ...] [--instrument NAME ...]
     gpuex sweep SCENARIO --param NAME=V1,V2 [--seeds N] [--scheduler ADDR] [--retry-failed] -o DIR
     gpuex report PATH -o report.html [--until SEQ] [--account NAME] [--window-days N]
+    gpuex compare A B [--html FILE] [--json]
 
 Exit codes: 0 success; 1 a check failed (verify: a damaged log) or the session could not be run;
 2 bad usage or bad input (click's convention); 3 verify found a sound but unfinished log.
@@ -1204,6 +1205,72 @@ def report(log, output, until, account, window_days):
         f"{_count(output.stat().st_size, 'byte')}): {f.until:,} of {_count(f.last_seq, 'event')}, "
         f"{_count(len(f.calls), 'call')}, {_count(len(f.defaults), 'default')}"
     )
+
+
+def _finished_log_or_fail(path: Path, name: str) -> None:
+    """Refuse (exit 2, naming the argument) a missing file, a file that is not a gpuex event
+    log, and an unfinished session: a comparison needs two whole sessions. A damaged log is
+    left to the read itself (``_reading``: exit 1, naming the seq)."""
+    if not path.is_file():
+        raise click.BadParameter(f"{path}: no such event log", param_hint=name)
+    try:
+        with EventStore.open(path, mode="r") as store:
+            status = store.session["status"]
+    except DamagedLogError:
+        return
+    except StoreError as exc:
+        raise click.BadParameter(_line(f"not a gpuex event log ({exc})"), param_hint=name) from None
+    if status != "finished":
+        raise click.BadParameter(
+            f"{path}: the session is unfinished (status {status!r}); finish it with "
+            "`gpuex run ... --resume`, or compare finished logs",
+            param_hint=name,
+        )
+
+
+@main.command()
+@click.argument("a", metavar="A", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("b", metavar="B", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--html",
+    "output",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The HTML page to write [default: beside A, A-vs-B.html; with --json: none].",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the comparison as JSON (money in cents, t in ns) instead of the table.",
+)
+def compare(a, b, output, as_json):
+    """Compare two finished logs A and B (paths): where each default's loss landed, per
+    account (default-fund share, haircut, unsecured claim, re-hedge cost, and when), cash and
+    net P&L, and the pools each world used, with the differences B - A. Prints a table and
+    writes one HTML page (see docs/compare.md). Two seeds, two capitals, or cleared against
+    bilateral: `gpuex compare runs/guarantor-spiral.db runs/guarantor-spiral-bilateral.db`."""
+    from exchange import compare as comparing
+
+    for path, name in ((a, "A"), (b, "B")):
+        _finished_log_or_fail(path, name)
+    worlds = []
+    for path in (a, b):
+        with _reading(path):
+            worlds.append(comparing.read_world(path))
+    result = comparing.diff(*worlds)
+    if as_json:
+        click.echo(result.to_json().decode())
+    else:
+        click.echo(comparing.table(result), nl=False)
+    if output is None and as_json:
+        return
+    output = output or comparing.default_html_path(a, b)
+    try:
+        comparing.write_html(result, output)
+    except OSError as exc:  # nothing is left at --html (see write_html)
+        raise click.ClickException(_line(f"cannot write {output}: {exc}")) from None
+    click.echo(f"wrote {output} ({_count(output.stat().st_size, 'byte')})", err=as_json)
 
 
 if __name__ == "__main__":  # pragma: no cover

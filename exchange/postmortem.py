@@ -100,6 +100,14 @@ _SCANNED = (
     ev.DEFAULT_FUND_LOSS,
     ev.HAIRCUT,
     ev.RATING_CHANGED,
+    # bilateral clearing (exchange/bilateral.py) moves cash and swap positions with these
+    # kinds: see the ``on_*`` handlers below
+    ev.COLLATERAL_POSTED,
+    ev.PROTECTION_TERMINATED,
+    ev.COLLATERAL_APPLIED,
+    ev.TERMINATION_PAID,
+    ev.RECOVERY_PAID,
+    ev.REHEDGED,
 )
 #: The kinds whose ``data`` payload the facts need.
 _WITH_DATA = (
@@ -110,6 +118,7 @@ _WITH_DATA = (
     ev.DEFAULT,
     ev.HAIRCUT,
     ev.RATING_CHANGED,
+    ev.RECOVERY_PAID,  # data: from_estate (the part paid out of the defaulter's exchange cash)
 )
 #: Steps of a close-out that pay toward its shortfall (the defaulter's cash rises by each).
 _FUND_KINDS = (ev.WATERFALL_DRAW, ev.DEFAULT_FUND_LOSS, ev.HAIRCUT)
@@ -1053,6 +1062,52 @@ class _Scan:
         self.credit(seq, t, account, amount)
         self.credit(seq, t, defaulter, cut)
         self.settle_uncovered(closeout)
+
+    # -- bilateral clearing: cash and positions only (exchange/compare.py attributes the loss)
+    def on_collateral_posted(
+        self, seq, t, instrument, account, order_id, side, price, qty, amount, *_
+    ):
+        # the poster's cash goes to the collateral pool (a negative amount comes back)
+        self.credit(seq, t, account, -amount)
+
+    def on_protection_terminated(
+        self, seq, t, instrument, account, order_id, side, price, qty, amount, defaulter, _
+    ):
+        # the contract with the defaulter is gone: the lots the account held from it (signed:
+        # negative if it sold the defaulter protection) go back; V is a claim, no cash moves
+        if defaulter is not None:
+            self.move(instrument, defaulter, account, qty or 0)
+
+    def on_collateral_applied(
+        self, seq, t, instrument, account, order_id, side, price, qty, amount, *_
+    ):
+        self.credit(seq, t, account, amount)  # the collateral pool -> the buyer
+
+    def on_termination_paid(
+        self, seq, t, instrument, account, order_id, side, price, qty, amount, defaulter, _
+    ):
+        # what the account owed the defaulter on net (amount < 0) goes into the defaulter's cash
+        self.credit(seq, t, account, amount)
+        if defaulter is not None:
+            self.credit(seq, t, defaulter, -amount)
+
+    def on_recovery_paid(
+        self, seq, t, instrument, account, order_id, side, price, qty, amount, defaulter, _
+    ):
+        # external money from the defaulter's estate, except what its exchange cash paid
+        estate = (self.data.get(seq) or {}).get("from_estate", 0)
+        self.credit(seq, t, account, amount)
+        if isinstance(estate, int) and defaulter is not None:
+            self.credit(seq, t, defaulter, -estate)
+
+    def on_rehedged(
+        self, seq, t, instrument, account, order_id, side, price, qty, amount, dealer, _
+    ):
+        # the buyer pays the replacement dealer (amount < 0) and holds the lots from it
+        self.credit(seq, t, account, amount)
+        if dealer is not None:
+            self.credit(seq, t, dealer, -amount)
+            self.move(instrument, account, dealer, qty or 0)
 
     def settle_uncovered(self, closeout: CloseOut) -> None:
         closeout.uncovered = max(0, -self.cash.get(closeout.defaulter, 0))
