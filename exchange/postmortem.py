@@ -345,7 +345,8 @@ class AccountFacts:
         contribution: default-fund money put in (>= 0); contribution_left: what is left of it.
         calls: number of collateral calls; called: their total amount.
         defaulted: whether it defaulted (by the end of the log).
-        lost_to_defaults: what it lost to other accounts' defaults (default-fund losses and
+        lost_to_defaults: what it lost to other accounts' defaults (bilateral: re-hedge and
+            termination paid less collateral applied and recovery; cleared: default-fund losses and
             haircuts), by defaulter (>= 0).
         positions: non-zero positions at the end, lots by instrument.
     """
@@ -629,6 +630,9 @@ class _Scan:
         self.funds = FundsUsed()
         self.paths: dict[str, list[tuple[int, int, int]]] = {n: [(0, 0, 0)] for n in track}
         self.t = 0
+        # bilateral: account -> the defaulter whose contract with it was last terminated (its
+        # re-hedge, paid to a dealer, is a loss to that default)
+        self.terminated_by: dict[str, str] = {}
 
     # -- helpers
     def credit(self, seq: int, t: int, name: str, amount: int) -> None:
@@ -1077,11 +1081,22 @@ class _Scan:
         # negative if it sold the defaulter protection) go back; V is a claim, no cash moves
         if defaulter is not None:
             self.move(instrument, defaulter, account, qty or 0)
+            self.terminated_by[account] = defaulter
+
+    def lose(self, account: str, defaulter: str | None, amount: int) -> None:
+        """Add ``amount`` (minor units; negative: what it got back) to what ``account`` lost
+        to ``defaulter``'s default. Bilateral: re-hedge paid (and termination paid) less the
+        collateral applied and the recovery, so ``V x (1 + spread) - C - R`` in all."""
+        if defaulter is None or not amount:
+            return
+        lost = self.account(account).lost_to_defaults
+        lost[defaulter] = lost.get(defaulter, 0) + amount
 
     def on_collateral_applied(
-        self, seq, t, instrument, account, order_id, side, price, qty, amount, *_
+        self, seq, t, instrument, account, order_id, side, price, qty, amount, defaulter, _
     ):
         self.credit(seq, t, account, amount)  # the collateral pool -> the buyer
+        self.lose(account, defaulter, -amount)
 
     def on_termination_paid(
         self, seq, t, instrument, account, order_id, side, price, qty, amount, defaulter, _
@@ -1090,6 +1105,7 @@ class _Scan:
         self.credit(seq, t, account, amount)
         if defaulter is not None:
             self.credit(seq, t, defaulter, -amount)
+        self.lose(account, defaulter, -amount)
 
     def on_recovery_paid(
         self, seq, t, instrument, account, order_id, side, price, qty, amount, defaulter, _
@@ -1099,6 +1115,7 @@ class _Scan:
         self.credit(seq, t, account, amount)
         if isinstance(estate, int) and defaulter is not None:
             self.credit(seq, t, defaulter, -estate)
+        self.lose(account, defaulter, -amount)
 
     def on_rehedged(
         self, seq, t, instrument, account, order_id, side, price, qty, amount, dealer, _
@@ -1108,6 +1125,7 @@ class _Scan:
         if dealer is not None:
             self.credit(seq, t, dealer, -amount)
             self.move(instrument, account, dealer, qty or 0)
+        self.lose(account, self.terminated_by.get(account), -amount)
 
     def settle_uncovered(self, closeout: CloseOut) -> None:
         closeout.uncovered = max(0, -self.cash.get(closeout.defaulter, 0))

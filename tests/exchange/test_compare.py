@@ -496,3 +496,5 @@ def test_the_same_default_lands_on_the_funds_cleared_and_on_the_buyer_bilateral(
     assert owner.default_fund == 0 and owner.haircut == 0
     assert c.b.pools["rehedge_payments"] == rehedge and c.b.pools["recoveries"] == recovered
     assert c.b.pools["collateral_applied"] == applied
+    # the post-mortem (the run summary, the report, a sweep's losses) counts it the same way
+    assert pm.facts(bilateral_spiral).accounts["owner"].lost == owner.loss
