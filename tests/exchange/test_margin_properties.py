@@ -242,7 +242,7 @@ class _Session:
     def __init__(self, cash, config, funds, pays, rule: str) -> None:
         self.events: list = []
         self.engine = engine = Exchange(self.events.append)
-        self.check = _Checker(engine, rule)
+        self.check = self.make_checker(engine, rule)
         engine.epoch = START
         engine.start("test", 1, {})
         engine.list_instrument(PERP)
@@ -264,6 +264,9 @@ class _Session:
         self.pays: dict[str, int] = dict(zip(ACCOUNTS, pays, strict=True))
         self.premium_days = [engine.date_ns(d) // DAY_NS for d in SWAP.premium_dates()]
         self.maturity_day = engine.maturity_ns(SWAP) // DAY_NS
+
+    def make_checker(self, engine, rule):
+        return _Checker(engine, rule)
 
     def gone(self, *names: str) -> bool:
         """Whether one of ``names`` has defaulted: it has left the market, and sends nothing."""
@@ -627,30 +630,8 @@ class _BilateralChecker(_Checker):
 class _BilateralSession(_Session):
     """:class:`_Session` with the swap cleared bilaterally and :class:`_BilateralChecker`."""
 
-    def __init__(self, cash, config, funds, pays, rule: str) -> None:
-        self.events: list = []
-        self.engine = engine = Exchange(self.events.append)
-        self.check = _BilateralChecker(engine, rule)
-        engine.epoch = START
-        engine.start("test", 1, {})
-        engine.list_instrument(PERP)
-        engine.list_instrument(SWAP)
-        engine.margin = MarginConfig(interval_ns=DAY_NS, **config)
-        insurance, contribution = funds
-        if insurance:
-            engine.fund_pool("insurance", insurance)
-        for name, amount in zip(ACCOUNTS, cash, strict=True):
-            engine.open_account(name)
-            engine.handle(dict(type="deposit", account=name, amount=amount))
-            if contribution:
-                engine.contribute(name, contribution)
-        self.rental, self.resale = RENTAL_START, RESALE_START
-        engine.publish_index(PERP.underlying, self.rental)
-        engine.publish_index(SWAP.resale_index, self.resale)
-        self.day = 0
-        self.pays = dict(zip(ACCOUNTS, pays, strict=True))
-        self.premium_days = [engine.date_ns(d) // DAY_NS for d in SWAP.premium_dates()]
-        self.maturity_day = engine.maturity_ns(SWAP) // DAY_NS
+    def make_checker(self, engine, rule):
+        return _BilateralChecker(engine, rule)
 
 
 def test_random_bilateral_sessions_balance_at_every_event_and_keep_contracts_and_positions_equal():
