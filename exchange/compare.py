@@ -45,13 +45,12 @@ from pathlib import Path
 import orjson
 import plotly.graph_objects as go
 import plotly.io as pio
-from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from exchange import events as ev
 from exchange import postmortem as pm
 from exchange.postmortem import PostMortem
-from exchange.report import _CONFIG, _CSS, _TEMPLATE, _table, chart_dollars, dollars
+from exchange.report import _CONFIG, _TEMPLATE, _table, chart_dollars, dollars, page_head
 from exchange.store import EventStore
 
 # The bilateral kinds (exchange/bilateral.py emits them; fields in exchange/events.py).
@@ -618,15 +617,7 @@ def html_page(c: Comparison) -> str:
     """The comparison as one self-contained HTML page (plotly inlined; byte-identical for
     the same logs)."""
     title = f"gpuex compare: {c.a.title()} against {c.b.title()}"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style>",
-        f'<script type="text/javascript">{get_plotlyjs()}</script>',
-        "</head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
+    parts = page_head(title)
     for tag, w in (("A", c.a), ("B", c.b)):
         start = f"day 0 = {w.epoch}; " if w.epoch else ""
         parts.append(

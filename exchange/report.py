@@ -1330,11 +1330,10 @@ _SECTIONS = (
 )
 
 
-def _page(
-    store: EventStore, f: PostMortem, charts: list[Chart], story: list[str], focus: list[str]
-) -> str:
-    title = f"gpuex post-mortem: {f.scenario} (seed {f.seed})"
-    parts = [
+def page_head(title: str) -> list[str]:
+    """The opening of a self-contained page (the report's and ``gpuex compare``'s): doctype,
+    title, the style sheet, plotly inlined, and the title as its heading."""
+    return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title>",
@@ -1342,6 +1341,15 @@ def _page(
         f'<script type="text/javascript">{get_plotlyjs()}</script>',
         "</head><body>",
         f"<h1>{html.escape(title)}</h1>",
+    ]
+
+
+def _page(
+    store: EventStore, f: PostMortem, charts: list[Chart], story: list[str], focus: list[str]
+) -> str:
+    title = f"gpuex post-mortem: {f.scenario} (seed {f.seed})"
+    parts = [
+        *page_head(title),
         '<p class="meta">'
         + html.escape(
             f"log {Path(f.path).name}, {f.last_seq:,} events, digest {store.digest()[:16]}; "
