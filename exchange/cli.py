@@ -9,6 +9,7 @@
     gpuex sweep SCENARIO --param NAME=V1,V2 [--seeds N] [--scheduler ADDR] [--retry-failed] -o DIR
     gpuex report PATH -o report.html [--until SEQ] [--account NAME] [--window-days N]
     gpuex compare A B [--html FILE] [--json]
+    gpuex index PATH [--quiet]
 
 Exit codes: 0 success; 1 a check failed (verify: a damaged log) or the session could not be run;
 2 bad usage or bad input (click's convention); 3 verify found a sound but unfinished log.
@@ -353,7 +354,7 @@ class RunBar:
     def sealing(self) -> None:
         # the last second or two of a long run: a bar standing still at 100 % looks hung
         if self._bar is not None:
-            self._bar.set_description_str(f"{self._scenario}: sealing, building indexes")
+            self._bar.set_description_str(f"{self._scenario}: sealing")
 
     def close(self) -> None:
         if self._bar is not None:
@@ -365,7 +366,7 @@ def _print_summary(db: Path) -> None:
     the waterfall used (from the log alone, ``exchange.postmortem``)."""
     from exchange.postmortem import facts
 
-    f = facts(db, checked=False)  # the log the run has just written: its indexes are its own
+    f = facts(db, checked=False)  # the log the run has just written: no need to check it
     click.echo("")
     click.echo(
         f"{'account':<14}{'start':>16}{'end':>16}{'calls':>7}{'called':>16}"
@@ -1271,6 +1272,69 @@ def compare(a, b, output, as_json):
     except OSError as exc:  # nothing is left at --html (see write_html)
         raise click.ClickException(_line(f"cannot write {output}: {exc}")) from None
     click.echo(f"wrote {output} ({_count(output.stat().st_size, 'byte')})", err=as_json)
+
+
+@main.command("index")
+@click.argument("path", metavar="PATH", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def index_log(path, quiet):
+    """Build the post-mortem indexes of the finished log at PATH, for plain-SQL queries.
+
+    A run does not build them (they are off its critical path) and no gpuex command reads
+    through them; they only speed up users' own SQL (see docs/event_store.md). Builds the
+    missing ones in one transaction, prints which and how long it took; a log that has them
+    all is left as it is (exit 0). An unfinished session is refused (exit 2); a file SQLite
+    cannot index ends with one line (exit 1), the log untouched.
+    """
+    import time
+
+    from exchange.store import INDEXES, IndexBuildError
+
+    if not path.is_file():
+        raise click.BadParameter(f"{path}: no such event log", param_hint="PATH")
+    try:
+        with EventStore.open(path, mode="r") as store:
+            status, events = store.session["status"], store.last_seq
+            missing = store.missing_indexes()
+    except DamagedLogError:
+        # as compare's check: damage is left to the reading below (exit 1, naming the seq)
+        status, events, missing = None, 0, list(INDEXES)
+    except StoreError as exc:
+        raise click.BadParameter(
+            _line(f"not a gpuex event log ({exc})"), param_hint="PATH"
+        ) from None
+    if status not in (None, "finished"):
+        # a live writer's file is not ours to change; a killed one is finished by --resume
+        raise click.BadParameter(
+            f"{path}: the session is unfinished (status {status!r}); finish it with "
+            "`gpuex run ... --resume`, then index it",
+            param_hint="PATH",
+        )
+    if not missing:  # idempotent: the file is not even opened for writing
+        click.echo(f"{path}: all {len(INDEXES)} indexes present ({events:,} events); nothing built")
+        return
+    bar = tqdm(
+        total=len(missing),
+        desc=f"indexing {events:,} events",
+        unit=" indexes",
+        disable=quiet,
+        file=sys.stderr,
+    )
+    started = time.perf_counter()  # reported to the user only; nothing in the log
+    try:
+        with _reading(path):
+            try:
+                with EventStore.open(path, mode="a") as store:
+                    built = store.build_indexes(lambda done, _total: bar.update(done - bar.n))
+            except IndexBuildError as exc:  # not a damaged log: _reading would say it is
+                raise click.ClickException(_line(str(exc))) from None
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+    click.echo(
+        f"{path}: built {len(built)} {'index' if len(built) == 1 else 'indexes'} "
+        f"({', '.join(built)}) over {_count(events, 'event')} in {seconds:.1f} s"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

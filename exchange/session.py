@@ -44,7 +44,6 @@ from exchange.scenarios import is_registered, load_scenario, scenario_from_confi
 from exchange.store import (
     PROGRESS_EVERY,
     EventStore,
-    IndexBuildError,
     VerifyReport,
     verify_store,
 )
@@ -380,8 +379,9 @@ def run(
             journaller records the batches, when a batch is handed to it).
         on_time: called after each batch, as ``on_batch``, with the simulated time of its
             last event and the time the session ends (ns): progress in simulated time.
-        on_seal: called once, after the last batch, when the store is about to be sealed and
-            its post-mortem indexes built (about a second per million events).
+        on_seal: called once, after the last batch, when the store is about to be sealed.
+            The run builds no post-mortem index (``gpuex index`` does, on demand; see
+            ``docs/event_store.md``).
         journal_after: events recorded in this process before a journaller process takes
             over the recording, on another core (:mod:`exchange.journal`); None: never. The
             log is byte-identical either way; short runs never start one.
@@ -394,10 +394,8 @@ def run(
             and recorder settings are used instead of the arguments; for a fresh run).
 
     Raises:
-        SessionError: the run cannot start or resume as asked, or its log disagrees with it.
-        IndexBuildError: the log is complete and sealed, but SQLite could not build its
-            post-mortem indexes, at the seal nor when the store closed (``resume`` builds
-            them). A build that fails at the seal and succeeds at the close is no error.
+        SessionError: the run cannot start or resume as asked (a finished session has
+            nothing to resume), or its log disagrees with it.
     """
     path = Path(db)
     committed_count = 0
@@ -423,27 +421,16 @@ def run(
                     f"{path}: the stored session ran other scenario settings than the ones given"
                 )
             _check_same_session(info, model, scenario, seed, overrides)
-            finished = info["status"] == "finished"
-            if finished and not store.missing_indexes():
-                raise SessionError(f"{path}: session already finished; nothing to resume")
+            if info["status"] == "finished":
+                # with or without its post-mortem indexes: a run never builds them, so a
+                # sealed log is all a run (or its resume) makes (issue #20)
+                raise SessionError(
+                    f"{path}: session already finished; nothing to resume (`gpuex index "
+                    f"{path}` builds its post-mortem indexes)"
+                )
         except BaseException:
             store.close()
             raise
-        if finished:
-            # it died (or failed) after its seal, while building its indexes: that is what
-            # is left to do
-            try:
-                store.build_indexes()
-            finally:
-                store.close()
-            return RunSummary(
-                str(path),
-                info["scenario"],
-                info["seed"],
-                info["last_seq"],
-                info["final_state_hash"],
-                info["last_seq"],
-            )
         scenario, seed = info["scenario"], info["seed"]
         batch_size, snapshot_every = settings["batch_size"], settings["snapshot_every"]
         committed_count = store.last_seq
@@ -488,7 +475,6 @@ def run(
     recorder = Recorder(
         store, batch_size, snapshot_every, committed, committed_count, after_batch, journal_after
     )
-    index_error: IndexBuildError | None = None
     pending = recorder.pending
     engine = Exchange(pending.append)
     sim = Simulator()
@@ -514,12 +500,7 @@ def run(
         recorder.flush()
         if on_seal is not None:
             on_seal()
-        try:
-            recorder.finish(engine.t, digest)
-        except IndexBuildError as exc:
-            # sealed, but not indexed (by the journaller or here): the store's close below
-            # tries once more, and the run fails only if that fails too
-            index_error = exc
+        recorder.finish(engine.t, digest)
     except _Diverged as exc:
         raise SessionError(
             f"{path}: cannot resume: the scenario regenerates a different event at seq {exc.seq} "
@@ -530,8 +511,6 @@ def run(
         if reader is not None:
             reader.close()
         store.close()
-    if index_error is not None and store.closed_without_indexes:
-        raise index_error
     return RunSummary(str(path), scenario, seed, engine.seq, digest, committed_count)
 
 

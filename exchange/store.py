@@ -35,13 +35,15 @@ committed batch survives power loss too, at the cost of one fsync per batch.
 
 **Indexes.** The post-mortem indexes -- ``(kind)``, ``(account)``, ``(instrument)``,
 ``(counterparty)``, ``(order_id)``, ``(t)``, each ordered by ``seq`` within a key (the rowid
-ends every index) -- are built when a writer finishes or closes the store
-(:meth:`EventStore.build_indexes`), not maintained during appends: six index insertions per
-event cost more than the rest of the append put together (measured back to back on 400,000
-events: 58,000 events/s appended with live indexes, 161,000 without plus 1.3 s to build them
-at close). A store whose writer crashed has no indexes until
-a writer opens and closes it again. Checked reads (the default) do not use them: they filter
-the table itself, on columns checked against the payloads (see :meth:`EventStore.events`).
+ends every index) -- are a projection of the ``events`` table for users' plain-SQL
+post-mortems, built on demand only: by :meth:`EventStore.build_indexes` (``gpuex index
+PATH``), never by :meth:`~EventStore.append`, :meth:`~EventStore.finish` or
+:meth:`~EventStore.close` (issue #20: building them at the seal was about 62 % of the
+storage floor of a run). No read of this package goes through them: checked reads (the
+default) filter the table itself, on columns checked against the payloads (see
+:meth:`EventStore.events`), and unchecked reads work the same with or without them. Their
+presence is the only difference between an indexed and an unindexed file, so it is not part
+of :data:`SCHEMA_VERSION`.
 
 **Checked reads.** :meth:`EventStore.events` and :meth:`EventStore.rows` check every row of
 the range as they read it -- seqs without a gap up to ``sessions.last_seq``, the crc, the typed
@@ -226,8 +228,8 @@ class DamagedLogError(StoreError):
 
 class IndexBuildError(StoreError):
     """SQLite could not build the post-mortem indexes (a full disk or temporary directory,
-    say). The log is untouched by it -- complete and sound if the session was sealed, only
-    slower to query -- and ``gpuex run ... --resume`` builds them."""
+    say). The log is untouched by it -- as complete and sound as before -- and a later
+    :meth:`EventStore.build_indexes` (``gpuex index PATH``) builds them."""
 
 
 def _column_type(name: str) -> type:
@@ -607,8 +609,6 @@ class EventStore:
         #: WAL file stops its writer's switch back to a single file
         self._open: weakref.WeakSet = weakref.WeakSet()
         self._ranges: list[tuple[int, int, int, str]] = []
-        #: set by :meth:`close` when its build of the indexes failed (a writer only)
-        self.closed_without_indexes = False
         #: set by a writer's :meth:`close` when another connection kept the file in WAL mode
         self.left_in_wal = False
         self.durability = "normal"
@@ -961,7 +961,8 @@ class EventStore:
 
     def finish(self, t: int, state_hash: str) -> None:
         """Seal the session (one transaction): status ``finished``, ``finished_t`` = ``t``
-        (simulated ns) and the final state hash; then build the post-mortem indexes."""
+        (simulated ns) and the final state hash. The post-mortem indexes are not built here
+        (off the run's critical path: :meth:`build_indexes`, ``gpuex index``)."""
         if self.mode != "a":
             raise StoreError(f"{self.path}: opened read-only")
         with self._db.atomic():
@@ -970,34 +971,45 @@ class EventStore:
                 (t, state_hash),
             )
         self._finished = True
-        self.build_indexes()
 
     def missing_indexes(self) -> list[str]:
-        """Names of the post-mortem indexes (:data:`INDEXES`) the file lacks: all of them
-        while a session runs, none once it is finished, unless the run died (or failed)
-        while building them."""
+        """Names of the post-mortem indexes (:data:`INDEXES`) the file lacks, in
+        :data:`INDEXES` order: all of them until :meth:`build_indexes` (``gpuex index``) has
+        run on the file, none after. A file without them is complete and sound."""
         present = {
             row[0]
             for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }
         return [name for name in map(_index_name, INDEXES) if name not in present]
 
-    def build_indexes(self) -> None:
-        """Create the post-mortem indexes (:data:`INDEXES`) if they are missing (one
-        transaction). Called by :meth:`finish` and by a writer's :meth:`close`. Raises
-        :class:`IndexBuildError` if SQLite cannot build them; the log is then untouched."""
+    def build_indexes(self, progress: Callable[[int, int], None] | None = None) -> list[str]:
+        """Create the post-mortem indexes (:data:`INDEXES`) that are missing, in one
+        transaction, and return their names (empty if none was missing: idempotent). Only
+        this builds them (``gpuex index PATH`` calls it); no read of this package needs them.
+
+        ``progress(done, total)`` is called after each index is created (``total``: the
+        number missing), inside the transaction: nothing is committed before the last.
+
+        Raises:
+            StoreError: the store was opened read-only.
+            IndexBuildError: SQLite cannot build them (a full disk or temporary directory);
+                the log is untouched (nothing of the build is committed).
+        """
         if self.mode != "a":
             raise StoreError(f"{self.path}: opened read-only")
+        missing = self.missing_indexes()
+        if not missing:
+            return []
         try:
-            self._build_indexes()
+            self._build_indexes(progress)
         except sqlite3.Error as exc:
-            sealed = "complete and sealed" if self._finished else "untouched"
             raise IndexBuildError(
                 f"{self.path}: its indexes could not be built (SQLite: {exc}); the log is "
-                f"{sealed}, and `gpuex run ... --resume` builds them"
+                f"untouched, and `gpuex index {self.path}` builds them once SQLite can"
             ) from exc
+        return missing
 
-    def _build_indexes(self) -> None:
+    def _build_indexes(self, progress: Callable[[int, int], None] | None = None) -> None:
         # SQLite's sorter holds up to cache_size of index keys in memory before it writes a
         # sorted run to a temporary file. Runs of a few MiB sort within the CPU caches and
         # merge quickly; one run of every key (the writer's 64 MiB cache) took 25-30 % longer
@@ -1005,8 +1017,10 @@ class EventStore:
         self._conn.execute(f"PRAGMA cache_size=-{_INDEX_SORT_CACHE_KIB}")
         try:
             # Raw SQL: sqlite-utils' create_index cannot make partial indexes.
+            missing = set(self.missing_indexes())
+            todo = [columns for columns in INDEXES if _index_name(columns) in missing]
             with self._db.atomic():
-                for columns in INDEXES:
+                for done, columns in enumerate(todo, 1):
                     where = ""
                     if columns[0] not in _NOT_NULL_COLUMNS:
                         where = f" WHERE {columns[0]} IS NOT NULL"
@@ -1014,6 +1028,8 @@ class EventStore:
                         f"CREATE INDEX IF NOT EXISTS {_index_name(columns)} "
                         f"ON events ({', '.join(columns)}){where}"
                     )
+                    if progress is not None:
+                        progress(done, len(todo))
         finally:
             self._conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
 
@@ -1045,10 +1061,10 @@ class EventStore:
             self._checkpointer = None
 
     def close(self) -> None:
-        """Close the store. A writer first builds the indexes (if SQLite cannot, the store is
-        still closed and :attr:`closed_without_indexes` says so), checkpoints the WAL and
-        returns the file to rollback-journal mode (skipped while other connections use the
-        file), so that the closed store is a single file. Idempotent."""
+        """Close the store. A writer first checkpoints the WAL and returns the file to
+        rollback-journal mode (skipped while other connections use the file), so that the
+        closed store is a single file; it builds no index (see :meth:`build_indexes`).
+        Idempotent."""
         conn = self._conn
         if conn is None:
             return
@@ -1059,12 +1075,6 @@ class EventStore:
         self._open.clear()
         try:
             if self.mode == "a":
-                # a log that cannot have its indexes now is still closed: they only speed up
-                # queries, and finish (or --resume) says when they are missing
-                try:
-                    self.build_indexes()
-                except IndexBuildError:
-                    self.closed_without_indexes = True
                 try:
                     if conn.in_transaction:  # left open by a failure: nothing of it is wanted
                         conn.rollback()
@@ -1700,9 +1710,9 @@ def _truncation(conn: sqlite3.Connection, path: Path) -> str | None:
         )
     except sqlite3.DatabaseError:
         indexes = []
-    # the post-mortem indexes are built at close, each in pages after its root and before
-    # the next one's: those whose pages reach past the end. (The tables grow page by page,
-    # interleaved: the scan of the events says how far they are intact.)
+    # the post-mortem indexes are built after the log (gpuex index), each in pages after
+    # its root and before the next one's: those whose pages reach past the end. (The tables
+    # grow page by page, interleaved: the scan of the events says how far they are intact.)
     hit = [
         name
         for k, (root, name) in enumerate(indexes)

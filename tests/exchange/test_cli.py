@@ -84,7 +84,7 @@ def test_run_shows_its_share_of_simulated_time_and_says_when_it_seals(tmp_path):
         line.split()[1] for line in result.stdout.splitlines() if line.startswith("events")
     )
     assert "flow:   0%|" in result.stderr  # then as often as tqdm redraws, to the end:
-    assert "flow: sealing, building indexes: 100%" in result.stderr
+    assert "flow: sealing: 100%" in result.stderr
     assert result.stderr.rstrip().endswith(f"{events} events]")
 
 
@@ -97,7 +97,7 @@ def test_the_run_bar_reaches_100_percent_of_a_year_in_nanoseconds(capsys):
     bar.sealing()
     bar.close()
     err = capsys.readouterr().err
-    assert "year: sealing, building indexes: 100%" in err and "6,000 events]" in err
+    assert "year: sealing: 100%" in err and "6,000 events]" in err
 
 
 def test_verify_shows_a_progress_bar_per_stage_on_stderr_unless_quiet(log):
@@ -393,3 +393,102 @@ def test_readme_says_the_build_needs_sqlites_headers():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     commands = readme.split("## The two commands", 1)[1].split("\n\n", 2)[1]
     assert "sqlite3.h" in commands and "libsqlite3-dev" in commands
+
+
+# ------------------------------------------------------------------ gpuex index (issue #20)
+def _index_names():
+    from exchange.store import INDEXES, _index_name
+
+    return [_index_name(columns) for columns in INDEXES]
+
+
+def test_index_builds_what_a_run_left_out_once_and_says_so(log):
+    path, _ = log
+    with EventStore.open(path) as store:
+        assert store.missing_indexes() == _index_names()  # a run builds none
+        events = store.last_seq
+    built = CliRunner().invoke(main, ["index", str(path)])
+    assert built.exit_code == 0, built.output
+    assert f"built 6 indexes ({', '.join(_index_names())}) over {events:,} events in " in (
+        built.stdout
+    )
+    assert f"indexing {events:,} events" in built.stderr and "6/6" in built.stderr
+    with EventStore.open(path) as store:
+        assert store.missing_indexes() == []
+    before = path.read_bytes()
+    again = CliRunner().invoke(main, ["index", str(path), "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert f"all 6 indexes present ({events:,} events); nothing built" in again.stdout
+    assert path.read_bytes() == before  # idempotent: the file is not touched
+    assert CliRunner().invoke(main, ["verify", str(path), "--quiet"]).exit_code == 0
+
+
+def test_index_refuses_an_unfinished_session_with_the_read_commands_message(log):
+    path, _ = log
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("UPDATE sessions SET status = 'running'")
+    con.close()
+    before = path.read_bytes()
+    result = CliRunner().invoke(main, ["index", str(path)])
+    assert result.exit_code == 2
+    assert "the session is unfinished (status 'running'); finish it with" in result.output
+    assert "`gpuex run ... --resume`" in result.output
+    assert path.read_bytes() == before
+
+
+def test_index_refuses_a_file_that_is_not_an_event_log(tmp_path):
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    result = CliRunner().invoke(main, ["index", str(other)])
+    assert result.exit_code == 2 and "not a gpuex event log" in result.output
+    missing = CliRunner().invoke(main, ["index", str(tmp_path / "none.db")])
+    assert missing.exit_code == 2 and "no such event log" in missing.output
+
+
+def test_index_that_sqlite_cannot_build_fails_in_one_line_and_leaves_the_log(log, monkeypatch):
+    path, _ = log
+
+    def full_disk(self, *args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(EventStore, "_build_indexes", full_disk)
+    result = CliRunner().invoke(main, ["index", str(path), "--quiet"])
+    assert result.exit_code == 1
+    assert "could not be built (SQLite: database or disk is full)" in result.output
+    assert "Traceback" not in result.output and "damaged" not in result.output
+    monkeypatch.undo()
+    with EventStore.open(path) as store:
+        assert store.missing_indexes() == _index_names()
+    assert CliRunner().invoke(main, ["verify", str(path), "--quiet"]).exit_code == 0
+
+
+def test_read_commands_build_no_index_only_gpuex_index_does(log, tmp_path):
+    # the rule of docs/event_store.md: inspect, export, report, replay and verify read the
+    # table itself (checked reads), open the log read-only and leave it as it is
+    path, _ = log
+    before = path.read_bytes()
+    runner = CliRunner()
+    for args in (
+        ["inspect", str(path), "--kind", "Fill", "--limit", "3"],
+        ["export", str(path), "--kind", "Fill", "-o", str(tmp_path / "fills.csv"), "--quiet"],
+        ["report", str(path), "-o", str(tmp_path / "report.html")],
+        ["replay", str(path)],
+        ["verify", str(path), "--quiet"],
+    ):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, (args, result.output)
+    assert path.read_bytes() == before
+    with EventStore.open(path) as store:
+        assert store.missing_indexes() == _index_names()
+
+
+def test_gpuex_verify_checks_the_indexes_gpuex_index_built(log):
+    from tests.exchange.test_tamper import edit_index_key
+
+    path, _ = log
+    assert CliRunner().invoke(main, ["index", str(path), "--quiet"]).exit_code == 0
+    edit_index_key(path, "idx_events_kind", "Fill", "Fulp")
+    result = CliRunner().invoke(main, ["verify", str(path), "--quiet"])
+    assert result.exit_code == 1
+    assert "index idx_events_kind is corrupt" in result.output

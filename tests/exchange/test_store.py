@@ -180,9 +180,12 @@ def test_finish_and_resume_in_append_mode(tmp_path):
     assert verify_store(path).ok
 
 
-def test_filters_use_the_indexes_after_close(db):
+def test_filters_use_the_indexes_once_built(db):
     """Each filter is answered from its index, in seq order, without a sort (the rowid, seq,
-    ends every index); a seq range narrows the same search."""
+    ends every index); a seq range narrows the same search. (A closed store has none until
+    build_indexes: see the next test.)"""
+    with EventStore.open(db, mode="a") as store:
+        store.build_indexes()
     conn = sqlite3.connect(db)
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {
@@ -214,6 +217,64 @@ def test_filters_use_the_indexes_after_close(db):
         if " IN " not in where:  # one key: one range of the index, already in seq order
             assert "TEMP B-TREE" not in plan, (where, plan)
     conn.close()
+
+
+def test_neither_finish_nor_close_builds_the_indexes_only_build_indexes_does(tmp_path):
+    """Issue #20: the indexes are a projection built on demand. A sealed, closed log has none,
+    reads and verifies as it is, and build_indexes adds them (idempotent) without changing a
+    row, the chain or the verdict."""
+    path = tmp_path / "s.db"
+    with new_store(path) as store:
+        store.append(make_events(1, 30))
+        store.finish(30_000, "f" * 64)
+        assert len(store.missing_indexes()) == len(store_module.INDEXES)
+    names = [store_module._index_name(columns) for columns in store_module.INDEXES]
+    with EventStore.open(path) as store:
+        assert store.missing_indexes() == names
+        events, digest = list(store.events()), store.digest()
+        assert [e.seq for e in store.events(kind="Fill")] == [
+            e.seq for e in events if e.kind == "Fill"
+        ]
+    assert verify_store(path).ok
+    with EventStore.open(path, mode="a") as store:
+        assert store.build_indexes() == names
+        assert store.build_indexes() == []  # nothing missing: nothing built
+    with EventStore.open(path) as store:
+        assert store.missing_indexes() == []
+        assert list(store.events()) == events and store.digest() == digest
+        assert list(store.events(kind="Fill", check=False)) == [
+            e for e in events if e.kind == "Fill"
+        ]
+    assert verify_store(path).ok
+    assert not Path(f"{path}-wal").exists()  # built and closed: one file again
+
+
+def test_build_indexes_reports_each_index_and_commits_them_together(tmp_path):
+    path = tmp_path / "s.db"
+    build(path)
+    calls = []
+
+    def progress(done, total):
+        calls.append((done, total))
+        if done == 3:
+            raise KeyboardInterrupt  # an interrupted build commits none of them
+
+    with EventStore.open(path, mode="a") as store:
+        with pytest.raises(KeyboardInterrupt):
+            store.build_indexes(progress)
+        assert len(store.missing_indexes()) == len(store_module.INDEXES)
+        calls.clear()
+        store.build_indexes(lambda done, total: calls.append((done, total)))
+        n = len(store_module.INDEXES)
+        assert calls == [(k, n) for k in range(1, n + 1)]
+        assert store.missing_indexes() == []
+
+
+def test_a_read_only_store_cannot_build_indexes(db):
+    with EventStore.open(db) as store, pytest.raises(StoreError, match="read-only"):
+        store.build_indexes()
+    with EventStore.open(db) as store:
+        assert len(store.missing_indexes()) == len(store_module.INDEXES)
 
 
 def test_identical_inputs_give_identical_files(tmp_path):

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from exchange import session
-from exchange.store import ZERO_CHAIN, verify_store
+from exchange.store import INDEXES, ZERO_CHAIN, EventStore, verify_store
 from exchange.store_check import StoreCheck
 
 SMALL = {"messages": 2_000, "traders": 5, "cash_every": 300, "malformed_every": 250}
@@ -61,6 +61,26 @@ def edit(path, statement, params=()):
 def test_a_sound_log_verifies_the_same_with_the_store_check_beside(log, helpers):
     in_line, beside = both_ways(log, helpers)
     assert in_line.ok and beside == in_line
+
+
+def test_a_log_without_indexes_is_sound_and_indexes_built_later_are_checked_either_way(
+    log, helpers
+):
+    # issue #20: a run leaves no index; their absence is no damage, and once `gpuex index`
+    # (build_indexes) has made them, an edited index key is found as before
+    from tests.exchange.test_tamper import edit_index_key
+
+    with EventStore.open(log) as store:
+        assert len(store.missing_indexes()) == len(INDEXES)
+    in_line, beside = both_ways(log, helpers)
+    assert in_line.ok and beside == in_line
+    with EventStore.open(log, mode="a") as store:
+        store.build_indexes()
+    edit_index_key(Path(log), "idx_events_kind", "Fill", "Fulp")
+    helpers.clear()
+    in_line, beside = both_ways(log, helpers)
+    assert not in_line.ok and beside == in_line
+    assert any("index idx_events_kind is corrupt" in p for p in in_line.problems)
 
 
 def test_a_damaged_store_gives_the_store_checks_verdict_either_way(log, helpers):

@@ -102,8 +102,12 @@ def assert_clean_failure(result, seq: int | None, code: int = 1) -> str:
 
 @pytest.fixture
 def log(spiral_log, tmp_path) -> Path:
+    """A copy of the SPIRAL log with its post-mortem indexes built (`gpuex index`), so the
+    index checks have indexes to check."""
     path = tmp_path / "spiral.db"
     shutil.copy(spiral_log, path)
+    with EventStore.open(path, mode="a") as store:
+        store.build_indexes()
     return path
 
 
