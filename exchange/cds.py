@@ -33,7 +33,6 @@ once each, on the final quantity (a position is rounded as a whole, never contra
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 from dataclasses import dataclass
 from datetime import date
@@ -44,6 +43,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from exchange.instruments import MINOR_PER_UNIT, PositiveDecimal
+from exchange.pricing import finite_real
 
 __all__ = [
     "BPS",
@@ -86,14 +86,7 @@ Period = tuple[float, float, float]
 # input checks
 
 
-def _real(name: str, value: float) -> float:
-    """``value`` as a finite float; ``ValueError`` for bool, non-numbers, NaN and infinities."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
+_real = finite_real  # the pricing models' one input check
 
 
 def _recovery(recovery: float) -> float:

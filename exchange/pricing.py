@@ -45,6 +45,7 @@ __all__ = [
     "black76_put",
     "black76_put_array",
     "discount_factor",
+    "finite_real",
     "premium_from_value",
     "put_delta",
     "rvs_mark",
@@ -64,8 +65,9 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 # input checks
 
 
-def _real(name: str, value: float) -> float:
-    """``value`` as a finite float; ``ValueError`` for bool, non-numbers, NaN and infinities."""
+def finite_real(name: str, value: float) -> float:
+    """``value`` as a finite float; ``ValueError`` for bool, non-numbers, NaN and infinities
+    (the input check of this module's and ``exchange.cds``'s models)."""
     if type(value) is float and -_INF < value < _INF:  # the common case, checked cheaply
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -74,6 +76,9 @@ def _real(name: str, value: float) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return value
+
+
+_real = finite_real
 
 
 def _integer(name: str, value: int, minimum: int) -> int:
