@@ -653,7 +653,7 @@ def test_serve_command_with_the_plain_example(tmp_path):
     assert "token   maker" in result.stdout and "Fill" in result.stdout
     # the run's progress bar, from the first batch (after the bots connected) to the seal
     events = next(line.split()[1] for line in result.stdout.splitlines() if line[:6] == "events")
-    assert ": sealing, building indexes: 100%" in result.stderr
+    assert ": sealing: 100%" in result.stderr
     assert result.stderr.rstrip().endswith(f"{events} events]")
     assert oct(tokens.stat().st_mode & 0o777) == "0o600"
     assert verify(db).ok
