@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from datetime import date
 from fractions import Fraction
 
@@ -41,6 +40,8 @@ from exchange.cds import (
     value_to_minor,
 )
 
+from .conftest import import_or_skip_unless_ci
+
 TODAY = date(2025, 12, 20)  # an IMM date: the first period starts on the valuation date
 RATE = 0.04  # flat risk-free rate, continuous (an assumption; docs/credit.md)
 
@@ -64,12 +65,7 @@ PERIODS = five_year().periods(TODAY)
 
 @pytest.fixture(scope="module")
 def ql():
-    try:
-        import QuantLib
-    except ImportError:
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail("QuantLib (dev extra) is not installed, and CI must run this test")
-        pytest.skip("QuantLib (dev extra) is not installed")
+    QuantLib = import_or_skip_unless_ci("QuantLib", "QuantLib (dev extra) is not installed")
     saved = QuantLib.Settings.instance().evaluationDate
     yield QuantLib
     QuantLib.Settings.instance().evaluationDate = saved  # QuantLib's global, for other tests
