@@ -1019,6 +1019,14 @@ def narrative(f: PostMortem, income: dict[str, dict[str, list]] | None = None) -
         co = next((c for c in f.closeouts if c.default_seq == d.seq), None)
         if co is not None:
             out.append(_closeout_text(f, co))
+        if (f.config.get("margin") or {}).get("clearing") == "bilateral":
+            out.append(
+                "Its swaps were bilateral, with no clearing house behind them: each contract "
+                "with it was terminated at the mark, each buyer kept the collateral posted to "
+                "it, recovered part of the rest from the estate and bought its protection "
+                "again from a dealer at a spread (`gpuex compare` against the cleared world "
+                "shows the figures)."
+            )
     if f.defaults:
         losses = f.losses()
         if losses:

@@ -22,7 +22,7 @@ from exchange import session
 from exchange.cli import main
 from exchange.events import Event
 from exchange.fold import Fold
-from exchange.report import dollars
+from exchange.report import dollars, narrative
 from exchange.store import EventStore
 
 from .conftest import SPIRAL
@@ -498,3 +498,6 @@ def test_the_same_default_lands_on_the_funds_cleared_and_on_the_buyer_bilateral(
     assert c.b.pools["collateral_applied"] == applied
     # the post-mortem (the run summary, the report, a sweep's losses) counts it the same way
     assert pm.facts(bilateral_spiral).accounts["owner"].lost == owner.loss
+    story = " ".join(narrative(pm.facts(bilateral_spiral)))
+    assert "Its swaps were bilateral" in story and f"owner {dollars(owner.loss)}" in story
+    assert "Its swaps were bilateral" not in " ".join(narrative(pm.facts(spiral_log)))
