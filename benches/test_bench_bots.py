@@ -20,7 +20,7 @@ sink: no SQLite, so the figure is the runner, the bots and the exchange's matchi
 Each round builds a fresh market (untimed) and times ``runner.start`` + ``sim.run`` with
 ``time.perf_counter``. Callbacks are counted by the bots themselves (``self.calls += 1`` in
 every callback they receive), so the figure is callbacks actually invoked. Two variants, same
-seed: every bot under the default per-callback budget (``DEFAULT_LINES``, line-count tracing,
+seed: every bot under the default per-callback budget (``DEFAULT_LINES``, call and line counting,
 :mod:`clients.budget`) and every bot with ``budget_lines=None``; the budget's cost is their
 ratio. Asserted: every bot received callbacks, trades happened, every round of both variants
 gives the same callback counts bot by bot and the same state hash (behaviour must not depend

@@ -2,21 +2,31 @@
 
 Wall-clock timeouts would make a session's log depend on the machine's speed, so the budget is
 counted in executed Python code instead: while a callback runs, a trace function
-(``sys.settrace``) counts the ``line`` events of every Python frame it runs — the bot's own code
-and any pure-Python code it calls — and raises :class:`BudgetExceeded` in the bot's frame once
-the count passes the budget. The same code on the same inputs executes the same lines, so a
-budget overrun happens at the same point on every machine.
+(``sys.settrace``) counts the work of every Python frame it runs — the bot's own code and any
+pure-Python code it calls — and raises :class:`BudgetExceeded` in the bot's code once the count
+passes the budget. The same code on the same inputs does the same work, so a budget overrun
+happens at the same point on every machine.
 
-**What is counted.** Python emits a ``line`` event for every line started and for every backward
-jump (a loop's next turn), with one exception: a jump to itself, the one-instruction loop that
-``while True: pass`` compiles to, emits none. A function whose code holds such a jump (found
-once per code object, when its frame starts) is traced by instruction (``f_trace_opcodes``) and
-each of its instructions counts as one. So the budget is *executed lines, plus every instruction
-of a function that can spin on one*; for ordinary code that is the line count, as before, and no
-line can run forever unseen. Time inside C code (a numpy call, ``deque(itertools.count(),
-maxlen=0)``) is not counted: one C call that never returns is beyond any trace function, and
-beyond this budget (run untrusted code behind the socket gateway, whose wall-clock step timeout
-covers it).
+**What is counted** (the unit of ``budget_lines``). Each Python call (a frame started, or a
+generator resumed) counts one. A function whose code holds no backward jump (no loop) runs each
+of its instructions at most once per call, so it cannot run long without calling something: its
+lines are not traced, and its call is all it costs. A function whose code holds a backward jump
+(a loop; found once per code object with :mod:`dis`, cached) is traced by line: each ``line``
+event counts one too (Python emits one for every line started and every loop turn). A jump to
+itself, the one-instruction loop ``while True: pass`` compiles to, emits no ``line`` event, so a
+function holding one is traced by instruction (``f_trace_opcodes``) and each instruction counts
+one. So the budget is *calls, plus executed lines in functions that loop, plus instructions of
+functions that can spin on one*: no loop and no recursion can run forever unseen (recursion is
+bounded by the call count). A budget of N lets a callback make N calls of loop-free functions,
+or run about N lines in functions that loop (a one-line loop body: one or two a turn). A
+loop-free call costs one instead of its lines and a looping call one more than its lines, so
+ordinary code costs at most about what it did in lines and :data:`DEFAULT_LINES` keeps its
+meaning: a margin far above what a bot's callback does, small enough to stop a runaway in well
+under a second. Time inside C code (a numpy call,
+``deque(itertools.count(), maxlen=0)``) is not counted, except the Python functions C calls
+back (``map(f, ...)``: one each): one C call that never returns is beyond any trace function,
+and beyond this budget (run untrusted code behind the socket gateway, whose wall-clock step
+timeout covers it).
 
 **Escapes that fail the bot instead.** :class:`BudgetExceeded` derives from ``BaseException``
 so that ``except Exception`` in a bot does not swallow it; a callback that catches it and
@@ -29,13 +39,15 @@ returns; and if the counter is no longer the installed trace function when the c
 
 **What remains unsupported.** Python in-process is not a sandbox: a bot that catches
 ``BaseException`` and keeps looping after its overrun (the interpreter removes a trace function
-that raised), one that clears its own frame's ``f_trace``, or one that reaches the real
-``sys.settrace`` some other way (a reference taken before the session, ``ctypes``) defeats the
-budget. Untrusted code belongs in its own process behind the socket gateway.
+that raised), one that clears its own frame's ``f_trace``, one that reaches the real
+``sys.settrace`` some other way (a reference taken before the session, ``ctypes``), or one that
+runs a hand-made code object looping through its exception table with no backward jump
+instruction (the compiler makes no such loop) defeats the budget. Untrusted code belongs in
+its own process behind the socket gateway.
 
-Tracing costs time: a traced callback runs about twice as slow as an untraced one
-(``benches/test_bench_bots.py``). A trusted bot can opt out with ``budget_lines=None`` (``0`` in
-its scenario entry).
+Tracing costs time: about +3 us a callback in ``benches/test_bench_bots.py`` (+4 us when every
+line was traced), most of it the fixed cost of installing and removing the tracer. A trusted
+bot can opt out with ``budget_lines=None`` (``0`` in its scenario entry).
 """
 
 from __future__ import annotations
@@ -46,8 +58,8 @@ from collections.abc import Callable
 from types import CodeType
 from typing import Any
 
-#: Default budget per callback, in executed Python lines (see the module docstring for the
-#: instructions of a function that can spin on one, which count one each).
+#: Default budget per callback: calls, plus executed lines in functions that loop, plus
+#: instructions of functions that can spin on one (see the module docstring).
 DEFAULT_LINES = 1_000_000
 
 
@@ -59,9 +71,12 @@ class BudgetExceeded(BaseException):
 _SETTRACE = sys.settrace
 #: Budget counters (trace functions) whose callback called ``sys.settrace``.
 _REFUSED: set[Callable[..., Any]] = set()
-#: Code object -> whether it holds a jump to itself (cached: found once per code object).
-_SPINS: dict[CodeType, bool] = {}
-_SPINS_MAX = 65_536
+#: Code object -> how it is traced: :data:`_FREE` (no backward jump: the ``call`` counts, no
+#: local tracing), :data:`_LOOPS` (a backward jump: its ``line`` events count too) or
+#: :data:`_SPINS` (a jump to itself: its instructions count too). Found once per code object.
+_KINDS: dict[CodeType, int] = {}
+_KINDS_MAX = 65_536
+_FREE, _LOOPS, _SPINS = 0, 1, 2
 _JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
 
 
@@ -76,46 +91,60 @@ def _guarded_settrace(function: Any) -> None:
     _SETTRACE(function)
 
 
-def _spins(code: CodeType) -> bool:
-    """Whether ``code`` holds a jump to itself: a loop of one instruction, which emits no
-    ``line`` events."""
-    found = _SPINS.get(code)
-    if found is None:
-        found = any(i.opcode in _JUMPS and i.argval == i.offset for i in dis.get_instructions(code))
-        if len(_SPINS) >= _SPINS_MAX:
-            _SPINS.clear()  # code made on the fly (exec) must not grow this forever
-        _SPINS[code] = found
-    return found
+def _kind(code: CodeType) -> int:
+    """How ``code`` must be traced: :data:`_SPINS` if it holds a jump to itself (a loop of one
+    instruction, which emits no ``line`` events), else :data:`_LOOPS` if it holds any backward
+    jump (a loop: the only way compiled code returns to an earlier instruction), else
+    :data:`_FREE` (it runs each instruction at most once per call)."""
+    kind = _KINDS.get(code)
+    if kind is None:
+        kind = _FREE
+        for i in dis.get_instructions(code):
+            if i.opcode in _JUMPS and i.argval <= i.offset:
+                if i.argval == i.offset:
+                    kind = _SPINS
+                    break
+                kind = _LOOPS
+        if len(_KINDS) >= _KINDS_MAX:
+            _KINDS.clear()  # code made on the fly (exec) must not grow this forever
+        _KINDS[code] = kind
+    return kind
+
+
+def _overrun(lines: int) -> BudgetExceeded:
+    return BudgetExceeded(f"callback exceeded its budget of {lines:,} lines")
 
 
 def run_within(lines: int | None, fn: Callable[..., Any], *args: Any) -> Any:
-    """Call ``fn(*args)``; raise :class:`BudgetExceeded` inside it after ``lines`` lines (see
-    the module docstring for what counts), or after it returns if it swallowed the overrun or
-    tampered with the tracing."""
+    """Call ``fn(*args)``; raise :class:`BudgetExceeded` inside it once it has spent more than
+    ``lines`` units (calls, plus lines of functions that loop, plus instructions of functions
+    that can spin on one: see the module docstring), or after it returns if it swallowed the
+    overrun or tampered with the tracing."""
     if lines is None:
         return fn(*args)
-    left = lines
-    exceeded = False
+    left = lines  # below zero once the budget is overrun (it only decreases)
 
     def count(frame, event, arg):
-        nonlocal left, exceeded
-        if event == "line":
+        # Global trace function (``call``) and local one of the frames that loop. One closure,
+        # and no "exceeded" flag beside ``left``: each costs time on every callback.
+        nonlocal left
+        if event == "call":
             left -= 1
             if left < 0:
-                exceeded = True
-                raise BudgetExceeded(f"callback exceeded its budget of {lines:,} lines")
-        elif event == "call":
-            spins = _SPINS.get(frame.f_code)
-            if spins is None:
-                spins = _spins(frame.f_code)
-            if spins:
+                raise _overrun(lines)
+            kind = _KINDS.get(frame.f_code)
+            if kind is None:
+                kind = _kind(frame.f_code)
+            if kind == _FREE:
+                return None  # no local tracing: no Python call per line of this frame
+            if kind == _SPINS:
                 frame.f_trace_opcodes = True
-        elif event == "opcode":
+            return count
+        if event == "line" or event == "opcode":
             left -= 1
             if left < 0:
-                exceeded = True
-                raise BudgetExceeded(f"callback exceeded its budget of {lines:,} lines")
-        return count
+                raise _overrun(lines)
+        return None  # a local tracer returning None stays installed
 
     if sys.settrace is not _guarded_settrace:
         sys.settrace = _guarded_settrace
@@ -127,7 +156,7 @@ def run_within(lines: int | None, fn: Callable[..., Any], *args: Any) -> Any:
     except BudgetExceeded:
         raise
     except BaseException:
-        if not exceeded:
+        if left >= 0:
             raise
         result = installed = None  # it caught its overrun and raised something else
     finally:
@@ -135,7 +164,7 @@ def run_within(lines: int | None, fn: Callable[..., Any], *args: Any) -> Any:
         refused = bool(_REFUSED) and count in _REFUSED
         if refused:
             _REFUSED.discard(count)
-    if exceeded:
+    if left < 0:
         raise BudgetExceeded(
             f"callback exceeded its budget of {lines:,} lines (and caught the overrun)"
         )

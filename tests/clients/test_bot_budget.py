@@ -11,7 +11,9 @@ Tests of a bot that could hang the session today arm a wall-clock alarm that rai
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -80,17 +82,50 @@ def assert_only_the_bot_failed(events, end, cause, callback="on_index"):
 
 
 # ---------------------------------------------------------------------- (a) the budget
-def test_the_budget_of_ordinary_code_is_its_executed_lines():
+def test_a_function_that_loops_costs_its_call_plus_its_executed_lines():
     def ten_lines():
         total = 0
         for i in range(4):
             total += i
         return total
 
-    # 1 + 5 turns of the for line + 4 bodies + return = 11 line events
-    assert run_within(11, ten_lines) == 6
-    with pytest.raises(BudgetExceeded, match="budget of 10 lines"):
-        run_within(10, ten_lines)
+    # the call + (1 + 5 turns of the for line + 4 bodies + return = 11 line events) = 12
+    assert run_within(12, ten_lines) == 6
+    with pytest.raises(BudgetExceeded, match="budget of 11 lines"):
+        run_within(11, ten_lines)
+
+
+def test_a_function_without_a_loop_costs_one_a_call_whatever_its_length():
+    def step():
+        x = 1
+        y = x + 1
+        return y
+
+    def caller():
+        step()
+        step()
+        step()
+        return 4
+
+    # caller + 3 calls of step = 4, however many lines each runs (9 + 4 of them here)
+    assert run_within(4, caller) == 4
+    with pytest.raises(BudgetExceeded, match="budget of 3 lines"):
+        run_within(3, caller)
+
+
+def test_a_c_iterator_calling_a_loop_free_function_forever_is_stopped_after_budget_calls():
+    seen = []
+
+    def record(x):
+        seen.append(x)
+        return x
+
+    def forever():
+        return collections.deque(map(record, itertools.count()), maxlen=0)
+
+    with pytest.raises(BudgetExceeded, match="budget of 100 lines"):
+        run_within(100, forever)
+    assert seen == list(range(99))  # 100 = forever's call + 99 calls of record; the 100th stops
 
 
 ONE_LINE_LOOPS = {
