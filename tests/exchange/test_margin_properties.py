@@ -417,8 +417,8 @@ class _Session:
         assert fold.state_hash() == self.engine.state_hash()
 
 
-def _run(cash, config, funds, pays, steps, tail, rule: str) -> Counter:
-    session = _Session(cash, config, funds, pays, rule)
+def _run(cash, config, funds, pays, steps, tail, rule: str, kind=None) -> Counter:
+    session = (_Session if kind is None else kind)(cash, config, funds, pays, rule)
     for step in steps:
         session.do(step)
     if tail is not None:
@@ -427,9 +427,10 @@ def _run(cash, config, funds, pays, steps, tail, rule: str) -> Counter:
     return session.check.seen
 
 
-def _sweep(rule: str, examples: int) -> Counter:
+def _sweep(rule: str, examples: int, kind=None, configs=None) -> Counter:
     """Run ``examples`` derandomised sessions (the same ones every run), checking ``rule``
-    (:data:`LEDGER` or :data:`AMOUNTS`); returns what they reached, summed."""
+    (:data:`LEDGER` or :data:`AMOUNTS`); returns what they reached, summed. ``kind`` and
+    ``configs``: the session class and the margin-config strategy (default: cleared)."""
     reached: Counter = Counter()
 
     @settings(
@@ -441,7 +442,7 @@ def _sweep(rule: str, examples: int) -> Counter:
     )
     @given(
         cash=_cash,
-        config=_config,
+        config=_config if configs is None else configs,
         funds=_funds,
         pays=_pays,
         steps=_steps,
@@ -450,7 +451,7 @@ def _sweep(rule: str, examples: int) -> Counter:
         tail=st.none() | st.tuples(st.integers(-50, 50), st.integers(-200, 100)),
     )
     def sweep(cash, config, funds, pays, steps, tail):
-        reached.update(_run(cash, config, funds, pays, steps, tail, rule))
+        reached.update(_run(cash, config, funds, pays, steps, tail, rule, kind))
 
     sweep()
     return reached
@@ -641,33 +642,7 @@ def test_random_bilateral_sessions_balance_at_every_event_and_keep_contracts_and
     account's swap position and premium basis are the sums of its contracts; no swap
     variation margin; a defaulter keeps no contract or collateral; the fold of the log
     reaches the engine's state (``_Session.finish``)."""
-    reached: Counter = Counter()
-
-    @settings(
-        max_examples=150,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-    @given(
-        cash=_cash,
-        config=_bilateral_config(),
-        funds=_funds,
-        pays=_pays,
-        steps=_steps,
-        tail=st.none() | st.tuples(st.integers(-50, 50), st.integers(-200, 100)),
-    )
-    def sweep(cash, config, funds, pays, steps, tail):
-        session = _BilateralSession(cash, config, funds, pays, LEDGER)
-        for step in steps:
-            session.do(step)
-        if tail is not None:
-            session.walk_past_maturity(*tail)
-        session.finish()
-        reached.update(session.check.seen)
-
-    sweep()
+    reached = _sweep(LEDGER, 150, _BilateralSession, _bilateral_config())
     for what in (
         ev.COLLATERAL_POSTED,
         ev.COLLATERAL_CALL,
