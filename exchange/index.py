@@ -191,6 +191,14 @@ def _truncated_normal(u: float, mean: float, sd: float, lo: float, hi: float) ->
     return min(max(law.inv_cdf(p), lo), hi)
 
 
+def _omit_unset(data: dict[str, Any], field: str, value: Any) -> dict[str, Any]:
+    """``data`` without ``field`` when its ``value`` is empty (0, []): the serialised form (and
+    any hash of it) of a model from before the field existed."""
+    if not value:
+        data.pop(field, None)
+    return data
+
+
 class GenerationShock(BaseModel):
     """A generation release as a random event: its date and log size are drawn per seed.
 
@@ -242,10 +250,7 @@ class GenerationShock(BaseModel):
 
     @model_serializer(mode="wrap")
     def _omit_no_ramp(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        if not self.ramp_days:  # the form (and any hash of it) of a shock from before ramps
-            data.pop("ramp_days", None)
-        return data
+        return _omit_unset(handler(self), "ramp_days", self.ramp_days)
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> GenerationShock:
@@ -329,10 +334,7 @@ class ModelPathSource(BaseModel):
 
     @model_serializer(mode="wrap")
     def _omit_no_shocks(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        if not self.shocks:  # the form (and any hash of it) of a source from before shocks
-            data.pop("shocks", None)
-        return data
+        return _omit_unset(handler(self), "shocks", self.shocks)
 
     @model_validator(mode="after")
     def _consistent_dates(self) -> ModelPathSource:
