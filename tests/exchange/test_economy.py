@@ -1,0 +1,426 @@
+"""exchange.economy: the credit economy of issue #21 as a deterministic agent model.
+
+Specifications: determinism by seed; integer money; the trigger follows the revenue path's
+acceleration, not a date; the seed's order (failed round -> pull-back -> neocloud breach, the
+concentrated provider before the diversified one, which survives) on at least 95 of 100 seeds;
+the wrap; the capex flip; the glut; parameters refused with clear errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from exchange.economy import (
+    BacklogImpaired,
+    CapacityReleased,
+    CapexCut,
+    CommitmentPulled,
+    CovenantBreached,
+    Default,
+    Economy,
+    EconomyParams,
+    GuaranteeCalled,
+    HyperscalerParams,
+    LabParams,
+    RoundFailed,
+    RoundPriced,
+)
+
+PERIODS = 72  # January 2024 to December 2029
+NAKED, WRAPPED = "OpenAI", "Anthropic"
+CONCENTRATED, DIVERSIFIED = "CoreWeave", "Diversified neocloud"
+
+
+def _params(accel: float | None = None, **kw) -> EconomyParams:
+    """Default parameters, with both labs' acceleration set to ``accel`` if given."""
+    if accel is not None:
+        base = EconomyParams()
+        kw["labs"] = tuple(lab.model_copy(update={"accel": accel}) for lab in base.labs)
+    return EconomyParams(**kw)
+
+
+def _run(params: EconomyParams | None = None, seed: int = 0) -> tuple[list, Economy]:
+    economy = Economy(params, seed)
+    return economy.run(PERIODS), economy
+
+
+def _first(records, kinds, entity=None):
+    """The first record of one of ``kinds`` (for ``entity`` if given), or None."""
+    for r in records:
+        if isinstance(r, kinds) and (entity is None or r.entity == entity):
+            return r
+    return None
+
+
+def _naked_triggers(records) -> bool:
+    return _first(records, RoundFailed, NAKED) is not None
+
+
+# ------------------------------------------------------------------------------ determinism
+
+
+def test_the_same_seed_gives_identical_records_and_series():
+    a, ea = _run(seed=7)
+    b, eb = _run(seed=7)
+    assert a == b
+    sa, sb = ea.series(), eb.series()
+    assert list(sa) == list(sb)
+    for key in sa:
+        np.testing.assert_array_equal(sa[key], sb[key])
+
+
+def test_different_seeds_can_differ():
+    runs = {seed: _run(seed=seed)[0] for seed in range(5)}
+    assert len({tuple(r) for r in runs.values()}) > 1
+
+
+def test_step_returns_the_records_of_that_month_and_run_returns_all_so_far():
+    economy = Economy(EconomyParams(), 3)
+    stepped = []
+    for month in range(PERIODS):
+        new = economy.step()
+        assert all(r.period == month for r in new)
+        stepped.extend(new)
+    assert stepped == _run(seed=3)[0]
+
+
+def test_records_are_numbered_in_order_and_causes_point_backwards():
+    records, _ = _run(seed=11)
+    assert records, "the default economy produces records"
+    for i, r in enumerate(records):
+        assert r.seq == i
+        assert all(0 <= c < r.seq for c in r.cause)
+    periods = [r.period for r in records]
+    assert periods == sorted(periods)
+
+
+def test_records_are_frozen():
+    records, _ = _run(seed=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        records[0].period = 99
+
+
+# ------------------------------------------------------------------------------ integers
+
+
+def test_money_and_ratios_are_int_everywhere_in_records_and_series():
+    records, economy = _run(seed=2)
+    kinds = set()
+    for r in records:
+        kinds.add(type(r))
+        for f in dataclasses.fields(r):
+            value = getattr(r, f.name)
+            if f.name in ("entity", "reason", "provider", "guarantor"):
+                assert isinstance(value, str)
+            elif f.name == "cause":
+                assert all(type(c) is int for c in value)
+            elif f.name == "leader":
+                assert type(value) is bool
+            else:
+                assert type(value) is int, (type(r).__name__, f.name, type(value))
+    # the run exercised the record types that carry money
+    assert {RoundPriced, RoundFailed, CommitmentPulled, BacklogImpaired, CapexCut} <= kinds
+    series = economy.series()
+    for key in ("revenue:OpenAI", "s1:OpenAI", "s2:OpenAI", "mark:OpenAI", "capex", "ocf"):
+        assert key in series
+    for key, values in series.items():
+        assert values.dtype == np.int64, key
+        assert len(values) == PERIODS, key
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_lab_cash_is_conserved_burn_out_and_raises_in(seed):
+    # cash(t) = cash(t-1) - burn(t) + what the month's records brought in: a priced round's
+    # raise, a failed round's markup money (naked) or the guarantee (wrapped); nothing else
+    records, economy = _run(_params(-0.25), seed)
+    s = economy.series()
+    for lab in EconomyParams().labs:
+        inflow = np.zeros(PERIODS, dtype=np.int64)
+        for r in records:
+            if r.entity != lab.name:
+                continue
+            if isinstance(r, RoundPriced):
+                inflow[r.period] += r.raised
+            elif isinstance(r, RoundFailed) and not lab.wrapped:
+                inflow[r.period] += r.raisable
+            elif isinstance(r, GuaranteeCalled):
+                inflow[r.period] += r.amount
+        cash, burn = s[f"cash:{lab.name}"], s[f"burn:{lab.name}"]
+        assert cash[0] == lab.initial_cash - burn[0] + inflow[0]
+        np.testing.assert_array_equal(np.diff(cash), inflow[1:] - burn[1:])
+
+
+def test_s1_and_s2_are_the_first_and_second_differences_of_revenue():
+    _, economy = _run(seed=4)
+    s = economy.series()
+    rev = s["revenue:OpenAI"]
+    np.testing.assert_array_equal(s["s1:OpenAI"][1:], np.diff(rev))
+    np.testing.assert_array_equal(s["s2:OpenAI"][2:], np.diff(rev, n=2))
+
+
+# ------------------------------------------------------------------------------ the trigger
+
+
+@pytest.mark.parametrize("accel", [0.0, 0.05, 0.1])
+def test_a_lab_whose_revenue_keeps_accelerating_never_triggers(accel):
+    for seed in range(20):
+        records, _ = _run(_params(accel), seed)
+        assert not _naked_triggers(records), (accel, seed)
+        assert _first(records, RoundPriced, NAKED) is not None  # it did raise
+
+
+@pytest.mark.parametrize("accel", [-0.25, -0.5])
+def test_a_lab_whose_revenue_decelerates_triggers(accel):
+    for seed in range(20):
+        records, economy = _run(_params(accel), seed)
+        failed = _first(records, RoundFailed, NAKED)
+        assert failed is not None, (accel, seed)
+        # the trigger is the step-up, not the level: the offer misses the required mark
+        assert failed.offered_mark < failed.required_mark
+        assert failed.step_up_ppm < failed.required_step_up_ppm
+        # and it comes while revenue is still at or near its record: S' has not gone deeply
+        # negative (the borrowed-time window), i.e. revenue is above half its peak so far
+        rev = economy.series()["revenue:OpenAI"][: failed.period + 1]
+        assert rev[-1] * 2 > rev.max()
+
+
+def test_a_failed_round_does_not_move_the_mark():
+    records, economy = _run(seed=0)
+    failed = _first(records, RoundFailed, NAKED)
+    assert failed is not None
+    marks = economy.series()["mark:OpenAI"]
+    assert marks[failed.period] == failed.last_mark
+
+
+# ------------------------------------------------------------------------------ the seed's order
+
+
+def _seed_order_holds(records) -> bool:
+    failed = _first(records, RoundFailed, NAKED)
+    pulled = _first(records, CommitmentPulled, NAKED)
+    neo_breach = _first(
+        [r for r in records if r.entity in (CONCENTRATED, DIVERSIFIED)],
+        (CovenantBreached, Default),
+    )
+    conc = _first(records, (CovenantBreached, Default), CONCENTRATED)
+    div = _first(records, (CovenantBreached, Default), DIVERSIFIED)
+    div_default = _first(records, Default, DIVERSIFIED)
+    return (
+        failed is not None
+        and pulled is not None
+        and neo_breach is not None
+        and conc is not None
+        and failed.seq < pulled.seq < neo_breach.seq
+        # the breach follows from a pull-back on the concentrated provider's own contract
+        and isinstance(records[conc.cause[0]], CommitmentPulled)
+        and records[conc.cause[0]].provider == CONCENTRATED
+        and (div is None or conc.seq < div.seq)
+        and div_default is None
+    )
+
+
+def test_the_seed_order_holds_on_at_least_95_of_100_seeds():
+    held = [seed for seed in range(100) if _seed_order_holds(_run(seed=seed)[0])]
+    assert len(held) >= 95, f"order held on {len(held)} seeds"
+
+
+def test_the_pull_back_and_the_breach_name_their_causes():
+    records, _ = _run(seed=5)
+    failed = _first(records, RoundFailed, NAKED)
+    pulled = _first(records, CommitmentPulled, NAKED)
+    breach = _first(records, CovenantBreached, CONCENTRATED)
+    assert pulled.cause == (failed.seq,)
+    assert records[breach.cause[0]].provider == CONCENTRATED
+    default = _first(records, Default, CONCENTRATED)
+    inverted = records[default.cause[0]]
+    assert inverted.kind == "spread_inverted" and inverted.spread < 0
+    assert default.reason == "spread inverted"
+
+
+def test_hyperscalers_are_impaired_not_seized():
+    records, _ = _run(seed=1)
+    impaired = {r.entity for r in records if isinstance(r, BacklogImpaired)}
+    assert {"Microsoft", "Oracle"} <= impaired
+    defaults = {r.entity for r in records if isinstance(r, Default)}
+    assert not defaults & {h.name for h in EconomyParams().hyperscalers}
+    # Oracle, the concentrated platform, takes the largest first write-off
+    first_cut = {}
+    for r in records:
+        if isinstance(r, BacklogImpaired):
+            first_cut.setdefault(r.entity, r.amount)
+    assert max(first_cut, key=first_cut.get) == "Oracle"
+
+
+# ------------------------------------------------------------------------------ the wrap
+
+
+@pytest.mark.parametrize("accel", [-0.25, -0.5])
+def test_the_wrapped_borrower_survives_the_deceleration_that_triggers_the_naked(accel):
+    for seed in range(10):
+        records, _ = _run(_params(accel), seed)
+        assert _naked_triggers(records), seed
+        assert _first(records, (CommitmentPulled, Default), WRAPPED) is None, seed
+        # a failed round of the wrapped lab calls its guarantee
+        for r in records:
+            if isinstance(r, RoundFailed) and r.entity == WRAPPED:
+                called = records[r.seq + 1]
+                assert isinstance(called, GuaranteeCalled) and called.cause == (r.seq,)
+                assert called.guarantor == "Google" and 0 < called.amount <= r.need
+
+
+def test_without_the_wrap_the_same_lab_pulls_back():
+    # the counterfactual: the second lab, same path and burn, with no guarantor
+    base = _params(-0.25)
+    unwrapped = base.labs[1].model_copy(update={"wrapped": False, "lease_guarantor": None})
+    params = base.model_copy(update={"labs": (base.labs[0], unwrapped)})
+    pulled = wrapped_failed = 0
+    for seed in range(10):
+        records, _ = _run(params, seed)
+        pulled += _first(records, CommitmentPulled, WRAPPED) is not None
+        wrapped_failed += _first(_run(base, seed)[0], RoundFailed, WRAPPED) is not None
+    # its rounds fail under this deceleration with or without the wrap...
+    assert wrapped_failed >= 8
+    # ...and only the unwrapped one pulls its commitments
+    assert pulled >= 8
+
+
+# ------------------------------------------------------------------------------ re-leasing, glut
+
+
+def test_released_capacity_is_re_leased_at_30_to_50_percent_off_on_shorter_terms():
+    records, _ = _run(seed=3)
+    released = [r for r in records if isinstance(r, CapacityReleased)]
+    assert released
+    p = EconomyParams()
+    neo = {n.name: n for n in p.neoclouds}
+    for r in released:
+        assert 300_000 <= r.discount_ppm <= 500_000
+        assert r.term_months < p.contract_months
+        assert r.price < neo[r.entity].contract_price
+        assert records[r.cause[0]].kind == "commitment_pulled"
+
+
+def test_the_glut_is_a_supply_shock_that_starts_with_the_first_pull_back():
+    records, economy = _run(seed=6)
+    pulled = _first(records, CommitmentPulled, NAKED)
+    s = economy.series()
+    shock = s["rental_shock"]
+    assert (shock[: pulled.period] == 0).all()
+    assert (shock[pulled.period :] > 0).all()
+    base = EconomyParams().rental_price[0]
+    np.testing.assert_array_equal(s["rental_price"] + shock, np.full(PERIODS, base))
+
+
+def test_the_rental_price_path_is_an_input():
+    path = tuple(2_000 - 10 * t for t in range(PERIODS))
+    _, economy = _run(_params(accel=0.05, rental_price=path), 0)
+    s = economy.series()
+    # no pull-back on an accelerating path: no glut, the input passes through
+    np.testing.assert_array_equal(s["rental_price"], np.array(path))
+    # a falling open-market price narrows the neocloud's spread
+    spread = s[f"spread:{DIVERSIFIED}"]
+    assert spread[-1] < spread[0]
+
+
+# ------------------------------------------------------------------------------ the capex flip
+
+
+def test_the_capex_flip_first_cut_is_rewarded_and_the_others_follow_within_the_window():
+    p = EconomyParams()
+    can_cut = {h.name for h in p.hyperscalers if h.blink_cost is not None}
+    leaders = set()
+    for seed in range(20):
+        records, economy = _run(p, seed)
+        cuts = [r for r in records if isinstance(r, CapexCut)]
+        assert cuts, seed
+        leader = cuts[0]
+        assert leader.leader and not any(c.leader for c in cuts[1:])
+        # rewarded: the first cut comes only once the market has seen the trigger
+        failed = _first(records, RoundFailed, NAKED)
+        assert failed is not None and failed.seq < leader.seq
+        leaders.add(leader.entity)
+        followers = {c.entity: c for c in cuts[1:]}
+        assert set(followers) | {leader.entity} == can_cut
+        for c in followers.values():
+            assert c.cause == (leader.seq,)
+            assert c.period - leader.period <= p.follow_window_months
+        assert "Oracle" not in followers  # it cannot blink
+        # the cut shows in the capex series
+        capex = economy.series()[f"capex:{leader.entity}"]
+        assert capex[leader.period] == leader.capex < leader.planned
+    assert leaders <= can_cut
+
+
+def test_no_capex_cut_without_a_trigger():
+    for seed in range(5):
+        records, _ = _run(_params(0.05), seed)
+        assert _first(records, CapexCut) is None
+
+
+def test_the_seed_capex_path_accelerates_then_rolls_over():
+    _, economy = _run(_params(0.05), 0)  # no cuts: the planned path
+    capex = economy.series()["capex"].astype(float)
+    growth = np.diff(np.log(capex)) * 12  # annualised log growth per month
+    peak = int(np.argmax(growth))
+    # the seed's growth rates, +51 %, +81 %, +77 %, +52 %: growth is fastest from mid-2024 to
+    # mid-2025 (months 6-18) and slows after, still positive: S'' rolled over, S' did not
+    assert 6 <= peak <= 18
+    assert 0 < growth[42] < growth[30] < growth[peak]
+
+
+# ------------------------------------------------------------------------------ parameters
+
+
+def test_default_parameters_carry_the_seed_figures():
+    p = EconomyParams()
+    assert sum(h.backlog for h in p.hyperscalers) == 2_100_000_000_000 * 100
+    two_labs = sum(h.backlog * (h.naked_share + h.wrapped_share) for h in p.hyperscalers)
+    assert abs(two_labs / sum(h.backlog for h in p.hyperscalers) - 0.5) < 0.01
+    assert p.capex_by_year == tuple(x * 1_000_000_000 * 100 for x in (150, 226, 410, 725, 1100))
+    naked = p.labs[0]
+    assert naked.burn_start == naked.burn_end == 0.57
+    assert p.labs[1].burn_end == 0.09
+    assert next(n for n in p.neoclouds if n.name == CONCENTRATED).naked_share == 2 / 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"surprise": 1}, "Extra inputs are not permitted"),
+        ({"markup_funding": 0.0}, "greater than 0"),
+        ({"pullback_min": 0.6, "pullback_max": 0.5}, "pullback_min exceeds pullback_max"),
+        ({"release_discount_min": 0.6}, "release_discount_min exceeds"),
+        ({"rental_price": ()}, "at least 1"),
+        ({"rental_price": (2_000, 0)}, "rental prices must be positive"),
+        ({"capex_years": (2023, 2025, 2026, 2027, 2028)}, "consecutive"),
+        ({"capex_to_ocf": ()}, "lengths disagree"),
+    ],
+)
+def test_bad_economy_parameters_are_refused_with_a_clear_error(kwargs, message):
+    with pytest.raises(ValidationError, match=message):
+        EconomyParams(**kwargs)
+
+
+def test_bad_agent_parameters_are_refused_with_a_clear_error():
+    base = EconomyParams()
+    naked, wrapped = base.labs
+    with pytest.raises(ValidationError, match="needs a lease_guarantor"):
+        LabParams(**{**wrapped.model_dump(), "lease_guarantor": None})
+    with pytest.raises(ValidationError, match="naked lab .* cannot have a lease_guarantor"):
+        LabParams(**{**naked.model_dump(), "lease_guarantor": "Google"})
+    with pytest.raises(ValidationError, match="the naked lab, then the wrapped lab"):
+        EconomyParams(labs=(wrapped, naked))
+    with pytest.raises(ValidationError, match="unique"):
+        EconomyParams(neoclouds=(base.neoclouds[0], base.neoclouds[0]))
+    with pytest.raises(ValidationError, match="capex_share must sum to 1"):
+        EconomyParams(hyperscalers=base.hyperscalers[:2])
+    with pytest.raises(ValidationError, match="naked_share \\+ wrapped_share exceeds 1"):
+        HyperscalerParams(**{**base.hyperscalers[0].model_dump(), "naked_share": 0.99})
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        LabParams(**{**naked.model_dump(), "burn": 0.5})
+    with pytest.raises(ValidationError):
+        EconomyParams().markup_funding = 1.0  # frozen
