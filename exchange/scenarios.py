@@ -37,7 +37,7 @@ from exchange.limits import (
     check_money,
 )
 from matching_core import Op, OrderType
-from matching_core.streams import generate_stream
+from matching_core.streams import OrderFlow
 
 _SIDES = ("buy", "sell")
 _TIFS = ("gtc", "ioc", "fok")
@@ -116,43 +116,65 @@ class FlowScenario(RawChecked):
 
 
 class _FlowDriver:
-    """Turns the generator's messages into commands at seeded times."""
+    """Turns the generator's messages into commands at seeded times, a chunk at a time.
+
+    The messages are generated :data:`CHUNK` at a time (``matching_core.streams.OrderFlow``),
+    their arrival times and the cash amounts drawn as they are needed, and the map from the
+    generator's order ids to the exchange's keeps only orders the generator still holds live
+    (the only ones a later cancel or amend can name): the driver's memory does not grow with
+    the session's length (issue #20)."""
+
+    #: Messages generated at a time.
+    CHUNK = 65_536
 
     def __init__(self, scenario: FlowScenario, engine: Exchange, sim: Simulator, seed: int):
         self.s = scenario
         self.engine = engine
         self.sim = sim
-        rng = np.random.default_rng([seed, 1])
-        self.messages = generate_stream(scenario.messages, seed, accounts=scenario.traders)
-        # message i arrives at (i + 1 + u_i) * interval, u_i uniform in [0, 1): strictly rising
-        u = rng.random(scenario.messages)
-        self.times = ((np.arange(scenario.messages) + 1 + u) * scenario.interval_ns).astype(
-            np.int64
-        )
-        self.cash_draws = rng.integers(
-            1, 1_000_000_00, size=scenario.messages // max(1, scenario.cash_every) + 1
-        )
-        # one list of ints per field, not a tuple per message: a million tuples would be
-        # traversed by every full garbage collection of the run (ints are not tracked)
-        self.columns = [self.messages[field].tolist() for field in self.messages.dtype.names]
-        self.count = len(self.messages)
+        self.flow = OrderFlow(seed, accounts=scenario.traders)
+        self._times_rng = np.random.default_rng([seed, 1])
+        self._cash_rng = np.random.default_rng([seed, 2])
+        self.count = scenario.messages
         self.names = [scenario.trader(i) for i in range(scenario.traders + 1)]
         self.ids: dict[int, int] = {}  # generator order id -> exchange order id
         self.instrument = scenario.instrument.name
+        self._first = 0  # index of the first message of the loaded chunk
+        self.columns: list[list[int]] = []
+        self.times: list[int] = []
+        self._load(0)
+
+    def _load(self, first: int) -> None:
+        """Generate the chunk of messages that starts at index ``first``."""
+        live = self.flow.live_ids()
+        self.ids = {gen: oid for gen, oid in self.ids.items() if gen in live}
+        k = min(self.CHUNK, self.count - first)
+        messages = self.flow.take(k)
+        # one list of ints per field, not a tuple per message: tuples would be traversed by
+        # every full garbage collection of the run (ints are not tracked)
+        self.columns = [messages[field].tolist() for field in messages.dtype.names]
+        # message i arrives at (i + 1 + u_i) * interval, u_i uniform in [0, 1): strictly rising
+        u = self._times_rng.random(k)
+        self.times = (
+            ((np.arange(first, first + k) + 1 + u) * self.s.interval_ns).astype(np.int64).tolist()
+        )
+        self._first = first
 
     def start(self) -> None:
         if self.count:
-            self.sim.schedule(int(self.times[0]), self.step, 0)
+            self.sim.schedule(self.times[0], self.step, 0)
 
     def step(self, i: int) -> None:
-        self.send(i, [column[i] for column in self.columns])
+        j = i - self._first
+        self.send(i, [column[j] for column in self.columns])
         s = self.s
         if s.cash_every and i % s.cash_every == s.cash_every - 1:
             self.cash(i)
         if s.malformed_every and i % s.malformed_every == s.malformed_every - 1:
             self.malformed(i)
         if i + 1 < self.count:
-            self.sim.schedule(int(self.times[i + 1]), self.step, i + 1)
+            if j + 1 == len(self.times):
+                self._load(i + 1)
+            self.sim.schedule(self.times[i + 1 - self._first], self.step, i + 1)
 
     def send(self, i: int, row: list) -> None:
         gen_id, account, price, qty, op, side, otype, tif, post_only = row
@@ -195,7 +217,8 @@ class _FlowDriver:
         k = i // self.s.cash_every
         name = self.s.trader(1 + k % self.s.traders)
         kind = "deposit" if k % 2 == 0 else "withdraw"
-        self.engine.handle({"type": kind, "account": name, "amount": int(self.cash_draws[k])})
+        amount = int(self._cash_rng.integers(1, 1_000_000_00))
+        self.engine.handle({"type": kind, "account": name, "amount": amount})
 
     def malformed(self, i: int) -> None:
         k = i // self.s.malformed_every

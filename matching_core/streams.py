@@ -93,185 +93,226 @@ def generate_stream(
     ``1..accounts``). ``book_factory`` makes the empty book used to track which orders are
     live (default: the Cython ``OrderBook()``; ``matching_core.ReferenceBook`` works too and
     gives the same stream, much more slowly). See the module docstring for the model.
-    Same arguments -> byte-identical array.
+    Same arguments -> byte-identical array. The first :meth:`OrderFlow.take` of ``n``
+    messages of an :class:`OrderFlow` with the same arguments is this array.
     """
     n = int(n)
     if n < 0:
         raise ValueError("n must be >= 0")
-    if accounts < 1:
-        raise ValueError("accounts must be >= 1")
-    if mid < 1:
-        raise ValueError("mid must be >= 1 tick")
-    rng = np.random.default_rng(seed)
+    return OrderFlow(seed, mid=mid, accounts=accounts, book_factory=book_factory).take(n)
 
-    # ---- vectorised draws -------------------------------------------------------------
-    kind = rng.choice(4, size=n, p=KIND_PROBS).astype(np.uint8)
-    steps = rng.choice(
-        np.array([-1, 0, 1], dtype=np.int64),
-        size=n,
-        p=[_MID_STEP_PROB, 1 - 2 * _MID_STEP_PROB, _MID_STEP_PROB],
-    )
-    walk = int(mid) + np.cumsum(steps)
-    mids = np.where(walk < _MID_FLOOR, 2 * _MID_FLOOR - walk, walk)  # reflect at the floor
-    side = rng.integers(0, 2, size=n, dtype=np.uint8)
-    sign = np.where(side == Side.BUY, 1, -1).astype(np.int64)  # +1 buy, -1 sell
-    weights = 1.0 / np.arange(1, accounts + 1, dtype=np.float64) ** 0.8
-    account = rng.choice(accounts, size=n, p=weights / weights.sum()).astype(np.int64) + 1
-    qty = np.minimum(rng.geometric(_QTY_P, size=n), _MAX_LOTS).astype(np.int64)
 
-    passive = rng.geometric(_PASSIVE_P, size=n).astype(np.int64)
-    crossing = rng.geometric(_CROSS_P, size=n).astype(np.int64)
-    through = rng.geometric(_IOC_P, size=n).astype(np.int64)
-    protect = 3 + rng.geometric(_PROTECT_P, size=n).astype(np.int64)
-    u_sub = rng.random(n)  # sub-kind of a limit add / marketable order
-    u_sub2 = rng.random(n)  # protected market order or not
-    u_pick = rng.random(n)  # which live order a cancel / amend targets
-    u_amend = rng.random(n)  # reduce or move; how much to reduce
-    amend_move = rng.choice(np.array([-2, -1, 1, 2], dtype=np.int64), size=n)
+class OrderFlow:
+    """The seeded order flow of :func:`generate_stream`, generated a chunk at a time.
 
-    # Every index gets passive-limit fields first: they are also the fallback when a cancel
-    # or amend finds no live order.
-    price = np.maximum(mids - sign * passive, 1)
-    typ = np.full(n, OrderType.LIMIT, dtype=np.uint8)
-    tif = np.full(n, TimeInForce.GTC, dtype=np.uint8)
-    post = np.zeros(n, dtype=np.uint8)
+    ``take(k)`` returns the next ``k`` messages; the walk of the mid, the live orders and
+    the book carry over from one chunk to the next, so memory stays in proportion to the
+    chunk and the orders resting, not to the stream's length (issue #20: a run's memory is
+    flat in its length). The draws of each chunk are vectorised over the chunk, so a stream
+    taken in chunks of ``k`` is a function of ``(seed, mid, accounts, k)``: the same
+    messages as one :func:`generate_stream` call only for its first chunk.
+    """
 
-    lim = kind == _K_LIMIT
-    is_post = lim & (u_sub < _POST_ONLY_FRAC)
-    is_cross = lim & (u_sub >= _POST_ONLY_FRAC) & (u_sub < _POST_ONLY_FRAC + _CROSSING_FRAC)
-    post[is_post] = 1
-    price[is_cross] = np.maximum(mids + sign * crossing, 1)[is_cross]
+    def __init__(
+        self,
+        seed: int = 7,
+        *,
+        mid: int = 10_000,
+        accounts: int = 50,
+        book_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        if accounts < 1:
+            raise ValueError("accounts must be >= 1")
+        if mid < 1:
+            raise ValueError("mid must be >= 1 tick")
+        self._rng = np.random.default_rng(seed)
+        self._walk = int(mid)  # the mid's walk before reflection, at the last message
+        self._accounts = accounts
+        self._taken = 0  # messages generated so far: the next add's id is this + 1
+        self._book = _default_book() if book_factory is None else book_factory()
+        self._live: list[int] = []  # ids of resting orders; random pick + swap-remove: O(1)
+        self._pos: dict[int, int] = {}  # id -> index in ``_live``
+        # id -> [account, side, current price] of each live order (a target's fields)
+        self._orders: dict[int, list[int]] = {}
 
-    mkt = kind == _K_MARKETABLE
-    is_market = mkt & (u_sub < _MARKET_FRAC)
-    is_ioc = mkt & (u_sub >= _MARKET_FRAC) & (u_sub < _MARKET_FRAC + _IOC_FRAC)
-    is_fok = mkt & (u_sub >= _MARKET_FRAC + _IOC_FRAC)
-    typ[is_market] = OrderType.MARKET
-    tif[is_ioc] = TimeInForce.IOC
-    tif[is_fok] = TimeInForce.FOK
-    through_px = np.maximum(mids + sign * through, 1)
-    price[is_ioc | is_fok] = through_px[is_ioc | is_fok]
-    protected = is_market & (u_sub2 < _PROTECTED_FRAC)
-    price[is_market] = 0  # no protection
-    price[protected] = np.maximum(mids + sign * protect, 1)[protected]
+    def live_ids(self) -> set[int]:
+        """Ids of the orders live in the generator's book: the only ones a later cancel or
+        amend can target."""
+        return set(self._pos)
 
-    # ---- play the stream to pick live targets ------------------------------------------
-    order_id = np.arange(1, n + 1, dtype=np.int64)
-    op = np.zeros(n, dtype=np.uint8)  # Op.ADD
-    out_price = price.tolist()  # becomes the message price; also each order's current price
-    out_qty = qty.tolist()
-    out_id = order_id.tolist()
-    out_acct = account.tolist()
-    out_side = side.tolist()
-    typ_l = typ.tolist()
-    tif_l = tif.tolist()
-    post_l = post.tolist()
-    kind_l = kind.tolist()
-    u_pick_l = u_pick.tolist()
-    u_amend_l = u_amend.tolist()
-    move_l = amend_move.tolist()
-    cur_price = list(out_price)  # resting price of the order with id i + 1, by index i
-    # Targets must be replaced in the output *and* looked up by id: keep the order fields of
-    # each add by index before the output lists are overwritten for cancels and amends.
-    acct_of = list(out_acct)
-    side_of = list(out_side)
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` messages (a ``MESSAGE_DTYPE`` array)."""
+        n = int(n)
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        rng = self._rng
+        accounts = self._accounts
+        base = self._taken  # the add at index i of this chunk has id base + i + 1
 
-    cancel_idx: list[int] = []
-    amend_idx: list[int] = []
-    live: list[int] = []  # ids of resting orders; random pick + swap-remove: O(1)
-    pos: dict[int, int] = {}  # id -> index in ``live``
+        # ---- vectorised draws -------------------------------------------------------------
+        kind = rng.choice(4, size=n, p=KIND_PROBS).astype(np.uint8)
+        steps = rng.choice(
+            np.array([-1, 0, 1], dtype=np.int64),
+            size=n,
+            p=[_MID_STEP_PROB, 1 - 2 * _MID_STEP_PROB, _MID_STEP_PROB],
+        )
+        walk = self._walk + np.cumsum(steps)
+        if n:
+            self._walk = int(walk[-1])
+        mids = np.where(walk < _MID_FLOOR, 2 * _MID_FLOOR - walk, walk)  # reflect at the floor
+        side = rng.integers(0, 2, size=n, dtype=np.uint8)
+        sign = np.where(side == Side.BUY, 1, -1).astype(np.int64)  # +1 buy, -1 sell
+        weights = 1.0 / np.arange(1, accounts + 1, dtype=np.float64) ** 0.8
+        account = rng.choice(accounts, size=n, p=weights / weights.sum()).astype(np.int64) + 1
+        qty = np.minimum(rng.geometric(_QTY_P, size=n), _MAX_LOTS).astype(np.int64)
 
-    book = _default_book() if book_factory is None else book_factory()
-    submit = book.submit
-    submit_market = book.submit_market
-    cancel = book.cancel
-    amend = book.amend
-    order_qty = book.order_qty
-    market_t = int(OrderType.MARKET)
+        passive = rng.geometric(_PASSIVE_P, size=n).astype(np.int64)
+        crossing = rng.geometric(_CROSS_P, size=n).astype(np.int64)
+        through = rng.geometric(_IOC_P, size=n).astype(np.int64)
+        protect = 3 + rng.geometric(_PROTECT_P, size=n).astype(np.int64)
+        u_sub = rng.random(n)  # sub-kind of a limit add / marketable order
+        u_sub2 = rng.random(n)  # protected market order or not
+        u_pick = rng.random(n)  # which live order a cancel / amend targets
+        u_amend = rng.random(n)  # reduce or move; how much to reduce
+        amend_move = rng.choice(np.array([-2, -1, 1, 2], dtype=np.int64), size=n)
 
-    def drop_filled_makers() -> None:
-        for maker in book.fills["maker_order_id"].tolist():
-            if maker in pos and order_qty(maker) == 0:
-                j = pos.pop(maker)
-                last = live.pop()
-                if last != maker:
-                    live[j] = last
-                    pos[last] = j
+        # Every index gets passive-limit fields first: they are also the fallback when a
+        # cancel or amend finds no live order.
+        price = np.maximum(mids - sign * passive, 1)
+        typ = np.full(n, OrderType.LIMIT, dtype=np.uint8)
+        tif = np.full(n, TimeInForce.GTC, dtype=np.uint8)
+        post = np.zeros(n, dtype=np.uint8)
 
-    for i in range(n):
-        k = kind_l[i]
-        if k in (_K_CANCEL, _K_AMEND) and live:
-            target = live[int(u_pick_l[i] * len(live))]
-            t = target - 1
-            out_id[i] = target
-            out_acct[i] = acct_of[t]
-            out_side[i] = side_of[t]
-            if k == _K_CANCEL:
-                cancel_idx.append(i)
-                cancel(target)
-                j = pos.pop(target)
-                last = live.pop()
-                if last != target:
-                    live[j] = last
-                    pos[last] = j
+        lim = kind == _K_LIMIT
+        is_post = lim & (u_sub < _POST_ONLY_FRAC)
+        is_cross = lim & (u_sub >= _POST_ONLY_FRAC) & (u_sub < _POST_ONLY_FRAC + _CROSSING_FRAC)
+        post[is_post] = 1
+        price[is_cross] = np.maximum(mids + sign * crossing, 1)[is_cross]
+
+        mkt = kind == _K_MARKETABLE
+        is_market = mkt & (u_sub < _MARKET_FRAC)
+        is_ioc = mkt & (u_sub >= _MARKET_FRAC) & (u_sub < _MARKET_FRAC + _IOC_FRAC)
+        is_fok = mkt & (u_sub >= _MARKET_FRAC + _IOC_FRAC)
+        typ[is_market] = OrderType.MARKET
+        tif[is_ioc] = TimeInForce.IOC
+        tif[is_fok] = TimeInForce.FOK
+        through_px = np.maximum(mids + sign * through, 1)
+        price[is_ioc | is_fok] = through_px[is_ioc | is_fok]
+        protected = is_market & (u_sub2 < _PROTECTED_FRAC)
+        price[is_market] = 0  # no protection
+        price[protected] = np.maximum(mids + sign * protect, 1)[protected]
+
+        # ---- play the stream to pick live targets ----------------------------------------
+        order_id = np.arange(base + 1, base + n + 1, dtype=np.int64)
+        op = np.zeros(n, dtype=np.uint8)  # Op.ADD
+        out_price = price.tolist()  # becomes the message price
+        out_qty = qty.tolist()
+        out_id = order_id.tolist()
+        out_acct = account.tolist()
+        out_side = side.tolist()
+        typ_l = typ.tolist()
+        tif_l = tif.tolist()
+        post_l = post.tolist()
+        kind_l = kind.tolist()
+        u_pick_l = u_pick.tolist()
+        u_amend_l = u_amend.tolist()
+        move_l = amend_move.tolist()
+
+        cancel_idx: list[int] = []
+        amend_idx: list[int] = []
+        live = self._live
+        pos = self._pos
+        orders = self._orders
+
+        book = self._book
+        submit = book.submit
+        submit_market = book.submit_market
+        cancel = book.cancel
+        amend = book.amend
+        order_qty = book.order_qty
+        market_t = int(OrderType.MARKET)
+
+        def leave(target: int) -> None:
+            j = pos.pop(target)
+            del orders[target]
+            last = live.pop()
+            if last != target:
+                live[j] = last
+                pos[last] = j
+
+        def drop_filled_makers() -> None:
+            for maker in book.fills["maker_order_id"].tolist():
+                if maker in pos and order_qty(maker) == 0:
+                    leave(maker)
+
+        for i in range(n):
+            k = kind_l[i]
+            if k in (_K_CANCEL, _K_AMEND) and live:
+                target = live[int(u_pick_l[i] * len(live))]
+                fields = orders[target]
+                out_id[i] = target
+                out_acct[i] = fields[0]
+                out_side[i] = fields[1]
+                if k == _K_CANCEL:
+                    cancel_idx.append(i)
+                    cancel(target)
+                    leave(target)
+                    continue
+                amend_idx.append(i)
+                open_qty = order_qty(target)
+                ua = u_amend_l[i]
+                if ua < _AMEND_REDUCE_FRAC and open_qty > 1:
+                    new_price = fields[2]
+                    new_qty = 1 + int((ua / _AMEND_REDUCE_FRAC) * (open_qty - 1))
+                else:
+                    new_price = max(fields[2] + move_l[i], 1)
+                    new_qty = open_qty
+                out_price[i] = new_price
+                out_qty[i] = new_qty
+                if amend(target, new_price, new_qty) == 0:
+                    fields[2] = new_price
+                    if book.last_filled:
+                        drop_filled_makers()
+                        if book.last_resting == 0 and target in pos:  # traded in full
+                            leave(target)
                 continue
-            amend_idx.append(i)
-            open_qty = order_qty(target)
-            ua = u_amend_l[i]
-            if ua < _AMEND_REDUCE_FRAC and open_qty > 1:
-                new_price = cur_price[t]
-                new_qty = 1 + int((ua / _AMEND_REDUCE_FRAC) * (open_qty - 1))
+            # an add (a cancel or amend with nothing live falls back to its passive limit)
+            oid = base + i + 1
+            if typ_l[i] == market_t:
+                submit_market(oid, out_acct[i], out_side[i], out_qty[i], out_price[i])
             else:
-                new_price = max(cur_price[t] + move_l[i], 1)
-                new_qty = open_qty
-            out_price[i] = new_price
-            out_qty[i] = new_qty
-            if amend(target, new_price, new_qty) == 0:
-                cur_price[t] = new_price
-                if book.last_filled:
-                    drop_filled_makers()
-                    if book.last_resting == 0:  # the replacement traded in full
-                        j = pos.pop(target)
-                        last = live.pop()
-                        if last != target:
-                            live[j] = last
-                            pos[last] = j
-            continue
-        # an add (a cancel or amend with nothing live falls back to its passive limit fields)
-        oid = i + 1
-        if typ_l[i] == market_t:
-            submit_market(oid, out_acct[i], out_side[i], out_qty[i], out_price[i])
-        else:
-            submit(oid, out_acct[i], out_side[i], out_price[i], out_qty[i], tif_l[i], post_l[i])
-        if book.last_filled:
-            drop_filled_makers()
-        if book.last_resting:
-            pos[oid] = len(live)
-            live.append(oid)
+                submit(oid, out_acct[i], out_side[i], out_price[i], out_qty[i], tif_l[i], post_l[i])
+            if book.last_filled:
+                drop_filled_makers()
+            if book.last_resting:
+                pos[oid] = len(live)
+                live.append(oid)
+                orders[oid] = [out_acct[i], out_side[i], out_price[i]]
+        self._taken = base + n
 
-    # ---- assemble ----------------------------------------------------------------------
-    msgs = np.zeros(n, dtype=MESSAGE_DTYPE)
-    msgs["order_id"] = out_id
-    msgs["account"] = out_acct
-    msgs["price"] = out_price
-    msgs["qty"] = out_qty
-    msgs["side"] = out_side
-    msgs["type"] = typ
-    msgs["tif"] = tif
-    msgs["post_only"] = post
-    if cancel_idx:
-        c = np.asarray(cancel_idx, dtype=np.int64)
-        op[c] = Op.CANCEL
-        msgs["price"][c] = 0
-        msgs["qty"][c] = 0
-    if amend_idx:
-        op[np.asarray(amend_idx, dtype=np.int64)] = Op.AMEND
-    msgs["op"] = op
-    non_add = op != Op.ADD
-    msgs["type"][non_add] = OrderType.LIMIT
-    msgs["tif"][non_add] = TimeInForce.GTC
-    msgs["post_only"][non_add] = 0
-    return msgs
+        # ---- assemble --------------------------------------------------------------------
+        msgs = np.zeros(n, dtype=MESSAGE_DTYPE)
+        msgs["order_id"] = out_id
+        msgs["account"] = out_acct
+        msgs["price"] = out_price
+        msgs["qty"] = out_qty
+        msgs["side"] = out_side
+        msgs["type"] = typ
+        msgs["tif"] = tif
+        msgs["post_only"] = post
+        if cancel_idx:
+            c = np.asarray(cancel_idx, dtype=np.int64)
+            op[c] = Op.CANCEL
+            msgs["price"][c] = 0
+            msgs["qty"][c] = 0
+        if amend_idx:
+            op[np.asarray(amend_idx, dtype=np.int64)] = Op.AMEND
+        msgs["op"] = op
+        non_add = op != Op.ADD
+        msgs["type"][non_add] = OrderType.LIMIT
+        msgs["tif"][non_add] = TimeInForce.GTC
+        msgs["post_only"][non_add] = 0
+        return msgs
 
 
 def mix(messages: np.ndarray) -> dict[str, float]:

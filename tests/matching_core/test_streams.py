@@ -203,3 +203,40 @@ def test_low_mid_stays_positive():
     limit = (s["op"] != Op.CANCEL) & (s["type"] == OrderType.LIMIT)
     assert (s["price"][limit] >= 1).all()
     assert (s["price"] >= 0).all()
+
+
+def test_an_order_flow_first_chunk_is_generate_stream(stream):
+    from matching_core.streams import OrderFlow
+
+    assert OrderFlow(11).take(N).tobytes() == stream.tobytes()
+
+
+def test_an_order_flow_taken_in_chunks_targets_only_live_orders():
+    """A stream taken a chunk at a time carries its book, mid and live orders across the
+    chunks: replayed from an empty book, every cancel of it is accepted and every add id is
+    unique and rising, as for one generate_stream call."""
+    from matching_core.streams import OrderFlow
+
+    flow = OrderFlow(3, accounts=6)
+    chunks = [flow.take(k) for k in (1, 999, 4_000, 0, 5_000)]
+    messages = np.concatenate(chunks)
+    reports = np.zeros(len(messages), dtype=REPORT_DTYPE)
+    ReferenceBook().process(messages, reports)
+    cancels = reports["reject"][messages["op"] == Op.CANCEL]
+    assert len(cancels) > 1_000
+    assert (cancels == Reject.OK).all(), np.bincount(cancels)
+    adds = messages["order_id"][messages["op"] == Op.ADD]
+    assert (np.diff(adds) > 0).all() and adds[-1] <= len(messages)
+
+
+def test_an_order_flow_keeps_only_live_orders():
+    """Memory flat in the stream's length: after many chunks the generator holds the fields of
+    the orders still resting in its book, nothing of the ones that left it."""
+    from matching_core.streams import OrderFlow
+
+    flow = OrderFlow(9, accounts=10)
+    for _ in range(40):
+        flow.take(2_000)
+    live = flow.live_ids()
+    assert len(flow._orders) == len(live) == len(flow._book)
+    assert len(live) < 2_000
