@@ -128,6 +128,7 @@ _NO_ACCOUNT_CHANGE = frozenset(
         ev.FUNDING_RATE,
         ev.POOL_FUNDED,
         ev.COMMAND_REJECTED,
+        *ev.ECONOMY_KINDS,  # news of the credit economy: no exchange account moves
     }
 )
 _WANTED = frozenset(

@@ -52,6 +52,8 @@ from pydantic import (
 from clients.budget import DEFAULT_LINES
 from clients.latency import Latency
 from exchange.clock import Simulator
+from exchange.economy import EconomyParams
+from exchange.economy_schedule import check_calendar, schedule_economy, step_times
 from exchange.engine import DAY_NS, Exchange
 from exchange.index import (
     CALIBRATIONS,
@@ -325,6 +327,11 @@ class MarketScenario(BaseModel):
         sweep_aliases: names ``gpuex sweep --param`` accepts for fields of this file, as
             ``alias = [field path, unit]`` (unit: dollars, duration, int or raw), e.g.
             ``"guarantor.capital" = ["accounts.0.cash", "dollars"]``.
+        economy: the credit economy of issue #21 (``exchange.economy.EconomyParams``; an empty
+            ``[economy]`` table takes every default), stepped monthly with each record an event
+            in the log (``exchange.economy_schedule``); the session must then start on or
+            before 2024-01-01, the economy's first month. Omit for none (left out of the
+            stored configuration then, so a file without it stores what it did before).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -346,6 +353,14 @@ class MarketScenario(BaseModel):
     sweep_aliases: dict[str, tuple[str, Literal["dollars", "duration", "int", "raw"]]] = Field(
         default_factory=dict
     )
+    economy: EconomyParams | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_no_economy(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.economy is None:  # stored configurations from before the field stay identical
+            data.pop("economy", None)
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -428,6 +443,9 @@ class MarketScenario(BaseModel):
             ).days // spec.premium_period_days + 1
         if self.margin is not None:
             counts["margin.interval_ns (margin cycles)"] = every_count(end, self.margin.interval_ns)
+        if self.economy is not None:
+            check_calendar(self.start)
+            counts["economy (monthly steps)"] = len(step_times(self.start, end))
         check_market_actions(end, counts)
 
     @property
@@ -456,7 +474,12 @@ class MarketScenario(BaseModel):
             engine.fund_pool("insurance", self.insurance_fund)
 
     def schedule_market(self, engine: Exchange, sim: Simulator, seed: int) -> None:
-        """Index prints, marks, funding, premiums, maturities and margin cycles."""
+        """The economy's monthly steps (if any: first at an instant they share), then index
+        prints, marks, funding, premiums, maturities and margin cycles."""
+        if self.economy is not None:
+            schedule_economy(
+                engine, sim, params=self.economy, start=self.start, end_ns=self.end_ns, seed=seed
+            )
         schedule_market(
             engine,
             sim,

@@ -1366,6 +1366,29 @@ class Exchange:
         self.contributions[name] = self.contributions.get(name, 0) + amount
         self._emit(ev.FUND_CONTRIBUTION, account=name, amount=-amount)
 
+    def announce(
+        self,
+        kind: str,
+        *,
+        amount: int | None = None,
+        counterparty: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
+        """Emit one event of the credit economy (a kind of ``events.ECONOMY_KINDS``) at the
+        current time, and return it (its ``seq`` is what later events name as their cause).
+
+        Args:
+            kind: the event's kind; any other kind is refused (``ValueError``): the exchange's
+                own events come only from the exchange's own actions.
+            amount: the record's main money amount, cents (None: it has none).
+            counterparty: the economy's entity (a lab, neocloud or hyperscaler): not an account.
+            data: the record's other fields, JSON with ints for numbers.
+
+        Changes no state of the exchange: these events are news (exchange/economy_schedule)."""
+        if kind not in ev.ECONOMY_KINDS:
+            raise ValueError(f"announce takes a credit economy kind, not {kind!r}")
+        return self._emit(kind, amount=amount, counterparty=counterparty, data=data)
+
     def _sorted_accounts(self) -> list[Account]:
         return [self.accounts[n] for n in sorted(self.accounts)]
 

@@ -77,6 +77,31 @@ RECOVERY_PAID = "RecoveryPaid"  # account, counterparty (defaulter), amount (R);
 REHEDGED = "Rehedged"  # instrument, account (buyer), counterparty (dealer), qty (lots), price
 #                       (the premium basis carried over, ticks x lots), amount (paid, negative);
 #                       data: value (V), spread_ppm
+# the credit economy (exchange.economy, announced by exchange.economy_schedule): one kind per
+# record type, naming no exchange account (account is None); counterparty is the economy's
+# entity (a lab, neocloud or hyperscaler); amount is the record's main money field in cents,
+# signed as the record signs it (None if it has none); data holds period (months since January
+# 2024), record (its index in the economy's run), cause (the log seqs of the events it follows
+# from) and the record's other fields (money in cents, ratios in ppm)
+ROUND_PRICED = "RoundPriced"  # counterparty (lab), amount (raised); data: mark, last_mark,
+#                              step_up_ppm, required_step_up_ppm
+ROUND_FAILED = "RoundFailed"  # counterparty (lab), amount (need); data: offered_mark,
+#                              required_mark, last_mark, raisable, step_up_ppm,
+#                              required_step_up_ppm: the trigger
+GUARANTEE_CALLED = "GuaranteeCalled"  # counterparty (wrapped lab), amount; data: guarantor
+COMMITMENT_PULLED = "CommitmentPulled"  # counterparty (lab), amount (backlog_cut); data:
+#                                        provider, share_ppm, monthly_cut, gpus_released
+BACKLOG_IMPAIRED = "BacklogImpaired"  # counterparty (hyperscaler), amount (written off)
+COVENANT_BREACHED = "CovenantBreached"  # counterparty (neocloud), amount (cash_flow); data:
+#                                        dscr_ppm, covenant_ppm, debt_service
+SPREAD_INVERTED = "SpreadInverted"  # counterparty (neocloud), amount (spread, < 0); data:
+#                                    cash_flow, debt_service
+BORROWER_DEFAULTED = "BorrowerDefaulted"  # counterparty (neocloud or lab), amount (debt);
+#                                          data: reason (not the exchange's Default)
+CAPACITY_RELEASED = "CapacityReleased"  # counterparty (neocloud), amount None; data: gpus,
+#                                        price (ticks/GPU-hour), discount_ppm, term_months
+CAPEX_CUT = "CapexCut"  # counterparty (hyperscaler), amount (capex after the cut, cents/month);
+#                        data: planned (cents/month), leader (the first cut: the flip)
 
 KINDS = (
     SESSION_STARTED,
@@ -124,6 +149,31 @@ KINDS = (
     TERMINATION_PAID,
     RECOVERY_PAID,
     REHEDGED,
+    ROUND_PRICED,
+    ROUND_FAILED,
+    GUARANTEE_CALLED,
+    COMMITMENT_PULLED,
+    BACKLOG_IMPAIRED,
+    COVENANT_BREACHED,
+    SPREAD_INVERTED,
+    BORROWER_DEFAULTED,
+    CAPACITY_RELEASED,
+    CAPEX_CUT,
+)
+
+#: The credit economy's kinds, the only ones :meth:`exchange.engine.Exchange.announce` emits:
+#: they name no exchange account and move no cash, position or order.
+ECONOMY_KINDS = (
+    ROUND_PRICED,
+    ROUND_FAILED,
+    GUARANTEE_CALLED,
+    COMMITMENT_PULLED,
+    BACKLOG_IMPAIRED,
+    COVENANT_BREACHED,
+    SPREAD_INVERTED,
+    BORROWER_DEFAULTED,
+    CAPACITY_RELEASED,
+    CAPEX_CUT,
 )
 
 #: Names of the typed (indexed) fields, in column order.
