@@ -45,6 +45,12 @@ extensions = [
         libraries=["sqlite3"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
+    # the per-callback budget's counter, a C trace function (clients/budget.py: its Python twin)
+    Extension(
+        "clients._budget",
+        ["clients/_budget.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    ),
 ]
 
 setup(

@@ -17,14 +17,20 @@ Every bot watches the perpetual's book, so each change of it (a requote, a trade
 One simulated day is run (about 413,000 callbacks, 32,000 events). Events go to a counting
 sink: no SQLite, so the figure is the runner, the bots and the exchange's matching.
 
-Each round builds a fresh market (untimed) and times ``runner.start`` + ``sim.run`` with
+Each session builds a fresh market (untimed) and times ``runner.start`` + ``sim.run`` with
 ``time.perf_counter``. Callbacks are counted by the bots themselves (``self.calls += 1`` in
-every callback they receive), so the figure is callbacks actually invoked. Two variants, same
+every callback they receive), so the figure is callbacks actually invoked. Three variants, same
 seed: every bot under the default per-callback budget (``DEFAULT_LINES``, call and line counting,
-:mod:`clients.budget`) and every bot with ``budget_lines=None``; the budget's cost is their
-ratio. Asserted: every bot received callbacks, trades happened, every round of both variants
-gives the same callback counts bot by bot and the same state hash (behaviour must not depend
-on the budget). No timing is asserted.
+:mod:`clients.budget`) counted by the compiled counter (``budget``, the default), the same
+budget counted by the Python reference counter (``python_budget``) and every bot with
+``budget_lines=None`` (``no_budget``). A round runs one session of each, in an order rotated
+from round to round, so that a change in the machine's load weighs on the three alike; each
+variant's time is its median over the rounds. Each budget's cost is its ratio to
+``no_budget``, and the compiled counter's gain its ratio to the Python one. Asserted: every bot
+received callbacks, trades happened, every session of every variant gives the same callback
+counts bot by bot and the same state hash (behaviour must not depend on the budget, nor on
+which counter counts it). No timing is asserted. The process's CPU time
+(``time.process_time``) is reported beside the wall time: on a loaded machine it varies less.
 
 Units: callbacks/s (callbacks invoked per second of wall time), us per callback.
 """
@@ -34,6 +40,7 @@ from __future__ import annotations
 import statistics
 import time
 
+from clients import budget
 from clients.bot import Bot
 from clients.budget import DEFAULT_LINES
 from clients.latency import Latency
@@ -188,13 +195,14 @@ def build(budget_lines: int | None):
 
 
 def session(engine, sim, runner, bots, counter) -> dict:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     runner.start(SESSION_NS)
     sim.run(SESSION_NS, on_step=engine.advance)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     calls = [bot.calls for bot in bots]
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "calls": calls,
         "events": counter[0],
         "orders": sum(getattr(bot, "orders", 0) for bot in bots),
@@ -203,19 +211,16 @@ def session(engine, sim, runner, bots, counter) -> dict:
     }
 
 
+#: Variant -> (budget_lines, counter).
+VARIANTS = {
+    "budget": (DEFAULT_LINES, "compiled"),
+    "python_budget": (DEFAULT_LINES, "python"),
+    "no_budget": (None, "compiled"),
+}
 RESULTS: dict[str, dict] = {}
 
 
-def _bench(benchmark, capsys, variant: str, budget_lines: int | None) -> None:
-    rounds: list[dict] = []
-
-    def setup():
-        return (*build(budget_lines),), {}
-
-    def target(*args) -> None:
-        rounds.append(session(*args))
-
-    benchmark.pedantic(target, setup=setup, rounds=ROUNDS, iterations=1)
+def _summary(variant: str, rounds: list[dict]) -> dict:
     first = rounds[0]
     calls = first["calls"]
     assert min(calls) > 0, "a bot received no callback"
@@ -224,11 +229,14 @@ def _bench(benchmark, capsys, variant: str, budget_lines: int | None) -> None:
         assert other["calls"] == calls and other["state_hash"] == first["state_hash"]
     seconds = statistics.median(r["seconds"] for r in rounds)
     total = sum(calls)
-    result = {
+    budget_lines, counter = VARIANTS[variant]
+    return {
         "budget_lines": budget_lines,
+        "counter": counter if budget_lines is not None else None,
         "rounds": len(rounds),
         "round_seconds": [round(r["seconds"], 3) for r in rounds],
         "median_s": seconds,
+        "median_cpu_s": statistics.median(r["cpu_seconds"] for r in rounds),
         "callbacks": total,
         "callbacks_per_s": total / seconds,
         "us_per_callback": seconds / total * 1e6,
@@ -239,31 +247,68 @@ def _bench(benchmark, capsys, variant: str, budget_lines: int | None) -> None:
         "calls": calls,
         "state_hash": first["state_hash"],
     }
-    RESULTS[variant] = result
-    benchmark.extra_info.update({k: v for k, v in result.items() if k != "calls"})
-    line = (
-        f"\n[bots] {variant:<9} {MAKERS + LIGHT} bots, {total:,} callbacks, "
-        f"{result['events']:,} events in {seconds:.2f} s (median of {len(rounds)}): "
-        f"{result['callbacks_per_s']:,.0f} callbacks/s ({result['us_per_callback']:.1f} us each)"
-    )
-    if {"budget", "no_budget"} <= RESULTS.keys():
-        with_budget, without = RESULTS["budget"], RESULTS["no_budget"]
-        assert with_budget["calls"] == without["calls"], "the budget changed what bots received"
-        assert with_budget["state_hash"] == without["state_hash"], "the budget changed the run"
-        ratio = with_budget["median_s"] / without["median_s"]
-        extra_us = (with_budget["median_s"] - without["median_s"]) / total * 1e6
-        benchmark.extra_info.update(budget_slowdown=ratio, budget_us_per_callback=extra_us)
-        line += (
-            f"\n[bots] the budget's cost: {ratio:.2f}x the time without it "
-            f"({extra_us:+.1f} us a callback)"
+
+
+def test_callbacks_with_and_without_budget(benchmark, capsys):
+    rounds: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
+    order = list(VARIANTS)
+
+    def setup():
+        return (*(build(VARIANTS[variant][0]) for variant in order),), {}
+
+    def target(*markets) -> None:
+        for variant, market in zip(order, markets, strict=True):
+            default, budget.COUNTER = budget.COUNTER, VARIANTS[variant][1]  # run_within reads it
+            try:
+                rounds[variant].append(session(*market))
+            finally:
+                budget.COUNTER = default
+        order.append(order.pop(0))  # the next round starts with the next variant
+
+    benchmark.pedantic(target, setup=setup, rounds=ROUNDS, iterations=1)
+    lines = []
+    for variant in VARIANTS:
+        result = RESULTS[variant] = _summary(variant, rounds[variant])
+        benchmark.extra_info.update(
+            {f"{variant}_{k}": v for k, v in result.items() if k not in ("calls", "state_hash")}
         )
+        lines.append(
+            f"[bots] {variant:<13} {MAKERS + LIGHT} bots, {result['callbacks']:,} callbacks, "
+            f"{result['events']:,} events in {result['median_s']:.2f} s (median of "
+            f"{result['rounds']}): {result['callbacks_per_s']:,.0f} callbacks/s "
+            f"({result['us_per_callback']:.1f} us each)"
+        )
+    without = RESULTS["no_budget"]
+    for name in ("budget", "python_budget"):
+        assert RESULTS[name]["calls"] == without["calls"], "the budget changed what bots received"
+        assert RESULTS[name]["state_hash"] == without["state_hash"], "the budget changed the run"
+    compiled, python = RESULTS["budget"], RESULTS["python_budget"]
+    assert compiled["state_hash"] == python["state_hash"], "the two counters differ"
+    total = without["callbacks"]
+    costs = {}
+    for name, label in (("budget", "compiled"), ("python_budget", "Python")):
+        ratio = RESULTS[name]["median_s"] / without["median_s"]
+        extra_us = costs[name] = (RESULTS[name]["median_s"] - without["median_s"]) / total * 1e6
+        cpu_ratio = RESULTS[name]["median_cpu_s"] / without["median_cpu_s"]
+        cpu_us = (RESULTS[name]["median_cpu_s"] - without["median_cpu_s"]) / total * 1e6
+        benchmark.extra_info.update(
+            {
+                f"{name}_slowdown": ratio,
+                f"{name}_us_per_callback": extra_us,
+                f"{name}_cpu_slowdown": cpu_ratio,
+                f"{name}_cpu_us_per_callback": cpu_us,
+            }
+        )
+        lines.append(
+            f"[bots] the budget's cost, {label} counter: {ratio:.2f}x the time without it "
+            f"({extra_us:+.1f} us a callback; CPU time {cpu_ratio:.2f}x, {cpu_us:+.1f} us)"
+        )
+    gain = compiled["median_s"] / python["median_s"]
+    cpu_gain = compiled["median_cpu_s"] / python["median_cpu_s"]
+    benchmark.extra_info.update(compiled_over_python=gain, compiled_over_python_cpu=cpu_gain)
+    lines.append(
+        f"[bots] compiled against Python counter: {gain:.2f}x the time, "
+        f"{costs['budget'] - costs['python_budget']:+.1f} us a callback (CPU time {cpu_gain:.2f}x)"
+    )
     with capsys.disabled():
-        print(line)
-
-
-def test_callbacks_with_budget(benchmark, capsys):
-    _bench(benchmark, capsys, "budget", DEFAULT_LINES)
-
-
-def test_callbacks_without_budget(benchmark, capsys):
-    _bench(benchmark, capsys, "no_budget", None)
+        print("\n" + "\n".join(lines))

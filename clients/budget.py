@@ -1,11 +1,23 @@
 """The per-callback budget: a bot that loops forever is stopped, deterministically.
 
 Wall-clock timeouts would make a session's log depend on the machine's speed, so the budget is
-counted in executed Python code instead: while a callback runs, a trace function
-(``sys.settrace``) counts the work of every Python frame it runs — the bot's own code and any
-pure-Python code it calls — and raises :class:`BudgetExceeded` in the bot's code once the count
-passes the budget. The same code on the same inputs does the same work, so a budget overrun
-happens at the same point on every machine.
+counted in executed Python code instead: while a callback runs, a trace function counts the
+work of every Python frame it runs — the bot's own code and any pure-Python code it calls — and
+raises :class:`BudgetExceeded` in the bot's code once the count passes the budget. The same
+code on the same inputs does the same work, so a budget overrun happens at the same point on
+every machine.
+
+**Two counters, one count.** The counter that runs by default (:data:`COUNTER`
+``"compiled"``) is :mod:`clients._budget`, a C trace function (``PyEval_SetTrace``) written
+against CPython 3.11. The reference is the Python counter in :func:`run_within` (a
+``sys.settrace`` function, ``COUNTER = "python"`` or ``run_within(..., counter="python")``;
+the default on other Python versions). The compiled one mirrors, event for event, what the
+interpreter's trampoline does around the Python one — which events reach it, the frame's
+``f_trace``, the recursion level the Python function's call takes, uninstalling itself when it
+fails — so both spend the same units at every event, stop a callback at the same point with
+the same error, and a session's log is byte-identical whichever runs
+(``tests/clients/test_bot_budget.py`` holds them equal, callback by callback and session by
+session).
 
 **What is counted** (the unit of ``budget_lines``). Each Python call (a frame started, or a
 generator resumed) counts one. A function whose code holds no backward jump (no loop) runs each
@@ -40,14 +52,18 @@ returns; and if the counter is no longer the installed trace function when the c
 **What remains unsupported.** Python in-process is not a sandbox: a bot that catches
 ``BaseException`` and keeps looping after its overrun (the interpreter removes a trace function
 that raised), one that clears its own frame's ``f_trace``, one that reaches the real
-``sys.settrace`` some other way (a reference taken before the session, ``ctypes``), or one that
-runs a hand-made code object looping through its exception table with no backward jump
-instruction (the compiler makes no such loop) defeats the budget. Untrusted code belongs in
-its own process behind the socket gateway.
+``sys.settrace`` some other way (a reference taken before the session, ``ctypes``), one that
+opens a budget of its own (:func:`run_within` with a larger one: the callback's counter waits
+meanwhile), or one that runs a hand-made code object looping through its exception table with
+no backward jump instruction (the compiler makes no such loop) defeats the budget, whichever
+counter counts it. Untrusted code belongs in its own process behind the socket gateway.
 
-Tracing costs time: about +3 us a callback in ``benches/test_bench_bots.py`` (+4 us when every
-line was traced), most of it the fixed cost of installing and removing the tracer. A trusted
-bot can opt out with ``budget_lines=None`` (``0`` in its scenario entry).
+Tracing costs time. In ``benches/test_bench_bots.py`` (CPU time, loaded machine) the compiled
+counter costs about +1-2 us a callback and the Python one +4-5 us (+4.2 us of wall time before
+calls were counted instead of every line); what is left of the compiled counter's cost is
+mostly CPython's own slower dispatch of every instruction while any trace function is
+installed, and the frame objects it makes for the trace events. A trusted bot can opt out with
+``budget_lines=None`` (``0`` in its scenario entry).
 """
 
 from __future__ import annotations
@@ -57,6 +73,9 @@ import sys
 from collections.abc import Callable
 from types import CodeType
 from typing import Any
+
+from clients import _budget
+from clients._budget import Counter as _Counter
 
 #: Default budget per callback: calls, plus executed lines in functions that loop, plus
 #: instructions of functions that can spin on one (see the module docstring).
@@ -78,6 +97,10 @@ _KINDS: dict[CodeType, int] = {}
 _KINDS_MAX = 65_536
 _FREE, _LOOPS, _SPINS = 0, 1, 2
 _JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
+#: The counter :func:`run_within` uses unless told: ``"compiled"`` (:mod:`clients._budget`, a C
+#: trace function; written against CPython 3.11's frames, so only there) or ``"python"`` (the
+#: reference, a ``sys.settrace`` function). The same units, the same failures, the same logs.
+COUNTER = "compiled" if sys.version_info[:2] == (3, 11) else "python"
 
 
 def _guarded_settrace(function: Any) -> None:
@@ -85,7 +108,7 @@ def _guarded_settrace(function: Any) -> None:
     thread's trace function is a budget counter; recorded, so the callback fails when it
     returns), the interpreter's own everywhere else."""
     tracer = sys.gettrace()
-    if getattr(tracer, "__code__", None) is _COUNTER_CODE:
+    if type(tracer) is _Counter or getattr(tracer, "__code__", None) is _COUNTER_CODE:
         _REFUSED.add(tracer)
         return
     _SETTRACE(function)
@@ -115,67 +138,99 @@ def _overrun(lines: int) -> BudgetExceeded:
     return BudgetExceeded(f"callback exceeded its budget of {lines:,} lines")
 
 
-def run_within(lines: int | None, fn: Callable[..., Any], *args: Any) -> Any:
+def run_within(
+    lines: int | None, fn: Callable[..., Any], *args: Any, counter: str | None = None
+) -> Any:
     """Call ``fn(*args)``; raise :class:`BudgetExceeded` inside it once it has spent more than
     ``lines`` units (calls, plus lines of functions that loop, plus instructions of functions
     that can spin on one: see the module docstring), or after it returns if it swallowed the
-    overrun or tampered with the tracing."""
+    overrun or tampered with the tracing. ``counter``: ``"compiled"`` or ``"python"`` (the
+    reference); default :data:`COUNTER`. Both count the same units and fail the same way."""
     if lines is None:
         return fn(*args)
-    left = lines  # below zero once the budget is overrun (it only decreases)
+    if (counter or COUNTER) == "python":
+        # the reference counter, inline: both counters run ``fn`` at the same stack depth
+        left = lines  # below zero once the budget is overrun (it only decreases)
 
-    def count(frame, event, arg):
-        # Global trace function (``call``) and local one of the frames that loop. One closure,
-        # and no "exceeded" flag beside ``left``: each costs time on every callback.
-        nonlocal left
-        if event == "call":
-            left -= 1
-            if left < 0:
-                raise _overrun(lines)
-            kind = _KINDS.get(frame.f_code)
-            if kind is None:
-                kind = _kind(frame.f_code)
-            if kind == _FREE:
-                return None  # no local tracing: no Python call per line of this frame
-            if kind == _SPINS:
-                frame.f_trace_opcodes = True
-            return count
-        if event == "line" or event == "opcode":
-            left -= 1
-            if left < 0:
-                raise _overrun(lines)
-        return None  # a local tracer returning None stays installed
+        def count(frame, event, arg):
+            # Global trace function (``call``) and local one of the frames that loop. One closure,
+            # and no "exceeded" flag beside ``left``: each costs time on every callback.
+            nonlocal left
+            if event == "call":
+                left -= 1
+                if left < 0:
+                    raise _overrun(lines)
+                kind = _KINDS.get(frame.f_code)
+                if kind is None:
+                    kind = _kind(frame.f_code)
+                if kind == _FREE:
+                    return None  # no local tracing: no Python call per line of this frame
+                if kind == _SPINS:
+                    frame.f_trace_opcodes = True
+                return count
+            if event == "line" or event == "opcode":
+                left -= 1
+                if left < 0:
+                    raise _overrun(lines)
+            return None  # a local tracer returning None stays installed
 
+        if sys.settrace is not _guarded_settrace:
+            sys.settrace = _guarded_settrace
+        previous = sys.gettrace()
+        _SETTRACE(count)
+        try:
+            result = fn(*args)
+            installed = sys.gettrace()
+        except BudgetExceeded:
+            raise
+        except BaseException:
+            if left >= 0:
+                raise
+            result = installed = None  # it caught its overrun and raised something else
+        finally:
+            _SETTRACE(previous)
+            refused = bool(_REFUSED) and count in _REFUSED
+            if refused:
+                _REFUSED.discard(count)
+        if left < 0:
+            raise BudgetExceeded(
+                f"callback exceeded its budget of {lines:,} lines (and caught the overrun)"
+            )
+        if refused:
+            raise BudgetExceeded("callback called sys.settrace, which a budgeted bot may not")
+        if installed is not count:
+            raise BudgetExceeded("callback removed the budget's trace function")
+        return result
+    tracer = _Counter(lines)
     if sys.settrace is not _guarded_settrace:
         sys.settrace = _guarded_settrace
-    previous = sys.gettrace()
-    _SETTRACE(count)
+    tracer.start()
     try:
         result = fn(*args)
-        installed = sys.gettrace()
     except BudgetExceeded:
         raise
     except BaseException:
-        if left >= 0:
+        if tracer.left >= 0:
             raise
-        result = installed = None  # it caught its overrun and raised something else
+        result = None  # it caught its overrun and raised something else
     finally:
-        _SETTRACE(previous)
-        refused = bool(_REFUSED) and count in _REFUSED
+        installed = tracer.stop()
+        refused = bool(_REFUSED) and tracer in _REFUSED
         if refused:
-            _REFUSED.discard(count)
-    if left < 0:
+            _REFUSED.discard(tracer)
+    if tracer.left < 0:
         raise BudgetExceeded(
             f"callback exceeded its budget of {lines:,} lines (and caught the overrun)"
         )
     if refused:
         raise BudgetExceeded("callback called sys.settrace, which a budgeted bot may not")
-    if installed is not count:
+    if not installed:
         raise BudgetExceeded("callback removed the budget's trace function")
     return result
 
 
-#: The code of every budget counter (``count`` above), by which the guard knows one.
+#: The code of every Python budget counter (``count`` above), by which the guard knows one.
 _COUNTER_CODE = next(
     c for c in run_within.__code__.co_consts if isinstance(c, CodeType) and c.co_name == "count"
 )
+_budget.bind(_KINDS, _kind, _overrun)

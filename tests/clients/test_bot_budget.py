@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import itertools
 import os
 import signal
@@ -399,3 +400,466 @@ def test_sys_exit_in_a_remote_bots_callback_stops_that_bot_as_in_process(tmp_pat
     assert failed.account == "taker" and failed.data["cause"] == "raised"
     assert failed.data["callback"] == "on_index"
     assert failed.data["detail"].endswith("SystemExit: 3")
+
+
+# ---------------------------------------------------------------------- the compiled counter
+# ``clients._budget`` counts in C what ``run_within``'s Python counter counts (issue #20, point
+# 4): the same units at every event, so the same budget fails at the same point, with the same
+# error, and a session's log is byte-identical whichever counter runs.
+COUNTERS = ("compiled", "python")
+
+
+def loop_free_calls(log):
+    def step(x):
+        y = x + 1
+        z = y * 2
+        return z
+
+    a = step(1)
+    log.append(a)
+    b = step(a)
+    log.append(b)
+    return step(a + b)
+
+
+def for_and_while_loops(log):
+    total = 0
+    for i in range(20):
+        total += i
+        log.append(total)
+    n = 0
+    while n < 15:
+        n += 2
+        log.append(n)
+    return total + n
+
+
+def comprehensions(log):
+    squares = [i * i for i in range(30)]
+    log.append(sum(squares))
+    evens = {i for i in squares if i % 2 == 0}
+    log.append(len(evens))
+    table = {i: [j for j in range(i)] for i in range(6)}
+    log.append(len(table))
+    return sum(x for x in squares if x > 10)
+
+
+def generators_resumed(log):
+    def count_to(n):
+        i = 0
+        while i < n:
+            received = yield i
+            if received:
+                i += received
+            i += 1
+
+    def two():
+        yield 1
+        yield 2
+
+    for value in count_to(8):
+        log.append(value)
+    pair = two()
+    log.append(next(pair))
+    log.append(next(pair))
+    pair.close()  # resumed once more (GeneratorExit): here, not when collected
+    sent = count_to(20)
+    log.append(next(sent))
+    log.append(sent.send(5))
+    try:
+        sent.throw(ValueError("stop"))
+    except ValueError:
+        log.append("thrown")
+    return sum(count_to(6))
+
+
+def recursion(log):
+    def fib(n):
+        if n < 2:
+            return n
+        return fib(n - 1) + fib(n - 2)
+
+    def walk(depth):
+        total = 0
+        for _ in range(2):
+            total += 1
+        return total + (walk(depth - 1) if depth else 0)
+
+    log.append(fib(10))
+    return walk(12)
+
+
+def one_line_spin_guarded(log):
+    def maybe_spin(n):
+        total = 0
+        for i in range(n):
+            total += i
+        if n < 0:
+            while True: pass  # fmt: skip # noqa: E701
+        return total
+
+    for n in range(5):
+        log.append(maybe_spin(n))
+    return log[-1]
+
+
+def one_line_spin_forever(log):
+    log.append("spinning")
+    while True: pass  # fmt: skip # noqa: E701
+
+
+def exceptions_caught_inside(log):
+    def check(i):
+        if i % 3 == 0:
+            raise ValueError(i)
+        return i
+
+    for i in range(12):
+        try:
+            log.append(check(i))
+        except ValueError:
+            log.append(-i)
+        finally:
+            log.append("f")
+    try:
+        {}["missing"]
+    except KeyError:
+        log.append("key")
+    return len(log)
+
+
+def c_calling_python_back(log):
+    def double(x):
+        return x * 2
+
+    def triangle(x):
+        total = 0
+        for i in range(x):
+            total += i
+        return total
+
+    log.extend(map(double, range(10)))
+    log.extend(map(triangle, range(6)))
+    log.append(sorted(range(10), key=lambda v: -v))
+    log.append(list(filter(lambda v: v % 3, range(12))))
+    return len(log)
+
+
+def getattr_and_properties(log):
+    class Lazy:
+        def __init__(self):
+            self.real = 1
+
+        def __getattr__(self, name):
+            total = 0
+            for ch in name:
+                total += ord(ch)
+            return total
+
+        @property
+        def twice(self):
+            return self.real * 2
+
+    obj = Lazy()
+    log.append(obj.abc)
+    log.append(obj.real)
+    log.append(obj.twice)
+    log.append(getattr(obj, "xyz", None))
+    return obj.abc + obj.twice
+
+
+def nested_closures(log):
+    def outer(n):
+        def middle(m):
+            def inner(k):
+                return n + m + k
+
+            return [inner(k) for k in range(m)]
+
+        return [middle(m) for m in range(n)]
+
+    log.append(outer(5))
+    return outer(3)
+
+
+def stdlib_and_code_made_on_the_fly(log):
+    from fractions import Fraction
+
+    log.append(str(sum(Fraction(1, d) for d in range(1, 8))))
+    namespace: dict = {}
+    exec(
+        "def made(n):\n    t = 0\n    for i in range(n):\n        t += i\n    return t\n", namespace
+    )
+    log.append(namespace["made"](10))  # a new code object each run: classified each time
+    with contextlib.suppress(KeyError):
+        raise KeyError("x")
+    return log[-1]
+
+
+def recursion_to_the_limit_caught(log):
+    def down(n):
+        log.append(n)
+        for _ in range(1):
+            down(n + 1)
+
+    try:
+        down(0)
+    except RecursionError as exc:
+        log.append(str(exc))
+    return len(log)
+
+
+def a_nested_budget(log):
+    def loop(n):
+        total = 0
+        for i in range(n):
+            total += i
+        return total
+
+    try:
+        log.append(run_within(30, loop, 10))
+        log.append(run_within(30, loop, 40))
+    except BudgetExceeded as exc:
+        log.append(str(exc))
+    return loop(25)
+
+
+CORPUS = [
+    loop_free_calls,
+    for_and_while_loops,
+    comprehensions,
+    generators_resumed,
+    recursion,
+    one_line_spin_guarded,
+    one_line_spin_forever,
+    exceptions_caught_inside,
+    c_calling_python_back,
+    getattr_and_properties,
+    nested_closures,
+    stdlib_and_code_made_on_the_fly,
+    recursion_to_the_limit_caught,
+    a_nested_budget,
+]
+
+
+@contextlib.contextmanager
+def no_collection():
+    """No cyclic garbage collection meanwhile: a collection inside a budgeted call finalises
+    whatever it finds (a test framework's generator, say), and those Python frames count
+    against the budget too, under either counter, at a point set by the process's history."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def outcome(fn, lines, counter):
+    """What ``fn`` does within ``lines`` units counted by ``counter`` (the default counter is
+    switched too, for the budgets ``fn`` opens itself): its result or its error, and the log
+    of its progress."""
+    from clients import budget
+
+    log: list = []
+    default, budget.COUNTER = budget.COUNTER, counter
+    try:
+        with no_collection():
+            return ("returned", run_within(lines, fn, log, counter=counter), log)
+    except BaseException as exc:  # noqa: BLE001 - compared between the counters
+        return (type(exc).__name__, str(exc), log)
+    finally:
+        budget.COUNTER = default
+
+
+def smallest_budget(fn, counter, cap=1 << 16):
+    """The smallest budget within which ``fn`` returns (``cap`` if it never does below it):
+    the number of units it spends, found by bisection."""
+    low, high = -1, 1  # low fails, high is tried
+    while outcome(fn, high, counter)[0] != "returned":
+        low, high = high, high * 2
+        if high > cap:
+            return cap
+    while high - low > 1:
+        middle = (low + high) // 2
+        if outcome(fn, middle, counter)[0] == "returned":
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+@pytest.mark.parametrize("fn", CORPUS, ids=[fn.__name__ for fn in CORPUS])
+def test_the_compiled_and_the_python_counters_spend_the_same_units(fn):
+    compiled, python = (smallest_budget(fn, counter) for counter in COUNTERS)
+    assert compiled == python
+    if fn not in (one_line_spin_forever, recursion_to_the_limit_caught):
+        assert 0 < compiled < 1 << 16  # it returns, within a budget found
+    assert outcome(fn, compiled, "compiled")[0] == "returned" or compiled == 1 << 16
+
+
+@pytest.mark.parametrize("fn", CORPUS, ids=[fn.__name__ for fn in CORPUS])
+def test_under_any_budget_both_counters_stop_a_callback_at_the_same_point(fn):
+    needed = smallest_budget(fn, "python")
+    budgets = sorted({0, 1, 2, 3, needed // 3, needed // 2, needed - 2, needed - 1, needed})
+    budgets += list(range(4, min(needed, 200), 7))
+    for lines in budgets:
+        assert outcome(fn, lines, "compiled") == outcome(fn, lines, "python"), lines
+
+
+def test_a_generator_resumed_across_callbacks_counts_the_same_under_both_counters():
+    def outcomes(counter):
+        def numbers():
+            i = 0
+            while True:
+                yield i
+                for _ in range(i):
+                    i += 1
+
+        gen = numbers()
+        seen = []
+        with no_collection():
+            for lines in (1, 3, 5, 9, 2, 40, 0, 100):
+                try:
+                    seen.append(run_within(lines, next, gen, counter=counter))
+                except (BudgetExceeded, StopIteration) as exc:
+                    seen.append(repr(exc))
+        return seen
+
+    compiled = outcomes("compiled")
+    assert compiled == outcomes("python")
+    assert any("exceeded" in str(item) for item in compiled)
+
+
+@pytest.mark.parametrize("counter", COUNTERS)
+def test_a_callback_that_removes_the_counter_with_the_real_settrace_fails(counter):
+    from clients import budget
+
+    def untrace():
+        budget._SETTRACE(None)  # the interpreter's own, reached past the guard
+        return 1
+
+    with pytest.raises(BudgetExceeded, match="removed the budget's trace function"):
+        run_within(1_000, untrace, counter=counter)
+    assert sys.gettrace() is None or "coverage" in type(sys.gettrace()).__module__
+
+
+@pytest.mark.parametrize("counter", COUNTERS)
+def test_the_guard_refuses_sys_settrace_under_either_counter_and_counting_goes_on(counter):
+    def untrace_then_loop():
+        sys.settrace(None)
+        total = 0
+        for i in range(100):
+            total += i
+        return total
+
+    with pytest.raises(BudgetExceeded, match="budget of 50 lines"):
+        run_within(50, untrace_then_loop, counter=counter)
+    with pytest.raises(BudgetExceeded, match="called sys.settrace"):
+        run_within(1_000, untrace_then_loop, counter=counter)
+
+
+@pytest.mark.parametrize("counter", COUNTERS)
+def test_a_swallowed_overrun_fails_under_either_counter(counter):
+    def swallow():
+        try:
+            while True: pass  # fmt: skip # noqa: E701
+        except BaseException:  # noqa: BLE001 - the point of the test
+            return "escaped"
+
+    with pytest.raises(BudgetExceeded, match="and caught the overrun"):
+        run_within(1_000, swallow, counter=counter)
+
+
+def test_the_compiled_counter_puts_back_the_trace_function_it_found():
+    from clients import budget
+
+    seen = []
+
+    def outer_tracer(frame, event, arg):
+        seen.append(event)
+
+    before = sys.gettrace()
+    budget._SETTRACE(outer_tracer)
+    try:
+        run_within(1_000, lambda: None, counter="compiled")
+        assert sys.gettrace() is outer_tracer
+    finally:
+        budget._SETTRACE(before)
+
+
+def test_the_compiled_counter_is_the_default_on_python_3_11():
+    from clients import _budget, budget
+
+    assert budget.COUNTER == "compiled"
+    tracers = []
+    run_within(1_000, lambda: tracers.append(sys.gettrace()))
+    assert type(tracers[0]) is _budget.Counter
+
+
+class Misbehaving(Bot):
+    """One of several ways to fail in ``on_index`` (``how``), after some honest work."""
+
+    def __init__(self, how: str):
+        self.how, self.prints = how, 0
+
+    def on_index(self, ctx, index):
+        self.prints += 1
+        total = 0
+        for i in range(self.prints * 20):  # more work each print: "loop" overruns on a later one
+            total += i
+        if self.how == "spin" and self.prints == 2:
+            while True: pass  # fmt: skip # noqa: E701
+        if self.how == "swallow" and self.prints == 3:
+            try:
+                while True:
+                    pass
+            except BaseException:  # noqa: BLE001 - the point of the test
+                ctx.deposit(1)
+        if self.how == "recurse" and self.prints == 2:
+            self.down(0)
+        if self.how == "recurse, caught" and self.prints == 4:
+            try:
+                self.down(0)
+            except RecursionError:
+                ctx.deposit(1)
+        if self.how == "settrace" and self.prints == 2:
+            sys.settrace(None)
+        if self.prints % 2:
+            ctx.deposit(1)
+
+    def down(self, n):
+        return self.down(n + 1)
+
+
+def test_a_session_log_is_byte_identical_whichever_counter_runs(monkeypatch):
+    from clients import budget
+
+    ways = {
+        "loop": "exceeded its budget",
+        "spin": "exceeded its budget",
+        "swallow": "(and caught the overrun)",
+        "recurse": "RecursionError: maximum recursion depth exceeded",
+        "recurse, caught": "removed the budget's trace function",  # the counter was: as ever
+        "settrace": "called sys.settrace",
+    }
+    logs = {}
+    for counter in COUNTERS:
+        monkeypatch.setattr(budget, "COUNTER", counter)
+        engine, sim, runner, events, end = market(days=1)
+        runner.add("mm", "maker", Quoter(), latency=Latency(fixed_ns=MS))
+        for how in ways:
+            engine.open_account(how)
+            engine.credit(how, 1_000_000)
+            lines = 5_000 if how.startswith("recurse") else 1_000
+            runner.add(how, how, Misbehaving(how), latency=Latency(fixed_ns=MS), budget_lines=lines)
+        runner.start(end)
+        with alarm(60), no_collection():
+            sim.run(end, on_step=engine.advance)
+        logs[counter] = [ev.encode(e) for e in events]
+        details = {e.account: e.data["detail"] for e in failures(events)}
+        assert details.keys() == ways.keys()
+        for how, text in ways.items():
+            assert text in details[how], (counter, how)
+    assert logs["compiled"] == logs["python"]
