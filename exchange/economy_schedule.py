@@ -26,6 +26,12 @@ session (``0 <= t <= end``, as the other timed actions). A session with an econo
 on or before 2024-01-01 (:func:`check_calendar`): a month before the session's start could not
 be logged at its date, and the economy cannot skip one.
 
+The month's series: before its records, each step announces one ``EconomyMonth`` event
+(:func:`month_data`): the period and the model's series after the step that the report's
+borrowed-time analysis reads (:mod:`exchange.borrowed`): each lab's revenue and mark, the
+sector's capex and each hyperscaler's, each neocloud's spread, the rental price after the glut.
+The log holds the records; without this it would not hold the paths they follow from.
+
 Priority and order: ``MARKET``, scheduled before the market's own actions, so at an instant
 where both fall (an index print at midnight) the economy's news comes first. All of a month's
 records are announced one after the other in the step's action: the economy's state changes
@@ -74,6 +80,7 @@ __all__ = [
     "check_calendar",
     "economy_seed",
     "event_fields",
+    "month_data",
     "period_date",
     "schedule_economy",
     "step_times",
@@ -165,6 +172,31 @@ def event_fields(record: Record, cause: list[int]) -> tuple[str, int | None, str
     return EVENT_KIND[cls], amount, record.entity, data
 
 
+def month_data(economy: Economy, series: dict[str, Any], period: int) -> dict[str, Any]:
+    """The ``data`` of the ``EconomyMonth`` event of ``period``: the period and, as ints, the
+    model's series values of that month (``series``: :meth:`Economy.series`, whole run):
+    ``labs`` (names, the naked lab first), ``revenue`` and ``mark`` ({lab: cents/month, cents}),
+    ``capex`` (the sector, cents/month), ``capex_by`` ({hyperscaler: cents/month}), ``spread``
+    ({neocloud: cash flow - debt service, cents/month; 0 once defaulted}) and ``rental_price``
+    (ticks of $0.001 per GPU-hour, after the glut)."""
+    p = economy.params
+    labs = [lab.name for lab in p.labs]
+
+    def at(key: str) -> int:
+        return int(series[key][period])
+
+    return {
+        "period": period,
+        "labs": labs,
+        "revenue": {name: at(f"revenue:{name}") for name in labs},
+        "mark": {name: at(f"mark:{name}") for name in labs},
+        "capex": at("capex"),
+        "capex_by": {h.name: at(f"capex:{h.name}") for h in p.hyperscalers},
+        "spread": {n.name: at(f"spread:{n.name}") for n in p.neoclouds},
+        "rental_price": at("rental_price"),
+    }
+
+
 def _check_storable(record: Record) -> None:
     """Every integer of ``record`` fits the log's int64 (ValueError naming it otherwise)."""
     for f in fields(record):
@@ -186,6 +218,7 @@ class EconomyFeed:
         economy: the model, stepped through every period the session holds (its ``records``
             and ``series()`` are the whole run's).
         times: ns of each period's step (item ``p``: period ``p``).
+        months: the ``EconomyMonth`` data of each period (:func:`month_data`, item ``p``).
         event_seq: record index -> the seq of the event that announced it (filled as the
             session runs).
     """
@@ -205,10 +238,20 @@ class EconomyFeed:
         for records in self._by_period:
             for record in records:
                 _check_storable(record)
+        try:
+            series = self.economy.series()
+        except OverflowError:  # a series value past int64 (the model's records fit)
+            raise ValueError(
+                "economy: a monthly series value is past what the log holds (int64): the "
+                "economy's parameters are too large"
+            ) from None
+        self.months = [month_data(self.economy, series, p) for p in range(len(times))]
         self.event_seq: list[int] = []
 
     def announce(self, period: int) -> None:
-        """Announce every record of month ``period``, in order (the simulator's action)."""
+        """Announce the month's series (``EconomyMonth``), then every record of month
+        ``period``, in order (the simulator's action)."""
+        self.engine.announce(ev.ECONOMY_MONTH, data=self.months[period])
         for record in self._by_period[period]:
             kind, amount, entity, data = event_fields(
                 record, [self.event_seq[c] for c in record.cause]

@@ -102,6 +102,13 @@ CAPACITY_RELEASED = "CapacityReleased"  # counterparty (neocloud), amount None; 
 #                                        price (ticks/GPU-hour), discount_ppm, term_months
 CAPEX_CUT = "CapexCut"  # counterparty (hyperscaler), amount (capex after the cut, cents/month);
 #                        data: planned (cents/month), leader (the first cut: the flip)
+ECONOMY_MONTH = "EconomyMonth"  # once a month, before the month's records; counterparty and
+#                              amount None; data: period, labs (names, the naked lab first),
+#                              revenue and mark ({lab: cents/month, cents}), capex (sector,
+#                              cents/month), capex_by ({hyperscaler: cents/month}), spread
+#                              ({neocloud: cents/month, cash flow - debt service; 0 once
+#                              defaulted}), rental_price (ticks of $0.001/GPU-hour, after the
+#                              glut): the model's series after the month's step
 
 KINDS = (
     SESSION_STARTED,
@@ -159,10 +166,12 @@ KINDS = (
     BORROWER_DEFAULTED,
     CAPACITY_RELEASED,
     CAPEX_CUT,
+    ECONOMY_MONTH,
 )
 
 #: The credit economy's kinds, the only ones :meth:`exchange.engine.Exchange.announce` emits:
-#: they name no exchange account and move no cash, position or order.
+#: they name no exchange account and move no cash, position or order. All but
+#: ``EconomyMonth`` announce one record of the model each (with ``data.cause``).
 ECONOMY_KINDS = (
     ROUND_PRICED,
     ROUND_FAILED,
@@ -174,6 +183,7 @@ ECONOMY_KINDS = (
     BORROWER_DEFAULTED,
     CAPACITY_RELEASED,
     CAPEX_CUT,
+    ECONOMY_MONTH,
 )
 
 #: Names of the typed (indexed) fields, in column order.

@@ -47,6 +47,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from exchange import borrowed as bw
 from exchange import events as ev
 from exchange import postmortem as pm
 from exchange.postmortem import DAY_NS, PostMortem, check_until
@@ -751,6 +752,334 @@ def _waterfall_charts(f: PostMortem):
     return charts
 
 
+# ---------------------------------------------------------------------- credit cascade
+#: Economy event kinds on the cascade timeline: marker symbol and colour (the month's series,
+#: ``EconomyMonth``, is drawn in the series panels, not as an event).
+CASCADE_STYLE = {
+    ev.ROUND_PRICED: ("circle", "#2ca02c"),
+    ev.ROUND_FAILED: ("x", "crimson"),
+    ev.GUARANTEE_CALLED: ("diamond", "#17becf"),
+    ev.COMMITMENT_PULLED: ("triangle-down", "#ff7f0e"),
+    ev.BACKLOG_IMPAIRED: ("square", "#8c564b"),
+    ev.COVENANT_BREACHED: ("triangle-up", "#d62728"),
+    ev.SPREAD_INVERTED: ("hourglass", "#9467bd"),
+    ev.BORROWER_DEFAULTED: ("x-thin-open", "black"),
+    ev.CAPACITY_RELEASED: ("circle-open", "#7f7f7f"),
+    ev.CAPEX_CUT: ("star", "#1f77b4"),
+}
+#: A series' key prefix -> (chart unit, currency units per unit of the series): the same
+#: single conversion as the rest of the page (cents / 100, ticks x $0.001), for plotting only.
+_CASCADE_UNITS = {
+    "revenue": ("$/month", 0.01),
+    "mark": ("$", 0.01),
+    "capex": ("$/month", 0.01),
+    "rental_price": ("$/GPU-hour", 0.001),
+}
+_DEFAULT_STYLE = {
+    ev.ROUND_FAILED: ("crimson", "dot"),
+    ev.COVENANT_BREACHED: ("#d62728", "dashdot"),
+    ev.BORROWER_DEFAULTED: ("black", "dash"),
+    ev.DEFAULT: ("crimson", "dash"),
+}
+
+
+def _placement_text(p: bw.Placement) -> str:
+    """``inside, 92 % elapsed`` / ``after, 3 months past its close`` / ``before, opens in 5
+    months`` / ``no window`` (whole months of the economy's periods)."""
+    w = p.window
+    if w is None:
+        return "no window"
+    months = round(p.elapsed_ns / MONTH_NS)
+    if p.where == "inside":
+        if p.fraction_ppm is None:
+            return f"inside (open), {months} months in"
+        return f"inside, {months} months in ({p.fraction_ppm / 10_000:.0f} % elapsed)"
+    if p.where == "after":
+        past = round((p.elapsed_ns - w.length_ns) / MONTH_NS)
+        return f"after, {past} months past its close"
+    return f"before, {-months} months before it opens"
+
+
+def _cascade_text(f: PostMortem, credit: bw.BorrowedTime) -> str:
+    """The narrative's sentence on borrowed time: the naked lab's first failed round against
+    its mark's S'' roll-over, the first neocloud default against the same window."""
+    naked = credit.naked
+    key = f"mark:{naked}"
+    trigger = next(
+        (c for c in credit.events if c.kind == ev.ROUND_FAILED and c.entity == naked), None
+    )
+    labs = set(credit.labs)
+    default = next(
+        (c for c in credit.events if c.kind == ev.BORROWER_DEFAULTED and c.entity not in labs),
+        None,
+    )
+    if trigger is None:
+        return f"Borrowed time: no round of the naked lab ({naked}) failed in this log."
+    placed = credit.placement(trigger.seq, key)
+    if placed.window is None:
+        return (
+            f"Borrowed time: the naked lab's ({naked}) round failed on {_when_text(f, trigger.t)};"
+            " its mark shows no borrowed-time window (S'' never rolled over while S' grew)."
+        )
+    w = placed.window
+    n = trigger.period - w.start_period
+    text = (
+        f"The naked lab's ({naked}) round failed {n} month{'s' if n != 1 else ''} after its "
+        f"mark's S'' rolled over ({_when_text(f, w.start_ns)})"
+    )
+    if default is not None:
+        d = credit.placement(default.seq, key)
+        x = default.period - w.start_period
+        if d.where == "inside":
+            share = ""
+            if d.fraction_ppm == 1_000_000:
+                share = ", the month it ran out"
+            elif d.fraction_ppm is not None:
+                share = f", {d.fraction_ppm / 10_000:.0f} % of it elapsed"
+            text += (
+                f"; {default.entity} defaulted {x} month{'s' if x != 1 else ''} into borrowed "
+                f"time ({_when_text(f, default.t)}{share})"
+            )
+        elif d.where == "after":
+            past = default.period - w.end_period
+            text += (
+                f"; {default.entity} defaulted {past} month{'s' if past != 1 else ''} after "
+                f"borrowed time ran out ({_when_text(f, default.t)})"
+            )
+        else:
+            text += f"; {default.entity} defaulted before it ({_when_text(f, default.t)})"
+    return text + "."
+
+
+def _cascade_timeline(f: PostMortem, events: list[ev.Event]) -> Chart:
+    """One row per entity, a marker per economy event (by kind), hover text with its amount
+    and fields, and a line from each event to each event it follows from (its cause)."""
+    entities: list[str] = []
+    for e in events:
+        if e.counterparty not in entities:
+            entities.append(e.counterparty)
+    fig = go.Figure()
+    by_seq = {e.seq: e for e in events}
+    link_x: list[Any] = []
+    link_y: list[Any] = []
+    for e in events:
+        for c in (e.data or {}).get("cause", []):
+            cause = by_seq.get(c)
+            if cause is not None:
+                link_x += [_x1(f, cause.t), _x1(f, e.t), None]
+                link_y += [cause.counterparty, e.counterparty, None]
+    if link_x:
+        fig.add_trace(
+            go.Scatter(
+                x=link_x,
+                y=link_y,
+                mode="lines",
+                name="cause → effect",
+                line={"color": "rgba(120, 120, 120, 0.45)", "width": 1},
+                hoverinfo="skip",
+            )
+        )
+    for kind, (symbol, color) in CASCADE_STYLE.items():
+        mine = [e for e in events if e.kind == kind]
+        if not mine:
+            continue
+        text = []
+        for e in mine:
+            data = e.data or {}
+            parts = [f"{kind}: {e.counterparty}", _when_text(f, e.t), f"event {e.seq}"]
+            if e.amount is not None:
+                parts.append(f"amount {dollars(e.amount)}")
+            for k in sorted(data):
+                if k in ("period", "record"):
+                    continue
+                parts.append(f"{k}: {data[k]}")
+            text.append("<br>".join(html.escape(p) for p in parts))
+        fig.add_trace(
+            go.Scatter(
+                x=xs(f, [e.t for e in mine]),
+                y=[e.counterparty for e in mine],
+                mode="markers",
+                name=kind,
+                marker={"symbol": symbol, "color": color, "size": 11, "line": {"width": 1}},
+                text=text,
+                hoverinfo="text",
+            )
+        )
+    fig.update_layout(
+        title={"text": "The cascade: every economy event, one row per entity (cause → effect)"},
+        height=max(420, 180 + 34 * len(entities)),
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0},
+        margin={"b": 150},
+    )
+    fig.update_yaxes(categoryorder="array", categoryarray=entities[::-1], type="category")
+    fig.update_xaxes(title_text=_x_title(f))
+    return Chart("chart-cascade-timeline", "cascade", fig)
+
+
+def _cascade_series_chart(f: PostMortem, credit: bw.BorrowedTime, k: int, s: bw.Series) -> Chart:
+    unit, scale = _CASCADE_UNITS[s.key.split(":")[0]]
+    t = np.asarray(s.t, dtype=np.int64)
+    level = np.asarray(s.values, dtype=np.int64).astype(np.float64) * scale
+    S, S1, S2 = (np.asarray(a, dtype=np.float64) * scale for a in (s.S, s.S1, s.S2))
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        subplot_titles=(
+            f"{s.label}: level and trend S ({unit})",
+            f"S' ({unit} per year)",
+            f"S'' ({unit} per year²)",
+        ),
+    )
+    x = xs(f, t)
+    fig.add_trace(_line(x, level, s.label), row=1, col=1)
+    ok = np.flatnonzero(np.isfinite(S1))
+    if len(ok):
+        fig.add_trace(_line(x[ok], S[ok], "S (trend level)"), row=1, col=1)
+        fig.add_trace(_line(x[ok], S1[ok], "S'"), row=2, col=1)
+        fig.add_trace(_line(x[ok], S2[ok], "S''"), row=3, col=1)
+    index = {int(v): i for i, v in enumerate(s.t)}
+    for w in s.windows:
+        stop = w.end_ns if w.end_ns is not None else int(t[-1])
+        fig.add_vrect(
+            x0=_x1(f, w.start_ns),
+            x1=_x1(f, stop),
+            fillcolor=_BORROWED,
+            line_width=0,
+            row="all",
+            col=1,
+        )
+    if s.windows:
+        starts = [index[w.start_ns] for w in s.windows]
+        fig.add_trace(
+            _line(
+                xs(f, [s.t[i] for i in starts]),
+                S2[starts],
+                "S'' rolled over (borrowed time opens)",
+                mode="markers",
+                marker={"size": 10, "symbol": "triangle-down", "color": "#e6781e"},
+                text=[f"S'' rolled over: {_when_text(f, s.t[i])}" for i in starts],
+                hoverinfo="text",
+            ),
+            row=3,
+            col=1,
+        )
+        ends = [index[w.end_ns] for w in s.windows if w.end_ns is not None]
+        if ends:
+            fig.add_trace(
+                _line(
+                    xs(f, [s.t[i] for i in ends]),
+                    S1[ends],
+                    "S' crossed zero (borrowed time ends)",
+                    mode="markers",
+                    marker={"size": 10, "symbol": "x", "color": "#e6781e"},
+                    text=[f"S' crossed zero: {_when_text(f, s.t[i])}" for i in ends],
+                    hoverinfo="text",
+                ),
+                row=2,
+                col=1,
+            )
+    for kind, (color, dash) in _DEFAULT_STYLE.items():
+        mine = [c for c in credit.events if c.kind == kind]
+        if not mine:
+            continue
+        for c in mine[:MAX_MARKER_LINES]:
+            fig.add_vline(
+                x=_x1(f, c.t), line_color=color, line_dash=dash, line_width=1, row="all", col=1
+            )
+        at = np.clip(np.searchsorted(t, [c.t for c in mine], side="right") - 1, 0, len(t) - 1)
+        fig.add_trace(
+            _line(
+                xs(f, [c.t for c in mine]),
+                level[at],
+                kind,
+                mode="markers",
+                marker={"size": 11, "symbol": "line-ns-open", "color": color},
+                text=[
+                    f"{kind}: {c.entity} ({_when_text(f, c.t)}); "
+                    + _placement_text(credit.placement(c.seq, s.key))
+                    for c in mine
+                ],
+                hoverinfo="text",
+            ),
+            row=1,
+            col=1,
+        )
+    note = f"trailing window {s.window_ns // DAY_NS} days; borrowed time: " + _borrowed_text(
+        f, [(w.start_ns, w.end_ns) for w in s.windows]
+    )
+    fig.update_layout(
+        title={"text": f"{html.escape(s.label)}<br><sup>{html.escape(note)}</sup>"},
+        height=680,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+        margin={"t": 100},
+    )
+    fig.update_yaxes(title_text=unit, row=1, col=1)
+    fig.update_xaxes(title_text=_x_title(f), row=3, col=1)
+    return Chart(f"chart-cascade-{k}", "cascade", fig)
+
+
+def _cascade_charts(f: PostMortem, credit: bw.BorrowedTime, events: list[ev.Event]):
+    """The credit cascade's charts: the timeline of the economy's events, then one panel per
+    series of :mod:`exchange.borrowed` (S, S', S'', borrowed time shaded, defaults marked)."""
+    charts = [_cascade_timeline(f, events)]
+    charts += [_cascade_series_chart(f, credit, k, s) for k, s in enumerate(credit.series)]
+    return charts
+
+
+def _cascade_table(f: PostMortem, credit: bw.BorrowedTime) -> str:
+    """Each default-like event against each series' borrowed time."""
+    rows = []
+    for c in credit.events:
+        rows.append(
+            [
+                _when_text(f, c.t),
+                c.kind,
+                c.entity,
+                dollars(c.amount) if c.amount is not None else "",
+                *(_placement_text(credit.placement(c.seq, s.key)) for s in credit.series),
+            ]
+        )
+    headers = ["date", "event", "entity", "amount", *(s.label for s in credit.series)]
+    return _table(headers, rows, "table-cascade")
+
+
+def _cascade_section(f: PostMortem, credit: bw.BorrowedTime, charts: list[Chart]) -> str:
+    """The "Credit cascade" section of the page (only for a log with economy events)."""
+    windows = "; ".join(
+        f"{s.label}: {_borrowed_text(f, [(w.start_ns, w.end_ns) for w in s.windows])}"
+        for s in credit.series
+    )
+    parts = [
+        '<section id="section-cascade"><h2>Credit cascade: the economy and borrowed time</h2>',
+        '<p class="meta">'
+        + html.escape(
+            "The credit economy's events (exchange/economy.py), one row per entity, with lines "
+            "from each event's causes; then each monthly series with its trend S, S', S'' and "
+            "borrowed time (from the month S'' rolled over to the month S' reached zero) "
+            "shaded, the failed rounds, breaches and defaults marked. Borrowed time: " + windows
+        )
+        + "</p>",
+    ]
+    for chart in charts:
+        chart.figure.update_layout(template=_TEMPLATE)
+        parts.append(
+            '<div class="chart">'
+            + pio.to_html(
+                chart.figure,
+                include_plotlyjs=False,
+                full_html=False,
+                div_id=chart.div_id,
+                config=_CONFIG,
+            )
+            + "</div>"
+        )
+    parts.append("<h3>Defaults and borrowed time</h3>" + _cascade_table(f, credit))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
 # ---------------------------------------------------------------------- narrative
 def _when(f: PostMortem, t: int) -> str:
     d = f.date_of(t)
@@ -1314,7 +1643,18 @@ def _build(store: EventStore, until, account, window_days, markers=()) -> Report
         + _waterfall_charts(f)
     )
     story = narrative(f, income)
-    page = _page(store, f, charts, story, focus)
+    # the credit cascade (issue #21): only a log with the economy's events has it
+    credit = bw.analyse(store.events(1, until, kind=bw.READ_KINDS), f.epoch)
+    cascade = ""
+    if credit is not None:
+        records = [
+            e for e in store.events(1, until, kind=ev.ECONOMY_KINDS) if e.kind != ev.ECONOMY_MONTH
+        ]
+        drawn = _cascade_charts(f, credit, records)
+        story.append(_cascade_text(f, credit))
+        cascade = _cascade_section(f, credit, drawn)
+        charts = drawn + charts
+    page = _page(store, f, charts, story, focus, cascade)
     return Report(page, charts, story, f)
 
 
@@ -1353,7 +1693,12 @@ def page_head(title: str) -> list[str]:
 
 
 def _page(
-    store: EventStore, f: PostMortem, charts: list[Chart], story: list[str], focus: list[str]
+    store: EventStore,
+    f: PostMortem,
+    charts: list[Chart],
+    story: list[str],
+    focus: list[str],
+    cascade: str = "",
 ) -> str:
     title = f"gpuex post-mortem: {f.scenario} (seed {f.seed})"
     parts = [
@@ -1371,6 +1716,8 @@ def _page(
         *(f"<p>{html.escape(p)}</p>" for p in story),
         "</section>",
     ]
+    if cascade:  # the credit cascade, drawn before the indices
+        parts.append(cascade)
     tables = _tables(f)
     by_section: dict[str, list[Chart]] = {}
     for chart in charts:

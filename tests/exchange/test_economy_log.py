@@ -84,9 +84,9 @@ def log(tmp_path_factory) -> Path:
     return _run(tmp_path_factory.mktemp("economy_log"))
 
 
-def _expected_records(db: Path) -> tuple[list, int]:
-    """The records the economy makes for the log's stored parameters, seed and months, computed
-    here from the rule: seed = the first 8 bytes of SHA-256("economy:<session seed>")."""
+def _expected_economy(db: Path) -> tuple[Economy, int]:
+    """The economy run for the log's stored parameters, seed and months, computed here from the
+    rule: seed = the first 8 bytes of SHA-256("economy:<session seed>")."""
     with EventStore.open(db, mode="r") as store:
         info = store.session
     config = orjson.loads(info["config"])  # the stored (validated) configuration
@@ -95,7 +95,14 @@ def _expected_records(db: Path) -> tuple[list, int]:
     end = date.fromordinal(start.toordinal() + config["days"])
     months = (end.year - 2024) * 12 + end.month  # the firsts of month from 2024-01-01 to end
     economy = Economy(EconomyParams.model_validate(config["economy"]), seed)
-    return economy.run(months), months
+    economy.run(months)
+    return economy, months
+
+
+def _expected_records(db: Path) -> tuple[list, int]:
+    """The records the economy makes for the log's stored parameters, seed and months."""
+    economy, months = _expected_economy(db)
+    return list(economy.records), months
 
 
 def test_the_log_holds_one_event_per_economy_record_in_order_with_its_fields(log):
@@ -197,7 +204,8 @@ def test_announce_emits_an_economy_kind_and_refuses_an_exchange_kind():
         with pytest.raises(ValueError, match="economy kind"):
             engine.announce(kind, amount=5)
     assert len(events) == 2  # nothing emitted by a refusal
-    assert set(ev.ECONOMY_KINDS) == ECONOMY_KINDS and set(ev.ECONOMY_KINDS) <= set(ev.KINDS)
+    assert set(ev.ECONOMY_KINDS) == ECONOMY_KINDS | {ev.ECONOMY_MONTH}
+    assert set(ev.ECONOMY_KINDS) <= set(ev.KINDS)
 
 
 def test_at_an_instant_it_shares_with_an_index_print_the_economy_comes_first():
@@ -246,3 +254,45 @@ def test_an_economy_that_would_put_a_number_past_int64_in_the_log_is_refused_bef
     params = EconomyParams(labs=(naked, base.labs[1]))
     with pytest.raises(session.SessionError, match=r"economy: RoundFailed\.required_mark"):
         session.plan(SCENARIO, overrides={"economy": params.model_dump(mode="json")})
+
+
+def test_each_month_is_announced_once_before_its_records_with_the_models_series(log):
+    """One ``EconomyMonth`` per period, at the month's first midnight, before every record of
+    that period (and after every record of the month before), its values the model's series
+    of that period."""
+    economy, months = _expected_economy(log)
+    series = economy.series()
+    params = economy.params
+    events = [e for e in _events(log) if e.kind in ECONOMY_KINDS | {ev.ECONOMY_MONTH}]
+    month_events = [e for e in events if e.kind == ev.ECONOMY_MONTH]
+    assert [e.data["period"] for e in month_events] == list(range(months))
+    start = date(2024, 1, 1)
+    current = -1
+    for e in events:
+        if e.kind == ev.ECONOMY_MONTH:
+            current += 1
+            assert e.data["period"] == current
+            assert (e.counterparty, e.amount, e.account) == (None, None, None)
+            year, month = divmod(current, 12)
+            assert e.t == (date(2024 + year, month + 1, 1) - start).days * DAY_NS
+        else:  # a record: announced after its own month's EconomyMonth, before the next one
+            assert e.data["period"] == current, (e.kind, e.seq)
+    labs = [lab.name for lab in params.labs]
+    for e in month_events:
+        p = e.data["period"]
+        expected = {
+            "period": p,
+            "labs": labs,
+            "revenue": {name: int(series[f"revenue:{name}"][p]) for name in labs},
+            "mark": {name: int(series[f"mark:{name}"][p]) for name in labs},
+            "capex": int(series["capex"][p]),
+            "capex_by": {h.name: int(series[f"capex:{h.name}"][p]) for h in params.hyperscalers},
+            "spread": {n.name: int(series[f"spread:{n.name}"][p]) for n in params.neoclouds},
+            "rental_price": int(series["rental_price"][p]),
+        }
+        assert e.data == expected
+        for value in (e.data["capex"], e.data["rental_price"], *e.data["mark"].values()):
+            assert type(value) is int
+    # the glut and the default show in the series the log now holds
+    assert month_events[-1].data["rental_price"] < month_events[0].data["rental_price"]
+    assert min(e.data["spread"]["CoreWeave"] for e in month_events) < 0

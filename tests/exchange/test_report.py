@@ -408,3 +408,84 @@ def test_no_swap_story_for_a_defaulter_without_swaps(shock):
     held = {n: q for n, q in d.positions.items() if q}
     for n, q in held.items():
         assert f"{abs(q):,} lots {'long' if q > 0 else 'short'} of {n}" in story
+
+
+# ---------------------------------------------------------------------- the credit cascade
+@pytest.fixture(scope="module")
+def cascade_log(tmp_path_factory):
+    """The built-in second-derivative: the credit economy alone, six years (issue #21)."""
+    db = tmp_path_factory.mktemp("cascade") / "second-derivative.db"
+    session.run("second-derivative", db)
+    return db
+
+
+@pytest.fixture(scope="module")
+def cascade(cascade_log):
+    return rp.build_report(cascade_log)
+
+
+def test_a_second_derivative_report_has_the_cascade_section_its_timeline_and_markers(
+    cascade, cascade_log
+):
+    from exchange import borrowed as bw
+
+    credit = bw.from_log(cascade_log)
+    page = cascade.html
+    assert '<section id="section-cascade">' in page and 'id="table-cascade"' in page
+    # the cascade comes after the narrative and before the indices
+    assert page.index('id="narrative"') < page.index("section-cascade")
+    assert page.index("section-cascade") < page.index("section-index")
+    charts = {c.div_id: c for c in cascade.charts}
+    drawn = plotted(page)
+    timeline = {t["name"]: t for t in drawn["chart-cascade-timeline"]}
+    for kind in (ev.ROUND_FAILED, ev.COMMITMENT_PULLED, ev.COVENANT_BREACHED):
+        assert kind in timeline and points(timeline[kind]) > 0
+    assert "cause → effect" in timeline  # the cause links, drawn
+    failed = timeline[ev.ROUND_FAILED]
+    assert set(failed["y"]) >= {"OpenAI"} and any("amount $" in t for t in failed["text"])
+    # one panel per series, each with S, S', S'' and its borrowed time shaded
+    for k, s in enumerate(credit.series):
+        chart = charts[f"chart-cascade-{k}"]
+        names = {t.name for t in chart.figure.data}
+        assert {s.label, "S (trend level)", "S'", "S''"} <= names
+        shaded = [sh for sh in chart.figure.layout.shapes if sh.fillcolor == rp._BORROWED]
+        assert len(shaded) == 3 * len(s.windows)  # one rectangle per row: S, S', S''
+        spans = {(sh.x0[:10], sh.x1[:10]) for sh in shaded}
+        last = "2029-12-01"  # an open window is shaded to the last month of the log
+        assert spans == {
+            (w.start.isoformat(), w.end.isoformat() if w.end else last) for w in s.windows
+        }
+    naked = credit.series.index(credit.get("mark:OpenAI"))
+    mark = {t["name"]: t for t in drawn[f"chart-cascade-{naked}"]}
+    assert points(mark["S'' rolled over (borrowed time opens)"]) == len(
+        credit.get("mark:OpenAI").windows
+    )
+    assert "S' crossed zero (borrowed time ends)" in mark
+    for kind in (ev.ROUND_FAILED, ev.BORROWER_DEFAULTED):
+        assert points(mark[kind]) == sum(c.kind == kind for c in credit.events)
+    assert any("inside" in t or "after" in t for t in mark[ev.ROUND_FAILED]["text"])
+
+
+def test_the_narrative_says_when_the_round_failed_and_the_neocloud_defaulted_in_borrowed_time(
+    cascade, cascade_log
+):
+    from exchange import borrowed as bw
+
+    credit = bw.from_log(cascade_log)
+    window = credit.get("mark:OpenAI").windows[0]
+    trigger = next(c for c in credit.events if c.kind == ev.ROUND_FAILED)
+    default = next(c for c in credit.events if c.kind == ev.BORROWER_DEFAULTED)
+    n = trigger.period - window.start_period
+    x = default.period - window.start_period
+    line = cascade.narrative[-1]
+    assert line.startswith(
+        f"The naked lab's (OpenAI) round failed {n} months after its mark's S'' rolled over "
+        f"({window.start.isoformat()}); {default.entity} defaulted {x} months into borrowed time"
+    ), line
+    assert line in cascade.html.replace("&#x27;", "'")
+
+
+def test_a_report_of_a_log_without_economy_events_has_no_cascade(full):
+    assert "section-cascade" not in full.html and "table-cascade" not in full.html
+    assert not any(c.div_id.startswith("chart-cascade") for c in full.charts)
+    assert not any("borrowed time" in p for p in full.narrative)

@@ -176,3 +176,87 @@ def test_in_the_browser_the_swap_chart_keeps_its_width(page):
     [swaps] = [c for c in result["charts"] if c["id"] == "chart-rvs-0"]
     # plotly's default side margins alone take about 20 % of an 800-pixel headless window
     assert swaps["plotWidth"] >= 0.7, swaps["plotWidth"]
+
+
+# ---------------------------------------------------------------------- the credit cascade
+#: Last thing in <body>: after load, write what the cascade's charts drew into the DOM: each
+#: trace's name and drawn points (SVG marker paths), and the shaded rectangles (layout shapes).
+CASCADE_PROBE = """<script>window.addEventListener('load', function () {
+  var out = {section: !!document.getElementById('section-cascade'), charts: [],
+             errors: window.__gpuexErrors};
+  document.querySelectorAll('#section-cascade div.plotly-graph-div').forEach(function (gd) {
+    var traces = {};
+    gd.querySelectorAll('g.trace.scatter').forEach(function (g) {
+      // the trace each SVG group draws (plotly binds its calcdata to the group)
+      var name = g.__data__[0].trace.name;
+      traces[name] = (traces[name] || 0) + g.querySelectorAll('path.point').length; });
+    var shapes = (gd._fullLayout.shapes || []).filter(function (s) {
+      return s.type === 'rect'; }).length;
+    out.charts.push({id: gd.id, traces: traces, shapes: shapes,
+                     shapePaths: gd.querySelectorAll('.shapelayer path').length});
+  });
+  var pre = document.createElement('pre'); pre.id = 'gpuex-check';
+  pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+});</script>"""
+
+
+@pytest.fixture(scope="module")
+def cascade_page(tmp_path_factory):
+    """second-derivative: the credit economy alone, six years (issue #21)."""
+    folder = tmp_path_factory.mktemp("browser-cascade")
+    session.run("second-derivative", folder / "cascade.db")
+    return folder, rp.write_report(folder / "cascade.db", folder / "report.html")
+
+
+def test_the_second_derivative_report_loads_without_errors_and_every_chart_has_data(
+    cascade_page,
+):
+    binary = chromium()
+    folder, report = cascade_page
+    result = probe(binary, folder, report)
+    assert [c["id"] for c in result["charts"]] == [c.div_id for c in report.charts]
+    assert "chart-cascade-timeline" in [c["id"] for c in result["charts"]]
+    for chart in result["charts"]:
+        assert chart["drawn"], f"{chart['id']} was not drawn"
+        assert chart["traces"] and all(n > 0 for n in chart["traces"]), chart
+
+
+def test_in_the_browser_the_cascade_timeline_and_the_borrowed_time_markers_are_drawn(
+    cascade_page,
+):
+    """As drawn in the DOM: the timeline's event markers (the failed round, the breach, the
+    default) and its cause links; on the naked lab's mark, the borrowed-time window shaded on
+    its three rows, the roll-over and zero-crossing markers, and the failed rounds marked."""
+    from exchange import borrowed as bw
+
+    binary = chromium()
+    folder, report = cascade_page
+    page = folder / "cascade-probe.html"
+    html = report.html.replace("<head>", "<head>" + HOOK, 1).replace(
+        "</body>", CASCADE_PROBE + "</body>"
+    )
+    page.write_text(html, encoding="utf-8")
+    done = run_chromium(binary, folder / "profile-cascade", "--dump-dom", page.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'<pre id="gpuex-check">(.*?)</pre>', done.stdout, flags=re.DOTALL)
+    assert found, "the probe did not run: " + done.stdout[-1000:]
+    result = json.loads(
+        found.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    )
+    assert result["errors"] == [] and result["section"]
+    charts = {c["id"]: c for c in result["charts"]}
+    credit = bw.from_log(folder / "cascade.db")
+    timeline = charts["chart-cascade-timeline"]["traces"]
+    for kind in ("RoundFailed", "CovenantBreached", "BorrowerDefaulted"):
+        assert timeline.get(kind, 0) == sum(c.kind == kind for c in credit.events), kind
+    assert "cause → effect" in timeline
+    k = [s.key for s in credit.series].index("mark:OpenAI")
+    mark = charts[f"chart-cascade-{k}"]
+    windows = credit.get("mark:OpenAI").windows
+    assert windows and mark["shapes"] >= 3 * len(windows)
+    assert mark["shapePaths"] >= 3 * len(windows)  # the shading is in the SVG
+    assert mark["traces"]["S'' rolled over (borrowed time opens)"] == len(windows)
+    assert mark["traces"]["S' crossed zero (borrowed time ends)"] == sum(
+        w.end is not None for w in windows
+    )
+    assert mark["traces"]["RoundFailed"] == sum(c.kind == "RoundFailed" for c in credit.events)

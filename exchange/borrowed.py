@@ -1,0 +1,370 @@
+"""Borrowed time measured from the log: the credit economy's series, their S, S', S'' and the
+windows between S'' rolling over and S' crossing zero, with every default placed against them
+(issue #21, "The cascade, measured").
+
+The seed essay: *"There is a window - call it borrowed time - between the moment the second
+derivative rolls over and the moment the first derivative crosses zero."* This module finds
+that window, from the log alone, for the series the economy announces each month
+(``EconomyMonth``, :func:`exchange.economy_schedule.month_data`):
+
+- ``revenue:<lab>`` (cents/month), each lab's revenue: the seed's S;
+- ``mark:<lab>`` (cents), each lab's equity mark: the last round that priced;
+- ``capex`` (cents/month), the hyperscalers' capex, all of them;
+- ``rental_price`` (ticks of $0.001 per GPU-hour), the open-market rental after the glut.
+
+For each, :func:`exchange.trend.trend` (a trailing local quadratic fit) gives S, S', S'' at
+every month, and :func:`exchange.trend.borrowed_time` the windows. Then each default-like event
+of the log (``RoundFailed``, the trigger; ``CovenantBreached``; ``BorrowerDefaulted``; an
+exchange ``Default`` if any) is placed against each series: before its window, inside it (the
+fraction elapsed) or after it.
+
+**The trend windows for monthly data** (docs/report.md, "Credit cascade"): a trailing window
+of :data:`SMOOTH_WINDOW_DAYS` (12 months: 13 monthly samples) for the smooth series (revenue,
+capex, rental price): long enough that a 1 % monthly noise does not flip the sign of S'', short
+enough that the roll-over shows at most about half a window (6 months) late, the fit's
+documented lag; S' crosses zero practically on time. :data:`STAIRCASE_WINDOW_DAYS` (24 months)
+for the marks: a mark moves only when a round prices (the seed's rounds come every 6 to 10
+months), so it is a staircase, and a quadratic over a window holding a single step overshoots
+(S' < 0 right after a step up) and opens and closes windows that are artefacts of the steps. 24
+months hold three or more rounds, so the fit sees the staircase's curvature, not one step; the
+price is a later roll-over (about a year). The trend's S' is per year, S'' per year², in the
+series' own unit (cents or ticks); floats, as all of ``exchange.trend`` (analysis, not ledger).
+
+**Times** are int64 ns since the session's epoch (the sample times: midnight of the first of
+each month); dates where the session has an epoch (its configured ``start``). A window opens at
+the first month whose S'' is negative after one that was not, while S' > 0; it closes at the
+first later month with S' <= 0 (``None``: still open at the end of the log).
+
+**Placement** of an event at ``t`` against a series' windows: the window that holds it
+(``start <= t <= end``, or ``t >= start`` for an open one) -- ``inside``, with ``elapsed_ns`` and,
+for a closed window, ``fraction_ppm`` (``end`` itself is 1,000,000: the month borrowed time ran
+out; the month's events share its sample time); otherwise the latest window that closed before
+``t`` -- ``after``; otherwise the first window that opens after ``t`` -- ``before``; a series
+without a window: ``none``.
+
+Pure functions over the log's events (:func:`analyse`) or a log path (:func:`from_log`); results
+are typed and frozen. Deterministic: the events in log order, the series in a fixed order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from exchange import events as ev
+from exchange.index import DAY_NS
+from exchange.store import EventStore
+from exchange.trend import borrowed_time, trend
+
+__all__ = [
+    "DEFAULT_KINDS",
+    "READ_KINDS",
+    "SMOOTH_WINDOW_DAYS",
+    "STAIRCASE_WINDOW_DAYS",
+    "BorrowedTime",
+    "CreditEvent",
+    "Placement",
+    "Series",
+    "Window",
+    "analyse",
+    "from_log",
+    "place",
+]
+
+#: Trailing trend window of the smooth monthly series (revenue, capex, rental price), days:
+#: 12 months (366 days hold the 13 firsts of month of any 12-month span, no more).
+SMOOTH_WINDOW_DAYS = 366
+#: Trailing trend window of the marks (staircases moving at rounds), days: 24 months.
+STAIRCASE_WINDOW_DAYS = 731
+#: The default-like kinds placed against the windows: the trigger, a breach, a borrower's
+#: default, and the exchange's own ``Default`` (an account that missed a call).
+DEFAULT_KINDS = (ev.ROUND_FAILED, ev.COVENANT_BREACHED, ev.BORROWER_DEFAULTED, ev.DEFAULT)
+#: Kinds :func:`from_log` reads.
+READ_KINDS = (ev.ECONOMY_MONTH, *DEFAULT_KINDS)
+
+#: Units of the series, by the prefix of their key.
+UNITS = {
+    "revenue": "cents/month",
+    "mark": "cents",
+    "capex": "cents/month",
+    "rental_price": "ticks ($0.001)/GPU-hour",
+}
+
+
+@dataclass(frozen=True)
+class Window:
+    """One borrowed-time window: from the month S'' rolled over to the month S' reached zero.
+
+    Attributes:
+        start_ns, end_ns: the sample times (ns since the epoch); ``end_ns`` None: still open.
+        start, end: their dates (None without an epoch, or for an open end).
+        start_period, end_period: the economy's periods (months since January 2024).
+    """
+
+    start_ns: int
+    end_ns: int | None
+    start: date | None
+    end: date | None
+    start_period: int
+    end_period: int | None
+
+    @property
+    def length_ns(self) -> int | None:
+        """``end_ns - start_ns``, ns (None: open)."""
+        return None if self.end_ns is None else self.end_ns - self.start_ns
+
+
+@dataclass(frozen=True)
+class Series:
+    """One monthly series of the economy, its trend and its windows.
+
+    Attributes:
+        key: ``revenue:<lab>``, ``mark:<lab>``, ``capex`` or ``rental_price``.
+        label: a readable name.
+        unit: the values' unit (:data:`UNITS`); S' is that per year, S'' per year².
+        window_ns: the trend's trailing window, ns.
+        t: sample times, ns; ``periods``: their economy periods; ``values``: ints.
+        S, S1, S2: the trend at each sample (floats; NaN before a whole window).
+        windows: the borrowed-time windows, in time order.
+    """
+
+    key: str
+    label: str
+    unit: str
+    window_ns: int
+    t: tuple[int, ...]
+    periods: tuple[int, ...]
+    values: tuple[int, ...]
+    S: tuple[float, ...]
+    S1: tuple[float, ...]
+    S2: tuple[float, ...]
+    windows: tuple[Window, ...]
+
+
+@dataclass(frozen=True)
+class CreditEvent:
+    """A default-like event of the log (:data:`DEFAULT_KINDS`).
+
+    Attributes:
+        seq, t: the event's log seq and time (ns).
+        kind: its kind; ``entity``: the economy's entity (counterparty), or the exchange
+            account for a ``Default``; ``amount``: its amount (cents, as the log has it).
+        period: the economy's period (None for an exchange ``Default``); ``day``: its date.
+    """
+
+    seq: int
+    t: int
+    kind: str
+    entity: str
+    amount: int | None
+    period: int | None
+    day: date | None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an event falls against a series' borrowed time.
+
+    Attributes:
+        seq: the event's seq; ``series``: the series' key.
+        where: ``before``, ``inside``, ``after`` or ``none`` (the series has no window).
+        window: the window it is placed against (None for ``none``).
+        elapsed_ns: ``t - window.start_ns`` (negative before; None for ``none``).
+        fraction_ppm: inside a closed window, the part elapsed, ppm (0 at the roll-over,
+            1,000,000 at the month S' reached zero); None otherwise.
+    """
+
+    seq: int
+    series: str
+    where: str
+    window: Window | None
+    elapsed_ns: int | None
+    fraction_ppm: int | None
+
+
+@dataclass(frozen=True)
+class BorrowedTime:
+    """Borrowed time in one log: the series, the default-like events, and every placement."""
+
+    epoch: date | None
+    labs: tuple[str, ...]
+    series: tuple[Series, ...]
+    events: tuple[CreditEvent, ...]
+    placements: tuple[Placement, ...]
+
+    def get(self, key: str) -> Series:
+        """The series ``key`` (KeyError if absent)."""
+        for s in self.series:
+            if s.key == key:
+                return s
+        raise KeyError(key)
+
+    def placement(self, seq: int, key: str) -> Placement:
+        """The placement of event ``seq`` against series ``key`` (KeyError if absent)."""
+        for p in self.placements:
+            if p.seq == seq and p.series == key:
+                return p
+        raise KeyError((seq, key))
+
+    @property
+    def naked(self) -> str:
+        """The naked lab's name (the economy's first lab)."""
+        return self.labs[0]
+
+
+def place(t: int, seq: int, key: str, windows: Iterable[Window]) -> Placement:
+    """The placement of an event at ``t`` (ns) against ``windows`` (time order; module
+    docstring): inside the window that holds it, else after the latest one closed before it,
+    else before the first one after it; ``none`` without windows."""
+    windows = list(windows)
+    for w in windows:
+        if t >= w.start_ns and (w.end_ns is None or t <= w.end_ns):
+            fraction = None
+            if w.end_ns is not None and w.end_ns > w.start_ns:
+                fraction = (t - w.start_ns) * 1_000_000 // (w.end_ns - w.start_ns)
+            return Placement(seq, key, "inside", w, t - w.start_ns, fraction)
+    closed = [w for w in windows if w.end_ns is not None and w.end_ns < t]
+    if closed:
+        w = closed[-1]
+        return Placement(seq, key, "after", w, t - w.start_ns, None)
+    later = [w for w in windows if w.start_ns > t]
+    if later:
+        w = later[0]
+        return Placement(seq, key, "before", w, t - w.start_ns, None)
+    return Placement(seq, key, "none", None, None, None)
+
+
+def _date(epoch: date | None, t: int | None) -> date | None:
+    if epoch is None or t is None:
+        return None
+    return epoch + timedelta(days=t // DAY_NS)
+
+
+def _series(
+    key: str,
+    label: str,
+    window_days: int,
+    t: np.ndarray,
+    periods: list[int],
+    values: list[int],
+    epoch: date | None,
+) -> Series:
+    window_ns = window_days * DAY_NS
+    tr = trend(t, np.asarray(values, dtype=np.float64), window_ns)
+    period_at = {int(ti): p for ti, p in zip(t.tolist(), periods, strict=True)}
+    windows = tuple(
+        Window(
+            start_ns=s,
+            end_ns=e,
+            start=_date(epoch, s),
+            end=_date(epoch, e),
+            start_period=period_at[s],
+            end_period=None if e is None else period_at[e],
+        )
+        for s, e in borrowed_time(tr)
+    )
+    unit = UNITS[key.split(":")[0]]
+    return Series(
+        key=key,
+        label=label,
+        unit=unit,
+        window_ns=window_ns,
+        t=tuple(int(x) for x in t.tolist()),
+        periods=tuple(periods),
+        values=tuple(int(v) for v in values),
+        S=tuple(float(x) for x in tr.S),
+        S1=tuple(float(x) for x in tr.S1),
+        S2=tuple(float(x) for x in tr.S2),
+        windows=windows,
+    )
+
+
+def analyse(events: Iterable[ev.Event], epoch: date | None = None) -> BorrowedTime | None:
+    """Borrowed time from a log's events (any kinds; only ``EconomyMonth`` and
+    :data:`DEFAULT_KINDS` are read), in log order; ``epoch``: the session's date at t = 0
+    (None: no dates). None if the events hold no ``EconomyMonth`` (a log without an economy)."""
+    months: list[ev.Event] = []
+    credit: list[CreditEvent] = []
+    for e in events:
+        if e.kind == ev.ECONOMY_MONTH:
+            months.append(e)
+        elif e.kind in DEFAULT_KINDS:
+            data = e.data or {}
+            entity = e.account if e.kind == ev.DEFAULT else e.counterparty
+            credit.append(
+                CreditEvent(
+                    seq=e.seq,
+                    t=e.t,
+                    kind=e.kind,
+                    entity=str(entity),
+                    amount=e.amount,
+                    period=data.get("period") if e.kind != ev.DEFAULT else None,
+                    day=_date(epoch, e.t),
+                )
+            )
+    if not months:
+        return None
+    labs = tuple(months[0].data["labs"])
+    t = np.asarray([m.t for m in months], dtype=np.int64)
+    periods = [int(m.data["period"]) for m in months]
+    roles = ["the naked lab", "the second lab"]
+    specs: list[tuple[str, str, int, list[int]]] = []
+    for i, lab in enumerate(labs):
+        role = roles[i] if i < len(roles) else "a lab"
+        specs.append(
+            (
+                f"revenue:{lab}",
+                f"{lab}'s revenue ({role})",
+                SMOOTH_WINDOW_DAYS,
+                [m.data["revenue"][lab] for m in months],
+            )
+        )
+        specs.append(
+            (
+                f"mark:{lab}",
+                f"{lab}'s mark ({role})",
+                STAIRCASE_WINDOW_DAYS,
+                [m.data["mark"][lab] for m in months],
+            )
+        )
+    specs.append(
+        ("capex", "hyperscalers' capex", SMOOTH_WINDOW_DAYS, [m.data["capex"] for m in months])
+    )
+    specs.append(
+        (
+            "rental_price",
+            "open-market rental price (after the glut)",
+            SMOOTH_WINDOW_DAYS,
+            [m.data["rental_price"] for m in months],
+        )
+    )
+    series = tuple(
+        _series(key, label, days, t, periods, values, epoch) for key, label, days, values in specs
+    )
+    placements = tuple(place(c.t, c.seq, s.key, s.windows) for c in credit for s in series)
+    return BorrowedTime(epoch, labs, series, tuple(credit), placements)
+
+
+def _epoch(store: EventStore) -> date | None:
+    config = store.session.get("config")
+    try:
+        start = orjson.loads(config).get("start") if config else None
+        return date.fromisoformat(start) if isinstance(start, str) else None
+    except (orjson.JSONDecodeError, AttributeError, ValueError):
+        return None
+
+
+def from_log(
+    db: str | Path | EventStore, until: int | None = None, *, checked: bool = True
+) -> BorrowedTime | None:
+    """:func:`analyse` of the log ``db`` (a path or an open store) up to event ``until``
+    (None: all of it), dated from the session's configured ``start``. None: no economy."""
+    if isinstance(db, EventStore):
+        return analyse(db.events(1, until, kind=READ_KINDS), _epoch(db))
+    with EventStore.open(db, mode="r", checked=checked) as store:
+        return analyse(store.events(1, until, kind=READ_KINDS), _epoch(store))
