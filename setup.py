@@ -38,6 +38,13 @@ extensions = [
         libraries=["sqlite3"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
+    # the exchange's order path (issue #20): validation, checks, fills, fees and events of
+    # CompiledExchange, beside the book
+    Extension(
+        "exchange._kernel",
+        ["exchange/_kernel.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    ),
     # the typed rows a replay folds, read through the same SQLite C API
     Extension(
         "exchange._reader",

@@ -278,14 +278,16 @@ cdef class OrderBook:
     cdef HMap stp_map
     cdef int default_stp
 
-    cdef object fill_arr
+    # the fill and STP-cancel buffers and their counts are readable from Python (the
+    # exchange's compiled order path reads the records in place: exchange/_kernel.pyx)
+    cdef readonly object fill_arr
     cdef Fill* fill_buf
     cdef int64_t fill_cap
-    cdef int64_t n_fills
-    cdef object cancel_arr
+    cdef readonly int64_t n_fills
+    cdef readonly object cancel_arr
     cdef Cancel* cancel_buf
     cdef int64_t cancel_cap
-    cdef int64_t n_cancels
+    cdef readonly int64_t n_cancels
 
     cdef int64_t msg_index
 
