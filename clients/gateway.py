@@ -89,6 +89,7 @@ from clients.protocol import (
 from clients.runner import DEFAULT_DEPTH, BotFailure, BotRunner, bot_rng
 from exchange.clock import Simulator
 from exchange.engine import Exchange
+from exchange.engines import DEFAULT_ENGINE
 from exchange.session import (
     DEFAULT_BATCH,
     DEFAULT_SNAPSHOT_EVERY,
@@ -690,6 +691,7 @@ def record_session(
     on_batch: Callable[[int], None] | None = None,
     on_time: Callable[[int, int], None] | None = None,
     on_seal: Callable[[], None] | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> RunSummary:
     """Run ``model`` into a new SQLite log at ``db`` through ``exchange.session.run`` (same
     store, recorder and stored configuration, so ``verify`` and ``replay`` work), with
@@ -697,7 +699,7 @@ def record_session(
     runs at the end time, just before ``SessionEnded``. With ``resume``, a crashed log at
     ``db`` is re-run from its start and continued, as ``gpuex run --resume`` does: ``drive``
     must attach bots that act as they did. ``on_batch``, ``on_time``, ``on_seal``: progress,
-    as in ``session.run``."""
+    as in ``session.run``; ``engine``: the engine's name, as in ``session.run``."""
     return session_run(
         scenario or model.name,
         db,
@@ -711,6 +713,7 @@ def record_session(
         on_batch=on_batch,
         on_time=on_time,
         on_seal=on_seal,
+        engine=engine,
     )
 
 
@@ -751,6 +754,7 @@ def serve_session(
     on_batch: Callable[[int], None] | None = None,
     on_time: Callable[[int, int], None] | None = None,
     on_seal: Callable[[], None] | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> RunSummary:
     """Run a session whose bots run in-process or, for ``remote_accounts``, over the gateway.
 
@@ -784,6 +788,8 @@ def serve_session(
         on_batch, on_time, on_seal: progress, as in :func:`exchange.session.run` (the
             number of events after each batch; the simulated time reached and the end; the
             seal).
+        engine: the engine that runs the session, by name (``compiled`` or ``reference``,
+            see :func:`exchange.session.run`; not recorded in the log).
 
     Returns the :class:`~exchange.session.RunSummary`.
     """
@@ -802,6 +808,7 @@ def serve_session(
         "on_batch": on_batch,
         "on_time": on_time,
         "on_seal": on_seal,
+        "engine": engine,
     }
     stored = committed_session(db) if resume else None
     if stored is None:

@@ -1,12 +1,14 @@
 """``gpuex``: run, replay, verify and inspect exchange sessions.
 
-    gpuex run SCENARIO [--db PATH] [--seed N] [--resume | --overwrite] [--set NAME=VALUE] ...
+    gpuex run SCENARIO [--db PATH] [--seed N] [--resume | --overwrite] [--set NAME=VALUE]
+              [--engine compiled|reference] ...
     gpuex replay PATH [--until SEQ]
-    gpuex verify PATH
+    gpuex verify PATH [--engine compiled|reference]
     gpuex inspect PATH [--at SEQ] [--account NAME] [--kind KIND] [--limit N] [--owed] [--json]
     gpuex export PATH [-o FILE] [--format csv|jsonl] [--from SEQ] [--to SEQ] [--kind KIND ...]
                  [--account NAME ...] [--instrument NAME ...]
-    gpuex sweep SCENARIO --param NAME=V1,V2 [--seeds N] [--scheduler ADDR] [--retry-failed] -o DIR
+    gpuex sweep SCENARIO --param NAME=V1,V2 [--seeds N] [--scheduler ADDR] [--retry-failed]
+                [--engine compiled|reference] -o DIR
     gpuex report PATH -o report.html [--until SEQ] [--account NAME] [--window-days N]
     gpuex compare A B [--html FILE] [--json]
     gpuex index PATH [--quiet]
@@ -39,6 +41,7 @@ from tqdm import tqdm
 
 from exchange import session as sessions
 from exchange.engine import DAY_NS
+from exchange.engines import DEFAULT_ENGINE, ENGINES
 from exchange.events import KINDS
 from exchange.export import FORMATS, export_events, known_accounts, known_instruments, select
 from exchange.fold import FoldError
@@ -51,6 +54,20 @@ from exchange.limits import (
 )
 from exchange.scenarios import SCENARIOS, load_scenario, providers, scenario_names
 from exchange.store import DamagedLogError, EventStore, StoreError, verify_store
+
+
+def engine_option(what: str):
+    """``--engine compiled|reference``: the engine that ``what`` (help text). Not recorded in
+    the log: both engines give byte-identical logs (docs/exchange.md, "Two engines")."""
+    return click.option(
+        "--engine",
+        type=click.Choice(list(ENGINES)),
+        default=DEFAULT_ENGINE,
+        show_default=True,
+        help=f"The engine that {what}: the compiled kernel, or the reference, the plain-Python "
+        "engine it is tested byte-identical against (to cross-check a result or bisect a "
+        "suspected kernel bug; slower).",
+    )
 
 
 def settings_or_fail(scenario: str, pairs: tuple[str, ...]) -> dict:
@@ -146,6 +163,7 @@ def main() -> None:
     help="Where to write the post-mortem HTML [default: the log's path with .html].",
 )
 @click.option("--no-report", is_flag=True, help="Do not write the post-mortem report.")
+@engine_option("runs the session (the log is the same with either)")
 def run(
     scenario,
     db,
@@ -161,6 +179,7 @@ def run(
     quiet,
     report_path,
     no_report,
+    engine,
 ):
     """Run SCENARIO (a built-in name, see `gpuex scenarios`, or a scenario file) into a new
     event log (or --resume a crashed one).
@@ -172,7 +191,12 @@ def run(
         raise click.UsageError("--overwrite and --resume contradict each other")
     overrides = settings_or_fail(scenario, settings)
     planned = plan_or_fail(
-        scenario, seed, overrides, batch_size=batch_size, snapshot_every=snapshot_every
+        scenario,
+        seed,
+        overrides,
+        batch_size=batch_size,
+        snapshot_every=snapshot_every,
+        engine=engine,
     )
     if db is None:
         db = Path("runs") / f"{Path(scenario).stem}.db"
@@ -205,6 +229,7 @@ def run(
             on_seal=bar.sealing,
             journal_after=None if no_journaller else journal_after,
             planned=planned,
+            engine=engine,
         )
     except (sessions.SessionError, StoreError, ValueError) as exc:
         raise click.ClickException(_one_line(str(exc))) from None
@@ -239,9 +264,10 @@ def plan_or_fail(
     model=None,
     batch_size: int = sessions.DEFAULT_BATCH,
     snapshot_every: int = sessions.DEFAULT_SNAPSHOT_EVERY,
+    engine: str = DEFAULT_ENGINE,
 ) -> sessions.RunPlan:
-    """``session.plan``, its error as click's bad parameter (exit 2) naming the option, or
-    SCENARIO for the scenario and its --set overrides."""
+    """``session.plan`` (its rehearsal on ``engine``), its error as click's bad parameter
+    (exit 2) naming the option, or SCENARIO for the scenario and its --set overrides."""
     try:
         check_recorder(batch_size, snapshot_every)
     except ValueError as exc:
@@ -260,6 +286,7 @@ def plan_or_fail(
             model=model,
             batch_size=batch_size,
             snapshot_every=snapshot_every,
+            engine=engine,
         )
     except sessions.SessionError as exc:
         raise click.BadParameter(_one_line(str(exc)), param_hint="SCENARIO") from None
@@ -588,7 +615,8 @@ class _StageBars:
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def verify(path, quiet):
+@engine_option("re-executes the recorded commands (either verifies a log made by either)")
+def verify(path, quiet, engine):
     """Check checksums, indexes, re-execute the commands and compare the replayed state.
 
     Exit status: 0 the log is sound and its session finished; 1 the log is damaged (the
@@ -598,7 +626,7 @@ def verify(path, quiet):
     """
     bars = _StageBars(sessions.VERIFY_STAGES, disable=quiet)
     try:
-        verdict = sessions.verify(path, progress=bars)
+        verdict = sessions.verify(path, progress=bars, engine=engine)
         status = None
         if verdict.ok:
             with EventStore.open(path, mode="r") as store:
@@ -1058,6 +1086,7 @@ def _decimal_or_none(text: Any) -> Decimal | None:
     metavar="SECONDS",
     help="How long to wait for --scheduler to answer before giving up.",
 )
+@engine_option("runs each session (not part of a run's id or record)")
 def sweep(
     scenario,
     param_specs,
@@ -1070,6 +1099,7 @@ def sweep(
     quiet,
     retry_failed,
     scheduler_timeout,
+    engine,
 ):
     """Run SCENARIO (a built-in name or a scenario file) over a grid of parameters x seeds
     on Dask (see docs/sweeps.md).
@@ -1119,6 +1149,7 @@ def sweep(
             retry_failed=retry_failed,
             connect_timeout=scheduler_timeout,
             notify=lambda text: click.echo(text, err=True),
+            engine=engine,
         )
     except sweeps.SweepError as exc:
         raise click.ClickException(str(exc)) from None

@@ -36,6 +36,7 @@ import orjson
 from exchange import events as ev
 from exchange.clock import Simulator
 from exchange.engine import Exchange
+from exchange.engines import DEFAULT_ENGINE, engine_class
 from exchange.events import Event, encode
 from exchange.fold import Fold, FoldError
 from exchange.journal import Journal, JournalError, Journaller
@@ -246,10 +247,13 @@ def plan(
     model: Any = None,
     batch_size: int = DEFAULT_BATCH,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+    engine: str = DEFAULT_ENGINE,
 ) -> RunPlan:
     """Validate a whole run without touching the disk, and return its :class:`RunPlan`.
 
-    Checks, in order: the recorder's settings (``exchange.limits.check_recorder``), the
+    Checks, in order: the engine's name (``exchange.engines``: ``compiled`` or ``reference``,
+    the one the rehearsal runs on; not part of the plan, since both give the same log), the
+    recorder's settings (``exchange.limits.check_recorder``), the
     scenario with its ``overrides`` (or the given ``model``) against its model and the bounds
     of ``exchange.limits`` (money, durations, dates, and the timed actions the market implies),
     the seed (``0..2**63 - 1``), that the configuration survives being stored (JSON in, the
@@ -260,6 +264,7 @@ def plan(
     Raises:
         SessionError: one line naming the field or option and the problem.
     """
+    _engine_class(engine)
     try:
         check_recorder(batch_size, snapshot_every)
     except ValueError as exc:
@@ -282,7 +287,7 @@ def plan(
     # its JSON form is checked then
     rebuild = given is None or is_registered(scenario, config)
     _check_stored_round_trip(scenario, model, config, rebuild)
-    _rehearse(scenario, model, seed, config)
+    _rehearse(scenario, model, seed, config, engine)
     return RunPlan(scenario, model, seed, batch_size, snapshot_every, config)
 
 
@@ -308,15 +313,18 @@ def _check_stored_round_trip(
         )
 
 
-def _rehearse(scenario: str, model: Any, seed: int, config: dict[str, Any]) -> None:
-    """Run the scenario's setup and market schedule on a throwaway engine and clock (events
-    discarded): what a run does before its first participant acts, done once without a store.
-    The market's size is bounded by the scenario's own validation (``exchange.limits``)."""
-    engine = Exchange(_discard)
+def _rehearse(
+    scenario: str, model: Any, seed: int, config: dict[str, Any], engine: str = DEFAULT_ENGINE
+) -> None:
+    """Run the scenario's setup and market schedule on a throwaway ``engine`` (its name, see
+    ``exchange.engines``) and clock (events discarded): what a run does before its first
+    participant acts, done once without a store. The market's size is bounded by the
+    scenario's own validation (``exchange.limits``)."""
+    rehearsal = _engine_class(engine)(_discard)
     try:
-        engine.start(scenario, seed, config)
-        model.setup(engine)
-        model.schedule_market(engine, Simulator(), seed)
+        rehearsal.start(scenario, seed, config)
+        model.setup(rehearsal)
+        model.schedule_market(rehearsal, Simulator(), seed)
     except Exception as exc:  # noqa: BLE001 - whatever fails here would fail the run later
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise SessionError(f"the scenario cannot be set up: {reason}") from None
@@ -324,6 +332,15 @@ def _rehearse(scenario: str, model: Any, seed: int, config: dict[str, Any]) -> N
 
 def _discard(event: Event) -> None:
     """The rehearsal's event sink."""
+
+
+def _engine_class(name: str) -> type[Exchange]:
+    """The engine class called ``name`` (``exchange.engines``); an unknown name is a
+    :class:`SessionError` listing the choices."""
+    try:
+        return engine_class(name)
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
 
 
 @dataclass
@@ -355,6 +372,7 @@ def run(
     on_seal: Callable[[], None] | None = None,
     journal_after: int | None = DEFAULT_JOURNAL_AFTER,
     planned: RunPlan | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> RunSummary:
     """Run (or resume) a built-in scenario into the SQLite log at ``db``.
 
@@ -392,12 +410,17 @@ def run(
             time, just before ``SessionEnded``.
         planned: the :class:`RunPlan` of an earlier :func:`plan` (its scenario, seed, model
             and recorder settings are used instead of the arguments; for a fresh run).
+        engine: the engine that runs the session, by name (``exchange.engines``):
+            ``compiled`` (the default) or ``reference``, the plain-Python engine it is held
+            byte-identical to. Not recorded: a log made by one resumes and verifies with
+            the other.
 
     Raises:
         SessionError: the run cannot start or resume as asked (a finished session has
             nothing to resume), or its log disagrees with it.
     """
     path = Path(db)
+    make_engine = _engine_class(engine)  # an unknown name fails before any file exists
     committed_count = 0
     committed: Iterator[bytes] | None = None
     reader = None
@@ -445,6 +468,7 @@ def run(
                 model=model,
                 batch_size=batch_size,
                 snapshot_every=snapshot_every,
+                engine=engine,
             )
         scenario, model, seed = planned.scenario, planned.model, planned.seed
         batch_size, snapshot_every = planned.batch_size, planned.snapshot_every
@@ -476,7 +500,7 @@ def run(
         store, batch_size, snapshot_every, committed, committed_count, after_batch, journal_after
     )
     pending = recorder.pending
-    engine = Exchange(pending.append)
+    engine = make_engine(pending.append)  # from here on, the engine itself
     sim = Simulator()
 
     def step(t: int) -> None:
@@ -665,6 +689,7 @@ def verify(
     progress: Callable[[str, int, int], None] | None = None,
     *,
     check_aside_after: int | None = CHECK_ASIDE_AFTER,
+    engine: str = DEFAULT_ENGINE,
 ) -> Verdict:
     """Check a log: checksum chain, byte-identical re-execution, replayed state hash.
 
@@ -673,7 +698,12 @@ def verify(
     On a log of at least ``check_aside_after`` events (None: never) the store check runs in a
     helper process on the machine's other core while this one re-executes and replays; the
     verdict is the same either way (the store's problems first, as when the stages run one
-    after the other), and so the ``checksums`` stage then overlaps the other two."""
+    after the other), and so the ``checksums`` stage then overlaps the other two.
+
+    ``engine`` names the engine that re-executes (``exchange.engines``: ``compiled``, the
+    default, or ``reference``): either verifies a log recorded by either. An unknown name
+    raises :class:`SessionError` before anything is read."""
+    _engine_class(engine)
 
     def reporter(stage: str) -> Callable[[int, int], None] | None:
         if progress is None:
@@ -688,9 +718,9 @@ def verify(
         report = verify_store(db, checksums)
         if not report.ok:
             return _store_verdict(report)
-        return _verify_execution(db, reexecution, replaying)
+        return _verify_execution(db, reexecution, replaying, engine)
     try:
-        return _verify_beside(aside, db, checksums, reexecution, replaying)
+        return _verify_beside(aside, db, checksums, reexecution, replaying, engine)
     finally:
         aside.close()
 
@@ -705,6 +735,7 @@ def _verify_beside(
     checksums: Callable[[int, int], None] | None,
     reexecution: Callable[[int, int], None] | None,
     replaying: Callable[[int, int], None] | None,
+    engine: str = DEFAULT_ENGINE,
 ) -> Verdict:
     """:func:`verify` with the store check in ``aside``: re-execute and replay here, looking
     in on the check at every progress step, and give its verdict first."""
@@ -726,7 +757,7 @@ def _verify_beside(
         return step
 
     try:
-        verdict = _verify_execution(db, looking_in(reexecution), looking_in(replaying))
+        verdict = _verify_execution(db, looking_in(reexecution), looking_in(replaying), engine)
     except _StoreDamaged:
         verdict = None
     except Exception:
@@ -759,12 +790,14 @@ def _verify_execution(
     db: str | Path,
     reexecution: Callable[[int, int], None] | None,
     replaying: Callable[[int, int], None] | None,
+    engine: str = DEFAULT_ENGINE,
 ) -> Verdict:
-    """The second and third stages of :func:`verify`, on a store already found sound."""
+    """The second and third stages of :func:`verify`, on a store already found sound, the
+    re-execution on ``engine`` (its name)."""
     # checked=False: the store check (verify_store, in line before or beside) checks every row
     with EventStore.open(db, mode="r", checked=False) as store:
         info = store.session
-        problem = _reexecute(store, info, reexecution)
+        problem = _reexecute(store, info, reexecution, engine)
         if problem is not None:
             seq, text = problem
             return Verdict(False, store.last_seq, [text], seq)
@@ -786,11 +819,16 @@ def _verify_execution(
 
 
 def _reexecute(
-    store: EventStore, info: dict[str, Any], progress: Callable[[int, int], None] | None = None
+    store: EventStore,
+    info: dict[str, Any],
+    progress: Callable[[int, int], None] | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> tuple[int, str] | None:
-    """Feed the recorded commands, at their recorded times, to a fresh engine running the
-    scenario's own market schedule; the first event that differs from the log, if any.
-    ``progress(done, total)``: events compared so far, of the log's."""
+    """Feed the recorded commands, at their recorded times, to a fresh ``engine`` (its name,
+    ``exchange.engines``) running the scenario's own market schedule; the first event that
+    differs from the log, if any. ``progress(done, total)``: events compared so far, of the
+    log's."""
+    make_engine = _engine_class(engine)
     config = orjson.loads(info["config"])
     config.pop("_recorder", None)
     model = scenario_from_config(info["scenario"], config)
@@ -808,7 +846,7 @@ def _reexecute(
         if progress is not None and (seq == last or not seq % PROGRESS_EVERY):
             progress(seq, last)
 
-    engine = Exchange(compare)
+    engine = make_engine(compare)  # from here on, the engine itself
     sim = Simulator()
     commands = store.events(kind=(ev.COMMAND_RECEIVED, ev.COMMAND_REJECTED))
 

@@ -59,6 +59,7 @@ from pydantic import BaseModel, ValidationError
 
 from exchange import postmortem, session
 from exchange.engine import DAY_NS
+from exchange.engines import DEFAULT_ENGINE, engine_class
 from exchange.limits import MAX_SEED
 from exchange.scenarios import SCENARIOS, load_scenario
 from exchange.store import EventStore
@@ -540,9 +541,14 @@ def _base_record(spec: RunSpec) -> dict[str, Any]:
     }
 
 
-def run_one(spec: RunSpec, logs_dir: str | None = None) -> dict[str, Any]:
+def run_one(
+    spec: RunSpec, logs_dir: str | None = None, engine: str = DEFAULT_ENGINE
+) -> dict[str, Any]:
     """Run one grid point with one seed and return its record (never raises for a failing
     run: ``status`` is ``ok`` or ``failed``, with ``error`` the traceback).
+
+    ``engine`` names the engine that runs it (``exchange.engines``); it is neither in the run's
+    id nor in its record, since both engines give the same log.
 
     With ``logs_dir`` the log is kept as ``logs_dir/<run_id>.db`` (a stale partial log of an
     interrupted attempt is replaced); otherwise it goes to a temporary directory removed once
@@ -561,7 +567,12 @@ def run_one(spec: RunSpec, logs_dir: str | None = None) -> dict[str, Any]:
     try:
         # the sweep's workers already keep every core busy: no journaller processes
         result = session.run(
-            spec.scenario, db, seed=spec.seed, overrides=spec.overrides, journal_after=None
+            spec.scenario,
+            db,
+            seed=spec.seed,
+            overrides=spec.overrides,
+            journal_after=None,
+            engine=engine,
         )
         facts = summarise(db)
         if facts["state_hash"] != result.state_hash:
@@ -663,6 +674,7 @@ def run_sweep(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     notify: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    engine: str = DEFAULT_ENGINE,
 ) -> SweepResult:
     """Run every spec not already finished in ``out_dir`` on Dask, then write the results.
 
@@ -683,10 +695,11 @@ def run_sweep(
             of this invocation has finished ``ok`` (above the progress bar); None: no estimate.
         clock: the wall clock the estimate reads (seconds; tests pass a fake). Only the
             estimate reads it: nothing in a record depends on it.
+        engine: the engine every run uses, by name (``exchange.engines``; :func:`run_one`).
 
     Raises:
-        SweepError: ``out_dir`` cannot be written, or the scheduler cannot be reached within
-            ``connect_timeout`` (before any run starts).
+        SweepError: ``out_dir`` cannot be written, the scheduler cannot be reached within
+            ``connect_timeout``, or ``engine`` is unknown (before any run starts).
     """
     from distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
@@ -695,6 +708,10 @@ def run_sweep(
         raise SweepError("--workers sizes the local cluster; not with --scheduler")
     if workers is not None and not 1 <= workers <= MAX_WORKERS:
         raise SweepError(f"--workers must be 1..{MAX_WORKERS} (one process each)")
+    try:
+        engine_class(engine)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
     out = Path(out_dir).resolve()
     runs_dir = out / "runs"
     _writable(runs_dir)
@@ -738,7 +755,12 @@ def run_sweep(
                     started = clock()
                     futures = {
                         client.submit(
-                            run_one, spec, logs_dir, key=f"gpuex-run-{spec.run_id}", pure=False
+                            run_one,
+                            spec,
+                            logs_dir,
+                            engine,
+                            key=f"gpuex-run-{spec.run_id}",
+                            pure=False,
                         ): spec
                         for spec in todo
                     }

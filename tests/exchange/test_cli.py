@@ -492,3 +492,100 @@ def test_gpuex_verify_checks_the_indexes_gpuex_index_built(log):
     result = CliRunner().invoke(main, ["verify", str(path), "--quiet"])
     assert result.exit_code == 1
     assert "index idx_events_kind is corrupt" in result.output
+
+
+# ---------------------------------------------------------------------- issue #20, point 2
+def _spy_on(monkeypatch, name: str) -> list:
+    """Record the ``engine`` keyword each call of ``session.<name>`` gets, and make the call."""
+    seen = []
+    real = getattr(sessions, name)
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("engine"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sessions, name, spy)
+    return seen
+
+
+def test_run_engine_reference_and_compiled_write_byte_identical_logs(tmp_path, monkeypatch):
+    seen = _spy_on(monkeypatch, "run")
+    states = {}
+    for engine in ("reference", "compiled"):
+        path = tmp_path / f"{engine}.db"
+        result = CliRunner().invoke(
+            main,
+            ["run", "flow", "--db", str(path), "--seed", "2", "--no-report", "--engine", engine]
+            + SMALL,
+        )
+        assert result.exit_code == 0, result.output
+        states[engine] = next(x for x in result.output.splitlines() if x.startswith("state"))
+    assert seen == ["reference", "compiled"]  # each run on the engine it was given
+    logs = {}
+    for engine in states:
+        with EventStore.open(tmp_path / f"{engine}.db", mode="r") as store:
+            logs[engine] = list(store.payloads(1, store.last_seq))
+    assert logs["reference"] == logs["compiled"] and len(logs["reference"]) > 1_000
+    assert states["reference"] == states["compiled"]
+
+
+def test_run_engine_defaults_to_the_compiled_kernel_and_says_what_the_reference_is(
+    tmp_path, monkeypatch
+):
+    seen = _spy_on(monkeypatch, "run")
+    path = tmp_path / "d.db"
+    result = CliRunner().invoke(main, ["run", "flow", "--db", str(path), "--no-report", *SMALL])
+    assert result.exit_code == 0, result.output
+    assert seen == ["compiled"]
+    shown = " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
+    assert "--engine [compiled|reference]" in shown and "plain-Python" in shown
+
+
+def test_run_engine_nonsense_exits_2_naming_the_choices_and_creates_no_file(tmp_path):
+    path = tmp_path / "n.db"
+    result = CliRunner().invoke(
+        main, ["run", "flow", "--db", str(path), "--engine", "nonsense", *SMALL]
+    )
+    assert result.exit_code == 2
+    assert "'compiled'" in result.output and "'reference'" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("recorder", "checker"), [("compiled", "reference"), ("reference", "compiled")]
+)
+def test_verify_engine_re_executes_a_log_of_either_engine_on_the_one_given(
+    tmp_path, monkeypatch, recorder, checker
+):
+    path = tmp_path / "v.db"
+    made = CliRunner().invoke(
+        main, ["run", "flow", "--db", str(path), "--no-report", "--engine", recorder, *SMALL]
+    )
+    assert made.exit_code == 0, made.output
+    seen = _spy_on(monkeypatch, "verify")
+    result = CliRunner().invoke(main, ["verify", str(path), "--quiet", "--engine", checker])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ok:") and seen == [checker]
+    bad = CliRunner().invoke(main, ["verify", str(path), "--engine", "nonsense"])
+    assert bad.exit_code == 2 and "'reference'" in bad.output
+
+
+def test_sweep_engine_reaches_every_run_but_not_the_run_ids(tmp_path, monkeypatch):
+    given = {}
+
+    def fake_run_sweep(specs, out, **kwargs):
+        given.update(kwargs, ids=[s.run_id for s in specs])
+        raise sweep.SweepError("stop here")
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+    ids = {}
+    for engine in ("reference", "compiled"):
+        result = CliRunner().invoke(
+            main,
+            ["sweep", "products", "--param", "days=45,60", "-o", str(tmp_path / "s")]
+            + ["--engine", engine],
+        )
+        assert result.exit_code == 1 and "stop here" in result.output, result.output
+        assert given["engine"] == engine
+        ids[engine] = given["ids"]
+    assert ids["reference"] == ids["compiled"]
