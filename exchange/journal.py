@@ -5,8 +5,8 @@ Recording a batch means folding it (the fold gives the snapshots and the final c
 the live state hash), encoding and checksumming it and inserting it into SQLite: about 40 % of
 a long run when done in line (benches/README.md). As in LMAX's architecture, where the business
 logic processor never waits on its journaller, a long run hands that work to
-``python -m exchange.journal``: the engine sends each complete batch down a pipe (plain tuples,
-pickled) and goes on with the next one while the journaller folds and commits the last.
+``python -m exchange.journal``: the engine sends each complete batch down a pipe (its events
+as one JSON blob) and goes on with the next one while the journaller folds and commits the last.
 
 The log is the same, byte for byte, either way: :class:`Journal` folds, snapshots and appends
 the same batches in the same order in both places; only the process differs. Crash safety is
@@ -23,10 +23,12 @@ runs with the same scenario, seed and ``journal_after``, whenever the hand-over 
 Protocol (each message one pickled tuple, framed by :mod:`multiprocessing.connection`; pickle
 only ever passes between two processes of the same run):
 
-* run -> journaller: ``("start", path, snapshot_every, fold_json)``, then ``("batch", rows)``
-  for every batch (``rows``: plain tuples of the events' fields), then ``("end", t,
+* run -> journaller: ``("start", path, snapshot_every, fold_json)``, then ``("batch", blob)``
+  for every batch (``blob``: the batch's events as one JSON array of their field arrays, each
+  encoded as :func:`exchange.events.encode` encodes it -- one orjson call for the batch costs
+  half of pickling its tuples, and the run's core is the one that waits), then ``("end", t,
   state_hash)`` to seal, or ``("close",)`` if the run failed; the end of the pipe means the run
-  died.
+  died. The events are exactly what the log holds, so decoding them gives the same payloads.
 * journaller -> run: ``("ready",)`` once it has started; ``("done",)`` after sealing the store;
   ``("error", pickled_exception, text)`` if anything failed (``text`` for an exception that
   cannot be rebuilt in the run), after which it exits.
@@ -43,6 +45,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from exchange.events import ENCODE_OPTIONS
 from exchange.fold import Fold
 from exchange.helper import child_pipes, error_reply, raise_error_reply, spawn
 from exchange.store import EventStore
@@ -146,7 +151,7 @@ class Journaller:
         failed since the last batch."""
         if self._from.poll():
             self._receive()  # only an error can arrive here: raises it
-        self._send(("batch", list(map(tuple, batch))))
+        self._send(("batch", orjson.dumps(list(map(tuple, batch)), option=ENCODE_OPTIONS)))
 
     def finish(self, t: int, state_hash: str) -> None:
         """Commit what was sent, seal the store (see :meth:`Journal.finish`) and wait for the
@@ -215,7 +220,7 @@ def serve(requests: Connection, replies: Connection) -> int:
             tag = message[0]
             if tag == "batch":
                 assert journal is not None, "batch before start"
-                journal.record(message[1])
+                journal.record(list(map(tuple, orjson.loads(message[1]))))
             elif tag == "start":
                 _tag, path, snapshot_every, fold_json = message
                 journal = Journal(

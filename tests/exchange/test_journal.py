@@ -15,10 +15,11 @@ import time
 from multiprocessing import Pipe
 from pathlib import Path
 
+import orjson
 import pytest
 
 from exchange import session
-from exchange.events import Event
+from exchange.events import ENCODE_OPTIONS, Event
 from exchange.fold import Fold
 from exchange.journal import JournalError, Journaller, serve
 from exchange.store import INDEXES, EventStore, StoreError, verify_store
@@ -381,7 +382,8 @@ def test_a_journaller_whose_run_vanishes_commits_what_it_got_and_leaves_the_log_
     assert pickle.loads(replies_run.recv_bytes()) == ("ready",)
     fold = Fold().apply_all(_events(1, 3))
     run_side.send_bytes(pickle.dumps(("start", str(handed_off_store.path), 0, fold.to_json())))
-    run_side.send_bytes(pickle.dumps(("batch", [tuple(e) for e in _events(4, 6)])))
+    blob = orjson.dumps([tuple(e) for e in _events(4, 6)], option=ENCODE_OPTIONS)
+    run_side.send_bytes(pickle.dumps(("batch", blob)))
     run_side.close()  # the run is gone
     thread.join(30)
     assert status == {"code": 0}
