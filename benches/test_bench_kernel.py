@@ -59,7 +59,7 @@ PARTS = (
     (EventStore, "finish", "store finish in line (seal)"),
     (EventStore, "close", "store close (final checkpoint)"),
     (Fold, "apply_all", "recorder's fold in line"),
-    (Journaller, "record", "hand-off to the journaller (tuples, pickle, pipe)"),
+    (Journaller, "record", "hand-off to the journaller (a JSON blob, the pipe, its backlog)"),
     (Journaller, "finish", "wait for the journaller (its last batches, seal)"),
     # issue #20 puts the input stream's generation outside the timed figure
     (_FlowDriver, "_load", "generating the input stream (seeded orders, times)"),
