@@ -31,6 +31,7 @@ from clients.gateway import (
 from exchange.cli import (
     RunBar,
     Seconds,
+    engine_option,
     main,
     plan_or_fail,
     store_failed,
@@ -113,6 +114,7 @@ def _load(scenario: str):
     help="Continue a crashed session in --db: it is re-run from its start, the remote bots "
     "included, and must regenerate every committed event.",
 )
+@engine_option("runs the session")
 def serve(
     scenario,
     db,
@@ -125,6 +127,7 @@ def serve(
     remote,
     quiet,
     resume,
+    engine,
 ):
     """Run SCENARIO with some bots connected over a WebSocket (lockstep).
 
@@ -142,7 +145,7 @@ def serve(
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     if stored is None:
-        plan_or_fail(getattr(model, "name", scenario), seed, {}, model=model)
+        plan_or_fail(getattr(model, "name", scenario), seed, {}, model=model, engine=engine)
     writable_dir_or_fail(db, "--db")
     if tokens_file is not None:
         writable_dir_or_fail(tokens_file, "--tokens-file")
@@ -170,6 +173,7 @@ def serve(
             connect_timeout=connect_timeout,
             on_ready=ready,
             resume=resume,
+            engine=engine,
             on_batch=bar.recorded,
             on_time=bar.reached,
             on_seal=bar.sealing,

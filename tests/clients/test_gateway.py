@@ -456,6 +456,24 @@ def test_serve_resume_command_continues_an_in_process_crash_with_a_remote_bot(tm
     assert verify(db).ok
 
 
+def test_serve_takes_the_engine_and_refuses_an_unknown_one_before_any_file(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_serve_session(*args, **kwargs):
+        seen.update(kwargs)
+        raise GatewayError("stop here")
+
+    monkeypatch.setattr("clients.cli.serve_session", fake_serve_session)
+    db = tmp_path / "demo.db"
+    result = CliRunner().invoke(
+        main, ["serve", "demo", "--db", str(db), "--engine", "reference", "--quiet"]
+    )
+    assert seen["engine"] == "reference", result.output
+    bad = CliRunner().invoke(main, ["serve", "demo", "--db", str(db), "--engine", "fast"])
+    assert bad.exit_code == 2 and "compiled" in bad.output and "reference" in bad.output
+    assert not db.exists()
+
+
 # ---------------------------------------------------------------------- misbehaviour
 def drain(ws) -> list[dict]:
     """Every message until the server closes the connection (whatever the close code)."""
