@@ -6,7 +6,7 @@ import os
 import pytest
 
 from exchange import session
-from exchange.engine import Exchange
+from exchange.engines import DEFAULT_ENGINE, ENGINES, engine_class
 from exchange.instruments import InstrumentSpec
 
 SPEC = InstrumentSpec(
@@ -33,11 +33,12 @@ def order(account, side, price, qty, **extra):
 
 
 class Harness:
-    """An engine plus the list of events it emitted."""
+    """An engine plus the list of events it emitted: the engine sessions run by default (the
+    compiled kernel), or the one named (``exchange.engines``)."""
 
-    def __init__(self):
+    def __init__(self, engine: str = DEFAULT_ENGINE):
         self.events = []
-        self.engine = Exchange(self.events.append)
+        self.engine = engine_class(engine)(self.events.append)
         self.engine.start("test", 1, {})
         self.engine.list_instrument(SPEC)
 
@@ -57,9 +58,11 @@ class Harness:
         return [e.kind for e in self.events[mark:]]
 
 
-@pytest.fixture
-def ex():
-    h = Harness()
+@pytest.fixture(params=list(ENGINES))
+def ex(request):
+    """Alice and Bob with $10,000 each, on each engine in turn: the engine's rules are
+    specified once and checked on the compiled kernel and on its reference."""
+    h = Harness(request.param)
     h.open("alice", 1_000_000)
     h.open("bob", 1_000_000)
     return h

@@ -441,13 +441,10 @@ UNIT_CASES = [
 
 
 @pytest.mark.parametrize("case", UNIT_CASES, ids=lambda case: case.__name__)
-def test_the_engine_unit_tests_hand_worked_cases_give_the_same_events_on_both_engines(
-    case, monkeypatch
-):
+def test_the_engine_unit_tests_hand_worked_cases_give_the_same_events_on_both_engines(case):
     logs = {}
     for name in NAMES:
-        monkeypatch.setattr(conftest, "Exchange", ENGINES[name])
-        ex = conftest.Harness()  # the ``ex`` fixture's market, on this engine
+        ex = conftest.Harness(name)  # the ``ex`` fixture's market, on this engine
         assert type(ex.engine) is ENGINES[name]
         ex.open("alice", 1_000_000)
         ex.open("bob", 1_000_000)
