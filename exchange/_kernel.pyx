@@ -43,6 +43,8 @@ from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
+from matching_core._records cimport Cancel, Fill
+
 import dataclasses
 
 from exchange import events as ev
@@ -131,20 +133,8 @@ cdef int64_t FAST_MAX_TOP = 1 << 62
 
 # the book's records (matching_core.codes: FILL_DTYPE, CANCEL_DTYPE), read in place from its
 # buffers (OrderBook.fill_arr / cancel_arr, the first n_fills / n_cancels records)
-cdef struct BookFill:
-    int64_t taker_order_id
-    int64_t maker_order_id
-    int64_t taker_account
-    int64_t maker_account
-    int64_t price
-    int64_t qty
-    int64_t msg_index
-
-cdef struct BookCancel:
-    int64_t order_id
-    int64_t account
-    int64_t qty
-    int64_t msg_index
+ctypedef Fill BookFill
+ctypedef Cancel BookCancel
 
 
 def _same_layout(dtype, names, size) -> bool:

@@ -24,6 +24,8 @@ from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
+from matching_core._records cimport Cancel, Fill
+
 import numpy as np
 
 from matching_core.codes import (
@@ -83,21 +85,6 @@ cdef struct Message:          # MESSAGE_DTYPE, 40 bytes
     uint8_t type
     uint8_t tif
     uint8_t post_only
-
-cdef struct Fill:             # FILL_DTYPE, 56 bytes
-    int64_t taker_order_id
-    int64_t maker_order_id
-    int64_t taker_account
-    int64_t maker_account
-    int64_t price
-    int64_t qty
-    int64_t msg_index
-
-cdef struct Cancel:           # CANCEL_DTYPE, 32 bytes
-    int64_t order_id
-    int64_t account
-    int64_t qty
-    int64_t msg_index
 
 cdef struct Report:           # REPORT_DTYPE, 32 bytes
     int64_t reject
