@@ -43,7 +43,10 @@ out; the month's events share its sample time); otherwise the latest window that
 without a window: ``none``.
 
 Pure functions over the log's events (:func:`analyse`) or a log path (:func:`from_log`); results
-are typed and frozen. Deterministic: the events in log order, the series in a fixed order.
+are typed and frozen. :func:`credit_record` turns one log into the plain, integer record a
+sweep keeps per run (the cascade's steps, the order of defaults, :func:`order_held`, the
+windows; docs/sweeps.md, "The credit cascade"). Deterministic: the events in log order, the
+series in a fixed order.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from exchange.store import EventStore
 from exchange.trend import borrowed_time, trend
 
 __all__ = [
+    "CASCADE_KINDS",
     "DEFAULT_KINDS",
     "READ_KINDS",
     "SMOOTH_WINDOW_DAYS",
@@ -72,7 +76,9 @@ __all__ = [
     "Series",
     "Window",
     "analyse",
+    "credit_record",
     "from_log",
+    "order_held",
     "place",
 ]
 
@@ -368,3 +374,129 @@ def from_log(
         return analyse(db.events(1, until, kind=READ_KINDS), _epoch(db))
     with EventStore.open(db, mode="r", checked=checked) as store:
         return analyse(store.events(1, until, kind=READ_KINDS), _epoch(store))
+
+
+# ---------------------------------------------------------------------- one run's credit record
+#: Kinds :func:`credit_record` reads besides the months: the cascade's steps.
+CASCADE_KINDS = (ev.ROUND_FAILED, ev.COMMITMENT_PULLED, ev.COVENANT_BREACHED, ev.BORROWER_DEFAULTED)
+
+
+def _neoclouds(store: EventStore) -> tuple[list[str], str | None, str | None]:
+    """The neoclouds of the session's economy (configuration order), the concentrated one
+    (largest share of its contracts owed by the naked lab) and the diversified one (smallest);
+    the first in configuration order on a tie. (None, None) without them."""
+    config = store.session.get("config")
+    try:
+        economy = (orjson.loads(config) or {}).get("economy") if config else None
+        neos = [(str(n["name"]), float(n["naked_share"])) for n in economy["neoclouds"]]
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        return [], None, None
+    if not neos:
+        return [], None, None
+    names = [name for name, _ in neos]
+    concentrated = max(neos, key=lambda n: n[1])[0]  # max/min keep the first on a tie
+    diversified = min(neos, key=lambda n: n[1])[0]
+    return names, concentrated, diversified if diversified != concentrated else None
+
+
+def _step(e: ev.Event, epoch: date | None) -> dict:
+    day = _date(epoch, e.t)
+    return {
+        "entity": str(e.counterparty),
+        "period": (e.data or {}).get("period"),
+        "date": None if day is None else day.isoformat(),
+        "t": e.t,
+        "seq": e.seq,
+    }
+
+
+def order_held(credit: dict) -> bool:
+    """Whether a run's cascade followed the seed's order, from its :func:`credit_record`: the
+    first ``RoundFailed`` (the trigger) comes before the first ``CommitmentPulled``, which comes
+    before the first ``CovenantBreached`` of a neocloud; the concentrated neocloud breaches, and
+    the diversified one breaches only after it, if at all, and never defaults (it survives).
+    "Before" is log order (seq): a pull-back and the breach it causes share a month.
+
+    The one definition: the sweep's records (``held``) and the tests use it."""
+    trigger, pull = credit.get("trigger"), credit.get("first_pullback")
+    if trigger is None or pull is None or not trigger["seq"] < pull["seq"]:
+        return False
+    neos = set(credit.get("neoclouds") or ())
+    breaches = {k: v for k, v in (credit.get("first_breach") or {}).items() if k in neos}
+    if not breaches or min(b["seq"] for b in breaches.values()) <= pull["seq"]:
+        return False
+    concentrated, diversified = credit.get("concentrated"), credit.get("diversified")
+    if concentrated not in breaches or diversified is None:
+        return False
+    other = breaches.get(diversified)
+    if other is not None and other["seq"] < breaches[concentrated]["seq"]:
+        return False
+    return diversified not in (credit.get("first_default") or {})
+
+
+def credit_record(store: EventStore) -> dict | None:
+    """The credit economy's outcome of one log (an open store), for a sweep's run record; None
+    if the log has no ``EconomyMonth`` (no economy). Integers only (periods are the economy's
+    months since January 2024, ``t`` ns since the epoch, ``seq`` the event's), dates as ISO
+    text (None without an epoch):
+
+    - ``trigger``: the first ``RoundFailed`` (``entity`` the lab, ``period``, ``date``, ``t``,
+      ``seq``), None if no round failed; ``first_pullback``: the first ``CommitmentPulled``
+      (the same keys, ``entity`` the lab, plus ``provider``);
+    - ``first_breach``, ``first_default``: entity -> the first ``CovenantBreached`` /
+      ``BorrowerDefaulted`` of it (``period``, ``date``, ``t``, ``seq``);
+    - ``defaults``: the economy's entities in the order they defaulted (``BorrowerDefaulted``;
+      the exchange's own defaults are the record's ``defaults``);
+    - ``neoclouds``, ``concentrated``, ``diversified``: from the session's configuration
+      (the largest and smallest share of contracts owed by the naked lab);
+    - ``held``: :func:`order_held`;
+    - ``windows``: series key (:class:`Series`) -> its borrowed-time windows, each
+      ``start_period``, ``end_period``, ``start``, ``end``, ``start_ns``, ``end_ns``,
+      ``months`` (``end_period - start_period``) and ``length_ns`` (None while open).
+    """
+    bt = from_log(store)
+    if bt is None:
+        return None
+    names, concentrated, diversified = _neoclouds(store)
+    trigger = pull = None
+    breach: dict[str, dict] = {}
+    default: dict[str, dict] = {}
+    for e in store.events(1, None, kind=CASCADE_KINDS):
+        if e.kind == ev.ROUND_FAILED and trigger is None:
+            trigger = _step(e, bt.epoch)
+        elif e.kind == ev.COMMITMENT_PULLED and pull is None:
+            pull = {**_step(e, bt.epoch), "provider": (e.data or {}).get("provider")}
+        elif e.kind == ev.COVENANT_BREACHED:
+            breach.setdefault(str(e.counterparty), _step(e, bt.epoch))
+        elif e.kind == ev.BORROWER_DEFAULTED:
+            default.setdefault(str(e.counterparty), _step(e, bt.epoch))
+    for d in (*breach.values(), *default.values()):
+        del d["entity"]
+    credit = {
+        "trigger": trigger,
+        "first_pullback": pull,
+        "first_breach": breach,
+        "first_default": default,
+        "defaults": list(default),  # insertion order: the log's
+        "neoclouds": names,
+        "concentrated": concentrated,
+        "diversified": diversified,
+        "windows": {
+            s.key: [
+                {
+                    "start_period": w.start_period,
+                    "end_period": w.end_period,
+                    "start": None if w.start is None else w.start.isoformat(),
+                    "end": None if w.end is None else w.end.isoformat(),
+                    "start_ns": w.start_ns,
+                    "end_ns": w.end_ns,
+                    "months": None if w.end_period is None else w.end_period - w.start_period,
+                    "length_ns": w.length_ns,
+                }
+                for w in s.windows
+            ]
+            for s in bt.series
+        },
+    }
+    credit["held"] = order_held(credit)
+    return credit

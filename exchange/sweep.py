@@ -57,7 +57,7 @@ from typing import Any, Union, get_args, get_origin
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from exchange import postmortem, session
+from exchange import borrowed, postmortem, session
 from exchange.engine import DAY_NS
 from exchange.engines import DEFAULT_ENGINE, engine_class
 from exchange.limits import MAX_SEED
@@ -485,12 +485,15 @@ def summarise(db: str | Path) -> dict[str, Any]:
     zero its close-out left it, and what no fund covered), ``final_cash``;
     ``collateral_calls``, ``called``; ``defaults``: in order, ``account``, ``t``, ``day``,
     ``missed`` (the call it missed); ``funds_used``: :data:`FUND_KEYS` (``*_lots`` in lots);
-    ``shortfall``, ``uncovered``: over every close-out.
+    ``shortfall``, ``uncovered``: over every close-out; ``credit`` (only when the log has the
+    credit economy's events): :func:`exchange.borrowed.credit_record`.
     """
     # the log its worker has just written: read through its own indexes, unchecked
     with EventStore.open(db, mode="r", checked=False) as store:
         state_hash = store.session["final_state_hash"]
         pm = postmortem.facts(store)
+        # the credit economy's cascade and borrowed time; None (no entry) without an economy
+        credit = borrowed.credit_record(store)
     first_default: dict[str, int] = {}
     for d in pm.defaults:
         first_default.setdefault(d.account, d.t)
@@ -514,7 +517,7 @@ def summarise(db: str | Path) -> dict[str, Any]:
             "final_cash": a.final_cash,
         }
     funds = dataclasses.asdict(pm.funds)
-    return {
+    record = {
         "events": pm.last_seq,
         "state_hash": state_hash,
         "accounts": accounts,
@@ -528,6 +531,9 @@ def summarise(db: str | Path) -> dict[str, Any]:
         "shortfall": sum(shortfall.values()),
         "uncovered": sum(uncovered.values()),
     }
+    if credit is not None:
+        record["credit"] = credit
+    return record
 
 
 def _base_record(spec: RunSpec) -> dict[str, Any]:
@@ -923,7 +929,8 @@ def point_columns(points: Sequence[dict[str, Any]], param_names: Sequence[str]) 
     P(default) and its interval, the first-default days (``first_default_days_<stat>``:
     ``min, p10, median, p90, max``), ``shortfall_<stat>`` and ``uncovered_<stat>`` for each
     of :data:`DIST_KEYS`, then per account (sorted by name) ``loss_mean:<a>, loss_max:<a>,
-    loss_max_seed:<a>``."""
+    loss_max_seed:<a>``, then the credit cascade's (:func:`credit_columns`; none without the
+    credit economy)."""
     names = sorted({a for p in points for a in p["losses"]})
     cols = [f"param:{p}" for p in param_names]
     cols += ["runs", "ok", "failed", "defaulted", "p_default", "p_default_low", "p_default_high"]
@@ -931,7 +938,55 @@ def point_columns(points: Sequence[dict[str, Any]], param_names: Sequence[str]) 
     cols += [f"{what}_{k}" for what in ("shortfall", "uncovered") for k in DIST_KEYS]
     for a in names:
         cols += [f"loss_mean:{a}", f"loss_max:{a}", f"loss_max_seed:{a}"]
+    return cols + credit_columns(points)
+
+
+#: The credit cascade's columns of ``points.csv`` (before the per-series window columns).
+CREDIT_COLUMNS = (
+    "credit_runs",
+    "order_held",
+    "order_held_share",
+    *(f"trigger_month_{k}" for k in ("min", "median", "max")),
+    "untriggered",
+    "common_order",
+    "common_order_runs",
+)
+
+
+def credit_columns(points: Sequence[dict[str, Any]]) -> list[str]:
+    """The credit cascade's columns (none unless a point has the credit economy):
+    :data:`CREDIT_COLUMNS`, then per series (in the records' order)
+    ``window_months_<min|median|max>:<series>`` and ``windows_open:<series>``."""
+    credits = [p["credit"] for p in points if p.get("credit")]
+    if not credits:
+        return []
+    keys = list(dict.fromkeys(k for c in credits for k in c["windows"]))
+    cols = list(CREDIT_COLUMNS)
+    for key in keys:
+        cols += [f"window_months_{k}:{key}" for k in ("min", "median", "max")]
+        cols.append(f"windows_open:{key}")
     return cols
+
+
+def _credit_row(credit: dict[str, Any] | None) -> dict[str, Any]:
+    if not credit:
+        return {}
+    row: dict[str, Any] = {
+        "credit_runs": credit["runs"],
+        "order_held": credit["held"],
+        "order_held_share": f"{credit['held_share']:.4f}",
+        "untriggered": credit["untriggered"],
+        # the entities in the order they defaulted; "none": no economy entity defaulted
+        "common_order": " > ".join(credit["order"]) or "none",
+        "common_order_runs": credit["order_runs"],
+    }
+    for k, v in (credit["trigger"] or {}).items():
+        row[f"trigger_month_{k}"] = v
+    for key, w in credit["windows"].items():
+        for k, v in (w["months"] or {}).items():
+            row[f"window_months_{k}:{key}"] = v
+        row[f"windows_open:{key}"] = w["open"]
+    return row
 
 
 def _day_stats(days: Sequence[float]) -> dict[str, float]:
@@ -969,6 +1024,7 @@ def point_row(point: dict[str, Any]) -> dict[str, Any]:
         row[f"loss_mean:{a}"] = stats["mean"]
         row[f"loss_max:{a}"] = stats["max"]
         row[f"loss_max_seed:{a}"] = stats["max_seed"]
+    row.update(_credit_row(point.get("credit")))
     return row
 
 
@@ -1044,7 +1100,10 @@ def grid_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     :func:`distribution` (None with no ok run), with the raw ``(seed, amount)`` pairs in
     ``shortfalls`` and ``uncovereds``; ``losses``: per account (sorted by name, every account
     of the point's ok runs), ``mean`` and ``max`` of what it lost to other accounts' defaults
-    (the record's ``loss``: default-fund contribution and haircuts), and ``max_seed``."""
+    (the record's ``loss``: default-fund contribution and haircuts), and ``max_seed``.
+
+    ``credit``: the credit cascade over the point's ok runs (:func:`credit_point`), None
+    without the credit economy."""
     points: dict[tuple, dict[str, Any]] = {}
     for r in sorted(records, key=lambda r: (_point_order(r), r["seed"])):
         key = tuple(r["params"].items())
@@ -1061,6 +1120,7 @@ def grid_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "shortfalls": [],
                 "uncovereds": [],
                 "account_losses": {},
+                "credits": [],
             },
         )
         point["runs"] += 1
@@ -1077,6 +1137,8 @@ def grid_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             if facts["defaulted"]:
                 point["by_account"][a] = point["by_account"].get(a, 0) + 1
             point["account_losses"].setdefault(a, {})[r["seed"]] = facts["loss"]
+        if "credit" in r:
+            point["credits"].append(r["credit"])
     for point in points.values():
         point["days"].sort()
         n, k = point["ok"], point["defaulted"]
@@ -1091,7 +1153,62 @@ def grid_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             stats = distribution([(seed, by_seed.get(seed, 0)) for seed in seeds])
             losses[a] = {k: stats[k] for k in ("mean", "max", "max_seed")}
         point["losses"] = losses
+        point["credit"] = credit_point(point.pop("credits"))
     return list(points.values())
+
+
+def _range(values: Sequence[int]) -> dict[str, int] | None:
+    """``min``, ``median`` (nearest-rank) and ``max`` of ints; None for none."""
+    if not values:
+        return None
+    v = sorted(values)
+    return {"min": v[0], "median": _quantile(v, 0.5), "max": v[-1]}
+
+
+def credit_point(credits: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The credit cascade over a grid point's ok runs, from their records' ``credit`` entries
+    (:func:`exchange.borrowed.credit_record`); None when no run has one (no economy).
+
+    ``runs``; ``held`` (runs whose order held) and ``held_share`` (``held / runs``);
+    ``trigger``: the trigger's month (economy period) as ``min``/``median``/``max``
+    (nearest-rank) over the runs with one, and ``untriggered`` (runs without); ``windows``:
+    series key -> the lengths in months of its closed windows (every window of every run) as
+    ``min``/``median``/``max`` (None: no closed window), with ``open`` (windows still open at
+    the end); ``order``: the most common order of defaults (a list of entities; on a tie the
+    first in sorted order) and ``order_runs``, the runs that had it."""
+    if not credits:
+        return None
+    triggers = [c["trigger"]["period"] for c in credits if c["trigger"] is not None]
+    lengths: dict[str, list[int]] = {}
+    still_open: dict[str, int] = {}
+    for c in credits:
+        for key, windows in c["windows"].items():
+            lengths.setdefault(key, [])
+            still_open.setdefault(key, 0)
+            for w in windows:
+                if w["months"] is None:
+                    still_open[key] += 1
+                else:
+                    lengths[key].append(w["months"])
+    orders: dict[tuple[str, ...], int] = {}
+    for c in credits:
+        order = tuple(c["defaults"])
+        orders[order] = orders.get(order, 0) + 1
+    # the most runs, then the first in sorted order: the same answer on any worker
+    order, order_runs = min(orders.items(), key=lambda kv: (-kv[1], kv[0]))
+    held = sum(bool(c["held"]) for c in credits)
+    return {
+        "runs": len(credits),
+        "held": held,
+        "held_share": held / len(credits),
+        "trigger": _range(triggers),
+        "untriggered": len(credits) - len(triggers),
+        "windows": {
+            key: {"months": _range(lengths[key]), "open": still_open[key]} for key in lengths
+        },
+        "order": list(order),
+        "order_runs": order_runs,
+    }
 
 
 def _point_order(record: dict[str, Any]) -> tuple:
@@ -1195,6 +1312,7 @@ defaults (its default-fund contribution and haircuts), mean and max over the run
 seed of the max), for the accounts that lost in some run. All in dollars; the same figures in
 cents are in <code>points.csv</code>.</p>
 {losses}
+{_credit_table(points)}
 {charts}
 {failures}
 </body></html>
@@ -1245,6 +1363,53 @@ def _loss_table(points: list[dict[str, Any]]) -> str:
         rows.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
     return (
         '<table class="losses"><thead><tr>'
+        + "".join(f"<th>{esc(h)}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
+def _credit_table(points: list[dict[str, Any]]) -> str:
+    """The HTML section of the credit cascade per grid point ("" without the economy)."""
+    if not any(p.get("credit") for p in points):
+        return ""
+    esc = html.escape
+    keys = list(dict.fromkeys(k for p in points if p.get("credit") for k in p["credit"]["windows"]))
+    head = ["grid point", "runs", "order held", "trigger month: min", "median", "max"]
+    head += ["no trigger", "most common order of defaults", "runs"]
+    head += [f"{k}: window months min / median / max (open)" for k in keys]
+    rows = []
+    for p in points:
+        c = p.get("credit")
+        if not c:
+            continue
+        t = c["trigger"]
+        cells = [
+            _label(p["params"]),
+            c["runs"],
+            f"{c['held']} ({c['held_share']:.0%})",
+            *(["-"] * 3 if t is None else [t["min"], t["median"], t["max"]]),
+            c["untriggered"],
+            " > ".join(c["order"]) or "(none)",
+            c["order_runs"],
+        ]
+        for k in keys:
+            w = c["windows"].get(k)
+            m = w and w["months"]
+            text = "-" if not m else f"{m['min']} / {m['median']} / {m['max']}"
+            cells.append(text if not w else f"{text} ({w['open']})")
+        rows.append("<tr>" + "".join(f"<td>{esc(str(x))}</td>" for x in cells) + "</tr>")
+    return (
+        "<h2>Credit cascade</h2>\n<p>Over each grid point's ok runs with the credit economy "
+        "(docs/credit.md). Order held: the trigger (the first failed round) came before the "
+        "first pull-back, which came before the first neocloud covenant breach; the "
+        "concentrated neocloud breached before the diversified one, which survived. Trigger "
+        "month: the economy's month (0 = January 2024) of the first failed round, over the runs "
+        "that had one. Windows: borrowed time (S'' rolled over to S' at zero) per series, "
+        "lengths in months of the closed windows of every run (nearest-rank), and how many were "
+        "still open at the end.</p>\n"
+        '<table class="credit"><thead><tr>'
         + "".join(f"<th>{esc(h)}</th>" for h in head)
         + "</tr></thead><tbody>"
         + "".join(rows)
