@@ -241,6 +241,9 @@ def test_replay_fold_throughput(benchmark, flow_log, capsys):
     )
 
 
+# two verifies of the million-event log (26 s): on request (`python -m pytest -m acceptance`),
+# outside CI's 15-minute budget; the run's replay hash is checked above in every run
+@pytest.mark.acceptance
 def test_verify_session(benchmark, flow_log, capsys):
     """``session.verify`` of the recorded session (checksums, re-execution, replay), with the
     store check in a helper process beside the other two stages (the default on a log this
