@@ -110,6 +110,23 @@ ECONOMY_MONTH = "EconomyMonth"  # once a month, before the month's records; coun
 #                              defaulted}), rental_price (ticks of $0.001/GPU-hour, after the
 #                              glut): the model's series after the month's step
 
+#: The credit economy's kinds, the only ones :meth:`exchange.engine.Exchange.announce` emits:
+#: they name no exchange account and move no cash, position or order. All but
+#: ``EconomyMonth`` announce one record of the model each (with ``data.cause``).
+ECONOMY_KINDS = (
+    ROUND_PRICED,
+    ROUND_FAILED,
+    GUARANTEE_CALLED,
+    COMMITMENT_PULLED,
+    BACKLOG_IMPAIRED,
+    COVENANT_BREACHED,
+    SPREAD_INVERTED,
+    BORROWER_DEFAULTED,
+    CAPACITY_RELEASED,
+    CAPEX_CUT,
+    ECONOMY_MONTH,
+)
+
 KINDS = (
     SESSION_STARTED,
     SESSION_ENDED,
@@ -156,34 +173,7 @@ KINDS = (
     TERMINATION_PAID,
     RECOVERY_PAID,
     REHEDGED,
-    ROUND_PRICED,
-    ROUND_FAILED,
-    GUARANTEE_CALLED,
-    COMMITMENT_PULLED,
-    BACKLOG_IMPAIRED,
-    COVENANT_BREACHED,
-    SPREAD_INVERTED,
-    BORROWER_DEFAULTED,
-    CAPACITY_RELEASED,
-    CAPEX_CUT,
-    ECONOMY_MONTH,
-)
-
-#: The credit economy's kinds, the only ones :meth:`exchange.engine.Exchange.announce` emits:
-#: they name no exchange account and move no cash, position or order. All but
-#: ``EconomyMonth`` announce one record of the model each (with ``data.cause``).
-ECONOMY_KINDS = (
-    ROUND_PRICED,
-    ROUND_FAILED,
-    GUARANTEE_CALLED,
-    COMMITMENT_PULLED,
-    BACKLOG_IMPAIRED,
-    COVENANT_BREACHED,
-    SPREAD_INVERTED,
-    BORROWER_DEFAULTED,
-    CAPACITY_RELEASED,
-    CAPEX_CUT,
-    ECONOMY_MONTH,
+    *ECONOMY_KINDS,
 )
 
 #: Names of the typed (indexed) fields, in column order.

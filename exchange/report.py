@@ -950,35 +950,33 @@ def _cascade_series_chart(f: PostMortem, credit: bw.BorrowedTime, k: int, s: bw.
             row="all",
             col=1,
         )
-    if s.windows:
-        starts = [index[w.start_ns] for w in s.windows]
+
+    def window_marks(points, values, what, name, symbol, row):
+        """Markers at the samples ``points`` of one edge of the borrowed-time windows."""
         fig.add_trace(
             _line(
-                xs(f, [s.t[i] for i in starts]),
-                S2[starts],
-                "S'' rolled over (borrowed time opens)",
+                xs(f, [s.t[i] for i in points]),
+                values[points],
+                name,
                 mode="markers",
-                marker={"size": 10, "symbol": "triangle-down", "color": "#e6781e"},
-                text=[f"S'' rolled over: {_when_text(f, s.t[i])}" for i in starts],
+                marker={"size": 10, "symbol": symbol, "color": "#e6781e"},
+                text=[f"{what}: {_when_text(f, s.t[i])}" for i in points],
                 hoverinfo="text",
             ),
-            row=3,
+            row=row,
             col=1,
         )
+
+    if s.windows:
+        starts = [index[w.start_ns] for w in s.windows]
+        window_marks(
+            starts, S2, "S'' rolled over", "S'' rolled over (borrowed time opens)",
+            "triangle-down", 3,
+        )  # fmt: skip
         ends = [index[w.end_ns] for w in s.windows if w.end_ns is not None]
         if ends:
-            fig.add_trace(
-                _line(
-                    xs(f, [s.t[i] for i in ends]),
-                    S1[ends],
-                    "S' crossed zero (borrowed time ends)",
-                    mode="markers",
-                    marker={"size": 10, "symbol": "x", "color": "#e6781e"},
-                    text=[f"S' crossed zero: {_when_text(f, s.t[i])}" for i in ends],
-                    hoverinfo="text",
-                ),
-                row=2,
-                col=1,
+            window_marks(
+                ends, S1, "S' crossed zero", "S' crossed zero (borrowed time ends)", "x", 2
             )
     for kind, (color, dash) in _DEFAULT_STYLE.items():
         mine = [c for c in credit.events if c.kind == kind]
