@@ -10,7 +10,11 @@ that window, from the log alone, for the series the economy announces each month
 - ``revenue:<lab>`` (cents/month), each lab's revenue: the seed's S;
 - ``mark:<lab>`` (cents), each lab's equity mark: the last round that priced;
 - ``capex`` (cents/month), the hyperscalers' capex, all of them;
-- ``rental_price`` (ticks of $0.001 per GPU-hour), the open-market rental after the glut.
+- ``rental_price`` (ticks of $0.001 per GPU-hour), the open-market rental after the glut;
+- ``index:<name>`` (ticks of the index, $0.001 per GPU-hour), each of the **exchange's rental
+  indices** of a session with the economy (the glut feeds them: exchange/index.py,
+  :class:`~exchange.index.RentalGlut`), sampled at each month's step time (its last print at
+  or before it; months before its first print are left out).
 
 For each, :func:`exchange.trend.trend` (a trailing local quadratic fit) gives S, S', S'' at
 every month, and :func:`exchange.trend.borrowed_time` the windows. Then each default-like event
@@ -60,7 +64,7 @@ import numpy as np
 import orjson
 
 from exchange import events as ev
-from exchange.index import DAY_NS
+from exchange.index import CALIBRATIONS, DAY_NS
 from exchange.store import EventStore
 from exchange.trend import borrowed_time, trend
 
@@ -80,6 +84,8 @@ __all__ = [
     "from_log",
     "order_held",
     "place",
+    "read_kinds",
+    "rental_indices",
 ]
 
 #: Trailing trend window of the smooth monthly series (revenue, capex, rental price), days:
@@ -90,7 +96,8 @@ STAIRCASE_WINDOW_DAYS = 731
 #: The default-like kinds placed against the windows: the trigger, a breach, a borrower's
 #: default, and the exchange's own ``Default`` (an account that missed a call).
 DEFAULT_KINDS = (ev.ROUND_FAILED, ev.COVENANT_BREACHED, ev.BORROWER_DEFAULTED, ev.DEFAULT)
-#: Kinds :func:`from_log` reads.
+#: Kinds :func:`from_log` reads (and the index prints, for a session with rental indices:
+#: :func:`read_kinds`).
 READ_KINDS = (ev.ECONOMY_MONTH, *DEFAULT_KINDS)
 
 #: Units of the series, by the prefix of their key.
@@ -99,6 +106,7 @@ UNITS = {
     "mark": "cents",
     "capex": "cents/month",
     "rental_price": "ticks ($0.001)/GPU-hour",
+    "index": "ticks ($0.001)/GPU-hour",
 }
 
 
@@ -290,15 +298,26 @@ def _series(
     )
 
 
-def analyse(events: Iterable[ev.Event], epoch: date | None = None) -> BorrowedTime | None:
-    """Borrowed time from a log's events (any kinds; only ``EconomyMonth`` and
-    :data:`DEFAULT_KINDS` are read), in log order; ``epoch``: the session's date at t = 0
-    (None: no dates). None if the events hold no ``EconomyMonth`` (a log without an economy)."""
+def analyse(
+    events: Iterable[ev.Event], epoch: date | None = None, rental: Iterable[str] = ()
+) -> BorrowedTime | None:
+    """Borrowed time from a log's events (any kinds; only ``EconomyMonth``, the prints of the
+    indices ``rental`` and :data:`DEFAULT_KINDS` are read), in log order; ``epoch``: the
+    session's date at t = 0 (None: no dates); ``rental``: the session's rental indices
+    (:func:`rental_indices`), each a series ``index:<name>``. None if the events hold no
+    ``EconomyMonth`` (a log without an economy)."""
     months: list[ev.Event] = []
     credit: list[CreditEvent] = []
+    rental = tuple(rental)
+    prints: dict[str, tuple[list[int], list[int]]] = {name: ([], []) for name in rental}
     for e in events:
         if e.kind == ev.ECONOMY_MONTH:
             months.append(e)
+        elif e.kind == ev.INDEX_PUBLISHED:
+            if e.instrument in prints:
+                times, values = prints[e.instrument]
+                times.append(e.t)
+                values.append(int(e.price))
         elif e.kind in DEFAULT_KINDS:
             data = e.data or {}
             entity = e.account if e.kind == ev.DEFAULT else e.counterparty
@@ -349,11 +368,62 @@ def analyse(events: Iterable[ev.Event], epoch: date | None = None) -> BorrowedTi
             [m.data["rental_price"] for m in months],
         )
     )
-    series = tuple(
+    series = [
         _series(key, label, days, t, periods, values, epoch) for key, label, days, values in specs
-    )
+    ]
+    for name in rental:  # the exchange's rental index at each month's step time
+        at, values = prints[name]
+        if not at:
+            continue
+        last = np.searchsorted(np.asarray(at, dtype=np.int64), t, side="right") - 1
+        keep = np.flatnonzero(last >= 0)
+        if len(keep) == 0:
+            continue
+        series.append(
+            _series(
+                f"index:{name}",
+                f"the exchange's {name} index (fed by the glut)",
+                SMOOTH_WINDOW_DAYS,
+                t[keep],
+                [periods[i] for i in keep.tolist()],
+                [values[last[i]] for i in keep.tolist()],
+                epoch,
+            )
+        )
+    series = tuple(series)
     placements = tuple(place(c.t, c.seq, s.key, s.windows) for c in credit for s in series)
     return BorrowedTime(epoch, labs, series, tuple(credit), placements)
+
+
+def read_kinds(rental: Iterable[str]) -> tuple[str, ...]:
+    """The kinds :func:`analyse` needs from a log whose rental indices are ``rental``:
+    :data:`READ_KINDS`, and ``IndexPublished`` if there is one (a log without them is not
+    read for its prints)."""
+    return (*READ_KINDS, ev.INDEX_PUBLISHED) if tuple(rental) else READ_KINDS
+
+
+def rental_indices(store: EventStore) -> tuple[str, ...]:
+    """The rental indices of the session's configuration (a calibration's name, or a spec's,
+    of kind ``rental``), in its order, if it has the credit economy (the glut feeds them only
+    then); () otherwise or for a configuration that cannot be read."""
+    config = store.session.get("config")
+    try:
+        data = orjson.loads(config) if config else None
+        if not isinstance(data, dict) or data.get("economy") is None:
+            return ()
+        names: list[str] = []
+        for entry in data.get("indices") or ():
+            spec = entry.get("spec")
+            if spec is not None:
+                if spec.get("kind") == "rental":
+                    names.append(str(spec["name"]))
+            elif entry.get("calibration") in CALIBRATIONS:
+                calibrated = CALIBRATIONS[entry["calibration"]]
+                if calibrated.kind == "rental":
+                    names.append(calibrated.name)
+        return tuple(names)
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return ()
 
 
 def _epoch(store: EventStore) -> date | None:
@@ -371,14 +441,25 @@ def from_log(
     """:func:`analyse` of the log ``db`` (a path or an open store) up to event ``until``
     (None: all of it), dated from the session's configured ``start``. None: no economy."""
     if isinstance(db, EventStore):
-        return analyse(db.events(1, until, kind=READ_KINDS), _epoch(db))
+        rental = rental_indices(db)
+        return analyse(db.events(1, until, kind=read_kinds(rental)), _epoch(db), rental)
     with EventStore.open(db, mode="r", checked=checked) as store:
-        return analyse(store.events(1, until, kind=READ_KINDS), _epoch(store))
+        rental = rental_indices(store)
+        return analyse(store.events(1, until, kind=read_kinds(rental)), _epoch(store), rental)
 
 
 # ---------------------------------------------------------------------- one run's credit record
 #: Kinds :func:`credit_record` reads besides the months: the cascade's steps.
-CASCADE_KINDS = (ev.ROUND_FAILED, ev.COMMITMENT_PULLED, ev.COVENANT_BREACHED, ev.BORROWER_DEFAULTED)
+CASCADE_KINDS = (
+    ev.ROUND_FAILED,
+    ev.COMMITMENT_PULLED,
+    ev.COVENANT_BREACHED,
+    ev.BORROWER_DEFAULTED,
+    ev.REFINANCING_FAILED,
+    ev.SPREAD_GAPPED,
+    ev.EQUITY_MARKED,
+    ev.CAPACITY_ACQUIRED,
+)
 
 
 def _neoclouds(store: EventStore) -> tuple[list[str], str | None, str | None]:
@@ -414,8 +495,11 @@ def order_held(credit: dict) -> bool:
     """Whether a run's cascade followed the seed's order, from its :func:`credit_record`: the
     first ``RoundFailed`` (the trigger) comes before the first ``CommitmentPulled``, which comes
     before the first ``CovenantBreached`` of a neocloud; the concentrated neocloud breaches, and
-    the diversified one breaches only after it, if at all, and never defaults (it survives).
-    "Before" is log order (seq): a pull-back and the breach it causes share a month.
+    the diversified one breaches only after it, if at all, and never defaults (it survives);
+    then (steps 4-6) a neocloud's first ``RefinancingFailed`` or ``SpreadGapped`` (its loan
+    cannot roll, its spread gaps) after that first breach, the first ``EquityMarked`` after
+    it, and the first ``CapacityAcquired`` after that. "Before" is log order (seq): a
+    pull-back and the breach it causes share a month, and so do the steps after it.
 
     The one definition: the sweep's records (``held``) and the tests use it."""
     trigger, pull = credit.get("trigger"), credit.get("first_pullback")
@@ -431,7 +515,18 @@ def order_held(credit: dict) -> bool:
     other = breaches.get(diversified)
     if other is not None and other["seq"] < breaches[concentrated]["seq"]:
         return False
-    return diversified not in (credit.get("first_default") or {})
+    if diversified in (credit.get("first_default") or {}):
+        return False
+    step4 = [
+        v["seq"]
+        for key in ("first_refinancing_failed", "first_gap")
+        for k, v in (credit.get(key) or {}).items()
+        if k in neos
+    ]
+    marked, acquired = credit.get("first_equity_marked"), credit.get("first_acquired")
+    if not step4 or marked is None or acquired is None:
+        return False
+    return min(b["seq"] for b in breaches.values()) < min(step4) < marked["seq"] < acquired["seq"]
 
 
 def credit_record(store: EventStore) -> dict | None:
@@ -446,7 +541,13 @@ def credit_record(store: EventStore) -> dict | None:
     - ``first_breach``, ``first_default``: entity -> the first ``CovenantBreached`` /
       ``BorrowerDefaulted`` of it (``period``, ``date``, ``t``, ``seq``);
     - ``defaults``: the economy's entities in the order they defaulted (``BorrowerDefaulted``;
-      the exchange's own defaults are the record's ``defaults``);
+      the exchange's own defaults are the record's ``defaults``); ``recovery``: entity -> the
+      ``recovery_ppm`` of its first ``BorrowerDefaulted``;
+    - steps 4-6: ``first_refinancing_failed`` and ``first_gap``: entity -> its first
+      ``RefinancingFailed`` / ``SpreadGapped`` (as ``first_breach``); ``first_equity_marked``
+      and ``first_acquired``: the first ``EquityMarked`` / ``CapacityAcquired`` (the
+      ``trigger``'s keys, ``entity`` the marked entity / the defaulted neocloud; the
+      acquisition also ``buyer``), None if none;
     - ``neoclouds``, ``concentrated``, ``diversified``: from the session's configuration
       (the largest and smallest share of contracts owed by the naked lab);
     - ``held``: :func:`order_held`;
@@ -458,9 +559,12 @@ def credit_record(store: EventStore) -> dict | None:
     if bt is None:
         return None
     names, concentrated, diversified = _neoclouds(store)
-    trigger = pull = None
+    trigger = pull = marked = acquired = None
     breach: dict[str, dict] = {}
     default: dict[str, dict] = {}
+    refi: dict[str, dict] = {}
+    gap: dict[str, dict] = {}
+    recovery: dict[str, int] = {}
     for e in store.events(1, None, kind=CASCADE_KINDS):
         if e.kind == ev.ROUND_FAILED and trigger is None:
             trigger = _step(e, bt.epoch)
@@ -469,8 +573,18 @@ def credit_record(store: EventStore) -> dict | None:
         elif e.kind == ev.COVENANT_BREACHED:
             breach.setdefault(str(e.counterparty), _step(e, bt.epoch))
         elif e.kind == ev.BORROWER_DEFAULTED:
-            default.setdefault(str(e.counterparty), _step(e, bt.epoch))
-    for d in (*breach.values(), *default.values()):
+            if str(e.counterparty) not in default:
+                default[str(e.counterparty)] = _step(e, bt.epoch)
+                recovery[str(e.counterparty)] = (e.data or {}).get("recovery_ppm")
+        elif e.kind == ev.REFINANCING_FAILED:
+            refi.setdefault(str(e.counterparty), _step(e, bt.epoch))
+        elif e.kind == ev.SPREAD_GAPPED:
+            gap.setdefault(str(e.counterparty), _step(e, bt.epoch))
+        elif e.kind == ev.EQUITY_MARKED and marked is None:
+            marked = _step(e, bt.epoch)
+        elif e.kind == ev.CAPACITY_ACQUIRED and acquired is None:
+            acquired = {**_step(e, bt.epoch), "buyer": (e.data or {}).get("buyer")}
+    for d in (*breach.values(), *default.values(), *refi.values(), *gap.values()):
         del d["entity"]
     credit = {
         "trigger": trigger,
@@ -478,6 +592,11 @@ def credit_record(store: EventStore) -> dict | None:
         "first_breach": breach,
         "first_default": default,
         "defaults": list(default),  # insertion order: the log's
+        "recovery": recovery,
+        "first_refinancing_failed": refi,
+        "first_gap": gap,
+        "first_equity_marked": marked,
+        "first_acquired": acquired,
         "neoclouds": names,
         "concentrated": concentrated,
         "diversified": diversified,

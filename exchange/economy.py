@@ -1,4 +1,4 @@
-"""The credit economy of issue #21 as a deterministic agent model (first slice: no events yet).
+"""The credit economy of issue #21 as a deterministic agent model.
 
 The second seed ("The Second Derivative") describes a financing machine that breaks on the
 **acceleration** of demand, not on its level. This module steps that machine one month at a
@@ -19,7 +19,14 @@ earlier records it follows from (``cause``), plus per-period integer series. The
   a default; released capacity is re-leased at a 30-50 % discount on shorter terms, and the
   capacity released to the market is a supply shock to the rental price (the glut);
 - **hyperscalers**: capex as a share of operating cash flow, and a capex-cut rule (the flip:
-  the first cut is made only when the market rewards it, the others follow within a window).
+  the first cut is made only when the market rewards it, the others follow within a window);
+- **the cascade's steps 4-6**: GPU-backed loans that cannot roll (:class:`RefinancingFailed`:
+  the lender's DSCR or collateral test, at a yearly maturity or at a breach), each borrower's
+  implied 5-year CDS spread from a reduced-form hazard on its state (series ``cds:<name>``,
+  :class:`SpreadGapped` when it jumps), a default's recovery (its fleet's auction value over
+  its debt), the neoclouds' and hyperscalers' equity marks (:class:`EquityMarked` when one
+  falls) and the stranded fleet bought by the best-capitalised hyperscaler
+  (:class:`CapacityAcquired`).
 
 The model, each rule and every parameter's source are in ``docs/credit.md`` ("The economy").
 
@@ -66,6 +73,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "BacklogImpaired",
+    "CapacityAcquired",
     "CapacityReleased",
     "CapexCut",
     "CommitmentPulled",
@@ -73,13 +81,16 @@ __all__ = [
     "Default",
     "Economy",
     "EconomyParams",
+    "EquityMarked",
     "GuaranteeCalled",
     "HyperscalerParams",
     "LabParams",
     "NeocloudParams",
     "Record",
+    "RefinancingFailed",
     "RoundFailed",
     "RoundPriced",
+    "SpreadGapped",
     "SpreadInverted",
 ]
 
@@ -527,6 +538,92 @@ class EconomyParams(_Frozen):
     blink_noise: float = Field(
         default=0.05, ge=0.0, le=1.0, description="sd of blink scores; assumption"
     )
+    # step 4: refinancing (loans that cannot roll) and the borrowers' CDS spreads
+    refi_share: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="share of a neocloud's principal maturing each year, to roll; assumption",
+    )
+    refi_month: int = Field(
+        default=11, ge=0, le=11, description="month of the year of the maturities (11: Dec)"
+    )
+    refi_ltv_headroom: float = Field(
+        default=1.25,
+        ge=1.0,
+        le=100.0,
+        description="largest loan-to-value a lender rolls, x the origination LTV; assumption",
+    )
+    resale_months: int = Field(
+        default=12,
+        ge=1,
+        le=120,
+        description="a GPU's auction value: months of open-market rent at the glut-hit price",
+    )
+    cds_recovery: float = Field(
+        default=0.40,
+        ge=0.0,
+        lt=1.0,
+        description="recovery of the credit triangle and of a lab's default; market convention",
+    )
+    cds_neo_hazard: float = Field(
+        default=0.06,
+        gt=0.0,
+        le=10.0,
+        description="neocloud hazard /yr at cds_neo_dscr; seed 000: ~360 bps before the widening",
+    )
+    cds_neo_dscr: float = Field(
+        default=1.25, gt=0.0, le=10.0, description="DSCR of the reference hazard; assumption"
+    )
+    cds_neo_width: float = Field(
+        default=0.175,
+        gt=0.0,
+        le=10.0,
+        description="DSCR fall multiplying the hazard by e; 1.15 -> ~640 bps (seed 000)",
+    )
+    cds_lab_hazard: float = Field(
+        default=0.05, gt=0.0, le=10.0, description="lab hazard /yr at cds_lab_runway; assumption"
+    )
+    cds_lab_runway: float = Field(
+        default=12.0, gt=0.0, le=240.0, description="runway (months) of the reference hazard"
+    )
+    cds_lab_width: float = Field(
+        default=18.0, gt=0.0, le=240.0, description="runway months lost multiplying it by e"
+    )
+    cds_failed_round_mult: float = Field(
+        default=2.0,
+        ge=1.0,
+        le=100.0,
+        description="hazard multiple for retry_months after a failed round; assumption",
+    )
+    cds_max_hazard: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=10.0,
+        description="hazard cap /yr, and a defaulted name's hazard; assumption",
+    )
+    spread_gap_bps: int = Field(
+        default=150,
+        ge=1,
+        le=100_000,
+        description="a month's widening that is a gap, bps; seed 000: +280 in two months",
+    )
+    # step 5: equity marks
+    equity_ocf_multiple: float = Field(
+        default=12.0, ge=0.0, le=1000.0, description="hyperscaler mark per $ of annual OCF"
+    )
+    equity_backlog_multiple: float = Field(
+        default=0.5, ge=0.0, le=100.0, description="hyperscaler mark per $ of backlog"
+    )
+    neo_ev_multiple: float = Field(
+        default=8.0, ge=0.0, le=1000.0, description="neocloud EV per $ of annual cash flow"
+    )
+    equity_fall_threshold: float = Field(
+        default=0.03,
+        gt=0.0,
+        le=1.0,
+        description="a month's fall of a mark that is recorded (EquityMarked); assumption",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EconomyParams:
@@ -659,6 +756,7 @@ class Default(Record):
 
     reason: str = ""
     debt: int = 0
+    recovery_ppm: int = 0  # the auction's value of its GPUs / its debt (a lab: cds_recovery)
     kind: ClassVar[str] = "default"
 
 
@@ -683,6 +781,58 @@ class CapexCut(Record):
     kind: ClassVar[str] = "capex_cut"
 
 
+@dataclass(frozen=True)
+class RefinancingFailed(Record):
+    """A neocloud's maturing GPU-backed loan cannot roll: the lender's test failed.
+
+    ``reason``: ``"covenant breach"`` (DSCR below the covenant: at a breach the lenders call the
+    whole facility) or ``"collateral"`` (the loan-to-value at the glut-hit price is past the
+    lender's headroom over its origination LTV)."""
+
+    reason: str = ""
+    due: int = 0  # cents of principal that had to roll
+    dscr_ppm: int = 0
+    ltv_ppm: int = 0  # debt / the fleet's auction value, ppm
+    max_ltv_ppm: int = 0  # the most the lender rolls, ppm
+    kind: ClassVar[str] = "refinancing_failed"
+
+
+@dataclass(frozen=True)
+class SpreadGapped(Record):
+    """A borrower's implied 5-year CDS spread widened by more than ``spread_gap_bps`` in a
+    month (entity: a lab or a neocloud)."""
+
+    spread_bps: int = 0
+    previous_bps: int = 0
+    change_bps: int = 0
+    hazard_ppm: int = 0  # per year
+    kind: ClassVar[str] = "spread_gapped"
+
+
+@dataclass(frozen=True)
+class EquityMarked(Record):
+    """A neocloud's or hyperscaler's equity mark fell by more than ``equity_fall_threshold``
+    in a month (cents)."""
+
+    mark: int = 0
+    previous: int = 0
+    fall_ppm: int = 0  # 1 - mark / previous
+    kind: ClassVar[str] = "equity_marked"
+
+
+@dataclass(frozen=True)
+class CapacityAcquired(Record):
+    """A defaulted neocloud's fleet sold at auction to the best-capitalised hyperscaler
+    (entity: the neocloud; ``price`` cents for the fleet)."""
+
+    buyer: str = ""
+    gpus: int = 0
+    price: int = 0  # cents, the whole fleet
+    price_per_gpu: int = 0  # cents
+    discount_ppm: int = 0  # off the fleet's value at the input rental price (before the glut)
+    kind: ClassVar[str] = "capacity_acquired"
+
+
 # --------------------------------------------------------------------------------------------
 # state
 
@@ -699,6 +849,8 @@ class _Lab:
     next_try: int = 0
     pending_pull: list[tuple[int, float]] = field(default_factory=list)  # (period, share)
     last_fail: int | None = None
+    last_fail_period: int | None = None
+    burn: int = 0  # cents this month
     defaulted: bool = False
     history: list[int] = field(default_factory=list)  # monthly revenue, cents
     log_history: list[float] = field(default_factory=list)  # its log, before rounding
@@ -723,6 +875,10 @@ class _Neo:
     breached: bool = False
     defaulted: bool = False
     last_pull: int | None = None
+    breach_seq: int | None = None
+    dscr: float = 0.0  # this month's; 0 without debt service
+    cash_flow: int = 0  # cents this month, before debt service
+    origination_ltv: float = 0.0  # debt / the fleet's auction value in period 0
 
 
 @dataclass
@@ -754,8 +910,10 @@ class Economy:
     (cents), ``cash:<lab>``, ``burn:<lab>`` (cents/month), ``capex`` and
     ``capex:<hyperscaler>`` (cents/month), ``ocf`` (cents/month), ``spread:<neocloud>`` (cash
     flow minus debt service, cents/month), ``dscr_ppm:<neocloud>``, ``rental_price``
-    (ticks/GPU-hour, after the glut), ``rental_shock`` (ticks/GPU-hour the glut removed) and
-    ``glut_gpus``.
+    (ticks/GPU-hour, after the glut), ``rental_shock`` (ticks/GPU-hour the glut removed),
+    ``glut_gpus``; steps 4-6: ``cds:<lab or neocloud>`` (implied 5-year CDS spread, bps),
+    ``equity:<neocloud or hyperscaler>`` (equity mark, cents) and ``fcf:<hyperscaler>`` (its
+    OCF minus its capex, cents/month: the ranking of the buyer of a defaulted fleet).
     """
 
     def __init__(self, params: EconomyParams | None = None, seed: int = 0) -> None:
@@ -793,6 +951,19 @@ class Economy:
         self._defaults = 0
         self._flip: tuple[int, int] | None = None  # (period, seq) of the first cut
         self._stress_seq: int | None = None  # the latest record that added stress
+        # steps 4-6: this month's latest record naming each entity (as entity or provider),
+        # the month's defaults awaiting their auction, last month's spreads and marks, and
+        # each hyperscaler's free cash flow this month (cents)
+        self._month_latest: dict[str, int] = {}
+        self._auctions: list[tuple[_Neo, int, int, int]] = []
+        self._cds_prev: dict[str, int] = {}
+        self._equity_prev: dict[str, int] = {}
+        self._ocf = 0.0
+        self._fcf: list[int] = [0] * len(self._hypers)
+        value0 = self._gpu_value(p.rental_price[0])
+        for neo in self._neos:
+            fleet = neo.p.gpus * value0
+            neo.origination_ltv = neo.debt / fleet if fleet > 0 else 0.0
 
     def _new_neo(self, n: NeocloudParams) -> _Neo:
         contracted = int(n.gpus * n.contracted_share)
@@ -811,6 +982,10 @@ class Economy:
     def _emit(self, cls: type[Record], entity: str, cause: tuple[int, ...], **kw) -> int:
         seq = len(self.records)
         self.records.append(cls(seq=seq, period=self.period, entity=entity, cause=cause, **kw))
+        if cls not in (SpreadGapped, EquityMarked):  # causes are the economy's own moves
+            self._month_latest[entity] = seq
+        if "provider" in kw:  # a pull-back names the provider it hits
+            self._month_latest[kw["provider"]] = seq
         return seq
 
     def _put(self, key: str, value: int) -> None:
@@ -830,10 +1005,13 @@ class Economy:
         """Advance one month; the records this month produced, in order.
 
         Order within a month: the labs (revenue, burn, pull-backs due, rounds), the rental
-        market (the glut), the neoclouds (re-leases due, cash flow, covenant, spread), the
-        hyperscalers (capex decisions). A record's causes are always earlier records.
+        market (the glut), the neoclouds (re-leases due, cash flow, covenant, refinancing,
+        spread), the hyperscalers (capex decisions), then the borrowers' CDS spreads, the
+        equity marks and the auction of the month's defaulted fleets. A record's causes are
+        always earlier records.
         """
         first = len(self.records)
+        self._month_latest = {}
         for i, lab in enumerate(self._labs):
             self._step_lab(i, lab)
         price, shock = self._rental_price()
@@ -843,6 +1021,9 @@ class Economy:
         for neo, draw in zip(self._neos, draws, strict=True):
             self._step_neo(neo, price, float(draw))
         self._step_hypers()
+        self._step_spreads()
+        self._step_equity()
+        self._step_auctions()
         self._put("rental_price", price)
         self._put("rental_shock", shock)
         self._put("glut_gpus", self._glut_gpus)
@@ -873,6 +1054,7 @@ class Economy:
         burn = 0
         if not lab.defaulted:
             burn = _cents(self._burn_share(lp) * lab.burn_scale * lab.revenue)
+            lab.burn = burn
             lab.cash -= burn
             for due, share in list(lab.pending_pull):
                 if due <= self.period:
@@ -942,6 +1124,7 @@ class Economy:
             required_step_up_ppm=req_ppm,
         )
         lab.last_fail = seq
+        lab.last_fail_period = self.period
         lab.next_try = self.period + p.retry_months
         if lab.p.wrapped:
             # the wrap: the guarantor pays the lease shortfall, the commitments stand. It stands
@@ -966,7 +1149,14 @@ class Economy:
 
     def _lab_default(self, lab: _Lab) -> None:
         cause = (lab.last_fail,) if lab.last_fail is not None else ()
-        seq = self._emit(Default, lab.p.name, cause, reason="out of cash", debt=-lab.cash)
+        seq = self._emit(
+            Default,
+            lab.p.name,
+            cause,
+            reason="out of cash",
+            debt=-lab.cash,
+            recovery_ppm=_ppm(self.params.cds_recovery),  # no fleet to auction: a fixed rate
+        )
         lab.defaulted = True
         self._defaults += 1
         self._stress_seq = seq
@@ -1030,11 +1220,25 @@ class Economy:
 
     def _rental_price(self) -> tuple[int, int]:
         """The open-market price this month after the glut, and the shock, ticks/GPU-hour."""
+        return self._glut_price(self._glut_gpus)
+
+    def _base_price(self) -> int:
+        """The input open-market price this month, before the glut, ticks/GPU-hour."""
         p = self.params
-        base = p.rental_price[min(self.period, len(p.rental_price) - 1)]
-        fall = min(p.glut_cap, p.glut_elasticity * self._glut_gpus / p.market_gpus)
+        return p.rental_price[min(self.period, len(p.rental_price) - 1)]
+
+    def _glut_price(self, glut_gpus: int) -> tuple[int, int]:
+        """The price with ``glut_gpus`` released on the market, and the shock, ticks."""
+        p = self.params
+        base = self._base_price()
+        fall = min(p.glut_cap, p.glut_elasticity * glut_gpus / p.market_gpus)
         shock = _int(base * fall)  # ticks: the same half-even boundary as money
         return base - shock, shock
+
+    def _gpu_value(self, price: int) -> int:
+        """A GPU's auction value at the open-market ``price`` (ticks/GPU-hour): that rent for
+        ``resale_months`` months, cents (one half-even division)."""
+        return _ticks_to_cents(price * HOURS_PER_MONTH * self.params.resale_months)
 
     # ---------------------------------------------------------------------------- neoclouds
 
@@ -1078,6 +1282,8 @@ class Economy:
         service = neo.payment if neo.debt > 0 else 0
         spread = cash_flow - service
         dscr = _ppm(cash_flow / service) if service > 0 else 0
+        neo.cash_flow = cash_flow
+        neo.dscr = cash_flow / service if service > 0 else 0.0
         self._put(f"spread:{name}", spread)
         self._put(f"dscr_ppm:{name}", dscr)
         if service > 0:
@@ -1090,9 +1296,10 @@ class Economy:
         last = neo.last_pull if neo.last_pull is not None else self._stress_seq
         cause = (last,) if last is not None else ()
         covenant = _ppm(n.covenant_dscr)
+        breach: int | None = None
         if dscr < covenant and not neo.breached:
             neo.breached = True
-            seq = self._emit(
+            breach = self._emit(
                 CovenantBreached,
                 name,
                 cause,
@@ -1101,7 +1308,9 @@ class Economy:
                 cash_flow=cash_flow,
                 debt_service=service,
             )
-            cause = (seq,)
+            neo.breach_seq = breach
+            cause = (breach,)
+        refi = self._refinance(neo, price, dscr, covenant, breach is not None)
         if spread < 0:
             seq = self._emit(
                 SpreadInverted,
@@ -1111,12 +1320,70 @@ class Economy:
                 cash_flow=cash_flow,
                 debt_service=service,
             )
-            seq = self._emit(Default, name, (seq,), reason="spread inverted", debt=neo.debt)
-            neo.defaulted = True
-            self._defaults += 1
-            self._stress_seq = seq
-            # the creditors' GPUs come to market: the stranded fleet joins the glut
-            self._glut_gpus += n.gpus
+            causes = (seq,) if refi is None else (seq, refi)
+            self._neo_default(neo, causes, "spread inverted")
+        elif refi is not None:  # no cash buffer: a maturity that cannot roll is a default
+            self._neo_default(neo, (refi,), "refinancing failed")
+
+    def _refinance(
+        self, neo: _Neo, price: int, dscr: int, covenant: int, breached_now: bool
+    ) -> int | None:
+        """Step 4: the lender's test on the principal due this month; the ``RefinancingFailed``
+        record's seq if the loan cannot roll, else None.
+
+        Due: the whole facility at a covenant breach (the breach lets the lenders call it),
+        and ``refi_share`` of the principal every year in month ``refi_month``. The lender rolls
+        it at the market only if the DSCR meets the covenant and the loan-to-value at the
+        month's glut-hit price is at most ``refi_ltv_headroom`` x the origination LTV."""
+        p = self.params
+        if neo.debt <= 0:
+            return None
+        if breached_now:
+            due = neo.debt
+        elif self.period % MONTHS == p.refi_month and p.refi_share > 0:
+            due = _cents(neo.debt * p.refi_share)
+        else:
+            return None
+        fleet = neo.p.gpus * self._gpu_value(price)
+        ltv = neo.debt / fleet if fleet > 0 else math.inf
+        max_ltv = neo.origination_ltv * p.refi_ltv_headroom
+        if dscr >= covenant and ltv <= max_ltv:
+            return None  # rolled
+        if dscr < covenant:
+            reason = "covenant breach"
+            cause = (neo.breach_seq,) if neo.breach_seq is not None else ()
+        else:  # the collateral: whatever moved the rental price last
+            reason = "collateral"
+            last = self._stress_seq if self._stress_seq is not None else neo.last_pull
+            cause = (last,) if last is not None else ()
+        return self._emit(
+            RefinancingFailed,
+            neo.p.name,
+            cause,
+            reason=reason,
+            due=due,
+            dscr_ppm=dscr,
+            ltv_ppm=_ppm(min(ltv, 1e6)),
+            max_ltv_ppm=_ppm(max_ltv),
+        )
+
+    def _neo_default(self, neo: _Neo, cause: tuple[int, ...], reason: str) -> None:
+        """A neocloud defaults: its creditors auction the fleet (the stranded GPUs join the
+        glut; the auction prices at the price with them on the market), the recovery is the
+        auction's value over the debt; the sale itself comes after the month's marks."""
+        n = neo.p
+        neo.defaulted = True
+        self._defaults += 1
+        self._glut_gpus += n.gpus
+        fire, _ = self._glut_price(self._glut_gpus)
+        per_gpu = self._gpu_value(fire)
+        value = n.gpus * per_gpu
+        recovery = PPM if neo.debt <= 0 else min(PPM, value * PPM // neo.debt)
+        seq = self._emit(
+            Default, n.name, cause, reason=reason, debt=neo.debt, recovery_ppm=recovery
+        )
+        self._stress_seq = seq
+        self._auctions.append((neo, seq, value, per_gpu))
 
     # ---------------------------------------------------------------------------- hyperscalers
 
@@ -1183,11 +1450,15 @@ class Economy:
                 ):
                     self._cut(h, capex, (self._flip[1],), leader=False)
         total = 0
-        for h in self._hypers:
+        self._ocf = ocf
+        for j, h in enumerate(self._hypers):
             planned = _cents(capex * h.p.capex_share)
             actual = _cents(planned * (1.0 - p.capex_cut)) if h.cut else planned
             total += actual
+            # its OCF: its capex / (the sector's capex/OCF x its scale)
+            self._fcf[j] = _cents(ocf * h.p.capex_share / h.p.ocf_ratio_scale) - actual
             self._put(f"capex:{h.p.name}", actual)
+            self._put(f"fcf:{h.p.name}", self._fcf[j])
         self._put("capex", total)
         self._put("ocf", _cents(ocf))
 
@@ -1204,3 +1475,121 @@ class Economy:
         )
         h.cut_seq = seq
         return seq
+
+    # ---------------------------------------------------------------------------- steps 4-6
+
+    def _cause_of(self, name: str) -> tuple[int, ...]:
+        """What moved ``name`` this month: its latest record (or a pull-back on it) this
+        month, else the latest record that moved the market."""
+        seq = self._month_latest.get(name, self._stress_seq)
+        return () if seq is None else (seq,)
+
+    def _hazard(self, exponent: float, ref: float) -> float:
+        """``ref x e^exponent`` per year, capped at ``cds_max_hazard`` (no overflow)."""
+        cap = self.params.cds_max_hazard
+        return min(cap, ref * math.exp(min(exponent, 50.0)))
+
+    def _step_spreads(self) -> None:
+        """Step 4: each borrower's implied 5-year CDS spread (series ``cds:<name>``, bps) from
+        a reduced-form hazard on its state, by the credit triangle ``s = h (1 - R)``; a
+        ``SpreadGapped`` when it widens by more than ``spread_gap_bps`` in the month."""
+        p = self.params
+        loss = 1.0 - p.cds_recovery
+        hazards: list[tuple[str, float]] = []
+        for lab in self._labs:
+            if lab.defaulted:
+                h = p.cds_max_hazard
+            else:
+                runway = max(0, lab.cash) / lab.burn if lab.burn > 0 else 240.0
+                exponent = (p.cds_lab_runway - min(runway, 240.0)) / p.cds_lab_width
+                h = self._hazard(exponent, p.cds_lab_hazard)
+                failed = lab.last_fail_period
+                if failed is not None and self.period - failed < p.retry_months:
+                    h = min(p.cds_max_hazard, h * p.cds_failed_round_mult)
+            hazards.append((lab.p.name, h))
+        for neo in self._neos:
+            if neo.defaulted:
+                h = p.cds_max_hazard
+            else:
+                # no debt service left: as safe as the floor of the rule allows
+                dscr = neo.dscr if neo.debt > 0 and neo.payment > 0 else 10.0
+                h = self._hazard((p.cds_neo_dscr - dscr) / p.cds_neo_width, p.cds_neo_hazard)
+            hazards.append((neo.p.name, h))
+        for name, h in hazards:
+            bps = _int(h * loss * 10_000)
+            self._put(f"cds:{name}", bps)
+            prev = self._cds_prev.get(name)
+            self._cds_prev[name] = bps
+            if prev is not None and bps - prev > p.spread_gap_bps:
+                self._emit(
+                    SpreadGapped,
+                    name,
+                    self._cause_of(name),
+                    spread_bps=bps,
+                    previous_bps=prev,
+                    change_bps=bps - prev,
+                    hazard_ppm=_ppm(h),
+                )
+
+    def _step_equity(self) -> None:
+        """Step 5: the neoclouds' and hyperscalers' equity marks (series ``equity:<name>``,
+        cents); an ``EquityMarked`` when one falls by more than ``equity_fall_threshold``.
+
+        A neocloud: ``neo_ev_multiple`` x its annual cash flow before debt service, less its
+        debt, at least 0 (0 once defaulted: the equity is wiped out). A hyperscaler:
+        ``equity_ocf_multiple`` x its annual OCF plus ``equity_backlog_multiple`` x its
+        remaining backlog."""
+        p = self.params
+        marks: list[tuple[str, int]] = []
+        for neo in self._neos:
+            mark = 0
+            if not neo.defaulted:
+                ev_ = _cents(p.neo_ev_multiple * MONTHS * neo.cash_flow)
+                mark = max(0, ev_ - neo.debt)
+            marks.append((neo.p.name, mark))
+        for h in self._hypers:
+            ocf = self._ocf * h.p.capex_share / h.p.ocf_ratio_scale
+            backlog = sum(entry[1] for entry in h.book)
+            mark = _cents(
+                p.equity_ocf_multiple * MONTHS * ocf + p.equity_backlog_multiple * backlog
+            )
+            marks.append((h.p.name, mark))
+        threshold = _ppm(p.equity_fall_threshold)
+        for name, mark in marks:
+            self._put(f"equity:{name}", mark)
+            prev = self._equity_prev.get(name)
+            self._equity_prev[name] = mark
+            if prev is None or prev <= 0:
+                continue
+            if (prev - mark) * PPM > threshold * prev:
+                self._emit(
+                    EquityMarked,
+                    name,
+                    self._cause_of(name),
+                    mark=mark,
+                    previous=prev,
+                    fall_ppm=(prev - mark) * PPM // prev,
+                )
+
+    def _step_auctions(self) -> None:
+        """Step 6: each fleet defaulted this month is bought at its auction value by the
+        best-capitalised hyperscaler: the largest free cash flow (its OCF minus its capex)
+        this month, the first listed on a tie. The GPUs stay on the rental market (the buyer
+        rents them out), so the glut is unchanged."""
+        auctions, self._auctions = self._auctions, []
+        if not self._hypers:
+            return
+        base = self._gpu_value(self._base_price())
+        for neo, seq, value, per_gpu in auctions:
+            j = max(range(len(self._hypers)), key=lambda k: (self._fcf[k], -k))
+            full = neo.p.gpus * base
+            self._emit(
+                CapacityAcquired,
+                neo.p.name,
+                (seq,),
+                buyer=self._hypers[j].p.name,
+                gpus=neo.p.gpus,
+                price=value,
+                price_per_gpu=per_gpu,
+                discount_ppm=(full - value) * PPM // full if full > 0 else 0,
+            )

@@ -56,6 +56,7 @@ from exchange import events as ev
 from exchange.clock import MARKET, Simulator
 from exchange.economy import (
     BacklogImpaired,
+    CapacityAcquired,
     CapacityReleased,
     CapexCut,
     CommitmentPulled,
@@ -63,20 +64,24 @@ from exchange.economy import (
     Default,
     Economy,
     EconomyParams,
+    EquityMarked,
     GuaranteeCalled,
     Record,
+    RefinancingFailed,
     RoundFailed,
     RoundPriced,
+    SpreadGapped,
     SpreadInverted,
 )
 from exchange.engine import DAY_NS, Exchange
-from exchange.index import stable_int_from_name
+from exchange.index import RentalGlut, stable_int_from_name
 
 __all__ = [
     "AMOUNT_FIELD",
     "ECONOMY_EPOCH",
     "EVENT_KIND",
     "EconomyFeed",
+    "cds_names",
     "check_calendar",
     "economy_seed",
     "event_fields",
@@ -101,6 +106,10 @@ EVENT_KIND: dict[type[Record], str] = {
     Default: ev.BORROWER_DEFAULTED,
     CapacityReleased: ev.CAPACITY_RELEASED,
     CapexCut: ev.CAPEX_CUT,
+    RefinancingFailed: ev.REFINANCING_FAILED,
+    SpreadGapped: ev.SPREAD_GAPPED,
+    EquityMarked: ev.EQUITY_MARKED,
+    CapacityAcquired: ev.CAPACITY_ACQUIRED,
 }
 
 #: Record class -> the field that becomes the event's ``amount`` (cents), None: no amount.
@@ -117,6 +126,10 @@ AMOUNT_FIELD: dict[type[Record], str | None] = {
     Default: "debt",
     CapacityReleased: None,
     CapexCut: "capex",
+    RefinancingFailed: "due",
+    SpreadGapped: None,  # a spread is bps, not money: in data
+    EquityMarked: "mark",
+    CapacityAcquired: "price",
 }
 
 #: A record's fields that every event carries elsewhere (``period`` and ``cause`` go into
@@ -177,8 +190,10 @@ def month_data(economy: Economy, series: dict[str, Any], period: int) -> dict[st
     model's series values of that month (``series``: :meth:`Economy.series`, whole run):
     ``labs`` (names, the naked lab first), ``revenue`` and ``mark`` ({lab: cents/month, cents}),
     ``capex`` (the sector, cents/month), ``capex_by`` ({hyperscaler: cents/month}), ``spread``
-    ({neocloud: cash flow - debt service, cents/month; 0 once defaulted}) and ``rental_price``
-    (ticks of $0.001 per GPU-hour, after the glut)."""
+    ({neocloud: cash flow - debt service, cents/month; 0 once defaulted}), ``rental_price``
+    (ticks of $0.001 per GPU-hour, after the glut) and ``cds_spread_bps`` ({lab or neocloud:
+    its implied 5-year CDS spread, int bps}: the labs then the neoclouds, the mark listed CDS
+    take)."""
     p = economy.params
     labs = [lab.name for lab in p.labs]
 
@@ -194,7 +209,14 @@ def month_data(economy: Economy, series: dict[str, Any], period: int) -> dict[st
         "capex_by": {h.name: at(f"capex:{h.name}") for h in p.hyperscalers},
         "spread": {n.name: at(f"spread:{n.name}") for n in p.neoclouds},
         "rental_price": at("rental_price"),
+        "cds_spread_bps": {name: at(f"cds:{name}") for name in cds_names(p)},
     }
+
+
+def cds_names(params: EconomyParams) -> list[str]:
+    """The borrowers with an implied CDS spread (series ``cds:<name>``): the labs, then the
+    neoclouds, in configuration order."""
+    return [x.name for x in (*params.labs, *params.neoclouds)]
 
 
 def _check_storable(record: Record) -> None:
@@ -247,6 +269,15 @@ class EconomyFeed:
             ) from None
         self.months = [month_data(self.economy, series, p) for p in range(len(times))]
         self.event_seq: list[int] = []
+
+    def glut(self) -> RentalGlut | None:
+        """The rental-price factor the session's rental indices take (:class:`RentalGlut`:
+        each month's ``rental_price`` after the glut over the first month's, from the step
+        times); None for a session without a month. The economy is computed up front, so the
+        index prints can be generated with it before the session runs."""
+        if not self.times:
+            return None
+        return RentalGlut(self.times, [m["rental_price"] for m in self.months])
 
     def announce(self, period: int) -> None:
         """Announce the month's series (``EconomyMonth``), then every record of month

@@ -97,18 +97,31 @@ COVENANT_BREACHED = "CovenantBreached"  # counterparty (neocloud), amount (cash_
 SPREAD_INVERTED = "SpreadInverted"  # counterparty (neocloud), amount (spread, < 0); data:
 #                                    cash_flow, debt_service
 BORROWER_DEFAULTED = "BorrowerDefaulted"  # counterparty (neocloud or lab), amount (debt);
-#                                          data: reason (not the exchange's Default)
+#                                          data: reason, recovery_ppm (the auction of its
+#                                          GPUs over its debt; a lab: the fixed rate), not
+#                                          the exchange's Default
 CAPACITY_RELEASED = "CapacityReleased"  # counterparty (neocloud), amount None; data: gpus,
 #                                        price (ticks/GPU-hour), discount_ppm, term_months
 CAPEX_CUT = "CapexCut"  # counterparty (hyperscaler), amount (capex after the cut, cents/month);
 #                        data: planned (cents/month), leader (the first cut: the flip)
+REFINANCING_FAILED = "RefinancingFailed"  # counterparty (neocloud), amount (due: principal that
+#                                          had to roll); data: reason ("covenant breach" or
+#                                          "collateral"), dscr_ppm, ltv_ppm, max_ltv_ppm
+SPREAD_GAPPED = "SpreadGapped"  # counterparty (lab or neocloud), amount None; data: spread_bps,
+#                                previous_bps, change_bps (int bps), hazard_ppm (per year)
+EQUITY_MARKED = "EquityMarked"  # counterparty (neocloud or hyperscaler), amount (the new mark,
+#                                cents); data: previous (cents), fall_ppm
+CAPACITY_ACQUIRED = "CapacityAcquired"  # counterparty (the defaulted neocloud), amount (price
+#                                        for the fleet, cents); data: buyer, gpus,
+#                                        price_per_gpu (cents), discount_ppm
 ECONOMY_MONTH = "EconomyMonth"  # once a month, before the month's records; counterparty and
 #                              amount None; data: period, labs (names, the naked lab first),
 #                              revenue and mark ({lab: cents/month, cents}), capex (sector,
 #                              cents/month), capex_by ({hyperscaler: cents/month}), spread
 #                              ({neocloud: cents/month, cash flow - debt service; 0 once
 #                              defaulted}), rental_price (ticks of $0.001/GPU-hour, after the
-#                              glut): the model's series after the month's step
+#                              glut), cds_spread_bps ({lab or neocloud: implied 5-year CDS
+#                              spread, int bps}): the model's series after the month's step
 
 #: The credit economy's kinds, the only ones :meth:`exchange.engine.Exchange.announce` emits:
 #: they name no exchange account and move no cash, position or order. All but
@@ -124,6 +137,10 @@ ECONOMY_KINDS = (
     BORROWER_DEFAULTED,
     CAPACITY_RELEASED,
     CAPEX_CUT,
+    REFINANCING_FAILED,
+    SPREAD_GAPPED,
+    EQUITY_MARKED,
+    CAPACITY_ACQUIRED,
     ECONOMY_MONTH,
 )
 

@@ -18,6 +18,12 @@ resale). Floats stop at :func:`to_ticks`, the one rounding boundary (round half 
 ``numpy.random.Generator`` handed in, which :func:`index_prints` seeds from the session seed
 and a SHA-256 of the index name, so a feed is a pure function of (spec, epoch, times, seed).
 Nothing here reads the wall clock. See ``docs/indices.md``.
+
+In a session with the credit economy (issue #21), a **rental** index's levels are multiplied by
+the economy's rental-price factor for the month (:class:`RentalGlut`: the economy's open-market
+price after the glut over its first month's), before the one rounding: the glut the economy's
+pull-backs and defaults release feeds the exchange's rental indices (docs/credit.md, "The glut
+on the exchange"). Without an economy nothing changes.
 """
 
 from __future__ import annotations
@@ -770,15 +776,59 @@ def stable_int_from_name(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big")
 
 
+class RentalGlut:
+    """The credit economy's rental-price factor by month, the input a rental index takes.
+
+    Args:
+        times_ns: the economy's monthly step times (int64 ns since the session's epoch,
+            increasing: item ``p`` is period ``p``, midnight of its month's first day).
+        prices: the economy's open-market rental price after the glut for each of those months
+            (``EconomyMonth``'s ``rental_price``, int ticks of $0.001 per GPU-hour, > 0).
+
+    :meth:`factors` at ``t``: ``prices[p] / prices[0]`` for the month ``p`` holding ``t`` (the
+    last step at or before ``t``), 1 before the first step. A ratio of the economy's own
+    prices, so the index keeps its own level and path and takes only the glut's relative fall
+    (and the economy's input path's moves, if it has one).
+    """
+
+    __slots__ = ("prices", "times_ns")
+
+    def __init__(self, times_ns: Any, prices: Any) -> None:
+        t = np.asarray(times_ns, dtype=np.int64)
+        p = np.asarray(prices, dtype=np.int64)
+        if t.ndim != 1 or t.shape != p.shape or len(t) == 0:
+            raise ValueError("a rental glut needs as many prices as months, at least one")
+        if (np.diff(t) <= 0).any():
+            raise ValueError("the glut's month times must increase")
+        if (p <= 0).any():
+            raise ValueError("the glut's rental prices must be positive ticks")
+        self.times_ns = t
+        self.prices = p
+
+    def factors(self, times_ns: np.ndarray) -> np.ndarray:
+        """The factor (float64) at each of ``times_ns`` (ns since the epoch)."""
+        t = np.asarray(times_ns, dtype=np.int64)
+        month = np.searchsorted(self.times_ns, t, side="right") - 1
+        ratio = self.prices.astype(np.float64) / float(self.prices[0])
+        return np.where(month >= 0, ratio[np.clip(month, 0, None)], 1.0)
+
+
 def index_prints(
-    spec: IndexSpec, epoch: date, start_ns: int, end_ns: int, seed: int
+    spec: IndexSpec,
+    epoch: date,
+    start_ns: int,
+    end_ns: int,
+    seed: int,
+    glut: RentalGlut | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The index's prints from ``start_ns`` to ``end_ns`` (inclusive, ns since ``epoch``).
 
     Times are :func:`publish_schedule`; levels come from ``spec.source`` with the generator
     ``np.random.default_rng([seed, stable_int_from_name(spec.name)])`` (so two indices of one
     session get independent streams, and a print depends only on spec, epoch, times and seed);
-    values are :func:`to_ticks` of the levels.
+    values are :func:`to_ticks` of the levels. ``glut``: the credit economy's rental-price
+    factor (:class:`RentalGlut`); a **rental** index's levels are multiplied by it before the
+    rounding (a resale index ignores it; None, the default, changes nothing).
 
     Returns:
         ``(times_ns, ticks)``, both int64 arrays of equal length.
@@ -787,6 +837,8 @@ def index_prints(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     times = publish_schedule(spec, start_ns, end_ns)
     levels = spec.source.levels(times, epoch, index_generator(spec, seed))
+    if glut is not None and spec.kind == "rental":
+        levels = levels * glut.factors(times)
     return times, to_ticks(levels, spec.tick_size)
 
 

@@ -16,7 +16,7 @@ from datetime import date
 
 from exchange.clock import CLEARING, MARKET, Simulator
 from exchange.engine import Exchange
-from exchange.index import IndexSpec, index_prints
+from exchange.index import IndexSpec, RentalGlut, index_prints
 
 
 def schedule_market(
@@ -27,12 +27,15 @@ def schedule_market(
     indices: list[IndexSpec],
     end_ns: int,
     seed: int,
+    glut: RentalGlut | None = None,
 ) -> None:
     """Schedule every exchange-timed action from 0 to ``end_ns`` (simulated ns since
-    ``epoch``) for the indices given and the instruments already listed on ``engine``."""
+    ``epoch``) for the indices given and the instruments already listed on ``engine``.
+    ``glut``: the credit economy's rental-price factor, which the rental indices take
+    (``exchange.index.index_prints``); None: no economy, nothing changes."""
     engine.epoch = epoch
     for spec in indices:
-        times, ticks = index_prints(spec, epoch, 0, end_ns, seed)
+        times, ticks = index_prints(spec, epoch, 0, end_ns, seed, glut=glut)
         for t, value in zip(times.tolist(), ticks.tolist(), strict=True):
             sim.schedule(t, engine.publish_index, spec.name, value, priority=MARKET)
     for name, listing in engine.instruments.items():

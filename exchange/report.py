@@ -766,6 +766,10 @@ CASCADE_STYLE = {
     ev.BORROWER_DEFAULTED: ("x-thin-open", "black"),
     ev.CAPACITY_RELEASED: ("circle-open", "#7f7f7f"),
     ev.CAPEX_CUT: ("star", "#1f77b4"),
+    ev.REFINANCING_FAILED: ("bowtie", "#e377c2"),
+    ev.SPREAD_GAPPED: ("arrow-up", "#bcbd22"),
+    ev.EQUITY_MARKED: ("triangle-down-open", "#393b79"),
+    ev.CAPACITY_ACQUIRED: ("pentagon", "#2ca02c"),
 }
 #: A series' key prefix -> (chart unit, currency units per unit of the series): the same
 #: single conversion as the rest of the page (cents / 100, ticks x $0.001), for plotting only.
@@ -774,6 +778,7 @@ _CASCADE_UNITS = {
     "mark": ("$", 0.01),
     "capex": ("$/month", 0.01),
     "rental_price": ("$/GPU-hour", 0.001),
+    "index": ("$/GPU-hour", 0.001),  # the exchange's rental index, ticks of $0.001
 }
 _DEFAULT_STYLE = {
     ev.ROUND_FAILED: ("crimson", "dot"),
@@ -1054,9 +1059,12 @@ def _cascade_section(f: PostMortem, credit: bw.BorrowedTime, charts: list[Chart]
         '<p class="meta">'
         + html.escape(
             "The credit economy's events (exchange/economy.py), one row per entity, with lines "
-            "from each event's causes; then each monthly series with its trend S, S', S'' and "
+            "from each event's causes: the round that fails, the pull-back, the breach, the "
+            "loan that cannot roll and the CDS spread that gaps, the equity marks that fall, "
+            "the stranded fleet bought; then each monthly series with its trend S, S', S'' and "
             "borrowed time (from the month S'' rolled over to the month S' reached zero) "
-            "shaded, the failed rounds, breaches and defaults marked. Borrowed time: " + windows
+            "shaded, the failed rounds, breaches and defaults marked (the exchange's rental "
+            "indices too, where the glut feeds them). Borrowed time: " + windows
         )
         + "</p>",
     ]
@@ -1642,7 +1650,8 @@ def _build(store: EventStore, until, account, window_days, markers=()) -> Report
     )
     story = narrative(f, income)
     # the credit cascade (issue #21): only a log with the economy's events has it
-    credit = bw.analyse(store.events(1, until, kind=bw.READ_KINDS), f.epoch)
+    rental = bw.rental_indices(store)  # the exchange's rental indices the glut feeds
+    credit = bw.analyse(store.events(1, until, kind=bw.read_kinds(rental)), f.epoch, rental)
     cascade = ""
     if credit is not None:
         records = [

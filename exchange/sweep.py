@@ -950,6 +950,7 @@ CREDIT_COLUMNS = (
     "untriggered",
     "common_order",
     "common_order_runs",
+    *(f"recovery_ppm_{k}" for k in ("min", "median", "max")),
 )
 
 
@@ -980,6 +981,8 @@ def _credit_row(credit: dict[str, Any] | None) -> dict[str, Any]:
         "common_order": " > ".join(credit["order"]) or "none",
         "common_order_runs": credit["order_runs"],
     }
+    for k, v in (credit.get("recovery") or {}).items():
+        row[f"recovery_ppm_{k}"] = v
     for k, v in (credit["trigger"] or {}).items():
         row[f"trigger_month_{k}"] = v
     for key, w in credit["windows"].items():
@@ -1175,7 +1178,9 @@ def credit_point(credits: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     series key -> the lengths in months of its closed windows (every window of every run) as
     ``min``/``median``/``max`` (None: no closed window), with ``open`` (windows still open at
     the end); ``order``: the most common order of defaults (a list of entities; on a tie the
-    first in sorted order) and ``order_runs``, the runs that had it."""
+    first in sorted order) and ``order_runs``, the runs that had it; ``recovery``: the
+    ``recovery_ppm`` of every default of every run (the auction of a neocloud's GPUs over its
+    debt, a lab's fixed rate) as ``min``/``median``/``max``, None without a default."""
     if not credits:
         return None
     triggers = [c["trigger"]["period"] for c in credits if c["trigger"] is not None]
@@ -1197,6 +1202,9 @@ def credit_point(credits: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     # the most runs, then the first in sorted order: the same answer on any worker
     order, order_runs = min(orders.items(), key=lambda kv: (-kv[1], kv[0]))
     held = sum(bool(c["held"]) for c in credits)
+    recoveries = [
+        v for c in credits for v in (c.get("recovery") or {}).values() if isinstance(v, int)
+    ]
     return {
         "runs": len(credits),
         "held": held,
@@ -1208,6 +1216,7 @@ def credit_point(credits: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         },
         "order": list(order),
         "order_runs": order_runs,
+        "recovery": _range(recoveries),
     }
 
 
@@ -1378,6 +1387,7 @@ def _credit_table(points: list[dict[str, Any]]) -> str:
     keys = list(dict.fromkeys(k for p in points if p.get("credit") for k in p["credit"]["windows"]))
     head = ["grid point", "runs", "order held", "trigger month: min", "median", "max"]
     head += ["no trigger", "most common order of defaults", "runs"]
+    head += ["recovery ppm: min / median / max"]
     head += [f"{k}: window months min / median / max (open)" for k in keys]
     rows = []
     for p in points:
@@ -1393,6 +1403,7 @@ def _credit_table(points: list[dict[str, Any]]) -> str:
             c["untriggered"],
             " > ".join(c["order"]) or "(none)",
             c["order_runs"],
+            "-" if not c.get("recovery") else "{min} / {median} / {max}".format(**c["recovery"]),
         ]
         for k in keys:
             w = c["windows"].get(k)
@@ -1404,7 +1415,10 @@ def _credit_table(points: list[dict[str, Any]]) -> str:
         "<h2>Credit cascade</h2>\n<p>Over each grid point's ok runs with the credit economy "
         "(docs/credit.md). Order held: the trigger (the first failed round) came before the "
         "first pull-back, which came before the first neocloud covenant breach; the "
-        "concentrated neocloud breached before the diversified one, which survived. Trigger "
+        "concentrated neocloud breached before the diversified one, which survived; then a "
+        "neocloud's loan could not roll or its CDS spread gapped, an equity mark fell, and a "
+        "hyperscaler bought the stranded fleet, in that order. Recovery: each default's "
+        "auction value of the defaulter's GPUs over its debt (a lab: the fixed rate). Trigger "
         "month: the economy's month (0 = January 2024) of the first failed round, over the runs "
         "that had one. Windows: borrowed time (S'' rolled over to S' at zero) per series, "
         "lengths in months of the closed windows of every run (nearest-rank), and how many were "

@@ -122,6 +122,32 @@ def test_a_second_derivative_record_has_the_credit_entry_the_log_and_borrowed_ti
     order = list(dict.fromkeys(e.counterparty for e in defaulted))
     assert credit["defaults"] == order
     assert list(credit["first_default"]) == order
+    # steps 4-6: the first of each, as the log has them
+    with EventStore.open(record["log"]) as store:
+        later = list(
+            store.events(
+                kind=(
+                    ev.REFINANCING_FAILED,
+                    ev.SPREAD_GAPPED,
+                    ev.EQUITY_MARKED,
+                    ev.CAPACITY_ACQUIRED,
+                )
+            )
+        )
+    refi = next(e for e in later if e.kind == ev.REFINANCING_FAILED)
+    assert credit["first_refinancing_failed"][refi.counterparty]["seq"] == refi.seq
+    marked = next(e for e in later if e.kind == ev.EQUITY_MARKED)
+    assert credit["first_equity_marked"]["seq"] == marked.seq
+    sold = next(e for e in later if e.kind == ev.CAPACITY_ACQUIRED)
+    assert (credit["first_acquired"]["seq"], credit["first_acquired"]["buyer"]) == (
+        sold.seq,
+        sold.data["buyer"],
+    )
+    assert credit["recovery"] == {
+        e.counterparty: e.data["recovery_ppm"]
+        for e in defaulted
+        if e.seq in {v["seq"] for v in credit["first_default"].values()}
+    }
     assert credit["concentrated"] == "CoreWeave"
     assert credit["diversified"] == "Diversified neocloud"
     assert credit["held"] is borrowed.order_held(credit)
@@ -152,8 +178,10 @@ def test_a_record_without_the_economy_has_no_credit_entry_and_no_credit_columns(
     )
 
 
-def _credit(trigger=1, pull=2, breach=None, default=None):
-    """A credit entry with the steps at the given seqs (None: absent)."""
+def _credit(trigger=1, pull=2, breach=None, default=None, refi=None, gap=None, marked=20, sold=30):
+    """A credit entry with the steps at the given seqs (None: absent); by default steps 4-6
+    come after every breach: the concentrated neocloud's refinancing fails at 10, its spread
+    gaps at 11, a mark falls at 20, its fleet is sold at 30."""
 
     def step(seq):
         return {"entity": "x", "period": seq, "date": None, "t": seq, "seq": seq}
@@ -163,6 +191,12 @@ def _credit(trigger=1, pull=2, breach=None, default=None):
         "first_pullback": None if pull is None else step(pull),
         "first_breach": {k: step(v) for k, v in (breach or {}).items()},
         "first_default": {k: step(v) for k, v in (default or {}).items()},
+        "first_refinancing_failed": {
+            k: step(v) for k, v in ({"Conc": 10} if refi is None else refi).items()
+        },
+        "first_gap": {k: step(v) for k, v in ({"Conc": 11} if gap is None else gap).items()},
+        "first_equity_marked": None if marked is None else step(marked),
+        "first_acquired": None if sold is None else step(sold),
         "neoclouds": ["Conc", "Div"],
         "concentrated": "Conc",
         "diversified": "Div",
@@ -182,6 +216,15 @@ def _credit(trigger=1, pull=2, breach=None, default=None):
         (_credit(breach={"Conc": 5, "Div": 3}), False),  # the diversified first
         (_credit(breach={"Conc": 3}, default={"Div": 6}), False),  # it does not survive
         (_credit(breach={"Other": 3, "Conc": 5}), True),  # a non-neocloud breach is not one
+        # steps 4-6: loans cannot roll / spreads gap, then marks fall, then capacity is sold
+        (_credit(breach={"Conc": 3}, refi={}, gap={"Conc": 4}), True),  # a gap alone is step 4
+        (_credit(breach={"Conc": 3}, refi={}, gap={}), False),  # no step 4
+        (_credit(breach={"Conc": 3}, refi={}, gap={"Lab": 4}), False),  # a lab's gap is not it
+        (_credit(breach={"Conc": 5}, refi={"Conc": 4}, gap={}), False),  # before the breach
+        (_credit(breach={"Conc": 3}, marked=None), False),  # no mark falls
+        (_credit(breach={"Conc": 3}, marked=9), False),  # the mark falls before step 4
+        (_credit(breach={"Conc": 3}, sold=None), False),  # nothing bought
+        (_credit(breach={"Conc": 3}, sold=15), False),  # bought before a mark falls
     ],
 )
 def test_the_order_holds_only_for_trigger_then_pullback_then_the_concentrated_breach(credit, held):
@@ -189,18 +232,19 @@ def test_the_order_holds_only_for_trigger_then_pullback_then_the_concentrated_br
 
 
 def test_the_aggregate_takes_nearest_rank_months_and_the_most_common_order_first_sorted():
-    def entry(trigger, held, defaults, months):
+    def entry(trigger, held, defaults, months, recovery=None):
         return {
             "trigger": None if trigger is None else {"period": trigger},
             "held": held,
             "defaults": defaults,
             "windows": {"capex": [{"months": m} for m in months]},
+            "recovery": recovery or {},
         }
 
     point = sweep.credit_point(
         [
-            entry(40, True, ["B"], [10]),
-            entry(30, True, ["A", "B"], [12, None]),
+            entry(40, True, ["B"], [10], {"B": 300_000}),
+            entry(30, True, ["A", "B"], [12, None], {"A": 400_000, "B": 350_000}),
             entry(None, False, [], []),
             entry(50, True, ["B"], [8]),
             entry(36, True, ["A", "B"], [20]),
@@ -212,4 +256,6 @@ def test_the_aggregate_takes_nearest_rank_months_and_the_most_common_order_first
     assert point["windows"]["capex"] == {"months": {"min": 8, "median": 10, "max": 20}, "open": 1}
     # two runs each: the first in sorted order
     assert point["order"] == ["A", "B"] and point["order_runs"] == 2
+    # every default's recovery, nearest-rank
+    assert point["recovery"] == {"min": 300_000, "median": 350_000, "max": 400_000}
     assert sweep.credit_point([]) is None

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from exchange.economy import (
     BacklogImpaired,
+    CapacityAcquired,
     CapacityReleased,
     CapexCut,
     CommitmentPulled,
@@ -23,11 +24,14 @@ from exchange.economy import (
     Default,
     Economy,
     EconomyParams,
+    EquityMarked,
     GuaranteeCalled,
     HyperscalerParams,
     LabParams,
+    RefinancingFailed,
     RoundFailed,
     RoundPriced,
+    SpreadGapped,
 )
 
 PERIODS = 72  # January 2024 to December 2029
@@ -114,7 +118,7 @@ def test_money_and_ratios_are_int_everywhere_in_records_and_series():
         kinds.add(type(r))
         for f in dataclasses.fields(r):
             value = getattr(r, f.name)
-            if f.name in ("entity", "reason", "provider", "guarantor"):
+            if f.name in ("entity", "reason", "provider", "guarantor", "buyer"):
                 assert isinstance(value, str)
             elif f.name == "cause":
                 assert all(type(c) is int for c in value)
@@ -225,6 +229,30 @@ def _seed_order_holds(records) -> bool:
 
 def test_the_seed_order_holds_on_at_least_95_of_100_seeds():
     held = [seed for seed in range(100) if _seed_order_holds(_run(seed=seed)[0])]
+    assert len(held) >= 95, f"order held on {len(held)} seeds"
+
+
+def _cascade_order_holds(records) -> bool:
+    """Steps 1-6 in the seed's order (each step's first record, by seq): the round fails, the
+    naked lab pulls back, a neocloud breaches, a neocloud's loan cannot roll or its spread gaps,
+    an equity mark falls, a defaulted fleet is bought; the first three as the seed's order."""
+    neos = (CONCENTRATED, DIVERSIFIED)
+    steps = [
+        _first(records, RoundFailed, NAKED),
+        _first(records, CommitmentPulled, NAKED),
+        _first([r for r in records if r.entity in neos], (CovenantBreached, Default)),
+        _first([r for r in records if r.entity in neos], (RefinancingFailed, SpreadGapped)),
+        _first(records, EquityMarked),
+        _first(records, CapacityAcquired),
+    ]
+    if any(step is None for step in steps):
+        return False
+    seqs = [step.seq for step in steps]
+    return _seed_order_holds(records) and seqs == sorted(set(seqs))
+
+
+def test_the_cascade_steps_1_to_6_hold_in_order_on_at_least_95_of_100_seeds():
+    held = [seed for seed in range(100) if _cascade_order_holds(_run(seed=seed)[0])]
     assert len(held) >= 95, f"order held on {len(held)} seeds"
 
 
@@ -424,3 +452,149 @@ def test_bad_agent_parameters_are_refused_with_a_clear_error():
         LabParams(**{**naked.model_dump(), "burn": 0.5})
     with pytest.raises(ValidationError):
         EconomyParams().markup_funding = 1.0  # frozen
+
+
+# ------------------------------------------------------------------------------ steps 4-6
+
+
+def _series_at(economy, key, period):
+    return int(economy.series()[key][period])
+
+
+def test_a_covenant_breach_calls_the_loan_and_it_cannot_roll():
+    records, _ = _run(seed=4)
+    breach = _first(records, CovenantBreached, CONCENTRATED)
+    refi = _first(records, RefinancingFailed, CONCENTRATED)
+    assert refi.cause == (breach.seq,) and refi.reason == "covenant breach"
+    assert refi.period == breach.period and refi.dscr_ppm == breach.dscr_ppm
+    default = _first(records, Default, CONCENTRATED)
+    assert refi.seq in default.cause and refi.due == default.debt  # the whole facility
+
+
+def test_a_maturity_cannot_roll_when_the_glut_hit_collateral_no_longer_covers_the_loan():
+    """The input rental price halves in January 2025: the diversified neocloud still meets its
+    covenant, but in December 2025, its yearly maturity, the loan-to-value at the halved price
+    is past 1.25x its origination LTV: the loan cannot roll, and it defaults."""
+    path = (2_000,) * 12 + (1_000,)
+    records, economy = _run(_params(rental_price=path), 0)
+    refi = _first(records, RefinancingFailed, DIVERSIFIED)
+    assert refi is not None and refi.reason == "collateral" and refi.period == 23
+    assert refi.dscr_ppm >= 1_200_000 and refi.ltv_ppm > refi.max_ltv_ppm
+    default = _first(records, Default, DIVERSIFIED)
+    assert default.cause == (refi.seq,) and default.reason == "refinancing failed"
+    assert refi.due == round(default.debt * 0.25)  # a quarter of the principal matures
+    # at the full price the same maturity rolls
+    assert not any(
+        isinstance(r, RefinancingFailed) and r.entity == DIVERSIFIED and r.period == 23
+        for r in _run(_params(rental_price=(2_000,)), 0)[0]
+    )
+
+
+def test_the_cds_spread_is_the_credit_triangle_on_the_documented_hazard():
+    """CoreWeave at its starting DSCR (about 1.25) quotes about the seed's 360 bps before the
+    widening; a defaulted name quotes the cap (100 % hazard x 60 % loss = 6,000 bps)."""
+    records, economy = _run(seed=0)
+    s = economy.series()
+    p = EconomyParams()
+    for r in records:
+        if isinstance(r, CovenantBreached) and r.entity == CONCENTRATED:
+            service = r.debt_service
+    # period 0: DSCR = (spread + service) / service, the same level annuity every month
+    dscr = (int(s[f"spread:{CONCENTRATED}"][0]) + service) / service
+    hazard = p.cds_neo_hazard * np.exp((p.cds_neo_dscr - dscr) / p.cds_neo_width)
+    assert int(s[f"cds:{CONCENTRATED}"][0]) == round(hazard * (1 - p.cds_recovery) * 10_000)
+    assert 340 <= s[f"cds:{CONCENTRATED}"][0] <= 380
+    assert s[f"cds:{DIVERSIFIED}"][0] < s[f"cds:{CONCENTRATED}"][0]
+    default = _first(records, Default, CONCENTRATED)
+    assert (s[f"cds:{CONCENTRATED}"][default.period :] == 6_000).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_spread_gapped_record_is_every_monthly_widening_past_the_threshold_and_no_other(seed):
+    records, economy = _run(seed=seed)
+    s = economy.series()
+    gaps = {(r.entity, r.period): r for r in records if isinstance(r, SpreadGapped)}
+    names = [*(lab.name for lab in EconomyParams().labs), CONCENTRATED, DIVERSIFIED]
+    expected = set()
+    for name in names:
+        cds = s[f"cds:{name}"]
+        for m in range(1, PERIODS):
+            if cds[m] - cds[m - 1] > EconomyParams().spread_gap_bps:
+                expected.add((name, m))
+                r = gaps[(name, m)]
+                assert (r.spread_bps, r.previous_bps) == (cds[m], cds[m - 1])
+                assert r.cause and all(records[c].kind not in ("spread_gapped",) for c in r.cause)
+    assert set(gaps) == expected and expected
+
+
+def test_the_naked_labs_spread_gaps_when_its_round_fails():
+    for seed in range(5):
+        records, economy = _run(seed=seed)
+        failed = _first(records, RoundFailed, NAKED)
+        cds = economy.series()[f"cds:{NAKED}"]
+        assert cds[failed.period] > cds[failed.period - 1]
+        gap = _first(records, SpreadGapped, NAKED)
+        if gap is not None and gap.period == failed.period:
+            assert gap.cause == (failed.seq,)
+
+
+def test_a_defaulted_neoclouds_recovery_is_its_fleets_auction_value_over_its_debt():
+    records, _ = _run(seed=2)
+    default = _first(records, Default, CONCENTRATED)
+    sale = _first(records, CapacityAcquired, CONCENTRATED)
+    assert sale.cause == (default.seq,) and sale.period == default.period
+    assert sale.price == sale.gpus * sale.price_per_gpu
+    assert default.recovery_ppm == min(1_000_000, sale.price * 1_000_000 // default.debt)
+    assert 0 < default.recovery_ppm < 1_000_000
+    # the auction is at the glut-hit price: 12 months of rent, at a 30-50 % discount
+    assert 300_000 <= sale.discount_ppm <= 500_000
+
+
+def test_a_labs_default_recovers_the_fixed_rate():
+    lab = Default(seq=0, period=0, entity=NAKED, cause=(), reason="out of cash", debt=1)
+    assert lab.recovery_ppm == 0  # the dataclass default: the economy sets it
+    found = False
+    for seed in range(20):
+        for r in _run(seed=seed)[0]:
+            if isinstance(r, Default) and r.entity == NAKED:
+                assert r.recovery_ppm == 400_000
+                found = True
+    assert found
+
+
+def test_the_best_capitalised_hyperscaler_buys_the_stranded_fleet():
+    for seed in range(5):
+        records, economy = _run(seed=seed)
+        s = economy.series()
+        for sale in (r for r in records if isinstance(r, CapacityAcquired)):
+            fcf = {
+                h.name: int(s[f"fcf:{h.name}"][sale.period]) for h in EconomyParams().hyperscalers
+            }
+            assert sale.buyer == max(fcf, key=fcf.get)
+            assert sale.gpus == next(
+                n.gpus for n in EconomyParams().neoclouds if n.name == sale.entity
+            )
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_equity_marks_fall_after_the_pull_back_and_the_default_with_their_causes(seed):
+    records, economy = _run(seed=seed)
+    s = economy.series()
+    threshold = EconomyParams().equity_fall_threshold
+    marked = {(r.entity, r.period): r for r in records if isinstance(r, EquityMarked)}
+    names = [n.name for n in EconomyParams().neoclouds]
+    names += [h.name for h in EconomyParams().hyperscalers]
+    expected = set()
+    for name in names:
+        mark = s[f"equity:{name}"]
+        for m in range(1, PERIODS):
+            if mark[m - 1] > 0 and mark[m] < mark[m - 1] * (1 - threshold):
+                expected.add((name, m))
+    assert set(marked) == expected
+    pulled = _first(records, CommitmentPulled, NAKED)
+    assert all(m >= pulled.period for _, m in marked)  # no fall before the cascade
+    default = _first(records, Default, CONCENTRATED)
+    wiped = marked[(CONCENTRATED, default.period)]
+    assert wiped.mark == 0 and wiped.fall_ppm == 1_000_000 and wiped.cause == (default.seq,)
+    oracle = marked[("Oracle", pulled.period)]
+    assert isinstance(records[oracle.cause[0]], BacklogImpaired)

@@ -27,6 +27,7 @@ from exchange import session
 from exchange.clock import Simulator
 from exchange.economy import (
     BacklogImpaired,
+    CapacityAcquired,
     CapacityReleased,
     CapexCut,
     CommitmentPulled,
@@ -34,9 +35,12 @@ from exchange.economy import (
     Default,
     Economy,
     EconomyParams,
+    EquityMarked,
     GuaranteeCalled,
+    RefinancingFailed,
     RoundFailed,
     RoundPriced,
+    SpreadGapped,
     SpreadInverted,
 )
 from exchange.engine import DAY_NS, Exchange
@@ -59,6 +63,10 @@ MAPPING = {
     Default: ("BorrowerDefaulted", "debt"),
     CapacityReleased: ("CapacityReleased", None),
     CapexCut: ("CapexCut", "capex"),
+    RefinancingFailed: ("RefinancingFailed", "due"),
+    SpreadGapped: ("SpreadGapped", None),
+    EquityMarked: ("EquityMarked", "mark"),
+    CapacityAcquired: ("CapacityAcquired", "price"),
 }
 ECONOMY_KINDS = {kind for kind, _ in MAPPING.values()}
 
@@ -170,6 +178,35 @@ def test_the_seeds_order_holds_in_the_log_round_failed_then_pull_back_then_breac
     assert failed < pulled < breach
 
 
+@pytest.mark.parametrize("seed", [None, 1, 2])
+def test_the_cascade_continues_in_the_log_loans_cannot_roll_spreads_gap_marks_fall_capacity_sold(
+    log, tmp_path, seed
+):
+    """Steps 4-6 in the log after the breach, each caused by the step before it in the chain:
+    the refinancing by the breach, the neocloud's gap and its auction by its default, the
+    hyperscalers' marks by their impairments; the defaulted fleet's buyer is a hyperscaler."""
+    events = _economy_events(log if seed is None else _run(tmp_path, seed))
+    by_seq = {e.seq: e for e in events}
+
+    def first(kind, entities=NEOCLOUDS):
+        return next(e for e in events if e.kind == kind and e.counterparty in entities)
+
+    breach = first(ev.COVENANT_BREACHED)
+    refi = first(ev.REFINANCING_FAILED)
+    gap = first(ev.SPREAD_GAPPED)
+    marked = next(e for e in events if e.kind == ev.EQUITY_MARKED)
+    sold = first(ev.CAPACITY_ACQUIRED)
+    assert breach.seq < refi.seq < gap.seq < marked.seq < sold.seq
+    assert refi.data["cause"] == [breach.seq] and refi.data["reason"] == "covenant breach"
+    default = by_seq[sold.data["cause"][0]]
+    assert default.kind == ev.BORROWER_DEFAULTED and default.counterparty == sold.counterparty
+    assert by_seq[gap.data["cause"][0]].kind == ev.BORROWER_DEFAULTED
+    assert sold.data["buyer"] in {h.name for h in EconomyParams().hyperscalers}
+    for e in events:
+        if e.kind == ev.EQUITY_MARKED and e.counterparty == "Oracle":
+            assert by_seq[e.data["cause"][0]].kind == ev.BACKLOG_IMPAIRED
+
+
 def test_the_same_seed_gives_the_same_log_and_another_seed_another_economy(log, tmp_path):
     again = _run(tmp_path, 7)
     with EventStore.open(log, mode="r") as a, EventStore.open(again, mode="r") as b:
@@ -278,6 +315,7 @@ def test_each_month_is_announced_once_before_its_records_with_the_models_series(
         else:  # a record: announced after its own month's EconomyMonth, before the next one
             assert e.data["period"] == current, (e.kind, e.seq)
     labs = [lab.name for lab in params.labs]
+    cds = [*labs, *(n.name for n in params.neoclouds)]
     for e in month_events:
         p = e.data["period"]
         expected = {
@@ -289,10 +327,29 @@ def test_each_month_is_announced_once_before_its_records_with_the_models_series(
             "capex_by": {h.name: int(series[f"capex:{h.name}"][p]) for h in params.hyperscalers},
             "spread": {n.name: int(series[f"spread:{n.name}"][p]) for n in params.neoclouds},
             "rental_price": int(series["rental_price"][p]),
+            "cds_spread_bps": {name: int(series[f"cds:{name}"][p]) for name in cds},
         }
         assert e.data == expected
-        for value in (e.data["capex"], e.data["rental_price"], *e.data["mark"].values()):
+        for value in (
+            e.data["capex"],
+            e.data["rental_price"],
+            *e.data["mark"].values(),
+            *e.data["cds_spread_bps"].values(),
+        ):
             assert type(value) is int
     # the glut and the default show in the series the log now holds
     assert month_events[-1].data["rental_price"] < month_events[0].data["rental_price"]
     assert min(e.data["spread"]["CoreWeave"] for e in month_events) < 0
+
+
+def test_the_reports_cascade_timeline_shows_steps_4_to_6(log):
+    """The refinancing failure, the gapped spreads, the fallen marks and the acquired fleet
+    each drawn on the timeline, one marker per event of the log."""
+    from exchange import report as rp
+
+    report = rp.build_report(log)
+    [timeline] = [c for c in report.charts if c.div_id == "chart-cascade-timeline"]
+    drawn = {t.name: len(t.x) for t in timeline.figure.data}
+    events = _economy_events(log)
+    for kind in (ev.REFINANCING_FAILED, ev.SPREAD_GAPPED, ev.EQUITY_MARKED, ev.CAPACITY_ACQUIRED):
+        assert drawn.get(kind) == sum(e.kind == kind for e in events) > 0, kind
