@@ -1,4 +1,4 @@
-"""The reference strategies (issue #6), by the names scenario files use.
+"""The reference strategies (issue #6; the CDS ones, issue #21), by the names scenario files use.
 
 Every strategy is a :class:`~clients.bot.Bot` built from keyword parameters validated by its
 ``Params`` model (unknown fields refused): ``MarketMaker(size=10)``, or from a scenario's
@@ -13,6 +13,9 @@ from pydantic import ValidationError
 
 from clients.bot import Bot
 from clients.strategies.base import Strategy, StrategyParams
+from clients.strategies.cds_basis import CdsBasisTrader
+from clients.strategies.cds_dealer import CdsDealer
+from clients.strategies.cds_protection_buyer import CdsProtectionBuyer
 from clients.strategies.gpu_owner import GpuOwner
 from clients.strategies.guarantor import Guarantor
 from clients.strategies.lender import Lender
@@ -30,6 +33,9 @@ STRATEGIES: dict[str, type[Bot]] = {
     "lender": Lender,
     "guarantor": Guarantor,
     "speculator": Speculator,
+    "cds_protection_buyer": CdsProtectionBuyer,
+    "cds_basis_trader": CdsBasisTrader,
+    "cds_dealer": CdsDealer,
 }
 
 
@@ -59,6 +65,9 @@ def make_bot(strategy: str, params: dict[str, Any] | None = None) -> Bot:
 
 __all__ = [
     "STRATEGIES",
+    "CdsBasisTrader",
+    "CdsDealer",
+    "CdsProtectionBuyer",
     "GpuOwner",
     "Guarantor",
     "Lender",

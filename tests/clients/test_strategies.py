@@ -13,6 +13,9 @@ from clients.latency import Latency
 from clients.runner import BotRunner
 from clients.strategies import (
     STRATEGIES,
+    CdsBasisTrader,
+    CdsDealer,
+    CdsProtectionBuyer,
     GpuOwner,
     Guarantor,
     Lender,
@@ -118,6 +121,9 @@ def test_registry_names_every_strategy_in_snake_case():
         "lender": Lender,
         "guarantor": Guarantor,
         "speculator": Speculator,
+        "cds_protection_buyer": CdsProtectionBuyer,
+        "cds_basis_trader": CdsBasisTrader,
+        "cds_dealer": CdsDealer,
     }
     assert expected == STRATEGIES
     for name, cls in STRATEGIES.items():
