@@ -51,6 +51,8 @@ from pydantic import (
 
 from clients.budget import DEFAULT_LINES
 from clients.latency import Latency
+from exchange.cds import CdsSpec
+from exchange.cds_market import action_count, schedule_cds
 from exchange.clock import Simulator
 from exchange.economy import EconomyParams
 from exchange.economy_schedule import check_calendar, schedule_economy, step_times
@@ -319,6 +321,12 @@ class MarketScenario(BaseModel):
         indices: published indices.
         perps: perpetual futures (``exchange.perp.PerpSpec`` fields).
         swaps: residual value swaps (``exchange.rvs.RvsSpec`` fields).
+        cds: credit default swap series (``exchange.cds.CdsSpec`` fields), listed on the
+            exchange (``exchange.cds_market``; docs/credit.md, "Listing CDS on the exchange"):
+            quoted by running spread, premiums on IMM dates, marked at every margin cycle's
+            instant (weekly without margin) from the book or the economy's implied spread,
+            settled on their reference entity's ``BorrowerDefaulted``. Left out of the stored
+            configuration when empty, so a file without them stores what it did before.
         accounts: participants.
         margin: margin cycle, cure period, IM grid and auction bidders (omit for no margin).
         insurance_fund: the insurance fund at the start, minor units.
@@ -345,6 +353,7 @@ class MarketScenario(BaseModel):
     indices: list[IndexEntry] = Field(default_factory=list)
     perps: list[PerpSpec] = Field(default_factory=list)
     swaps: list[RvsSpec] = Field(default_factory=list)
+    cds: list[CdsSpec] = Field(default_factory=list, max_length=64)
     accounts: list[AccountEntry] = Field(min_length=1)
     margin: MarginConfig | None = None
     insurance_fund: int = Field(default=0, ge=0, le=MAX_BALANCE)
@@ -360,6 +369,8 @@ class MarketScenario(BaseModel):
         data = handler(self)
         if self.economy is None:  # stored configurations from before the field stay identical
             data.pop("economy", None)
+        if not self.cds:  # likewise for CDS series
+            data.pop("cds", None)
         return data
 
     @model_validator(mode="before")
@@ -391,7 +402,7 @@ class MarketScenario(BaseModel):
                 underlying = spec.underlying if group == "perps" else spec.resale_index
                 if underlying not in indices:
                     raise ValueError(f"{group}.{i}: index {underlying!r} is not under indices")
-        _unique("instruments", [s.name for s in [*self.perps, *self.swaps]])
+        _unique("instruments", [s.name for s in [*self.perps, *self.swaps, *self.cds]])
         if self.margin is not None:
             for i, bidder in enumerate(self.margin.auction_bidders):
                 if bidder.account not in accounts:
@@ -418,7 +429,10 @@ class MarketScenario(BaseModel):
         for i, spec in enumerate(self.swaps):
             check_date(f"swaps.{i}.listed", spec.listed)
             check_date(f"swaps.{i}.maturity", spec.maturity)
-        for group in ("perps", "swaps"):
+        for i, spec in enumerate(self.cds):
+            check_date(f"cds.{i}.effective", spec.effective)
+            check_date(f"cds.{i}.maturity", spec.maturity)
+        for group in ("perps", "swaps", "cds"):
             for i, spec in enumerate(getattr(self, group)):
                 check_instrument(f"{group}.{i}", spec)
         end = self.end_ns
@@ -441,6 +455,10 @@ class MarketScenario(BaseModel):
             counts[f"swaps.{i}.premium_period_days (premiums)"] = (
                 spec.maturity - spec.listed
             ).days // spec.premium_period_days + 1
+        for i, spec in enumerate(self.cds):
+            counts[f"cds.{i} (premiums and marks)"] = action_count(
+                spec, self.start, end, None if self.margin is None else self.margin.interval_ns
+            )
         if self.margin is not None:
             counts["margin.interval_ns (margin cycles)"] = every_count(end, self.margin.interval_ns)
         if self.economy is not None:
@@ -462,7 +480,7 @@ class MarketScenario(BaseModel):
         """List the instruments; open, fund and enrol the accounts."""
         engine.epoch = self.start
         engine.margin = self.margin
-        for spec in [*self.perps, *self.swaps]:
+        for spec in [*self.perps, *self.swaps, *self.cds]:
             engine.list_instrument(spec)
         for account in self.accounts:
             engine.open_account(account.name, stp=account.stp)
@@ -475,11 +493,14 @@ class MarketScenario(BaseModel):
 
     def schedule_market(self, engine: Exchange, sim: Simulator, seed: int) -> None:
         """The economy's monthly steps (if any: first at an instant they share), then index
-        prints, marks, funding, premiums, maturities and margin cycles."""
+        prints, marks, funding, premiums, maturities and margin cycles, then the CDS series'
+        premium dates and marks (``exchange.cds_market.schedule_cds``)."""
+        glut = None
         if self.economy is not None:
-            schedule_economy(
+            feed = schedule_economy(
                 engine, sim, params=self.economy, start=self.start, end_ns=self.end_ns, seed=seed
             )
+            glut = feed.glut()  # the glut feeds the rental indices (docs/credit.md)
         schedule_market(
             engine,
             sim,
@@ -487,7 +508,9 @@ class MarketScenario(BaseModel):
             indices=[entry.build() for entry in self.indices],
             end_ns=self.end_ns,
             seed=seed,
+            glut=glut,
         )
+        schedule_cds(engine, sim, self.end_ns)
 
     def drive(self, engine: Exchange, sim: Simulator, seed: int, remote: Any = None) -> Any:
         """Attach every bot and start them. ``remote(entry)`` returns the driver of a bot

@@ -5,8 +5,8 @@ from an effective date to an IMM maturity. The protection **buyer** (a long posi
 running **coupon** on the notional every quarter (IMM dates, 20 Mar/Jun/Sep/Dec) while the entity
 survives, plus the coupon accrued since the last premium date if it defaults; the **seller**
 pays ``(1 - R)`` of the notional on default. A long position gains when spreads widen.
-The model and every formula are in ``docs/credit.md``; this module is the first step of issue
-#21 (no listing on the exchange yet).
+The model and every formula are in ``docs/credit.md``; the listing on the exchange (premiums,
+marks, margin, the credit event) is ``exchange.cds_market``.
 
 Units
 -----
@@ -42,7 +42,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from exchange.instruments import MINOR_PER_UNIT, PositiveDecimal
+from exchange.instruments import MAX_FEE_BPS, MIN_FEE_BPS, MINOR_PER_UNIT, PositiveDecimal
 from exchange.pricing import finite_real
 
 __all__ = [
@@ -445,6 +445,22 @@ class CdsSpec(BaseModel):
         effective: start of protection and of the first premium accrual.
         maturity: end of protection, an IMM date (20 Mar/Jun/Sep/Dec).
         tick_bps: mark and quote tick, basis points (decimal string).
+
+    Listed on the exchange (``exchange.cds_market``, docs/credit.md "Listing CDS on the
+    exchange") a series also has:
+
+    Attributes:
+        initial_spread_bps: the model's 5-year spread of the reference entity before the
+            economy announces one (``EconomyMonth``'s ``cds_spread_bps``), whole bps; None:
+            the coupon.
+        settlement: ``fixed`` (a credit event settles at ``recovery_ppm``) or ``auction`` (at
+            the ``recovery_ppm`` of the ``BorrowerDefaulted`` event: the auction of the
+            defaulter's GPUs; the spec's when the event has none).
+        margin_shocks_bps: the spread moves of the initial-margin grid, whole bps (the
+            shocked spread is floored at 0): the worst loss of a position over them is its IM.
+        min_price, max_price: the range of spreads the book accepts, ticks.
+        maker_fee_bps, taker_fee_bps: fees in bps of a fill's notional
+            (``price x qty x tick_value``: a year of premium at the traded spread).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -458,6 +474,15 @@ class CdsSpec(BaseModel):
     effective: date
     maturity: date
     tick_bps: PositiveDecimal = "1"
+    initial_spread_bps: int | None = Field(default=None, ge=0, le=100_000)
+    settlement: Literal["fixed", "auction"] = "fixed"
+    margin_shocks_bps: tuple[int, ...] = Field(
+        default=(-100, 100, 250), min_length=1, max_length=16
+    )
+    min_price: int = Field(default=1, ge=1)
+    max_price: int = Field(default=100_000, ge=1, le=1 << 53)
+    maker_fee_bps: int = Field(default=0, ge=MIN_FEE_BPS, le=MAX_FEE_BPS)
+    taker_fee_bps: int = Field(default=0, ge=MIN_FEE_BPS, le=MAX_FEE_BPS)
 
     @model_validator(mode="after")
     def _check(self) -> CdsSpec:
@@ -465,7 +490,37 @@ class CdsSpec(BaseModel):
             raise ValueError("maturity must be after the effective date")
         if not is_imm_date(self.maturity):
             raise ValueError(f"maturity {self.maturity} is not an IMM date (20 Mar/Jun/Sep/Dec)")
+        if self.min_price > self.max_price:
+            raise ValueError("min_price must be at most max_price")
+        if any(not -100_000 <= shock <= 100_000 for shock in self.margin_shocks_bps):
+            raise ValueError("margin_shocks_bps must each be within -100_000..100_000 bps")
         return self
+
+    def _tick_value(self) -> Decimal:
+        return Decimal(self.notional) * Decimal(self.tick_bps) / 10_000
+
+    @property
+    def tick_value(self) -> int:
+        """Minor units per spread tick per contract per **year** of premium (``notional x
+        tick_bps / 10_000``): 10_000 cents (100 USD) for 1 bp on 1m USD. A fill's notional
+        is ``price x qty x tick_value``, a year of premium at the traded spread.
+
+        Raises:
+            ValueError: not a whole number of minor units (such a series can be priced by the
+                model but not listed)."""
+        tick = self._tick_value()
+        if tick != tick.to_integral_value() or tick < 1:
+            raise ValueError(
+                f"{self.name}: tick value {tick} minor units (notional x tick_bps / 10_000) "
+                "is not a whole number of at least 1"
+            )
+        return int(tick)
+
+    @property
+    def start_spread_bps(self) -> int:
+        """The model's spread before the economy announces one, bps (the initial spread,
+        else the coupon)."""
+        return self.coupon_bps if self.initial_spread_bps is None else self.initial_spread_bps
 
     @property
     def coupon(self) -> float:

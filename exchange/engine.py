@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from exchange import bilateral
+from exchange import bilateral, cds_market
 from exchange import events as ev
 from exchange.commands import (
     MAX_BALANCE,
@@ -238,6 +238,10 @@ class Exchange:
         # fill opens them (state: in the hash once open)
         self.contracts: bilateral.Contracts | None = None
         self.posted: bilateral.Posted = {}
+        # listed CDS (exchange.cds_market): each reference entity's latest 5-year spread (bps)
+        # from the economy's EconomyMonth, for the model marks; engine-only, not state (a
+        # re-execution re-announces the months; the marks that use it are events)
+        self.cds_spread_bps: dict[str, int] = {}
 
     # ------------------------------------------------------------------ events and time
     def _emit(
@@ -339,6 +343,8 @@ class Exchange:
         listing = Listing(spec, book, limits=exposure_rates(spec))
         if spec.kind == "perp":
             listing.mark_model = MarkPrice(spec)
+        elif spec.kind == "cds":  # its own limits: a contract is worth at most its notional
+            listing.limits = ExposureRates(*cds_market.exposure_rates(spec))
         self.instruments[spec.name] = listing
         self._emit(
             ev.INSTRUMENT_LISTED,
@@ -866,6 +872,9 @@ class Exchange:
         mark and liquidated below it (``exchange.default.check_maintenance``)."""
         listing = self.instruments[name]
         spec = listing.spec
+        if spec.kind == "cds":  # no index: the book or the model (exchange.cds_market)
+            cds_market.mark(self, listing)
+            return
         index = self.indices.get(_underlying(spec))
         if index is None or listing.expired:
             return
@@ -1002,6 +1011,13 @@ class Exchange:
                 continue
             self._clear(ev.PREMIUM_PAID, name, account_name, amount)
 
+    def charge_cds_premium(self, name: str) -> None:
+        """A premium date of a CDS series (an IMM date): re-mark it, settle its variation
+        margin and collect the period's premium from each spread basis (``PremiumPaid``); on
+        its maturity, close it (``InstrumentExpired``). The rules: ``cds_market.charge_premium``
+        and docs/credit.md, "Listing CDS on the exchange"."""
+        cds_market.charge_premium(self, name)
+
     def expire(self, name: str) -> None:
         """Settle a swap series at maturity: cancel its resting orders, pay
         ``max(floor - index, 0)`` per GPU to the protection buyers (``SwapSettled``), close
@@ -1010,18 +1026,7 @@ class Exchange:
         spec = listing.spec
         if listing.expired:
             return
-        for order_id in [oid for oid, o in self.orders.items() if o.instrument == name]:
-            owner = self.orders.pop(order_id)
-            listing.book.cancel(order_id)
-            self.accounts[owner.account].open_lots[name][owner.side] -= listing.book.last_cancelled
-            self._emit(
-                ev.ORDER_CANCELLED,
-                instrument=name,
-                account=owner.account,
-                order_id=order_id,
-                qty=listing.book.last_cancelled,
-                data={"reason": "expired"},
-            )
+        self.cancel_book(name, "expired")
         index = self.indices[spec.resale_index]
         per_contract = payoff_per_contract(spec.floor, index, spec.payoff_tick_value)
         # settle against what variation margin already paid, so that over the life of a
@@ -1193,15 +1198,18 @@ class Exchange:
                 continue
             if self._closed_out(account, name):
                 continue
-            value = position_value(
-                listing.kind,
-                position,
-                listing.mark,
-                spec.tick_value,
-                listing.unit_value,
-                basis,
-                listing.periods_left,
-            )
+            if listing.kind == "cds":  # valued as a whole position (exchange.cds_market)
+                value = cds_market.value(self, listing, position, basis)
+            else:
+                value = position_value(
+                    listing.kind,
+                    position,
+                    listing.mark,
+                    spec.tick_value,
+                    listing.unit_value,
+                    basis,
+                    listing.periods_left,
+                )
             if value != settled:
                 due[account.name] = (value - settled, value)
         return due
@@ -1353,6 +1361,25 @@ class Exchange:
                 data={"reason": reason},
             )
 
+    def cancel_book(self, instrument: str, reason: str) -> None:
+        """Cancel every resting order in ``instrument`` (a series that expires, matures or
+        meets a credit event), in order id order, each an ``OrderCancelled`` with
+        ``data.reason``."""
+        listing = self.instruments[instrument]
+        for order_id in [oid for oid, o in self.orders.items() if o.instrument == instrument]:
+            owner = self.orders.pop(order_id)
+            listing.book.cancel(order_id)
+            lots = listing.book.last_cancelled
+            self.accounts[owner.account].open_lots[instrument][owner.side] -= lots
+            self._emit(
+                ev.ORDER_CANCELLED,
+                instrument=instrument,
+                account=owner.account,
+                order_id=order_id,
+                qty=lots,
+                data={"reason": reason},
+            )
+
     def fund_pool(self, pool: str, amount: int) -> None:
         """Bring external money into one of the exchange's pools (the insurance fund)."""
         self.pools[pool] += amount
@@ -1384,10 +1411,20 @@ class Exchange:
             counterparty: the economy's entity (a lab, neocloud or hyperscaler): not an account.
             data: the record's other fields, JSON with ints for numbers.
 
-        Changes no state of the exchange: these events are news (exchange/economy_schedule)."""
+        These events are news (exchange/economy_schedule), with two consequences for listed
+        CDS (``exchange.cds_market``, docs/credit.md "Listing CDS on the exchange"): an
+        ``EconomyMonth``'s ``cds_spread_bps`` (entity -> 5-year spread, bps) is kept, before
+        the event, for the model marks (engine-only: not in the canonical state, the marks
+        that use it are events); a ``BorrowerDefaulted`` is followed by the credit event of
+        every open series on its entity (counterparty): accrued premium, settlement, close."""
         if kind not in ev.ECONOMY_KINDS:
             raise ValueError(f"announce takes a credit economy kind, not {kind!r}")
-        return self._emit(kind, amount=amount, counterparty=counterparty, data=data)
+        if kind == ev.ECONOMY_MONTH:
+            cds_market.note_month(self, data)
+        event = self._emit(kind, amount=amount, counterparty=counterparty, data=data)
+        if kind == ev.BORROWER_DEFAULTED:
+            cds_market.credit_event(self, counterparty, data)
+        return event
 
     def _sorted_accounts(self) -> list[Account]:
         return [self.accounts[n] for n in sorted(self.accounts)]

@@ -21,6 +21,9 @@ store's indexed columns. Its rules are the engine's outcomes read backwards:
   record), ``Rehedged`` makes one with the dealer at the basis in ``price``; ``RecoveryPaid``
   takes what the defaulter's cash covers from it and the rest from outside (deposited);
   ``TerminationPaid`` moves cash from the account to the defaulter.
+* listed CDS (``exchange.cds_market``): a fill moves the spread basis as a swap's premium basis
+  (kind ``cds``); premiums (``PremiumPaid``) and the credit event's settlement
+  (``SwapSettled``) are clearing payments, and its ``InstrumentExpired`` closes the series.
 
 :meth:`Fold.state_hash` must equal the live engine's hash at the same event: that is the test
 of the whole design.
@@ -71,11 +74,11 @@ class Fold:
         self.deposited = 0
         self.withdrawn = 0
         self.last_price: dict[str, int | None] = {}
-        self.kind: dict[str, str] = {}  # instrument -> spot | perp | rvs
+        self.kind: dict[str, str] = {}  # instrument -> spot | perp | rvs | cds
         self.mark: dict[str, int | None] = {}
         self.funding_cum: dict[str, int] = {}
         self.expired: dict[str, bool] = {}
-        self.basis: dict[str, dict[str, int]] = {}  # account -> RVS premium basis
+        self.basis: dict[str, dict[str, int]] = {}  # account -> RVS premium / CDS spread basis
         self.indices: dict[str, int] = {}
         self.tick_value: dict[str, int] = {}
         self.unit_value: dict[str, int] = {}
@@ -360,7 +363,7 @@ class Fold:
             if change:
                 vm = self.vm_basis[name]
                 vm[instrument] = vm.get(instrument, 0) + sign * change
-            if self.kind[instrument] == "rvs":
+            if self.kind[instrument] in ("rvs", "cds"):  # a CDS's spread basis, as a swap's
                 basis = self.basis[name]
                 basis[instrument] = basis.get(instrument, 0) + sign * price * delta
 

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from exchange import cds_market
 from exchange.bilateral import CsaTerms, credit_extra
 from exchange.margin import (
     PPM,
@@ -152,6 +153,11 @@ class MarginConfig(BaseModel):
         * the **swaps** by the SPAN grid (``exchange.margin.initial_margin``), with the
           concentration and credit add-ons; ``MM = ceil(IM_swaps x maintenance_ppm)``.
 
+        A third rule adds the **listed CDS** (:func:`cds_margin`, docs/credit.md "Listing CDS
+        on the exchange"): each series' worst loss over its spread shocks, counted with the
+        perpetuals' tier margin (IM, and MM as ``ceil(IM x maintenance_ppm)``), in bilateral
+        sessions too (CDS always clear).
+
         ``IM = max(min_im, IM_swaps + sum of the perpetuals' tier IMs)``: the floor applies
         once, to the total; ``MM = max(MM_swaps + sum of the tier MMs, ceil(min_im x
         maintenance_ppm))``, so a swap-only account is margined exactly as before. The credit
@@ -175,6 +181,12 @@ class MarginConfig(BaseModel):
         )
         if not names:
             return {}
+        # listed CDS (exchange.cds_market), cleared in every session: each position's worst
+        # loss over its series' spread shocks, added like a perpetual's tier margin
+        cds_im = cds_margin(engine, names)
+        for a, im in cds_im.items():
+            perp_im[a] += im
+            perp_mm[a] += -(-im * self.params.maintenance_ppm // PPM)
         ratings = engine.ratings if ratings is None else ratings
         span_im = dict.fromkeys(names, 0)
         span_mm = dict.fromkeys(names, 0)
@@ -212,6 +224,8 @@ class MarginConfig(BaseModel):
         _names, swaps, span_names, perp_im, _perp_mm = self._measured(engine, accounts)
         if not span_names:
             return {}
+        for a, im in cds_margin(engine, span_names).items():  # as :meth:`requirements` counts
+            perp_im[a] += im
         book = self._swap_book(engine, swaps, span_names, perp_im, bilateral=self.bilateral)
         tiers = indicated_tiers(book, self.params).tolist()
         ratios = capital_ratios_ppm(book)
@@ -223,7 +237,7 @@ class MarginConfig(BaseModel):
         position, or a swap premium basis; by name), the swap listings, those of the accounts
         that hold swaps, and each account's perpetual tier IM and MM. Without ``with_swaps``
         (bilateral requirements) only perpetuals count."""
-        kinds = ("perp", "rvs") if with_swaps else ("perp",)
+        kinds = ("perp", "rvs", "cds") if with_swaps else ("perp", "cds")
         listings = [
             (name, li)
             for name, li in engine.instruments.items()
@@ -234,7 +248,8 @@ class MarginConfig(BaseModel):
         def holds(a: str, subset) -> bool:
             account = engine.accounts[a]
             return any(
-                account.positions.get(n, 0) or (li.kind == "rvs" and account.basis.get(n, 0))
+                account.positions.get(n, 0)
+                or (li.kind in ("rvs", "cds") and account.basis.get(n, 0))
                 for n, li in subset
             )
 
@@ -350,6 +365,9 @@ def equity(engine: Exchange, name: str) -> int:
         basis = account.basis.get(instrument, 0)
         if not (position or settled or basis) or engine._closed_out(account, instrument):
             continue
+        if listing.kind == "cds":  # valued as a whole position (exchange.cds_market)
+            total += cds_market.value(engine, listing, position, basis) - settled
+            continue
         value = position_value(
             listing.kind,
             position,
@@ -361,3 +379,32 @@ def equity(engine: Exchange, name: str) -> int:
         )
         total += value - settled
     return total
+
+
+def cds_margin(engine: Exchange, names: Sequence[str]) -> dict[str, int]:
+    """Initial margin of the listed CDS positions of ``names`` (minor units, by account; only
+    accounts with some): per series, the worst loss of the whole position (contracts and
+    spread basis) over the series' spread shocks (``CdsSpec.margin_shocks_bps``;
+    ``exchange.cds_market.initial_margin``), summed over series (no offset between
+    reference entities). A closed-out defaulter's leftover basis is not margined. No credit
+    add-on and no concentration add-on apply (they are the swap grid's)."""
+    out: dict[str, int] = {}
+    series = [
+        li
+        for li in engine.instruments.values()
+        if li.kind == "cds" and not li.expired and li.mark is not None
+    ]
+    if not series:
+        return out
+    for a in names:
+        account = engine.accounts[a]
+        total = 0
+        for listing in series:
+            name = listing.spec.name
+            position = account.positions.get(name, 0)
+            basis = account.basis.get(name, 0)
+            if (position or basis) and not engine._closed_out(account, name):
+                total += cds_market.initial_margin(engine, listing, position, basis)
+        if total:
+            out[a] = total
+    return out

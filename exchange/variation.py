@@ -68,6 +68,6 @@ def move_lots(listing: Any, receiver: Any, giver: Any, delta: int, price: int) -
         account.positions[instrument] = account.positions.get(instrument, 0) + sign * delta
         if change:
             account.vm_basis[instrument] = account.vm_basis.get(instrument, 0) + sign * change
-        if listing.kind == "rvs":
+        if listing.kind in ("rvs", "cds"):  # a swap's premium (a CDS's spread) basis
             account.basis[instrument] = account.basis.get(instrument, 0) + sign * price * delta
     return change

@@ -1,0 +1,544 @@
+"""Credit default swaps listed on the exchange: the integer side (issue #21).
+
+``exchange.cds`` is the pricing model (floats, no state); this module is what the engine does
+with a listed :class:`~exchange.cds.CdsSpec` series, in integers, through the engine's own
+ledger (every payment is one event between one account and the ``clearing`` pool, so the
+ledger balances after every event). docs/credit.md, "Listing CDS on the exchange", documents
+every rule; in short:
+
+- **Trading.** A series trades on its book by **running spread** in ticks of ``tick_bps``
+  (price = spread ticks, qty = contracts); a buy is bought protection (long). Like a residual
+  value swap's premium basis, each fill adds ``price x qty`` to the buyer's **spread basis**
+  and takes it from the seller's (``exchange.variation.move_lots``): bases sum to zero, and a
+  contract pays the spread it was traded at.
+- **Premiums** (:func:`charge_premium`, on each IMM premium date): an account with spread
+  basis ``B`` (ticks x contracts) owes ``B x tick_value x days / 360`` minor units for the
+  period's ``days`` (ACT/360; ``tick_value = notional x tick_bps / 10_000``, a year of premium
+  per tick per contract). Exact rationals, rounded **once per account and date** by
+  :func:`allocate` (floors, then the residual a minor unit each to the largest fractional
+  parts, ties by account name), so the amounts sum to exactly the rounded sum of the exact
+  ones: zero when the bases do.
+- **Marks** (:func:`mark`, at every margin cycle's instant, or weekly without margin): the
+  book's mid when the book is tight (the RVS rule, ``exchange.pricing.rvs_mark``), else the
+  model: the series' par spread on the flat hazard that reprices the reference entity's
+  5-year spread (``EconomyMonth``'s ``cds_spread_bps``, kept by the engine; before any, the
+  spec's ``start_spread_bps``).
+- **Value and variation margin** (:func:`position_value`): a position of ``n`` contracts with
+  spread basis ``B`` is worth ``n x notional x Prot(s) - B x tick_value x RPV01(s)`` at mark
+  ``s`` (the dirty legs of ``exchange.cds`` on the flat hazard of ``s``), rounded once for
+  the whole position: ``cds.position_value_at_spread`` when every contract was traded at the
+  coupon (``B = n x coupon``). Variation margin pays its change.
+- **Initial margin** (:func:`initial_margin`): the worst loss of the position's value over the
+  spec's spread shocks (``margin_shocks_bps``), per series, added to the account's other
+  margin (``exchange.margin_cycle``).
+- **Credit event** (:func:`credit_event`, when the engine announces a ``BorrowerDefaulted`` of
+  a series' reference entity): the book is cancelled, the premium accrued since the last
+  premium date is paid, each position settles at ``(1 - R) x notional`` per contract (net of
+  the variation margin it has received, as an RVS settles at maturity), and the series
+  closes (``InstrumentExpired``). A seller that cannot pay is left with negative cash, which
+  the next margin cycle calls and, past the cure period, defaults (``exchange.default``).
+
+Units: spreads in ticks of ``tick_bps`` basis points; money in minor units (cents); recovery
+in ppm; dates are the session's calendar (``Exchange.epoch``; the valuation date of an instant
+is the day it falls in). Floats exist only inside ``exchange.cds``'s model; they meet integers
+at :func:`position_value` (one rounding per position) and the model mark
+(``cds.spread_to_ticks``).
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import date, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+from exchange import events as ev
+from exchange.cds import (
+    CdsSpec,
+    HazardCurve,
+    _next_imm,
+    _round_half_even,
+    flat_hazard_from_spread,
+    par_spread,
+    protection_leg,
+    risky_annuity,
+    spread_to_ticks,
+    triangle_hazard,
+)
+from exchange.clock import MARKET, Simulator
+from exchange.pricing import rvs_mark
+
+if TYPE_CHECKING:
+    from exchange.engine import Exchange, Listing
+
+__all__ = [
+    "BOOK_MAX_SPREAD_TICKS",
+    "BOOK_MIN_DEPTH_LOTS",
+    "MARK_INTERVAL_NS",
+    "RATE",
+    "STANDARD_TENOR_YEARS",
+    "accrual_days",
+    "allocate",
+    "charge_premium",
+    "credit_event",
+    "exposure_rates",
+    "initial_margin",
+    "mark",
+    "model_ticks",
+    "note_month",
+    "position_value",
+    "premium_dues",
+    "schedule_cds",
+    "valuation_date",
+]
+
+DAY_NS = 86_400 * 10**9
+PPM = 1_000_000
+#: The model's flat risk-free rate, continuously compounded per year: a stated assumption (a
+#: round USD short rate for late 2025; docs/credit.md, "Parameters and their sources").
+RATE = 0.04
+#: The tenor of the economy's quoted spread: ``cds_spread_bps`` is a 5-year spread.
+STANDARD_TENOR_YEARS = 5
+#: The book is trusted for the mark as an RVS book is (``exchange.engine``'s constants): a
+#: spread of at most this many ticks, at least this many contracts on each best level.
+BOOK_MAX_SPREAD_TICKS = 5
+BOOK_MIN_DEPTH_LOTS = 10
+#: Marks of a session without margin: weekly (with margin: at every cycle's instant).
+MARK_INTERVAL_NS = 7 * DAY_NS
+
+
+# --------------------------------------------------------------------------------------------
+# dates and rounding
+
+
+def valuation_date(engine: Exchange, spec: CdsSpec) -> date:
+    """The model's valuation date at the engine's instant: the calendar day ``engine.t`` falls
+    in (``Exchange.epoch`` + whole days), never before the series' effective date."""
+    if engine.epoch is None:
+        raise ValueError("a CDS series needs a session calendar (Exchange.epoch)")
+    return max(engine.epoch + timedelta(days=engine.t // DAY_NS), spec.effective)
+
+
+def _last_premium_date(spec: CdsSpec, day: date) -> date:
+    """The last premium date on or before ``day`` (the effective date before the first)."""
+    last = spec.effective
+    for end in spec.premium_dates():
+        if end > day:
+            break
+        last = end
+    return last
+
+
+def accrual_days(spec: CdsSpec, day: date) -> int:
+    """Days of premium accrued at ``day`` since the last premium date before it (on a premium
+    date: the whole period that ends there; ACT: calendar days)."""
+    last = spec.effective
+    for end in spec.premium_dates():
+        if end >= day:
+            break
+        last = end
+    return (min(day, spec.maturity) - last).days
+
+
+def allocate(exact: dict[str, Fraction]) -> dict[str, int]:
+    """Round exact amounts (minor units, any sign) to integers **once each**, so that they sum
+    to the half-even rounding of their exact sum (zero when the exact amounts sum to zero):
+    each account gets the floor of its amount, then the residual goes a minor unit each to the
+    largest fractional parts (ties by account name). Every result is the floor or the ceiling
+    of its exact amount."""
+    floors = {name: amount.numerator // amount.denominator for name, amount in exact.items()}
+    target = _round_half_even(sum(exact.values(), Fraction(0)))
+    residual = target - sum(floors.values())  # 0 <= residual < len(exact)
+    order = sorted(exact, key=lambda n: (-(exact[n] - floors[n]), n))
+    for name in order[:residual]:
+        floors[name] += 1
+    return floors
+
+
+def premium_dues(spec: CdsSpec, bases: dict[str, int], days: int) -> dict[str, int]:
+    """What each account pays for ``days`` of premium (minor units, negative: it pays; a
+    short's negative basis receives): ``-basis x tick_value x days / 360``, through
+    :func:`allocate`. Accounts whose amount rounds to nothing are left out."""
+    exact = {
+        name: Fraction(-basis * spec.tick_value * days, 360)
+        for name, basis in sorted(bases.items())
+        if basis
+    }
+    return {name: amount for name, amount in allocate(exact).items() if amount}
+
+
+# --------------------------------------------------------------------------------------------
+# the model side, cached (a bisection a value: the same legs serve every account)
+
+
+def _flat_hazard(spread: float, recovery: float, periods: list) -> HazardCurve:
+    """``cds.flat_hazard_from_spread`` by the secant method from the credit triangle (about
+    six par spreads where the bisection takes fifty: a mark a week of a six-year session),
+    to 1e-13 relative; the bisection itself if the secant leaves the positive hazards or does
+    not converge. Deterministic (the same floats in the same order)."""
+    if spread <= 0.0:
+        return HazardCurve.flat(0.0)
+
+    def gap(h: float) -> float:
+        return par_spread(HazardCurve.flat(h), RATE, recovery, periods) - spread
+
+    h0 = triangle_hazard(spread, recovery)
+    h1 = h0 * 1.01
+    f0, f1 = gap(h0), gap(h1)
+    for _ in range(40):
+        if f1 == f0:
+            break
+        h2 = h1 - f1 * (h1 - h0) / (f1 - f0)
+        if not 0.0 < h2 < 1e6 or h2 != h2:
+            break
+        if abs(h2 - h1) <= 1e-13 * h2:
+            return HazardCurve.flat(h2)
+        h0, f0, h1, f1 = h1, f1, h2, gap(h2)
+    return flat_hazard_from_spread(spread, recovery, RATE, periods)
+
+
+@functools.lru_cache(maxsize=8192)
+def _legs(spec: CdsSpec, valuation: date, spread_ticks: int) -> tuple[float, float]:
+    """``(Prot, RPV01)`` per unit notional of ``spec`` at ``valuation`` on the flat hazard
+    that reprices ``spread_ticks`` over the series' own remaining schedule."""
+    periods = spec.periods(valuation)
+    spread = float(Fraction(Decimal(spec.tick_bps)) * spread_ticks / 10_000)
+    curve = _flat_hazard(spread, spec.recovery, periods)
+    protection = protection_leg(curve, RATE, spec.recovery, periods[-1][1])
+    return protection, risky_annuity(curve, RATE, periods)
+
+
+def position_value(
+    spec: CdsSpec, contracts: int, basis: int, spread_ticks: int, valuation: date
+) -> int:
+    """Mark-to-market of a position, minor units, rounded half to even **once** from the
+    exact value of ``contracts x notional x Prot - basis x tick_value x RPV01`` (``contracts``
+    > 0 bought protection; ``basis`` its spread basis, ticks x contracts; the legs at the flat
+    hazard of ``spread_ticks``). 0 from maturity on (nothing left to pay or protect)."""
+    if (not contracts and not basis) or valuation >= spec.maturity:
+        return 0
+    protection, annuity = _legs(spec, valuation, max(0, spread_ticks))
+    exact = Fraction(protection) * contracts * spec.notional - Fraction(annuity) * (
+        basis * spec.tick_value
+    )
+    return _round_half_even(exact)
+
+
+@functools.lru_cache(maxsize=4096)
+def _entity_hazard(spread_bps: int, recovery_ppm: int, valuation: date) -> float:
+    """The flat hazard (per year) that reprices a ``spread_bps`` 5-year spread on a standard
+    contract from ``valuation`` (quarterly IMM premiums to the IMM date on or after five
+    years on)."""
+    if spread_bps <= 0:
+        return 0.0
+    try:
+        end = valuation.replace(year=valuation.year + STANDARD_TENOR_YEARS)
+    except ValueError:  # 29 February
+        end = (valuation - timedelta(days=1)).replace(year=valuation.year + STANDARD_TENOR_YEARS)
+    maturity = _next_imm(end - timedelta(days=1))
+    standard = CdsSpec(
+        name="standard",
+        reference_entity="standard",
+        coupon_bps=0,
+        recovery_ppm=recovery_ppm,
+        effective=valuation,
+        maturity=maturity,
+    )
+    periods = standard.periods(valuation)
+    return _flat_hazard(spread_bps * 1e-4, recovery_ppm / PPM, periods).rates[0]
+
+
+def model_ticks(spec: CdsSpec, spread_bps: int, valuation: date) -> int:
+    """The model mark: the series' par spread (ticks of ``tick_bps``, rounded once) on the
+    flat hazard of the reference entity's 5-year spread ``spread_bps``."""
+    hazard = _entity_hazard(spread_bps, spec.recovery_ppm, valuation)
+    periods = spec.periods(valuation)
+    spread = par_spread(HazardCurve.flat(hazard), RATE, spec.recovery, periods)
+    return spread_to_ticks(spread, spec.tick_bps)
+
+
+# --------------------------------------------------------------------------------------------
+# the engine's side
+
+
+def exposure_rates(spec: CdsSpec) -> tuple[int, int, int, int]:
+    """``(position, basis, price, cash)`` of ``engine.ExposureRates`` for a series: a contract
+    is worth at most its notional (protection at zero recovery), a tick x contract of spread
+    basis at most its premiums to maturity (``tick_value`` a year, rounded up), the largest
+    price ``max_price``, and one contract ordered moves its account's cash by at most the
+    larger fee at that price."""
+    years = -(-(spec.maturity - spec.effective).days // 360) + 1
+    top = spec.max_price * spec.tick_value
+    fee_bps = max(abs(spec.maker_fee_bps), abs(spec.taker_fee_bps))
+    return spec.notional, spec.tick_value * years, spec.max_price, -(-top * fee_bps // 10_000)
+
+
+def note_month(engine: Exchange, data: dict[str, Any] | None) -> None:
+    """Keep the economy's implied 5-year spreads (``cds_spread_bps``: entity -> whole bps) of
+    an ``EconomyMonth``, the latest per entity, for the model marks. Engine-only (not in the
+    canonical state): a re-execution re-announces the month; the fold sees the marks."""
+    spreads = (data or {}).get("cds_spread_bps")
+    if not isinstance(spreads, dict):
+        return
+    kept = engine.cds_spread_bps
+    for entity, bps in sorted(spreads.items()):
+        if type(bps) is int and bps >= 0:
+            kept[entity] = bps
+
+
+def entity_spread_bps(engine: Exchange, spec: CdsSpec) -> int:
+    """The reference entity's 5-year spread the model uses now, bps."""
+    kept = engine.cds_spread_bps
+    return kept.get(spec.reference_entity, spec.start_spread_bps)
+
+
+def mark(engine: Exchange, listing: Listing) -> None:
+    """Mark a series (``MarkPrice``: price = the mark in ticks, amount = a contract's
+    protection leg at the mark in minor units, ``data`` source, model ticks and the entity's
+    spread): the book's mid if tight, else the model. Nothing from maturity on or once
+    closed."""
+    spec = listing.spec
+    day = valuation_date(engine, spec)
+    if listing.expired or day >= spec.maturity:
+        return
+    entity_bps = entity_spread_bps(engine, spec)
+    model = model_ticks(spec, entity_bps, day)
+    book = listing.book
+    bid_px, bid_qty = book.depth(0, 1)
+    ask_px, ask_qty = book.depth(1, 1)
+    ticks, source = rvs_mark(
+        float(model),  # already whole ticks: the tick of "1" keeps them exactly
+        "1",
+        int(bid_px[0]) if len(bid_px) else None,
+        int(ask_px[0]) if len(ask_px) else None,
+        BOOK_MAX_SPREAD_TICKS,
+        BOOK_MIN_DEPTH_LOTS,
+        int(bid_qty[0]) if len(bid_qty) else 0,
+        int(ask_qty[0]) if len(ask_qty) else 0,
+    )
+    protection, _annuity = _legs(spec, day, ticks)
+    listing.mark = ticks
+    listing.unit_value = _round_half_even(Fraction(protection) * spec.notional)
+    engine._emit(
+        ev.MARK_PRICE,
+        instrument=spec.name,
+        price=ticks,
+        amount=listing.unit_value,
+        data={"source": source, "model": model, "entity_spread_bps": entity_bps},
+    )
+
+
+def value(engine: Exchange, listing: Listing, position: int, basis: int) -> int:
+    """A position's value (minor units, :func:`position_value`) at the series' last mark and
+    the engine's valuation date: what variation margin settles to."""
+    spec = listing.spec
+    return position_value(spec, position, basis, listing.mark, valuation_date(engine, spec))
+
+
+def initial_margin(engine: Exchange, listing: Listing, position: int, basis: int) -> int:
+    """The worst loss (minor units, >= 0) of a position's value over the spec's spread shocks
+    (``margin_shocks_bps``, each turned into whole ticks half to even, the shocked spread
+    floored at 0), at the last mark and today's valuation date."""
+    spec = listing.spec
+    day = valuation_date(engine, spec)
+    if listing.mark is None or day >= spec.maturity or not (position or basis):
+        return 0
+    now = position_value(spec, position, basis, listing.mark, day)
+    tick = Fraction(Decimal(spec.tick_bps))
+    worst = 0
+    for shock in spec.margin_shocks_bps:
+        shocked = max(0, listing.mark + _round_half_even(Fraction(shock) / tick))
+        worst = max(worst, now - position_value(spec, position, basis, shocked, day))
+    return worst
+
+
+def _pay(
+    engine: Exchange,
+    kind: str,
+    name: str,
+    account_name: str,
+    amount: int,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Move ``amount`` between the clearing pool and an account (positive: to the account),
+    then announce it (``kind`` with the account's position)."""
+    account = engine.accounts[account_name]
+    account.cash += amount
+    engine.pools["clearing"] -= amount
+    engine._emit(
+        kind,
+        instrument=name,
+        account=account_name,
+        qty=account.positions.get(name, 0),
+        amount=amount,
+        data=data,
+    )
+
+
+def _participants(engine: Exchange, name: str) -> list:
+    """Accounts taking part in a series (sorted by name): not closed out after a default."""
+    return [a for a in engine._sorted_accounts() if not engine._closed_out(a, name)]
+
+
+def charge_premium(engine: Exchange, name: str) -> None:
+    """A premium date of a series (an IMM date, at its midnight): the series is re-marked
+    without the period that ends today (``MarkPrice``) and its variation margin settled on
+    that value, and each account with a spread basis pays the period's premium
+    (``PremiumPaid``, ``data.days``), all payers first so the clearing pool never lends. On
+    the maturity date the value is 0 (no mark), and the series then closes: its resting
+    orders are cancelled and its positions and bases dropped (``InstrumentExpired``)."""
+    listing = engine.instruments[name]
+    if listing.expired:
+        return
+    spec = listing.spec
+    day = valuation_date(engine, spec)
+    days = accrual_days(spec, day)
+    payments: list[tuple[int, str, int]] = []  # (amount, account, 0 = VM / 1 = premium)
+    values: dict[str, tuple[int, int]] = {}
+    if listing.mark is not None:
+        if day < spec.maturity:
+            engine.mark(name)
+        values = engine._variation_dues(name, listing)
+        payments += [(due, a, 0) for a, (due, _value) in values.items()]
+    bases = {a.name: a.basis.get(name, 0) for a in _participants(engine, name)}
+    payments += [(amount, a, 1) for a, amount in premium_dues(spec, bases, days).items()]
+    for amount, account_name, what in sorted(payments, key=lambda p: (p[0] > 0, p[1], p[2])):
+        if what == 0:
+            engine._pay_variation(name, listing, account_name, amount, values[account_name][1])
+        else:
+            _pay(engine, ev.PREMIUM_PAID, name, account_name, amount, {"days": days})
+    if day >= spec.maturity:
+        _close(engine, name, listing, "matured", {})
+
+
+def _close(
+    engine: Exchange, name: str, listing: Listing, reason: str, data: dict[str, Any]
+) -> None:
+    """Cancel the book, drop every position and basis, close the series
+    (``InstrumentExpired``, ``data.reason``)."""
+    engine.cancel_book(name, reason)
+    for account in engine.accounts.values():
+        account.positions.pop(name, None)
+        account.basis.pop(name, None)
+        account.vm_basis.pop(name, None)
+    listing.expired = True
+    engine._emit(ev.INSTRUMENT_EXPIRED, instrument=name, data={"reason": reason, **data})
+
+
+def recovery_ppm(spec: CdsSpec, data: dict[str, Any] | None) -> int:
+    """The recovery a credit event settles at, ppm: the event's ``recovery_ppm`` (the auction
+    of the defaulter's GPUs) when the spec settles by ``auction`` and the event carries a
+    whole number in ``0..10**6``; else the spec's fixed ``recovery_ppm``."""
+    if spec.settlement == "auction":
+        auctioned = (data or {}).get("recovery_ppm")
+        if type(auctioned) is int and 0 <= auctioned <= PPM:
+            return auctioned
+    return spec.recovery_ppm
+
+
+def credit_event(engine: Exchange, entity: str | None, data: dict[str, Any] | None) -> None:
+    """Settle every open series on ``entity`` (listing order) after its ``BorrowerDefaulted``:
+    :func:`_settle_default` each."""
+    if entity is None:
+        return
+    for name, listing in list(engine.instruments.items()):
+        spec = listing.spec
+        if listing.kind == "cds" and not listing.expired and spec.reference_entity == entity:
+            _settle_default(engine, name, listing, data)
+
+
+def _settle_default(
+    engine: Exchange, name: str, listing: Listing, data: dict[str, Any] | None
+) -> None:
+    """The credit-event steps of one series, each state change then its event:
+
+    1. the book is cancelled (``OrderCancelled``, reason ``credit event``);
+    2. the premium accrued from the last premium date to the default date
+       (``PremiumPaid``, ``data.days``, ``data.reason = "accrued"``), :func:`premium_dues`;
+    3. the settlement (``SwapSettled``, payers first): each position's protection
+       ``contracts x notional x (1 - R)`` (rounded by :func:`allocate`: the shorts pay what
+       the longs receive) less its VM basis (the value variation margin has already paid it),
+       ``price`` = ``R`` in ppm, ``data`` the protection and the VM basis;
+    4. the series closes (``InstrumentExpired``, reason ``credit event``)."""
+    spec = listing.spec
+    day = valuation_date(engine, spec)
+    engine.cancel_book(name, "credit event")
+    accrued = (min(day, spec.maturity) - _last_premium_date(spec, day)).days
+    participants = _participants(engine, name)
+    bases = {a.name: a.basis.get(name, 0) for a in participants}
+    dues = premium_dues(spec, bases, accrued) if accrued > 0 else {}
+    for account_name in sorted(dues, key=lambda n: (dues[n] > 0, n)):
+        _pay(
+            engine,
+            ev.PREMIUM_PAID,
+            name,
+            account_name,
+            dues[account_name],
+            {"days": accrued, "reason": "accrued"},
+        )
+    recovery = recovery_ppm(spec, data)
+    protection = allocate(
+        {
+            a.name: Fraction(a.positions.get(name, 0) * spec.notional * (PPM - recovery), PPM)
+            for a in participants
+            if a.positions.get(name, 0) or a.vm_basis.get(name, 0)
+        }
+    )
+    due = {a: protection[a] - engine.accounts[a].vm_basis.get(name, 0) for a in protection}
+    for account_name in sorted(due, key=lambda n: (due[n] > 0, n)):
+        account = engine.accounts[account_name]
+        # the VM basis stays until the close drops it with the position (as an RVS expiry)
+        settled = account.vm_basis.get(name, 0)
+        account.cash += due[account_name]
+        engine.pools["clearing"] -= due[account_name]
+        engine._emit(
+            ev.SWAP_SETTLED,
+            instrument=name,
+            account=account_name,
+            qty=account.positions.get(name, 0),
+            price=recovery,
+            amount=due[account_name],
+            data={"protection": protection[account_name], "vm_basis": settled},
+        )
+    _close(engine, name, listing, "credit event", {"recovery_ppm": recovery})
+
+
+def schedule_cds(engine: Exchange, sim: Simulator, end_ns: int) -> int:
+    """Schedule every listed series' premium dates (``Exchange.charge_cds_premium``) and
+    marks (at every margin cycle's instant, else every :data:`MARK_INTERVAL_NS`, from 0) in
+    ``0..end_ns`` at ``MARKET`` priority (so a cycle at the same instant sees the mark);
+    returns how many actions it scheduled. Call after the economy is scheduled: at an instant
+    both fall, the month's news comes first."""
+    series = [name for name, li in engine.instruments.items() if li.kind == "cds"]
+    if not series:
+        return 0
+    count = 0
+    for name in series:
+        for day in engine.instruments[name].spec.premium_dates():
+            t = engine.date_ns(day)
+            if 0 < t <= end_ns:
+                sim.schedule(t, engine.charge_cds_premium, name, priority=MARKET)
+                count += 1
+    interval = engine.margin.interval_ns if engine.margin is not None else MARK_INTERVAL_NS
+    t = 0
+    while t <= end_ns:
+        sim.schedule(t, _mark_all, engine, series, priority=MARKET)
+        count += 1
+        t += interval
+    return count
+
+
+def _mark_all(engine: Exchange, series: list[str]) -> None:
+    """Mark each series in ``series`` (listing order); a closed one is skipped by the mark."""
+    for name in series:
+        engine.mark(name)
+
+
+def action_count(spec: CdsSpec, start: date, end_ns: int, interval_ns: int | None) -> int:
+    """How many timed actions :func:`schedule_cds` implies for one series (premium dates in
+    the session; marks counted per series, an upper bound), for the scenario's limits."""
+    days = end_ns // DAY_NS
+    last = start + timedelta(days=days)
+    premiums = sum(1 for d in spec.premium_dates() if start < d <= last)
+    return premiums + end_ns // (interval_ns or MARK_INTERVAL_NS) + 1
