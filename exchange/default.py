@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 from exchange import events as ev
 from exchange.instruments import MINOR_PER_UNIT
-from exchange.margin_cycle import YEAR_NS, equity
+from exchange.margin_cycle import YEAR_NS, cds_margin, equity
 from exchange.perp import tier_margin
 from exchange.pricing import rvs_model_value
 from exchange.variation import move_lots
@@ -203,18 +203,18 @@ def check_maintenance(engine: Exchange, instrument: str) -> None:
 
 def _maintenance_at_most(engine: Exchange, account: Account) -> int:
     """An upper bound (minor units) on the account's maintenance margin
-    (``MarginConfig.requirements``), without the grid: exact for an account without swaps
-    (its perpetuals' tier MMs and the ``min_im`` floor); for swaps, the grid's margin bounded
-    by each leg's largest possible loss -- a protection buyer loses at most the protection's
-    value (its contract value at the last mark, ``Listing.unit_value``: a put loses value as
-    its term shortens, and the grid's value cannot fall below 0), a seller at most the put's
-    value in the grid's most adverse corner (the largest index fall with the largest
-    volatility rise: the put falls with the index and rises with volatility) -- with the
+    (``MarginConfig.requirements``), without the grid: exact for an account without swaps (its
+    perpetuals' tier MMs, its listed CDS's margin and the ``min_im`` floor); for swaps, the
+    grid's margin bounded by each leg's largest possible loss -- a protection buyer loses at
+    most the protection's value (its contract value at the last mark, ``Listing.unit_value``: a
+    put loses value as its term shortens, and the grid's value cannot fall below 0), a seller at
+    most the put's value in the grid's most adverse corner (the largest index fall with the
+    largest volatility rise: the put falls with the index and rises with volatility) -- with the
     largest concentration and credit add-ons and slack for the grid's float rounding (1 minor
-    unit and 10**-6 a leg, 1 minor unit overall; the grid's put agrees with the scalar one
-    used here to about 10**-15). Equity at or above it is at or above the exact maintenance
-    margin, so the per-mark check can skip the grid for such accounts: two scalar puts per
-    seller's swap instead of the grid."""
+    unit and 10**-6 a leg, 1 minor unit overall; the grid's put agrees with the scalar one used
+    here to about 10**-15). Equity at or above it is at or above the exact maintenance margin,
+    so the per-mark check can skip the grid for such accounts: two scalar puts per seller's swap
+    instead of the grid."""
     params = engine.margin.params
     perp_mm = 0
     loss = 0  # bound on the swaps' worst loss, minor units
@@ -231,6 +231,9 @@ def _maintenance_at_most(engine: Exchange, account: Account) -> int:
             else:
                 per_lot = _put_at_worst(engine, spec, params)
             loss += abs(lots) * (per_lot + 1 + per_lot // PPM)
+    # listed CDS: their margin exactly, as ``requirements`` adds it (no grid to spare there)
+    cds_im = cds_margin(engine, [account.name]).get(account.name, 0)
+    perp_mm += -(-cds_im * params.maintenance_ppm // PPM)
     floor_mm = -(-params.min_im * params.maintenance_ppm // PPM)
     if not loss:
         return max(floor_mm, perp_mm)

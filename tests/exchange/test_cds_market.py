@@ -255,6 +255,22 @@ def test_initial_margin_is_the_worst_loss_over_the_spread_shocks():
     assert im["a"] > im["b"] > 0
 
 
+def test_the_per_mark_check_s_bound_on_maintenance_margin_covers_listed_cds():
+    """``default._maintenance_at_most`` lets a perpetual's per-mark check skip the exact
+    margin for accounts whose equity is above it: it must be at least the exact maintenance
+    margin, CDS positions included (a short CDS's margin is its worst widening)."""
+    from exchange.default import _maintenance_at_most
+
+    m = Market(margin=True)
+    m.trade("a", "b", 500, 10)
+    m.engine.mark(NAME)
+    for name in ("a", "b"):
+        account = m.engine.accounts[name]
+        mm = m.engine.margin.requirements(m.engine, [name])[name][1]
+        assert mm > 0
+        assert _maintenance_at_most(m.engine, account) >= mm
+
+
 # ---------------------------------------------------------------------- the credit event
 def _defaulted(**data):
     m = Market(margin=True)
@@ -499,7 +515,8 @@ def test_a_scenario_naming_one_instrument_twice_is_refused():
 def test_the_built_in_settles_coreweave_s_cds_on_its_default_and_conserves_cash():
     """The built-in without its bots, two accounts trading CoreWeave's CDS at the start: the
     economy's CoreWeave defaults, its series settles (the seller pays the buyer (1 - R) x 10m
-    USD of protection at the auction's recovery R, net of variation margin) and closes; Oracle's does not; nothing leaks."""
+    USD of protection at the auction's recovery R, net of variation margin) and closes;
+    Oracle's does not; nothing leaks."""
     scenario = load("second-derivative", {"bots": []})
     events: list[ev.Event] = []
     engine = Exchange(events.append)
