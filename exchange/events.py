@@ -19,7 +19,8 @@ import orjson
 # --- event kinds --------------------------------------------------------------------------
 SESSION_STARTED = "SessionStarted"  # data: scenario, seed, config
 SESSION_ENDED = "SessionEnded"  # data: state_hash
-INSTRUMENT_LISTED = "InstrumentListed"  # instrument, side (the kind: spot|perp|rvs); data: spec
+INSTRUMENT_LISTED = "InstrumentListed"  # instrument, side (the kind: spot|perp|rvs|cds);
+#                                        data: spec
 ACCOUNT_OPENED = "AccountOpened"  # account
 COMMAND_RECEIVED = "CommandReceived"  # account; data: command (the validated command)
 COMMAND_REJECTED = "CommandRejected"  # account; data: reason, command (raw, maybe invalid)
@@ -38,9 +39,14 @@ MARK_PRICE = "MarkPrice"  # instrument, price (mark ticks); data: source, index 
 FUNDING_RATE = "FundingRate"  # instrument, price (mark), amount (cumulative funding index,
 #                              nano-minor units per lot); data: rate, premium (exact fractions)
 FUNDING_PAID = "FundingPaid"  # instrument, account, qty (position), amount (cash, - = paid)
-PREMIUM_PAID = "PremiumPaid"  # instrument, account, qty (position), amount (cash, - = paid)
-SWAP_SETTLED = "SwapSettled"  # instrument, account, qty, price (settlement index), amount
-INSTRUMENT_EXPIRED = "InstrumentExpired"  # instrument: positions and premium bases close
+PREMIUM_PAID = "PremiumPaid"  # instrument, account, qty (position), amount (cash, - = paid);
+#                              a CDS's: data: days (ACT/360 accrual), reason ("accrued" at
+#                              a credit event)
+SWAP_SETTLED = "SwapSettled"  # instrument, account, qty, price (settlement index; a CDS's:
+#                              the recovery, ppm), amount; a CDS's data: protection, vm_basis
+INSTRUMENT_EXPIRED = "InstrumentExpired"  # instrument: positions and premium bases close; a
+#                                          CDS's data: reason (matured, credit event),
+#                                          recovery_ppm
 VARIATION_MARGIN = "VariationMargin"  # instrument, account, qty (position), price (mark), amount
 MARGIN_REQUIREMENT = "MarginRequirement"  # account, amount (initial margin); data: mm, equity
 RATING_CHANGED = "RatingChanged"  # account, side (the new rating); data: from, to,
