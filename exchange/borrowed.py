@@ -498,8 +498,11 @@ def order_held(credit: dict) -> bool:
     the diversified one breaches only after it, if at all, and never defaults (it survives);
     then (steps 4-6) a neocloud's first ``RefinancingFailed`` or ``SpreadGapped`` (its loan
     cannot roll, its spread gaps) after that first breach, the first ``EquityMarked`` after
-    it, and the first ``CapacityAcquired`` after that. "Before" is log order (seq): a
-    pull-back and the breach it causes share a month, and so do the steps after it.
+    it, and the first ``CapacityAcquired`` after that. A neocloud's spread may gap earlier,
+    on its customer's failed round (the contagion of docs/credit.md): that gap is the market
+    seeing the trigger, not step 4, so step 4 counts only records after the first breach.
+    "Before" is log order (seq): a pull-back and the breach it causes share a month, and so do
+    the steps after it.
 
     The one definition: the sweep's records (``held``) and the tests use it."""
     trigger, pull = credit.get("trigger"), credit.get("first_pullback")
@@ -517,11 +520,12 @@ def order_held(credit: dict) -> bool:
         return False
     if diversified in (credit.get("first_default") or {}):
         return False
+    first = min(b["seq"] for b in breaches.values())
     step4 = [
         v["seq"]
         for key in ("first_refinancing_failed", "first_gap")
         for k, v in (credit.get(key) or {}).items()
-        if k in neos
+        if k in neos and v["seq"] > first
     ]
     marked, acquired = credit.get("first_equity_marked"), credit.get("first_acquired")
     if not step4 or marked is None or acquired is None:

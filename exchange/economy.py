@@ -22,8 +22,9 @@ earlier records it follows from (``cause``), plus per-period integer series. The
   the first cut is made only when the market rewards it, the others follow within a window);
 - **the cascade's steps 4-6**: GPU-backed loans that cannot roll (:class:`RefinancingFailed`:
   the lender's DSCR or collateral test, at a yearly maturity or at a breach), each borrower's
-  implied 5-year CDS spread from a reduced-form hazard on its state (series ``cds:<name>``,
-  :class:`SpreadGapped` when it jumps), a default's recovery (its fleet's auction value over
+  implied 5-year CDS spread from a reduced-form hazard on its state, a neocloud's adding its
+  customers' credit (:func:`neocloud_hazard`; series ``cds:<name>``, :class:`SpreadGapped`
+  when it jumps), a default's recovery (its fleet's auction value over
   its debt), the neoclouds' and hyperscalers' equity marks (:class:`EquityMarked` when one
   falls) and the stranded fleet bought by the best-capitalised hyperscaler
   (:class:`CapacityAcquired`).
@@ -92,6 +93,7 @@ __all__ = [
     "RoundPriced",
     "SpreadGapped",
     "SpreadInverted",
+    "neocloud_hazard",
 ]
 
 #: Parts per million in one.
@@ -591,10 +593,31 @@ class EconomyParams(_Frozen):
         default=18.0, gt=0.0, le=240.0, description="runway months lost multiplying it by e"
     )
     cds_failed_round_mult: float = Field(
-        default=2.0,
+        default=2.5,
         ge=1.0,
         le=100.0,
-        description="hazard multiple for retry_months after a failed round; assumption",
+        description=(
+            "hazard multiple for retry_months after a failed round; assumption: the built-in's"
+            " CoreWeave then widens ~280 bps to the seed's 640-700"
+        ),
+    )
+    cds_contagion_beta: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=100.0,
+        description=(
+            "a neocloud's chance of failing with a lab, per unit share of its contracted book"
+            " the lab owes (capped at 1); assumption: the share itself"
+        ),
+    )
+    cds_contagion_floor: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=10.0,
+        description=(
+            "lab hazard /yr a neocloud's own level already prices (the lab's at"
+            " cds_lab_runway); only the excess passes through; assumption"
+        ),
     )
     cds_max_hazard: float = Field(
         default=1.0,
@@ -899,6 +922,31 @@ def _annuity(principal: int, rate: float, months: int) -> int:
     return _cents(principal * r / (1.0 - (1.0 + r) ** -months))
 
 
+def neocloud_hazard(
+    own: float,
+    exposures: list[tuple[float, float]],
+    beta: float,
+    floor: float,
+    cap: float,
+) -> float:
+    """A neocloud's default hazard, per year: its own (from its DSCR) plus its customers'
+    credit (contagion), capped at ``cap``:
+
+        h = min(cap, own + sum over exposures of min(1, beta x share) x max(0, h_lab - floor))
+
+    ``exposures``: ``(share, h_lab)`` per lab, ``share`` the fraction (0..1) of the
+    neocloud's contracted book (monthly contract revenue) the lab owes unguaranteed, ``h_lab``
+    the lab's hazard per year. ``min(1, beta x share)`` is the chance the neocloud fails
+    with the lab; ``floor`` (per year) the lab hazard its own level already prices, so a lab at
+    or below it passes nothing through."""
+    return min(cap, own + sum(_contagion(share, h, beta, floor) for share, h in exposures))
+
+
+def _contagion(share: float, h_lab: float, beta: float, floor: float) -> float:
+    """One lab's term of :func:`neocloud_hazard`, per year."""
+    return min(1.0, beta * share) * max(0.0, h_lab - floor)
+
+
 class Economy:
     """The economy, stepped one month at a time.
 
@@ -957,6 +1005,9 @@ class Economy:
         self._month_latest: dict[str, int] = {}
         self._auctions: list[tuple[_Neo, int, int, int]] = []
         self._cds_prev: dict[str, int] = {}
+        # each neocloud's contagion hazard from each lab last month (per year), to name the lab
+        # whose credit widened it
+        self._contagion_prev: dict[tuple[str, str], float] = {}
         self._equity_prev: dict[str, int] = {}
         self._ocf = 0.0
         self._fcf: list[int] = [0] * len(self._hypers)
@@ -1492,10 +1543,16 @@ class Economy:
     def _step_spreads(self) -> None:
         """Step 4: each borrower's implied 5-year CDS spread (series ``cds:<name>``, bps) from
         a reduced-form hazard on its state, by the credit triangle ``s = h (1 - R)``; a
-        ``SpreadGapped`` when it widens by more than ``spread_gap_bps`` in the month."""
+        ``SpreadGapped`` when it widens by more than ``spread_gap_bps`` in the month.
+
+        A lab's hazard follows its runway (x ``cds_failed_round_mult`` after a failed round);
+        a neocloud's is its own, from its DSCR, plus its customers' credit
+        (:func:`neocloud_hazard`): the labs' hazards above ``cds_contagion_floor``, each
+        weighted by the share of the neocloud's contracted book the lab owes."""
         p = self.params
         loss = 1.0 - p.cds_recovery
         hazards: list[tuple[str, float]] = []
+        lab_h: dict[str, float] = {}
         for lab in self._labs:
             if lab.defaulted:
                 h = p.cds_max_hazard
@@ -1507,29 +1564,63 @@ class Economy:
                 if failed is not None and self.period - failed < p.retry_months:
                     h = min(p.cds_max_hazard, h * p.cds_failed_round_mult)
             hazards.append((lab.p.name, h))
+            lab_h[lab.p.name] = h
+        # a neocloud's gap with nothing of its own this month follows from the lab whose
+        # credit widened it most this month (that lab's record this month, its failed round)
+        widened_by: dict[str, str] = {}
         for neo in self._neos:
+            name = neo.p.name
             if neo.defaulted:
                 h = p.cds_max_hazard
             else:
                 # no debt service left: as safe as the floor of the rule allows
                 dscr = neo.dscr if neo.debt > 0 and neo.payment > 0 else 10.0
-                h = self._hazard((p.cds_neo_dscr - dscr) / p.cds_neo_width, p.cds_neo_hazard)
-            hazards.append((neo.p.name, h))
+                own = self._hazard((p.cds_neo_dscr - dscr) / p.cds_neo_width, p.cds_neo_hazard)
+                exposures = self._exposures(neo, lab_h)
+                h = neocloud_hazard(
+                    own, exposures, p.cds_contagion_beta, p.cds_contagion_floor, p.cds_max_hazard
+                )
+                best = 0.0
+                for lab, (share, h_lab) in zip(self._labs, exposures, strict=True):
+                    term = _contagion(share, h_lab, p.cds_contagion_beta, p.cds_contagion_floor)
+                    rise = term - self._contagion_prev.get((name, lab.p.name), 0.0)
+                    self._contagion_prev[(name, lab.p.name)] = term
+                    if rise > best:
+                        best, widened_by[name] = rise, lab.p.name
+            hazards.append((name, h))
         for name, h in hazards:
             bps = _int(h * loss * 10_000)
             self._put(f"cds:{name}", bps)
             prev = self._cds_prev.get(name)
             self._cds_prev[name] = bps
             if prev is not None and bps - prev > p.spread_gap_bps:
+                cause = self._cause_of(name)
+                lab = widened_by.get(name)
+                if name not in self._month_latest and lab in self._month_latest:
+                    cause = (self._month_latest[lab],)
                 self._emit(
                     SpreadGapped,
                     name,
-                    self._cause_of(name),
+                    cause,
                     spread_bps=bps,
                     previous_bps=prev,
                     change_bps=bps - prev,
                     hazard_ppm=_ppm(h),
                 )
+
+    def _exposures(self, neo: _Neo, lab_h: dict[str, float]) -> list[tuple[float, float]]:
+        """``(share, hazard)`` per lab, in the labs' order: the share (0..1) of ``neo``'s
+        contracted book (its leases' monthly contract revenue, re-leases included) the lab owes
+        unguaranteed, and the lab's hazard per year. A wrapped lab's share is 0 (its lease
+        guarantor stands behind the leases: they are never pulled back), and so is a defaulted
+        lab's (it has pulled everything back: the loss is in the neocloud's DSCR)."""
+        book = sum(lease.gpus * lease.price for lease in neo.leases)
+        out = []
+        for lab in self._labs:
+            owed = sum(x.gpus * x.price for x in neo.leases if x.tenant == lab.p.name)
+            exposed = book > 0 and not lab.p.wrapped and not lab.defaulted
+            out.append((owed / book if exposed else 0.0, lab_h[lab.p.name]))
+        return out
 
     def _step_equity(self) -> None:
         """Step 5: the neoclouds' and hyperscalers' equity marks (series ``equity:<name>``,

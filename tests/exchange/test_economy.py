@@ -33,10 +33,13 @@ from exchange.economy import (
     RoundPriced,
     SpreadGapped,
 )
+from exchange.economy_schedule import economy_seed
 
 PERIODS = 72  # January 2024 to December 2029
 NAKED, WRAPPED = "OpenAI", "Anthropic"
 CONCENTRATED, DIVERSIFIED = "CoreWeave", "Diversified neocloud"
+#: The economy's seed in the built-in second-derivative (session seed 7).
+BUILTIN = economy_seed(7)
 
 
 def _params(accel: float | None = None, **kw) -> EconomyParams:
@@ -234,14 +237,34 @@ def test_the_seed_order_holds_on_at_least_95_of_100_seeds():
 
 def _cascade_order_holds(records) -> bool:
     """Steps 1-6 in the seed's order (each step's first record, by seq): the round fails, the
-    naked lab pulls back, a neocloud breaches, a neocloud's loan cannot roll or its spread gaps,
-    an equity mark falls, a defaulted fleet is bought; the first three as the seed's order."""
+    naked lab pulls back, a neocloud breaches, a neocloud's loan cannot roll or its spread gaps
+    (the credit freeze: the first such record after that breach), an equity mark falls, a
+    defaulted fleet is bought; the first three as the seed's order. A neocloud's spread may gap
+    before the breach only on its customer's credit (contagion: the seed's CoreWeave widening
+    before anything defaulted), caused by a lab's failed round or gap; no loan fails before."""
     neos = (CONCENTRATED, DIVERSIFIED)
+    labs = (NAKED, WRAPPED)
+    breach = _first([r for r in records if r.entity in neos], (CovenantBreached, Default))
+    if breach is None:
+        return False
+    for r in records[: breach.seq]:
+        if r.entity not in neos or not isinstance(r, (RefinancingFailed, SpreadGapped)):
+            continue
+        cause = records[r.cause[0]] if r.cause else None
+        if not (
+            isinstance(r, SpreadGapped)
+            and isinstance(cause, (RoundFailed, SpreadGapped))
+            and cause.entity in labs
+        ):
+            return False
     steps = [
         _first(records, RoundFailed, NAKED),
         _first(records, CommitmentPulled, NAKED),
-        _first([r for r in records if r.entity in neos], (CovenantBreached, Default)),
-        _first([r for r in records if r.entity in neos], (RefinancingFailed, SpreadGapped)),
+        breach,
+        _first(
+            [r for r in records if r.entity in neos and r.seq > breach.seq],
+            (RefinancingFailed, SpreadGapped),
+        ),
         _first(records, EquityMarked),
         _first(records, CapacityAcquired),
     ]
@@ -528,7 +551,9 @@ def test_a_spread_gapped_record_is_every_monthly_widening_past_the_threshold_and
 
 
 def test_the_naked_labs_spread_gaps_when_its_round_fails():
-    for seed in range(5):
+    # on seed 7 the failed round's partial raise lengthens the runway, so only the failed-round
+    # multiple widens the spread
+    for seed in range(10):
         records, economy = _run(seed=seed)
         failed = _first(records, RoundFailed, NAKED)
         cds = economy.series()[f"cds:{NAKED}"]
@@ -536,6 +561,120 @@ def test_the_naked_labs_spread_gaps_when_its_round_fails():
         gap = _first(records, SpreadGapped, NAKED)
         if gap is not None and gap.period == failed.period:
             assert gap.cause == (failed.seq,)
+
+
+# ------------------------------------------------------------------------------ contagion
+# A neocloud's hazard adds its customers' credit: h = h_own(DSCR) + sum over labs of
+# min(1, beta x share of its contracted book the lab owes) x max(0, h_lab - floor).
+
+
+def _widening(cds, failed, default) -> int:
+    """How far a spread rose in the months from the failed round to before the default, over
+    its level the month before the failed round (bps; <= 0: it did not widen)."""
+    return int(max(cds[failed.period : default.period])) - int(cds[failed.period - 1])
+
+
+def _trigger_and_default(records):
+    return _first(records, RoundFailed, NAKED), _first(records, Default, CONCENTRATED)
+
+
+def test_the_concentrated_neoclouds_spread_widens_after_the_failed_round_before_its_default():
+    widened = []
+    for seed in range(100):
+        records, economy = _run(seed=seed)
+        failed, default = _trigger_and_default(records)
+        if failed is None or default is None or default.period <= failed.period:
+            continue
+        if _widening(economy.series()[f"cds:{CONCENTRATED}"], failed, default) > 0:
+            widened.append(seed)
+    assert len(widened) >= 95, f"widened on {len(widened)} seeds"
+
+
+def test_on_the_builtin_seed_coreweave_gaps_on_the_labs_failed_round_to_the_seeds_level():
+    """The built-in second-derivative's economy (session seed 7): the seed's CoreWeave widened
+    about 280 bps in two months to 640-700 before anything defaulted; the model's gaps on the
+    lab's failed round, the month before its own default, caused by that round."""
+    records, economy = _run(seed=BUILTIN)
+    failed, default = _trigger_and_default(records)
+    cds = economy.series()[f"cds:{CONCENTRATED}"]
+    gaps = [r for r in records if isinstance(r, SpreadGapped) and r.entity == CONCENTRATED]
+    early = [g for g in gaps if g.seq < default.seq]
+    assert early and all(g.cause == (failed.seq,) for g in early)
+    before = int(min(cds[failed.period - 6 : failed.period]))
+    top = int(max(cds[failed.period : default.period]))
+    assert 200 <= top - before <= 400 and 600 <= top <= 750
+
+
+def test_the_diversified_neoclouds_widening_is_smaller_than_the_concentrated_ones():
+    for seed in range(20):
+        records, economy = _run(seed=seed)
+        failed, default = _trigger_and_default(records)
+        s = economy.series()
+        conc = _widening(s[f"cds:{CONCENTRATED}"], failed, default)
+        div = _widening(s[f"cds:{DIVERSIFIED}"], failed, default)
+        assert conc > 0 and div < conc / 3, (seed, conc, div)
+
+
+def _expected_neo_spreads(records, economy):
+    """CoreWeave's spread by hand, each month before its default: its own hazard from its DSCR
+    (the spread series and the level debt service) and the naked lab's from its runway (the
+    cash and burn series) and failed rounds, before any pull-back (its book 2/3 the lab's).
+    Returns [(month, expected bps, own-rule bps, lab hazard)]."""
+    p = EconomyParams()
+    s = economy.series()
+    service = _first(records, CovenantBreached, CONCENTRATED).debt_service
+    fails = [r.period for r in records if isinstance(r, RoundFailed) and r.entity == NAKED]
+    pulled = _first(records, CommitmentPulled, NAKED)
+    out = []
+    for m in range(pulled.period):
+        dscr = (int(s[f"spread:{CONCENTRATED}"][m]) + service) / service
+        own = p.cds_neo_hazard * np.exp((p.cds_neo_dscr - dscr) / p.cds_neo_width)
+        runway = max(0, int(s[f"cash:{NAKED}"][m])) / int(s[f"burn:{NAKED}"][m])
+        lab = p.cds_lab_hazard * np.exp((p.cds_lab_runway - min(runway, 240)) / p.cds_lab_width)
+        if any(0 <= m - f < p.retry_months for f in fails):
+            lab *= p.cds_failed_round_mult
+        lab = min(lab, p.cds_max_hazard)
+        term = min(1.0, p.cds_contagion_beta * 2 / 3) * max(0.0, lab - p.cds_contagion_floor)
+        loss = (1 - p.cds_recovery) * 10_000
+        out.append((m, round((own + term) * loss), round(own * loss), lab))
+    return out
+
+
+def test_the_contagion_term_is_zero_when_the_labs_hazard_is_at_its_floor():
+    """Months the naked lab's hazard is at or under the floor, CoreWeave quotes its own-DSCR
+    rule exactly; months it is above, wider."""
+    records, economy = _run(seed=BUILTIN)
+    cds = economy.series()[f"cds:{CONCENTRATED}"]
+    floor = EconomyParams().cds_contagion_floor
+    at_floor = above = 0
+    for m, _, own_bps, lab in _expected_neo_spreads(records, economy):
+        if lab <= floor:
+            assert cds[m] == own_bps, m
+            at_floor += 1
+        else:
+            assert cds[m] > own_bps, m
+            above += 1
+    assert at_floor and above
+
+
+def test_the_neocloud_hazard_matches_hand_computed_values():
+    from exchange.economy import neocloud_hazard
+
+    # own 6 %, the lab 2/3 of the book at 15 %, 10 % over the 5 % floor (beta 1: weight 2/3);
+    # a lab owing nothing passes nothing
+    h = neocloud_hazard(0.06, [(2 / 3, 0.15), (0.0, 0.5)], 1.0, 0.05, 1.0)
+    assert h == pytest.approx(0.06 + 0.10 * 2 / 3)
+    # beta 1.5: a book two-thirds one lab fails with it (the weight capped at 1)
+    assert neocloud_hazard(0.06, [(2 / 3, 0.15)], 1.5, 0.05, 1.0) == pytest.approx(0.16)
+    # a tenth of the book: weight 0.1 of the lab's 10 % excess; a lab under the floor: nothing
+    h = neocloud_hazard(0.04, [(0.1, 0.15), (0.1, 0.03)], 1.0, 0.05, 1.0)
+    assert h == pytest.approx(0.05)
+    assert neocloud_hazard(0.9, [(1.0, 0.9)], 1.0, 0.05, 1.0) == 1.0  # capped
+    # in the economy: CoreWeave's spread every month before the pull-back, by hand
+    records, economy = _run(seed=BUILTIN)
+    cds = economy.series()[f"cds:{CONCENTRATED}"]
+    for m, expected, _, _ in _expected_neo_spreads(records, economy):
+        assert cds[m] == expected, m
 
 
 def test_a_defaulted_neoclouds_recovery_is_its_fleets_auction_value_over_its_debt():
