@@ -628,16 +628,7 @@ class Exchange:
                 self._fee(taker, name, order_id, fee(notional, spec.taker_fee_bps), "taker")
                 self._fee(maker, name, maker_id, fee(notional, spec.maker_fee_bps), "maker")
         for maker_id, _idx, qty, _m in book.stp_cancels.tolist():
-            owner = self.orders.pop(maker_id)
-            self.accounts[owner.account].open_lots[name][owner.side] -= qty
-            self._emit(
-                ev.ORDER_CANCELLED,
-                instrument=name,
-                account=owner.account,
-                order_id=maker_id,
-                qty=qty,
-                data={"reason": "stp"},
-            )
+            self._forget_cancelled(maker_id, qty, "stp")
         if book.last_resting:
             self.orders[order_id] = LiveOrder(taker.name, name, side, price)
             lots = taker.open_lots.get(name)
@@ -716,18 +707,9 @@ class Exchange:
     def _cancel(self, account: Account, cmd: Cancel) -> Result:
         order = self._own_order(account, cmd.order_id)
         self._received(cmd)
-        listing = self.instruments[order.instrument]
-        listing.book.cancel(cmd.order_id)
-        del self.orders[cmd.order_id]
-        account.open_lots[order.instrument][order.side] -= listing.book.last_cancelled
-        self._emit(
-            ev.ORDER_CANCELLED,
-            instrument=order.instrument,
-            account=account.name,
-            order_id=cmd.order_id,
-            qty=listing.book.last_cancelled,
-            data={"reason": "user"},
-        )
+        book = self.instruments[order.instrument].book
+        book.cancel(cmd.order_id)
+        self._forget_cancelled(cmd.order_id, book.last_cancelled, "user")
         return Result(True, cmd.order_id)
 
     def _cancel_all_command(self, account: Account, cmd: CancelAll) -> Result:
@@ -1348,37 +1330,32 @@ class Exchange:
             for oid, o in self.orders.items()
             if o.account == name and instrument in (None, o.instrument)
         ]:
-            order = self.orders.pop(order_id)
-            book = self.instruments[order.instrument].book
+            book = self.instruments[self.orders[order_id].instrument].book
             book.cancel(order_id)
-            self.accounts[name].open_lots[order.instrument][order.side] -= book.last_cancelled
-            self._emit(
-                ev.ORDER_CANCELLED,
-                instrument=order.instrument,
-                account=name,
-                order_id=order_id,
-                qty=book.last_cancelled,
-                data={"reason": reason},
-            )
+            self._forget_cancelled(order_id, book.last_cancelled, reason)
 
     def cancel_book(self, instrument: str, reason: str) -> None:
         """Cancel every resting order in ``instrument`` (a series that expires, matures or
         meets a credit event), in order id order, each an ``OrderCancelled`` with
         ``data.reason``."""
-        listing = self.instruments[instrument]
+        book = self.instruments[instrument].book
         for order_id in [oid for oid, o in self.orders.items() if o.instrument == instrument]:
-            owner = self.orders.pop(order_id)
-            listing.book.cancel(order_id)
-            lots = listing.book.last_cancelled
-            self.accounts[owner.account].open_lots[instrument][owner.side] -= lots
-            self._emit(
-                ev.ORDER_CANCELLED,
-                instrument=instrument,
-                account=owner.account,
-                order_id=order_id,
-                qty=lots,
-                data={"reason": reason},
-            )
+            book.cancel(order_id)
+            self._forget_cancelled(order_id, book.last_cancelled, reason)
+
+    def _forget_cancelled(self, order_id: int, qty: int, reason: str) -> None:
+        """An order the book has just cancelled (``qty`` lots left on it): drop the engine's
+        record and its open lots, then announce it (``OrderCancelled`` with ``data.reason``)."""
+        owner = self.orders.pop(order_id)
+        self.accounts[owner.account].open_lots[owner.instrument][owner.side] -= qty
+        self._emit(
+            ev.ORDER_CANCELLED,
+            instrument=owner.instrument,
+            account=owner.account,
+            order_id=order_id,
+            qty=qty,
+            data={"reason": reason},
+        )
 
     def fund_pool(self, pool: str, amount: int) -> None:
         """Bring external money into one of the exchange's pools (the insurance fund)."""
