@@ -11,19 +11,37 @@ for step.
 
 **Validation at the edge, exact.** A raw command takes the fast path only when this file can
 prove that the reference would accept it -- that ``parse_command(jsonable(raw))`` gives a model
-with the same values (a ``dict`` whose keys are all fields of its type, required ones present;
+with the same values (a ``dict`` whose keys, each an exact ``str``, are all fields of its
+type, required ones present;
 ints of exact type ``int`` within the models' bounds, never a bool; names of type ``str``, 1 to
 64 ASCII characters; ``post_only`` a bool; the literals) -- and that every engine check would
-pass (account known, not defaulted; for a submit, not under a call either; instrument listed
-and not expired; price in range; own order; the limits; the cash bounds). Anything not proven
--- including every rejection, a swap under bilateral clearing, a deposit of an account under a
-call, a value past the bounds this file computes in -- goes to the reference,
-``Exchange.handle(engine, raw)``, unchanged: every check of the reference runs before a
-command's first event, so a command the fast path declines has changed nothing, and the
-reference gives its exact events (the rejection's text included). The price is the reference's
-speed for those commands: on `flow`, 3.7 % of the commands (mostly cancels of orders no longer
-resting) fall back, 13 % of the compiled handle's time (benches/README.md); compiling the
-commonest rejections is a next step. Correctness comes from the reference.
+pass (account known, not defaulted; instrument listed and not expired; price in range; own
+order; the limits; the cash bounds).
+
+**Refusals, compiled.** Once a command is proven to parse, the engine's own refusals of it are
+given here too, in the order ``Exchange._execute`` and its callees check them, word for word:
+an unknown or defaulted account, an order id that is not the account's resting order, an
+unknown or expired instrument, a price outside the range, a market order with a time in force,
+a post-only order that is not gtc, an order under a collateral call that does not reduce the
+position, a withdrawal past the cash, a deposit past the ledger's bound -- one
+``CommandRejected`` with ``jsonable(raw)`` and the reason, nothing else (:func:`_refuse`). A
+limit the compiled check cannot prove is asked of the reference's own ``_check_limits`` (the
+engine's is it: :meth:`Kernel.usable`), whose ``CommandError`` is the refusal. Every refusal
+of the reference is raised before a command's first event, so a refusal given here has the
+reference's events exactly; tests hold them byte-identical (tests/exchange/
+test_engine_differential.py aims hypothesis streams at each).
+
+**Left to the reference.** A command that does not parse (pydantic's reasons are the
+reference's), a deposit of a defaulted account or of one under a call (it reviews the call), a
+swap under bilateral clearing, an order past a limit that the reference lets through (an
+account already past it that makes nothing worse), a value past the bounds this file computes
+in: ``Exchange.handle(engine, raw)``, unchanged. On `flow`, that is only the malformed
+commands the scenario sprinkles in (0.03 % of its commands; 3.7 % before the refusals were
+compiled).
+
+**Rows as values.** :func:`handle_row` takes a `flow` generator row's values (the compiled
+engine's ``handle_row``), runs the same checks and events, and builds the mapping
+(:func:`row_command`) only for a refusal's log or to hand the row to ``handle``.
 
 **Arithmetic.** Ticks, lots and rates are int64 locals; products that could pass int64 (an
 exposure, a notional, a fee's numerator) are computed in 128 bits from operands this file
@@ -40,7 +58,7 @@ the reference path for every command.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.dict cimport PyDict_GetItem, PyDict_Size
+from cpython.dict cimport PyDict_GetItem, PyDict_Next, PyDict_Size
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport int64_t
@@ -51,7 +69,12 @@ from matching_core._records cimport Cancel, Fill
 import dataclasses
 
 from exchange import events as ev
-from exchange.commands import MAX_BALANCE, MAX_EXPOSURE, MAX_POSITION_LOTS
+from exchange.commands import (
+    MAX_BALANCE,
+    MAX_EXPOSURE,
+    MAX_POSITION_LOTS,
+    CommandError,
+)
 from exchange.engine import Account, Exchange, Listing, LiveOrder, Result
 from exchange.events import Event
 from matching_core import Reject
@@ -212,6 +235,7 @@ cdef str FILL = ev.FILL
 cdef str FEE = ev.FEE
 cdef str DEPOSIT = ev.DEPOSIT
 cdef str WITHDRAWAL = ev.WITHDRAWAL
+cdef str COMMAND_REJECTED = ev.COMMAND_REJECTED
 
 
 #: The attributes this file reads and writes through instance dicts, by class: a class whose
@@ -498,6 +522,8 @@ cdef class Kernel:
     cdef bint type_ok
     cdef Py_ssize_t dict_size
     cdef bint patched
+    cdef bint rows_ok  # the class's ``handle`` is this file's (for :func:`handle_row`)
+    cdef bint handle_patched  # the instance holds a ``handle`` of its own
 
     def __init__(self):
         self.listings = {}
@@ -506,6 +532,8 @@ cdef class Kernel:
         self.type_ok = False
         self.dict_size = -1
         self.patched = True
+        self.rows_ok = False
+        self.handle_patched = True
 
     cdef bint usable(self, object engine, dict E) except -1:
         """Whether ``engine`` (``E`` its attributes) runs the reference's order path: its
@@ -525,6 +553,7 @@ cdef class Kernel:
                 getattr(cls, name) is reference
                 for name, reference in zip(HOOKS, _REFERENCE_HOOKS)
             )
+            self.rows_ok = getattr(cls, "handle", None) is handle
             # (the look-ups above gave the class a version if it had none)
             self.type_version = gpuex_type_version(<PyTypeObject*>cls)
             self.dict_size = -1
@@ -536,7 +565,14 @@ cdef class Kernel:
             self.patched = any(name in E for name in HOOKS) or not all(
                 name in E for name in ENGINE_ATTRS
             )
+            self.handle_patched = "handle" in E
         return not self.patched
+
+    cdef bint rows(self, object engine, dict E) except -1:
+        """Whether :func:`handle_row` may run ``engine``'s row itself: :meth:`usable`, and
+        the engine's ``handle`` is :func:`handle` (a subclass or a patch that wraps
+        ``handle`` sees every command the driver sends, as it did with dicts)."""
+        return self.usable(engine, E) and self.rows_ok and not self.handle_patched
 
     cdef _Listing listing(self, object listing, object name):
         """The typed view of ``listing`` (built at first use, again if it changed)."""
@@ -550,12 +586,12 @@ cdef class Kernel:
         self.listings[name] = info
         return info
 
-
 def handle(self, raw):
     """Validate and execute one command from outside (``Exchange.handle``'s contract: same
     events, same state changes, same :class:`~exchange.engine.Result`). The flat trading
-    commands the module docstring describes run here; anything else, and anything not proven
-    valid, is ``Exchange.handle(self, raw)``'s."""
+    commands the module docstring describes run here, and so do their commonest refusals
+    (one ``CommandRejected``, the reference's reason word for word); anything else, and
+    anything not proven, is ``Exchange.handle(self, raw)``'s."""
     cdef PyObject** attributes = _PyObject_GetDictPtr(self)
     cdef PyObject* found
     cdef Kernel kernel
@@ -570,16 +606,214 @@ def handle(self, raw):
     kernel = <Kernel>found
     result = None
     if type(raw) is dict and kernel.usable(self, E):
-        result = _run(kernel, E, <dict>raw)
+        result = _run(kernel, self, E, <dict>raw)
+        if type(result) is str:
+            return _refuse(E, <dict>raw, result)
     if result is None:
         return Exchange.handle(self, raw)
     return result
 
 
-cdef object _run(Kernel kernel, dict E, dict raw):
-    """The command's ``Result``, or None: not proven, the reference's to run."""
+#: The flow driver's codes (``matching_core``'s ``Op``, ``OrderType`` and the generator's
+#: time-in-force index) as the command's literals.
+_ROW_SIDES = ("buy", "sell")
+_ROW_TIFS = ("gtc", "ioc", "fok")
+cdef enum:
+    ROW_ADD = 0
+    ROW_CANCEL = 1
+    ROW_AMEND = 2
+
+
+def row_command(name, instrument, int op, order_id, price, qty, int side, int order_type,
+                int tif, int post_only):
+    """The command mapping a `flow` row stands for, as the flow driver builds it for the
+    reference engine (``exchange.scenarios._FlowDriver.send``): :func:`handle_row` hands this
+    to ``handle`` whenever it cannot run the row itself."""
+    if op == ROW_ADD:
+        command = {
+            "type": "submit",
+            "account": name,
+            "instrument": instrument,
+            "side": _ROW_SIDES[side],
+            "qty": qty,
+        }
+        if order_type == 1:
+            command["order_type"] = "market"
+            if price:
+                command["price"] = price
+        else:
+            command["price"] = price
+            command["tif"] = _ROW_TIFS[tif]
+            command["post_only"] = bool(post_only)
+        return command
+    if op == ROW_CANCEL:
+        return {"type": "cancel", "account": name, "order_id": order_id}
+    return {"type": "amend", "account": name, "order_id": order_id, "price": price, "qty": qty}
+
+
+def handle_row(self, name, instrument, int op, order_id, price, qty, int side, int order_type,
+               int tif, int post_only):
+    """``handle(row_command(...))`` -- the same events, state changes and ``Result`` -- for
+    one row of the `flow` generator, taken as its values rather than a mapping: ``op`` 0
+    submit, 1 cancel, 2 amend (``matching_core.Op``); ``name`` the account, ``instrument``
+    the instrument's name; ``order_id`` the exchange's order id (cancel, amend; ignored for a
+    submit); ``price`` in ticks (0: none, for a market order), ``qty`` in lots; ``side`` 0
+    buy, 1 sell; ``order_type`` 0 limit, 1 market; ``tif`` 0 gtc, 1 ioc, 2 fok; ``post_only``
+    0 or 1. The values are checked as the dict path checks them (exact ``int`` in the models'
+    bounds, names of 1 to 64 ASCII characters); a row that is not proven, an engine whose
+    ``handle`` is overridden or patched, or an engine the compiled path does not run, takes
+    the mapping's path. Codes out of their range raise ValueError (a driver's bug, not a
+    client's command)."""
+    cdef PyObject** attributes = _PyObject_GetDictPtr(self)
+    cdef PyObject* found
+    cdef Kernel kernel
+    cdef dict E
+    cdef int64_t c_order_id = 0, c_price = 0, c_qty = 0
+    if not (0 <= op <= 2 and 0 <= side <= 1 and 0 <= order_type <= 1 and 0 <= tif <= 2
+            and 0 <= post_only <= 1):
+        raise ValueError(
+            f"handle_row: a code out of range (op {op}, side {side}, order_type {order_type}, "
+            f"tif {tif}, post_only {post_only})"
+        )
+    if attributes == NULL or attributes[0] == NULL:
+        return self.handle(row_command(name, instrument, op, order_id, price, qty, side,
+                                       order_type, tif, post_only))
+    E = <dict>attributes[0]
+    found = PyDict_GetItem(E, "_kernel")
+    if found == NULL or type(<object>found) is not Kernel or not (<Kernel>found).rows(self, E):
+        return self.handle(row_command(name, instrument, op, order_id, price, qty, side,
+                                       order_type, tif, post_only))
+    kernel = <Kernel>found
+    result = None
+    if _name_ok(name):
+        A = _account(E, name)
+        if A is None:
+            pass
+        elif op == ROW_ADD:
+            if _name_ok(instrument) and _int_of(qty, 1, &c_qty) and _int_of(price, 0, &c_price):
+                if order_type == 0:
+                    result = _submit_checked(
+                        kernel, self, E, A, name, instrument, side, _ROW_SIDES[side], True,
+                        "limit", c_price, price, c_qty, qty, _ROW_TIFS[tif], post_only != 0,
+                        True if post_only else False,
+                    )
+                else:
+                    result = _submit_checked(
+                        kernel, self, E, A, name, instrument, side, _ROW_SIDES[side], False,
+                        "market", c_price, price, c_qty, qty, "gtc", False, False,
+                    )
+        elif op == ROW_CANCEL:
+            if _int_of(order_id, 1, &c_order_id):
+                result = _cancel_checked(E, A, name, c_order_id, order_id)
+        elif (_int_of(order_id, 1, &c_order_id) and _int_of(price, 1, &c_price)
+              and _int_of(qty, 1, &c_qty)):
+            result = _amend_checked(
+                kernel, self, E, A, name, c_order_id, order_id, c_price, price, c_qty, qty
+            )
+    if result is None or type(result) is str:
+        raw = row_command(name, instrument, op, order_id, price, qty, side, order_type, tif,
+                          post_only)
+        if result is None:
+            # not proven: the mapping's own path would decline it the same way
+            return Exchange.handle(self, raw)
+        return _refuse(E, raw, result)
+    return result
+
+
+# ----------------------------------------------------------------------------- refusals
+cdef object _refuse(dict E, dict raw, str reason):
+    """``Exchange._reject(jsonable(raw), reason)`` for a command proven to parse: one
+    ``CommandRejected`` with the command as the log records it, attributed to its account if
+    that is one; nothing else changes. ``raw``'s keys are its model's field names (exact
+    ``str``, ASCII) and its values exact ``str`` (ASCII names, the literals), ``int``,
+    ``bool`` or None, which a JSON round trip gives back equal: ``jsonable(raw)`` is its copy
+    with the keys sorted, built here without the round trip (a microsecond a refusal)."""
+    command = dict(sorted(raw.items()))
+    account = command["account"]
+    if account not in E["accounts"]:
+        account = None
+    _emit(E, COMMAND_REJECTED, None, account, None, None, None, None, None, None, None,
+          {"command": command, "reason": reason})
+    return _result(False, None, reason)
+
+
+#: What :func:`_account` gives for an account that is not one, or has defaulted.
+cdef object UNKNOWN = object()
+cdef object DEFAULTED = object()
+
+
+cdef object _account(dict E, object name):
+    """``name``'s ``Account`` attributes (a dict); :data:`UNKNOWN` or :data:`DEFAULTED`
+    (``Exchange._execute``'s two refusals, once the command is proven to parse); None when
+    anything is unusual (the reference's)."""
+    try:
+        account = E["accounts"].get(name)
+        if account is None:
+            return UNKNOWN
+        if type(account) is not Account:
+            return None
+        if name in E["defaulted"]:
+            return DEFAULTED
+        return _attrs(account)
+    except Exception:
+        return None
+
+
+cdef inline str _account_refusal(object status, object name):
+    """``Exchange._execute``'s reason for an unknown or defaulted account."""
+    if status is UNKNOWN:
+        return f"account: unknown account {name!r}"
+    return f"account: {name!r} has defaulted"
+
+
+cdef inline str _no_order(object order_id, object name):
+    """``Exchange._own_order``'s reason."""
+    return f"order_id: no resting order {order_id} of account {name!r}"
+
+
+cdef inline str _price_refusal(_Listing info, object price, str what):
+    """``Exchange._check_price``'s reason (the listing's typed range is its spec's)."""
+    return (
+        f"{what}: {price} ticks is outside {info.name}'s range "
+        f"{info.min_price}..{info.max_price}"
+    )
+
+
+cdef object _limits_refusal(
+    object engine, dict E, object listing, object name, int side, object qty, object released
+):
+    """The reason ``Exchange._check_limits`` (the reference's own function: :meth:`Kernel.
+    usable` has proven the engine's is it) refuses an order with, when the compiled check
+    could not prove it passes; None when it passes after all (values past this file's
+    bounds: the reference's command). Its other exceptions propagate (the caller falls
+    back)."""
+    try:
+        Exchange._check_limits(engine, E["accounts"][name], listing, side, qty, released)
+    except CommandError as exc:
+        return exc.reason if type(exc.reason) is str else None
+    return None
+
+
+cdef inline bint _plain_keys(dict raw):
+    """Whether every key of ``raw`` is an exact ``str``: ``jsonable`` refuses any other key
+    (a ``str`` subclass too), so the reference would not parse the command."""
+    cdef Py_ssize_t pos = 0
+    cdef PyObject* key
+    cdef PyObject* value
+    while PyDict_Next(raw, &pos, &key, &value):
+        if type(<object>key) is not str:
+            return False
+    return True
+
+
+cdef object _run(Kernel kernel, object engine, dict E, dict raw):
+    """The command's ``Result``; the reason the reference refuses it with (a ``str``:
+    nothing emitted yet, the caller emits the ``CommandRejected``); or None: not proven, the
+    reference's to run. A refusal is given only once the command is proven to parse (every
+    field as the model takes it), in the order ``Exchange._execute`` and its callees check."""
     cdef PyObject* item
-    cdef dict A
+    if not _plain_keys(raw):
+        return None
     item = PyDict_GetItem(raw, "type")
     if item == NULL:
         return None
@@ -592,19 +826,15 @@ cdef object _run(Kernel kernel, dict E, dict raw):
     name = <object>item
     if not _name_ok(name):
         return None
-    try:
-        account = E["accounts"].get(name)
-        if type(account) is not Account or name in E["defaulted"]:
-            return None
-        A = _attrs(account)
-    except Exception:
+    A = _account(E, name)
+    if A is None:
         return None
     if kind == "submit":
-        return _submit(kernel, E, raw, A, name)
+        return _submit(kernel, engine, E, raw, A, name)
     if kind == "cancel":
         return _cancel(E, raw, A, name)
     if kind == "amend":
-        return _amend(kernel, E, raw, A, name)
+        return _amend(kernel, engine, E, raw, A, name)
     if kind == "deposit":
         return _deposit(E, raw, A, name)
     if kind == "withdraw":
@@ -658,16 +888,14 @@ cdef int _limits_ok(
         return 0
     return 1
 
-
 # ----------------------------------------------------------------------------- submit
-cdef object _submit(Kernel kernel, dict E, dict raw, dict A, object name):
+cdef object _submit(Kernel kernel, object engine, dict E, dict raw, object A, object name):
+    """A raw submit: the model's fields proven (``Submit``, as pydantic -- strict,
+    ``extra="forbid"`` -- takes them), then :func:`_submit_checked`."""
     cdef PyObject* item
     cdef Py_ssize_t found = 2  # type, account
-    cdef int64_t price = 0, qty = 0, order_id
-    cdef int side, code
-    cdef bint limit, post_only
-    cdef _Listing info
-    # ---- the model: Submit, as pydantic (strict, extra="forbid") would take it
+    cdef int64_t price = 0, qty = 0
+    cdef int side
     item = PyDict_GetItem(raw, "instrument")
     if item == NULL or not _name_ok(<object>item):
         return None
@@ -697,7 +925,6 @@ cdef object _submit(Kernel kernel, dict E, dict raw, dict A, object name):
         if type(order_type) is not str or (order_type != "limit" and order_type != "market"):
             return None
         found += 1
-    limit = order_type == "limit"
     item = PyDict_GetItem(raw, "price")
     if item == NULL:
         price_value = 0
@@ -722,31 +949,70 @@ cdef object _submit(Kernel kernel, dict E, dict raw, dict A, object name):
         if type(post_only_value) is not bool:
             return None
         found += 1
-    post_only = post_only_value is True
     if found != PyDict_Size(raw):
         return None  # a key the model does not have (extra="forbid")
-    # ---- the engine's checks (Exchange._submit), each proven to pass
-    if qty > FAST_MAX_QTY:
-        return None
+    return _submit_checked(
+        kernel, engine, E, A, name, instrument, side, side_name, order_type == "limit",
+        order_type, price, price_value, qty, qty_value, tif, post_only_value is True,
+        post_only_value,
+    )
+
+
+cdef object _submit_checked(
+    Kernel kernel,
+    object engine,
+    dict E,
+    object A,
+    object name,
+    object instrument,
+    int side,
+    object side_name,
+    bint limit,
+    object order_type,
+    int64_t price,
+    object price_value,
+    int64_t qty,
+    object qty_value,
+    object tif,
+    bint post_only,
+    object post_only_value,
+):
+    """A submit whose fields parse (``A`` from :func:`_account`): ``Exchange._execute``'s
+    and ``Exchange._submit``'s checks in their order -- each proven to pass, or its refusal
+    (a ``str``), or None (the reference's) -- then the events."""
+    cdef int code
+    cdef int64_t order_id
+    cdef _Listing info
+    if type(A) is not dict:
+        return _account_refusal(A, name)
     try:
         listing = E["instruments"].get(instrument)
         if listing is None:
-            return None
+            return f"instrument: unknown instrument {instrument!r}"
         info = kernel.listing(listing, instrument)
-        if not info.fast or _attrs(listing)["expired"]:
+        if not info.fast:
             return None
+        if _attrs(listing)["expired"]:
+            return f"instrument: {instrument!r} has expired"
         if (limit or price) and not info.min_price <= price <= info.max_price:
-            return None
+            return _price_refusal(info, price_value, "price" if limit else "price (protection)")
         if not limit and (post_only or tif != "gtc"):
-            return None
+            return "order_type: market orders take neither tif nor post_only"
         if post_only and tif != "gtc":
-            return None
+            return "post_only: only a gtc limit order can be post-only"
         if name in E["calls"]:
-            return None  # only orders that reduce a position pass: the reference's to say
+            # under a collateral call only an order that reduces the position passes
+            position = A["positions"].get(info.name, 0)
+            reduces = -position if side == 0 else position
+            if qty_value > max(reduces, 0):
+                return (
+                    f"account: {name!r} is under a collateral call; only orders that reduce "
+                    f"its position are accepted ({info.name} position {position:+})"
+                )
         if info.kind == RVS and _bilateral(E):
             return None  # its fills record bilateral contracts: the reference's
-        if not _limits_ok(info, A, side, qty, 0):
-            return None
+        if qty > FAST_MAX_QTY or not _limits_ok(info, A, side, qty, 0):
+            return _limits_refusal(engine, E, listing, name, side, qty_value, 0)
         book_account = A["index"]
     except Exception:
         return None
@@ -917,32 +1183,42 @@ cdef void _after_match(
 
 
 # ----------------------------------------------------------------------------- cancel, amend
-cdef object _own_order(dict E, dict raw, object name, Py_ssize_t n_fields, int64_t* out):
-    """The attributes of the engine's ``LiveOrder`` the raw command's ``order_id`` names,
-    when it is one of ``name``'s resting orders and the command has exactly ``n_fields``
-    keys; else None."""
-    cdef PyObject* item = PyDict_GetItem(raw, "order_id")
-    if item == NULL or not _int_of(<object>item, 1, out):
-        return None
-    if PyDict_Size(raw) != n_fields:
-        return None
-    order = E["orders"].get(<object>item)
+cdef object _own_order(dict E, object name, object order_id):
+    """``Exchange._own_order``: the attributes of ``name``'s resting ``LiveOrder``
+    ``order_id``; its refusal (a ``str``) when there is none; None when the engine's record
+    is not a ``LiveOrder`` (the reference's). Raises on an unusual engine (the caller falls
+    back)."""
+    order = E["orders"].get(order_id)
+    if order is None:
+        return _no_order(order_id, name)
     if type(order) is not LiveOrder:
         return None
-    order = _attrs(order)
-    if order["account"] != name:
-        return None
-    return order
+    fields = _attrs(order)
+    if fields["account"] != name:
+        return _no_order(order_id, name)
+    return fields
 
 
-cdef object _cancel(dict E, dict raw, dict A, object name):
+cdef object _cancel(dict E, dict raw, object A, object name):
     cdef int64_t order_id
+    cdef PyObject* item = PyDict_GetItem(raw, "order_id")
+    if item == NULL or not _int_of(<object>item, 1, &order_id) or PyDict_Size(raw) != 3:
+        return None
+    return _cancel_checked(E, A, name, order_id, <object>item)
+
+
+cdef object _cancel_checked(
+    dict E, object A, object name, int64_t order_id, object order_id_value
+):
+    """A cancel whose fields parse: the account, the order, then the events."""
     cdef dict order
+    if type(A) is not dict:
+        return _account_refusal(A, name)
     try:
-        order = _own_order(E, raw, name, 3, &order_id)
-        if order is None:
-            return None
-        order_id_value = <object>PyDict_GetItem(raw, "order_id")
+        found = _own_order(E, name, order_id_value)
+        if type(found) is not dict:
+            return found  # the refusal, or None
+        order = found
     except Exception:
         return None
     _received(E, name, {"account": name, "type": "cancel", "order_id": order_id_value})
@@ -957,42 +1233,72 @@ cdef object _cancel(dict E, dict raw, dict A, object name):
     return _result(True, order_id_value, None)
 
 
-cdef object _amend(Kernel kernel, dict E, dict raw, dict A, object name):
-    cdef int64_t order_id = 0, price = 0, qty = 0, open_qty = 0
+cdef object _amend(Kernel kernel, object engine, dict E, dict raw, object A, object name):
+    cdef int64_t order_id = 0, price = 0, qty = 0
+    cdef PyObject* item
+    cdef PyObject* price_item
+    cdef PyObject* qty_item
+    item = PyDict_GetItem(raw, "order_id")
+    price_item = PyDict_GetItem(raw, "price")
+    qty_item = PyDict_GetItem(raw, "qty")
+    if (
+        item == NULL
+        or price_item == NULL
+        or qty_item == NULL
+        or not _int_of(<object>item, 1, &order_id)
+        or not _int_of(<object>price_item, 1, &price)
+        or not _int_of(<object>qty_item, 1, &qty)
+        or PyDict_Size(raw) != 5
+    ):
+        return None
+    return _amend_checked(
+        kernel, engine, E, A, name, order_id, <object>item, price, <object>price_item, qty,
+        <object>qty_item,
+    )
+
+
+cdef object _amend_checked(
+    Kernel kernel,
+    object engine,
+    dict E,
+    object A,
+    object name,
+    int64_t order_id,
+    object order_id_value,
+    int64_t price,
+    object price_value,
+    int64_t qty,
+    object qty_value,
+):
+    """An amend whose fields parse: ``Exchange._amend``'s checks in their order (the
+    account, the order, the price, the limits), then the events."""
+    cdef int64_t open_qty = 0
     cdef int code, side
     cdef bint kept
     cdef _Listing info
-    cdef PyObject* item
     cdef dict order
     cdef list lots
+    if type(A) is not dict:
+        return _account_refusal(A, name)
     try:
-        item = PyDict_GetItem(raw, "price")
-        if item == NULL or not _int_of(<object>item, 1, &price):
-            return None
-        price_value = <object>item
-        item = PyDict_GetItem(raw, "qty")
-        if item == NULL or not _int_of(<object>item, 1, &qty):
-            return None
-        qty_value = <object>item
-        order = _own_order(E, raw, name, 5, &order_id)
-        if order is None:
-            return None
-        order_id_value = <object>PyDict_GetItem(raw, "order_id")
-        if qty > FAST_MAX_QTY:
-            return None
+        found = _own_order(E, name, order_id_value)
+        if type(found) is not dict:
+            return found  # the refusal, or None
+        order = found
         instrument = order["instrument"]
-        info = kernel.listing(E["instruments"][instrument], instrument)
+        listing = E["instruments"][instrument]
+        info = kernel.listing(listing, instrument)
         if not info.fast:
             return None
         if not info.min_price <= price <= info.max_price:
-            return None
+            return _price_refusal(info, price_value, "price")
         if info.kind == RVS and _bilateral(E):
             return None
         book = info.book
         open_qty = book.order_qty(order_id)
         side = order["side"]
-        if not _limits_ok(info, A, side, qty, open_qty):
-            return None
+        if qty > FAST_MAX_QTY or not _limits_ok(info, A, side, qty, open_qty):
+            return _limits_refusal(engine, E, listing, name, side, qty_value, open_qty)
         kept = price_value == order["price"] and qty <= open_qty
     except Exception:
         return None
@@ -1038,7 +1344,7 @@ cdef object _amend(Kernel kernel, dict E, dict raw, dict A, object name):
     return _result(True, order_id_value, None)
 
 
-cdef object _cancel_all(dict E, dict raw, dict A, object name):
+cdef object _cancel_all(dict E, dict raw, object A, object name):
     cdef PyObject* item = PyDict_GetItem(raw, "instrument")
     cdef Py_ssize_t n_fields = 2
     cdef dict orders, instruments, order
@@ -1051,9 +1357,11 @@ cdef object _cancel_all(dict E, dict raw, dict A, object name):
         n_fields = 3
     if PyDict_Size(raw) != n_fields:
         return None
+    if type(A) is not dict:
+        return _account_refusal(A, name)
     try:
         if instrument is not None and instrument not in E["instruments"]:
-            return None
+            return f"instrument: unknown instrument {instrument!r}"
     except Exception:
         return None
     _received(E, name, {"account": name, "type": "cancel_all", "instrument": instrument})
@@ -1087,15 +1395,28 @@ cdef object _amount(dict raw):
     return <object>item
 
 
-cdef object _deposit(dict E, dict raw, dict A, object name):
+cdef object _deposit(dict E, dict raw, object A, object name):
     amount = _amount(raw)
     if amount is None:
         return None
+    if type(A) is not dict:
+        # a defaulted account may still deposit (Exchange._execute): the reference's
+        return _account_refusal(A, name) if A is UNKNOWN else None
     try:
+        cash = A["cash"] + amount
+        if cash > MAX_BALANCE:
+            return (
+                f"amount: depositing {amount} minor units would take the cash of {name!r} to "
+                f"{cash}, past the ledger's bound of {MAX_BALANCE}"
+            )
+        total = E["deposited"] + amount
+        if total > MAX_BALANCE:
+            return (
+                f"amount: depositing {amount} minor units would take the session's deposits "
+                f"to {total}, past the ledger's bound of {MAX_BALANCE}"
+            )
         if name in E["calls"]:
             return None  # the deposit reviews the call: the reference's
-        if A["cash"] + amount > MAX_BALANCE or E["deposited"] + amount > MAX_BALANCE:
-            return None
     except Exception:
         return None
     _received(E, name, {"account": name, "type": "deposit", "amount": amount})
@@ -1106,13 +1427,22 @@ cdef object _deposit(dict E, dict raw, dict A, object name):
     return _result(True, None, None)
 
 
-cdef object _withdraw(dict E, dict raw, dict A, object name):
+cdef object _withdraw(dict E, dict raw, object A, object name):
     amount = _amount(raw)
     if amount is None:
         return None
+    if type(A) is not dict:
+        return _account_refusal(A, name)
     try:
-        if amount > A["cash"] or E["withdrawn"] + amount > MAX_BALANCE:
-            return None
+        cash = A["cash"]
+        if amount > cash:
+            return f"amount: {amount} exceeds the account's cash of {cash} minor units"
+        total = E["withdrawn"] + amount
+        if total > MAX_BALANCE:
+            return (
+                f"amount: withdrawing {amount} minor units would take the session's "
+                f"withdrawals to {total}, past the ledger's bound of {MAX_BALANCE}"
+            )
     except Exception:
         return None
     _received(E, name, {"account": name, "type": "withdraw", "amount": amount})

@@ -40,6 +40,10 @@ from matching_core import Op, OrderType
 from matching_core.streams import OrderFlow
 
 _SIDES = ("buy", "sell")
+_ADD = int(Op.ADD)
+#: A generated message's fields, as ``_FlowDriver.send`` unpacks them
+#: (``matching_core.streams``' message record).
+ROW_FIELDS = ("order_id", "account", "price", "qty", "op", "side", "type", "tif", "post_only")
 _TIFS = ("gtc", "ioc", "fok")
 
 #: An H100 rental contract: prices in tenths of a cent per GPU-hour, 100 GPU-hours a contract,
@@ -122,7 +126,11 @@ class _FlowDriver:
     their arrival times and the cash amounts drawn as they are needed, and the map from the
     generator's order ids to the exchange's keeps only orders the generator still holds live
     (the only ones a later cancel or amend can name): the driver's memory does not grow with
-    the session's length (issue #20)."""
+    the session's length (issue #20).
+
+    An engine with a ``handle_row`` (the compiled one) gets each message as its values; any
+    other gets the command mapping :meth:`send` builds (``exchange.compiled.row_command``
+    builds the same): both give the same log, byte for byte."""
 
     #: Messages generated at a time.
     CHUNK = 65_536
@@ -138,6 +146,10 @@ class _FlowDriver:
         self.names = [scenario.trader(i) for i in range(scenario.traders + 1)]
         self.ids: dict[int, int] = {}  # generator order id -> exchange order id
         self.instrument = scenario.instrument.name
+        # the compiled engine takes a row's values as they are (``handle_row``: the same
+        # events as ``handle`` of the mapping below, without building and parsing it); the
+        # reference engine has no such entry and keeps the mapping
+        self._row = getattr(engine, "handle_row", None)
         self._first = 0  # index of the first message of the loaded chunk
         self.columns: list[list[int]] = []
         self.times: list[int] = []
@@ -151,7 +163,19 @@ class _FlowDriver:
         messages = self.flow.take(k)
         # one list of ints per field, not a tuple per message: tuples would be traversed by
         # every full garbage collection of the run (ints are not tracked)
-        self.columns = [messages[field].tolist() for field in messages.dtype.names]
+        self.columns = [messages[field].tolist() for field in ROW_FIELDS]
+        # (the columns by name, for the compiled engine's rows)
+        (
+            self._gen_ids,
+            self._accounts,
+            self._prices,
+            self._qtys,
+            self._ops,
+            self._sides,
+            self._types,
+            self._tifs,
+            self._post_only,
+        ) = self.columns
         # message i arrives at (i + 1 + u_i) * interval, u_i uniform in [0, 1): strictly rising
         u = self._times_rng.random(k)
         self.times = (
@@ -165,7 +189,28 @@ class _FlowDriver:
 
     def step(self, i: int) -> None:
         j = i - self._first
-        self.send(i, [column[j] for column in self.columns])
+        row = self._row
+        if row is not None:
+            # the compiled engine: the row's values straight from the columns (what ``send``
+            # does with them, without a list per message)
+            op = self._ops[j]
+            name = self.names[self._accounts[j]]
+            price, qty = self._prices[j], self._qtys[j]
+            side, otype, tif, post_only = (
+                self._sides[j],
+                self._types[j],
+                self._tifs[j],
+                self._post_only[j],
+            )
+            if op == _ADD:
+                result = row(name, self.instrument, op, 0, price, qty, side, otype, tif, post_only)
+                if result.order_id is not None:
+                    self.ids[self._gen_ids[j]] = result.order_id
+            else:
+                order_id = self.ids.get(self._gen_ids[j], 0)
+                row(name, self.instrument, op, order_id, price, qty, side, otype, tif, post_only)
+        else:
+            self.send(i, [column[j] for column in self.columns])
         s = self.s
         if s.cash_every and i % s.cash_every == s.cash_every - 1:
             self.cash(i)
@@ -179,6 +224,7 @@ class _FlowDriver:
     def send(self, i: int, row: list) -> None:
         gen_id, account, price, qty, op, side, otype, tif, post_only = row
         name = self.names[account]
+        # (``exchange.compiled.row_command`` is this mapping, for the compiled engine's rows)
         if op == Op.ADD:
             command: dict[str, Any] = {
                 "type": "submit",

@@ -15,10 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from exchange import _kernel
 from exchange import events as ev
 from exchange.commands import MAX_EXPOSURE
-from exchange.compiled import CompiledExchange
+from exchange.compiled import CompiledExchange, row_command
 from exchange.engine import Exchange, Result
 from exchange.events import encode
 from tests.fuzz.mutator import PERP, RVS, SPOT
@@ -305,6 +308,10 @@ def test_a_listener_added_by_subscribe_sees_every_event_of_the_compiled_path(fal
 GOOD = submit("alice", "buy", 1_000, 3)
 
 
+class Key(str):
+    """A ``str`` subclass: equal to its text as a dict key, but ``jsonable`` refuses it."""
+
+
 def _with(**fields) -> dict[str, Any]:
     return {**GOOD, **fields}
 
@@ -320,17 +327,9 @@ def _with(**fields) -> dict[str, Any]:
         pytest.param(_with(qty=0), id="zero-qty"),
         pytest.param(_with(qty=(1 << 62) + 1), id="qty-past-the-model"),
         pytest.param(_with(side="up"), id="bad-literal"),
-        pytest.param(_with(account="mallory"), id="unknown-account"),
         pytest.param(_with(account="x" * 65), id="65-char-name"),
-        pytest.param(_with(instrument="NOPE"), id="unknown-instrument"),
-        pytest.param(_with(price=100_000_000), id="price-out-of-range"),
-        pytest.param(_with(qty=10**9 + 1), id="position-limit"),
-        pytest.param(_with(order_type="market", tif="ioc"), id="market-with-tif"),
         pytest.param({"type": "submit", "account": "alice"}, id="missing-fields"),
         pytest.param({"type": "teleport", "account": "alice"}, id="unknown-type"),
-        pytest.param({"type": "cancel", "account": "alice", "order_id": 99}, id="no-such-order"),
-        pytest.param({"type": "withdraw", "account": "alice", "amount": CASH + 1}, id="overdraw"),
-        pytest.param({"type": "deposit", "account": "alice", "amount": 10**17}, id="past-bound"),
         pytest.param({"type": "cancel_all", "account": "alice", "instrument": ""}, id="empty-name"),
         pytest.param("not even a mapping", id="non-dict"),
         pytest.param([("type", "submit")], id="list"),
@@ -347,35 +346,142 @@ def test_a_command_the_fast_path_cannot_prove_is_the_reference_s_rejection(fallb
     assert fallbacks == [raw]
 
 
-def test_a_submit_under_a_collateral_call_is_left_to_the_reference(fallbacks):
+def test_a_command_keyed_by_a_str_subclass_is_refused_as_the_reference_refuses_it(fallbacks):
     twin = Twin()
+    order_id = twin.send(GOOD).order_id
+    mark = len(twin.events["compiled"])
+    # the reference cannot serialise the key, so cannot parse the command: the order stays
+    result = twin.send({Key("type"): "cancel", "account": "alice", "order_id": order_id})
+    assert not result.ok and twin.kinds(mark) == [ev.COMMAND_REJECTED]
+    assert order_id in twin.compiled.orders
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        pytest.param(_with(account="mallory"), "unknown account 'mallory'", id="unknown-account"),
+        pytest.param(
+            _with(instrument="NOPE"), "unknown instrument 'NOPE'", id="unknown-instrument"
+        ),
+        pytest.param(_with(price=100_000_000), "ticks is outside", id="price-out-of-range"),
+        pytest.param(_with(price=0), "price: 0 ticks is outside", id="limit-at-zero"),
+        pytest.param(
+            _with(order_type="market", price=100_000_000),
+            "price (protection): 100000000 ticks",
+            id="protection-out-of-range",
+        ),
+        pytest.param(_with(qty=10**9 + 1), "past the limit of", id="position-limit"),
+        pytest.param(_with(qty=(1 << 62) - 1), "past the limit of", id="qty-past-the-fast-bounds"),
+        pytest.param(_with(order_type="market", tif="ioc"), "neither tif", id="market-with-tif"),
+        pytest.param(_with(post_only=True, tif="fok"), "only a gtc", id="post-only-fok"),
+        pytest.param(
+            {"type": "cancel", "account": "alice", "order_id": 99},
+            "no resting order 99 of account 'alice'",
+            id="no-such-order",
+        ),
+        pytest.param(
+            {"type": "cancel", "account": "nobody", "order_id": 1},
+            "unknown account 'nobody'",
+            id="cancel-of-an-unknown-account",
+        ),
+        pytest.param(
+            {"type": "amend", "account": "alice", "order_id": 99, "price": 1_000, "qty": 1},
+            "no resting order 99",
+            id="amend-no-such-order",
+        ),
+        pytest.param(
+            {"type": "withdraw", "account": "alice", "amount": CASH + 1},
+            "exceeds the account's cash",
+            id="overdraw",
+        ),
+        pytest.param(
+            {"type": "deposit", "account": "alice", "amount": 10**17},
+            "past the ledger's bound",
+            id="past-bound",
+        ),
+        pytest.param(
+            {"type": "deposit", "account": "mallory", "amount": 1},
+            "unknown account",
+            id="deposit-of-an-unknown-account",
+        ),
+        pytest.param(
+            {"type": "cancel_all", "account": "alice", "instrument": "NOPE"},
+            "unknown instrument 'NOPE'",
+            id="cancel-all-unknown-instrument",
+        ),
+    ],
+)
+def test_a_refusal_the_kernel_can_prove_is_compiled_with_the_reference_s_event(
+    fallbacks, raw, reason
+):
+    twin = Twin()
+    mark = len(twin.events["compiled"])
+    result = twin.send(raw)  # the same CommandRejected (command, reason, account) and Result
+    assert not result.ok and reason in result.reason
+    assert twin.kinds(mark) == [ev.COMMAND_REJECTED]
+    assert fallbacks == []
+
+
+def test_refusals_of_other_accounts_orders_and_of_a_defaulted_account_are_compiled(fallbacks):
+    twin = Twin()
+    order_id = twin.send(GOOD).order_id
+    for raw in (
+        {"type": "cancel", "account": "bob", "order_id": order_id},
+        {"type": "amend", "account": "bob", "order_id": order_id, "price": 1_000, "qty": 1},
+    ):
+        assert "no resting order" in twin.send(raw).reason
+    for engine in twin.engines:
+        engine.defaulted.append("bob")
+    assert "has defaulted" in twin.send({**GOOD, "account": "bob"}).reason
+    assert "has defaulted" in twin.send({"type": "withdraw", "account": "bob", "amount": 1}).reason
+    assert fallbacks == []
+    assert twin.send({"type": "deposit", "account": "bob", "amount": 1}).ok  # allowed: reference
+    assert len(fallbacks) == 1
+
+
+def test_an_amend_outside_the_price_range_or_past_a_limit_is_a_compiled_refusal(fallbacks):
+    twin = Twin()
+    order_id = twin.send(GOOD).order_id
+    amend = {"type": "amend", "account": "alice", "order_id": order_id, "price": 1_000}
+    assert "outside" in twin.send({**amend, "price": 100_000_000, "qty": 3}).reason
+    assert "past the limit" in twin.send({**amend, "qty": 10**9 + 1}).reason
+    assert fallbacks == []
+    assert order_id in twin.compiled.orders  # untouched
+
+
+def test_under_a_collateral_call_an_order_that_reduces_is_compiled_and_others_refused(
+    fallbacks,
+):
+    twin = Twin()
+    twin.send(submit("bob", "sell", 1_000, 3))
+    twin.send(submit("alice", "buy", 1_000, 3))  # alice holds +3
     for engine in twin.engines:
         engine.calls["alice"] = [1_000, 0]  # as a margin cycle's CollateralCall leaves it
-    assert not twin.send(GOOD).ok  # it would not reduce a position: refused
-    assert len(fallbacks) == 1
-    twin.send({"type": "cancel_all", "account": "alice"})  # others commands stay compiled
-    assert len(fallbacks) == 1
+    refused = twin.send(submit("alice", "buy", 1_000, 1))
+    assert "under a collateral call" in refused.reason and "position +3" in refused.reason
+    assert not twin.send(submit("alice", "sell", 1_100, 4)).ok  # more than it holds
+    assert twin.send(submit("alice", "sell", 1_100, 3)).ok  # reduces: accepted
+    assert fallbacks == []
 
 
-def test_a_submit_on_an_expired_instrument_is_left_to_the_reference(fallbacks):
+def test_a_submit_on_an_expired_instrument_is_a_compiled_refusal(fallbacks):
     twin = Twin()
     for engine in twin.engines:
         engine.instruments[RVS.name].expired = True
-    assert not twin.send(submit("alice", "buy", 100, 1, RVS.name)).ok
-    assert len(fallbacks) == 1
+    assert "has expired" in twin.send(submit("alice", "buy", 100, 1, RVS.name)).reason
     twin.send(GOOD)
-    assert len(fallbacks) == 1
+    assert fallbacks == []
 
 
-def test_a_command_of_a_defaulted_account_is_left_to_the_reference(fallbacks):
+def test_a_deposit_of_a_defaulted_account_is_left_to_the_reference(fallbacks):
     twin = Twin()
     for engine in twin.engines:
         engine.defaulted.append("alice")
     assert twin.send({"type": "deposit", "account": "alice", "amount": 10}).ok  # still allowed
-    assert not twin.send(GOOD).ok
-    assert len(fallbacks) == 2
+    assert len(fallbacks) == 1
+    assert not twin.send(GOOD).ok  # its orders are refused (compiled)
     twin.send({**GOOD, "account": "bob"})  # another account's order stays compiled
-    assert len(fallbacks) == 2
+    assert len(fallbacks) == 1
 
 
 @pytest.mark.parametrize("where", ["instance", "class"])
@@ -438,7 +544,7 @@ def test_a_subclass_overriding_an_order_path_method_runs_it_and_one_that_does_no
             assert result == Result(True, 1)
 
 
-def test_an_order_at_the_exposure_limit_is_compiled_and_one_lot_more_is_the_reference_s(
+def test_an_order_past_a_limit_is_a_compiled_refusal_and_one_already_past_it_the_reference_s(
     fallbacks,
 ):
     twin = Twin()
@@ -448,4 +554,112 @@ def test_an_order_at_the_exposure_limit_is_compiled_and_one_lot_more_is_the_refe
     assert fallbacks == []
     result = twin.send(submit("bob", "buy", 1_000, at_limit + 1))
     assert "past the limit" in result.reason
+    assert fallbacks == []
+    # the past-a-limit branch that lets an order through (it makes nothing worse) stays the
+    # reference's: the compiled check proves only orders within the limits
+    for engine in twin.engines:
+        engine.accounts["alice"].positions[SPOT.name] = 10**9 + 5  # past MAX_POSITION_LOTS
+    assert twin.send(submit("alice", "sell", 1_000, 1)).ok
     assert len(fallbacks) == 1
+
+
+# ---------------------------------------------------------------------- rows taken as values
+row_accounts = st.sampled_from([*ACCOUNTS, "mallory"])
+row_ints = st.integers(1, 40) | st.sampled_from([0, 10**9 + 1, 1 << 62, (1 << 62) + 1])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            row_accounts,
+            st.sampled_from([SPOT.name, PERP.name, "NOPE"]),
+            st.integers(0, 2),  # op
+            row_ints,  # order id
+            st.integers(990, 1_010) | st.sampled_from([0, 1_000_001, 1 << 62]),  # price
+            row_ints,  # qty
+            st.integers(0, 1),  # side
+            st.integers(0, 1),  # order type
+            st.integers(0, 2),  # tif
+            st.integers(0, 1),  # post-only
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_a_row_taken_as_values_is_the_mapping_it_stands_for(rows):
+    """``handle_row(*row)`` on the compiled engine and ``handle(row_command(*row))`` on the
+    reference: the same events, results and state, whether the row is run by the kernel,
+    refused by it or (an id of 0, a qty past the model) handed to the mapping's path."""
+    twin = Twin()
+    for row in rows:
+        expected = twin.reference.handle(row_command(*row))
+        got = twin.compiled.handle_row(*row)
+        assert type(got) is Result and got == expected
+        twin.check()
+
+
+def test_rows_the_kernel_cannot_prove_take_the_mapping_s_path(fallbacks):
+    twin = Twin()
+    unproven = [
+        ("alice", SPOT.name, 1, 0, 0, 1, 0, 0, 0, 0),  # a cancel of order id 0
+        ("alice", SPOT.name, 0, 0, 1_000, 0, 0, 0, 0, 0),  # a submit of 0 lots
+        ("alice", SPOT.name, 0, 0, 1_000, True, 0, 0, 0, 0),  # a bool for an int
+    ]
+    for row in unproven:
+        expected = twin.reference.handle(row_command(*row))
+        assert twin.compiled.handle_row(*row) == expected
+        twin.check()
+    assert fallbacks == [row_command(*row) for row in unproven]
+    fallbacks.clear()
+    row = ("alice", SPOT.name, 0, 0, 1_000, 3, 0, 0, 0, 0)
+    assert twin.compiled.handle_row(*row) == twin.reference.handle(row_command(*row))
+    twin.check()
+    assert fallbacks == []  # a valid row: the kernel's
+
+
+def test_a_row_the_kernel_runs_builds_no_mapping(monkeypatch, fallbacks):
+    built: list[tuple] = []
+
+    def building(*row):
+        built.append(row)
+        return row_command(*row)
+
+    monkeypatch.setattr(_kernel, "row_command", building)
+    twin = Twin()
+    rest = ("alice", SPOT.name, 0, 0, 1_000, 3, 0, 0, 0, 0)
+    assert twin.compiled.handle_row(*rest) == twin.reference.handle(row_command(*rest))
+    cancel = ("alice", SPOT.name, 1, 1, 0, 0, 0, 0, 0, 0)
+    assert twin.compiled.handle_row(*cancel) == twin.reference.handle(row_command(*cancel))
+    twin.check()
+    assert built == [] and fallbacks == []
+    refused = ("alice", SPOT.name, 1, 1, 0, 0, 0, 0, 0, 0)  # no longer resting
+    assert twin.compiled.handle_row(*refused) == twin.reference.handle(row_command(*refused))
+    twin.check()
+    assert built == [refused] and fallbacks == []  # the mapping only for the refusal's log
+
+
+def test_a_row_sent_to_an_engine_whose_handle_is_wrapped_goes_through_the_wrapper():
+    seen: list[Any] = []
+
+    class Wrapped(CompiledExchange):
+        def handle(self, raw):
+            seen.append(raw)
+            return super().handle(raw)
+
+    engine = Wrapped(lambda event: None)
+    engine.list_instrument(SPOT)
+    engine.open_account("alice")
+    engine.credit("alice", CASH)
+    row = ("alice", SPOT.name, 0, 0, 1_000, 3, 0, 0, 0, 0)
+    assert engine.handle_row(*row) == Result(True, 1)
+    assert seen == [row_command(*row)]
+    engine.__dict__["handle"] = engine.handle  # a patch on the instance: the same
+    engine.handle_row("alice", SPOT.name, 1, 1, 0, 0, 0, 0, 0, 0)
+    assert seen[-1] == {"type": "cancel", "account": "alice", "order_id": 1}
+
+
+def test_a_row_with_a_code_out_of_range_is_a_driver_s_error():
+    engine = CompiledExchange(lambda event: None)
+    with pytest.raises(ValueError, match="out of range"):
+        engine.handle_row("alice", SPOT.name, 3, 0, 1_000, 3, 0, 0, 0, 0)

@@ -37,6 +37,8 @@ from hypothesis import strategies as st
 
 from exchange import events as ev
 from exchange import session, sweep
+from exchange.commands import MAX_EXPOSURE, CommandError, jsonable, parse_command
+from exchange.compiled import CompiledExchange
 from exchange.engine import Exchange
 from exchange.engines import ENGINES
 from exchange.events import Event, encode
@@ -404,6 +406,109 @@ def test_any_stream_of_commands_and_timers_gives_identical_events_results_and_st
     twin.finish()
 
 
+# ---------------------------------------------------------------------- refusals, compiled
+#: Well-formed commands (every field as its model takes it) aimed at the engine's refusals:
+#: unknown and defaulted accounts, order ids no longer (or never) resting or another's,
+#: unknown instruments, prices outside the range, market orders with a time in force,
+#: post-only orders that are not gtc (and post-only crosses, FOK orders the book cannot fill:
+#: the book's refusals), orders under a collateral call, past a limit, withdrawals past the
+#: cash and deposits past the ledger's bound.
+aimed_accounts = weighted(
+    (15, st.sampled_from(ACCOUNTS)), (1, st.sampled_from(["mallory", "ALICE", "alice "]))
+)
+out_of_range = st.sampled_from([1, 999_999, 1_000_000, 1_000_001, 10**7, 1 << 62])
+aimed_qtys = weighted(
+    (8, st.integers(1, 20)),
+    (1, st.sampled_from([10**9, 10**9 + 1, MAX_EXPOSURE // 10_000, (1 << 62) - 1])),
+)
+
+
+@st.composite
+def aimed_submits(draw) -> dict[str, Any]:
+    instrument = draw(instruments)
+    order_type = draw(st.sampled_from(["limit", "limit", "market"]))
+    command = {
+        "type": "submit",
+        "account": draw(aimed_accounts),
+        "instrument": instrument,
+        "side": draw(st.sampled_from(["buy", "sell"])),
+        "qty": draw(aimed_qtys),
+        "order_type": order_type,
+    }
+    price = draw(weighted((4, prices_for(instrument)), (1, out_of_range), (1, st.just(0))))
+    if order_type == "limit" or draw(st.booleans()):
+        command["price"] = price
+    tif = draw(st.sampled_from(["gtc", "ioc", "fok", None, None]))
+    if tif is not None and (order_type == "limit" or draw(st.integers(0, 3)) == 0):
+        command["tif"] = tif
+    if draw(st.integers(0, 3)) == 0:
+        command["post_only"] = draw(st.booleans())
+    return command
+
+
+@st.composite
+def aimed_amends(draw) -> dict[str, Any]:
+    price = draw(weighted((4, prices_for(draw(st.sampled_from(INSTRUMENTS)))), (1, out_of_range)))
+    return {
+        "type": "amend",
+        "account": draw(aimed_accounts),
+        "order_id": draw(order_ids),
+        "price": max(price, 1),
+        "qty": draw(aimed_qtys),
+    }
+
+
+def _aimed(kind: str, required: dict, optional: dict | None = None):
+    return st.fixed_dictionaries(
+        {"type": st.just(kind), "account": aimed_accounts, **required}, optional=optional or {}
+    )
+
+
+aimed = weighted(
+    (6, aimed_submits()),
+    (4, _aimed("cancel", {"order_id": order_ids})),
+    (3, aimed_amends()),
+    (1, _aimed("cancel_all", {}, {"instrument": instruments})),
+    (1, _aimed("deposit", {"amount": amounts})),
+    (1, _aimed("withdraw", {"amount": amounts})),
+)
+aimed_steps = st.lists(
+    weighted((6, st.tuples(st.just("handle"), aimed)), (2, timers())), min_size=40, max_size=120
+)
+
+
+@DIFFERENTIAL
+@given(aimed_steps, st.booleans(), st.sampled_from([10**12, 3 * 10**6]), st.integers(0, 3))
+def test_streams_aimed_at_the_refusals_give_identical_events_and_the_kernel_runs_them(
+    stream, margin, cash, seed
+):
+    """Byte-identical events, results and state on both engines; and every refusal of a
+    well-formed command is the compiled engine's own (none is handed to the reference),
+    except a deposit of a defaulted account, which the reference runs (decision 49)."""
+    twin = Twin(seed, margin=margin, cash=cash)
+    handed: list[Any] = []
+    reference_handle = Exchange.handle
+
+    def counting(self, raw):
+        if isinstance(self, CompiledExchange):
+            handed.append(raw)
+        return reference_handle(self, raw)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Exchange, "handle", counting)
+        for step in stream:
+            if step[0] != "handle":
+                play(twin, step)
+                continue
+            command = step[1]
+            defaulted = command["account"] in twin.reference.defaulted
+            before = len(handed)
+            result = twin.handle(command)
+            if len(handed) > before and not result.ok:
+                assert command["type"] == "deposit" and defaulted, (command, result.reason)
+    twin.finish()
+
+
 @pytest.mark.parametrize("margin", [False, True], ids=["no-margin", "margin"])
 @pytest.mark.parametrize("kind", ["hostile", "valid"])
 def test_the_seeded_fuzzer_s_volume_gives_identical_events_on_both_engines(kind, margin):
@@ -580,6 +685,55 @@ def test_a_products_session_through_defaults_and_the_waterfall_logs_the_same_byt
 @pytest.mark.parametrize("scenario", scenario_names())
 def test_every_built_in_scenario_in_full_logs_the_same_bytes_on_both_engines(tmp_path, scenario):
     run_on_both(tmp_path, scenario)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_flow_rows_taken_as_values_by_the_compiled_engine_log_the_bytes_of_the_mappings(
+    tmp_path, monkeypatch, seed
+):
+    """The flow driver hands the compiled engine each generated row's values
+    (``CompiledExchange.handle_row``) and the reference engine the mapping: the logs are the
+    same bytes, submits, cancels and amends alike."""
+    ops: list[int] = []
+    typed = CompiledExchange.handle_row
+
+    def counting(self, name, instrument, op, *row):
+        ops.append(op)
+        return typed(self, name, instrument, op, *row)
+
+    monkeypatch.setattr(CompiledExchange, "handle_row", counting)
+    small = {"messages": 3_000, "traders": 4, "cash_every": 97, "malformed_every": 89}
+    run_on_both(tmp_path, "flow", small, seed=seed)
+    assert len(ops) == small["messages"]  # every row, on the compiled run only
+    assert set(ops) == {0, 1, 2}
+
+
+def test_on_flow_only_commands_that_do_not_parse_are_handed_to_the_reference(tmp_path, monkeypatch):
+    """The refusals `flow` provokes -- cancels and amends of orders no longer resting (most of
+    them), an unknown account, a withdrawal past the cash -- are compiled; what reaches
+    ``Exchange.handle`` is only the malformed commands, at most one every
+    ``malformed_every`` messages."""
+    handed: list[Any] = []
+    reference_handle = Exchange.handle
+
+    def counting(self, raw):
+        if isinstance(self, CompiledExchange):
+            handed.append(raw)
+        return reference_handle(self, raw)
+
+    monkeypatch.setattr(Exchange, "handle", counting)
+    small = {"messages": 6_000, "malformed_every": 200}
+    path = tmp_path / "flow.db"
+    session.run("flow", path, seed=2, overrides=small)
+    with EventStore.open(path, mode="r") as store:
+        commands = sum(1 for _ in store.events(kind=(ev.COMMAND_RECEIVED, ev.COMMAND_REJECTED)))
+        reasons = [e.data["reason"] for e in store.events(kind=ev.COMMAND_REJECTED)]
+    not_resting = sum("no resting order" in reason for reason in reasons)
+    assert not_resting > len(handed)  # the commonest refusal is there, and compiled
+    for raw in handed:
+        with pytest.raises(CommandError):
+            parse_command(jsonable(raw))
+    assert len(handed) / commands <= 1 / small["malformed_every"]
 
 
 # ---------------------------------------------------------------------- the engine chosen
