@@ -48,6 +48,7 @@ at :func:`position_value` (one rounding per position) and the model mark
 from __future__ import annotations
 
 import functools
+import math
 from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -59,7 +60,9 @@ from exchange.cds import (
     HazardCurve,
     _next_imm,
     _round_half_even,
+    flat_calibrate,
     flat_hazard_from_spread,
+    flat_par_spread,
     par_spread,
     protection_leg,
     risky_annuity,
@@ -169,16 +172,55 @@ def premium_dues(spec: CdsSpec, bases: dict[str, int], days: int) -> dict[str, i
 
 
 # --------------------------------------------------------------------------------------------
-# the model side, cached (a bisection a value: the same legs serve every account)
+# the model side, cached: the closed-form fast path, the general model as its reference
+
+#: Run the listing on the **reference** model alone (the general piecewise ``HazardCurve``
+#: legs of ``exchange.cds`` and the secant solver) instead of the closed-form flat-hazard fast
+#: path (``cds.flat_calibrate``, ``cds.flat_par_spread``). Only the tests set it, to check that
+#: both paths put the same integers in the log (docs/credit.md, "Speed").
+REFERENCE_MODEL = False
+#: How far apart the fast and the reference legs may be, relative (docs/credit.md, "Speed":
+#: measured below 1e-14, bounded by about 3e-13). An integer whose value lies within twice
+#: this share of its terms' size of a rounding boundary (a half tick, a half minor unit) is
+#: computed again by the reference path, whose answer is kept.
+FAST_PATH_TOLERANCE = 1e-12
 
 
-def _flat_hazard(spread: float, recovery: float, periods: list) -> HazardCurve:
-    """``cds.flat_hazard_from_spread`` by the secant method from the credit triangle (about
-    six par spreads where the bisection takes fifty: a mark a week of a six-year session),
-    to 1e-13 relative; the bisection itself if the secant leaves the positive hazards or does
-    not converge. Deterministic (the same floats in the same order)."""
+def _near_tie(value: float, size: float) -> bool:
+    """Whether ``value`` (a float of magnitude at most ``size``, in the unit rounded to) may be
+    within ``FAST_PATH_TOLERANCE x size`` of a half-integer, where half to even rounding can
+    change its answer. The slack is doubled to cover the float evaluation's own error (a few
+    1e-16 of ``size``); a value too large for floats to tell is always near."""
+    slack = 2.0 * FAST_PATH_TOLERANCE * size
+    return slack >= 0.5 or abs(value - math.floor(value) - 0.5) <= slack
+
+
+@functools.lru_cache(maxsize=64)
+def _tick(tick_bps: str) -> Fraction:
+    """A tick of ``tick_bps`` basis points as an exact fraction of a basis point."""
+    return Fraction(Decimal(tick_bps))
+
+
+@functools.lru_cache(maxsize=4096)
+def _schedule(spec: CdsSpec, valuation: date) -> tuple:
+    """``spec.periods(valuation)``, kept: a mark, its values and its margin shocks share it."""
+    return tuple(spec.periods(valuation))
+
+
+def _flat_hazard(spread: float, recovery: float, periods: tuple) -> float:
+    """The flat hazard (per year) repricing ``spread`` (fraction per year) over ``periods`` at
+    :data:`RATE`, on the fast path: ``cds.flat_calibrate`` (Newton on the closed-form legs
+    with their analytic slope, about three evaluations; the bisection as its fallback)."""
+    return flat_calibrate(spread, recovery, RATE, periods)[0]
+
+
+def _flat_hazard_reference(spread: float, recovery: float, periods: tuple) -> float:
+    """The reference of :func:`_flat_hazard`: ``cds.flat_hazard_from_spread`` by the secant
+    method on the general model's par spread from the credit triangle, to 1e-13 relative;
+    the bisection itself if the secant leaves the positive hazards or does not converge.
+    Deterministic (the same floats in the same order)."""
     if spread <= 0.0:
-        return HazardCurve.flat(0.0)
+        return 0.0
 
     def gap(h: float) -> float:
         return par_spread(HazardCurve.flat(h), RATE, recovery, periods) - spread
@@ -193,20 +235,52 @@ def _flat_hazard(spread: float, recovery: float, periods: list) -> HazardCurve:
         if not 0.0 < h2 < 1e6 or h2 != h2:
             break
         if abs(h2 - h1) <= 1e-13 * h2:
-            return HazardCurve.flat(h2)
+            return h2
         h0, f0, h1, f1 = h1, f1, h2, gap(h2)
-    return flat_hazard_from_spread(spread, recovery, RATE, periods)
+    return flat_hazard_from_spread(spread, recovery, RATE, list(periods)).rates[0]
 
 
 @functools.lru_cache(maxsize=8192)
-def _legs(spec: CdsSpec, valuation: date, spread_ticks: int) -> tuple[float, float]:
+def _legs(
+    spec: CdsSpec, valuation: date, spread_ticks: int, reference: bool = False
+) -> tuple[float, float]:
     """``(Prot, RPV01)`` per unit notional of ``spec`` at ``valuation`` on the flat hazard
-    that reprices ``spread_ticks`` over the series' own remaining schedule."""
-    periods = spec.periods(valuation)
-    spread = float(Fraction(Decimal(spec.tick_bps)) * spread_ticks / 10_000)
-    curve = _flat_hazard(spread, spec.recovery, periods)
+    that reprices ``spread_ticks`` over the series' own remaining schedule: the closed form,
+    or with ``reference`` the general model."""
+    periods = _schedule(spec, valuation)
+    spread = float(_tick(spec.tick_bps) * spread_ticks / 10_000)
+    if not reference:  # a spread <= 0 is a zero hazard, as the reference solver has it
+        _hazard, protection, annuity = flat_calibrate(
+            max(spread, 0.0), spec.recovery, RATE, periods
+        )
+        return protection, annuity
+    curve = HazardCurve.flat(_flat_hazard_reference(spread, spec.recovery, periods))
     protection = protection_leg(curve, RATE, spec.recovery, periods[-1][1])
     return protection, risky_annuity(curve, RATE, periods)
+
+
+def _round_legs(
+    spec: CdsSpec, valuation: date, spread_ticks: int, protected: int, paying: int
+) -> int:
+    """``Prot x protected - RPV01 x paying`` (minor units) rounded half to even **once** from
+    its exact value, the legs at the flat hazard of ``spread_ticks``: the fast legs, unless
+    the value is within :data:`FAST_PATH_TOLERANCE` of a rounding boundary (then the
+    reference's answer) or :data:`REFERENCE_MODEL` is set."""
+    reference = REFERENCE_MODEL
+    protection, annuity = _legs(spec, valuation, spread_ticks, reference)
+    if not reference:
+        value = protection * protected - annuity * paying
+        if _near_tie(value, abs(protection * protected) + abs(annuity * paying)):
+            protection, annuity = _legs(spec, valuation, spread_ticks, True)
+    # the exact value over the floats' common power-of-two denominator: no Fraction, no gcd
+    p_num, p_den = protection.as_integer_ratio()
+    a_num, a_den = annuity.as_integer_ratio()
+    den = max(p_den, a_den)
+    num = p_num * protected * (den // p_den) - a_num * paying * (den // a_den)
+    quotient, remainder = divmod(num, den)
+    if 2 * remainder > den or (2 * remainder == den and quotient % 2 == 1):
+        quotient += 1
+    return quotient
 
 
 def position_value(
@@ -218,18 +292,18 @@ def position_value(
     hazard of ``spread_ticks``). 0 from maturity on (nothing left to pay or protect)."""
     if (not contracts and not basis) or valuation >= spec.maturity:
         return 0
-    protection, annuity = _legs(spec, valuation, max(0, spread_ticks))
-    exact = Fraction(protection) * contracts * spec.notional - Fraction(annuity) * (
-        basis * spec.tick_value
+    return _round_legs(
+        spec, valuation, max(0, spread_ticks), contracts * spec.notional, basis * spec.tick_value
     )
-    return _round_half_even(exact)
 
 
 @functools.lru_cache(maxsize=4096)
-def _entity_hazard(spread_bps: int, recovery_ppm: int, valuation: date) -> float:
+def _entity_hazard(
+    spread_bps: int, recovery_ppm: int, valuation: date, reference: bool = False
+) -> float:
     """The flat hazard (per year) that reprices a ``spread_bps`` 5-year spread on a standard
     contract from ``valuation`` (quarterly IMM premiums to the IMM date on or after five
-    years on)."""
+    years on); with ``reference``, by the reference solver."""
     if spread_bps <= 0:
         return 0.0
     try:
@@ -245,16 +319,32 @@ def _entity_hazard(spread_bps: int, recovery_ppm: int, valuation: date) -> float
         effective=valuation,
         maturity=maturity,
     )
-    periods = standard.periods(valuation)
-    return _flat_hazard(spread_bps * 1e-4, recovery_ppm / PPM, periods).rates[0]
+    periods = tuple(standard.periods(valuation))
+    solve = _flat_hazard_reference if reference else _flat_hazard
+    return solve(spread_bps * 1e-4, recovery_ppm / PPM, periods)
+
+
+@functools.lru_cache(maxsize=8192)
+def _model_spread(spec: CdsSpec, spread_bps: int, valuation: date, reference: bool) -> float:
+    """The series' par spread (fraction per year) on the flat hazard of the entity's 5-year
+    spread ``spread_bps``: closed form, or with ``reference`` the general model."""
+    hazard = _entity_hazard(spread_bps, spec.recovery_ppm, valuation, reference)
+    periods = _schedule(spec, valuation)
+    if not reference:
+        return flat_par_spread(hazard, RATE, spec.recovery, periods)
+    return par_spread(HazardCurve.flat(hazard), RATE, spec.recovery, periods)
 
 
 def model_ticks(spec: CdsSpec, spread_bps: int, valuation: date) -> int:
     """The model mark: the series' par spread (ticks of ``tick_bps``, rounded once) on the
-    flat hazard of the reference entity's 5-year spread ``spread_bps``."""
-    hazard = _entity_hazard(spread_bps, spec.recovery_ppm, valuation)
-    periods = spec.periods(valuation)
-    spread = par_spread(HazardCurve.flat(hazard), RATE, spec.recovery, periods)
+    flat hazard of the reference entity's 5-year spread ``spread_bps`` (the fast path, the
+    reference's answer within :data:`FAST_PATH_TOLERANCE` of a half tick)."""
+    reference = REFERENCE_MODEL
+    spread = _model_spread(spec, spread_bps, valuation, reference)
+    if not reference:
+        ticks = spread * 10_000 / float(spec.tick_bps)
+        if _near_tie(ticks, ticks):
+            spread = _model_spread(spec, spread_bps, valuation, True)
     return spread_to_ticks(spread, spec.tick_bps)
 
 
@@ -317,9 +407,8 @@ def mark(engine: Exchange, listing: Listing) -> None:
         int(bid_qty[0]) if len(bid_qty) else 0,
         int(ask_qty[0]) if len(ask_qty) else 0,
     )
-    protection, _annuity = _legs(spec, day, ticks)
     listing.mark = ticks
-    listing.unit_value = _round_half_even(Fraction(protection) * spec.notional)
+    listing.unit_value = _round_legs(spec, day, ticks, spec.notional, 0)
     engine._emit(
         ev.MARK_PRICE,
         instrument=spec.name,

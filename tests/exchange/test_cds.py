@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import date
+from datetime import date, timedelta
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -22,12 +22,17 @@ from exchange.cds import (
     BPS,
     CdsSpec,
     HazardCurve,
+    _next_imm,
     bootstrap_hazard,
     cds_mark,
     cs01,
     default_leg_pv,
     default_probability,
+    flat_calibrate,
     flat_hazard_from_spread,
+    flat_legs,
+    flat_par_spread,
+    flat_upfront,
     is_imm_date,
     par_spread,
     position_value,
@@ -445,6 +450,126 @@ def test_default_leg_is_additive_over_adjacent_intervals(curve, rate, a, b):
         rel=1e-12,
         abs=1e-300,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# the flat-hazard fast path (closed form) against the general model, its reference
+
+#: The bound the closed form keeps to the general model (docs/credit.md, "Speed"): measured
+#: below 1e-15, so a failure here is a wrong formula, not rounding.
+FAST_REL = 1e-12
+#: A series effective on a day that is not an IMM date (a short first stub), seen mid-period.
+STUB_SPEC = five_year(effective=date(2024, 1, 1))
+STUB_PERIODS = STUB_SPEC.periods(date(2024, 2, 15))
+
+
+@st.composite
+def schedules(draw):
+    """Premium periods as a listed series sees them: effective any day of two years (a short
+    stub when it is not an IMM date), maturity the IMM date after up to ten years, valued any
+    day before maturity (the period running then starts before the valuation date)."""
+    effective = date(2024, 1, 1) + timedelta(days=draw(st.integers(0, 730)))
+    maturity = _next_imm(effective + timedelta(days=draw(st.integers(0, 3650))))
+    spec = five_year(effective=effective, maturity=maturity)
+    valuation = effective + timedelta(days=draw(st.integers(0, (maturity - effective).days - 1)))
+    return spec.periods(valuation)
+
+
+def test_the_stub_example_has_a_short_first_period_running_at_the_valuation_date():
+    start, end, accrual = STUB_PERIODS[0]
+    assert start < 0.0 < end and accrual == (date(2024, 3, 20) - date(2024, 1, 1)).days / 360
+
+
+# hazards 0..3 a year; the positive ones from 1e-12, above the subnormal floats (a hazard of
+# 1e-310 a year would leave too few digits in the products for any relative bound)
+fast_hazards = st.one_of(st.just(0.0), st.floats(min_value=1e-12, max_value=3.0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fast_hazards,
+    st.floats(min_value=0.0, max_value=0.1),
+    recoveries,
+    schedules(),
+    st.floats(min_value=0.0, max_value=0.2),
+)
+@example(0.1076, RATE, 0.4, PERIODS, 0.05)
+@example(0.1076, RATE, 0.4, STUB_PERIODS, 0.05)
+@example(0.0, 0.0, 0.4, STUB_PERIODS, 0.01)
+@example(3.0, 0.1, 0.0, STUB_PERIODS, 0.2)
+def test_the_closed_form_legs_equal_the_general_model_on_a_flat_hazard_within_1e_12(
+    hazard, rate, recovery, periods, coupon
+):
+    curve = HazardCurve.flat(hazard)
+    protection = protection_leg(curve, rate, recovery, periods[-1][1])
+    annuity = risky_annuity(curve, rate, periods)
+    fast_protection, fast_annuity = flat_legs(hazard, rate, recovery, periods)
+    assert fast_protection == pytest.approx(protection, rel=FAST_REL, abs=0.0)
+    assert fast_annuity == pytest.approx(annuity, rel=FAST_REL, abs=0.0)
+    assert flat_par_spread(hazard, rate, recovery, periods) == pytest.approx(
+        par_spread(curve, rate, recovery, periods), rel=2 * FAST_REL, abs=0.0
+    )
+    # a difference of the legs: relative to the legs, not to itself (it may be near 0)
+    reference = upfront(curve, rate, recovery, periods, coupon)
+    fast = flat_upfront(hazard, rate, recovery, periods, coupon)
+    assert abs(fast - reference) <= FAST_REL * (protection + coupon * annuity)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(min_value=1e-6, max_value=3.0),
+    st.floats(min_value=0.0, max_value=0.1),
+    recoveries,
+    schedules(),
+)
+@example(0.1076, RATE, 0.4, PERIODS)
+@example(0.1076, RATE, 0.4, STUB_PERIODS)
+def test_the_newton_calibration_finds_the_bisections_flat_hazard_and_the_legs_there(
+    hazard, rate, recovery, periods
+):
+    spread = par_spread(HazardCurve.flat(hazard), rate, recovery, periods)  # reachable
+    found, protection, annuity = flat_calibrate(spread, recovery, rate, periods)
+    bisected = flat_hazard_from_spread(spread, recovery, rate, periods)
+    assert found == pytest.approx(bisected.rates[0], rel=FAST_REL)
+    assert found == pytest.approx(hazard, rel=FAST_REL)
+    assert (protection, annuity) == flat_legs(found, rate, recovery, periods)  # legs at it
+    assert protection == pytest.approx(
+        protection_leg(bisected, rate, recovery, periods[-1][1]), rel=FAST_REL
+    )
+    assert annuity == pytest.approx(risky_annuity(bisected, rate, periods), rel=FAST_REL)
+
+
+def test_a_spread_no_hazard_reaches_is_refused_by_the_fast_calibration_as_by_the_reference():
+    # one day before the only premium date: the buyer owes the whole 79-day period's coupon
+    # on default, so the par spread saturates near (1 - R) / (79/360) = 2.7 a year
+    spec = five_year(effective=date(2024, 1, 1), maturity=date(2024, 3, 20))
+    periods = spec.periods(date(2024, 3, 19))
+    with pytest.raises(ValueError, match="no hazard rate"):
+        flat_hazard_from_spread(5.0, 0.4, RATE, periods)
+    with pytest.raises(ValueError, match="no hazard rate"):
+        flat_calibrate(5.0, 0.4, RATE, periods)
+    # 2.0 is reachable, at a hazard of several hundred a year: found by both
+    hazard, _, _ = flat_calibrate(2.0, 0.4, RATE, periods)
+    assert hazard > 100
+    assert hazard == pytest.approx(
+        flat_hazard_from_spread(2.0, 0.4, RATE, periods).rates[0], rel=FAST_REL
+    )
+
+
+def test_the_fast_path_checks_its_inputs_and_a_zero_spread_is_a_zero_hazard():
+    hazard, protection, annuity = flat_calibrate(0.0, 0.4, RATE, PERIODS)
+    assert (hazard, protection) == (0.0, 0.0)
+    assert annuity == pytest.approx(risky_annuity(HazardCurve.flat(0.0), RATE, PERIODS), rel=1e-15)
+    with pytest.raises(ValueError, match="hazard rate must be >= 0"):
+        flat_legs(-0.01, RATE, 0.4, PERIODS)
+    with pytest.raises(ValueError, match="spread must be >= 0"):
+        flat_calibrate(-0.01, 0.4, RATE, PERIODS)
+    with pytest.raises(ValueError, match="recovery"):
+        flat_legs(0.1, RATE, 1.0, PERIODS)
+    with pytest.raises(ValueError, match="bad premium period"):
+        flat_legs(0.1, RATE, 0.4, [(0.5, 0.25, 0.25)])
+    with pytest.raises(ValueError, match="at least one premium period"):
+        flat_calibrate(0.01, 0.4, RATE, [])
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ byte-identical on it, the scenario file and conservation over random sessions.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from fractions import Fraction
 
 import pytest
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.scenario import load
-from exchange import cds_market
+from exchange import cds, cds_market
 from exchange import events as ev
 from exchange.cds import CdsSpec, position_value_at_spread
 from exchange.clock import PARTICIPANT, Simulator
@@ -550,3 +550,168 @@ def test_the_built_in_settles_coreweave_s_cds_on_its_default_and_conserves_cash(
         fold.apply(*event)
         money = sum(fold.cash.values()) + sum(fold.pools.values())
         assert money == fold.deposited - fold.withdrawn, f"seq {event.seq}"
+
+
+# ---------------------------------------------------------------------- the model's fast path
+# The listing prices on the closed-form flat-hazard legs (cds.flat_calibrate) and keeps the
+# general piecewise model as the reference (cds_market.REFERENCE_MODEL): the integers it logs
+# must be the reference's (docs/credit.md, "Speed").
+
+
+@st.composite
+def listed_points(draw):
+    """A listed series (any recovery, effective any day, maturity an IMM date up to seven
+    years on), a valuation date before its maturity and a spread in ticks (some not
+    positive)."""
+    effective = EPOCH + timedelta(days=draw(st.integers(0, 400)))
+    maturity = cds._next_imm(effective + timedelta(days=draw(st.integers(0, 2600))))
+    spec = CdsSpec(
+        name=NAME,
+        reference_entity="CoreWeave",
+        coupon_bps=draw(st.sampled_from((100, 500))),
+        recovery_ppm=draw(st.integers(0, 900_000)),
+        effective=effective,
+        maturity=maturity,
+    )
+    valuation = effective + timedelta(days=draw(st.integers(0, (maturity - effective).days - 1)))
+    return spec, valuation, draw(st.integers(-50, 5_000))  # <= 0: a zero hazard on both
+
+
+def _both(function, *args):
+    """``function(*args)`` and whether it raised ``ValueError`` (an unreachable spread)."""
+    try:
+        return function(*args), False
+    except ValueError:
+        return None, True
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(listed_points(), st.integers(1, 3_000))
+def test_the_fast_legs_and_hazards_are_the_reference_s_within_the_fast_path_tolerance(
+    point, entity_bps
+):
+    spec, valuation, ticks = point
+    fast, fast_raised = _both(cds_market._legs, spec, valuation, ticks, False)
+    reference, reference_raised = _both(cds_market._legs, spec, valuation, ticks, True)
+    assert fast_raised == reference_raised  # a spread no hazard reaches, refused by both
+    if not fast_raised:
+        for got, want in zip(fast, reference, strict=True):
+            assert got == pytest.approx(want, rel=cds_market.FAST_PATH_TOLERANCE, abs=0.0)
+    hazards = [
+        cds_market._entity_hazard(entity_bps, spec.recovery_ppm, valuation, reference)
+        for reference in (False, True)
+    ]
+    assert hazards[0] == pytest.approx(hazards[1], rel=cds_market.FAST_PATH_TOLERANCE)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(
+    listed_points(),
+    st.integers(-50, 50),
+    st.integers(-50_000, 50_000),
+    st.integers(0, 3_000),
+)
+def test_position_values_and_model_marks_are_the_reference_model_s_integers(
+    point, contracts, basis, entity_bps
+):
+    spec, valuation, ticks = point
+    got = {}
+    for reference in (False, True):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cds_market, "REFERENCE_MODEL", reference)
+            got[reference] = (
+                _both(cds_market.position_value, spec, contracts, basis, ticks, valuation),
+                cds_market.model_ticks(spec, entity_bps, valuation),
+            )
+    assert got[False] == got[True]
+
+
+def _stub_legs(monkeypatch, fast, reference):
+    """``cds_market._legs`` answering ``fast`` on the fast path and ``reference`` on the
+    reference, recording which it was asked for."""
+    asked = []
+
+    def legs(spec, valuation, spread_ticks, reference_model=False):
+        asked.append(reference_model)
+        return reference if reference_model else fast
+
+    monkeypatch.setattr(cds_market, "_legs", legs)
+    return asked
+
+
+def test_a_value_within_the_tolerance_of_a_half_unit_takes_the_reference_s_rounding(monkeypatch):
+    """The fast protection leg 4e-14 above the reference's, across the half cent of a
+    contract of one cent notional: the fast value would round up, the reference's down; the
+    reference's answer is kept. Far from a half unit the fast answer stands alone."""
+    fast = (0.5 * (1 + 4e-14), 0.1)
+    reference = (0.5 * (1 - 4e-14), 0.1)
+    asked = _stub_legs(monkeypatch, fast, reference)
+    assert cds_market._round_legs(SPEC, EPOCH, 640, 1, 0) == 0  # 0.4999...: down
+    assert asked == [False, True]
+    asked.clear()
+    assert cds_market._round_legs(SPEC, EPOCH, 640, 3, 0) == 1  # 1.4999...: down
+    assert asked == [False, True]
+    asked.clear()
+    assert cds_market._round_legs(SPEC, EPOCH, 640, 2, 0) == 1  # 1.0000...: no tie near
+    assert cds_market._round_legs(SPEC, EPOCH, 640, 2, 7) == 0  # 1 - 0.7
+    assert asked == [False, False]
+
+
+def test_a_model_mark_within_the_tolerance_of_a_half_tick_takes_the_reference_s_rounding(
+    monkeypatch,
+):
+    calls = []
+
+    def spread(spec, spread_bps, valuation, reference):
+        calls.append(reference)
+        # 640.5 ticks of 1 bp, the fast path a hair above the half tick, the reference below
+        return 0.06405 * (1 - 1e-14 if reference else 1 + 1e-14)
+
+    monkeypatch.setattr(cds_market, "_model_spread", spread)
+    assert cds_market.model_ticks(SPEC, 640, EPOCH) == 640
+    assert calls == [False, True]
+
+
+def test_the_built_in_logs_the_same_bytes_on_the_fast_path_as_on_the_reference_model(
+    tmp_path, monkeypatch
+):
+    """``second-derivative`` at seed 7, once on the reference model alone (the fast functions
+    unreachable) and once on the fast path (which must be used): every event, the marks and
+    values among them, and the log's digest are identical."""
+    from exchange import session
+    from exchange.store import EventStore
+
+    def caches_cleared():
+        for cached in (
+            cds_market._legs,
+            cds_market._entity_hazard,
+            cds_market._model_spread,
+            cds_market._schedule,
+        ):
+            cached.cache_clear()
+
+    def unreachable(*args):
+        raise AssertionError("the reference run used the fast path")
+
+    logs = {}
+    with monkeypatch.context() as patch:
+        patch.setattr(cds_market, "REFERENCE_MODEL", True)
+        patch.setattr(cds_market, "flat_calibrate", unreachable)
+        patch.setattr(cds_market, "flat_par_spread", unreachable)
+        caches_cleared()
+        session.run("second-derivative", tmp_path / "reference.db", seed=7)
+    fast_calls = []
+    calibrate = cds_market.flat_calibrate
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            cds_market, "flat_calibrate", lambda *a: fast_calls.append(1) or calibrate(*a)
+        )
+        caches_cleared()
+        session.run("second-derivative", tmp_path / "fast.db", seed=7)
+    assert len(fast_calls) > 1_000
+    for name in ("reference", "fast"):
+        with EventStore.open(tmp_path / f"{name}.db") as store:
+            logs[name] = (list(store.events()), store.digest())
+    marks = [e for e in logs["fast"][0] if e.kind == ev.MARK_PRICE and e.instrument]
+    assert len(marks) > 500 and any(e.amount for e in marks)
+    assert logs["fast"] == logs["reference"]
