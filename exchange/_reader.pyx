@@ -1,6 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """The event store's typed rows, read in C: what a replay folds.
 
+Schema 3 (one row per batch): :func:`typed_rows` (at the end) parses the typed fields of each
+event of a batch blob; :class:`RowReader` reads the projection's rows (filtered reads of a log
+that has it, unchecked: the store proves the projection against the blobs first). The
+checked mode of :class:`RowReader` described below (crc, columns against the payload, batch
+digests) served schema 2's per-event rows; the store no longer uses it (left for its removal).
+
 Python's ``sqlite3`` cursor makes a new ``str`` for every text value of every row; a replay
 reads five text columns of a million rows (kind, instrument, account, side, counterparty),
 which take a handful of distinct values. :class:`RowReader` steps a prepared statement on
@@ -32,7 +38,7 @@ from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 from exchange._sqlite cimport (
     SQLITE_DONE,
@@ -440,3 +446,92 @@ cdef class RowReader:
             keys.append(PyBytes_FromStringAndSize(text, size))
             values.append(value)
         return value
+
+
+# ---------------------------------------------------------------------- schema 3: the blobs
+cdef inline bint _is_digit(char c):
+    return b"0" <= c <= b"9"
+
+
+def typed_rows(bytes blob, long long first, Py_ssize_t count, Py_ssize_t n_typed, fallback):
+    """The typed fields of each event of a batch blob (schema 3: one event a line, each
+    ``encode(e)``: ``[seq,t,"kind",...,counter_order_id,data]``), as tuples of their first
+    ``n_typed`` fields, parsed in C without decoding ``data``: what a replay folds. A line whose
+    leading fields are not plain ints, ``null`` or strings without escapes goes to
+    ``fallback(line)`` (which decodes it in Python, or raises).
+
+    None when the blob is not ``count`` events (``count`` < 0: any number) of seqs ``first``,
+    ``first + 1``... in order (the caller then says what is wrong)."""
+    cdef const char* src = PyBytes_AS_STRING(blob)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(blob)
+    cdef Py_ssize_t pos = 0
+    cdef Py_ssize_t p, end, q, k = 0, i
+    cdef long long value, expected
+    cdef bint negative, fast
+    cdef const char* nl
+    cdef object row, item
+    out = []
+    if n and src[n - 1] != b"\n":
+        return None
+    while pos < n:
+        nl = <const char*>memchr(src + pos, b"\n", n - pos)
+        end = nl - src
+        expected = first + k
+        p = pos
+        fast = src[p] == b"["
+        p += 1
+        row = PyTuple_New(n_typed)
+        i = 0
+        while fast and i < n_typed:
+            if p >= end:
+                fast = False
+                break
+            if src[p] == b"n":
+                if end - p < 4 or memcmp(src + p, b"null", 4) != 0:
+                    fast = False
+                    break
+                item = None
+                p += 4
+            elif src[p] == b'"':
+                q = p + 1
+                while q < end and src[q] != b'"' and src[q] != b"\\":
+                    q += 1
+                if q >= end or src[q] != b'"':
+                    fast = False  # an escape: Python decodes it
+                    break
+                item = PyUnicode_DecodeUTF8(src + p + 1, q - p - 1, NULL)
+                p = q + 1
+            elif src[p] == b"-" or _is_digit(src[p]):
+                negative = src[p] == b"-"
+                if negative:
+                    p += 1
+                q = p
+                value = 0
+                while q < end and _is_digit(src[q]) and q - p < 18:
+                    value = value * 10 + (src[q] - 48)
+                    q += 1
+                if q == p or (q < end and (_is_digit(src[q]) or src[q] in b".eE")):
+                    fast = False  # beyond 18 digits, or not an int: Python decodes it
+                    break
+                item = PyLong_FromLongLong(-value if negative else value)
+                p = q
+            else:
+                fast = False
+                break
+            if p >= end or src[p] != b",":
+                fast = False
+                break
+            p += 1
+            Py_INCREF(item)
+            PyTuple_SET_ITEM(row, i, item)
+            i += 1
+        if not fast:
+            row = fallback(blob[pos:end])
+        if row[0] != expected:
+            return None
+        out.append(row)
+        k += 1
+        pos = end + 1
+    if count >= 0 and k != count:
+        return None
+    return out

@@ -1,221 +1,145 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The event store's append loop in C: encode, checksum and bind each event straight to SQLite.
+"""The event store's batch blob in C: check a batch's events, encode them into one buffer.
 
-Python's ``sqlite3`` module binds every parameter through its adapter machinery (and binds
-``None`` by raising and clearing an exception); building the flat parameter list alone cost
-about a microsecond an event. Here each event's typed fields are bound with
-``sqlite3_bind_int64`` / ``sqlite3_bind_text`` / ``sqlite3_bind_null`` on one prepared
-statement, on **the same SQLite connection** the store's Python ``sqlite3.Connection`` holds —
-so the rows join the store's own transaction (batch row, ``sessions.last_seq``, snapshot) and
-commit or roll back with it. The connection handle is read from the ``sqlite3.Connection``
-object (CPython keeps it as the first field); :class:`EventWriter` checks it by asking SQLite
-for the database's file name, and the store falls back to the Python path when it cannot be
-used. Payloads are ``exchange.events.encode``'s canonical bytes, made by calling orjson with the
-options ``exchange.events`` defines (``dumps(tuple(event), None, ENCODE_OPTIONS)``, what
-``encode`` does) without a Python call per event; tests hold the rows of this path and of the
-store's Python path (which calls ``encode``) equal.
+Schema 3 stores a batch as one row whose ``events`` blob is every event's canonical payload
+(:func:`exchange.events.encode`) followed by ``b"\\n"``, in seq order. Building that blob is
+the whole per-event cost of an append, so it runs here without a Python call per event:
+
+* :func:`first_bad` checks every event before anything is written: a tuple (or list) of the
+  ``Event`` fields, seqs contiguous from ``first``, each typed field of its column's type
+  (the checks SQLite's STRICT columns made in schema 2, when every event was a row);
+* :func:`encode_batch` calls orjson with the options ``exchange.events`` defines
+  (``dumps(tuple(event), None, ENCODE_OPTIONS)``, what ``encode`` does) and copies each
+  payload into one ``bytearray`` as soon as it is made (holding a batch of orjson's bytes
+  objects alive cost 2-10 us an event; see the store's notes);
+* :func:`array_to_lines` turns the journaller's one JSON array of a batch's events (each
+  encoded as ``encode`` encodes it) into the same blob without encoding any event again: it
+  replaces the separators of the outer array by newlines.
 """
 
-from cpython.bytearray cimport PyByteArray_AS_STRING
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
-from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.sequence cimport PySequence_Tuple
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
-from exchange._sqlite cimport (
-    SQLITE_DONE,
-    SQLITE_OK,
-    sqlite3,
-    sqlite3_bind_int64,
-    sqlite3_bind_null,
-    sqlite3_bind_text,
-    sqlite3_errmsg,
-    sqlite3_finalize,
-    sqlite3_prepare_v2,
-    sqlite3_reset,
-    sqlite3_step,
-    sqlite3_stmt,
-    store_handle,
-)
+#: Column codes of :func:`first_bad`'s ``codes``: an integer or a text, NOT NULL or nullable.
+INT, INT_OR_NULL, TEXT, TEXT_OR_NULL = b"i", b"I", b"s", b"S"
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
 
 
-cdef class EventWriter:
-    """Appends events to the ``events`` table through ``connection``'s own SQLite handle.
+cdef inline PyObject* _item(object event, Py_ssize_t i, bint is_tuple):
+    if is_tuple:
+        return PyTuple_GET_ITEM(event, i)
+    return PyList_GET_ITEM(event, i)
 
-    Args:
-        connection: the store's ``sqlite3.Connection`` (kept alive by the writer).
-        path: the database file (absolute); the handle must name the same file.
-        sql: ``INSERT INTO events (<typed fields>, payload, crc, batch) VALUES (?, ...)``.
-        n_typed: how many typed fields lead each event (the rest is ``data``).
-        dumps: ``orjson.dumps``.
-        options: ``exchange.events.ENCODE_OPTIONS``.
-        crc32: ``zlib.crc32``.
 
-    Raises:
-        ValueError: the handle cannot be used (the store then uses the Python path).
-    """
-
-    cdef sqlite3* db
-    cdef sqlite3_stmt* stmt
-    cdef sqlite3_stmt* many
-    cdef int rows_per_many
-    cdef object connection
-    cdef object dumps
-    cdef object options
-    cdef object crc32
-    cdef int n_typed
-
-    def __cinit__(self, connection, str path, str sql, int n_typed, dumps, options, crc32,
-                  str many_sql="", int rows_per_many=0):
-        self.db = NULL
-        self.stmt = NULL
-        self.many = NULL
-        self.rows_per_many = 0
-        cdef sqlite3* db = store_handle(connection, path)
-        self.connection = connection
-        self.dumps = dumps
-        self.options = options
-        self.crc32 = crc32
-        self.n_typed = n_typed
-        cdef bytes text = sql.encode()
-        if sqlite3_prepare_v2(db, text, -1, &self.stmt, NULL) != SQLITE_OK:
-            raise ValueError(sqlite3_errmsg(db).decode("utf-8", "replace"))
-        if rows_per_many > 1:
-            text = many_sql.encode()
-            if sqlite3_prepare_v2(db, text, -1, &self.many, NULL) != SQLITE_OK:
-                raise ValueError(sqlite3_errmsg(db).decode("utf-8", "replace"))
-            self.rows_per_many = rows_per_many
-        self.db = db
-
-    def __dealloc__(self):
-        self.close()
-
-    def close(self):
-        """Finalise the statements (before the connection closes)."""
-        if self.stmt != NULL:
-            sqlite3_finalize(self.stmt)
-            self.stmt = NULL
-        if self.many != NULL:
-            sqlite3_finalize(self.many)
-            self.many = NULL
-
-    def first_bad(self, events, long long first, Py_ssize_t n_fields):
-        """The position in ``events`` of the first one that is not a tuple of ``n_fields``
-        items whose seq (item 0) is ``first`` + its position; -1 if every one is. The
-        store's checks before a batch, in one C loop instead of a Python one."""
-        cdef Py_ssize_t k = 0
-        for event in events:
-            if not isinstance(event, tuple) or len(<tuple>event) != n_fields:
-                return k
-            if <object>PyTuple_GET_ITEM(event, 0) != first + k:
-                return k
-            k += 1
-        return -1
-
-    cdef int _bind(self, sqlite3_stmt* stmt, int base, tuple event, const char* payload,
-                   Py_ssize_t size, long long crc, long long batch) except -1:
-        """Bind one event's row at parameter ``base + 1``...; raises ValueError/OverflowError.
-        ``payload`` must stay valid until the statement has been stepped (SQLITE_STATIC).
-        ``event`` has at least ``n_typed`` items (``write`` checked its length)."""
-        cdef int i
-        cdef int n_typed = self.n_typed
-        cdef Py_ssize_t length
-        cdef const char* utf8
-        cdef PyObject* item
-        for i in range(n_typed):
-            # the tuple's own slot, borrowed: indexing through the sequence protocol (an
-            # Event is a tuple subclass) was a fifth of the append loop
-            item = PyTuple_GET_ITEM(event, i)
-            value = <object>item
+def first_bad(events, long long first, Py_ssize_t n_fields, bytes codes, names):
+    """The first event of ``events`` that cannot be stored, as ``(position, reason)``, or
+    None if every one can. An event must be a tuple or a list of ``n_fields`` items whose
+    seq (item 0) is ``first`` + its position, and whose leading ``len(codes)`` items match
+    their column's code (``INT``/``INT_OR_NULL``: an int within int64, ``TEXT``/
+    ``TEXT_OR_NULL``: a str; ``None`` only where nullable). ``names``: the typed fields'
+    names, for the reason. ``reason`` is None for a wrong seq (the caller words it)."""
+    cdef Py_ssize_t k = 0
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n_typed = len(codes)
+    cdef const char* code = codes
+    cdef bint is_tuple
+    cdef PyObject* item
+    for event in events:
+        if isinstance(event, tuple):
+            is_tuple = True
+            if PyTuple_GET_SIZE(event) != n_fields:
+                return k, f"events must have the {n_fields} fields of Event"
+        elif type(event) is list:
+            is_tuple = False
+            if PyList_GET_SIZE(event) != n_fields:
+                return k, f"events must have the {n_fields} fields of Event"
+        else:
+            return k, f"an event must be a tuple (exchange.events.Event), not {event!r:.200}"
+        value = <object>_item(event, 0, is_tuple)
+        if type(value) is not int or value != first + k:
+            return k, None
+        for i in range(1, n_typed):
+            value = <object>_item(event, i, is_tuple)
             if value is None:
-                sqlite3_bind_null(stmt, base + i + 1)
-            elif type(value) is str:
-                utf8 = PyUnicode_AsUTF8AndSize(value, &length)
-                sqlite3_bind_text(stmt, base + i + 1, utf8, <int>length, NULL)
-            elif type(value) is int:
-                sqlite3_bind_int64(stmt, base + i + 1, <long long>value)
-            else:
-                raise ValueError(
-                    f"{type(value).__name__} in typed field {i} of event {event[0]!r}"
+                if code[i] == b"i" or code[i] == b"s":
+                    return k, f"event seq {first + k}: {names[i]} is None (NOT NULL)"
+            elif code[i] == b"i" or code[i] == b"I":
+                if type(value) is not int:
+                    return k, (
+                        f"event seq {first + k}: {names[i]} is {value!r:.80} "
+                        f"({type(value).__name__}), not an integer"
+                    )
+                if not (_INT64_MIN <= value <= _INT64_MAX):
+                    return k, f"event seq {first + k}: {names[i]} {value} does not fit in int64"
+            elif type(value) is not str:
+                return k, (
+                    f"event seq {first + k}: {names[i]} is {value!r:.80} "
+                    f"({type(value).__name__}), not text"
                 )
-        sqlite3_bind_text(stmt, base + n_typed + 1, payload, <int>size, NULL)
-        sqlite3_bind_int64(stmt, base + n_typed + 2, crc)
-        sqlite3_bind_int64(stmt, base + n_typed + 3, batch)
-        return 0
+        k += 1
+    return None
 
-    cdef int _step(self, sqlite3_stmt* stmt, first_seq) except -1:
-        cdef int rc = sqlite3_step(stmt)
-        sqlite3_reset(stmt)
-        if rc != SQLITE_DONE:
-            message = sqlite3_errmsg(self.db).decode("utf-8", "replace")
-            raise ValueError(f"rows from seq {first_seq!r} not stored: {message}")
-        return 0
 
-    def write(self, events, long long batch):
-        """Insert ``events`` (rows of ``batch``) inside the caller's open transaction, in
-        statements of ``rows_per_many`` rows and single rows for the rest. Returns the
-        payloads, each followed by a newline, as one ``bytearray`` (what the batch digest
-        hashes). Raises ValueError on an event that is not a tuple and on a value SQLite or
-        int64 cannot take, with the reason; the caller's transaction then rolls back.
+def encode_batch(events, dumps, options):
+    """Every event's canonical payload (``dumps(tuple(event), None, options)``) followed by
+    a newline, in order, as one ``bytearray``: a batch's ``events`` blob. ``events`` are
+    tuples (``Event``) or lists of the fields."""
+    cdef bytearray joined = bytearray()
+    for event in events:
+        if type(event) is not list:
+            event = PySequence_Tuple(event)  # orjson writes a tuple, not a namedtuple
+        joined += dumps(event, None, options)
+        joined += b"\n"
+    return joined
 
-        Each payload is copied into that one buffer as soon as it is encoded and its bytes
-        object dropped: keeping a batch of orjson's bytes objects alive cost 2-10 us an event
-        (each is allocated with spare capacity and shrunk, so holding thousands of them keeps
-        the allocator growing the heap), against 0.15-0.4 us when the object is freed at once.
-        """
-        if self.stmt == NULL:
-            raise ValueError("the writer is closed")
-        events = list(events)
-        cdef Py_ssize_t n = len(events)
-        for event in events:
-            if not isinstance(event, tuple) or len(<tuple>event) < self.n_typed:
-                raise ValueError(
-                    f"an event must be a tuple (exchange.events.Event) of at least "
-                    f"{self.n_typed} fields, not {event!r:.200}"
-                )
-        cdef bytearray joined = bytearray()
-        cdef Py_ssize_t* offsets = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
-        cdef long long* crcs = <long long*>PyMem_Malloc((n + 1) * sizeof(long long))
-        if offsets == NULL or crcs == NULL:
-            PyMem_Free(offsets)
-            PyMem_Free(crcs)
-            raise MemoryError()
-        cdef Py_ssize_t done = 0
-        cdef Py_ssize_t k
-        cdef int r
-        cdef int per = self.rows_per_many
-        cdef const char* base
-        dumps = self.dumps
-        options = self.options
-        crc32 = self.crc32
-        try:
-            for k in range(n):
-                payload = dumps(PySequence_Tuple(events[k]), None, options)
-                offsets[k] = len(joined)
-                crcs[k] = crc32(payload)
-                joined += payload
-                joined += b"\n"
-            offsets[n] = len(joined)
-            base = PyByteArray_AS_STRING(joined)  # stable: joined does not change below
-            try:
-                if per > 1:
-                    while done + per <= n:
-                        for r in range(per):
-                            k = done + r
-                            self._bind(self.many, r * (self.n_typed + 3), <tuple>events[k],
-                                       base + offsets[k], offsets[k + 1] - offsets[k] - 1,
-                                       crcs[k], batch)
-                        self._step(self.many, events[done][0])
-                        done += per
-                while done < n:
-                    self._bind(self.stmt, 0, <tuple>events[done], base + offsets[done],
-                               offsets[done + 1] - offsets[done] - 1, crcs[done], batch)
-                    self._step(self.stmt, events[done][0])
-                    done += 1
-            except OverflowError:
-                raise ValueError("an integer does not fit in int64") from None
-        finally:
-            PyMem_Free(offsets)
-            PyMem_Free(crcs)
-        return joined
+
+def array_to_lines(bytes array):
+    """The JSON array ``array`` (``[e1,e2,...]``, compact, as orjson writes it) as its
+    elements each followed by a newline (``e1\\ne2\\n...``): the separators of the outer
+    array become newlines, nothing else changes. Raises ValueError for text that is not one
+    compact array (an element may hold anything; strings are followed through their escapes,
+    so a comma or bracket inside one is left alone). Compact JSON holds no raw newline (orjson
+    escapes one inside a string), so the elements are the lines."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(array)
+    cdef const char* src = PyBytes_AS_STRING(array)
+    if n < 2 or src[0] != b"[" or src[n - 1] != b"]":
+        raise ValueError("not a JSON array")
+    if n == 2:
+        return b""
+    out = PyBytes_FromStringAndSize(NULL, n - 1)  # n - 2 elements' bytes + the last newline
+    cdef char* dst = PyBytes_AS_STRING(out)
+    cdef Py_ssize_t i
+    cdef Py_ssize_t depth = 0
+    cdef bint in_string = False
+    cdef bint escaped = False
+    cdef char c
+    for i in range(1, n - 1):
+        c = src[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == b"\\":
+                escaped = True
+            elif c == b'"':
+                in_string = False
+        elif c == b'"':
+            in_string = True
+        elif c == b"[" or c == b"{":
+            depth += 1
+        elif c == b"]" or c == b"}":
+            depth -= 1
+            if depth < 0:
+                raise ValueError("unbalanced JSON array")
+        elif c == b"," and depth == 0:
+            c = b"\n"
+        elif c == b"\n":
+            raise ValueError("a raw newline in compact JSON")
+        dst[i - 1] = c
+    if depth != 0 or in_string:
+        raise ValueError("unbalanced JSON array")
+    dst[n - 2] = b"\n"
+    return out

@@ -699,6 +699,7 @@ def inspect(path, at, account, kind, limit, owed, raw):
     and money in dollars; --json shows them as the log holds them. A damaged log stops it
     with an error naming the seq (exit 1)."""
     with _reading(path):
+        EventStore.ensure_projection(path)  # a closed log's filtered reads: the projection
         with EventStore.open(path, mode="r") as store:
             info = store.session
             units = _Units(store)
@@ -765,6 +766,7 @@ def export(path, output, fmt, start, stop, kinds, accounts, instruments, quiet):
     """
     if fmt is None:
         fmt = "jsonl" if output.suffix in (".jsonl", ".ndjson") else "csv"
+    EventStore.ensure_projection(path)  # a closed log's filtered reads: the projection
     try:
         with _reading(path), EventStore.open(path, mode="r") as store:
             last = store.last_seq
@@ -1223,6 +1225,7 @@ def report(log, output, until, account, window_days):
 
     if not log.is_file():
         raise click.ClickException(f"{log}: no such event log")
+    EventStore.ensure_projection(log)  # a closed log's filtered reads: the projection
     try:
         with _reading(log):
             try:
@@ -1365,6 +1368,36 @@ def index_log(path, quiet):
     click.echo(
         f"{path}: built {len(built)} {'index' if len(built) == 1 else 'indexes'} "
         f"({', '.join(built)}) over {_count(events, 'event')} in {seconds:.1f} s"
+    )
+
+
+@main.command("migrate")
+@click.argument("path", metavar="PATH", type=click.Path(dir_okay=False, path_type=Path))
+def migrate_log(path):
+    """Convert the event log at PATH from schema 2 (one row per event: a gpuex from before
+    2026-12-05) to schema 3 (one row per batch), in place.
+
+    The events, their batches, digests and chain, the session row and the snapshots carry
+    over unchanged (each batch's digest and chain are checked equal as it is written); the
+    new file is written beside PATH, verified, then renamed over it, so a failure leaves PATH
+    as it was (exit 1). A log that is not of schema 2 is refused (exit 2). Build the
+    projection for plain SQL afterwards with `gpuex index PATH`.
+    """
+    from exchange.store import SCHEMA_VERSION, migrate_store
+
+    if not path.is_file():
+        raise click.BadParameter(f"{path}: no such event log", param_hint="PATH")
+    try:
+        events, batches = migrate_store(path)
+    except StoreError as exc:
+        if "nothing to migrate" in str(exc) or "only 2 can be migrated" in str(exc):
+            raise click.BadParameter(_line(str(exc)), param_hint="PATH") from None
+        raise click.ClickException(_line(str(exc))) from None
+    with EventStore.open(path, mode="r") as store:
+        chain = store.digest()
+    click.echo(
+        f"{path}: migrated to schema_version {SCHEMA_VERSION}: {_count(events, 'event')} in "
+        f"{batches:,} batch{'' if batches == 1 else 'es'}, chain {chain[:16]} unchanged"
     )
 
 

@@ -26,7 +26,9 @@ only ever passes between two processes of the same run):
 * run -> journaller: ``("start", path, snapshot_every, fold_json)``, then ``("batch", blob)``
   for every batch (``blob``: the batch's events as one JSON array of their field arrays, each
   encoded as :func:`exchange.events.encode` encodes it -- one orjson call for the batch costs
-  half of pickling its tuples, and the run's core is the one that waits), then ``("end", t,
+  half of pickling its tuples, and the run's core is the one that waits; the journaller
+  stores it as the batch's blob with its separators turned into newlines, without encoding
+  any event again), then ``("end", t,
   state_hash)`` to seal, or ``("close",)`` if the run failed; the end of the pipe means the run
   died. The events are exactly what the log holds, so decoding them gives the same payloads.
 * journaller -> run: ``("ready",)`` once it has started; ``("done",)`` after sealing the store;
@@ -52,6 +54,18 @@ from exchange.fold import Fold
 from exchange.helper import child_pipes, error_reply, raise_error_reply, spawn
 from exchange.store import EventStore
 
+
+def _array_to_lines(array: bytes) -> bytes | None:
+    """The batch blob of the JSON array ``array`` (see :meth:`Journal.record_array`), or
+    None without the C extension (the store then encodes the decoded events: the same
+    bytes)."""
+    try:
+        from exchange._writer import array_to_lines
+    except ImportError:  # pragma: no cover - the extension is part of every install
+        return None
+    return array_to_lines(array)
+
+
 #: Bytes of pipe buffer asked for (Linux ``F_SETPIPE_SZ``): several batches in flight, so
 #: the run does not wait while the journaller commits the one before.
 _PIPE_BYTES = 1 << 20
@@ -74,17 +88,27 @@ class Journal:
         self.snapshot_every = snapshot_every
         self.fold = Fold() if fold is None else fold
 
-    def record(self, batch: Sequence[tuple]) -> None:
+    def record(self, batch: Sequence[tuple], encoded: bytes | None = None) -> None:
         """Fold ``batch`` (events or plain tuples of their fields) and commit it as one
         transaction, with the fold's snapshot when its last seq is a multiple of
-        ``snapshot_every``."""
+        ``snapshot_every``. ``encoded``: the batch's blob when the caller has it (see
+        :meth:`EventStore.append`)."""
         fold = self.fold
         fold.apply_all(batch)
         last = fold.seq
         snapshot = None
         if self.snapshot_every and last % self.snapshot_every == 0:
             snapshot = (last, fold.to_json(), fold.state_hash())
-        self.store.append(batch, snapshot)
+        self.store.append(batch, snapshot, encoded=encoded)
+
+    def record_array(self, array: bytes) -> None:
+        """:meth:`record` of a batch sent as one JSON array of its events' field arrays
+        (each encoded as :func:`exchange.events.encode` encodes it: the run's one orjson call
+        for the batch). Decoded once, for the fold; the stored blob is the array with its
+        separators turned into newlines (:func:`exchange._writer.array_to_lines`), no
+        event encoded again."""
+        events = list(map(tuple, orjson.loads(array)))
+        self.record(events, encoded=_array_to_lines(array))
 
     def finish(self, t: int, state_hash: str) -> None:
         """Seal the store at simulated time ``t`` (ns) with the live ``state_hash``, which the
@@ -220,7 +244,7 @@ def serve(requests: Connection, replies: Connection) -> int:
             tag = message[0]
             if tag == "batch":
                 assert journal is not None, "batch before start"
-                journal.record(list(map(tuple, orjson.loads(message[1]))))
+                journal.record_array(message[1])
             elif tag == "start":
                 _tag, path, snapshot_every, fold_json = message
                 journal = Journal(

@@ -3,20 +3,25 @@
 Layout (schema version :data:`SCHEMA_VERSION`; see ``docs/event_store.md``):
 
 * ``meta`` (key, value): ``format`` = ``gpuex-event-store``, ``schema_version``, and
-  ``typed_fields`` (the comma-joined :data:`exchange.events.TYPED_FIELDS` the columns were
-  made for).
+  ``typed_fields`` (the comma-joined :data:`exchange.events.TYPED_FIELDS` the projection's
+  columns are made for).
 * ``sessions``: one row -- session id, scenario, seed, code version, config (canonical JSON),
   durability, status (``running`` | ``finished``), ``last_seq``, ``started_t`` and
   ``finished_t`` (simulated ns), ``final_state_hash``.
-* ``events``: one row per event: ``seq`` (primary key), the typed fields of
-  :class:`~exchange.events.Event` as columns, ``payload`` (the canonical JSON of
-  :func:`exchange.events.encode`, as text), ``crc`` (``zlib.crc32`` of the payload bytes) and
-  ``batch`` (the number of the batch that committed it).
-* ``batches``: ``batch`` (1, 2, 3, ...), ``first_seq``, ``last_seq``, ``digest`` (sha256 hex of
-  each payload followed by ``b"\\n"``, in seq order) and ``chain`` (sha256 hex of
-  ``bytes.fromhex(previous chain) + bytes.fromhex(digest)``; the chain before batch 1 is 64
-  zeros). The last chain (:meth:`EventStore.digest`) identifies the whole log.
+* ``batches``: the log itself, one row per batch: ``batch`` (1, 2, 3, ...), ``first_seq``,
+  ``last_seq``, ``events`` (a blob: every event's canonical payload,
+  :func:`exchange.events.encode`, followed by ``b"\\n"``, in seq order), ``digest`` (sha256
+  hex of ``events``) and ``chain`` (sha256 hex of ``bytes.fromhex(previous chain) +
+  bytes.fromhex(digest)``; the chain before batch 1 is 64 zeros). The last chain
+  (:meth:`EventStore.digest`) identifies the whole log; it is the value schema 2 (one row
+  per event) gave the same events in the same batches.
 * ``snapshots``: ``seq``, ``state`` (JSON), ``state_hash`` -- caches of folded state.
+* ``events`` (only once built: *the projection*): one row per event -- ``seq``, the typed
+  fields of :class:`~exchange.events.Event` as columns, ``payload`` (the event's line of its
+  batch, as text) and ``batch`` -- with the post-mortem indexes, for plain-SQL post-mortems.
+  Built by :meth:`EventStore.build_indexes` (``gpuex index PATH``) or
+  :meth:`EventStore.ensure_projection` (the read commands, on a closed, writable file), in
+  one transaction; never on a run's path.
 
 Nothing in a file depends on the wall clock or on chance: the same events appended in the same
 batches give the same file, byte for byte (the default session id is derived from the
@@ -33,23 +38,12 @@ recovery the log ends at an earlier batch boundary and its chain still verifies.
 ``durability="full"`` (``PRAGMA synchronous=FULL``) fsyncs the WAL at every commit, so a
 committed batch survives power loss too, at the cost of one fsync per batch.
 
-**Indexes.** The post-mortem indexes -- ``(kind)``, ``(account)``, ``(instrument)``,
-``(counterparty)``, ``(order_id)``, ``(t)``, each ordered by ``seq`` within a key (the rowid
-ends every index) -- are a projection of the ``events`` table for users' plain-SQL
-post-mortems, built on demand only: by :meth:`EventStore.build_indexes` (``gpuex index
-PATH``), never by :meth:`~EventStore.append`, :meth:`~EventStore.finish` or
-:meth:`~EventStore.close` (issue #20: building them at the seal was about 62 % of the
-storage floor of a run). No read of this package goes through them: checked reads (the
-default) filter the table itself, on columns checked against the payloads (see
-:meth:`EventStore.events`), and unchecked reads work the same with or without them. Their
-presence is the only difference between an indexed and an unindexed file, so it is not part
-of :data:`SCHEMA_VERSION`.
-
-**Checked reads.** :meth:`EventStore.events` and :meth:`EventStore.rows` check every row of
-the range as they read it -- seqs without a gap up to ``sessions.last_seq``, the crc, the typed
-columns against the payload, each batch's digest and the batch chain -- in C
-(``exchange._reader``), and raise :class:`DamagedLogError` naming the seq of the first row that
-does not prove itself.
+**Checked reads.** :meth:`EventStore.events`, :meth:`EventStore.rows` and
+:meth:`EventStore.payloads` read the batch blobs: each batch proves itself by its digest and
+the chain (checked once per store up to ``sessions.last_seq``), and each event of it must be
+the next seq. With filters and the projection present, they read the projection instead,
+once it has been proved equal to the blobs (a projection row that differs raises
+:class:`DamagedLogError` naming its seq).
 
 **Closed files.** A writer's :meth:`~EventStore.close` checkpoints the WAL and switches the
 file back to the rollback-journal mode, so a closed store is one self-contained file and a
@@ -66,12 +60,12 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
+import os
 import re
 import sqlite3
 import threading
 import typing
 import weakref
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +77,9 @@ import sqlite_utils
 from exchange.events import ENCODE_OPTIONS, TYPED_FIELDS, Event, decode, encode
 
 #: Bump whenever the layout of the file changes.
-SCHEMA_VERSION = 2  # 2: payloads are JSON arrays in Event field order
+SCHEMA_VERSION = 3  # 3: one row per batch (its events in a blob), the per-event table a projection
+#: The schema a file made before schema 3 has (one row per event); ``gpuex migrate`` converts it.
+_SCHEMA_BEFORE = 2
 #: The ``meta`` value of ``format`` that marks a gpuex event store.
 FORMAT = "gpuex-event-store"
 #: The chain value before the first batch.
@@ -92,25 +88,26 @@ DURABILITY_PRAGMAS = {"full": "FULL", "normal": "NORMAL"}
 
 _N_TYPED = len(TYPED_FIELDS)
 _TYPED_COLUMNS = ", ".join(TYPED_FIELDS)
-_EVENT_COLUMNS = (*TYPED_FIELDS, "payload", "crc", "batch")
 if Event._fields != (*TYPED_FIELDS, "data"):  # append() relies on it (see there)
     raise ImportError("exchange.store expects Event's fields to be TYPED_FIELDS + ('data',)")
-_N_COLUMNS = len(_EVENT_COLUMNS)
 _N_FIELDS = len(Event._fields)
-#: Rows per multi-row INSERT statement on the append path (15 columns -> 1,500 parameters,
-#: far below SQLite's limit of 32,766).
+#: The projection's columns: the typed fields, the event's line of its batch, the batch.
+_PROJECTION_COLUMNS = (*TYPED_FIELDS, "payload", "batch")
+_ONE_ROW = f"({', '.join('?' * len(_PROJECTION_COLUMNS))})"
+_INSERT_PROJECTION = f"INSERT INTO events ({', '.join(_PROJECTION_COLUMNS)}) VALUES {_ONE_ROW}"
+#: Rows per multi-row INSERT when the projection is built (14 columns -> 1,400 parameters):
+#: one statement step per 100 rows instead of per row.
 _ROWS_PER_INSERT = 100
-_ONE_ROW = "(" + ", ".join("?" * _N_COLUMNS) + ")"
-_INSERT_ONE = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES {_ONE_ROW}"
-_INSERT_MANY = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES " + ", ".join(
-    [_ONE_ROW] * _ROWS_PER_INSERT
+_INSERT_PROJECTION_MANY = (
+    f"INSERT INTO events ({', '.join(_PROJECTION_COLUMNS)}) VALUES "
+    + ", ".join([_ONE_ROW] * _ROWS_PER_INSERT)
 )
-#: Post-mortem indexes (columns), created by :meth:`EventStore.build_indexes`. Those on
-#: nullable columns are partial (``WHERE col IS NOT NULL``): smaller and quicker to build, and
-#: SQLite still uses them for ``col = ?`` and ``col IN (...)``. ``seq`` is the rowid, which
-#: every SQLite index carries as its last key column, so an index on ``(kind)`` already
-#: serves ``kind = ? AND seq BETWEEN ? AND ? ORDER BY seq`` without a sort; naming ``seq``
-#: too stored it twice and made each of these indexes 25-30 % slower to build.
+#: Post-mortem indexes (columns) of the projection, created by
+#: :meth:`EventStore.build_indexes`. Those on nullable columns are partial (``WHERE col IS
+#: NOT NULL``): smaller and quicker to build, and SQLite still uses them for ``col = ?`` and
+#: ``col IN (...)``. ``seq`` is the rowid, which every SQLite index carries as its last key
+#: column, so an index on ``(kind)`` already serves ``kind = ? AND seq BETWEEN ? AND ?
+#: ORDER BY seq`` without a sort.
 INDEXES = (
     ("kind",),
     ("account",),
@@ -143,9 +140,9 @@ _MAX_REPORTED_PROBLEMS = 200
 #: Long reads (``verify_store``, ``session.verify``) report their progress every this many
 #: events: often enough for a progress bar, rarely enough to cost nothing.
 PROGRESS_EVERY = 16_384
-_UNSET = object()
-#: ``{None: nan}.get`` maps None to NaN, which SQLite binds as NULL (see ``append``).
+#: ``{None: nan}.get`` maps None to NaN, which SQLite binds as NULL (see ``_insert_projection``).
 _NULL_AS_NAN = {None: float("nan")}
+_new_tuple = tuple.__new__
 
 
 class _Checkpointer:
@@ -243,27 +240,59 @@ def _column_type(name: str) -> type:
     raise TypeError(f"Event.{name}: no SQLite column type for {hint!r}")
 
 
-def _event_writer(conn: sqlite3.Connection, path: Path) -> Any:
-    """The C append path for ``conn`` (``exchange._writer``), or None when it is not built or
-    cannot use this connection's handle (the store then binds through Python's sqlite3)."""
+#: Per typed field, what :func:`exchange._writer.first_bad` requires (``i``/``s``: an int /
+#: a str, NOT NULL; ``I``/``S``: or None): the checks schema 2's STRICT columns made.
+_CODES = bytes(
+    (ord("i") if _column_type(name) is int else ord("s")) - (0 if name in _NOT_NULL_COLUMNS else 32)
+    for name in TYPED_FIELDS
+)
+
+
+def _writer() -> Any:
+    """``exchange._writer`` (the batch blob in C), or None when it is not built (the store
+    then checks and encodes in Python: the same blob)."""
     try:
-        from exchange._writer import EventWriter
+        from exchange import _writer
     except ImportError:  # pragma: no cover - the extension is part of every install
         return None
-    try:
-        return EventWriter(
-            conn,
-            str(path.resolve()),
-            _INSERT_ONE,
-            _N_TYPED,
-            orjson.dumps,
-            ENCODE_OPTIONS,
-            zlib.crc32,
-            _INSERT_MANY,
-            _ROWS_PER_INSERT,
-        )
-    except ValueError:  # pragma: no cover - a Python whose sqlite3.Connection differs
-        return None
+    return _writer
+
+
+def _first_bad_py(events: Sequence[Any], first: int) -> tuple[int, str | None] | None:
+    """:func:`exchange._writer.first_bad` in Python (the same verdicts)."""
+    for k, event in enumerate(events):
+        if not isinstance(event, tuple | list):
+            return k, f"an event must be a tuple (exchange.events.Event), not {event!r:.200}"
+        if len(event) != _N_FIELDS:
+            return k, f"events must have the {_N_FIELDS} fields of Event"
+        if type(event[0]) is not int or event[0] != first + k:
+            return k, None
+        for i in range(1, _N_TYPED):
+            value, code = event[i], chr(_CODES[i])
+            name = TYPED_FIELDS[i]
+            if value is None:
+                if code in "is":
+                    return k, f"event seq {first + k}: {name} is None (NOT NULL)"
+            elif code in "iI":
+                if type(value) is not int:
+                    return k, (
+                        f"event seq {first + k}: {name} is {value!r:.80} "
+                        f"({type(value).__name__}), not an integer"
+                    )
+                if not -(1 << 63) <= value < 1 << 63:
+                    return k, f"event seq {first + k}: {name} {value} does not fit in int64"
+            elif type(value) is not str:
+                return k, (
+                    f"event seq {first + k}: {name} is {value!r:.80} "
+                    f"({type(value).__name__}), not text"
+                )
+    return None
+
+
+def _encode_batch_py(events: Sequence[Any]) -> bytes:
+    """:func:`exchange._writer.encode_batch` in Python (the same blob)."""
+    dumps = orjson.dumps
+    return b"".join([dumps(tuple(e), option=ENCODE_OPTIONS) + b"\n" for e in events])
 
 
 def _row_reader(
@@ -380,7 +409,8 @@ def _default_session_id(scenario: str, seed: int, config_json: str, code_version
 
 
 def _check_header(conn: sqlite3.Connection, path: Path) -> None:
-    """Raise :class:`StoreError` unless ``conn`` is a gpuex store of this schema version."""
+    """Raise :class:`StoreError` unless ``conn`` is a gpuex store of this schema version (a
+    store of schema 2 is refused with the command that converts it)."""
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" not in tables:
@@ -391,6 +421,11 @@ def _check_header(conn: sqlite3.Connection, path: Path) -> None:
     if meta.get("format") != FORMAT:
         raise StoreError(f"{path}: not a gpuex event store (meta.format={meta.get('format')!r})")
     found = meta.get("schema_version")
+    if found == str(_SCHEMA_BEFORE):
+        raise StoreError(
+            f"{path}: event store schema_version {found}, expected {SCHEMA_VERSION} (one row "
+            f"per event, written by an older gpuex); convert it with `gpuex migrate {path}`"
+        )
     if found != str(SCHEMA_VERSION):
         raise StoreError(
             f"{path}: event store schema_version {found}, expected {SCHEMA_VERSION} "
@@ -401,156 +436,178 @@ def _check_header(conn: sqlite3.Connection, path: Path) -> None:
         raise StoreError(
             f"{path}: event store typed_fields {fields!r}, expected {','.join(TYPED_FIELDS)!r}"
         )
-    missing = {"sessions", "events", "batches", "snapshots"} - tables
+    missing = {"sessions", "batches", "snapshots"} - tables
     if missing:
         raise StoreError(f"{path}: damaged event store (missing tables {sorted(missing)})")
 
 
-def _match(filters: dict[str, Any]) -> tuple[str, list[Any]]:
-    """The typed-column filters as one SQL condition (``1``: none) and its parameters."""
-    where, params = _where(1, None, filters)
-    where, params = where.removeprefix("seq >= ?"), params[1:]
-    return (f"coalesce({where.removeprefix(' AND ')}, 0)" if where else "1"), params
+def _blob_fields(blob: bytes) -> list[Any]:
+    """The events of a batch blob, each as the list of its fields, in one orjson call: the
+    lines joined by commas inside brackets are one JSON array (compact JSON holds no raw
+    newline). Raises ``orjson.JSONDecodeError`` for a blob that is not one event a line."""
+    return orjson.loads(b"[" + blob[:-1].replace(b"\n", b",") + b"]")
 
 
-class _RowJudge:
-    """The Python side of a checked read: called with an event row the C checks did not pass
-    (typed columns, payload, crc, match; text may be bytes) and the seq expected there, it
-    raises :class:`DamagedLogError` saying what is wrong, or returns if nothing is (text the C
-    comparison leaves to it). Called with ``None`` at the end of the rows: it raises if seqs
-    up to ``last`` are missing, else tells ``proved``."""
-
-    def __init__(
-        self,
-        path: Path,
-        last: int,
-        proved: Callable[[int], None] | None = None,
-        batches: Sequence[tuple[int, int, int, str]] = (),
-    ):
-        self.path = path
-        self.last = last
-        self.proved = proved  # told the last seq once every row up to it has proved itself
-        self.batches = batches  # (batch, first_seq, last_seq, digest) the rows span
-
-    def batch(self, k: int, data: bytes) -> None:
-        """The payloads of ``batches[k]``, each followed by a newline: raise unless their
-        digest is the one committed."""
-        batch, first, last, digest = self.batches[k]
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise DamagedLogError(
-                self.path,
-                first,
-                f"batch {batch} (seqs {first}..{last}): digest mismatch: its events differ from "
-                "what was committed (an event edited with its crc recomputed)",
-            )
-
-    def corrupt(self, message: str, expected: int) -> None:
-        """SQLite failed reading the row expected to be seq ``expected``."""
-        raise DamagedLogError(
-            self.path,
-            expected,
-            f"the file is corrupt here (SQLite: {message}); the rows before it proved sound",
-        )
-
-    def __call__(self, row: tuple | None, expected: int) -> None:
-        def damaged(seq: int, problem: str) -> DamagedLogError:
-            return DamagedLogError(self.path, seq, problem)
-
-        if row is None:
-            if expected > self.last:  # the end, every row sound
-                if self.proved is not None:
-                    self.proved(self.last)
-                return
-            what = f"seq {expected}" if expected == self.last else f"seqs {expected}..{self.last}"
-            raise damaged(
-                expected,
-                f"{what} missing at the end (sessions.last_seq says {self.last}): event rows "
-                "deleted or the log truncated",
-            )
-        row = tuple(
-            _lenient_text(v) if type(v) is bytes and i < _N_TYPED else v for i, v in enumerate(row)
-        )
-        seq, payload, crc = row[0], row[_N_TYPED], row[_N_TYPED + 1]
-        if type(seq) is not int:
-            raise damaged(expected, f"an event row has seq {seq!r}, not an integer")
-        if seq != expected:
-            if seq > expected:
-                missing = (
-                    f"seq {expected}" if seq == expected + 1 else f"seqs {expected}..{seq - 1}"
-                )
-                raise damaged(expected, f"{missing} missing (event rows deleted)")
-            raise damaged(seq, f"seq {seq} is out of order after seq {expected - 1}")
-        if isinstance(payload, str):
-            payload = payload.encode("utf-8", "surrogateescape")
-        if not isinstance(payload, bytes):
-            raise damaged(seq, f"the payload is {payload!r}, not text")
-        if zlib.crc32(payload) != crc:
-            raise damaged(
-                seq,
-                f"payload checksum mismatch (stored crc {crc!r}, payload's "
-                f"{zlib.crc32(payload)}): the payload was edited",
-            )
+def _batch_problem(batch: Any, first: int, last: int, blob: Any) -> tuple[int, str] | None:
+    """Where and why the blob of batch ``batch`` (seqs ``first..last``) is not its events,
+    one a line, seqs ``first..last`` in order: ``(seq, problem)``, or None if it is."""
+    where = f"batch {batch} (seqs {first}..{last})"
+    if type(blob) is not bytes:
+        kind = "NULL" if blob is None else type(blob).__name__
+        return first, f"{where}: its events are {kind}, not a blob (the batch row was edited)"
+    lines = blob.split(b"\n")
+    if lines.pop() != b"":
+        return first + len(lines), f"{where}: its events blob does not end with a newline"
+    for i, line in enumerate(lines):
+        seq = first + i
         try:
-            event = decode(payload)
+            event = decode(line)
         except (ValueError, TypeError) as exc:
-            raise damaged(seq, f"the payload is not a valid event ({exc})") from None
+            return seq, f"seq {seq}: the payload is not a valid event ({exc})"
         if event.seq != seq:
-            raise damaged(seq, f"the payload is event seq {event.seq} (events reordered or moved)")
-        for i in range(1, _N_TYPED):
-            if row[i] != event[i] or type(row[i]) is not type(event[i]):
-                raise damaged(
-                    seq,
-                    f"column {TYPED_FIELDS[i]}={row[i]!r} disagrees with the payload's "
-                    f"{TYPED_FIELDS[i]}={event[i]!r} (typed column edited)",
-                )
-        if type(row[_N_TYPED + 2]) is not int:
-            raise damaged(seq, "the row's columns cannot be compared (typed column edited)")
+            return (
+                seq,
+                f"seq {seq}: the payload is event seq {event.seq} (events reordered or moved)",
+            )
+    if len(lines) != last - first + 1:
+        seq = first + len(lines) if len(lines) < last - first + 1 else last + 1
+        return seq, f"{where}: its blob holds {len(lines)} events, not {last - first + 1}"
+    return None
 
 
-def _checked_rows_py(
-    conn: sqlite3.Connection,
-    sql: str,
-    params: list[Any],
-    judge: _RowJudge,
-    first: int,
-    with_payload: bool,
-) -> Iterator[tuple]:
-    """A checked read through a Python cursor (when the C reader cannot be used): the same
-    checks as ``exchange._reader``'s, the same rows."""
-    crc32, dumps = zlib.crc32, orjson.dumps
-    expected = first
-    width = _N_TYPED + 1 if with_payload else _N_TYPED
-    ends = [b[2] for b in judge.batches]
-    k, hashed = 0, []
+def _sound_fields(blob: Any, first: int, last: int) -> list[Any] | None:
+    """The events of a batch blob as field lists when they are seqs ``first..last`` in
+    order, each of the ``Event`` fields; None otherwise (:func:`_batch_problem` says why)."""
+    if type(blob) is not bytes or not blob.endswith(b"\n"):
+        return None
     try:
-        cursor = conn.execute(sql, params)
-    except sqlite3.DatabaseError as exc:
-        judge.corrupt(str(exc), expected)
+        fields = _blob_fields(blob)
+        if (
+            len(fields) == last - first + 1
+            and all(type(f) is list and len(f) == _N_FIELDS for f in fields)
+            and [f[0] for f in fields] == list(range(first, last + 1))
+        ):
+            return fields
+    except orjson.JSONDecodeError:
+        pass
+    return None
+
+
+def _c_reader() -> Any:
+    """``exchange._reader`` (the typed fields of a blob parsed in C), or None."""
     try:
-        for row in cursor:
-            typed, payload = row[:_N_TYPED], row[_N_TYPED]
-            if not (
-                row[0] == expected
-                and type(payload) is bytes
-                and crc32(payload) == row[_N_TYPED + 1]
-                and payload.startswith(dumps(typed)[:-1] + b",")
-            ):
-                judge(row, expected)
-            expected = row[0] + 1
-            if k < len(ends):
-                hashed.append(payload)
-                if row[0] == ends[k]:
-                    judge.batch(k, b"\n".join(hashed) + b"\n")
-                    k, hashed = k + 1, []
-            if row[-1]:
-                yield row[:width]
-    except sqlite3.DatabaseError as exc:
-        if not str(exc).startswith("Could not decode"):
-            judge.corrupt(str(exc), expected)
-        raise DamagedLogError(
-            judge.path, expected, "a typed column is not valid UTF-8 (typed column edited)"
-        ) from None
-    judge(None, expected)
+        from exchange import _reader
+    except ImportError:  # pragma: no cover - the extension is part of every install
+        return None
+    return _reader
+
+
+_READER = _c_reader()
+
+
+def _typed_line(line: bytes) -> tuple:
+    """The typed fields of one event line, decoded in Python (what the C parser leaves)."""
+    return tuple(orjson.loads(line)[:_N_TYPED])
+
+
+def _decode(blob: Any, first: int, last: int | None, typed: bool) -> list | None:
+    """The events of a batch blob whose seqs are ``first..last`` in order (``last`` None:
+    however many, unchecked): each event's field list, or with ``typed`` the tuple of its
+    typed fields -- parsed in C from each line's start, ``data`` left undecoded (a replay
+    folds only those; decoding whole events was the largest cost of a replay). None if the
+    blob is not those events (:func:`_batch_problem` says why)."""
+    if typed and _READER is not None and type(blob) is bytes:
+        try:
+            count = -1 if last is None else last - first + 1
+            rows = _READER.typed_rows(blob, first, count, _N_TYPED, _typed_line)
+        except (orjson.JSONDecodeError, TypeError, ValueError, IndexError):
+            rows = None
+        if rows is not None:
+            return rows
+    if last is None:
+        fields = _blob_fields(blob)
+    else:
+        fields = _sound_fields(blob, first, last)
+        if fields is None:
+            return None
+    return [tuple(f[:_N_TYPED]) for f in fields] if typed else fields
+
+
+def _filter(filters: dict[str, Any]) -> Callable[[list], bool] | None:
+    """The typed-field filters as a test of an event's field list (None: no filter).
+    A filter value that is a list/tuple/set matches any of its values."""
+    tests = []
+    for name, value in filters.items():
+        if value is None:
+            continue
+        if name not in FILTER_FIELDS:
+            raise ValueError(f"cannot filter on {name!r}; filters: {', '.join(FILTER_FIELDS)}")
+        wanted = frozenset(value) if isinstance(value, list | tuple | set | frozenset) else {value}
+        tests.append((TYPED_FIELDS.index(name), wanted))
+    if not tests:
+        return None
+    if len(tests) == 1:
+        ((i, wanted),) = tests
+        return lambda f: f[i] in wanted
+    return lambda f: all(f[i] in wanted for i, wanted in tests)
+
+
+def _insert_projection(conn: sqlite3.Connection, batch: int, blob: bytes, fields: list) -> None:
+    """Insert the projection's rows of a batch -- typed fields, the event's line (as text),
+    batch -- :data:`_ROWS_PER_INSERT` a statement, then one by one for the rest. None goes in
+    as NaN, which SQLite binds as NULL (Python's sqlite3 adapts None through its adapter
+    protocol, which raises and clears an AttributeError per value)."""
+    nullable = _NULL_AS_NAN.get
+    values: list[Any] = []
+    extend, add = values.extend, values.append
+    for line, f in zip(blob.split(b"\n"), fields):  # noqa: B905 - the blob ends in a newline
+        typed = f[:_N_TYPED]
+        extend(map(nullable, typed, typed))
+        add(line.decode())
+        add(batch)
+    width = len(_PROJECTION_COLUMNS)
+    chunk = width * _ROWS_PER_INSERT
+    full = len(fields) // _ROWS_PER_INSERT * chunk
+    if full:
+        conn.executemany(
+            _INSERT_PROJECTION_MANY, [values[i : i + chunk] for i in range(0, full, chunk)]
+        )
+    if full < len(values):
+        conn.executemany(
+            _INSERT_PROJECTION, [values[i : i + width] for i in range(full, len(values), width)]
+        )
+
+
+def _projection_mismatch(
+    row: tuple | None, seq: int, line: bytes, fields: list, batch: int
+) -> tuple[int, str] | None:
+    """How the projection's ``row`` (typed columns, payload as bytes, batch), read where seq
+    ``seq`` was expected, differs from that event (its ``line`` and ``fields`` in ``batch``):
+    ``(seq, problem)``, or None if it is that event."""
+    if row is None or (type(row[0]) is int and row[0] > seq):
+        return seq, f"seq {seq} missing from the projection (its row deleted)"
+    if row[0] != seq:
+        return seq, f"projection row seq {row[0]!r} out of order after seq {seq - 1}"
+    payload = row[_N_TYPED]
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8", "surrogateescape")
+    if payload != line:
+        return seq, (
+            f"seq {seq}: the projection's payload differs from the event in batch {batch} "
+            "(the projection was edited)"
+        )
+    for i in range(1, _N_TYPED):
+        if row[i] != fields[i] or type(row[i]) is not type(fields[i]):
+            return seq, (
+                f"seq {seq}: projection column {TYPED_FIELDS[i]}={row[i]!r} disagrees with the "
+                f"event's {TYPED_FIELDS[i]}={fields[i]!r} (the projection was edited)"
+            )
+    if row[_N_TYPED + 1] != batch:
+        return seq, (
+            f"seq {seq}: projection column batch={row[_N_TYPED + 1]!r}, but batch {batch} "
+            "holds the event (the projection was edited)"
+        )
+    return None
 
 
 def _where(start: int, stop: int | None, filters: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -598,7 +655,8 @@ class EventStore:
         self._chain = ZERO_CHAIN
         self._finished = False
         self._handed_off = False  # see hand_off
-        self._proven = 0  # seqs 1.._proven proved themselves in a checked read (see _checked)
+        #: the projection's rows 1.._projection_proven were found equal to the blobs
+        self._projection_proven = -1
         #: whether reads are checked by default (see :meth:`open`)
         self.checked = True
         #: (sessions.last_seq, batch rows) when the batch rows were last found to chain
@@ -613,7 +671,8 @@ class EventStore:
         self.left_in_wal = False
         self.durability = "normal"
         self._checkpointer: _Checkpointer | None = None
-        self._writer: Any = None  # exchange._writer.EventWriter, when the C path is usable
+        self._c = _writer()  # exchange._writer (the batch blob in C), or None
+        self._projected = False  # a writer keeps a projection it found up to date
         self._bg_bytes = 0  # payload bytes since the last background checkpoint request
         self._wal_bytes = 0  # payload bytes since the writer's last complete checkpoint
 
@@ -714,18 +773,17 @@ class EventStore:
                         "final_state_hash": None,
                     }
                 )
-                columns = {name: _column_type(name) for name in TYPED_FIELDS}
-                columns.update({"payload": str, "crc": int, "batch": int})
-                db["events"].create(
-                    columns,
-                    pk="seq",
-                    not_null=["t", "kind", "payload", "crc", "batch"],
-                    strict=True,
-                )
                 db["batches"].create(
-                    {"batch": int, "first_seq": int, "last_seq": int, "digest": str, "chain": str},
+                    {
+                        "batch": int,
+                        "first_seq": int,
+                        "last_seq": int,
+                        "events": bytes,
+                        "digest": str,
+                        "chain": str,
+                    },
                     pk="batch",
-                    not_null=["first_seq", "last_seq", "digest", "chain"],
+                    not_null=["first_seq", "last_seq", "events", "digest", "chain"],
                     strict=True,
                 )
                 db["snapshots"].create(
@@ -750,7 +808,8 @@ class EventStore:
 
         Raises:
             FileNotFoundError: no file at ``path``.
-            StoreError: not a gpuex store, or another schema version.
+            StoreError: not a gpuex store, or another schema version (a schema-2 file: the
+                message names ``gpuex migrate PATH``).
             ValueError: unknown ``mode``.
         """
         if mode not in ("r", "a"):
@@ -779,6 +838,7 @@ class EventStore:
                 ).fetchone()
                 if last is not None:
                     store._batch_count, store._chain = last
+                store._projected = store.has_projection()
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreError(f"{path}: cannot open the event store ({exc})") from exc
@@ -796,18 +856,30 @@ class EventStore:
         conn.execute("PRAGMA wal_autocheckpoint=0")  # see _BG_CHECKPOINT_BYTES
         conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
         self._checkpointer = _Checkpointer(self.path)
-        self._writer = _UNSET  # made at the first append, once the tables exist
 
     # ------------------------------------------------------------------ writing
-    def append(self, events: Sequence[Event], snapshot: tuple[int, str, str] | None = None) -> None:
-        """Commit ``events`` as one batch, in one transaction, with its batch row (digest and
-        chain), the optional ``snapshot`` ``(seq, state_json, state_hash)`` and the new
-        ``sessions.last_seq``. Either all of it is written or nothing is.
+    def append(
+        self,
+        events: Sequence[Event],
+        snapshot: tuple[int, str, str] | None = None,
+        *,
+        encoded: bytes | None = None,
+    ) -> None:
+        """Commit ``events`` as one batch, in one transaction: one ``batches`` row (the
+        events' blob, its digest and the chain), the optional ``snapshot`` ``(seq,
+        state_json, state_hash)`` and the new ``sessions.last_seq``. Either all of it is
+        written or nothing is.
+
+        ``events``: ``Event`` tuples (or lists of their fields). ``encoded``: their blob when
+        the caller has it already (the journaller turns the run's JSON array of the batch
+        into it without encoding each event again; ``encode(e) + b"\\n"`` for each event, in
+        order -- the caller's guarantee, tested there); else it is encoded here.
 
         Raises:
             ValueError: the seqs do not continue the log contiguously (``events[0].seq`` must
-                be ``last_seq + 1``), an event cannot be stored (e.g. no ``t``/``kind``), or
-                the snapshot's seq is outside ``1..new last_seq`` or already taken.
+                be ``last_seq + 1``), an event cannot be stored (not the ``Event`` fields, no
+                ``t``/``kind``, a typed field of the wrong type or beyond int64), or the
+                snapshot's seq is outside ``1..new last_seq`` or already taken.
             StoreError: the store is read-only or the session is finished.
         """
         if self.mode != "a":
@@ -819,114 +891,62 @@ class EventStore:
         first = self._last_seq + 1
         n = len(events)
         last = first + n - 1
+        batch = self._batch_count + 1
         if snapshot is not None and not 1 <= snapshot[0] <= last:
             raise ValueError(f"snapshot seq {snapshot[0]} outside 1..{last}")
         if n == 0 and snapshot is None:
             return
-        batch = self._batch_count + 1
-        if self._writer is _UNSET:
-            self._writer = _event_writer(self._conn, self.path)
-        if self._writer is not None:
-            self._append_in_c(events, snapshot, batch, first, last)
-            return
-        # The Python path, when the C writer cannot be used (tests check both give the same
-        # file). Encode once per event. A row's values are the event's typed fields, then the
-        # payload as text, its crc and the batch number, all in one flat list that is cut
-        # into multi-row INSERTs below. None goes in as NaN, which SQLite
-        # binds as NULL: Python's sqlite3 adapts None through its adapter protocol, which
-        # raises and clears an AttributeError per value (about 0.35 us per None, several per
-        # event; see benches/README.md), while a float binds directly. Only the str payload
-        # is kept (holding the n bytes objects from orjson costs more than the decode,
-        # measured); the batch digest hashes the payload texts joined, in one call.
-        values: list[Any] = []
-        extend = values.extend
-        add = values.append
-        crc32 = zlib.crc32
-        nullable = _NULL_AS_NAN.get
-        for position, event in enumerate(events):
-            # what the C writer's first_bad checks
-            if (
-                not isinstance(event, tuple)
-                or len(event) != _N_FIELDS
-                or event[0] != first + position
-            ):
-                raise self._refusal(event, position, first)
-            payload = encode(event)
-            typed = event[:_N_TYPED]
-            extend(map(nullable, typed, typed))
-            add(payload.decode())
-            add(crc32(payload))
-            add(batch)
-        # The hot path uses the sqlite3 connection directly: sqlite-utils' insert_all builds a
-        # dict per row and re-derives the column list per chunk, several times slower. Rows go
-        # in _ROWS_PER_INSERT per statement (one multi-row INSERT) to cut the per-row
-        # statement overhead.
-        width = _N_COLUMNS * _ROWS_PER_INSERT
-        full = (n // _ROWS_PER_INSERT) * width
-        chunks = [values[i : i + width] for i in range(0, full, width)]
-        rest = [values[i : i + _N_COLUMNS] for i in range(full, len(values), _N_COLUMNS)]
-        conn = self._conn
+        c = self._c
+        # every event is checked before anything is written (what schema 2's STRICT columns
+        # refused, now that the events are one blob), in one C loop
+        if c is not None:
+            bad = c.first_bad(events, first, _N_FIELDS, _CODES, TYPED_FIELDS)
+        else:
+            bad = _first_bad_py(events, first)
+        if bad is not None:
+            position, reason = bad
+            if reason is None:
+                reason = (
+                    f"event seq {events[position][0]!r} at position {position} of the batch: "
+                    f"expected {first + position} (the log ends at seq {self._last_seq}; seqs "
+                    "must be contiguous)"
+                )
+            raise ValueError(f"batch {batch} (seqs {first}..{last}) not stored: {reason}")
+        if not n:
+            blob = b""
+        elif encoded is not None:
+            blob = encoded
+        else:
+            try:
+                if c is not None:
+                    blob = bytes(c.encode_batch(events, orjson.dumps, ENCODE_OPTIONS))
+                else:
+                    blob = _encode_batch_py(events)
+            except orjson.JSONEncodeError as exc:
+                raise ValueError(f"batch {batch} (seqs {first}..{last}) not stored: {exc}") from exc
+        self._commit(events, blob, batch, first, last, snapshot)
 
-        def insert() -> bytes:
-            if chunks:
-                conn.executemany(_INSERT_MANY, chunks)
-            if rest:
-                conn.executemany(_INSERT_ONE, rest)
-            texts = values[_N_TYPED::_N_COLUMNS]
-            texts.append("")
-            return "\n".join(texts).encode()
-
-        self._commit(n, batch, first, last, snapshot, insert)
-
-    def _refusal(self, event: Any, position: int, first: int) -> ValueError:
-        """Why ``event``, at ``position`` of a batch that should start at seq ``first``,
-        cannot be appended."""
-        if not isinstance(event, tuple):
-            return ValueError(
-                f"an event must be a tuple (exchange.events.Event), not {event!r:.200}"
-            )
-        if len(event) != _N_FIELDS:
-            return ValueError(f"events must have the {_N_FIELDS} fields of Event")
-        return ValueError(
-            f"event seq {event[0]} at position {position} of the batch: expected "
-            f"{first + position} (the log ends at seq {self._last_seq}; seqs must be contiguous)"
-        )
-
-    def _append_in_c(self, events, snapshot, batch: int, first: int, last: int) -> None:
-        """:meth:`append` through :class:`exchange._writer.EventWriter`: the same rows, batch
-        row, snapshot and ``last_seq``, in one transaction of the same connection."""
-        writer = self._writer
-        position = writer.first_bad(events, first, _N_FIELDS)
-        if position >= 0:
-            raise self._refusal(events[position], position, first)
-        self._commit(
-            len(events),
-            batch,
-            first,
-            last,
-            snapshot,
-            lambda: writer.write(events, batch),
-        )
-
-    def _commit(self, n: int, batch: int, first: int, last: int, snapshot, insert) -> None:
-        """One batch's transaction, whichever path inserts the rows: ``insert()`` writes the
-        ``n`` events and returns their payloads, each followed by a newline; then the batch row
-        (digest and chain), ``sessions.last_seq`` and the optional snapshot. All or nothing; a value
-        SQLite refuses becomes a ``ValueError`` naming the batch."""
+    def _commit(
+        self, events: Sequence[Any], blob: bytes, batch: int, first: int, last: int, snapshot
+    ) -> None:
+        """One batch's transaction: the batch row (blob, digest and chain), the projection's
+        rows if the file has one, ``sessions.last_seq`` and the optional snapshot. All or
+        nothing; a value SQLite refuses becomes a ``ValueError`` naming the batch."""
         chain = self._chain
-        joined = b""
         conn = self._conn
+        n = len(events)
         try:
             with self._db.atomic():
                 if n:
-                    joined = insert()
-                    digest = hashlib.sha256(joined).hexdigest()
+                    digest = hashlib.sha256(blob).hexdigest()
                     chain = _chain(self._chain, digest)
                     conn.execute(
-                        "INSERT INTO batches (batch, first_seq, last_seq, digest, chain) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (batch, first, last, digest, chain),
+                        "INSERT INTO batches (batch, first_seq, last_seq, events, digest, chain) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (batch, first, last, blob, digest, chain),
                     )
+                    if self._projected:  # kept up to date once built (a writer's own choice)
+                        _insert_projection(conn, batch, blob, _blob_fields(blob))
                     conn.execute("UPDATE sessions SET last_seq = ?", (last,))
                 if snapshot is not None:
                     seq, state_json, state_hash = snapshot
@@ -941,7 +961,7 @@ class EventStore:
             self._last_seq = last
             self._batch_count = batch
             self._chain = chain
-            self._after_commit(len(joined) + (len(snapshot[1]) if snapshot else 0))
+            self._after_commit(len(blob) + (len(snapshot[1]) if snapshot else 0))
 
     def _after_commit(self, size: int) -> None:
         """Checkpoint bookkeeping after a commit of ``size`` payload bytes (see
@@ -972,10 +992,21 @@ class EventStore:
             )
         self._finished = True
 
+    # ------------------------------------------------------------------ the projection
+    def has_projection(self) -> bool:
+        """Whether the file holds the projection (the per-event ``events`` table)."""
+        return (
+            self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+            ).fetchone()
+            is not None
+        )
+
     def missing_indexes(self) -> list[str]:
         """Names of the post-mortem indexes (:data:`INDEXES`) the file lacks, in
-        :data:`INDEXES` order: all of them until :meth:`build_indexes` (``gpuex index``) has
-        run on the file, none after. A file without them is complete and sound."""
+        :data:`INDEXES` order: all of them until the projection has been built
+        (:meth:`build_indexes`, ``gpuex index``, :meth:`ensure_projection`), none after. A file
+        without them is complete and sound."""
         present = {
             row[0]
             for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
@@ -983,9 +1014,11 @@ class EventStore:
         return [name for name in map(_index_name, INDEXES) if name not in present]
 
     def build_indexes(self, progress: Callable[[int, int], None] | None = None) -> list[str]:
-        """Create the post-mortem indexes (:data:`INDEXES`) that are missing, in one
-        transaction, and return their names (empty if none was missing: idempotent). Only
-        this builds them (``gpuex index PATH`` calls it); no read of this package needs them.
+        """Build the projection -- the per-event ``events`` table from the batch blobs (read
+        checked: a damaged log raises :class:`DamagedLogError`), and its post-mortem indexes
+        (:data:`INDEXES`) -- what is missing of it, in one transaction, and return the names
+        of the indexes made (empty if none was missing: idempotent). ``gpuex index PATH``
+        calls it; a writer that has built it keeps it up to date as it appends.
 
         ``progress(done, total)`` is called after each index is created (``total``: the
         number missing), inside the transaction: nothing is committed before the last.
@@ -998,7 +1031,7 @@ class EventStore:
         if self.mode != "a":
             raise StoreError(f"{self.path}: opened read-only")
         missing = self.missing_indexes()
-        if not missing:
+        if not missing and self.has_projection():
             return []
         try:
             self._build_indexes(progress)
@@ -1015,23 +1048,64 @@ class EventStore:
         # merge quickly; one run of every key (the writer's 64 MiB cache) took 25-30 % longer
         # to build the indexes of a million events (measured; see benches/README.md).
         self._conn.execute(f"PRAGMA cache_size=-{_INDEX_SORT_CACHE_KIB}")
+        conn = self._conn
         try:
-            # Raw SQL: sqlite-utils' create_index cannot make partial indexes.
             missing = set(self.missing_indexes())
             todo = [columns for columns in INDEXES if _index_name(columns) in missing]
             with self._db.atomic():
+                if not self.has_projection():
+                    columns = {name: _column_type(name) for name in TYPED_FIELDS}
+                    columns.update({"payload": str, "batch": int})
+                    self._db["events"].create(
+                        columns, pk="seq", not_null=["t", "kind", "payload", "batch"], strict=True
+                    )
+                    for batch, _first, fields, blob in self._blobs(1, None, True, True):
+                        _insert_projection(conn, batch, blob, fields)
                 for done, columns in enumerate(todo, 1):
                     where = ""
                     if columns[0] not in _NOT_NULL_COLUMNS:
                         where = f" WHERE {columns[0]} IS NOT NULL"
-                    self._conn.execute(
+                    conn.execute(
                         f"CREATE INDEX IF NOT EXISTS {_index_name(columns)} "
                         f"ON events ({', '.join(columns)}){where}"
                     )
                     if progress is not None:
                         progress(done, len(todo))
         finally:
-            self._conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+            conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+        self._projected = True
+
+    @classmethod
+    def ensure_projection(cls, path: str | Path) -> bool:
+        """Build the projection of the log at ``path`` if it lacks it and may be changed: a
+        closed file (rollback-journal mode, nothing beside it: no writer has it open), of a
+        finished session, that this process may write. The read commands (``inspect``,
+        ``export``, ``report``) call it when they open a log; their reads then filter the
+        projection instead of decoding every batch. True if the file has the projection
+        afterwards; False, and nothing changed, otherwise -- read-only, live, unfinished, not
+        a store, damaged (the reads then say how), or SQLite failed -- the reads then use
+        the blobs."""
+        path = Path(path)
+        try:
+            with path.open("rb") as f:
+                header = f.read(20)
+            if header[18:20] != b"\x01\x01":  # WAL: a writer has it open, or was killed
+                return False
+            for suffix in ("-wal", "-journal", "-shm"):
+                if Path(f"{path}{suffix}").exists():
+                    return False
+            if not (os.access(path, os.W_OK) and os.access(path.parent or Path("."), os.W_OK)):
+                return False
+            with cls.open(path, "r") as store:
+                if store.session["status"] != "finished":
+                    return False
+                if store.has_projection() and not store.missing_indexes():
+                    return True
+            with cls.open(path, "a") as store:
+                store.build_indexes()
+            return True
+        except (OSError, StoreError, sqlite3.Error):
+            return False
 
     def hand_off(self) -> None:
         """Stop appending through this store, so that another writer can append to the log
@@ -1053,9 +1127,6 @@ class EventStore:
         self._conn = None  # type: ignore[assignment]
 
     def _stop_writing(self) -> None:
-        if self._writer is not None and self._writer is not _UNSET:
-            self._writer.close()
-        self._writer = None
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
@@ -1139,12 +1210,11 @@ class EventStore:
         return row[0] if row else ZERO_CHAIN
 
     def kind_counts(self) -> dict[str, int]:
-        """Number of events of each kind, by kind name (sorted)."""
-        # NOT INDEXED: counted from the table, not from an index that nothing checked
-        rows = self._conn.execute(
-            "SELECT kind, count(*) FROM events NOT INDEXED GROUP BY kind ORDER BY kind"
-        )
-        return dict(rows.fetchall())
+        """Number of events of each kind, by kind name (sorted), from the batch blobs."""
+        counts: dict[str, int] = {}
+        for f in self._selected(1, None, None, {}, typed=True):
+            counts[f[2]] = counts.get(f[2], 0) + 1
+        return dict(sorted(counts.items()))
 
     # ------------------------------------------------------------------ reading
     def events(
@@ -1161,17 +1231,22 @@ class EventStore:
         check: bool | None = None,
     ) -> Iterator[Event]:
         """Decoded events with ``start <= seq <= stop`` (``stop`` None: to the end), in seq
-        order, filtered on the typed columns (each filter: one value or a list/tuple/set of
-        values; ``account`` matches the ``account`` column only -- a Fill's maker is its
+        order, filtered on the typed fields (each filter: one value or a list/tuple/set of
+        values; ``account`` matches the ``account`` field only -- a Fill's maker is its
         ``counterparty``).
 
+        Without filters, or without the projection, the events come from the batch blobs
+        (filters applied as they are decoded). With filters and the projection, they come
+        from the projection (by SQL).
+
         ``check`` (the store's default, see :meth:`open`: True unless opened with
-        ``checked=False``): every row of the range is checked as it is read, selected by
-        the filters or not -- seqs contiguous up to ``sessions.last_seq``, the payload's crc,
-        the typed columns against the payload -- and the filters are applied to the table
-        itself, never through an index (an index is only what ``verify`` checked when it
-        last ran); a row that fails raises :class:`DamagedLogError` naming its seq. ``check=
-        False``: trust the file (the indexes, the columns) -- for a log just verified."""
+        ``checked=False``): every batch read proves itself -- its blob's digest is the one
+        the chain commits to (the chain checked once per store up to ``sessions.last_seq``),
+        its events are its seqs in order -- and a projection is read only once every row of it
+        has been found equal to the blobs, and then as a table scan (``NOT INDEXED``: an
+        index is only what ``verify`` found it when it last ran). A batch or row that fails
+        raises :class:`DamagedLogError` naming a seq. ``check=False``: trust the file (the
+        projection, its indexes) -- for a log just verified."""
         filters = {
             "kind": kind,
             "account": account,
@@ -1180,21 +1255,21 @@ class EventStore:
             "counterparty": counterparty,
             "counter_order_id": counter_order_id,
         }
-        path = self.path
-        if not (self.checked if check is None else check):
+        check = self.checked if check is None else check
+        if self._use_projection(filters, check):
+            if check:  # the rows proved, not one more
+                stop = (
+                    self._projection_proven if stop is None else min(stop, self._projection_proven)
+                )
             where, params = _where(start, stop, filters)
-            sql = f"SELECT payload FROM events WHERE {where} ORDER BY seq"
+            hint = " NOT INDEXED" if check else ""
+            sql = f"SELECT payload FROM events{hint} WHERE {where} ORDER BY seq"
             for (payload,) in self._track(self._conn.execute(sql, params)):
                 yield decode(payload)
             return
-        for row in self._checked(start, stop, filters, with_payload=True):
-            try:
-                event = decode(row[_N_TYPED])
-            except (ValueError, TypeError) as exc:
-                raise DamagedLogError(
-                    path, row[0], f"the payload is not an event ({exc})"
-                ) from None
-            yield event
+        new = _new_tuple
+        for f in self._selected(start, stop, check, filters):
+            yield new(Event, f)
 
     def rows(
         self,
@@ -1204,64 +1279,179 @@ class EventStore:
         check: bool | None = None,
         **filters: Any,
     ) -> Iterator[tuple]:
-        """The typed columns (:data:`~exchange.events.TYPED_FIELDS` order) of the events with
-        ``start <= seq <= stop``, as tuples, without decoding JSON; same filters and ``check``
-        as :meth:`events` (a checked read of a whole log costs about a third more than an
-        unchecked one: the crc and the comparison are done in C; see docs/event_store.md)."""
-        if self.checked if check is None else check:
-            return self._checked(start, stop, filters, with_payload=False)
-        where, params = _where(start, stop, filters)
-        sql = f"SELECT {_TYPED_COLUMNS} FROM events WHERE {where} ORDER BY seq"
-        # in C, with one str per distinct text value: the rows 1.9x quicker, a replay 1.4x;
-        # else the cursor itself, which yields the row tuples with no Python frame per row
-        reader = _row_reader(self._conn, self.path, sql, params)
-        return self._track(reader if reader is not None else self._conn.execute(sql, params))
+        """The typed fields (:data:`~exchange.events.TYPED_FIELDS` order) of the events with
+        ``start <= seq <= stop``, as tuples; same sources, filters and ``check`` as
+        :meth:`events`."""
+        check = self.checked if check is None else check
+        if self._use_projection(filters, check):
+            if check:  # the rows proved, not one more
+                stop = (
+                    self._projection_proven if stop is None else min(stop, self._projection_proven)
+                )
+            where, params = _where(start, stop, filters)
+            hint = " NOT INDEXED" if check else ""
+            sql = f"SELECT {_TYPED_COLUMNS} FROM events{hint} WHERE {where} ORDER BY seq"
+            # in C, with one str per distinct text value; else the cursor itself
+            reader = _row_reader(self._conn, self.path, sql, params)
+            return self._track(reader if reader is not None else self._conn.execute(sql, params))
+        return self._track(self._typed(start, stop, check, filters))
 
-    def _checked(
-        self, start: int, stop: int | None, filters: dict[str, Any], *, with_payload: bool
-    ) -> Iterator[tuple]:
-        """A checked read (see :meth:`events`): every row of ``start..stop`` (to
-        ``sessions.last_seq``) proves itself; those the filters select are handed out. Rows
-        proved by an earlier checked read through this store (a prefix of the log) are not
-        checked again: the next reads of a command are filtered table scans only."""
+    def _typed(self, start: int, stop: int | None, check: bool, filters: dict[str, Any]):
+        yield from self._selected(start, stop, check, filters, typed=True)
+
+    def payloads(
+        self, start: int = 1, stop: int | None = None, *, check: bool | None = None
+    ) -> Iterator[bytes]:
+        """The stored canonical bytes of the events ``start..stop`` (inclusive), in seq order,
+        each its line of its batch blob: for byte-identical comparisons with
+        :func:`~exchange.events.encode`. ``check`` as in :meth:`events`."""
+        check = self.checked if check is None else check
+        lo = max(start, 1)
+        for _batch, first, fields, blob in self._blobs(lo, stop, check, typed=True):
+            lines = blob.split(b"\n")
+            a = max(lo - first, 0)
+            b = len(fields) if stop is None else min(len(fields), stop - first + 1)
+            yield from lines[a:b]
+
+    def _selected(
+        self,
+        start: int,
+        stop: int | None,
+        check: bool | None,
+        filters: dict[str, Any],
+        typed: bool = False,
+    ) -> Iterator[Any]:
+        """The events ``start..stop`` the filters select, from the blobs: field lists, or
+        with ``typed`` tuples of the typed fields."""
+        keep = _filter(filters)
+        lo = max(start, 1)
+        if check is None:
+            check = self.checked
+        for _batch, first, fields, _blob in self._blobs(lo, stop, check, typed):
+            if lo > first or (stop is not None and stop < first + len(fields) - 1):
+                fields = fields[max(lo - first, 0) : None if stop is None else stop - first + 1]
+            if keep is None:
+                yield from fields
+            else:
+                for f in fields:
+                    if keep(f):
+                        yield f
+
+    def _blobs(
+        self, start: int, stop: int | None, check: bool, typed: bool = False
+    ) -> Iterator[tuple[int, int, list, bytes]]:
+        """``(batch, first_seq, events, blob)`` of each batch that holds events of
+        ``start..stop``, in order; ``events``: each event's field list, or with ``typed`` the
+        tuple of its typed fields (parsed in C, ``data`` not decoded: see :func:`_decode`).
+        Checked: the batch rows chain up to ``sessions.last_seq`` (see :meth:`_batches_over`)
+        and each blob is the one its digest names and its seqs in order, else
+        :class:`DamagedLogError`."""
+        if not check:
+            sql = "SELECT batch, first_seq, last_seq, events FROM batches WHERE last_seq >= ?"
+            params: list[Any] = [start]
+            if stop is not None:
+                sql += " AND first_seq <= ?"
+                params.append(stop)
+            cursor = self._track(self._conn.execute(sql + " ORDER BY batch", params))
+            for batch, first, _last, blob in cursor:
+                yield batch, first, _decode(blob, first, None, typed), blob
+            return
+        last = self.last_seq if stop is None else min(stop, self.last_seq)
+        ranges = self._batches_over(start, last)
+        if not ranges:
+            return
+        path = self.path
+        cursor = self._track(
+            self._conn.execute(
+                "SELECT batch, first_seq, last_seq, events FROM batches "
+                "WHERE batch >= ? AND batch <= ? ORDER BY batch",
+                (ranges[0][0], ranges[-1][0]),
+            )
+        )
+        k = 0
+        try:
+            for batch, first, last_of, blob in cursor:
+                committed, first_seq, last_seq, digest = ranges[k]
+                where = f"batch {committed} (seqs {first_seq}..{last_seq})"
+                if (batch, first, last_of) != (committed, first_seq, last_seq):
+                    raise DamagedLogError(path, first_seq, f"{where}: its row changed while read")
+                if type(blob) is not bytes or hashlib.sha256(blob).hexdigest() != digest:
+                    raise DamagedLogError(
+                        path,
+                        first,
+                        f"{where}: digest mismatch: its events differ from what was "
+                        "committed (the batch's blob was edited)",
+                    )
+                fields = _decode(blob, first, last_of, typed)
+                if fields is None:
+                    seq, problem = _batch_problem(batch, first, last_of, blob) or (
+                        first,
+                        f"{where}: its events are not its seqs in order",
+                    )
+                    raise DamagedLogError(path, seq, problem)
+                yield batch, first, fields, blob
+                k += 1
+        except sqlite3.DatabaseError as exc:
+            seq = ranges[min(k, len(ranges) - 1)][1]
+            raise DamagedLogError(
+                path,
+                seq,
+                f"the file is corrupt here (SQLite: {exc}); the batches before it proved sound",
+            ) from None
+        if k < len(ranges):
+            raise DamagedLogError(path, ranges[k][1], f"batch {ranges[k][0]} missing")
+
+    def _use_projection(self, filters: dict[str, Any], check: bool) -> bool:
+        """Whether a filtered read goes to the projection: a filter is given and the file has
+        the projection -- once proved equal to the blobs, for a checked read."""
         for name in filters:
             if name not in FILTER_FIELDS:
                 raise ValueError(f"cannot filter on {name!r}; filters: {', '.join(FILTER_FIELDS)}")
+        if all(value is None for value in filters.values()):
+            return False
+        if not self.has_projection():
+            return False
+        if check:
+            self._prove_projection()
+        return True
+
+    def _prove_projection(self) -> None:
+        """Raise :class:`DamagedLogError` unless the projection's rows are the events of the
+        blobs, seq for seq (typed columns, payload, batch), up to ``sessions.last_seq``:
+        checked once per store (again only once the log has grown)."""
         last = self.last_seq
-        if stop is not None:
-            last = min(stop, last)
-        first = max(start, 1)
-        match, params = _match(filters)
-        payload = ", CAST(payload AS BLOB)" if with_payload else ""
-        if last <= self._proven:
-            # NOT INDEXED: the rows come from the table, never through an index (the
-            # indexes are only what `verify` found them when it last ran)
-            where, params = _where(first, last, filters)
-            sql = (
-                f"SELECT {_TYPED_COLUMNS}{payload} FROM events NOT INDEXED "
-                f"WHERE {where} ORDER BY seq"
+        if self._projection_proven >= last:
+            return
+        path = self.path
+        cursor = self._track(
+            self._conn.execute(
+                f"SELECT {_TYPED_COLUMNS}, CAST(payload AS BLOB), batch FROM events NOT INDEXED "
+                "ORDER BY seq"
             )
-            reader = _row_reader(self._conn, self.path, sql, params)
-            return self._track(reader if reader is not None else self._conn.execute(sql, params))
-        # every row of the batches the range touches is read and checked (their digests
-        # need all of them); those outside the range are not handed out
-        batches = self._batches_over(first, last)
-        scan_first, scan_last = (batches[0][1], batches[-1][2]) if batches else (first, last)
-        sql = (
-            f"SELECT {_TYPED_COLUMNS}, CAST(payload AS BLOB), crc, "
-            f"(seq >= ? AND seq <= ? AND {match}) FROM events "
-            "NOT INDEXED WHERE seq >= ? AND seq <= ? ORDER BY seq"
         )
-        params = [first, last, *params, scan_first, scan_last]
-        proved = self._proved if scan_first <= self._proven + 1 else None
-        judge = _RowJudge(self.path, scan_last, proved, batches)
-        ends = [b[2] for b in batches]
-        reader = _row_reader(
-            self._conn, self.path, sql, params, judge, scan_first, scan_last, with_payload, ends
-        )
-        if reader is None:
-            reader = _checked_rows_py(self._conn, sql, params, judge, scan_first, with_payload)
-        return self._track(reader)
+        seq = 1
+        try:
+            rows = iter(cursor)
+            for batch, first, fields, blob in self._blobs(1, last, True, True):
+                lines = blob.split(b"\n")
+                for i, f in enumerate(fields):
+                    seq = first + i
+                    problem = _projection_mismatch(next(rows, None), seq, lines[i], f, batch)
+                    if problem is not None:
+                        raise DamagedLogError(path, *problem)
+            extra = next(rows, None)
+            if extra is not None:
+                raise DamagedLogError(
+                    path,
+                    extra[0] if type(extra[0]) is int else last + 1,
+                    f"projection row seq {extra[0]!r} is no event of the log (the projection "
+                    "was edited)",
+                )
+        except sqlite3.DatabaseError as exc:
+            raise DamagedLogError(
+                path, seq, f"the projection cannot be read here ({exc}; the projection was edited)"
+            ) from None
+        self._projection_proven = last
 
     def _batches_over(self, first: int, last: int) -> list[tuple[int, int, int, str]]:
         """The batch rows ``(batch, first_seq, last_seq, digest)`` whose ranges meet
@@ -1304,21 +1494,6 @@ class EventStore:
         """``rows`` (a cursor, a C reader or a generator over one), closed with the store."""
         self._open.add(rows)
         return rows
-
-    def _proved(self, last: int) -> None:
-        self._proven = max(self._proven, last)
-
-    def payloads(self, start: int = 1, stop: int | None = None) -> Iterator[bytes]:
-        """The stored canonical bytes of the events ``start..stop`` (inclusive), in seq order:
-        for byte-identical comparisons with :func:`~exchange.events.encode`."""
-        where, params = _where(start, stop, {})
-        cursor = self._track(
-            self._conn.execute(
-                f"SELECT CAST(payload AS BLOB) FROM events WHERE {where} ORDER BY seq", params
-            )
-        )
-        for (payload,) in cursor:
-            yield payload
 
     def snapshots(self) -> Iterator[tuple[int, str, str]]:
         """Every snapshot ``(seq, state_json, state_hash)`` in seq order."""
@@ -1478,55 +1653,55 @@ def _verify(
             "SELECT batch, first_seq, last_seq, digest, chain FROM batches ORDER BY batch"
         ).fetchall()
     except sqlite3.DatabaseError as exc:
-        _corrupt(found, exc, "the batches table", None)
-        batch_rows = []
+        # a truncated or damaged table: the rows one by one, as far as they can be read (a
+        # row's b-tree path may be intact where a scan's is not)
+        batch_rows, rows_error = [], exc
+        try:
+            while True:
+                row = conn.execute(
+                    "SELECT batch, first_seq, last_seq, digest, chain FROM batches WHERE batch = ?",
+                    (len(batch_rows) + 1,),
+                ).fetchone()
+                if row is None:
+                    break
+                batch_rows.append(row)
+        except sqlite3.DatabaseError as cut:
+            rows_error = cut
+        if not salvage or not batch_rows:
+            _corrupt(found, exc, "the batches table", None)
+            rows_error = None
+    else:
+        rows_error = None
     report.batches = len(batch_rows)
-    ranges = _check_batches(batch_rows, found)
+    _check_batches(batch_rows, found)
     report.last_chain = batch_rows[-1][4] if batch_rows else ZERO_CHAIN
-    batch_last = batch_rows[-1][2] if batch_rows else 0
-    # events, in seq order, against their batch ranges
-    scan = _EventScan(ranges, found, salvage)
-    scanned_from = len(found.items)
+    batch_last = batch_rows[-1][2] if batch_rows and type(batch_rows[-1][2]) is int else 0
+    digests = {r[0]: r[3] for r in batch_rows}
+    # the events: each batch's blob against its digest, each event of it
+    try:
+        projected = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        ).fetchone()
+    except sqlite3.DatabaseError:
+        projected = None
+    scan = _BlobScan(found, digests)
     claimed = max(batch_last, session_last or 0)
     scan_progress = None if progress is None else lambda done: progress(done, claimed)
-    conn.text_factory = str  # SQLite's text decoded in C, not by a Python call per value
     try:
-        try:
-            scan.run(conn, scan_progress)
-        except sqlite3.OperationalError as exc:
-            if not str(exc).startswith("Could not decode"):
-                raise
-            # a text value that is not UTF-8 (an edited column): scan again, decoding text
-            # leniently, so that it is reported as the edit it is
-            del found.items[scanned_from:]
-            conn.text_factory = _lenient_text
-            scan = _EventScan(ranges, found, salvage)
-            scan.run(conn, scan_progress)
+        scan.run(conn, [r[0] for r in batch_rows], scan_progress, bool(projected))
     except sqlite3.DatabaseError as exc:
-        _corrupt(found, exc, "the events", scan.last_read)
+        _corrupt(found, exc, "the batches", scan.last_read)
         broken = True
     else:
         broken = False
-    finally:
-        conn.text_factory = _lenient_text
+        if rows_error is not None:  # the batch rows themselves stopped there
+            _corrupt(found, rows_error, "the batches", scan.last_read)
+            broken = True
     report.events = scan.count
     max_seq = scan.last_read
     if progress is not None:
         progress(scan.count, max(claimed, scan.count))
-    # batch digests against the events (only those read completely)
-    for k, (first, last, batch, digest) in enumerate(ranges):
-        if broken and last > max_seq:
-            break
-        hasher = scan.hashers.get(k)
-        computed = (hasher or hashlib.sha256()).hexdigest()
-        if computed != digest:
-            found.add(
-                f"batch {batch} (seqs {first}..{last}): digest mismatch: its events differ from "
-                "what was committed",
-                scan.first_problem_in.get(k, first),
-                batch,
-            )
-    if not broken:
+    if not broken and not salvage:
         # the end of the log
         if claimed > max_seq:
             what = (
@@ -1553,10 +1728,145 @@ def _verify(
         _corrupt(found, exc, "the snapshots table", None)
     # the sessions row against the log's own first and last events
     _check_session(conn, scan, found)
-    # pages the queries above did not touch (indexes, free pages), and every index entry
-    # against its row: integrity_check (quick_check would not compare an index's keys with
-    # the table, so an edited key would pass, and filtered reads would skip the event)
+    # pages the queries above did not touch (free pages, the projection's indexes), and every
+    # index entry against its row: integrity_check (quick_check would not compare an
+    # index's keys with the table, so an edited key would pass, and filtered reads of an
+    # unchecked projection would skip the event)
     _check_integrity(conn, found, None if broken else max_seq)
+
+
+class _BlobScan:
+    """One pass over the batch blobs in batch order: each blob against its digest, each
+    event of it (decodes, its seq where it stands, canonical, typed fields of their types),
+    and, when the file has the projection, each projection row against its event."""
+
+    def __init__(self, found: _Problems, digests: dict[Any, Any]) -> None:
+        self.found = found
+        self.digests = digests  # batch -> the digest its row commits to
+        self.count = 0
+        self.last_read = 0
+        self.first_event: Event | None = None  # seq 1, when it decodes
+        self.last_event: Event | None = None  # the last event read, when it decodes
+
+    def run(
+        self,
+        conn: sqlite3.Connection,
+        numbers: list[Any],
+        progress: Callable[[int], None] | None = None,
+        projected: bool = False,
+    ) -> None:
+        """Scan the blobs of the batches ``numbers``, in that order, each read by its key (a
+        truncated file is read as far as it goes); ``progress(n)`` is called with the count
+        of events read so far every :data:`PROGRESS_EVERY` events."""
+        found = self.found
+        items = found.items
+        rows: Iterator[tuple] | None = None
+        pending: tuple | None = None
+        if projected:
+            conn.text_factory = _lenient_text
+            rows = iter(
+                conn.execute(
+                    f"SELECT {_TYPED_COLUMNS}, CAST(payload AS BLOB), batch FROM events "
+                    "ORDER BY seq"
+                )
+            )
+            pending = next(rows, None)
+        next_report = PROGRESS_EVERY
+        for number in numbers:
+            row = conn.execute(
+                "SELECT batch, first_seq, last_seq, events FROM batches WHERE batch = ?",
+                (number,),
+            ).fetchone()
+            if row is None:
+                continue
+            batch, first, last, blob = row
+            if type(batch) is not int or type(first) is not int or type(last) is not int:
+                continue  # reported with the batch rows
+            bad_before = len(items)
+            where = f"batch {batch} (seqs {first}..{last})"
+            if type(blob) is not bytes:
+                kind = "NULL" if blob is None else type(blob).__name__
+                found.add(f"{where}: its events are {kind}, not a blob", first, batch)
+                continue
+            lines = blob.split(b"\n")
+            if lines.pop() != b"":
+                found.add(f"{where}: its events blob does not end with a newline", first, batch)
+            if len(lines) != last - first + 1:
+                found.add(
+                    f"{where}: its blob holds {len(lines)} events, not {last - first + 1}",
+                    first + min(len(lines), last - first + 1),
+                    batch,
+                )
+            for i, line in enumerate(lines):
+                seq = first + i
+                self.check_event(seq, line, batch)
+                if rows is not None:
+                    # the projection's rows up to this seq: those before it are extra
+                    while pending is not None and type(pending[0]) is int and pending[0] < seq:
+                        found.add(
+                            f"projection row seq {pending[0]} is no event of the log (the "
+                            "projection was edited)",
+                            pending[0],
+                            batch,
+                        )
+                        pending = next(rows, None)
+                    try:
+                        fields = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        fields = None
+                    if type(fields) is list and len(fields) == _N_FIELDS:
+                        problem = _projection_mismatch(pending, seq, line, fields, batch)
+                        if problem is not None:
+                            found.add(problem[1], problem[0], batch)
+                        if pending is not None and pending[0] == seq:
+                            pending = next(rows, None)
+                self.count += 1
+                if progress is not None and self.count >= next_report:
+                    progress(self.count)
+                    next_report += PROGRESS_EVERY
+            if hashlib.sha256(blob).hexdigest() != self.digests.get(batch):
+                located = [item[3] for item in items[bad_before:] if item[3] is not None]
+                found.add(
+                    f"{where}: digest mismatch: its events differ from what was committed",
+                    min(located, default=first),
+                    batch,
+                )
+            for j in range(bad_before, len(items)):
+                rank, key, order, s, b, text = items[j]
+                items[j] = (rank, key, order, s, batch if b is None else b, text)
+            self.last_read = max(self.last_read, first + len(lines) - 1)
+        while rows is not None and pending is not None:
+            found.add(
+                f"projection row seq {pending[0]!r} is no event of the log (the projection was "
+                "edited)",
+                pending[0] if type(pending[0]) is int else None,
+            )
+            pending = next(rows, None)
+
+    def check_event(self, seq: int, line: bytes, batch: int) -> None:
+        """The event at ``seq``'s place: it decodes, is that seq, is in canonical form and
+        its typed fields are of their columns' types."""
+        found = self.found
+        try:
+            event = decode(line)
+            canonical = encode(event) == line
+        except (ValueError, TypeError) as exc:
+            found.add(f"seq {seq}: payload is not a valid event ({exc})", seq)
+            return
+        if seq == 1:
+            self.first_event = event
+        self.last_event = event
+        if event.seq != seq:
+            found.add(
+                f"seq {seq}: the payload is event seq {event.seq} (events reordered or moved)",
+                seq,
+            )
+            return
+        if not canonical:
+            found.add(f"seq {seq}: payload is not in canonical form (edited)", seq)
+        bad = _first_bad_py((event,), seq)
+        if bad is not None:
+            found.add(f"seq {seq}: {bad[1]}", seq)
 
 
 #: ``PRAGMA integrity_check`` lines that name a row of an index (the rowid is the seq).
@@ -1597,7 +1907,7 @@ def _check_integrity(conn: sqlite3.Connection, found: _Problems, intact: int | N
         owners = _page_owners(conn, [int(m) for m in _PAGE.findall(detail)])
         found.add(f"file is corrupt (SQLite integrity_check: {detail}){owners}", file=True)
         if intact is not None:
-            found.add(f"the events table reads intact up to seq {intact}", file=True)
+            found.add(f"the log reads intact up to seq {intact}", file=True)
 
 
 def _page_owners(conn: sqlite3.Connection, pages: list[int]) -> str:
@@ -1637,7 +1947,7 @@ def session_problem(row: dict[str, Any]) -> str | None:
     return None
 
 
-def _check_session(conn: sqlite3.Connection, scan: _EventScan, found: _Problems) -> None:
+def _check_session(conn: sqlite3.Connection, scan: _BlobScan, found: _Problems) -> None:
     """The ``sessions`` row must be well-formed and say what the log's ``SessionStarted`` (its
     scenario, seed and configuration) and, once finished, its ``SessionEnded`` (the final
     state hash) say."""
@@ -1784,120 +2094,125 @@ def _check_batches(batch_rows: list[tuple], found: _Problems) -> list[tuple[int,
     return ranges
 
 
-class _EventScan:
-    """One pass over the events in seq order: per-event checks and per-batch digests."""
+# ---------------------------------------------------------------------- migration
+def migrate_store(path: str | Path) -> tuple[int, int]:
+    """Rewrite the schema-2 store at ``path`` (one row per event) as a schema-3 store (one
+    row per batch) and return ``(events, batches)``. ``gpuex migrate PATH`` calls it.
 
-    def __init__(
-        self, ranges: list[tuple[int, int, int, str]], found: _Problems, salvage: bool
-    ) -> None:
-        self.salvage = salvage  # reading a truncated file: a garbage row means "end of data"
-        self.ranges = ranges
-        self.firsts = [r[0] for r in ranges]
-        self.found = found
-        self.hashers: dict[int, Any] = {}
-        self.first_problem_in: dict[int, int] = {}
-        self.count = 0
-        self.last_read = 0
-        self.first_event: Event | None = None  # seq 1, when it decodes
-        self.last_event: Event | None = None  # the last event read, when it decodes
+    Each batch's blob is its events' stored payloads, each followed by a newline -- the bytes
+    schema 2's batch digest hashed -- so the digests and the chain carry over: each is checked
+    equal to the old one as the batch is written, and a batch whose payloads do not give its
+    digest stops the migration (a damaged log: ``gpuex verify`` with the gpuex that wrote it
+    says where). The session row and the snapshots are copied as they are. Atomic: the new
+    file is written beside (``PATH.migrating``), verified, then renamed over ``PATH``; a
+    failure leaves ``PATH`` as it was. The projection is not built (``gpuex index PATH``).
 
-    def run(self, conn: sqlite3.Connection, progress: Callable[[int], None] | None = None) -> None:
-        """Scan the events; ``progress(n)`` is called with the count read so far every
-        :data:`PROGRESS_EVERY` events."""
-        found, ranges, firsts, fields = self.found, self.ranges, self.firsts, TYPED_FIELDS
-        items = found.items
-        hashers = self.hashers
-        crc32 = zlib.crc32
-        count = self.count
-        last_read = self.last_read
-        expected = 1
-        cursor = conn.execute(
-            f"SELECT {_TYPED_COLUMNS}, CAST(payload AS BLOB), typeof(payload), crc, batch "
-            "FROM events ORDER BY seq"
-        )
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        StoreError: not a gpuex store, not of schema 2, open by a writer (a ``-wal`` or
+            ``-journal`` beside it), or damaged.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such event store")
+    for suffix in ("-wal", "-journal"):
+        if Path(f"{path}{suffix}").exists():
+            raise StoreError(
+                f"{path}: a {suffix[1:]} file is beside it (a writer has it open, or was killed "
+                "with it open); close it with the gpuex that wrote it first"
+            )
+    old = _connect_ro(path)
+    tmp = path.with_name(path.name + ".migrating")
+    try:
         try:
-            for row in cursor:
-                seq = row[0]
-                bad_before = len(items)
-                payload, payload_type, crc, batch_col = row[_N_TYPED:]
-                if type(seq) is not int or seq < expected or payload is None:
-                    if self.salvage:
-                        raise sqlite3.DatabaseError(f"unreadable event row after seq {last_read}")
-                    found.add(f"event row with seq {seq!r}: not a valid seq (they count from 1)")
-                    continue
-                count += 1
-                if progress is not None and not count % PROGRESS_EVERY:
-                    progress(count)
-                if seq != expected:
-                    missing = (
-                        f"seq {expected}" if seq == expected + 1 else f"seqs {expected}..{seq - 1}"
-                    )
-                    found.add(f"{missing} missing (event rows deleted)", expected)
-                expected = seq + 1
-                k = bisect.bisect_right(firsts, seq) - 1
-                covering = k if k >= 0 and ranges[k][1] >= seq else None
-                if covering is None:
-                    found.add(
-                        f"seq {seq}: belongs to no batch (its batch column says {batch_col})", seq
-                    )
-                elif ranges[covering][2] != batch_col:
-                    first, last, batch = ranges[covering][:3]
-                    found.add(
-                        f"seq {seq}: batch column says {batch_col}, but batch {batch} "
-                        f"covers seqs {first}..{last}",
-                        seq,
-                    )
-                if payload_type != "text":
-                    found.add(f"seq {seq}: payload is {payload_type}, not text", seq)
-                if covering is not None:
-                    hasher = hashers.get(covering)
-                    if hasher is None:
-                        hasher = hashers[covering] = hashlib.sha256()
-                    hasher.update(payload)
-                    hasher.update(b"\n")
-                computed = crc32(payload)
-                if computed != crc:
-                    found.add(
-                        f"seq {seq}: payload checksum mismatch (stored crc {crc}, payload's "
-                        f"{computed}): the payload was edited",
-                        seq,
-                    )
+            meta = dict(old.execute("SELECT key, value FROM meta"))
+            if meta.get("format") != FORMAT:
+                raise StoreError(f"{path}: not a gpuex event store")
+            found = meta.get("schema_version")
+            if found == str(SCHEMA_VERSION):
+                raise StoreError(f"{path}: already schema_version {found}; nothing to migrate")
+            if found != str(_SCHEMA_BEFORE):
+                raise StoreError(
+                    f"{path}: schema_version {found}; only {_SCHEMA_BEFORE} can be migrated"
+                )
+            if meta.get("typed_fields") != ",".join(TYPED_FIELDS):
+                raise StoreError(f"{path}: typed_fields {meta.get('typed_fields')!r} differ")
+            cursor = old.execute("SELECT * FROM sessions")
+            names = [d[0] for d in cursor.description]
+            sessions = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+            if len(sessions) != 1 or session_problem(sessions[0]) is not None:
+                raise StoreError(f"{path}: damaged sessions row; not migrated")
+            session = sessions[0]
+            batches = old.execute(
+                "SELECT batch, first_seq, last_seq, digest, chain FROM batches ORDER BY batch"
+            ).fetchall()
+            snapshots = old.execute(
+                "SELECT seq, state, state_hash FROM snapshots ORDER BY seq"
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: cannot read the schema-2 store ({exc})") from exc
+        for side in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-journal"), Path(f"{tmp}-shm")):
+            side.unlink(missing_ok=True)  # a migration killed before its rename
+        new = EventStore.create(
+            tmp,
+            scenario=session["scenario"],
+            seed=session["seed"],
+            config=orjson.loads(session["config"]),
+            code_version=session["code_version"] or "",
+            durability=session["durability"],
+            session_id=session["session_id"],
+            started_t=session["started_t"] or 0,
+        )
+        count = 0
+        try:
+            for batch, first, last, digest, chain in batches:
+                where = f"{path}: batch {batch} (seqs {first}..{last})"
+                rows = old.execute(
+                    "SELECT seq, CAST(payload AS BLOB) FROM events WHERE seq >= ? AND seq <= ? "
+                    "ORDER BY seq",
+                    (first, last),
+                ).fetchall()
+                if [r[0] for r in rows] != list(range(first, last + 1)):
+                    raise StoreError(f"{where}: event rows missing; not migrated")
+                blob = b"".join([r[1] + b"\n" for r in rows])
+                if hashlib.sha256(blob).hexdigest() != digest:
+                    raise StoreError(f"{where}: digest mismatch (a damaged log); not migrated")
                 try:
-                    event = decode(payload)
-                    canonical = encode(event) == payload
-                except (ValueError, TypeError) as exc:
-                    found.add(f"seq {seq}: payload is not a valid event ({exc})", seq)
-                else:
-                    if seq == 1:
-                        self.first_event = event
-                    self.last_event = event
-                    if event.seq != seq:
-                        found.add(
-                            f"seq {seq}: the payload is event seq {event.seq} (events reordered "
-                            "or moved)",
-                            seq,
-                        )
-                    elif not canonical:
-                        found.add(f"seq {seq}: payload is not in canonical form (edited)", seq)
-                    # the columns agree with the payload if equal and of the same types (1 == 1.0
-                    # == True): two C-level comparisons; field by field only to say which differ
-                    typed, told = row[1:_N_TYPED], event[1:_N_TYPED]
-                    if typed != told or [*map(type, typed)] != [*map(type, told)]:
-                        for i in range(1, _N_TYPED):
-                            if row[i] != event[i] or type(row[i]) is not type(event[i]):
-                                found.add(
-                                    f"seq {seq}: column {fields[i]}={row[i]!r} disagrees with the "
-                                    f"payload's {fields[i]}={event[i]!r} (typed column edited)",
-                                    seq,
-                                )
-                if len(items) > bad_before and covering is not None:
-                    batch_no = ranges[covering][2]
-                    for j in range(bad_before, len(items)):
-                        rank, key, order, s, b, text = items[j]
-                        items[j] = (rank, key, order, s, batch_no if b is None else b, text)
-                    self.first_problem_in.setdefault(covering, seq)
-                if seq > last_read:
-                    last_read = seq
+                    new.append([decode(r[1]) for r in rows], encoded=blob)
+                except ValueError as exc:
+                    raise StoreError(f"{where}: {exc}; not migrated") from exc
+                if new.digest() != chain or new.batch_count != batch:
+                    raise StoreError(f"{where}: chain break (a damaged log); not migrated")
+                count += len(rows)
+            if count != session["last_seq"]:
+                raise StoreError(
+                    f"{path}: sessions.last_seq {session['last_seq']}, but the batches hold "
+                    f"{count} events; not migrated"
+                )
+            with new._db.atomic():
+                new._conn.executemany(
+                    "INSERT INTO snapshots (seq, state, state_hash) VALUES (?, ?, ?)", snapshots
+                )
+                new._conn.execute(
+                    "UPDATE sessions SET code_version = ?, config = ?, status = ?, "
+                    "finished_t = ?, final_state_hash = ?",
+                    (
+                        session["code_version"],
+                        session["config"],
+                        session["status"],
+                        session["finished_t"],
+                        session["final_state_hash"],
+                    ),
+                )
         finally:
-            # also when a read error ends the scan: the caller reports how far it got
-            self.count, self.last_read = count, last_read
+            new.close()
+        report = verify_store(tmp)
+        if not report.ok:
+            raise StoreError(f"{path}: the migrated log does not verify: {report.problems[0]}")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        old.close()
+    os.replace(tmp, path)
+    return count, len(batches)

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exchange import session
-from exchange.events import ENCODE_OPTIONS, Event
+from exchange.events import ENCODE_OPTIONS, Event, encode
 from exchange.fold import Fold
 from exchange.journal import JournalError, Journaller, serve
 from exchange.store import INDEXES, EventStore, StoreError, verify_store
@@ -144,7 +146,7 @@ def _resumed_equals_reference(tmp_path, path):
     assert session.verify(path).ok  # the committed prefix re-executes
     resumed = session.run("flow", path, resume=True)
     assert resumed.state_hash == reference.state_hash
-    assert tables(path)[1]["events"] == tables(tmp_path / "reference.db")[1]["events"]
+    assert tables(path)[1]["batches"] == tables(tmp_path / "reference.db")[1]["batches"]
 
 
 def test_a_run_whose_journaller_is_killed_fails_clearly_and_resumes_to_the_same_log(
@@ -404,3 +406,33 @@ def test_a_journaller_answers_a_message_it_does_not_know_with_an_error(handed_of
     assert status == {"code": 1}
     assert tag == "error" and "unknown message 'rewind'" in text
     assert isinstance(pickle.loads(pickled), JournalError)
+
+
+_TEXT = st.text(alphabet=st.sampled_from('ab,[]{}":\\\n\t\u00e9\u2603 '), max_size=8)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.none() | _TEXT, st.none() | st.integers(-(2**63), 2**63 - 1), _JSON),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_the_journallers_blob_is_each_events_encoding_without_encoding_it_again(fields):
+    """The run sends a batch as one JSON array; the journaller stores the array with its
+    separators turned into newlines. Those bytes must be ``encode(e) + b"\\n"`` for every
+    event, whatever text (commas, brackets, quotes, escapes, newlines) the events hold."""
+    from exchange._writer import array_to_lines
+
+    events = [
+        Event(seq, seq, "Deposit", text, text, number, None, None, None, number, None, None, data)
+        for seq, (text, number, data) in enumerate(fields, 1)
+    ]
+    array = orjson.dumps(list(map(tuple, events)), option=ENCODE_OPTIONS)
+    assert array_to_lines(array) == b"".join(encode(e) + b"\n" for e in events)

@@ -119,23 +119,21 @@ def test_verify_in_line_reports_each_stage_in_order_up_to_every_event(tmp_path):
 
 
 def test_verify_catches_a_consistently_forged_event_by_re_execution(tmp_path):
-    """An edit that also fixes the checksums is still caught: the commands do not produce it."""
-    summary = run_small(tmp_path)
-    import zlib
+    """An edit that also fixes the digests and the chain is still caught: the commands do not
+    produce it."""
+    from tests.exchange.test_store_check import edit_event, reseal
 
-    con = sqlite3.connect(summary.path)
-    seq, payload = con.execute(
-        "SELECT seq, payload FROM events WHERE kind='Fill' ORDER BY seq LIMIT 1 OFFSET 3"
-    ).fetchone()
-    fields = orjson.loads(payload)
-    fields[8] = fields[8] * 10 + 1  # the qty: a different fill, as valid JSON
-    forged = orjson.dumps(fields).decode()
-    con.execute(
-        "UPDATE events SET payload=?, crc=?, qty=qty+0 WHERE seq=?",
-        (forged, zlib.crc32(forged.encode()), seq),
-    )
-    con.commit()
-    con.close()
+    summary = run_small(tmp_path)
+    with EventStore.open(summary.path) as store:
+        seq = [e.seq for e in store.events(kind="Fill")][3]
+
+    def more(line: bytes) -> bytes:
+        fields = orjson.loads(line)
+        fields[8] = fields[8] * 10 + 1  # the qty: a different fill, as valid JSON
+        return orjson.dumps(fields)
+
+    edit_event(summary.path, seq, more)
+    reseal(summary.path)
     verdict = session.verify(summary.path)
     assert not verdict.ok
     assert verdict.first_bad_seq is not None and verdict.first_bad_seq <= seq

@@ -15,6 +15,7 @@ import textwrap
 import zlib
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -111,6 +112,51 @@ def batch_range(path: Path, batch: int) -> tuple[int, int]:
     first, last = row.fetchone()
     conn.close()
     return first, last
+
+
+def blob_of(path: Path, batch: int) -> bytes:
+    conn = sqlite3.connect(path)
+    blob = conn.execute("SELECT events FROM batches WHERE batch = ?", (batch,)).fetchone()[0]
+    conn.close()
+    return blob
+
+
+def forge_blob(path: Path, batch: int, edit, *, digest: bool = True, chain: bool = True) -> None:
+    """Replace batch ``batch``'s blob by ``edit(blob)`` behind the store's back; with
+    ``digest`` recompute its digest, with ``chain`` too the chain from it on (a careful
+    forger: a consistent rewrite)."""
+    conn = sqlite3.connect(path)
+    with conn:
+        blob = edit(
+            conn.execute("SELECT events FROM batches WHERE batch = ?", (batch,)).fetchone()[0]
+        )
+        conn.execute("UPDATE batches SET events = ? WHERE batch = ?", (blob, batch))
+        if digest:
+            conn.execute(
+                "UPDATE batches SET digest = ? WHERE batch = ?",
+                (hashlib.sha256(blob).hexdigest(), batch),
+            )
+        if chain:
+            rows = conn.execute(
+                "SELECT batch, digest FROM batches WHERE batch >= ? ORDER BY batch", (batch,)
+            ).fetchall()
+            previous = conn.execute(
+                "SELECT coalesce((SELECT chain FROM batches WHERE batch = ?), ?)",
+                (batch - 1, ZERO_CHAIN),
+            ).fetchone()[0]
+            for number, row_digest in rows:
+                previous = hashlib.sha256(
+                    bytes.fromhex(previous) + bytes.fromhex(row_digest)
+                ).hexdigest()
+                conn.execute("UPDATE batches SET chain = ? WHERE batch = ?", (previous, number))
+    conn.close()
+
+
+def project(path: Path) -> Path:
+    """Build the projection (and its indexes) of the closed store at ``path``."""
+    with EventStore.open(path, mode="a") as store:
+        store.build_indexes()
+    return path
 
 
 @pytest.fixture
@@ -283,11 +329,12 @@ def test_identical_inputs_give_identical_files(tmp_path):
     assert (tmp_path / "a.db").read_bytes() == (tmp_path / "b.db").read_bytes()
 
 
-def test_absent_fields_are_null_columns(tmp_path):
-    """None fields are bound as NaN on the append path (faster than None in Python's
-    sqlite3), which SQLite stores as NULL: the columns must be NULL, not REAL."""
+def test_absent_fields_are_null_columns_of_the_projection(tmp_path):
+    """None fields are bound as NaN when the projection is built (faster than None in
+    Python's sqlite3), which SQLite stores as NULL: the columns must be NULL, not REAL."""
     path = tmp_path / "s.db"
     build(path, sizes=(10,))
+    project(path)
     conn = sqlite3.connect(path)
     deposit = conn.execute(
         "SELECT typeof(instrument), typeof(order_id), typeof(side), typeof(price), "
@@ -344,7 +391,10 @@ def test_invalid_batch_writes_nothing(tmp_path):
         make_events(5, 3),  # overlaps
         make_events(6, 2) + make_events(9, 1),  # hole inside the batch
         make_events(6, 3)[:2] + [make_event(8)._replace(kind=None)],  # NOT NULL kind
-        make_events(6, 2) + [make_event(8)._replace(price="cheap")],  # STRICT: text in int
+        make_events(6, 2) + [make_event(8)._replace(price="cheap")],  # text in an int field
+        make_events(6, 2) + [make_event(8)._replace(price=True)],  # a bool is no int here
+        make_events(6, 2) + [make_event(8)._replace(account=7)],  # an int in a text field
+        make_events(6, 2) + [make_event(8)._replace(t=None)],  # NOT NULL t
     ]
     for bad in bad_batches:
         with pytest.raises(ValueError):
@@ -353,7 +403,7 @@ def test_invalid_batch_writes_nothing(tmp_path):
         store.append(make_events(6, 2), snapshot=(9, "{}", "h"))
     assert (store.last_seq, store.batch_count, store.digest()) == before
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT count(*), max(seq) FROM events").fetchone() == (5, 5)
+    assert conn.execute("SELECT max(last_seq) FROM batches").fetchone() == (5,)
     assert conn.execute("SELECT count(*) FROM batches").fetchone() == (1,)
     assert conn.execute("SELECT count(*) FROM snapshots").fetchone() == (0,)
     assert conn.execute("SELECT last_seq FROM sessions").fetchone() == (5,)
@@ -378,13 +428,12 @@ def test_chain_matches_an_independent_computation(tmp_path):
             store.append(events)
             digest = hashlib.sha256(b"".join(encode(e) + b"\n" for e in events)).hexdigest()
             chain = hashlib.sha256(bytes.fromhex(chain) + bytes.fromhex(digest)).hexdigest()
-            expected.append((len(expected) + 1, seq, seq + size - 1, digest, chain))
+            blob = b"".join(encode(e) + b"\n" for e in events)
+            expected.append((len(expected) + 1, seq, seq + size - 1, blob, digest, chain))
             assert store.digest() == chain
             seq += size
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT * FROM batches ORDER BY batch").fetchall() == expected
-    for payload, crc in conn.execute("SELECT payload, crc FROM events"):
-        assert crc == zlib.crc32(payload.encode())
     conn.close()
     with EventStore.open(path) as store:
         assert store.digest() == chain
@@ -429,7 +478,7 @@ def test_read_only_open_changes_nothing(db):
         with pytest.raises(StoreError, match="read-only"):
             store.append(make_events(41, 1))
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            store._conn.execute("DELETE FROM events")
+            store._conn.execute("DELETE FROM batches")
     assert verify_store(db).ok
     assert db.read_bytes() == data and db.stat().st_mtime_ns == mtime
     assert sorted(os.listdir(db.parent)) == before
@@ -442,7 +491,7 @@ import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
 conn.execute("PRAGMA cache_size=1")
 conn.execute("BEGIN")
-conn.execute("UPDATE events SET payload = payload || 'x', qty = 7")
+conn.execute("UPDATE batches SET events = zeroblob(length(events)), digest = 'x'")
 conn.execute("INSERT INTO snapshots SELECT seq + 1000, state, state_hash FROM snapshots")
 print("changed", flush=True)
 time.sleep(60)
@@ -462,7 +511,7 @@ def test_a_read_only_open_rolls_back_a_writer_killed_mid_transaction(db):
     assert journal.exists() and journal.stat().st_size > 0  # hot
     plain = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
     with pytest.raises(sqlite3.OperationalError, match="readonly"):  # what SQLite alone does
-        plain.execute("SELECT count(*) FROM events").fetchone()
+        plain.execute("SELECT count(*) FROM batches").fetchone()
     plain.close()
     with EventStore.open(db, mode="r") as store:  # the last committed state, as it was
         assert list(store.payloads()) == committed
@@ -538,61 +587,44 @@ def test_clean_store_verifies(db, tmp_path):
     assert verify_store(empty).ok
 
 
-def test_edited_payload_byte(db):
-    sql(
-        db,
-        # seq 17 rests 3 lots: [17, t, "OrderRested", ..., price, 3, null, ...] -> 4 lots
-        "UPDATE events SET payload = replace(payload, ',3,null,', ',4,null,') WHERE seq = 17",
-    )
+def test_an_edited_byte_of_a_blob_breaks_its_batch_digest(db):
+    # seq 17 rests 3 lots: [17, t, "OrderRested", ..., price, 3, null, ...] -> 4 lots
+    forge_blob(db, 2, lambda b: b.replace(b",3,null,", b",4,null,", 1), digest=False, chain=False)
     report = verify_store(db)
     assert not report.ok
-    assert report.first_bad_seq == 17 and report.first_bad_batch == 2
-    assert any("seq 17: payload checksum mismatch" in p for p in report.problems)
+    assert report.first_bad_seq == 11 and report.first_bad_batch == 2  # located to its batch
+    assert any("batch 2 (seqs 11..20): digest mismatch" in p for p in report.problems)
 
 
-def rewrite_payload(path: Path, seq: int, old: str, new: str) -> None:
-    """Replace ``old`` by ``new`` in event ``seq``'s payload and recompute its crc, as a
-    careful forger would."""
-    conn = sqlite3.connect(path)
-    payload = conn.execute("SELECT payload FROM events WHERE seq = ?", (seq,)).fetchone()[0]
-    edited = payload.replace(old, new)
-    assert edited != payload
-    with conn:
-        conn.execute(
-            "UPDATE events SET payload = ?, crc = ? WHERE seq = ?",
-            (edited, zlib.crc32(edited.encode()), seq),
-        )
-    conn.close()
-
-
-def test_edited_payload_with_recomputed_crc_breaks_the_batch_digest(db, tmp_path):
-    rewrite_payload(db, 23, '"trade_id":23', '"trade_id":24')  # in data: no typed column
+def test_an_edited_blob_with_its_digest_recomputed_breaks_the_chain(db):
+    forge_blob(db, 3, lambda b: b.replace(b'"trade_id":23', b'"trade_id":24'), chain=False)
     report = verify_store(db)
-    assert not report.ok and report.first_bad_batch == 3
-    assert any("batch 3 (seqs 21..30): digest mismatch" in p for p in report.problems)
-    assert report.first_bad_seq == 21  # located to its batch
+    assert not report.ok and report.first_bad_batch == 3 and report.first_bad_seq == 21
+    assert any("batch 3 (seqs 21..30): chain break" in p for p in report.problems)
 
 
-def test_edited_typed_column(db):
+def test_an_edited_projection_column_is_found_by_verify(db):
+    project(db)
     sql(db, "UPDATE events SET price = price + 1 WHERE seq = 12")
     report = verify_store(db)
     assert not report.ok and report.first_bad_seq == 12
-    assert any("seq 12: column price=" in p for p in report.problems)
+    assert any("seq 12: projection column price=" in p for p in report.problems)
 
 
-def test_payload_value_of_another_type_but_equal_to_its_column_is_an_edit(db):
-    # seq 12 rests 3 lots; 3.0 == 3 in Python, so the columns must agree in type as well
-    rewrite_payload(db, 12, ",105,3,null,", ",105,3.0,null,")
+def test_a_forged_event_whose_typed_field_has_another_type_is_found_by_verify(db):
+    # seq 12 rests 3 lots; 3.0 == 3 in Python and is canonical JSON: the type must be checked
+    forge_blob(db, 2, lambda b: b.replace(b",105,3,null,", b",105,3.0,null,", 1))
     report = verify_store(db)
     assert not report.ok and report.first_bad_seq == 12, report.problems
-    assert any("seq 12: column qty=3 disagrees" in p for p in report.problems), report.problems
+    assert any("seq 12: qty is 3.0 (float), not an integer" in p for p in report.problems)
 
 
-def test_typed_column_that_is_not_utf8_is_reported_as_an_edit_not_as_corruption(db):
+def test_a_projection_column_that_is_not_utf8_is_reported_as_an_edit_not_as_corruption(db):
+    project(db)
     sql(db, "UPDATE events SET account = CAST(X'ff41' AS TEXT) WHERE seq = 14")
     report = verify_store(db)
     assert not report.ok and report.first_bad_seq == 14 and report.events == 40
-    assert [p for p in report.problems if "seq 14: column account=" in p], report.problems
+    assert [p for p in report.problems if "seq 14: projection column account=" in p]
     assert not any("corrupt" in p for p in report.problems)
 
 
@@ -606,34 +638,47 @@ def test_verify_store_reports_progress_up_to_every_event(tmp_path):
     assert len(calls) > 2 and {total for _, total in calls} == {40_000}
 
 
-def test_deleted_event(db):
+def _without_line(blob: bytes, k: int) -> bytes:
+    lines = blob.split(b"\n")
+    del lines[k]
+    return b"\n".join(lines)
+
+
+def test_an_event_deleted_from_its_blob_is_found_even_when_digest_and_chain_are_forged(db):
+    forge_blob(db, 2, lambda b: _without_line(b, 4))  # seq 15
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_seq == 15 and report.first_bad_batch == 2
+    assert any("seq 15: the payload is event seq 16" in p for p in report.problems)
+    assert any(
+        "batch 2 (seqs 11..20): its blob holds 9 events, not 10" in p for p in report.problems
+    )
+
+
+def test_a_row_deleted_from_the_projection_is_found_by_verify(db):
+    project(db)
     sql(db, "DELETE FROM events WHERE seq = 15")
     report = verify_store(db)
     assert not report.ok and report.first_bad_seq == 15 and report.first_bad_batch == 2
-    assert any("seq 15 missing" in p for p in report.problems)
+    assert any("seq 15 missing from the projection" in p for p in report.problems)
 
 
-def test_swapped_payloads(db):
-    conn = sqlite3.connect(db)
-    rows = dict(
-        conn.execute("SELECT seq, payload || char(0) || crc FROM events WHERE seq IN (22, 26)")
-    )
-    with conn:
-        for seq, other in ((22, 26), (26, 22)):
-            payload, crc = rows[other].split("\0")
-            conn.execute(
-                "UPDATE events SET payload = ?, crc = ? WHERE seq = ?", (payload, int(crc), seq)
-            )
-    conn.close()
+def _swapped(blob: bytes, i: int, j: int) -> bytes:
+    lines = blob.split(b"\n")
+    lines[i], lines[j] = lines[j], lines[i]
+    return b"\n".join(lines)
+
+
+def test_swapped_events(db):
+    forge_blob(db, 3, lambda b: _swapped(b, 1, 5))  # seqs 22 and 26, digest and chain forged
     report = verify_store(db)
     assert not report.ok and report.first_bad_seq == 22
     assert any("seq 22: the payload is event seq 26" in p for p in report.problems)
     assert any("seq 26: the payload is event seq 22" in p for p in report.problems)
 
 
-def test_deleted_last_batch_events(db):
+def test_deleted_last_batch(db):
     first, last = batch_range(db, 4)
-    sql(db, "DELETE FROM events WHERE batch = 4")
+    sql(db, "DELETE FROM batches WHERE batch = 4")
     report = verify_store(db)
     assert not report.ok and report.first_bad_seq == first == 31
     assert any(f"seqs {first}..{last} missing at the end" in p for p in report.problems)
@@ -644,7 +689,7 @@ def test_deleted_batch_row(db):
     report = verify_store(db)
     assert not report.ok and report.first_bad_batch == 2 and report.first_bad_seq == 11
     assert any("batch 2 missing" in p for p in report.problems)
-    assert any("seq 11: belongs to no batch" in p for p in report.problems)
+    assert any("batch 3 starts at seq 21, but the previous" in p for p in report.problems)
 
 
 def test_edited_batch_row(db):
@@ -652,13 +697,6 @@ def test_edited_batch_row(db):
     report = verify_store(db)
     assert not report.ok and report.first_bad_batch == 3 and report.first_bad_seq == 21
     assert any("batch 3 (seqs 21..30): chain break" in p for p in report.problems)
-
-
-def test_events_with_no_batch(db):
-    sql(db, "DELETE FROM batches WHERE batch = 4")
-    report = verify_store(db)
-    assert not report.ok and report.first_bad_seq == 31
-    assert any("seq 31: belongs to no batch" in p for p in report.problems)
 
 
 def test_truncated_file(db):
@@ -677,7 +715,7 @@ def test_truncated_large_file_names_the_last_intact_seq(tmp_path):
     path = tmp_path / "big.db"
     build(path, sizes=(500,) * 8)
     with open(path, "r+b") as f:
-        f.truncate(path.stat().st_size // 3)
+        f.truncate(path.stat().st_size * 2 // 3)  # the leaves of the first batches intact
     report = verify_store(path)
     assert not report.ok
     assert "corrupt or truncated" in report.problems[0]
@@ -748,29 +786,32 @@ def test_random_appends_verify_and_any_byte_edit_is_located(batches, data):
         assert report.ok, report.problems
         assert report.events == len(events) and report.batches == len(batches)
         victim = data.draw(st.sampled_from(events))
-        payload = encode(victim).decode()
+        payload = encode(victim)
         pos = data.draw(st.integers(0, len(payload) - 1))
-        new = data.draw(st.sampled_from([c for c in '0123456789abcxyz"{}:,' if c != payload[pos]]))
-        sql(
-            path,
-            "UPDATE events SET payload = substr(payload, 1, ?) || ? || "
-            "substr(payload, ? + 2) WHERE seq = ?",
-            (pos, new, pos, victim.seq),
-        )
+        new = data.draw(st.sampled_from([c for c in b'0123456789abcxyz"{}:,' if c != payload[pos]]))
+        number = next(k for k, batch in enumerate(batches, 1) if victim in batch)
+        first = batches[number - 1][0].seq
+        start = sum(len(encode(e)) + 1 for e in batches[number - 1] if e.seq < victim.seq)
+
+        def edit(blob: bytes) -> bytes:
+            return blob[: start + pos] + bytes([new]) + blob[start + pos + 1 :]
+
+        forge_blob(path, number, edit, digest=False, chain=False)
         report = verify_store(path)
         assert not report.ok
-        assert report.first_bad_seq == victim.seq, report.problems
-        with EventStore.open(path) as store:  # and every checked read stops there
+        # located to its batch (no per-event checksum: the batch's digest proves the events)
+        assert report.first_bad_batch == number, report.problems
+        assert first <= report.first_bad_seq <= victim.seq, report.problems
+        with EventStore.open(path) as store:  # and every checked read stops at the batch
             with pytest.raises(store_module.DamagedLogError) as caught:
                 list(store.events())
-            assert caught.value.seq == victim.seq
+            assert caught.value.seq == first
 
 
 def _dump(path: Path) -> list:
     conn = sqlite3.connect(path)
     try:
         return [
-            conn.execute("SELECT * FROM events ORDER BY seq").fetchall(),
             conn.execute("SELECT * FROM batches ORDER BY batch").fetchall(),
             conn.execute("SELECT seq, state, state_hash FROM snapshots ORDER BY seq").fetchall(),
         ]
@@ -779,20 +820,17 @@ def _dump(path: Path) -> list:
 
 
 def test_the_c_writer_and_the_python_path_store_the_same_rows(tmp_path, monkeypatch):
-    """The append loop runs in C (exchange._writer) where it can; the Python path it falls
-    back to must store exactly the same rows, batches and snapshots."""
-    from exchange._writer import EventWriter
-
-    from exchange import store as store_module
+    """The batch blob is checked and encoded in C (exchange._writer) where it can be; the
+    Python path it falls back to must store exactly the same batches and snapshots."""
+    from exchange import _writer
 
     probe = new_store(tmp_path / "probe.db")
-    probe.append(make_events(1, 2))
-    assert isinstance(probe._writer, EventWriter)  # the C path is the one in use here
+    assert probe._c is _writer  # the C path is the one in use here
     probe.close()
     fast = tmp_path / "c.db"
     build(fast, snapshot_at=20)
 
-    monkeypatch.setattr(store_module, "_event_writer", lambda conn, path: None)
+    monkeypatch.setattr(store_module, "_writer", lambda: None)
     slow = tmp_path / "py.db"
     build(slow, snapshot_at=20)
     assert _dump(fast) == _dump(slow)
@@ -804,7 +842,7 @@ def test_both_append_paths_reject_a_bad_batch_whole_and_keep_going(tmp_path, mon
     if path == "python":
         from exchange import store as store_module
 
-        monkeypatch.setattr(store_module, "_event_writer", lambda conn, p: None)
+        monkeypatch.setattr(store_module, "_writer", lambda: None)
     store = new_store(tmp_path / "r.db")
     try:
         store.append(make_events(1, 3))
@@ -873,13 +911,13 @@ def test_an_event_that_is_not_a_tuple_of_its_fields_is_refused_with_a_reason_and
     from exchange import store as store_module
 
     if path_taken == "python":
-        monkeypatch.setattr(store_module, "_event_writer", lambda conn, path: None)
+        monkeypatch.setattr(store_module, "_writer", lambda: None)
     path = tmp_path / "s.db"
     with new_store(path) as store:
         store.append(make_events(1, 3))
-        row = list(make_events(4, 1)[0])  # the right fields, but a list
+        row = list(make_events(4, 1)[0])  # the right fields, as a list: taken (the journaller's)
         with pytest.raises(ValueError, match="must be a tuple"):
-            store.append([row])
+            store.append([{"seq": 4}])
         with pytest.raises(ValueError, match="13 fields of Event"):
             store.append([tuple(row[:12])])
         assert store.last_seq == 3
@@ -891,7 +929,9 @@ def test_an_event_that_is_not_a_tuple_of_its_fields_is_refused_with_a_reason_and
 
 # ------------------------------------------------------------------ the C row reader
 def _rows_both_ways(path, monkeypatch, **query):
-    """``rows(**query)`` read in C and through a Python cursor."""
+    """``rows(**query)`` of the projection read in C and through a Python cursor."""
+    if not EventStore.open(path).has_projection():
+        project(path)
     with EventStore.open(path, mode="r") as store:
         fast = store.rows(**query)
         from exchange._reader import RowReader
@@ -907,9 +947,8 @@ def _rows_both_ways(path, monkeypatch, **query):
 @pytest.mark.parametrize(
     "query",
     [
-        {},
-        {"start": 15, "stop": 33},
         {"kind": "Fill"},
+        {"kind": ["Fill", "Deposit", "OrderRested", "OrderAccepted", "CommandReceived"]},
         {"account": ["alice", "carol"], "start": 5},
         {"order_id": 11},
         {"counterparty": "nobody"},
@@ -922,18 +961,21 @@ def test_the_c_reader_gives_the_rows_a_cursor_gives(db, monkeypatch, query):
 
 
 def test_the_c_reader_gives_one_str_per_distinct_text_value(db, monkeypatch):
-    fast, _slow = _rows_both_ways(db, monkeypatch)
+    fast, _slow = _rows_both_ways(db, monkeypatch, account=list(ACCOUNTS))
     kinds = {}
     for row in fast:
         assert kinds.setdefault(row[2], row[2]) is row[2]  # equal kinds: the same object
 
 
-def test_the_c_reader_stops_cleanly_when_abandoned_or_its_store_closes(db):
+@pytest.mark.parametrize("source", ["blobs", "projection"])
+def test_a_read_stops_cleanly_when_abandoned_or_its_store_closes(db, source):
+    if source == "projection":
+        project(db)
     store = EventStore.open(db, mode="r")
-    rows = store.rows()
+    rows = store.rows(account=list(ACCOUNTS)) if source == "projection" else store.rows()
     assert next(rows)[0] == 1  # abandoned after one row: the file still closes and reopens
     store.close()
-    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+    with pytest.raises((sqlite3.ProgrammingError, StopIteration)):
         next(rows)
     with EventStore.open(db, mode="a") as again:
         assert [r[0] for r in again.rows(39)] == [39, 40]
@@ -1020,34 +1062,56 @@ def test_a_wal_mode_file_copied_alone_reads_and_verifies_without_files_beside_it
 
 
 # ------------------------------------------------------------------ checked reads
-def _checked_both_ways(path, monkeypatch, method="rows", **query):
-    """A checked read in C and through the Python fallback: the rows, or the error."""
+def _checked_both_ways(path, **query):
+    """A checked read from the blobs, then from the projection: the rows, or the error."""
 
     def read():
         with EventStore.open(path, mode="r") as store:
             try:
-                return list(getattr(store, method)(**query))
+                return list(store.rows(**query))
             except store_module.DamagedLogError as exc:
                 return ("damaged", exc.seq, exc.problem)
 
-    fast = read()
-    with monkeypatch.context() as patch:
-        patch.setattr(store_module, "_row_reader", lambda *args, **kwargs: None)
-        slow = read()
-    return fast, slow
+    blobs = read()
+    project(path)
+    return blobs, read()
 
 
 @pytest.mark.parametrize(
     "query",
-    [{}, {"start": 15, "stop": 33}, {"kind": "Fill"}, {"account": ["alice", "carol"]}],
+    [{"kind": "Fill"}, {"account": ["alice", "carol"]}, {"kind": "Fill", "start": 15, "stop": 33}],
 )
-def test_a_checked_read_gives_the_same_rows_in_c_and_in_python(db, monkeypatch, query):
-    fast, slow = _checked_both_ways(db, monkeypatch, **query)
-    assert fast == slow and fast
-    unchecked = _rows_both_ways(db, monkeypatch, **query)[0]
-    assert fast == unchecked
-    events = _checked_both_ways(db, monkeypatch, method="events", **query)
-    assert events[0] == events[1] and [e.seq for e in events[0]] == [r[0] for r in fast]
+def test_a_filtered_read_gives_the_same_rows_from_the_blobs_and_from_the_projection(db, query):
+    blobs, projection = _checked_both_ways(db, **query)
+    assert blobs == projection and blobs
+    with EventStore.open(db) as store:
+        assert list(store.rows(check=False, **query)) == blobs
+        events = list(store.events(**query))
+    assert [tuple(e[: len(TYPED_FIELDS)]) for e in events] == blobs
+
+
+@pytest.mark.parametrize(
+    "tamper, seq",
+    [
+        ("UPDATE batches SET chain = '" + "1" * 64 + "' WHERE batch = 3", 21),
+        (
+            "UPDATE batches SET events = CAST(replace(CAST(events AS TEXT), '"
+            '"trade_id":23'
+            "', '"
+            '"trade_id":24'
+            "') AS BLOB) WHERE batch = 3",
+            21,
+        ),
+        ("UPDATE sessions SET last_seq = 45", 41),
+        ("UPDATE sessions SET last_seq = 30", 31),  # on a batch boundary: the batches say
+        ("DELETE FROM batches WHERE batch = 2", 11),
+    ],
+)
+def test_a_checked_read_names_the_damaged_batch(db, tamper, seq):
+    sql(db, tamper)
+    with EventStore.open(db) as store, pytest.raises(store_module.DamagedLogError) as caught:
+        list(store.rows(start=25))
+    assert caught.value.seq == seq, caught.value
 
 
 @pytest.mark.parametrize(
@@ -1056,55 +1120,261 @@ def test_a_checked_read_gives_the_same_rows_in_c_and_in_python(db, monkeypatch, 
         ("DELETE FROM events WHERE seq = 15", 15),
         ("DELETE FROM events WHERE seq = 40", 40),
         ("UPDATE events SET price = price + 1 WHERE seq = 12", 12),
+        ("UPDATE events SET kind = 'Deposit' WHERE seq = 13", 13),  # hides a Fill from kind=
         ("UPDATE events SET account = CAST(X'ff41' AS TEXT) WHERE seq = 14", 14),
-        ("UPDATE events SET crc = crc + 1 WHERE seq = 22", 22),
-        ("UPDATE batches SET chain = '" + "1" * 64 + "' WHERE batch = 3", 21),
-        ("UPDATE sessions SET last_seq = 45", 41),
-        ("UPDATE sessions SET last_seq = 30", 31),  # on a batch boundary: the batches say
+        ("UPDATE events SET payload = payload || ' ' WHERE seq = 22", 22),
+        ("INSERT INTO events (seq, t, kind, payload, batch) VALUES (41, 1, 'Fill', '[]', 4)", 41),
     ],
 )
-def test_a_checked_read_names_the_same_damage_in_c_and_in_python(db, monkeypatch, tamper, seq):
+def test_a_checked_filtered_read_of_a_tampered_projection_names_the_row(db, tamper, seq):
+    project(db)
     sql(db, tamper)
-    fast, slow = _checked_both_ways(db, monkeypatch)
-    assert fast[:2] == slow[:2] == ("damaged", seq), (fast, slow)
+    with EventStore.open(db) as store, pytest.raises(store_module.DamagedLogError) as caught:
+        list(store.rows(kind="Fill"))
+    assert caught.value.seq == seq, caught.value
+    assert "projection" in caught.value.problem
 
 
-def test_a_forged_row_with_its_crc_breaks_its_batch_digest_on_a_checked_read(db, monkeypatch):
-    rewrite_payload(db, 23, '"trade_id":23', '"trade_id":24')  # in data: no column to compare
-    fast, slow = _checked_both_ways(db, monkeypatch, start=25)  # mid-batch: the batch is read
-    assert fast == slow and fast[:2] == ("damaged", 21) and "batch 3" in fast[2]
-
-
-def test_the_c_checks_judge_sound_rows_alone_even_at_the_ends_of_int64(tmp_path, monkeypatch):
-    # the Python judge is only for rows the C comparison cannot decide (escaped text)
+def test_the_ends_of_int64_and_escaped_text_go_through_the_blob_and_the_projection(tmp_path):
     path = tmp_path / "ends.db"
     extremes = [
         Event(1, 0, "Deposit", account="alice", amount=-(2**63)),
         Event(2, 2**63 - 1, "Fill", "H100", "bob", 2**63 - 1, "sell", 0, -1, -(2**63) + 1),
-        Event(3, 3, "Deposit", account='caf\u00e9 "quoted"', amount=10, data={"x": "\n"}),
+        Event(3, 3, "Deposit", account='caf\u00e9 "quoted"', amount=10, data={"x": "\n,]"}),
     ]
     with new_store(path) as store:
         store.append(extremes)
-    judged = []
-    original = store_module._RowJudge.__call__
-
-    def spy(self, row, expected):
-        if row is not None:
-            judged.append(expected)
-        return original(self, row, expected)
-
-    monkeypatch.setattr(store_module._RowJudge, "__call__", spy)
+        store.finish(3, "h" * 64)
     with EventStore.open(path) as store:
         assert list(store.events()) == extremes
-    assert judged == [3]  # only the non-ASCII, escaped account
+        assert list(store.rows()) == [tuple(e[: len(TYPED_FIELDS)]) for e in extremes]
+    project(path)
+    with EventStore.open(path) as store:
+        assert list(store.events(kind=["Deposit", "Fill"])) == extremes
+    assert verify_store(path).ok
 
 
 def test_a_store_opened_unchecked_trusts_the_file_and_a_checked_one_does_not(db):
     # checked=False is for a log the caller has just written or verified (a run's summary)
+    project(db)
     sql(db, "UPDATE events SET price = price + 1 WHERE seq = 12")
     with EventStore.open(db, checked=False) as trusting:
-        assert len(list(trusting.rows())) == 40
-        with pytest.raises(store_module.DamagedLogError, match="seq 12: column price="):
-            list(trusting.rows(check=True))
+        assert len(list(trusting.rows(kind="OrderRested"))) == 8
+        with pytest.raises(store_module.DamagedLogError, match="seq 12: projection column price="):
+            list(trusting.rows(kind="OrderRested", check=True))
     with EventStore.open(db) as checking, pytest.raises(store_module.DamagedLogError):
-        list(checking.rows())
+        list(checking.rows(kind="OrderRested"))
+
+
+# ------------------------------------------------------------------ the projection on demand
+def test_ensure_projection_builds_it_only_on_a_closed_finished_writable_log(tmp_path, monkeypatch):
+    path = tmp_path / "s.db"
+    build(path)
+    before = path.read_bytes()
+    assert EventStore.ensure_projection(path) is False  # unfinished: not ours to change
+    with EventStore.open(path, mode="a") as writer:
+        writer.finish(40_000, "h" * 64)
+        assert EventStore.ensure_projection(path) is False  # live: a writer has it open
+    sealed = path.read_bytes()
+    assert sealed != before
+    with monkeypatch.context() as patch:  # read-only storage (root may write anything)
+        patch.setattr(store_module.os, "access", lambda *args: False)
+        assert EventStore.ensure_projection(path) is False
+    assert path.read_bytes() == sealed
+    with EventStore.open(path) as store:
+        events = list(store.events())
+        assert not store.has_projection() and store.missing_indexes() != []
+    assert EventStore.ensure_projection(path) is True
+    with EventStore.open(path) as store:
+        assert store.has_projection() and store.missing_indexes() == []
+        assert list(store.events()) == events
+        assert list(store.events(kind="Fill")) == [e for e in events if e.kind == "Fill"]
+    built = path.read_bytes()
+    assert EventStore.ensure_projection(path) is True  # present: nothing written again
+    assert path.read_bytes() == built
+    assert verify_store(path).ok
+
+
+def test_a_writer_keeps_the_projection_it_has_up_to_date(tmp_path):
+    path = tmp_path / "s.db"
+    build(path)
+    project(path)
+    with EventStore.open(path, mode="a") as store:
+        store.append(make_events(41, 5))
+    with EventStore.open(path) as store:
+        assert [e.seq for e in store.events(kind="Fill")] == [3, 8, 13, 18, 23, 28, 33, 38, 43]
+    assert verify_store(path).ok
+
+
+# ------------------------------------------------------------------ schema 2 and its migration
+#: schema 2's layout, as docs/event_store.md documents it (the writer of it is gone)
+SCHEMA_2 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+CREATE TABLE sessions (session_id TEXT NOT NULL, scenario TEXT NOT NULL, seed INTEGER NOT NULL,
+    code_version TEXT, config TEXT, durability TEXT, status TEXT NOT NULL,
+    last_seq INTEGER NOT NULL, started_t INTEGER, finished_t INTEGER, final_state_hash TEXT)
+    STRICT;
+CREATE TABLE events (seq INTEGER PRIMARY KEY, t INTEGER NOT NULL, kind TEXT NOT NULL,
+    instrument TEXT, account TEXT, order_id INTEGER, side TEXT, price INTEGER, qty INTEGER,
+    amount INTEGER, counterparty TEXT, counter_order_id INTEGER, payload TEXT NOT NULL,
+    crc INTEGER NOT NULL, batch INTEGER NOT NULL) STRICT;
+CREATE TABLE batches (batch INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL, digest TEXT NOT NULL, chain TEXT NOT NULL) STRICT;
+CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, state TEXT NOT NULL, state_hash TEXT NOT NULL)
+    STRICT;
+"""
+
+
+def schema_2_store(path: Path, sizes=(10, 10, 10, 10), snapshot_at=20) -> str:
+    """A finished schema-2 store of ``make_events`` in batches of ``sizes``, built by hand:
+    one row per event (payload, crc), the batch digest over the payloads each followed by a
+    newline, the chain. Returns its last chain."""
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_2)
+    fields = ",".join(TYPED_FIELDS)
+    with conn:
+        conn.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [("format", "gpuex-event-store"), ("schema_version", "2"), ("typed_fields", fields)],
+        )
+        chain, seq = ZERO_CHAIN, 1
+        for batch, size in enumerate(sizes, 1):
+            events = make_events(seq, size)
+            for e in events:
+                payload = encode(e)
+                conn.execute(
+                    f"INSERT INTO events ({fields}, payload, crc, batch) VALUES "
+                    f"({', '.join('?' * (len(TYPED_FIELDS) + 3))})",
+                    (*e[: len(TYPED_FIELDS)], payload.decode(), zlib.crc32(payload), batch),
+                )
+            digest = hashlib.sha256(b"".join(encode(e) + b"\n" for e in events)).hexdigest()
+            chain = hashlib.sha256(bytes.fromhex(chain) + bytes.fromhex(digest)).hexdigest()
+            conn.execute(
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?)",
+                (batch, seq, seq + size - 1, digest, chain),
+            )
+            seq += size
+        conn.execute("INSERT INTO snapshots VALUES (?, ?, ?)", (snapshot_at, '{"x":1}', "h" * 64))
+        conn.execute(
+            "INSERT INTO sessions VALUES ('s2', 'unit', 7, 'test', '{\"n\":1}', 'normal', "
+            "'finished', ?, 0, 99000, ?)",
+            (seq - 1, "f" * 64),
+        )
+    conn.close()
+    return chain
+
+
+def test_a_schema_2_log_is_refused_with_the_command_that_migrates_it(tmp_path):
+    path = tmp_path / "old.db"
+    schema_2_store(path)
+    for mode in ("r", "a"):
+        with pytest.raises(StoreError, match="schema_version 2, expected 3") as caught:
+            EventStore.open(path, mode=mode)
+        assert f"`gpuex migrate {path}`" in str(caught.value)
+    report = verify_store(path)
+    assert not report.ok and "gpuex migrate" in report.problems[0]
+
+
+def test_migrate_carries_the_events_digests_chain_session_and_snapshots_over(tmp_path):
+    path = tmp_path / "old.db"
+    chain = schema_2_store(path, sizes=(7, 20, 3), snapshot_at=27)
+    old = sqlite3.connect(path)
+    old_batches = old.execute("SELECT * FROM batches ORDER BY batch").fetchall()
+    old_session = old.execute("SELECT * FROM sessions").fetchall()
+    old.close()
+    assert store_module.migrate_store(path) == (30, 3)
+    assert verify_store(path).ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]  # nothing left beside
+    new = sqlite3.connect(path)
+    assert [r[:3] + r[4:] for r in new.execute("SELECT * FROM batches ORDER BY batch")] == (
+        old_batches
+    )
+    assert new.execute("SELECT * FROM sessions").fetchall() == old_session
+    assert new.execute("SELECT * FROM snapshots").fetchall() == [(27, '{"x":1}', "h" * 64)]
+    new.close()
+    with EventStore.open(path) as store:
+        assert store.digest() == chain
+        assert list(store.events()) == make_events(1, 30)
+        assert list(store.payloads()) == [encode(e) for e in make_events(1, 30)]
+    # the same events in the same batches written by this gpuex: the same batch rows
+    native = tmp_path / "native.db"
+    with new_store(native, session_id="s2") as store:
+        for first, size in ((1, 7), (8, 20), (28, 3)):
+            store.append(make_events(first, size))
+    assert _dump(native)[0] == _dump(path)[0]
+    with pytest.raises(StoreError, match="nothing to migrate"):
+        store_module.migrate_store(path)
+
+
+def test_migrate_refuses_a_damaged_schema_2_log_and_leaves_it_as_it_was(tmp_path):
+    path = tmp_path / "old.db"
+    schema_2_store(path)
+    sql(path, "UPDATE events SET payload = replace(payload, '\"trade_id\":23', '\"trade_id\":24')")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"batch 3 \(seqs 21..30\): digest mismatch"):
+        store_module.migrate_store(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
+
+
+#: docs/event_store.md's post-mortem queries, as they are documented (kind 'Default')
+BLOB_QUERY = """
+SELECT json_extract(e.value, '$[0]') AS seq, json_extract(e.value, '$[1]') AS t,
+       json_extract(e.value, '$[4]') AS account, json_extract(e.value, '$[12]') AS data
+FROM batches,
+     json_each('[' || replace(rtrim(CAST(events AS TEXT), char(10)), char(10), ',') || ']') AS e
+WHERE json_extract(e.value, '$[2]') = 'Default'
+ORDER BY seq
+"""
+PROJECTION_QUERY = """
+SELECT seq, t, account, json_extract(payload, '$[12]') AS data
+FROM events WHERE kind = 'Default' ORDER BY seq
+"""
+
+
+@pytest.mark.parametrize("kind", ["Fill", "CommandReceived"])
+def test_the_documented_plain_sql_reads_the_blobs_and_the_projection_alike(db, kind):
+    with EventStore.open(db) as store:
+        expected = [
+            (e.seq, e.t, e.account, None if e.data is None else orjson.dumps(e.data).decode())
+            for e in store.events(kind=kind)
+        ]
+    assert expected
+    conn = sqlite3.connect(db)
+    assert conn.execute(BLOB_QUERY.replace("'Default'", f"'{kind}'")).fetchall() == expected
+    conn.close()
+    project(db)
+    conn = sqlite3.connect(db)
+    assert conn.execute(PROJECTION_QUERY.replace("'Default'", f"'{kind}'")).fetchall() == expected
+    conn.close()
+
+
+_ANY_TEXT = st.text(alphabet=st.sampled_from('ab,[]{}":\\\n\t\u00e9\u2603 nul-0'), max_size=6)
+_ANY_INT = st.integers(-(2**63), 2**63 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.none() | _ANY_TEXT, st.none() | _ANY_INT, st.none() | _ANY_TEXT | _ANY_INT),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_the_typed_fields_parsed_in_c_are_the_decoded_events(fields):
+    """A replay's rows come from each line's start, parsed in C (exchange._reader.typed_rows):
+    they must be the decoded events' typed fields, whatever the text and ints hold."""
+    from exchange._reader import typed_rows
+
+    events = [
+        Event(seq, -seq, "Fill", text, text, number, None, number, None, None, text, None, data)
+        for seq, (text, number, data) in enumerate(fields, 5)
+    ]
+    blob = b"".join(encode(e) + b"\n" for e in events)
+    rows = typed_rows(blob, 5, len(events), len(TYPED_FIELDS), store_module._typed_line)
+    assert rows == [tuple(e[: len(TYPED_FIELDS)]) for e in events]
+    assert [[type(v) for v in r] for r in rows] == [
+        [type(v) for v in e[: len(TYPED_FIELDS)]] for e in events
+    ]
+    assert typed_rows(blob, 6, len(events), len(TYPED_FIELDS), store_module._typed_line) is None
+    assert typed_rows(blob, 5, len(events) + 1, len(TYPED_FIELDS), store_module._typed_line) is None

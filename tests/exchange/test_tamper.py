@@ -1,15 +1,18 @@
 """Tampered logs: `verify` finds and locates damage in the indexes, the sessions table and
 truncated index pages; every read command (replay, inspect, export, report, verify) stops
-on damaged rows with one line naming the seq, never a traceback, never a wrong answer.
+on a damaged batch with one line naming the seq, never a traceback, never a wrong answer;
+the commands that read the projection (inspect, report, verify) stop on a damaged
+projection row the same way, and those that read the blobs only (replay, export) are not
+misled by it.
 
 The log is the SPIRAL ``products`` session (19,334 events, two defaults), copied per test.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sqlite3
-import zlib
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from exchange import session
 from exchange.cli import EXIT_UNFINISHED, main
 from exchange.store import EventStore, verify_store
 from tests.exchange.conftest import SPIRAL
-from tests.exchange.test_store_check import reseal
+from tests.exchange.test_store_check import edit_event, reseal
 
 
 # ------------------------------------------------------------------ helpers
@@ -156,7 +159,7 @@ def test_reads_never_trust_a_corrupt_index(log, spiral_log, tmp_path):
 def test_truncation_inside_the_index_pages_is_found_and_the_events_are_intact(log):
     last = one(log, "SELECT max(seq) FROM events")
     pages, size = btree_pages(log, "idx_events_instrument")
-    assert min(pages) > max(btree_pages(log, "events")[0])  # built at close: after the table
+    assert min(pages) > max(btree_pages(log, "events")[0])  # built after the projection's table
     with open(log, "r+b") as f:
         f.truncate((pages[len(pages) // 2] - 1) * size + size // 2)
     report = verify_store(log)
@@ -164,7 +167,7 @@ def test_truncation_inside_the_index_pages_is_found_and_the_events_are_intact(lo
     text = " | ".join(report.problems)
     assert "file truncated: it ends in page" in text
     assert "pages lost from idx_events_instrument" in text
-    assert f"the events table reads intact up to seq {last}" in text
+    assert f"the log reads intact up to seq {last}" in text
     output = assert_clean_failure(cli("verify", log, "--quiet"), None)
     assert "pages lost from idx_events_instrument" in output
 
@@ -203,19 +206,80 @@ def _fill(path: Path, offset: int = 40) -> int:
     )
 
 
-def _forge(path: Path, seq: int, old: str, new: str, column: str, value) -> None:
-    """Edit event ``seq``'s payload and its typed column alike and recompute its crc: only
-    the batch digest (verify) can tell."""
-    payload = one(path, "SELECT payload FROM events WHERE seq = ?", (seq,))
-    forged = payload.replace(old, new, 1)
-    assert forged != payload
-    sql(
-        path,
-        f"UPDATE events SET payload = ?, crc = ?, {column} = ? WHERE seq = ?",
-        (forged, zlib.crc32(forged.encode()), value, seq),
+def _batch_of(path: Path, seq: int) -> tuple[int, int]:
+    return one_row(
+        path, "SELECT batch, first_seq FROM batches WHERE ? BETWEEN first_seq AND last_seq", (seq,)
     )
 
 
+def _forge(path: Path, seq: int, old: str, new: str) -> tuple[int, int]:
+    """Edit event ``seq`` in its batch's blob and its projection row alike (payload and typed
+    columns): only the batch digest can tell (:func:`reseal` recomputes digests and chains).
+    Returns the batch and its first seq."""
+    return edit_event(path, seq, lambda line: line.replace(old.encode(), new.encode(), 1))
+
+
+# the log itself (the batch rows and their blobs): every read command stops on it
+def deleted_batch(path):
+    batch, first = _batch_of(path, _fill(path))
+    sql(path, "DELETE FROM batches WHERE batch = ?", (batch,))
+    return first
+
+
+def deleted_last_batch(path):
+    first = one(path, "SELECT max(first_seq) FROM batches")
+    sql(path, "DELETE FROM batches WHERE first_seq = ?", (first,))
+    return first
+
+
+def edited_blob(path):
+    seq = _fill(path)
+    return edit_event(path, seq, lambda line: line.replace(b'"Fill"', b'"Fall"'))[1]
+
+
+def blob_with_its_digest_recomputed(path):
+    batch, first = _batch_of(path, edited_blob(path))
+    blob = one(path, "SELECT events FROM batches WHERE batch = ?", (batch,))
+    sql(
+        path,
+        "UPDATE batches SET digest = ? WHERE batch = ?",
+        (hashlib.sha256(blob).hexdigest(), batch),
+    )
+    return first
+
+
+def bit_flip_in_a_blob(path):
+    """One bit of a blob flipped on disk (below SQLite: the digest is not recomputed)."""
+    seq = _fill(path)
+    batch, first = _batch_of(path, seq)
+    payload = one(path, "SELECT CAST(payload AS BLOB) FROM events WHERE seq = ?", (seq,))
+    data = bytearray(path.read_bytes())
+    at = data.find(payload)  # the blob's copy: the batches come before the projection
+    assert 0 < at < (min(btree_pages(path, "events")[0]) - 1) * btree_pages(path, "events")[1]
+    data[at + len(payload) // 2] ^= 0x04
+    path.write_bytes(bytes(data))
+    return first
+
+
+def garbage_page(path):
+    """A page of the batches table overwritten: SQLite cannot read on from there."""
+    pages, size = btree_pages(path, "batches")
+    leaf = pages[len(pages) // 2]
+    data = bytearray(path.read_bytes())
+    data[(leaf - 1) * size : leaf * size] = b"\xff" * size
+    path.write_bytes(bytes(data))
+    return None  # located by the reads as "the file is corrupt here", seq somewhere
+
+
+def truncated_file(path):
+    """The file cut in the middle of its batches: SQLite refuses it; the commands say, as
+    verify does, from which seq the events are lost."""
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 3)
+    return verify_store(path).first_bad_seq
+
+
+# the projection (the per-event table): the commands that read it stop on it
 def deleted_row(path):
     seq = _fill(path)
     sql(path, "DELETE FROM events WHERE seq = ?", (seq,))
@@ -246,6 +310,12 @@ def edited_price(path):
     return seq
 
 
+def hidden_kind(path):
+    seq = _fill(path)
+    sql(path, "UPDATE events SET kind = 'Deposit' WHERE seq = ?", (seq,))
+    return seq
+
+
 def payload_not_utf8(path):
     seq = _fill(path)
     sql(
@@ -262,54 +332,33 @@ def column_not_utf8(path):
     return seq
 
 
-def bit_flip_in_a_row(path):
-    """One bit of a row's payload flipped on disk (below SQLite: no crc recomputed)."""
-    seq = _fill(path)
-    payload = one(path, "SELECT payload FROM events WHERE seq = ?", (seq,)).encode()
-    data = bytearray(path.read_bytes())
-    at = data.find(payload)
-    assert at > 0 and data.find(payload, at + 1) < 0
-    data[at + len(payload) // 2] ^= 0x04
-    path.write_bytes(bytes(data))
-    return seq
-
-
-def garbage_page(path):
-    """A page of the events table overwritten: SQLite cannot read on from there."""
-    pages, size = btree_pages(path, "events")
-    leaf = pages[len(pages) // 2]
-    data = bytearray(path.read_bytes())
-    data[(leaf - 1) * size : leaf * size] = b"\xff" * size
-    path.write_bytes(bytes(data))
-    return None  # located by the reads as "the file is corrupt here", seq somewhere
-
-
-def truncated_file(path):
-    """The file cut in the middle of its events: SQLite refuses it; the commands say, as
-    verify does, from which seq the events are lost."""
-    with open(path, "r+b") as f:
-        f.truncate(path.stat().st_size // 3)
-    return verify_store(path).first_bad_seq
-
-
 def forged_unknown_account(path):
     seq = _fill(path)
-    _forge(path, seq, '"taker"', '"ghost"', "account", "ghost")
+    _forge(path, seq, '"taker"', '"ghost"')
     return seq
 
 
 def forged_null_qty(path):
     seq = _fill(path)
-    payload = one(path, "SELECT payload FROM events WHERE seq = ?", (seq,))
     qty = one(path, "SELECT qty FROM events WHERE seq = ?", (seq,))
     price = one(path, "SELECT price FROM events WHERE seq = ?", (seq,))
-    old = f",{price},{qty},"
-    assert old in payload
-    _forge(path, seq, old, f",{price},null,", "qty", None)
+    _forge(path, seq, f",{price},{qty},", f",{price},null,")
     return seq
 
 
 TAMPERS = {
+    f.__name__: f
+    for f in (
+        deleted_batch,
+        deleted_last_batch,
+        edited_blob,
+        blob_with_its_digest_recomputed,
+        bit_flip_in_a_blob,
+        garbage_page,
+        truncated_file,
+    )
+}
+PROJECTION_TAMPERS = {
     f.__name__: f
     for f in (
         deleted_row,
@@ -317,14 +366,12 @@ TAMPERS = {
         unknown_account_column,
         null_qty,
         edited_price,
+        hidden_kind,
         payload_not_utf8,
         column_not_utf8,
-        bit_flip_in_a_row,
-        garbage_page,
-        truncated_file,
     )
 }
-#: forged rows (payload, column and crc alike): caught by what folds them, and by verify
+#: forged events (blob and projection alike): caught by their batch's digest
 FORGERIES = {f.__name__: f for f in (forged_unknown_account, forged_null_qty)}
 
 
@@ -356,6 +403,36 @@ def test_every_read_command_stops_on_a_damaged_row_naming_its_seq(log, tmp_path,
     assert not any(out.iterdir()), "a failed command left a file behind"
 
 
+#: the commands that read the projection (filtered reads); replay reads the blobs only
+PROJECTION_READERS = ("inspect", "export", "report", "verify")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("tamper", PROJECTION_TAMPERS.values(), ids=PROJECTION_TAMPERS.keys())
+def test_a_damaged_projection_row_stops_its_readers_and_misleads_no_command(
+    log, spiral_log, tmp_path, tamper, command
+):
+    seq = tamper(log)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = cli(*_commands(log, out)[command])
+    if command in PROJECTION_READERS:
+        output = assert_clean_failure(result, seq)
+        assert "projection" in output, output
+        assert not any(out.iterdir()), "a failed command left a file behind"
+        return
+    # the blobs only: the answer of the sound log
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    assert result.exit_code == 0, result.output
+    expected = cli(*_commands(spiral_log, clean)[command])
+    assert result.output.replace(str(log), "").replace(str(out), "") == expected.output.replace(
+        str(spiral_log), ""
+    ).replace(str(clean), "")
+    for made in out.iterdir():
+        assert made.read_bytes() == (clean / made.name).read_bytes()
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("forge", FORGERIES.values(), ids=FORGERIES.keys())
 def test_a_forged_row_that_cannot_be_folded_is_named_not_a_traceback(log, tmp_path, forge, command):
@@ -375,24 +452,21 @@ def test_replay_says_the_hash_matches_the_recorded_one(log):
     assert "matches the recorded final hash (SessionEnded" in result.output
 
 
-def test_a_forged_row_is_caught_by_its_batch_digest_on_every_read(log, tmp_path):
-    # a deposit forged row by row (payload, column, crc): its batch's digest differs
+def test_a_forged_event_is_caught_by_its_batch_digest_on_every_read(log, tmp_path):
+    # a deposit forged in its blob and its projection row alike: its batch's digest differs
     seq = one(log, "SELECT seq FROM events WHERE kind = 'Deposit' ORDER BY seq LIMIT 1")
-    batch, first = one_row(
-        log, "SELECT batch, first_seq FROM batches WHERE ? BETWEEN first_seq AND last_seq", (seq,)
-    )
     amount = one(log, "SELECT amount FROM events WHERE seq = ?", (seq,))
-    _forge(log, seq, f",{amount},", f",{amount + 100},", "amount", amount + 100)
+    batch, first = _forge(log, seq, f",{amount},", f",{amount + 100},")
     for command in COMMANDS:
         output = assert_clean_failure(cli(*_commands(log, tmp_path)[command]), first)
         assert f"batch {batch}" in output, output
 
 
 def test_replay_of_a_consistently_rewritten_log_fails_on_the_recorded_final_hash(log):
-    # forged and resealed (crcs, digests, chains recomputed): only the end state can tell
+    # forged and resealed (digests, chains recomputed): only the end state can tell
     seq = one(log, "SELECT seq FROM events WHERE kind = 'Deposit' ORDER BY seq LIMIT 1")
     amount = one(log, "SELECT amount FROM events WHERE seq = ?", (seq,))
-    _forge(log, seq, f",{amount},", f",{amount + 100},", "amount", amount + 100)
+    _forge(log, seq, f",{amount},", f",{amount + 100},")
     reseal(log)
     assert verify_store(log).ok
     result = cli("replay", log, "--no-snapshots")
