@@ -63,6 +63,7 @@ __all__ = [
     "flat_hazard_from_spread",
     "flat_legs",
     "flat_par_spread",
+    "flat_par_spread_supremum",
     "flat_upfront",
     "is_imm_date",
     "par_spread",
@@ -407,6 +408,29 @@ def flat_par_spread(hazard: float, rate: float, recovery: float, periods: list[P
     """:func:`par_spread` on a flat hazard (fraction per year), by :func:`flat_legs`."""
     protection, annuity = flat_legs(hazard, rate, recovery, periods)
     return protection / annuity
+
+
+def flat_par_spread_supremum(recovery: float, periods: list[Period]) -> float:
+    """The least upper bound of the par spread (fraction per year) over every flat hazard on
+    ``periods``: the limit of :func:`flat_par_spread` (and of :func:`par_spread` on a flat
+    curve) as the hazard grows without bound. The par spread is increasing in the hazard, so
+    every spread below this is reached by one finite hazard and none at or above it is.
+
+    As ``h -> oo`` the entity defaults at once: the protection leg tends to ``1 - R`` and the
+    annuity to the accrual on default of the first period alone, ``alpha_1 u_1`` (its share
+    ``u_1`` accrued at the middle of its remaining part, :func:`risky_annuity`); every other
+    term carries ``exp(-h t)`` for some ``t > 0``. Hence ``(1 - R) / (alpha_1 u_1)``, whatever
+    the rate. Short when little of the running period is left and much of it has accrued: one
+    day before a quarter's premium date, about ``0.6 / 0.25 = 2.4`` (24,000 bps) at 40 %
+    recovery. ``math.inf`` when the first period starts after the valuation date (no premium
+    accrues before the default).
+    """
+    recovery = _recovery(recovery)
+    start, end, accrual = _periods(periods)[0]
+    if start > 0.0:
+        return math.inf
+    share = (0.5 * end - start) / (end - start)  # risky_annuity's u_1 with lo = 0
+    return (1.0 - recovery) / (accrual * share)
 
 
 def flat_upfront(

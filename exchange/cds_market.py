@@ -63,6 +63,7 @@ from exchange.cds import (
     flat_calibrate,
     flat_hazard_from_spread,
     flat_par_spread,
+    flat_par_spread_supremum,
     par_spread,
     protection_leg,
     risky_annuity,
@@ -78,6 +79,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BOOK_MAX_SPREAD_TICKS",
     "BOOK_MIN_DEPTH_LOTS",
+    "BOUND_MARGIN",
     "MARK_INTERVAL_NS",
     "RATE",
     "STANDARD_TENOR_YEARS",
@@ -93,6 +95,7 @@ __all__ = [
     "position_value",
     "premium_dues",
     "schedule_cds",
+    "spread_bound_ticks",
     "valuation_date",
 ]
 
@@ -207,6 +210,63 @@ def _schedule(spec: CdsSpec, valuation: date) -> tuple:
     return tuple(spec.periods(valuation))
 
 
+#: How far (relative) the largest spread the listing prices stays below the par spread's
+#: supremum (``cds.flat_par_spread_supremum``): the supremum is a float good to a few ulps and
+#: each solver's par spread to about 1e-15, so a spread closer than this to it could be
+#: reached by one model path and refused by the other. 1e-12 of 24,000 bps is 2.4e-8 bps: for
+#: a tick of 1 bp the bound is the supremum rounded down unless the supremum lies within
+#: 2.4e-8 bps above a whole tick (docs/credit.md, "Marks").
+BOUND_MARGIN = 1e-12
+
+
+def _bound_ticks(recovery: float, periods: tuple, tick_bps: str) -> int:
+    """The largest whole tick of ``tick_bps`` strictly below the par spread's supremum over
+    ``periods`` less :data:`BOUND_MARGIN` of it (exact arithmetic on the float supremum).
+    ``periods`` start at or before the valuation date (a listed schedule always does), so
+    the supremum is finite; it is positive (``R < 1``), so the bound is at least 0."""
+    supremum = flat_par_spread_supremum(recovery, periods)
+    limit = Fraction(supremum) * (1 - Fraction(BOUND_MARGIN)) * 10_000 / _tick(tick_bps)
+    return math.ceil(limit) - 1
+
+
+@functools.lru_cache(maxsize=4096)
+def spread_bound_ticks(spec: CdsSpec, valuation: date) -> int:
+    """The largest spread (whole ticks of ``tick_bps``) the model reaches on the series'
+    remaining schedule at ``valuation`` (before maturity): the par spread's supremum as the
+    flat hazard grows without bound (``cds.flat_par_spread_supremum``, the same float on the
+    fast and the reference path), rounded down, :data:`BOUND_MARGIN` below it. A mark, a
+    position's value and every shocked spread of initial margin are clamped to it, so no
+    spread reaching the model is one no hazard reprices (issue #21: the book accepts spreads
+    up to ``max_price``, beyond it near a premium date)."""
+    return _bound_ticks(spec.recovery, _schedule(spec, valuation), spec.tick_bps)
+
+
+@functools.lru_cache(maxsize=4096)
+def _standard_periods(valuation: date) -> tuple:
+    """The remaining periods of a standard contract from ``valuation``: quarterly IMM premiums
+    to the IMM date on or after five years on (the tenor of ``cds_spread_bps``)."""
+    try:
+        end = valuation.replace(year=valuation.year + STANDARD_TENOR_YEARS)
+    except ValueError:  # 29 February
+        end = (valuation - timedelta(days=1)).replace(year=valuation.year + STANDARD_TENOR_YEARS)
+    standard = CdsSpec(
+        name="standard",
+        reference_entity="standard",
+        coupon_bps=0,
+        effective=valuation,
+        maturity=_next_imm(end - timedelta(days=1)),
+    )
+    return tuple(standard.periods(valuation))
+
+
+@functools.lru_cache(maxsize=4096)
+def _entity_bound_bps(recovery_ppm: int, valuation: date) -> int:
+    """The largest 5-year spread (whole bps) a flat hazard reaches on the standard contract
+    from ``valuation`` (:func:`spread_bound_ticks` for that contract in ticks of 1 bp): at
+    least about 47,000 bps at 40 % recovery (a whole first quarter)."""
+    return _bound_ticks(recovery_ppm / PPM, _standard_periods(valuation), "1")
+
+
 def _flat_hazard(spread: float, recovery: float, periods: tuple) -> float:
     """The flat hazard (per year) repricing ``spread`` (fraction per year) over ``periods`` at
     :data:`RATE`, on the fast path: ``cds.flat_calibrate`` (Newton on the closed-form legs
@@ -289,11 +349,14 @@ def position_value(
     """Mark-to-market of a position, minor units, rounded half to even **once** from the
     exact value of ``contracts x notional x Prot - basis x tick_value x RPV01`` (``contracts``
     > 0 bought protection; ``basis`` its spread basis, ticks x contracts; the legs at the flat
-    hazard of ``spread_ticks``). 0 from maturity on (nothing left to pay or protect)."""
+    hazard of ``spread_ticks``, floored at 0 and clamped to :func:`spread_bound_ticks`: a
+    mark made on an earlier day may lie past today's bound). 0 from maturity on (nothing left
+    to pay or protect)."""
     if (not contracts and not basis) or valuation >= spec.maturity:
         return 0
+    spread_ticks = min(max(0, spread_ticks), spread_bound_ticks(spec, valuation))
     return _round_legs(
-        spec, valuation, max(0, spread_ticks), contracts * spec.notional, basis * spec.tick_value
+        spec, valuation, spread_ticks, contracts * spec.notional, basis * spec.tick_value
     )
 
 
@@ -306,20 +369,7 @@ def _entity_hazard(
     years on); with ``reference``, by the reference solver."""
     if spread_bps <= 0:
         return 0.0
-    try:
-        end = valuation.replace(year=valuation.year + STANDARD_TENOR_YEARS)
-    except ValueError:  # 29 February
-        end = (valuation - timedelta(days=1)).replace(year=valuation.year + STANDARD_TENOR_YEARS)
-    maturity = _next_imm(end - timedelta(days=1))
-    standard = CdsSpec(
-        name="standard",
-        reference_entity="standard",
-        coupon_bps=0,
-        recovery_ppm=recovery_ppm,
-        effective=valuation,
-        maturity=maturity,
-    )
-    periods = tuple(standard.periods(valuation))
+    periods = _standard_periods(valuation)
     solve = _flat_hazard_reference if reference else _flat_hazard
     return solve(spread_bps * 1e-4, recovery_ppm / PPM, periods)
 
@@ -338,14 +388,30 @@ def _model_spread(spec: CdsSpec, spread_bps: int, valuation: date, reference: bo
 def model_ticks(spec: CdsSpec, spread_bps: int, valuation: date) -> int:
     """The model mark: the series' par spread (ticks of ``tick_bps``, rounded once) on the
     flat hazard of the reference entity's 5-year spread ``spread_bps`` (the fast path, the
-    reference's answer within :data:`FAST_PATH_TOLERANCE` of a half tick)."""
+    reference's answer within :data:`FAST_PATH_TOLERANCE` of a half tick), both clamped
+    (:func:`_model_ticks`)."""
+    return _model_ticks(spec, spread_bps, valuation)[0]
+
+
+def _model_ticks(spec: CdsSpec, spread_bps: int, valuation: date) -> tuple[int, bool]:
+    """:func:`model_ticks` and whether a bound bit: the entity's spread is first clamped to
+    the largest a flat hazard reaches on the standard contract (:func:`_entity_bound_bps`),
+    and the ticks, rounded half to even from a par spread below the supremum, to the series'
+    :func:`spread_bound_ticks` (a half tick rounding up past it)."""
     reference = REFERENCE_MODEL
+    entity_bound = _entity_bound_bps(spec.recovery_ppm, valuation)
+    clamped = spread_bps > entity_bound
+    spread_bps = min(spread_bps, entity_bound)
     spread = _model_spread(spec, spread_bps, valuation, reference)
     if not reference:
         ticks = spread * 10_000 / float(spec.tick_bps)
         if _near_tie(ticks, ticks):
             spread = _model_spread(spec, spread_bps, valuation, True)
-    return spread_to_ticks(spread, spec.tick_bps)
+    ticks = spread_to_ticks(spread, spec.tick_bps)
+    bound = spread_bound_ticks(spec, valuation)
+    if ticks > bound:
+        return bound, True
+    return ticks, clamped
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,13 +453,19 @@ def mark(engine: Exchange, listing: Listing) -> None:
     """Mark a series (``MarkPrice``: price = the mark in ticks, amount = a contract's
     protection leg at the mark in minor units, ``data`` source, model ticks and the entity's
     spread): the book's mid if tight, else the model. Nothing from maturity on or once
-    closed."""
+    closed.
+
+    The mark is at most :func:`spread_bound_ticks` (the book accepts spreads up to
+    ``max_price``, and the mid may lie up to 5 ticks past the model): when a bound bit, on
+    the mark, the model's ticks or the entity's spread (:func:`_model_ticks`), ``data`` also
+    carries ``clamped: true`` (absent otherwise, so logs where no bound bites are
+    unchanged)."""
     spec = listing.spec
     day = valuation_date(engine, spec)
     if listing.expired or day >= spec.maturity:
         return
     entity_bps = entity_spread_bps(engine, spec)
-    model = model_ticks(spec, entity_bps, day)
+    model, clamped = _model_ticks(spec, entity_bps, day)
     book = listing.book
     bid_px, bid_qty = book.depth(0, 1)
     ask_px, ask_qty = book.depth(1, 1)
@@ -407,14 +479,16 @@ def mark(engine: Exchange, listing: Listing) -> None:
         int(bid_qty[0]) if len(bid_qty) else 0,
         int(ask_qty[0]) if len(ask_qty) else 0,
     )
+    bound = spread_bound_ticks(spec, day)
+    if ticks > bound:  # a tight book past what any hazard reaches
+        ticks, clamped = bound, True
     listing.mark = ticks
     listing.unit_value = _round_legs(spec, day, ticks, spec.notional, 0)
+    data: dict[str, Any] = {"source": source, "model": model, "entity_spread_bps": entity_bps}
+    if clamped:
+        data["clamped"] = True
     engine._emit(
-        ev.MARK_PRICE,
-        instrument=spec.name,
-        price=ticks,
-        amount=listing.unit_value,
-        data={"source": source, "model": model, "entity_spread_bps": entity_bps},
+        ev.MARK_PRICE, instrument=spec.name, price=ticks, amount=listing.unit_value, data=data
     )
 
 
@@ -428,41 +502,20 @@ def value(engine: Exchange, listing: Listing, position: int, basis: int) -> int:
 def initial_margin(engine: Exchange, listing: Listing, position: int, basis: int) -> int:
     """The worst loss (minor units, >= 0) of a position's value over the spec's spread shocks
     (``margin_shocks_bps``, each turned into whole ticks half to even, the shocked spread
-    floored at 0), at the last mark and today's valuation date."""
+    floored at 0 and clamped to :func:`spread_bound_ticks`: a widening past what any hazard
+    reaches is the widening to it), at the last mark and today's valuation date."""
     spec = listing.spec
     day = valuation_date(engine, spec)
     if listing.mark is None or day >= spec.maturity or not (position or basis):
         return 0
     now = position_value(spec, position, basis, listing.mark, day)
     tick = Fraction(Decimal(spec.tick_bps))
+    bound = spread_bound_ticks(spec, day)
     worst = 0
     for shock in spec.margin_shocks_bps:
-        shocked = max(0, listing.mark + _round_half_even(Fraction(shock) / tick))
+        shocked = min(max(0, listing.mark + _round_half_even(Fraction(shock) / tick)), bound)
         worst = max(worst, now - position_value(spec, position, basis, shocked, day))
     return worst
-
-
-def _pay(
-    engine: Exchange,
-    kind: str,
-    name: str,
-    account_name: str,
-    amount: int,
-    data: dict[str, Any] | None = None,
-) -> None:
-    """Move ``amount`` between the clearing pool and an account (positive: to the account),
-    then announce it (``kind`` with the account's position)."""
-    account = engine.accounts[account_name]
-    account.cash += amount
-    engine.pools["clearing"] -= amount
-    engine._emit(
-        kind,
-        instrument=name,
-        account=account_name,
-        qty=account.positions.get(name, 0),
-        amount=amount,
-        data=data,
-    )
 
 
 def _participants(engine: Exchange, name: str) -> list:
@@ -496,7 +549,7 @@ def charge_premium(engine: Exchange, name: str) -> None:
         if what == 0:
             engine._pay_variation(name, listing, account_name, amount, values[account_name][1])
         else:
-            _pay(engine, ev.PREMIUM_PAID, name, account_name, amount, {"days": days})
+            engine._clear(ev.PREMIUM_PAID, name, account_name, amount, data={"days": days})
     if day >= spec.maturity:
         _close(engine, name, listing, "matured", {})
 
@@ -558,13 +611,12 @@ def _settle_default(
     bases = {a.name: a.basis.get(name, 0) for a in participants}
     dues = premium_dues(spec, bases, accrued) if accrued > 0 else {}
     for account_name in sorted(dues, key=lambda n: (dues[n] > 0, n)):
-        _pay(
-            engine,
+        engine._clear(
             ev.PREMIUM_PAID,
             name,
             account_name,
             dues[account_name],
-            {"days": accrued, "reason": "accrued"},
+            data={"days": accrued, "reason": "accrued"},
         )
     recovery = recovery_ppm(spec, data)
     protection = allocate(
@@ -576,18 +628,14 @@ def _settle_default(
     )
     due = {a: protection[a] - engine.accounts[a].vm_basis.get(name, 0) for a in protection}
     for account_name in sorted(due, key=lambda n: (due[n] > 0, n)):
-        account = engine.accounts[account_name]
         # the VM basis stays until the close drops it with the position (as an RVS expiry)
-        settled = account.vm_basis.get(name, 0)
-        account.cash += due[account_name]
-        engine.pools["clearing"] -= due[account_name]
-        engine._emit(
+        settled = engine.accounts[account_name].vm_basis.get(name, 0)
+        engine._clear(
             ev.SWAP_SETTLED,
-            instrument=name,
-            account=account_name,
-            qty=account.positions.get(name, 0),
+            name,
+            account_name,
+            due[account_name],
             price=recovery,
-            amount=due[account_name],
             data={"protection": protection[account_name], "vm_basis": settled},
         )
     _close(engine, name, listing, "credit event", {"recovery_ppm": recovery})

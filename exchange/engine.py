@@ -1197,10 +1197,17 @@ class Exchange:
         return due
 
     def _clear(
-        self, kind: str, name: str, account_name: str, amount: int, price: int | None = None
+        self,
+        kind: str,
+        name: str,
+        account_name: str,
+        amount: int,
+        price: int | None = None,
+        data: dict[str, Any] | None = None,
     ) -> None:
         """Move ``amount`` minor units between the clearing pool and an account (positive: to
-        the account), then announce it as ``kind`` with the account's position in ``name``."""
+        the account), then announce it as ``kind`` with the account's position in ``name``
+        (and ``price``, ``data`` when given: a swap's index, a CDS premium's days)."""
         account = self.accounts[account_name]
         account.cash += amount
         self.pools["clearing"] -= amount
@@ -1211,6 +1218,7 @@ class Exchange:
             qty=account.positions.get(name, 0),
             price=price,
             amount=amount,
+            data=data,
         )
 
     def _pay_variation(

@@ -715,3 +715,116 @@ def test_the_built_in_logs_the_same_bytes_on_the_fast_path_as_on_the_reference_m
     marks = [e for e in logs["fast"][0] if e.kind == ev.MARK_PRICE and e.instrument]
     assert len(marks) > 500 and any(e.amount for e in marks)
     assert logs["fast"] == logs["reference"]
+
+
+# ---------------------------------------------------------------------- the model's bound
+# A flat hazard reaches par spreads only below a supremum, short near a premium date: one day
+# before SPEC's last premium date (2028-12-20, a 91-day period from 2028-09-20) the annuity
+# tends to the first period's accrual on default alone, 91/360 x (90.5/91), so the supremum is
+# (1 - 0.4) x 360 / 90.5 = 2.38674... a year: 23,867.40 bps. The book accepts 100,000 ticks.
+LAST_DAY = date(2028, 12, 19)
+LAST_BOUND = 23_867  # floor(0.6 x 360 / 90.5 x 10^4), computed by hand from the dates
+
+
+def _fresh_caches():
+    for cached in (
+        cds_market._legs,
+        cds_market._entity_hazard,
+        cds_market._model_spread,
+        cds_market._schedule,
+    ):
+        cached.cache_clear()
+
+
+def test_the_bound_is_the_supremum_of_the_par_spread_rounded_down():
+    assert Fraction(6, 10) * 360 / Fraction(905, 10) * 10_000 // 1 == LAST_BOUND
+    assert cds_market.spread_bound_ticks(SPEC, LAST_DAY) == LAST_BOUND
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(listed_points())
+def test_a_spread_at_the_bound_calibrates_on_both_model_paths_and_one_tick_over_on_neither(
+    point,
+):
+    spec, valuation, _ticks = point
+    bound = cds_market.spread_bound_ticks(spec, valuation)
+    for reference in (False, True):
+        protection, annuity = cds_market._legs(spec, valuation, bound, reference)
+        assert 0.0 < protection < 1.0 and annuity > 0.0
+        with pytest.raises(ValueError):
+            cds_market._legs(spec, valuation, bound + 1, reference)
+
+
+def _run_past_the_bound(reference: bool) -> Market:
+    """One day before the last premium date, the entity's 5-year spread so wide that the
+    model mark is within 5 ticks of the bound; two accounts trade 10 contracts at 90,000 bps
+    and quote a tight, deep book around it (89,999 / 90,001, 10 a side); a mark and a margin
+    cycle, on one model path."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cds_market, "REFERENCE_MODEL", reference)
+        _fresh_caches()
+        m = Market(margin=True)
+        m.on(LAST_DAY)
+        m.month(4_300_000)
+        m.trade("a", "b", 90_000, 10)
+        assert m.send(account="a", side="sell", price=90_001, qty=10).ok
+        assert m.send(account="b", side="buy", price=89_999, qty=10).ok
+        m.engine.mark(NAME)
+        m.engine.margin_cycle()
+    _fresh_caches()
+    return m
+
+
+def test_a_tight_deep_book_past_the_bound_marks_at_the_bound_and_margins_without_raising():
+    """The mid (90,000) is clamped to 5 ticks of the model (23,866 + 5), which lies past the
+    bound: the mark is the bound, said so, the margin cycle values, shocks and pays at it,
+    cash is conserved, and both model paths log the same events."""
+    logs = {}
+    for reference in (False, True):
+        m = _run_past_the_bound(reference)
+        (mark,) = m.of(ev.MARK_PRICE)
+        assert LAST_BOUND - 5 <= mark.data["model"] <= LAST_BOUND  # the model is reachable
+        assert (mark.price, mark.data["source"], mark.data["clamped"]) == (
+            LAST_BOUND,
+            "book",
+            True,
+        )
+        vm = {e.account: e.amount for e in m.of(ev.VARIATION_MARGIN)}
+        assert vm["a"] == -vm["b"] > 0  # the seller at 90,000 gains on a mark of 23,867
+        assert {e.account for e in m.of(ev.MARGIN_REQUIREMENT)} == {"a", "b"}
+        assert m.ledger() == 0 and m.engine.pools["clearing"] == 0
+        logs[reference] = [ev.encode(e) for e in m.events]
+    assert logs[False] == logs[True]
+
+
+def test_initial_margin_takes_a_widening_past_the_bound_as_the_widening_to_it():
+    """A short at a mark 10 ticks under the bound: its +250 bps shock would leave every flat
+    hazard behind; its loss is the one to the bound. A long's worst case stays the -100."""
+    m = Market(margin=True)
+    m.on(LAST_DAY)
+    m.trade("a", "b", 23_000, 10)
+    listing = m.engine.instruments[NAME]
+    listing.mark = LAST_BOUND - 10
+
+    def v(n, basis, ticks):
+        return cds_market.position_value(SPEC, n, basis, ticks, LAST_DAY)
+
+    short = cds_market.initial_margin(m.engine, listing, -10, -230_000)
+    assert short == v(-10, -230_000, LAST_BOUND - 10) - v(-10, -230_000, LAST_BOUND) > 0
+    long = cds_market.initial_margin(m.engine, listing, 10, 230_000)
+    assert long == v(10, 230_000, LAST_BOUND - 10) - v(10, 230_000, LAST_BOUND - 110) > 0
+
+
+def test_an_entity_spread_past_the_standard_contract_s_reach_marks_at_the_reach():
+    """On 2024-01-01 the 5-year standard contract's first period is a 79-day stub starting
+    that day: a flat hazard reaches 5-year spreads below (1 - 0.4) x 360 / (79 x 1/2) =
+    5.4683... a year (54,683 bps). An economy announcing 90,000 bps marks at the model of
+    54,683 bps, and says it was clamped."""
+    assert Fraction(6, 10) * 720 / 79 * 10_000 // 1 == 54_683
+    m = Market()
+    m.month(90_000)
+    m.engine.mark(NAME)
+    mark = m.of(ev.MARK_PRICE)[-1]
+    assert mark.price == mark.data["model"] == cds_market.model_ticks(SPEC, 54_683, EPOCH)
+    assert mark.data["entity_spread_bps"] == 90_000 and mark.data["clamped"] is True
+    assert mark.price > 10_000  # the series' par spread on a hazard past 100 % a year
