@@ -33,22 +33,22 @@ extensions = [
     # the event store's append loop, bound to SQLite's C API (libsqlite3, as Python's own
     # sqlite3 module uses)
     Extension(
-        "exchange._writer",
-        ["exchange/_writer.pyx"],
+        "exchange.store._writer",
+        ["exchange/store/_writer.pyx"],
         libraries=["sqlite3"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
     # the exchange's order path (issue #20): validation, checks, fills, fees and events of
     # CompiledExchange, beside the book
     Extension(
-        "exchange._kernel",
-        ["exchange/_kernel.pyx"],
+        "exchange.kernel._kernel",
+        ["exchange/kernel/_kernel.pyx"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
     # the typed rows a replay folds, read through the same SQLite C API
     Extension(
-        "exchange._reader",
-        ["exchange/_reader.pyx"],
+        "exchange.store._reader",
+        ["exchange/store/_reader.pyx"],
         libraries=["sqlite3"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),

@@ -46,9 +46,9 @@ from clients.budget import DEFAULT_LINES
 from clients.latency import Latency
 from clients.runner import BotRunner
 from clients.strategies import MarketMaker
-from exchange.clock import Simulator
-from exchange.engine import DAY_NS, Exchange
-from exchange.scenario_products import HOUR_NS, ProductsScenario
+from exchange.core.clock import Simulator
+from exchange.kernel.engine import DAY_NS, Exchange
+from exchange.sessions.scenario_products import HOUR_NS, ProductsScenario
 
 SEED = 7
 MAKERS = 10

@@ -2,7 +2,7 @@
 piecewise model it replaced, per model call and over the built-in ``second-derivative``.
 
 A **model call** is what the exchange computes for a series at a valuation date and a spread
-in ticks, once per mark and per initial-margin shock (``exchange.cds_market._legs``, uncached):
+in ticks, once per mark and per initial-margin shock (``exchange.risk.cds_market._legs``, uncached):
 the flat hazard repricing the spread over the series' remaining schedule, then the protection
 leg and the risky annuity on it. ``fast``: ``cds.flat_calibrate`` (Newton in ``log h`` on the
 closed-form legs); ``reference``: the secant method on the general ``HazardCurve`` legs (the
@@ -30,9 +30,10 @@ from typing import Any
 
 import pytest
 
-from exchange import cds_market, session
-from exchange.cds import CdsSpec
-from exchange.store import EventStore
+from exchange.products.cds import CdsSpec
+from exchange.risk import cds_market
+from exchange.sessions import session
+from exchange.store.event_store import EventStore
 
 N_CALLS = 200
 ROUNDS = 7

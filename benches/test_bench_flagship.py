@@ -22,10 +22,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from exchange import events as ev
-from exchange import session
-from exchange.engine import DAY_NS
-from exchange.store import EventStore
+from exchange.core import events as ev
+from exchange.kernel.engine import DAY_NS
+from exchange.sessions import session
+from exchange.store.event_store import EventStore
 
 SCENARIO = "guarantor-spiral"
 SEED = 7

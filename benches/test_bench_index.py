@@ -18,7 +18,7 @@ from datetime import date
 import numpy as np
 import pytest
 
-from exchange.index import CALIBRATIONS, DAY_NS, MINUTE_NS, index_prints
+from exchange.products.index import CALIBRATIONS, DAY_NS, MINUTE_NS, index_prints
 
 EPOCH = date(2025, 2, 1)
 END_NS = 365 * DAY_NS - MINUTE_NS  # 525,600 one-minute prints from 0

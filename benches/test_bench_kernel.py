@@ -24,11 +24,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from exchange import session
-from exchange.fold import Fold
-from exchange.journal import Journaller
-from exchange.scenarios import _FlowDriver
-from exchange.store import EventStore
+from exchange.sessions import session
+from exchange.sessions.scenarios import _FlowDriver
+from exchange.store.event_store import EventStore
+from exchange.store.fold import Fold
+from exchange.store.journal import Journaller
 
 MESSAGES = 320_000  # about 1.05 million events
 KERNEL_GOAL_ORDERS_S = 200_000

@@ -1,4 +1,4 @@
-"""One margin cycle: SPAN-like initial margin for 10,000 accounts (``exchange/margin.py``).
+"""One margin cycle: SPAN-like initial margin for 10,000 accounts (``exchange/risk/margin.py``).
 
 The book (seeded, built untimed): 4 perpetuals on the rental indices of 3 GPU families and 12
 RVS series (4 per family: floors 50-100 % of the resale index, 3 months to 3 years, 8 GPUs a
@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from exchange.margin import PERP, PPM, RVS, Book, MarginParams, initial_margin, scenario_pnl
-from exchange.pricing import black76_put
+from exchange.products.pricing import black76_put
+from exchange.risk.margin import PERP, PPM, RVS, Book, MarginParams, initial_margin, scenario_pnl
 
 N_ACCOUNTS = 10_000
 N_REFERENCE = 1_000

@@ -24,7 +24,7 @@ GOAL_RATIO = 1.5
 _CHILD = """
 import json, resource, sys
 from pathlib import Path
-from exchange import session
+from exchange.sessions import session
 summary = session.run("flow", sys.argv[1], seed=7, overrides={"messages": int(sys.argv[2])})
 status = Path("/proc/self/status")
 if status.exists():

@@ -1,4 +1,4 @@
-"""Throughput of perpetual funding settlement: ``exchange.perp.settle_funding`` over 10,000
+"""Throughput of perpetual funding settlement: ``exchange.products.perp.settle_funding`` over 10,000
 positions per funding interval, for 200 intervals.
 
 Each interval: a seeded random funding rate (``funding_rate`` of a random premium, so capped)
@@ -19,7 +19,7 @@ import statistics
 import time
 from fractions import Fraction
 
-from exchange.perp import FundingIndex, MarginTier, PerpSpec, funding_rate, settle_funding
+from exchange.products.perp import FundingIndex, MarginTier, PerpSpec, funding_rate, settle_funding
 
 N_POSITIONS = 10_000
 INTERVALS = 200

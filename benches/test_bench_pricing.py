@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from exchange.pricing import (
+from exchange.products.pricing import (
     black76_put,
     black76_put_array,
     discount_factor,

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from exchange.events import Event
-from exchange.store import EventStore, verify_store
+from exchange.core.events import Event
+from exchange.store.event_store import EventStore, verify_store
 
 N_EVENTS = 1_000_000
 BATCH = 2_000
@@ -177,7 +177,11 @@ def report(capsys, line: str) -> None:
         print(f"\n[event store] {line}")
 
 
-@pytest.mark.parametrize("durability", ["normal", "full"])
+@pytest.mark.parametrize(
+    "durability",
+    # `full` (an fsync a commit) under -m acceptance: a figure with no goal, 14 s of CI's budget
+    ["normal", pytest.param("full", marks=pytest.mark.acceptance)],
+)
 def test_append(benchmark, bench_dir, capsys, durability):
     path = bench_dir / f"{durability}.db"
 
@@ -283,6 +287,7 @@ def append_and_seal(path: Path, with_indexes: bool) -> dict[str, float]:
     return {"append_s": appending, "seal_s": sealing, "index_s": indexing, "total_s": total}
 
 
+@pytest.mark.acceptance  # a figure with no goal (30 s): the projection is off every run's path
 def test_append_and_seal_with_and_without_the_index_build(benchmark, bench_dir, capsys):
     """Issue #20: what taking the index build off the seal gives a run's storage. Both ways
     in the same run, one after the other (without, then with: a million events each; CI's
@@ -337,7 +342,7 @@ def insert_rows(path: Path, batches: list[list[Event]]) -> float:
     import sqlite3
     import zlib
 
-    from exchange.events import encode
+    from exchange.core.events import encode
 
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA page_size=16384")

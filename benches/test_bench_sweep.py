@@ -4,7 +4,7 @@ The same ``RUNS`` short versions of the flagship both ways: ``guarantor-spiral``
 with the guarantor's reserve and assets set to nothing and $500k at the exchange (so its first
 call is one it cannot meet, and it defaults on most seeds; since the flagship's spiral of the
 ninth session its own first call can come after day 45), seeds 1..RUNS. Each is a whole
-``exchange.sweep.run_one``: a session into a temporary SQLite log, the post-mortem summary,
+``exchange.sessions.sweep.run_one``: a session into a temporary SQLite log, the post-mortem summary,
 the log deleted.
 
 * ``sequential``: ``run_one`` over the specs in a loop, in this process.
@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from exchange import sweep
+from exchange.sessions import sweep
 
 RUNS = 4  # 8 until the eighth session; 4 still fill both workers twice, at half the CI time
 SCENARIO = "guarantor-spiral"
@@ -50,7 +50,8 @@ def cluster():
         ) as c,
         distributed.Client(c) as client,
     ):
-        client.run(lambda: __import__("exchange.sweep"))  # warm: imports done before timing
+        # warm: imports done before timing
+        client.run(lambda: __import__("exchange.sessions.sweep"))
         yield c
 
 

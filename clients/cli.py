@@ -37,9 +37,9 @@ from exchange.cli import (
     store_failed,
     writable_dir_or_fail,
 )
-from exchange.limits import MAX_SEED
-from exchange.session import SessionError, committed_session
-from exchange.store import EventStore, StoreError
+from exchange.core.limits import MAX_SEED
+from exchange.sessions.session import SessionError, committed_session
+from exchange.store.event_store import EventStore, StoreError
 
 
 def _load(scenario: str):

@@ -1,7 +1,7 @@
 """The ``demo`` session of ``gpuex serve``: the products market with two small bots.
 
 The market is the built-in ``products`` scenario's (an H100 rental perpetual and two residual
-value swaps on the seed calibrations; ``exchange.scenario_products``), without its scripted
+value swaps on the seed calibrations; ``exchange.sessions.scenario_products``), without its scripted
 participants: instead, :class:`DemoMaker` quotes the perpetual for account ``maker`` and
 :class:`DemoTaker` trades against it for account ``taker``. Either can be served remotely
 (``gpuex serve demo --remote maker``); ``examples/remote_market_maker.py`` is
@@ -14,7 +14,7 @@ from clients.bot import BookView, Bot, IndexPrint
 from clients.context import Context
 from clients.gateway import BotEntry
 from clients.latency import Latency
-from exchange.scenario_products import HOUR_NS, ProductsScenario
+from exchange.sessions.scenario_products import HOUR_NS, ProductsScenario
 
 PERP = "H100-PERP"
 INDEX = "H100-RENTAL"

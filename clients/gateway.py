@@ -87,17 +87,17 @@ from clients.protocol import (
     rng_state,
 )
 from clients.runner import DEFAULT_DEPTH, BotFailure, BotRunner, bot_rng
-from exchange.clock import Simulator
-from exchange.engine import Exchange
-from exchange.engines import DEFAULT_ENGINE
-from exchange.session import (
+from exchange.core.clock import Simulator
+from exchange.kernel.engine import Exchange
+from exchange.kernel.engines import DEFAULT_ENGINE
+from exchange.sessions.session import (
     DEFAULT_BATCH,
     DEFAULT_SNAPSHOT_EVERY,
     RunSummary,
     SessionError,
     committed_session,
 )
-from exchange.session import run as session_run
+from exchange.sessions.session import run as session_run
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -693,7 +693,7 @@ def record_session(
     on_seal: Callable[[], None] | None = None,
     engine: str = DEFAULT_ENGINE,
 ) -> RunSummary:
-    """Run ``model`` into a new SQLite log at ``db`` through ``exchange.session.run`` (same
+    """Run ``model`` into a new SQLite log at ``db`` through ``exchange.sessions.session.run`` (same
     store, recorder and stored configuration, so ``verify`` and ``replay`` work), with
     ``drive(engine, sim)`` instead of ``model.drive``. ``drive`` may return a function that
     runs at the end time, just before ``SessionEnded``. With ``resume``, a crashed log at
@@ -782,16 +782,16 @@ def serve_session(
             committed one: the remote bots connect again (with new tokens) and are sent
             every step from the first, so a bot that acts as it did -- a deterministic one
             -- brings the log to the bytes of an uninterrupted run, and one that does not
-            fails the resume (:class:`~exchange.session.SessionError`, naming the first seq
+            fails the resume (:class:`~exchange.sessions.session.SessionError`, naming the first seq
             that differs) with the committed events unchanged. A finished session is not re-run: its
             missing indexes are built, or the resume is refused, without a gateway.
-        on_batch, on_time, on_seal: progress, as in :func:`exchange.session.run` (the
+        on_batch, on_time, on_seal: progress, as in :func:`exchange.sessions.session.run` (the
             number of events after each batch; the simulated time reached and the end; the
             seal).
         engine: the engine that runs the session, by name (``compiled`` or ``reference``,
-            see :func:`exchange.session.run`; not recorded in the log).
+            see :func:`exchange.sessions.session.run`; not recorded in the log).
 
-    Returns the :class:`~exchange.session.RunSummary`.
+    Returns the :class:`~exchange.sessions.session.RunSummary`.
     """
     entries = list(model.bots if bots is None else bots)
     wanted = set(remote_accounts)

@@ -10,7 +10,7 @@ arrives (lockstep). See ``docs/protocol.md`` for the full description with examp
 Client -> server: ``hello``, ``commands``, ``fail``. Server -> client: ``welcome``, ``step``,
 ``stop``, ``error``. Every incoming message is validated with the strict pydantic models below
 (``extra="forbid"``). A command's *content* (prices, sizes, sides, instruments) is validated
-once, by the exchange (``exchange.commands``), exactly as for an in-process bot: the gateway
+once, by the exchange (``exchange.core.commands``), exactly as for an in-process bot: the gateway
 checks the envelope — a known trading ``type``, only that type's fields, the ``account`` (if
 given) the bot's own, ``ref`` an integer — and passes the values through untouched, so a bad
 order from a remote bot is rejected and logged exactly as the same order from an in-process bot.
@@ -40,7 +40,7 @@ from pydantic import (
 
 from clients.bot import BookLevel, BookView, Bot
 from clients.context import AccountView, OpenOrder
-from exchange import commands as xc
+from exchange.core import commands as xc
 
 #: The protocol version this module speaks (``hello.protocol``, ``welcome.protocol``).
 PROTOCOL = 1
@@ -131,7 +131,7 @@ def _wire_model(command: type[BaseModel]) -> type[BaseModel]:
     return create_model(f"Wire{command.__name__}", __base__=_Strict, **fields)
 
 
-#: The trading commands a bot may send (``exchange.commands.TRADING_TYPES``; never
+#: The trading commands a bot may send (``exchange.core.commands.TRADING_TYPES``; never
 #: ``bot_failed``, which only the runner sends).
 WIRE_COMMANDS = {
     model.model_fields["type"].default: _wire_model(model)

@@ -42,7 +42,7 @@ from clients.protocol import (
     rng_from_state,
 )
 from clients.runner import BotFailure, dispatch
-from exchange.commands import jsonable
+from exchange.core.commands import jsonable
 
 log = logging.getLogger("gpuex.remote")
 

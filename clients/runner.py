@@ -12,7 +12,7 @@ How a session with bots runs (all in simulated time, on the session's one thread
    by one, each within its budget (:mod:`clients.budget`).
 3. Whatever the callbacks sent is checked and copied when they return (:meth:`BotRunner._admit`):
    the runner stamps every command with the account of the bot it came from, refuses what a
-   bot may not send -- a type other than ``exchange.commands.TRADING_TYPES``, another
+   bot may not send -- a type other than ``exchange.core.commands.TRADING_TYPES``, another
    account -- as a ``CommandRejected`` (``source: "runner"``) attributed to the bot's own
    account, and keeps its own copy, so a bot changing a command afterwards changes nothing.
    The rest travels as one batch over the command link and reaches the exchange
@@ -69,11 +69,11 @@ from clients.budget import DEFAULT_LINES, BudgetExceeded, run_within
 from clients.context import AccountView, Context, OpenOrder
 from clients.latency import Latency, Link
 from clients.protocol import MAX_COMMANDS
-from exchange import events as ev
-from exchange.clock import OBSERVER, PARTICIPANT, Simulator
-from exchange.commands import TRADING_TYPES, jsonable
-from exchange.engine import Exchange
-from exchange.events import Event
+from exchange.core import events as ev
+from exchange.core.clock import OBSERVER, PARTICIPANT, Simulator
+from exchange.core.commands import TRADING_TYPES, jsonable
+from exchange.core.events import Event
+from exchange.kernel.engine import Exchange
 
 _budget_file = _budget.__file__
 

@@ -14,7 +14,7 @@ Conveniences, applied before validation anywhere in the file:
 * any field ending in ``_ns`` may be written as a duration — ``"90s"``, ``"30m"``, ``"8h"``,
   ``"3d"``, ``"2w"`` — and becomes integer nanoseconds.
 
-Limits (``exchange.limits``, ``docs/scenarios.md``): money at most ``MAX_BALANCE``, durations
+Limits (``exchange.core.limits``, ``docs/scenarios.md``): money at most ``MAX_BALANCE``, durations
 at most ``MAX_DURATION_NS``, every integer inside int64, dates in ``FIRST_DATE..LAST_DATE``,
 booleans only where a field takes one, and the exchange's timed actions the file implies (index
 prints, fundings, premiums, margin cycles) at most ``MAX_MARKET_ACTIONS``: a file past them is
@@ -23,9 +23,10 @@ refused before anything runs, naming the field.
 :func:`load_scenario` (TOML text or a path) is the one entry point that validates a file
 completely; it raises :class:`ScenarioError` with a one-line reason.
 
-The exchange never imports this module: ``exchange.scenarios.load_scenario`` finds it through
+The exchange never imports this module: ``exchange.sessions.scenarios.load_scenario`` finds it
+through
 the ``gpuex.scenarios`` entry point (see ``setup.py``), so a session with bots runs, resumes and
-verifies through the same ``exchange.session`` functions as any other.
+verifies through the same ``exchange.sessions.session`` functions as any other.
 """
 
 from __future__ import annotations
@@ -51,20 +52,8 @@ from pydantic import (
 
 from clients.budget import DEFAULT_LINES
 from clients.latency import Latency
-from exchange.cds import CdsSpec
-from exchange.cds_market import action_count, schedule_cds
-from exchange.clock import Simulator
-from exchange.economy import EconomyParams
-from exchange.economy_schedule import check_calendar, schedule_economy, step_times
-from exchange.engine import DAY_NS, Exchange
-from exchange.index import (
-    CALIBRATIONS,
-    SEEDED_CALIBRATIONS,
-    GenerationShock,
-    IndexSpec,
-    LogJump,
-)
-from exchange.limits import (
+from exchange.core.clock import Simulator
+from exchange.core.limits import (
     MAX_BALANCE,
     MAX_DURATION_NS,
     MAX_SEED,
@@ -77,14 +66,26 @@ from exchange.limits import (
     check_raw,
     every_count,
 )
-from exchange.margin_cycle import MarginConfig
-from exchange.market import schedule_market
-from exchange.perp import PerpSpec
-from exchange.rvs import RvsSpec
-from exchange.scenarios import ScenarioError, scenario_errors
-from exchange.units import parse_duration
+from exchange.core.units import parse_duration
+from exchange.credit.economy import EconomyParams
+from exchange.credit.economy_schedule import check_calendar, schedule_economy, step_times
+from exchange.kernel.engine import DAY_NS, Exchange
+from exchange.products.cds import CdsSpec
+from exchange.products.index import (
+    CALIBRATIONS,
+    SEEDED_CALIBRATIONS,
+    GenerationShock,
+    IndexSpec,
+    LogJump,
+)
+from exchange.products.perp import PerpSpec
+from exchange.products.rvs import RvsSpec
+from exchange.risk.cds_market import action_count, schedule_cds
+from exchange.risk.margin_cycle import MarginConfig
+from exchange.sessions.market import schedule_market
+from exchange.sessions.scenarios import ScenarioError, scenario_errors
 
-#: What ``exchange.scenarios`` needs of a provider: the kind it owns and its file suffix.
+#: What ``exchange.sessions.scenarios`` needs of a provider: the kind it owns and its file suffix.
 KIND = "market"
 SUFFIX = ".toml"
 
@@ -136,14 +137,16 @@ class IndexEntry(BaseModel):
     extra generation jumps or shocks), or a full ``IndexSpec`` under ``spec``.
 
     Attributes:
-        calibration: a name from ``exchange.index.CALIBRATIONS`` (``H100-RENTAL``, ...).
-        seeded: take the calibration from ``exchange.index.SEEDED_CALIBRATIONS`` instead: the
+        calibration: a name from ``exchange.products.index.CALIBRATIONS`` (``H100-RENTAL``, ...).
+        seeded: take the calibration from ``exchange.products.index.SEEDED_CALIBRATIONS`` instead:
+        the
             same anchors and noise, with each generation release a random event the session
             seed draws (date and size) rather than a fixed-date jump.
         interval_ns: publication interval (default: the calibration's own).
         extra_jumps: ``[[date, log_jump], ...]`` added to the calibration's jumps (a new GPU
             generation shipping: ``[[2024-11-01, -0.35]]`` is a 30 % overnight drop).
-        extra_shocks: generation shocks (``exchange.index.GenerationShock`` tables: ``centre``,
+        extra_shocks: generation shocks (``exchange.products.index.GenerationShock`` tables:
+        ``centre``,
             ``date_sd_days``, ``date_max_days``, ``log_size``, ``log_size_sd``,
             ``log_size_min``, ``log_size_max``, ``label``) added after the source's own.
         spec: a complete index spec instead of a calibration.
@@ -319,10 +322,10 @@ class MarketScenario(BaseModel):
         days: session length, days.
         seed: the default seed (``gpuex run --seed`` overrides it).
         indices: published indices.
-        perps: perpetual futures (``exchange.perp.PerpSpec`` fields).
-        swaps: residual value swaps (``exchange.rvs.RvsSpec`` fields).
-        cds: credit default swap series (``exchange.cds.CdsSpec`` fields), listed on the
-            exchange (``exchange.cds_market``; docs/credit.md, "Listing CDS on the exchange"):
+        perps: perpetual futures (``exchange.products.perp.PerpSpec`` fields).
+        swaps: residual value swaps (``exchange.products.rvs.RvsSpec`` fields).
+        cds: credit default swap series (``exchange.products.cds.CdsSpec`` fields), listed on the
+            exchange (``exchange.risk.cds_market``; docs/credit.md, "Listing CDS on the exchange"):
             quoted by running spread, premiums on IMM dates, marked at every margin cycle's
             instant (weekly without margin) from the book or the economy's implied spread,
             settled on their reference entity's ``BorrowerDefaulted``. Left out of the stored
@@ -335,9 +338,10 @@ class MarketScenario(BaseModel):
         sweep_aliases: names ``gpuex sweep --param`` accepts for fields of this file, as
             ``alias = [field path, unit]`` (unit: dollars, duration, int or raw), e.g.
             ``"guarantor.capital" = ["accounts.0.cash", "dollars"]``.
-        economy: the credit economy of issue #21 (``exchange.economy.EconomyParams``; an empty
+        economy: the credit economy of issue #21 (``exchange.credit.economy.EconomyParams``; an
+        empty
             ``[economy]`` table takes every default), stepped monthly with each record an event
-            in the log (``exchange.economy_schedule``); the session must then start on or
+            in the log (``exchange.credit.economy_schedule``); the session must then start on or
             before 2024-01-01, the economy's first month. Omit for none (left out of the
             stored configuration then, so a file without it stores what it did before).
     """
@@ -418,7 +422,7 @@ class MarketScenario(BaseModel):
         return self
 
     def _within_limits(self) -> None:
-        """The bounds of ``exchange.limits``: the calendar, the money the session brings in,
+        """The bounds of ``exchange.core.limits``: the calendar, the money the session brings in,
         the instruments' lot values and the number of timed actions the market implies."""
         check_date("start", self.start)
         check_date("the session's end (start + days)", self.start + timedelta(days=self.days))
@@ -494,7 +498,7 @@ class MarketScenario(BaseModel):
     def schedule_market(self, engine: Exchange, sim: Simulator, seed: int) -> None:
         """The economy's monthly steps (if any: first at an instant they share), then index
         prints, marks, funding, premiums, maturities and margin cycles, then the CDS series'
-        premium dates and marks (``exchange.cds_market.schedule_cds``)."""
+        premium dates and marks (``exchange.risk.cds_market.schedule_cds``)."""
         glut = None
         if self.economy is not None:
             feed = schedule_economy(
@@ -606,7 +610,7 @@ def load_scenario(source: str | Path, overrides: dict[str, Any] | None = None) -
     applied first, as ``gpuex run --set`` does.
 
     Everything a file can get wrong is checked here — syntax, fields, types (no boolean for
-    a number), cross-references, the limits of ``exchange.limits`` and the timed actions the
+    a number), cross-references, the limits of ``exchange.core.limits`` and the timed actions the
     market implies — without running anything or touching the disk beyond reading the file
     (and an index's CSV source).
 

@@ -39,21 +39,27 @@ import click
 import orjson
 from tqdm import tqdm
 
-from exchange import session as sessions
-from exchange.engine import DAY_NS
-from exchange.engines import DEFAULT_ENGINE, ENGINES
-from exchange.events import KINDS
-from exchange.export import FORMATS, export_events, known_accounts, known_instruments, select
-from exchange.fold import FoldError
-from exchange.limits import (
+from exchange.core.events import KINDS
+from exchange.core.limits import (
     MAX_BATCH_SIZE,
     MAX_SEED,
     MAX_SNAPSHOT_EVERY,
     check_recorder,
     check_seed,
 )
-from exchange.scenarios import SCENARIOS, load_scenario, providers, scenario_names
-from exchange.store import DamagedLogError, EventStore, StoreError, verify_store
+from exchange.kernel.engine import DAY_NS
+from exchange.kernel.engines import DEFAULT_ENGINE, ENGINES
+from exchange.postmortem.export import (
+    FORMATS,
+    export_events,
+    known_accounts,
+    known_instruments,
+    select,
+)
+from exchange.sessions import session as sessions
+from exchange.sessions.scenarios import SCENARIOS, load_scenario, providers, scenario_names
+from exchange.store.event_store import DamagedLogError, EventStore, StoreError, verify_store
+from exchange.store.fold import FoldError
 
 
 def engine_option(what: str):
@@ -72,13 +78,13 @@ def engine_option(what: str):
 
 def settings_or_fail(scenario: str, pairs: tuple[str, ...]) -> dict:
     """``--set NAME=VALUE`` pairs -> the scenario's overrides, in ``gpuex sweep --param``'s
-    vocabulary (``exchange.sweep.settings_overrides``): a field path (``days=60``,
+    vocabulary (``exchange.sessions.sweep.settings_overrides``): a field path (``days=60``,
     ``margin.cure_ns=3d`` in a scenario file) or one of the scenario's aliases
     (``guarantor.capital=$5.7M``, ``margin.cure_period=1d``), the value converted by the
     alias's unit (dollars, a duration, an integer) or else read as a number, JSON or text.
     A bad setting is click's bad parameter (exit 2); a scenario that cannot load is left to
     :func:`plan_or_fail`, which names SCENARIO."""
-    from exchange import sweep as sweeps
+    from exchange.sessions import sweep as sweeps
 
     try:
         return sweeps.settings_overrides(scenario, pairs)
@@ -244,7 +250,7 @@ def run(
     click.echo(f"state     {summary.state_hash}")
     _print_summary(db)
     if out is not None:
-        from exchange.report import write_report
+        from exchange.postmortem.report import write_report
 
         try:
             built = write_report(db, out, checked=False)  # the log this run has just written
@@ -390,8 +396,8 @@ class RunBar:
 
 def _print_summary(db: Path) -> None:
     """The session in one table: each account's money and calls, then the defaults and what
-    the waterfall used (from the log alone, ``exchange.postmortem``)."""
-    from exchange.postmortem import facts
+    the waterfall used (from the log alone, ``exchange.postmortem.analysis``)."""
+    from exchange.postmortem.analysis import facts
 
     f = facts(db, checked=False)  # the log the run has just written: no need to check it
     click.echo("")
@@ -1109,7 +1115,7 @@ def sweep(
     Example: gpuex sweep products --param guarantor.capital=1e6,5.7e6,2e7
     --param margin.cure_period=1d,3d --seeds 200 -o sweep/
     """
-    from exchange import sweep as sweeps
+    from exchange.sessions import sweep as sweeps
 
     if seeds is not None and seed_list is not None:
         raise click.UsageError("give --seeds or --seed-list, not both")
@@ -1168,8 +1174,8 @@ def sweep(
 
 
 def _print_owed(store: EventStore, until: int) -> None:
-    """The who-owes-whom tables of exchange.postmortem (money in currency units)."""
-    from exchange.postmortem import facts
+    """The who-owes-whom tables of exchange.postmortem.analysis (money in currency units)."""
+    from exchange.postmortem.analysis import facts
 
     owed = facts(store, until).who_owes_whom
     click.echo("who owes whom: what each counterparty bore for each defaulter")
@@ -1220,8 +1226,8 @@ def report(log, output, until, account, window_days):
     """Write the post-mortem of the log at PATH as one HTML page: indices with S, S', S''
     and borrowed time, perpetuals, swaps, margin, the failed accounts' timelines, the
     close-out waterfall and a narrative (see docs/report.md)."""
-    from exchange.postmortem import BadRequest
-    from exchange.report import write_report
+    from exchange.postmortem.analysis import BadRequest
+    from exchange.postmortem.report import write_report
 
     if not log.is_file():
         raise click.ClickException(f"{log}: no such event log")
@@ -1285,7 +1291,7 @@ def compare(a, b, output, as_json):
     net P&L, and the pools each world used, with the differences B - A. Prints a table and
     writes one HTML page (see docs/compare.md). Two seeds, two capitals, or cleared against
     bilateral: `gpuex compare runs/guarantor-spiral.db runs/guarantor-spiral-bilateral.db`."""
-    from exchange import compare as comparing
+    from exchange.postmortem import compare as comparing
 
     for path, name in ((a, "A"), (b, "B")):
         _finished_log_or_fail(path, name)
@@ -1322,7 +1328,7 @@ def index_log(path, quiet):
     """
     import time
 
-    from exchange.store import INDEXES, IndexBuildError
+    from exchange.store.event_store import INDEXES, IndexBuildError
 
     if not path.is_file():
         raise click.BadParameter(f"{path}: no such event log", param_hint="PATH")
@@ -1383,7 +1389,7 @@ def migrate_log(path):
     as it was (exit 1). A log that is not of schema 2 is refused (exit 2). Build the
     projection for plain SQL afterwards with `gpuex index PATH`.
     """
-    from exchange.store import SCHEMA_VERSION, migrate_store
+    from exchange.store.event_store import SCHEMA_VERSION, migrate_store
 
     if not path.is_file():
         raise click.BadParameter(f"{path}: no such event log", param_hint="PATH")

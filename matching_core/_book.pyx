@@ -266,7 +266,7 @@ cdef class OrderBook:
     cdef int default_stp
 
     # the fill and STP-cancel buffers and their counts are readable from Python (the
-    # exchange's compiled order path reads the records in place: exchange/_kernel.pyx)
+    # exchange's compiled order path reads the records in place: exchange/kernel/_kernel.pyx)
     cdef readonly object fill_arr
     cdef Fill* fill_buf
     cdef int64_t fill_cap

@@ -1,5 +1,5 @@
 # The book's output records, as C structs: one declaration for the book (matching_core/_book.pyx)
-# and for the exchange's compiled order path that reads them in place (exchange/_kernel.pyx).
+# and for the exchange's compiled order path that reads them in place (exchange/kernel/_kernel.pyx).
 # Their layouts are matching_core.codes' FILL_DTYPE and CANCEL_DTYPE (int64 fields, in order).
 from libc.stdint cimport int64_t
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from exchange.perp import PerpSpec
-from exchange.rvs import RvsSpec
-from exchange.scenario_products import H100_PERP
+from exchange.products.perp import PerpSpec
+from exchange.products.rvs import RvsSpec
+from exchange.sessions.scenario_products import H100_PERP
 
 HOUR_NS = 3_600 * 10**9
 #: The calendar epoch of these markets: the day the swap series is listed.
@@ -21,7 +21,8 @@ START = date(2024, 6, 1)
 
 
 def perp_spec(**overrides: Any) -> PerpSpec:
-    """``H100-PERP`` of the built-in scenarios (``exchange.scenario_products.H100_PERP``: on
+    """``H100-PERP`` of the built-in scenarios (``exchange.sessions.scenario_products.H100_PERP``:
+    on
     ``H100-RENTAL``, 100 GPU-hours a lot, $0.001 ticks, funding every 8 h) with its first
     margin tier only (10 % initial, 5 % maintenance up to 1,000 lots); ``overrides`` replace
     fields, and the result is validated afresh."""

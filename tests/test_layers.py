@@ -38,5 +38,5 @@ def test_layer_imports_nothing_above_it(layer):
 
 def test_the_import_scanner_sees_imports(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("import os\nfrom exchange.store import X\nfrom . import sibling\n")
+    probe.write_text("import os\nfrom exchange.store.event_store import X\nfrom . import sibling\n")
     assert imported_packages(probe) == {"os", "exchange"}

@@ -21,9 +21,9 @@ def test_readme_python_example_runs():
 
 def test_readme_bot_example_quotes_in_a_session():
     from clients.runner import BotRunner
-    from exchange.clock import Simulator
-    from exchange.engine import DAY_NS, Exchange
-    from exchange.scenario_products import ProductsScenario
+    from exchange.core.clock import Simulator
+    from exchange.kernel.engine import DAY_NS, Exchange
+    from exchange.sessions.scenario_products import ProductsScenario
 
     bot = _example("class Skewer")["Skewer"]()
     events: list = []

@@ -27,9 +27,9 @@ from clients.bot import Bot
 from clients.budget import BudgetExceeded, run_within
 from clients.gateway import BotEntry, serve_session
 from clients.latency import Latency
-from exchange import events as ev
-from exchange.session import verify
-from exchange.store import EventStore
+from exchange.core import events as ev
+from exchange.sessions.session import verify
+from exchange.store.event_store import EventStore
 from tests.clients.test_gateway import ShortProducts
 from tests.clients.test_runner import MS, Quoter, market
 

@@ -25,10 +25,10 @@ from clients.runner import (
     LocalDriver,
     Slot,
 )
-from exchange import events as ev
-from exchange.clock import Simulator
-from exchange.engine import Exchange
-from exchange.fold import Fold
+from exchange.core import events as ev
+from exchange.core.clock import Simulator
+from exchange.kernel.engine import Exchange
+from exchange.store.fold import Fold
 from tests.clients.test_runner import MS, Quoter, market
 
 
@@ -344,7 +344,7 @@ def test_a_command_too_long_for_the_log_is_refused_and_recorded_cut():
 
 def test_a_remote_timer_bomb_is_stopped_by_the_same_limit(tmp_path):
     from clients.gateway import BotEntry
-    from exchange.store import EventStore
+    from exchange.store.event_store import EventStore
     from tests.clients.test_gateway import remote_bot, serve
 
     db = tmp_path / "served.db"
@@ -398,8 +398,8 @@ def test_a_log_holding_the_runners_refusals_verifies(tmp_path):
     """``verify`` records a refusal of the runner again (never executes the refused command:
     that would withdraw from the maker) and the re-execution matches the log."""
     from clients.gateway import BotEntry, serve_session
-    from exchange.session import verify
-    from exchange.store import EventStore
+    from exchange.sessions.session import verify
+    from exchange.store.event_store import EventStore
     from tests.clients.test_gateway import ShortProducts
 
     class Thief(Bot):

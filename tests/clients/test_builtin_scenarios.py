@@ -1,6 +1,7 @@
 """The built-in scenario files ``h100-depreciation`` and ``generation-shock``: each does what
-its description says, checked from the event log alone (``exchange.store.EventStore``,
-``exchange.postmortem.facts``, ``exchange.fold.Fold``), on several seeds where the claim is
+its description says, checked from the event log alone (``exchange.store.event_store.EventStore``,
+``exchange.postmortem.analysis.facts``, ``exchange.store.fold.Fold``), on several seeds where the
+claim is
 about the calibration rather than one path.
 
 Runtimes on the development machine: a full ``h100-depreciation`` (180 days) takes 10-15 s,
@@ -18,15 +19,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from exchange import events as ev
-from exchange import session
 from exchange.cli import main
-from exchange.engine import DAY_NS
-from exchange.fold import Fold
-from exchange.postmortem import facts
-from exchange.scenarios import load_scenario
-from exchange.store import EventStore
-from exchange.sweep import parse_param
+from exchange.core import events as ev
+from exchange.kernel.engine import DAY_NS
+from exchange.postmortem.analysis import facts
+from exchange.sessions import session
+from exchange.sessions.scenarios import load_scenario
+from exchange.sessions.sweep import parse_param
+from exchange.store.event_store import EventStore
+from exchange.store.fold import Fold
 
 CALM = "h100-depreciation"
 SHOCK = "generation-shock"

@@ -642,8 +642,8 @@ CRWV, OAI = "CRWV-CDS-2030-12-C500", "OAI-CDS-2030-12-C100"
 def run_cds_session(engine: str):
     """The session above on ``engine``: its events and the runner (with the bots)."""
     from clients.scenario import load_scenario
-    from exchange.clock import Simulator
-    from exchange.engines import engine_class
+    from exchange.core.clock import Simulator
+    from exchange.kernel.engines import engine_class
 
     scenario = load_scenario(CDS_SESSION)
     events: list = []
@@ -665,7 +665,7 @@ def cds_sessions():
 
 def _fills(events, account: str, instrument: str):
     """(t, signed contracts, price) of ``account``'s fills in ``instrument``."""
-    from exchange import events as ev
+    from exchange.core import events as ev
 
     out = []
     for e in events:
@@ -680,14 +680,14 @@ def _fills(events, account: str, instrument: str):
 
 
 def test_the_cds_bots_give_the_same_log_on_both_engines(cds_sessions):
-    from exchange.events import encode
+    from exchange.core.events import encode
 
     (ref, _), (compiled, _) = cds_sessions["reference"], cds_sessions["compiled"]
     assert [encode(e) for e in ref] == [encode(e) for e in compiled]
 
 
 def test_in_a_session_the_cds_bots_trade_by_their_rules_through_a_credit_event(cds_sessions):
-    from exchange import events as ev
+    from exchange.core import events as ev
 
     events, _ = cds_sessions["reference"]
     assert not [e for e in events if e.kind == ev.BOT_FAILED]
@@ -723,7 +723,7 @@ def test_in_a_session_the_cds_bots_trade_by_their_rules_through_a_credit_event(c
 
 
 def test_a_session_of_the_cds_bots_conserves_cash_and_positions(cds_sessions):
-    from exchange.fold import Fold
+    from exchange.store.fold import Fold
 
     events, _ = cds_sessions["reference"]
     fold = Fold()

@@ -11,11 +11,11 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from exchange import events as ev
-from exchange import session
-from exchange.engine import DAY_NS
-from exchange.postmortem import facts
-from exchange.store import EventStore
+from exchange.core import events as ev
+from exchange.kernel.engine import DAY_NS
+from exchange.postmortem.analysis import facts
+from exchange.sessions import session
+from exchange.store.event_store import EventStore
 
 SEEDS = (7, 11, 23)
 GUARANTOR = "guarantor"

@@ -4,7 +4,7 @@
 in docs/scenarios.md, and tests/clients/test_flagship.py checks the mechanism on three seeds
 in every run).
 
-Both sweeps are what ``gpuex sweep`` runs (``exchange.sweep.run_sweep`` on a local Dask
+Both sweeps are what ``gpuex sweep`` runs (``exchange.sessions.sweep.run_sweep`` on a local Dask
 cluster), on the built-in ``guarantor-spiral`` as shipped:
 
 * seeds 1..20 at the file's capital: the guarantor defaults before its first swap matures,
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from exchange import events as ev
-from exchange import sweep
-from exchange.postmortem import facts
-from exchange.store import EventStore
+from exchange.core import events as ev
+from exchange.postmortem.analysis import facts
+from exchange.sessions import sweep
+from exchange.store.event_store import EventStore
 
 pytestmark = pytest.mark.acceptance
 

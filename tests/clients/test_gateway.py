@@ -32,11 +32,11 @@ from clients.gateway import BotEntry, GatewayError, serve_session
 from clients.latency import Latency
 from clients.remote import RemoteError, run_remote
 from clients.runner import bot_rng
-from exchange import events as ev
-from exchange.engine import DAY_NS, Exchange
-from exchange.scenario_products import ProductsScenario
-from exchange.session import SessionError, verify
-from exchange.store import EventStore
+from exchange.core import events as ev
+from exchange.kernel.engine import DAY_NS, Exchange
+from exchange.sessions.scenario_products import ProductsScenario
+from exchange.sessions.session import SessionError, verify
+from exchange.store.event_store import EventStore
 
 ROOT = Path(__file__).resolve().parents[2]
 LATENCY = Latency(fixed_ns=1_000_000, jitter_ns=500_000)

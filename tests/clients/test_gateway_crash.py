@@ -19,9 +19,9 @@ import pytest
 
 from clients.cli import _load
 from clients.gateway import serve_session
-from exchange import session
-from exchange.store import EventStore
-from tests.exchange.test_crash import _size
+from exchange.sessions import session
+from exchange.store.event_store import EventStore
+from tests.exchange.store.test_crash import _size
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE = [

@@ -21,9 +21,9 @@ from clients import protocol as p
 from clients.demo import DemoTaker
 from clients.gateway import Gateway, loggable, read_message
 from clients.remote import run_remote
-from exchange import events as ev
-from exchange.engine import DAY_NS, Exchange
-from exchange.session import verify
+from exchange.core import events as ev
+from exchange.kernel.engine import DAY_NS, Exchange
+from exchange.sessions.session import verify
 from tests.clients.test_gateway import (
     _hello,
     drain,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from clients.bot import Bot
 from clients.latency import Latency, Link
 from clients.runner import BotRunner, bot_rng, describe
-from exchange import events as ev
-from exchange.clock import Simulator
-from exchange.engine import DAY_NS, Exchange
-from exchange.events import encode
-from exchange.scenario_products import ProductsScenario
+from exchange.core import events as ev
+from exchange.core.clock import Simulator
+from exchange.core.events import encode
+from exchange.kernel.engine import DAY_NS, Exchange
+from exchange.sessions.scenario_products import ProductsScenario
 
 MS = 1_000_000
 

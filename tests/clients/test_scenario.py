@@ -7,8 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from clients import scenario as sc
-from exchange import session
-from exchange.scenarios import load_scenario, scenario_from_config, scenario_names
+from exchange.sessions import session
+from exchange.sessions.scenarios import load_scenario, scenario_from_config, scenario_names
 
 MINIMAL = """
 name = "tiny"
@@ -124,7 +124,7 @@ class _Crash(Exception):
 
 
 def _payloads(db):
-    from exchange.store import EventStore
+    from exchange.store.event_store import EventStore
 
     with EventStore.open(db, mode="r") as store:
         return list(store.payloads(1, store.last_seq))

@@ -1,4 +1,4 @@
-"""Scenario files past the limits of ``exchange.limits`` (docs/scenarios.md, *Limits*): each is
+"""Scenario files past the limits of ``exchange.core.limits`` (docs/scenarios.md, *Limits*): each is
 refused by ``clients.scenario.load_scenario`` with one line naming the field, before anything
 runs — never a traceback, an overflow deep in a run or a petabyte allocation (issue #17,
 points 11-13)."""
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from clients import scenario as sc
-from exchange import limits
-from exchange.scenarios import ScenarioError, load_scenario
+from exchange.core import limits
+from exchange.sessions.scenarios import ScenarioError, load_scenario
 
 BASE = """
 name = "tiny"

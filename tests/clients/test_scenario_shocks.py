@@ -12,8 +12,8 @@ import pytest
 import tomli_w
 
 from clients import scenario as sc
-from exchange.index import CALIBRATIONS, DAY_NS, SEEDED_CALIBRATIONS, GenerationShock
-from exchange.scenarios import scenario_from_config
+from exchange.products.index import CALIBRATIONS, DAY_NS, SEEDED_CALIBRATIONS, GenerationShock
+from exchange.sessions.scenarios import scenario_from_config
 
 BASE = """
 name = "shocked"

@@ -25,11 +25,11 @@ from clients.strategies import (
     Speculator,
     make_bot,
 )
-from exchange import events as ev
-from exchange.clock import Simulator
-from exchange.engine import DAY_NS, Exchange
-from exchange.fold import Fold
-from exchange.scenario_products import HOUR_NS, ProductsScenario
+from exchange.core import events as ev
+from exchange.core.clock import Simulator
+from exchange.kernel.engine import DAY_NS, Exchange
+from exchange.sessions.scenario_products import HOUR_NS, ProductsScenario
+from exchange.store.fold import Fold
 
 PERP, SHORT, LONG = "H100-PERP", "H100-RVS-SHORT", "H100-RVS-LONG"
 RENTAL = "H100-RENTAL"

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from exchange import session
-from exchange.engines import DEFAULT_ENGINE, ENGINES, engine_class
-from exchange.instruments import InstrumentSpec
+from exchange.kernel.engines import DEFAULT_ENGINE, ENGINES, engine_class
+from exchange.products.instruments import InstrumentSpec
+from exchange.sessions import session
 
 SPEC = InstrumentSpec(
     name="H100-RENTAL",
@@ -34,7 +34,7 @@ def order(account, side, price, qty, **extra):
 
 class Harness:
     """An engine plus the list of events it emitted: the engine sessions run by default (the
-    compiled kernel), or the one named (``exchange.engines``)."""
+    compiled kernel), or the one named (``exchange.kernel.engines``)."""
 
     def __init__(self, engine: str = DEFAULT_ENGINE):
         self.events = []

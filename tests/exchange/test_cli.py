@@ -11,12 +11,12 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from exchange import session as sessions
-from exchange import sweep
 from exchange.cli import RunBar, _count, main
-from exchange.engine import DAY_NS
-from exchange.scenarios import SCENARIOS, load_scenario, scenario_names
-from exchange.store import EventStore
+from exchange.kernel.engine import DAY_NS
+from exchange.sessions import session as sessions
+from exchange.sessions import sweep
+from exchange.sessions.scenarios import SCENARIOS, load_scenario, scenario_names
+from exchange.store.event_store import EventStore
 
 SMALL = [
     "--set",
@@ -65,7 +65,7 @@ def test_replay_until_gives_an_earlier_state(log):
 def test_verify_exits_zero_on_a_sound_log_and_names_the_bad_seq_otherwise(log):
     path, _ = log
     assert CliRunner().invoke(main, ["verify", str(path)]).exit_code == 0
-    from tests.exchange.test_store_check import edit_event
+    from tests.exchange.store.test_store_check import edit_event
 
     edit_event(path, 120, lambda line: line.replace(b"[120,", b"[120,,", 1))  # not JSON
     result = CliRunner().invoke(main, ["verify", str(path)])
@@ -394,7 +394,7 @@ def test_readme_says_the_build_needs_sqlites_headers():
 
 # ------------------------------------------------------------------ gpuex index (issue #20)
 def _index_names():
-    from exchange.store import INDEXES, _index_name
+    from exchange.store.event_store import INDEXES, _index_name
 
     return [_index_name(columns) for columns in INDEXES]
 
@@ -463,7 +463,7 @@ def test_index_that_sqlite_cannot_build_fails_in_one_line_and_leaves_the_log(log
 def test_read_commands_build_the_projection_of_a_closed_log_replay_and_verify_do_not(log, tmp_path):
     # docs/event_store.md: replay and verify read the blobs and leave the log as it is;
     # inspect, export and report build the projection of a closed, finished, writable log
-    # (issue #20; when they may not, they read the blobs: tests/exchange/test_store.py)
+    # (issue #20; when they may not, they read the blobs: tests/exchange/store/test_store.py)
     path, _ = log
     before = path.read_bytes()
     runner = CliRunner()
@@ -485,7 +485,7 @@ def test_read_commands_build_the_projection_of_a_closed_log_replay_and_verify_do
 
 
 def test_gpuex_verify_checks_the_indexes_gpuex_index_built(log):
-    from tests.exchange.test_tamper import edit_index_key
+    from tests.exchange.store.test_tamper import edit_index_key
 
     path, _ = log
     assert CliRunner().invoke(main, ["index", str(path), "--quiet"]).exit_code == 0
@@ -594,7 +594,7 @@ def test_sweep_engine_reaches_every_run_but_not_the_run_ids(tmp_path, monkeypatc
 
 # ------------------------------------------------------------------ gpuex migrate (issue #20)
 def test_migrate_converts_a_schema_2_log_in_place_and_refuses_one_of_schema_3(tmp_path):
-    from tests.exchange.test_store import schema_2_store
+    from tests.exchange.store.test_store import schema_2_store
 
     path = tmp_path / "old.db"
     chain = schema_2_store(path)

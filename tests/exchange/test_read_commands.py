@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from exchange import cli as cli_module
-from exchange import report as report_module
 from exchange.cli import main
-from exchange.store import EventStore
+from exchange.postmortem import report as report_module
+from exchange.store.event_store import EventStore
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exchange import events as ev
-from exchange.events import encode
-from exchange.fold import Fold
-from exchange.journal import Journal
-from exchange.store import EventStore
+from exchange.core import events as ev
+from exchange.core.events import encode
+from exchange.store.event_store import EventStore
+from exchange.store.fold import Fold
+from exchange.store.journal import Journal
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 

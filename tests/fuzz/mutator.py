@@ -1,4 +1,4 @@
-"""A fast, seeded command fuzzer for :meth:`exchange.engine.Exchange.handle`.
+"""A fast, seeded command fuzzer for :meth:`exchange.kernel.engine.Exchange.handle`.
 
 Hypothesis explores structure (tests/fuzz/test_fuzz_commands.py); this module throws volume:
 commands drawn from templates of every command type, most of them then mutated (a field set to
@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from exchange import events as ev
-from exchange.engine import Exchange
-from exchange.events import encode
-from exchange.fold import Fold
-from exchange.instruments import InstrumentSpec
-from exchange.margin_cycle import AuctionBidder, MarginConfig
+from exchange.core import events as ev
+from exchange.core.events import encode
+from exchange.kernel.engine import Exchange
+from exchange.products.instruments import InstrumentSpec
+from exchange.risk.margin_cycle import AuctionBidder, MarginConfig
+from exchange.store.fold import Fold
 from tests.markets import HOUR_NS, START, perp_spec, rvs_spec
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1

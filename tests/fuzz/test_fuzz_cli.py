@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange import session
 from exchange.cli import main
+from exchange.sessions import session
 
 FUZZ = settings(
     max_examples=60,
@@ -316,7 +316,8 @@ def test_sweep_with_hostile_options_fails_cleanly(cli_dir, data):
     check_result(result)
 
 
-# FOUND BY FUZZING -- a bug in helper D's sweep (exchange/cli.py, exchange/sweep.py), left here
+# FOUND BY FUZZING -- a bug in helper D's sweep (exchange/cli.py, exchange/sessions/sweep.py), left
+# here
 # failing on purpose until it is fixed there: click.FloatRange lets NaN through, and
 # `gpuex sweep flow -o OUT --seeds 1 --scheduler tcp://127.0.0.1:1 --scheduler-timeout nan`
 # ends in a traceback (dask's parse_timedelta: KeyError 'Invalid time unit: nan').

@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange.commands import MAX_BALANCE
+from exchange.core.commands import MAX_BALANCE
 
 from .invariants import LedgerCheck, assert_state_storable, record_through_store
 from .mutator import ACCOUNTS, HOSTILE, INSTRUMENTS, Fuzzer

@@ -22,9 +22,9 @@ from clients import protocol as p
 from clients.demo import DemoMaker, DemoTaker
 from clients.gateway import BotEntry, read_message, serve_session
 from clients.latency import Latency
-from exchange import events as ev
-from exchange.session import verify
-from exchange.store import EventStore
+from exchange.core import events as ev
+from exchange.sessions.session import verify
+from exchange.store.event_store import EventStore
 from tests.clients.test_gateway import ShortProducts
 
 from .invariants import assert_storable

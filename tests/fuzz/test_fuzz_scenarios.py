@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.scenario import builtin_names, builtin_text, load_scenario
-from exchange.clock import Simulator
-from exchange.engine import DAY_NS, Exchange
-from exchange.scenarios import ScenarioError
-from exchange.scenarios import load_scenario as load_by_name
+from exchange.core.clock import Simulator
+from exchange.kernel.engine import DAY_NS, Exchange
+from exchange.sessions.scenarios import ScenarioError
+from exchange.sessions.scenarios import load_scenario as load_by_name
 
 from .invariants import assert_state_storable, assert_storable
 
@@ -168,7 +168,7 @@ def test_a_mutated_scenario_file_on_disk_is_refused_by_name_as_gpuex_run_does(
         assert str(exc) and "\n" not in str(exc), str(exc)
 
 
-# FOUND BY FUZZING -- a bug in helper D's scenario validation (exchange/limits.py), left here
+# FOUND BY FUZZING -- a bug in helper D's scenario validation (exchange/core/limits.py), left here
 # failing on purpose until it is fixed there: a perpetual whose funding can run at 100 % an
 # interval (interest and clamp at 1,000,000 ppm, one margin tier with IM 100 %, MM 1 ppm) on a
 # lot worth $100 a tick is accepted, and with no bot at all its cumulative funding index

@@ -1,0 +1,887 @@
+"""Sessions: run a scenario into an event log, resume it after a crash, replay and verify it.
+
+* :func:`plan` validates everything a run needs — the scenario with its overrides, the seed,
+  the recorder's settings, the sizes they imply — and rehearses the scenario's setup and market
+  schedule on a throwaway engine, without touching the disk; :func:`run` plans before it
+  creates anything, so bad input leaves no file behind.
+* :func:`run` drives a scenario through the engine on the simulated clock and records every
+  event. Events are committed in batches of exactly ``batch_size`` (the last one may be
+  shorter), so batch boundaries — and with them the checksum chain — depend only on the
+  events, never on when a crash happened.
+* ``run(..., resume=True)`` re-executes the scenario from the start with the same seed,
+  checking each regenerated event against the committed log byte for byte, and appends from
+  the first event that was not committed: the finished log is identical to an uninterrupted
+  run's.
+* :func:`replay` / :func:`state_at` fold the stored events (no engine, no randomness), starting
+  from the nearest snapshot when one exists; snapshots are a cache written every
+  ``snapshot_every`` events and never change the answer.
+* :func:`verify` checks the checksum chain, re-executes the recorded commands through a fresh
+  engine and requires byte-identical events, and checks the replayed state hash against the
+  one the live run recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from exchange.core import events as ev
+from exchange.core.clock import Simulator
+from exchange.core.events import Event, encode
+from exchange.core.limits import check_recorder, check_seed
+from exchange.kernel.engine import Exchange
+from exchange.kernel.engines import DEFAULT_ENGINE, engine_class
+from exchange.sessions.scenarios import is_registered, load_scenario, scenario_from_config
+from exchange.store.check import StoreCheck, StoreCheckError
+from exchange.store.event_store import (
+    PROGRESS_EVERY,
+    EventStore,
+    VerifyReport,
+    verify_store,
+)
+from exchange.store.fold import Fold, FoldError
+from exchange.store.journal import Journal, JournalError, Journaller
+
+CODE_VERSION = "gpuex-0.1.0"
+DEFAULT_BATCH = 2_000
+DEFAULT_SNAPSHOT_EVERY = 100_000
+#: Events a run records in line before a journaller process takes over (see ``run``): a
+#: process costs about 0.1 s to start, so runs shorter than a few hundred thousand events
+#: gain little and most tests' runs none at all.
+DEFAULT_JOURNAL_AFTER = 100_000
+#: Allocations between young-generation collections during a run (Python's default: 700).
+_GC_YOUNG_THRESHOLD = 10_000
+_COLLECTOR_LOCK = threading.Lock()
+_COLLECTOR_STATE: dict[str, Any] = {"depth": 0, "threshold": None}
+
+
+class SessionError(RuntimeError):
+    """A session cannot be run, resumed or read as asked (the message says why)."""
+
+
+class _Diverged(Exception):
+    def __init__(self, seq: int, expected: bytes | None, got: bytes | None):
+        super().__init__(seq)
+        self.seq, self.expected, self.got = seq, expected, got
+
+
+class Recorder:
+    """Batches the engine's events into the store through a :class:`~exchange.store.journal.Journal`
+    (fold, snapshots, commits).
+
+    The engine's sink is ``pending.append`` (a C method: no Python call per event); whoever
+    drives the engine calls :meth:`drain` between commands, :meth:`flush` and :meth:`finish`
+    at the end and :meth:`close` in any case. With ``committed`` (an iterator over the stored
+    payloads of a crashed run), the first events are compared with the log instead of
+    written: that is how resume catches up.
+
+    Once ``journal_after`` events are in the log (None: never), a journaller process is
+    started; as soon as it is up it takes the store and records every further batch, on
+    another core, while the engine goes on (see :mod:`exchange.store.journal`). The log is the same
+    either way.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        batch_size: int,
+        snapshot_every: int,
+        committed: Iterator[bytes] | None = None,
+        committed_count: int = 0,
+        on_batch: Callable[[list[Event]], None] | None = None,
+        journal_after: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if snapshot_every and snapshot_every % batch_size:
+            raise ValueError("snapshot_every must be a multiple of batch_size")
+        if journal_after is not None and journal_after < 0:
+            raise ValueError("journal_after must be >= 0 (or None: never)")
+        self.journal = Journal(store, snapshot_every)
+        self.batch_size = batch_size
+        self.pending: list[Event] = []
+        self._committed = committed
+        self._committed_count = committed_count
+        self._on_batch = on_batch
+        self._journal_after = journal_after
+        self._journaller: Journaller | None = None
+        self._handed_over = False
+
+    def drain(self) -> None:
+        """Commit every complete batch pending (batches of exactly ``batch_size`` events,
+        whenever this is called)."""
+        pending = self.pending
+        size = self.batch_size
+        while len(pending) >= size:
+            batch = pending[:size]
+            del pending[:size]
+            self._commit(batch)
+
+    def flush(self) -> None:
+        """Commit everything pending (the last batch may be short)."""
+        self.drain()
+        if self.pending:
+            batch = self.pending[:]
+            self.pending.clear()
+            self._commit(batch)
+
+    def finish(self, t: int, state_hash: str) -> None:
+        """After :meth:`flush`: check the fold of the log against the live ``state_hash`` and
+        seal the store at simulated time ``t`` (ns). Raises :class:`SessionError` if they
+        disagree (the store is left unsealed)."""
+        try:
+            if self._handed_over:
+                self._journaller.finish(t, state_hash)  # type: ignore[union-attr]
+            else:
+                self.journal.finish(t, state_hash)
+        except JournalError as exc:
+            raise SessionError(str(exc)) from None
+
+    def close(self) -> None:
+        """Stop the journaller process, if one was started, after the batches it was sent
+        (on an error of the run it leaves the closing of the file to the run's store).
+        Idempotent."""
+        if self._journaller is not None:
+            self._journaller.close()
+
+    def _commit(self, batch: list[Event]) -> None:
+        """Commit one batch (one transaction), or check it against the log when resuming."""
+        if batch[0].seq <= self._committed_count:
+            self._catch_up(batch)
+        elif self._handed_over:
+            try:
+                self._journaller.record(batch)  # type: ignore[union-attr]
+            except JournalError as exc:
+                raise SessionError(str(exc)) from None
+        else:
+            try:
+                self.journal.record(batch)
+            except (sqlite3.Error, ValueError) as exc:
+                # the batch's transaction rolled back: the log ends at the last whole batch
+                raise SessionError(_unwritten(self.journal.store.path, batch, exc)) from None
+            if self._journal_after is not None and batch[-1].seq >= self._journal_after:
+                self._hand_over_when_ready()
+        if self._on_batch is not None:
+            self._on_batch(batch)
+
+    def _hand_over_when_ready(self) -> None:
+        if self._journaller is None:
+            self._journaller = Journaller.spawn()
+            if self._journaller is None:  # no process here: go on in line
+                self._journal_after = None
+                return
+        if self._journaller.ready():
+            store = self.journal.store
+            store.hand_off()
+            self._journaller.hand_over(store.path, self.journal.snapshot_every, self.journal.fold)
+            self._handed_over = True
+
+    def _catch_up(self, batch: list[Event]) -> None:
+        for event in batch:
+            if event.seq > self._committed_count:
+                raise SessionError("committed log does not end on a batch boundary")
+            stored = next(self._committed, None)
+            mine = encode(event)
+            if stored != mine:
+                raise _Diverged(event.seq, stored, mine)
+        self.journal.fold.apply_all(batch)
+
+
+def _unwritten(path: Path, batch: list[Event], exc: BaseException) -> str:
+    """Why a batch could not be committed (a full disk, say), and that the log is resumable."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    first = batch[0].seq
+    return (
+        f"{path}: events {first:,}..{batch[-1].seq:,} could not be written ({root}); the "
+        f"{first - 1:,} events committed before are intact: free the space and continue "
+        "with --resume"
+    )
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run, validated in full by :func:`plan` and not yet started: what ``run(plan=...)``
+    records.
+
+    Attributes:
+        scenario: the name stored with the session.
+        model: the validated scenario object.
+        seed: the session's seed.
+        batch_size, snapshot_every: the recorder's settings.
+        config: the scenario's configuration (the model as JSON), as ``SessionStarted``
+            carries it.
+    """
+
+    scenario: str
+    model: Any
+    seed: int
+    batch_size: int
+    snapshot_every: int
+    config: dict[str, Any]
+
+    @property
+    def stored_config(self) -> dict[str, Any]:
+        """What the store records: :attr:`config` with the recorder's settings under
+        ``_recorder``."""
+        return {
+            **self.config,
+            "_recorder": {"batch_size": self.batch_size, "snapshot_every": self.snapshot_every},
+        }
+
+
+def plan(
+    scenario: str,
+    *,
+    seed: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    model: Any = None,
+    batch_size: int = DEFAULT_BATCH,
+    snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+    engine: str = DEFAULT_ENGINE,
+) -> RunPlan:
+    """Validate a whole run without touching the disk, and return its :class:`RunPlan`.
+
+    Checks, in order: the engine's name (``exchange.kernel.engines``: ``compiled`` or ``reference``,
+    the one the rehearsal runs on; not part of the plan, since both give the same log), the
+    recorder's settings (``exchange.core.limits.check_recorder``), the
+    scenario with its ``overrides`` (or the given ``model``) against its model and the bounds
+    of ``exchange.core.limits`` (money, durations, dates, and the timed actions the market implies),
+    the seed (``0..2**63 - 1``), that the configuration survives being stored (JSON in, the
+    same scenario out: what ``verify`` and ``--resume`` rebuild), and a rehearsal of the
+    scenario's ``setup`` and ``schedule_market`` on a throwaway engine, so that nothing the
+    run does before its participants act can fail once the store exists.
+
+    Raises:
+        SessionError: one line naming the field or option and the problem.
+    """
+    _engine_class(engine)
+    try:
+        check_recorder(batch_size, snapshot_every)
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
+    given = model
+    if model is None:
+        try:
+            model = load_scenario(scenario, overrides)
+        except ValueError as exc:
+            raise SessionError(str(exc)) from None
+    if seed is None:
+        seed = getattr(model, "seed", 7)
+    try:
+        check_seed(seed)
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
+    config = model.model_dump(mode="json")
+    # a model handed in through the Python API under a name the registry does not know (a
+    # test's or a bench's own market) cannot be rebuilt from its stored form by anyone: only
+    # its JSON form is checked then
+    rebuild = given is None or is_registered(scenario, config)
+    _check_stored_round_trip(scenario, model, config, rebuild)
+    _rehearse(scenario, model, seed, config, engine)
+    return RunPlan(scenario, model, seed, batch_size, snapshot_every, config)
+
+
+def _check_stored_round_trip(
+    scenario: str, model: Any, config: dict[str, Any], rebuild: bool = True
+) -> None:
+    """The stored configuration must give back the same scenario: a value JSON cannot hold
+    (NaN is stored as null) would make the finished log unverifiable. With ``rebuild`` off
+    only the JSON form itself must survive the round trip."""
+    try:
+        stored = orjson.loads(orjson.dumps(config))
+        if not rebuild:
+            if stored != config:
+                raise ValueError("a value JSON cannot hold, such as NaN")
+            return
+        again = scenario_from_config(scenario, stored)
+    except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
+        raise SessionError(f"the scenario cannot be stored: {' '.join(str(exc).split())}") from None
+    if again != model:
+        raise SessionError(
+            "the scenario cannot be stored as given: read back from its stored form it differs "
+            "(a value JSON cannot hold, such as NaN?)"
+        )
+
+
+def _rehearse(
+    scenario: str, model: Any, seed: int, config: dict[str, Any], engine: str = DEFAULT_ENGINE
+) -> None:
+    """Run the scenario's setup and market schedule on a throwaway ``engine`` (its name, see
+    ``exchange.kernel.engines``) and clock (events discarded): what a run does before its first
+    participant acts, done once without a store. The market's size is bounded by the
+    scenario's own validation (``exchange.core.limits``)."""
+    rehearsal = _engine_class(engine)(_discard)
+    try:
+        rehearsal.start(scenario, seed, config)
+        model.setup(rehearsal)
+        model.schedule_market(rehearsal, Simulator(), seed)
+    except Exception as exc:  # noqa: BLE001 - whatever fails here would fail the run later
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise SessionError(f"the scenario cannot be set up: {reason}") from None
+
+
+def _discard(event: Event) -> None:
+    """The rehearsal's event sink."""
+
+
+def _engine_class(name: str) -> type[Exchange]:
+    """The engine class called ``name`` (``exchange.kernel.engines``); an unknown name is a
+    :class:`SessionError` listing the choices."""
+    try:
+        return engine_class(name)
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
+
+
+@dataclass
+class RunSummary:
+    """What a run produced."""
+
+    path: str
+    scenario: str
+    seed: int
+    events: int
+    state_hash: str
+    resumed_from: int = 0
+
+
+def run(
+    scenario: str,
+    db: str | Path,
+    *,
+    seed: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = False,
+    model: Any = None,
+    drive: Callable[[Exchange, Simulator], Any] | None = None,
+    durability: str = "normal",
+    batch_size: int = DEFAULT_BATCH,
+    snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+    on_batch: Callable[[int], None] | None = None,
+    on_time: Callable[[int, int], None] | None = None,
+    on_seal: Callable[[], None] | None = None,
+    journal_after: int | None = DEFAULT_JOURNAL_AFTER,
+    planned: RunPlan | None = None,
+    engine: str = DEFAULT_ENGINE,
+) -> RunSummary:
+    """Run (or resume) a built-in scenario into the SQLite log at ``db``.
+
+    A fresh run is planned first (:func:`plan`): bad input raises :class:`SessionError` before
+    any file is created.
+
+    Args:
+        scenario: a built-in scenario name (``flow``).
+        db: the session's SQLite file; must not exist unless ``resume``.
+        seed: the seed of every random source in the scenario (default 7).
+        overrides: scenario fields to change (validated).
+        resume: continue a crashed session in ``db`` with its stored scenario, seed and
+            settings (``seed``, ``overrides`` and ``model``, if given, must match them). A
+            file that was killed before its first commit holds nothing, and is started
+            afresh. The session is re-run from its start and every regenerated event must
+            equal the committed one (with ``drive``, the bots it attaches must act as they
+            did: remote bots are re-run over the gateway).
+        durability: ``full`` or ``normal`` (see ``docs/event_store.md``).
+        batch_size: events per committed batch.
+        snapshot_every: events between fold snapshots (a multiple of ``batch_size``; 0 = none).
+        on_batch: called with the number of events after each batch (progress; once a
+            journaller records the batches, when a batch is handed to it).
+        on_time: called after each batch, as ``on_batch``, with the simulated time of its
+            last event and the time the session ends (ns): progress in simulated time.
+        on_seal: called once, after the last batch, when the store is about to be sealed.
+            The run builds no post-mortem index (``gpuex index`` does, on demand; see
+            ``docs/event_store.md``).
+        journal_after: events recorded in this process before a journaller process takes
+            over the recording, on another core (:mod:`exchange.store.journal`); None: never. The
+            log is byte-identical either way; short runs never start one.
+        model: an already validated scenario object to run instead of loading ``scenario``
+            (``scenario`` is then only the name stored with the session).
+        drive: ``drive(engine, sim)`` instead of ``model.drive`` (the socket gateway attaches
+            remote bots this way); it may return a function called with the engine at the end
+            time, just before ``SessionEnded``.
+        planned: the :class:`RunPlan` of an earlier :func:`plan` (its scenario, seed, model
+            and recorder settings are used instead of the arguments; for a fresh run).
+        engine: the engine that runs the session, by name (``exchange.kernel.engines``):
+            ``compiled`` (the default) or ``reference``, the plain-Python engine it is held
+            byte-identical to. Not recorded: a log made by one resumes and verifies with
+            the other.
+
+    Raises:
+        SessionError: the run cannot start or resume as asked (a finished session has
+            nothing to resume), or its log disagrees with it.
+    """
+    path = Path(db)
+    make_engine = _engine_class(engine)  # an unknown name fails before any file exists
+    committed_count = 0
+    committed: Iterator[bytes] | None = None
+    reader = None
+    if seed is not None:
+        try:
+            check_seed(seed)
+        except ValueError as exc:
+            raise SessionError(str(exc)) from None
+    if resume and not _has_session(path):
+        resume = False  # killed before its first commit: nothing to keep, start afresh
+    if resume:
+        store = EventStore.open(path, mode="a")
+        info = store.session
+        try:
+            config = orjson.loads(info["config"])
+            settings = config.pop("_recorder")
+            if model is None:
+                model = scenario_from_config(info["scenario"], config)
+            elif model.model_dump(mode="json") != config:
+                raise SessionError(
+                    f"{path}: the stored session ran other scenario settings than the ones given"
+                )
+            _check_same_session(info, model, scenario, seed, overrides)
+            if info["status"] == "finished":
+                # with or without its post-mortem indexes: a run never builds them, so a
+                # sealed log is all a run (or its resume) makes (issue #20)
+                raise SessionError(
+                    f"{path}: session already finished; nothing to resume (`gpuex index "
+                    f"{path}` builds its post-mortem indexes)"
+                )
+        except BaseException:
+            store.close()
+            raise
+        scenario, seed = info["scenario"], info["seed"]
+        batch_size, snapshot_every = settings["batch_size"], settings["snapshot_every"]
+        committed_count = store.last_seq
+        reader = EventStore.open(path, mode="r")
+        committed = reader.payloads(1, committed_count)
+    else:
+        if planned is None:
+            planned = plan(
+                scenario,
+                seed=seed,
+                overrides=overrides,
+                model=model,
+                batch_size=batch_size,
+                snapshot_every=snapshot_every,
+                engine=engine,
+            )
+        scenario, model, seed = planned.scenario, planned.model, planned.seed
+        batch_size, snapshot_every = planned.batch_size, planned.snapshot_every
+        config = planned.config
+        try:
+            store = EventStore.create(
+                path,
+                scenario=scenario,
+                seed=seed,
+                config=planned.stored_config,
+                code_version=CODE_VERSION,
+                durability=durability,
+            )
+        except FileExistsError:
+            raise SessionError(
+                f"{path} already exists; use --resume to continue it or choose a new path"
+            ) from None
+        except sqlite3.Error as exc:
+            _remove_shell(path)
+            raise SessionError(f"{path}: cannot create the event log ({exc})") from None
+
+    def after_batch(batch: list[Event]) -> None:
+        if on_batch is not None:
+            on_batch(len(batch))
+        if on_time is not None:
+            on_time(batch[-1].t, model.end_ns)
+
+    recorder = Recorder(
+        store, batch_size, snapshot_every, committed, committed_count, after_batch, journal_after
+    )
+    pending = recorder.pending
+    engine = make_engine(pending.append)  # from here on, the engine itself
+    sim = Simulator()
+
+    def step(t: int) -> None:
+        # before each action: move the clock and commit the batches the last one completed
+        engine.advance(t)
+        if len(pending) >= batch_size:
+            recorder.drain()
+
+    try:
+        engine.start(scenario, seed, config)
+        model.setup(engine)
+        recorder.drain()
+        model.schedule_market(engine, sim, seed)
+        finish = model.drive(engine, sim, seed) if drive is None else drive(engine, sim)
+        with _collector_for_long_runs():
+            sim.run(model.end_ns, on_step=step)
+        engine.advance(model.end_ns)
+        if drive is not None and finish is not None:
+            finish(engine)
+        digest = engine.end()
+        recorder.flush()
+        if on_seal is not None:
+            on_seal()
+        recorder.finish(engine.t, digest)
+    except _Diverged as exc:
+        raise SessionError(
+            f"{path}: cannot resume: the scenario regenerates a different event at seq {exc.seq} "
+            "(a different code version, a bot that acts differently, or a damaged log)"
+        ) from None
+    finally:
+        recorder.close()
+        if reader is not None:
+            reader.close()
+        store.close()
+    return RunSummary(str(path), scenario, seed, engine.seq, digest, committed_count)
+
+
+@contextlib.contextmanager
+def _collector_for_long_runs() -> Iterator[None]:
+    """Tune Python's cyclic garbage collector for the run loop, and restore it after.
+
+    A run allocates millions of short-lived, acyclic objects (events, commands); with the
+    default settings the collector runs thousands of young and a few dozen full collections,
+    each full one walking every object alive (the modules, the scenario), and finds nothing:
+    12-17 % of the flow kernel's time, measured. Freezing what exists before the loop moves it
+    out of the collector's sight, and a larger young-generation threshold makes the young
+    collections rarer. Cycles are still collected; nothing the events depend on changes.
+    """
+    # runs may overlap (threads of one process): only the first to enter tunes the
+    # collector, and only the last to leave restores it
+    with _COLLECTOR_LOCK:
+        _COLLECTOR_STATE["depth"] += 1
+        if _COLLECTOR_STATE["depth"] == 1:
+            threshold = gc.get_threshold()
+            _COLLECTOR_STATE["threshold"] = threshold
+            gc.freeze()
+            gc.set_threshold(max(threshold[0], _GC_YOUNG_THRESHOLD), *threshold[1:])
+    try:
+        yield
+    finally:
+        with _COLLECTOR_LOCK:
+            _COLLECTOR_STATE["depth"] -= 1
+            if _COLLECTOR_STATE["depth"] == 0:
+                gc.set_threshold(*_COLLECTOR_STATE["threshold"])
+                gc.unfreeze()
+
+
+def committed_session(db: str | Path) -> dict[str, Any] | None:
+    """The ``sessions`` row (:attr:`EventStore.session`) of the session committed in ``db``,
+    or None if there is none: no file, or the empty shell of a run killed before its first
+    commit (removed, as :func:`run` with ``resume`` removes it). Raises
+    :class:`~exchange.store.event_store.StoreError` for a file that is not a gpuex store."""
+    path = Path(db)
+    if not _has_session(path):
+        return None
+    with EventStore.open(path, mode="r") as store:
+        return store.session
+
+
+def _remove_shell(path: Path) -> None:
+    """Remove what a failed creation left at ``path`` (an empty or partial file: nothing was
+    committed), and its ``-wal``/``-shm`` files."""
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        with contextlib.suppress(OSError):
+            leftover.unlink(missing_ok=True)
+
+
+def _has_session(path: Path) -> bool:
+    """Does ``path`` hold a committed session? A missing file does not; nor does the empty
+    shell SQLite leaves when the creating process dies before its first commit — that shell
+    (and its ``-wal``/``-shm`` files) is removed so the run can start afresh."""
+    if not path.exists():
+        return False
+    if _tables(path):
+        return True
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
+    return False
+
+
+def _tables(path: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return 1  # not ours to judge empty: let EventStore.open say what is wrong
+
+
+def _check_same_session(
+    info: dict[str, Any], model, scenario: str, seed: int | None, overrides: dict[str, Any] | None
+) -> None:
+    if scenario != info["scenario"]:
+        raise SessionError(
+            f"the stored session runs scenario {info['scenario']!r}, not {scenario!r}"
+        )
+    if seed is not None and seed != info["seed"]:
+        raise SessionError(f"the stored session has seed {info['seed']}, not {seed}")
+    if overrides and load_scenario(scenario, overrides) != model:
+        raise SessionError("the stored session's scenario settings differ from --set")
+
+
+# ---------------------------------------------------------------------- replay
+def _fold_from(
+    store: EventStore,
+    until: int | None,
+    use_snapshots: bool,
+    progress: Callable[[int, int], None] | None = None,
+) -> Fold:
+    last = store.last_seq if until is None else min(until, store.last_seq)
+    if until is not None and until > store.last_seq:
+        raise SessionError(f"seq {until} is beyond the log's last event ({store.last_seq})")
+    fold = Fold()
+    if use_snapshots:
+        snap = store.latest_snapshot(last)
+        if snap is not None:
+            fold = Fold.from_snapshot(*snap)  # checked against its recorded hash
+    if progress is None:
+        if fold.seq < last:
+            fold.apply_all(store.rows(fold.seq + 1, last))
+        return fold
+    # in slices, to say how far it is (the same fold: the rows are applied in the same order)
+    for first in range(fold.seq + 1, last + 1, PROGRESS_EVERY * 4):
+        fold.apply_all(store.rows(first, min(first + PROGRESS_EVERY * 4 - 1, last)))
+        progress(fold.seq, last)
+    return fold
+
+
+def replay(db: str | Path, until: int | None = None, *, use_snapshots: bool = True) -> Fold:
+    """Fold the log at ``db`` up to event ``until`` (inclusive; default: the end)."""
+    with EventStore.open(db, mode="r") as store:
+        return _fold_from(store, until, use_snapshots)
+
+
+def state_at(db: str | Path, seq: int) -> Fold:
+    """The exchange state just after event ``seq``, from the nearest snapshot at or before it."""
+    return replay(db, seq)
+
+
+# ---------------------------------------------------------------------- verify
+@dataclass
+class Verdict:
+    """The result of :func:`verify`: ``ok`` only if every check passed."""
+
+    ok: bool
+    events: int
+    problems: list[str] = field(default_factory=list)
+    first_bad_seq: int | None = None
+    state_hash: str | None = None
+
+
+#: The stages of :func:`verify`, in order, as its ``progress`` callback names them.
+VERIFY_STAGES = ("checksums", "re-execution", "replay")
+
+
+#: Logs of at least this many events are verified with their store check in a helper process
+#: (:mod:`exchange.store.check`), beside the re-execution and the replay; shorter logs in line
+#: (the helper takes about 0.3 s to start).
+CHECK_ASIDE_AFTER = 100_000
+
+
+def verify(
+    db: str | Path,
+    progress: Callable[[str, int, int], None] | None = None,
+    *,
+    check_aside_after: int | None = CHECK_ASIDE_AFTER,
+    engine: str = DEFAULT_ENGINE,
+) -> Verdict:
+    """Check a log: checksum chain, byte-identical re-execution, replayed state hash.
+
+    ``progress(stage, done, total)``, if given, is called as each of :data:`VERIFY_STAGES`
+    goes on (events done and to do; every few thousand events and at the end of a stage).
+    On a log of at least ``check_aside_after`` events (None: never) the store check runs in a
+    helper process on the machine's other core while this one re-executes and replays; the
+    verdict is the same either way (the store's problems first, as when the stages run one
+    after the other), and so the ``checksums`` stage then overlaps the other two.
+
+    ``engine`` names the engine that re-executes (``exchange.kernel.engines``: ``compiled``, the
+    default, or ``reference``): either verifies a log recorded by either. An unknown name
+    raises :class:`SessionError` before anything is read."""
+    _engine_class(engine)
+
+    def reporter(stage: str) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(stage, done, total)
+
+    checksums, reexecution, replaying = (reporter(stage) for stage in VERIFY_STAGES)
+    aside = None
+    if check_aside_after is not None and _claimed_events(db) >= check_aside_after:
+        aside = StoreCheck.start(db)
+    if aside is None:
+        report = verify_store(db, checksums)
+        if not report.ok:
+            return _store_verdict(report)
+        return _verify_execution(db, reexecution, replaying, engine)
+    try:
+        return _verify_beside(aside, db, checksums, reexecution, replaying, engine)
+    finally:
+        aside.close()
+
+
+class _StoreDamaged(Exception):
+    """The store check has failed: the re-execution beside it can stop."""
+
+
+def _verify_beside(
+    aside: StoreCheck,
+    db: str | Path,
+    checksums: Callable[[int, int], None] | None,
+    reexecution: Callable[[int, int], None] | None,
+    replaying: Callable[[int, int], None] | None,
+    engine: str = DEFAULT_ENGINE,
+) -> Verdict:
+    """:func:`verify` with the store check in ``aside``: re-execute and replay here, looking
+    in on the check at every progress step, and give its verdict first."""
+
+    def store_report() -> VerifyReport:
+        try:
+            return aside.report(checksums)
+        except StoreCheckError:  # the helper died: check here, the verdict is the same
+            return verify_store(db, checksums)
+
+    def looking_in(then: Callable[[int, int], None] | None) -> Callable[[int, int], None]:
+        def step(done: int, total: int) -> None:
+            if then is not None:
+                then(done, total)
+            report = aside.poll(checksums)
+            if report is not None and not report.ok:
+                raise _StoreDamaged
+
+        return step
+
+    try:
+        verdict = _verify_execution(db, looking_in(reexecution), looking_in(replaying), engine)
+    except _StoreDamaged:
+        verdict = None
+    except Exception:
+        # a damaged file can fail the re-execution in any way; the store check says how
+        report = store_report()
+        if not report.ok:
+            return _store_verdict(report)
+        raise
+    report = store_report()
+    if not report.ok or verdict is None:
+        return _store_verdict(report)
+    return verdict
+
+
+def _claimed_events(db: str | Path) -> int:
+    """The number of events the log says it holds (0 if it cannot be read: the store check,
+    in line, then says why)."""
+    try:
+        with EventStore.open(db, mode="r") as store:
+            return store.last_seq
+    except Exception:  # noqa: BLE001 - any damage: verify_store reports it
+        return 0
+
+
+def _store_verdict(report: VerifyReport) -> Verdict:
+    return Verdict(False, report.events, list(report.problems), report.first_bad_seq)
+
+
+def _verify_execution(
+    db: str | Path,
+    reexecution: Callable[[int, int], None] | None,
+    replaying: Callable[[int, int], None] | None,
+    engine: str = DEFAULT_ENGINE,
+) -> Verdict:
+    """The second and third stages of :func:`verify`, on a store already found sound, the
+    re-execution on ``engine`` (its name)."""
+    # checked=False: the store check (verify_store, in line before or beside) checks every row
+    with EventStore.open(db, mode="r", checked=False) as store:
+        info = store.session
+        problem = _reexecute(store, info, reexecution, engine)
+        if problem is not None:
+            seq, text = problem
+            return Verdict(False, store.last_seq, [text], seq)
+        fold = _fold_from(store, None, use_snapshots=False, progress=replaying)
+        digest = fold.state_hash()
+        if info["status"] == "finished" and digest != info["final_state_hash"]:
+            return Verdict(
+                False,
+                store.last_seq,
+                ["replayed state hash differs from the recorded one"],
+                store.last_seq,
+            )
+        for seq, state_json, snap_hash in store.snapshots():
+            try:
+                Fold.from_snapshot(seq, state_json, snap_hash)
+            except FoldError:
+                return Verdict(False, store.last_seq, [f"snapshot at seq {seq} is damaged"], seq)
+        return Verdict(True, store.last_seq, [], None, digest)
+
+
+def _reexecute(
+    store: EventStore,
+    info: dict[str, Any],
+    progress: Callable[[int, int], None] | None = None,
+    engine: str = DEFAULT_ENGINE,
+) -> tuple[int, str] | None:
+    """Feed the recorded commands, at their recorded times, to a fresh ``engine`` (its name,
+    ``exchange.kernel.engines``) running the scenario's own market schedule; the first event that
+    differs from the log, if any. ``progress(done, total)``: events compared so far, of the
+    log's."""
+    make_engine = _engine_class(engine)
+    config = orjson.loads(info["config"])
+    config.pop("_recorder", None)
+    model = scenario_from_config(info["scenario"], config)
+    stored = store.payloads(1, store.last_seq)
+    last = store.last_seq
+    if last == 0:
+        return None
+
+    def compare(event: Event) -> None:
+        seq = event.seq
+        if seq > last:
+            return  # a crashed log's prefix ends here; what follows was never committed
+        if next(stored, None) != encode(event):
+            raise _Diverged(seq, None, None)
+        if progress is not None and (seq == last or not seq % PROGRESS_EVERY):
+            progress(seq, last)
+
+    engine = make_engine(compare)  # from here on, the engine itself
+    sim = Simulator()
+    commands = store.events(kind=(ev.COMMAND_RECEIVED, ev.COMMAND_REJECTED))
+
+    def feed(event: Event) -> None:
+        data = event.data
+        if event.kind == ev.COMMAND_REJECTED and data.get("source") in ("gateway", "runner"):
+            # refused at the socket gateway or the bot runner, never reached ``handle``:
+            # record it again
+            engine.reject(data["command"], data["reason"], data["source"], event.account)
+        else:
+            engine.handle(data["command"])
+        following = next(commands, None)
+        if following is not None:
+            sim.schedule(following.t, feed, following)
+
+    finished = info["status"] == "finished"
+    # a run killed after committing SessionEnded but before sealing the file is unfinished
+    # in name only: its last event is still the end of the session
+    end = next(iter(store.events(kind=ev.SESSION_ENDED)), None)
+    if finished and end is None:
+        return last, "finished session has no SessionEnded event"
+    until = end.t if end is not None else next(iter(store.events(last, last))).t
+    try:
+        engine.start(info["scenario"], info["seed"], config)
+        model.setup(engine)
+        model.schedule_market(engine, sim, info["seed"])
+        first = next(commands, None)
+        if first is not None:
+            sim.schedule(first.t, feed, first)
+        sim.run(until, on_step=engine.advance)
+        if end is not None:
+            engine.advance(end.t)
+            engine.end()
+    except _Diverged as exc:
+        return exc.seq, f"re-execution differs from the log at seq {exc.seq}"
+    if engine.seq < last:
+        return engine.seq + 1, f"the log has events after seq {engine.seq} that nothing produced"
+    return None

@@ -1,0 +1,285 @@
+"""The journal of a run: folding, snapshotting and committing its batches, in line or from a
+second process (the *journaller*) on the machine's other core.
+
+Recording a batch means folding it (the fold gives the snapshots and the final check against
+the live state hash), encoding and checksumming it and inserting it into SQLite: about 40 % of
+a long run when done in line (benches/README.md). As in LMAX's architecture, where the business
+logic processor never waits on its journaller, a long run hands that work to
+``python -m exchange.store.journal``: the engine sends each complete batch down a pipe (its events
+as one JSON blob) and goes on with the next one while the journaller folds and commits the last.
+
+The log is the same, byte for byte, either way: :class:`Journal` folds, snapshots and appends
+the same batches in the same order in both places; only the process differs. Crash safety is
+the same too: a batch is durable when its transaction commits, whichever process commits it.
+If the run dies, so does the journaller (on Linux at once; elsewhere at the end of its pipe),
+leaving the file as a crash leaves it (not sealed, no indexes), and ``--resume`` continues
+from the last committed batch. If the journaller fails, the run raises its error at the next
+batch. The run's own connection stays open (idle) throughout and closes the file at the end, as
+it does when it records in line. The closed file then differs from an in-line run's in one
+place only: SQLite's file change counter (header bytes 24-27 and 92-95), which counts one more
+writing connection. Every page below the header is the same, and so is the file of any two
+runs with the same scenario, seed and ``journal_after``, whenever the hand-over happened.
+
+Protocol (each message one pickled tuple, framed by :mod:`multiprocessing.connection`; pickle
+only ever passes between two processes of the same run):
+
+* run -> journaller: ``("start", path, snapshot_every, fold_json)``, then ``("batch", blob)``
+  for every batch (``blob``: the batch's events as one JSON array of their field arrays, each
+  encoded as :func:`exchange.core.events.encode` encodes it -- one orjson call for the batch costs
+  half of pickling its tuples, and the run's core is the one that waits; the journaller
+  stores it as the batch's blob with its separators turned into newlines, without encoding
+  any event again), then ``("end", t,
+  state_hash)`` to seal, or ``("close",)`` if the run failed; the end of the pipe means the run
+  died. The events are exactly what the log holds, so decoding them gives the same payloads.
+* journaller -> run: ``("ready",)`` once it has started; ``("done",)`` after sealing the store;
+  ``("error", pickled_exception, text)`` if anything failed (``text`` for an exception that
+  cannot be rebuilt in the run), after which it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import subprocess
+import sys
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from exchange.core.events import ENCODE_OPTIONS
+from exchange.store.event_store import EventStore
+from exchange.store.fold import Fold
+from exchange.store.helper import child_pipes, error_reply, raise_error_reply, spawn
+
+
+def _array_to_lines(array: bytes) -> bytes | None:
+    """The batch blob of the JSON array ``array`` (see :meth:`Journal.record_array`), or
+    None without the C extension (the store then encodes the decoded events: the same
+    bytes)."""
+    try:
+        from exchange.store._writer import array_to_lines
+    except ImportError:  # pragma: no cover - the extension is part of every install
+        return None
+    return array_to_lines(array)
+
+
+#: Bytes of pipe buffer asked for (Linux ``F_SETPIPE_SZ``): several batches in flight, so
+#: the run does not wait while the journaller commits the one before.
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, linux/fcntl.h
+#: Seconds to wait for a journaller to exit after its pipe is closed, before killing it.
+_EXIT_WAIT_S = 30.0
+
+
+class JournalError(RuntimeError):
+    """The journal cannot go on: the fold disagrees with the live state, or the journaller
+    process died (the message says why)."""
+
+
+class Journal:
+    """Folds and commits a run's batches into ``store``; snapshots every ``snapshot_every``
+    events (0 = none). The same code runs in line and in the journaller process."""
+
+    def __init__(self, store: EventStore, snapshot_every: int, fold: Fold | None = None):
+        self.store = store
+        self.snapshot_every = snapshot_every
+        self.fold = Fold() if fold is None else fold
+
+    def record(self, batch: Sequence[tuple], encoded: bytes | None = None) -> None:
+        """Fold ``batch`` (events or plain tuples of their fields) and commit it as one
+        transaction, with the fold's snapshot when its last seq is a multiple of
+        ``snapshot_every``. ``encoded``: the batch's blob when the caller has it (see
+        :meth:`EventStore.append`)."""
+        fold = self.fold
+        fold.apply_all(batch)
+        last = fold.seq
+        snapshot = None
+        if self.snapshot_every and last % self.snapshot_every == 0:
+            snapshot = (last, fold.to_json(), fold.state_hash())
+        self.store.append(batch, snapshot, encoded=encoded)
+
+    def record_array(self, array: bytes) -> None:
+        """:meth:`record` of a batch sent as one JSON array of its events' field arrays
+        (each encoded as :func:`exchange.core.events.encode` encodes it: the run's one orjson call
+        for the batch). Decoded once, for the fold; the stored blob is the array with its
+        separators turned into newlines (:func:`exchange.store._writer.array_to_lines`), no
+        event encoded again."""
+        events = list(map(tuple, orjson.loads(array)))
+        self.record(events, encoded=_array_to_lines(array))
+
+    def finish(self, t: int, state_hash: str) -> None:
+        """Seal the store at simulated time ``t`` (ns) with the live ``state_hash``, which the
+        fold of the recorded events must reproduce (else :class:`JournalError`, unsealed)."""
+        if self.fold.state_hash() != state_hash:
+            raise JournalError("the fold of the recorded events disagrees with the live state")
+        self.store.finish(t, state_hash)
+
+
+def _widen(fd: int) -> None:
+    if sys.platform.startswith("linux"):
+        import fcntl
+
+        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep 64 KiB
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_BYTES)
+
+
+class Journaller:
+    """The run's side of a journaller process.
+
+    Made with :meth:`spawn` (the process starts and imports in the background while the run
+    goes on recording in line); :meth:`ready` says when it can take over; :meth:`hand_over`
+    gives it the store (which the run has handed off) and the fold; :meth:`record` sends each
+    batch; :meth:`finish` seals the store and waits for the journaller to exit;
+    :meth:`close` stops it wherever it is (on an error of the run).
+    """
+
+    def __init__(self, proc: subprocess.Popen, to_child: Connection, from_child: Connection):
+        self._proc = proc
+        self._to = to_child
+        self._from = from_child
+        self._ready = False
+        self._dead = False
+
+    @classmethod
+    def spawn(cls) -> Journaller | None:
+        """Start ``python -m exchange.store.journal`` with this process's interpreter and this
+        ``exchange`` package; None if no process can be started here (the run then records
+        in line)."""
+        helper = spawn("store.journal")
+        if helper is None:
+            return None
+        _widen(helper.to_child.fileno())
+        return cls(*helper)
+
+    def ready(self) -> bool:
+        """True once the journaller has started and waits for the store (never blocks). A
+        journaller that died on its way up is never ready."""
+        if not self._ready and not self._dead and self._from.poll():
+            try:
+                self._ready = self._receive()[0] == "ready"
+            except JournalError:
+                self._dead = True  # no need to ask again at every batch
+        return self._ready
+
+    def hand_over(self, path: Path, snapshot_every: int, fold: Fold) -> None:
+        """Give the journaller the store at ``path`` (handed off by the run with
+        :meth:`EventStore.hand_off`) and ``fold`` (the state after the last committed batch);
+        it records every batch from now on."""
+        self._send(("start", str(path), snapshot_every, fold.to_json()))
+
+    def record(self, batch: Sequence[tuple]) -> None:
+        """Send ``batch`` to be folded and committed; raises the journaller's error if it has
+        failed since the last batch."""
+        if self._from.poll():
+            self._receive()  # only an error can arrive here: raises it
+        self._send(("batch", orjson.dumps(list(map(tuple, batch)), option=ENCODE_OPTIONS)))
+
+    def finish(self, t: int, state_hash: str) -> None:
+        """Commit what was sent, seal the store (see :meth:`Journal.finish`) and wait for the
+        journaller to exit. Raises its error, if any."""
+        self._send(("end", t, state_hash))
+        reply = self._receive()
+        if reply[0] != "done":
+            raise JournalError(f"journaller: unexpected reply {reply[0]!r}")
+        self._to.close()  # it has exited: nothing more to tell it
+        self.close()
+
+    def close(self) -> None:
+        """Stop the journaller after the batches sent so far, closing the store as a run
+        closes it after an error (:meth:`EventStore.close`), and wait for it to exit; kill
+        it if it does not. Idempotent."""
+        if not self._to.closed:
+            with contextlib.suppress(OSError):
+                self._to.send_bytes(pickle.dumps(("close",)))
+        for conn in (self._to, self._from):
+            conn.close()
+        try:
+            self._proc.wait(_EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def _send(self, message: tuple) -> None:
+        try:
+            self._to.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+        except (BrokenPipeError, ConnectionResetError):
+            # it died: say why if it managed to, else that it is gone
+            self._receive()
+            raise JournalError("the journaller process exited") from None
+
+    def _receive(self) -> tuple:
+        try:
+            reply = pickle.loads(self._from.recv_bytes())
+        except (EOFError, OSError):
+            try:
+                code = self._proc.wait(_EXIT_WAIT_S)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise JournalError(
+                f"the journaller process exited (status {code}) without saying why"
+            ) from None
+        if reply[0] == "error":
+            raise_error_reply(reply, "the journaller process, exchange.store.journal", JournalError)
+        return reply
+
+
+# ---------------------------------------------------------------------- the process
+def serve(requests: Connection, replies: Connection) -> int:
+    """The journaller's loop: returns the process's exit status."""
+
+    def reply(*message: Any) -> None:
+        replies.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+    reply("ready")
+    journal: Journal | None = None
+    try:
+        while True:
+            try:
+                message = pickle.loads(requests.recv_bytes())
+            except EOFError:
+                return 0  # the run stopped (or died): leave the file as a crash leaves it
+            tag = message[0]
+            if tag == "batch":
+                assert journal is not None, "batch before start"
+                journal.record_array(message[1])
+            elif tag == "start":
+                _tag, path, snapshot_every, fold_json = message
+                journal = Journal(
+                    EventStore.open(path, mode="a"), snapshot_every, Fold.from_json(fold_json)
+                )
+            elif tag == "close":  # the run failed; its store closes the file
+                return 0
+            elif tag == "end":
+                assert journal is not None, "end before start"
+                journal.finish(message[1], message[2])
+                journal.store.detach()  # the run's store closes the file
+                journal = None
+                reply("done")
+                return 0
+            else:
+                raise JournalError(f"unknown message {tag!r}")
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the run
+        # stop reading first: a run blocked on a full pipe then gets EPIPE and reads this
+        requests.close()
+        with contextlib.suppress(OSError):
+            reply(*error_reply(exc, "journaller"))
+        return 1
+    finally:
+        if journal is not None:
+            journal.store.detach()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m exchange.store.journal RUN_PID`` (started by
+    :meth:`Journaller.spawn`; not a user command): requests on stdin, replies on the original
+    stdout. Anything else the process prints goes to stderr, so it cannot garble a reply."""
+    args = sys.argv[1:] if argv is None else argv
+    requests, replies = child_pipes(int(args[0]))
+    return serve(requests, replies)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,438 @@
+"""The journaller: a second process that folds and commits a run's batches.
+
+What it must never change is the log; what it must never lose is a committed batch or an
+error. Runs here force the hand-over (the run waits for the journaller to be ready instead of
+going on in line meanwhile), so that every test exercises the process it is about.
+"""
+
+import os
+import pickle
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from multiprocessing import Pipe
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exchange.core.events import ENCODE_OPTIONS, Event, encode
+from exchange.sessions import session
+from exchange.store.event_store import INDEXES, EventStore, StoreError, verify_store
+from exchange.store.fold import Fold
+from exchange.store.journal import JournalError, Journaller, serve
+
+FLOW = {"messages": 3_000, "traders": 5}
+BATCH = 200
+SNAPSHOT_EVERY = 2_000
+#: SQLite's file change counter and its copy (header bytes 24-27 and 92-95)
+CHANGE_COUNTER = (range(24, 28), range(92, 96))
+
+
+@pytest.fixture
+def hand_overs(monkeypatch):
+    """Make the run wait for its journaller (not go on in line while it starts) and count
+    the hand-overs and the journallers started."""
+    seen = {"hand_overs": [], "spawned": []}
+    ready, hand_over, spawn = Journaller.ready, Journaller.hand_over, Journaller.spawn
+
+    def waiting_ready(self):
+        self._from.poll(30)
+        return ready(self)
+
+    def counting_hand_over(self, path, snapshot_every, fold):
+        seen["hand_overs"].append(fold.seq)
+        return hand_over(self, path, snapshot_every, fold)
+
+    def counting_spawn():
+        journaller = spawn()
+        seen["spawned"].append(journaller)
+        return journaller
+
+    monkeypatch.setattr(Journaller, "ready", waiting_ready)
+    monkeypatch.setattr(Journaller, "hand_over", counting_hand_over)
+    monkeypatch.setattr(Journaller, "spawn", staticmethod(counting_spawn))
+    return seen
+
+
+def record(path, journal_after, seed=5, **options):
+    return session.run(
+        "flow",
+        path,
+        seed=seed,
+        overrides=FLOW,
+        batch_size=BATCH,
+        snapshot_every=SNAPSHOT_EVERY,
+        journal_after=journal_after,
+        **options,
+    )
+
+
+def tables(path):
+    """Every row of every table, in order: what a log holds, whatever wrote it."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master ORDER BY name")]
+        schema = con.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        rows = {
+            name: con.execute(f'SELECT * FROM "{name}" ORDER BY rowid').fetchall()
+            for name in names
+            if not name.startswith(("idx_", "sqlite_"))
+        }
+        return schema, rows
+    finally:
+        con.close()
+
+
+def outside_the_change_counter(path):
+    data = bytearray(Path(path).read_bytes())
+    for span in CHANGE_COUNTER:
+        for i in span:
+            data[i] = 0
+    return bytes(data)
+
+
+@pytest.mark.parametrize("seed", [1, 5])
+def test_a_log_recorded_by_the_journaller_is_the_log_recorded_in_line(tmp_path, hand_overs, seed):
+    in_line = record(tmp_path / "in-line.db", None, seed)
+    journalled = record(tmp_path / "journal.db", 0, seed)
+    assert hand_overs["hand_overs"], "the journaller never took over"
+    assert journalled.state_hash == in_line.state_hash
+    assert tables(tmp_path / "journal.db") == tables(tmp_path / "in-line.db")
+    # page for page the same file, but for SQLite's count of writing connections
+    assert outside_the_change_counter(tmp_path / "journal.db") == outside_the_change_counter(
+        tmp_path / "in-line.db"
+    )
+    assert not Path(f"{tmp_path / 'journal.db'}-wal").exists()  # closed to a single file
+
+
+def test_the_file_does_not_depend_on_when_the_journaller_took_over(tmp_path, hand_overs):
+    record(tmp_path / "early.db", 0)
+    record(tmp_path / "late.db", 6_000)
+    early, late = hand_overs["hand_overs"]
+    assert early < late
+    assert (tmp_path / "early.db").read_bytes() == (tmp_path / "late.db").read_bytes()
+
+
+def test_a_run_shorter_than_journal_after_starts_no_journaller(tmp_path, hand_overs):
+    summary = record(tmp_path / "short.db", 10**9)
+    assert summary.events > 0
+    assert hand_overs["spawned"] == []
+
+
+def test_a_run_records_in_line_when_no_journaller_process_can_start(tmp_path, monkeypatch):
+    reference = record(tmp_path / "ref.db", None)
+    monkeypatch.setattr(Journaller, "spawn", staticmethod(lambda: None))
+    summary = record(tmp_path / "no-process.db", 0)
+    assert summary.state_hash == reference.state_hash
+    assert tables(tmp_path / "no-process.db") == tables(tmp_path / "ref.db")
+
+
+def test_a_journaller_that_dies_on_its_way_up_leaves_the_run_in_line(tmp_path, monkeypatch):
+    reference = record(tmp_path / "ref.db", None)
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # exits at once, never ready
+    summary = record(tmp_path / "dead.db", 0)
+    assert summary.state_hash == reference.state_hash
+    assert tables(tmp_path / "dead.db") == tables(tmp_path / "ref.db")
+
+
+def _resumed_equals_reference(tmp_path, path):
+    reference = record(tmp_path / "reference.db", None)
+    assert verify_store(path).ok
+    assert session.verify(path).ok  # the committed prefix re-executes
+    resumed = session.run("flow", path, resume=True)
+    assert resumed.state_hash == reference.state_hash
+    assert tables(path)[1]["batches"] == tables(tmp_path / "reference.db")[1]["batches"]
+
+
+def test_a_run_whose_journaller_is_killed_fails_clearly_and_resumes_to_the_same_log(
+    tmp_path, hand_overs
+):
+    path = tmp_path / "killed.db"
+    batches = []
+
+    def kill_the_journaller(_n):
+        batches.append(_n)
+        if len(batches) == 8:
+            # once it has committed something, so that the kill lands inside the log
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            deadline = time.monotonic() + 30
+            while not con.execute("SELECT last_seq FROM sessions").fetchone()[0]:
+                assert time.monotonic() < deadline, "the journaller committed nothing in 30 s"
+                time.sleep(0.001)
+            con.close()
+            os.kill(hand_overs["spawned"][0]._proc.pid, signal.SIGKILL)
+
+    with pytest.raises(session.SessionError, match="journaller process exited"):
+        record(path, 0, on_batch=kill_the_journaller)
+    with EventStore.open(path) as store:
+        assert store.session["status"] == "running"
+        # it may have committed every batch it was sent before the kill, never one more
+        assert 0 < store.last_seq <= 8 * BATCH and store.last_seq % BATCH == 0
+    _resumed_equals_reference(tmp_path, path)
+
+
+def test_an_error_of_the_run_after_the_hand_over_closes_the_file_as_in_line(tmp_path, hand_overs):
+    path = tmp_path / "failed.db"
+
+    def fail(_n, count=[]):  # noqa: B006 - a counter for this one run
+        count.append(_n)
+        if len(count) == 10:
+            raise RuntimeError("the progress bar broke")
+
+    with pytest.raises(RuntimeError, match="progress bar"):
+        record(path, 0, on_batch=fail)
+    assert hand_overs["hand_overs"]
+    # the journaller committed what it was sent, then the run's store closed the file
+    assert not Path(f"{path}-wal").exists()
+    with EventStore.open(path) as store:
+        assert store.last_seq == 10 * BATCH
+        indexes = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}
+        assert not any(name.startswith("idx_events_") for name in indexes)  # `gpuex index`'s
+    _resumed_equals_reference(tmp_path, path)
+
+
+#: loaded by the journaller at start-up (``sitecustomize``): an index build there would fail as
+#: SQLite fails on a full disk, and leave a mark that it was tried
+FULL_DISK_IN_THE_JOURNALLER = """\
+import pathlib
+import sqlite3
+
+from exchange.store.event_store import EventStore
+
+
+def full_disk(self):
+    pathlib.Path(__file__).with_name("failed").touch()
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+EventStore._build_indexes = full_disk
+"""
+
+
+def _full_disk_in_the_journaller(tmp_path, patch):
+    """Make an index build in the journaller fail; returns the file a try would create."""
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(FULL_DISK_IN_THE_JOURNALLER)
+    here = os.environ.get("PYTHONPATH")
+    patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(hook), here) if p))
+    return hook / "failed"
+
+
+def _full_disk(self):
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+def _same_file_as_an_uninterrupted_run(tmp_path, path, events, state_hash):
+    reference = record(tmp_path / "reference.db", None)
+    assert (events, state_hash) == (reference.events, reference.state_hash)
+    with EventStore.open(path) as store:
+        assert len(store.missing_indexes()) == len(INDEXES)  # a run builds none
+    assert outside_the_change_counter(path) == outside_the_change_counter(tmp_path / "reference.db")
+
+
+def test_neither_the_journaller_nor_the_run_builds_the_indexes(tmp_path, hand_overs, monkeypatch):
+    """The post-mortem indexes are off the run's critical path (issue #20): an index build
+    that would fail (a full disk) in the journaller or in the run is never tried, the log is
+    sealed and sound, the same file as an uninterrupted run's, and `gpuex index` (here
+    ``build_indexes``) builds them afterwards."""
+    path = tmp_path / "full-disk.db"
+    with monkeypatch.context() as patch:
+        tried = _full_disk_in_the_journaller(tmp_path, patch)
+        patch.setattr(EventStore, "_build_indexes", _full_disk)
+        summary = record(path, 0)
+    assert hand_overs["hand_overs"], "the journaller never took over"
+    assert not tried.exists(), "the journaller tried an index build"
+    assert not Path(f"{path}-wal").exists()
+    with EventStore.open(path) as store:
+        assert store.session["status"] == "finished"
+    assert session.verify(path).ok
+    _same_file_as_an_uninterrupted_run(tmp_path, path, summary.events, summary.state_hash)
+    with EventStore.open(path, mode="a") as store:
+        assert store.build_indexes() == [f"idx_events_{'_'.join(c)}" for c in INDEXES]
+        assert store.missing_indexes() == []
+
+
+def _events(first, last, t0=1):
+    return [
+        Event(
+            seq,
+            t0 + seq,
+            "CommandReceived",
+            None,
+            "a",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            {},
+        )
+        for seq in range(first, last + 1)
+    ]
+
+
+@pytest.fixture
+def handed_off_store(tmp_path):
+    store = EventStore.create(
+        tmp_path / "s.db", scenario="unit", seed=1, config={}, code_version="test"
+    )
+    store.append(_events(1, 3))
+    store.hand_off()
+    yield store
+    store.close()
+
+
+def _journaller_for(store):
+    journaller = Journaller.spawn()
+    assert journaller is not None
+    journaller._from.poll(30)
+    assert journaller.ready()
+    journaller.hand_over(store.path, 0, Fold().apply_all(_events(1, 3)))
+    return journaller
+
+
+def test_the_journallers_refusal_of_a_batch_reaches_the_run_with_its_reason(handed_off_store):
+    journaller = _journaller_for(handed_off_store)
+    journaller.record(_events(4, 5))
+    journaller.record(_events(7, 8))  # a gap: the store refuses it, in the other process
+    with pytest.raises(ValueError, match="events out of order") as caught:
+        journaller.finish(8, "whatever")
+    assert any("journaller process" in note for note in caught.value.__notes__)
+    journaller.close()
+    with EventStore.open(handed_off_store.path) as store:
+        assert store.last_seq == 5  # what came before the refused batch is committed
+
+
+def test_the_journaller_seals_only_a_log_whose_fold_matches_the_live_state(handed_off_store):
+    journaller = _journaller_for(handed_off_store)
+    journaller.record(_events(4, 5))
+    with pytest.raises(JournalError, match="disagrees with the live state"):
+        journaller.finish(5, "not the state hash")
+    journaller.close()
+    with EventStore.open(handed_off_store.path) as store:
+        assert store.session["status"] == "running" and store.last_seq == 5
+
+
+def test_a_store_handed_off_refuses_appends_and_still_closes_the_file(tmp_path):
+    store = EventStore.create(tmp_path / "h.db", scenario="u", seed=1, config={}, code_version="t")
+    store.append(_events(1, 2))
+    store.hand_off()
+    with pytest.raises(StoreError, match="handed off"):
+        store.append(_events(3, 3))
+    other = EventStore.open(tmp_path / "h.db", mode="a")
+    other.append(_events(3, 4))
+    other.detach()  # as a crash: the other writer leaves the closing to the first
+    assert Path(f"{tmp_path / 'h.db'}-wal").exists()
+    store.close()
+    assert not Path(f"{tmp_path / 'h.db'}-wal").exists()
+    with EventStore.open(tmp_path / "h.db") as reopened:
+        assert reopened.last_seq == 4
+    assert verify_store(tmp_path / "h.db").ok
+
+
+def test_a_detached_writer_leaves_the_log_unsealed_and_unindexed(tmp_path):
+    store = EventStore.create(tmp_path / "d.db", scenario="u", seed=1, config={}, code_version="t")
+    store.append(_events(1, 2))
+    store.detach()
+    store.detach()  # idempotent
+    con = sqlite3.connect(tmp_path / "d.db")
+    try:
+        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+        status = con.execute("SELECT status FROM sessions").fetchone()[0]
+    finally:
+        con.close()
+    assert status == "running"
+    assert not any(name.startswith("idx_events_") for name in names)
+
+
+def test_the_journaller_runs_this_package_whatever_the_working_directory(
+    tmp_path, monkeypatch, hand_overs
+):
+    shadow = tmp_path / "cwd" / "exchange"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise SystemExit('a different exchange package')\n")
+    monkeypatch.chdir(shadow.parent)
+    reference = record(tmp_path / "ref.db", None)
+    summary = record(tmp_path / "shadowed.db", 0)
+    assert hand_overs["hand_overs"], "the journaller did not start"
+    assert summary.state_hash == reference.state_hash
+
+
+def _serve_in_thread(requests_end, replies_end):
+    status = {}
+    thread = threading.Thread(target=lambda: status.update(code=serve(requests_end, replies_end)))
+    thread.start()
+    return thread, status
+
+
+def test_a_journaller_whose_run_vanishes_commits_what_it_got_and_leaves_the_log_unsealed(
+    handed_off_store,
+):
+    # where there is no PR_SET_PDEATHSIG, the end of the pipe is how the journaller learns
+    # that its run died: it must stop there and leave the file as a crash would
+    requests_end, run_side = Pipe(duplex=False)
+    replies_run, replies_end = Pipe(duplex=False)
+    thread, status = _serve_in_thread(requests_end, replies_end)
+    assert pickle.loads(replies_run.recv_bytes()) == ("ready",)
+    fold = Fold().apply_all(_events(1, 3))
+    run_side.send_bytes(pickle.dumps(("start", str(handed_off_store.path), 0, fold.to_json())))
+    blob = orjson.dumps([tuple(e) for e in _events(4, 6)], option=ENCODE_OPTIONS)
+    run_side.send_bytes(pickle.dumps(("batch", blob)))
+    run_side.close()  # the run is gone
+    thread.join(30)
+    assert status == {"code": 0}
+    with EventStore.open(handed_off_store.path) as store:
+        assert store.last_seq == 6 and store.session["status"] == "running"
+        names = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}
+    assert not any(name.startswith("idx_events_") for name in names)  # as a crash leaves it
+
+
+def test_a_journaller_answers_a_message_it_does_not_know_with_an_error(handed_off_store):
+    requests_end, run_side = Pipe(duplex=False)
+    replies_run, replies_end = Pipe(duplex=False)
+    thread, status = _serve_in_thread(requests_end, replies_end)
+    assert pickle.loads(replies_run.recv_bytes()) == ("ready",)
+    run_side.send_bytes(pickle.dumps(("rewind", 3)))
+    tag, pickled, text = pickle.loads(replies_run.recv_bytes())
+    thread.join(30)
+    assert status == {"code": 1}
+    assert tag == "error" and "unknown message 'rewind'" in text
+    assert isinstance(pickle.loads(pickled), JournalError)
+
+
+_TEXT = st.text(alphabet=st.sampled_from('ab,[]{}":\\\n\t\u00e9\u2603 '), max_size=8)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.none() | _TEXT, st.none() | st.integers(-(2**63), 2**63 - 1), _JSON),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_the_journallers_blob_is_each_events_encoding_without_encoding_it_again(fields):
+    """The run sends a batch as one JSON array; the journaller stores the array with its
+    separators turned into newlines. Those bytes must be ``encode(e) + b"\\n"`` for every
+    event, whatever text (commas, brackets, quotes, escapes, newlines) the events hold."""
+    from exchange.store._writer import array_to_lines
+
+    events = [
+        Event(seq, seq, "Deposit", text, text, number, None, None, None, number, None, None, data)
+        for seq, (text, number, data) in enumerate(fields, 1)
+    ]
+    array = orjson.dumps(list(map(tuple, events)), option=ENCODE_OPTIONS)
+    assert array_to_lines(array) == b"".join(encode(e) + b"\n" for e in events)
