@@ -150,6 +150,7 @@ def test_kernel_run_throughput(benchmark, log_dir, capsys):
         report(capsys, f"  {label}: {part_s:.2f} s ({part_s / RESULTS['kernel_s']:.0%})")
 
 
+@pytest.mark.acceptance  # a figure with no goal (the journaller against in line); CI's budget
 def test_kernel_in_line_throughput(benchmark, log_dir, capsys):
     """The same session recorded without a journaller process (``journal_after=None``): the
     reference the journaller's gain is measured against, in the same run of the benches."""
@@ -271,6 +272,7 @@ def test_verify_session(benchmark, flow_log, capsys):
     )
 
 
+@pytest.mark.acceptance  # a figure with no goal (14 s): what SQLite alone costs; CI's budget
 def test_storage_floor(benchmark, flow_log, tmp_path, capsys):
     """SQLite alone: the recorded batch rows (schema 3: one row per batch, its events in a
     blob) copied into a fresh store (same schema, pragmas and page size, made by

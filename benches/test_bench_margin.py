@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from timing import timed_median
 
 from exchange.products.pricing import black76_put
 from exchange.risk.margin import PERP, PPM, RVS, Book, MarginParams, initial_margin, scenario_pnl
@@ -185,20 +186,8 @@ def report(capsys, line: str) -> None:
 
 
 def timed(benchmark, function) -> tuple[Any, float, int]:
-    """``function()`` for ``ROUNDS`` rounds under pytest-benchmark (one under
-    ``--benchmark-disable``): the last result, the median of our own per-round seconds, and the
-    number of rounds timed."""
-    seconds: list[float] = []
-    out: dict[str, Any] = {}
-
-    def target() -> None:
-        t0 = time.perf_counter()
-        out["result"] = function()
-        seconds.append(time.perf_counter() - t0)
-
-    benchmark.pedantic(target, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-    kept = seconds[-ROUNDS:]  # the warm-up round is timed too: leave it out
-    return out["result"], statistics.median(kept), len(kept)
+    """:func:`timing.timed_median` over ``ROUNDS`` rounds."""
+    return timed_median(benchmark, function, ROUNDS)
 
 
 def status(ms: float) -> str:

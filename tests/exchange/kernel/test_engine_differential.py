@@ -374,9 +374,10 @@ steps = st.lists(
     max_size=150,
 )
 
-#: Deterministic and bounded: the whole file stays within about a minute and a half.
+#: Deterministic and bounded: the whole file stays within about a minute (100 examples a
+#: test since 2026-12-05, 160 before: CI's 15-minute budget).
 DIFFERENTIAL = settings(
-    max_examples=160,
+    max_examples=100,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -37,8 +37,8 @@ RUN = [
     "5000",
     *SETTINGS,
 ]
-#: Kills per recording mode: 8 in the default run (CI's budget), 20 under -m acceptance.
-KILL_POINTS = 8
+#: Kills per recording mode: 5 in the default run (CI's budget), 20 under -m acceptance.
+KILL_POINTS = 5
 KILL_POINTS_ACCEPTANCE = 20
 
 
