@@ -344,26 +344,10 @@ def _index_charts(
             mine = [m for m in marks if m.kind == kind]
             if not mine:
                 continue
-            color, dash = MARKER_STYLE[kind]
-            for m in mine[:MAX_MARKER_LINES]:
-                fig.add_vline(
-                    x=_x1(f, m.t), line_color=color, line_dash=dash, line_width=1, row="all", col=1
-                )
-            # the index level at each marker, so the legend names the kind and hover the event
-            at = np.clip(np.searchsorted(t, [m.t for m in mine], side="right") - 1, 0, len(t) - 1)
-            fig.add_trace(
-                _line(
-                    xs(f, [m.t for m in mine]),
-                    level[at],
-                    kind,
-                    mode="markers",
-                    marker={"size": 9, "symbol": "line-ns-open", "color": color},
-                    text=[m.label for m in mine],
-                    hoverinfo="text",
-                ),
-                row=1,
-                col=1,
-            )
+            _mark_events(
+                fig, f, t, level, kind, [m.t for m in mine], [m.label for m in mine],
+                MARKER_STYLE[kind], 9,
+            )  # fmt: skip
         note = (
             f"trailing window {window // DAY_NS} days; {len(jumps)} jump"
             f"{'s' if len(jumps) != 1 else ''} taken as level shifts; borrowed time: "
@@ -988,28 +972,12 @@ def _cascade_series_chart(f: PostMortem, credit: bw.BorrowedTime, k: int, s: bw.
         mine = [c for c in credit.events if c.kind == kind]
         if not mine:
             continue
-        for c in mine[:MAX_MARKER_LINES]:
-            fig.add_vline(
-                x=_x1(f, c.t), line_color=color, line_dash=dash, line_width=1, row="all", col=1
-            )
-        at = np.clip(np.searchsorted(t, [c.t for c in mine], side="right") - 1, 0, len(t) - 1)
-        fig.add_trace(
-            _line(
-                xs(f, [c.t for c in mine]),
-                level[at],
-                kind,
-                mode="markers",
-                marker={"size": 11, "symbol": "line-ns-open", "color": color},
-                text=[
-                    f"{kind}: {c.entity} ({_when_text(f, c.t)}); "
-                    + _placement_text(credit.placement(c.seq, s.key))
-                    for c in mine
-                ],
-                hoverinfo="text",
-            ),
-            row=1,
-            col=1,
-        )
+        texts = [
+            f"{kind}: {c.entity} ({_when_text(f, c.t)}); "
+            + _placement_text(credit.placement(c.seq, s.key))
+            for c in mine
+        ]
+        _mark_events(fig, f, t, level, kind, [c.t for c in mine], texts, (color, dash), 11)
     note = f"trailing window {s.window_ns // DAY_NS} days; borrowed time: " + _borrowed_text(
         f, [(w.start_ns, w.end_ns) for w in s.windows]
     )
@@ -1022,6 +990,32 @@ def _cascade_series_chart(f: PostMortem, credit: bw.BorrowedTime, k: int, s: bw.
     fig.update_yaxes(title_text=unit, row=1, col=1)
     fig.update_xaxes(title_text=_x_title(f), row=3, col=1)
     return Chart(f"chart-cascade-{k}", "cascade", fig)
+
+
+def _mark_events(fig, f, t, level, kind: str, times: list[int], texts: list[str], style, size):
+    """Mark one kind's events on a chart of ``level`` over the sample times ``t`` (ns): a
+    vertical line at each of the first :data:`MAX_MARKER_LINES` across every row, and one
+    marker trace at the level at each event, so the legend names the kind and hover the event.
+    ``style`` is (color, dash); ``size`` the marker's size."""
+    color, dash = style
+    for when in times[:MAX_MARKER_LINES]:
+        fig.add_vline(
+            x=_x1(f, when), line_color=color, line_dash=dash, line_width=1, row="all", col=1
+        )
+    at = np.clip(np.searchsorted(t, times, side="right") - 1, 0, len(t) - 1)
+    fig.add_trace(
+        _line(
+            xs(f, times),
+            level[at],
+            kind,
+            mode="markers",
+            marker={"size": size, "symbol": "line-ns-open", "color": color},
+            text=texts,
+            hoverinfo="text",
+        ),
+        row=1,
+        col=1,
+    )
 
 
 def _cascade_charts(f: PostMortem, credit: bw.BorrowedTime, events: list[ev.Event]):
