@@ -52,6 +52,24 @@ extensions = [
         libraries=["sqlite3"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
+    # the compiled fold's loop (exchange.store.fold.CompiledFold; Fold is its reference)
+    Extension(
+        "exchange.store._fold",
+        ["exchange/store/_fold.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    ),
+    # the simulated clock's heap and loop (exchange/core/clock.py: its Python twin)
+    Extension(
+        "exchange.core._clock",
+        ["exchange/core/_clock.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    ),
+    # the flow session's per-message driver and the run's step, inside the compiled clock
+    Extension(
+        "exchange.sessions._flow",
+        ["exchange/sessions/_flow.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    ),
     # the per-callback budget's counter, a C trace function (clients/budget.py: its Python twin)
     Extension(
         "clients._budget",

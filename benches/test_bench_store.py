@@ -1,6 +1,8 @@
 """Throughput of the SQLite event store: 1,000,000 events appended in batches of 2,000 with
 ``durability="normal"`` and ``"full"``, read back with ``rows()`` (typed columns, no JSON) and
-``events()`` (decoded), and checked end to end with ``verify_store``; and (issue #20) append +
+``events()`` (decoded), and checked end to end with ``verify_store``; the C encoder of the
+canonical bytes against orjson once per event on every fifth batch of the ``normal`` append
+(issue #20, in the same run, as a ratio); and (issue #20) append +
 seal with and without the projection's build, in the same run, as a ratio; and the batch
 blob append (schema 3: one row per batch) against a per-row insert of the same events
 (schema 2's layout: one row per event, typed columns, payload and crc), in the same run, as a
@@ -23,9 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from exchange.core.events import Event
+from exchange.core.events import ENCODE_OPTIONS, Event, encode
+from exchange.store import _writer
 from exchange.store.event_store import EventStore, verify_store
 
 N_EVENTS = 1_000_000
@@ -34,6 +38,9 @@ SEED = 11
 #: Issue #20's goal for appends with durability "normal" (#3's was 300,000). Reported
 #: PASS/MISS, not asserted: a wall-clock figure depends on the machine (see benches/README.md).
 APPEND_GOAL_EV_S = 1_000_000
+#: Every this many batches of the ``normal`` append are also encoded with the C encoder and
+#: with orjson once per event (issue #20: the C encoder against orjson, in the same run).
+COMPARE_EVERY = 5
 #: Events in the blob-against-rows comparison (each way; the per-row insert is the slow one).
 N_COMPARED = 400_000
 
@@ -122,14 +129,34 @@ class FlowGenerator:
         return out
 
 
-def write_store(path: Path, durability: str) -> dict[str, Any]:
+def encode_both_ways(events: list[Event], seconds: dict[str, float], c_first: bool) -> None:
+    """Encode one batch as the store did before issue #20's C encoder (orjson once per event:
+    ``encode(e) + b"\\n"``, joined) and with it (``_writer.encode_batch``), one after the other
+    (the C encoder first if ``c_first``: the caller alternates, so that neither always finds
+    the events in the cache the other left), adding each one's seconds to ``seconds``; the
+    two blobs must be the same bytes."""
+    blobs = {}
+    for way in ("c", "orjson") if c_first else ("orjson", "c"):
+        t0 = time.perf_counter()
+        if way == "c":
+            blobs[way] = _writer.encode_batch(events, orjson.dumps, ENCODE_OPTIONS)
+        else:
+            blobs[way] = b"".join([encode(e) + b"\n" for e in events])
+        seconds[way] = seconds.get(way, 0.0) + time.perf_counter() - t0
+    assert blobs["c"] == blobs["orjson"]
+
+
+def write_store(path: Path, durability: str, compare_every: int = 0) -> dict[str, Any]:
     """Append N_EVENTS in batches of BATCH to a new store at ``path``; time only the
     ``append`` calls, and the ``close`` (the WAL checkpoint: since issue #20 a close builds
-    no index) separately."""
+    no index) separately. With ``compare_every``, every so many batches are also encoded
+    both ways (:func:`encode_both_ways`, outside the append's timing)."""
     if path.exists():
         path.unlink()
     flow = FlowGenerator(SEED)
     appending = 0.0
+    encoding: dict[str, float] = {}
+    compared = 0
     store = EventStore.create(
         path,
         scenario="bench",
@@ -138,16 +165,19 @@ def write_store(path: Path, durability: str) -> dict[str, Any]:
         code_version="bench",
         durability=durability,
     )
-    for _ in range(N_EVENTS // BATCH):
+    for number in range(N_EVENTS // BATCH):
         events = flow.batch(BATCH)
         t0 = time.perf_counter()
         store.append(events)
         appending += time.perf_counter() - t0
+        if compare_every and number % compare_every == 0:
+            encode_both_ways(events, encoding, c_first=number % (2 * compare_every) == 0)
+            compared += len(events)
     assert store.last_seq == N_EVENTS
     t0 = time.perf_counter()
     store.close()
     closing = time.perf_counter() - t0
-    return {
+    result = {
         "durability": durability,
         "append_s": appending,
         "append_ev_s": N_EVENTS / appending,
@@ -155,6 +185,14 @@ def write_store(path: Path, durability: str) -> dict[str, Any]:
         "end_to_end_ev_s": N_EVENTS / (appending + closing),
         "file_bytes": path.stat().st_size,
     }
+    if compared:
+        result |= {
+            "encoded_events": compared,
+            "encode_c_ev_s": compared / encoding["c"],
+            "encode_orjson_ev_s": compared / encoding["orjson"],
+            "encode_ratio": encoding["orjson"] / encoding["c"],
+        }
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +224,8 @@ def test_append(benchmark, bench_dir, capsys, durability):
     path = bench_dir / f"{durability}.db"
 
     def target() -> None:
-        RESULTS[durability] = write_store(path, durability)
+        compare_every = COMPARE_EVERY if durability == "normal" else 0
+        RESULTS[durability] = write_store(path, durability, compare_every)
 
     benchmark.pedantic(target, rounds=1, iterations=1)
     r = RESULTS[durability]
@@ -202,6 +241,15 @@ def test_append(benchmark, bench_dir, capsys, durability):
         f"(checkpoint) {r['close_s']:.2f} s -> {r['end_to_end_ev_s']:,.0f} "
         f"events/s end to end; file {r['file_bytes'] / 1e6:.0f} MB",
     )
+    if durability == "normal":
+        report(
+            capsys,
+            f"encode {r['encoded_events']:,} of them (every {COMPARE_EVERY}th batch, "
+            f"interleaved): C encoder {r['encode_c_ev_s']:,.0f} events/s, orjson once per "
+            f"event {r['encode_orjson_ev_s']:,.0f} events/s: x{r['encode_ratio']:.2f}",
+        )
+        # the same bytes (checked batch by batch), written without a Python call per event
+        assert r["encode_ratio"] > 1
     if durability == "full":
         path.unlink()  # keep the disk footprint to one store
 

@@ -9,6 +9,11 @@ last. Within a priority timers fire in the order they were scheduled — so a ru
 function of its inputs, and a verification that schedules the same actions in a different
 order still replays identically.
 Nothing here (or anywhere in the exchange) reads the wall clock.
+
+This :class:`Simulator` is the reference. ``exchange.core._clock.Simulator`` is its compiled
+twin (the heap in C; the same API, order and errors, held to it by
+tests/exchange/core/test_clock.py): sessions of the compiled engine run on it, sessions of the
+reference engine on this one (``exchange.kernel.engines.clock_class``).
 """
 
 from __future__ import annotations

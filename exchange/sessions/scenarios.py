@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from exchange.core._clock import Simulator as CompiledSimulator
 from exchange.core.clock import Simulator
 from exchange.core.limits import (
     MAX_BALANCE,
@@ -37,6 +38,7 @@ from exchange.core.limits import (
 )
 from exchange.kernel.engine import Exchange
 from exchange.products.instruments import InstrumentSpec
+from exchange.sessions._flow import FlowDriver
 from matching_core import Op, OrderType
 from matching_core.streams import OrderFlow
 
@@ -116,8 +118,13 @@ class FlowScenario(RawChecked):
         """No indices or timed products in this scenario."""
 
     def drive(self, engine: Exchange, sim: Simulator, seed: int) -> None:
-        """Schedule every command of the session on ``sim``."""
-        _FlowDriver(self, engine, sim, seed).start()
+        """Schedule every command of the session on ``sim``: the compiled engine on the
+        compiled clock (``exchange.core._clock``) gets the compiled driver
+        (``exchange.sessions._flow.FlowDriver``), anything else the Python one; the same log."""
+        if isinstance(sim, CompiledSimulator) and getattr(engine, "handle_row", None) is not None:
+            FlowDriver(_FlowDriver(self, engine, sim, seed, typed=True)).start()
+        else:
+            _FlowDriver(self, engine, sim, seed).start()
 
 
 class _FlowDriver:
@@ -131,13 +138,27 @@ class _FlowDriver:
 
     An engine with a ``handle_row`` (the compiled one) gets each message as its values; any
     other gets the command mapping :meth:`send` builds (``exchange.kernel.compiled.row_command``
-    builds the same): both give the same log, byte for byte."""
+    builds the same): both give the same log, byte for byte.
+
+    With ``typed`` it only generates: the chunk's columns as int64 arrays (``arrays``, in
+    :data:`ROW_FIELDS` order) and the times as an int64 array, for the compiled driver
+    (``exchange.sessions._flow.FlowDriver``), which runs the messages and calls :meth:`_load`,
+    :meth:`cash` and :meth:`malformed` at the positions :meth:`step` does. This class is its
+    reference, and drives the reference engine."""
 
     #: Messages generated at a time.
     CHUNK = 65_536
 
-    def __init__(self, scenario: FlowScenario, engine: Exchange, sim: Simulator, seed: int):
+    def __init__(
+        self,
+        scenario: FlowScenario,
+        engine: Exchange,
+        sim: Simulator,
+        seed: int,
+        typed: bool = False,
+    ):
         self.s = scenario
+        self.typed = typed
         self.engine = engine
         self.sim = sim
         self.flow = OrderFlow(seed, accounts=scenario.traders)
@@ -153,7 +174,8 @@ class _FlowDriver:
         self._row = getattr(engine, "handle_row", None)
         self._first = 0  # index of the first message of the loaded chunk
         self.columns: list[list[int]] = []
-        self.times: list[int] = []
+        self.arrays: list[np.ndarray] = []  # (typed) the columns as int64 arrays
+        self.times: list[int] | np.ndarray = []
         self._load(0)
 
     def _load(self, first: int) -> None:
@@ -162,6 +184,17 @@ class _FlowDriver:
         self.ids = {gen: oid for gen, oid in self.ids.items() if gen in live}
         k = min(self.CHUNK, self.count - first)
         messages = self.flow.take(k)
+        # message i arrives at (i + 1 + u_i) * interval, u_i uniform in [0, 1): strictly rising
+        u = self._times_rng.random(k)
+        times = ((np.arange(first, first + k) + 1 + u) * self.s.interval_ns).astype(np.int64)
+        self._first = first
+        if self.typed:
+            # the compiled driver reads typed memory: no Python int per value
+            self.arrays = [
+                np.ascontiguousarray(messages[field], dtype=np.int64) for field in ROW_FIELDS
+            ]
+            self.times = times
+            return
         # one list of ints per field, not a tuple per message: tuples would be traversed by
         # every full garbage collection of the run (ints are not tracked)
         self.columns = [messages[field].tolist() for field in ROW_FIELDS]
@@ -177,12 +210,7 @@ class _FlowDriver:
             self._tifs,
             self._post_only,
         ) = self.columns
-        # message i arrives at (i + 1 + u_i) * interval, u_i uniform in [0, 1): strictly rising
-        u = self._times_rng.random(k)
-        self.times = (
-            ((np.arange(first, first + k) + 1 + u) * self.s.interval_ns).astype(np.int64).tolist()
-        )
-        self._first = first
+        self.times = times.tolist()
 
     def start(self) -> None:
         if self.count:

@@ -38,16 +38,18 @@ from exchange.core.clock import Simulator
 from exchange.core.events import Event, encode
 from exchange.core.limits import check_recorder, check_seed
 from exchange.kernel.engine import Exchange
-from exchange.kernel.engines import DEFAULT_ENGINE, engine_class
+from exchange.kernel.engines import DEFAULT_ENGINE, clock_class, engine_class
+from exchange.sessions._flow import RunStep
 from exchange.sessions.scenarios import is_registered, load_scenario, scenario_from_config
 from exchange.store.check import StoreCheck, StoreCheckError
 from exchange.store.event_store import (
     PROGRESS_EVERY,
     EventStore,
     VerifyReport,
+    _connect_ro,
     verify_store,
 )
-from exchange.store.fold import Fold, FoldError
+from exchange.store.fold import Fold, FoldError, fold_class
 from exchange.store.journal import Journal, JournalError, Journaller
 
 CODE_VERSION = "gpuex-0.1.0"
@@ -412,8 +414,9 @@ def run(
             and recorder settings are used instead of the arguments; for a fresh run).
         engine: the engine that runs the session, by name (``exchange.kernel.engines``):
             ``compiled`` (the default) or ``reference``, the plain-Python engine it is held
-            byte-identical to. Not recorded: a log made by one resumes and verifies with
-            the other.
+            byte-identical to. The name selects the whole kernel: the compiled engine runs on
+            the compiled clock (and `flow` on the compiled driver), the reference on the
+            Python ones. Not recorded: a log made by one resumes and verifies with the other.
 
     Raises:
         SessionError: the run cannot start or resume as asked (a finished session has
@@ -421,6 +424,7 @@ def run(
     """
     path = Path(db)
     make_engine = _engine_class(engine)  # an unknown name fails before any file exists
+    make_clock = clock_class(engine)  # the engine's name selects its clock too
     committed_count = 0
     committed: Iterator[bytes] | None = None
     reader = None
@@ -501,13 +505,21 @@ def run(
     )
     pending = recorder.pending
     engine = make_engine(pending.append)  # from here on, the engine itself
-    sim = Simulator()
+    sim = make_clock()
+    step: Callable[[int], None]
+    if isinstance(sim, Simulator):
 
-    def step(t: int) -> None:
-        # before each action: move the clock and commit the batches the last one completed
-        engine.advance(t)
-        if len(pending) >= batch_size:
-            recorder.drain()
+        def step(t: int) -> None:
+            # before each action: move the clock and commit the batches the last one completed
+            engine.advance(t)
+            if len(pending) >= batch_size:
+                recorder.drain()
+
+    else:
+        # the compiled clock runs the same step as C (``exchange.sessions._flow.RunStep``);
+        # an engine whose ``advance`` is the reference's has its clock set without the call
+        direct = "advance" not in vars(engine) and type(engine).advance is Exchange.advance
+        step = RunStep(engine, pending, batch_size, recorder.drain, direct)
 
     try:
         engine.start(scenario, seed, config)
@@ -582,34 +594,40 @@ def committed_session(db: str | Path) -> dict[str, Any] | None:
 
 def _remove_shell(path: Path) -> None:
     """Remove what a failed creation left at ``path`` (an empty or partial file: nothing was
-    committed), and its ``-wal``/``-shm`` files."""
-    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+    committed), and its ``-wal``/``-shm``/``-journal`` files and the ``-creating`` file
+    :meth:`EventStore.create` builds a store in."""
+    for suffix in ("", "-wal", "-shm", "-journal", "-creating"):
         with contextlib.suppress(OSError):
-            leftover.unlink(missing_ok=True)
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _has_session(path: Path) -> bool:
-    """Does ``path`` hold a committed session? A missing file does not; nor does the empty
-    shell SQLite leaves when the creating process dies before its first commit — that shell
-    (and its ``-wal``/``-shm`` files) is removed so the run can start afresh."""
+    """Does ``path`` hold a committed session? A missing file does not; nor does an SQLite
+    file with no tables (what a process killed while creating a store left, before creation
+    was atomic, see :meth:`EventStore.create`), read as a reader reads it: its hot journal
+    rolled back first. Such a shell, with every file beside it, is removed so the run can
+    start afresh. Any other file holds one, or is for :meth:`EventStore.open` to refuse."""
     if not path.exists():
         return False
     if _tables(path):
         return True
-    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        leftover.unlink(missing_ok=True)
+    _remove_shell(path)
     return False
 
 
 def _tables(path: Path) -> int:
+    """The entries of ``path``'s schema, as :meth:`EventStore.open` would read them (a hot
+    journal left by a writer killed mid-transaction rolled back first: the file it covers
+    may be an uncommitted header over nothing); 1 for a file SQLite cannot read, which is
+    not ours to judge empty."""
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = _connect_ro(path)
         try:
             return con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         finally:
             con.close()
-    except sqlite3.DatabaseError:
-        return 1  # not ours to judge empty: let EventStore.open say what is wrong
+    except (sqlite3.DatabaseError, OSError):
+        return 1  # let EventStore.open say what is wrong
 
 
 def _check_same_session(
@@ -631,35 +649,48 @@ def _fold_from(
     until: int | None,
     use_snapshots: bool,
     progress: Callable[[int, int], None] | None = None,
+    fold_name: str | None = None,
 ) -> Fold:
     last = store.last_seq if until is None else min(until, store.last_seq)
     if until is not None and until > store.last_seq:
         raise SessionError(f"seq {until} is beyond the log's last event ({store.last_seq})")
-    fold = Fold()
+    cls = fold_class(fold_name)
+    fold = cls()
     if use_snapshots:
         snap = store.latest_snapshot(last)
         if snap is not None:
-            fold = Fold.from_snapshot(*snap)  # checked against its recorded hash
+            fold = cls.from_snapshot(*snap)  # checked against its recorded hash
     if progress is None:
         if fold.seq < last:
-            fold.apply_all(store.rows(fold.seq + 1, last))
+            fold.fold_store(store, fold.seq + 1, last)
         return fold
     # in slices, to say how far it is (the same fold: the rows are applied in the same order)
     for first in range(fold.seq + 1, last + 1, PROGRESS_EVERY * 4):
-        fold.apply_all(store.rows(first, min(first + PROGRESS_EVERY * 4 - 1, last)))
+        fold.fold_store(store, first, min(first + PROGRESS_EVERY * 4 - 1, last))
         progress(fold.seq, last)
     return fold
 
 
-def replay(db: str | Path, until: int | None = None, *, use_snapshots: bool = True) -> Fold:
-    """Fold the log at ``db`` up to event ``until`` (inclusive; default: the end)."""
+def replay(
+    db: str | Path,
+    until: int | None = None,
+    *,
+    use_snapshots: bool = True,
+    fold: str | None = None,
+) -> Fold:
+    """Fold the log at ``db`` up to event ``until`` (inclusive; default: the end).
+
+    ``fold``: ``compiled`` (:class:`~exchange.store.fold.CompiledFold`) or ``reference``
+    (:class:`~exchange.store.fold.Fold`); None: :data:`exchange.store.fold.DEFAULT_FOLD`.
+    Both give the same state."""
     with EventStore.open(db, mode="r") as store:
-        return _fold_from(store, until, use_snapshots)
+        return _fold_from(store, until, use_snapshots, fold_name=fold)
 
 
-def state_at(db: str | Path, seq: int) -> Fold:
-    """The exchange state just after event ``seq``, from the nearest snapshot at or before it."""
-    return replay(db, seq)
+def state_at(db: str | Path, seq: int, *, fold: str | None = None) -> Fold:
+    """The exchange state just after event ``seq``, from the nearest snapshot at or before it
+    (``fold`` as in :func:`replay`)."""
+    return replay(db, seq, fold=fold)
 
 
 # ---------------------------------------------------------------------- verify

@@ -3,9 +3,9 @@
 
 Schema 3 (one row per batch): :func:`typed_rows` (at the end) parses the typed fields of each
 event of a batch blob; :class:`RowReader` reads the projection's rows (filtered reads of a log
-that has it, unchecked: the store proves the projection against the blobs first). The
-checked mode of :class:`RowReader` described below (crc, columns against the payload, batch
-digests) served schema 2's per-event rows; the store no longer uses it (left for its removal).
+that has it, unchecked: the store proves the projection against the blobs first). A replay's
+own reader is the compiled fold's (``exchange.store._fold.Kernel.parse``: the same lines, the
+same values, into typed records instead of tuples).
 
 Python's ``sqlite3`` cursor makes a new ``str`` for every text value of every row; a replay
 reads five text columns of a million rows (kind, instrument, account, side, counterparty),
@@ -14,19 +14,6 @@ which take a handful of distinct values. :class:`RowReader` steps a prepared sta
 as for :mod:`exchange.store._writer`) and hands out, for each column, the same ``str`` object for the same
 bytes while it has fewer than :data:`CACHED` distinct values: equal values, fewer objects.
 The rows are the tuples the cursor would give (tests compare them on real logs).
-
-With ``check`` (a *checked* read) each row must also prove itself before it is handed out:
-its seq is the next one expected, the crc of its payload is the stored one, and its typed
-columns are the start of its payload (``[seq,t,"kind",...,counter_order_id,`` formatted in C
-from the columns and compared byte for byte, which is what decoding the payload and comparing
-would say, at a fraction of the cost). A row that fails, or that the C comparison cannot judge
-(text with escapes or non-ASCII), goes to ``check(raw_row, expected_seq)``, which raises the
-damage it finds or returns to accept the row; with ``batch_ends`` (the last seq of each
-batch the rows span, in order), the payloads of each batch are handed to ``check.batch(k,
-data)`` once its last row is read, which compares their digest with the committed one; at
-the end ``check(None, expected_seq)`` is
-called (it raises if rows are missing before ``last``), and ``check.corrupt(message,
-expected_seq)`` if SQLite fails to read a row.
 """
 
 from sqlite3 import DatabaseError, ProgrammingError
@@ -37,8 +24,7 @@ from cpython.float cimport PyFloat_FromDouble
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp
 
 from exchange.store._sqlite cimport (
     SQLITE_DONE,
@@ -46,7 +32,6 @@ from exchange.store._sqlite cimport (
     SQLITE_INTEGER,
     SQLITE_NULL,
     SQLITE_OK,
-    SQLITE_BLOB,
     SQLITE_ROW,
     SQLITE_TEXT,
     SQLITE_TRANSIENT,
@@ -72,90 +57,10 @@ from exchange.store._sqlite cimport (
 #: Distinct text values remembered per column (the rest are made afresh each time).
 CACHED = 32
 
-# CRC-32 (IEEE 802.3, reflected; the same as zlib.crc32), for checked reads: slice-by-8,
-# eight table lookups per 8 bytes (about three times the speed of a byte at a time, and no
-# link to zlib needed)
-cdef unsigned int CRC_TABLE[8][256]
-
-
-cdef void _crc_tables():
-    cdef unsigned int c
-    cdef int n, k
-    for n in range(256):
-        c = n
-        for k in range(8):
-            c = (<unsigned int>0xEDB88320 ^ (c >> 1)) if (c & 1) else (c >> 1)
-        CRC_TABLE[0][n] = c
-    for n in range(256):
-        c = CRC_TABLE[0][n]
-        for k in range(1, 8):
-            c = CRC_TABLE[0][c & 0xFF] ^ (c >> 8)
-            CRC_TABLE[k][n] = c
-
-
-_crc_tables()
-
-
-cdef inline unsigned int crc32(const unsigned char* p, Py_ssize_t size) noexcept nogil:
-    cdef unsigned int c = <unsigned int>0xFFFFFFFF
-    cdef unsigned int one, two
-    while size >= 8:
-        one = c ^ (p[0] | (<unsigned int>p[1] << 8) | (<unsigned int>p[2] << 16)
-                   | (<unsigned int>p[3] << 24))
-        two = p[4] | (<unsigned int>p[5] << 8) | (<unsigned int>p[6] << 16) | (<unsigned int>p[7] << 24)
-        c = (CRC_TABLE[7][one & 0xFF] ^ CRC_TABLE[6][(one >> 8) & 0xFF]
-             ^ CRC_TABLE[5][(one >> 16) & 0xFF] ^ CRC_TABLE[4][one >> 24]
-             ^ CRC_TABLE[3][two & 0xFF] ^ CRC_TABLE[2][(two >> 8) & 0xFF]
-             ^ CRC_TABLE[1][(two >> 16) & 0xFF] ^ CRC_TABLE[0][two >> 24])
-        p += 8
-        size -= 8
-    while size > 0:
-        c = CRC_TABLE[0][(c ^ p[0]) & 0xFF] ^ (c >> 8)
-        p += 1
-        size -= 1
-    return c ^ <unsigned int>0xFFFFFFFF
-
-
-cdef inline Py_ssize_t decimal(long long value, char* out) noexcept nogil:
-    """``value`` in decimal into ``out`` (at least 21 bytes); the number of bytes. What
-    orjson writes for an int, without snprintf's cost."""
-    cdef char digits[24]
-    cdef Py_ssize_t n = 0, k = 0
-    cdef unsigned long long v
-    if value < 0:
-        out[0] = b'-'
-        k = 1
-        v = <unsigned long long>(-(value + 1)) + 1
-    else:
-        v = <unsigned long long>value
-    while True:
-        digits[n] = <char>(48 + v % 10)
-        n += 1
-        v //= 10
-        if v == 0:
-            break
-    while n > 0:
-        n -= 1
-        out[k] = digits[n]
-        k += 1
-    return k
-
-
-def payload_crc(bytes data):
-    """The CRC-32 the checked read computes (equal to ``zlib.crc32``; tests compare them)."""
-    return crc32(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
-
-
 cdef class RowReader:
     """Iterates the rows of ``sql`` (with ``params``: ints and strs) on ``connection``, a
     ``sqlite3.Connection`` to the file ``path`` (absolute), as tuples; kept alive, with the
     connection, until exhausted or closed.
-
-    A checked read (``check`` given; see the module docstring): the statement's columns are
-    the typed fields, then ``CAST(payload AS BLOB)``, ``crc`` and a match flag (0: the row is
-    checked but not handed out, as when a filter does not select it); the rows handed out are
-    the typed fields, plus the payload (bytes) with ``with_payload``. ``first`` is the seq the
-    first row must have, ``last`` (-1: none) the seq the rows must reach.
 
     Raises:
         ValueError: the handle cannot be used, the statement cannot be prepared or a parameter
@@ -170,35 +75,13 @@ cdef class RowReader:
     cdef int ncols
     cdef list keys     # per column: the bytes of the remembered values
     cdef list values   # per column: the str made of them, in the same order
-    cdef object check  # checked reads: the judge of a row the C checks do not pass
-    cdef int ntyped    # checked reads: the typed columns (the rest: payload, crc, match)
-    cdef long long expect  # checked reads: the seq the next row must have
-    cdef long long last
-    cdef bint with_payload
-    cdef list batch_ends  # checked reads: the last seq of each batch the rows cover
-    cdef Py_ssize_t batch_k
-    cdef long long batch_end  # -1: no batch digests to check
-    cdef char* buf  # the current batch's payloads, each followed by a newline
-    cdef Py_ssize_t buf_len, buf_cap
     cdef object __weakref__  # the store closes the readers it handed out
     cdef bint finished  # read to the end (else a closed reader was closed under its rows)
 
-    def __cinit__(self, connection, str path, str sql, params=(), check=None,
-                  long long first=1, long long last=-1, bint with_payload=False,
-                  batch_ends=None):
+    def __cinit__(self, connection, str path, str sql, params=()):
         self.db = NULL
         self.stmt = NULL
         self.finished = False
-        self.buf = NULL
-        self.buf_len = 0
-        self.buf_cap = 0
-        self.batch_ends = list(batch_ends) if batch_ends else []
-        self.batch_k = 0
-        self.batch_end = self.batch_ends[0] if self.batch_ends else -1
-        self.check = check
-        self.expect = first
-        self.last = last
-        self.with_payload = with_payload
         cdef sqlite3* db = store_handle(connection, path)
         self.connection = connection
         cdef bytes text = sql.encode()
@@ -218,10 +101,6 @@ cdef class RowReader:
                 raise ValueError(f"cannot bind {type(value).__name__}")
             i += 1
         self.ncols = sqlite3_column_count(self.stmt)
-        self.ntyped = self.ncols - 3
-        if check is not None and self.ntyped < 1:
-            self.close()
-            raise ValueError("a checked read needs the typed columns, payload, crc and match")
         self.keys = [[] for _ in range(self.ncols)]
         self.values = [[] for _ in range(self.ncols)]
 
@@ -229,9 +108,6 @@ cdef class RowReader:
         if self.stmt != NULL:
             sqlite3_finalize(self.stmt)
             self.stmt = NULL
-        if self.buf != NULL:
-            PyMem_Free(self.buf)
-            self.buf = NULL
 
     def close(self):
         """Finalise the statement (also done at the end of the rows)."""
@@ -252,8 +128,6 @@ cdef class RowReader:
             # the store was closed under the rows, as a cursor's would be
             self.close()
             raise ProgrammingError("Cannot operate on a closed database.")
-        if self.check is not None:
-            return self._next_checked()
         cdef int rc = sqlite3_step(self.stmt)
         if rc == SQLITE_DONE:
             self.close()
@@ -263,162 +137,20 @@ cdef class RowReader:
             message = sqlite3_errmsg(self.db).decode("utf-8", "replace")
             self.close()
             raise DatabaseError(message)
-        return self._row(self.ncols, False)
+        return self._row()
 
-    cdef object _next_checked(self):
-        cdef int rc
-        cdef int verdict
-        cdef int n = self.ntyped
-        while True:
-            rc = sqlite3_step(self.stmt)
-            if rc == SQLITE_DONE:
-                self.close()
-                self.check(None, self.expect)  # raises if rows are missing at the end
-                self.finished = True
-                raise StopIteration
-            if rc != SQLITE_ROW:
-                message = sqlite3_errmsg(self.db).decode("utf-8", "replace")
-                self.close()
-                self.check.corrupt(message, self.expect)  # raises, naming the seq
-                raise DatabaseError(message)
-            verdict = self._verdict()
-            if verdict != 1:
-                try:
-                    self.check(self._raw(), self.expect)  # raises, or accepts the row
-                except BaseException:
-                    self.close()
-                    raise
-            self.expect = sqlite3_column_int64(self.stmt, 0) + 1
-            if self.batch_end >= 0:
-                self._hash_row()
-            if self.expect - 1 == self.last:
-                # the last row proved itself: say so now, not only at the end of the rows
-                # (a caller may stop at the row it wanted, the last one)
-                self.check(None, self.expect)
-            if sqlite3_column_int64(self.stmt, n + 2) == 0:
-                continue  # checked, not selected
-            if self.with_payload:
-                return self._row(n + 1, False)
-            return self._row(n, False)
-
-    cdef int _hash_row(self) except -1:
-        """Add the row's payload to its batch's bytes; at the batch's last seq hand them to
-        ``check.batch(k, data)``, which compares their digest with the stored one."""
-        cdef int n = self.ntyped
-        cdef const char* payload = <const char*>sqlite3_column_blob(self.stmt, n)
-        cdef Py_ssize_t size = sqlite3_column_bytes(self.stmt, n)
-        cdef Py_ssize_t need = self.buf_len + size + 1
-        cdef char* grown
-        if need > self.buf_cap:
-            grown = <char*>PyMem_Realloc(self.buf, need * 2)
-            if grown == NULL:
-                raise MemoryError()
-            self.buf = grown
-            self.buf_cap = need * 2
-        memcpy(self.buf + self.buf_len, payload, size)
-        self.buf[self.buf_len + size] = b'\n'
-        self.buf_len = need
-        if self.expect - 1 == self.batch_end:
-            data = PyBytes_FromStringAndSize(self.buf, self.buf_len)
-            self.buf_len = 0
-            try:
-                self.check.batch(self.batch_k, data)  # raises on a digest mismatch
-            except BaseException:
-                self.close()
-                raise
-            self.batch_k += 1
-            if self.batch_k < len(self.batch_ends):
-                self.batch_end = self.batch_ends[self.batch_k]
-            else:
-                self.batch_end = -1
-        return 0
-
-    cdef int _verdict(self):
-        """1: the row is sound; 0: it is not; -1: the C checks cannot tell (escapes)."""
-        cdef sqlite3_stmt* stmt = self.stmt
-        cdef int n = self.ntyped
-        if sqlite3_column_type(stmt, 0) != SQLITE_INTEGER:
-            return 0
-        if sqlite3_column_int64(stmt, 0) != self.expect:
-            return 0
-        if sqlite3_column_type(stmt, n + 1) != SQLITE_INTEGER:
-            return 0
-        if sqlite3_column_type(stmt, n + 2) != SQLITE_INTEGER:
-            return 0
-        cdef int payload_type = sqlite3_column_type(stmt, n)
-        if payload_type != SQLITE_BLOB and payload_type != SQLITE_TEXT:
-            return 0
-        cdef const unsigned char* payload = <const unsigned char*>sqlite3_column_blob(stmt, n)
-        cdef Py_ssize_t size = sqlite3_column_bytes(stmt, n)
-        if payload == NULL:
-            return 0
-        if <long long>crc32(payload, size) != sqlite3_column_int64(stmt, n + 1):
-            return 0
-        return self._prefix(payload, size)
-
-    cdef int _prefix(self, const unsigned char* p, Py_ssize_t size):
-        """Are the typed columns, as canonical JSON, the start of the payload ``p``?"""
-        cdef sqlite3_stmt* stmt = self.stmt
-        cdef char buf[32]
-        cdef Py_ssize_t pos = 1
-        cdef Py_ssize_t length, j
-        cdef const unsigned char* text
-        cdef unsigned char c
-        cdef int i, kind
-        if size < 1 or p[0] != b'[':
-            return 0
-        for i in range(self.ntyped):
-            if i:
-                if pos >= size or p[pos] != b',':
-                    return 0
-                pos += 1
-            kind = sqlite3_column_type(stmt, i)
-            if kind == SQLITE_INTEGER:
-                length = decimal(sqlite3_column_int64(stmt, i), buf)
-                if pos + length > size or memcmp(p + pos, buf, length) != 0:
-                    return 0
-                pos += length
-            elif kind == SQLITE_NULL:
-                if pos + 4 > size or memcmp(p + pos, b"null", 4) != 0:
-                    return 0
-                pos += 4
-            elif kind == SQLITE_TEXT:
-                text = sqlite3_column_text(stmt, i)
-                length = sqlite3_column_bytes(stmt, i)
-                for j in range(length):
-                    c = text[j]
-                    if c < 0x20 or c >= 0x80 or c == b'"' or c == b'\\':
-                        return -1  # escaped or non-ASCII in JSON: the Python check decides
-                if pos + length + 2 > size or p[pos] != b'"':
-                    return 0
-                if memcmp(p + pos + 1, text, length) != 0 or p[pos + 1 + length] != b'"':
-                    return 0
-                pos += length + 2
-            else:
-                return 0
-        if pos >= size or p[pos] != b',':
-            return 0
-        return 1
-
-    cdef tuple _raw(self):
-        """The whole row for the Python check: text as bytes (it may not be UTF-8)."""
-        return self._row(self.ncols, True)
-
-    cdef tuple _row(self, int ncols, bint text_as_bytes):
-        """The first ``ncols`` columns as a tuple: text as str (see ``_text``), or as bytes
-        with ``text_as_bytes`` (``_raw``'s rows). The flag is a required argument because a
-        cdef method's optional ones are passed in a struct on every call, and it is tested
-        on text columns only: the per-row path pays nothing measurable for sharing the loop."""
-        cdef tuple row = PyTuple_New(ncols)
+    cdef tuple _row(self):
+        """The row's columns as a tuple, text as str (see ``_text``)."""
+        cdef tuple row = PyTuple_New(self.ncols)
         cdef int i, kind
         cdef object value
-        for i in range(ncols):
+        for i in range(self.ncols):
             kind = sqlite3_column_type(self.stmt, i)
             if kind == SQLITE_INTEGER:
                 value = PyLong_FromLongLong(sqlite3_column_int64(self.stmt, i))
             elif kind == SQLITE_NULL:
                 value = None
-            elif kind == SQLITE_TEXT and not text_as_bytes:
+            elif kind == SQLITE_TEXT:
                 value = self._text(i)
             elif kind == SQLITE_FLOAT:
                 value = PyFloat_FromDouble(sqlite3_column_double(self.stmt, i))

@@ -297,21 +297,10 @@ def _encode_batch_py(events: Sequence[Any]) -> bytes:
     return b"".join([dumps(tuple(e), option=ENCODE_OPTIONS) + b"\n" for e in events])
 
 
-def _row_reader(
-    conn: sqlite3.Connection,
-    path: Path,
-    sql: str,
-    params: list[Any],
-    check: Callable[[tuple | None, int], None] | None = None,
-    first: int = 1,
-    last: int = -1,
-    with_payload: bool = False,
-    batch_ends: list[int] | None = None,
-) -> Any:
-    """The typed rows of ``sql`` read in C (``exchange.store._reader``; a checked read with
-    ``check``), or None when that path is not built or cannot take this connection, its
-    text factory or these parameters (the store then reads through a Python ``sqlite3``
-    cursor: the same rows, the same checks)."""
+def _row_reader(conn: sqlite3.Connection, path: Path, sql: str, params: list[Any]) -> Any:
+    """The typed rows of ``sql`` read in C (``exchange.store._reader``), or None when that
+    path is not built or cannot take this connection, its text factory or these parameters
+    (the store then reads through a Python ``sqlite3`` cursor: the same rows)."""
     if conn.text_factory is not str:
         return None
     try:
@@ -319,9 +308,7 @@ def _row_reader(
     except ImportError:  # pragma: no cover - the extension is part of every install
         return None
     try:
-        return RowReader(
-            conn, str(path.resolve()), sql, params, check, first, last, with_payload, batch_ends
-        )
+        return RowReader(conn, str(path.resolve()), sql, params)
     except ValueError:
         return None
 
@@ -353,14 +340,25 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
 
 
 def _wal_file_alone(path: Path) -> bool:
-    """Is ``path`` in WAL mode (header bytes 18-19) with no ``-wal`` file beside it? No
-    writer has it open then (a writer's WAL file exists while it is open)."""
+    """Is ``path`` in WAL mode (header bytes 18-19) with no ``-wal`` file beside it, nor a
+    ``-journal``? No writer has it open then (a writer's WAL file exists while it is open).
+
+    A non-empty ``-journal`` beside it may be hot: the header's WAL bytes are then the
+    uncommitted half of a switch to or from WAL (a writer killed inside it), and the file
+    must be read as SQLite reads it, journal rolled back first, not as it lies (immutable).
+    A kill inside the WAL switch of a new, empty file left one: read as it lay, the file
+    showed a header and no tables, whereas rolled back it is empty."""
     try:
         with path.open("rb") as f:
             header = f.read(20)
     except OSError:
         return False
-    return header[18:20] == b"\x02\x02" and not Path(f"{path}-wal").exists()
+    if header[18:20] != b"\x02\x02" or Path(f"{path}-wal").exists():
+        return False
+    try:
+        return Path(f"{path}-journal").stat().st_size == 0
+    except FileNotFoundError:
+        return True
 
 
 def _connect_ro(path: Path) -> sqlite3.Connection:
@@ -373,13 +371,17 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
     writer's open would, restoring the last committed state; the read-only one follows."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such event store")
-    uri = _ro_uri(path)
-    if _wal_file_alone(path):
-        # a file left in WAL mode whose -wal is gone (copied alone, say): everything it holds
-        # is in the file, and an ordinary read-only open would create -wal and -shm files
-        # beside it, or fail where it cannot (read-only storage)
-        uri += "&immutable=1"
-    conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S)
+
+    def read_only() -> sqlite3.Connection:
+        uri = _ro_uri(path)
+        if _wal_file_alone(path):
+            # a file left in WAL mode whose -wal is gone (copied alone, say): everything it
+            # holds is in the file, and an ordinary read-only open would create -wal and -shm
+            # files beside it, or fail where it cannot (read-only storage)
+            uri += "&immutable=1"
+        return sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S)
+
+    conn = read_only()
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
@@ -391,7 +393,7 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
             recovering.execute("SELECT count(*) FROM sqlite_master").fetchone()
         finally:
             recovering.close()
-        conn = sqlite3.connect(_ro_uri(path), uri=True, timeout=_BUSY_TIMEOUT_S)
+        conn = read_only()  # rolled back, the file may be one left in WAL mode, alone
     except BaseException:
         conn.close()
         raise
@@ -415,6 +417,12 @@ def _check_header(conn: sqlite3.Connection, path: Path) -> None:
     store of schema 2 is refused with the command that converts it)."""
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            # what a run killed while creating its file left before creation was atomic
+            raise StoreError(
+                f"{path}: holds no event log (an SQLite file with no tables: nothing was "
+                "ever committed to it; `gpuex run --resume` starts it afresh)"
+            )
         if "meta" not in tables:
             raise StoreError(f"{path}: not a gpuex event store (no meta table)")
         meta = dict(conn.execute("SELECT key, value FROM meta"))
@@ -512,12 +520,25 @@ def _typed_line(line: bytes) -> tuple:
     return tuple(orjson.loads(line)[:_N_TYPED])
 
 
-def _decode(blob: Any, first: int, last: int | None, typed: bool) -> list | None:
+def _decode(blob: Any, first: int, last: int | None, typed: bool | Callable) -> Any:
     """The events of a batch blob whose seqs are ``first..last`` in order (``last`` None:
     however many, unchecked): each event's field list, or with ``typed`` the tuple of its
     typed fields -- parsed in C from each line's start, ``data`` left undecoded (a replay
-    folds only those; decoding whole events was the largest cost of a replay). None if the
-    blob is not those events (:func:`_batch_problem` says why)."""
+    folds only those; decoding whole events was the largest cost of a replay). ``typed`` may
+    be a parser with ``typed_rows``'s signature and verdicts (the compiled fold's
+    ``Kernel.parse``): its result (typed records), or where it finds the blob unsound, the
+    typed rows as without it. None if the blob is not those events (:func:`_batch_problem`
+    says why)."""
+    if callable(typed):
+        if type(blob) is bytes:
+            try:
+                count = -1 if last is None else last - first + 1
+                parsed = typed(blob, first, count, _N_TYPED, _typed_line)
+            except (orjson.JSONDecodeError, TypeError, ValueError, IndexError):
+                parsed = None
+            if parsed is not None:
+                return parsed
+        typed = True  # the same verdict, and rows, as a read without the parser
     if typed and _READER is not None and type(blob) is bytes:
         try:
             count = -1 if last is None else last - first + 1
@@ -695,6 +716,11 @@ class EventStore:
         """Create a new store at ``path`` (which must not exist, or be empty) and open it for
         appending.
 
+        Atomic: the store is made in ``PATH-creating`` (its tables and session row in one
+        transaction, fsynced) and renamed to ``path``, so a process killed while creating
+        leaves either no file at ``path`` or a whole store with nothing appended yet (the
+        ``-creating`` file such a kill leaves is removed by the next ``create`` of ``path``).
+
         Args:
             scenario: the scenario's name.
             seed: the seed of every random source of the session.
@@ -725,13 +751,22 @@ class EventStore:
         config_json = orjson.dumps(config, option=orjson.OPT_SORT_KEYS).decode()
         if session_id is None:
             session_id = _default_session_id(scenario, seed, config_json, code_version)
-        conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S)
+        # Built beside ``path`` and renamed into place once committed, so that a process
+        # killed while creating leaves no file at ``path`` or a whole store, never a shell.
+        # Built at ``path`` itself, the WAL switch committed a header page on its own before
+        # the schema's transaction: a kill after it left a file with no tables, and a kill
+        # inside it a hot journal that a reader's immutable open ignored (decision in
+        # docs/decisions.md; tests/exchange/store/test_create_crash.py).
+        building = Path(f"{path}-creating")
+        building.unlink(missing_ok=True)  # a killed creation's: never at ``path``, no use
+        conn = sqlite3.connect(str(building), timeout=_BUSY_TIMEOUT_S)
         db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
         try:
             conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # before the first table
-            _enable_wal(conn)
-            store = cls(db, path, "a")
-            store._configure_writer(durability)
+            # a file that is discarded unless complete needs no journal on disk, nor SQLite's
+            # syncs: it is fsynced once, whole, before the rename
+            conn.execute("PRAGMA journal_mode=MEMORY").fetchall()
+            conn.execute("PRAGMA synchronous=OFF")
             with db.atomic():
                 db["meta"].create(
                     {"key": str, "value": str}, pk="key", not_null=["value"], strict=True
@@ -794,6 +829,29 @@ class EventStore:
                     not_null=["state", "state_hash"],
                     strict=True,
                 )
+            conn.close()
+            with building.open("rb") as built:
+                os.fsync(built.fileno())  # its bytes on disk before its name (power loss)
+            os.replace(building, path)
+        except BaseException:
+            conn.close()
+            building.unlink(missing_ok=True)
+            raise
+        with contextlib.suppress(OSError):  # the rename on disk too (where a folder opens)
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        # then the writer's own connection, as `open(path, "a")` makes one: a kill inside the
+        # switch to WAL leaves a hot journal over the whole store, which the next open rolls
+        # back (see _connect_ro)
+        conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S)
+        db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+        try:
+            _enable_wal(conn)
+            store = cls(db, path, "a")
+            store._configure_writer(durability)
         except BaseException:
             conn.close()
             raise
@@ -920,8 +978,8 @@ class EventStore:
             blob = encoded
         else:
             try:
-                if c is not None:
-                    blob = bytes(c.encode_batch(events, orjson.dumps, ENCODE_OPTIONS))
+                if c is not None:  # in C, orjson only for what the C encoder leaves to it
+                    blob = c.encode_batch(events, orjson.dumps, ENCODE_OPTIONS)
                 else:
                     blob = _encode_batch_py(events)
             except orjson.JSONEncodeError as exc:
@@ -1279,12 +1337,24 @@ class EventStore:
         stop: int | None = None,
         *,
         check: bool | None = None,
+        parse: Callable | None = None,
         **filters: Any,
     ) -> Iterator[tuple]:
         """The typed fields (:data:`~exchange.core.events.TYPED_FIELDS` order) of the events with
         ``start <= seq <= stop``, as tuples; same sources, filters and ``check`` as
-        :meth:`events`."""
+        :meth:`events`.
+
+        ``parse`` (no filters): a parser of batch blobs with the signature and verdicts of
+        ``exchange.store._reader.typed_rows`` (the compiled fold's ``Kernel.parse``); the rows
+        then come one batch at a time as ``(events, a, b)``, the events ``a..b-1`` of
+        ``events`` being those of ``start..stop`` in the batch: ``events`` is what the parser
+        made of the blob (proved as without it), or the list of its typed rows where the
+        parser found it unsound and an unchecked read takes it all the same."""
         check = self.checked if check is None else check
+        if parse is not None:
+            if any(value is not None for value in filters.values()):
+                raise ValueError("rows(parse=...) reads whole batches: no filters")
+            return self._track(self._typed(start, stop, check, filters, parse))
         if self._use_projection(filters, check):
             if check:  # the rows proved, not one more
                 stop = (
@@ -1298,8 +1368,24 @@ class EventStore:
             return self._track(reader if reader is not None else self._conn.execute(sql, params))
         return self._track(self._typed(start, stop, check, filters))
 
-    def _typed(self, start: int, stop: int | None, check: bool, filters: dict[str, Any]):
-        yield from self._selected(start, stop, check, filters, typed=True)
+    def _typed(
+        self,
+        start: int,
+        stop: int | None,
+        check: bool,
+        filters: dict[str, Any],
+        parse: Callable | None = None,
+    ):
+        if parse is None:
+            yield from self._selected(start, stop, check, filters, typed=True)
+            return
+        lo = max(start, 1)
+        for _batch, first, events, _blob in self._blobs(lo, stop, check, parse):
+            n = len(events)
+            a = max(lo - first, 0)
+            b = n if stop is None else min(n, stop - first + 1)
+            if a < b:
+                yield events, a, b
 
     def payloads(
         self, start: int = 1, stop: int | None = None, *, check: bool | None = None
@@ -1340,11 +1426,12 @@ class EventStore:
                         yield f
 
     def _blobs(
-        self, start: int, stop: int | None, check: bool, typed: bool = False
-    ) -> Iterator[tuple[int, int, list, bytes]]:
+        self, start: int, stop: int | None, check: bool, typed: bool | Callable = False
+    ) -> Iterator[tuple[int, int, Any, bytes]]:
         """``(batch, first_seq, events, blob)`` of each batch that holds events of
         ``start..stop``, in order; ``events``: each event's field list, or with ``typed`` the
-        tuple of its typed fields (parsed in C, ``data`` not decoded: see :func:`_decode`).
+        tuple of its typed fields (parsed in C, ``data`` not decoded), or what a parser given
+        as ``typed`` made of the blob (see :func:`_decode`).
         Checked: the batch rows chain up to ``sessions.last_seq`` (see :meth:`_batches_over`)
         and each blob is the one its digest names and its seqs in order, else
         :class:`DamagedLogError`."""

@@ -28,10 +28,23 @@ opens
 
 :meth:`Fold.state_hash` must equal the live engine's hash at the same event: that is the test
 of the whole design.
+
+Two folds, one state: :class:`Fold` is the reference (every rule in Python, above);
+:class:`CompiledFold` runs the hot rules (fees, spot fills, order numbering, resting,
+cancelling and amending, deposits, withdrawals, the kinds without a rule) in C
+(:mod:`exchange.store._fold`) on the same state, and every other rule through the reference's
+own code, in sequence order: the same state, ``state_hash`` and ``to_json`` after every event,
+and a malformed event refused with the same :class:`FoldError`. A replay reads a log straight
+into it (:meth:`Fold.fold_store`: the typed fields of each batch parsed in C into the records the
+compiled rules take, no Python object per event). ``session.replay``, ``state_at``, ``verify``'s
+replay and the journal use :data:`DEFAULT_FOLD` (``compiled``); the reference is selected with
+``fold="reference"`` (``replay``, ``state_at``), :func:`fold_class`, or for a whole process
+(the journaller's included) with the environment variable ``GPUEX_FOLD=reference``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import orjson
@@ -63,8 +76,18 @@ class FoldError(ValueError):
         return type(self), (self.seq, self.reason)
 
 
+#: What a rule raises on an event it cannot fold (a forged log): a :class:`FoldError`.
+_FOLDING_ERRORS = (ArithmeticError, AttributeError, LookupError, TypeError, ValueError)
+
+
+def _fold_error(row: Any, exc: Exception) -> FoldError:
+    """The :class:`FoldError` of ``row`` (the row being folded) failing with ``exc``."""
+    seq = row[0] if isinstance(row, tuple) and row else None
+    return FoldError(seq, f"the event cannot be folded ({type(exc).__name__}: {exc})")
+
+
 class Fold:
-    """Exchange state rebuilt from events."""
+    """Exchange state rebuilt from events: the reference fold (every rule in Python)."""
 
     def __init__(self) -> None:
         self.seq = 0
@@ -185,14 +208,17 @@ class Fold:
         try:
             for row in rows:
                 apply(*row)
-        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+        except _FOLDING_ERRORS as exc:
             if isinstance(exc, UnicodeDecodeError) or row is None:
                 raise  # from reading, not folding
-            seq = row[0] if isinstance(row, tuple) and row else None
-            raise FoldError(
-                seq, f"the event cannot be folded ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise _fold_error(row, exc) from exc
         return self
+
+    def fold_store(self, store: Any, first: int, last: int) -> Fold:
+        """Fold the events ``first..last`` of ``store`` (an open
+        :class:`~exchange.store.event_store.EventStore`, read checked or not as it reads);
+        returns ``self``. Raises as :meth:`apply_all`, and the store's errors unchanged."""
+        return self.apply_all(store.rows(first, last))
 
     # ------------------------------------------------------------------ rules
     def _listed(self, seq, instrument, account, order_id, side, price, qty, amount, *_):
@@ -573,3 +599,94 @@ class Fold:
         }
         fold.next_order_id = data["next_order_id"]
         return fold
+
+
+# ---------------------------------------------------------------------- the compiled fold
+def _kernel_module() -> Any:
+    """``exchange.store._fold`` (the compiled rules), or None if it is not built."""
+    try:
+        from exchange.store import _fold
+    except ImportError:  # pragma: no cover - the extension is part of every install
+        return None
+    return _fold
+
+
+_KERNEL = _kernel_module()
+
+
+def _rule_names(fold: Fold) -> dict[str, str]:
+    """Each kind with a rule -> its rule's name, when the rule is the reference's own
+    (a subclass's own rule is never swapped for the compiled one of the same name)."""
+    names = {}
+    for kind, handler in fold._apply.items():
+        function = handler.__func__
+        name = function.__name__
+        names[kind] = name if getattr(Fold, name, None) is function else "python"
+    return names
+
+
+class CompiledFold(Fold):
+    """:class:`Fold` with its hot rules run in C (:mod:`exchange.store._fold`) on the same
+    state; any other rule, and any event a compiled rule's conditions do not cover, through
+    :meth:`Fold.apply` in sequence order. Same state, same ``state_hash`` and ``to_json``
+    after every event as the reference; without the extension, the reference itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kernel = None if _KERNEL is None else _KERNEL.Kernel(_rule_names(self))
+
+    def apply_all(self, rows) -> Fold:
+        """:meth:`Fold.apply_all`, the hot rules in C."""
+        kernel = self._kernel
+        if kernel is None:
+            return super().apply_all(rows)
+        try:
+            kernel.apply_rows(self, rows)
+        except _FOLDING_ERRORS as exc:
+            row = kernel.current
+            if isinstance(exc, UnicodeDecodeError) or row is None:
+                raise  # from reading, not folding
+            raise _fold_error(row, exc) from exc
+        return self
+
+    def fold_store(self, store: Any, first: int, last: int) -> Fold:
+        """:meth:`Fold.fold_store` with each batch's typed fields parsed in C into the
+        records the compiled rules take (``EventStore.rows(..., parse=...)``)."""
+        kernel = self._kernel
+        if kernel is None:
+            return super().fold_store(store, first, last)
+        for events, start, stop in store.rows(first, last, parse=kernel.parse):
+            if type(events) is list:  # a batch the C parser left to Python: its rows
+                self.apply_all(events[start:stop])
+                continue
+            kernel.current = None
+            try:
+                kernel.apply_batch(self, events, start, stop)
+            except _FOLDING_ERRORS as exc:
+                row = kernel.current
+                if isinstance(exc, UnicodeDecodeError) or row is None:
+                    raise
+                raise _fold_error(row, exc) from exc
+        return self
+
+
+#: The folds by name: ``compiled`` (:class:`CompiledFold`) and ``reference`` (:class:`Fold`).
+FOLDS: dict[str, type[Fold]] = {"compiled": CompiledFold, "reference": Fold}
+
+#: The fold replays, ``state_at``, ``verify`` and the journal use when not told which:
+#: ``compiled``, or the environment's ``GPUEX_FOLD`` (``reference`` to check the fast path
+#: against its reference on real logs).
+DEFAULT_FOLD = os.environ.get("GPUEX_FOLD", "compiled")
+
+
+def fold_class(name: str | None = None) -> type[Fold]:
+    """The fold class named ``name`` (None: :data:`DEFAULT_FOLD`, read at the call).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    name = DEFAULT_FOLD if name is None else name
+    try:
+        return FOLDS[name]
+    except KeyError:
+        raise ValueError(f"unknown fold {name!r}; folds: {', '.join(FOLDS)}") from None

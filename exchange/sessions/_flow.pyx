@@ -1,0 +1,146 @@
+# cython: language_level=3
+"""The `flow` session's per-message loop compiled, inside the compiled clock's loop.
+
+:class:`FlowDriver` is ``exchange.sessions.scenarios._FlowDriver.step`` for the compiled engine
+on the compiled clock (``exchange.core._clock``): the chunk's columns as int64 arrays,
+``handle_row`` called with the row's values, the generator-id -> order-id map, and the same
+next message scheduled on the clock with no Python frame in between. What is rare stays in the
+Python driver it wraps and is called from here at the same positions: generating a chunk
+(``_FlowDriver._load``, which also prunes the id map), the cash messages and the malformed ones.
+The Python ``_FlowDriver`` is the reference and drives the reference engine; both give the same
+log, byte for byte (tests/exchange/sessions/test_flow_driver.py).
+
+:class:`RunStep` is ``session.run``'s ``on_step`` (before each action: the engine's clock moved
+to the action's time, then the batches the last action completed committed) as a
+:class:`~exchange.core._clock.StepHook`.
+"""
+
+from libc.stdint cimport int64_t
+
+from exchange.core._clock cimport Action, Simulator, StepHook
+
+from exchange.core.clock import PARTICIPANT
+from matching_core import Op
+
+cdef int64_t C_PARTICIPANT = PARTICIPANT
+cdef int64_t ADD = int(Op.ADD)
+
+
+cdef class FlowDriver(Action):
+    """The compiled step of a ``_FlowDriver`` made with ``typed=True`` on a compiled clock
+    (see the module docstring); :meth:`start` schedules the first message."""
+
+    cdef Simulator sim
+    cdef object source  # the Python driver: the chunks, the cash and malformed messages
+    cdef object row  # the engine's ``handle_row``
+    cdef object instrument
+    cdef list names
+    cdef dict ids  # generator order id -> exchange order id (the source's, pruned per chunk)
+    cdef int64_t count, first, n, cash_every, malformed_every
+    cdef const int64_t[::1] gen_ids, accounts, prices, qtys, ops, sides, types, tifs, post_only
+    cdef const int64_t[::1] times
+
+    def __init__(self, source):
+        if source._row is None or not getattr(source, "typed", False):
+            raise ValueError("FlowDriver drives a typed _FlowDriver of an engine with handle_row")
+        self.source = source
+        self.sim = source.sim
+        self.row = source._row
+        self.instrument = source.instrument
+        self.names = source.names
+        self.count = source.count
+        self.cash_every = source.s.cash_every
+        self.malformed_every = source.s.malformed_every
+        self._take()
+
+    cdef int _take(self) except -1:
+        """Read the chunk the source has just loaded."""
+        (
+            self.gen_ids,
+            self.accounts,
+            self.prices,
+            self.qtys,
+            self.ops,
+            self.sides,
+            self.types,
+            self.tifs,
+            self.post_only,
+        ) = self.source.arrays
+        self.times = self.source.times
+        self.first = self.source._first
+        self.n = self.times.shape[0]
+        self.ids = self.source.ids
+        return 0
+
+    def start(self):
+        """Schedule the first message."""
+        if self.count:
+            self.sim.schedule_action(self.times[0], self, 0, C_PARTICIPANT)
+
+    cdef int fire(self, int64_t i) except -1:
+        """Message ``i``: ``_FlowDriver.step(i)`` with the compiled engine's rows."""
+        cdef int64_t j = i - self.first
+        cdef int64_t op = self.ops[j]
+        cdef object name = self.names[self.accounts[j]]
+        if op == ADD:
+            result = self.row(
+                name, self.instrument, op, 0, self.prices[j], self.qtys[j], self.sides[j],
+                self.types[j], self.tifs[j], self.post_only[j],
+            )
+            order_id = result.order_id
+            if order_id is not None:
+                self.ids[self.gen_ids[j]] = order_id
+        else:
+            order_id = self.ids.get(self.gen_ids[j], 0)
+            self.row(
+                name, self.instrument, op, order_id, self.prices[j], self.qtys[j],
+                self.sides[j], self.types[j], self.tifs[j], self.post_only[j],
+            )
+        if self.cash_every and i % self.cash_every == self.cash_every - 1:
+            self.source.cash(i)
+        if self.malformed_every and i % self.malformed_every == self.malformed_every - 1:
+            self.source.malformed(i)
+        if i + 1 < self.count:
+            if j + 1 == self.n:
+                self.source._load(i + 1)
+                self._take()
+            self.sim.schedule_action(self.times[i + 1 - self.first], self, i + 1, C_PARTICIPANT)
+        return 0
+
+
+cdef class RunStep(StepHook):
+    """``session.run``'s step: ``engine.advance(t)``, then ``drain()`` once ``pending`` holds
+    ``batch_size`` events or more.
+
+    With ``direct`` (the engine's ``advance`` is ``Exchange.advance``, which only checks that
+    time runs forward and sets ``engine.t``), the clock is set here without the Python call,
+    and not at all when it is already at ``t``; a ``t`` before the engine's clock still calls
+    ``advance``, for its error."""
+
+    cdef object engine
+    cdef list pending
+    cdef Py_ssize_t batch_size
+    cdef object drain
+    cdef bint direct
+
+    def __init__(self, engine, list pending, Py_ssize_t batch_size, drain, bint direct):
+        self.engine = engine
+        self.pending = pending
+        self.batch_size = batch_size
+        self.drain = drain
+        self.direct = direct
+
+    cdef int before(self, int64_t t) except -1:
+        cdef object now
+        if self.direct:
+            now = self.engine.t
+            if type(now) is int and <int64_t>now <= t:
+                if <int64_t>now != t:
+                    self.engine.t = t
+            else:
+                self.engine.advance(t)
+        else:
+            self.engine.advance(t)
+        if len(self.pending) >= self.batch_size:
+            self.drain()
+        return 0

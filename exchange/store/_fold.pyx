@@ -1,0 +1,892 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The compiled fold's loop (:class:`exchange.store.fold.CompiledFold`): the hot rules of
+:class:`exchange.store.fold.Fold` in C, on the fold's own state (its dicts and lists).
+
+A replay spends its time on a handful of kinds (on ``flow``: CommandReceived 29 %,
+OrderAccepted 19 %, Fee 16 %, OrderRested 15 %, OrderCancelled 11 %, Fill 8 %). :class:`Kernel`
+runs those rules -- ``_fee``, ``_fill`` (spot), ``_numbered``, ``_rested``, ``_cancelled``,
+``_amended``, ``_deposit``, ``_withdrawal`` and the kinds without a rule -- in a C loop, and
+hands every other event to the reference's own ``Fold.apply`` in sequence order, so the two
+folds hold the same state after every event.
+
+The rules run on typed records (:class:`Batch`), parsed in C straight from a batch blob's lines
+(:meth:`Kernel.parse`, the reader of a replay: no Python tuple per event) or taken from rows
+(:meth:`Kernel.apply_rows`: events or tuples, the journal's batches).
+
+Exactness, the whole point of a fast path with a reference: a compiled rule first checks every
+condition under which its Python twin could raise or do something else (a key missing, a value
+that is not a plain ``int``, an instrument that is not ``spot``...); only when all hold does it
+change anything, with the same dict and list operations in the same order (the dicts' order is
+part of the snapshots). Otherwise the event goes to ``Fold.apply``, which does what it does,
+error included. ``seq``, ``t`` and ``next_order_id`` are kept in C during a run of compiled
+events and written back to the fold before any Python rule runs and at the end of each call.
+"""
+
+from cpython.object cimport PyObject, Py_EQ, PyObject_RichCompareBool
+from cpython.ref cimport Py_INCREF
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_SetItem, PyDict_DelItem, PyDict_CheckExact
+# (PyDict_GetItem saves and restores the error state at every call: a cost here)
+from cpython.dict cimport PyDict_GetItemWithError as PyDict_GetItem
+from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_CheckExact, PyList_GET_SIZE
+from cpython.long cimport PyLong_FromLongLong, PyLong_CheckExact
+from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_Calloc
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM, PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.tuple cimport PyTuple_Check
+from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_CheckExact
+from libc.string cimport memchr, memcmp, memcpy
+
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
+
+cdef extern from *:
+    int __builtin_ctzll(unsigned long long x) nogil
+    bint __builtin_saddll_overflow(long long a, long long b, long long* out) nogil
+    bint __builtin_ssubll_overflow(long long a, long long b, long long* out) nogil
+
+#: The typed fields a record holds (``exchange.core.events.TYPED_FIELDS``).
+N_TYPED = 12
+
+cdef enum:
+    K_NOOP = 0
+    K_COLD = 1
+    K_FEE = 2
+    K_FILL = 3
+    K_NUMBERED = 4
+    K_RESTED = 5
+    K_CANCELLED = 6
+    K_AMENDED = 7
+    K_DEPOSIT = 8
+    K_WITHDRAWAL = 9
+
+#: The reference rules compiled here, by their name in ``Fold``; a kind whose rule is not
+#: one of them runs its Python rule. A kind with no rule at all only advances seq and t.
+COMPILED_RULES = {
+    "_fee": K_FEE, "_fill": K_FILL, "_numbered": K_NUMBERED, "_rested": K_RESTED,
+    "_cancelled": K_CANCELLED, "_amended": K_AMENDED, "_deposit": K_DEPOSIT,
+    "_withdrawal": K_WITHDRAWAL,
+}
+
+# bits of Rec.nulls: which int fields are null
+cdef enum:
+    N_ORDER_ID = 1
+    N_PRICE = 2
+    N_QTY = 4
+    N_AMOUNT = 8
+    N_COUNTER_ORDER_ID = 16
+
+#: Distinct strings a kernel remembers (a log's accounts, instruments, kinds, sides); the
+#: rest are made afresh each time.
+CACHED = 1 << 16
+
+cdef object FEES = "fees"
+cdef object SPOT = "spot"
+cdef object BUY = "buy"
+cdef object ZERO = 0
+cdef object NO_KEY = object()  # no instrument remembered (None is one: a forged log's)
+
+
+cdef struct Rec:
+    long long seq
+    long long t
+    long long order_id
+    long long price
+    long long qty
+    long long amount
+    long long counter_order_id
+    PyObject* kind         # borrowed: the kernel's cache (or the batch's) keeps them alive
+    PyObject* instrument   # Py_None for null
+    PyObject* account
+    PyObject* side
+    PyObject* counterparty
+    int tag                # K_*
+    int nulls              # N_*
+    Py_ssize_t slow        # >= 0: the event is the batch's Python row of that index
+
+
+cdef struct Slot:
+    unsigned long long hash
+    unsigned long long head  # the first 8 bytes (fewer: packed), and the last 8
+    unsigned long long tail
+    Py_ssize_t size
+    const char* data       # the UTF-8 bytes of ``text`` (kept in ``Kernel.keep``)
+    PyObject* text
+    int tag
+
+
+cdef inline object _plus(object a, long long b):
+    """``a + b`` for an exact int ``a``: in C when it fits, else Python's big ints."""
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(a, &overflow)
+    cdef long long out
+    if overflow == 0 and not __builtin_saddll_overflow(v, b, &out):
+        return PyLong_FromLongLong(out)
+    return a + PyLong_FromLongLong(b)
+
+
+cdef inline object _minus(object a, long long b):
+    """``a - b`` for an exact int ``a``."""
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(a, &overflow)
+    cdef long long out
+    if overflow == 0 and not __builtin_ssubll_overflow(v, b, &out):
+        return PyLong_FromLongLong(out)
+    return a - PyLong_FromLongLong(b)
+
+
+cdef inline bint _small(object o, long long* out):
+    """Is ``o`` an exact int within C's long long (its value in ``out``)?"""
+    cdef int overflow = 0
+    if not PyLong_CheckExact(o):
+        return False
+    out[0] = PyLong_AsLongLongAndOverflow(o, &overflow)
+    return overflow == 0
+
+
+cdef inline bint _text_or_none(PyObject* o):
+    return o == <PyObject*>None or PyUnicode_CheckExact(<object>o)
+
+
+cdef inline object _int_or_none(Rec* r, long long value, int bit):
+    if r.nulls & bit:
+        return None
+    return PyLong_FromLongLong(value)
+
+
+cdef inline Py_ssize_t _quote(const char* src, Py_ssize_t q, Py_ssize_t end) noexcept nogil:
+    """Where the first ``"`` or backslash at or after ``q`` is (``end`` if none before it):
+    eight bytes at a time (a byte equal to either is a zero byte of the word xor-ed with it;
+    the lowest such flag is exact)."""
+    cdef unsigned long long v, x, y
+    while q + 8 <= end:
+        memcpy(&v, src + q, 8)
+        x = v ^ 0x2222222222222222ULL
+        y = v ^ 0x5C5C5C5C5C5C5C5CULL
+        x = ((x - 0x0101010101010101ULL) & ~x) | ((y - 0x0101010101010101ULL) & ~y)
+        x &= 0x8080808080808080ULL
+        if x:
+            return q + (__builtin_ctzll(x) >> 3)
+        q += 8
+    while q < end and src[q] != b'"' and src[q] != b"\\":
+        q += 1
+    return q
+
+
+cdef long long POW10[9]
+POW10[:] = [1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000]
+
+
+cdef inline Py_ssize_t _digits(const char* src, Py_ssize_t p, Py_ssize_t end,
+                               long long* out) noexcept nogil:
+    """The value of the digits from ``p`` (at most 18, before ``end``) in ``out``; where they
+    end. Eight bytes at a time: the run of digits found by flagging the bytes that are not
+    (high nibble not 3, or low nibble above 9), their value by simdjson's eight-digit
+    multiplications (a run shorter than eight shifted up: its missing leading bytes read 0)."""
+    cdef Py_ssize_t q = p
+    cdef unsigned long long v, flags
+    cdef long long value = 0
+    cdef int run
+    while q + 8 <= end and q - p <= 10:
+        memcpy(&v, src + q, 8)
+        flags = ((v & 0xF0F0F0F0F0F0F0F0ULL) ^ 0x3030303030303030ULL) | (
+            ((v + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) ^ 0x3030303030303030ULL
+        )
+        # a byte's high bit: is it flagged (a carry out of a byte >= 0xFA only flags bytes
+        # after it, and the first flagged one is what counts)
+        flags = (((flags & 0x7F7F7F7F7F7F7F7FULL) + 0x7F7F7F7F7F7F7F7FULL) | flags)
+        flags &= 0x8080808080808080ULL
+        run = 8 if flags == 0 else (__builtin_ctzll(flags) >> 3)
+        if run == 0:
+            break
+        if run < 8:
+            v <<= 8 * (8 - run)
+        v = ((v & 0x0F0F0F0F0F0F0F0FULL) * 2561) >> 8
+        v = ((v & 0x00FF00FF00FF00FFULL) * 6553601) >> 16
+        v = ((v & 0x0000FFFF0000FFFFULL) * 42949672960001ULL) >> 32
+        value = value * POW10[run] + <long long>(v & 0xFFFFFFFFULL)
+        q += run
+        if run < 8:
+            out[0] = value
+            return q
+    while q < end and _is_digit(src[q]) and q - p < 18:
+        value = value * 10 + (src[q] - 48)
+        q += 1
+    out[0] = value
+    return q
+
+
+cdef inline bint _is_digit(char c) noexcept nogil:
+    return b"0" <= c <= b"9"
+
+
+cdef class Batch:
+    """The events of one batch blob as typed records (:meth:`Kernel.parse`)."""
+
+    cdef Rec* recs
+    cdef Py_ssize_t n, cap
+    cdef list rows      # the Python rows of the lines the C parser left to Python
+    cdef list keep      # strings beyond the kernel's cache
+    cdef Kernel kernel  # whose cache holds the records' strings
+
+    def __cinit__(self):
+        self.recs = NULL
+        self.n = 0
+        self.cap = 0
+        self.rows = []
+        self.keep = []
+
+    def __dealloc__(self):
+        if self.recs == NULL:
+            return
+        if self.kernel is not None and self.kernel.spare == NULL:
+            # the next batch's records go here: fresh pages for each batch cost more than
+            # parsing a tenth of it
+            self.kernel.spare = self.recs
+            self.kernel.spare_cap = self.cap
+        else:
+            PyMem_Free(self.recs)
+        self.recs = NULL
+
+    def __len__(self):
+        return self.n
+
+    def row(self, Py_ssize_t i):
+        """Event ``i``'s typed fields as a tuple (what ``typed_rows`` gives; for tests)."""
+        if i < 0 or i >= self.n:
+            raise IndexError(i)
+        return self.kernel._row_of(&self.recs[i], self)
+
+
+cdef class Kernel:
+    """The compiled rules and their string cache; one per fold.
+
+    ``tags``: each kind with a rule in the reference fold -> the name of its rule
+    (``Fold._apply``'s handlers' names); kinds absent have no rule."""
+
+    cdef Slot* slots
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t used
+    cdef Rec* spare          # the records of a batch gone, for the next one
+    cdef Py_ssize_t spare_cap
+    cdef list keep
+    cdef dict codes          # kind -> K_* (rows' kinds, and the parser's)
+    cdef public object current  # the row a Python rule is folding (for FoldError's seq)
+    # the fold's state while a call runs (see _load / _flush)
+    cdef object fold
+    cdef bint ok             # the state has the shape the compiled rules need
+    cdef dict cash, pools, books, positions, kinds, last_price
+    cdef long long seq, t, next_order_id
+    cdef bint moved, numbered
+    # the last instrument's book, and the last instrument found spot: only a Python rule can
+    # replace a book or a kind, and each is followed by _load, which forgets them (held, so
+    # that no other object can take the address)
+    cdef object book_key, book, spot_key
+
+    def __cinit__(self, dict tags):
+        self.cap = 256
+        self.used = 0
+        self.spare = NULL
+        self.spare_cap = 0
+        self.slots = <Slot*>PyMem_Calloc(self.cap, sizeof(Slot))
+        if self.slots == NULL:
+            raise MemoryError()
+        self.keep = []
+        self.codes = {}
+        for kind, rule in tags.items():
+            self.codes[kind] = COMPILED_RULES.get(rule, K_COLD)
+        self.current = None
+        self.ok = False
+
+    def __dealloc__(self):
+        if self.slots != NULL:
+            PyMem_Free(self.slots)
+            self.slots = NULL
+        if self.spare != NULL:
+            PyMem_Free(self.spare)
+            self.spare = NULL
+
+    # ------------------------------------------------------------------ strings
+    cdef inline int _code(self, object kind):
+        cdef PyObject* code = PyDict_GetItem(self.codes, kind)
+        if code == NULL:
+            return K_NOOP  # no rule: Fold.apply only advances seq and t
+        return <int><object>code
+
+    cdef PyObject* _text(self, const char* s, Py_ssize_t n, int* tag, Batch batch) except NULL:
+        """The str of the UTF-8 bytes ``s[:n]``, the same object each time while the cache
+        has room; its kind code in ``tag``."""
+        cdef unsigned long long head = 0, tail = 0, h
+        cdef Py_ssize_t j
+        if n >= 8:
+            memcpy(&head, s, 8)
+            memcpy(&tail, s + n - 8, 8)
+        else:
+            for j in range(n):
+                head = (head << 8) | <unsigned char>s[j]
+        # the first and last 8 bytes and the length: all of a string of up to 16 bytes
+        h = (head ^ (tail * 0x9E3779B97F4A7C15ULL) ^ <unsigned long long>n) * 0xFF51AFD7ED558CCDULL
+        h ^= h >> 29
+        cdef Py_ssize_t mask = self.cap - 1
+        cdef Py_ssize_t i = <Py_ssize_t>(h & <unsigned long long>mask)
+        cdef Slot* slot
+        while True:
+            slot = &self.slots[i]
+            if slot.text == NULL:
+                break
+            if (slot.hash == h and slot.size == n and slot.head == head and slot.tail == tail
+                    and (n <= 16 or memcmp(slot.data, s, n) == 0)):
+                tag[0] = slot.tag
+                return slot.text
+            i = (i + 1) & mask
+        text = PyUnicode_DecodeUTF8(s, n, NULL)  # strict, as the reference's reader
+        tag[0] = self._code(text)
+        if self.used >= CACHED:
+            batch.keep.append(text)
+            return <PyObject*>text
+        data = text.encode()  # its bytes, kept beside it (equal to s[:n])
+        self.keep.append(data)
+        self.keep.append(text)
+        slot.hash = h
+        slot.head = head
+        slot.tail = tail
+        slot.size = n
+        slot.data = PyBytes_AS_STRING(data)
+        slot.text = <PyObject*>text
+        slot.tag = tag[0]
+        self.used += 1
+        if self.used * 2 > self.cap:
+            self._grow()
+        return <PyObject*>text
+
+    cdef int _grow(self) except -1:
+        cdef Py_ssize_t cap = self.cap * 2, k, i
+        cdef Slot* old = self.slots
+        cdef Slot* slots = <Slot*>PyMem_Calloc(cap, sizeof(Slot))
+        if slots == NULL:
+            raise MemoryError()
+        for k in range(self.cap):
+            if old[k].text != NULL:
+                i = <Py_ssize_t>(old[k].hash & <unsigned long long>(cap - 1))
+                while slots[i].text != NULL:
+                    i = (i + 1) & (cap - 1)
+                slots[i] = old[k]
+        PyMem_Free(old)
+        self.slots = slots
+        self.cap = cap
+        return 0
+
+    # ------------------------------------------------------------------ the reader
+    def parse(self, bytes blob, long long first, Py_ssize_t count, Py_ssize_t n_typed,
+              fallback):
+        """The events of a batch blob as a :class:`Batch`, read exactly as
+        ``exchange.store._reader.typed_rows(blob, first, count, n_typed, fallback)`` reads them
+        (the same lines to ``fallback``, the same values; None in the same cases: the blob is
+        not ``count`` events, ``count`` < 0: any number, of seqs ``first``, ``first + 1``...)
+        but into typed records, with no Python object per event."""
+        if n_typed != N_TYPED:
+            raise ValueError(f"the compiled fold reads {N_TYPED} typed fields, not {n_typed}")
+        cdef const char* src = PyBytes_AS_STRING(blob)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(blob)
+        cdef Py_ssize_t pos = 0, p, end, q, k = 0, i, lines = 0
+        cdef long long value, expected
+        cdef bint negative, fast
+        cdef const char* nl
+        cdef int tag
+        # per field of the line: 0 null, 1 int, 2 str
+        cdef int types[12]
+        cdef long long ints[12]
+        cdef PyObject* texts[12]
+        cdef int tags[12]
+        cdef Rec* r
+        if n and src[n - 1] != b"\n":
+            return None
+        if count >= 0:
+            lines = count  # more lines than that: not the batch (None below)
+        else:
+            nl = src
+            while True:
+                nl = <const char*>memchr(nl, b"\n", n - (nl - src))
+                if nl == NULL:
+                    break
+                lines += 1
+                nl += 1
+        batch = Batch()
+        batch.kernel = self
+        if lines < 1:
+            lines = 1
+        if self.spare != NULL and self.spare_cap >= lines:
+            batch.recs, batch.cap = self.spare, self.spare_cap
+            self.spare = NULL
+        else:
+            batch.recs = <Rec*>PyMem_Malloc(lines * sizeof(Rec))
+            if batch.recs == NULL:
+                raise MemoryError()
+            batch.cap = lines
+        while pos < n:
+            if k == lines:
+                return None  # more events than ``count``
+            nl = <const char*>memchr(src + pos, b"\n", n - pos)
+            end = nl - src
+            expected = first + k
+            p = pos
+            fast = src[p] == b"["
+            p += 1
+            i = 0
+            while fast and i < 12:
+                if p >= end:
+                    fast = False
+                    break
+                if src[p] == b"n":
+                    if end - p < 4 or src[p + 1] != b"u" or src[p + 2] != b"l" or src[p + 3] != b"l":
+                        fast = False
+                        break
+                    types[i] = 0
+                    p += 4
+                elif src[p] == b'"':
+                    q = _quote(src, p + 1, end)
+                    if q >= end or src[q] != b'"':
+                        fast = False  # an escape: Python decodes it
+                        break
+                    texts[i] = self._text(src + p + 1, q - p - 1, &tag, batch)
+                    tags[i] = tag
+                    types[i] = 2
+                    p = q + 1
+                elif src[p] == b"-" or _is_digit(src[p]):
+                    negative = src[p] == b"-"
+                    if negative:
+                        p += 1
+                    q = _digits(src, p, end, &value)
+                    if q == p or (q < end and (_is_digit(src[q]) or src[q] in b".eE")):
+                        fast = False  # beyond 18 digits, or not an int: Python decodes it
+                        break
+                    ints[i] = -value if negative else value
+                    types[i] = 1
+                    p = q
+                else:
+                    fast = False
+                    break
+                if p >= end or src[p] != b",":
+                    fast = False
+                    break
+                p += 1
+                i += 1
+            r = &batch.recs[k]
+            r.slow = -1
+            if fast and (types[0] != 1 or types[1] != 1 or types[2] != 2
+                         or types[3] == 1 or types[4] == 1 or types[6] == 1 or types[10] == 1
+                         or types[5] == 2 or types[7] == 2 or types[8] == 2 or types[9] == 2
+                         or types[11] == 2):
+                # every field read, one of an unexpected type: the row typed_rows makes
+                row = PyTuple_New(12)
+                for i in range(12):
+                    if types[i] == 0:
+                        item = None
+                    elif types[i] == 1:
+                        item = PyLong_FromLongLong(ints[i])
+                    else:
+                        item = <object>texts[i]
+                    Py_INCREF(item)
+                    PyTuple_SET_ITEM(row, i, item)
+                fast = False
+            elif not fast:
+                row = fallback(blob[pos:end])
+            if not fast:
+                if len(row) == 0 or row[0] != expected:
+                    return None
+                r.seq = expected
+                r.slow = len(batch.rows)
+                batch.rows.append(row)
+            else:
+                if ints[0] != expected:
+                    return None
+                r.seq = ints[0]
+                r.t = ints[1]
+                r.kind = texts[2]
+                r.tag = tags[2]
+                r.nulls = 0
+                r.instrument = texts[3] if types[3] else <PyObject*>None
+                r.account = texts[4] if types[4] else <PyObject*>None
+                r.side = texts[6] if types[6] else <PyObject*>None
+                r.counterparty = texts[10] if types[10] else <PyObject*>None
+                if types[5]:
+                    r.order_id = ints[5]
+                else:
+                    r.nulls |= N_ORDER_ID
+                if types[7]:
+                    r.price = ints[7]
+                else:
+                    r.nulls |= N_PRICE
+                if types[8]:
+                    r.qty = ints[8]
+                else:
+                    r.nulls |= N_QTY
+                if types[9]:
+                    r.amount = ints[9]
+                else:
+                    r.nulls |= N_AMOUNT
+                if types[11]:
+                    r.counter_order_id = ints[11]
+                else:
+                    r.nulls |= N_COUNTER_ORDER_ID
+            k += 1
+            batch.n = k
+            pos = end + 1
+        if count >= 0 and k != count:
+            return None
+        return batch
+
+    cdef tuple _row_of(self, Rec* r, Batch batch):
+        """The record as the typed row the reference folds."""
+        if r.slow >= 0:
+            return batch.rows[r.slow]
+        return (
+            PyLong_FromLongLong(r.seq),
+            PyLong_FromLongLong(r.t),
+            <object>r.kind,
+            <object>r.instrument,
+            <object>r.account,
+            _int_or_none(r, r.order_id, N_ORDER_ID),
+            <object>r.side,
+            _int_or_none(r, r.price, N_PRICE),
+            _int_or_none(r, r.qty, N_QTY),
+            _int_or_none(r, r.amount, N_AMOUNT),
+            <object>r.counterparty,
+            _int_or_none(r, r.counter_order_id, N_COUNTER_ORDER_ID),
+        )
+
+    # ------------------------------------------------------------------ folding
+    def apply_batch(self, fold, Batch batch, Py_ssize_t start, Py_ssize_t stop):
+        """Fold the events ``start..stop-1`` of ``batch`` into ``fold``."""
+        cdef Py_ssize_t i
+        cdef Rec* r
+        if stop > batch.n:
+            stop = batch.n
+        self._load(fold)
+        try:
+            for i in range(start, stop):
+                r = &batch.recs[i]
+                if r.slow >= 0 or not self._fast(r):
+                    self._cold(self._row_of(r, batch))
+        finally:
+            self._flush()
+            self._release()
+
+    def apply_rows(self, fold, rows):
+        """Fold an iterable of rows (events, or tuples of their typed fields) into ``fold``.
+        ``current`` is the last row taken (the one a failure is about)."""
+        cdef Rec rec
+        self.current = None
+        self._load(fold)
+        try:
+            for row in rows:
+                self.current = row
+                if not self._rec_of(row, &rec) or not self._fast(&rec):
+                    self._cold(row)
+        finally:
+            self._flush()
+            self._release()
+        self.current = None
+
+    cdef bint _rec_of(self, object row, Rec* r) except -1:
+        """The tuple ``row`` as a record, if every field has the type the compiled rules
+        expect (else False: the row goes to Python as it is)."""
+        cdef PyObject* item
+        if not PyTuple_Check(row) or PyTuple_GET_SIZE(row) < 12:
+            return False
+        if not _small(<object>PyTuple_GET_ITEM(row, 0), &r.seq):
+            return False
+        if not _small(<object>PyTuple_GET_ITEM(row, 1), &r.t):
+            return False
+        item = PyTuple_GET_ITEM(row, 2)
+        if not PyUnicode_CheckExact(<object>item):
+            return False
+        r.kind = item
+        r.tag = self._code(<object>item)
+        if not (_text_or_none(PyTuple_GET_ITEM(row, 3)) and _text_or_none(PyTuple_GET_ITEM(row, 4))
+                and _text_or_none(PyTuple_GET_ITEM(row, 6))
+                and _text_or_none(PyTuple_GET_ITEM(row, 10))):
+            return False
+        r.instrument = PyTuple_GET_ITEM(row, 3)
+        r.account = PyTuple_GET_ITEM(row, 4)
+        r.side = PyTuple_GET_ITEM(row, 6)
+        r.counterparty = PyTuple_GET_ITEM(row, 10)
+        r.nulls = 0
+        r.slow = -1
+        if not self._int_field(row, 5, &r.order_id, N_ORDER_ID, r):
+            return False
+        if not self._int_field(row, 7, &r.price, N_PRICE, r):
+            return False
+        if not self._int_field(row, 8, &r.qty, N_QTY, r):
+            return False
+        if not self._int_field(row, 9, &r.amount, N_AMOUNT, r):
+            return False
+        if not self._int_field(row, 11, &r.counter_order_id, N_COUNTER_ORDER_ID, r):
+            return False
+        return True
+
+    cdef inline bint _int_field(self, object row, int i, long long* out, int bit, Rec* r):
+        cdef PyObject* item = PyTuple_GET_ITEM(row, i)
+        if item == <PyObject*>None:
+            r.nulls |= bit
+            return True
+        return _small(<object>item, out)
+
+    cdef int _load(self, fold) except -1:
+        """Take the fold's state (its containers, seq) for the compiled rules."""
+        cdef long long seq = 0
+        self.fold = fold
+        self.moved = False
+        self.numbered = False
+        self.ok = False
+        cash, pools, books = fold.cash, fold.pools, fold.books
+        positions, kinds, last_price = fold.positions, fold.kind, fold.last_price
+        if not (PyDict_CheckExact(cash) and PyDict_CheckExact(pools)
+                and PyDict_CheckExact(books) and PyDict_CheckExact(positions)
+                and PyDict_CheckExact(kinds) and PyDict_CheckExact(last_price)):
+            return 0
+        if not _small(fold.seq, &seq):
+            return 0
+        self.cash, self.pools, self.books = cash, pools, books
+        self.positions, self.kinds, self.last_price = positions, kinds, last_price
+        self.seq = seq
+        self.book_key = self.spot_key = NO_KEY
+        self.book = None
+        self.ok = True
+        return 0
+
+    cdef PyObject* _book(self, object instrument) except? NULL:
+        """``books[instrument]`` if it is a dict (NULL if not, or absent)."""
+        if instrument is self.book_key:
+            return <PyObject*>self.book
+        cdef PyObject* found = PyDict_GetItem(self.books, instrument)
+        if found == NULL or not PyDict_CheckExact(<object>found):
+            return NULL
+        self.book_key = instrument
+        self.book = <object>found
+        return found
+
+    cdef int _release(self) except -1:
+        """Let go of the fold and its containers between calls (the fold holds the kernel)."""
+        self.fold = None
+        self.cash = self.pools = self.books = self.positions = self.kinds = None
+        self.last_price = None
+        self.book_key = self.book = self.spot_key = None
+        self.ok = False
+        return 0
+
+    cdef int _flush(self) except -1:
+        """Write seq, t and next_order_id back to the fold (before a Python rule, and at the
+        end of a call)."""
+        if self.moved:
+            self.fold.seq = PyLong_FromLongLong(self.seq)
+            self.fold.t = PyLong_FromLongLong(self.t)
+            self.moved = False
+        if self.numbered:
+            self.fold.next_order_id = PyLong_FromLongLong(self.next_order_id)
+            self.numbered = False
+        return 0
+
+    cdef int _cold(self, object row) except -1:
+        """The reference's own ``apply`` of ``row`` (after writing back what C holds)."""
+        self._flush()
+        self.current = row
+        self.fold.apply(*row)
+        self._load(self.fold)
+        return 0
+
+    cdef bint _fast(self, Rec* r) except -1:
+        """Fold ``r`` with its compiled rule; False (nothing changed) if it has none or a
+        condition of it does not hold."""
+        cdef int done
+        if not self.ok or r.seq != self.seq + 1:
+            return False
+        cdef int tag = r.tag
+        if tag == K_NOOP:
+            done = 1
+        elif tag == K_FEE:
+            done = self._fee(r)
+        elif tag == K_RESTED:
+            done = self._rested(r)
+        elif tag == K_NUMBERED:
+            if r.nulls & N_ORDER_ID or r.order_id == 0x7FFFFFFFFFFFFFFF:
+                return False
+            self.next_order_id = r.order_id + 1
+            self.numbered = True
+            done = 1
+        elif tag == K_CANCELLED:
+            done = self._cancelled(r)
+        elif tag == K_FILL:
+            done = self._fill(r)
+        elif tag == K_AMENDED:
+            done = self._amended(r)
+        elif tag == K_DEPOSIT or tag == K_WITHDRAWAL:
+            done = self._deposit(r, tag == K_DEPOSIT)
+        else:
+            return False
+        if not done:
+            return False
+        self.seq = r.seq
+        self.t = r.t
+        self.moved = True
+        return True
+
+    # ------------------------------------------------------------------ the rules
+    # Each: 0 if a condition does not hold (nothing changed), 1 once folded.
+    cdef int _fee(self, Rec* r) except -1:
+        # cash[account] += amount; pools["fees"] -= amount
+        if r.nulls & N_AMOUNT:
+            return 0
+        cdef object account = <object>r.account
+        cdef PyObject* cash = PyDict_GetItem(self.cash, account)
+        cdef PyObject* pool = PyDict_GetItem(self.pools, FEES)
+        if cash == NULL or pool == NULL:
+            return 0
+        if not PyLong_CheckExact(<object>cash) or not PyLong_CheckExact(<object>pool):
+            return 0
+        PyDict_SetItem(self.cash, account, _plus(<object>cash, r.amount))
+        pool = PyDict_GetItem(self.pools, FEES)  # the same dict as cash in a forged state
+        PyDict_SetItem(self.pools, FEES, _minus(<object>pool, r.amount))
+        return 1
+
+    cdef int _deposit(self, Rec* r, bint deposit) except -1:
+        # cash[account] += amount; deposited += amount (withdrawn -= amount)
+        if r.nulls & N_AMOUNT:
+            return 0
+        cdef object account = <object>r.account
+        cdef PyObject* cash = PyDict_GetItem(self.cash, account)
+        if cash == NULL or not PyLong_CheckExact(<object>cash):
+            return 0
+        total = self.fold.deposited if deposit else self.fold.withdrawn
+        if not PyLong_CheckExact(total):
+            return 0
+        PyDict_SetItem(self.cash, account, _plus(<object>cash, r.amount))
+        if deposit:
+            self.fold.deposited = _plus(total, r.amount)
+        else:
+            self.fold.withdrawn = _minus(total, r.amount)
+        return 1
+
+    cdef int _rested(self, Rec* r) except -1:
+        # books[instrument][order_id] = [side, price, account, qty, seq]
+        cdef PyObject* book = self._book(<object>r.instrument)
+        if book == NULL:
+            return 0
+        cdef list order = PyList_New(5)
+        cdef object item = <object>r.side
+        Py_INCREF(item)
+        PyList_SET_ITEM(order, 0, item)
+        item = _int_or_none(r, r.price, N_PRICE)
+        Py_INCREF(item)
+        PyList_SET_ITEM(order, 1, item)
+        item = <object>r.account
+        Py_INCREF(item)
+        PyList_SET_ITEM(order, 2, item)
+        item = _int_or_none(r, r.qty, N_QTY)
+        Py_INCREF(item)
+        PyList_SET_ITEM(order, 3, item)
+        item = PyLong_FromLongLong(r.seq)
+        Py_INCREF(item)
+        PyList_SET_ITEM(order, 4, item)
+        PyDict_SetItem(<dict>book, _int_or_none(r, r.order_id, N_ORDER_ID), order)
+        return 1
+
+    cdef int _cancelled(self, Rec* r) except -1:
+        # books[instrument].pop(order_id, None)
+        cdef PyObject* book = self._book(<object>r.instrument)
+        if book == NULL:
+            return 0
+        key = _int_or_none(r, r.order_id, N_ORDER_ID)
+        if PyDict_GetItem(<dict>book, key) != NULL:
+            PyDict_DelItem(<dict>book, key)
+        return 1
+
+    cdef int _amended(self, Rec* r) except -1:
+        # order = books[instrument][order_id]; price == order[1] and qty <= order[3]:
+        # order[3] = qty, else del
+        if r.nulls & (N_PRICE | N_QTY):
+            return 0
+        cdef PyObject* book = self._book(<object>r.instrument)
+        if book == NULL:
+            return 0
+        key = _int_or_none(r, r.order_id, N_ORDER_ID)
+        cdef PyObject* found = PyDict_GetItem(<dict>book, key)
+        if found == NULL or not PyList_CheckExact(<object>found) or PyList_GET_SIZE(
+            <object>found
+        ) < 4:
+            return 0
+        cdef list order = <list>found
+        cdef long long price = 0, qty = 0
+        if not _small(order[1], &price) or not _small(order[3], &qty):
+            return 0
+        if r.price == price and r.qty <= qty:
+            order[3] = PyLong_FromLongLong(r.qty)
+        else:
+            PyDict_DelItem(<dict>book, key)
+        return 1
+
+    cdef int _fill(self, Rec* r) except -1:
+        # a spot fill (other kinds: the Python rule): cash, positions by the taker's side,
+        # last price, qty off the maker's resting order (see Fold._fill and Fold._move)
+        if r.nulls & (N_QTY | N_AMOUNT) or r.qty == -0x7FFFFFFFFFFFFFFF - 1:
+            return 0
+        cdef object instrument = <object>r.instrument
+        cdef object account = <object>r.account
+        cdef object maker = <object>r.counterparty
+        cdef PyObject* item = PyDict_GetItem(self.cash, account)
+        if item == NULL or not PyLong_CheckExact(<object>item):
+            return 0
+        item = PyDict_GetItem(self.cash, maker)
+        if item == NULL or not PyLong_CheckExact(<object>item):
+            return 0
+        if instrument is not self.spot_key:
+            item = PyDict_GetItem(self.kinds, instrument)
+            if item == NULL or not PyUnicode_CheckExact(<object>item) or <object>item != SPOT:
+                return 0
+            self.spot_key = instrument
+        cdef PyObject* taker_positions = PyDict_GetItem(self.positions, account)
+        cdef PyObject* maker_positions = PyDict_GetItem(self.positions, maker)
+        if taker_positions == NULL or not PyDict_CheckExact(<object>taker_positions):
+            return 0
+        if maker_positions == NULL or not PyDict_CheckExact(<object>maker_positions):
+            return 0
+        item = PyDict_GetItem(<dict>taker_positions, instrument)
+        if item != NULL and not PyLong_CheckExact(<object>item):
+            return 0
+        item = PyDict_GetItem(<dict>maker_positions, instrument)
+        if item != NULL and not PyLong_CheckExact(<object>item):
+            return 0
+        cdef PyObject* book = self._book(instrument)
+        if book == NULL:
+            return 0
+        maker_order = _int_or_none(r, r.counter_order_id, N_COUNTER_ORDER_ID)
+        cdef PyObject* found = PyDict_GetItem(<dict>book, maker_order)
+        if found == NULL or not PyList_CheckExact(<object>found) or PyList_GET_SIZE(
+            <object>found
+        ) < 4:
+            return 0
+        cdef list order = <list>found
+        if not PyLong_CheckExact(order[3]):
+            return 0
+        # every condition holds: the reference's steps, in its order
+        cdef long long delta = r.qty
+        if not (PyUnicode_CheckExact(<object>r.side) and <object>r.side == BUY):
+            delta = -r.qty
+        cdef dict cash = self.cash
+        PyDict_SetItem(cash, account, _plus(<object>PyDict_GetItem(cash, account), r.amount))
+        PyDict_SetItem(cash, maker, _minus(<object>PyDict_GetItem(cash, maker), r.amount))
+        cdef dict positions = <dict>taker_positions
+        item = PyDict_GetItem(positions, instrument)
+        PyDict_SetItem(
+            positions, instrument, _plus(ZERO if item == NULL else <object>item, delta)
+        )
+        positions = <dict>maker_positions
+        item = PyDict_GetItem(positions, instrument)
+        PyDict_SetItem(
+            positions, instrument, _minus(ZERO if item == NULL else <object>item, delta)
+        )
+        PyDict_SetItem(self.last_price, instrument, _int_or_none(r, r.price, N_PRICE))
+        left = _minus(order[3], r.qty)
+        order[3] = left
+        if PyObject_RichCompareBool(left, ZERO, Py_EQ):
+            PyDict_DelItem(<dict>book, maker_order)
+        return 1
