@@ -4,6 +4,7 @@ import importlib
 import os
 
 import pytest
+from hypothesis import strategies as st
 
 from exchange.kernel.engines import DEFAULT_ENGINE, ENGINES, engine_class
 from exchange.products.instruments import InstrumentSpec
@@ -56,6 +57,50 @@ class Harness:
 
     def kinds(self, mark=0):
         return [e.kind for e in self.events[mark:]]
+
+
+def order_actions(max_size: int):
+    """Hypothesis: lists of ``(kind, account, side, price, qty, tif, target)`` for
+    :func:`play` -- submits, cancels and amends (``target``: which earlier order), deposits
+    and withdrawals by alice, bob and carol."""
+    return st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["submit", "submit", "submit", "cancel", "amend", "deposit", "withdraw"]
+            ),
+            st.sampled_from(["alice", "bob", "carol"]),
+            st.sampled_from(["buy", "sell"]),
+            st.integers(9_990, 10_010),
+            st.integers(1, 20),
+            st.sampled_from(["gtc", "gtc", "ioc", "fok"]),
+            st.integers(1, 30),
+        ),
+        max_size=max_size,
+    )
+
+
+def play(steps) -> Harness:
+    """A :class:`Harness` (the default engine) with alice, bob and carol ($50,000 each; carol
+    cancels both sides of a self-trade) after ``steps`` from :func:`order_actions`."""
+    h = Harness()
+    for name in ("alice", "bob", "carol"):
+        h.open(name, 5_000_000, stp="cancel-both" if name == "carol" else "none")
+    ids = []
+    for kind, account, side, price, qty, tif, target in steps:
+        if kind == "submit":
+            result = h.submit(account, side, price, qty, tif=tif)
+            if result.order_id:
+                ids.append(result.order_id)
+        elif kind in ("cancel", "amend") and ids:
+            command = {"type": kind, "account": account, "order_id": ids[target % len(ids)]}
+            if kind == "amend":
+                command.update(price=price, qty=qty)
+            h.engine.handle(command)
+        elif kind == "deposit":
+            h.engine.handle({"type": "deposit", "account": account, "amount": qty * 1_000})
+        elif kind == "withdraw":
+            h.engine.handle({"type": "withdraw", "account": account, "amount": qty * 100_000})
+    return h
 
 
 @pytest.fixture(params=list(ENGINES))

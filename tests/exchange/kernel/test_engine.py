@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from exchange.core import events as ev
 from exchange.products.instruments import InstrumentSpec, fee
 from exchange.store.fold import Fold
-from tests.exchange.conftest import SPEC, Harness
+from tests.exchange.conftest import SPEC, Harness, order_actions, play
 
 TICK_VALUE = SPEC.tick_value  # 0.001 $/GPU-hour x 100 GPU-hours = 10 cents a tick a lot
 
@@ -223,41 +223,13 @@ def test_events_have_contiguous_sequence_numbers_and_non_decreasing_time(ex):
 
 
 # ------------------------------------------------------------------ property: conservation
-actions = st.lists(
-    st.tuples(
-        st.sampled_from(["submit", "submit", "submit", "cancel", "amend", "deposit", "withdraw"]),
-        st.sampled_from(["alice", "bob", "carol"]),
-        st.sampled_from(["buy", "sell"]),
-        st.integers(9_990, 10_010),
-        st.integers(1, 20),
-        st.sampled_from(["gtc", "gtc", "ioc", "fok"]),
-        st.integers(1, 30),  # which earlier order a cancel/amend targets
-    ),
-    max_size=80,
-)
+actions = order_actions(max_size=80)
 
 
 @settings(max_examples=150, deadline=None)
 @given(actions)
 def test_cash_and_positions_are_conserved_after_every_event_and_fold_matches_live(steps):
-    h = Harness()
-    for name in ("alice", "bob", "carol"):
-        h.open(name, 5_000_000, stp="cancel-both" if name == "carol" else "none")
-    ids = []
-    for kind, account, side, price, qty, tif, target in steps:
-        if kind == "submit":
-            result = h.submit(account, side, price, qty, tif=tif)
-            if result.order_id:
-                ids.append(result.order_id)
-        elif kind in ("cancel", "amend") and ids:
-            command = {"type": kind, "account": account, "order_id": ids[target % len(ids)]}
-            if kind == "amend":
-                command.update(price=price, qty=qty)
-            h.engine.handle(command)
-        elif kind == "deposit":
-            h.engine.handle({"type": "deposit", "account": account, "amount": qty * 1_000})
-        elif kind == "withdraw":
-            h.engine.handle({"type": "withdraw", "account": account, "amount": qty * 100_000})
+    h = play(steps)
     # fold event by event: cash + fees + withdrawals - deposits == 0, positions net to zero
     fold = Fold()
     for event in h.events:

@@ -20,7 +20,7 @@ from exchange.store import _reader
 from exchange.store import fold as fold_module
 from exchange.store.event_store import EventStore, _typed_line
 from exchange.store.fold import CompiledFold, Fold, FoldError, fold_class
-from tests.exchange.conftest import Harness
+from tests.exchange.conftest import order_actions, play
 from tests.exchange.store.test_store import batch_range, forge_blob
 
 N_TYPED = len(TYPED_FIELDS)
@@ -121,40 +121,11 @@ def test_the_compiled_folds_reader_reads_every_line_as_the_stores_reader_does(li
 
 
 # ------------------------------------------------------------------ engine sessions
-actions = st.lists(
-    st.tuples(
-        st.sampled_from(["submit", "submit", "submit", "cancel", "amend", "deposit", "withdraw"]),
-        st.sampled_from(["alice", "bob", "carol"]),
-        st.sampled_from(["buy", "sell"]),
-        st.integers(9_990, 10_010),
-        st.integers(1, 20),
-        st.sampled_from(["gtc", "gtc", "ioc", "fok"]),
-        st.integers(1, 30),  # which earlier order a cancel/amend targets
-    ),
-    max_size=60,
-)
+actions = order_actions(max_size=60)
 
 
 def _session(steps) -> list[Event]:
-    h = Harness()
-    for name in ("alice", "bob", "carol"):
-        h.open(name, 5_000_000, stp="cancel-both" if name == "carol" else "none")
-    ids = []
-    for kind, account, side, price, qty, tif, target in steps:
-        if kind == "submit":
-            result = h.submit(account, side, price, qty, tif=tif)
-            if result.order_id:
-                ids.append(result.order_id)
-        elif kind in ("cancel", "amend") and ids:
-            command = {"type": kind, "account": account, "order_id": ids[target % len(ids)]}
-            if kind == "amend":
-                command.update(price=price, qty=qty)
-            h.engine.handle(command)
-        elif kind == "deposit":
-            h.engine.handle({"type": "deposit", "account": account, "amount": qty * 1_000})
-        elif kind == "withdraw":
-            h.engine.handle({"type": "withdraw", "account": account, "amount": qty * 100_000})
-    return h.events
+    return play(steps).events
 
 
 @settings(max_examples=60, deadline=None)
