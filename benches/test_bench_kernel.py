@@ -60,8 +60,16 @@ PARTS = (
     (EventStore, "append", "store append in line (encode, checksums, insert, commit)"),
     (EventStore, "finish", "store finish in line (seal)"),
     (EventStore, "close", "store close (final checkpoint)"),
+    # the compiled fold (the default) has its own apply_all, timed under the same label as
+    # the reference's (GPUEX_FOLD=reference); it calls Fold's only without the extension,
+    # which is part of every install
     (Fold, "apply_all", "recorder's fold in line"),
-    (Journaller, "record", "hand-off to the journaller (a JSON blob, the pipe, its backlog)"),
+    (CompiledFold, "apply_all", "recorder's fold in line"),
+    (
+        Journaller,
+        "record",
+        "hand-off to the journaller (check and encode the batch blob, the pipe, its backlog)",
+    ),
     (Journaller, "finish", "wait for the journaller (its last batches, seal)"),
     # issue #20 puts the input stream's generation outside the timed figure; the compiled
     # run (compiled clock and driver, exchange.sessions._flow) generates its chunks with

@@ -183,7 +183,7 @@ class Recorder:
         if self._journaller.ready():
             store = self.journal.store
             store.hand_off()
-            self._journaller.hand_over(store.path, self.journal.snapshot_every, self.journal.fold)
+            self._journaller.hand_over(store, self.journal.snapshot_every, self.journal.fold)
             self._handed_over = True
 
     def _catch_up(self, batch: list[Event]) -> None:
@@ -860,6 +860,7 @@ def _reexecute(
     differs from the log, if any. ``progress(done, total)``: events compared so far, of the
     log's."""
     make_engine = _engine_class(engine)
+    engine_name = engine
     config = orjson.loads(info["config"])
     config.pop("_recorder", None)
     model = scenario_from_config(info["scenario"], config)
@@ -878,7 +879,7 @@ def _reexecute(
             progress(seq, last)
 
     engine = make_engine(compare)  # from here on, the engine itself
-    sim = Simulator()
+    sim = clock_class(engine_name)()  # the engine's own clock, as ``run`` runs it
     commands = store.events(kind=(ev.COMMAND_RECEIVED, ev.COMMAND_REJECTED))
 
     def feed(event: Event) -> None:

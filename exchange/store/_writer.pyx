@@ -13,11 +13,8 @@ the whole per-event cost of an append, so it runs here without a Python call per
   buffer, in C, without a Python call per event; an event holding anything the C encoder
   does not write (a float, a subclass, a value orjson refuses) is given to orjson whole, so
   its bytes or its error are orjson's (:func:`encode_event` encodes one event, for tests);
-* :func:`encode_array` writes the journaller's hand-off the same way: the batch as one JSON
-  array of its events, the bytes ``orjson.dumps([tuple(e) for e in events])`` gives;
-* :func:`array_to_lines` turns the journaller's one JSON array of a batch's events (each
-  encoded as ``encode`` encodes it) into the same blob without encoding any event again: it
-  replaces the separators of the outer array by newlines.
+* the journaller's hand-off is that blob too (:mod:`exchange.store.journal`): the run encodes
+  a batch once, and the journaller folds and stores the same bytes.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -512,21 +509,6 @@ cdef int _put_event(_Buf* b, object event, object dumps, object options, bint c)
     return _put(b, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
 
 
-cdef int _put_element(_Buf* b, object event, object dumps, object options) except -1:
-    """An element of :func:`encode_array`: orjson's bytes of ``[tuple(event)]`` less the
-    brackets when the C encoder leaves it to orjson (the outer array is one more level for
-    orjson's depth limit, so an event is refused there exactly when the whole array is)."""
-    cdef Py_ssize_t start = b.len
-    cdef bytes payload
-    cdef bint is_tuple = _plain_tuple(<PyObject*>event)
-    if is_tuple or PyList_CheckExact(event):
-        if _put_items(b, <PyObject*>event, is_tuple, 2) == _DONE:
-            return 0
-        b.len = start
-    payload = dumps([PySequence_Tuple(event)], None, options)
-    return _put(b, PyBytes_AS_STRING(payload) + 1, PyBytes_GET_SIZE(payload) - 2)
-
-
 #: the output buffer kept between batches (growing a fresh one and faulting its pages in cost
 #: more than encoding a small batch), unless it grew past _SPARE_MAX bytes
 cdef _Buf _spare
@@ -537,13 +519,10 @@ cdef bint _spare_busy = False
 cdef Py_ssize_t _SPARE_MAX = 16 << 20
 
 
-cdef bytes _encode(events, dumps, options, bint lines):
+cdef bytes _encode(events, dumps, options):
     global _spare, _spare_busy
     cdef _Buf b
     cdef bint c = options == _SORT_KEYS
-    cdef Py_ssize_t count = 0
-    if not lines and not c:
-        return dumps(list(map(tuple, events)), None, options)
     cdef bint spare = not _spare_busy
     if spare:  # the buffer of the last batch, its pages already mapped
         b = _spare
@@ -553,19 +532,9 @@ cdef bytes _encode(events, dumps, options, bint lines):
         b.cap = 0
     b.len = 0
     try:
-        if not lines:
-            _put1(&b, b"[")
         for event in events:
-            if lines:
-                _put_event(&b, event, dumps, options, c)
-                _put1(&b, b"\n")
-            else:
-                if count:
-                    _put1(&b, b",")
-                _put_element(&b, event, dumps, options)
-            count += 1
-        if not lines:
-            _put1(&b, b"]")
+            _put_event(&b, event, dumps, options, c)
+            _put1(&b, b"\n")
         return PyBytes_FromStringAndSize(b.data, b.len)
     finally:
         if spare and b.cap <= _SPARE_MAX:
@@ -599,59 +568,4 @@ def encode_batch(events, dumps, options):
     :func:`encode_event`) followed by a newline, in order, as one ``bytes``: a batch's
     ``events`` blob. ``events`` are tuples (``Event``) or lists of the fields. Raises what
     ``dumps`` raises for the first event it refuses."""
-    return _encode(events, dumps, options, True)
-
-
-def encode_array(events, dumps, options):
-    """``dumps([tuple(e) for e in events], None, options)``, byte for byte (the journaller's
-    hand-off: one JSON array of a batch's events), written as :func:`encode_event` writes
-    each; raises what that ``dumps`` raises."""
-    return _encode(events, dumps, options, False)
-
-
-def array_to_lines(bytes array):
-    """The JSON array ``array`` (``[e1,e2,...]``, compact, as orjson writes it) as its
-    elements each followed by a newline (``e1\\ne2\\n...``): the separators of the outer
-    array become newlines, nothing else changes. Raises ValueError for text that is not one
-    compact array (an element may hold anything; strings are followed through their escapes,
-    so a comma or bracket inside one is left alone). Compact JSON holds no raw newline (orjson
-    escapes one inside a string), so the elements are the lines."""
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(array)
-    cdef const char* src = PyBytes_AS_STRING(array)
-    if n < 2 or src[0] != b"[" or src[n - 1] != b"]":
-        raise ValueError("not a JSON array")
-    if n == 2:
-        return b""
-    out = PyBytes_FromStringAndSize(NULL, n - 1)  # n - 2 elements' bytes + the last newline
-    cdef char* dst = PyBytes_AS_STRING(out)
-    cdef Py_ssize_t i
-    cdef Py_ssize_t depth = 0
-    cdef bint in_string = False
-    cdef bint escaped = False
-    cdef char c
-    for i in range(1, n - 1):
-        c = src[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif c == b"\\":
-                escaped = True
-            elif c == b'"':
-                in_string = False
-        elif c == b'"':
-            in_string = True
-        elif c == b"[" or c == b"{":
-            depth += 1
-        elif c == b"]" or c == b"}":
-            depth -= 1
-            if depth < 0:
-                raise ValueError("unbalanced JSON array")
-        elif c == b"," and depth == 0:
-            c = b"\n"
-        elif c == b"\n":
-            raise ValueError("a raw newline in compact JSON")
-        dst[i - 1] = c
-    if depth != 0 or in_string:
-        raise ValueError("unbalanced JSON array")
-    dst[n - 2] = b"\n"
-    return out
+    return _encode(events, dumps, options)

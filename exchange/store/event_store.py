@@ -931,9 +931,8 @@ class EventStore:
         written or nothing is.
 
         ``events``: ``Event`` tuples (or lists of their fields). ``encoded``: their blob when
-        the caller has it already (the journaller turns the run's JSON array of the batch
-        into it without encoding each event again; ``encode(e) + b"\\n"`` for each event, in
-        order -- the caller's guarantee, tested there); else it is encoded here.
+        the caller has it already (``encode(e) + b"\\n"`` for each event, in order -- the
+        caller's guarantee, tested there); else it is encoded here.
 
         Raises:
             ValueError: the seqs do not continue the log contiguously (``events[0].seq`` must
@@ -942,12 +941,7 @@ class EventStore:
                 snapshot's seq is outside ``1..new last_seq`` or already taken.
             StoreError: the store is read-only or the session is finished.
         """
-        if self.mode != "a":
-            raise StoreError(f"{self.path}: opened read-only")
-        if self._finished:
-            raise StoreError(f"{self.path}: session is finished; the log is sealed")
-        if self._handed_off:
-            raise StoreError(f"{self.path}: handed off to another writer")
+        self._check_writable()
         first = self._last_seq + 1
         n = len(events)
         last = first + n - 1
@@ -956,7 +950,38 @@ class EventStore:
             raise ValueError(f"snapshot seq {snapshot[0]} outside 1..{last}")
         if n == 0 and snapshot is None:
             return
-        c = self._c
+        if encoded is None:
+            blob = self.encode_batch(events, first, batch, self._c)
+        else:
+            self.encode_batch(events, first, batch, self._c, check_only=True)
+            blob = encoded if n else b""
+        self._commit(n, blob, batch, first, last, snapshot)
+
+    @staticmethod
+    def encode_batch(
+        events: Sequence[Any],
+        first: int,
+        batch: int,
+        c: Any = None,
+        *,
+        check_only: bool = False,
+    ) -> bytes:
+        """The blob :meth:`append` stores for ``events`` as the log's batch ``batch`` whose
+        first seq is ``first`` (``encode(e) + b"\\n"`` for each event, in order), after the
+        checks :meth:`append` makes, with its errors: every event is checked before anything
+        is encoded. ``c``: ``exchange.store._writer`` (None: found here; without the extension
+        the same checks and blob in Python). With ``check_only``, only the checks (``b""``).
+
+        A run that hands its batches to the journaller checks and encodes each one here, in
+        its own process, and sends the blob (:meth:`append_blob` then stores it as it is).
+
+        Raises:
+            ValueError: as :meth:`append`, naming ``batch`` and its seqs.
+        """
+        n = len(events)
+        last = first + n - 1
+        if c is None:
+            c = _writer()
         # every event is checked before anything is written (what schema 2's STRICT columns
         # refused, now that the events are one blob), in one C loop
         if c is not None:
@@ -968,33 +993,63 @@ class EventStore:
             if reason is None:
                 reason = (
                     f"event seq {events[position][0]!r} at position {position} of the batch: "
-                    f"expected {first + position} (the log ends at seq {self._last_seq}; seqs "
+                    f"expected {first + position} (the log ends at seq {first - 1}; seqs "
                     "must be contiguous)"
                 )
             raise ValueError(f"batch {batch} (seqs {first}..{last}) not stored: {reason}")
-        if not n:
-            blob = b""
-        elif encoded is not None:
-            blob = encoded
-        else:
-            try:
-                if c is not None:  # in C, orjson only for what the C encoder leaves to it
-                    blob = c.encode_batch(events, orjson.dumps, ENCODE_OPTIONS)
-                else:
-                    blob = _encode_batch_py(events)
-            except orjson.JSONEncodeError as exc:
-                raise ValueError(f"batch {batch} (seqs {first}..{last}) not stored: {exc}") from exc
-        self._commit(events, blob, batch, first, last, snapshot)
+        if check_only or not n:
+            return b""
+        try:
+            if c is not None:  # in C, orjson only for what the C encoder leaves to it
+                return c.encode_batch(events, orjson.dumps, ENCODE_OPTIONS)
+            return _encode_batch_py(events)
+        except orjson.JSONEncodeError as exc:
+            raise ValueError(f"batch {batch} (seqs {first}..{last}) not stored: {exc}") from exc
 
-    def _commit(
-        self, events: Sequence[Any], blob: bytes, batch: int, first: int, last: int, snapshot
+    def append_blob(
+        self,
+        blob: bytes,
+        first: int,
+        count: int,
+        snapshot: tuple[int, str, str] | None = None,
     ) -> None:
-        """One batch's transaction: the batch row (blob, digest and chain), the projection's
-        rows if the file has one, ``sessions.last_seq`` and the optional snapshot. All or
-        nothing; a value SQLite refuses becomes a ``ValueError`` naming the batch."""
+        """:meth:`append` of a batch given as its blob: ``count`` events of seqs ``first``,
+        ``first + 1``..., checked and encoded by :meth:`encode_batch` (the caller's guarantee:
+        the journaller's run made it there, and the journaller's fold parsed it as those
+        seqs). Checked here: that ``first`` continues the log, and the snapshot's seq.
+
+        Raises:
+            ValueError: ``first`` is not ``last_seq + 1``, ``count`` < 1, or the snapshot's seq
+                is outside ``1..new last_seq`` or already taken.
+            StoreError: as :meth:`append`.
+        """
+        self._check_writable()
+        batch = self._batch_count + 1
+        last = first + count - 1
+        if count < 1 or first != self._last_seq + 1:
+            raise ValueError(
+                f"batch {batch} (seqs {first}..{last}) not stored: it does not continue the log "
+                f"(the log ends at seq {self._last_seq}; seqs must be contiguous)"
+            )
+        if snapshot is not None and not 1 <= snapshot[0] <= last:
+            raise ValueError(f"snapshot seq {snapshot[0]} outside 1..{last}")
+        self._commit(count, blob, batch, first, last, snapshot)
+
+    def _check_writable(self) -> None:
+        if self.mode != "a":
+            raise StoreError(f"{self.path}: opened read-only")
+        if self._finished:
+            raise StoreError(f"{self.path}: session is finished; the log is sealed")
+        if self._handed_off:
+            raise StoreError(f"{self.path}: handed off to another writer")
+
+    def _commit(self, n: int, blob: bytes, batch: int, first: int, last: int, snapshot) -> None:
+        """One batch's transaction (``n`` events, ``first..last``, as ``blob``): the batch row
+        (blob, digest and chain), the projection's rows if the file has one,
+        ``sessions.last_seq`` and the optional snapshot. All or nothing; a value SQLite
+        refuses becomes a ``ValueError`` naming the batch."""
         chain = self._chain
         conn = self._conn
-        n = len(events)
         try:
             with self._db.atomic():
                 if n:

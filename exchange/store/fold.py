@@ -614,6 +614,24 @@ def _kernel_module() -> Any:
 _KERNEL = _kernel_module()
 
 
+def blob_events(blob: bytes, count: int) -> list[tuple]:
+    """The ``count`` events of a batch blob, each decoded whole (the tuple of its fields).
+
+    Raises:
+        ValueError: the blob is not ``count`` lines of JSON.
+    """
+    lines = blob.split(b"\n")
+    if lines.pop() != b"" or len(lines) != count:
+        raise ValueError(f"a batch blob of {count} events holds {len(lines)} lines")
+    return [tuple(orjson.loads(line)) for line in lines]
+
+
+def _typed_line(line: bytes) -> tuple:
+    """The typed fields of one event line, decoded by orjson (the lines the C parser of
+    :meth:`CompiledFold.apply_blob` leaves: an escape in a string, a number past 18 digits)."""
+    return tuple(orjson.loads(line)[: len(ev.TYPED_FIELDS)])
+
+
 def _rule_names(fold: Fold) -> dict[str, str]:
     """Each kind with a rule -> its rule's name, when the rule is the reference's own
     (a subclass's own rule is never swapped for the compiled one of the same name)."""
@@ -649,6 +667,39 @@ class CompiledFold(Fold):
             raise _fold_error(row, exc) from exc
         return self
 
+    def apply_blob(self, blob: bytes, first: int, count: int) -> Fold:
+        """Fold a batch given as its stored blob (``encode(e) + b"\\n"`` per event: ``count``
+        events of seqs ``first``, ``first + 1``...), as a replay folds it: the typed fields
+        parsed in C (:meth:`Kernel.parse <exchange.store._fold.Kernel.parse>`, the lines it
+        cannot read decoded by orjson) into the records the compiled rules take, no Python
+        object per event. A blob the parser finds not to be those events (or without the
+        extension) is decoded whole and folded by :meth:`apply_all`: its errors then. Raises
+        as :meth:`apply_all` (:class:`FoldError` naming the seq)."""
+        kernel = self._kernel
+        events = None
+        if kernel is not None:
+            try:
+                events = kernel.parse(blob, first, count, len(ev.TYPED_FIELDS), _typed_line)
+            except (orjson.JSONDecodeError, TypeError, ValueError, IndexError):
+                events = None
+        if events is None:
+            return self.apply_all(blob_events(blob, count))
+        return self._apply_parsed(events, 0, len(events))
+
+    def _apply_parsed(self, events: Any, start: int, stop: int) -> Fold:
+        """Fold the parsed records ``start..stop`` of ``events`` (a ``Kernel.parse`` batch),
+        a rule's failure as :meth:`apply_all`'s :class:`FoldError`."""
+        kernel = self._kernel
+        kernel.current = None
+        try:
+            kernel.apply_batch(self, events, start, stop)
+        except _FOLDING_ERRORS as exc:
+            row = kernel.current
+            if isinstance(exc, UnicodeDecodeError) or row is None:
+                raise  # from reading, not folding
+            raise _fold_error(row, exc) from exc
+        return self
+
     def fold_store(self, store: Any, first: int, last: int) -> Fold:
         """:meth:`Fold.fold_store` with each batch's typed fields parsed in C into the
         records the compiled rules take (``EventStore.rows(..., parse=...)``)."""
@@ -658,15 +709,8 @@ class CompiledFold(Fold):
         for events, start, stop in store.rows(first, last, parse=kernel.parse):
             if type(events) is list:  # a batch the C parser left to Python: its rows
                 self.apply_all(events[start:stop])
-                continue
-            kernel.current = None
-            try:
-                kernel.apply_batch(self, events, start, stop)
-            except _FOLDING_ERRORS as exc:
-                row = kernel.current
-                if isinstance(exc, UnicodeDecodeError) or row is None:
-                    raise
-                raise _fold_error(row, exc) from exc
+            else:
+                self._apply_parsed(events, start, stop)
         return self
 
 

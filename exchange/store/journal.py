@@ -1,12 +1,14 @@
 """The journal of a run: folding, snapshotting and committing its batches, in line or from a
 second process (the *journaller*) on the machine's other core.
 
-Recording a batch means folding it (the fold gives the snapshots and the final check against
-the live state hash), encoding and checksumming it and inserting it into SQLite: about 40 % of
-a long run when done in line (benches/README.md). As in LMAX's architecture, where the business
-logic processor never waits on its journaller, a long run hands that work to
-``python -m exchange.store.journal``: the engine sends each complete batch down a pipe (its events
-as one JSON blob) and goes on with the next one while the journaller folds and commits the last.
+Recording a batch means checking and encoding it, folding it (the fold gives the snapshots and
+the final check against the live state hash), checksumming it and inserting it into SQLite: about
+40 % of a long run when done in line (benches/README.md). As in LMAX's architecture, where the
+business logic processor never waits on its journaller, a long run hands most of that work to
+``python -m exchange.store.journal``: the engine checks and encodes each complete batch into the
+blob the store keeps (one C loop, :meth:`EventStore.encode_batch`), sends it down a pipe and goes
+on with the next one while the journaller folds that blob (parsed in C, no Python object per
+event: :meth:`CompiledFold.apply_blob`) and commits it as it is.
 
 The log is the same, byte for byte, either way: :class:`Journal` folds, snapshots and appends
 the same batches in the same order in both places; only the process differs. Crash safety is
@@ -23,17 +25,24 @@ runs with the same scenario, seed and ``journal_after``, whenever the hand-over 
 Protocol (each message one pickled tuple, framed by :mod:`multiprocessing.connection`; pickle
 only ever passes between two processes of the same run):
 
-* run -> journaller: ``("start", path, snapshot_every, fold_json)``, then ``("batch", blob)``
-  for every batch (``blob``: the batch's events as one JSON array of their field arrays, each
-  encoded as :func:`exchange.core.events.encode` encodes it -- one orjson call for the batch costs
-  half of pickling its tuples, and the run's core is the one that waits; the journaller
-  stores it as the batch's blob with its separators turned into newlines, without encoding
-  any event again), then ``("end", t,
-  state_hash)`` to seal, or ``("close",)`` if the run failed; the end of the pipe means the run
-  died. The events are exactly what the log holds, so decoding them gives the same payloads.
+* run -> journaller: ``("start", path, snapshot_every, fold_json)``, then ``("batch", blob,
+  first, count)`` for every batch (``blob``: the batch's ``events`` blob as the store keeps it,
+  ``encode(e) + b"\\n"`` per event, of the ``count`` events of seqs ``first``, ``first + 1``...),
+  then ``("end", t, state_hash)`` to seal, or ``("close",)`` if the run failed; the end of the
+  pipe means the run died.
 * journaller -> run: ``("ready",)`` once it has started; ``("done",)`` after sealing the store;
   ``("error", pickled_exception, text)`` if anything failed (``text`` for an exception that
   cannot be rebuilt in the run), after which it exits.
+
+Who checks what (the store refuses what an in-line append refuses, split between the two
+processes): the run checks every event of a batch before sending it -- the ``Event`` fields,
+each typed field's type and int64 range, seqs contiguous from the one after the last batch
+sent -- and encodes it, with :meth:`EventStore.encode_batch` (:meth:`EventStore.append`'s own
+checks and errors); the journaller's fold parses the blob as ``count`` events of seqs ``first``...
+and folds them onto its state (a seq that does not follow the fold's: :class:`FoldError`), and
+its store appends the blob only where ``first`` continues the log
+(:meth:`EventStore.append_blob`). ``GPUEX_FOLD=reference`` folds each event decoded whole by
+orjson, with :class:`~exchange.store.fold.Fold`, as before the blob.
 """
 
 from __future__ import annotations
@@ -44,27 +53,11 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
-import orjson
-
-from exchange.core.events import ENCODE_OPTIONS
 from exchange.store.event_store import EventStore
-from exchange.store.fold import Fold, fold_class
+from exchange.store.fold import Fold, blob_events, fold_class
 from exchange.store.helper import child_pipes, error_reply, raise_error_reply, spawn
-
-
-def _array_to_lines(array: bytes) -> bytes | None:
-    """The batch blob of the JSON array ``array`` (see :meth:`Journal.record_array`), or
-    None without the C extension (the store then encodes the decoded events: the same
-    bytes)."""
-    try:
-        from exchange.store._writer import array_to_lines
-    except ImportError:  # pragma: no cover - the extension is part of every install
-        return None
-    return array_to_lines(array)
-
 
 #: Bytes of pipe buffer asked for (Linux ``F_SETPIPE_SZ``): several batches in flight, so
 #: the run does not wait while the journaller commits the one before.
@@ -92,23 +85,36 @@ class Journal:
         """Fold ``batch`` (events or plain tuples of their fields) and commit it as one
         transaction, with the fold's snapshot when its last seq is a multiple of
         ``snapshot_every``. ``encoded``: the batch's blob when the caller has it (see
-        :meth:`EventStore.append`)."""
+        :meth:`EventStore.append`).
+
+        In line the fold reads the tuples themselves (:meth:`CompiledFold.apply_all`): they
+        exist already, and reading them costs less than parsing the blob back (measured on
+        ``flow``; :meth:`record_blob` is the journaller's way, where only the blob travels)."""
         fold = self.fold
         fold.apply_all(batch)
-        last = fold.seq
-        snapshot = None
-        if self.snapshot_every and last % self.snapshot_every == 0:
-            snapshot = (last, fold.to_json(), fold.state_hash())
-        self.store.append(batch, snapshot, encoded=encoded)
+        self.store.append(batch, self._snapshot(), encoded=encoded)
 
-    def record_array(self, array: bytes) -> None:
-        """:meth:`record` of a batch sent as one JSON array of its events' field arrays
-        (each encoded as :func:`exchange.core.events.encode` encodes it: the run's one orjson call
-        for the batch). Decoded once, for the fold; the stored blob is the array with its
-        separators turned into newlines (:func:`exchange.store._writer.array_to_lines`), no
-        event encoded again."""
-        events = list(map(tuple, orjson.loads(array)))
-        self.record(events, encoded=_array_to_lines(array))
+    def record_blob(self, blob: bytes, first: int, count: int) -> None:
+        """:meth:`record` of a batch given as its blob (``count`` events of seqs ``first``...,
+        checked and encoded by :meth:`EventStore.encode_batch`): folded straight from the blob
+        (:meth:`CompiledFold.apply_blob`; the reference :class:`Fold` folds the events decoded
+        whole) and stored as it is (:meth:`EventStore.append_blob`): no event decoded into
+        Python objects, none encoded again."""
+        fold = self.fold
+        apply_blob = getattr(fold, "apply_blob", None)
+        if apply_blob is not None:
+            apply_blob(blob, first, count)
+        else:
+            fold.apply_all(blob_events(blob, count))
+        self.store.append_blob(blob, first, count, self._snapshot())
+
+    def _snapshot(self) -> tuple[int, str, str] | None:
+        """The fold's snapshot if its seq is a multiple of ``snapshot_every``, else None."""
+        fold = self.fold
+        last = fold.seq
+        if self.snapshot_every and last % self.snapshot_every == 0:
+            return (last, fold.to_json(), fold.state_hash())
+        return None
 
     def finish(self, t: int, state_hash: str) -> None:
         """Seal the store at simulated time ``t`` (ns) with the live ``state_hash``, which the
@@ -142,6 +148,8 @@ class Journaller:
         self._from = from_child
         self._ready = False
         self._dead = False
+        self._next_seq = 1  # the seq the next batch sent starts at (set by hand_over)
+        self._batch = 1  # its number in the log
 
     @classmethod
     def spawn(cls) -> Journaller | None:
@@ -164,24 +172,25 @@ class Journaller:
                 self._dead = True  # no need to ask again at every batch
         return self._ready
 
-    def hand_over(self, path: Path, snapshot_every: int, fold: Fold) -> None:
-        """Give the journaller the store at ``path`` (handed off by the run with
-        :meth:`EventStore.hand_off`) and ``fold`` (the state after the last committed batch);
-        it records every batch from now on."""
-        self._send(("start", str(path), snapshot_every, fold.to_json()))
+    def hand_over(self, store: EventStore, snapshot_every: int, fold: Fold) -> None:
+        """Give the journaller ``store`` (handed off by the run with
+        :meth:`EventStore.hand_off`: its file) and ``fold`` (the state after the last committed
+        batch); it records every batch from now on."""
+        self._next_seq = store.last_seq + 1
+        self._batch = store.batch_count + 1
+        self._send(("start", str(store.path), snapshot_every, fold.to_json()))
 
     def record(self, batch: Sequence[tuple]) -> None:
-        """Send ``batch`` to be folded and committed; raises the journaller's error if it has
-        failed since the last batch."""
+        """Check and encode ``batch`` as the store's next batch (:meth:`EventStore.append`'s
+        checks, here in the run: ValueError as it raises) and send its blob to be folded and
+        committed; raises the journaller's error if it has failed since the last batch."""
         if self._from.poll():
             self._receive()  # only an error can arrive here: raises it
-        try:
-            from exchange.store._writer import encode_array
-        except ImportError:  # pragma: no cover - the extension is part of every install
-            array = orjson.dumps(list(map(tuple, batch)), option=ENCODE_OPTIONS)
-        else:  # the same bytes, written in C (orjson only for what the encoder leaves to it)
-            array = encode_array(batch, orjson.dumps, ENCODE_OPTIONS)
-        self._send(("batch", array))
+        first = self._next_seq
+        blob = EventStore.encode_batch(batch, first, self._batch)
+        self._send(("batch", blob, first, len(batch)))
+        self._next_seq = first + len(batch)
+        self._batch += 1
 
     def finish(self, t: int, state_hash: str) -> None:
         """Commit what was sent, seal the store (see :meth:`Journal.finish`) and wait for the
@@ -250,7 +259,7 @@ def serve(requests: Connection, replies: Connection) -> int:
             tag = message[0]
             if tag == "batch":
                 assert journal is not None, "batch before start"
-                journal.record_array(message[1])
+                journal.record_blob(message[1], message[2], message[3])
             elif tag == "start":
                 _tag, path, snapshot_every, fold_json = message
                 journal = Journal(
