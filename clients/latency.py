@@ -43,12 +43,16 @@ class Link:
 
     def arrival(self, now: int) -> int:
         """When something sent at ``now`` ns arrives, ns."""
-        delay = self.fixed
+        at = now + self.fixed
         if self.jitter:
-            if not self._draws:
+            draws = self._draws
+            if not draws:
                 block = self.rng.integers(0, self.jitter + 1, size=self.BLOCK).tolist()
-                self._draws = block[::-1]  # consumed from the end, in drawn order
-            delay += self._draws.pop()
-        at = max(now + delay, self.last)
+                draws = self._draws = block[::-1]  # consumed from the end, in drawn order
+            at += draws.pop()
+        # never before the previous arrival (no overtaking); a test, not max(): once a batch
+        last = self.last
+        if at < last:
+            at = last
         self.last = at
         return at

@@ -47,6 +47,8 @@ import traceback
 import zlib
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import repeat
+from types import MethodType
 from typing import Any
 
 import numpy as np
@@ -76,6 +78,9 @@ from exchange.core.events import Event
 from exchange.kernel.engine import Exchange
 
 _budget_file = _budget.__file__
+_new = tuple.__new__  # tuple.__new__(NamedTupleClass, fields): a message without a Python frame
+FILL, INDEX_PUBLISHED, MARK_PRICE = ev.FILL, ev.INDEX_PUBLISHED, ev.MARK_PRICE
+COMMAND_REJECTED, FUNDING_RATE, FUNDING_PAID = ev.COMMAND_REJECTED, ev.FUNDING_RATE, ev.FUNDING_PAID
 
 #: Levels per side in a book view.
 DEFAULT_DEPTH = 5
@@ -225,6 +230,8 @@ def _text(exc: BaseException, budget_lines: int | None) -> str:
 
 
 _SCALARS = frozenset({str, int, bool, type(None)})
+#: The base class's callbacks, which do nothing (:func:`dispatch` skips them), by name.
+_NOOPS = {name: value for name, value in vars(Bot).items() if name.startswith("on_")}
 
 
 def _callback(batch: list[Message]) -> str:
@@ -255,21 +262,43 @@ def _copy(command: Any) -> Any:
         return {"unserialisable": _kind(command)}
 
 
-def dispatch(bot: Bot, ctx: Context, messages: list[Message], budget_lines: int | None):
+def dispatch(
+    bot: Bot,
+    ctx: Context,
+    messages: list[Message],
+    budget_lines: int | None,
+    now: int | None = None,
+    account: Any = None,
+):
     """Run ``messages`` through ``bot``'s callbacks (each within the budget); returns the
     commands and timers they produced. Raises :class:`BotFailure` if a callback fails:
     whatever it raises (any ``BaseException``) stops the bot, not the session, except a real
     interrupt of the run (a SIGINT delivered meanwhile), which is raised as
     ``KeyboardInterrupt`` even if the bot caught it. Used in-process and by the remote client
-    alike, so a bot behaves the same in both places."""
+    alike, so a bot behaves the same in both places.
+
+    A callback the bot does not override (:class:`~clients.bot.Bot`'s own, which does nothing)
+    is not called: under any budget of at least one unit it could neither fail nor act, so
+    skipping it changes nothing but the time (three quarters of the flagship's callbacks).
+    ``account`` (with ``now``, ns): the bot's account snapshot, a callable, as
+    :meth:`LocalDriver.deliver` takes it; the context starts the delivery with it
+    (``Context._begin``) just before the first callback that runs, so a delivery whose
+    callbacks are all skipped never builds the snapshot."""
     if _getsignal(_SIGINT) is not _on_sigint:
         watch_interrupts()
     interrupts = _interrupts_raised
+    # with a budget of 0 units even a no-op callback overruns it (one call): call them all
+    skip = budget_lines is None or budget_lines > 0
     for name, payload in messages:
         if name == "on_book":
             ctx._books[payload.instrument] = payload
         try:
             method = getattr(bot, name)
+            if skip and type(method) is MethodType and method.__func__ is _NOOPS.get(name):
+                continue
+            if account is not None:
+                ctx._begin(now, account())
+                account = None
             if payload is None:
                 run_within(budget_lines, method, ctx)
             else:
@@ -295,8 +324,7 @@ class LocalDriver:
     def deliver(self, now: int, messages: list[Message], account: Any):
         """Run ``messages`` at ``now`` ns; ``account()`` is the bot's account snapshot, which
         the context receives as a value (it never holds a way back to the exchange)."""
-        self.ctx._begin(now, account())
-        return dispatch(self.bot, self.ctx, messages, self.budget_lines)
+        return dispatch(self.bot, self.ctx, messages, self.budget_lines, now, account)
 
     def close(self) -> None:
         self.ctx.stopped = True
@@ -424,7 +452,7 @@ class BotRunner:
     def start(self, end_ns: int) -> None:
         """Tap the exchange, start every bot now and stop them at ``end_ns``."""
         self._started = True
-        self.engine.subscribe(self._observe)
+        self.engine.subscribe(self._observer())
         now = self.engine.t
         for slot in self.slots:
             self.sim.schedule(
@@ -435,109 +463,149 @@ class BotRunner:
     # ---------------------------------------------------------------- market data
     def _snapshot(self, slot: Slot) -> AccountView:
         """``slot``'s account as it is now. Made again only after an event that may have
-        changed it (:meth:`_observe`): a delivery where nothing happened to the account costs
+        changed it (:meth:`_observer`): a delivery where nothing happened to the account costs
         nothing, one where something did costs a walk of the exchange's resting orders."""
         view = slot.snapshot
         if view is None:
             cash, positions, orders = self.engine.account_view(slot.account)
-            view = AccountView(cash, positions, tuple(OpenOrder(*o) for o in orders))
+            view = _new(AccountView, (cash, positions, tuple(map(_new, repeat(OpenOrder), orders))))
             slot.snapshot = view
         return view
 
-    def _observe(self, event: Event) -> None:
-        # every change to an account is an event naming it (the replay fold rests on that);
-        # an event naming none that may change accounts (an expiry) makes every snapshot stale
-        account = event.account
-        if account is not None:
-            slot = self._by_account.get(account)
-            if slot is not None:
-                slot.snapshot = None
-            other = event.counterparty
-            if other is not None:
-                slot = self._by_account.get(other)
+    def _observer(self):
+        """The market-data tap: the function the exchange calls with every event (half a
+        million in the flagship year), so it is a closure over what it reads, not a method.
+
+        Every change to an account is an event naming it (the replay fold rests on that): the
+        event makes that account's snapshot stale (and its counterparty's); an event naming no
+        account that may change accounts (an expiry) makes every snapshot stale. The events
+        bots are told about are kept for :meth:`_publish`, scheduled (priority ``OBSERVER``)
+        at the first of them in each simulated instant."""
+        by_account = self._by_account
+        slots = self.slots
+        pending = self._pending
+        rejected_refs = self._rejected_refs
+        schedule = self.sim.schedule
+        publish = self._publish
+        wanted = _WANTED
+        no_account_change = _NO_ACCOUNT_CHANGE
+        rejections = (ev.COMMAND_REJECTED, ev.ORDER_REJECTED)
+
+        def observe(event: Event) -> None:
+            seq, t, kind, _, account, _, _, _, _, _, other, _, _ = event
+            if account is not None:
+                slot = by_account.get(account)
                 if slot is not None:
                     slot.snapshot = None
-        elif event.kind not in _NO_ACCOUNT_CHANGE:
-            for slot in self.slots:
-                slot.snapshot = None
-        if event.kind not in _WANTED:
-            return
-        if self._arriving is not None and event.kind in (ev.COMMAND_REJECTED, ev.ORDER_REJECTED):
-            self._rejected_refs[event.seq] = self._arriving
-        self._pending.append(event)
-        if self._publish_at != event.t:
-            self._publish_at = event.t
-            self.sim.schedule(event.t, self._publish, priority=OBSERVER)
+                if other is not None:
+                    slot = by_account.get(other)
+                    if slot is not None:
+                        slot.snapshot = None
+            elif kind not in no_account_change:
+                for slot in slots:
+                    slot.snapshot = None
+            if kind not in wanted:
+                return
+            if kind in rejections and self._arriving is not None:
+                rejected_refs[seq] = self._arriving
+            pending.append(event)
+            if self._publish_at != t:
+                self._publish_at = t
+                schedule(t, publish, priority=OBSERVER)
+
+        return observe
 
     def _publish(self) -> None:
-        events, self._pending = self._pending, []
+        """Turn the events of this instant into messages and send each bot its batch."""
+        pending = self._pending
+        events = pending.copy()
+        pending.clear()
         self._publish_at = None
+        by_account = self._by_account
+        rejected_refs = self._rejected_refs
         public: list[tuple[str | None, Message]] = []  # (instrument for book filters, message)
         private: dict[str, list[Message]] = {}
         dirty: dict[str, None] = {}
+        # messages are built with tuple.__new__ (what a NamedTuple's own __new__ does, less
+        # its Python frame): a few hundred thousand of them a year
         for e in events:
-            kind = e.kind
+            seq, t, kind, instrument, account, order_id, side, price, qty, amount, _, _, data = e
             if kind in _BOOK_KINDS:
-                dirty[e.instrument] = None
-            if kind == ev.FILL:
-                public.append(
-                    (None, ("on_trade", Trade(e.instrument, e.t, e.price, e.qty, e.side)))
-                )
-                self._fill(private, e.account, e, e.side, e.order_id, e.amount, "taker")
-                other = "sell" if e.side == "buy" else "buy"
-                self._fill(
-                    private, e.counterparty, e, other, e.counter_order_id, -e.amount, "maker"
-                )
-            elif kind in _ORDER_STATUS:
-                slot = self._by_account.get(e.account)
-                if slot is not None:
-                    update = OrderUpdate(
-                        _ORDER_STATUS[kind],
-                        e.t,
-                        e.instrument,
-                        e.order_id,
-                        self._rejected_refs.pop(e.seq, None) or slot.refs.get(e.order_id),
-                        e.side,
-                        e.price,
-                        e.qty,
-                        (e.data or {}).get("reason"),
+                dirty[instrument] = None
+                if kind != FILL:
+                    if kind not in _ORDER_STATUS:
+                        continue  # rested: the book view says it
+                else:
+                    public.append(
+                        (None, ("on_trade", _new(Trade, (instrument, t, price, qty, side))))
                     )
-                    private.setdefault(e.account, []).append(("on_order", update))
-            elif kind == ev.COMMAND_REJECTED:
-                if e.account in self._by_account:
-                    command = e.data["command"]
+                    self._fill(private, account, e, side, order_id, amount, "taker")
+                    other = "sell" if side == "buy" else "buy"
+                    self._fill(
+                        private, e.counterparty, e, other, e.counter_order_id, -amount, "maker"
+                    )
+                    continue
+            status = _ORDER_STATUS.get(kind)
+            if status is not None:
+                slot = by_account.get(account)
+                if slot is not None:
+                    ref = rejected_refs.pop(seq, None) if rejected_refs else None
+                    update = _new(
+                        OrderUpdate,
+                        (
+                            status,
+                            t,
+                            instrument,
+                            order_id,
+                            ref or slot.refs.get(order_id),
+                            side,
+                            price,
+                            qty,
+                            (data or {}).get("reason"),
+                        ),
+                    )
+                    own = private.get(account)
+                    if own is None:
+                        private[account] = [("on_order", update)]
+                    else:
+                        own.append(("on_order", update))
+            elif kind == INDEX_PUBLISHED:
+                public.append((None, ("on_index", _new(IndexPrint, (instrument, t, price)))))
+            elif kind == MARK_PRICE:
+                mark = _new(Mark, (instrument, t, price, (data or {}).get("source")))
+                public.append((instrument, ("on_mark", mark)))
+            elif kind == COMMAND_REJECTED:
+                if account in by_account:
+                    command = data["command"]
                     update = OrderUpdate(
                         "rejected",
-                        e.t,
+                        t,
                         command.get("instrument") if isinstance(command, dict) else None,
                         command.get("order_id") if isinstance(command, dict) else None,
-                        self._rejected_refs.pop(e.seq, None),
+                        rejected_refs.pop(seq, None),
                         command.get("side") if isinstance(command, dict) else None,
                         None,
                         None,
-                        e.data["reason"],
+                        data["reason"],
                     )
-                    private.setdefault(e.account, []).append(("on_order", update))
-            elif kind == ev.INDEX_PUBLISHED:
-                public.append((None, ("on_index", IndexPrint(e.instrument, e.t, e.price))))
-            elif kind == ev.MARK_PRICE:
-                mark = Mark(e.instrument, e.t, e.price, (e.data or {}).get("source"))
-                public.append((e.instrument, ("on_mark", mark)))
-            elif kind == ev.FUNDING_RATE:
-                funding = Funding(e.instrument, e.t, e.data["rate"], e.price, None, None)
+                    private.setdefault(account, []).append(("on_order", update))
+            elif kind == FUNDING_RATE:
+                funding = Funding(instrument, t, data["rate"], price, None, None)
                 public.append((None, ("on_funding", funding)))
-            elif kind == ev.FUNDING_PAID:
-                if e.account in self._by_account:
+            elif kind == FUNDING_PAID:
+                if account in by_account:
                     rate = self._last_rate(events, e)
-                    funding = Funding(e.instrument, e.t, rate, None, e.qty, e.amount)
-                    private.setdefault(e.account, []).append(("on_funding", funding))
-            elif kind in _CALL_STATUS and e.account in self._by_account:
-                deadline = (e.data or {}).get("deadline")
-                call = MarginCall(_CALL_STATUS[kind], e.t, e.amount or 0, deadline)
-                private.setdefault(e.account, []).append(("on_margin_call", call))
+                    funding = Funding(instrument, t, rate, None, qty, amount)
+                    private.setdefault(account, []).append(("on_funding", funding))
+            elif kind in _CALL_STATUS and account in by_account:
+                deadline = (data or {}).get("deadline")
+                call = MarginCall(_CALL_STATUS[kind], t, amount or 0, deadline)
+                private.setdefault(account, []).append(("on_margin_call", call))
         for instrument in dirty:
             public.append((instrument, ("on_book", self._book_view(instrument))))
         now = self.sim.now
+        schedule = self.sim.schedule
+        deliver = self._deliver
         market: dict[frozenset[str] | None, list[Message]] = {}  # public part, by book filter
         for slot in self.slots:
             if slot.stopped:
@@ -554,22 +622,25 @@ class BotRunner:
             # news about its own orders first, then the market (each slot its own list)
             batch = own + shared if own else shared.copy()
             if batch:
-                self.sim.schedule(slot.data_link.arrival(now), self._deliver, slot, batch)
+                schedule(slot.data_link.arrival(now), deliver, slot, batch)
 
     def _fill(self, private, account, e, side, order_id, cash, liquidity) -> None:
         slot = self._by_account.get(account)
         if slot is None:
             return
-        report = FillReport(
-            e.instrument,
-            e.t,
-            order_id,
-            slot.refs.get(order_id),
-            side,
-            e.price,
-            e.qty,
-            cash or 0,
-            liquidity,
+        report = _new(
+            FillReport,
+            (
+                e.instrument,
+                e.t,
+                order_id,
+                slot.refs.get(order_id),
+                side,
+                e.price,
+                e.qty,
+                cash or 0,
+                liquidity,
+            ),
         )
         private.setdefault(account, []).append(("on_fill", report))
 
@@ -584,13 +655,12 @@ class BotRunner:
 
     def _book_view(self, instrument: str) -> BookView:
         book = self.engine.instruments[instrument].book
-        sides = []
-        for side in (0, 1):
-            prices, qtys = book.depth(side, self.depth)
-            sides.append(
-                tuple(BookLevel(p, q) for p, q in zip(prices.tolist(), qtys.tolist(), strict=True))
-            )
-        return BookView(instrument, self.engine.t, sides[0], sides[1])
+        depth = self.depth
+        prices, qtys = book.depth(0, depth)
+        bids = tuple(map(_new, repeat(BookLevel), zip(prices.tolist(), qtys.tolist(), strict=True)))
+        prices, qtys = book.depth(1, depth)
+        asks = tuple(map(_new, repeat(BookLevel), zip(prices.tolist(), qtys.tolist(), strict=True)))
+        return _new(BookView, (instrument, self.engine.t, bids, asks))
 
     # ---------------------------------------------------------------- delivery
     def _deliver(self, slot: Slot, batch: list[Message]) -> None:

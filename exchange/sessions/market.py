@@ -34,10 +34,14 @@ def schedule_market(
     ``glut``: the credit economy's rental-price factor, which the rental indices take
     (``exchange.products.index.index_prints``); None: no economy, nothing changes."""
     engine.epoch = epoch
+    # a year of hourly prints is tens of thousands of entries, scheduled twice per run (the
+    # rehearsal, then the run): the bound method and the clock's method are looked up once
+    schedule, publish_index = sim.schedule, engine.publish_index
     for spec in indices:
         times, ticks = index_prints(spec, epoch, 0, end_ns, seed, glut=glut)
+        name = spec.name
         for t, value in zip(times.tolist(), ticks.tolist(), strict=True):
-            sim.schedule(t, engine.publish_index, spec.name, value, priority=MARKET)
+            schedule(t, publish_index, name, value, priority=MARKET)
     for name, listing in engine.instruments.items():
         spec = listing.spec
         if spec.kind == "perp":
