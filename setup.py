@@ -58,6 +58,12 @@ extensions = [
         ["exchange/store/_fold.pyx"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
+    # events as their canonical lines (the encoder and the LineBatch sink), below the kernel
+    Extension(
+        "exchange.core._lines",
+        ["exchange/core/_lines.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    ),
     # the simulated clock's heap and loop (exchange/core/clock.py: its Python twin)
     Extension(
         "exchange.core._clock",

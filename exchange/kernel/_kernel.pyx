@@ -64,6 +64,7 @@ from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
+from exchange.core._lines cimport Buf, LineBatch, put_bytes, put_value
 from matching_core._records cimport Cancel, Fill
 
 import dataclasses
@@ -341,7 +342,98 @@ cdef inline object _result(object ok, object order_id, object reason):
     return gpuex_tuple3(<PyTypeObject*>Result, ok, order_id, reason)
 
 
-cdef inline object _emit(
+# The sink of lines (issue #20, point 1): when the engine's sink is a LineBatch's ``append``
+# (a recorded run's), an event is written straight into its buffer as its canonical line --
+# no Event tuple, no Python call -- byte for byte what ``append(Event(...))`` writes. The last
+# sink seen is remembered (held, so its identity cannot be reused) with its verdict: the
+# engine keeps one sink object until ``subscribe`` replaces it.
+cdef object _seen_sink = None
+cdef LineBatch _seen_lines = None
+
+
+cdef inline LineBatch _lines_of(object sink):
+    """The LineBatch whose ``append`` ``sink`` is, else None."""
+    global _seen_sink, _seen_lines
+    if sink is _seen_sink:
+        return _seen_lines
+    owner = getattr(sink, "__self__", None)
+    lines = None
+    if type(owner) is LineBatch and getattr(sink, "__name__", None) == "append":
+        lines = owner
+    _seen_sink = sink
+    _seen_lines = lines
+    return lines
+
+
+cdef int _put_line(
+    LineBatch lines,
+    object seq,
+    object t,
+    object kind,
+    object instrument,
+    object account,
+    object order_id,
+    object side,
+    object price,
+    object qty,
+    object amount,
+    object counterparty,
+    object counter_order_id,
+    object data,
+    object key,
+) except -1:
+    """The event's line written into ``lines`` (1), or nothing (0) when the event is not one
+    the C encoder writes whole (a float, a subclass...) or its seq is not the next line's:
+    the caller then gives ``lines.append`` the Event, whose checks and orjson say the rest.
+    With ``key`` (a str), the event's data is ``{key: data}``, written without the dict."""
+    cdef PyObject* fields[13]
+    cdef Buf* b = &lines.buf
+    cdef Py_ssize_t start = b.len
+    cdef long long c_t
+    cdef int overflow = 0
+    cdef int i
+    if type(seq) is not int or type(t) is not int or seq != lines.first + lines.count:
+        return 0
+    c_t = PyLong_AsLongLongAndOverflow(t, &overflow)
+    if overflow:
+        return 0
+    fields[0] = <PyObject*>seq
+    fields[1] = <PyObject*>t
+    fields[2] = <PyObject*>kind
+    fields[3] = <PyObject*>instrument
+    fields[4] = <PyObject*>account
+    fields[5] = <PyObject*>order_id
+    fields[6] = <PyObject*>side
+    fields[7] = <PyObject*>price
+    fields[8] = <PyObject*>qty
+    fields[9] = <PyObject*>amount
+    fields[10] = <PyObject*>counterparty
+    fields[11] = <PyObject*>counter_order_id
+    fields[12] = <PyObject*>data
+    put_bytes(b, b"[", 1)
+    for i in range(13 if key is None else 12):
+        if i:
+            put_bytes(b, b",", 1)
+        # depth 1: the event's own array, as the encoder's walk of an Event tuple
+        if put_value(b, fields[i], 1) != 0:
+            b.len = start
+            return 0
+    if key is not None:  # a one-key mapping: nothing to sort; its value one level deeper
+        put_bytes(b, b",{", 2)
+        if put_value(b, <PyObject*>key, 2) != 0:
+            b.len = start
+            return 0
+        put_bytes(b, b":", 1)
+        if put_value(b, <PyObject*>data, 2) != 0:
+            b.len = start
+            return 0
+        put_bytes(b, b"}", 1)
+    put_bytes(b, b"]", 1)
+    lines.end_line(c_t)
+    return 1
+
+
+cdef inline object _emit_with(
     dict E,
     object kind,
     object instrument,
@@ -354,12 +446,23 @@ cdef inline object _emit(
     object counterparty,
     object counter_order_id,
     object data,
+    object key,
 ):
     """``Exchange._emit`` (``E`` the engine's attributes): number (the engine's ``seq``
     first), stamp and pass on one event; the sink is read at each event, as ``subscribe`` may
-    have replaced it."""
+    have replaced it. A LineBatch's ``append`` gets the event's line, written here. With
+    ``key``, the event's data is ``{key: data}`` (the dict made only for an Event)."""
     seq = E["seq"] + 1
     E["seq"] = seq
+    sink = E["_sink"]
+    lines = _lines_of(sink)
+    if lines is not None and _put_line(
+        lines, seq, E["t"], kind, instrument, account, order_id, side, price, qty, amount,
+        counterparty, counter_order_id, data, key,
+    ):
+        return None
+    if key is not None:
+        data = {key: data}
     # tuple.__new__(Event, (...)), as Exchange._emit, built directly
     event = gpuex_tuple13(
         <PyTypeObject*>Event,
@@ -377,12 +480,51 @@ cdef inline object _emit(
         counter_order_id,
         data,
     )
-    E["_sink"](event)
+    sink(event)
+
+
+cdef inline object _emit(
+    dict E,
+    object kind,
+    object instrument,
+    object account,
+    object order_id,
+    object side,
+    object price,
+    object qty,
+    object amount,
+    object counterparty,
+    object counter_order_id,
+    object data,
+):
+    """:func:`_emit_with` of an event whose data is ``data`` (a mapping or None)."""
+    _emit_with(E, kind, instrument, account, order_id, side, price, qty, amount, counterparty,
+               counter_order_id, data, None)
+
+
+cdef inline object _emit1(
+    dict E,
+    object kind,
+    object instrument,
+    object account,
+    object order_id,
+    object side,
+    object price,
+    object qty,
+    object amount,
+    object counterparty,
+    object counter_order_id,
+    str key,
+    object value,
+):
+    """:func:`_emit_with` of an event whose data is ``{key: value}``."""
+    _emit_with(E, kind, instrument, account, order_id, side, price, qty, amount, counterparty,
+               counter_order_id, value, key)
 
 
 cdef inline void _received(dict E, object account, dict command):
-    _emit(E, COMMAND_RECEIVED, None, account, None, None, None, None, None, None, None,
-          {"command": command})
+    _emit1(E, COMMAND_RECEIVED, None, account, None, None, None, None, None, None, None,
+          "command", command)
 
 
 cdef inline i128 _fee(i128 notional, int64_t bps):
@@ -404,8 +546,8 @@ cdef inline void _pay_fee(
         A["cash"] = A["cash"] - value
         pools = E["pools"]
         pools["fees"] = pools["fees"] + value
-        _emit(E, FEE, name, A["name"], order_id, None, None, None, -value, None, None,
-              {"role": role})
+        _emit1(E, FEE, name, A["name"], order_id, None, None, None, -value, None, None,
+              "role", role)
 
 
 cdef inline void _move_lots(
@@ -1050,8 +1192,8 @@ cdef object _submit_checked(
         code = book.submit_market(order_id, book_account, side, qty, price)
     if code:
         reason = _REJECT_NAMES.get(code) or Reject(code).name.lower()
-        _emit(E, ORDER_REJECTED, info.name, name, order_id_value, None, None, None, None, None,
-              None, {"reason": reason})
+        _emit1(E, ORDER_REJECTED, info.name, name, order_id_value, None, None, None, None, None,
+              None, "reason", reason)
         return _result(False, order_id_value, reason)
     _emit(
         E,
@@ -1157,8 +1299,8 @@ cdef void _after_match(
         qty_value = cancel.qty
         owner = _attrs(E["orders"].pop(maker_id))
         _add_lots(_attrs(E["accounts"][owner["account"]]), name, owner["side"], -qty_value)
-        _emit(E, ORDER_CANCELLED, name, owner["account"], maker_id, None, None, qty_value, None,
-              None, None, {"reason": "stp"})
+        _emit1(E, ORDER_CANCELLED, name, owner["account"], maker_id, None, None, qty_value, None,
+              None, None, "reason", "stp")
     resting = book.last_resting
     if resting:
         # LiveOrder(taker.name, name, side, price)
@@ -1178,8 +1320,8 @@ cdef void _after_match(
               None, None, None, None)
     cancelled = book.last_cancelled
     if cancelled:
-        _emit(E, ORDER_CANCELLED, name, taker_name, order_id, None, None, cancelled, None, None,
-              None, {"reason": remainder_reason})
+        _emit1(E, ORDER_CANCELLED, name, taker_name, order_id, None, None, cancelled, None, None,
+              None, "reason", remainder_reason)
 
 
 # ----------------------------------------------------------------------------- cancel, amend
@@ -1228,8 +1370,8 @@ cdef object _cancel_checked(
     del E["orders"][order_id_value]
     cancelled = book.last_cancelled
     _add_lots(A, instrument, order["side"], -cancelled)
-    _emit(E, ORDER_CANCELLED, instrument, name, order_id_value, None, None, cancelled, None, None,
-          None, {"reason": "user"})
+    _emit1(E, ORDER_CANCELLED, instrument, name, order_id_value, None, None, cancelled, None, None,
+          None, "reason", "user")
     return _result(True, order_id_value, None)
 
 
@@ -1316,8 +1458,8 @@ cdef object _amend_checked(
     code = book.amend(order_id, price, qty)
     if code:
         reason = _REJECT_NAMES.get(code) or Reject(code).name.lower()
-        _emit(E, ORDER_REJECTED, instrument, name, order_id_value, None, None, None, None, None,
-              None, {"reason": reason})
+        _emit1(E, ORDER_REJECTED, instrument, name, order_id_value, None, None, None, None, None,
+              None, "reason", reason)
         return _result(False, order_id_value, reason)
     lots = A["open_lots"][instrument]
     if kept:
@@ -1379,8 +1521,8 @@ cdef object _cancel_all(dict E, dict raw, object A, object name):
         book.cancel(order_id)
         cancelled = book.last_cancelled
         _add_lots(A, order["instrument"], order["side"], -cancelled)
-        _emit(E, ORDER_CANCELLED, order["instrument"], name, order_id, None, None, cancelled,
-              None, None, None, {"reason": "user"})
+        _emit1(E, ORDER_CANCELLED, order["instrument"], name, order_id, None, None, cancelled,
+              None, None, None, "reason", "user")
     return _result(True, None, None)
 
 

@@ -109,7 +109,8 @@ cdef class FlowDriver(Action):
 
 
 cdef class RunStep(StepHook):
-    """``session.run``'s step: ``engine.advance(t)``, then ``drain()`` once ``pending`` holds
+    """``session.run``'s step: ``engine.advance(t)``, then ``drain()`` once ``pending`` (the
+    recorder's sink: anything with a length, a list of events or a ``LineBatch``) holds
     ``batch_size`` events or more.
 
     With ``direct`` (the engine's ``advance`` is ``Exchange.advance``, which only checks that
@@ -118,12 +119,12 @@ cdef class RunStep(StepHook):
     ``advance``, for its error."""
 
     cdef object engine
-    cdef list pending
+    cdef object pending
     cdef Py_ssize_t batch_size
     cdef object drain
     cdef bint direct
 
-    def __init__(self, engine, list pending, Py_ssize_t batch_size, drain, bint direct):
+    def __init__(self, engine, pending, Py_ssize_t batch_size, drain, bint direct):
         self.engine = engine
         self.pending = pending
         self.batch_size = batch_size

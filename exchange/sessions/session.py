@@ -34,14 +34,16 @@ from typing import Any
 import orjson
 
 from exchange.core import events as ev
+from exchange.core._lines import BadLine, LineBatch
 from exchange.core.clock import Simulator
-from exchange.core.events import Event, encode
+from exchange.core.events import TYPED_FIELDS, Event, encode
 from exchange.core.limits import check_recorder, check_seed
 from exchange.kernel.engine import Exchange
 from exchange.kernel.engines import DEFAULT_ENGINE, clock_class, engine_class
 from exchange.sessions._flow import RunStep
 from exchange.sessions.scenarios import is_registered, load_scenario, scenario_from_config
 from exchange.store.check import StoreCheck, StoreCheckError
+from exchange.store.event_store import _CODES as STORE_CODES  # first_bad's column codes
 from exchange.store.event_store import (
     PROGRESS_EVERY,
     EventStore,
@@ -79,16 +81,23 @@ class Recorder:
     """Batches the engine's events into the store through a :class:`~exchange.store.journal.Journal`
     (fold, snapshots, commits).
 
-    The engine's sink is ``pending.append`` (a C method: no Python call per event); whoever
-    drives the engine calls :meth:`drain` between commands, :meth:`flush` and :meth:`finish`
-    at the end and :meth:`close` in any case. With ``committed`` (an iterator over the stored
-    payloads of a crashed run), the first events are compared with the log instead of
-    written: that is how resume catches up.
+    The engine's sink is ``pending.append``: ``pending`` is a
+    :class:`~exchange.core._lines.LineBatch`, which keeps each event as its canonical line (in
+    C: no Python object kept per event, and the compiled kernel writes its own events' lines
+    there without making them). Whoever drives the engine calls :meth:`drain` between commands,
+    :meth:`flush` and :meth:`finish` at the end and :meth:`close` in any case. Every batch
+    travels as its blob: folded from it and stored as it is (:meth:`Journal.record_blob`), or
+    sent as it is to the journaller. With ``committed`` (an iterator over the stored payloads
+    of a crashed run), the first events are compared with the log instead of written: that is
+    how resume catches up.
 
     Once ``journal_after`` events are in the log (None: never), a journaller process is
     started; as soon as it is up it takes the store and records every further batch, on
     another core, while the engine goes on (see :mod:`exchange.store.journal`). The log is the same
     either way.
+
+    ``on_batch(count, last_t)``: after each batch, its number of events and the ``t`` (ns) of
+    its last one.
     """
 
     def __init__(
@@ -98,7 +107,7 @@ class Recorder:
         snapshot_every: int,
         committed: Iterator[bytes] | None = None,
         committed_count: int = 0,
-        on_batch: Callable[[list[Event]], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
         journal_after: int | None = None,
     ) -> None:
         if batch_size < 1:
@@ -109,7 +118,8 @@ class Recorder:
             raise ValueError("journal_after must be >= 0 (or None: never)")
         self.journal = Journal(store, snapshot_every)
         self.batch_size = batch_size
-        self.pending: list[Event] = []
+        # the engine's first event is seq 1; each event is checked as the store checks it
+        self.pending = LineBatch(1, STORE_CODES, TYPED_FIELDS, len(Event._fields))
         self._committed = committed
         self._committed_count = committed_count
         self._on_batch = on_batch
@@ -123,17 +133,13 @@ class Recorder:
         pending = self.pending
         size = self.batch_size
         while len(pending) >= size:
-            batch = pending[:size]
-            del pending[:size]
-            self._commit(batch)
+            self._commit(size)
 
     def flush(self) -> None:
         """Commit everything pending (the last batch may be short)."""
         self.drain()
-        if self.pending:
-            batch = self.pending[:]
-            self.pending.clear()
-            self._commit(batch)
+        if len(self.pending):
+            self._commit(len(self.pending))
 
     def finish(self, t: int, state_hash: str) -> None:
         """After :meth:`flush`: check the fold of the log against the live ``state_hash`` and
@@ -154,25 +160,51 @@ class Recorder:
         if self._journaller is not None:
             self._journaller.close()
 
-    def _commit(self, batch: list[Event]) -> None:
-        """Commit one batch (one transaction), or check it against the log when resuming."""
-        if batch[0].seq <= self._committed_count:
-            self._catch_up(batch)
+    def _take(self, n: int, batch: int) -> tuple[bytes, int, int, int]:
+        """The next ``n`` lines pending as ``(blob, first, count, last_t)``; an event among
+        them the store refuses raises ValueError as :meth:`EventStore.encode_batch` words it
+        (``batch``: the batch's number in the log)."""
+        try:
+            return self.pending.take(n)
+        except BadLine as exc:
+            first = exc.seq - exc.position
+            reason = exc.reason
+            if reason is None:
+                reason = (
+                    f"event seq {exc.got!r} at position {exc.position} of the batch: expected "
+                    f"{exc.seq} (the log ends at seq {first - 1}; seqs must be contiguous)"
+                )
+            raise ValueError(
+                f"batch {batch} (seqs {first}..{first + n - 1}) not stored: {reason}"
+            ) from None
+
+    def _commit(self, n: int) -> None:
+        """Commit the next ``n`` pending events as one batch (one transaction), or check them
+        against the log when resuming."""
+        first = self.pending.first
+        if first <= self._committed_count:
+            blob, first, count, last_t = self._take(n, self.journal.store.batch_count + 1)
+            self._catch_up(blob, first, count)
         elif self._handed_over:
+            journaller = self._journaller
+            blob, first, count, last_t = self._take(n, journaller.next_batch)  # type: ignore[union-attr]
             try:
-                self._journaller.record(batch)  # type: ignore[union-attr]
+                journaller.record_blob(blob, first, count)  # type: ignore[union-attr]
             except JournalError as exc:
                 raise SessionError(str(exc)) from None
         else:
             try:
-                self.journal.record(batch)
+                blob, first, count, last_t = self._take(n, self.journal.store.batch_count + 1)
+                self.journal.record_blob(blob, first, count)
             except (sqlite3.Error, ValueError) as exc:
                 # the batch's transaction rolled back: the log ends at the last whole batch
-                raise SessionError(_unwritten(self.journal.store.path, batch, exc)) from None
-            if self._journal_after is not None and batch[-1].seq >= self._journal_after:
+                path = self.journal.store.path
+                raise SessionError(_unwritten(path, first, first + n - 1, exc)) from None
+            last = first + count - 1
+            if self._journal_after is not None and last >= self._journal_after:
                 self._hand_over_when_ready()
         if self._on_batch is not None:
-            self._on_batch(batch)
+            self._on_batch(count, last_t)
 
     def _hand_over_when_ready(self) -> None:
         if self._journaller is None:
@@ -186,25 +218,25 @@ class Recorder:
             self._journaller.hand_over(store, self.journal.snapshot_every, self.journal.fold)
             self._handed_over = True
 
-    def _catch_up(self, batch: list[Event]) -> None:
-        for event in batch:
-            if event.seq > self._committed_count:
-                raise SessionError("committed log does not end on a batch boundary")
+    def _catch_up(self, blob: bytes, first: int, count: int) -> None:
+        if first + count - 1 > self._committed_count:
+            raise SessionError("committed log does not end on a batch boundary")
+        # the stored payloads against this run's lines (a resume only: one bytes object each)
+        for seq, mine in enumerate(blob.split(b"\n")[:count], first):
             stored = next(self._committed, None)
-            mine = encode(event)
             if stored != mine:
-                raise _Diverged(event.seq, stored, mine)
-        self.journal.fold.apply_all(batch)
+                raise _Diverged(seq, stored, mine)
+        self.journal.fold_blob(blob, first, count)
 
 
-def _unwritten(path: Path, batch: list[Event], exc: BaseException) -> str:
-    """Why a batch could not be committed (a full disk, say), and that the log is resumable."""
+def _unwritten(path: Path, first: int, last: int, exc: BaseException) -> str:
+    """Why a batch (seqs ``first..last``) could not be committed (a full disk, say), and that
+    the log is resumable."""
     root = exc
     while root.__cause__ is not None:
         root = root.__cause__
-    first = batch[0].seq
     return (
-        f"{path}: events {first:,}..{batch[-1].seq:,} could not be written ({root}); the "
+        f"{path}: events {first:,}..{last:,} could not be written ({root}); the "
         f"{first - 1:,} events committed before are intact: free the space and continue "
         "with --resume"
     )
@@ -494,11 +526,11 @@ def run(
             _remove_shell(path)
             raise SessionError(f"{path}: cannot create the event log ({exc})") from None
 
-    def after_batch(batch: list[Event]) -> None:
+    def after_batch(count: int, last_t: int) -> None:
         if on_batch is not None:
-            on_batch(len(batch))
+            on_batch(count)
         if on_time is not None:
-            on_time(batch[-1].t, model.end_ns)
+            on_time(last_t, model.end_ns)
 
     recorder = Recorder(
         store, batch_size, snapshot_every, committed, committed_count, after_batch, journal_after

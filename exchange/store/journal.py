@@ -37,11 +37,14 @@ only ever passes between two processes of the same run):
 Who checks what (the store refuses what an in-line append refuses, split between the two
 processes): the run checks every event of a batch before sending it -- the ``Event`` fields,
 each typed field's type and int64 range, seqs contiguous from the one after the last batch
-sent -- and encodes it, with :meth:`EventStore.encode_batch` (:meth:`EventStore.append`'s own
-checks and errors); the journaller's fold parses the blob as ``count`` events of seqs ``first``...
-and folds them onto its state (a seq that does not follow the fold's: :class:`FoldError`), and
-its store appends the blob only where ``first`` continues the log
-(:meth:`EventStore.append_blob`). ``GPUEX_FOLD=reference`` folds each event decoded whole by
+sent -- and encodes it: a recorded run's sink, :class:`~exchange.core._lines.LineBatch`, makes
+:meth:`EventStore.encode_batch`'s checks as each event arrives and holds its line (the
+compiled kernel writes its own events' lines there), and :meth:`Journaller.record_blob` sends
+the batch's lines as they are (:meth:`Journaller.record` checks and encodes a batch of events
+with :meth:`EventStore.encode_batch`); the journaller's fold parses the blob as ``count``
+events of seqs ``first``... and folds them onto its state (a seq that does not follow the
+fold's: :class:`FoldError`), and its store appends the blob only where ``first`` continues
+the log (:meth:`EventStore.append_blob`). ``GPUEX_FOLD=reference`` folds each event decoded whole by
 orjson, with :class:`~exchange.store.fold.Fold`, as before the blob.
 """
 
@@ -100,13 +103,17 @@ class Journal:
         (:meth:`CompiledFold.apply_blob`; the reference :class:`Fold` folds the events decoded
         whole) and stored as it is (:meth:`EventStore.append_blob`): no event decoded into
         Python objects, none encoded again."""
-        fold = self.fold
-        apply_blob = getattr(fold, "apply_blob", None)
+        self.fold_blob(blob, first, count)
+        self.store.append_blob(blob, first, count, self._snapshot())
+
+    def fold_blob(self, blob: bytes, first: int, count: int) -> None:
+        """Fold a batch given as its blob (see :meth:`record_blob`) without storing it: a
+        resumed run's catch-up over batches the log holds already."""
+        apply_blob = getattr(self.fold, "apply_blob", None)
         if apply_blob is not None:
             apply_blob(blob, first, count)
         else:
-            fold.apply_all(blob_events(blob, count))
-        self.store.append_blob(blob, first, count, self._snapshot())
+            self.fold.apply_all(blob_events(blob, count))
 
     def _snapshot(self) -> tuple[int, str, str] | None:
         """The fold's snapshot if its seq is a multiple of ``snapshot_every``, else None."""
@@ -190,6 +197,28 @@ class Journaller:
         blob = EventStore.encode_batch(batch, first, self._batch)
         self._send(("batch", blob, first, len(batch)))
         self._next_seq = first + len(batch)
+        self._batch += 1
+
+    @property
+    def next_batch(self) -> int:
+        """The number in the log of the next batch sent."""
+        return self._batch
+
+    def record_blob(self, blob: bytes, first: int, count: int) -> None:
+        """:meth:`record` of a batch the run holds as its blob already (``count`` events of
+        seqs ``first``..., checked and encoded by the run's
+        :class:`~exchange.core._lines.LineBatch`, the checks of :meth:`EventStore.encode_batch`):
+        sent as it is. Raises ValueError if ``first`` does not follow the last batch sent, and
+        the journaller's error if it has failed since the last batch."""
+        if first != self._next_seq:
+            raise ValueError(
+                f"batch {self._batch} (seqs {first}..{first + count - 1}) not sent: it does "
+                f"not continue the log (the log ends at seq {self._next_seq - 1})"
+            )
+        if self._from.poll():
+            self._receive()  # only an error can arrive here: raises it
+        self._send(("batch", blob, first, count))
+        self._next_seq = first + count
         self._batch += 1
 
     def finish(self, t: int, state_hash: str) -> None:

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exchange.core import _lines
 from exchange.core import events as ev
 from exchange.core.commands import MAX_EXPOSURE
 from exchange.core.events import encode
@@ -302,6 +303,37 @@ def test_a_listener_added_by_subscribe_sees_every_event_of_the_compiled_path(fal
     twin.send(submit("bob", "sell", 1_000, 2))
     twin.send(submit("alice", "buy", 1_000, 3))
     assert heard == twin.events["compiled"][mark:]
+    assert fallbacks == []
+
+
+def test_into_a_line_sink_the_kernel_writes_its_lines_and_a_listener_still_gets_events(
+    fallbacks,
+):
+    """A recorded run's sink (a LineBatch's ``append``) gets the compiled path's events as
+    lines written by the kernel (no Event made: ``append`` not called), the same bytes as
+    ``encode`` of the reference's; once ``subscribe`` puts a listener before it, the kernel
+    makes Events again, and the listener and the lines both get every one."""
+    twin = Twin()
+    lines = _lines.LineBatch(1)
+    engine = CompiledExchange(lines.append)
+    engine.epoch = START
+    engine.start("compiled-test", 1, {})
+    for spec in (SPOT, PERP, RVS):
+        engine.list_instrument(spec)
+    for name, stp in ACCOUNTS.items():
+        engine.open_account(name, stp=stp)
+        engine.credit(name, CASH)
+    by_append = lines.appended
+    for raw in (submit("bob", "sell", 1_000, 2), submit("alice", "buy", 1_000, 3)):
+        assert engine.handle(dict(raw)) == twin.send(raw)
+    assert lines.appended == by_append  # the kernel wrote the trade's lines itself
+    heard: list = []
+    engine.subscribe(heard.append)
+    raw = submit("carol", "sell", 1_000, 1)
+    assert engine.handle(dict(raw)) == twin.send(raw)
+    assert len(heard) == lines.appended - by_append > 0
+    blob = lines.take(len(lines))[0]
+    assert blob == b"".join(encode(event) + b"\n" for event in twin.events["reference"])
     assert fallbacks == []
 
 

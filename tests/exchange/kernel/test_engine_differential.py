@@ -37,6 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exchange.core import _lines
 from exchange.core import events as ev
 from exchange.core.commands import MAX_EXPOSURE, CommandError, jsonable, parse_command
 from exchange.core.events import Event, encode
@@ -138,11 +139,17 @@ class Twin:
     :meth:`call` makes the same call on both and checks it, so that a divergence is caught at
     the call that caused it."""
 
-    def __init__(self, seed: int = 1, margin: bool = False, cash: int = 10**12) -> None:
+    def __init__(
+        self, seed: int = 1, margin: bool = False, cash: int = 10**12, lines: bool = False
+    ) -> None:
         self.events: dict[str, list[Event]] = {name: [] for name in NAMES}
-        self.engines: dict[str, Exchange] = {
-            name: ENGINES[name](self.events[name].append) for name in NAMES
-        }
+        sinks = {name: self.events[name].append for name in NAMES}
+        # with ``lines``, the compiled engine's sink is a recorded run's: a LineBatch, into
+        # which the kernel writes its events' lines with no Event made
+        self.lines = _lines.LineBatch(1) if lines else None
+        if self.lines is not None:
+            sinks["compiled"] = self.lines.append
+        self.engines: dict[str, Exchange] = {name: ENGINES[name](sinks[name]) for name in NAMES}
         self.compared = 0  # events checked so far (the same number on both)
         self.trail: list[str] = []  # the calls so far, for a failure's message
         for engine in self.engines.values():
@@ -197,6 +204,9 @@ class Twin:
         the last few calls, the latest first)."""
         start = self.compared
         new = {name: [encode(e) for e in self.events[name][start:]] for name in NAMES}
+        if self.lines is not None:  # the compiled engine's lines, as the store would get them
+            blob = self.lines.take(len(self.lines))[0] if len(self.lines) else b""
+            new["compiled"] = blob.split(b"\n")[:-1]
         recent = " <- ".join(reversed(self.trail[-6:]))
         assert_same_events(new["reference"], new["compiled"], recent)
         self.compared += len(new["reference"])
@@ -406,6 +416,21 @@ def test_any_stream_of_commands_and_timers_gives_identical_events_results_and_st
         if number % 10 == 0:  # the whole state, now and then: not only what the events show
             twin.call("state_hash")
     twin.finish()
+
+
+@settings(DIFFERENTIAL, max_examples=30)
+@given(steps, st.booleans(), st.sampled_from([10**12, 3 * 10**6]), st.integers(0, 3))
+def test_the_compiled_engine_s_lines_are_the_encoded_events_of_the_reference(
+    stream, margin, cash, seed
+):
+    """The compiled engine writing into a LineBatch (a recorded run's sink: its own events'
+    lines written by the kernel, the Python paths' Events encoded by ``append``) gives, line
+    for line, ``encode`` of the reference engine's events."""
+    twin = Twin(seed, margin=margin, cash=cash, lines=True)
+    for step in stream:
+        play(twin, step)
+    twin.finish()
+    assert twin.lines.appended < twin.compared  # the kernel wrote lines itself
 
 
 # ---------------------------------------------------------------------- refusals, compiled

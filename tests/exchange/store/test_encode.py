@@ -1,4 +1,5 @@
-"""The canonical bytes written in C (``exchange.store._writer``: ``encode_event``,
+"""The canonical bytes written in C (``exchange.core._lines``, the store's
+``exchange.store._writer``: ``encode_event``,
 ``encode_batch``) against their definition, orjson itself
 (:func:`exchange.core.events.encode`): the same bytes for every event, and for every event orjson
 refuses the same refusal (an int past 64 bits, a lone surrogate, a key that is not a str, nesting
@@ -12,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exchange.core import _lines as _writer  # the encoder; the store re-exports it
 from exchange.core.events import ENCODE_OPTIONS, Event, encode
 from exchange.sessions import session
-from exchange.store import _writer
 from exchange.store import event_store as store_module
 from exchange.store.event_store import EventStore
 
@@ -243,6 +244,32 @@ def event_dumps(monkeypatch):
     return calls
 
 
+class OrjsonLines:
+    """The run's sink of lines (``exchange.core._lines.LineBatch``) in Python: each event
+    kept, and encoded by orjson itself at :meth:`take`."""
+
+    def __init__(self, first=1, *_checks):
+        self.first, self.events = first, []
+
+    def __len__(self):
+        return len(self.events)
+
+    def append(self, event):
+        self.events.append(event)
+
+    def take(self, n):
+        batch, self.events = self.events[:n], self.events[n:]
+        first, self.first = self.first, self.first + len(batch)
+        blob = b"".join(orjson.dumps(tuple(e), option=ENCODE_OPTIONS) + b"\n" for e in batch)
+        return blob, first, len(batch), batch[-1].t
+
+
+def by_orjson_only(monkeypatch):
+    """Record with no C encoder: the store's and the run's lines both orjson's."""
+    monkeypatch.setattr(store_module, "_writer", lambda: None)
+    monkeypatch.setattr(session, "LineBatch", OrjsonLines)
+
+
 def chain(path):
     with EventStore.open(path) as store:
         return store.digest(), store.last_seq
@@ -263,7 +290,7 @@ def test_a_recorded_session_is_encoded_in_c_and_its_log_is_the_one_orjson_gives(
     # no event went to orjson but the one holding floats (a scenario's configuration)
     assert set(event_dumps) <= {"SessionStarted"} and len(event_dumps) <= 1
     left_to_orjson = len(event_dumps)
-    monkeypatch.setattr(store_module, "_writer", lambda: None)  # the store's orjson path
+    by_orjson_only(monkeypatch)
     by_orjson = record("orjson")
     assert len(event_dumps) == left_to_orjson + by_orjson[1]  # every event, by orjson
     assert in_c == by_orjson
@@ -298,5 +325,5 @@ def test_the_journaller_hand_off_is_encoded_in_c_and_gives_the_log_orjson_gives(
     # no event went to orjson but the one holding floats (a scenario's configuration): the
     # blobs the run sent were written in C
     assert set(event_dumps) <= {"SessionStarted"} and len(event_dumps) <= 1
-    monkeypatch.setattr(store_module, "_writer", lambda: None)
+    by_orjson_only(monkeypatch)
     assert journalled == record("orjson", None)
