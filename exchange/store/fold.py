@@ -44,7 +44,9 @@ replay and the journal use :data:`DEFAULT_FOLD` (``compiled``); the reference is
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -643,6 +645,20 @@ def _rule_names(fold: Fold) -> dict[str, str]:
     return names
 
 
+@contextlib.contextmanager
+def _fold_errors(kernel: Any) -> Iterator[None]:
+    """A compiled rule's failure as :meth:`Fold.apply_all`'s :class:`FoldError`, naming the
+    event the kernel was folding (``kernel.current``); an error from reading, not folding,
+    unchanged."""
+    try:
+        yield
+    except _FOLDING_ERRORS as exc:
+        row = kernel.current
+        if isinstance(exc, UnicodeDecodeError) or row is None:
+            raise  # from reading, not folding
+        raise _fold_error(row, exc) from exc
+
+
 class CompiledFold(Fold):
     """:class:`Fold` with its hot rules run in C (:mod:`exchange.store._fold`) on the same
     state; any other rule, and any event a compiled rule's conditions do not cover, through
@@ -658,13 +674,8 @@ class CompiledFold(Fold):
         kernel = self._kernel
         if kernel is None:
             return super().apply_all(rows)
-        try:
+        with _fold_errors(kernel):
             kernel.apply_rows(self, rows)
-        except _FOLDING_ERRORS as exc:
-            row = kernel.current
-            if isinstance(exc, UnicodeDecodeError) or row is None:
-                raise  # from reading, not folding
-            raise _fold_error(row, exc) from exc
         return self
 
     def apply_blob(self, blob: bytes, first: int, count: int) -> Fold:
@@ -691,13 +702,8 @@ class CompiledFold(Fold):
         a rule's failure as :meth:`apply_all`'s :class:`FoldError`."""
         kernel = self._kernel
         kernel.current = None
-        try:
+        with _fold_errors(kernel):
             kernel.apply_batch(self, events, start, stop)
-        except _FOLDING_ERRORS as exc:
-            row = kernel.current
-            if isinstance(exc, UnicodeDecodeError) or row is None:
-                raise  # from reading, not folding
-            raise _fold_error(row, exc) from exc
         return self
 
     def fold_store(self, store: Any, first: int, last: int) -> Fold:

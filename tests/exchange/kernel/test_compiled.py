@@ -33,6 +33,18 @@ ACCOUNTS = {"alice": "none", "bob": "none", "carol": "cancel-resting", "dave": "
 CASH = 10**12
 
 
+def _open_market(engine: Exchange) -> None:
+    """Start ``engine`` at ``START`` with the spot, perpetual and swap listed and every account
+    of ``ACCOUNTS`` opened with ``CASH``."""
+    engine.epoch = START
+    engine.start("compiled-test", 1, {})
+    for spec in (SPOT, PERP, RVS):
+        engine.list_instrument(spec)
+    for name, stp in ACCOUNTS.items():
+        engine.open_account(name, stp=stp)
+        engine.credit(name, CASH)
+
+
 class Twin:
     """A reference engine and a compiled one with the same market: a spot instrument (maker
     rebate, taker fee), the H100 perpetual and a swap series; four accounts, two of them with
@@ -43,13 +55,7 @@ class Twin:
         self.reference = Exchange(self.events["reference"].append)
         self.compiled = CompiledExchange(self.events["compiled"].append)
         for engine in self.engines:
-            engine.epoch = START
-            engine.start("compiled-test", 1, {})
-            for spec in (SPOT, PERP, RVS):
-                engine.list_instrument(spec)
-            for name, stp in ACCOUNTS.items():
-                engine.open_account(name, stp=stp)
-                engine.credit(name, CASH)
+            _open_market(engine)
 
     @property
     def engines(self) -> tuple[Exchange, Exchange]:
@@ -316,13 +322,7 @@ def test_into_a_line_sink_the_kernel_writes_its_lines_and_a_listener_still_gets_
     twin = Twin()
     lines = _lines.LineBatch(1)
     engine = CompiledExchange(lines.append)
-    engine.epoch = START
-    engine.start("compiled-test", 1, {})
-    for spec in (SPOT, PERP, RVS):
-        engine.list_instrument(spec)
-    for name, stp in ACCOUNTS.items():
-        engine.open_account(name, stp=stp)
-        engine.credit(name, CASH)
+    _open_market(engine)
     by_append = lines.appended
     for raw in (submit("bob", "sell", 1_000, 2), submit("alice", "buy", 1_000, 3)):
         assert engine.handle(dict(raw)) == twin.send(raw)
