@@ -187,7 +187,11 @@ class Recorder:
             self._catch_up(blob, first, count)
         elif self._handed_over:
             journaller = self._journaller
-            blob, first, count, last_t = self._take(n, journaller.next_batch)  # type: ignore[union-attr]
+            try:
+                blob, first, count, last_t = self._take(n, journaller.next_batch)  # type: ignore[union-attr]
+            except ValueError as exc:  # refused before it was sent: as in line
+                path = self.journal.store.path
+                raise SessionError(_unwritten(path, first, first + n - 1, exc)) from None
             try:
                 journaller.record_blob(blob, first, count)  # type: ignore[union-attr]
             except JournalError as exc:

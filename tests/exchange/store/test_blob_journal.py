@@ -208,3 +208,29 @@ def test_gpuex_fold_reference_folds_the_journallers_batches_with_the_reference(
         EventStore.open(tmp_path / "compiled.db") as b,
     ):
         assert a.digest() == b.digest()
+
+
+@pytest.mark.parametrize("journal_after", [None, 0], ids=["in-line", "journaller"])
+def test_an_event_the_store_refuses_fails_the_run_with_a_session_error_either_way(
+    tmp_path, hand_overs, monkeypatch, journal_after
+):
+    """An event the store cannot hold (here a float amount, emitted by a timer's code) stops
+    the run with the same :class:`SessionError` whether the batch was to be stored in line or
+    handed to the journaller, naming the batch and the field, and the log ends at the last
+    whole batch before it."""
+    from exchange.sessions.scenarios import _FlowDriver
+
+    malformed = _FlowDriver.malformed
+
+    def and_a_bad_event(self, i):
+        malformed(self, i)
+        self.engine.emit("PoolFunded", side="insurance", amount=1.5)
+
+    monkeypatch.setattr(_FlowDriver, "malformed", and_a_bad_event)
+    path = tmp_path / "refused.db"
+    with pytest.raises(session.SessionError, match=r"not stored: event seq \d+: amount is 1\.5"):
+        record(path, journal_after)
+    assert bool(hand_overs["hand_overs"]) == (journal_after == 0)
+    with EventStore.open(path) as store:
+        assert store.session["status"] == "running"
+        assert store.last_seq % BATCH == 0 and store.last_seq > 0
