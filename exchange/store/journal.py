@@ -277,7 +277,10 @@ def serve(requests: Connection, replies: Connection) -> int:
     def reply(*message: Any) -> None:
         replies.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
-    reply("ready")
+    try:
+        reply("ready")
+    except BrokenPipeError:
+        return 0  # the run ended (a short one) before this process was up: nothing to do
     journal: Journal | None = None
     try:
         while True:

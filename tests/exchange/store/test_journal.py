@@ -423,3 +423,16 @@ def test_a_journaller_answers_a_message_it_does_not_know_with_an_error(handed_of
     assert status == {"code": 1}
     assert tag == "error" and "unknown message 'rewind'" in text
     assert isinstance(pickle.loads(pickled), JournalError)
+
+
+def test_a_journaller_whose_run_has_already_ended_exits_quietly():
+    """A short run may end before its journaller is up: the journaller's first reply then
+    meets a closed pipe, and it exits with status 0 instead of a traceback on stderr."""
+    from multiprocessing import Pipe
+
+    from exchange.store.journal import serve
+
+    requests, _to_journaller = Pipe(duplex=False)
+    from_journaller, replies = Pipe(duplex=False)
+    from_journaller.close()  # the run is gone
+    assert serve(requests, replies) == 0
