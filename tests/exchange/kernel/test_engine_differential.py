@@ -304,9 +304,11 @@ def amends(draw) -> dict[str, Any]:
     return command
 
 
-def _command(kind: str, required: dict, optional: dict | None = None):
+def _command(kind: str, required: dict, optional: dict | None = None, who=None):
+    """A ``kind`` command from ``who`` (default: any of ``accounts``)."""
     return st.fixed_dictionaries(
-        {"type": st.just(kind), "account": accounts, **required}, optional=optional or {}
+        {"type": st.just(kind), "account": accounts if who is None else who, **required},
+        optional=optional or {},
     )
 
 
@@ -486,9 +488,7 @@ def aimed_amends(draw) -> dict[str, Any]:
 
 
 def _aimed(kind: str, required: dict, optional: dict | None = None):
-    return st.fixed_dictionaries(
-        {"type": st.just(kind), "account": aimed_accounts, **required}, optional=optional or {}
-    )
+    return _command(kind, required, optional, who=aimed_accounts)
 
 
 aimed = weighted(
