@@ -58,8 +58,11 @@ CODE_VERSION = "gpuex-0.1.0"
 DEFAULT_BATCH = 2_000
 DEFAULT_SNAPSHOT_EVERY = 100_000
 #: Events a run records in line before a journaller process takes over (see ``run``): a
-#: process costs about 0.1 s to start, so runs shorter than a few hundred thousand events
-#: gain little and most tests' runs none at all.
+#: journaller takes 0.3 s or more to start (its imports alone 0.23 s, and up to 1 s from the
+#: spawn to its first batch on a machine loaded at 5), during which the run records 100k
+#: events or more in line anyway, and each process started costs the run 2-8 ms (started,
+#: then killed if the run ends first): runs shorter than a few hundred thousand events gain
+#: little and most tests' runs none at all (measured, issue #20).
 DEFAULT_JOURNAL_AFTER = 100_000
 #: Allocations between young-generation collections during a run (Python's default: 700).
 _GC_YOUNG_THRESHOLD = 10_000

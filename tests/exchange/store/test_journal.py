@@ -436,3 +436,202 @@ def test_a_journaller_whose_run_has_already_ended_exits_quietly():
     from_journaller, replies = Pipe(duplex=False)
     from_journaller.close()  # the run is gone
     assert serve(requests, replies) == 0
+
+
+def test_the_run_never_waits_on_the_pipe_while_the_journaller_commits(
+    handed_off_store, monkeypatch
+):
+    """The journaller reads the run's batches ahead while it commits one (a checkpoint, an
+    fsync: up to 0.1 s measured), so the run does not wait on a full pipe meanwhile; every
+    batch read ahead is then committed, in order."""
+    from exchange.store.journal import Journal
+
+    committing = threading.Event()
+    go_on = threading.Event()
+    record_blob = Journal.record_blob
+
+    def slow_record_blob(self, blob, first, count):
+        committing.set()
+        assert go_on.wait(60), "never let go on"
+        return record_blob(self, blob, first, count)
+
+    monkeypatch.setattr(Journal, "record_blob", slow_record_blob)
+    requests_end, run_side = Pipe(duplex=False)  # an OS pipe: 64 KiB
+    replies_run, replies_end = Pipe(duplex=False)
+    thread, status = _serve_in_thread(requests_end, replies_end)
+    assert pickle.loads(replies_run.recv_bytes()) == ("ready",)
+    fold = Fold().apply_all(_events(1, 3))
+    run_side.send_bytes(pickle.dumps(("start", str(handed_off_store.path), 0, fold.to_json())))
+    batches = [_events(first, first + 99) for first in range(4, 4 + 50 * 100, 100)]
+    messages = [
+        pickle.dumps(("batch", b"".join(encode(e) + b"\n" for e in b), b[0].seq, len(b)))
+        for b in batches
+    ]
+    assert sum(map(len, messages)) > 4 * 65_536  # more than the pipe holds
+    sent = threading.Thread(target=lambda: [run_side.send_bytes(m) for m in messages])
+    try:
+        sent.start()
+        assert committing.wait(30)
+        sent.join(30)
+        assert not sent.is_alive(), "the run waited on a full pipe while the journaller committed"
+    finally:
+        go_on.set()
+        sent.join(60)
+    for b in batches:
+        fold.apply_all(b)
+    run_side.send_bytes(pickle.dumps(("end", 1, fold.state_hash())))
+    assert pickle.loads(replies_run.recv_bytes()) == ("done",)
+    thread.join(30)
+    assert status == {"code": 0}
+    with EventStore.open(handed_off_store.path) as store:
+        assert store.last_seq == batches[-1][-1].seq
+        assert store.session["status"] == "finished"
+        assert [e.seq for e in store.events()] == list(range(1, store.last_seq + 1))
+
+
+#: loaded by the journaller at start-up (``sitecustomize``): a journaller that takes forever
+#: to start (a slow disk, a loaded machine: 0.4-0.9 s is common)
+SLOW_START_OF_THE_JOURNALLER = """\
+import time
+
+time.sleep(3600)
+"""
+
+
+def test_a_run_that_ends_while_its_journaller_starts_does_not_wait_for_it(tmp_path, monkeypatch):
+    """A journaller never given the store holds nothing: the run kills it at its end instead
+    of waiting for it to start up and read that the run is over."""
+    import exchange.store.journal as journal
+
+    reference = record(tmp_path / "ref.db", None)
+    spawned = []
+    spawn = Journaller.spawn
+
+    def keeping_spawn():
+        journaller = spawn()
+        spawned.append(journaller)
+        return journaller
+
+    monkeypatch.setattr(Journaller, "spawn", staticmethod(keeping_spawn))
+    monkeypatch.setattr(journal, "_EXIT_WAIT_S", 3600.0)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_START_OF_THE_JOURNALLER)
+    here = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(hook), here) if p))
+    result = {}
+    run = threading.Thread(target=lambda: result.update(s=record(tmp_path / "run.db", 0)))
+    run.start()
+    run.join(60)
+    try:
+        assert not run.is_alive(), "the run waited for its journaller to start"
+    finally:
+        for journaller in spawned:
+            journaller._proc.kill()
+        run.join(60)
+    assert len(spawned) == 1 and spawned[0]._proc.returncode == -signal.SIGKILL
+    assert result["s"].state_hash == reference.state_hash
+    assert tables(tmp_path / "run.db") == tables(tmp_path / "ref.db")
+
+
+def test_a_hand_off_does_not_wait_for_a_background_checkpoint_under_way(tmp_path):
+    """The run hands its store to the journaller without waiting for its checkpoint thread
+    to finish a checkpoint (up to 0.09 s measured); its close waits for it, and the file is
+    whole."""
+
+    class SlowCheckpoint:
+        """The checkpoint thread's lock: entering it is a checkpoint that lasts until
+        ``done`` is set."""
+
+        def __init__(self):
+            self.started, self.done = threading.Event(), threading.Event()
+
+        def __enter__(self):
+            self.started.set()
+            assert self.done.wait(60)
+
+        def __exit__(self, *exc_info):
+            return False
+
+    store = EventStore.create(tmp_path / "c.db", scenario="u", seed=1, config={}, code_version="t")
+    store.append(_events(1, 2))
+    checkpoint = store._checkpointer._lock = SlowCheckpoint()
+    store._checkpointer.request()
+    assert checkpoint.started.wait(30)
+    try:
+        handing_off = threading.Thread(target=store.hand_off)
+        handing_off.start()
+        handing_off.join(10)
+        assert not handing_off.is_alive(), "the hand-off waited for the checkpoint"
+        other = EventStore.open(tmp_path / "c.db", mode="a")  # the next writer appends
+        other.append(_events(3, 4))
+        other.detach()
+    finally:
+        checkpoint.done.set()
+        handing_off.join(30)
+    store.close()
+    assert not Path(f"{tmp_path / 'c.db'}-wal").exists()
+    with EventStore.open(tmp_path / "c.db") as reopened:
+        assert reopened.last_seq == 4
+    assert verify_store(tmp_path / "c.db").ok
+
+
+def test_a_batch_travels_to_the_journaller_as_its_header_then_its_blob_unpickled():
+    """The run writes a batch's blob to the pipe from its own bytes (no copy into a pickle):
+    a pickled header ``("batch", None, first, count)``, then the blob as a message of its
+    own, both framed as ``Connection.send_bytes`` frames them."""
+    journaller_end, run_side = Pipe(duplex=False)
+    replies_end, _unused = Pipe(duplex=False)
+    journaller = Journaller(None, run_side, replies_end)
+    journaller._next_seq, journaller._batch = 4, 2
+    blob = b"".join(encode(e) + b"\n" for e in _events(4, 6))
+    journaller.record_blob(blob, 4, 3)
+    journaller.record(_events(7, 7))
+    assert pickle.loads(journaller_end.recv_bytes()) == ("batch", None, 4, 3)
+    assert journaller_end.recv_bytes() == blob
+    assert pickle.loads(journaller_end.recv_bytes()) == ("batch", None, 7, 1)
+    assert journaller_end.recv_bytes() == encode(_events(7, 7)[0]) + b"\n"
+    for conn in (journaller_end, run_side, replies_end, _unused):
+        conn.close()
+
+
+#: loaded by the journaller at start-up (``sitecustomize``): an interpreter whose finalisation
+#: takes forever (it takes 80-120 ms on a loaded machine)
+SLOW_EXIT_OF_THE_JOURNALLER = """\
+import atexit
+import time
+
+atexit.register(time.sleep, 3600)
+"""
+
+
+def test_a_run_does_not_wait_for_its_journallers_interpreter_to_finalise(
+    tmp_path, hand_overs, monkeypatch
+):
+    """Once the journaller has sealed the store and closed it, it ends its process at once:
+    the run, which waits for it to exit, waits for none of the interpreter's finalisation."""
+    import exchange.store.journal as journal
+
+    reference = record(tmp_path / "ref.db", None)
+    monkeypatch.setattr(journal, "_EXIT_WAIT_S", 3600.0)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_EXIT_OF_THE_JOURNALLER)
+    here = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(hook), here) if p))
+    result = {}
+    run = threading.Thread(target=lambda: result.update(s=record(tmp_path / "run.db", 0)))
+    run.start()
+    run.join(60)
+    try:
+        assert not run.is_alive(), "the run waited for its journaller's finalisation"
+    finally:
+        for journaller in hand_overs["spawned"]:
+            journaller._proc.kill()
+        run.join(60)
+    assert hand_overs["hand_overs"], "the journaller never took over"
+    assert hand_overs["spawned"][0]._proc.returncode == 0
+    assert result["s"].state_hash == reference.state_hash
+    assert outside_the_change_counter(tmp_path / "run.db") == outside_the_change_counter(
+        tmp_path / "ref.db"
+    )

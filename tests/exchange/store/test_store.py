@@ -1378,3 +1378,46 @@ def test_the_typed_fields_parsed_in_c_are_the_decoded_events(fields):
     ]
     assert typed_rows(blob, 6, len(events), len(TYPED_FIELDS), store_module._typed_line) is None
     assert typed_rows(blob, 5, len(events) + 1, len(TYPED_FIELDS), store_module._typed_line) is None
+
+
+def test_a_writers_close_deletes_a_large_wal_whole_and_frees_it_off_the_closing_thread(
+    tmp_path, monkeypatch
+):
+    """Freeing a WAL of tens of MiB costs the kernel 0.1 s, at the end of a run: the close
+    checkpoints the WAL and lets SQLite delete it (not truncate it first), and a descriptor
+    it held lets another thread drop the deleted file's blocks."""
+    import contextlib
+    import threading
+
+    monkeypatch.setattr(store_module, "_FREE_AFTER_BYTES", 1)  # this small WAL counts as large
+    path = tmp_path / "s.db"
+    build(path)
+    store = EventStore.open(path, mode="a")
+    store.append(make_events(41, 10))
+    mine = os.open(f"{path}-wal", os.O_RDONLY)
+    wal = os.fstat(mine)
+    closed_on = []
+    close = os.close
+
+    def noting_close(fd):
+        with contextlib.suppress(OSError):
+            st = os.fstat(fd)
+            if fd != mine and (st.st_dev, st.st_ino) == (wal.st_dev, wal.st_ino):
+                closed_on.append(threading.current_thread())
+        close(fd)
+
+    monkeypatch.setattr(os, "close", noting_close)
+    try:
+        store.close()
+        for thread in threading.enumerate():
+            if thread.name == "gpuex-wal-free":
+                thread.join(30)
+        after = os.fstat(mine)
+    finally:
+        close(mine)
+    assert _in_rollback_mode_alone(path)  # gone from the folder when close returns
+    assert after.st_nlink == 0 and after.st_size == wal.st_size  # deleted whole, not emptied
+    assert closed_on and threading.main_thread() not in closed_on
+    assert verify_store(path).ok
+    with EventStore.open(path) as reopened:
+        assert reopened.last_seq == 50
