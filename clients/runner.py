@@ -2,7 +2,10 @@
 
 How a session with bots runs (all in simulated time, on the session's one thread):
 
-1. The runner taps the exchange's event stream (``Exchange.subscribe``). Events of one
+1. The runner taps the exchange's event stream: in a recorded run it reads the events' lines
+   from the recorder's :class:`~exchange.core._lines.LineBatch` in ranges (:meth:`BotRunner.
+   _watch`: a C scan, an Event built only for the kinds bots hear about), otherwise it listens
+   to every event (``Exchange.subscribe``; :data:`TAP_LINES` False: always). Events of one
    simulated instant are collected; after everything else at that instant (clock priority
    ``OBSERVER``) the runner turns them into bot messages: public ones (book views of the
    instruments that changed, trades, index prints, funding rates) for every bot, private ones
@@ -71,10 +74,11 @@ from clients.budget import DEFAULT_LINES, BudgetExceeded, run_within
 from clients.context import AccountView, Context, OpenOrder
 from clients.latency import Latency, Link
 from clients.protocol import MAX_COMMANDS
+from exchange.core import _lines
 from exchange.core import events as ev
 from exchange.core.clock import OBSERVER, PARTICIPANT, Simulator
 from exchange.core.commands import TRADING_TYPES, jsonable
-from exchange.core.events import Event
+from exchange.core.events import Event, decode
 from exchange.kernel.engine import Exchange
 
 _budget_file = _budget.__file__
@@ -148,6 +152,14 @@ _WANTED = frozenset(
         ev.FUNDING_PAID,
     }
 )
+#: Rejections: a bot's own, while the runner hands its command to the exchange, carry its ref.
+_REJECTIONS = frozenset({ev.COMMAND_REJECTED, ev.ORDER_REJECTED})
+
+#: Whether a runner whose exchange records into a :class:`~exchange.core._lines.LineBatch` (a
+#: recorded run's sink) reads the events from their lines (:meth:`BotRunner._watch`) rather
+#: than as a listener of every event (``Exchange.subscribe``). Both give every bot the same
+#: deliveries (tests/clients/test_runner_tap.py); False keeps the listener, the reference.
+TAP_LINES = True
 
 
 class BotFailure(Exception):
@@ -374,6 +386,11 @@ class BotRunner:
         self._started = False
         self._arriving: int | None = None  # ref of the submit being handled
         self._rejected_refs: dict[int, int] = {}  # seq of a rejection -> the submit's ref
+        # reading the lines (_watch): the lines and their tap, or None (the listener's path)
+        self._lines: Any = None
+        self._tap: _lines.Tap | None = None
+        self._arriving_from = 0  # the first seq the command being handled may emit
+        self._arrivals: list[tuple[int, int, int]] = []  # (first seq, last seq, ref) unscanned
 
     # ---------------------------------------------------------------- set-up
     def add(
@@ -452,7 +469,12 @@ class BotRunner:
     def start(self, end_ns: int) -> None:
         """Tap the exchange, start every bot now and stop them at ``end_ns``."""
         self._started = True
-        self.engine.subscribe(self._observer())
+        line_sink = getattr(self.engine, "line_sink", None)
+        lines = line_sink() if TAP_LINES and line_sink is not None else None
+        if lines is not None and lines.tap is None:
+            self._watch(lines)
+        else:
+            self.engine.subscribe(self._observer())
         now = self.engine.t
         for slot in self.slots:
             self.sim.schedule(
@@ -465,6 +487,8 @@ class BotRunner:
         """``slot``'s account as it is now. Made again only after an event that may have
         changed it (:meth:`_observer`): a delivery where nothing happened to the account costs
         nothing, one where something did costs a walk of the exchange's resting orders."""
+        if self._tap is not None:
+            self._scan()  # the lines written since the last read may name the account
         view = slot.snapshot
         if view is None:
             cash, positions, orders = self.engine.account_view(slot.account)
@@ -515,8 +539,79 @@ class BotRunner:
 
         return observe
 
+    def _watch(self, lines: Any) -> None:
+        """Read the events from ``lines`` (the exchange's sink, a LineBatch) instead of
+        subscribing :meth:`_observer`: the exchange goes on writing lines (the compiled kernel
+        with no Event made) and the runner reads them in ranges, as :meth:`_observer` would
+        have seen them one by one:
+
+        * a line of a wanted kind whose instant has no publish pending schedules
+          :meth:`_publish` as it is written (``Tap.on_wanted``, in C: one look at the kind per
+          instant), at the same point of the clock's order as the listener did;
+        * :meth:`_scan` reads the lines since its last read in C -- staleness from the account
+          fields, the wanted lines decoded into Events for :meth:`_publish` -- before every
+          snapshot read, at every publish, and before the recorder takes lines away
+          (``Tap.on_take``), so no line leaves unread and no snapshot is read stale;
+        * a rejection gets the ref of the command during whose handling it was emitted, from
+          the seqs :meth:`_arrive` notes around each command."""
+        tap = _lines.Tap(
+            sorted(_WANTED),
+            sorted(_NO_ACCOUNT_CHANGE),
+            [slot.account for slot in self.slots],
+            self._announce,
+            self._scan,
+            Event,
+            decode,
+            sorted(_REJECTIONS),
+        )
+        lines.watch(tap)
+        self._lines, self._tap = lines, tap
+
+    def _announce(self, t: int) -> None:
+        """A wanted line of instant ``t`` (ns) was written and no publish is pending for it."""
+        self.sim.schedule(t, self._publish, priority=OBSERVER)
+
+    def _scan(self) -> None:
+        """Read the lines written since the last scan (see :meth:`_watch`)."""
+        got = self._tap.scan(self._lines)  # type: ignore[union-attr]
+        if got is None:
+            return
+        events, stale, rejections = got
+        if stale is not None:
+            slots = self.slots
+            if stale is True:
+                for slot in slots:
+                    slot.snapshot = None
+            else:
+                for i in stale:
+                    slots[i].snapshot = None
+        if events:
+            self._pending += events
+        if rejections is not None:
+            for i in rejections:
+                seq = events[i].seq
+                ref = self._ref_of(seq)
+                if ref is not None:
+                    self._rejected_refs[seq] = ref
+        arrivals = self._arrivals
+        if arrivals:  # the commands whose seqs are all read are done with
+            done = self._tap.next_seq  # type: ignore[union-attr]
+            self._arrivals = [entry for entry in arrivals if entry[1] >= done]
+
+    def _ref_of(self, seq: int) -> int | None:
+        """The ref of the bot command whose handling emitted event ``seq``, if any."""
+        for first, last, ref in self._arrivals:
+            if first <= seq <= last:
+                return ref
+        if self._arriving is not None and seq >= self._arriving_from:
+            return self._arriving  # a scan in the middle of the command's handling
+        return None
+
     def _publish(self) -> None:
         """Turn the events of this instant into messages and send each bot its batch."""
+        if self._tap is not None:
+            self._scan()
+            self._tap.reset()  # the next wanted line schedules the next publish
         pending = self._pending
         events = pending.copy()
         pending.clear()
@@ -773,13 +868,20 @@ class BotRunner:
     def _arrive(self, slot: Slot, outbox: list[tuple[int | None, dict[str, Any]]]) -> None:
         if slot.stopped:
             return  # a stopped bot's commands in flight are dropped at the gateway
-        handle = self.engine.handle
+        engine = self.engine
+        handle = engine.handle
+        watched = self._tap is not None
         for ref, command in outbox:
             self._arriving = ref
+            if watched:
+                first = self._arriving_from = engine.seq + 1
             try:
                 result = handle(command)
             finally:
                 self._arriving = None
+                if watched and ref is not None and engine.seq >= first:
+                    # the seqs this command emitted: a rejection among them is the ref's
+                    self._arrivals.append((first, engine.seq, ref))
             if ref is not None and result.order_id is not None:
                 slot.refs[result.order_id] = ref
 

@@ -20,6 +20,58 @@ cdef int put_value(Buf* b, PyObject* value, int depth) except -1
 cdef int put_event(Buf* b, object event, object dumps, object options, bint c) except -1
 
 
+cdef struct _Table:
+    # tokens (a JSON string with its quotes, as a line holds it) -> their index, open addressing
+    Py_ssize_t mask         # slots - 1 (a power of two)
+    Py_ssize_t* slots       # per slot: a token's index, or -1
+    const char** s          # per token: its bytes (held by the Tap's lists)
+    Py_ssize_t* n           # per token: its length
+    Py_ssize_t count
+
+
+cdef struct _Str:
+    # a cached value of a short JSON token (a string with its quotes, or an event's data)
+    Py_ssize_t n            # the token's length (0: empty slot)
+    char s[112]
+    PyObject* obj           # a strong reference
+
+
+cdef class Tap:
+    # a reader of a LineBatch's lines: the bot runner's market-data tap (clients/runner.py)
+    cdef object on_wanted      # on_wanted(t): at a wanted line of a t not yet announced
+    cdef object on_take        # on_take(): before take hands over a line not yet scanned
+    cdef bint has_at           # whether a wanted line of t ``at`` was announced (and not reset)
+    cdef long long at
+    cdef long long next_seq    # the seq of the first line not yet scanned
+    cdef list held             # the tokens' bytes (the tables point into them)
+    cdef _Table kinds          # the kinds it knows (wanted ones first)
+    cdef Py_ssize_t n_wanted   # kinds[0:n_wanted] are wanted
+    cdef char* quiet           # per kind: 1 if an account-less line of it changes no account
+    cdef _Table accounts       # the watched accounts
+    cdef char* stale           # per account: named by a line since the last scan's report
+    cdef char* flagged         # per kind: 1 if scan reports where its events are
+    cdef object wanted_set     # the wanted kinds (str), for a line decoded by ``decode``
+    cdef object event          # the type events are built as (Event)
+    cdef object decode         # decode(line bytes) -> an Event: the lines the builder leaves
+    cdef _Str* strs            # the str cache (_STRS slots, direct-mapped by hash)
+    cdef _Str* datas           # the data cache (_DATAS slots): shared, read-only values
+    cdef int _cached(self, _Str* cache, Py_ssize_t slots, const char* s, Py_ssize_t n,
+                     bint text, PyObject** out) except -1
+    cdef short* col_kind       # the last scan's columns (malloc'd, grown by doubling)
+    cdef int* col_account
+    cdef int* col_counterparty
+    cdef long long* col_t
+    cdef Py_ssize_t col_cap
+    cdef Py_ssize_t n_scanned  # lines in the last scan
+    cdef long long scan_first  # the seq of the last scan's first line
+
+    cdef int line_ended(self, const char* line, Py_ssize_t n, long long t) except -1
+    cdef int _str(self, const char* s, Py_ssize_t n, PyObject** out) except -1
+    cdef int _scalar(self, const char* s, Py_ssize_t n, PyObject** out) except -1
+    cdef object _event(self, const char* line, Py_ssize_t n, const char** starts,
+                       Py_ssize_t* sizes)
+
+
 cdef class LineBatch:
     cdef Buf buf
     cdef Py_ssize_t* ends      # per line: the offset just past its newline
@@ -35,5 +87,13 @@ cdef class LineBatch:
     cdef object bad_check      # (seq, reason or None, the event's seq) of the first refused
     cdef object bad_encode     # (seq, orjson's refusal) of the first orjson refused
     cdef Py_ssize_t appended   # lines written by append (the others: by the kernel)
+    cdef Tap tap               # the reader told of wanted lines and asked before a take, or None
 
     cdef int end_line(self, long long t) except -1
+
+
+cdef inline bint quiet_at(LineBatch lines, long long t) noexcept:
+    """Whether ending a line of ``t`` (ns) runs no Python: no tap reads ``lines``, or its tap
+    has announced ``t`` already (``Tap.line_ended`` returns at once). A writer that must
+    bring its engine up to date before Python may run needs it only when this is False."""
+    return lines.tap is None or (lines.tap.has_at and lines.tap.at == t)

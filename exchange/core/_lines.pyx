@@ -12,7 +12,11 @@ event, in seq order. This module writes them without a Python call per event:
 * :class:`LineBatch`, an engine sink that keeps the lines instead of the events: ``append(event)``
   checks and encodes an event in C, the compiled kernel writes its own events' lines straight
   into its buffer (``exchange/kernel/_kernel.pyx``, through ``_lines.pxd``), and ``take(n)``
-  gives the first ``n`` lines as one blob, as the store keeps it.
+  gives the first ``n`` lines as one blob, as the store keeps it;
+* :class:`Tap`, a reader of a LineBatch's lines (the bot runner's, issue #20 point 4): told as
+  a line of a kind it wants is written, asked to read before :meth:`LineBatch.take` hands
+  lines over, and reading them in C (kinds, watched accounts; an Event built only for the
+  wanted kinds).
 
 An event holding anything the C encoder does not write (a float, a subclass, a value orjson
 refuses) is given to orjson whole, so its bytes or its error are orjson's.
@@ -24,7 +28,7 @@ from cpython.object cimport PyObject
 from cpython.sequence cimport PySequence_Tuple
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdlib cimport free, malloc, qsort, realloc
-from libc.string cimport memcmp, memcpy, memmove
+from libc.string cimport memchr, memcmp, memcpy, memmove
 
 cdef extern from "Python.h":
     # borrowed PyObject* throughout: the walk takes no reference and runs no Python code
@@ -649,13 +653,38 @@ cdef class LineBatch:
         return self.appended
 
     @property
+    def tap(self):
+        """The :class:`Tap` reading these lines, or None (see :meth:`watch`)."""
+        return self.tap
+
+    def watch(self, Tap tap):
+        """Let ``tap`` read the lines from the next one on: it is told (``on_wanted``) of a
+        wanted line as it is written, and asked (``on_take``) to scan before :meth:`take`
+        hands over lines it has not scanned. One tap at a time (ValueError for a second);
+        None: none."""
+        if tap is not None and self.tap is not None:
+            raise ValueError("these lines already have a tap")
+        if tap is not None:
+            tap.next_seq = self.first + self.count
+        self.tap = tap
+
+    def line(self, long long seq):
+        """The line of ``seq`` (without its newline), held: a bytes object."""
+        cdef Py_ssize_t i = seq - self.first
+        cdef Py_ssize_t start
+        if i < 0 or i >= self.count:
+            raise IndexError(f"seq {seq} is not held (seqs {self.first}..{self.first + self.count - 1})")
+        start = self.ends[i - 1] if i else 0
+        return PyBytes_FromStringAndSize(self.buf.data + start, self.ends[i] - 1 - start)
+
+    @property
     def nbytes(self):
         """The bytes of the lines held."""
         return self.buf.len
 
     cdef int end_line(self, long long t) except -1:
         """Close the line just written (its newline, its end, ``t``)."""
-        cdef Py_ssize_t cap
+        cdef Py_ssize_t cap, start
         cdef void* p
         _put1(&self.buf, b"\n")
         if self.count == self.lines_cap:
@@ -672,6 +701,9 @@ cdef class LineBatch:
         self.ends[self.count] = self.buf.len
         self.ts[self.count] = t
         self.count += 1
+        if self.tap is not None:  # a reader watches the lines: told of a wanted one (rarely)
+            start = self.ends[self.count - 2] if self.count > 1 else 0
+            self.tap.line_ended(self.buf.data + start, self.buf.len - 1 - start, t)
         return 0
 
     def append(self, event):
@@ -717,6 +749,13 @@ cdef class LineBatch:
             n = self.count
         if n <= 0:
             raise ValueError("no lines to take")
+        if self.tap is not None and self.tap.next_seq < first + n:
+            self.tap.on_take()  # the reader scans the lines before they leave
+            if self.tap is not None and self.tap.next_seq < first + n:
+                raise RuntimeError(
+                    f"lines up to seq {first + n - 1} taken before their reader scanned them "
+                    f"(it is at seq {self.tap.next_seq})"
+                )
         end = self.ends[n - 1]
         last_t = self.ts[n - 1]
         blob = PyBytes_FromStringAndSize(self.buf.data, end)
@@ -733,3 +772,563 @@ cdef class LineBatch:
                 self.bad_check = self.bad_encode = None
                 raise BadLine(bad[0], bad[0] - first, bad[1], bad[2] if len(bad) > 2 else None)
         return blob, first, n, last_t
+
+
+# ---------------------------------------------------------------------- a reader of the lines
+# The bot runner reads a recorded run's events from its LineBatch (issue #20, point 4): which
+# kinds a line is of, which watched accounts it names, and the few lines bots are told about,
+# found in C on the lines as written; only those few are decoded (an Event each).
+
+import numpy as _np
+
+
+cdef inline unsigned long long _hash(const char* s, Py_ssize_t n) noexcept nogil:
+    """A hash of ``n`` bytes from their length and their first and last eight (tokens differ
+    there: names, kinds; equal hashes are told apart by the bytes)."""
+    cdef unsigned long long a = 0
+    cdef unsigned long long b = 0
+    if n >= 8:
+        memcpy(&a, s, 8)
+        memcpy(&b, s + n - 8, 8)
+    else:
+        memcpy(&a, s, n)
+    a = (a ^ (b * 0x9E3779B97F4A7C15ULL) ^ <unsigned long long>n) * 0xBF58476D1CE4E5B9ULL
+    return a ^ (a >> 31)
+
+
+cdef int _table_init(_Table* table, list tokens) except -1:
+    """``table`` over ``tokens`` (bytes, held by the caller): each token's index, the first
+    of equal ones."""
+    cdef Py_ssize_t size = 16
+    cdef Py_ssize_t i, j, k
+    cdef bytes token
+    table.count = len(tokens)
+    while size < 4 * table.count:
+        size *= 2
+    table.mask = size - 1
+    table.slots = <Py_ssize_t*>malloc(size * sizeof(Py_ssize_t))
+    table.s = <const char**>malloc((table.count + 1) * sizeof(const char*))
+    table.n = <Py_ssize_t*>malloc((table.count + 1) * sizeof(Py_ssize_t))
+    if table.slots == NULL or table.s == NULL or table.n == NULL:
+        raise MemoryError()
+    for j in range(size):
+        table.slots[j] = -1
+    for i in range(table.count):
+        token = tokens[i]
+        table.s[i] = PyBytes_AS_STRING(token)
+        table.n[i] = PyBytes_GET_SIZE(token)
+        if _table_find(table, table.s[i], table.n[i]) >= 0:
+            continue
+        j = _hash(table.s[i], table.n[i]) & table.mask
+        while table.slots[j] != -1:
+            j = (j + 1) & table.mask
+        table.slots[j] = i
+    return 0
+
+
+cdef inline Py_ssize_t _table_find(_Table* table, const char* s, Py_ssize_t n) noexcept nogil:
+    """The index of the token ``s`` (``n`` bytes), or -1."""
+    cdef Py_ssize_t j = _hash(s, n) & table.mask
+    cdef Py_ssize_t k
+    while True:
+        k = table.slots[j]
+        if k == -1:
+            return -1
+        if table.n[k] == n and memcmp(table.s[k], s, n) == 0:
+            return k
+        j = (j + 1) & table.mask
+
+
+cdef void _table_free(_Table* table) noexcept:
+    free(table.slots)
+    free(<void*>table.s)
+    free(table.n)
+    table.slots = NULL
+    table.s = NULL
+    table.n = NULL
+
+
+cdef inline const char* _skip(const char* p, const char* end) noexcept nogil:
+    """Past the scalar JSON token at ``p`` (a string, a number, null, true, false): at the
+    ``,`` or ``]`` after it, or NULL if it is not a scalar or the line ends first."""
+    if p >= end:
+        return NULL
+    if p[0] == b'"':
+        p += 1
+        while p < end:
+            if p[0] == b"\\":
+                p += 2
+            elif p[0] == b'"':
+                return p + 1
+            else:
+                p += 1
+        return NULL
+    if p[0] == b"[" or p[0] == b"{":
+        return NULL
+    while p < end and p[0] != b"," and p[0] != b"]":
+        p += 1
+    return p if p < end else NULL
+
+
+cdef inline int _tokens(const char* line, Py_ssize_t n, int upto,
+                        const char** starts, Py_ssize_t* sizes) noexcept nogil:
+    """The first ``upto`` fields of a line (``[f0,f1,...]``, scalars) as (start, size); 0 if
+    the line is not such an array (a placeholder ``null``, a non-scalar field), else 1."""
+    cdef const char* end = line + n
+    cdef const char* p = line
+    cdef const char* q
+    cdef int i
+    if n < 2 or p[0] != b"[":
+        return 0
+    p += 1
+    for i in range(upto):
+        q = _skip(p, end)
+        if q == NULL or q[0] != b",":
+            return 0
+        starts[i] = p
+        sizes[i] = q - p
+        p = q + 1
+    return 1
+
+
+cdef enum:
+    _KIND = 2          # the fields a tap reads: kind, account, counterparty
+    _ACCOUNT = 4
+    _COUNTERPARTY = 10
+    _SCALARS = 12      # the scalar fields before data, parsed per line
+    # an account field's code: its account's index, or
+    _NULL = -1         # null
+    _OTHER = -2        # an account not watched (or not a string)
+    # a kind's code: its index, or
+    _UNKNOWN = -1      # a kind not known to the tap
+    _MALFORMED = -2    # a line the scanner cannot read (decoded by ``decode``)
+    _STRS = 512        # slots of the str cache
+    _DATAS = 256       # slots of the data cache
+    _CACHED = 112      # the longest token cached (_Str.s)
+
+
+cdef extern from *:
+    """
+    /* An instance of ``type`` (a tuple or a subclass of it: Event) holding the ``n`` new
+       references ``items`` (stolen, also on failure): what tuple.__new__(type, items) makes. */
+    static PyObject* gpuex_tuple_steal(PyTypeObject* type, PyObject** items, Py_ssize_t n) {
+        Py_ssize_t i;
+        PyObject* t = type->tp_alloc(type, n);
+        if (t == NULL) {
+            for (i = 0; i < n; i++) Py_DECREF(items[i]);
+            return NULL;
+        }
+        for (i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, items[i]);
+        return t;
+    }
+    """
+    object _tuple_steal "gpuex_tuple_steal"(PyTypeObject* type, PyObject** items, Py_ssize_t n)
+
+
+cdef extern from "Python.h":
+    PyObject* _PyLong_FromLongLong "PyLong_FromLongLong"(long long v) except NULL
+    PyObject* _PyUnicode_DecodeUTF8 "PyUnicode_DecodeUTF8"(
+        const char* s, Py_ssize_t n, const char* errors) except NULL
+    void Py_INCREF(PyObject* o)
+    void Py_DECREF(PyObject* o)
+    void Py_XDECREF(PyObject* o)
+    PyObject* Py_False
+
+
+cdef bytes _token(object value):
+    """``value``'s JSON token as a line holds it (a str: quoted and escaped)."""
+    cdef bytes array = encode_event([value], _orjson.dumps, _SORT_KEYS)  # b"[token]"
+    return array[1:len(array) - 1]
+
+
+cdef class Tap:
+    """A reader of a :class:`LineBatch`'s lines (the bot runner's market-data tap, issue #20
+    point 4): :meth:`scan` reads the lines written since its last scan in C -- each line's
+    kind, and whether its account and counterparty are watched ones -- with no Python object
+    per line, and builds only the events of wanted kinds (in C, from the line: what
+    ``decode(line)`` gives). Events whose data are the same bytes may share one data value
+    (an order's type, a cancel's reason, repeated thousands of times): a reader treats them
+    as read-only.
+
+    Args:
+        wanted: the kinds whose events :meth:`scan` returns (str).
+        quiet: kinds of lines that name no account and change none (an account-less line of
+            any other kind is reported as naming every account).
+        accounts: the watched accounts (str), indexed in this order.
+        on_wanted: ``on_wanted(t)`` is called as a line of a wanted kind is written whose
+            ``t`` (ns) differs from the last one announced, or after :meth:`reset`.
+        on_take: ``on_take()`` is called by :meth:`LineBatch.take` before it hands over a
+            line not scanned yet; it must :meth:`scan`.
+        event: the type the events are built as (``exchange.core.events.Event``).
+        decode: ``decode(line)`` -> the event (``exchange.core.events.decode``): the lines
+            the C builder does not read whole (an escaped string, a float, an int past 18
+            digits, a line whose fields are not scalars) are given to it.
+        flagged: wanted kinds whose events' places :meth:`scan` reports.
+    """
+
+    def __cinit__(self):
+        self.quiet = NULL
+        self.stale = NULL
+        self.flagged = NULL
+        self.strs = NULL
+        self.datas = NULL
+        self.col_kind = NULL
+        self.col_account = NULL
+        self.col_counterparty = NULL
+        self.col_t = NULL
+        self.kinds.slots = NULL
+        self.kinds.s = NULL
+        self.kinds.n = NULL
+        self.accounts.slots = NULL
+        self.accounts.s = NULL
+        self.accounts.n = NULL
+
+    def __init__(self, wanted, quiet, accounts, on_wanted, on_take, event, decode,
+                 flagged=()):
+        cdef Py_ssize_t i
+        if self.quiet != NULL:
+            raise RuntimeError("a Tap is made once")
+        wanted = list(wanted)
+        quiet = [k for k in quiet if k not in wanted]
+        kind_tokens = [_token(k) for k in wanted + quiet]
+        account_tokens = [_token(a) for a in accounts]
+        flagged = frozenset(flagged)
+        self.held = [kind_tokens, account_tokens, flagged]
+        _table_init(&self.kinds, kind_tokens)
+        _table_init(&self.accounts, account_tokens)
+        self.n_wanted = len(wanted)
+        self.wanted_set = frozenset(wanted)
+        self.quiet = <char*>malloc(len(kind_tokens) + 1)
+        self.flagged = <char*>malloc(len(kind_tokens) + 1)
+        self.stale = <char*>malloc(len(account_tokens) + 1)
+        self.strs = <_Str*>malloc(_STRS * sizeof(_Str))
+        self.datas = <_Str*>malloc(_DATAS * sizeof(_Str))
+        if (self.quiet == NULL or self.stale == NULL or self.flagged == NULL
+                or self.strs == NULL or self.datas == NULL):
+            raise MemoryError()
+        for i in range(_STRS):
+            self.strs[i].n = 0
+            self.strs[i].obj = NULL
+        for i in range(_DATAS):
+            self.datas[i].n = 0
+            self.datas[i].obj = NULL
+        for i in range(len(kind_tokens)):
+            self.quiet[i] = i >= self.n_wanted
+            self.flagged[i] = i < self.n_wanted and wanted[i] in flagged
+        for i in range(len(account_tokens)):
+            self.stale[i] = 0
+        self.on_wanted = on_wanted
+        self.on_take = on_take
+        self.event = event
+        self.decode = decode
+        self.has_at = False
+        self.at = 0
+        self.next_seq = 0
+        self.col_cap = 0
+        self.n_scanned = 0
+        self.scan_first = 0
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        _table_free(&self.kinds)
+        _table_free(&self.accounts)
+        free(self.quiet)
+        free(self.stale)
+        free(self.flagged)
+        free(self.col_kind)
+        free(self.col_account)
+        free(self.col_counterparty)
+        free(self.col_t)
+        if self.strs != NULL:
+            for i in range(_STRS):
+                Py_XDECREF(self.strs[i].obj)
+            free(self.strs)
+        if self.datas != NULL:
+            for i in range(_DATAS):
+                Py_XDECREF(self.datas[i].obj)
+            free(self.datas)
+
+    @property
+    def next_seq(self):
+        """The seq of the first line not scanned yet."""
+        return self.next_seq
+
+    def reset(self):
+        """Forget the last ``t`` announced: the next wanted line is announced, whatever its
+        ``t`` (the reader has handled the lines announced)."""
+        self.has_at = False
+
+    cdef int line_ended(self, const char* line, Py_ssize_t n, long long t) except -1:
+        """A line was written: announce it (``on_wanted(t)``) if it is the first wanted one
+        of its ``t`` since the last announcement or :meth:`reset`. The kind is read only for
+        a line whose ``t`` was not announced: one look per instant at most, once announced."""
+        cdef const char* starts[_SCALARS]
+        cdef Py_ssize_t sizes[_SCALARS]
+        cdef Py_ssize_t k
+        if self.has_at and self.at == t:
+            return 0
+        if _tokens(line, n, _KIND + 1, starts, sizes):
+            k = _table_find(&self.kinds, starts[_KIND], sizes[_KIND])
+            if k < 0 or k >= self.n_wanted:
+                return 0
+        else:  # a line the scanner cannot read: announced if its event is of a wanted kind
+            try:
+                kind = self.decode(PyBytes_FromStringAndSize(line, n))[2]
+            except Exception:  # noqa: BLE001 - a placeholder: no event, nothing to announce
+                return 0
+            if kind not in self.wanted_set:
+                return 0
+        self.has_at = True
+        self.at = t
+        self.on_wanted(t)
+        return 0
+
+    cdef int _str(self, const char* s, Py_ssize_t n, PyObject** out) except -1:
+        """The str of the JSON string token ``s`` (``n`` bytes, quotes included) as a new
+        reference in ``out``: 1, or 0 for a token with an escape (left to ``decode``). Short
+        strings come from the cache: kinds, instruments, accounts, sides repeat."""
+        if memchr(s + 1, b"\\", n - 2) != NULL:
+            return 0
+        return self._cached(self.strs, _STRS, s, n, True, out)
+
+    cdef int _cached(self, _Str* cache, Py_ssize_t slots, const char* s, Py_ssize_t n,
+                     bint text, PyObject** out) except -1:
+        """The value of the token ``s`` (``n`` bytes) as a new reference in ``out`` (1):
+        a string token's str (``text``; no escape in it), else orjson's value of it, from
+        ``cache`` (``slots``, direct-mapped) for a token of at most _CACHED bytes."""
+        cdef _Str* slot = NULL
+        cdef PyObject* obj
+        if n <= _CACHED:
+            slot = &cache[_hash(s, n) & (slots - 1)]
+            if slot.n == n and memcmp(slot.s, s, n) == 0:
+                Py_INCREF(slot.obj)
+                out[0] = slot.obj
+                return 1
+        if text:
+            obj = _PyUnicode_DecodeUTF8(s + 1, n - 2, NULL)
+        else:
+            value = _orjson.loads(PyBytes_FromStringAndSize(s, n))
+            obj = <PyObject*>value
+            Py_INCREF(obj)
+        if slot != NULL:
+            Py_XDECREF(slot.obj)
+            Py_INCREF(obj)
+            slot.obj = obj
+            slot.n = n
+            memcpy(slot.s, s, n)
+        out[0] = obj
+        return 1
+
+    cdef int _scalar(self, const char* s, Py_ssize_t n, PyObject** out) except -1:
+        """The value of the scalar JSON token ``s`` (``n`` bytes) as a new reference in
+        ``out``: 1, or 0 for one the builder leaves to ``decode`` (a float, an int of more
+        than 18 digits, an escaped string)."""
+        cdef long long v = 0
+        cdef Py_ssize_t i = 0
+        cdef bint negative = False
+        cdef char c
+        if n <= 0:
+            return 0
+        c = s[0]
+        if c == b'"':
+            return self._str(s, n, out)
+        if c == b"n" and n == 4 and memcmp(s, b"null", 4) == 0:
+            Py_INCREF(Py_None)
+            out[0] = Py_None
+            return 1
+        if c == b"t" and n == 4 and memcmp(s, b"true", 4) == 0:
+            Py_INCREF(Py_True)
+            out[0] = Py_True
+            return 1
+        if c == b"f" and n == 5 and memcmp(s, b"false", 5) == 0:
+            Py_INCREF(Py_False)
+            out[0] = Py_False
+            return 1
+        if c == b"-":
+            negative = True
+            i = 1
+        if n - i < 1 or n - i > 18:
+            return 0
+        while i < n:
+            c = s[i]
+            if c < b"0" or c > b"9":
+                return 0
+            v = v * 10 + (c - 48)
+            i += 1
+        out[0] = _PyLong_FromLongLong(-v if negative else v)
+        return 1
+
+    cdef object _event(self, const char* line, Py_ssize_t n, const char** starts,
+                       Py_ssize_t* sizes):
+        """The event of a line whose scalar fields are ``starts``/``sizes``, built in C, or
+        ``decode``'s for a line the builder leaves."""
+        cdef PyObject* items[_SCALARS + 1]
+        cdef Py_ssize_t i, j
+        cdef const char* data = starts[_SCALARS - 1] + sizes[_SCALARS - 1] + 1
+        cdef Py_ssize_t data_n = line + n - 1 - data
+        cdef bint ok = line[n - 1] == b"]" and data_n > 0
+        i = 0  # items[0:i] hold new references
+        try:
+            while ok and i < _SCALARS:
+                if not self._scalar(starts[i], sizes[i], &items[i]):
+                    ok = False
+                    break
+                i += 1
+            if ok:
+                if data_n == 4 and memcmp(data, b"null", 4) == 0:
+                    Py_INCREF(Py_None)
+                    items[_SCALARS] = Py_None
+                else:  # repeated data (an order's type, a cancel's reason): one shared value
+                    self._cached(self.datas, _DATAS, data, data_n, False, &items[_SCALARS])
+                i = _SCALARS + 1
+        except BaseException:
+            for j in range(i):
+                Py_DECREF(items[j])
+            raise
+        if ok:  # the tuple takes the references, also when it cannot be made
+            return _tuple_steal(<PyTypeObject*>self.event, items, _SCALARS + 1)
+        for j in range(i):
+            Py_DECREF(items[j])
+        return self.decode(PyBytes_FromStringAndSize(line, n))
+
+    def scan(self, LineBatch lines):
+        """Read the lines written since the last scan: ``(events, stale, flagged)``, or None
+        when there are none.
+
+        ``events``: the events of wanted kinds, in order (Event tuples, as ``decode`` gives
+        them); a line the scanner cannot read is decoded and kept if its kind is wanted (a
+        placeholder for an event orjson refused is skipped). ``stale``: None if no line
+        named a watched account, True if one named no account and is not of a quiet kind
+        (every account may have changed) or could not be read, else the indexes of the
+        watched accounts named (as account, or as counterparty beside an account),
+        ascending. ``flagged``: the places in ``events`` of the ``flagged`` kinds' events
+        (a list), or None. The lines' columns are :attr:`columns`."""
+        cdef long long first = self.next_seq
+        cdef Py_ssize_t i0, i, n, start
+        cdef const char* starts[_SCALARS]
+        cdef Py_ssize_t sizes[_SCALARS]
+        cdef const char* line
+        cdef Py_ssize_t size, k, a, c
+        cdef bint every = False
+        cdef bint named = False
+        cdef short* kind
+        cdef int* account
+        cdef int* counterparty
+        cdef long long* ts
+        cdef Py_ssize_t cap
+        if first < lines.first:
+            raise RuntimeError(
+                f"lines from seq {first} were taken before this tap scanned them"
+            )
+        i0 = first - lines.first
+        n = lines.count - i0
+        if n <= 0:
+            return None
+        if self.col_cap < n:
+            cap = max(n, 2 * self.col_cap, 256)
+            free(self.col_kind)
+            free(self.col_account)
+            free(self.col_counterparty)
+            free(self.col_t)
+            self.col_cap = 0
+            self.col_kind = <short*>malloc(cap * sizeof(short))
+            self.col_account = <int*>malloc(cap * sizeof(int))
+            self.col_counterparty = <int*>malloc(cap * sizeof(int))
+            self.col_t = <long long*>malloc(cap * sizeof(long long))
+            if (self.col_kind == NULL or self.col_account == NULL
+                    or self.col_counterparty == NULL or self.col_t == NULL):
+                raise MemoryError()
+            self.col_cap = cap
+        kind = self.col_kind
+        account = self.col_account
+        counterparty = self.col_counterparty
+        ts = self.col_t
+        events = []
+        flagged = None
+        # the scan is done (next_seq moved) even if building an event raises: the lines were
+        # read; a second scan would report them twice
+        self.next_seq = first + n
+        self.scan_first = first
+        self.n_scanned = n
+        for i in range(n):
+            start = lines.ends[i0 + i - 1] if i0 + i else 0
+            line = lines.buf.data + start
+            size = lines.ends[i0 + i] - 1 - start
+            ts[i] = lines.ts[i0 + i]
+            if not _tokens(line, size, _SCALARS, starts, sizes):
+                kind[i] = _MALFORMED
+                account[i] = _NULL
+                counterparty[i] = _NULL
+                every = True
+                try:
+                    event = self.decode(PyBytes_FromStringAndSize(line, size))
+                    wanted = event[2] in self.wanted_set
+                except Exception:  # noqa: BLE001 - a placeholder: the take of its batch raises
+                    continue
+                if wanted:
+                    if event[2] in self.held[2]:
+                        if flagged is None:
+                            flagged = []
+                        flagged.append(len(events))
+                    events.append(event)
+                continue
+            k = _table_find(&self.kinds, starts[_KIND], sizes[_KIND])
+            kind[i] = k
+            a = _NULL
+            c = _NULL
+            if not (sizes[_ACCOUNT] == 4 and memcmp(starts[_ACCOUNT], b"null", 4) == 0):
+                a = _table_find(&self.accounts, starts[_ACCOUNT], sizes[_ACCOUNT])
+                if a < 0:
+                    a = _OTHER
+            if not (sizes[_COUNTERPARTY] == 4 and memcmp(starts[_COUNTERPARTY], b"null", 4) == 0):
+                c = _table_find(&self.accounts, starts[_COUNTERPARTY], sizes[_COUNTERPARTY])
+                if c < 0:
+                    c = _OTHER
+            account[i] = a
+            counterparty[i] = c
+            if a != _NULL:
+                if a >= 0:
+                    self.stale[a] = 1
+                    named = True
+                if c >= 0:  # a counterparty counts beside an account (as the listener did)
+                    self.stale[c] = 1
+                    named = True
+            elif k < 0 or not self.quiet[k]:
+                every = True
+            if 0 <= k < self.n_wanted:
+                if self.flagged[k]:
+                    if flagged is None:
+                        flagged = []
+                    flagged.append(len(events))
+                events.append(self._event(line, size, starts, sizes))
+        stale = None
+        if every or named:
+            if every:
+                stale = True
+            else:
+                stale = [a for a in range(self.accounts.count) if self.stale[a]]
+            for a in range(self.accounts.count):
+                self.stale[a] = 0
+        return events, stale, flagged
+
+    @property
+    def columns(self):
+        """The last :meth:`scan`'s lines as columns (numpy arrays, one item per line): ``seq``
+        (int64), ``t`` (int64, ns), ``kind`` (int16: the kind's index among ``wanted`` then
+        ``quiet``; -1 another kind, -2 a line the scanner cannot read), ``account`` and
+        ``counterparty`` (int32: the watched account's index; -1 null, -2 another)."""
+        n = self.n_scanned
+        return {
+            "seq": _np.arange(self.scan_first, self.scan_first + n, dtype=_np.int64),
+            "t": _column(self.col_t, n * sizeof(long long), _np.int64),
+            "kind": _column(self.col_kind, n * sizeof(short), _np.int16),
+            "account": _column(self.col_account, n * sizeof(int), _np.int32),
+            "counterparty": _column(self.col_counterparty, n * sizeof(int), _np.int32),
+        }
+
+
+cdef object _column(void* data, Py_ssize_t nbytes, object dtype):
+    """A numpy array of ``dtype`` holding a copy of ``nbytes`` at ``data``."""
+    if nbytes == 0:
+        return _np.empty(0, dtype)
+    return _np.frombuffer(PyBytes_FromStringAndSize(<char*>data, nbytes), dtype).copy()

@@ -261,6 +261,18 @@ class Exchange:
 
         self._sink = tee
 
+    def line_sink(self) -> Any:
+        """The :class:`~exchange.core._lines.LineBatch` whose ``append`` is this engine's sink
+        (a recorded run's, before any ``subscribe``), else None: a reader may then watch the
+        events' lines (``LineBatch.watch``) instead of subscribing a listener."""
+        from exchange.core._lines import LineBatch  # the compiled lines: only when asked
+
+        sink = self._sink
+        owner = getattr(sink, "__self__", None)
+        if type(owner) is LineBatch and getattr(sink, "__name__", None) == "append":
+            return owner
+        return None
+
     def account_view(self, name: str) -> tuple[int, dict[str, int], list[tuple]]:
         """One account as its owner may see it: cash (minor units), non-zero positions (lots,
         by instrument name) and resting orders ``(order_id, instrument, side, price, qty)``
