@@ -43,6 +43,14 @@ compiled).
 engine's ``handle_row``), runs the same checks and events, and builds the mapping
 (:func:`row_command`) only for a refusal's log or to hand the row to ``handle``.
 
+**Lines, typed.** Into a recorded run's sink (a ``LineBatch``), the order path's hot events
+are written as their canonical lines field by field -- ints from C, literals, kinds and keys
+as constant bytes, a command's mapping in its sorted-key order with no dict built -- with the
+engine's ``seq`` and ``t`` read once per command (see *typed lines* below); anything a typed
+writer cannot vouch for takes the generic encoder, byte for byte the same
+(tests/exchange/kernel/test_kernel_lines.py and the differential tests hold them to
+``encode`` of the reference's events).
+
 **Arithmetic.** Ticks, lots and rates are int64 locals; products that could pass int64 (an
 exposure, a notional, a fee's numerator) are computed in 128 bits from operands this file
 bounds first (the compiler's ``__int128``: gcc and clang, as the project's builds use), and the
@@ -58,16 +66,19 @@ the reference path for every command.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem, PyDict_Next, PyDict_Size
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
-from exchange.core._lines cimport Buf, LineBatch, put_bytes, put_value
+from exchange.core._lines cimport Buf, LineBatch, put_bytes, put_u64, put_value
 from matching_core._records cimport Cancel, Fill
 
 import dataclasses
+
+import orjson as _orjson
 
 from exchange.core import events as ev
 from exchange.core.commands import (
@@ -413,7 +424,7 @@ cdef int _put_line(
     put_bytes(b, b"[", 1)
     for i in range(13 if key is None else 12):
         if i:
-            put_bytes(b, b",", 1)
+            _comma(b)
         # depth 1: the event's own array, as the encoder's walk of an Event tuple
         if put_value(b, fields[i], 1) != 0:
             b.len = start
@@ -527,27 +538,593 @@ cdef inline void _received(dict E, object account, dict command):
           "command", command)
 
 
+# ----------------------------------------------------------------------------- typed lines
+# The order path's hot events (a command's CommandReceived, OrderAccepted, Fill, Fee,
+# OrderRested, OrderCancelled, OrderAmended) are written into a LineBatch by typed writers:
+# ints from their C values, the literals and keys as constant bytes (orjson's own bytes for
+# them, made at import), names through the C encoder's str writer, a command's mapping in
+# its canonical (sorted-key) order with no dict built. The bytes are those of the generic
+# walk (_put_line) of the same event -- the differential tests hold them to ``encode`` of
+# the reference's events. A field the typed writer cannot vouch for (an int past 64 bits, a
+# value that is not an exact str...) rewinds the line and takes the generic path, which
+# gives orjson the Event when the C encoder cannot write it.
+#
+# A command's events go through one ``Out``: with a LineBatch sink, the engine's ``seq`` and
+# ``t`` are read once (:func:`_begin`) and ``seq`` is written back once (:func:`_done`, in a
+# ``finally``), since nothing between two events runs Python code that could read them (the
+# book is C, the state's dicts hold exact ints and strs) and the sink -- a LineBatch's
+# ``append``, which runs no Python code -- can only be replaced by ``subscribe``, which no
+# step of a command calls. A LineBatch read by a tap (the bot runner's) runs its
+# ``on_wanted`` at a line's end: there, ``seq`` is written back before each line ends and
+# everything is read again after (:func:`_close`), as if per event. Any other sink gets each
+# event as before (seq and sink read per event: a listener may read the engine, or
+# subscribe, at any event).
+cdef struct Out:
+    PyObject* E      # the engine's attributes (borrowed: the command's caller holds them)
+    PyObject* lines  # the LineBatch written into (borrowed: the engine's sink holds it); NULL:
+                     # every event through _emit_with
+    Buf* buf         # its buffer
+    long long seq    # with lines: the seq of the last event written
+    long long t      # with lines: the engine's t (ns)
+    bint tapped      # with lines: a tap reads them (Python may run as a line ends)
+    # with lines: every line starts ``[seq,t``: ``seq``'s decimal digits are kept (the last
+    # ``seq_len`` bytes of ``seq_digits``) and counted up per line; ``t``'s are written once
+    # per command (the last ``t_len`` of ``t_digits``)
+    char seq_digits[24]
+    int seq_len
+    char t_digits[24]
+    int t_len
+
+
+cdef bytes _json(object value):
+    """``value``'s canonical bytes (the encoder's options)."""
+    return _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS)
+
+
+# each constant below is the bytes between two typed fields of a line, from the comma after
+# ``t`` on
+cdef bytes _NULLS3 = b",null,null,null"
+cdef bytes R_HEAD = b"," + _json(COMMAND_RECEIVED) + b",null,"
+cdef bytes R_COMMAND = b",null,null,null,null,null,null,null," + b'{"command":{"account":'
+cdef bytes R_INSTRUMENT = b',"instrument":'
+# ``,"order_type":...,"post_only":...,"price":`` by [limit][post_only]
+cdef tuple R_TYPE_POST = tuple(
+    tuple(
+        b',"order_type":' + _json(order_type) + b',"post_only":' + _json(post_only)
+        + b',"price":'
+        for post_only in (False, True)
+    )
+    for order_type in ("market", "limit")
+)
+cdef bytes R_QTY = b',"qty":'
+cdef tuple _TIFS = ("gtc", "ioc", "fok")
+# ``,"side":...,"tif":...,"type":"submit"}}]`` by [side][tif]
+cdef tuple R_SUBMIT_TAIL = tuple(
+    tuple(
+        b',"side":' + _json(side) + b',"tif":' + _json(tif) + b',"type":"submit"}}]'
+        for tif in _TIFS
+    )
+    for side in ("buy", "sell")
+)
+cdef bytes R_ORDER_ID = b',"order_id":'
+cdef bytes R_CANCEL_TAIL = b',"type":"cancel"}}]'
+cdef bytes R_PRICE = b',"price":'
+cdef bytes R_AMEND_TAIL = b',"type":"amend"}}]'
+cdef bytes A_HEAD = b"," + _json(ORDER_ACCEPTED) + b","
+cdef tuple SIDE_FIELD = tuple(b"," + _json(side) + b"," for side in ("buy", "sell"))
+# ``,null,null,null,{"order_type":...,"post_only":...,"tif":...}]`` by [limit][post_only][tif]
+cdef tuple A_TAIL = tuple(
+    tuple(
+        tuple(
+            _NULLS3 + b"," + _json({"order_type": order_type, "post_only": post_only, "tif": tif})
+            + b"]"
+            for tif in _TIFS
+        )
+        for post_only in (False, True)
+    )
+    for order_type in ("market", "limit")
+)
+cdef bytes F_HEAD = b"," + _json(FILL) + b","
+cdef bytes F_TAIL = b",null]"
+cdef bytes FEE_HEAD = b"," + _json(FEE) + b","
+cdef bytes FEE_AMOUNT = b",null,null,null,"
+cdef tuple FEE_TAIL = tuple(
+    b",null,null," + _json({"role": role}) + b"]" for role in ("taker", "maker")
+)
+cdef bytes RESTED_HEAD = b"," + _json(ORDER_RESTED) + b","
+cdef bytes RESTED_TAIL = b",null,null,null,null]"
+cdef bytes C_HEAD = b"," + _json(ORDER_CANCELLED) + b","
+cdef bytes C_QTY = b",null,null,"
+#: the cancel reasons the order path gives, their codes and ``,null,null,null,{"reason":...}]``
+cdef tuple REASONS = ("user", "stp", "ioc", "fok", "market")
+cdef tuple C_TAIL = tuple(_NULLS3 + b"," + _json({"reason": r}) + b"]" for r in REASONS)
+cdef bytes AM_HEAD = b"," + _json(ORDER_AMENDED) + b","
+cdef tuple AM_TAIL = tuple(
+    _NULLS3 + b"," + _json({"priority": p}) + b"]" for p in ("lost", "kept")
+)
+cdef enum:
+    REASON_USER = 0
+    REASON_STP = 1
+
+
+cdef inline int _raw(Buf* b, const char* s, Py_ssize_t n) except -1:
+    """``n`` bytes of ``s`` appended: copied in place when they fit, else by ``put_bytes``
+    (which grows the buffer)."""
+    if b.len + n > b.cap:
+        return put_bytes(b, s, n)
+    memcpy(b.data + b.len, s, n)
+    b.len += n
+    return 0
+
+
+cdef inline int _put(Buf* b, bytes s) except -1:
+    return _raw(b, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s))
+
+
+cdef inline int _comma(Buf* b) except -1:
+    if b.len < b.cap:
+        b.data[b.len] = b","
+        b.len += 1
+        return 0
+    return put_bytes(b, b",", 1)  # (it grows the buffer)
+
+
+cdef const char* _DIGITS2 = (
+    b"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    b"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    b"8081828384858687888990919293949596979899"
+)
+
+
+cdef int _digits(char* out, long long v) noexcept:
+    """``v`` in decimal (a minus sign first if negative), right-aligned to end at ``out +
+    24``, two digits a division (a ``t`` has 19); returns its length."""
+    cdef unsigned long long u = (<unsigned long long>0) - <unsigned long long>v if v < 0 else v
+    cdef unsigned long long r
+    cdef int n = 0
+    while u >= 100:
+        r = u % 100
+        u //= 100
+        n += 2
+        out[24 - n] = _DIGITS2[2 * r]
+        out[25 - n] = _DIGITS2[2 * r + 1]
+    if u >= 10:
+        n += 2
+        out[24 - n] = _DIGITS2[2 * u]
+        out[25 - n] = _DIGITS2[2 * u + 1]
+    else:
+        n += 1
+        out[24 - n] = <char>(48 + u)
+    if v < 0:
+        n += 1
+        out[24 - n] = b"-"
+    return n
+
+
+cdef inline int _put_int(Buf* b, long long v) except -1:
+    if v < 0:
+        return put_u64(b, (<unsigned long long>0) - <unsigned long long>v, True)
+    return put_u64(b, <unsigned long long>v, False)
+
+
+cdef inline bint _put_i128(Buf* b, i128 v) except -1:
+    """``v`` written (1) as the encoder writes a Python int of that value, or not (0): past
+    uint64 or below int64, which orjson refuses (the generic path then gives it the Event)."""
+    if -(<i128>1 << 63) <= v < (<i128>1 << 63):
+        _put_int(b, <long long>v)
+        return 1
+    if 0 <= v < (<i128>1 << 64):
+        put_u64(b, <unsigned long long>v, False)
+        return 1
+    return 0
+
+
+cdef inline bint _put_obj(Buf* b, object value) except -1:
+    """A top-level field from its object (the generic walk's bytes): 1 written, 0 not."""
+    return put_value(b, <PyObject*>value, 1) == 0
+
+
+cdef int _begin(Out* o, dict E) except -1:
+    """Start a command's events: with a LineBatch sink whose next line is the engine's next
+    seq, and int ``seq`` and ``t``, the typed lines (``seq`` kept in ``o`` until
+    :func:`_done`); else the generic path, event by event."""
+    cdef LineBatch lines
+    cdef int overflow = 0
+    cdef long long seq, t
+    o.E = <PyObject*>E
+    o.lines = NULL
+    lines = _lines_of(E["_sink"])
+    if lines is None:
+        return 0
+    seq_value = E["seq"]
+    t_value = E["t"]
+    if type(seq_value) is not int or type(t_value) is not int:
+        return 0
+    seq = PyLong_AsLongLongAndOverflow(seq_value, &overflow)
+    if overflow or seq != lines.first + lines.count - 1 or not 0 <= seq < (1 << 62):
+        return 0
+    t = PyLong_AsLongLongAndOverflow(t_value, &overflow)
+    if overflow:
+        return 0
+    o.lines = <PyObject*>lines
+    o.buf = &lines.buf
+    o.seq = seq
+    o.t = t
+    o.tapped = lines.tap is not None
+    o.seq_len = _digits(o.seq_digits, seq)
+    o.t_len = _digits(o.t_digits, t)
+    return 0
+
+
+cdef inline int _done(Out* o) except -1:
+    """The engine's ``seq`` brought up to the last event written (typed lines)."""
+    if o.lines != NULL:
+        (<dict>o.E)["seq"] = o.seq
+    return 0
+
+
+cdef inline Buf* _head(Out* o, bytes head) except NULL:
+    """Open the next line: ``[seq,t`` and ``head``."""
+    cdef Buf* b = o.buf
+    cdef int i = 23
+    # seq + 1, in its digits (seq >= 0: see _begin)
+    o.seq += 1
+    while i >= 24 - o.seq_len and o.seq_digits[i] == b"9":
+        o.seq_digits[i] = b"0"
+        i -= 1
+    if i < 24 - o.seq_len:
+        o.seq_len += 1
+        o.seq_digits[i] = b"1"
+    else:
+        o.seq_digits[i] += 1
+    _raw(b, b"[", 1)
+    _raw(b, o.seq_digits + 24 - o.seq_len, o.seq_len)
+    _comma(b)
+    _raw(b, o.t_digits + 24 - o.t_len, o.t_len)
+    _put(b, head)
+    return b
+
+
+cdef inline int _close(Out* o, bytes tail) except -1:
+    """Close the line: ``tail``, then its end (with a tap: the engine's ``seq`` written
+    first, for the Python the tap may run; the engine read again after)."""
+    _put(o.buf, tail)
+    if o.tapped:
+        (<dict>o.E)["seq"] = o.seq
+        (<LineBatch>o.lines).end_line(o.t)
+        return _begin(o, <dict>o.E)
+    (<LineBatch>o.lines).end_line(o.t)
+    return 0
+
+
+cdef inline int _undo(Out* o, Py_ssize_t start) except -1:
+    """Drop the line being written (for the generic path to write the event)."""
+    o.buf.len = start
+    o.seq -= 1
+    o.seq_len = _digits(o.seq_digits, o.seq)
+    return 0
+
+
+cdef int _emit_o(
+    Out* o,
+    object kind,
+    object instrument,
+    object account,
+    object order_id,
+    object side,
+    object price,
+    object qty,
+    object amount,
+    object counterparty,
+    object counter_order_id,
+    object data,
+    object key,
+) except -1:
+    """One event through :func:`_emit_with` (the engine's ``seq`` synced around it)."""
+    cdef dict E = <dict>o.E
+    if o.lines == NULL:
+        _emit_with(E, kind, instrument, account, order_id, side, price, qty, amount,
+                   counterparty, counter_order_id, data, key)
+        return 0
+    E["seq"] = o.seq
+    _emit_with(E, kind, instrument, account, order_id, side, price, qty, amount, counterparty,
+               counter_order_id, data, key)
+    return _begin(o, E)  # (the engine read again: a tap may have run Python)
+
+
+cdef int _received_submit(
+    Out* o,
+    object name,
+    object instrument,
+    int side,
+    object side_name,
+    bint limit,
+    object order_type,
+    int64_t price,
+    object price_value,
+    int64_t qty,
+    object qty_value,
+    int tif,
+    object tif_value,
+    object post_only_value,
+) except -1:
+    """A submit's CommandReceived: its command, every field of the model (``name`` and
+    ``instrument`` proven names, the literals proven, ``post_only_value`` a bool)."""
+    cdef Buf* b
+    if o.lines == NULL:
+        return _emit_o(
+            o, COMMAND_RECEIVED, None, name, None, None, None, None, None, None, None,
+            {
+                "account": name,
+                "type": "submit",
+                "instrument": instrument,
+                "side": side_name,
+                "order_type": order_type,
+                "price": price_value,
+                "qty": qty_value,
+                "tif": tif_value,
+                "post_only": post_only_value,
+            },
+            "command",
+        )
+    b = _head(o, R_HEAD)
+    _put_obj(b, name)
+    _put(b, R_COMMAND)
+    _put_obj(b, name)
+    _put(b, R_INSTRUMENT)
+    _put_obj(b, instrument)
+    _put(b, <bytes>(<tuple>R_TYPE_POST[limit])[post_only_value is True])
+    _put_int(b, price)
+    _put(b, R_QTY)
+    _put_int(b, qty)
+    return _close(o, <bytes>(<tuple>R_SUBMIT_TAIL[side])[tif])
+
+
+cdef int _received_cancel(Out* o, object name, int64_t order_id, object order_id_value) except -1:
+    cdef Buf* b
+    if o.lines == NULL:
+        return _emit_o(
+            o, COMMAND_RECEIVED, None, name, None, None, None, None, None, None, None,
+            {"account": name, "type": "cancel", "order_id": order_id_value},
+            "command",
+        )
+    b = _head(o, R_HEAD)
+    _put_obj(b, name)
+    _put(b, R_COMMAND)
+    _put_obj(b, name)
+    _put(b, R_ORDER_ID)
+    _put_int(b, order_id)
+    return _close(o, R_CANCEL_TAIL)
+
+
+cdef int _received_amend(
+    Out* o,
+    object name,
+    int64_t order_id,
+    object order_id_value,
+    int64_t price,
+    object price_value,
+    int64_t qty,
+    object qty_value,
+) except -1:
+    cdef Buf* b
+    if o.lines == NULL:
+        return _emit_o(
+            o, COMMAND_RECEIVED, None, name, None, None, None, None, None, None, None,
+            {
+                "account": name,
+                "type": "amend",
+                "order_id": order_id_value,
+                "price": price_value,
+                "qty": qty_value,
+            },
+            "command",
+        )
+    b = _head(o, R_HEAD)
+    _put_obj(b, name)
+    _put(b, R_COMMAND)
+    _put_obj(b, name)
+    _put(b, R_ORDER_ID)
+    _put_int(b, order_id)
+    _put(b, R_PRICE)
+    _put_int(b, price)
+    _put(b, R_QTY)
+    _put_int(b, qty)
+    return _close(o, R_AMEND_TAIL)
+
+
+cdef int _accepted(
+    Out* o,
+    _Listing info,
+    object name,
+    int64_t order_id,
+    object order_id_value,
+    int side,
+    object side_name,
+    bint limit,
+    object order_type,
+    int64_t price,
+    object price_value,
+    int64_t qty,
+    object qty_value,
+    int tif,
+    object tif_value,
+    object post_only_value,
+) except -1:
+    """OrderAccepted (``name`` a proven name, ``info.name`` the instrument)."""
+    cdef Buf* b
+    if o.lines == NULL:
+        return _emit_o(
+            o, ORDER_ACCEPTED, info.name, name, order_id_value, side_name, price_value,
+            qty_value, None, None, None,
+            {"order_type": order_type, "tif": tif_value, "post_only": post_only_value}, None,
+        )
+    b = _head(o, A_HEAD)
+    _put(b, info.name_json)
+    _comma(b)
+    _put_obj(b, name)
+    _comma(b)
+    _put_int(b, order_id)
+    _put(b, <bytes>SIDE_FIELD[side])
+    _put_int(b, price)
+    _comma(b)
+    _put_int(b, qty)
+    return _close(o, <bytes>(<tuple>(<tuple>A_TAIL[limit])[post_only_value is True])[tif])
+
+
+cdef int _fill(
+    Out* o,
+    _Listing info,
+    object taker_name,
+    object order_id,
+    int side,
+    int64_t px,
+    int64_t qty,
+    i128 cash,
+    object maker_name,
+    int64_t maker_id,
+) except -1:
+    """Fill (``taker_name`` a proven name; ``order_id`` the taker's, an int)."""
+    cdef Buf* b
+    cdef Py_ssize_t start
+    if o.lines != NULL:
+        start = o.buf.len
+        b = _head(o, F_HEAD)
+        _put(b, info.name_json)
+        _comma(b)
+        _put_obj(b, taker_name)
+        _comma(b)
+        if _put_obj(b, order_id):
+            _put(b, <bytes>SIDE_FIELD[side])
+            _put_int(b, px)
+            _comma(b)
+            _put_int(b, qty)
+            _comma(b)
+            if _put_i128(b, cash):
+                _comma(b)
+                if _put_obj(b, maker_name):
+                    _comma(b)
+                    _put_int(b, maker_id)
+                    return _close(o, F_TAIL)
+        _undo(o, start)
+    return _emit_o(o, FILL, info.name, taker_name, order_id, _SIDE_NAME[side], px, qty,
+                   _py128(cash), maker_name, maker_id, None, None)
+
+
+cdef int _fee_event(
+    Out* o, _Listing info, object account, object order_id, i128 amount, int role
+) except -1:
+    """Fee of ``amount`` (minor units, negative: paid); ``role`` 0 taker, 1 maker."""
+    cdef Buf* b
+    cdef Py_ssize_t start
+    if o.lines != NULL:
+        start = o.buf.len
+        b = _head(o, FEE_HEAD)
+        _put(b, info.name_json)
+        _comma(b)
+        if _put_obj(b, account):
+            _comma(b)
+            if _put_obj(b, order_id):
+                _put(b, FEE_AMOUNT)
+                if _put_i128(b, amount):
+                    return _close(o, <bytes>FEE_TAIL[role])
+        _undo(o, start)
+    return _emit_o(o, FEE, info.name, account, order_id, None, None, None, _py128(amount),
+                   None, None, ("taker", "maker")[role], "role")
+
+
+cdef int _rested(
+    Out* o, _Listing info, object name, object order_id, int side, object price, int64_t qty
+) except -1:
+    cdef Buf* b
+    cdef Py_ssize_t start
+    if o.lines != NULL:
+        start = o.buf.len
+        b = _head(o, RESTED_HEAD)
+        _put(b, info.name_json)
+        _comma(b)
+        if _put_obj(b, name):
+            _comma(b)
+            if _put_obj(b, order_id):
+                _put(b, <bytes>SIDE_FIELD[side])
+                if _put_obj(b, price):
+                    _comma(b)
+                    _put_int(b, qty)
+                    return _close(o, RESTED_TAIL)
+        _undo(o, start)
+    return _emit_o(o, ORDER_RESTED, info.name, name, order_id, _SIDE_NAME[side], price, qty,
+                   None, None, None, None, None)
+
+
+cdef int _cancelled(
+    Out* o, object instrument, object instrument_json, object account, object order_id,
+    int64_t qty, int reason
+) except -1:
+    """OrderCancelled of ``qty`` lots with ``REASONS[reason]``; ``instrument_json`` the
+    instrument's bytes when known (a listing's), else None (written from ``instrument``)."""
+    cdef Buf* b
+    cdef Py_ssize_t start
+    cdef bint ok
+    if o.lines != NULL:
+        start = o.buf.len
+        b = _head(o, C_HEAD)
+        if instrument_json is not None:
+            _put(b, <bytes>instrument_json)
+            ok = True
+        else:
+            ok = _put_obj(b, instrument)
+        if ok:
+            _comma(b)
+            if _put_obj(b, account):
+                _comma(b)
+                if _put_obj(b, order_id):
+                    _put(b, C_QTY)
+                    _put_int(b, qty)
+                    return _close(o, <bytes>C_TAIL[reason])
+        _undo(o, start)
+    return _emit_o(o, ORDER_CANCELLED, instrument, account, order_id, None, None, qty, None,
+                   None, None, REASONS[reason], "reason")
+
+
+cdef int _amended(
+    Out* o,
+    object instrument,
+    object name,
+    int64_t order_id,
+    object order_id_value,
+    int side,
+    int64_t price,
+    object price_value,
+    int64_t qty,
+    object qty_value,
+    bint kept,
+) except -1:
+    cdef Buf* b
+    cdef Py_ssize_t start
+    if o.lines != NULL:
+        start = o.buf.len
+        b = _head(o, AM_HEAD)
+        if _put_obj(b, instrument):
+            _comma(b)
+            _put_obj(b, name)
+            _comma(b)
+            _put_int(b, order_id)
+            _put(b, <bytes>SIDE_FIELD[side])
+            _put_int(b, price)
+            _comma(b)
+            _put_int(b, qty)
+            return _close(o, <bytes>AM_TAIL[kept])
+        _undo(o, start)
+    return _emit_o(o, ORDER_AMENDED, instrument, name, order_id_value, _SIDE_NAME[side],
+                   price_value, qty_value, None, None, None,
+                   {"priority": "kept" if kept else "lost"}, None)
+
+
 cdef inline i128 _fee(i128 notional, int64_t bps):
     """``exchange.products.instruments.fee``: rounded half away from zero, once."""
     cdef i128 numerator = (notional if notional >= 0 else -notional) * (bps if bps >= 0 else -bps)
     cdef i128 magnitude = (numerator + 5_000) // 10_000
     return magnitude if bps >= 0 else -magnitude
-
-
-cdef inline void _pay_fee(
-    dict E, dict A, object name, object order_id, i128 amount, str role
-):
-    """``Exchange._fee`` (``A`` the account's attributes): the fee moves (cash to the fee
-    pool), then ``Fee``; none when 0."""
-    cdef object value
-    cdef dict pools
-    if amount:
-        value = _py128(amount)
-        A["cash"] = A["cash"] - value
-        pools = E["pools"]
-        pools["fees"] = pools["fees"] + value
-        _emit1(E, FEE, name, A["name"], order_id, None, None, None, -value, None, None,
-              "role", role)
 
 
 cdef inline void _move_lots(
@@ -596,8 +1173,15 @@ cdef class _Listing:
     cdef object spec
     cdef object book
     cdef object name
+    cdef bytes name_json  # the name's canonical bytes (a fast listing's name is a str)
     cdef int kind
     cdef bint fast  # every value below fits the bounds this file computes in
+    # the book's fills buffer (OrderBook.fill_arr) last seen, held, and where its records are:
+    # the book replaces the array when it grows (never resizes it in place, which numpy
+    # refuses anyway while this reference holds it), so the pointer stays valid while held
+    cdef object fills
+    cdef const char* fills_data
+    cdef Py_ssize_t fills_len
     cdef int64_t tick_value, min_price, max_price
     cdef int64_t maker_bps, taker_bps
     cdef int64_t r_position, r_basis, r_price, r_cash
@@ -612,6 +1196,9 @@ cdef class _Listing:
         kind = spec.kind
         self.kind = SPOT if kind == "spot" else PERP if kind == "perp" else RVS
         self.fast = False
+        self.fills = None
+        self.fills_data = NULL
+        self.fills_len = 0
         if type(listing) is not Listing or kind not in ("spot", "perp", "rvs"):
             return
         tick_value = spec.tick_value
@@ -644,6 +1231,12 @@ cdef class _Listing:
         self.r_basis = rates.basis
         self.r_price = rates.price
         self.r_cash = rates.cash
+        if type(self.name) is not str:
+            return
+        try:
+            self.name_json = _json(self.name)
+        except _orjson.JSONEncodeError:  # a lone surrogate: the generic path's, the reference's
+            return
         self.fast = True
 
 
@@ -654,6 +1247,21 @@ cdef inline bint _bilateral(dict E):
 
 
 # ----------------------------------------------------------------------------- the kernel
+# (the generator expressions of Kernel.usable's rare checks live here: a function holding
+# one allocates its closure at every call, and usable runs at every command)
+def _reference_hooks(cls) -> bool:
+    """Whether ``cls``'s :data:`HOOKS` are the reference's own functions."""
+    return all(
+        getattr(cls, name) is reference for name, reference in zip(HOOKS, _REFERENCE_HOOKS)
+    )
+
+
+def _patched(dict E) -> bool:
+    """Whether an engine's attributes ``E`` hold one of :data:`HOOKS` or lack one of
+    :data:`ENGINE_ATTRS`."""
+    return any(name in E for name in HOOKS) or not all(name in E for name in ENGINE_ATTRS)
+
+
 cdef class Kernel:
     """The per-engine state of the compiled path: the typed listings, and whether the
     engine's order-path methods and attributes are still the reference's."""
@@ -691,10 +1299,7 @@ cdef class Kernel:
             or self.type_version == 0
         ):
             self.engine_type = cls
-            self.type_ok = plain_attributes(cls, ENGINE_ATTRS) and all(
-                getattr(cls, name) is reference
-                for name, reference in zip(HOOKS, _REFERENCE_HOOKS)
-            )
+            self.type_ok = plain_attributes(cls, ENGINE_ATTRS) and _reference_hooks(cls)
             self.rows_ok = getattr(cls, "handle", None) is handle
             # (the look-ups above gave the class a version if it had none)
             self.type_version = gpuex_type_version(<PyTypeObject*>cls)
@@ -704,9 +1309,7 @@ cdef class Kernel:
         size = PyDict_Size(E)
         if size != self.dict_size:
             self.dict_size = size
-            self.patched = any(name in E for name in HOOKS) or not all(
-                name in E for name in ENGINE_ATTRS
-            )
+            self.patched = _patched(E)
             self.handle_patched = "handle" in E
         return not self.patched
 
@@ -852,6 +1455,12 @@ def handle_row(self, name, instrument, int op, order_id, price, qty, int side, i
             result = _amend_checked(
                 kernel, self, E, A, name, c_order_id, order_id, c_price, price, c_qty, qty
             )
+    if type(result) is str and op != ROW_ADD:
+        # a cancel's or an amend's refusal (an order no longer resting, on flow): its line
+        # typed, when the sink takes lines
+        refused = _refuse_row(E, name, op, c_order_id, c_price, c_qty, result)
+        if refused is not None:
+            return refused
     if result is None or type(result) is str:
         raw = row_command(name, instrument, op, order_id, price, qty, side, order_type, tif,
                           post_only)
@@ -876,6 +1485,54 @@ cdef object _refuse(dict E, dict raw, str reason):
         account = None
     _emit(E, COMMAND_REJECTED, None, account, None, None, None, None, None, None, None,
           {"command": command, "reason": reason})
+    return _result(False, None, reason)
+
+
+cdef bytes J_HEAD = b"," + _json(COMMAND_REJECTED) + b",null,"
+cdef bytes J_NULL = b"null"
+cdef bytes J_CANCEL_TAIL = b',"type":"cancel"},"reason":'
+cdef bytes J_AMEND_TAIL = b',"type":"amend"},"reason":'
+
+
+cdef object _refuse_row(
+    dict E, object name, int op, int64_t order_id, int64_t price, int64_t qty, str reason
+):
+    """:func:`_refuse` of a cancel or amend row (``name`` a proven name; ``order_id``,
+    ``price``, ``qty`` proven ints, as the row's mapping holds them), its CommandRejected
+    written as a typed line: the mapping's keys are ``row_command``'s, sorted. None when the
+    sink does not take lines (the caller refuses it through the mapping)."""
+    cdef Out o
+    cdef Buf* b
+    cdef Py_ssize_t start
+    _begin(&o, E)
+    if o.lines == NULL:
+        return None
+    try:
+        known = name in E["accounts"]
+        start = o.buf.len
+        b = _head(&o, J_HEAD)
+        if known:
+            _put_obj(b, name)
+        else:
+            _put(b, J_NULL)
+        _put(b, R_COMMAND)
+        _put_obj(b, name)
+        _put(b, R_ORDER_ID)
+        _put_int(b, order_id)
+        if op == ROW_AMEND:
+            _put(b, R_PRICE)
+            _put_int(b, price)
+            _put(b, R_QTY)
+            _put_int(b, qty)
+            _put(b, J_AMEND_TAIL)
+        else:
+            _put(b, J_CANCEL_TAIL)
+        if not _put_obj(b, reason):
+            _undo(&o, start)
+            return None
+        _close(&o, b"}]")
+    finally:
+        _done(&o)
     return _result(False, None, reason)
 
 
@@ -1122,9 +1779,10 @@ cdef object _submit_checked(
     """A submit whose fields parse (``A`` from :func:`_account`): ``Exchange._execute``'s
     and ``Exchange._submit``'s checks in their order -- each proven to pass, or its refusal
     (a ``str``), or None (the reference's) -- then the events."""
-    cdef int code
+    cdef int code, tif_code, remainder
     cdef int64_t order_id
     cdef _Listing info
+    cdef Out o
     if type(A) is not dict:
         return _account_refusal(A, name)
     try:
@@ -1156,103 +1814,95 @@ cdef object _submit_checked(
         if qty > FAST_MAX_QTY or not _limits_ok(info, A, side, qty, 0):
             return _limits_refusal(engine, E, listing, name, side, qty_value, 0)
         book_account = A["index"]
+        order_id_value = E["next_order_id"]
+        if type(order_id_value) is not int or not 1 <= order_id_value < C_MAX_INT:
+            return None  # an engine's counter this file does not write: the reference's
     except Exception:
         return None
+    tif_code = 0 if tif == "gtc" else 1 if tif == "ioc" else 2
     # ---- proven: the events (Exchange._submit from _received on)
-    _received(
-        E,
-        name,
-        {
-            "account": name,
-            "type": "submit",
-            "instrument": instrument,
-            "side": side_name,
-            "order_type": order_type,
-            "price": price_value,
-            "qty": qty_value,
-            "tif": tif,
-            "post_only": post_only_value,
-        },
-    )
-    order_id_value = E["next_order_id"]
-    E["next_order_id"] = order_id_value + 1
-    order_id = order_id_value
-    book = info.book
-    if limit:
-        code = book.submit(
-            order_id,
-            book_account,
-            side,
-            price,
-            qty,
-            0 if tif == "gtc" else 1 if tif == "ioc" else 2,
-            post_only,
+    _begin(&o, E)
+    try:
+        _received_submit(
+            &o, name, instrument, side, side_name, limit, order_type, price, price_value, qty,
+            qty_value, tif_code, tif, post_only_value,
         )
-    else:
-        code = book.submit_market(order_id, book_account, side, qty, price)
-    if code:
-        reason = _REJECT_NAMES.get(code) or Reject(code).name.lower()
-        _emit1(E, ORDER_REJECTED, info.name, name, order_id_value, None, None, None, None, None,
-              None, "reason", reason)
-        return _result(False, order_id_value, reason)
-    _emit(
-        E,
-        ORDER_ACCEPTED,
-        info.name,
-        name,
-        order_id_value,
-        side_name,
-        price_value,
-        qty_value,
-        None,
-        None,
-        None,
-        {"order_type": order_type, "tif": tif, "post_only": post_only_value},
-    )
-    if limit:
-        remainder = "stp" if tif == "gtc" else tif
-    else:
-        remainder = "market"
-    _after_match(E, info, A, name, order_id_value, side, price_value, remainder)
+        E["next_order_id"] = order_id_value + 1
+        order_id = order_id_value
+        book = info.book
+        if limit:
+            code = book.submit(order_id, book_account, side, price, qty, tif_code, post_only)
+        else:
+            code = book.submit_market(order_id, book_account, side, qty, price)
+        if code:
+            reason = _REJECT_NAMES.get(code) or Reject(code).name.lower()
+            _emit_o(&o, ORDER_REJECTED, info.name, name, order_id_value, None, None, None, None,
+                    None, None, reason, "reason")
+            return _result(False, order_id_value, reason)
+        _accepted(
+            &o, info, name, order_id, order_id_value, side, side_name, limit, order_type, price,
+            price_value, qty, qty_value, tif_code, tif, post_only_value,
+        )
+        if limit:
+            remainder = 1 + tif_code  # REASONS: "stp" (gtc: only STP cancels it), "ioc", "fok"
+        else:
+            remainder = 4  # "market"
+        _after_match(&o, info, A, name, order_id_value, side, price_value, remainder)
+    finally:
+        _done(&o)
     return _result(True, order_id_value, None)
 
 
-cdef void _after_match(
-    dict E,
+cdef int _after_match(
+    Out* o,
     _Listing info,
     dict taker,
     object taker_name,
     object order_id,
     int side,
     object price,
-    object remainder_reason,
-):
+    int remainder_reason,
+) except -1:
     """``Exchange._after_match`` (``taker`` the taker's attributes): the book's last outcome
-    as fills, fees, STP cancels, the rest or the remainder's cancel -- each state change
-    before its event."""
+    as fills, fees, STP cancels, the rest or the remainder's cancel (``REASONS
+    [remainder_reason]``) -- each state change before its event."""
+    cdef dict E = <dict>o.E
     cdef object book = info.book
     cdef object name = info.name
     cdef int maker_side = 1 - side
     cdef int kind = info.kind
     cdef int64_t tick_value = info.tick_value
     cdef int64_t px, qty, i, n
-    cdef i128 notional, cash, change, delta
-    cdef dict maker, listing, orders, accounts, open_lots
+    cdef i128 notional, cash, change, delta, taker_fee, maker_fee
+    cdef dict maker, listing, orders, accounts, open_lots, pools
     cdef list names
     cdef object cash_value, change_value, premium, delta_value, px_value, qty_value, maker_id
+    cdef object value
     cdef BookFill fill
     cdef BookCancel cancel
+    cdef Py_buffer view
+    cdef const char* records
     n = book.n_fills
     if n:
         names = E["_by_index"]
         orders = E["orders"]
         accounts = E["accounts"]
+        pools = E["pools"]
         listing = _attrs(info.listing)
-        taker_side = _SIDE_NAME[side]
+        # the fills' buffer, looked up once per array (see _Listing.fills): each record is
+        # copied out before it is used, and nothing below touches the book's fills
+        array = book.fill_arr
+        if array is not info.fills:
+            PyObject_GetBuffer(array, &view, PyBUF_SIMPLE)
+            info.fills_data = <const char*>view.buf
+            info.fills_len = view.len
+            PyBuffer_Release(&view)
+            info.fills = array
+        if n * <Py_ssize_t>sizeof(BookFill) > info.fills_len:
+            raise IndexError("record past the book's buffer")
+        records = info.fills_data
         for i in range(n):
-            # one record at a time, copied out of the buffer: nothing below touches the book's
-            # fills, but the copy keeps this loop safe even if something did
-            _book_record(book.fill_arr, i, &fill, sizeof(BookFill))
+            memcpy(&fill, records + i * sizeof(BookFill), sizeof(BookFill))
             maker_id = fill.maker_order_id
             px = fill.price
             qty = fill.qty
@@ -1288,19 +1938,29 @@ cdef void _after_match(
             cash_value = _py128(cash)
             taker["cash"] = taker["cash"] + cash_value
             maker["cash"] = maker["cash"] - cash_value
-            _emit(E, FILL, name, taker_name, order_id, taker_side, px_value, qty_value,
-                  cash_value, maker["name"], maker_id, None)
-            _pay_fee(E, taker, name, order_id, _fee(notional, info.taker_bps), "taker")
-            _pay_fee(E, maker, name, maker_id, _fee(notional, info.maker_bps), "maker")
+            _fill(o, info, taker_name, order_id, side, px, qty, cash, maker["name"],
+                  fill.maker_order_id)
+            # ---- Exchange._fee, taker then maker: the cash to the fee pool, then Fee;
+            # none when 0
+            taker_fee = _fee(notional, info.taker_bps)
+            if taker_fee:
+                value = _py128(taker_fee)
+                taker["cash"] = taker["cash"] - value
+                pools["fees"] = pools["fees"] + value
+                _fee_event(o, info, taker["name"], order_id, -taker_fee, 0)
+            maker_fee = _fee(notional, info.maker_bps)
+            if maker_fee:
+                value = _py128(maker_fee)
+                maker["cash"] = maker["cash"] - value
+                pools["fees"] = pools["fees"] + value
+                _fee_event(o, info, maker["name"], maker_id, -maker_fee, 1)
     n = book.n_cancels
     for i in range(n):
         _book_record(book.cancel_arr, i, &cancel, sizeof(BookCancel))
         maker_id = cancel.order_id
-        qty_value = cancel.qty
         owner = _attrs(E["orders"].pop(maker_id))
-        _add_lots(_attrs(E["accounts"][owner["account"]]), name, owner["side"], -qty_value)
-        _emit1(E, ORDER_CANCELLED, name, owner["account"], maker_id, None, None, qty_value, None,
-              None, None, "reason", "stp")
+        _add_lots(_attrs(E["accounts"][owner["account"]]), name, owner["side"], -cancel.qty)
+        _cancelled(o, name, info.name_json, owner["account"], maker_id, cancel.qty, REASON_STP)
     resting = book.last_resting
     if resting:
         # LiveOrder(taker.name, name, side, price)
@@ -1316,12 +1976,11 @@ cdef void _after_match(
         if lots is None:
             lots = open_lots[name] = [0, 0]
         lots[side] = lots[side] + resting
-        _emit(E, ORDER_RESTED, name, taker_name, order_id, _SIDE_NAME[side], price, resting,
-              None, None, None, None)
+        _rested(o, info, taker_name, order_id, side, price, resting)
     cancelled = book.last_cancelled
     if cancelled:
-        _emit1(E, ORDER_CANCELLED, name, taker_name, order_id, None, None, cancelled, None, None,
-              None, "reason", remainder_reason)
+        _cancelled(o, name, info.name_json, taker_name, order_id, cancelled, remainder_reason)
+    return 0
 
 
 # ----------------------------------------------------------------------------- cancel, amend
@@ -1354,6 +2013,7 @@ cdef object _cancel_checked(
 ):
     """A cancel whose fields parse: the account, the order, then the events."""
     cdef dict order
+    cdef Out o
     if type(A) is not dict:
         return _account_refusal(A, name)
     try:
@@ -1363,15 +2023,18 @@ cdef object _cancel_checked(
         order = found
     except Exception:
         return None
-    _received(E, name, {"account": name, "type": "cancel", "order_id": order_id_value})
-    instrument = order["instrument"]
-    book = E["instruments"][instrument].book
-    book.cancel(order_id)
-    del E["orders"][order_id_value]
-    cancelled = book.last_cancelled
-    _add_lots(A, instrument, order["side"], -cancelled)
-    _emit1(E, ORDER_CANCELLED, instrument, name, order_id_value, None, None, cancelled, None, None,
-          None, "reason", "user")
+    _begin(&o, E)
+    try:
+        _received_cancel(&o, name, order_id, order_id_value)
+        instrument = order["instrument"]
+        book = E["instruments"][instrument].book
+        book.cancel(order_id)
+        del E["orders"][order_id_value]
+        cancelled = book.last_cancelled
+        _add_lots(A, instrument, order["side"], -cancelled)
+        _cancelled(&o, instrument, None, name, order_id_value, cancelled, REASON_USER)
+    finally:
+        _done(&o)
     return _result(True, order_id_value, None)
 
 
@@ -1420,6 +2083,7 @@ cdef object _amend_checked(
     cdef _Listing info
     cdef dict order
     cdef list lots
+    cdef Out o
     if type(A) is not dict:
         return _account_refusal(A, name)
     try:
@@ -1444,45 +2108,27 @@ cdef object _amend_checked(
         kept = price_value == order["price"] and qty <= open_qty
     except Exception:
         return None
-    _received(
-        E,
-        name,
-        {
-            "account": name,
-            "type": "amend",
-            "order_id": order_id_value,
-            "price": price_value,
-            "qty": qty_value,
-        },
-    )
-    code = book.amend(order_id, price, qty)
-    if code:
-        reason = _REJECT_NAMES.get(code) or Reject(code).name.lower()
-        _emit1(E, ORDER_REJECTED, instrument, name, order_id_value, None, None, None, None, None,
-              None, "reason", reason)
-        return _result(False, order_id_value, reason)
-    lots = A["open_lots"][instrument]
-    if kept:
-        lots[side] = lots[side] + (qty - open_qty)
-    else:  # leaves the book and comes back as a new order (which may trade)
-        lots[side] = lots[side] - open_qty
-        del E["orders"][order_id_value]
-    _emit(
-        E,
-        ORDER_AMENDED,
-        instrument,
-        name,
-        order_id_value,
-        _SIDE_NAME[side],
-        price_value,
-        qty_value,
-        None,
-        None,
-        None,
-        {"priority": "kept" if kept else "lost"},
-    )
-    if not kept:
-        _after_match(E, info, A, name, order_id_value, side, price_value, "stp")
+    _begin(&o, E)
+    try:
+        _received_amend(&o, name, order_id, order_id_value, price, price_value, qty, qty_value)
+        code = book.amend(order_id, price, qty)
+        if code:
+            reason = _REJECT_NAMES.get(code) or Reject(code).name.lower()
+            _emit_o(&o, ORDER_REJECTED, instrument, name, order_id_value, None, None, None, None,
+                    None, None, reason, "reason")
+            return _result(False, order_id_value, reason)
+        lots = A["open_lots"][instrument]
+        if kept:
+            lots[side] = lots[side] + (qty - open_qty)
+        else:  # leaves the book and comes back as a new order (which may trade)
+            lots[side] = lots[side] - open_qty
+            del E["orders"][order_id_value]
+        _amended(&o, instrument, name, order_id, order_id_value, side, price, price_value, qty,
+                 qty_value, kept)
+        if not kept:
+            _after_match(&o, info, A, name, order_id_value, side, price_value, REASON_STP)
+    finally:
+        _done(&o)
     return _result(True, order_id_value, None)
 
 
