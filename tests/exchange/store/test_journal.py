@@ -231,12 +231,27 @@ EventStore._build_indexes = full_disk
 
 def _full_disk_in_the_journaller(tmp_path, patch):
     """Make an index build in the journaller fail; returns the file a try would create."""
+    return _journaller_start_up_hook(tmp_path, patch, FULL_DISK_IN_THE_JOURNALLER) / "failed"
+
+
+def _journaller_start_up_hook(tmp_path, patch, source):
+    """Have every journaller started from now on run ``source`` at start-up (as its
+    ``sitecustomize``); returns the hook's folder."""
     hook = tmp_path / "hook"
     hook.mkdir(exist_ok=True)
-    (hook / "sitecustomize.py").write_text(FULL_DISK_IN_THE_JOURNALLER)
+    (hook / "sitecustomize.py").write_text(source)
     here = os.environ.get("PYTHONPATH")
     patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(hook), here) if p))
-    return hook / "failed"
+    return hook
+
+
+def _record_in_thread(tmp_path, result):
+    """``record(run.db, 0)`` on a thread (its summary into ``result["s"]``), joined for at
+    most 60 s: the thread, alive if the run is still waiting."""
+    run = threading.Thread(target=lambda: result.update(s=record(tmp_path / "run.db", 0)))
+    run.start()
+    run.join(60)
+    return run
 
 
 def _full_disk(self):
@@ -514,15 +529,9 @@ def test_a_run_that_ends_while_its_journaller_starts_does_not_wait_for_it(tmp_pa
 
     monkeypatch.setattr(Journaller, "spawn", staticmethod(keeping_spawn))
     monkeypatch.setattr(journal, "_EXIT_WAIT_S", 3600.0)
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(SLOW_START_OF_THE_JOURNALLER)
-    here = os.environ.get("PYTHONPATH")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(hook), here) if p))
+    _journaller_start_up_hook(tmp_path, monkeypatch, SLOW_START_OF_THE_JOURNALLER)
     result = {}
-    run = threading.Thread(target=lambda: result.update(s=record(tmp_path / "run.db", 0)))
-    run.start()
-    run.join(60)
+    run = _record_in_thread(tmp_path, result)
     try:
         assert not run.is_alive(), "the run waited for its journaller to start"
     finally:
@@ -614,15 +623,9 @@ def test_a_run_does_not_wait_for_its_journallers_interpreter_to_finalise(
 
     reference = record(tmp_path / "ref.db", None)
     monkeypatch.setattr(journal, "_EXIT_WAIT_S", 3600.0)
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(SLOW_EXIT_OF_THE_JOURNALLER)
-    here = os.environ.get("PYTHONPATH")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(hook), here) if p))
+    _journaller_start_up_hook(tmp_path, monkeypatch, SLOW_EXIT_OF_THE_JOURNALLER)
     result = {}
-    run = threading.Thread(target=lambda: result.update(s=record(tmp_path / "run.db", 0)))
-    run.start()
-    run.join(60)
+    run = _record_in_thread(tmp_path, result)
     try:
         assert not run.is_alive(), "the run waited for its journaller's finalisation"
     finally:
