@@ -825,7 +825,15 @@ class Exchange:
         book = listing.book
         bid_px, bid_qty = book.depth(0, 64)
         ask_px, ask_qty = book.depth(1, 64)
-        return impact_prices(bid_px, bid_qty, ask_px, ask_qty, listing.spec.impact_notional_lots)
+        # as Python ints (the same values): the walk reads every level, and a numpy scalar
+        # costs far more per element than an int
+        return impact_prices(
+            bid_px.tolist(),
+            bid_qty.tolist(),
+            ask_px.tolist(),
+            ask_qty.tolist(),
+            listing.spec.impact_notional_lots,
+        )
 
     def mark(self, name: str) -> None:
         """Mark one instrument (a ``MarkPrice`` event): perpetuals from the index plus a damped

@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from fractions import Fraction
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -156,7 +157,9 @@ class PerpSpec(BaseModel):
     def tick_value(self) -> int:
         """Minor units one tick is worth on one lot:
         ``tick_size x gpu_hours_per_contract x lot_size x 100`` (whole, checked)."""
-        return int(self._tick_value_decimal())
+        # read at every mark and every tier margin: memoised on the three fields it depends
+        # on (not on the spec object, so a ``model_copy(update=...)`` cannot see a stale value)
+        return _tick_value(self.tick_size, self.gpu_hours_per_contract, self.lot_size)
 
     @property
     def funding_cap_ppm(self) -> int:
@@ -171,6 +174,12 @@ class PerpSpec(BaseModel):
         roundings of :meth:`FundingIndex.accrue` (exact at the cap) and :func:`settle_funding`
         (the payer pays ``ceil``), because ``ceil(a) - ceil(a - b) >= floor(b)``."""
         return min(t.initial_margin_ppm - t.maintenance_margin_ppm for t in self.margin_tiers)
+
+
+@lru_cache(maxsize=256)
+def _tick_value(tick_size: Decimal, gpu_hours_per_contract: int, lot_size: int) -> int:
+    """``PerpSpec.tick_value`` from its inputs (pure: the same Decimal product, then ``int``)."""
+    return int(Decimal(tick_size) * gpu_hours_per_contract * lot_size * MINOR_PER_UNIT)
 
 
 def margin_tier(spec: PerpSpec, lots: int) -> MarginTier:
@@ -214,16 +223,18 @@ def _walk(prices: Sequence[int], qtys: Sequence[int], lots: int, side: str) -> F
     remaining = lots
     cost = 0
     previous = None
+    bids = side == "bids"
     for raw_price, raw_qty in zip(prices, qtys, strict=True):
         price, qty = int(raw_price), int(raw_qty)
         if qty <= 0 or price <= 0:
             raise ValueError(f"{side}: levels need positive price and quantity")
-        if previous is not None and (price >= previous if side == "bids" else price <= previous):
+        if previous is not None and (price >= previous if bids else price <= previous):
             raise ValueError(f"{side}: levels must be distinct and best-first")
         previous = price
-        take = min(qty, remaining)  # every level is checked, even past the impact size
-        cost += price * take
-        remaining -= take
+        if remaining:  # every level is checked, even past the impact size (which takes 0)
+            take = qty if qty < remaining else remaining
+            cost += price * take
+            remaining -= take
     return Fraction(cost, lots) if remaining == 0 else None
 
 
@@ -307,6 +318,7 @@ _EXP_ONE = 1 << _EXP_BITS
 _LN2 = int(Context(prec=60).ln(Decimal(2)) * _EXP_ONE)
 
 
+@lru_cache(maxsize=1024)  # pure in two ints; marks repeat the same dt (the index cadence)
 def decay_weight(dt_ns: int, halflife_ns: int) -> int:
     """``2 ** (-dt_ns / halflife_ns)`` in units of 1/``WEIGHT_SCALE`` (10**18 = 1), computed
     with integers only (so identical on every machine): ``2**-q x exp(-ln2 x r / halflife)``
@@ -325,6 +337,12 @@ def decay_weight(dt_ns: int, halflife_ns: int) -> int:
         total += -term if k % 2 else term
         k += 1
     return round(Fraction(total * WEIGHT_SCALE, _EXP_ONE << whole))
+
+
+def _exact(value: Fraction | int) -> Fraction | int:
+    """``value`` itself if an int or Fraction (both have ``numerator``/``denominator`` with a
+    positive denominator), else its exact ``Fraction``."""
+    return value if type(value) is int or type(value) is Fraction else Fraction(value)
 
 
 def _div_half_even(numerator: int, denominator: int) -> int:
@@ -397,9 +415,16 @@ class MarkPrice:
         if impact_bid is None or impact_ask is None:
             self.sample_nano = 0
         else:
-            mid = (Fraction(impact_bid) + Fraction(impact_ask)) / 2
-            self.sample_nano = round((mid - index_ticks) * BASIS_SCALE)
-        mark = round(index_ticks + Fraction(self.basis_nano, BASIS_SCALE))
+            # round(((bid + ask) / 2 - index) x BASIS_SCALE) half-even, in integers (the same
+            # exact value as with Fractions; bid = a / b and ask = c / d, ints or Fractions)
+            bid, ask = _exact(impact_bid), _exact(impact_ask)
+            a, b = bid.numerator, bid.denominator
+            c, d = ask.numerator, ask.denominator
+            self.sample_nano = _div_half_even(
+                (a * d + c * b - 2 * index_ticks * b * d) * BASIS_SCALE, 2 * b * d
+            )
+        # round(index + basis_nano / BASIS_SCALE) half-even, in integers
+        mark = _div_half_even(index_ticks * BASIS_SCALE + self.basis_nano, BASIS_SCALE)
         self.mark = min(max(mark, 1), self.spec.max_price)
         return self.mark
 

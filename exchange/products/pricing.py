@@ -351,7 +351,8 @@ def _poly(x: np.ndarray, coefficients: tuple[float, ...]) -> np.ndarray:
     """``c0 + c1 x + c2 x^2 + ...`` by Horner's rule, elementwise."""
     result = np.full_like(x, coefficients[-1])
     for c in coefficients[-2::-1]:
-        result = result * x + c
+        result *= x  # in place: the same two roundings as ``result * x + c``, no temporaries
+        result += c
     return result
 
 
@@ -420,7 +421,7 @@ def black76_put_array(
         ("discount", df, df > 0.0),
     )
     for name, values, ok in checks:
-        if not np.all(ok & np.isfinite(values)):
+        if not (ok & np.isfinite(values)).all():  # the ndarray method: no np.all wrapper
             raise ValueError(f"{name}: every element must be finite and in range")
     intrinsic = df * np.maximum(k - f, 0.0)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

@@ -347,6 +347,8 @@ class Book:
     premiums_owed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        # ndarray.any/.all rather than np.any/np.all below: the same reductions without
+        # numpy's dispatch wrapper, since a book is built at every margin check
         fields = {
             "kind": _int_array("kind", self.kind, 1),
             "underlying": _int_array("underlying", self.underlying, 1),
@@ -380,26 +382,26 @@ class Book:
             raise ValueError(
                 f"equity has {len(self.equity)} entries for {self.positions.shape[0]} accounts"
             )
-        if not np.all((self.kind == PERP) | (self.kind == RVS)):
+        if not ((self.kind == PERP) | (self.kind == RVS)).all():
             raise ValueError("kind must be 0 (perp) or 1 (rvs)")
-        if np.any(self.underlying < 0):
+        if (self.underlying < 0).any():
             raise ValueError("underlying ids must be >= 0")
         if self.premiums_owed.shape != self.positions.shape:
             raise ValueError(
                 f"premiums_owed has shape {self.premiums_owed.shape}, positions "
                 f"{self.positions.shape}"
             )
-        if np.any((self.premiums_owed < 0) | (self.premiums_owed > _INT64_SAFE)):
+        if ((self.premiums_owed < 0) | (self.premiums_owed > _INT64_SAFE)).any():
             raise ValueError(f"premiums_owed must be 0 .. {_INT64_SAFE} minor units")
-        if np.any(np.abs(self.positions) > MAX_LOTS):
+        if (np.abs(self.positions) > MAX_LOTS).any():
             raise ValueError(f"|positions| must be <= {MAX_LOTS} lots")
-        if np.any((self.open_interest < 0) | (self.open_interest > MAX_LOTS)):
+        if ((self.open_interest < 0) | (self.open_interest > MAX_LOTS)).any():
             raise ValueError(f"open_interest must be 0 .. {MAX_LOTS} lots")
         perp, rvs = self.kind == PERP, self.kind == RVS
         mark, tick = self.mark[perp], self.tick_value[perp]
-        if np.any(mark < 0) or np.any(tick < 1):
+        if (mark < 0).any() or (tick < 1).any():
             raise ValueError("perpetuals need mark >= 0 ticks and tick_value >= 1")
-        if np.any(mark.astype(np.float64) * tick.astype(np.float64) > MAX_LOT_NOTIONAL):
+        if (mark.astype(np.float64) * tick.astype(np.float64) > MAX_LOT_NOTIONAL).any():
             raise ValueError(f"perpetual notional per lot must be <= {MAX_LOT_NOTIONAL}")
         checks = (
             ("index", self.index[rvs], lambda x: x > 0.0),
@@ -408,12 +410,12 @@ class Book:
             ("t_years", self.t_years[rvs], lambda x: np.ones_like(x, dtype=bool)),
         )
         for name, values, ok in checks:
-            if not np.all(np.isfinite(values) & ok(values)):
+            if not (np.isfinite(values) & ok(values)).all():
                 raise ValueError(f"swaps: every {name} must be finite and in range")
-        if np.any(self.gpus_per_contract[rvs] < 1):
+        if (self.gpus_per_contract[rvs] < 1).any():
             raise ValueError("swaps need gpus_per_contract >= 1")
         protected = self.floor[rvs] * self.gpus_per_contract[rvs] * MINOR_PER_UNIT
-        if np.any(protected > MAX_LOT_NOTIONAL):
+        if (protected > MAX_LOT_NOTIONAL).any():
             raise ValueError(f"swap notional per contract must be <= {MAX_LOT_NOTIONAL}")
 
     @property
@@ -565,7 +567,7 @@ def _ratio_below(equity: np.ndarray, gross: np.ndarray, threshold_ppm: int) -> n
 
 def _ceil_snapped(x: np.ndarray, tau: np.ndarray) -> np.ndarray:
     """``ceil(x - tau)`` as int64 (``x >= 0`` finite, below 2**62): see :data:`SNAP_REL`."""
-    if not np.all(np.isfinite(x)) or np.any(x >= _INT64_SAFE):
+    if not np.isfinite(x).all() or (x >= _INT64_SAFE).any():  # ndarray methods: no wrapper
         raise ValueError("a margin amount is not finite or does not fit int64")
     return np.maximum(np.ceil(x - tau), 0.0).astype(np.int64)
 
@@ -674,7 +676,7 @@ def initial_margin(
         applies = indicated_tiers(book, params)
     else:
         applies = np.asarray(tiers, dtype=np.int64)
-        if applies.shape != (m,) or np.any((applies < 0) | (applies > len(params.credit_tiers))):
+        if applies.shape != (m,) or ((applies < 0) | (applies > len(params.credit_tiers))).any():
             raise ValueError(
                 f"tiers must be {m} integers in 0 .. {len(params.credit_tiers)}, got {tiers!r}"
             )

@@ -59,6 +59,19 @@ class AuctionBidder(BaseModel):
     max_lots: int = Field(ge=1)
 
 
+#: The last ``(params, params with min_im 0)`` of :func:`_without_floor`.
+_NO_FLOOR: list = [None, None]
+
+
+def _without_floor(params: MarginParams) -> MarginParams:
+    """``params.model_copy(update={"min_im": 0})``, made once per params object (frozen, so
+    the copy cannot go stale; the strong reference kept here keeps its id from being reused)
+    instead of at every ``requirements`` call."""
+    if _NO_FLOOR[0] is not params:
+        _NO_FLOOR[0], _NO_FLOOR[1] = params, params.model_copy(update={"min_im": 0})
+    return _NO_FLOOR[1]
+
+
 class MarginConfig(BaseModel):
     """Margin settings of a session.
 
@@ -191,7 +204,7 @@ class MarginConfig(BaseModel):
         if span_names:
             result = initial_margin(
                 self._swap_book(engine, swaps, span_names, perp_im),
-                self.params.model_copy(update={"min_im": 0}),  # the floor is on the total
+                _without_floor(self.params),  # the floor is on the total
                 np.array([ratings.get(a, 0) for a in span_names], dtype=np.int64),
             )
             for a, im, mm in zip(span_names, result.im.tolist(), result.mm.tolist(), strict=True):
@@ -354,20 +367,22 @@ def equity(engine: Venue, name: str) -> int:
     total = account.cash
     bilateral = engine.margin is not None and engine.margin.bilateral
     for instrument, listing in engine.instruments.items():
-        if listing.kind == "spot" or listing.expired or listing.mark is None:
+        # ``Listing.kind``, read once: this loop runs for every holder at every mark
+        kind = listing.spec.kind
+        if kind == "spot" or listing.expired or listing.mark is None:
             continue
-        if bilateral and listing.kind == "rvs":
+        if bilateral and kind == "rvs":
             continue
         position = account.positions.get(instrument, 0)
         settled = account.vm_basis.get(instrument, 0)
         basis = account.basis.get(instrument, 0)
         if not (position or settled or basis) or engine.is_closed_out(account, instrument):
             continue
-        if listing.kind == "cds":  # valued as a whole position (exchange.risk.cds_market)
+        if kind == "cds":  # valued as a whole position (exchange.risk.cds_market)
             total += cds_market.value(engine, listing, position, basis) - settled
             continue
         value = position_value(
-            listing.kind,
+            kind,
             position,
             listing.mark,
             listing.spec.tick_value,
@@ -390,7 +405,7 @@ def cds_margin(engine: Venue, names: Sequence[str]) -> dict[str, int]:
     series = [
         li
         for li in engine.instruments.values()
-        if li.kind == "cds" and not li.expired and li.mark is not None
+        if li.spec.kind == "cds" and not li.expired and li.mark is not None  # li.kind, inlined
     ]
     if not series:
         return out

@@ -647,3 +647,31 @@ def test_damped_basis_is_a_convex_average_of_samples(updates):
         low, high = min(low, sample), max(high, sample)
         assert 1 <= got <= SPEC.max_price
         assert got == min(max(round(index + mark.basis), 1), SPEC.max_price)
+
+
+_PRICE = st.one_of(
+    st.integers(1, 100_000),
+    st.fractions(min_value=1, max_value=100_000, max_denominator=10**6),
+    # quarters of a nano-tick: a mid on a half nano-tick (a tie) one time in eight
+    st.integers(4 * 10**9, 4 * 10**14).map(lambda m: Fraction(m, 4 * BASIS_SCALE)),
+)
+
+
+@given(
+    st.integers(1, 50_000),
+    _PRICE,
+    _PRICE,
+    st.integers(0, 10 * HOUR_NS),
+    st.integers(1, 50_000),
+)
+def test_a_mark_s_sample_and_mark_are_the_exact_values_rounded_half_even(
+    index, bid, ask, dt, next_index
+):
+    # the definitions, in Fractions: the sample is round(((bid + ask) / 2 - index) x 10**9)
+    # and the mark round(index + basis), each half to even (ints and Fractions alike)
+    mark = MarkPrice(SPEC)
+    mark.update(0, index, bid, ask)
+    assert mark.sample_nano == round(((Fraction(bid) + Fraction(ask)) / 2 - index) * BASIS_SCALE)
+    got = mark.update(dt, next_index, None, None)
+    expected = round(next_index + Fraction(mark.basis_nano, BASIS_SCALE))
+    assert got == min(max(expected, 1), SPEC.max_price)
