@@ -191,8 +191,9 @@ class Exchange:
         return self._cancel_orders_in(name, instrument)
 
     def sorted_accounts(self) -> list[Account]:
-        """The accounts in name order (the order every multi-account step takes)."""
-        return self._sorted_accounts()
+        """The accounts in name order (the order every multi-account step takes); a new list
+        each call (the caller may keep or change it)."""
+        return list(self._sorted_accounts())
 
     def settle_variation(self, name: str, listing: Listing) -> None:
         """Pay variation margin on ``listing`` (instrument ``name``) at its mark."""
@@ -325,6 +326,7 @@ class Exchange:
         elif spec.kind == "cds":  # its own limits: a contract is worth at most its notional
             listing.limits = ExposureRates(*cds_market.exposure_rates(spec))
         self.instruments[spec.name] = listing
+        self._marked_from_cache = None  # a new listing: the index map is rebuilt at next use
         self._emit(
             ev.INSTRUMENT_LISTED,
             instrument=spec.name,
@@ -341,6 +343,7 @@ class Exchange:
             raise ValueError(f"stp must be one of {sorted(_STP_MODES)}, got {stp!r}")
         account = Account(name, len(self._by_index))
         self.accounts[name] = account
+        self._sorted_cache = None  # a new account: the name order is rebuilt at its next use
         self._by_index.append(name)
         self._stp_modes[name] = _STP_MODES[stp]
         for listing in self.instruments.values():
@@ -807,8 +810,8 @@ class Exchange:
         """Publish an index value (ticks) and re-mark every instrument that refers to it."""
         self.indices[name] = ticks
         self._emit(ev.INDEX_PUBLISHED, instrument=name, price=ticks)
-        for listing in self.instruments.values():
-            if not listing.expired and _underlying(listing.spec) == name:
+        for listing in self._marked_from(name):
+            if not listing.expired:
                 self.mark(listing.spec.name)
         if self.margin is not None and self.margin.index_move_trigger_ppm:
             base = self._cycle_indices.get(name)
@@ -820,6 +823,23 @@ class Exchange:
                     self.request_cycle()
                 else:
                     self.margin_cycle()
+
+    #: index name -> the listings marked from it, in listing order: ``_marked_from``'s map,
+    #: built once per set of listings (every index print walks it) and dropped by
+    #: ``list_instrument``. Never changed in place, so a walk under way keeps its listings.
+    _marked_from_cache: dict[str, list[Listing]] | None = None
+
+    def _marked_from(self, index: str) -> list[Listing]:
+        """The listings whose mark refers to index ``index`` (``_underlying``), in the order
+        they were listed (the order ``publish_index`` marks them in), expired ones included."""
+        cache = self._marked_from_cache
+        if cache is None:
+            cache = self._marked_from_cache = {}
+            for listing in self.instruments.values():
+                underlying = _underlying(listing.spec)
+                if underlying is not None:
+                    cache.setdefault(underlying, []).append(listing)
+        return cache.get(index, [])
 
     def _impact(self, listing: Listing):
         book = listing.book
@@ -1043,7 +1063,8 @@ class Exchange:
         self.last_cycle_t = self.t
         self.cycle_gains = {}
         for name, listing in self.instruments.items():
-            if listing.kind != "spot" and not listing.expired and listing.mark is not None:
+            # ``Listing.kind`` inlined (the same value, without the property's call)
+            if listing.spec.kind != "spot" and not listing.expired and listing.mark is not None:
                 self._settle_variation(name, listing)
         if self.margin is None:
             return
@@ -1399,8 +1420,17 @@ class Exchange:
             cds_market.credit_event(self, counterparty, data)
         return event
 
+    #: ``_sorted_accounts``' list, built once per set of accounts: every mark and cycle walks
+    #: the accounts in name order, and they change only in ``open_account`` (which drops it).
+    #: Never changed in place, so a loop over an earlier list is not disturbed by a new account.
+    _sorted_cache: list[Account] | None = None
+
     def _sorted_accounts(self) -> list[Account]:
-        return [self.accounts[n] for n in sorted(self.accounts)]
+        """The accounts in name order, the engine's own (shared) list: iterate, do not change."""
+        cached = self._sorted_cache
+        if cached is None:
+            cached = self._sorted_cache = [self.accounts[n] for n in sorted(self.accounts)]
+        return cached
 
     #: The session's calendar epoch (set by scenarios that use dates), for date <-> ns.
     epoch: date | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -86,12 +87,14 @@ class RvsSpec(BaseModel):
     @property
     def tick_value(self) -> int:
         """Minor units per premium tick per contract per period."""
-        return int(self._tick_value())
+        # read for every holder at every mark (equity): memoised on the fields it depends on,
+        # not on the spec object (a ``model_copy(update=...)`` copies instance caches)
+        return _minor_per_tick(self.tick_size, self.gpus_per_contract)
 
     @property
     def payoff_tick_value(self) -> int:
         """Minor units per resale-index tick of payoff per contract."""
-        return int(self._payoff_tick_value())
+        return _minor_per_tick(self.index_tick_size, self.gpus_per_contract)
 
     def premium_dates(self) -> list[date]:
         """The dates premiums are paid: every period after listing, up to maturity (the last
@@ -105,6 +108,15 @@ class RvsSpec(BaseModel):
             day += step
         dates.append(self.maturity)
         return dates
+
+
+@lru_cache(maxsize=256)
+def _minor_per_tick(tick_size: str, gpus_per_contract: int) -> int:
+    """Minor units one tick of ``tick_size`` dollars per GPU is worth on one contract of
+    ``gpus_per_contract`` GPUs: ``RvsSpec.tick_value`` (premium tick) and
+    ``RvsSpec.payoff_tick_value`` (index tick) from their inputs, the same Decimal product as
+    ``RvsSpec._tick_value`` / ``_payoff_tick_value``, then ``int`` (pure)."""
+    return int(Decimal(tick_size) * gpus_per_contract * MINOR_PER_UNIT)
 
 
 def premium_due(basis: int, tick_value: int) -> int:

@@ -249,10 +249,11 @@ class MarginConfig(BaseModel):
         that hold swaps, and each account's perpetual tier IM and MM. Without ``with_swaps``
         (bilateral requirements) only perpetuals count."""
         kinds = ("perp", "rvs", "cds") if with_swaps else ("perp", "cds")
+        # ``Listing.kind`` inlined as ``spec.kind`` (the same value): this runs at every mark
         listings = [
             (name, li)
             for name, li in engine.instruments.items()
-            if li.kind in kinds and not li.expired and li.mark is not None
+            if li.spec.kind in kinds and not li.expired and li.mark is not None
         ]
         pool = sorted(engine.accounts) if accounts is None else sorted(accounts)
 
@@ -260,13 +261,13 @@ class MarginConfig(BaseModel):
             account = engine.accounts[a]
             return any(
                 account.positions.get(n, 0)
-                or (li.kind in ("rvs", "cds") and account.basis.get(n, 0))
+                or (li.spec.kind in ("rvs", "cds") and account.basis.get(n, 0))
                 for n, li in subset
             )
 
         names = [a for a in pool if holds(a, listings)]
-        perps = [(n, li) for n, li in listings if li.kind == "perp"]
-        swaps = [(n, li) for n, li in listings if li.kind == "rvs"]
+        perps = [(n, li) for n, li in listings if li.spec.kind == "perp"]
+        swaps = [(n, li) for n, li in listings if li.spec.kind == "rvs"]
         perp_im = dict.fromkeys(names, 0)
         perp_mm = dict.fromkeys(names, 0)
         for a in names:
