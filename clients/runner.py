@@ -241,7 +241,7 @@ def _text(exc: BaseException, budget_lines: int | None) -> str:
     return text if type(text) is str else "<unprintable>"
 
 
-_SCALARS = frozenset({str, int, bool, type(None)})
+_NONE = type(None)
 #: The base class's callbacks, which do nothing (:func:`dispatch` skips them), by name.
 _NOOPS = {name: value for name, value in vars(Bot).items() if name.startswith("on_")}
 
@@ -264,7 +264,12 @@ def _copy(command: Any) -> Any:
     and catching everything, since a hostile object's ``__repr__`` may loop or raise."""
     if type(command) is dict:
         for key, value in command.items():
-            if type(key) is not str or type(value) not in _SCALARS:
+            # identity tests, not ``in`` a set: a hostile value's type may be of a metaclass
+            # whose ``__hash__`` or ``__eq__`` raises
+            kind = type(value)
+            if type(key) is not str or not (
+                kind is str or kind is int or kind is bool or kind is _NONE
+            ):
                 break
         else:
             return dict(command)

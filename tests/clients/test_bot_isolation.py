@@ -420,3 +420,31 @@ def test_a_log_holding_the_runners_refusals_verifies(tmp_path):
         assert not list(store.events(kind=ev.BOT_FAILED))
     assert len(rejected) > 40 and {e.data["source"] for e in rejected} == {"runner"}
     assert verify(db).ok
+
+
+class _Unhashable(type):
+    def __hash__(cls):
+        raise RuntimeError("a metaclass whose hash raises")
+
+    def __eq__(cls, other):
+        raise RuntimeError("a metaclass whose equality raises")
+
+
+class _Hostile(metaclass=_Unhashable):
+    pass
+
+
+def test_a_command_holding_a_value_of_a_hostile_type_is_refused_and_the_session_goes_on():
+    class Smuggler(Bot):
+        def on_start(self, ctx):
+            ctx._outbox.append(
+                (None, {"type": "deposit", "account": "taker", "amount": _Hostile()})
+            )
+            ctx.deposit(9)
+
+    engine, events, maker = run(Smuggler())
+    (rejected,) = of(events, ev.COMMAND_REJECTED, "taker")
+    assert rejected.data["source"] == "runner"
+    assert [e.amount for e in of(events, ev.DEPOSIT, "taker") if e.t > 0] == [9]
+    assert not of(events, ev.BOT_FAILED)
+    assert_maker_untouched(engine, events, maker)
