@@ -7,8 +7,6 @@ parsed in C) and stores it as it is (``EventStore.append_blob``). What must not 
 reference fold selected with ``GPUEX_FOLD=reference``.
 """
 
-import os
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,24 +18,21 @@ from exchange.store.event_store import EventStore
 from exchange.store.fold import CompiledFold, Fold, FoldError
 from exchange.store.journal import JournalError
 
-from .test_journal import BATCH, _events, _journaller_for, hand_overs, handed_off_store, record
+from .test_journal import (
+    BATCH,
+    _events,
+    _journaller_for,
+    _journaller_start_up_hook,
+    hand_overs,
+    handed_off_store,
+    record,
+)
 
 __all__ = ["hand_overs", "handed_off_store"]  # fixtures used here
 
 
 def blob_of(events):
     return b"".join(encode(e) + b"\n" for e in events)
-
-
-def _hook(tmp_path, patch, code):
-    """Run ``code`` in every Python process started from now on (the journaller): a
-    ``sitecustomize`` on its PYTHONPATH."""
-    hook = tmp_path / "hook"
-    hook.mkdir(exist_ok=True)
-    (hook / "sitecustomize.py").write_text(code)
-    here = os.environ.get("PYTHONPATH")
-    patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(hook), here) if p))
-    return hook
 
 
 def test_the_run_refuses_a_batch_the_store_would_refuse_before_sending_it(handed_off_store):
@@ -164,7 +159,7 @@ def test_a_run_whose_journaller_folds_a_batch_wrong_fails_at_the_seal(
 ):
     path = tmp_path / "wrong.db"
     with monkeypatch.context() as patch:
-        _hook(tmp_path, patch, WRONG_FOLD)
+        _journaller_start_up_hook(tmp_path, patch, WRONG_FOLD)
         with pytest.raises(session.SessionError, match="disagrees with the live state"):
             record(path, 0)
     assert hand_overs["hand_overs"]
@@ -196,7 +191,7 @@ def test_gpuex_fold_reference_folds_the_journallers_batches_with_the_reference(
 ):
     reference = record(tmp_path / "compiled.db", None)
     with monkeypatch.context() as patch:
-        hook = _hook(tmp_path, patch, REFERENCE_MARK)
+        hook = _journaller_start_up_hook(tmp_path, patch, REFERENCE_MARK)
         patch.setenv("GPUEX_FOLD", "reference")
         patch.setattr(fold_module, "DEFAULT_FOLD", "reference")
         summary = record(tmp_path / "reference.db", 0)
