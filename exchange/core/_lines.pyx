@@ -668,15 +668,6 @@ cdef class LineBatch:
             tap.next_seq = self.first + self.count
         self.tap = tap
 
-    def line(self, long long seq):
-        """The line of ``seq`` (without its newline), held: a bytes object."""
-        cdef Py_ssize_t i = seq - self.first
-        cdef Py_ssize_t start
-        if i < 0 or i >= self.count:
-            raise IndexError(f"seq {seq} is not held (seqs {self.first}..{self.first + self.count - 1})")
-        start = self.ends[i - 1] if i else 0
-        return PyBytes_FromStringAndSize(self.buf.data + start, self.ends[i] - 1 - start)
-
     @property
     def nbytes(self):
         """The bytes of the lines held."""
