@@ -41,13 +41,13 @@ their own come with issue #6).
 
 from __future__ import annotations
 
+import functools
 import math
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from exchange.core import events as ev
 from exchange.products.instruments import MINOR_PER_UNIT
-from exchange.products.perp import tier_margin
 from exchange.products.pricing import rvs_model_value
 from exchange.risk.margin_cycle import YEAR_NS, cds_margin, equity
 from exchange.risk.variation import move_lots
@@ -181,77 +181,206 @@ def check_maintenance(engine: Venue, instrument: str) -> None:
     basis, so the account's equity (and the next check) sees it at once, but its cash moves
     only at the next margin cycle, like every other mark-to-market."""
     listing = engine.instruments[instrument]
+    defaulted = engine.defaulted
     holders = [
         account
         for account in engine.sorted_accounts()
-        if account.positions.get(instrument, 0) and account.name not in engine.defaulted
+        if account.positions.get(instrument, 0) and account.name not in defaulted
     ]
+    if not holders:
+        return
+    # what every holder's measure shares at this mark (the marks, the rules, the swaps' worst
+    # puts): read once for all of them, not once per holder
+    bound = _MaintenanceBound(engine)
     for account in holders:
         # measured in turn, so a holder that took lots in an earlier holder's liquidation is
         # measured with them
         position = account.positions.get(instrument, 0)
         if not position:
             continue
-        value = equity(engine, account.name)
-        if value >= _maintenance_at_most(engine, account):
+        value = equity(engine, account.name, bound.valued)
+        if value >= bound.at_most(account):
             continue  # safe whatever the grid says: spares the grid's cost at most marks
         mm = engine.margin.requirements(engine, [account.name])[account.name][1]
         if value >= mm:
             continue
         engine.cancel_orders_in(account.name, instrument)
         _through_book(engine, account, listing, position, "liquidation")
+        # the liquidation moved positions (the open interest) and cash: measure the holders
+        # left from the engine as it now stands
+        bound = _MaintenanceBound(engine)
 
 
 def _maintenance_at_most(engine: Venue, account: Account) -> int:
     """An upper bound (minor units) on the account's maintenance margin
-    (``MarginConfig.requirements``), without the grid: exact for an account without swaps (its
-    perpetuals' tier MMs, its listed CDS's margin and the ``min_im`` floor); for swaps, the
-    grid's margin bounded by each leg's largest possible loss -- a protection buyer loses at
-    most the protection's value (its contract value at the last mark, ``Listing.unit_value``: a
-    put loses value as its term shortens, and the grid's value cannot fall below 0), a seller at
-    most the put's value in the grid's most adverse corner (the largest index fall with the
-    largest volatility rise: the put falls with the index and rises with volatility) -- with the
-    largest concentration and credit add-ons and slack for the grid's float rounding (1 minor
-    unit and 10**-6 a leg, 1 minor unit overall; the grid's put agrees with the scalar one used
-    here to about 10**-15). Equity at or above it is at or above the exact maintenance margin,
-    so the per-mark check can skip the grid for such accounts: two scalar puts per seller's swap
-    instead of the grid."""
-    params = engine.margin.params
-    perp_mm = 0
-    loss = 0  # bound on the swaps' worst loss, minor units
-    for name, listing in engine.instruments.items():
-        lots = account.positions.get(name, 0)
-        if not lots or listing.expired or listing.mark is None:
-            continue
-        spec = listing.spec
-        if spec.kind == "perp":  # ``Listing.kind``, inlined (every holder, every mark)
-            perp_mm += tier_margin(spec, lots, listing.mark)[1]
-        elif spec.kind == "rvs":
+    (``MarginConfig.requirements`` at the engine's ratings), without the grid:
+    :meth:`_MaintenanceBound.at_most` at the engine as it stands."""
+    return _MaintenanceBound(engine).at_most(account)
+
+
+class _MaintenanceBound:
+    """:meth:`at_most`, an upper bound on an account's maintenance margin without the grid,
+    with what it reads of the engine at one instant read once: the live listings (not expired,
+    marked), the margin rule's constants, each swap's worst loss per sold contract (computed
+    at its first seller, :func:`_put_at_worst`) and the swaps' open interest (at the first
+    account it concentrates). Valid while the engine's marks, indices, time, ratings and
+    positions do not move: the per-mark check builds one per mark, and a new one after each
+    liquidation."""
+
+    __slots__ = (
+        "_credit",
+        "_credit_max",
+        "_engine",
+        "_interest",
+        "_puts",
+        "cds",
+        "conc_ppm",
+        "floor_mm",
+        "maintenance_ppm",
+        "params",
+        "perps",
+        "swaps",
+        "threshold_ppm",
+        "valued",
+    )
+
+    def __init__(self, engine: Venue) -> None:
+        self._engine = engine
+        params = self.params = engine.margin.params
+        self.maintenance_ppm = params.maintenance_ppm
+        self.floor_mm = -(-params.min_im * params.maintenance_ppm // PPM)
+        self.conc_ppm = params.concentration_addon_ppm
+        self.threshold_ppm = params.concentration_threshold_ppm
+        # the credit add-on of each rating (index of ``params.rating_scale``), as the grid
+        # charges it (``exchange.risk.margin.initial_margin``); the largest for a rating the
+        # grid would refuse (it raises there: the bound stays what it was before ratings)
+        addons = [addon for _, addon in params.credit_tiers]
+        self._credit = [0, *addons]
+        self._credit_max = max(addons, default=0)
+        self.perps: list = []  # (name, notional of a lot, MM tiers) of the live perpetuals
+        self.swaps: list = []  # (name, listing) of the live swaps
+        self.cds = False  # whether a listed CDS is live (``cds_margin`` has work)
+        # what ``equity`` walks: ``margin_cycle.valued_listings``, built in the same pass
+        self.valued: list = []
+        bilateral = engine.margin.bilateral
+        for name, listing in engine.instruments.items():
+            if listing.expired or listing.mark is None:
+                continue
+            spec = listing.spec
+            kind = spec.kind  # ``Listing.kind``, inlined (every mark)
+            if kind == "perp":
+                # a lot's notional at the mark, and the tiers' (size limit, MM rate): what
+                # ``tier_margin`` reads, read once for every holder
+                self.perps.append((name, listing.mark * spec.tick_value, _mm_rates(spec)))
+            elif kind == "rvs":
+                self.swaps.append((name, listing))
+                if bilateral:
+                    continue  # no variation margin: not in equity
+            elif kind == "cds":
+                self.cds = True
+            elif kind == "spot":
+                continue
+            self.valued.append((name, listing, kind))
+        self._puts: dict[str, int] = {}
+        self._interest: dict[str, int] | None = None
+
+    def at_most(self, account: Account) -> int:
+        """An upper bound (minor units) on the account's maintenance margin
+        (``MarginConfig.requirements``, at its rating ``engine.ratings``), without the grid:
+        exact for an account without swaps (its perpetuals' tier MMs, its listed CDS's margin
+        and the ``min_im`` floor); for swaps, the grid's margin bounded by each leg's largest
+        possible loss -- a protection buyer loses at most the protection's value (its contract
+        value at the last mark, ``Listing.unit_value``: a put loses value as its term shortens,
+        and the grid's value cannot fall below 0), a seller at most the put's value in the
+        grid's most adverse corner (the largest index fall with the largest volatility rise:
+        the put falls with the index and rises with volatility) -- with the concentration
+        add-on on the legs the grid finds concentrated (the same integer test), at most each
+        such leg's bound, and the credit add-on of the account's rating (the grid's), and slack
+        for the grid's float rounding (1 minor unit and 10**-6 a leg, 1 minor unit overall; the
+        grid's put agrees with the scalar one used here to about 10**-15). Equity at or above
+        it is at or above the exact maintenance margin, so the per-mark check can skip the grid
+        for such accounts: two scalar puts per sold swap and mark instead of the grid."""
+        positions = account.positions
+        perp_mm = 0
+        for name, unit, rates in self.perps:
+            lots = positions.get(name, 0)
+            if lots:
+                # ``tier_margin``'s MM, inlined (every holder, every mark): the first tier that
+                # holds the size, else the last; floor(|lots| x mark x tick_value x rate / 10**6)
+                size = abs(lots)
+                rate = rates[-1][1]
+                for most, tier_rate in rates:
+                    if size <= most:
+                        rate = tier_rate
+                        break
+                perp_mm += size * unit * rate // PPM
+        loss = 0  # bound on the swaps' worst loss, minor units
+        concentrated = 0  # the part of it on legs the grid finds concentrated
+        for name, listing in self.swaps:
+            lots = positions.get(name, 0)
+            if not lots:
+                continue
             if lots > 0:
                 per_lot = max(0, listing.unit_value)
             else:
-                per_lot = _put_at_worst(engine, spec, params)
-            loss += abs(lots) * (per_lot + 1 + per_lot // PPM)
-    # listed CDS: their margin exactly, as ``requirements`` adds it (no grid to spare there)
-    cds_im = cds_margin(engine, [account.name]).get(account.name, 0)
-    perp_mm += -(-cds_im * params.maintenance_ppm // PPM)
-    floor_mm = -(-params.min_im * params.maintenance_ppm // PPM)
-    if not loss:
-        return max(floor_mm, perp_mm)
-    credit = max((addon for _, addon in params.credit_tiers), default=0)
-    scale = (PPM + params.concentration_addon_ppm) * (PPM + credit)
-    im = -(-loss * scale // (PPM * PPM)) + 1
-    return max(floor_mm, perp_mm + -(-im * params.maintenance_ppm // PPM))
+                per_lot = self._puts.get(name)
+                if per_lot is None:
+                    per_lot = _put_at_worst(self._engine, listing.spec, self.params)
+                    self._puts[name] = per_lot
+            leg = abs(lots) * (per_lot + 1 + per_lot // PPM)
+            loss += leg
+            if self.conc_ppm and self._concentrated(name, lots):
+                concentrated += leg
+        if self.cds:  # listed CDS: their margin exactly, as ``requirements`` adds it
+            cds_im = cds_margin(self._engine, [account.name]).get(account.name, 0)
+            perp_mm += -(-cds_im * self.maintenance_ppm // PPM)
+        if not loss:
+            return max(self.floor_mm, perp_mm)
+        rating = self._engine.ratings.get(account.name, 0)
+        credit = self._credit[rating] if 0 <= rating < len(self._credit) else self._credit_max
+        pre_credit = loss * PPM + concentrated * self.conc_ppm  # x 10**6
+        im = -(-pre_credit * (PPM + credit) // (PPM * PPM)) + 1
+        return max(self.floor_mm, perp_mm + -(-im * self.maintenance_ppm // PPM))
+
+    def _concentrated(self, name: str, lots: int) -> bool:
+        """Whether the grid finds a position of ``lots`` in swap ``name`` concentrated:
+        ``|lots| x 10**6 > threshold x open interest`` (``initial_margin``), the open interest
+        over every account as ``MarginConfig._swap_book`` counts it."""
+        if self._interest is None:
+            accounts = self._engine.accounts.values()
+            self._interest = {
+                swap: sum(max(0, a.positions.get(swap, 0)) for a in accounts)
+                for swap, _ in self.swaps
+            }
+        return abs(lots) * PPM > self.threshold_ppm * self._interest[name]
+
+
+#: ``id(spec) -> (spec, its MM tiers)`` of :func:`_mm_rates`; the entry holds the spec, so
+#: its id cannot be reused by another object while the entry lives.
+_RATES: dict[int, tuple[Any, list[tuple[int, int]]]] = {}
+
+
+def _mm_rates(spec: Any) -> list[tuple[int, int]]:
+    """A perpetual spec's tiers as ``(max_position_lots, maintenance_margin_ppm)``, in order,
+    kept by the spec object (frozen; a changed spec, ``model_copy(update=...)``, is another
+    object and is read afresh): every mark reads them, and reading them off the tier models
+    costs more than the rest of a holder's bound."""
+    hit = _RATES.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        if len(_RATES) >= 256:  # specs come and go only with listings: a bound, not a policy
+            _RATES.clear()
+        rates = [(t.max_position_lots, t.maintenance_margin_ppm) for t in spec.margin_tiers]
+        hit = _RATES[id(spec)] = (spec, rates)
+    return hit[1]
 
 
 def _put_at_worst(engine: Venue, spec, params) -> int:
     """The most a swap contract's seller can lose on the grid (minor units, rounded up): its
     value in the grid's most adverse corner less its value now, at most the protected amount
     ``floor x gpus x 100`` (a put never pays more)."""
-    tick = Decimal(spec.index_tick_size)
-    protected = int(Decimal(spec.floor) * tick * spec.gpus_per_contract * MINOR_PER_UNIT) + 1
+    tick, protected, floor = _swap_terms(spec.floor, spec.index_tick_size, spec.gpus_per_contract)
     years = max(0, engine.date_ns(spec.maturity) - engine.t) / YEAR_NS
-    level, floor = float(engine.indices[spec.resale_index] * tick), float(spec.floor * tick)
+    level = float(engine.indices[spec.resale_index] * tick)
     worst = rvs_model_value(
         level * (1.0 + min(params.index_shocks)),
         floor,
@@ -261,6 +390,16 @@ def _put_at_worst(engine: Venue, spec, params) -> int:
     )
     now = rvs_model_value(level, floor, spec.volatility, years, spec.gpus_per_contract)
     return min(protected, math.ceil(max(0.0, worst - now) * MINOR_PER_UNIT) + 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _swap_terms(floor: int, index_tick_size, gpus: int) -> tuple[Decimal, int, float]:
+    """A swap's index tick (Decimal, currency units), its protected amount per contract plus
+    one (minor units) and its floor (float, currency units per GPU), from the spec's fields
+    (memoised on the fields, not on the spec: a changed spec cannot read a stale value)."""
+    tick = Decimal(index_tick_size)
+    protected = int(Decimal(floor) * tick * gpus * MINOR_PER_UNIT) + 1
+    return tick, protected, float(floor * tick)
 
 
 def _auction(engine: Venue, defaulter: Account, listing: Listing, remainder: int) -> None:

@@ -40,6 +40,7 @@ from exchange.risk.margin import (
 from exchange.risk.variation import position_value
 
 if TYPE_CHECKING:  # the engine imports this module's config; no import cycle at run time
+    from exchange.core.accounts import Listing
     from exchange.core.venue import Venue
 
 
@@ -322,7 +323,8 @@ class MarginConfig(BaseModel):
             ],
             dtype=np.int64,
         )
-        return Book(
+        valued = valued_listings(engine)  # for every account's equity, read once
+        return Book.built(  # valid by construction: the checked constructor's copies are waste
             kind=kind,
             underlying=underlying,
             mark=np.zeros(n, dtype=np.int64),
@@ -336,7 +338,9 @@ class MarginConfig(BaseModel):
             open_interest=open_interest,
             equity=np.array(
                 [
-                    equity(engine, a) - perp_im[a] + (credit_extra(engine, a) if bilateral else 0)
+                    equity(engine, a, valued)
+                    - perp_im[a]
+                    + (credit_extra(engine, a) if bilateral else 0)
                     for a in names
                 ],
                 dtype=np.int64,
@@ -356,27 +360,39 @@ class MarginConfig(BaseModel):
         )
 
 
-def equity(engine: Venue, name: str) -> int:
+def valued_listings(engine: Venue) -> list[tuple[str, Listing, str]]:
+    """The listings :func:`equity` values, as ``(instrument, listing, kind)`` in listing order:
+    every marked listing that is not spot and has not expired, but for the swaps of bilateral
+    clearing (no variation margin carries their value into cash). A function of the listings
+    only: computed once, it serves every account measured at the same instant."""
+    bilateral = engine.margin is not None and engine.margin.bilateral
+    return [
+        (instrument, listing, kind)
+        for instrument, listing in engine.instruments.items()
+        # ``Listing.kind``, read once: this runs at every mark
+        if (kind := listing.spec.kind) != "spot"
+        and not listing.expired
+        and listing.mark is not None
+        and not (bilateral and kind == "rvs")
+    ]
+
+
+def equity(engine: Venue, name: str, listings: list[tuple[str, Listing, str]] | None = None) -> int:
     """An account's equity, minor units: its cash plus the variation margin not yet settled
     on its positions (each position's value at the current marks less its VM basis,
     ``exchange.risk.variation.position_value``, as the next cycle would pay it). Right after a
     cycle's settlement this is exactly the cash; between cycles it is what a venue calls
     account value (cash + unrealised PnL). Bilateral swaps pay no variation margin: they are
     not in it (their value counts for the capital ratio only,
-    :meth:`MarginConfig.credit_standing`)."""
+    :meth:`MarginConfig.credit_standing`). ``listings``: :func:`valued_listings` of the
+    engine as it stands, when the caller measures many accounts at one instant."""
     account = engine.accounts[name]
     total = account.cash
-    bilateral = engine.margin is not None and engine.margin.bilateral
-    for instrument, listing in engine.instruments.items():
-        # ``Listing.kind``, read once: this loop runs for every holder at every mark
-        kind = listing.spec.kind
-        if kind == "spot" or listing.expired or listing.mark is None:
-            continue
-        if bilateral and kind == "rvs":
-            continue
-        position = account.positions.get(instrument, 0)
-        settled = account.vm_basis.get(instrument, 0)
-        basis = account.basis.get(instrument, 0)
+    positions, vm_basis, premium_basis = account.positions, account.vm_basis, account.basis
+    for instrument, listing, kind in valued_listings(engine) if listings is None else listings:
+        position = positions.get(instrument, 0)
+        settled = vm_basis.get(instrument, 0)
+        basis = premium_basis.get(instrument, 0)
         if not (position or settled or basis) or engine.is_closed_out(account, instrument):
             continue
         if kind == "cds":  # valued as a whole position (exchange.risk.cds_market)
