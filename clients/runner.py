@@ -12,7 +12,13 @@ How a session with bots runs (all in simulated time, on the session's one thread
    (order updates, own fills, own funding, margin calls) for the account's bot only.
 2. Each bot's messages of that instant travel as one batch over its data link
    (:mod:`clients.latency`) and are delivered at the arrival time: the bot's callbacks run one
-   by one, each within its budget (:mod:`clients.budget`).
+   by one, each within its budget (:mod:`clients.budget`). A callback an in-process bot does
+   not override is not run (:func:`dispatch`), so its messages are not even made: the batch
+   (its latency draw, its place in the step limit, the name a failure gives) stays whole, but
+   only the messages the bot hears travel in it, with the book views ``ctx.book()`` keeps, and
+   a batch with nothing heard in it runs no callback machinery at all
+   (:meth:`BotRunner._quiet`). Which callbacks a bot overrides is read (running none of its
+   code) when the runner starts (:func:`_hearing`), as its ``books`` are read when it is added.
 3. Whatever the callbacks sent is checked and copied when they return (:meth:`BotRunner._admit`):
    the runner stamps every command with the account of the bot it came from, refuses what a
    bot may not send -- a type other than ``exchange.core.commands.TRADING_TYPES``, another
@@ -50,6 +56,7 @@ import traceback
 import zlib
 from dataclasses import dataclass, field
 from functools import partial
+from inspect import getattr_static
 from itertools import repeat
 from types import MethodType
 from typing import Any
@@ -251,6 +258,55 @@ def _callback(batch: list[Message]) -> str:
     return batch[0][0] if len(batch) == 1 else "step"
 
 
+#: The callbacks a publish may call (what :attr:`Slot.hears` is made of).
+_PUBLISHED = (
+    "on_book",
+    "on_trade",
+    "on_order",
+    "on_fill",
+    "on_index",
+    "on_mark",
+    "on_funding",
+    "on_margin_call",
+)
+# public messages no bot hears, unbuilt: they still count in every batch they are part of
+_UNHEARD_TRADE = ("on_trade", None)
+_UNHEARD_INDEX = ("on_index", None)
+_UNHEARD_MARK = ("on_mark", None)
+_UNHEARD_FUNDING = ("on_funding", None)
+
+
+def _hearing(driver: Any) -> frozenset[str] | None:
+    """The callbacks a publish may call that ``driver``'s bot overrides -- all but those its
+    class takes from :class:`~clients.bot.Bot` unchanged, which :func:`dispatch` skips -- or
+    ``None`` if it is to be sent every message: a driver other than the runner's own
+    :class:`LocalDriver` (a remote one skips on its own side), a budget of 0 units (every
+    callback runs), a bot whose attribute lookup is not the plain one. Read without running
+    any of the bot's code (``inspect.getattr_static``)."""
+    if type(driver) is not LocalDriver or LocalDriver.deliver is not _LOCAL_DELIVER:
+        return None  # another driver, or the runner's own with its deliver replaced
+    lines = driver.budget_lines
+    if lines is not None and not lines > 0:
+        return None
+    bot = driver.bot
+    cls = type(bot)
+    if cls.__getattribute__ is not object.__getattribute__:
+        return None
+    try:
+        own = object.__getattribute__(bot, "__dict__")
+    except AttributeError:
+        own = {}  # no instance dict (__slots__): nothing to shadow the class
+    if type(own) is not dict:
+        return None
+    # skipped: Bot's own function, reached through the class (a bound method of it); one in
+    # the instance's dict is called as it is, so it is heard
+    return frozenset(
+        name
+        for name in _PUBLISHED
+        if name in own or getattr_static(cls, name, None) is not _NOOPS[name]
+    )
+
+
 def _kind(value: Any) -> str:
     """What ``value`` is, for a message: its type's name (never its ``repr``, which a
     hostile object may make hang or raise)."""
@@ -347,6 +403,9 @@ class LocalDriver:
         self.ctx.stopped = True
 
 
+_LOCAL_DELIVER = LocalDriver.deliver
+
+
 @dataclass
 class Slot:
     """One bot in the session."""
@@ -368,6 +427,9 @@ class Slot:
     window_end: int = 0  # the end of the simulated second whose deliveries ``steps`` counts
     steps: int = 0
     step_cap: float = float("inf")  # max_steps, or no limit
+    #: the callbacks of a publish the bot overrides (None: all; read at the runner's start)
+    hears: frozenset[str] | None = None
+    audience: Any = None  # (books, hears): slots alike share the public part of a batch
 
 
 class BotRunner:
@@ -396,6 +458,8 @@ class BotRunner:
         self._tap: _lines.Tap | None = None
         self._arriving_from = 0  # the first seq the command being handled may emit
         self._arrivals: list[tuple[int, int, int]] = []  # (first seq, last seq, ref) unscanned
+        self._heard: frozenset[str] | None = None  # callbacks some bot hears (None: any)
+        self._watched: frozenset[str] | None = None  # books some bot watches (None: any)
 
     # ---------------------------------------------------------------- set-up
     def add(
@@ -474,6 +538,21 @@ class BotRunner:
     def start(self, end_ns: int) -> None:
         """Tap the exchange, start every bot now and stop them at ``end_ns``."""
         self._started = True
+        heard: set[str] | None = set()
+        watched: set[str] | None = set()
+        for slot in self.slots:
+            slot.hears = _hearing(slot.driver)
+            slot.audience = (slot.books, slot.hears)
+            if slot.hears is None or heard is None:
+                heard = None
+            else:
+                heard |= slot.hears
+            if slot.books is None or watched is None:
+                watched = None
+            else:
+                watched |= slot.books
+        self._heard = None if heard is None else frozenset(heard)
+        self._watched = None if watched is None else frozenset(watched)
         line_sink = getattr(self.engine, "line_sink", None)
         lines = line_sink() if TAP_LINES and line_sink is not None else None
         if lines is not None and lines.tap is None:
@@ -613,7 +692,14 @@ class BotRunner:
         return None
 
     def _publish(self) -> None:
-        """Turn the events of this instant into messages and send each bot its batch."""
+        """Turn the events of this instant into messages and send each bot its batch.
+
+        A bot's batch is everything it is told about this instant (its own news first, then
+        the market); that batch draws the latency and names a failure (``_callback``). Of it,
+        only what the bot hears travels: messages of callbacks it overrides, and book views,
+        which ``ctx.book()`` keeps (:attr:`Slot.hears`). A message no bot hears is not built,
+        and a batch with nothing heard in it is delivered by :meth:`_quiet`, which runs no
+        callback -- as :func:`dispatch` would have run none of them."""
         if self._tap is not None:
             self._scan()
             self._tap.reset()  # the next wanted line schedules the next publish
@@ -623,8 +709,12 @@ class BotRunner:
         self._publish_at = None
         by_account = self._by_account
         rejected_refs = self._rejected_refs
+        heard = self._heard  # callbacks some bot hears (None: any)
         public: list[tuple[str | None, Message]] = []  # (instrument for book filters, message)
+        # a bot's own news: the messages it hears, and the name its whole part (heard or not)
+        # gives a failure (its one callback, or "step")
         private: dict[str, list[Message]] = {}
+        told: dict[str, str] = {}
         dirty: dict[str, None] = {}
         # messages are built with tuple.__new__ (what a NamedTuple's own __new__ does, less
         # its Python frame): a few hundred thousand of them a year
@@ -636,13 +726,22 @@ class BotRunner:
                     if kind not in _ORDER_STATUS:
                         continue  # rested: the book view says it
                 else:
-                    public.append(
-                        (None, ("on_trade", _new(Trade, (instrument, t, price, qty, side))))
-                    )
-                    self._fill(private, account, e, side, order_id, amount, "taker")
+                    if heard is None or "on_trade" in heard:
+                        trade = ("on_trade", _new(Trade, (instrument, t, price, qty, side)))
+                    else:
+                        trade = _UNHEARD_TRADE
+                    public.append((None, trade))
+                    self._fill(private, told, account, e, side, order_id, amount, "taker")
                     other = "sell" if side == "buy" else "buy"
                     self._fill(
-                        private, e.counterparty, e, other, e.counter_order_id, -amount, "maker"
+                        private,
+                        told,
+                        e.counterparty,
+                        e,
+                        other,
+                        e.counter_order_id,
+                        -amount,
+                        "maker",
                     )
                     continue
             status = _ORDER_STATUS.get(kind)
@@ -650,83 +749,147 @@ class BotRunner:
                 slot = by_account.get(account)
                 if slot is not None:
                     ref = rejected_refs.pop(seq, None) if rejected_refs else None
-                    update = _new(
-                        OrderUpdate,
-                        (
-                            status,
-                            t,
-                            instrument,
-                            order_id,
-                            ref or slot.refs.get(order_id),
-                            side,
-                            price,
-                            qty,
-                            (data or {}).get("reason"),
-                        ),
-                    )
-                    own = private.get(account)
-                    if own is None:
-                        private[account] = [("on_order", update)]
-                    else:
-                        own.append(("on_order", update))
+                    told[account] = "step" if account in told else "on_order"
+                    hears = slot.hears
+                    if hears is None or "on_order" in hears:
+                        update = _new(
+                            OrderUpdate,
+                            (
+                                status,
+                                t,
+                                instrument,
+                                order_id,
+                                ref or slot.refs.get(order_id),
+                                side,
+                                price,
+                                qty,
+                                (data or {}).get("reason"),
+                            ),
+                        )
+                        own = private.get(account)
+                        if own is None:
+                            private[account] = [("on_order", update)]
+                        else:
+                            own.append(("on_order", update))
             elif kind == INDEX_PUBLISHED:
-                public.append((None, ("on_index", _new(IndexPrint, (instrument, t, price)))))
+                if heard is None or "on_index" in heard:
+                    index = ("on_index", _new(IndexPrint, (instrument, t, price)))
+                else:
+                    index = _UNHEARD_INDEX
+                public.append((None, index))
             elif kind == MARK_PRICE:
-                mark = _new(Mark, (instrument, t, price, (data or {}).get("source")))
-                public.append((instrument, ("on_mark", mark)))
-            elif kind == COMMAND_REJECTED:
-                if account in by_account:
-                    command = data["command"]
-                    update = OrderUpdate(
-                        "rejected",
-                        t,
-                        command.get("instrument") if isinstance(command, dict) else None,
-                        command.get("order_id") if isinstance(command, dict) else None,
-                        rejected_refs.pop(seq, None),
-                        command.get("side") if isinstance(command, dict) else None,
-                        None,
-                        None,
-                        data["reason"],
+                if heard is None or "on_mark" in heard:
+                    mark = (
+                        "on_mark",
+                        _new(Mark, (instrument, t, price, (data or {}).get("source"))),
                     )
-                    private.setdefault(account, []).append(("on_order", update))
+                else:
+                    mark = _UNHEARD_MARK
+                public.append((instrument, mark))
+            elif kind == COMMAND_REJECTED:
+                slot = by_account.get(account)
+                if slot is not None:
+                    ref = rejected_refs.pop(seq, None)
+                    told[account] = "step" if account in told else "on_order"
+                    hears = slot.hears
+                    if hears is None or "on_order" in hears:
+                        command = data["command"]
+                        update = OrderUpdate(
+                            "rejected",
+                            t,
+                            command.get("instrument") if isinstance(command, dict) else None,
+                            command.get("order_id") if isinstance(command, dict) else None,
+                            ref,
+                            command.get("side") if isinstance(command, dict) else None,
+                            None,
+                            None,
+                            data["reason"],
+                        )
+                        private.setdefault(account, []).append(("on_order", update))
             elif kind == FUNDING_RATE:
-                funding = Funding(instrument, t, data["rate"], price, None, None)
-                public.append((None, ("on_funding", funding)))
+                if heard is None or "on_funding" in heard:
+                    funding = (
+                        "on_funding",
+                        Funding(instrument, t, data["rate"], price, None, None),
+                    )
+                else:
+                    funding = _UNHEARD_FUNDING
+                public.append((None, funding))
             elif kind == FUNDING_PAID:
-                if account in by_account:
-                    rate = self._last_rate(events, e)
-                    funding = Funding(instrument, t, rate, None, qty, amount)
-                    private.setdefault(account, []).append(("on_funding", funding))
-            elif kind in _CALL_STATUS and account in by_account:
-                deadline = (data or {}).get("deadline")
-                call = MarginCall(_CALL_STATUS[kind], t, amount or 0, deadline)
-                private.setdefault(account, []).append(("on_margin_call", call))
+                slot = by_account.get(account)
+                if slot is not None:
+                    told[account] = "step" if account in told else "on_funding"
+                    hears = slot.hears
+                    if hears is None or "on_funding" in hears:
+                        rate = self._last_rate(events, e)
+                        funding = Funding(instrument, t, rate, None, qty, amount)
+                        private.setdefault(account, []).append(("on_funding", funding))
+            elif kind in _CALL_STATUS:
+                slot = by_account.get(account)
+                if slot is not None:
+                    told[account] = "step" if account in told else "on_margin_call"
+                    hears = slot.hears
+                    if hears is None or "on_margin_call" in hears:
+                        deadline = (data or {}).get("deadline")
+                        call = MarginCall(_CALL_STATUS[kind], t, amount or 0, deadline)
+                        private.setdefault(account, []).append(("on_margin_call", call))
+        watched = self._watched
         for instrument in dirty:
-            public.append((instrument, ("on_book", self._book_view(instrument))))
+            if watched is None or instrument in watched:
+                public.append((instrument, ("on_book", self._book_view(instrument))))
         now = self.sim.now
         schedule = self.sim.schedule
-        deliver = self._deliver
-        market: dict[frozenset[str] | None, list[Message]] = {}  # public part, by book filter
+        deliver, quiet = self._deliver, self._quiet
+        # the public part of a batch by audience: the name a failure after it alone is logged
+        # under (None: it is empty), the messages that travel (those heard, and book views),
+        # whether any is heard
+        market: dict[Any, tuple[str | None, list[Message], bool]] = {}
         for slot in self.slots:
             if slot.stopped:
                 continue
-            books = slot.books
-            shared = market.get(books)
+            audience = slot.audience
+            shared = market.get(audience)
             if shared is None:
-                shared = market[books] = [
-                    message
-                    for instrument, message in public
-                    if instrument is None or books is None or instrument in books
-                ]
-            own = private.get(slot.account)
+                books, hears = audience
+                count = 0
+                name = None
+                kept: list[Message] = []
+                loud = False
+                for instrument, message in public:
+                    if instrument is None or books is None or instrument in books:
+                        count += 1
+                        name = message[0]
+                        if hears is None or name in hears:
+                            kept.append(message)
+                            loud = True
+                        elif name == "on_book":
+                            kept.append(message)  # for ctx.book()
+                if count > 1:
+                    name = "step"
+                shared = market[audience] = (name, kept, loud)
+            callback, messages, loud = shared
+            account = slot.account
+            mine = told.get(account)
+            if mine is not None:
+                callback = mine if callback is None else "step"
+            elif callback is None:
+                continue  # nothing to tell this bot
+            own = private.get(account)
             # news about its own orders first, then the market (each slot its own list)
-            batch = own + shared if own else shared.copy()
-            if batch:
-                schedule(slot.data_link.arrival(now), deliver, slot, batch)
+            if own:
+                schedule(slot.data_link.arrival(now), deliver, slot, own + messages, callback)
+            elif loud:
+                schedule(slot.data_link.arrival(now), deliver, slot, messages.copy(), callback)
+            else:
+                schedule(slot.data_link.arrival(now), quiet, slot, messages, callback)
 
-    def _fill(self, private, account, e, side, order_id, cash, liquidity) -> None:
+    def _fill(self, private, told, account, e, side, order_id, cash, liquidity) -> None:
         slot = self._by_account.get(account)
         if slot is None:
+            return
+        told[account] = "step" if account in told else "on_fill"
+        hears = slot.hears
+        if hears is not None and "on_fill" not in hears:
             return
         report = _new(
             FillReport,
@@ -763,7 +926,10 @@ class BotRunner:
         return _new(BookView, (instrument, self.engine.t, bids, asks))
 
     # ---------------------------------------------------------------- delivery
-    def _deliver(self, slot: Slot, batch: list[Message]) -> None:
+    def _deliver(self, slot: Slot, batch: list[Message], callback: str | None = None) -> None:
+        """Deliver ``batch`` to ``slot``'s bot now; ``callback``: the name a failure is logged
+        under (default ``_callback(batch)``; a publish passes that of the whole batch, before
+        what the bot does not hear was left out)."""
         if slot.stopped:
             return
         now = self.sim.now
@@ -771,17 +937,15 @@ class BotRunner:
             slot.window_end = (now // STEP_WINDOW_NS + 1) * STEP_WINDOW_NS
             slot.steps = 0
         slot.steps += 1
+        if callback is None:
+            callback = _callback(batch)
         if slot.steps > slot.step_cap:
-            detail = (
-                f"steps: more than {slot.max_steps:,} deliveries in the simulated second "
-                f"from {slot.window_end - STEP_WINDOW_NS} ns (limit max_steps={slot.max_steps:,})"
-            )
-            self._fail(slot, BotFailure("limit", _callback(batch), detail))
+            self._fail(slot, BotFailure("limit", callback, self._steps_detail(slot)))
             return
         try:
             outbox, timers = slot.driver.deliver(now, batch, slot.view)
             if type(outbox) is not list or type(timers) is not list or outbox or timers:
-                outbox, timers = self._admit(slot, outbox, timers, _callback(batch))
+                outbox, timers = self._admit(slot, outbox, timers, callback)
         except BotFailure as failure:
             self._fail(slot, failure)
             return
@@ -790,6 +954,38 @@ class BotRunner:
         slot.timers += len(timers)
         for at, tag in timers:
             self.sim.schedule(max(at, now + 1), self._timer, slot, tag)
+
+    def _quiet(self, slot: Slot, batch: list[Message], callback: str) -> None:
+        """A delivery of which the bot hears nothing (``batch``: the book views it carries):
+        counted as a step, the views kept for ``ctx.book()``, no callback run -- what
+        :func:`dispatch` does with it, less the calls."""
+        if slot.stopped:
+            return
+        now = self.sim.now
+        if now >= slot.window_end:
+            slot.window_end = (now // STEP_WINDOW_NS + 1) * STEP_WINDOW_NS
+            slot.steps = 0
+        slot.steps += 1
+        if slot.steps > slot.step_cap:
+            self._fail(slot, BotFailure("limit", callback, self._steps_detail(slot)))
+            return
+        ctx = slot.driver.ctx
+        books = ctx._books
+        for _, view in batch:
+            books[view.instrument] = view
+        outbox, timers = ctx._outbox, ctx._timers
+        if outbox or timers or type(outbox) is not list or type(timers) is not list:
+            # sent from outside any callback (by code holding this context): a delivery
+            # drains it, so this one does, as _deliver (which counts the step again)
+            slot.steps -= 1
+            self._deliver(slot, batch, callback)
+
+    @staticmethod
+    def _steps_detail(slot: Slot) -> str:
+        return (
+            f"steps: more than {slot.max_steps:,} deliveries in the simulated second "
+            f"from {slot.window_end - STEP_WINDOW_NS} ns (limit max_steps={slot.max_steps:,})"
+        )
 
     def _admit(self, slot: Slot, outbox: Any, timers: Any, callback: str):
         """What a delivery's callbacks sent, checked and copied: ``(commands, timers)``.
