@@ -22,6 +22,7 @@ and the cost is O(1) amortised.
 
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint64_t
+from libc.stdlib cimport qsort
 from libc.string cimport memcpy
 
 from matching_core._records cimport Cancel, Fill
@@ -96,6 +97,7 @@ cdef struct Order:
     int64_t order_id
     int64_t account
     int64_t qty               # open lots
+    int64_t entry             # when it entered the book: a value of _entries (orders_of)
     int32_t level             # index into the level pool
     int32_t prev              # FIFO neighbours (order indices), NIL at the ends
     int32_t next              # also the free-list link of a free slot
@@ -226,6 +228,24 @@ cdef int _grow(void** ptr, int64_t* cap, size_t item, int64_t need) except -1:
 
 cdef inline int64_t _level_key(int64_t price, int side) noexcept nogil:
     return price * 2 + side
+
+
+cdef struct Found:            # an order orders_of lists: its entry, its index in the pool
+    int64_t entry
+    int32_t order
+
+cdef int _by_entry(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const Found*>a).entry
+    cdef int64_t y = (<const Found*>b).entry
+    return (x > y) - (x < y)
+
+
+# Every order that enters a book -- a rest, or the re-entry of an amend that lost priority --
+# takes the next value of this count, whichever book it enters: one process-wide sequence, so
+# the entries of orders in different books compare, and sorting by them gives the order the
+# orders entered their books in (OrderBook.orders_of; the exchange lists an account's resting
+# orders across its instruments that way). Only the order of the values means anything.
+cdef int64_t _entries = 0
 
 
 cdef class OrderBook:
@@ -504,6 +524,7 @@ cdef class OrderBook:
     cdef int _rest(self, int64_t order_id, int64_t account, int side, int64_t price,
                    int64_t qty, int post_only) except -1:
         """Append an order at the back of its price level's queue."""
+        global _entries
         cdef int64_t lkey = _level_key(price, side)
         cdef int32_t lv = hmap_get(&self.level_map, lkey)
         cdef int32_t oi
@@ -529,6 +550,8 @@ cdef class OrderBook:
         o.order_id = order_id
         o.account = account
         o.qty = qty
+        o.entry = _entries
+        _entries += 1
         o.level = lv
         o.side = side
         o.post_only = post_only
@@ -1074,6 +1097,57 @@ cdef class OrderBook:
                     row += 1
                     oi = self.orders[oi].next
         return out
+
+    def orders_of(self, account=None):
+        """The resting orders of ``account`` (every resting order when None), in the order
+        they entered the book: a list of ``(entry, order_id, side, price, qty)`` tuples (side 0
+        buy or 1 sell, price in ticks, qty the open lots).
+
+        An order enters when it rests; an amend that keeps priority keeps its entry, one that
+        loses it (a new price, or more lots) re-enters. ``entry`` increases with every entry
+        into any book of this class in the process, so lists of several books merge into
+        entry order by sorting on it (what ``Exchange.account_view`` does); only the order of
+        the values means anything. Walks the book's levels in C: no Python object for an order
+        of another account.
+        """
+        cdef bint every = account is None
+        cdef int64_t acct = 0 if every else account
+        cdef int64_t last = -1, n = 0, i
+        cdef bint ordered = True
+        cdef int side
+        cdef int32_t oi
+        cdef Order* o
+        cdef Found few[32]
+        # the account's orders, found by walking every level (an order at each step), then
+        # put in entry order in C: a Python tuple only for each order listed
+        cdef Found* found = few
+        if self.n_orders > 32:
+            found = <Found*>PyMem_RawMalloc(self.n_orders * sizeof(Found))
+            if found == NULL:
+                raise MemoryError("order book: orders_of")
+        try:
+            for side in range(2):
+                for i in range(self.heap_size[side]):
+                    oi = self.levels[self.heap[side][i].level].head  # NIL: an empty level
+                    while oi != NIL:
+                        o = &self.orders[oi]
+                        if every or o.account == acct:
+                            found[n].entry = o.entry
+                            found[n].order = oi
+                            n += 1
+                            ordered = ordered and o.entry > last
+                            last = o.entry
+                        oi = o.next
+            if not ordered:
+                qsort(found, n, sizeof(Found), _by_entry)
+            out = []
+            for i in range(n):
+                o = &self.orders[found[i].order]
+                out.append((o.entry, o.order_id, o.side, self.levels[o.level].price, o.qty))
+            return out
+        finally:
+            if found != few:
+                PyMem_RawFree(found)
 
     def memory_bytes(self):
         """Bytes held by the book's pools, tables and buffers (its whole footprint in C)."""

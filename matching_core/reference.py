@@ -11,6 +11,7 @@ cancel).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,13 @@ class _Order:
     price: int
     qty: int
     post_only: bool
+    entry: int = 0  # when it entered the book: a value of _ENTRIES (ReferenceBook.orders_of)
+
+
+#: Every order that enters a book -- a rest, or the re-entry of an amend that lost priority --
+#: takes the next value, whichever book it enters: one process-wide sequence, so entries of
+#: orders in different books compare (as ``OrderBook``'s; only their order means anything).
+_ENTRIES = itertools.count()
 
 
 class ReferenceBook:
@@ -196,6 +204,18 @@ class ReferenceBook:
             prices.append(self._key(side, key))
             qtys.append(sum(o.qty for o in level.values()))
         return np.array(prices, dtype=np.int64), np.array(qtys, dtype=np.int64)
+
+    def orders_of(self, account: int | None = None) -> list[tuple[int, int, int, int, int]]:
+        """The resting orders of ``account`` (every one when None) in the order they entered
+        the book, as ``(entry, order_id, side, price, qty)`` (ticks, open lots). An amend that
+        keeps priority keeps its entry; one that loses it re-enters. ``entry`` increases with
+        every entry into any book in the process, so several books' lists merge by sorting."""
+        # self._orders is keyed in entry order: a rest inserts, a re-entry deletes and inserts
+        return [
+            (o.entry, o.order_id, o.side, o.price, o.qty)
+            for o in self._orders.values()
+            if account is None or o.account == account
+        ]
 
     def snapshot(self) -> np.ndarray:
         """Every resting order (``RESTING_DTYPE``): bids best-first, then asks best-first."""
@@ -359,6 +379,7 @@ class ReferenceBook:
                 self._remove(resting)
         if remaining and rest and not stopped:
             order.qty = remaining
+            order.entry = next(_ENTRIES)
             self._orders[order.order_id] = order
             levels = self._levels[order.side]
             key = self._key(order.side, order.price)

@@ -279,20 +279,32 @@ class Exchange:
         by instrument name) and resting orders ``(order_id, instrument, side, price, qty)``
         oldest first."""
         account = self.accounts[name]
-        positions = {k: v for k, v in sorted(account.positions.items()) if v}
+        # plain loops, not comprehensions, and no sort of one item: a view is made for every
+        # stale bot snapshot
+        held = account.positions
+        positions = {}
+        for key, lots in sorted(held.items()) if len(held) > 1 else held.items():
+            if lots:
+                positions[key] = lots
+        # Not a walk of self.orders (every order of the exchange): the books of the
+        # instruments where the account has lots on the book list its orders in the order
+        # they entered them. That is self.orders' insertion order, not order id order (an
+        # amend that loses priority re-enters); the entries merge the books' lists into it.
+        index = account.index
+        instruments = self.instruments
         orders = []
-        for order_id, order in self.orders.items():
-            if order.account == name:
-                book = self.instruments[order.instrument].book
-                orders.append(
-                    (
-                        order_id,
-                        order.instrument,
-                        _SIDE_NAME[order.side],
-                        order.price,
-                        book.order_qty(order_id),
-                    )
-                )
+        entries = []
+        books = 0
+        for instrument, lots in account.open_lots.items():
+            if lots[0] or lots[1]:
+                books += 1
+                for entry, order_id, side, price, qty in instruments[instrument].book.orders_of(
+                    index
+                ):
+                    orders.append((order_id, instrument, _SIDE_NAME[side], price, qty))
+                    entries.append(entry)
+        if books > 1:  # entries are unique: the pairs compare by the entry alone
+            orders = [order for _entry, order in sorted(zip(entries, orders, strict=True))]
         return account.cash, positions, orders
 
     def advance(self, t: int) -> None:
@@ -1342,21 +1354,31 @@ class Exchange:
         self._cancel_all(name, "liquidation", instrument)
 
     def _cancel_all(self, name: str, reason: str, instrument: str | None = None) -> None:
-        for order_id in [
-            oid
-            for oid, o in self.orders.items()
-            if o.account == name and instrument in (None, o.instrument)
-        ]:
-            book = self.instruments[self.orders[order_id].instrument].book
+        """Cancel account ``name``'s resting orders (in ``instrument`` only, unless None),
+        oldest first (the order ``account_view`` lists them in), each an ``OrderCancelled``
+        with ``data.reason``."""
+        account = self.accounts.get(name)
+        if account is None:
+            return  # no account, no orders (as the walk of self.orders this replaces found)
+        rows = []
+        for key, lots in account.open_lots.items():
+            if (lots[0] or lots[1]) and instrument in (None, key):
+                book = self.instruments[key].book
+                rows.extend((row[0], row[1], book) for row in book.orders_of(account.index))
+        # by the books' entries (unique: the books are never compared): self.orders' order
+        # across instruments, as account_view's
+        rows.sort()
+        for _entry, order_id, book in rows:
             book.cancel(order_id)
             self._forget_cancelled(order_id, book.last_cancelled, reason)
 
     def cancel_book(self, instrument: str, reason: str) -> None:
         """Cancel every resting order in ``instrument`` (a series that expires, matures or
-        meets a credit event), in order id order, each an ``OrderCancelled`` with
-        ``data.reason``."""
+        meets a credit event), oldest first (the order they entered the book in: order id
+        order, but an amend that lost priority counts from the amend), each an
+        ``OrderCancelled`` with ``data.reason``."""
         book = self.instruments[instrument].book
-        for order_id in [oid for oid, o in self.orders.items() if o.instrument == instrument]:
+        for _entry, order_id, _side, _price, _qty in book.orders_of():
             book.cancel(order_id)
             self._forget_cancelled(order_id, book.last_cancelled, reason)
 
