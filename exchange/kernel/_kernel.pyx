@@ -41,7 +41,9 @@ compiled).
 
 **Rows as values.** :func:`handle_row` takes a `flow` generator row's values (the compiled
 engine's ``handle_row``), runs the same checks and events, and builds the mapping
-(:func:`row_command`) only for a refusal's log or to hand the row to ``handle``.
+(:func:`row_command`) only for a refusal's log or to hand the row to ``handle``. Its C entry
+(:data:`ROW_ID`, the compiled flow driver's) takes the numbers as C values and gives only the
+order id, with no ``Result`` built on the compiled path.
 
 **Lines, typed.** Into a recorded run's sink (a ``LineBatch``), the order path's hot events
 are written as their canonical lines field by field -- ints from C, literals, kinds and keys
@@ -67,9 +69,10 @@ the reference path for every command.
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItem, PyDict_Next, PyDict_Size
+from cpython.dict cimport PyDict_GetItem, PyDict_GetItemWithError, PyDict_Next, PyDict_Size
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.object cimport PyObject, PyTypeObject
+from cpython.object cimport PyObject, PyObject_GenericSetAttr, PyTypeObject
+from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
@@ -741,7 +744,8 @@ cdef int _begin(Out* o, dict E) except -1:
     if type(seq_value) is not int or type(t_value) is not int:
         return 0
     seq = PyLong_AsLongLongAndOverflow(seq_value, &overflow)
-    if overflow or seq != lines.first + lines.count - 1 or not 0 <= seq < (1 << 62):
+    if (overflow or seq != lines.first + lines.count - 1
+            or not 0 <= seq < (<long long>1 << 62)):  # (a C bound: no int object)
         return 0
     t = PyLong_AsLongLongAndOverflow(t_value, &overflow)
     if overflow:
@@ -1322,7 +1326,7 @@ cdef class Kernel:
     cdef _Listing listing(self, object listing, object name):
         """The typed view of ``listing`` (built at first use, again if it changed)."""
         cdef _Listing info
-        cdef PyObject* found = PyDict_GetItem(self.listings, name)
+        cdef PyObject* found = PyDict_GetItemWithError(self.listings, name)  # (a str)
         if found != NULL:
             info = <_Listing>found
             if info.listing is listing and _attrs(listing)["spec"] is info.spec:
@@ -1344,7 +1348,7 @@ def handle(self, raw):
     if attributes == NULL or attributes[0] == NULL:
         return Exchange.handle(self, raw)
     E = <dict>attributes[0]
-    found = PyDict_GetItem(E, "_kernel")
+    found = PyDict_GetItemWithError(E, "_kernel")
     if found == NULL or type(<object>found) is not Kernel:
         self._kernel = Kernel()  # an engine made without __init__ (a copy): its own
         return Exchange.handle(self, raw)
@@ -1409,6 +1413,70 @@ def handle_row(self, name, instrument, int op, order_id, price, qty, int side, i
     ``handle`` is overridden or patched, or an engine the compiled path does not run, takes
     the mapping's path. Codes out of their range raise ValueError (a driver's bug, not a
     client's command)."""
+    return _handle_row(self, name, instrument, op, order_id, price, qty, side, order_type, tif,
+                       post_only, NULL)
+
+
+cdef object _row_id(
+    object engine,
+    object name,
+    object instrument,
+    int64_t op,
+    object order_id,
+    int64_t price,
+    int64_t qty,
+    int64_t side,
+    int64_t order_type,
+    int64_t tif,
+    int64_t post_only,
+):
+    """``engine.handle_row(...).order_id`` (:func:`handle_row` itself: the caller checks
+    that the engine's method is it), with the row's price, quantity and codes as C values:
+    the flow driver's entry (:data:`ROW_ID`), with no Python call, no argument tuple and, on
+    the compiled path, no ``Result`` (its order id is the object the engine numbered the
+    order with, as before). A code out of its range raises ValueError, as :func:`handle_row`'s
+    do."""
+    cdef bint done = False
+    if not (0 <= op <= 2 and 0 <= side <= 1 and 0 <= order_type <= 1 and 0 <= tif <= 2
+            and 0 <= post_only <= 1):
+        raise ValueError(
+            f"handle_row: a code out of range (op {op}, side {side}, order_type {order_type}, "
+            f"tif {tif}, post_only {post_only})"
+        )
+    result = _handle_row(engine, name, instrument, op, order_id, price, qty, side, order_type,
+                         tif, post_only, &done)
+    if done:  # the compiled path's order id itself
+        return result
+    if type(result) is Result:
+        return (<tuple>result)[1]
+    return result.order_id  # (a patched engine's handle: read as the driver reads it)
+
+
+#: :func:`_row_id`'s address, for a compiled caller (``exchange.sessions._flow``): a C
+#: function ``object (object engine, object name, object instrument, int64_t op, object
+#: order_id, int64_t price, int64_t qty, int64_t side, int64_t order_type, int64_t tif,
+#: int64_t post_only)`` (a new reference; NULL with an exception set), named as below
+ROW_ID = PyCapsule_New(<void*>_row_id, b"exchange.kernel._kernel.row_id", NULL)
+
+
+cdef object _handle_row(
+    object self,
+    object name,
+    object instrument,
+    int op,
+    object order_id,
+    object price,
+    object qty,
+    int side,
+    int order_type,
+    int tif,
+    int post_only,
+    bint* row_id,
+):
+    """:func:`handle_row`'s body: its ``Result``. With ``row_id`` (:func:`_row_id`), a row
+    the compiled path runs through gives no ``Result`` but its order id, and sets
+    ``row_id[0]`` (any other row still gives the ``Result``)."""
+    cdef bint want_result = row_id == NULL
     cdef PyObject** attributes = _PyObject_GetDictPtr(self)
     cdef PyObject* found
     cdef Kernel kernel
@@ -1424,7 +1492,7 @@ def handle_row(self, name, instrument, int op, order_id, price, qty, int side, i
         return self.handle(row_command(name, instrument, op, order_id, price, qty, side,
                                        order_type, tif, post_only))
     E = <dict>attributes[0]
-    found = PyDict_GetItem(E, "_kernel")
+    found = PyDict_GetItemWithError(E, "_kernel")
     if found == NULL or type(<object>found) is not Kernel or not (<Kernel>found).rows(self, E):
         return self.handle(row_command(name, instrument, op, order_id, price, qty, side,
                                        order_type, tif, post_only))
@@ -1440,16 +1508,16 @@ def handle_row(self, name, instrument, int op, order_id, price, qty, int side, i
                     result = _submit_checked(
                         kernel, self, E, A, name, instrument, side, _ROW_SIDES[side], True,
                         "limit", c_price, price, c_qty, qty, _ROW_TIFS[tif], post_only != 0,
-                        True if post_only else False,
+                        True if post_only else False, want_result,
                     )
                 else:
                     result = _submit_checked(
                         kernel, self, E, A, name, instrument, side, _ROW_SIDES[side], False,
-                        "market", c_price, price, c_qty, qty, "gtc", False, False,
+                        "market", c_price, price, c_qty, qty, "gtc", False, False, want_result,
                     )
         elif op == ROW_CANCEL:
             if _int_of(order_id, 1, &c_order_id):
-                result = _cancel_checked(E, A, name, c_order_id, order_id)
+                result = _cancel_checked(E, A, name, c_order_id, order_id, want_result)
         elif (_int_of(order_id, 1, &c_order_id) and _int_of(price, 1, &c_price)
               and _int_of(qty, 1, &c_qty)):
             result = _amend_checked(
@@ -1468,6 +1536,9 @@ def handle_row(self, name, instrument, int op, order_id, price, qty, int side, i
             # not proven: the mapping's own path would decline it the same way
             return Exchange.handle(self, raw)
         return _refuse(E, raw, result)
+    if not want_result and type(result) is int:
+        # the order id _submit_checked or _cancel_checked gave (an amend gives its Result)
+        row_id[0] = True
     return result
 
 
@@ -1545,8 +1616,12 @@ cdef object _account(dict E, object name):
     """``name``'s ``Account`` attributes (a dict); :data:`UNKNOWN` or :data:`DEFAULTED`
     (``Exchange._execute``'s two refusals, once the command is proven to parse); None when
     anything is unusual (the reference's)."""
+    cdef dict accounts
     try:
-        account = E["accounts"].get(name)
+        # typed: the dict's own get, not a method call (a dict subclass raises: the
+        # reference's)
+        accounts = E["accounts"]
+        account = accounts.get(name)
         if account is None:
             return UNKNOWN
         if type(account) is not Account:
@@ -1651,12 +1726,15 @@ cdef int _limits_ok(
     past-a-limit branch; else 0 (the reference then decides). Raises (a conversion) when a
     value is past int64: the caller falls back."""
     cdef object name = info.name
-    cdef int64_t position = A["positions"].get(name, 0)
+    cdef dict positions = A["positions"]
+    cdef dict open_lots = A["open_lots"]
+    cdef dict bases
+    cdef int64_t position = positions.get(name, 0)
     cdef int64_t buying, selling
     cdef int64_t basis = 0
     cdef int64_t cash = A["cash"]
     cdef i128 new_buying, new_selling, new_lots, new_worst, exposure, swing
-    buying, selling = A["open_lots"].get(name, _NO_LOTS)
+    buying, selling = open_lots.get(name, _NO_LOTS)
     if not (-FAST_MAX_LOTS <= position <= FAST_MAX_LOTS and 0 <= buying <= FAST_MAX_LOTS
             and 0 <= selling <= FAST_MAX_LOTS):
         return 0
@@ -1673,7 +1751,8 @@ cdef int _limits_ok(
         return 0
     new_worst = new_lots * info.r_position
     if info.r_basis:
-        basis = A["basis"].get(name, 0)
+        bases = A["basis"]
+        basis = bases.get(name, 0)
         exposure = basis + new_buying * info.r_price
         if new_selling * info.r_price - basis > exposure:
             exposure = new_selling * info.r_price - basis
@@ -1753,7 +1832,7 @@ cdef object _submit(Kernel kernel, object engine, dict E, dict raw, object A, ob
     return _submit_checked(
         kernel, engine, E, A, name, instrument, side, side_name, order_type == "limit",
         order_type, price, price_value, qty, qty_value, tif, post_only_value is True,
-        post_only_value,
+        post_only_value, True,
     )
 
 
@@ -1775,18 +1854,22 @@ cdef object _submit_checked(
     object tif,
     bint post_only,
     object post_only_value,
+    bint want_result,
 ):
     """A submit whose fields parse (``A`` from :func:`_account`): ``Exchange._execute``'s
     and ``Exchange._submit``'s checks in their order -- each proven to pass, or its refusal
-    (a ``str``), or None (the reference's) -- then the events."""
+    (a ``str``), or None (the reference's) -- then the events, and the ``Result`` (without
+    ``want_result``: only its order id, an int, for :func:`_row_id`)."""
     cdef int code, tif_code, remainder
     cdef int64_t order_id
     cdef _Listing info
+    cdef dict instruments
     cdef Out o
     if type(A) is not dict:
         return _account_refusal(A, name)
     try:
-        listing = E["instruments"].get(instrument)
+        instruments = E["instruments"]
+        listing = instruments.get(instrument)
         if listing is None:
             return f"instrument: unknown instrument {instrument!r}"
         info = kernel.listing(listing, instrument)
@@ -1815,7 +1898,8 @@ cdef object _submit_checked(
             return _limits_refusal(engine, E, listing, name, side, qty_value, 0)
         book_account = A["index"]
         order_id_value = E["next_order_id"]
-        if type(order_id_value) is not int or not 1 <= order_id_value < C_MAX_INT:
+        # (compared as C values: no int object made for the bound)
+        if not _int_of(order_id_value, 1, &order_id) or order_id >= C_MAX_INT:
             return None  # an engine's counter this file does not write: the reference's
     except Exception:
         return None
@@ -1827,8 +1911,7 @@ cdef object _submit_checked(
             &o, name, instrument, side, side_name, limit, order_type, price, price_value, qty,
             qty_value, tif_code, tif, post_only_value,
         )
-        E["next_order_id"] = order_id_value + 1
-        order_id = order_id_value
+        E["next_order_id"] = order_id + 1
         book = info.book
         if limit:
             code = book.submit(order_id, book_account, side, price, qty, tif_code, post_only)
@@ -1838,7 +1921,7 @@ cdef object _submit_checked(
             reason = _REJECT_NAMES.get(code) or Reject(code).name.lower()
             _emit_o(&o, ORDER_REJECTED, info.name, name, order_id_value, None, None, None, None,
                     None, None, reason, "reason")
-            return _result(False, order_id_value, reason)
+            return _result(False, order_id_value, reason) if want_result else order_id_value
         _accepted(
             &o, info, name, order_id, order_id_value, side, side_name, limit, order_type, price,
             price_value, qty, qty_value, tif_code, tif, post_only_value,
@@ -1850,7 +1933,7 @@ cdef object _submit_checked(
         _after_match(&o, info, A, name, order_id_value, side, price_value, remainder)
     finally:
         _done(&o)
-    return _result(True, order_id_value, None)
+    return _result(True, order_id_value, None) if want_result else order_id_value
 
 
 cdef int _after_match(
@@ -1888,6 +1971,7 @@ cdef int _after_match(
         orders = E["orders"]
         accounts = E["accounts"]
         pools = E["pools"]
+        taker_account = taker["name"]
         listing = _attrs(info.listing)
         # the fills' buffer, looked up once per array (see _Listing.fills): each record is
         # copied out before it is used, and nothing below touches the book's fills
@@ -1909,6 +1993,7 @@ cdef int _after_match(
             px_value = px
             qty_value = qty
             maker = _attrs(accounts[names[fill.maker_account]])
+            maker_name = maker["name"]  # (for the Fill and the maker's Fee)
             _add_lots(maker, name, maker_side, -qty_value)
             # the book has already matched: a maker order it filled is gone, and the last
             # price is this fill's, before the Fill announces them
@@ -1938,7 +2023,7 @@ cdef int _after_match(
             cash_value = _py128(cash)
             taker["cash"] = taker["cash"] + cash_value
             maker["cash"] = maker["cash"] - cash_value
-            _fill(o, info, taker_name, order_id, side, px, qty, cash, maker["name"],
+            _fill(o, info, taker_name, order_id, side, px, qty, cash, maker_name,
                   fill.maker_order_id)
             # ---- Exchange._fee, taker then maker: the cash to the fee pool, then Fee;
             # none when 0
@@ -1947,13 +2032,13 @@ cdef int _after_match(
                 value = _py128(taker_fee)
                 taker["cash"] = taker["cash"] - value
                 pools["fees"] = pools["fees"] + value
-                _fee_event(o, info, taker["name"], order_id, -taker_fee, 0)
+                _fee_event(o, info, taker_account, order_id, -taker_fee, 0)
             maker_fee = _fee(notional, info.maker_bps)
             if maker_fee:
                 value = _py128(maker_fee)
                 maker["cash"] = maker["cash"] - value
                 pools["fees"] = pools["fees"] + value
-                _fee_event(o, info, maker["name"], maker_id, -maker_fee, 1)
+                _fee_event(o, info, maker_name, maker_id, -maker_fee, 1)
     n = book.n_cancels
     for i in range(n):
         _book_record(book.cancel_arr, i, &cancel, sizeof(BookCancel))
@@ -1964,12 +2049,13 @@ cdef int _after_match(
     resting = book.last_resting
     if resting:
         # LiveOrder(taker.name, name, side, price)
+        # (object's own setattr, which LiveOrder's is (checked at import): into the
+        # instance's inline values, no dict made until one is asked for)
         live = gpuex_new(<PyTypeObject*>LiveOrder)
-        fields = _attrs(live)
-        fields["account"] = taker["name"]
-        fields["instrument"] = name
-        fields["side"] = side
-        fields["price"] = price
+        PyObject_GenericSetAttr(live, "account", taker["name"])
+        PyObject_GenericSetAttr(live, "instrument", name)
+        PyObject_GenericSetAttr(live, "side", side)
+        PyObject_GenericSetAttr(live, "price", price)
         E["orders"][order_id] = live
         open_lots = taker["open_lots"]
         lots = open_lots.get(name)
@@ -1989,7 +2075,8 @@ cdef object _own_order(dict E, object name, object order_id):
     ``order_id``; its refusal (a ``str``) when there is none; None when the engine's record
     is not a ``LiveOrder`` (the reference's). Raises on an unusual engine (the caller falls
     back)."""
-    order = E["orders"].get(order_id)
+    cdef dict orders = E["orders"]
+    order = orders.get(order_id)
     if order is None:
         return _no_order(order_id, name)
     if type(order) is not LiveOrder:
@@ -2005,13 +2092,14 @@ cdef object _cancel(dict E, dict raw, object A, object name):
     cdef PyObject* item = PyDict_GetItem(raw, "order_id")
     if item == NULL or not _int_of(<object>item, 1, &order_id) or PyDict_Size(raw) != 3:
         return None
-    return _cancel_checked(E, A, name, order_id, <object>item)
+    return _cancel_checked(E, A, name, order_id, <object>item, True)
 
 
 cdef object _cancel_checked(
-    dict E, object A, object name, int64_t order_id, object order_id_value
+    dict E, object A, object name, int64_t order_id, object order_id_value, bint want_result
 ):
-    """A cancel whose fields parse: the account, the order, then the events."""
+    """A cancel whose fields parse: the account, the order, then the events, and the
+    ``Result`` (without ``want_result``: only its order id, for :func:`_row_id`)."""
     cdef dict order
     cdef Out o
     if type(A) is not dict:
@@ -2035,7 +2123,7 @@ cdef object _cancel_checked(
         _cancelled(&o, instrument, None, name, order_id_value, cancelled, REASON_USER)
     finally:
         _done(&o)
-    return _result(True, order_id_value, None)
+    return _result(True, order_id_value, None) if want_result else order_id_value
 
 
 cdef object _amend(Kernel kernel, object engine, dict E, dict raw, object A, object name):

@@ -4,9 +4,14 @@
 :class:`FlowDriver` is ``exchange.sessions.scenarios._FlowDriver.step`` for the compiled engine
 on the compiled clock (``exchange.core._clock``): the chunk's columns as int64 arrays,
 ``handle_row`` called with the row's values, the generator-id -> order-id map, and the same
-next message scheduled on the clock with no Python frame in between. What is rare stays in the
-Python driver it wraps and is called from here at the same positions: generating a chunk
-(``_FlowDriver._load``, which also prunes the id map), the cash messages and the malformed ones.
+next message scheduled on the clock with no Python frame in between. When the engine's
+``handle_row`` is the compiled one itself (``exchange.kernel._kernel.handle_row``, bound to
+the engine), the row goes to its C entry (``_kernel.ROW_ID``): the same call, without the
+Python call's argument tuple and boxing, and without the ``Result`` the driver only reads the
+order id of; any other ``handle_row`` (a subclass's, a test's patch) is called as before. What
+is rare stays in the Python driver it wraps and is called from here at the same positions:
+generating a chunk (``_FlowDriver._load``, which also prunes the id map), the cash messages
+and the malformed ones.
 The Python ``_FlowDriver`` is the reference and drives the reference engine; both give the same
 log, byte for byte (tests/exchange/sessions/test_flow_driver.py).
 
@@ -15,12 +20,21 @@ to the action's time, then the batches the last action completed committed) as a
 :class:`~exchange.core._clock.StepHook`.
 """
 
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t
 
 from exchange.core._clock cimport Action, Simulator, StepHook
 
 from exchange.core.clock import PARTICIPANT
+from exchange.kernel import _kernel
 from matching_core import Op
+
+# ``exchange.kernel._kernel._row_id`` (its ROW_ID): ``handle_row(...).order_id`` with the
+# row's price, quantity and codes as C values
+ctypedef object (*RowId)(
+    object, object, object, int64_t, object, int64_t, int64_t, int64_t, int64_t, int64_t,
+    int64_t,
+)
 
 cdef int64_t C_PARTICIPANT = PARTICIPANT
 cdef int64_t ADD = int(Op.ADD)
@@ -33,6 +47,11 @@ cdef class FlowDriver(Action):
     cdef Simulator sim
     cdef object source  # the Python driver: the chunks, the cash and malformed messages
     cdef object row  # the engine's ``handle_row``
+    cdef object engine
+    # the compiled ``handle_row``'s C entry, when ``row`` is that function bound to the engine
+    # (a subclass's or a patch's ``handle_row`` is called as the Python method it is); NULL
+    # otherwise
+    cdef RowId row_id
     cdef object instrument
     cdef list names
     cdef dict ids  # generator order id -> exchange order id (the source's, pruned per chunk)
@@ -46,6 +65,15 @@ cdef class FlowDriver(Action):
         self.source = source
         self.sim = source.sim
         self.row = source._row
+        self.engine = source.engine
+        self.row_id = NULL
+        if (
+            getattr(self.row, "__func__", None) is _kernel.handle_row
+            and getattr(self.row, "__self__", None) is self.engine
+        ):
+            self.row_id = <RowId>PyCapsule_GetPointer(
+                _kernel.ROW_ID, b"exchange.kernel._kernel.row_id"
+            )
         self.instrument = source.instrument
         self.names = source.names
         self.count = source.count
@@ -82,7 +110,23 @@ cdef class FlowDriver(Action):
         cdef int64_t j = i - self.first
         cdef int64_t op = self.ops[j]
         cdef object name = self.names[self.accounts[j]]
-        if op == ADD:
+        cdef object order_id
+        if self.row_id != NULL:
+            if op == ADD:
+                order_id = self.row_id(
+                    self.engine, name, self.instrument, op, 0, self.prices[j], self.qtys[j],
+                    self.sides[j], self.types[j], self.tifs[j], self.post_only[j],
+                )
+                if order_id is not None:
+                    self.ids[self.gen_ids[j]] = order_id
+            else:
+                order_id = self.ids.get(self.gen_ids[j], 0)
+                self.row_id(
+                    self.engine, name, self.instrument, op, order_id, self.prices[j],
+                    self.qtys[j], self.sides[j], self.types[j], self.tifs[j],
+                    self.post_only[j],
+                )
+        elif op == ADD:
             result = self.row(
                 name, self.instrument, op, 0, self.prices[j], self.qtys[j], self.sides[j],
                 self.types[j], self.tifs[j], self.post_only[j],
