@@ -372,7 +372,9 @@ def dispatch(
             if account is not None:
                 ctx._begin(now, account())
                 account = None
-            if payload is None:
+            # a timer's tag is its payload even when it is None (``ctx.schedule(at)``): only
+            # the callbacks that carry nothing (``on_start``) are called without one
+            if payload is None and name != "on_timer":
                 run_within(budget_lines, method, ctx)
             else:
                 run_within(budget_lines, method, ctx, payload)
