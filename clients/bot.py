@@ -20,6 +20,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:  # pragma: no cover
     from clients.context import Context
 
+#: Most commands one delivery's answer may carry: a remote bot's ``commands`` message (more: a
+#: flood, rejected) and, by default, an in-process callback's. Here rather than in
+#: :mod:`clients.protocol` (which re-exports it) so that an in-process run need not import the
+#: wire protocol's models (15 ms of start-up) for one number.
+MAX_COMMANDS = 256
+
 
 class BookLevel(NamedTuple):
     """One price level: ``price`` ticks, ``qty`` lots resting there."""

@@ -38,7 +38,7 @@ from pydantic import (
     create_model,
 )
 
-from clients.bot import BookLevel, BookView, Bot
+from clients.bot import MAX_COMMANDS, BookLevel, BookView, Bot
 from clients.context import AccountView, OpenOrder
 from exchange.core import commands as xc
 
@@ -50,8 +50,6 @@ MAX_MESSAGE_BYTES = 64 * 1024
 #: Transport cap, bytes: a frame larger than this closes the connection (WebSocket close code
 #: 1009, "message too big") and the bot fails as ``disconnected``.
 HARD_MAX_BYTES = 1 << 20
-#: Most commands in one ``commands`` message (more: a flood; the message is rejected).
-MAX_COMMANDS = 256
 #: Most timers in one ``commands`` message (more: a flood; the message is rejected).
 MAX_TIMERS = 256
 #: Most client messages (valid or not) per step; the next one disconnects the bot (flood).

@@ -67,8 +67,7 @@ from exchange.core.limits import (
     every_count,
 )
 from exchange.core.units import parse_duration
-from exchange.credit.economy import EconomyParams
-from exchange.credit.economy_schedule import check_calendar, schedule_economy, step_times
+from exchange.credit.params import EconomyParams
 from exchange.kernel.engine import DAY_NS, Exchange
 from exchange.products.cds import CdsSpec
 from exchange.products.index import (
@@ -466,6 +465,10 @@ class MarketScenario(BaseModel):
         if self.margin is not None:
             counts["margin.interval_ns (margin cycles)"] = every_count(end, self.margin.interval_ns)
         if self.economy is not None:
+            # imported here: the economy's model is 25-30 ms of start-up a session without
+            # one never uses (exchange.credit.params holds what the configuration names)
+            from exchange.credit.economy_schedule import check_calendar, step_times
+
             check_calendar(self.start)
             counts["economy (monthly steps)"] = len(step_times(self.start, end))
         check_market_actions(end, counts)
@@ -501,6 +504,8 @@ class MarketScenario(BaseModel):
         premium dates and marks (``exchange.risk.cds_market.schedule_cds``)."""
         glut = None
         if self.economy is not None:
+            from exchange.credit.economy_schedule import schedule_economy  # see _within_limits
+
             feed = schedule_economy(
                 engine, sim, params=self.economy, start=self.start, end_ns=self.end_ns, seed=seed
             )

@@ -118,6 +118,40 @@ INDEXES = (
     ("t",),
 )
 _NOT_NULL_COLUMNS = ("seq", "t", "kind")
+
+#: The tables of a new store (:meth:`EventStore.create`), in the words ``sqlite_utils``'s
+#: ``Table.create`` gave them until it left the writer's path: the schema a reader sees in
+#: ``sqlite_master`` is unchanged.
+_CREATE_META = """CREATE TABLE "meta" (
+   "key" TEXT PRIMARY KEY,
+   "value" TEXT NOT NULL
+) STRICT"""
+_CREATE_SESSIONS = """CREATE TABLE "sessions" (
+   "session_id" TEXT NOT NULL,
+   "scenario" TEXT NOT NULL,
+   "seed" INTEGER NOT NULL,
+   "code_version" TEXT,
+   "config" TEXT,
+   "durability" TEXT,
+   "status" TEXT NOT NULL,
+   "last_seq" INTEGER NOT NULL,
+   "started_t" INTEGER,
+   "finished_t" INTEGER,
+   "final_state_hash" TEXT
+) STRICT"""
+_CREATE_BATCHES = """CREATE TABLE "batches" (
+   "batch" INTEGER PRIMARY KEY,
+   "first_seq" INTEGER NOT NULL,
+   "last_seq" INTEGER NOT NULL,
+   "events" BLOB NOT NULL,
+   "digest" TEXT NOT NULL,
+   "chain" TEXT NOT NULL
+) STRICT"""
+_CREATE_SNAPSHOTS = """CREATE TABLE "snapshots" (
+   "seq" INTEGER PRIMARY KEY,
+   "state" TEXT NOT NULL,
+   "state_hash" TEXT NOT NULL
+) STRICT"""
 #: Event fields usable as filters in :meth:`EventStore.events` / :meth:`EventStore.rows`.
 FILTER_FIELDS = ("kind", "account", "instrument", "order_id", "counterparty", "counter_order_id")
 #: Page size of new stores (SQLite's default is 4,096). Larger pages mean fewer WAL frames,
@@ -405,10 +439,11 @@ def _release(fd: int) -> None:
 
 
 def _database(conn: sqlite3.Connection) -> Any:
-    """``conn`` wrapped in a ``sqlite_utils.Database`` (its table creation, for the schema
-    and the projection). Imported here, not with the module: sqlite_utils (and numpy with it)
-    is half of the journaller's start-up (0.2-0.3 s of 0.4-0.6 s, measured), and neither a
-    run's appends nor the journaller's need it."""
+    """``conn`` wrapped in a ``sqlite_utils.Database`` (its table creation, for the
+    projection). Imported here, not with the module: sqlite_utils (and numpy with it) is half
+    of the journaller's start-up (0.2-0.3 s of 0.4-0.6 s, measured), and neither a run (its
+    store's creation included: :meth:`EventStore.create` writes plain SQL) nor the journaller
+    needs it."""
     import sqlite_utils
 
     return sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
@@ -813,75 +848,46 @@ class EventStore:
         building = Path(f"{path}-creating")
         building.unlink(missing_ok=True)  # a killed creation's: never at ``path``, no use
         conn = sqlite3.connect(str(building), timeout=_BUSY_TIMEOUT_S)
-        db = _database(conn)
         try:
             conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # before the first table
             # a file that is discarded unless complete needs no journal on disk, nor SQLite's
             # syncs: it is fsynced once, whole, before the rename
             conn.execute("PRAGMA journal_mode=MEMORY").fetchall()
             conn.execute("PRAGMA synchronous=OFF")
-            with db.atomic():
-                db["meta"].create(
-                    {"key": str, "value": str}, pk="key", not_null=["value"], strict=True
-                )
-                db["meta"].insert_all(
-                    [
-                        {"key": "format", "value": FORMAT},
-                        {"key": "schema_version", "value": str(SCHEMA_VERSION)},
-                        {"key": "typed_fields", "value": ",".join(TYPED_FIELDS)},
-                    ]
-                )
-                db["sessions"].create(
-                    {
-                        "session_id": str,
-                        "scenario": str,
-                        "seed": int,
-                        "code_version": str,
-                        "config": str,
-                        "durability": str,
-                        "status": str,
-                        "last_seq": int,
-                        "started_t": int,
-                        "finished_t": int,
-                        "final_state_hash": str,
-                    },
-                    not_null=["session_id", "scenario", "seed", "status", "last_seq"],
-                    strict=True,
-                )
-                db["sessions"].insert(
-                    {
-                        "session_id": session_id,
-                        "scenario": scenario,
-                        "seed": seed,
-                        "code_version": code_version,
-                        "config": config_json,
-                        "durability": durability,
-                        "status": "running",
-                        "last_seq": 0,
-                        "started_t": started_t,
-                        "finished_t": None,
-                        "final_state_hash": None,
-                    }
-                )
-                db["batches"].create(
-                    {
-                        "batch": int,
-                        "first_seq": int,
-                        "last_seq": int,
-                        "events": bytes,
-                        "digest": str,
-                        "chain": str,
-                    },
-                    pk="batch",
-                    not_null=["first_seq", "last_seq", "events", "digest", "chain"],
-                    strict=True,
-                )
-                db["snapshots"].create(
-                    {"seq": int, "state": str, "state_hash": str},
-                    pk="seq",
-                    not_null=["state", "state_hash"],
-                    strict=True,
-                )
+            # plain SQL, not sqlite_utils: importing it (with click, pluggy and dateutil) was
+            # 40-50 ms of every run's start-up; the tables are the ones it made, same text
+            conn.execute("BEGIN")
+            conn.execute(_CREATE_META)
+            conn.executemany(
+                'INSERT INTO "meta" ("key", "value") VALUES (?, ?)',
+                [
+                    ("format", FORMAT),
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("typed_fields", ",".join(TYPED_FIELDS)),
+                ],
+            )
+            conn.execute(_CREATE_SESSIONS)
+            conn.execute(
+                'INSERT INTO "sessions" ("session_id", "scenario", "seed", "code_version", '
+                '"config", "durability", "status", "last_seq", "started_t", "finished_t", '
+                '"final_state_hash") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                (
+                    session_id,
+                    scenario,
+                    seed,
+                    code_version,
+                    config_json,
+                    durability,
+                    "running",
+                    0,
+                    started_t,
+                    None,
+                    None,
+                ),
+            )
+            conn.execute(_CREATE_BATCHES)
+            conn.execute(_CREATE_SNAPSHOTS)
+            conn.execute("COMMIT")
             conn.close()
             with building.open("rb") as built:
                 os.fsync(built.fileno())  # its bytes on disk before its name (power loss)
