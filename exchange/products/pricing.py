@@ -431,7 +431,11 @@ def black76_put_array(
         k_live = np.where(live, k, 1.0)
         d1 = np.log(f / k_live) / s_live + 0.5 * s_live
         d2 = d1 - s_live
-        value = df * 0.5 * (k_live * _erfc_array(d2 / _SQRT2) - f * _erfc_array(d1 / _SQRT2))
+        # both erfc's in one call (elementwise: each element's value is the same, and the
+        # call's fixed cost -- some hundred small numpy operations -- is paid once)
+        both = _erfc_array(np.concatenate([(d2 / _SQRT2).ravel(), (d1 / _SQRT2).ravel()]))
+        erfc_d2, erfc_d1 = both[: d2.size].reshape(d2.shape), both[d2.size :].reshape(d1.shape)
+        value = df * 0.5 * (k_live * erfc_d2 - f * erfc_d1)
         value = np.minimum(np.maximum(value, intrinsic), df * k)
     result = np.where(live, value, intrinsic)
     result = np.where(k == 0.0, 0.0, result)

@@ -152,6 +152,17 @@ class ScenarioGrid:
         v = np.tile(np.asarray(self.vol_shocks, dtype=np.float64), len(self.index_shocks))
         return s, v
 
+    def _shared_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`arrays`, made once per grid and read-only (the grid is frozen, so they
+        cannot go stale; read-only, so no caller can change them for the next)."""
+        cached = self.__dict__.get("_arrays")
+        if cached is None:
+            cached = self.arrays()
+            for array in cached:
+                array.setflags(write=False)
+            object.__setattr__(self, "_arrays", cached)
+        return cached
+
 
 # ----------------------------------------------------------------------------- parameters
 _Ppm = Annotated[StrictInt, Field(ge=0, le=PPM)]
@@ -262,6 +273,19 @@ class MarginParams(BaseModel):
     def grid(self) -> ScenarioGrid:
         """The :class:`ScenarioGrid` of these shocks."""
         return ScenarioGrid(tuple(self.index_shocks), tuple(self.vol_shocks))
+
+
+#: The last ``(params, params.grid)`` of :func:`_grid_of`.
+_GRID: list = [None, None]
+
+
+def _grid_of(params: MarginParams) -> ScenarioGrid:
+    """``params.grid``, made once per params object (frozen, so the grid cannot go stale; the
+    strong reference kept here keeps its id from being reused) instead of at every
+    :func:`initial_margin` call: the cycle margins with the same params all year."""
+    if _GRID[0] is not params:
+        _GRID[0], _GRID[1] = params, params.grid
+    return _GRID[1]
 
 
 # ----------------------------------------------------------------------------- the book
@@ -500,7 +524,7 @@ def scenario_pnl(book: Book, grid: ScenarioGrid) -> np.ndarray:
 
     No rounding happens here.
     """
-    s, v = grid.arrays()
+    s, v = grid._shared_arrays()
     n = book.n_instruments
     pnl = np.zeros((n, len(grid)), dtype=np.float64)
     perp = np.flatnonzero(book.kind == PERP)
@@ -554,24 +578,30 @@ def gross_notional(book: Book) -> np.ndarray:
     return lots @ notional + owed
 
 
-def indicated_tiers(book: Book, params: MarginParams) -> np.ndarray:
+def indicated_tiers(
+    book: Book, params: MarginParams, gross: np.ndarray | None = None
+) -> np.ndarray:
     """The credit tier each account's capital ratio indicates, int64 ``[m]``: how many tiers'
     thresholds the ratio ``equity / max(1, gross_notional)`` is strictly below (compared
     exactly), i.e. the index of the most severe of them in ``params.rating_scale`` (0: none,
-    the top rating; ``i``: ``credit_tiers[i - 1]``)."""
+    the top rating; ``i``: ``credit_tiers[i - 1]``). ``gross``: :func:`gross_notional` of
+    ``book`` when the caller has it already (minor units)."""
     applies = np.zeros(book.n_accounts, dtype=np.int64)
     if params.credit_tiers and book.n_accounts:
-        gross = np.maximum(gross_notional(book), 1)
+        gross = np.maximum(gross_notional(book) if gross is None else gross, 1)
         for threshold, _ in params.credit_tiers:  # thresholds descending: a prefix applies
             applies += _ratio_below(book.equity, gross, threshold)
     return applies
 
 
-def capital_ratios_ppm(book: Book) -> list[int]:
+def capital_ratios_ppm(book: Book, gross: np.ndarray | None = None) -> list[int]:
     """Each account's capital ratio ``equity / max(1, gross_notional)`` in ppm, rounded down
     (towards minus infinity; Python integers, exact). ``ratio < threshold`` on these equals
-    the exact comparison of :func:`indicated_tiers` for an integer threshold."""
-    gross = np.maximum(gross_notional(book), 1) if book.n_accounts else np.zeros(0, np.int64)
+    the exact comparison of :func:`indicated_tiers` for an integer threshold. ``gross``:
+    :func:`gross_notional` of ``book`` when the caller has it already (minor units)."""
+    if not book.n_accounts:
+        return []
+    gross = np.maximum(gross_notional(book) if gross is None else gross, 1)
     return [
         int(e) * PPM // int(g) for e, g in zip(book.equity.tolist(), gross.tolist(), strict=True)
     ]
@@ -659,7 +689,7 @@ def initial_margin(
     Raises:
         ValueError: an amount that does not fit int64 (see :func:`gross_notional`).
     """
-    grid = params.grid
+    grid = _grid_of(params)
     m, n = book.n_accounts, book.n_instruments
     pnl = scenario_pnl(book, grid)  # [n x K]
     q = book.positions.astype(np.float64)  # exact: |q| <= 2**42
@@ -672,7 +702,9 @@ def initial_margin(
     largest = np.full(m, -1.0)
     if n:
         size = _ordered_product(np.abs(q), np.abs(pnl).max(axis=1)[:, None])[:, 0]  # G_a
-        for family in np.unique(book.underlying).tolist():
+        # the distinct families in increasing id, as ``np.unique`` gives them, without its
+        # sort machinery (a handful of ints)
+        for family in sorted(set(book.underlying.tolist())):
             cols = np.nonzero(book.underlying == family)[0]
             loss = -_ordered_product(q[:, cols], pnl[cols])  # [m x K]
             k = np.argmax(loss, axis=1)

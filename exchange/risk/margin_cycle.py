@@ -11,6 +11,7 @@ variation margin not yet settled (:func:`equity`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +35,7 @@ from exchange.risk.margin import (
     Book,
     MarginParams,
     capital_ratios_ppm,
+    gross_notional,
     indicated_tiers,
     initial_margin,
 )
@@ -71,6 +73,27 @@ def _without_floor(params: MarginParams) -> MarginParams:
     if _NO_FLOOR[0] is not params:
         _NO_FLOOR[0], _NO_FLOOR[1] = params, params.model_copy(update={"min_im": 0})
     return _NO_FLOOR[1]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One measure of the engine by :meth:`MarginConfig.measure` (valid until the engine
+    changes).
+
+    Attributes:
+        names: the accounts measured, sorted (holding a marked perpetual, swap or listed CDS
+            position, or a swap or CDS basis).
+        span_names: those holding swaps (a position or a premium basis): the book's rows.
+        perp_im: each measured account's perpetual tier IM plus its listed CDS IM, minor units.
+        perp_mm: the same for maintenance margin, minor units.
+        book: the swaps' SPAN book of ``span_names`` (None when there are none).
+    """
+
+    names: list[str]
+    span_names: list[str]
+    perp_im: dict[str, int]
+    perp_mm: dict[str, int]
+    book: Book | None
 
 
 class MarginConfig(BaseModel):
@@ -148,6 +171,7 @@ class MarginConfig(BaseModel):
         engine: Venue,
         accounts: Sequence[str] | None = None,
         ratings: Mapping[str, int] | None = None,
+        measured: Measured | None = None,
     ) -> dict[str, tuple[int, int]]:
         """Initial and maintenance margin (minor units) of every account holding a marked
         perpetual or swap position, or a swap premium basis (a flat account that bought and
@@ -187,24 +211,23 @@ class MarginConfig(BaseModel):
         (:meth:`credit_standing` gives the tier the capital ratio indicates).
 
         In **bilateral** clearing swaps carry no margin here (their collateral is the CSA's,
-        ``exchange.risk.bilateral``): only the holders of perpetuals are measured, by the tiers."""
-        names, swaps, span_names, perp_im, perp_mm = self._measured(
-            engine, accounts, with_swaps=not self.bilateral
-        )
+        ``exchange.risk.bilateral``): only the holders of perpetuals are measured, by the tiers.
+
+        ``measured``: :meth:`measure` of the engine as it stands, when the caller also asks
+        :meth:`credit_standing` (the margin cycle: one measure serves both); ``accounts`` is
+        then ignored. Ignored in bilateral clearing, whose requirements measure no swaps."""
+        if measured is None or self.bilateral:
+            measured = self._measure(engine, accounts, with_swaps=not self.bilateral)
+        names, span_names = measured.names, measured.span_names
+        perp_im, perp_mm = measured.perp_im, measured.perp_mm
         if not names:
             return {}
-        # listed CDS (exchange.risk.cds_market), cleared in every session: each position's worst
-        # loss over its series' spread shocks, added like a perpetual's tier margin
-        cds_im = cds_margin(engine, names)
-        for a, im in cds_im.items():
-            perp_im[a] += im
-            perp_mm[a] += -(-im * self.params.maintenance_ppm // PPM)
         ratings = engine.ratings if ratings is None else ratings
         span_im = dict.fromkeys(names, 0)
         span_mm = dict.fromkeys(names, 0)
         if span_names:
             result = initial_margin(
-                self._swap_book(engine, swaps, span_names, perp_im),
+                measured.book,
                 _without_floor(self.params),  # the floor is on the total
                 np.array([ratings.get(a, 0) for a in span_names], dtype=np.int64),
             )
@@ -221,7 +244,10 @@ class MarginConfig(BaseModel):
         }
 
     def credit_standing(
-        self, engine: Venue, accounts: Sequence[str] | None = None
+        self,
+        engine: Venue,
+        accounts: Sequence[str] | None = None,
+        measured: Measured | None = None,
     ) -> dict[str, tuple[int, int]]:
         """What the capital ratio says of every account with a swap position or premium basis
         (those the grid measures; only those in ``accounts`` if given): account -> (the
@@ -232,16 +258,50 @@ class MarginConfig(BaseModel):
 
         In bilateral clearing no variation margin carries a swap's value into cash, so the
         equity counts it as it stands, with the collateral the account has posted (still its
-        own): ``exchange.risk.bilateral.credit_extra``."""
-        _names, swaps, span_names, perp_im, _perp_mm = self._measured(engine, accounts)
+        own): ``exchange.risk.bilateral.credit_extra``.
+
+        ``measured``: :meth:`measure` of the engine as it stands (``accounts`` is then
+        ignored)."""
+        if measured is None:
+            measured = self.measure(engine, accounts)
+        span_names, book = measured.span_names, measured.book
         if not span_names:
             return {}
-        for a, im in cds_margin(engine, span_names).items():  # as :meth:`requirements` counts
-            perp_im[a] += im
-        book = self._swap_book(engine, swaps, span_names, perp_im, bilateral=self.bilateral)
-        tiers = indicated_tiers(book, self.params).tolist()
-        ratios = capital_ratios_ppm(book)
+        gross = gross_notional(book)  # read by both, computed once
+        tiers = indicated_tiers(book, self.params, gross).tolist()
+        ratios = capital_ratios_ppm(book, gross)
         return {a: (int(t), r) for a, t, r in zip(span_names, tiers, ratios, strict=True)}
+
+    def measure(self, engine: Venue, accounts: Sequence[str] | None = None) -> Measured:
+        """What :meth:`credit_standing` reads of the engine as it stands -- and, in cleared
+        clearing, :meth:`requirements` too: the accounts measured, each one's perpetual (and
+        listed CDS) margin and the swaps' SPAN book. The margin cycle measures once and hands
+        the result to both (they would otherwise each read every account's equity, gross
+        notional and swap book); it is stale once any position, cash, mark or index moves."""
+        return self._measure(engine, accounts, with_swaps=True, bilateral=self.bilateral)
+
+    def _measure(
+        self,
+        engine: Venue,
+        accounts: Sequence[str] | None,
+        with_swaps: bool,
+        bilateral: bool = False,
+    ) -> Measured:
+        """:meth:`_measured`, the listed CDS margin added to the perpetuals' (each position's
+        worst loss over its series' spread shocks, ``exchange.risk.cds_market``: cleared in
+        every session, counted like a perpetual's tier margin), and the swaps' book
+        (:meth:`_swap_book`; None when no account holds swaps)."""
+        names, swaps, span_names, perp_im, perp_mm = self._measured(engine, accounts, with_swaps)
+        if names:
+            for a, im in cds_margin(engine, names).items():
+                perp_im[a] += im
+                perp_mm[a] += -(-im * self.params.maintenance_ppm // PPM)
+        book = (
+            self._swap_book(engine, swaps, span_names, perp_im, bilateral=bilateral)
+            if span_names
+            else None
+        )
+        return Measured(names, span_names, perp_im, perp_mm, book)
 
     @staticmethod
     def _measured(engine: Venue, accounts: Sequence[str] | None, with_swaps: bool = True):
