@@ -66,6 +66,7 @@ from orjson import dumps as _dumps
 
 from clients import budget as _budget
 from clients.bot import (
+    MAX_COMMANDS,
     BookLevel,
     BookView,
     Bot,
@@ -80,7 +81,6 @@ from clients.bot import (
 from clients.budget import DEFAULT_LINES, BudgetExceeded, run_within
 from clients.context import AccountView, Context, OpenOrder
 from clients.latency import Latency, Link
-from clients.protocol import MAX_COMMANDS
 from exchange.core import _lines
 from exchange.core import events as ev
 from exchange.core.clock import OBSERVER, PARTICIPANT, Simulator
@@ -919,12 +919,11 @@ class BotRunner:
         return rate
 
     def _book_view(self, instrument: str) -> BookView:
-        book = self.engine.instruments[instrument].book
-        depth = self.depth
-        prices, qtys = book.depth(0, depth)
-        bids = tuple(map(_new, repeat(BookLevel), zip(prices.tolist(), qtys.tolist(), strict=True)))
-        prices, qtys = book.depth(1, depth)
-        asks = tuple(map(_new, repeat(BookLevel), zip(prices.tolist(), qtys.tolist(), strict=True)))
+        # the book's levels as (price, qty) tuples built in C: each becomes a BookLevel
+        # without a Python frame (no arrays, no tolist, no zip)
+        bids, asks = self.engine.instruments[instrument].book.top(self.depth)
+        bids = tuple(map(_new, repeat(BookLevel), bids))
+        asks = tuple(map(_new, repeat(BookLevel), asks))
         return _new(BookView, (instrument, self.engine.t, bids, asks))
 
     # ---------------------------------------------------------------- delivery

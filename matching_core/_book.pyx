@@ -21,6 +21,8 @@ and the cost is O(1) amortised.
 """
 
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy
@@ -93,38 +95,12 @@ cdef struct Report:           # REPORT_DTYPE, 32 bytes
     int64_t resting
     int64_t cancelled
 
-cdef struct Order:
-    int64_t order_id
-    int64_t account
-    int64_t qty               # open lots
-    int64_t entry             # when it entered the book: a value of _entries (orders_of)
-    int32_t level             # index into the level pool
-    int32_t prev              # FIFO neighbours (order indices), NIL at the ends
-    int32_t next              # also the free-list link of a free slot
-    uint8_t side
-    uint8_t post_only
-
-cdef struct Level:
-    int64_t price             # ticks
-    int64_t qty               # lots resting here
-    int32_t head              # oldest order (first to trade); free-list link of a free slot
-    int32_t tail              # newest order
-    int32_t count             # resting orders; 0 = empty (still in its heap until popped)
-    uint8_t side
-
-cdef struct HeapEntry:
-    int64_t key               # price for asks, -price for bids: the smallest key is best
-    int32_t level
+# Order, Level and HeapEntry (the pools' records), HMap below and OrderBook's attributes and C
+# methods are declared in _book.pxd: the exchange's compiled order path cimports OrderBook.
 
 
 # ----------------------------------------------------------------------------- hash table
-cdef struct HMap:
-    # Open addressing with linear probing; vals[i] == NIL marks an empty slot; deletion by
-    # backward shift (no tombstones), so lookups stay short however many deletes happen.
-    int64_t* keys
-    int32_t* vals
-    int64_t mask
-    int64_t size
+# HMap (its declaration): _book.pxd
 
 cdef inline uint64_t _mix(int64_t k) noexcept nogil:
     # splitmix64's finaliser: a fixed function, so table layout (and so nothing observable)
@@ -267,49 +243,7 @@ cdef class OrderBook:
             account; :meth:`set_stp` overrides it per account.
     """
 
-    cdef Order* orders
-    cdef int64_t orders_cap
-    cdef int32_t free_order
-    cdef int64_t n_orders
-    cdef Level* levels
-    cdef int64_t levels_cap
-    cdef int32_t free_level
-    cdef HeapEntry* heap[2]
-    cdef int64_t heap_size[2]
-    cdef int64_t heap_cap[2]
-    cdef int64_t live[2]              # non-empty levels per side
-    cdef int32_t* scan                # scratch for ordered heap walks (heap positions)
-    cdef int64_t scan_cap
-    cdef HMap order_map
-    cdef HMap level_map
-    cdef HMap stp_map
-    cdef int default_stp
-
-    # the fill and STP-cancel buffers and their counts are readable from Python (the
-    # exchange's compiled order path reads the records in place: exchange/kernel/_kernel.pyx)
-    cdef readonly object fill_arr
-    cdef Fill* fill_buf
-    cdef int64_t fill_cap
-    cdef readonly int64_t n_fills
-    cdef readonly object cancel_arr
-    cdef Cancel* cancel_buf
-    cdef int64_t cancel_cap
-    cdef readonly int64_t n_cancels
-
-    cdef int64_t msg_index
-
-    cdef readonly int64_t max_price
-    """Largest accepted price, in ticks."""
-    cdef readonly int64_t max_qty
-    """Largest accepted order quantity, in lots."""
-    cdef readonly int64_t messages_processed
-    """Messages (calls or batch rows) handled so far, rejected ones included."""
-    cdef readonly int64_t last_filled
-    """Lots the last message's order traded as taker."""
-    cdef readonly int64_t last_resting
-    """Lots of the last message's order left resting."""
-    cdef readonly int64_t last_cancelled
-    """Lots of the last message's order removed without trading."""
+    # (its C attributes and methods are declared in _book.pxd)
 
     def __cinit__(self, max_price=DEFAULT_MAX_PRICE, max_qty=DEFAULT_MAX_QTY, stp=0):
         self.orders = NULL
@@ -837,8 +771,8 @@ cdef class OrderBook:
         self._maybe_compact(BUY)
         self._maybe_compact(SELL)
 
-    def submit(self, int64_t order_id, int64_t account, int side, int64_t price, int64_t qty,
-               int tif=GTC, int post_only=0):
+    cpdef int submit(self, int64_t order_id, int64_t account, int side, int64_t price,
+                     int64_t qty, int tif=GTC, int post_only=0) except -1:
         """Add a limit order.
 
         Args:
@@ -872,7 +806,7 @@ cdef class OrderBook:
         self._end()
         return code
 
-    def cancel(self, int64_t order_id):
+    cpdef int cancel(self, int64_t order_id) except -1:
         """Cancel a resting order. Returns the ``Reject`` code (0 = cancelled)."""
         cdef int code
         self._begin()
@@ -880,7 +814,7 @@ cdef class OrderBook:
         self._end()
         return code
 
-    def amend(self, int64_t order_id, int64_t price, int64_t qty):
+    cpdef int amend(self, int64_t order_id, int64_t price, int64_t qty) except -1:
         """Amend a resting order to ``price`` ticks and ``qty`` open lots.
 
         Reducing quantity at the same price keeps time priority; any other change is a
@@ -995,7 +929,7 @@ cdef class OrderBook:
         cdef int32_t lv = self._best_level(SELL)
         return None if lv == NIL else self.levels[lv].price
 
-    def order_qty(self, int64_t order_id):
+    cpdef int64_t order_qty(self, int64_t order_id) noexcept:
         """Open lots of a resting order; 0 if it is not resting."""
         cdef int32_t oi = hmap_get(&self.order_map, order_id)
         return 0 if oi == NIL else self.orders[oi].qty
@@ -1075,6 +1009,22 @@ cdef class OrderBook:
             pv[i] = self.levels[lv[i]].price
             qv[i] = self.levels[lv[i]].qty
         return prices, qtys
+
+    def best_levels(self, int side, Py_ssize_t n):
+        """The best ``n`` levels of ``side`` as a tuple of ``(price, qty)`` tuples (ticks,
+        lots), best first: ``depth``'s values as Python ints, built in C (no array)."""
+        if side != BUY and side != SELL:
+            raise ValueError(f"side must be 0 (buy) or 1 (sell), got {side}")
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        return _levels(self, side, n)
+
+    def top(self, Py_ssize_t n):
+        """The best ``n`` levels of each side: ``(bids, asks)``, each as ``best_levels``
+        gives it."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        return _levels(self, BUY, n), _levels(self, SELL, n)
 
     def snapshot(self):
         """Every resting order as ``RESTING_DTYPE``: bids best-first, then asks best-first,
@@ -1161,3 +1111,32 @@ cdef class OrderBook:
             + self.fill_cap * sizeof(Fill)
             + self.cancel_cap * sizeof(Cancel)
         )
+
+
+# a module function, not a cdef method: no declaration to keep in step with a .pxd
+cdef tuple _levels(OrderBook book, int side, int64_t n):
+    """``OrderBook.best_levels`` without the checks."""
+    cdef int64_t want = min(n, book.live[side])
+    if want <= 0:
+        return ()
+    cdef int32_t few[64]
+    # a view of the usual depth (the mark's walk reads 64) needs no allocation
+    cdef int32_t* lv = few
+    if want > 64:
+        lv = <int32_t*>PyMem_RawMalloc(want * sizeof(int32_t))
+        if lv == NULL:
+            raise MemoryError("order book: best_levels")
+    cdef int64_t got, i
+    cdef Level* level
+    try:
+        got = book._ordered_levels(side, want, lv)
+        out = PyTuple_New(got)
+        for i in range(got):
+            level = &book.levels[lv[i]]
+            pair = (level.price, level.qty)
+            Py_INCREF(pair)  # PyTuple_SET_ITEM steals the reference
+            PyTuple_SET_ITEM(out, i, pair)
+        return out
+    finally:
+        if lv != few:
+            PyMem_RawFree(lv)

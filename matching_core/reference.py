@@ -205,6 +205,23 @@ class ReferenceBook:
             qtys.append(sum(o.qty for o in level.values()))
         return np.array(prices, dtype=np.int64), np.array(qtys, dtype=np.int64)
 
+    def best_levels(self, side: int, n: int) -> tuple[tuple[int, int], ...]:
+        """The best ``n`` levels of ``side`` as ``(price, qty)`` tuples (ticks, lots), best
+        first: ``depth``'s values as Python ints."""
+        if side not in (Side.BUY, Side.SELL):
+            raise ValueError(f"side must be 0 (buy) or 1 (sell), got {side}")
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        return tuple(
+            (self._key(side, key), sum(o.qty for o in level.values()))
+            for key, level in self._levels[side].items()[:n]
+        )
+
+    def top(self, n: int) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]:
+        """The best ``n`` levels of each side: ``(bids, asks)``, each as ``best_levels``
+        gives it."""
+        return self.best_levels(Side.BUY, n), self.best_levels(Side.SELL, n)
+
     def orders_of(self, account: int | None = None) -> list[tuple[int, int, int, int, int]]:
         """The resting orders of ``account`` (every one when None) in the order they entered
         the book, as ``(entry, order_id, side, price, qty)`` (ticks, open lots). An amend that

@@ -77,6 +77,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
 from exchange.core._lines cimport Buf, LineBatch, put_bytes, put_u64, put_value
+from matching_core._book cimport OrderBook
 from matching_core._records cimport Cancel, Fill
 
 import dataclasses
@@ -1175,7 +1176,9 @@ cdef class _Listing:
 
     cdef object listing
     cdef object spec
-    cdef object book
+    # the listing's book when it is an OrderBook (its calls and counters read in C), else None
+    # (and the listing not fast: another book is the reference's, command by command)
+    cdef OrderBook book
     cdef object name
     cdef bytes name_json  # the name's canonical bytes (a fast listing's name is a str)
     cdef int kind
@@ -1195,7 +1198,8 @@ cdef class _Listing:
         rates = listing.limits
         self.listing = listing
         self.spec = spec
-        self.book = listing.book
+        book = listing.book
+        self.book = <OrderBook>book if type(book) is OrderBook else None
         self.name = spec.name
         kind = spec.kind
         self.kind = SPOT if kind == "spot" else PERP if kind == "perp" else RVS
@@ -1204,6 +1208,8 @@ cdef class _Listing:
         self.fills_data = NULL
         self.fills_len = 0
         if type(listing) is not Listing or kind not in ("spot", "perp", "rvs"):
+            return
+        if self.book is None:
             return
         tick_value = spec.tick_value
         min_price = getattr(spec, "min_price", 1)  # as Exchange._check_price reads it
@@ -1224,7 +1230,7 @@ cdef class _Listing:
             return
         if spec.max_price * tick_value > FAST_MAX_TOP or spec.max_price > (1 << 53):
             return
-        if listing.book.max_qty > FAST_MAX_QTY:  # a fill's lots, at most the book's largest
+        if self.book.max_qty > FAST_MAX_QTY:  # a fill's lots, at most the book's largest
             return
         self.tick_value = tick_value
         self.min_price = min_price
@@ -1912,11 +1918,12 @@ cdef object _submit_checked(
             qty_value, tif_code, tif, post_only_value,
         )
         E["next_order_id"] = order_id + 1
-        book = info.book
         if limit:
-            code = book.submit(order_id, book_account, side, price, qty, tif_code, post_only)
+            code = info.book.submit(
+                order_id, book_account, side, price, qty, tif_code, post_only
+            )
         else:
-            code = book.submit_market(order_id, book_account, side, qty, price)
+            code = info.book.submit_market(order_id, book_account, side, qty, price)
         if code:
             reason = _REJECT_NAMES.get(code) or Reject(code).name.lower()
             _emit_o(&o, ORDER_REJECTED, info.name, name, order_id_value, None, None, None, None,
@@ -1950,12 +1957,12 @@ cdef int _after_match(
     as fills, fees, STP cancels, the rest or the remainder's cancel (``REASONS
     [remainder_reason]``) -- each state change before its event."""
     cdef dict E = <dict>o.E
-    cdef object book = info.book
+    cdef OrderBook book = info.book
     cdef object name = info.name
     cdef int maker_side = 1 - side
     cdef int kind = info.kind
     cdef int64_t tick_value = info.tick_value
-    cdef int64_t px, qty, i, n
+    cdef int64_t px, qty, i, n, resting, cancelled
     cdef i128 notional, cash, change, delta, taker_fee, maker_fee
     cdef dict maker, listing, orders, accounts, open_lots, pools
     cdef list names
@@ -1997,7 +2004,7 @@ cdef int _after_match(
             _add_lots(maker, name, maker_side, -qty_value)
             # the book has already matched: a maker order it filled is gone, and the last
             # price is this fill's, before the Fill announces them
-            if book.order_qty(maker_id) == 0:
+            if book.order_qty(fill.maker_order_id) == 0:
                 orders.pop(maker_id, None)
             listing["last_price"] = px_value
             notional = <i128>px * qty * tick_value
@@ -2087,6 +2094,18 @@ cdef object _own_order(dict E, object name, object order_id):
     return fields
 
 
+cdef inline object _cancel_in(object book, int64_t order_id):
+    """``book.cancel(order_id)``; the lots it cancelled (``book.last_cancelled``): as C calls
+    on an ``OrderBook``."""
+    cdef OrderBook ob
+    if type(book) is OrderBook:
+        ob = <OrderBook>book
+        ob.cancel(order_id)
+        return ob.last_cancelled
+    book.cancel(order_id)
+    return book.last_cancelled
+
+
 cdef object _cancel(dict E, dict raw, object A, object name):
     cdef int64_t order_id
     cdef PyObject* item = PyDict_GetItem(raw, "order_id")
@@ -2115,10 +2134,8 @@ cdef object _cancel_checked(
     try:
         _received_cancel(&o, name, order_id, order_id_value)
         instrument = order["instrument"]
-        book = E["instruments"][instrument].book
-        book.cancel(order_id)
+        cancelled = _cancel_in(E["instruments"][instrument].book, order_id)
         del E["orders"][order_id_value]
-        cancelled = book.last_cancelled
         _add_lots(A, instrument, order["side"], -cancelled)
         _cancelled(&o, instrument, None, name, order_id_value, cancelled, REASON_USER)
     finally:
@@ -2168,6 +2185,7 @@ cdef object _amend_checked(
     cdef int64_t open_qty = 0
     cdef int code, side
     cdef bint kept
+    cdef OrderBook book
     cdef _Listing info
     cdef dict order
     cdef list lots
@@ -2223,7 +2241,8 @@ cdef object _amend_checked(
 cdef object _cancel_all(dict E, dict raw, object A, object name):
     cdef PyObject* item = PyDict_GetItem(raw, "instrument")
     cdef Py_ssize_t n_fields = 2
-    cdef dict orders, instruments, order
+    cdef dict order
+    cdef list rows
     if item == NULL:
         instrument = None
     else:
@@ -2241,22 +2260,26 @@ cdef object _cancel_all(dict E, dict raw, object A, object name):
     except Exception:
         return None
     _received(E, name, {"account": name, "type": "cancel_all", "instrument": instrument})
-    # Exchange._cancel_all(name, "user", instrument): oldest order first
-    orders = E["orders"]
+    # Exchange._cancel_all(name, "user", instrument): the account's orders from the books of
+    # the instruments it has open lots in (not a walk of every resting order), oldest entry
+    # first across them (entries are unique: the sort never compares the books)
     instruments = E["instruments"]
-    ids = [
-        oid
-        for oid, o in orders.items()
-        if o.account == name and (instrument is None or instrument == o.instrument)
-    ]
-    for order_id in ids:
+    rows = []
+    for key, lots in A["open_lots"].items():
+        if (lots[0] or lots[1]) and (instrument is None or instrument == key):
+            book = instruments[key].book
+            for row in book.orders_of(A["index"]):
+                rows.append((row[0], row[1], book))
+    rows.sort()
+    # Exchange._forget_cancelled: the engine's record popped (a method call, not the typed
+    # dict's: nothing here walks or needs more of it), the owner's lots, then the event
+    orders = E["orders"]
+    for _entry, order_id, book in rows:
+        cancelled = _cancel_in(book, order_id)
         order = _attrs(orders.pop(order_id))
-        book = instruments[order["instrument"]].book
-        book.cancel(order_id)
-        cancelled = book.last_cancelled
         _add_lots(A, order["instrument"], order["side"], -cancelled)
-        _emit1(E, ORDER_CANCELLED, order["instrument"], name, order_id, None, None, cancelled,
-              None, None, None, "reason", "user")
+        _emit1(E, ORDER_CANCELLED, order["instrument"], order["account"], order_id, None, None,
+               cancelled, None, None, None, "reason", "user")
     return _result(True, None, None)
 
 

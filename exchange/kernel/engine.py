@@ -56,7 +56,7 @@ from exchange.products.perp import (
     FundingIndex,
     MarkPrice,
     funding_rate,
-    impact_prices,
+    impact_prices_of_levels,
     premium_index,
     settle_funding,
 )
@@ -854,18 +854,10 @@ class Exchange:
         return cache.get(index, [])
 
     def _impact(self, listing: Listing):
-        book = listing.book
-        bid_px, bid_qty = book.depth(0, 64)
-        ask_px, ask_qty = book.depth(1, 64)
-        # as Python ints (the same values): the walk reads every level, and a numpy scalar
-        # costs far more per element than an int
-        return impact_prices(
-            bid_px.tolist(),
-            bid_qty.tolist(),
-            ask_px.tolist(),
-            ask_qty.tolist(),
-            listing.spec.impact_notional_lots,
-        )
+        # the book's best 64 levels a side as (price, qty) ints built in C (no arrays); the
+        # walk trusts the book's order and stops at the level that completes the size
+        bids, asks = listing.book.top(64)
+        return impact_prices_of_levels(bids, asks, listing.spec.impact_notional_lots)
 
     def mark(self, name: str) -> None:
         """Mark one instrument (a ``MarkPrice`` event): perpetuals from the index plus a damped
@@ -1081,17 +1073,22 @@ class Exchange:
         if self.margin is None:
             return
         self._cycle_indices = dict(self.indices)
-        requirements = self.margin.requirements(self)
+        # cleared: one measure (equity, perpetual margin, swap book) serves the requirements
+        # and the ratings; bilateral requirements measure no swaps, so nothing is shared
+        measure = None if self.margin.bilateral else self.margin.measure
+        measured = measure(self) if measure else None
+        requirements = self.margin.requirements(self, measured=measured)
         touched = liquidate_perpetuals(self, requirements)
         if touched:  # realise the liquidations' losses, then measure again
             for name in touched:
                 self._settle_variation(name, self.instruments[name])
-            requirements = self.margin.requirements(self)
-        changes = self._rating_changes()
+            measured = measure(self) if measure else None
+            requirements = self.margin.requirements(self, measured=measured)
+        changes = self._rating_changes(measured)
         before = requirements
         if changes:  # the requirements at the new ratings (the add-on is the rating's)
             ratings = {**self.ratings, **{a: change[0] for a, change in changes.items()}}
-            requirements = self.margin.requirements(self, ratings=ratings)
+            requirements = self.margin.requirements(self, ratings=ratings, measured=measured)
         for account in self._sorted_accounts():
             im_mm = requirements.get(account.name)
             if account.name in self.defaulted:
@@ -1119,18 +1116,21 @@ class Exchange:
             )
             self._review_call(account, im, mm, cycle=True)
 
-    def _rating_changes(self) -> dict[str, tuple[int, int, str]]:
+    def _rating_changes(self, measured: Any = None) -> dict[str, tuple[int, int, str]]:
         """The ratings this cycle moves: account -> (new rating, capital ratio in ppm,
         ``downgrade`` | ``upgrade``), for the accounts the grid measures (not defaulters).
         Down at once to the indicated rating; up one notch when the indicated rating has been
         better than the account's at ``upgrade_after_cycles`` consecutive cycles (counted in
         ``_upgrade_streak``, updated here: a cycle that is not better restarts the count, one
-        at which the account is not measured -- no swap exposure -- leaves it)."""
+        at which the account is not measured -- no swap exposure -- leaves it). ``measured``:
+        ``MarginConfig.measure`` of the engine as it stands (a ``Measured``), if the cycle
+        has one."""
         params = self.margin.params
         changes: dict[str, tuple[int, int, str]] = {}
         if not params.credit_tiers:
             return changes  # one rating only: nothing to measure
-        for name, (indicated, ratio) in sorted(self.margin.credit_standing(self).items()):
+        standing = self.margin.credit_standing(self, measured=measured)
+        for name, (indicated, ratio) in sorted(standing.items()):
             if name in self.defaulted:
                 continue
             rating = self.ratings.get(name, 0)

@@ -35,7 +35,7 @@ Venue formulas followed (named again where they are used):
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from fractions import Fraction
@@ -217,11 +217,24 @@ def tier_margin(spec: PerpSpec, lots: int, mark: int) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------ impact prices, premium
-def _walk(prices: Sequence[int], qtys: Sequence[int], lots: int, side: str) -> Fraction | None:
-    if len(prices) != len(qtys):
-        raise ValueError(f"{side}: {len(prices)} prices but {len(qtys)} quantities")
+def _walk(levels: Iterable[tuple[int, int]], lots: int) -> Fraction | None:
+    """The average price (ticks, exact) of taking ``lots`` from ``levels`` (``(price, qty)``
+    ints, best first), None when they hold fewer lots."""
     remaining = lots
     cost = 0
+    for price, qty in levels:
+        if qty >= remaining:  # this level completes the size: the rest is not read
+            return Fraction(cost + price * remaining, lots)
+        cost += price * qty
+        remaining -= qty
+    return None
+
+
+def _checked(prices: Sequence[int], qtys: Sequence[int], side: str) -> list[tuple[int, int]]:
+    """``(price, qty)`` ints from a side's depth, every level checked (even past any size)."""
+    if len(prices) != len(qtys):
+        raise ValueError(f"{side}: {len(prices)} prices but {len(qtys)} quantities")
+    levels = []
     previous = None
     bids = side == "bids"
     for raw_price, raw_qty in zip(prices, qtys, strict=True):
@@ -231,11 +244,8 @@ def _walk(prices: Sequence[int], qtys: Sequence[int], lots: int, side: str) -> F
         if previous is not None and (price >= previous if bids else price <= previous):
             raise ValueError(f"{side}: levels must be distinct and best-first")
         previous = price
-        if remaining:  # every level is checked, even past the impact size (which takes 0)
-            take = qty if qty < remaining else remaining
-            cost += price * take
-            remaining -= take
-    return Fraction(cost, lots) if remaining == 0 else None
+        levels.append((price, qty))
+    return levels
 
 
 def impact_prices(
@@ -253,14 +263,33 @@ def impact_prices(
     sequences of ints: prices in ticks, quantities in lots). A side whose whole given depth is
     smaller than ``impact_lots`` has **no** impact price (``None``): a thin book says nothing
     about where size would trade, so it must not move the premium (see :func:`premium_index`).
-    Exactly ``impact_lots`` of depth is enough.
+    Exactly ``impact_lots`` of depth is enough. Every level given is checked (positive,
+    distinct, best first), even past the impact size.
     """
     if impact_lots < 1:
         raise ValueError("impact_lots must be >= 1")
-    return (
-        _walk(bid_prices, bid_qtys, impact_lots, "bids"),
-        _walk(ask_prices, ask_qtys, impact_lots, "asks"),
+    return impact_prices_of_levels(
+        _checked(bid_prices, bid_qtys, "bids"),
+        _checked(ask_prices, ask_qtys, "asks"),
+        impact_lots,
     )
+
+
+def impact_prices_of_levels(
+    bids: Iterable[tuple[int, int]],
+    asks: Iterable[tuple[int, int]],
+    impact_lots: int,
+) -> tuple[Fraction | None, Fraction | None]:
+    """:func:`impact_prices` from a book's own levels: ``(price, qty)`` int pairs (ticks,
+    lots) best first, as ``OrderBook.top(n)`` gives them (``(bids, asks)``).
+
+    The levels are taken as the book guarantees them (positive, distinct, best first: not
+    checked), and a side is read only down to the level that completes ``impact_lots``:
+    the same values as :func:`impact_prices` on the same depth, for less work per mark.
+    """
+    if impact_lots < 1:
+        raise ValueError("impact_lots must be >= 1")
+    return _walk(bids, impact_lots), _walk(asks, impact_lots)
 
 
 def premium_index(
