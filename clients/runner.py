@@ -931,18 +931,10 @@ class BotRunner:
         """Deliver ``batch`` to ``slot``'s bot now; ``callback``: the name a failure is logged
         under (default ``_callback(batch)``; a publish passes that of the whole batch, before
         what the bot does not hear was left out)."""
-        if slot.stopped:
+        callback = self._step(slot, batch, callback)
+        if callback is None:
             return
         now = self.sim.now
-        if now >= slot.window_end:
-            slot.window_end = (now // STEP_WINDOW_NS + 1) * STEP_WINDOW_NS
-            slot.steps = 0
-        slot.steps += 1
-        if callback is None:
-            callback = _callback(batch)
-        if slot.steps > slot.step_cap:
-            self._fail(slot, BotFailure("limit", callback, self._steps_detail(slot)))
-            return
         try:
             outbox, timers = slot.driver.deliver(now, batch, slot.view)
             if type(outbox) is not list or type(timers) is not list or outbox or timers:
@@ -960,15 +952,7 @@ class BotRunner:
         """A delivery of which the bot hears nothing (``batch``: the book views it carries):
         counted as a step, the views kept for ``ctx.book()``, no callback run -- what
         :func:`dispatch` does with it, less the calls."""
-        if slot.stopped:
-            return
-        now = self.sim.now
-        if now >= slot.window_end:
-            slot.window_end = (now // STEP_WINDOW_NS + 1) * STEP_WINDOW_NS
-            slot.steps = 0
-        slot.steps += 1
-        if slot.steps > slot.step_cap:
-            self._fail(slot, BotFailure("limit", callback, self._steps_detail(slot)))
+        if self._step(slot, batch, callback) is None:
             return
         ctx = slot.driver.ctx
         books = ctx._books
@@ -980,6 +964,25 @@ class BotRunner:
             # drains it, so this one does, as _deliver (which counts the step again)
             slot.steps -= 1
             self._deliver(slot, batch, callback)
+
+    def _step(self, slot: Slot, batch: list[Message], callback: str | None) -> str | None:
+        """Count a delivery of ``batch`` as one step of ``slot``'s bot (the step limit counts
+        each simulated second afresh): the name a failure is logged under (``callback``, or
+        ``_callback(batch)``), or None when the bot is stopped or this step passes its limit
+        (it has then failed)."""
+        if slot.stopped:
+            return None
+        now = self.sim.now
+        if now >= slot.window_end:
+            slot.window_end = (now // STEP_WINDOW_NS + 1) * STEP_WINDOW_NS
+            slot.steps = 0
+        slot.steps += 1
+        if callback is None:
+            callback = _callback(batch)
+        if slot.steps > slot.step_cap:
+            self._fail(slot, BotFailure("limit", callback, self._steps_detail(slot)))
+            return None
+        return callback
 
     @staticmethod
     def _steps_detail(slot: Slot) -> str:

@@ -88,21 +88,6 @@ class Twin:
         return [event.kind for event in self.events["compiled"][mark:]]
 
 
-@pytest.fixture
-def fallbacks(monkeypatch) -> list[Any]:
-    """The raw commands the compiled engine handed to the reference (``Exchange.handle``)."""
-    handed: list[Any] = []
-    reference_handle = Exchange.handle
-
-    def counting(self, raw):
-        if isinstance(self, CompiledExchange):
-            handed.append(raw)
-        return reference_handle(self, raw)
-
-    monkeypatch.setattr(Exchange, "handle", counting)
-    return handed
-
-
 def submit(account: str, side: str, price: int, qty: int, instrument: str = SPOT.name, **extra):
     return {
         "type": "submit",

@@ -51,6 +51,7 @@ from exchange.store.event_store import EventStore
 from tests.exchange import conftest
 from tests.exchange.conftest import SPIRAL
 from tests.exchange.kernel import test_engine as engine_unit_tests
+from tests.exchange.kernel.handed import handed_to_reference
 from tests.fuzz.mutator import ACCOUNTS, HOSTILE, INSTRUMENTS, PERP, RVS, SPOT, STP, Fuzzer
 from tests.markets import HOUR_NS, START
 
@@ -513,16 +514,7 @@ def test_streams_aimed_at_the_refusals_give_identical_events_and_the_kernel_runs
     well-formed command is the compiled engine's own (none is handed to the reference),
     except a deposit of a defaulted account, which the reference runs (decision 49)."""
     twin = Twin(seed, margin=margin, cash=cash)
-    handed: list[Any] = []
-    reference_handle = Exchange.handle
-
-    def counting(self, raw):
-        if isinstance(self, CompiledExchange):
-            handed.append(raw)
-        return reference_handle(self, raw)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Exchange, "handle", counting)
+    with handed_to_reference() as handed:
         for step in stream:
             if step[0] != "handle":
                 play(twin, step)
@@ -735,20 +727,12 @@ def test_flow_rows_taken_as_values_by_the_compiled_engine_log_the_bytes_of_the_m
     assert set(ops) == {0, 1, 2}
 
 
-def test_on_flow_only_commands_that_do_not_parse_are_handed_to_the_reference(tmp_path, monkeypatch):
+def test_on_flow_only_commands_that_do_not_parse_are_handed_to_the_reference(tmp_path, fallbacks):
     """The refusals `flow` provokes -- cancels and amends of orders no longer resting (most of
     them), an unknown account, a withdrawal past the cash -- are compiled; what reaches
     ``Exchange.handle`` is only the malformed commands, at most one every
     ``malformed_every`` messages."""
-    handed: list[Any] = []
-    reference_handle = Exchange.handle
-
-    def counting(self, raw):
-        if isinstance(self, CompiledExchange):
-            handed.append(raw)
-        return reference_handle(self, raw)
-
-    monkeypatch.setattr(Exchange, "handle", counting)
+    handed = fallbacks
     small = {"messages": 6_000, "malformed_every": 200}
     path = tmp_path / "flow.db"
     session.run("flow", path, seed=2, overrides=small)

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from exchange.core.events import encode
-from exchange.kernel.compiled import CompiledExchange
-from exchange.kernel.engine import Exchange
 from matching_core import OrderBook
 from tests.exchange.kernel.test_account_orders import INSTRUMENTS, exchange
 
@@ -27,21 +23,6 @@ class Wrapped:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._book, name)
-
-
-@pytest.fixture
-def fallbacks(monkeypatch) -> list[Any]:
-    """The raw commands the compiled engine handed to the reference (``Exchange.handle``)."""
-    handed: list[Any] = []
-    reference_handle = Exchange.handle
-
-    def counting(self, raw):
-        if isinstance(self, CompiledExchange):
-            handed.append(raw)
-        return reference_handle(self, raw)
-
-    monkeypatch.setattr(Exchange, "handle", counting)
-    return handed
 
 
 def test_a_listing_whose_book_is_not_an_order_book_is_the_reference_s_for_submit_and_amend(

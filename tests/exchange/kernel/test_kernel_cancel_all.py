@@ -11,16 +11,12 @@ reference's order (oldest entry first, across instruments), and the same state a
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from exchange.core import events as ev
 from exchange.core.events import encode
-from exchange.kernel.compiled import CompiledExchange
-from exchange.kernel.engine import Exchange
+from tests.exchange.kernel.handed import handed_to_reference
 from tests.exchange.kernel.test_account_orders import (
     INSTRUMENTS,
     NAMES,
@@ -31,21 +27,6 @@ from tests.exchange.kernel.test_account_orders import (
     ops,
     stps,
 )
-
-
-@pytest.fixture
-def fallbacks(monkeypatch) -> list[Any]:
-    """The raw commands the compiled engine handed to the reference (``Exchange.handle``)."""
-    handed: list[Any] = []
-    reference_handle = Exchange.handle
-
-    def counting(self, raw):
-        if isinstance(self, CompiledExchange):
-            handed.append(raw)
-        return reference_handle(self, raw)
-
-    monkeypatch.setattr(Exchange, "handle", counting)
-    return handed
 
 
 def pair(commands, stp):
@@ -110,22 +91,11 @@ def test_the_compiled_cancel_all_cancels_oldest_entry_first_without_walking_ever
 def test_the_compiled_cancel_all_is_the_reference_s_without_walking_every_order(
     commands, stp, who, where
 ):
-    handed: list[Any] = []
-    reference_handle = Exchange.handle
-
-    def counting(self, raw):
-        if isinstance(self, CompiledExchange):
-            handed.append(raw)
-        return reference_handle(self, raw)
-
     engines = pair(commands, stp)
     first = None if where < 0 else INSTRUMENTS[where]
-    Exchange.handle = counting  # (hypothesis runs a function-scoped fixture once)
-    try:
+    with handed_to_reference() as handed:  # (hypothesis runs a function-scoped fixture once)
         for name in NAMES[who:] + NAMES[:who]:
             for instrument in (first, None):
                 cancel_all_unwalked(engines, name, instrument)
-    finally:
-        Exchange.handle = reference_handle
     assert handed == []
     assert not engines["compiled"][0].orders
