@@ -76,6 +76,13 @@ extensions = [
         ["exchange/sessions/_flow.pyx"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
+    # a perpetual's mark at an index print (impact walk to maintenance check) and its funding:
+    # the compiled engine's publish_index, mark and fund (Exchange's are their reference)
+    Extension(
+        "exchange.kernel._mark",
+        ["exchange/kernel/_mark.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    ),
     # the per-callback budget's counter, a C trace function (clients/budget.py: its Python twin)
     Extension(
         "clients._budget",

@@ -1,12 +1,15 @@
 """The compiled exchange kernel: :class:`CompiledExchange`, the engine sessions run by default.
 
 Its order path (submit, cancel, amend, cancel-all, deposit, withdraw: validation, checks,
-matching, fills, fees, events) runs in Cython (``exchange.kernel._kernel``); everything else --
-timers
-(index prints, marks, funding, premiums, margin cycles), defaults and bilateral clearing -- is
-the reference engine's (:class:`exchange.kernel.engine.Exchange`), which it subclasses. The two are
-held byte-identical by differential tests (tests/exchange/kernel/test_engine_differential.py), as
-``ReferenceBook`` and ``OrderBook`` are for the book (issue #20).
+matching, fills, fees, events) runs in Cython (``exchange.kernel._kernel``), and so do a
+perpetual's marks at an index print and its funding (``exchange.kernel._mark``: the impact
+walk, the damped mark, the ``MarkPrice`` event and the per-mark maintenance check where no
+holder is liquidated; the premium, rate, accrual and payments of a funding interval);
+everything else -- the other timers (swap marks, premiums, margin cycles), liquidations,
+defaults and bilateral clearing -- is the reference engine's
+(:class:`exchange.kernel.engine.Exchange`), which it subclasses. The two are held
+byte-identical by differential tests (tests/exchange/kernel/test_engine_differential.py,
+test_mark_compiled.py), as ``ReferenceBook`` and ``OrderBook`` are for the book (issue #20).
 
 The commonest refusals of a command that parses -- an unknown or defaulted account, an order
 id that is not the account's resting order, an unknown or expired instrument, a price outside
@@ -27,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exchange.core.events import Event
-from exchange.kernel import _kernel
+from exchange.kernel import _kernel, _mark
 from exchange.kernel.engine import Exchange
 
 #: The command mapping a `flow` generator row stands for (what :meth:`CompiledExchange.
@@ -58,3 +61,16 @@ class CompiledExchange(Exchange):
     #: side, order type, time in force, post-only -- without a mapping to build and parse; a
     #: row it cannot prove takes the mapping's path (``exchange.kernel._kernel.handle_row``)
     handle_row = _kernel.handle_row
+
+    #: ``Exchange.publish_index`` and ``Exchange.mark``'s contracts (same events and state
+    #: changes), compiled for perpetuals: the impact walk, the damped mark, the ``MarkPrice``
+    #: event and the maintenance check's proof that no holder is liquidated, in one step per
+    #: index print; swaps, CDS and whatever it does not prove run the reference's code
+    #: (``exchange.kernel._mark``)
+    publish_index = _mark.publish_index
+    mark = _mark.mark
+
+    #: ``Exchange.fund``'s contract, compiled the same way: the premium, the rate and the
+    #: accrual as exact fractions, ``FundingRate`` and each holder's ``FundingPaid``
+    #: (``exchange.kernel._mark.fund``)
+    fund = _mark.fund

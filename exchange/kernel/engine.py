@@ -953,13 +953,23 @@ class Exchange:
             amount=listing.funding_cum,
             data={"rate": str(rate), "premium": str(premium)},
         )
+        self._pay_funding(name, previous)
+
+    def _pay_funding(self, name: str, previous: int) -> None:
+        """``fund``'s payments: every holder of perpetual ``name`` pays or receives its
+        funding from ``previous`` to the listing's ``funding_cum`` (nano-minor units per lot;
+        ``settle_funding``), a ``FundingPaid`` each, payers first. (The compiled engine's
+        ``fund`` hands this part to it where it does not prove the payments.)"""
         holders = {
             a.name: a.positions[name] for a in self._sorted_accounts() if a.positions.get(name)
         }
         if not holders:
             return
         deltas = settle_funding(
-            holders, dict.fromkeys(holders, previous), listing.funding_cum, FUNDING_POOL_KEY
+            holders,
+            dict.fromkeys(holders, previous),
+            self.instruments[name].funding_cum,
+            FUNDING_POOL_KEY,
         )
         # payers first, then receivers: the pool is never drawn below zero, even mid-cycle
         for account_name in sorted(holders, key=lambda n: (deltas.get(n, 0) > 0, n)):

@@ -1,0 +1,487 @@
+"""The compiled mark and funding (``exchange.kernel._mark``: ``CompiledExchange.publish_index``,
+``mark`` and ``fund``) against the reference's (``Exchange.publish_index`` / ``Exchange.mark``
+/ ``exchange.risk.default.check_maintenance`` / ``Exchange.fund``): the same calls must give
+byte-identical events (also as a recorded run's lines), equal results and equal state.
+
+Hypothesis writes the markets -- a perpetual with a random impact size, margin tiers, basis
+half-life and price cap, a swap, accounts whose cash puts them anywhere from safe to under
+maintenance, a margin floor -- and the call streams: resting and crossing orders (books of
+many levels), index prints small and large, clocks that stand still or run for days, margin
+cycles, funding, direct marks. A pair of engines runs each stream and is compared after every
+call. The unit tests below pin what the compiled step proves by itself (no hand-over on a
+healthy market), what it hands over (a holder below its bound, values past int64) and that the
+hand-over gives the reference's liquidation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exchange.core import _lines
+from exchange.core import events as ev
+from exchange.core.events import Event, encode
+from exchange.kernel import _mark
+from exchange.kernel import engine as engine_module
+from exchange.kernel.compiled import CompiledExchange
+from exchange.kernel.engine import Exchange
+from exchange.products.perp import MarginTier
+from exchange.risk.default import _MaintenanceBound
+from exchange.risk.margin import MarginParams
+from exchange.risk.margin_cycle import AuctionBidder, MarginConfig, equity
+from tests.exchange.kernel.test_engine_differential import assert_same_events
+from tests.markets import HOUR_NS, START, perp_spec, rvs_spec
+
+NAMES = ("reference", "compiled")
+PERP = "H100-PERP"
+RVS = "H100-RVS"
+RENTAL, RESALE = "H100-RENTAL", "H100-RESALE"
+ACCOUNTS = ("alice", "bob", "carol", "maker")
+PERP_SPEC_TICK_VALUE = perp_spec().tick_value  # minor units a tick is worth on a lot
+
+
+class Pair:
+    """A reference and a compiled engine on one market: :meth:`call` makes the same call on
+    both and checks the events it produced and the value it returned (or what it raised)."""
+
+    def __init__(
+        self,
+        perp: Any,
+        cash: tuple[int, ...],
+        margin: MarginConfig | None,
+        lines: bool = False,
+        seed: int = 1,
+    ) -> None:
+        self.events: dict[str, list[Event]] = {name: [] for name in NAMES}
+        sinks = {name: self.events[name].append for name in NAMES}
+        # with ``lines``, the compiled engine writes a recorded run's lines (no Event made)
+        self.lines = _lines.LineBatch(1) if lines else None
+        if self.lines is not None:
+            sinks["compiled"] = self.lines.append
+        self.engines = {
+            "reference": Exchange(sinks["reference"]),
+            "compiled": CompiledExchange(sinks["compiled"]),
+        }
+        self.compared = 0
+        self.trail: list[str] = []
+        for engine in self.engines.values():
+            engine.epoch = START
+            engine.margin = margin
+        self.call("start", "marks", seed, {})
+        self.call("list_instrument", perp)
+        self.call("list_instrument", rvs_spec(maturity=START.replace(year=START.year + 2)))
+        for name, amount in zip(ACCOUNTS, cash, strict=True):
+            self.call("open_account", name)
+            self.call("credit", name, amount)
+            if margin is not None:
+                self.call("contribute", name, 10**6)
+        if margin is not None:
+            self.call("fund_pool", "insurance", 10**9)
+        self.call("publish_index", RENTAL, 10_000)
+        self.call("publish_index", RESALE, 15_000)
+
+    def call(self, method: str, *args: Any) -> Any:
+        self.trail.append(f"{method}{args!r:.200}")
+        outcomes = {}
+        for name, engine in self.engines.items():
+            try:
+                outcomes[name] = getattr(engine, method)(*args)
+            except Exception as exc:  # noqa: BLE001 - an exception is an outcome to compare
+                outcomes[name] = f"raised {type(exc).__name__}: {exc}"
+        new = {name: [encode(e) for e in self.events[name][self.compared :]] for name in NAMES}
+        if self.lines is not None:
+            blob = self.lines.take(len(self.lines))[0] if len(self.lines) else b""
+            new["compiled"] = blob.split(b"\n")[:-1]
+        assert_same_events(new["reference"], new["compiled"], " <- ".join(self.trail[-6:][::-1]))
+        self.compared += len(new["reference"])
+        assert repr(outcomes["reference"]) == repr(outcomes["compiled"]), self.trail[-1]
+        return outcomes["reference"]
+
+    def order(self, account: str, instrument: str, side: str, price: int, qty: int, tif: str):
+        return self.call(
+            "handle",
+            {
+                "type": "submit",
+                "account": account,
+                "instrument": instrument,
+                "side": side,
+                "price": price,
+                "qty": qty,
+                "tif": tif,
+            },
+        )
+
+    def later(self, ns: int) -> None:
+        self.call("advance", self.engines["reference"].t + ns)
+
+
+# ---------------------------------------------------------------------- the markets
+@st.composite
+def tiers(draw) -> list[MarginTier]:
+    """One to three tiers, bounds small enough that positions cross them."""
+    bounds = sorted(
+        draw(st.sets(st.sampled_from([1, 2, 3, 5, 8, 13, 40, 1_000]), min_size=1, max_size=3))
+    )
+    rates = sorted(
+        draw(st.lists(st.integers(1, 400_000), min_size=len(bounds), max_size=len(bounds)))
+    )
+    return [
+        MarginTier(max_position_lots=most, initial_margin_ppm=2 * mm, maintenance_margin_ppm=mm)
+        for most, mm in zip(bounds, rates, strict=True)
+    ]
+
+
+@st.composite
+def perps(draw) -> Any:
+    return perp_spec(
+        impact_notional_lots=draw(st.sampled_from([1, 2, 3, 5, 7, 20, 64, 200])),
+        margin_tiers=draw(tiers()),
+        mark_basis_halflife_ns=draw(st.sampled_from([1, 7, HOUR_NS, 2 * HOUR_NS, 10**15])),
+        max_price=draw(st.sampled_from([10_050, 10_300, 1_000_000])),
+    )
+
+
+@st.composite
+def margins(draw) -> MarginConfig | None:
+    if draw(st.integers(0, 5)) == 0:
+        return None
+    return MarginConfig(
+        cure_ns=8 * HOUR_NS,
+        index_move_trigger_ppm=draw(st.sampled_from([0, 20_000, 100_000])),
+        auction_bidders=[AuctionBidder(account="maker", discount_ppm=100_000, max_lots=10**6)],
+        params=MarginParams(
+            min_im=draw(st.sampled_from([0, 0, 1_000, 50_000, 10**6])),
+            concentration_addon_ppm=draw(st.sampled_from([0, 250_000])),
+        ),
+    )
+
+
+cash = st.tuples(
+    *[st.sampled_from([10**4, 3 * 10**4, 10**5, 3 * 10**5, 10**6, 10**8]) for _ in range(3)],
+    st.just(10**10),
+)
+sides = st.sampled_from(["buy", "sell"])
+step = st.one_of(
+    # the book: resting orders of the maker a few ticks from 10,000, and takers crossing
+    st.tuples(
+        st.just("order"),
+        st.sampled_from(ACCOUNTS + ("maker", "maker")),
+        sides,
+        st.integers(-40, 40),
+        st.integers(1, 30),
+        st.sampled_from(["gtc", "gtc", "ioc"]),
+    ),
+    st.tuples(st.just("swap"), st.sampled_from(ACCOUNTS), sides, st.integers(1, 8)),
+    st.tuples(
+        st.just("index"),
+        st.one_of(st.integers(9_800, 10_200), st.integers(8_000, 12_000), st.integers(1, 20_000)),
+    ),
+    st.tuples(st.just("resale"), st.integers(8_000, 20_000)),
+    st.tuples(st.just("advance"), st.sampled_from([0, 1, 3, 10**6, HOUR_NS, 5 * HOUR_NS])),
+    st.tuples(st.sampled_from(["cycle", "mark", "fund", "mark swap"])),
+)
+
+
+def play(pair: Pair, move: tuple) -> None:
+    kind = move[0]
+    if kind == "order":
+        _, account, side, offset, qty, tif = move
+        pair.order(account, PERP, side, 10_000 + offset, qty, tif)
+    elif kind == "swap":
+        _, account, side, qty = move
+        pair.order(account, RVS, side, 500 if side == "buy" else 400, qty, "gtc")
+    elif kind == "index":
+        pair.call("publish_index", RENTAL, move[1])
+    elif kind == "resale":
+        pair.call("publish_index", RESALE, move[1])
+    elif kind == "advance":
+        pair.later(move[1])
+    elif kind == "cycle":
+        pair.call("margin_cycle")
+    elif kind == "mark":
+        pair.call("mark", PERP)
+    elif kind == "mark swap":
+        pair.call("mark", RVS)
+    else:
+        pair.call("fund", PERP)
+
+
+def bound_verdict(engine: Exchange, instrument: str) -> bool:
+    """The reference's check's verdict before it asks the grid: every holder's equity at or
+    above ``_MaintenanceBound.at_most`` (``check_maintenance``'s loop, read only)."""
+    holders = [
+        a
+        for a in engine.sorted_accounts()
+        if a.positions.get(instrument, 0) and a.name not in engine.defaulted
+    ]
+    if not holders:
+        return True
+    bound = _MaintenanceBound(engine)
+    return all(equity(engine, a.name, bound.valued) >= bound.at_most(a) for a in holders)
+
+
+def assert_the_proof_s_edge_is_the_bound(engine: Exchange) -> None:
+    """With every holder's equity put exactly at its ``_MaintenanceBound.at_most`` (cash moved,
+    then put back), the compiled check proves the mark; with any one a minor unit below, it
+    does not: the compiled bound is the reference's to the unit, swap legs, concentration and
+    credit add-ons included."""
+    holders = [
+        a
+        for a in engine.sorted_accounts()
+        if a.positions.get(PERP, 0) and a.name not in engine.defaulted
+    ]
+    if not holders:
+        return
+    bound = _MaintenanceBound(engine)
+    cash = {a.name: a.cash for a in holders}
+    try:
+        for a in holders:
+            a.cash += bound.at_most(a) - equity(engine, a.name, bound.valued)
+        assert _mark.proven(engine, PERP)
+        for a in holders:
+            a.cash -= 1
+            assert not _mark.proven(engine, PERP), a.name
+            a.cash += 1
+    finally:
+        for a in holders:
+            a.cash = cash[a.name]
+
+
+MARKS = settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@MARKS
+@given(perps(), margins(), cash, st.lists(step, min_size=20, max_size=90), st.booleans())
+def test_random_books_positions_prints_and_margin_states_mark_the_same_on_both_engines(
+    perp, margin, amounts, stream, lines
+):
+    pair = Pair(perp, amounts, margin, lines=lines)
+    # a book on both sides first: levels of the maker at distinct prices
+    for offset, qty in ((-3, 4), (-7, 9), (-12, 30), (2, 3), (5, 11), (9, 40)):
+        pair.order("maker", PERP, "buy" if offset < 0 else "sell", 10_000 + offset, qty, "gtc")
+    for number, move in enumerate(stream, 1):
+        play(pair, move)
+        if number % 15 == 0:
+            pair.call("state_hash")
+        # the compiled proof hands over exactly where the reference's bound says a holder
+        # may be short (a looser bound would hand over more, and still log the same bytes)
+        engine = pair.engines["compiled"]
+        if margin is not None and engine.instruments[PERP].mark is not None:
+            assert _mark.proven(engine, PERP) == bound_verdict(engine, PERP), pair.trail[-1]
+            assert_the_proof_s_edge_is_the_bound(engine)
+    pair.call("state_hash")
+
+
+# ---------------------------------------------------------------------- what it proves alone
+@pytest.fixture
+def handed(monkeypatch) -> dict[str, int]:
+    """Counts of what the compiled engine hands the reference: whole marks of a perpetual (a
+    swap's are always the reference's), and per-mark maintenance checks."""
+    counts = {"mark": 0, "check": 0, "fund": 0, "pay": 0}
+    reference_mark = Exchange.mark
+    reference_check = engine_module.check_maintenance
+    reference_fund = Exchange.fund
+    reference_pay = Exchange._pay_funding
+
+    def fund(self, name):
+        counts["fund"] += 1
+        return reference_fund(self, name)
+
+    def pay(self, name, previous):
+        counts["pay"] += 1
+        return reference_pay(self, name, previous)
+
+    def mark(self, name):
+        counts["mark"] += self.instruments[name].spec.kind == "perp"
+        return reference_mark(self, name)
+
+    def check(engine, name):
+        if isinstance(engine, CompiledExchange):
+            counts["check"] += 1
+        return reference_check(engine, name)
+
+    monkeypatch.setattr(_mark, "_REFERENCE_MARK", mark)
+    monkeypatch.setattr(_mark, "_REFERENCE_FUND", fund)
+    monkeypatch.setattr(_mark, "_REFERENCE_PAY", pay)
+    monkeypatch.setattr(engine_module, "check_maintenance", check)
+    return counts
+
+
+def _market(cash_alice: int = 10**8) -> Pair:
+    margin = MarginConfig(
+        cure_ns=8 * HOUR_NS,
+        auction_bidders=[AuctionBidder(account="maker", discount_ppm=100_000, max_lots=10**6)],
+    )
+    pair = Pair(perp_spec(impact_notional_lots=5), (cash_alice, 10**8, 10**8, 10**10), margin)
+    for offset, qty in ((-2, 3), (-5, 50), (4, 2), (6, 50)):
+        pair.order("maker", PERP, "buy" if offset < 0 else "sell", 10_000 + offset, qty, "gtc")
+    pair.order("alice", PERP, "buy", 10_004, 2, "ioc")  # alice long 2, the maker short 2
+    return pair
+
+
+def test_a_healthy_market_s_marks_are_proven_by_the_compiled_step_alone(handed):
+    pair = _market()
+    for ticks in (10_010, 10_020, 9_990, 10_000):
+        pair.later(HOUR_NS)
+        pair.call("publish_index", RENTAL, ticks)
+    assert handed == {"mark": 0, "check": 0, "fund": 0, "pay": 0}
+    events = pair.events["reference"]
+    marks = [e for e in events if e.kind == ev.MARK_PRICE and e.instrument == PERP]
+    assert len(marks) >= 5 and all(e.data["source"] == "index+basis" for e in marks)
+    pair.call("state_hash")
+
+
+def test_a_holder_below_its_bound_is_the_reference_s_check_and_is_liquidated_alike(handed):
+    pair = _market(cash_alice=30_000)  # 2 lots of 100,000 minor units: 5 % MM is 10,000
+    pair.later(HOUR_NS)
+    pair.call("publish_index", RENTAL, 8_700)  # a 13 % fall: alice is under maintenance
+    assert handed["check"] >= 1 and handed["mark"] == 0
+    closes = [e for e in pair.events["compiled"] if e.kind == ev.CLOSE_OUT]
+    assert closes and closes[0].account == "alice" and closes[0].data == {"reason": "liquidation"}
+    pair.call("state_hash")
+
+
+def test_the_impact_walk_reads_64_levels_a_side_and_a_level_that_completes_the_size(handed):
+    pair = Pair(perp_spec(impact_notional_lots=65), (10**8, 10**8, 10**8, 10**10), None)
+    # bids: 65 levels of one lot, of which the walk reads 64: short of the size; asks: 63
+    # levels of one lot and a 64th of two, which completes the size exactly
+    for level in range(65):
+        pair.order("maker", PERP, "buy", 9_990 - level, 1, "gtc")
+    for level in range(63):
+        pair.order("maker", PERP, "sell", 10_010 + level, 1, "gtc")
+    pair.order("maker", PERP, "sell", 10_200, 2, "gtc")
+    pair.later(HOUR_NS)
+    pair.call("publish_index", RENTAL, 10_000)
+    model = pair.engines["compiled"].instruments[PERP].mark_model
+    assert model.sample_nano == 0  # no impact bid: no basis sample
+    pair.order("maker", PERP, "buy", 9_995, 2, "gtc")  # now 64 bid levels hold the size too
+    pair.later(HOUR_NS)
+    pair.call("publish_index", RENTAL, 10_000)
+    assert model.sample_nano != 0  # both impact prices
+    pair.later(HOUR_NS)
+    pair.call("publish_index", RENTAL, 10_000)
+    assert handed["mark"] == 0
+    pair.call("state_hash")
+
+
+def test_the_proof_s_edges_a_position_at_a_tier_s_bound_and_equity_at_the_bound(handed):
+    tiers = [
+        MarginTier(max_position_lots=5, initial_margin_ppm=100_000, maintenance_margin_ppm=50_000),
+        MarginTier(
+            max_position_lots=1_000, initial_margin_ppm=200_000, maintenance_margin_ppm=100_000
+        ),
+    ]
+    margin = MarginConfig(cure_ns=8 * HOUR_NS)
+    pair = Pair(perp_spec(margin_tiers=tiers), (10**8, 10**8, 10**8, 10**10), margin)
+    pair.order("maker", PERP, "sell", 10_000, 50, "gtc")
+    pair.order("alice", PERP, "buy", 10_000, 5, "ioc")  # 5 lots: the first tier's last size
+    engine = pair.engines["compiled"]
+    alice = engine.accounts["alice"]
+    listing = engine.instruments[PERP]
+    at_most = 5 * listing.mark * PERP_SPEC_TICK_VALUE * 50_000 // 10**6  # the 5 % tier's MM
+    assert at_most == _MaintenanceBound(engine).at_most(alice)
+    for shortfall, verdict in ((0, True), (1, False)):
+        alice.cash += at_most - shortfall - equity(engine, "alice")
+        assert bound_verdict(engine, PERP) is verdict
+        assert _mark.proven(engine, PERP) is verdict
+
+
+def test_an_index_move_of_exactly_the_trigger_runs_a_cycle_and_one_tick_less_does_not():
+    pair = _market()  # the trigger: 10 % from the index at the last cycle
+    pair.call("margin_cycle")  # the base: 10,000
+    for ticks, cycles in ((10_999, False), (11_000, True)):
+        since = len(pair.events["reference"])
+        pair.later(HOUR_NS)
+        pair.call("publish_index", RENTAL, ticks)
+        kinds = {e.kind for e in pair.events["reference"][since:]}
+        assert (ev.MARGIN_REQUIREMENT in kinds) is cycles
+
+
+def test_funding_is_compiled_payers_first_at_every_premium_and_cap(handed):
+    tiers = [
+        MarginTier(
+            max_position_lots=1_000, initial_margin_ppm=100_000, maintenance_margin_ppm=97_000
+        )
+    ]  # a 0.3 % cap on the rate: a wide book's premium reaches it
+    pair = Pair(
+        perp_spec(impact_notional_lots=3, margin_tiers=tiers), (10**8,) * 3 + (10**10,), None
+    )
+    pair.order("maker", PERP, "sell", 10_001, 20, "gtc")
+    for account, side, qty in (("alice", "buy", 7), ("bob", "buy", 3), ("carol", "buy", 1)):
+        pair.order(account, PERP, side, 10_001, qty, "ioc")
+    pair.order("carol", PERP, "sell", 9_990, 2, "gtc")  # carol: long 1, resting sell
+    pair.order("alice", PERP, "sell", 9_990, 1, "ioc")  # carol short 1 now
+    books = [  # (side, price, qty) added before each interval: the premium moves
+        [],
+        [("buy", 9_999, 3), ("sell", 10_002, 5)],
+        [("buy", 10_080, 4)],  # impact bid above the index: a premium past the band
+        [("sell", 9_700, 9)],  # a deep discount: past the cap the other way
+        [("buy", 10_500, 40), ("sell", 10_600, 40)],
+    ]
+    for orders in books:
+        for side, price, qty in orders:
+            pair.order("maker", PERP, side, price, qty, "gtc")
+        pair.later(8 * HOUR_NS)
+        pair.call("publish_index", RENTAL, 10_000)
+        pair.call("fund", PERP)
+    assert handed["fund"] == handed["pay"] == 0
+    events = pair.events["reference"]
+    rates = {e.data["rate"] for e in events if e.kind == ev.FUNDING_RATE}
+    assert {"1/10000", "3/1000", "-3/1000"} <= rates  # the interest, the cap both ways
+    paid = [e for e in events if e.kind == ev.FUNDING_PAID]
+    assert paid and any(e.amount > 0 for e in paid) and any(e.amount < 0 for e in paid)
+    pair.call("state_hash")
+
+
+def test_funding_the_reference_refuses_is_handed_to_it(handed):
+    pair = Pair(perp_spec(), (10**8,) * 3 + (10**10,), None)
+    pair.order("maker", PERP, "sell", 10_001, 20, "gtc")
+    pair.order("alice", PERP, "buy", 10_001, 2, "ioc")
+    for engine in pair.engines.values():  # lots that do not net to zero
+        engine.accounts["bob"].positions[PERP] = 1
+    pair.later(8 * HOUR_NS)
+    outcome = pair.call("fund", PERP)
+    assert outcome.startswith("raised ValueError")
+    assert handed["fund"] == 0 and handed["pay"] == 1  # the rate is compiled, not the payments
+    kinds = [e.kind for e in pair.events["compiled"]]
+    assert kinds[-1] == ev.FUNDING_RATE  # the reference's events up to its refusal
+
+
+def test_values_past_int64_are_handed_to_the_reference_and_give_its_events(handed):
+    pair = _market()
+    for engine in pair.engines.values():  # the same state on both: past what C computes in
+        engine.accounts["bob"].cash = 1 << 70
+        engine.accounts["bob"].positions[PERP] = 1
+        engine.accounts["maker"].positions[PERP] -= 1
+    pair.later(HOUR_NS)
+    pair.call("publish_index", RENTAL, 10_010)
+    assert handed == {"mark": 0, "check": 1, "fund": 0, "pay": 0}
+    for engine in pair.engines.values():
+        engine.instruments[PERP].mark_model.basis_nano = 1 << 70
+    pair.later(HOUR_NS)
+    pair.call("publish_index", RENTAL, 10_020)
+    assert handed["mark"] == 1
+    pair.call("state_hash")
+
+
+def test_an_engine_with_its_own_hooks_takes_the_reference_path(handed):
+    class Watched(CompiledExchange):
+        def _emit(self, kind, **fields):  # a subclass hook: the compiled step must not skip it
+            return super()._emit(kind, **fields)
+
+    events: list[Event] = []
+    engine = Watched(events.append)
+    engine.epoch = START
+    engine.start("hooks", 1, {})
+    engine.list_instrument(perp_spec())
+    engine.publish_index(RENTAL, 10_000)
+    assert handed["mark"] == 1
+    assert [e.kind for e in events][-2:] == [ev.INDEX_PUBLISHED, ev.MARK_PRICE]
