@@ -89,6 +89,12 @@ extensions = [
         ["clients/_budget.pyx"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
+    # the bot runner's delivery path, the compiled engine's twin (clients/runner.py: BotRunner)
+    Extension(
+        "clients._runner",
+        ["clients/_runner.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    ),
 ]
 
 setup(

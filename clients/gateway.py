@@ -86,7 +86,7 @@ from clients.protocol import (
     parse_command,
     rng_state,
 )
-from clients.runner import DEFAULT_DEPTH, BotFailure, BotRunner, bot_rng
+from clients.runner import DEFAULT_DEPTH, BotFailure, bot_rng, make_runner
 from exchange.core.clock import Simulator
 from exchange.kernel.engine import Exchange
 from exchange.kernel.engines import DEFAULT_ENGINE
@@ -834,7 +834,7 @@ def serve_session(
             gateway.wait(remote, connect_timeout)
 
         def drive(engine: Exchange, sim: Simulator):
-            runner = BotRunner(engine, sim, seed, depth=getattr(model, "depth", DEFAULT_DEPTH))
+            runner = make_runner(engine, sim, seed, depth=getattr(model, "depth", DEFAULT_DEPTH))
             for entry in entries:
                 if entry.account in remote:
                     driver = gateway.driver(entry.account, engine)

@@ -34,6 +34,11 @@ How a session with bots runs (all in simulated time, on the session's one thread
    flight are dropped; the session goes on. A real interrupt of the run (SIGINT, Ctrl-C) while
    a bot runs is not the bot's doing: it interrupts the run, which leaves a resumable log.
 
+The runner has a compiled twin, :class:`clients._runner.CompiledRunner` (Cython; the same steps,
+deliveries, failures and logs, held byte-identical by tests/clients/test_runner_twins.py), which
+a session on the compiled engine runs; :func:`make_runner` picks the twin for an engine, and
+:class:`BotRunner` here stays the plain-Python reference that the reference engine runs.
+
 The exchange never imports this module: a scenario's ``drive`` step creates the runner. The
 runner's own work emits no events but the rejections it records through ``Exchange.reject``
 (which verification records again from the log), so verification (which re-feeds the logged
@@ -51,6 +56,7 @@ from __future__ import annotations
 
 import _signal
 import signal
+import sys
 import threading
 import traceback
 import zlib
@@ -89,6 +95,9 @@ from exchange.core.events import Event, decode
 from exchange.kernel.engine import Exchange
 
 _budget_file = _budget.__file__
+#: Files of the runner's own frames, which :func:`describe` leaves out of a bot's traceback
+#: (the compiled twin, :mod:`clients._runner`, adds the name its frames carry).
+_OWN_FILES = {__file__, _budget_file}
 _new = tuple.__new__  # tuple.__new__(NamedTupleClass, fields): a message without a Python frame
 FILL, INDEX_PUBLISHED, MARK_PRICE = ev.FILL, ev.INDEX_PUBLISHED, ev.MARK_PRICE
 COMMAND_REJECTED, FUNDING_RATE, FUNDING_PAID = ev.COMMAND_REJECTED, ev.FUNDING_RATE, ev.FUNDING_PAID
@@ -182,7 +191,7 @@ class BotFailure(Exception):
 def describe(exc: BaseException, message: str | None = None) -> str:
     """A traceback that is the same on every machine: file names without their directories.
     ``message``: the exception's text, if already made (default ``str(exc)``)."""
-    own = {__file__, _budget_file}
+    own = _OWN_FILES
     # the runner's own frames (dispatch, run_within) are left out, so that a change to this
     # machinery does not change the logged traceback of a bot that fails
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename not in own]
@@ -1116,6 +1125,32 @@ class BotRunner:
         )
 
 
+#: Which runner :func:`make_runner` gives a session on the compiled engine: ``"compiled"``
+#: (:class:`clients._runner.CompiledRunner`, the default) or ``"python"`` (:class:`BotRunner`,
+#: the reference). The same deliveries and logs either way (tests/clients/test_runner_twins.py).
+RUNNER = "compiled"
+
+
+def make_runner(
+    engine: Exchange, sim: Simulator, seed: int, depth: int = DEFAULT_DEPTH
+) -> BotRunner:
+    """The runner of a session (arguments as :class:`BotRunner`'s): its compiled twin
+    (:class:`clients._runner.CompiledRunner`) when ``engine`` is the compiled engine
+    (``exchange.kernel.compiled.CompiledExchange``) and :data:`RUNNER` is ``"compiled"``, the
+    plain-Python :class:`BotRunner` otherwise (the reference engine runs plain Python only)."""
+    # not loaded: the engine is not the compiled one (and the reference loads no compiled code)
+    compiled = sys.modules.get("exchange.kernel.compiled")
+    if (
+        RUNNER == "compiled"
+        and compiled is not None
+        and isinstance(engine, compiled.CompiledExchange)
+    ):
+        from clients._runner import CompiledRunner
+
+        return CompiledRunner(engine, sim, seed, depth)
+    return BotRunner(engine, sim, seed, depth)
+
+
 __all__ = [
     "DEFAULT_MAX_STEPS",
     "DEFAULT_MAX_TIMERS",
@@ -1125,5 +1160,6 @@ __all__ = [
     "PARTICIPANT",
     "dispatch",
     "describe",
+    "make_runner",
     "watch_interrupts",
 ]

@@ -524,9 +524,9 @@ class MarketScenario(BaseModel):
     def drive(self, engine: Exchange, sim: Simulator, seed: int, remote: Any = None) -> Any:
         """Attach every bot and start them. ``remote(entry)`` returns the driver of a bot
         served over the gateway (``gpuex serve``); without it remote bots run in-process."""
-        from clients.runner import BotRunner
+        from clients.runner import make_runner
 
-        runner = BotRunner(engine, sim, seed, depth=self.depth)
+        runner = make_runner(engine, sim, seed, depth=self.depth)
         for entry in self.bots:
             budget = entry.budget_lines or None
             if entry.remote and remote is not None:

@@ -3,9 +3,14 @@ ints, read from the book's ``top`` (no depth arrays; issue #20)."""
 
 from __future__ import annotations
 
+import pytest
+
 from clients.bot import BookLevel, BookView
 from clients.runner import BotRunner
 from tests.clients.test_runner import market
+
+# every test here runs with both runner twins (tests/clients/conftest.py)
+pytestmark = pytest.mark.usefixtures("twin")
 
 
 class TopOnly:

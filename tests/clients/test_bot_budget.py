@@ -33,6 +33,9 @@ from exchange.store.event_store import EventStore
 from tests.clients.test_gateway import ShortProducts
 from tests.clients.test_runner import MS, Quoter, market
 
+# every test here runs with both runner twins (tests/clients/conftest.py)
+pytestmark = pytest.mark.usefixtures("twin")
+
 
 class Hung(Exception):
     """Raised by the test's alarm inside a bot that nothing else stopped."""

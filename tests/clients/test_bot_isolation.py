@@ -13,7 +13,9 @@ import types
 from functools import partial
 
 import orjson
+import pytest
 
+from clients import _runner
 from clients.bot import Bot
 from clients.latency import Latency
 from clients.runner import (
@@ -30,6 +32,10 @@ from exchange.core.clock import Simulator
 from exchange.kernel.engine import Exchange
 from exchange.store.fold import Fold
 from tests.clients.test_runner import MS, Quoter, market
+from tests.clients.test_strategies import every_strategy_session
+
+# every test here runs with both runner twins (tests/clients/conftest.py)
+pytestmark = pytest.mark.usefixtures("twin")
 
 
 def run(attacker: Bot, days: int = 2, **options):
@@ -156,7 +162,17 @@ def test_the_exchange_cannot_be_reached_through_the_context():
     assert_maker_untouched(engine, events, maker)
 
 
-_FORBIDDEN = (Exchange, Simulator, BotRunner, Slot, LocalDriver)
+# both twins' runner, slot and link classes (tests/clients/conftest.py)
+_FORBIDDEN = (
+    Exchange,
+    Simulator,
+    BotRunner,
+    Slot,
+    LocalDriver,
+    _runner.CompiledRunner,
+    _runner.CSlot,
+    _runner.CLink,
+)
 
 
 def _reachable(roots) -> list[object]:
@@ -184,6 +200,12 @@ def _reachable(roots) -> list[object]:
         for name in getattr(type(obj), "__slots__", ()):
             if hasattr(obj, name):
                 todo.append(getattr(obj, name))
+        # the compiled twin's objects (clients._runner.CSlot...) keep their fields in C: read
+        # through their type's descriptors
+        if type(obj).__module__ == "clients._runner":
+            for name, field in vars(type(obj)).items():
+                if isinstance(field, types.GetSetDescriptorType) and hasattr(obj, name):
+                    todo.append(getattr(obj, name))
         if hasattr(obj, "__dict__") and not isinstance(obj, types.FunctionType):
             todo.append(vars(obj))
     return list(seen.values())
@@ -366,7 +388,6 @@ def test_the_account_a_bot_sees_is_the_exchanges_account_at_every_delivery(monke
     account; checked against the exchange's own account at every delivery of a session of
     every strategy, with a guarantor called and defaulting."""
     from clients.context import AccountView, OpenOrder
-    from tests.clients.test_strategies import every_strategy_session
 
     checked: list[bool] = []
     made = BotRunner._snapshot

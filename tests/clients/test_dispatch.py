@@ -11,6 +11,9 @@ from clients.budget import DEFAULT_LINES
 from clients.context import AccountView, Context
 from clients.runner import BotFailure, LocalDriver, dispatch
 
+# every test here runs with both runner twins (tests/clients/conftest.py)
+pytestmark = pytest.mark.usefixtures("twin")
+
 TRADE = ("on_trade", Trade("H100-PERP", 5, 100, 2, "buy"))
 INDEX = ("on_index", IndexPrint("H100-RENTAL", 5, 101))
 ORDER = ("on_order", OrderUpdate("accepted", 5, "H100-PERP", 7, 1, "buy", 99, 3, None))
@@ -32,6 +35,7 @@ def _context() -> Context:
     return Context("b", "acct", np.random.default_rng(1))
 
 
+@pytest.mark.parametrize("twin", ["python"], indirect=True)  # patches the reference's run_within
 def test_a_callback_the_bot_does_not_override_is_not_run_under_a_budget(monkeypatch):
     called: list[str] = []
     run_within = runner.run_within

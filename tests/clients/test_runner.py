@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from clients.bot import Bot
 from clients.latency import Latency, Link
 from clients.runner import BotRunner, bot_rng, describe
@@ -11,6 +13,8 @@ from exchange.core.events import encode
 from exchange.kernel.engine import DAY_NS, Exchange
 from exchange.sessions.scenario_products import ProductsScenario
 
+# every test here runs with both runner twins (tests/clients/conftest.py)
+pytestmark = pytest.mark.usefixtures("twin")
 MS = 1_000_000
 
 

@@ -5,6 +5,8 @@ that hands every bot everything (``clients.runner._hearing`` answering ``None``)
 
 from __future__ import annotations
 
+import pytest
+
 import clients.runner as runner_module
 from clients.bot import Bot
 from clients.latency import Latency
@@ -16,6 +18,8 @@ from exchange.sessions import session
 from exchange.sessions.scenario_products import ProductsScenario
 from exchange.store.event_store import EventStore
 
+# every test here runs with both runner twins (tests/clients/conftest.py)
+pytestmark = pytest.mark.usefixtures("twin")
 MS = 1_000_000
 HOUR = 3_600 * 10**9
 
@@ -97,6 +101,7 @@ def _dispatched(monkeypatch) -> list[tuple[str, list[str]]]:
     return handed
 
 
+@pytest.mark.parametrize("twin", ["python"], indirect=True)  # patches the reference's dispatch
 def test_a_bot_is_handed_only_the_callbacks_it_overrides_and_the_book_views(monkeypatch):
     handed = _dispatched(monkeypatch)
     engine, sim, runner, events, end = _market(days=2)
@@ -115,6 +120,7 @@ def test_a_bot_is_handed_only_the_callbacks_it_overrides_and_the_book_views(monk
     assert "on_order" not in taker and "on_fill" not in taker and "on_book" in taker
 
 
+@pytest.mark.parametrize("twin", ["python"], indirect=True)  # patches the reference's dispatch
 def test_a_batch_the_bot_hears_nothing_of_is_not_handed_over_but_keeps_its_book_views(
     monkeypatch,
 ):
@@ -140,6 +146,7 @@ def test_a_batch_the_bot_hears_nothing_of_is_not_handed_over_but_keeps_its_book_
     assert watcher.seen == twin.seen
 
 
+@pytest.mark.parametrize("twin", ["python"], indirect=True)  # patches the reference's dispatch
 def test_a_batch_the_bot_hears_nothing_of_still_counts_toward_its_step_limit(monkeypatch):
     handed = _dispatched(monkeypatch)
     engine, sim, runner, events, end = _market(days=2)
@@ -188,6 +195,9 @@ def _session(monkeypatch, tmp_path, hearing: bool, tap: bool):
     with monkeypatch.context() as patch:
         patch.setattr(runner_module, "run_within", recording)
         patch.setattr(runner_module, "TAP_LINES", tap)
+        # the reference runner's own run_within is what is recorded (the compiled twin's
+        # callbacks are held to the same log in test_runner_twins.py)
+        patch.setattr(runner_module, "RUNNER", "python")
         if not hearing:
             patch.setattr(runner_module, "_hearing", lambda driver: None)
         db = tmp_path / f"flagship-{hearing}-{tap}.db"
@@ -196,6 +206,7 @@ def _session(monkeypatch, tmp_path, hearing: bool, tap: bool):
         return store.digest(), ran
 
 
+@pytest.mark.parametrize("twin", ["python"], indirect=True)  # patches the reference's run_within
 def test_the_flagship_runs_the_same_callbacks_and_log_as_when_every_bot_hears_everything(
     monkeypatch, tmp_path
 ):

@@ -20,6 +20,9 @@ from exchange.sessions import session
 from exchange.sessions.scenario_products import ProductsScenario
 from exchange.store.event_store import _CODES, EventStore
 
+# every test here runs with both runner twins (tests/clients/conftest.py)
+pytestmark = pytest.mark.usefixtures("twin")
+
 SEED = 3
 
 

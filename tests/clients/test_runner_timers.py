@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from clients.bot import Bot
 from clients.latency import Latency
 from exchange.core import events as ev
 from tests.clients.test_runner import MS, market
+
+# every test here runs with both runner twins (tests/clients/conftest.py)
+pytestmark = pytest.mark.usefixtures("twin")
 
 
 class Untagged(Bot):
