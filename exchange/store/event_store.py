@@ -181,6 +181,7 @@ PROGRESS_EVERY = 16_384
 #: ``{None: nan}.get`` maps None to NaN, which SQLite binds as NULL (see ``_insert_projection``).
 _NULL_AS_NAN = {None: float("nan")}
 _new_tuple = tuple.__new__
+_UNSET = object()  # an attribute not found yet
 
 
 class _Checkpointer:
@@ -782,7 +783,7 @@ class EventStore:
         self.left_in_wal = False
         self.durability = "normal"
         self._checkpointer: _Checkpointer | None = None
-        self._c = _writer()  # exchange.store._writer (the batch blob in C), or None
+        self._c_module: Any = _UNSET  # see _c
         self._projected = False  # a writer keeps a projection it found up to date
         self._bg_bytes = 0  # payload bytes since the last background checkpoint request
         self._wal_bytes = 0  # payload bytes since the writer's last complete checkpoint
@@ -975,6 +976,18 @@ class EventStore:
         self._checkpointer = _Checkpointer(self.path)
 
     @property
+    def _c(self) -> Any:
+        """``exchange.store._writer`` (the batch blob in C), or None; found on first use. Not
+        at the store's opening: the journaller's store never encodes (it stores the run's
+        blobs as they are), and the extension's import pulls in numpy through
+        ``exchange.core._lines`` -- 40 ms of the journaller's start-up, and an OpenBLAS
+        thread that spins for ~0.1 s of CPU after it (measured), on the core the run's
+        batches are committed from."""
+        if self._c_module is _UNSET:
+            self._c_module = _writer()
+        return self._c_module
+
+    @property
     def _db(self) -> Any:
         """The connection as a ``sqlite_utils.Database`` (made on first use: see
         :func:`_database`)."""
@@ -1120,6 +1133,57 @@ class EventStore:
                 is outside ``1..new last_seq`` or already taken.
             StoreError: as :meth:`append`.
         """
+        self.append_blobs([(blob, first, count, snapshot, None)])
+
+    def append_blobs(
+        self, batches: Sequence[tuple[bytes, int, int, tuple[int, str, str] | None, str | None]]
+    ) -> None:
+        """:meth:`append_blob` of several batches in one transaction: ``batches`` holds
+        ``(blob, first, count, snapshot, digest)`` per batch, in log order (``digest``: the
+        blob's sha256 hex when the caller has it, else None). The statements are those of
+        one :meth:`append_blob` per batch, in the same order, so the file is the same page
+        for page; only the commits are fewer (the journaller's, when batches have queued up
+        behind a commit: one WAL commit, not one per batch).
+
+        If that transaction fails, the batches are appended again one transaction each, as
+        one :meth:`append_blob` each would have been: every batch before the one refused is
+        committed, and the error is that batch's.
+
+        Raises:
+            ValueError, StoreError: as :meth:`append_blob`, for the first batch refused.
+        """
+        if len(batches) == 1:
+            blob, first, count, snapshot, digest = batches[0]
+            self._check_blob(first, count, snapshot)
+            batch = self._batch_count + 1
+            self._commit(count, blob, batch, first, first + count - 1, snapshot, digest)
+            return
+        state = (self._last_seq, self._batch_count, self._chain)
+        size = 0
+        try:
+            with self._atomic():
+                for blob, first, count, snapshot, digest in batches:
+                    self._check_blob(first, count, snapshot)
+                    batch = self._batch_count + 1
+                    last = first + count - 1
+                    self._write(count, blob, batch, first, last, snapshot, digest)
+                    self._last_seq, self._batch_count = last, batch
+                    size += len(blob) + (len(snapshot[1]) if snapshot else 0)
+        except BaseException as exc:
+            self._last_seq, self._batch_count, self._chain = state  # all rolled back
+            if not isinstance(exc, Exception):
+                raise
+            failed = True
+        else:
+            failed = False
+        if failed:  # one by one, as many transactions: the batch that fails raises
+            for one in batches:
+                self.append_blobs([one])
+            return
+        self._after_commit(size)
+
+    def _check_blob(self, first: int, count: int, snapshot: tuple[int, str, str] | None) -> None:
+        """:meth:`append_blob`'s checks of a batch of ``count`` events from seq ``first``."""
         self._check_writable()
         batch = self._batch_count + 1
         last = first + count - 1
@@ -1130,7 +1194,6 @@ class EventStore:
             )
         if snapshot is not None and not 1 <= snapshot[0] <= last:
             raise ValueError(f"snapshot seq {snapshot[0]} outside 1..{last}")
-        self._commit(count, blob, batch, first, last, snapshot)
 
     def _check_writable(self) -> None:
         if self.mode != "a":
@@ -1140,40 +1203,68 @@ class EventStore:
         if self._handed_off:
             raise StoreError(f"{self.path}: handed off to another writer")
 
-    def _commit(self, n: int, blob: bytes, batch: int, first: int, last: int, snapshot) -> None:
-        """One batch's transaction (``n`` events, ``first..last``, as ``blob``): the batch row
-        (blob, digest and chain), the projection's rows if the file has one,
-        ``sessions.last_seq`` and the optional snapshot. All or nothing; a value SQLite
-        refuses becomes a ``ValueError`` naming the batch."""
+    def _commit(
+        self,
+        n: int,
+        blob: bytes,
+        batch: int,
+        first: int,
+        last: int,
+        snapshot,
+        digest: str | None = None,
+    ) -> None:
+        """One batch's transaction (``n`` events, ``first..last``, as ``blob``; ``digest``:
+        its sha256 hex, or None to compute it): see :meth:`_write`. All or nothing."""
         chain = self._chain
-        conn = self._conn
         try:
             with self._atomic():
-                if n:
-                    digest = hashlib.sha256(blob).hexdigest()
-                    chain = _chain(self._chain, digest)
-                    conn.execute(
-                        "INSERT INTO batches (batch, first_seq, last_seq, events, digest, chain) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (batch, first, last, blob, digest, chain),
-                    )
-                    if self._projected:  # kept up to date once built (a writer's own choice)
-                        _insert_projection(conn, batch, blob, _blob_fields(blob))
-                    conn.execute("UPDATE sessions SET last_seq = ?", (last,))
-                if snapshot is not None:
-                    seq, state_json, state_hash = snapshot
-                    conn.execute(
-                        "INSERT INTO snapshots (seq, state, state_hash) VALUES (?, ?, ?)",
-                        (seq, state_json, state_hash),
-                    )
-        except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError) as exc:
-            # a NOT NULL or type (STRICT) violation, an unbindable or too large value
-            raise ValueError(f"batch {batch} (seqs {first}..{last}) not stored: {exc}") from exc
+                self._write(n, blob, batch, first, last, snapshot, digest)
+        except BaseException:
+            self._chain = chain
+            raise
         if n:
             self._last_seq = last
             self._batch_count = batch
-            self._chain = chain
             self._after_commit(len(blob) + (len(snapshot[1]) if snapshot else 0))
+
+    def _write(
+        self,
+        n: int,
+        blob: bytes,
+        batch: int,
+        first: int,
+        last: int,
+        snapshot,
+        digest: str | None,
+    ) -> None:
+        """One batch's statements, inside a transaction: the batch row (blob, digest and
+        chain; the chain is advanced, the caller restores it if the transaction rolls back),
+        the projection's rows if the file has one, ``sessions.last_seq`` and the optional
+        snapshot. A value SQLite refuses becomes a ``ValueError`` naming the batch."""
+        conn = self._conn
+        try:
+            if n:
+                if digest is None:
+                    digest = hashlib.sha256(blob).hexdigest()
+                chain = _chain(self._chain, digest)
+                conn.execute(
+                    "INSERT INTO batches (batch, first_seq, last_seq, events, digest, chain) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (batch, first, last, blob, digest, chain),
+                )
+                if self._projected:  # kept up to date once built (a writer's own choice)
+                    _insert_projection(conn, batch, blob, _blob_fields(blob))
+                conn.execute("UPDATE sessions SET last_seq = ?", (last,))
+                self._chain = chain
+            if snapshot is not None:
+                seq, state_json, state_hash = snapshot
+                conn.execute(
+                    "INSERT INTO snapshots (seq, state, state_hash) VALUES (?, ?, ?)",
+                    (seq, state_json, state_hash),
+                )
+        except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError) as exc:
+            # a NOT NULL or type (STRICT) violation, an unbindable or too large value
+            raise ValueError(f"batch {batch} (seqs {first}..{last}) not stored: {exc}") from exc
 
     def _after_commit(self, size: int) -> None:
         """Checkpoint bookkeeping after a commit of ``size`` payload bytes (see

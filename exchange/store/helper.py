@@ -37,11 +37,11 @@ class Helper(NamedTuple):
     from_child: Connection
 
 
-def spawn(module: str, *args: str) -> Helper | None:
+def spawn(module: str, *args: str, pass_fds: tuple[int, ...] = ()) -> Helper | None:
     """Start ``python -P -m exchange.<room>.<module> PARENT_PID *args`` with this process's
     interpreter and this ``exchange`` package, its stdin and stdout piped to the returned
-    connections; None if no process can be started here (the caller then does the work
-    itself)."""
+    connections (and the descriptors ``pass_fds`` inherited, under the same numbers); None if
+    no process can be started here (the caller then does the work itself)."""
     if os.name != "posix":
         return None
     package_root = str(Path(__file__).resolve().parents[2])
@@ -55,6 +55,7 @@ def spawn(module: str, *args: str) -> Helper | None:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
+            pass_fds=pass_fds,
         )
     except OSError:
         return None
