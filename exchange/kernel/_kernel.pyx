@@ -366,8 +366,9 @@ cdef object _seen_sink = None
 cdef LineBatch _seen_lines = None
 
 
-cdef inline LineBatch _lines_of(object sink):
-    """The LineBatch whose ``append`` ``sink`` is, else None."""
+cdef LineBatch lines_of(object sink):
+    """The LineBatch whose ``append`` ``sink`` is, else None (the last verdict remembered:
+    an engine's sink does not change; shared with ``exchange.kernel._mark``)."""
     global _seen_sink, _seen_lines
     if sink is _seen_sink:
         return _seen_lines
@@ -470,7 +471,7 @@ cdef inline object _emit_with(
     seq = E["seq"] + 1
     E["seq"] = seq
     sink = E["_sink"]
-    lines = _lines_of(sink)
+    lines = lines_of(sink)
     if lines is not None and _put_line(
         lines, seq, E["t"], kind, instrument, account, order_id, side, price, qty, amount,
         counterparty, counter_order_id, data, key,
@@ -737,7 +738,7 @@ cdef int _begin(Out* o, dict E) except -1:
     cdef long long seq, t
     o.E = <PyObject*>E
     o.lines = NULL
-    lines = _lines_of(E["_sink"])
+    lines = lines_of(E["_sink"])
     if lines is None:
         return 0
     seq_value = E["seq"]

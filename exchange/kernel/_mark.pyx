@@ -48,6 +48,7 @@ from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport int32_t, int64_t
 
 from exchange.core._lines cimport LineBatch, put_bytes, put_value
+from exchange.kernel._kernel cimport lines_of
 from matching_core._book cimport Level, OrderBook
 
 from exchange.core import events as ev
@@ -211,23 +212,6 @@ cdef inline bint _add(i128 a, i128 b, i128* out) noexcept:
 
 
 # ----------------------------------------------------------------------------- events
-cdef object _seen_sink = None
-cdef LineBatch _seen_lines = None
-
-
-cdef inline LineBatch _lines_of(object sink):
-    """The LineBatch whose ``append`` ``sink`` is, else None (the last verdict remembered, as
-    ``exchange.kernel._kernel`` does)."""
-    global _seen_sink, _seen_lines
-    if sink is _seen_sink:
-        return _seen_lines
-    owner = getattr(sink, "__self__", None)
-    lines = None
-    if type(owner) is LineBatch and getattr(sink, "__name__", None) == "append":
-        lines = owner
-    _seen_sink = sink
-    _seen_lines = lines
-    return lines
 
 
 cdef int _put_line(LineBatch lines, tuple fields) except -1:
@@ -268,7 +252,7 @@ cdef int _emit(dict E, str kind, object instrument, object account, object price
     sink = E["_sink"]
     fields = (seq, E["t"], kind, instrument, account, None, None, price, qty, amount, None,
               None, data)
-    lines = _lines_of(sink)
+    lines = lines_of(sink)
     if lines is not None and _put_line(lines, fields):
         return 0
     sink(_new_event(Event, fields))
