@@ -83,6 +83,13 @@ extensions = [
         ["exchange/kernel/_mark.pyx"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
+    # the compiled engine's account view (a bot's snapshot): the account's orders from the C
+    # books (Exchange.account_view is its reference)
+    Extension(
+        "exchange.kernel._views",
+        ["exchange/kernel/_views.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    ),
     # the per-callback budget's counter, a C trace function (clients/budget.py: its Python twin)
     Extension(
         "clients._budget",

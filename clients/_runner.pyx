@@ -51,6 +51,7 @@ from clients.runner import (
     FUNDING_PAID,
     FUNDING_RATE,
     INDEX_PUBLISHED,
+    _WANTED,
     MARK_PRICE,
     MAX_COMMAND_BYTES,
     STEP_WINDOW_NS,
@@ -67,6 +68,7 @@ from clients.runner import (
 )
 from exchange.core.clock import PARTICIPANT
 from exchange.core.commands import TRADING_TYPES, jsonable
+from exchange.core.events import ORDER_RESTED
 
 from exchange.core._clock cimport Simulator as _CSimulator
 
@@ -412,6 +414,22 @@ class CompiledRunner(BotRunner):
         self._by_account[account] = slot
 
     # ---------------------------------------------------------------- market data
+    def _watch(self, lines):
+        """:meth:`BotRunner._watch`, and the masks this twin's scans give the tap
+        (``Tap.scan_rows``): the lines whose fields :meth:`_publish` does not read come as
+        thin rows, without an ``Event`` -- a resting order's (its instrument is all a publish
+        reads: the book is dirty) and an order status of a bot that does not hear
+        ``on_order`` (its account: the bot is told, nothing is built)."""
+        BotRunner._watch(self, lines)
+        self._thin_kinds = bytes(
+            1 if kind == ORDER_RESTED else 2 if kind in _ORDER_STATUS else 0
+            for kind in self._tap.kinds
+        )
+        self._thin_accounts = bytes(
+            0 if (<CSlot>slot).hears is None or "on_order" in (<CSlot>slot).hears else 1
+            for slot in self.slots
+        )
+
     def _snapshot(self, CSlot slot):
         if self._tap is not None:
             self._scan()
@@ -423,7 +441,7 @@ class CompiledRunner(BotRunner):
         return view
 
     def _scan(self):
-        got = self._tap.scan(self._lines)
+        got = self._tap.scan_rows(self._lines, self._thin_kinds, self._thin_accounts)
         if got is None:
             return
         events, stale, rejections = got
@@ -441,7 +459,7 @@ class CompiledRunner(BotRunner):
             self._pending += events
         if rejections is not None:
             for i in rejections:
-                seq = events[i].seq
+                seq = events[i][0]  # a row's seq (an Event's or a thin row's first field)
                 ref = self._ref_of(seq)
                 if ref is not None:
                     self._rejected_refs[seq] = ref
@@ -573,7 +591,7 @@ class CompiledRunner(BotRunner):
                     told[account] = "step" if account in told else "on_funding"
                     hears = slot.hears
                     if hears is None or "on_funding" in hears:
-                        rate = self._last_rate(events, e)
+                        rate = _last_rate(events, e)
                         funding = Funding(instrument, t, rate, None, qty, amount)
                         private.setdefault(account, []).append(("on_funding", funding))
             elif kind in _CALL_STATUS:
@@ -737,6 +755,17 @@ cdef int _deliver(_Core core, CSlot slot, list batch, callback, int extra) excep
     for at, tag in timers:
         core.sim.schedule(max(at, now + 1), core.a_timer, slot, tag)
     return 0
+
+
+cdef object _last_rate(list rows, object paid):
+    """:meth:`BotRunner._last_rate` over rows (``Tap.scan_rows``: Events and thin rows, whose
+    first four fields -- seq, t, kind, instrument -- are always read): the rate announced in
+    the same instant before the funding payment ``paid``."""
+    rate = "0"
+    for e in rows:
+        if e[2] == FUNDING_RATE and e[3] == paid[3] and e[0] < paid[0]:
+            rate = e[12]["rate"]
+    return rate
 
 
 cdef _fill(dict by_account, dict private, dict told, account, e, side, order_id, cash,

@@ -1194,113 +1194,36 @@ cdef class Tap:
         watched accounts named (as account, or as counterparty beside an account),
         ascending. ``flagged``: the places in ``events`` of the ``flagged`` kinds' events
         (a list), or None. The lines' columns are :attr:`columns`."""
-        cdef long long first = self.next_seq
-        cdef Py_ssize_t i0, i, n, start
-        cdef const char* starts[_SCALARS]
-        cdef Py_ssize_t sizes[_SCALARS]
-        cdef const char* line
-        cdef Py_ssize_t size, k, a, c
-        cdef bint every = False
-        cdef bint named = False
-        cdef short* kind
-        cdef int* account
-        cdef int* counterparty
-        cdef long long* ts
-        cdef Py_ssize_t cap
-        if first < lines.first:
-            raise RuntimeError(
-                f"lines from seq {first} were taken before this tap scanned them"
-            )
-        i0 = first - lines.first
-        n = lines.count - i0
-        if n <= 0:
-            return None
-        if self.col_cap < n:
-            cap = max(n, 2 * self.col_cap, 256)
-            free(self.col_kind)
-            free(self.col_account)
-            free(self.col_counterparty)
-            free(self.col_t)
-            self.col_cap = 0
-            self.col_kind = <short*>malloc(cap * sizeof(short))
-            self.col_account = <int*>malloc(cap * sizeof(int))
-            self.col_counterparty = <int*>malloc(cap * sizeof(int))
-            self.col_t = <long long*>malloc(cap * sizeof(long long))
-            if (self.col_kind == NULL or self.col_account == NULL
-                    or self.col_counterparty == NULL or self.col_t == NULL):
-                raise MemoryError()
-            self.col_cap = cap
-        kind = self.col_kind
-        account = self.col_account
-        counterparty = self.col_counterparty
-        ts = self.col_t
-        events = []
-        flagged = None
-        # the scan is done (next_seq moved) even if building an event raises: the lines were
-        # read; a second scan would report them twice
-        self.next_seq = first + n
-        self.scan_first = first
-        self.n_scanned = n
-        for i in range(n):
-            start = lines.ends[i0 + i - 1] if i0 + i else 0
-            line = lines.buf.data + start
-            size = lines.ends[i0 + i] - 1 - start
-            ts[i] = lines.ts[i0 + i]
-            if not _tokens(line, size, _SCALARS, starts, sizes):
-                kind[i] = _MALFORMED
-                account[i] = _NULL
-                counterparty[i] = _NULL
-                every = True
-                try:
-                    event = self.decode(PyBytes_FromStringAndSize(line, size))
-                    wanted = event[2] in self.wanted_set
-                except Exception:  # noqa: BLE001 - a placeholder: the take of its batch raises
-                    continue
-                if wanted:
-                    if event[2] in self.held[2]:
-                        if flagged is None:
-                            flagged = []
-                        flagged.append(len(events))
-                    events.append(event)
-                continue
-            k = _table_find(&self.kinds, starts[_KIND], sizes[_KIND])
-            kind[i] = k
-            a = _NULL
-            c = _NULL
-            if not (sizes[_ACCOUNT] == 4 and memcmp(starts[_ACCOUNT], b"null", 4) == 0):
-                a = _table_find(&self.accounts, starts[_ACCOUNT], sizes[_ACCOUNT])
-                if a < 0:
-                    a = _OTHER
-            if not (sizes[_COUNTERPARTY] == 4 and memcmp(starts[_COUNTERPARTY], b"null", 4) == 0):
-                c = _table_find(&self.accounts, starts[_COUNTERPARTY], sizes[_COUNTERPARTY])
-                if c < 0:
-                    c = _OTHER
-            account[i] = a
-            counterparty[i] = c
-            if a != _NULL:
-                if a >= 0:
-                    self.stale[a] = 1
-                    named = True
-                if c >= 0:  # a counterparty counts beside an account (as the listener did)
-                    self.stale[c] = 1
-                    named = True
-            elif k < 0 or not self.quiet[k]:
-                every = True
-            if 0 <= k < self.n_wanted:
-                if self.flagged[k]:
-                    if flagged is None:
-                        flagged = []
-                    flagged.append(len(events))
-                events.append(self._event(line, size, starts, sizes))
-        stale = None
-        if every or named:
-            if every:
-                stale = True
-            else:
-                stale = [a for a in range(self.accounts.count) if self.stale[a]]
-            for a in range(self.accounts.count):
-                self.stale[a] = 0
-        return events, stale, flagged
+        return _scan_lines(self, lines, NULL, NULL)
+
+    def scan_rows(self, LineBatch lines, bytes thin_kinds not None,
+                  bytes thin_accounts not None):
+        """:meth:`scan` for the compiled bot runner (``clients._runner``): the same scan and
+        the same ``(rows, stale, flagged)``, but a wanted line whose fields the runner's
+        publish does not read becomes a *thin row*, a plain tuple of the event's 13 fields
+        of which only the first few are read from the line and the others are None (no
+        ``Event``, no parse of the fields left out):
+
+        * ``thin_kinds[k] == 1``: a line of kind ``k`` (its index among ``wanted`` then
+          ``quiet``, as in :attr:`columns`) keeps ``seq, t, kind, instrument``;
+        * ``thin_kinds[k] == 2``: a line of kind ``k`` whose account is a watched one ``a``
+          with ``thin_accounts[a]`` non-zero keeps ``seq, t, kind, instrument, account``;
+        * any other wanted line is the event ``scan`` builds (an ``Event``).
+
+        A line whose kept fields the C builder would leave to ``decode`` is the event too.
+        ``thin_kinds`` needs a byte per kind and ``thin_accounts`` one per watched account."""
+        if (PyBytes_GET_SIZE(thin_kinds) < self.kinds.count
+                or PyBytes_GET_SIZE(thin_accounts) < self.accounts.count):
+            raise ValueError("scan_rows: a byte per kind and per watched account")
+        return _scan_lines(self, lines, PyBytes_AS_STRING(thin_kinds),
+                           PyBytes_AS_STRING(thin_accounts))
+
+    @property
+    def kinds(self):
+        """The kinds this tap knows (str), in their indexes' order: ``wanted``, then the
+        ``quiet`` kinds that are not wanted (the ``kind`` of :attr:`columns`, the index into
+        :meth:`scan_rows`'s ``thin_kinds``)."""
+        return [_orjson.loads(token) for token in self.held[0]]
 
     @property
     def columns(self):
@@ -1316,6 +1239,152 @@ cdef class Tap:
             "account": _column(self.col_account, n * sizeof(int), _np.int32),
             "counterparty": _column(self.col_counterparty, n * sizeof(int), _np.int32),
         }
+
+
+cdef object _scan_lines(Tap self, LineBatch lines, const char* thin_kinds,
+                        const char* thin_accounts):
+    """:meth:`Tap.scan`'s body (``thin_kinds`` NULL) and :meth:`Tap.scan_rows`'s."""
+    cdef long long first = self.next_seq
+    cdef Py_ssize_t i0, i, n, start
+    cdef const char* starts[_SCALARS]
+    cdef Py_ssize_t sizes[_SCALARS]
+    cdef const char* line
+    cdef Py_ssize_t size, k, a, c
+    cdef bint every = False
+    cdef bint named = False
+    cdef short* kind
+    cdef int* account
+    cdef int* counterparty
+    cdef long long* ts
+    cdef Py_ssize_t cap
+    if first < lines.first:
+        raise RuntimeError(
+            f"lines from seq {first} were taken before this tap scanned them"
+        )
+    i0 = first - lines.first
+    n = lines.count - i0
+    if n <= 0:
+        return None
+    if self.col_cap < n:
+        cap = max(n, 2 * self.col_cap, 256)
+        free(self.col_kind)
+        free(self.col_account)
+        free(self.col_counterparty)
+        free(self.col_t)
+        self.col_cap = 0
+        self.col_kind = <short*>malloc(cap * sizeof(short))
+        self.col_account = <int*>malloc(cap * sizeof(int))
+        self.col_counterparty = <int*>malloc(cap * sizeof(int))
+        self.col_t = <long long*>malloc(cap * sizeof(long long))
+        if (self.col_kind == NULL or self.col_account == NULL
+                or self.col_counterparty == NULL or self.col_t == NULL):
+            raise MemoryError()
+        self.col_cap = cap
+    kind = self.col_kind
+    account = self.col_account
+    counterparty = self.col_counterparty
+    ts = self.col_t
+    events = []
+    flagged = None
+    # the scan is done (next_seq moved) even if building an event raises: the lines were
+    # read; a second scan would report them twice
+    self.next_seq = first + n
+    self.scan_first = first
+    self.n_scanned = n
+    for i in range(n):
+        start = lines.ends[i0 + i - 1] if i0 + i else 0
+        line = lines.buf.data + start
+        size = lines.ends[i0 + i] - 1 - start
+        ts[i] = lines.ts[i0 + i]
+        if not _tokens(line, size, _SCALARS, starts, sizes):
+            kind[i] = _MALFORMED
+            account[i] = _NULL
+            counterparty[i] = _NULL
+            every = True
+            try:
+                event = self.decode(PyBytes_FromStringAndSize(line, size))
+                wanted = event[2] in self.wanted_set
+            except Exception:  # noqa: BLE001 - a placeholder: the take of its batch raises
+                continue
+            if wanted:
+                if event[2] in self.held[2]:
+                    if flagged is None:
+                        flagged = []
+                    flagged.append(len(events))
+                events.append(event)
+            continue
+        k = _table_find(&self.kinds, starts[_KIND], sizes[_KIND])
+        kind[i] = k
+        a = _NULL
+        c = _NULL
+        if not (sizes[_ACCOUNT] == 4 and memcmp(starts[_ACCOUNT], b"null", 4) == 0):
+            a = _table_find(&self.accounts, starts[_ACCOUNT], sizes[_ACCOUNT])
+            if a < 0:
+                a = _OTHER
+        if not (sizes[_COUNTERPARTY] == 4 and memcmp(starts[_COUNTERPARTY], b"null", 4) == 0):
+            c = _table_find(&self.accounts, starts[_COUNTERPARTY], sizes[_COUNTERPARTY])
+            if c < 0:
+                c = _OTHER
+        account[i] = a
+        counterparty[i] = c
+        if a != _NULL:
+            if a >= 0:
+                self.stale[a] = 1
+                named = True
+            if c >= 0:  # a counterparty counts beside an account (as the listener did)
+                self.stale[c] = 1
+                named = True
+        elif k < 0 or not self.quiet[k]:
+            every = True
+        if 0 <= k < self.n_wanted:
+            if self.flagged[k]:
+                if flagged is None:
+                    flagged = []
+                flagged.append(len(events))
+            if thin_kinds != NULL and (thin_kinds[k] == 1 or (
+                    thin_kinds[k] == 2 and a >= 0 and thin_accounts[a])):
+                events.append(_thin_row(self, line, size, starts, sizes,
+                                        _KIND + 2 if thin_kinds[k] == 1 else _ACCOUNT + 1))
+            else:
+                events.append(self._event(line, size, starts, sizes))
+    stale = None
+    if every or named:
+        if every:
+            stale = True
+        else:
+            stale = [a for a in range(self.accounts.count) if self.stale[a]]
+        for a in range(self.accounts.count):
+            self.stale[a] = 0
+    return events, stale, flagged
+
+
+cdef object _thin_row(Tap self, const char* line, Py_ssize_t n, const char** starts,
+                      Py_ssize_t* sizes, Py_ssize_t upto):
+    """A thin row of a line (:meth:`Tap.scan_rows`): a tuple of its first ``upto`` fields,
+    read as :meth:`Tap._event` reads them, then None; the line's event (``_event``) when
+    ``_event`` would not build it in C or a kept field is one it leaves to ``decode``."""
+    cdef PyObject* items[_SCALARS + 1]
+    cdef Py_ssize_t i = 0, j
+    cdef const char* data = starts[_SCALARS - 1] + sizes[_SCALARS - 1] + 1
+    if not (line[n - 1] == b"]" and line + n - 1 - data > 0):
+        return self._event(line, n, starts, sizes)
+    try:
+        while i < upto:
+            if not self._scalar(starts[i], sizes[i], &items[i]):
+                break
+            i += 1
+    except BaseException:
+        for j in range(i):
+            Py_DECREF(items[j])
+        raise
+    if i < upto:
+        for j in range(i):
+            Py_DECREF(items[j])
+        return self._event(line, n, starts, sizes)
+    for j in range(upto, _SCALARS + 1):
+        Py_INCREF(Py_None)
+        items[j] = Py_None
+    return _tuple_steal(<PyTypeObject*>tuple, items, _SCALARS + 1)
 
 
 cdef object _column(void* data, Py_ssize_t nbytes, object dtype):

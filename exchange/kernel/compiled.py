@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exchange.core.events import Event
-from exchange.kernel import _kernel, _mark
+from exchange.kernel import _kernel, _mark, _views
 from exchange.kernel.engine import Exchange
 
 #: The command mapping a `flow` generator row stands for (what :meth:`CompiledExchange.
@@ -74,3 +74,8 @@ class CompiledExchange(Exchange):
     #: accrual as exact fractions, ``FundingRate`` and each holder's ``FundingPaid``
     #: (``exchange.kernel._mark.fund``)
     fund = _mark.fund
+
+    #: ``Exchange.account_view``'s contract (cash, non-zero positions by name, resting orders
+    #: oldest entry first), with the account's orders found in the C books' levels and merged
+    #: across books in C: a tuple only for each order listed (``exchange.kernel._views``)
+    account_view = _views.account_view

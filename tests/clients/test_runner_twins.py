@@ -319,3 +319,63 @@ def test_the_compiled_engine_gets_the_compiled_twin_and_the_reference_the_refere
     assert type(make_runner(reference, Simulator(), 1)) is BotRunner
     monkeypatch.setattr(runner_module, "RUNNER", "python")
     assert type(make_runner(compiled, Simulator(), 1)) is BotRunner
+
+
+def _funding_told(runner_class, rows):
+    """What a bot hearing ``on_funding`` is handed when one publish reads ``rows`` (Events,
+    and thin rows as ``Tap.scan_rows`` gives them)."""
+    engine, sim, _, _events, _ = market(days=1)
+    runner = runner_class(engine, sim, 3)
+    bot = scripted({"on_funding": ("quote",)})
+    runner.add("maker", "maker", bot, latency=Latency(fixed_ns=MS, jitter_ns=0))
+    runner.start(DAY_NS)
+    t = engine.t
+    runner._pending[:] = rows
+    runner._publish()
+    sim.run(t + 10 * MS, on_step=engine.advance)
+    return [seen for seen in bot.seen if seen[1] == "on_funding"]
+
+
+def test_a_funding_payment_is_told_the_rate_of_its_instrument_announced_before_it():
+    # the rate a FundingPaid is told is the last FundingRate of its instrument with a smaller
+    # seq in the same publish (BotRunner._last_rate; the twin's reads rows by index, thin
+    # rows among them)
+    def rate(seq, instrument, value):
+        return ev.Event(
+            seq,
+            0,
+            ev.FUNDING_RATE,
+            instrument,
+            None,
+            None,
+            None,
+            100,
+            None,
+            None,
+            None,
+            None,
+            {"rate": value},
+        )
+
+    paid = ev.Event(
+        13, 0, ev.FUNDING_PAID, "H100-PERP", "maker", None, None, None, 4, -7, None, None, None
+    )
+    thin = (12, 0, ev.ORDER_RESTED, "H100-PERP") + (None,) * 9
+    rows = [
+        rate(10, "H100-PERP", "0.1"),
+        rate(11, "H100-RVS-LONG", "0.2"),
+        thin,
+        paid,
+        rate(14, "H100-PERP", "0.3"),
+    ]
+    events = [row for row in rows if type(row) is ev.Event]  # the reference reads no thin row
+    told = {BotRunner: _funding_told(BotRunner, events)}
+    told[_runner.CompiledRunner] = _funding_told(_runner.CompiledRunner, rows)
+    assert told[BotRunner] == told[_runner.CompiledRunner]
+    # the payment first (its own news), then the three rates announced
+    assert [(f[2].rate, f[2].position) for f in told[BotRunner]] == [
+        ("0.1", 4),
+        ("0.1", None),
+        ("0.2", None),
+        ("0.3", None),
+    ]
