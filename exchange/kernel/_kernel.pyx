@@ -96,10 +96,7 @@ from exchange.core.events import Event
 from matching_core import Reject
 from matching_core.codes import CANCEL_DTYPE, FILL_DTYPE
 
-cdef extern from *:
-    # GCC/Clang's 128-bit integer, for products of two int64 values (never converted to a
-    # Python object directly: see _py128)
-    ctypedef long long i128 "__int128"
+# i128 and py128 (a 128-bit integer as a Python int): _kernel.pxd
 
 cdef extern from *:
     """
@@ -317,15 +314,6 @@ cdef inline dict _attrs(object obj):
     if ptr == NULL or ptr[0] == NULL:
         raise TypeError(f"{type(obj).__name__} has no instance dict")
     return <dict>ptr[0]
-
-
-cdef inline object _py128(i128 v):
-    """A 128-bit integer as a Python int (exactly, whatever its size)."""
-    cdef int64_t hi
-    if -(<i128>1 << 63) <= v < (<i128>1 << 63):
-        return <int64_t>v
-    hi = <int64_t>(v >> 64)
-    return (<object>hi << 64) + <object>(<unsigned long long>(v & <i128>0xFFFFFFFFFFFFFFFF))
 
 
 cdef inline bint _name_ok(object v):
@@ -1014,7 +1002,7 @@ cdef int _fill(
                     return _close(o, F_TAIL)
         _undo(o, start)
     return _emit_o(o, FILL, info.name, taker_name, order_id, _SIDE_NAME[side], px, qty,
-                   _py128(cash), maker_name, maker_id, None, None)
+                   py128(cash), maker_name, maker_id, None, None)
 
 
 cdef int _fee_event(
@@ -1035,7 +1023,7 @@ cdef int _fee_event(
                 if _put_i128(b, amount):
                     return _close(o, <bytes>FEE_TAIL[role])
         _undo(o, start)
-    return _emit_o(o, FEE, info.name, account, order_id, None, None, None, _py128(amount),
+    return _emit_o(o, FEE, info.name, account, order_id, None, None, None, py128(amount),
                    None, None, ("taker", "maker")[role], "role")
 
 
@@ -2016,10 +2004,10 @@ cdef int _after_match(
                 cash = 0
             # ---- Exchange._trade (exchange.risk.variation.move_lots, then cash, then Fill)
             delta = qty if side == 0 else -qty
-            delta_value = _py128(delta)
+            delta_value = py128(delta)
             change = delta * px * tick_value if kind == PERP else 0
-            change_value = _py128(change)
-            premium = _py128(px * delta) if kind == RVS else None
+            change_value = py128(change)
+            premium = py128(px * delta) if kind == RVS else None
             _move_lots(taker, name, delta_value, change_value, premium)
             _move_lots(
                 maker,
@@ -2028,7 +2016,7 @@ cdef int _after_match(
                 -change_value,
                 -premium if premium is not None else None,
             )
-            cash_value = _py128(cash)
+            cash_value = py128(cash)
             taker["cash"] = taker["cash"] + cash_value
             maker["cash"] = maker["cash"] - cash_value
             _fill(o, info, taker_name, order_id, side, px, qty, cash, maker_name,
@@ -2037,13 +2025,13 @@ cdef int _after_match(
             # none when 0
             taker_fee = _fee(notional, info.taker_bps)
             if taker_fee:
-                value = _py128(taker_fee)
+                value = py128(taker_fee)
                 taker["cash"] = taker["cash"] - value
                 pools["fees"] = pools["fees"] + value
                 _fee_event(o, info, taker_account, order_id, -taker_fee, 0)
             maker_fee = _fee(notional, info.maker_bps)
             if maker_fee:
-                value = _py128(maker_fee)
+                value = py128(maker_fee)
                 maker["cash"] = maker["cash"] - value
                 pools["fees"] = pools["fees"] + value
                 _fee_event(o, info, maker_name, maker_id, -maker_fee, 1)

@@ -48,7 +48,7 @@ from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport int32_t, int64_t
 
 from exchange.core._lines cimport LineBatch, put_bytes, put_value
-from exchange.kernel._kernel cimport lines_of
+from exchange.kernel._kernel cimport i128, lines_of, py128
 from matching_core._book cimport Level, OrderBook
 
 from exchange.core import events as ev
@@ -56,10 +56,6 @@ from exchange.core.events import Event
 from exchange.kernel import engine as _engine
 from exchange.products import perp as _perp
 from exchange.risk import default as _default
-
-cdef extern from *:
-    # GCC/Clang's 128-bit integer and its checked operations (as the project's builds use)
-    ctypedef long long i128 "__int128"
 
 cdef extern from *:
     """
@@ -169,15 +165,6 @@ cdef inline bint _int64(object v, int64_t* out):
         return False
     out[0] = x
     return True
-
-
-cdef inline object _py128(i128 v):
-    """A 128-bit integer as a Python int (exactly, whatever its size)."""
-    cdef int64_t hi
-    if -(<i128>1 << 63) <= v < (<i128>1 << 63):
-        return <int64_t>v
-    hi = <int64_t>(v >> 64)
-    return (<object>hi << 64) + <object>(<unsigned long long>(v & <i128>0xFFFFFFFFFFFFFFFF))
 
 
 cdef inline i128 _floordiv(i128 n, i128 d) noexcept:
@@ -411,7 +398,7 @@ cdef bint _perp_mark(object engine, dict E, str name, object listing, object spe
     model.t_ns = t_value
     model.sample_nano = <int64_t>new_sample
     model.mark = mark_value
-    unit = _py128(mark * info.tick_value)  # both below 2**62: no wrap
+    unit = py128(mark * info.tick_value)  # both below 2**62: no wrap
     listing.mark = mark_value
     listing.unit_value = unit
     _emit(E, MARK_PRICE, name, None, mark_value, None, unit,
@@ -487,8 +474,8 @@ cdef str _fraction_str(i128 n, i128 d):
         n //= g  # (exact: C's division is Python's here)
         d //= g
     if d == 1:
-        return str(_py128(n))
-    return f"{_py128(n)}/{_py128(d)}"
+        return str(py128(n))
+    return f"{py128(n)}/{py128(d)}"
 
 
 cdef inline i128 _clamp(i128 v, i128 low, i128 high) noexcept:
@@ -560,7 +547,7 @@ def fund(self, name):
     if not (-SMALL <= step <= SMALL and _add(prev, step, &cum)):
         return _REFERENCE_FUND(self, name)  # (a payment lots x step stays below 2**124)
     # proven: the engine changes from here, as the reference changes it
-    cum_value = _py128(cum)
+    cum_value = py128(cum)
     listing.funding_cum = cum_value
     _emit(E, FUNDING_RATE, name, None, mark_value, None, cum_value,
           {"rate": _fraction_str(fn, den), "premium": _fraction_str(pn, depth)})
@@ -592,7 +579,7 @@ def fund(self, name):
             delta = _floordiv(-owed, FUNDING_SCALE)  # -ceil(owed / 10**9)
             if (delta > 0) != receivers or delta == 0:
                 continue
-            amount = _py128(delta)
+            amount = py128(delta)
             account = holders[k]
             account.cash += amount
             pools["funding"] -= amount
