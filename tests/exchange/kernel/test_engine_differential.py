@@ -129,7 +129,48 @@ def assert_same_logs(a: Path, b: Path) -> None:
 
 
 # ---------------------------------------------------------------------- the twin engines
-class Twin:
+class EnginePair:
+    """The reference and the compiled engine (``exchange.kernel.engines.ENGINES``, read when
+    built, so a test may put another class in), each recording its events: what
+    :class:`Twin` and the other differential tests build their market on. With ``lines``,
+    the compiled engine's sink is a recorded run's: a LineBatch, into which the kernel writes
+    its events' lines with no Event made."""
+
+    def __init__(self, lines: bool = False) -> None:
+        self.events: dict[str, list[Event]] = {name: [] for name in NAMES}
+        sinks = {name: self.events[name].append for name in NAMES}
+        self.lines = _lines.LineBatch(1) if lines else None
+        if self.lines is not None:
+            sinks["compiled"] = self.lines.append
+        self.engines: dict[str, Exchange] = {name: ENGINES[name](sinks[name]) for name in NAMES}
+        self.compared = 0  # events checked so far (the same number on both)
+        self.trail: list[str] = []  # the calls so far, for a failure's message
+
+    def outcomes(self, method: str, args: tuple) -> dict[str, Any]:
+        """``engine.method(*args)`` on both engines: what each returned, or the text of
+        what it raised (an exception is an outcome to compare)."""
+        outcomes = {}
+        for name, engine in self.engines.items():
+            try:
+                outcomes[name] = getattr(engine, method)(*args)
+            except Exception as exc:  # noqa: BLE001 - an exception is an outcome to compare
+                outcomes[name] = f"raised {type(exc).__name__}: {exc}"
+        return outcomes
+
+    def check(self) -> None:
+        """The events since the last check are the same on both engines (a failure names
+        the last few calls, the latest first)."""
+        start = self.compared
+        new = {name: [encode(e) for e in self.events[name][start:]] for name in NAMES}
+        if self.lines is not None:  # the compiled engine's lines, as the store would get them
+            blob = self.lines.take(len(self.lines))[0] if len(self.lines) else b""
+            new["compiled"] = blob.split(b"\n")[:-1]
+        recent = " <- ".join(reversed(self.trail[-6:]))
+        assert_same_events(new["reference"], new["compiled"], recent)
+        self.compared += len(new["reference"])
+
+
+class Twin(EnginePair):
     """A reference and a compiled engine (``exchange.kernel.engines.ENGINES``, read when built, so a
     test may put another class in) on the fuzzer's market: a spot instrument, the H100
     perpetual and a residual value swap, four accounts with every self-trade mode, and
@@ -143,16 +184,7 @@ class Twin:
     def __init__(
         self, seed: int = 1, margin: bool = False, cash: int = 10**12, lines: bool = False
     ) -> None:
-        self.events: dict[str, list[Event]] = {name: [] for name in NAMES}
-        sinks = {name: self.events[name].append for name in NAMES}
-        # with ``lines``, the compiled engine's sink is a recorded run's: a LineBatch, into
-        # which the kernel writes its events' lines with no Event made
-        self.lines = _lines.LineBatch(1) if lines else None
-        if self.lines is not None:
-            sinks["compiled"] = self.lines.append
-        self.engines: dict[str, Exchange] = {name: ENGINES[name](sinks[name]) for name in NAMES}
-        self.compared = 0  # events checked so far (the same number on both)
-        self.trail: list[str] = []  # the calls so far, for a failure's message
+        super().__init__(lines)
         for engine in self.engines.values():
             engine.epoch = START
             if margin:
@@ -185,12 +217,7 @@ class Twin:
         same exception). Returns the reference's outcome."""
         what = f"{method}{_args(args)}"
         self.trail.append(what)
-        outcomes = {}
-        for name, engine in self.engines.items():
-            try:
-                outcomes[name] = getattr(engine, method)(*args)
-            except Exception as exc:  # noqa: BLE001 - an exception is an outcome to compare
-                outcomes[name] = f"raised {type(exc).__name__}: {exc}"
+        outcomes = self.outcomes(method, args)
         self.check()
         one, two = outcomes["reference"], outcomes["compiled"]
         if one != two or repr(one) != repr(two):  # (repr: the types too, a bool for an int)
@@ -199,18 +226,6 @@ class Twin:
                 f"engine {outcomes['compiled']!r:.300}"
             )
         return outcomes["reference"]
-
-    def check(self) -> None:
-        """The events since the last check are the same on both engines (a failure names
-        the last few calls, the latest first)."""
-        start = self.compared
-        new = {name: [encode(e) for e in self.events[name][start:]] for name in NAMES}
-        if self.lines is not None:  # the compiled engine's lines, as the store would get them
-            blob = self.lines.take(len(self.lines))[0] if len(self.lines) else b""
-            new["compiled"] = blob.split(b"\n")[:-1]
-        recent = " <- ".join(reversed(self.trail[-6:]))
-        assert_same_events(new["reference"], new["compiled"], recent)
-        self.compared += len(new["reference"])
 
     def handle(self, command: Any) -> Any:
         return self.call("handle", command)

@@ -21,9 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange.core import _lines
 from exchange.core import events as ev
-from exchange.core.events import Event, encode
+from exchange.core.events import Event
 from exchange.kernel import _mark
 from exchange.kernel import engine as engine_module
 from exchange.kernel.compiled import CompiledExchange
@@ -32,10 +31,9 @@ from exchange.products.perp import MarginTier
 from exchange.risk.default import _MaintenanceBound
 from exchange.risk.margin import MarginParams
 from exchange.risk.margin_cycle import AuctionBidder, MarginConfig, equity
-from tests.exchange.kernel.test_engine_differential import assert_same_events
+from tests.exchange.kernel.test_engine_differential import EnginePair
 from tests.markets import HOUR_NS, START, perp_spec, rvs_spec
 
-NAMES = ("reference", "compiled")
 PERP = "H100-PERP"
 RVS = "H100-RVS"
 RENTAL, RESALE = "H100-RENTAL", "H100-RESALE"
@@ -43,7 +41,7 @@ ACCOUNTS = ("alice", "bob", "carol", "maker")
 PERP_SPEC_TICK_VALUE = perp_spec().tick_value  # minor units a tick is worth on a lot
 
 
-class Pair:
+class Pair(EnginePair):
     """A reference and a compiled engine on one market: :meth:`call` makes the same call on
     both and checks the events it produced and the value it returned (or what it raised)."""
 
@@ -55,18 +53,7 @@ class Pair:
         lines: bool = False,
         seed: int = 1,
     ) -> None:
-        self.events: dict[str, list[Event]] = {name: [] for name in NAMES}
-        sinks = {name: self.events[name].append for name in NAMES}
-        # with ``lines``, the compiled engine writes a recorded run's lines (no Event made)
-        self.lines = _lines.LineBatch(1) if lines else None
-        if self.lines is not None:
-            sinks["compiled"] = self.lines.append
-        self.engines = {
-            "reference": Exchange(sinks["reference"]),
-            "compiled": CompiledExchange(sinks["compiled"]),
-        }
-        self.compared = 0
-        self.trail: list[str] = []
+        super().__init__(lines)
         for engine in self.engines.values():
             engine.epoch = START
             engine.margin = margin
@@ -85,18 +72,8 @@ class Pair:
 
     def call(self, method: str, *args: Any) -> Any:
         self.trail.append(f"{method}{args!r:.200}")
-        outcomes = {}
-        for name, engine in self.engines.items():
-            try:
-                outcomes[name] = getattr(engine, method)(*args)
-            except Exception as exc:  # noqa: BLE001 - an exception is an outcome to compare
-                outcomes[name] = f"raised {type(exc).__name__}: {exc}"
-        new = {name: [encode(e) for e in self.events[name][self.compared :]] for name in NAMES}
-        if self.lines is not None:
-            blob = self.lines.take(len(self.lines))[0] if len(self.lines) else b""
-            new["compiled"] = blob.split(b"\n")[:-1]
-        assert_same_events(new["reference"], new["compiled"], " <- ".join(self.trail[-6:][::-1]))
-        self.compared += len(new["reference"])
+        outcomes = self.outcomes(method, args)
+        self.check()
         assert repr(outcomes["reference"]) == repr(outcomes["compiled"]), self.trail[-1]
         return outcomes["reference"]
 
