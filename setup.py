@@ -2,7 +2,9 @@
 
 ``pip install -e .`` builds ``matching_core._book``. Set ``GPUEX_DEBUG=1`` to compile with
 bounds checking and assertions on (slower, for hunting memory errors), and ``GPUEX_ANNOTATE=1``
-to write Cython's annotated HTML next to the sources.
+to write Cython's annotated HTML next to the sources. ``GPUEX_ONLY=clients._runner,...``
+builds only the extensions named (a developer's rebuild of one module, leaving the others'
+files alone).
 """
 
 import os
@@ -13,6 +15,7 @@ from setuptools import Extension, find_packages, setup
 
 DEBUG = os.environ.get("GPUEX_DEBUG") == "1"
 ANNOTATE = os.environ.get("GPUEX_ANNOTATE") == "1"
+ONLY = {name for name in os.environ.get("GPUEX_ONLY", "").split(",") if name}
 
 directives = {
     "language_level": "3",
@@ -103,6 +106,8 @@ extensions = [
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
 ]
+if ONLY:
+    extensions = [extension for extension in extensions if extension.name in ONLY]
 
 setup(
     name="gpuex",
