@@ -142,6 +142,30 @@ def test_a_run_shorter_than_journal_after_starts_no_journaller(tmp_path, hand_ov
     assert hand_overs["spawned"] == []
 
 
+def test_a_run_whose_pace_projects_a_long_run_starts_its_journaller_early(
+    tmp_path, hand_overs, monkeypatch
+):
+    # the flow's 3,000 messages make ~10,000 events spread evenly over its simulated time:
+    # past 1,000 events, its pace projects ~10,000 by the end
+    monkeypatch.setattr(session, "EARLY_JOURNAL_AFTER", 1_000)
+    monkeypatch.setattr(session, "LONG_RUN_EVENTS", 5_000)
+    long = record(tmp_path / "long.db", 10**9)
+    assert len(hand_overs["hand_overs"]) == 1
+    assert 1_000 <= hand_overs["hand_overs"][0] < 2_000  # the first batch past 1,000
+    monkeypatch.setattr(session, "LONG_RUN_EVENTS", 50_000)  # projects short: no early start
+    short = record(tmp_path / "short.db", 10**9)
+    assert len(hand_overs["spawned"]) == 1
+    assert short.events == long.events
+    assert tables(tmp_path / "long.db") == tables(tmp_path / "short.db")
+
+
+def test_an_early_start_never_delays_an_earlier_journal_after(tmp_path, hand_overs, monkeypatch):
+    monkeypatch.setattr(session, "EARLY_JOURNAL_AFTER", 1_000)
+    monkeypatch.setattr(session, "LONG_RUN_EVENTS", 5_000)
+    record(tmp_path / "early.db", 0)
+    assert hand_overs["hand_overs"][0] < 1_000
+
+
 def test_a_run_records_in_line_when_no_journaller_process_can_start(tmp_path, monkeypatch):
     reference = record(tmp_path / "ref.db", None)
     monkeypatch.setattr(Journaller, "spawn", staticmethod(lambda: None))
