@@ -105,6 +105,13 @@ extensions = [
         ["clients/_runner.pyx"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
+    # the context in-process bots act through under the compiled runner (clients/context.py:
+    # Context, its reference); charges the budget through clients._budget's charge
+    Extension(
+        "clients._context",
+        ["clients/_context.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    ),
 ]
 if ONLY:
     extensions = [extension for extension in extensions if extension.name in ONLY]

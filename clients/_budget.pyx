@@ -29,6 +29,8 @@ only there.
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.exc cimport PyErr_SetObject
 
+from types import CodeType as _CodeType
+
 cdef extern from *:
     """
     #ifndef Py_BUILD_CORE
@@ -53,6 +55,18 @@ cdef extern from *:
         return PyThreadState_Get()->c_tracefunc;
     }
     static inline PyObject *gpuex_traceobj(void) { return PyThreadState_Get()->c_traceobj; }
+    /* Is tracing paused (inside a trace function: no events), and how many recursion levels
+       are left before a Python call fails (3.11: one counter for C and Python calls)? Other
+       versions (where this counter is not used) answer so that ``charge`` never charges. */
+    #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    static inline int gpuex_tracing(void) { return PyThreadState_Get()->tracing; }
+    static inline int gpuex_recursion_left(void) {
+        return PyThreadState_Get()->recursion_remaining;
+    }
+    #else
+    static inline int gpuex_tracing(void) { return 1; }
+    static inline int gpuex_recursion_left(void) { return 0; }
+    #endif
     """
     ctypedef struct PyFrameObject:
         pass
@@ -70,6 +84,8 @@ cdef extern from *:
     PyObject* gpuex_frame_code(PyFrameObject*)
     Py_tracefunc gpuex_tracefunc()
     PyObject* gpuex_traceobj()
+    int gpuex_tracing()
+    int gpuex_recursion_left()
     int Py_EnterRecursiveCall(const char*)
     PyObject* PyObject_CallOneArg(PyObject*, PyObject*)
     PyObject* PyDict_GetItem(object, object)
@@ -153,34 +169,41 @@ cdef int _raise(PyObject* call, PyObject* argument) noexcept:
     return -1
 
 
+cdef inline Py_ssize_t _kind_of(PyObject* code) noexcept:
+    # The kind of ``code`` (cached in its extra slot; else from _KINDS, else from _kind, a
+    # Python call): 0, 1 or 2, or -1 with an exception set.
+    cdef void* extra = NULL
+    cdef PyObject* found
+    cdef Py_ssize_t kind
+    _PyCode_GetExtra(code, _SLOT, &extra)  # fails only for a non-code object
+    if extra != NULL:
+        return <Py_ssize_t>extra - 1
+    found = PyDict_GetItem(<object>_KINDS, <object>code)  # borrowed
+    if found != NULL:
+        kind = PyLong_AsSsize_t(<object>found)
+    else:
+        found = PyObject_CallOneArg(<PyObject*>_KIND, code)
+        if found == NULL:
+            return -1  # raised in the frame, as the trampoline would
+        kind = PyLong_AsSsize_t(<object>found)
+        Py_DECREF(<object>found)
+    if kind < 0:
+        return -1  # not an int (never: _kind returns 0, 1 or 2)
+    if _PyCode_SetExtra(code, _SLOT, <void*>(kind + 1)) < 0:
+        return -1
+    return kind
+
+
 cdef inline int _count(Counter counter, PyFrameObject* frame, int what) noexcept:
     # The body of clients.budget.run_within's ``count``: 0, or -1 with an exception set.
-    cdef void* extra = NULL
-    cdef PyObject* code
-    cdef PyObject* found
     cdef Py_ssize_t kind
     if what == PyTrace_CALL:
         counter.left -= 1
         if counter.left < 0:
             return _raise(<PyObject*>_OVERRUN, <PyObject*>counter.lines)
-        code = gpuex_frame_code(frame)
-        _PyCode_GetExtra(code, _SLOT, &extra)  # fails only for a non-code object
-        if extra != NULL:
-            kind = <Py_ssize_t>extra - 1
-        else:
-            found = PyDict_GetItem(<object>_KINDS, <object>code)  # borrowed
-            if found != NULL:
-                kind = PyLong_AsSsize_t(<object>found)
-            else:
-                found = PyObject_CallOneArg(<PyObject*>_KIND, code)
-                if found == NULL:
-                    return -1  # raised in the frame, as the trampoline would
-                kind = PyLong_AsSsize_t(<object>found)
-                Py_DECREF(<object>found)
-            if kind < 0:
-                return -1  # not an int (never: _kind returns 0, 1 or 2)
-            if _PyCode_SetExtra(code, _SLOT, <void*>(kind + 1)) < 0:
-                return -1
+        kind = _kind_of(gpuex_frame_code(frame))
+        if kind < 0:
+            return -1
         if kind == FREE:
             return 0  # no local tracing: the frame's line events are not counted
         if kind == SPINS:
@@ -209,3 +232,49 @@ cdef int _trace(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg) no
     if result < 0:
         return _fail(frame)
     return 0
+
+
+# ---------------------------------------------------------------- compiled stand-ins
+# clients._context's Context runs in C what the reference runs as loop-free Python functions:
+# under this counter it charges their ``call`` events itself (``charge``), and where it cannot
+# be sure of doing exactly what they would (an overrun, the recursion limit near, another
+# trace function) it calls the Python functions instead, which the interpreter traces as ever.
+
+
+cdef int charge(long long units, int levels) noexcept:
+    """Charge ``units`` to the running callback's budget, as that many ``call`` events of
+    loop-free Python functions would, none of them failing: 1 when done, or when there is
+    nothing to charge (no trace function installed: no events); 0, charging nothing, when the
+    caller must run the reference's Python functions instead -- no more than ``levels``
+    recursion levels are left (a Python call, or this counter's, could fail), the trace
+    function is not this module's counter (the Python counter, a debugger), tracing is paused
+    (inside a trace function), or fewer than ``units`` units are left (the reference overruns
+    at a precise point, in a precise frame)."""
+    if gpuex_recursion_left() <= levels:
+        return 0
+    cdef Py_tracefunc installed = gpuex_tracefunc()
+    if installed == NULL:
+        return 1
+    if installed != _trace or gpuex_tracing():
+        return 0
+    cdef Counter counter = <Counter>gpuex_traceobj()  # _trace is only installed with one
+    if counter.left < units:
+        return 0
+    counter.left -= units
+    return 1
+
+
+def prime(code):
+    """Classify ``code`` (a code object) now, as this counter does at its first ``call``
+    event (cached on the code object; :func:`clients.budget._kind` caches it in its dict
+    too). For code that compiled stand-ins call only when they cannot be sure
+    (``clients._context``): when the reference calls it, it is classified already, at no
+    recursion level, as in a run that called it before."""
+    if type(code) is not _CodeType:
+        raise TypeError(f"expected a code object, got {type(code).__name__}")
+    _raised(_kind_of(<PyObject*>code))
+
+
+cdef int _raised(Py_ssize_t kind) except -1:
+    # -1 (the error _kind_of set, raised) if ``kind`` is -1, else 0
+    return -1 if kind < 0 else 0

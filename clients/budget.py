@@ -40,6 +40,13 @@ back (``map(f, ...)``: one each): one C call that never returns is beyond any tr
 and beyond this budget (run untrusted code behind the socket gateway, whose wall-clock step
 timeout covers it).
 
+**Compiled stand-ins.** Code compiled in place of Python functions that a callback calls (the
+compiled :class:`~clients._context.Context`, whose reference's methods are Python) makes no
+frames for a counter to see, so it charges the units those functions' calls would have cost
+itself (``clients._budget.charge``), and runs the Python functions instead wherever it could
+differ: near an overrun, near the recursion limit, under the Python counter or another trace
+function. The counts, the overrun points and the logs stay those of the Python functions.
+
 **Escapes that fail the bot instead.** :class:`BudgetExceeded` derives from ``BaseException``
 so that ``except Exception`` in a bot does not swallow it; a callback that catches it and
 returns still fails (``budget``), since the overrun is remembered. A callback that calls

@@ -11,6 +11,11 @@ outbox -- and no reference to the exchange, the clock or the runner: nothing rea
 (attributes, closures, bound methods) leads to them. What a bot puts in the outbox is checked and
 copied by the runner, which stamps the bot's own account on every command (``clients.runner``).
 
+This :class:`Context` is the reference. In-process bots of the compiled runner act through its
+compiled twin, :class:`clients._context.Context` (chosen by ``clients.runner.CONTEXT``): the same
+API, commands, results, errors and budget charges, its hot methods in C
+(``tests/clients/test_context_twins.py`` holds the two equal).
+
 Units: prices in ticks, quantities in lots, cash in minor units, times in simulated ns.
 """
 

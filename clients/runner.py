@@ -493,7 +493,7 @@ class BotRunner:
             max_steps: most deliveries in one simulated second; ``None``: no limit.
             max_commands: most commands sent in answer to one delivery; ``None``: no limit.
         """
-        ctx = Context(name, account, bot_rng(self.seed, name))
+        ctx = _new_context(self, name, account, bot_rng(self.seed, name))
         self.attach(
             name,
             account,
@@ -1129,6 +1129,31 @@ class BotRunner:
 #: (:class:`clients._runner.CompiledRunner`, the default) or ``"python"`` (:class:`BotRunner`,
 #: the reference). The same deliveries and logs either way (tests/clients/test_runner_twins.py).
 RUNNER = "compiled"
+
+
+#: Which :class:`~clients.context.Context` the compiled runner gives its in-process bots:
+#: ``"compiled"`` (:class:`clients._context.Context`, the default) or ``"python"`` (the
+#: reference). The compiled one charges a budget only through the compiled counter, so it is
+#: given only while :data:`clients.budget.COUNTER` is ``"compiled"``; the reference runner, the
+#: remote side and the Python counter use the reference. The same logs either way
+#: (tests/clients/test_context_twins.py).
+CONTEXT = "compiled"
+
+
+def _new_context(runner: BotRunner, name: str, account: str, rng: np.random.Generator) -> Any:
+    """The context of a bot :meth:`BotRunner.add` attaches to ``runner``: the compiled twin
+    under the compiled runner (see :data:`CONTEXT`), the reference otherwise."""
+    compiled = sys.modules.get("clients._runner")  # loaded if runner can be its CompiledRunner
+    if (
+        CONTEXT == "compiled"
+        and _budget.COUNTER == "compiled"
+        and compiled is not None
+        and isinstance(runner, compiled.CompiledRunner)
+    ):
+        from clients._context import Context as CompiledContext
+
+        return CompiledContext(name, account, rng)
+    return Context(name, account, rng)
 
 
 def make_runner(

@@ -202,7 +202,7 @@ def _reachable(roots) -> list[object]:
                 todo.append(getattr(obj, name))
         # the compiled twin's objects (clients._runner.CSlot...) keep their fields in C: read
         # through their type's descriptors
-        if type(obj).__module__ == "clients._runner":
+        if type(obj).__module__ in ("clients._runner", "clients._context"):
             for name, field in vars(type(obj)).items():
                 if isinstance(field, types.GetSetDescriptorType) and hasattr(obj, name):
                     todo.append(getattr(obj, name))

@@ -33,6 +33,8 @@ from clients.strategies import (
 )
 from clients.strategies.base import DAY_NS, HOUR_NS
 
+pytestmark = pytest.mark.usefixtures("twin")  # the harness's Context and dispatch, both twins
+
 SERIES = "CRWV-CDS-2030-12-C500"
 MILLION = 100_000_000  # $1m in cents: one contract's notional
 
