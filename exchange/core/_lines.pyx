@@ -839,26 +839,40 @@ cdef void _table_free(_Table* table) noexcept:
     table.n = NULL
 
 
+# per byte: 1 where the scan of a scalar stops -- a number's or literal's end (``,`` ``]``)
+# in _ENDS_BARE, a string's quote or escape (``"`` ``\\``) in _ENDS_TEXT -- and, in both, at
+# a newline: every line a tap reads is followed by its own, which bounds each scan with one
+# look-up per byte (a canonical line holds no raw newline: JSON escapes it)
+cdef char _ENDS_BARE[256]
+cdef char _ENDS_TEXT[256]
+for _b in range(256):
+    _ENDS_BARE[_b] = _b in (0x2C, 0x5D, 0x0A)
+    _ENDS_TEXT[_b] = _b in (0x22, 0x5C, 0x0A)
+
+
 cdef inline const char* _skip(const char* p, const char* end) noexcept nogil:
     """Past the scalar JSON token at ``p`` (a string, a number, null, true, false): at the
-    ``,`` or ``]`` after it, or NULL if it is not a scalar or the line ends first."""
+    ``,`` or ``]`` after it, or NULL if it is not a scalar or the line ends first. The byte
+    at ``end`` is the line's newline (see _ENDS_BARE)."""
     if p >= end:
         return NULL
     if p[0] == b'"':
         p += 1
-        while p < end:
-            if p[0] == b"\\":
-                p += 2
-            elif p[0] == b'"':
-                return p + 1
-            else:
+        while True:
+            while not _ENDS_TEXT[<unsigned char>p[0]]:
                 p += 1
-        return NULL
+            if p >= end or p[0] == b"\n":
+                return NULL
+            if p[0] == b'"':
+                return p + 1
+            if p + 2 > end:  # an escape whose second byte would be past the line
+                return NULL
+            p += 2
     if p[0] == b"[" or p[0] == b"{":
         return NULL
-    while p < end and p[0] != b"," and p[0] != b"]":
+    while not _ENDS_BARE[<unsigned char>p[0]]:
         p += 1
-    return p if p < end else NULL
+    return p if p < end and p[0] != b"\n" else NULL
 
 
 cdef inline int _tokens(const char* line, Py_ssize_t n, int upto,
@@ -932,6 +946,12 @@ cdef bytes _token(object value):
     return array[1:len(array) - 1]
 
 
+cdef object _plain(bytes token, object value):
+    """``value`` when it is a str whose token (a JSON string) has no escape -- what
+    ``Tap._scalar`` builds from that token -- else None (the builder leaves it)."""
+    return value if type(value) is str and b"\\" not in token else None
+
+
 cdef class Tap:
     """A reader of a :class:`LineBatch`'s lines (the bot runner's market-data tap, issue #20
     point 4): :meth:`scan` reads the lines written since its last scan in C -- each line's
@@ -984,7 +1004,16 @@ cdef class Tap:
         kind_tokens = [_token(k) for k in wanted + quiet]
         account_tokens = [_token(a) for a in accounts]
         flagged = frozenset(flagged)
-        self.held = [kind_tokens, account_tokens, flagged]
+        # (held[3], held[4]: the kinds and accounts themselves, by their tables' indexes: a
+        # line's field whose token is found in a table is that very str, with no decoding --
+        # None where the builder would leave the token to ``decode``: see _plain)
+        self.held = [
+            kind_tokens,
+            account_tokens,
+            flagged,
+            [_plain(t, k) for t, k in zip(kind_tokens, wanted + quiet)],
+            [_plain(t, a) for t, a in zip(account_tokens, accounts)],
+        ]
         _table_init(&self.kinds, kind_tokens)
         _table_init(&self.accounts, account_tokens)
         self.n_wanted = len(wanted)
@@ -1043,6 +1072,11 @@ cdef class Tap:
     def next_seq(self):
         """The seq of the first line not scanned yet."""
         return self.next_seq
+
+    def wants(self, kind):
+        """Whether ``kind`` (str) is one of the wanted kinds: a line of it may be announced
+        (``on_wanted``); a line of any other kind never runs Python as it ends."""
+        return kind in self.wanted_set
 
     def reset(self):
         """Forget the last ``t`` announced: the next wanted line is announced, whatever its
@@ -1153,34 +1187,7 @@ cdef class Tap:
                        Py_ssize_t* sizes):
         """The event of a line whose scalar fields are ``starts``/``sizes``, built in C, or
         ``decode``'s for a line the builder leaves."""
-        cdef PyObject* items[_SCALARS + 1]
-        cdef Py_ssize_t i, j
-        cdef const char* data = starts[_SCALARS - 1] + sizes[_SCALARS - 1] + 1
-        cdef Py_ssize_t data_n = line + n - 1 - data
-        cdef bint ok = line[n - 1] == b"]" and data_n > 0
-        i = 0  # items[0:i] hold new references
-        try:
-            while ok and i < _SCALARS:
-                if not self._scalar(starts[i], sizes[i], &items[i]):
-                    ok = False
-                    break
-                i += 1
-            if ok:
-                if data_n == 4 and memcmp(data, b"null", 4) == 0:
-                    Py_INCREF(Py_None)
-                    items[_SCALARS] = Py_None
-                else:  # repeated data (an order's type, a cancel's reason): one shared value
-                    self._cached(self.datas, _DATAS, data, data_n, False, &items[_SCALARS])
-                i = _SCALARS + 1
-        except BaseException:
-            for j in range(i):
-                Py_DECREF(items[j])
-            raise
-        if ok:  # the tuple takes the references, also when it cannot be made
-            return _tuple_steal(<PyTypeObject*>self.event, items, _SCALARS + 1)
-        for j in range(i):
-            Py_DECREF(items[j])
-        return self.decode(PyBytes_FromStringAndSize(line, n))
+        return _build(self, line, n, starts, sizes, -1, -1, -1)
 
     def scan(self, LineBatch lines):
         """Read the lines written since the last scan: ``(events, stale, flagged)``, or None
@@ -1239,6 +1246,87 @@ cdef class Tap:
             "account": _column(self.col_account, n * sizeof(int), _np.int32),
             "counterparty": _column(self.col_counterparty, n * sizeof(int), _np.int32),
         }
+
+
+# the last ``t`` token read and its value (a line's t repeats across the lines of an instant:
+# read once per run of equal tokens), held; any tap's (the value is the token's)
+cdef object _t_value = None
+cdef char _t_token[32]
+cdef Py_ssize_t _t_n = -1  # (none yet)
+
+
+cdef int _field(Tap self, const char** starts, Py_ssize_t* sizes, Py_ssize_t i, Py_ssize_t k,
+                Py_ssize_t a, Py_ssize_t c, PyObject** out) except -1:
+    """Field ``i`` of a line (``starts``/``sizes``) as ``Tap._scalar`` reads it (a new
+    reference in ``out``: 1; 0 for a token it leaves to ``decode``), with the scan's finds:
+    the kind ``k``, account ``a`` and counterparty ``c`` found in the tap's tables (their
+    indexes, or negative) are the tables' own strs; the ``t`` of the line before, its
+    value."""
+    global _t_value, _t_n
+    cdef Py_ssize_t n = sizes[i]
+    cdef PyObject* found
+    if i == _KIND and k >= 0:
+        found = PyList_GET_ITEM(<list>(<list>self.held)[3], k)
+    elif i == _ACCOUNT and a >= 0:
+        found = PyList_GET_ITEM(<list>(<list>self.held)[4], a)
+    elif i == _COUNTERPARTY and c >= 0:
+        found = PyList_GET_ITEM(<list>(<list>self.held)[4], c)
+    else:
+        found = NULL
+    if found == Py_None:  # (a token with an escape: the builder's refusal, as _scalar's)
+        return 0
+    if found != NULL:
+        Py_INCREF(found)
+        out[0] = found
+        return 1
+    if i == 1:
+        if n == _t_n and memcmp(starts[1], _t_token, n) == 0:
+            found = <PyObject*>_t_value
+        else:
+            if not self._scalar(starts[1], n, out):
+                return 0
+            if n <= 32:
+                _t_value = <object>out[0]
+                memcpy(_t_token, starts[1], n)
+                _t_n = n
+            return 1
+        Py_INCREF(found)
+        out[0] = found
+        return 1
+    return self._scalar(starts[i], n, out)
+
+
+cdef object _build(Tap self, const char* line, Py_ssize_t n, const char** starts,
+                   Py_ssize_t* sizes, Py_ssize_t k, Py_ssize_t a, Py_ssize_t c):
+    """``Tap._event`` with the scan's finds (``_field``)."""
+    cdef PyObject* items[_SCALARS + 1]
+    cdef Py_ssize_t i, j
+    cdef const char* data = starts[_SCALARS - 1] + sizes[_SCALARS - 1] + 1
+    cdef Py_ssize_t data_n = line + n - 1 - data
+    cdef bint ok = line[n - 1] == b"]" and data_n > 0
+    i = 0  # items[0:i] hold new references
+    try:
+        while ok and i < _SCALARS:
+            if not _field(self, starts, sizes, i, k, a, c, &items[i]):
+                ok = False
+                break
+            i += 1
+        if ok:
+            if data_n == 4 and memcmp(data, b"null", 4) == 0:
+                Py_INCREF(Py_None)
+                items[_SCALARS] = Py_None
+            else:  # repeated data (an order's type, a cancel's reason): one shared value
+                self._cached(self.datas, _DATAS, data, data_n, False, &items[_SCALARS])
+            i = _SCALARS + 1
+    except BaseException:
+        for j in range(i):
+            Py_DECREF(items[j])
+        raise
+    if ok:  # the tuple takes the references, also when it cannot be made
+        return _tuple_steal(<PyTypeObject*>self.event, items, _SCALARS + 1)
+    for j in range(i):
+        Py_DECREF(items[j])
+    return self.decode(PyBytes_FromStringAndSize(line, n))
 
 
 cdef object _scan_lines(Tap self, LineBatch lines, const char* thin_kinds,
@@ -1344,9 +1432,10 @@ cdef object _scan_lines(Tap self, LineBatch lines, const char* thin_kinds,
             if thin_kinds != NULL and (thin_kinds[k] == 1 or (
                     thin_kinds[k] == 2 and a >= 0 and thin_accounts[a])):
                 events.append(_thin_row(self, line, size, starts, sizes,
-                                        _KIND + 2 if thin_kinds[k] == 1 else _ACCOUNT + 1))
+                                        _KIND + 2 if thin_kinds[k] == 1 else _ACCOUNT + 1,
+                                        k, a, c))
             else:
-                events.append(self._event(line, size, starts, sizes))
+                events.append(_build(self, line, size, starts, sizes, k, a, c))
     stale = None
     if every or named:
         if every:
@@ -1359,18 +1448,20 @@ cdef object _scan_lines(Tap self, LineBatch lines, const char* thin_kinds,
 
 
 cdef object _thin_row(Tap self, const char* line, Py_ssize_t n, const char** starts,
-                      Py_ssize_t* sizes, Py_ssize_t upto):
+                      Py_ssize_t* sizes, Py_ssize_t upto, Py_ssize_t k, Py_ssize_t a,
+                      Py_ssize_t c):
     """A thin row of a line (:meth:`Tap.scan_rows`): a tuple of its first ``upto`` fields,
-    read as :meth:`Tap._event` reads them, then None; the line's event (``_event``) when
-    ``_event`` would not build it in C or a kept field is one it leaves to ``decode``."""
+    read as :meth:`Tap._event` reads them (``_field``, with the scan's finds ``k``, ``a``,
+    ``c``), then None; the line's event (``_build``) when ``_build`` would not build it in
+    C or a kept field is one it leaves to ``decode``."""
     cdef PyObject* items[_SCALARS + 1]
     cdef Py_ssize_t i = 0, j
     cdef const char* data = starts[_SCALARS - 1] + sizes[_SCALARS - 1] + 1
     if not (line[n - 1] == b"]" and line + n - 1 - data > 0):
-        return self._event(line, n, starts, sizes)
+        return _build(self, line, n, starts, sizes, k, a, c)
     try:
         while i < upto:
-            if not self._scalar(starts[i], sizes[i], &items[i]):
+            if not _field(self, starts, sizes, i, k, a, c, &items[i]):
                 break
             i += 1
     except BaseException:
@@ -1380,7 +1471,7 @@ cdef object _thin_row(Tap self, const char* line, Py_ssize_t n, const char** sta
     if i < upto:
         for j in range(i):
             Py_DECREF(items[j])
-        return self._event(line, n, starts, sizes)
+        return _build(self, line, n, starts, sizes, k, a, c)
     for j in range(upto, _SCALARS + 1):
         Py_INCREF(Py_None)
         items[j] = Py_None

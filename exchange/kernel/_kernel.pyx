@@ -16,7 +16,10 @@ type, required ones present;
 ints of exact type ``int`` within the models' bounds, never a bool; names of type ``str``, 1 to
 64 ASCII characters; ``post_only`` a bool; the literals) -- and that every engine check would
 pass (account known, not defaulted; instrument listed and not expired; price in range; own
-order; the limits; the cash bounds).
+order; the limits; the cash bounds). The mapping is read once (:func:`_fields`): one walk of
+its items, each key found among the models' field names by identity (a literal key is the
+interned name) or by equality, its value kept by field; a key that is not an exact ``str``
+or is no field of the command's model is the reference's.
 
 **Refusals, compiled.** Once a command is proven to parse, the engine's own refusals of it are
 given here too, in the order ``Exchange._execute`` and its callees check them, word for word:
@@ -51,7 +54,10 @@ as constant bytes, a command's mapping in its sorted-key order with no dict buil
 engine's ``seq`` and ``t`` read once per command (see *typed lines* below); anything a typed
 writer cannot vouch for takes the generic encoder, byte for byte the same
 (tests/exchange/kernel/test_kernel_lines.py and the differential tests hold them to
-``encode`` of the reference's events).
+``encode`` of the reference's events). A cancel-all finds the account's resting orders in
+the C books' levels (as ``OrderBook.orders_of`` does, with no tuple per order), merges them
+by entry in C and writes its command and each cancel as typed lines
+(tests/exchange/kernel/test_kernel_commands.py, test_kernel_cancel_all.py).
 
 **Arithmetic.** Ticks, lots and rates are int64 locals; products that could pass int64 (an
 exposure, a notional, a fee's numerator) are computed in 128 bits from operands this file
@@ -69,18 +75,21 @@ the reference path for every command.
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItem, PyDict_GetItemWithError, PyDict_Next, PyDict_Size
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next, PyDict_Size
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
 from cpython.object cimport PyObject, PyObject_GenericSetAttr, PyTypeObject
 from cpython.pycapsule cimport PyCapsule_New
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport qsort
 from libc.string cimport memcpy
 
-from exchange.core._lines cimport Buf, LineBatch, put_bytes, put_u64, put_value
-from matching_core._book cimport OrderBook
+from exchange.core._lines cimport Buf, LineBatch, Tap, put_bytes, put_u64, put_value, quiet_at
+from matching_core._book cimport Order, OrderBook
 from matching_core._records cimport Cancel, Fill
 
 import dataclasses
+from sys import intern as _intern
 
 import orjson as _orjson
 
@@ -548,10 +557,12 @@ cdef inline void _received(dict E, object account, dict command):
 # book is C, the state's dicts hold exact ints and strs) and the sink -- a LineBatch's
 # ``append``, which runs no Python code -- can only be replaced by ``subscribe``, which no
 # step of a command calls. A LineBatch read by a tap (the bot runner's) runs its
-# ``on_wanted`` at a line's end: there, ``seq`` is written back before each line ends and
-# everything is read again after (:func:`_close`), as if per event. Any other sink gets each
-# event as before (seq and sink read per event: a listener may read the engine, or
-# subscribe, at any event).
+# ``on_wanted`` at the end of a line of a kind it wants whose instant it has not announced
+# yet (``Tap.line_ended``; any other line's end runs no Python): there, ``seq`` is written
+# back before the line ends and everything is read again after (:func:`_close`), as if per
+# event; at the other lines' ends, nothing (``Out.wanted``, ``quiet_at``). Any other sink
+# gets each event as before (seq and sink read per event: a listener may read the engine,
+# or subscribe, at any event).
 cdef struct Out:
     PyObject* E      # the engine's attributes (borrowed: the command's caller holds them)
     PyObject* lines  # the LineBatch written into (borrowed: the engine's sink holds it); NULL:
@@ -560,6 +571,9 @@ cdef struct Out:
     long long seq    # with lines: the seq of the last event written
     long long t      # with lines: the engine's t (ns)
     bint tapped      # with lines: a tap reads them (Python may run as a line ends)
+    # with a tap: bit k set when the tap wants the kind of typed line k (K_RECEIVED...): only
+    # a wanted line's end can run Python (``Tap.line_ended``)
+    int wanted
     # with lines: every line starts ``[seq,t``: ``seq``'s decimal digits are kept (the last
     # ``seq_len`` bytes of ``seq_digits``) and counted up per line; ``t``'s are written once
     # per command (the last ``t_len`` of ``t_digits``)
@@ -567,6 +581,40 @@ cdef struct Out:
     int seq_len
     char t_digits[24]
     int t_len
+
+
+# the kinds of the typed lines (Out.wanted's bits)
+cdef enum:
+    K_RECEIVED = 0
+    K_ACCEPTED = 1
+    K_FILL = 2
+    K_FEE = 3
+    K_RESTED = 4
+    K_CANCELLED = 5
+    K_AMENDED = 6
+    K_REJECTED = 7
+cdef tuple _LINE_KINDS = (
+    COMMAND_RECEIVED, ORDER_ACCEPTED, FILL, FEE, ORDER_RESTED, ORDER_CANCELLED, ORDER_AMENDED,
+    COMMAND_REJECTED,
+)
+# the last tap asked which of them it wants, held (its identity cannot be reused), and its
+# answer (a tap's wanted kinds are fixed when it is made)
+cdef object _wanted_tap = None
+cdef int _wanted_mask = 0
+
+
+cdef int _wanted_by(Tap tap) except -1:
+    """The bits of the typed lines' kinds that ``tap`` wants (``Tap.wants``)."""
+    global _wanted_tap, _wanted_mask
+    cdef int mask = 0
+    cdef int k
+    if tap is not _wanted_tap:
+        for k in range(len(_LINE_KINDS)):
+            if tap.wants(_LINE_KINDS[k]):
+                mask |= 1 << k
+        _wanted_tap = tap
+        _wanted_mask = mask
+    return _wanted_mask
 
 
 cdef bytes _json(object value):
@@ -717,10 +765,17 @@ cdef inline bint _put_obj(Buf* b, object value) except -1:
     return put_value(b, <PyObject*>value, 1) == 0
 
 
+# the last t _begin wrote in decimal, and its digits (as Out.t_digits holds them)
+cdef long long _t_last = -1
+cdef char _t_last_digits[24]
+cdef int _t_last_len = _digits(_t_last_digits, -1)
+
+
 cdef int _begin(Out* o, dict E) except -1:
     """Start a command's events: with a LineBatch sink whose next line is the engine's next
     seq, and int ``seq`` and ``t``, the typed lines (``seq`` kept in ``o`` until
     :func:`_done`); else the generic path, event by event."""
+    global _t_last, _t_last_len
     cdef LineBatch lines
     cdef int overflow = 0
     cdef long long seq, t
@@ -745,8 +800,14 @@ cdef int _begin(Out* o, dict E) except -1:
     o.seq = seq
     o.t = t
     o.tapped = lines.tap is not None
+    if o.tapped:
+        o.wanted = _wanted_by(lines.tap)
     o.seq_len = _digits(o.seq_digits, seq)
-    o.t_len = _digits(o.t_digits, t)
+    if t != _t_last:  # (the commands of an instant share their t: its digits kept)
+        _t_last_len = _digits(_t_last_digits, t)
+        _t_last = t
+    memcpy(o.t_digits, _t_last_digits, 24)
+    o.t_len = _t_last_len
     return 0
 
 
@@ -779,15 +840,18 @@ cdef inline Buf* _head(Out* o, bytes head) except NULL:
     return b
 
 
-cdef inline int _close(Out* o, bytes tail) except -1:
-    """Close the line: ``tail``, then its end (with a tap: the engine's ``seq`` written
-    first, for the Python the tap may run; the engine read again after)."""
+cdef inline int _close(Out* o, bytes tail, int kind) except -1:
+    """Close the line (of kind ``kind``, K_RECEIVED...): ``tail``, then its end. With a tap
+    that may run Python at this line's end -- the line is of a kind it wants and its ``t``
+    is not announced yet (``Tap.line_ended``: else it returns at once, no Python) -- the
+    engine's ``seq`` is written first, for that Python, and the engine read again after."""
+    cdef LineBatch lines = <LineBatch>o.lines
     _put(o.buf, tail)
-    if o.tapped:
+    if o.tapped and (o.wanted >> kind) & 1 and not quiet_at(lines, o.t):
         (<dict>o.E)["seq"] = o.seq
-        (<LineBatch>o.lines).end_line(o.t)
+        lines.end_line(o.t)
         return _begin(o, <dict>o.E)
-    (<LineBatch>o.lines).end_line(o.t)
+    lines.end_line(o.t)
     return 0
 
 
@@ -871,7 +935,7 @@ cdef int _received_submit(
     _put_int(b, price)
     _put(b, R_QTY)
     _put_int(b, qty)
-    return _close(o, <bytes>(<tuple>R_SUBMIT_TAIL[side])[tif])
+    return _close(o, <bytes>(<tuple>R_SUBMIT_TAIL[side])[tif], K_RECEIVED)
 
 
 cdef int _received_cancel(Out* o, object name, int64_t order_id, object order_id_value) except -1:
@@ -888,7 +952,7 @@ cdef int _received_cancel(Out* o, object name, int64_t order_id, object order_id
     _put_obj(b, name)
     _put(b, R_ORDER_ID)
     _put_int(b, order_id)
-    return _close(o, R_CANCEL_TAIL)
+    return _close(o, R_CANCEL_TAIL, K_RECEIVED)
 
 
 cdef int _received_amend(
@@ -924,7 +988,7 @@ cdef int _received_amend(
     _put_int(b, price)
     _put(b, R_QTY)
     _put_int(b, qty)
-    return _close(o, R_AMEND_TAIL)
+    return _close(o, R_AMEND_TAIL, K_RECEIVED)
 
 
 cdef int _accepted(
@@ -963,7 +1027,9 @@ cdef int _accepted(
     _put_int(b, price)
     _comma(b)
     _put_int(b, qty)
-    return _close(o, <bytes>(<tuple>(<tuple>A_TAIL[limit])[post_only_value is True])[tif])
+    return _close(
+        o, <bytes>(<tuple>(<tuple>A_TAIL[limit])[post_only_value is True])[tif], K_ACCEPTED
+    )
 
 
 cdef int _fill(
@@ -999,7 +1065,7 @@ cdef int _fill(
                 if _put_obj(b, maker_name):
                     _comma(b)
                     _put_int(b, maker_id)
-                    return _close(o, F_TAIL)
+                    return _close(o, F_TAIL, K_FILL)
         _undo(o, start)
     return _emit_o(o, FILL, info.name, taker_name, order_id, _SIDE_NAME[side], px, qty,
                    py128(cash), maker_name, maker_id, None, None)
@@ -1021,7 +1087,7 @@ cdef int _fee_event(
             if _put_obj(b, order_id):
                 _put(b, FEE_AMOUNT)
                 if _put_i128(b, amount):
-                    return _close(o, <bytes>FEE_TAIL[role])
+                    return _close(o, <bytes>FEE_TAIL[role], K_FEE)
         _undo(o, start)
     return _emit_o(o, FEE, info.name, account, order_id, None, None, None, py128(amount),
                    None, None, ("taker", "maker")[role], "role")
@@ -1044,7 +1110,7 @@ cdef int _rested(
                 if _put_obj(b, price):
                     _comma(b)
                     _put_int(b, qty)
-                    return _close(o, RESTED_TAIL)
+                    return _close(o, RESTED_TAIL, K_RESTED)
         _undo(o, start)
     return _emit_o(o, ORDER_RESTED, info.name, name, order_id, _SIDE_NAME[side], price, qty,
                    None, None, None, None, None)
@@ -1074,7 +1140,7 @@ cdef int _cancelled(
                 if _put_obj(b, order_id):
                     _put(b, C_QTY)
                     _put_int(b, qty)
-                    return _close(o, <bytes>C_TAIL[reason])
+                    return _close(o, <bytes>C_TAIL[reason], K_CANCELLED)
         _undo(o, start)
     return _emit_o(o, ORDER_CANCELLED, instrument, account, order_id, None, None, qty, None,
                    None, None, REASONS[reason], "reason")
@@ -1107,7 +1173,7 @@ cdef int _amended(
             _put_int(b, price)
             _comma(b)
             _put_int(b, qty)
-            return _close(o, <bytes>AM_TAIL[kept])
+            return _close(o, <bytes>AM_TAIL[kept], K_AMENDED)
         _undo(o, start)
     return _emit_o(o, ORDER_AMENDED, instrument, name, order_id_value, _SIDE_NAME[side],
                    price_value, qty_value, None, None, None,
@@ -1596,7 +1662,7 @@ cdef object _refuse_row(
         if not _put_obj(b, reason):
             _undo(&o, start)
             return None
-        _close(&o, b"}]")
+        _close(&o, b"}]", K_REJECTED)
     finally:
         _done(&o)
     return _result(False, None, reason)
@@ -1663,16 +1729,74 @@ cdef object _limits_refusal(
     return None
 
 
-cdef inline bint _plain_keys(dict raw):
-    """Whether every key of ``raw`` is an exact ``str``: ``jsonable`` refuses any other key
-    (a ``str`` subclass too), so the reference would not parse the command."""
+# ----------------------------------------------------------------------------- the fields
+# A command mapping is read once (:func:`_fields`): each key found among the models' field
+# names, its value kept (borrowed: the mapping holds it) by the field's index.
+cdef enum:
+    F_TYPE = 0
+    F_ACCOUNT = 1
+    F_INSTRUMENT = 2
+    F_SIDE = 3
+    F_QTY = 4
+    F_ORDER_TYPE = 5
+    F_PRICE = 6
+    F_TIF = 7
+    F_POST_ONLY = 8
+    F_ORDER_ID = 9
+    F_AMOUNT = 10
+    N_FIELDS = 11
+# the names, interned: a command's keys written as literals (the bots' Context, the
+# gateway's parser) are these very objects, found by identity; an equal str by comparison
+cdef tuple _FIELD_KEYS = tuple(
+    _intern(key)
+    for key in (
+        "type", "account", "instrument", "side", "qty", "order_type", "price", "tif",
+        "post_only", "order_id", "amount",
+    )
+)
+cdef PyObject* _KEYS[N_FIELDS]
+for _k in range(N_FIELDS):
+    _KEYS[_k] = <PyObject*>_FIELD_KEYS[_k]
+# the fields each command's model has (extra="forbid": any other is the reference's)
+cdef int M_SUBMIT = (
+    (1 << F_TYPE) | (1 << F_ACCOUNT) | (1 << F_INSTRUMENT) | (1 << F_SIDE) | (1 << F_QTY)
+    | (1 << F_ORDER_TYPE) | (1 << F_PRICE) | (1 << F_TIF) | (1 << F_POST_ONLY)
+)
+cdef int M_CANCEL = (1 << F_TYPE) | (1 << F_ACCOUNT) | (1 << F_ORDER_ID)
+cdef int M_AMEND = M_CANCEL | (1 << F_PRICE) | (1 << F_QTY)
+cdef int M_CASH = (1 << F_TYPE) | (1 << F_ACCOUNT) | (1 << F_AMOUNT)
+cdef int M_CANCEL_ALL = (1 << F_TYPE) | (1 << F_ACCOUNT) | (1 << F_INSTRUMENT)
+
+
+cdef int _fields(dict raw, PyObject** f) except -2:
+    """Read ``raw`` once: the bits of the fields it holds (``1 << F_...``), each value in
+    ``f`` at its field's index (borrowed); -1 when a key is not an exact ``str`` (``jsonable``
+    refuses any other, a ``str`` subclass too: the reference would not parse the command)
+    or is no field of any model this file runs (the reference's: a refusal or another
+    command). Keys are looked for from the one after the last found: a command's keys come
+    in their usual order."""
     cdef Py_ssize_t pos = 0
     cdef PyObject* key
     cdef PyObject* value
+    cdef int mask = 0, k = N_FIELDS - 1, tried
     while PyDict_Next(raw, &pos, &key, &value):
-        if type(<object>key) is not str:
-            return False
-    return True
+        for tried in range(N_FIELDS):
+            k += 1
+            if k == N_FIELDS:
+                k = 0
+            if key == _KEYS[k]:
+                break
+        else:
+            if type(<object>key) is not str:
+                return -1
+            for k in range(N_FIELDS):
+                if <str>key == <str>_KEYS[k]:
+                    break
+            else:
+                return -1
+        f[k] = value
+        mask |= 1 << k
+    return mask
 
 
 cdef object _run(Kernel kernel, object engine, dict E, dict raw):
@@ -1680,36 +1804,43 @@ cdef object _run(Kernel kernel, object engine, dict E, dict raw):
     nothing emitted yet, the caller emits the ``CommandRejected``); or None: not proven, the
     reference's to run. A refusal is given only once the command is proven to parse (every
     field as the model takes it), in the order ``Exchange._execute`` and its callees check."""
-    cdef PyObject* item
-    if not _plain_keys(raw):
+    cdef PyObject* f[N_FIELDS]
+    cdef int mask = _fields(raw, f)
+    if mask < 0 or (mask & (1 << F_TYPE)) == 0 or (mask & (1 << F_ACCOUNT)) == 0:
         return None
-    item = PyDict_GetItem(raw, "type")
-    if item == NULL:
-        return None
-    kind = <object>item
+    kind = <object>f[F_TYPE]
     if type(kind) is not str:
         return None
-    item = PyDict_GetItem(raw, "account")
-    if item == NULL:
-        return None
-    name = <object>item
+    name = <object>f[F_ACCOUNT]
     if not _name_ok(name):
         return None
     A = _account(E, name)
     if A is None:
         return None
     if kind == "submit":
-        return _submit(kernel, engine, E, raw, A, name)
+        if mask & ~M_SUBMIT:
+            return None
+        return _submit(kernel, engine, E, f, mask, A, name)
     if kind == "cancel":
-        return _cancel(E, raw, A, name)
+        if mask != M_CANCEL:
+            return None
+        return _cancel(E, f, A, name)
     if kind == "amend":
-        return _amend(kernel, engine, E, raw, A, name)
+        if mask != M_AMEND:
+            return None
+        return _amend(kernel, engine, E, f, A, name)
     if kind == "deposit":
-        return _deposit(E, raw, A, name)
+        if mask != M_CASH:
+            return None
+        return _deposit(E, f, A, name)
     if kind == "withdraw":
-        return _withdraw(E, raw, A, name)
+        if mask != M_CASH:
+            return None
+        return _withdraw(E, f, A, name)
     if kind == "cancel_all":
-        return _cancel_all(E, raw, A, name)
+        if mask & ~M_CANCEL_ALL:
+            return None
+        return _cancel_all(E, f, mask, A, name)
     return None
 
 
@@ -1762,68 +1893,53 @@ cdef int _limits_ok(
     return 1
 
 # ----------------------------------------------------------------------------- submit
-cdef object _submit(Kernel kernel, object engine, dict E, dict raw, object A, object name):
-    """A raw submit: the model's fields proven (``Submit``, as pydantic -- strict,
+cdef object _submit(
+    Kernel kernel, object engine, dict E, PyObject** f, int mask, object A, object name
+):
+    """A raw submit (its fields ``f``, those of ``mask``: :func:`_fields`, none but the
+    model's): the model's fields proven (``Submit``, as pydantic -- strict,
     ``extra="forbid"`` -- takes them), then :func:`_submit_checked`."""
-    cdef PyObject* item
-    cdef Py_ssize_t found = 2  # type, account
     cdef int64_t price = 0, qty = 0
     cdef int side
-    item = PyDict_GetItem(raw, "instrument")
-    if item == NULL or not _name_ok(<object>item):
+    if (mask & (1 << F_INSTRUMENT)) == 0 or not _name_ok(<object>f[F_INSTRUMENT]):
         return None
-    instrument = <object>item
-    found += 1
-    item = PyDict_GetItem(raw, "side")
-    if item == NULL or type(<object>item) is not str:
+    instrument = <object>f[F_INSTRUMENT]
+    if (mask & (1 << F_SIDE)) == 0 or type(<object>f[F_SIDE]) is not str:
         return None
-    side_name = <object>item
+    side_name = <object>f[F_SIDE]
     if side_name == "buy":
         side = 0
     elif side_name == "sell":
         side = 1
     else:
         return None
-    found += 1
-    item = PyDict_GetItem(raw, "qty")
-    if item == NULL or not _int_of(<object>item, 1, &qty):
+    if (mask & (1 << F_QTY)) == 0 or not _int_of(<object>f[F_QTY], 1, &qty):
         return None
-    qty_value = <object>item
-    found += 1
-    item = PyDict_GetItem(raw, "order_type")
-    if item == NULL:
+    qty_value = <object>f[F_QTY]
+    if (mask & (1 << F_ORDER_TYPE)) == 0:
         order_type = "limit"
     else:
-        order_type = <object>item
+        order_type = <object>f[F_ORDER_TYPE]
         if type(order_type) is not str or (order_type != "limit" and order_type != "market"):
             return None
-        found += 1
-    item = PyDict_GetItem(raw, "price")
-    if item == NULL:
+    if (mask & (1 << F_PRICE)) == 0:
         price_value = 0
     else:
-        price_value = <object>item
+        price_value = <object>f[F_PRICE]
         if not _int_of(price_value, 0, &price):
             return None
-        found += 1
-    item = PyDict_GetItem(raw, "tif")
-    if item == NULL:
+    if (mask & (1 << F_TIF)) == 0:
         tif = "gtc"
     else:
-        tif = <object>item
+        tif = <object>f[F_TIF]
         if type(tif) is not str or (tif != "gtc" and tif != "ioc" and tif != "fok"):
             return None
-        found += 1
-    item = PyDict_GetItem(raw, "post_only")
-    if item == NULL:
+    if (mask & (1 << F_POST_ONLY)) == 0:
         post_only_value = False
     else:
-        post_only_value = <object>item
+        post_only_value = <object>f[F_POST_ONLY]
         if type(post_only_value) is not bool:
             return None
-        found += 1
-    if found != PyDict_Size(raw):
-        return None  # a key the model does not have (extra="forbid")
     return _submit_checked(
         kernel, engine, E, A, name, instrument, side, side_name, order_type == "limit",
         order_type, price, price_value, qty, qty_value, tif, post_only_value is True,
@@ -2095,12 +2211,12 @@ cdef inline object _cancel_in(object book, int64_t order_id):
     return book.last_cancelled
 
 
-cdef object _cancel(dict E, dict raw, object A, object name):
+cdef object _cancel(dict E, PyObject** f, object A, object name):
+    """A raw cancel (its fields ``f``: type, account and order_id, no other)."""
     cdef int64_t order_id
-    cdef PyObject* item = PyDict_GetItem(raw, "order_id")
-    if item == NULL or not _int_of(<object>item, 1, &order_id) or PyDict_Size(raw) != 3:
+    if not _int_of(<object>f[F_ORDER_ID], 1, &order_id):
         return None
-    return _cancel_checked(E, A, name, order_id, <object>item, True)
+    return _cancel_checked(E, A, name, order_id, <object>f[F_ORDER_ID], True)
 
 
 cdef object _cancel_checked(
@@ -2132,27 +2248,18 @@ cdef object _cancel_checked(
     return _result(True, order_id_value, None) if want_result else order_id_value
 
 
-cdef object _amend(Kernel kernel, object engine, dict E, dict raw, object A, object name):
+cdef object _amend(Kernel kernel, object engine, dict E, PyObject** f, object A, object name):
+    """A raw amend (its fields ``f``: type, account, order_id, price and qty, no other)."""
     cdef int64_t order_id = 0, price = 0, qty = 0
-    cdef PyObject* item
-    cdef PyObject* price_item
-    cdef PyObject* qty_item
-    item = PyDict_GetItem(raw, "order_id")
-    price_item = PyDict_GetItem(raw, "price")
-    qty_item = PyDict_GetItem(raw, "qty")
     if (
-        item == NULL
-        or price_item == NULL
-        or qty_item == NULL
-        or not _int_of(<object>item, 1, &order_id)
-        or not _int_of(<object>price_item, 1, &price)
-        or not _int_of(<object>qty_item, 1, &qty)
-        or PyDict_Size(raw) != 5
+        not _int_of(<object>f[F_ORDER_ID], 1, &order_id)
+        or not _int_of(<object>f[F_PRICE], 1, &price)
+        or not _int_of(<object>f[F_QTY], 1, &qty)
     ):
         return None
     return _amend_checked(
-        kernel, engine, E, A, name, order_id, <object>item, price, <object>price_item, qty,
-        <object>qty_item,
+        kernel, engine, E, A, name, order_id, <object>f[F_ORDER_ID], price, <object>f[F_PRICE],
+        qty, <object>f[F_QTY],
     )
 
 
@@ -2227,64 +2334,177 @@ cdef object _amend_checked(
     return _result(True, order_id_value, None)
 
 
-cdef object _cancel_all(dict E, dict raw, object A, object name):
-    cdef PyObject* item = PyDict_GetItem(raw, "instrument")
-    cdef Py_ssize_t n_fields = 2
-    cdef dict order
-    cdef list rows
-    if item == NULL:
+cdef int32_t NIL = -1  # the book's end-of-list index (matching_core/_book.pyx)
+
+
+cdef struct _Resting:
+    # one of an account's resting orders, as a cancel-all finds it
+    int64_t entry     # when it entered its book (OrderBook.orders_of's entry)
+    int64_t order_id
+    Py_ssize_t book   # its book's index in the cancel-all's list of books
+
+
+cdef int _by_entry(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const _Resting*>a).entry
+    cdef int64_t y = (<const _Resting*>b).entry
+    return (x > y) - (x < y)
+
+
+cdef bytes R_ALL_INSTRUMENT = b',"instrument":'
+cdef bytes R_ALL_NONE = b',"instrument":null'
+cdef bytes R_ALL_TAIL = b',"type":"cancel_all"}}]'
+
+
+cdef int _received_cancel_all(Out* o, object name, object instrument) except -1:
+    """A cancel-all's CommandReceived (``name`` a proven name; ``instrument`` one, or None)."""
+    cdef Buf* b
+    if o.lines == NULL:
+        return _emit_o(
+            o, COMMAND_RECEIVED, None, name, None, None, None, None, None, None, None,
+            {"account": name, "type": "cancel_all", "instrument": instrument},
+            "command",
+        )
+    b = _head(o, R_HEAD)
+    _put_obj(b, name)
+    _put(b, R_COMMAND)
+    _put_obj(b, name)
+    if instrument is None:
+        _put(b, R_ALL_NONE)
+    else:
+        _put(b, R_ALL_INSTRUMENT)
+        _put_obj(b, instrument)
+    return _close(o, R_ALL_TAIL, K_RECEIVED)
+
+
+cdef object _cancel_all(dict E, PyObject** f, int mask, object A, object name):
+    """A raw cancel-all (its fields ``f``: type, account, and instrument if ``mask`` has
+    it), ``Exchange._cancel_all_command`` then ``Exchange._cancel_all`` in C."""
+    cdef dict order, instruments
+    cdef list books, listed
+    cdef Py_ssize_t nb, b, i, n = 0
+    cdef int64_t bound = 0, acct = 0, last = -1, cancelled
+    cdef bint ordered = True
+    cdef _Resting few[64]
+    cdef _Resting* rows = few
+    cdef OrderBook c
+    cdef Order* order_at
+    cdef int32_t oi
+    cdef int side
+    cdef Out o
+    if (mask & (1 << F_INSTRUMENT)) == 0:
         instrument = None
     else:
-        instrument = <object>item
+        instrument = <object>f[F_INSTRUMENT]
         if instrument is not None and not _name_ok(instrument):
             return None
-        n_fields = 3
-    if PyDict_Size(raw) != n_fields:
-        return None
     if type(A) is not dict:
         return _account_refusal(A, name)
     try:
-        if instrument is not None and instrument not in E["instruments"]:
+        instruments = E["instruments"]
+        if instrument is not None and instrument not in instruments:
             return f"instrument: unknown instrument {instrument!r}"
     except Exception:
         return None
-    _received(E, name, {"account": name, "type": "cancel_all", "instrument": instrument})
-    # Exchange._cancel_all(name, "user", instrument): the account's orders from the books of
-    # the instruments it has open lots in (not a walk of every resting order), oldest entry
-    # first across them (entries are unique: the sort never compares the books)
-    instruments = E["instruments"]
-    rows = []
-    for key, lots in A["open_lots"].items():
-        if (lots[0] or lots[1]) and (instrument is None or instrument == key):
-            book = instruments[key].book
-            for row in book.orders_of(A["index"]):
-                rows.append((row[0], row[1], book))
-    rows.sort()
-    # Exchange._forget_cancelled: the engine's record popped (a method call, not the typed
-    # dict's: nothing here walks or needs more of it), the owner's lots, then the event
-    orders = E["orders"]
-    for _entry, order_id, book in rows:
-        cancelled = _cancel_in(book, order_id)
-        order = _attrs(orders.pop(order_id))
-        _add_lots(A, order["instrument"], order["side"], -cancelled)
-        _emit1(E, ORDER_CANCELLED, order["instrument"], order["account"], order_id, None, None,
-               cancelled, None, None, None, "reason", "user")
+    _begin(&o, E)
+    try:
+        _received_cancel_all(&o, name, instrument)
+        # Exchange._cancel_all(name, "user", instrument), after the command's event as there
+        # (a listener of it sees the orders still resting): the account's orders from the
+        # books of the instruments it has open lots in (not a walk of every resting order),
+        # found in the C books' levels, oldest entry first across them
+        open_lots = A["open_lots"]
+        index = A["index"]
+        books = []
+        listed = []  # per book: None for a C book, else its orders_of rows
+        for held, lots in open_lots.items():
+            if (lots[0] or lots[1]) and (instrument is None or instrument == held):
+                book = instruments[held].book
+                books.append(book)
+                if type(book) is OrderBook:
+                    bound += (<OrderBook>book).n_orders
+                    listed.append(None)
+                else:
+                    got = list(book.orders_of(index))
+                    bound += len(got)
+                    listed.append(got)
+        nb = len(books)
+        if nb:
+            acct = index
+        if bound > 64:
+            rows = <_Resting*>PyMem_RawMalloc(bound * sizeof(_Resting))
+            if rows == NULL:
+                raise MemoryError("cancel_all")
+        for b in range(nb):
+            book = books[b]
+            if listed[b] is None:
+                c = <OrderBook>book
+                # OrderBook.orders_of(acct)'s walk: every level of both sides
+                for side in range(2):
+                    for i in range(c.heap_size[side]):
+                        oi = c.levels[c.heap[side][i].level].head
+                        while oi != NIL:
+                            order_at = &c.orders[oi]
+                            if order_at.account == acct:
+                                rows[n].entry = order_at.entry
+                                rows[n].order_id = order_at.order_id
+                                rows[n].book = b
+                                n += 1
+                                ordered = ordered and order_at.entry > last
+                                last = order_at.entry
+                            oi = order_at.next
+            else:
+                for row in <list>listed[b]:
+                    rows[n].entry = row[0]
+                    rows[n].order_id = row[1]
+                    rows[n].book = b
+                    n += 1
+                    ordered = ordered and rows[n - 1].entry > last
+                    last = rows[n - 1].entry
+        if not ordered:  # entries are unique across books: the reference's sort
+            qsort(rows, n, sizeof(_Resting), _by_entry)
+        # per order (Exchange._forget_cancelled): the book's cancel, the engine's record
+        # popped, the owner's lots, then OrderCancelled
+        # (a subclass's pop is a method call: nothing here walks or needs more of it)
+        orders = E["orders"]
+        for i in range(n):
+            book = books[rows[i].book]
+            order_id = rows[i].order_id
+            if type(book) is OrderBook:
+                c = <OrderBook>book
+                c.cancel(rows[i].order_id)
+                cancelled = c.last_cancelled
+                cancelled_value = cancelled
+            else:
+                book.cancel(order_id)
+                cancelled_value = book.last_cancelled
+                cancelled = cancelled_value
+            if type(orders) is dict:  # (the dict's own pop, not a method call)
+                order = _attrs((<dict>orders).pop(order_id))
+            else:
+                order = _attrs(orders.pop(order_id))
+            instrument_name = order["instrument"]
+            _add_lots(A, instrument_name, order["side"], -cancelled_value)
+            _cancelled(&o, instrument_name, None, order["account"], order_id, cancelled,
+                       REASON_USER)
+    finally:
+        _done(&o)
+        if rows != few:
+            PyMem_RawFree(rows)
     return _result(True, None, None)
 
 
 # ----------------------------------------------------------------------------- cash
-cdef object _amount(dict raw):
-    """The raw command's ``amount`` when it is a PositiveInt and the only other keys are
-    ``type`` and ``account``; else None."""
+cdef object _amount(PyObject** f):
+    """The raw command's ``amount`` (its fields ``f``: type, account and amount, no other)
+    when it is a PositiveInt; else None."""
     cdef int64_t amount
-    cdef PyObject* item = PyDict_GetItem(raw, "amount")
-    if item == NULL or not _int_of(<object>item, 1, &amount) or PyDict_Size(raw) != 3:
+    if not _int_of(<object>f[F_AMOUNT], 1, &amount):
         return None
-    return <object>item
+    return <object>f[F_AMOUNT]
 
 
-cdef object _deposit(dict E, dict raw, object A, object name):
-    amount = _amount(raw)
+cdef object _deposit(dict E, PyObject** f, object A, object name):
+    amount = _amount(f)
     if amount is None:
         return None
     if type(A) is not dict:
@@ -2315,8 +2535,8 @@ cdef object _deposit(dict E, dict raw, object A, object name):
     return _result(True, None, None)
 
 
-cdef object _withdraw(dict E, dict raw, object A, object name):
-    amount = _amount(raw)
+cdef object _withdraw(dict E, PyObject** f, object A, object name):
+    amount = _amount(f)
     if amount is None:
         return None
     if type(A) is not dict:
