@@ -75,6 +75,12 @@ class CompiledExchange(Exchange):
     #: (``exchange.kernel._mark.fund``)
     fund = _mark.fund
 
+    #: the daily margin cycle's grid and credit standing, compiled (``exchange.kernel._mark.
+    #: initial_margin`` / ``credit_standing``: the same results, or None where they decline):
+    #: ``MarginConfig.requirements`` and ``credit_standing`` ask them; the reference has none
+    initial_margin_twin = staticmethod(_mark.initial_margin)
+    credit_standing_twin = staticmethod(_mark.credit_standing)
+
     #: ``Exchange.account_view``'s contract (cash, non-zero positions by name, resting orders
     #: oldest entry first), with the account's orders found in the C books' levels and merged
     #: across books in C: a tuple only for each order listed (``exchange.kernel._views``)

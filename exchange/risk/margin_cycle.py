@@ -226,11 +226,14 @@ class MarginConfig(BaseModel):
         span_im = dict.fromkeys(names, 0)
         span_mm = dict.fromkeys(names, 0)
         if span_names:
-            result = initial_margin(
-                measured.book,
-                _without_floor(self.params),  # the floor is on the total
-                np.array([ratings.get(a, 0) for a in span_names], dtype=np.int64),
-            )
+            params = _without_floor(self.params)  # the floor is on the total
+            tiers = np.array([ratings.get(a, 0) for a in span_names], dtype=np.int64)
+            # a compiled engine's twin of the grid (``initial_margin_twin``: the same result,
+            # or None where it declines); the reference engine has none and runs the numpy
+            twin = getattr(engine, "initial_margin_twin", None)
+            result = None if twin is None else twin(measured.book, params, tiers)
+            if result is None:
+                result = initial_margin(measured.book, params, tiers)
             for a, im, mm in zip(span_names, result.im.tolist(), result.mm.tolist(), strict=True):
                 span_im[a], span_mm[a] = int(im), int(mm)
         floor_im = self.params.min_im
@@ -267,9 +270,17 @@ class MarginConfig(BaseModel):
         span_names, book = measured.span_names, measured.book
         if not span_names:
             return {}
-        gross = gross_notional(book)  # read by both, computed once
-        tiers = indicated_tiers(book, self.params, gross).tolist()
-        ratios = capital_ratios_ppm(book, gross)
+        # a compiled engine's twin (``credit_standing_twin``: the same tiers and ratios, or
+        # None where it declines); the reference engine has none and runs the numpy
+        twin = getattr(engine, "credit_standing_twin", None)
+        standing = None if twin is None else twin(book, self.params)
+        if standing is None:
+            gross = gross_notional(book)  # read by both, computed once
+            standing = (
+                indicated_tiers(book, self.params, gross).tolist(),
+                capital_ratios_ppm(book, gross),
+            )
+        tiers, ratios = standing
         return {a: (int(t), r) for a, t, r in zip(span_names, tiers, ratios, strict=True)}
 
     def measure(self, engine: Venue, accounts: Sequence[str] | None = None) -> Measured:

@@ -15,10 +15,13 @@ hand-over gives the reference's liquidation.
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from exchange.core import events as ev
@@ -28,6 +31,8 @@ from exchange.kernel import engine as engine_module
 from exchange.kernel.compiled import CompiledExchange
 from exchange.kernel.engine import Exchange
 from exchange.products.perp import MarginTier
+from exchange.products.pricing import black76_put, rvs_model_value
+from exchange.risk import default, margin_cycle
 from exchange.risk.default import _MaintenanceBound
 from exchange.risk.margin import MarginParams
 from exchange.risk.margin_cycle import AuctionBidder, MarginConfig, equity
@@ -462,3 +467,215 @@ def test_an_engine_with_its_own_hooks_takes_the_reference_path(handed):
     engine.publish_index(RENTAL, 10_000)
     assert handed["mark"] == 1
     assert [e.kind for e in events][-2:] == [ev.INDEX_PUBLISHED, ev.MARK_PRICE]
+
+
+# ---------------------------------------------------------------------- the swap's put in C
+#: (index tick, GPUs a contract) pairs whose payoff tick is whole minor units: ticks as
+#: coefficient x 10**exponent, exponents from -5 to +3
+SWAP_TICKS = [
+    ("1", 1),
+    ("0.01", 1),
+    ("0.5", 2),
+    ("0.10", 3),
+    ("0.25", 4),
+    ("2.5", 2),
+    ("0.001", 1_000),
+    ("0.00001", 100_000),
+    ("7", 8),
+    ("1E+3", 1),
+]
+
+
+@st.composite
+def swaps(draw) -> tuple[Any, Exchange, MarginParams]:
+    """A swap series (floor, index tick, GPUs, volatility, maturity), an engine whose clock and
+    resale index are anywhere from the listing past the maturity, and a grid of shocks."""
+    tick, gpus = draw(st.sampled_from(SWAP_TICKS))
+    spec = rvs_spec(
+        maturity=START + timedelta(days=draw(st.integers(1, 4_000))),
+        floor=draw(st.one_of(st.integers(1, 40_000), st.integers(1, 10**12))),
+        index_tick_size=tick,
+        gpus_per_contract=gpus,
+        volatility=draw(st.one_of(st.sampled_from([0.35, 5.0]), st.floats(1e-9, 5.0))),
+    )
+    engine = Exchange(lambda event: None)
+    engine.epoch = START
+    maturity_ns = engine.date_ns(spec.maturity)
+    engine.t = draw(
+        st.one_of(
+            st.integers(0, maturity_ns + 10**17),
+            st.sampled_from([maturity_ns, maturity_ns - 1, maturity_ns + 1]),
+        )
+    )
+    engine.indices[spec.resale_index] = draw(
+        st.one_of(st.integers(1, 10**6), st.integers(1, 2**60), st.just(spec.floor))
+    )
+    shocks = st.floats(-0.99, 3.0)
+    params = MarginParams(
+        index_shocks=draw(st.lists(shocks, min_size=1, max_size=7)),
+        vol_shocks=draw(st.lists(shocks, min_size=1, max_size=3)),
+    )
+    return spec, engine, params
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(swaps())
+def test_the_compiled_put_is_the_reference_s_int_or_declines_past_the_exact_doubles(swap):
+    spec, engine, params = swap
+    compiled = _mark.put_at_worst(engine, spec, params)
+    reference = default._put_at_worst(engine, spec, params)
+    _, digits, exponent = Decimal(spec.index_tick_size).as_tuple()
+    coefficient = int("".join(map(str, digits)))
+    level = engine.indices[spec.resale_index] * coefficient * 10 ** max(exponent, 0)
+    if level <= 2**53:  # the level is an exact double: computed in C, never declined
+        assert compiled == reference
+    else:
+        assert compiled is None
+
+
+def reference_put_values(engine: Exchange, spec: Any, params: MarginParams) -> tuple:
+    """The doubles ``default._put_at_worst`` computes, by its own expressions: the level, the
+    years, the contract's value in the grid's worst corner and now."""
+    tick, _, floor = default._swap_terms(spec.floor, spec.index_tick_size, spec.gpus_per_contract)
+    years = max(0, engine.date_ns(spec.maturity) - engine.t) / default.YEAR_NS
+    level = float(engine.indices[spec.resale_index] * tick)
+    worst = rvs_model_value(
+        level * (1.0 + min(params.index_shocks)),
+        floor,
+        spec.volatility * (1.0 + max(params.vol_shocks)),
+        years,
+        spec.gpus_per_contract,
+    )
+    now = rvs_model_value(level, floor, spec.volatility, years, spec.gpus_per_contract)
+    return level, years, worst, now
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(swaps())
+def test_the_compiled_put_s_doubles_are_the_reference_s_bits(swap):
+    spec, engine, params = swap
+    compiled = _mark.put_values(engine, spec, params)
+    assume(compiled is not None)  # (past the exact doubles: the test above)
+    reference = reference_put_values(engine, spec, params)
+    assert [x.hex() for x in compiled] == [x.hex() for x in reference]
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(
+    st.one_of(st.floats(1e-6, 1e7), finite, st.just(100.0)),
+    st.one_of(st.floats(1e-6, 1e7), finite, st.sampled_from([0.0, 100.0, 5e-324])),
+    st.one_of(st.floats(0.0, 6.0), finite, st.just(0.0)),
+    st.one_of(st.floats(-1.0, 30.0), finite, st.sampled_from([0.0, -0.0, 1e-300])),
+)
+# deep in the money: the formula's value a rounding below the intrinsic value, which clamps it
+@example(0.7054363327130675, 683.8265396963637, 0.44035664282073805, 4.168263666705413)
+@example(40205.05779641038, 153336.67842296572, 0.05682352749060063, 8.233769328313796)
+def test_the_compiled_black76_put_is_the_python_function_s_bits_or_declines(f, k, sigma, t):
+    compiled = _mark.black76(f, k, sigma, t)
+    try:
+        reference = black76_put(f, k, sigma, t)
+    except ValueError:  # refused: the compiled one declines (the caller asks Python)
+        assert compiled is None
+        return
+    if compiled is None:  # declined: only past the log's domain or the finite values
+        assert not 0.0 < f / k < math.inf or max(f, k) > 1e307
+        return
+    assert compiled.hex() == reference.hex()
+
+
+def test_the_compiled_put_declines_what_it_cannot_compute_as_the_reference_does():
+    spec = rvs_spec(maturity=START + timedelta(days=400))
+    engine = Exchange(lambda event: None)
+    engine.epoch = START
+    engine.indices[spec.resale_index] = 15_000
+    params = MarginParams()
+    assert _mark.put_at_worst(engine, spec, params) == default._put_at_worst(engine, spec, params)
+    engine.indices[spec.resale_index] = 2**53 + 1  # the level past the exact doubles
+    assert _mark.put_at_worst(engine, spec, params) is None
+    engine.indices[spec.resale_index] = 15_000
+    before = _mark.put_at_worst(engine, spec, params)
+    engine.epoch = START - timedelta(days=300)  # another calendar: the maturity read afresh
+    assert _mark.put_at_worst(engine, spec, params) == default._put_at_worst(engine, spec, params)
+    assert _mark.put_at_worst(engine, spec, params) != before
+    engine.epoch = None  # no calendar: the reference's function raises
+    assert _mark.put_at_worst(engine, spec, params) is None
+    with pytest.raises(ValueError):
+        default._put_at_worst(engine, spec, params)
+
+
+def test_a_swap_seller_s_put_is_compiled_in_the_proof_and_the_reference_s_past_it(
+    handed, monkeypatch
+):
+    asked: list[str] = []  # the compiled engine's calls of the Python put
+    reference_put = default._put_at_worst
+
+    def put(engine, spec, params):
+        if isinstance(engine, CompiledExchange):
+            asked.append(spec.name)
+        return reference_put(engine, spec, params)
+
+    monkeypatch.setattr(default, "_put_at_worst", put)
+    pair = _market()
+    pair.order("maker", RVS, "sell", 400, 5, "gtc")
+    pair.order("bob", RVS, "buy", 400, 5, "ioc")  # the maker (short the perpetual) sold 5
+    for ticks in (10_010, 9_990):
+        pair.later(HOUR_NS)
+        pair.call("publish_index", RENTAL, ticks)
+    assert handed["check"] == 0 and asked == []  # proven, the put in C
+    engine = pair.engines["compiled"]
+    assert_the_proof_s_edge_is_the_bound(engine)  # the put to the unit: the bound's
+    for each in pair.engines.values():  # a resale index past the exact doubles
+        each.indices[RESALE] = 2**60
+    pair.later(HOUR_NS)
+    pair.call("publish_index", RENTAL, 10_000)
+    assert asked and set(asked) == {RVS} and handed["check"] == 0  # asked of Python, proven
+    assert_the_proof_s_edge_is_the_bound(engine)
+    pair.call("state_hash")
+
+
+def test_the_compiled_engine_s_margin_twins_log_the_reference_s_bytes(
+    monkeypatch,
+):
+    calls = {"twin": 0, "declined": 0, "numpy": 0, "standing": 0}
+    numpy_margin = margin_cycle.initial_margin
+
+    def twin(book, params, tiers):
+        calls["twin"] += 1
+        result = _mark.initial_margin(book, params, tiers)
+        calls["declined"] += result is None
+        return result
+
+    def standing(book, params):
+        result = _mark.credit_standing(book, params)
+        calls["standing"] += result is not None
+        return result
+
+    def numpy(book, params, tiers=None):
+        calls["numpy"] += 1
+        return numpy_margin(book, params, tiers)
+
+    # (``raising=False``: the engine names its twins itself once the lead wires them)
+    monkeypatch.setattr(CompiledExchange, "initial_margin_twin", staticmethod(twin), raising=False)
+    monkeypatch.setattr(
+        CompiledExchange, "credit_standing_twin", staticmethod(standing), raising=False
+    )
+    monkeypatch.setattr(margin_cycle, "initial_margin", numpy)
+    pair = _market()
+    for seller, buyer, qty in (("maker", "bob", 5), ("carol", "alice", 3)):
+        pair.order(seller, RVS, "sell", 400, qty, "gtc")
+        pair.order(buyer, RVS, "buy", 400, qty, "ioc")
+    for ticks, resale in ((10_010, 15_000), (9_700, 9_000), (10_300, 22_000)):
+        pair.later(24 * HOUR_NS)
+        pair.call("publish_index", RESALE, resale)
+        pair.call("publish_index", RENTAL, ticks)
+        pair.call("margin_cycle")
+    # every grid the compiled engine asked was the twin's, none declined; the reference's
+    # were numpy's: the same count, and the same events (Pair.call compares them)
+    assert calls["twin"] >= 3 and calls["declined"] == 0 and calls["standing"] >= 3
+    assert calls["numpy"] == calls["twin"]
+    kinds = {e.kind for e in pair.events["compiled"]}
+    assert ev.MARGIN_REQUIREMENT in kinds
+    pair.call("state_hash")
