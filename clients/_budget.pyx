@@ -28,6 +28,7 @@ only there.
 
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.exc cimport PyErr_SetObject
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 
 from types import CodeType as _CodeType
 
@@ -120,33 +121,41 @@ def bind(kinds, kind, overrun):
 
 cdef class Counter:
     """One budgeted callback's counter and trace object: ``lines`` units (int) to spend,
-    ``left`` of them left (below zero once overrun; it only decreases)."""
-
-    cdef readonly long long left
-    cdef readonly object lines
-    cdef Py_tracefunc _previous
-    cdef object _saved
+    ``left`` of them left (below zero once overrun; it only decreases). Its fields are
+    declared in ``clients/_budget.pxd`` (clients._runner reads ``left`` and calls
+    ``start``/``stop`` in C)."""
 
     def __cinit__(self, lines):
         self.lines = lines
         # beyond int64 the budget cannot be spent anyway; any negative one overruns at once
-        self.left = min(max(lines, -1), 2**63 - 1)
+        # (an int's clamp in C: min() and max() are Python calls, one each per callback)
+        cdef int overflow = 0
+        cdef long long value
+        if type(lines) is int:
+            value = PyLong_AsLongLongAndOverflow(lines, &overflow)
+            self.left = 2**63 - 1 if overflow > 0 else -1 if overflow < 0 or value < -1 else value
+        else:
+            self.left = min(max(lines, -1), 2**63 - 1)
 
-    def start(self):
+    cpdef start(self):
         """Install this counter as the thread's trace function, keeping the one installed
         (C function and object) to put back at :meth:`stop`."""
-        self._previous = gpuex_tracefunc()
+        self._previous = <void*>gpuex_tracefunc()
         cdef PyObject* obj = gpuex_traceobj()
         self._saved = <object>obj if obj != NULL else None
         PyEval_SetTrace(_trace, <PyObject*>self)
 
-    def stop(self):
+    cpdef bint stop(self):
         """Put back the trace function :meth:`start` found; return whether this counter was
         still the installed one (bool)."""
-        installed = gpuex_tracefunc() == _trace and gpuex_traceobj() == <PyObject*>self
+        cdef bint installed = (
+            gpuex_tracefunc() == _trace and gpuex_traceobj() == <PyObject*>self
+        )
         saved = self._saved
         self._saved = None
-        PyEval_SetTrace(self._previous, NULL if saved is None else <PyObject*>saved)
+        PyEval_SetTrace(
+            <Py_tracefunc>self._previous, NULL if saved is None else <PyObject*>saved
+        )
         return installed
 
 

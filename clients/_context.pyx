@@ -170,7 +170,8 @@ cdef extern from "Python.h":
 
 
 #: An attribute deleted (``del ctx.now``): reading it raises AttributeError, as the reference's
-#: instance attribute would.
+#: instance attribute would. (``GONE`` below: clients._runner reads the fields of a plain
+#: Context in C, and uses the attribute protocol for one that is gone.)
 cdef object _GONE = object()
 cdef object _ACCOUNT_VIEW = AccountView
 cdef object _OPEN_ORDER = OpenOrder
@@ -181,18 +182,8 @@ cdef list _KEEP = []  # the attribute names the C definitions below point into
 cdef class _ContextState:
     """The compiled :class:`Context`'s state in C: the reference's instance attributes (any
     value may be assigned or deleted, as there; read and written through the descriptors
-    below)."""
-
-    cdef object c_name
-    cdef object c_account
-    cdef object c_rng
-    cdef object c_now
-    cdef object c_view  # _account: the AccountView of the current delivery, or None
-    cdef object c_books
-    cdef object c_outbox
-    cdef object c_timers
-    cdef object c_next_ref
-    cdef object c_stopped
+    below). Its fields are declared in ``clients/_context.pxd`` (clients._runner reads and
+    sets them on a :func:`plain` Context)."""
 
     def __init__(self, name, account, rng):
         self.c_name = name
@@ -571,6 +562,106 @@ cdef PyObject* _impl_drain(PyObject* obj, PyObject** args, Py_ssize_t nargs,
     return _fallback(_DRAIN, obj, args, nargs, kwnames)
 
 
+# ---------------------------------------------------------------- the runner's entries in C
+# clients._runner's _dispatch and _quiet call ``ctx._begin(now, view)``, ``ctx._drain()`` and
+# read ``ctx._books``, ``_outbox``, ``_timers`` for every delivery: on a plain Context they do
+# what those do here, in C (no attribute look-up, bound method or getset call).
+
+
+cdef inline bint begun(_ContextState self, object now, object view) noexcept:
+    """What ``self._begin(now, view)`` does when it runs in C (``_impl_begin``), if it would:
+    1 when done, 0 (nothing done) when the caller must call ``self._begin`` instead."""
+    if charge(1, 2):
+        self.c_now = now
+        self.c_view = view
+        return 1
+    return 0
+
+
+cdef object drained(_ContextState self):
+    """What ``self._drain()`` returns when it runs in C (``_impl_drain``), if it would; None
+    (nothing done) when the caller must call ``self._drain`` instead."""
+    outbox, timers = self.c_outbox, self.c_timers
+    if outbox is not _GONE and timers is not _GONE and charge(1, 2):
+        self.c_outbox, self.c_timers = [], []
+        return (outbox, timers)
+    return None
+
+
+cdef extern from *:
+    """
+    /* Is the type's method cache tag still the one ``tag`` recorded (no attribute of the
+       class, or of a base, set or deleted since)? */
+    static inline int gpuex_type_tag_is(PyTypeObject *t, unsigned int tag) {
+        return (t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && t->tp_version_tag == tag;
+    }
+    static inline unsigned int gpuex_type_tag(PyTypeObject *t) {
+        return (t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) ? t->tp_version_tag : 0;
+    }
+    /* Does getattr on the type's instances run the generic look-up (no __getattr[ibute]__)? */
+    static inline int gpuex_generic_getattr(PyTypeObject *t) {
+        return t->tp_getattro == PyObject_GenericGetAttr;
+    }
+    static inline PyTypeObject *gpuex_type_of(PyObject *o) { return Py_TYPE(o); }
+    """
+    bint gpuex_type_tag_is(PyTypeObject* t, unsigned int tag) noexcept
+    unsigned int gpuex_type_tag(PyTypeObject* t) noexcept
+    PyObject* _PyType_Lookup(PyTypeObject* t, PyObject* name)
+    PyObject** _PyObject_GetDictPtr(PyObject* obj) except? NULL
+    Py_ssize_t PyDict_GET_SIZE(PyObject* d)
+    PyObject* PyDict_GetItemWithError(PyObject* d, PyObject* key) except? NULL
+    bint gpuex_generic_getattr(PyTypeObject* t) noexcept
+    PyTypeObject* gpuex_type_of(PyObject* o) noexcept
+
+
+#: The class attributes the runner's entries stand in for, and what they were at import.
+cdef tuple _PROTOCOL = ("_begin", "_drain", "_books", "_outbox", "_timers")
+cdef list _ORIGINALS = []
+#: Context's type tag when its attributes were last found to be the originals (0: not yet).
+cdef unsigned int _CHECKED_TAG = 0
+cdef PyTypeObject* _CONTEXT_TYPE = NULL
+
+
+cdef bint _class_plain() except -1:
+    # Context's protocol attributes are this module's (looked up as getattr would) and its
+    # attribute look-up is the generic one; record the type tag that says so
+    global _CHECKED_TAG
+    cdef Py_ssize_t i
+    if not gpuex_generic_getattr(_CONTEXT_TYPE):
+        return 0
+    for i in range(len(_PROTOCOL)):
+        if _PyType_Lookup(_CONTEXT_TYPE, <PyObject*>_PROTOCOL[i]) != <PyObject*>_ORIGINALS[i]:
+            return 0
+    _CHECKED_TAG = gpuex_type_tag(_CONTEXT_TYPE)
+    return 1
+
+
+cdef bint plain(object ctx) except -1:
+    """Whether ``ctx`` is a :class:`Context` (not a subclass) whose ``_begin``, ``_drain``,
+    ``_books``, ``_outbox`` and ``_timers`` are this module's (the class's untouched, none
+    shadowed by the instance's ``__dict__``): then :func:`begun`, :func:`drained` and its C
+    fields do what those would."""
+    if gpuex_type_of(<PyObject*>ctx) != _CONTEXT_TYPE:
+        return 0
+    if not (_CHECKED_TAG and gpuex_type_tag_is(_CONTEXT_TYPE, _CHECKED_TAG)) and not (
+        _class_plain()
+    ):
+        return 0
+    # _begin and _drain are not data descriptors: an instance attribute would win
+    cdef PyObject** dictptr = _PyObject_GetDictPtr(<PyObject*>ctx)
+    if dictptr == NULL or dictptr[0] == NULL or PyDict_GET_SIZE(dictptr[0]) == 0:
+        return 1
+    return (
+        PyDict_GetItemWithError(dictptr[0], <PyObject*>"_begin") == NULL
+        and PyDict_GetItemWithError(dictptr[0], <PyObject*>"_drain") == NULL
+    )
+
+
+#: The sentinel of a deleted attribute, for clients._runner (a field that is GONE: it reads
+#: the attribute, which raises as the reference's).
+GONE = _GONE
+
+
 # ---------------------------------------------------------------- the methods
 cdef object _compiled(gpuex_impl impl, str name):
     """The compiled method ``name`` of :class:`Context`: ``impl`` with the reference's name,
@@ -621,6 +712,9 @@ class Context(_ContextState):
 
 #: The compiled twin of :class:`clients.context.Context` (this module's :class:`Context`).
 CompiledContext = Context
+
+_CONTEXT_TYPE = <PyTypeObject*>Context
+_ORIGINALS.extend(Context.__dict__[_name] for _name in _PROTOCOL)
 
 
 # The reference's functions are classified by the budget's counter now (their kind cached on

@@ -6,6 +6,9 @@
 # rather than the runner's instance dict; a bot's account snapshot and its book views' levels
 # are built in C (exchange.kernel._views: no tuple, map or call per order or level); a
 # command's size is bounded without serialising it when a bound proves it small (_item_bound).
+# The budget's Counter is started and stopped in C (clients/_budget.pxd), and a plain compiled
+# Context (clients._context.plain) begun, drained and read (_books, _outbox, _timers) in C
+# (clients/_context.pxd); any other context through its attributes, as the reference does.
 # tests/clients/test_runner_twins.py and test_runner_views.py hold the logs and values equal.
 
 cimport cython
@@ -27,7 +30,7 @@ from orjson import dumps as _dumps
 
 from clients import budget as _budget_module
 from clients import runner as _reference
-from clients._budget import Counter as _Counter
+from clients._context import GONE as _GONE_OBJECT
 from clients.bot import (
     BookLevel,
     BookView,
@@ -81,6 +84,8 @@ from exchange.core.commands import TRADING_TYPES, jsonable
 from exchange.core.events import ORDER_RESTED
 from exchange.kernel import _views
 
+from clients._budget cimport Counter
+from clients._context cimport _ContextState, begun, drained, plain
 from exchange.core._clock cimport Simulator as _CSimulator
 
 cdef object _new = tuple.__new__
@@ -97,6 +102,7 @@ cdef object _BOOK_LEVELS = _views.book_levels
 cdef Py_ssize_t _MAX_BYTES = MAX_COMMAND_BYTES
 cdef int64_t _WINDOW = STEP_WINDOW_NS
 cdef Py_ssize_t _BLOCK = 1024  # clients.latency.Link.BLOCK
+cdef object _GONE = _GONE_OBJECT  # clients._context's deleted attribute
 
 
 cdef extern from "Python.h":
@@ -228,6 +234,8 @@ cdef inline bint _python_counter() except -1:
     counter = _BUDGET_NS.get("COUNTER", _NONE)
     if counter is _NONE:
         counter = _budget_module.COUNTER  # gone from the dict: the module's own error
+    if type(counter) is str:
+        return <str>counter == "python"  # compared in C
     return counter == "python"
 
 
@@ -239,9 +247,13 @@ cdef object _within(object lines, object fn, tuple args, bint python):
         return fn(*args)
     if python:
         return _budget_module.run_within(lines, fn, *args)
-    tracer = _Counter(lines)
+    cdef Counter tracer = Counter(lines)
+    cdef bint installed
     if _SYS_NS.get("settrace", _NONE) is not _guarded_settrace:
         sys.settrace = _guarded_settrace
+    # start() and stop() run in C (Counter is declared in clients/_budget.pxd). A Python call
+    # of them took a recursion level, at the depth where fn(*args) takes its own: it could
+    # only fail where that call fails, with the same RecursionError, before the bot runs
     tracer.start()
     try:
         result = fn(*args)
@@ -353,16 +365,29 @@ cdef object _copy(object command, int levels, Py_ssize_t* bound):
         return {"unserialisable": _kind(command)}
 
 
+#: clients.runner's globals: the count of interrupts its handler raised is read from them as
+#: the reference's dispatch reads its global (a dict look-up, not a module attribute's)
+cdef dict _RUNNER_NS = _reference.__dict__
+
+
+cdef inline object _interrupts():
+    """``clients.runner._interrupts_raised``."""
+    count = _RUNNER_NS.get("_interrupts_raised", _NONE)
+    if count is _NONE:
+        return _reference._interrupts_raised  # gone from the dict: the module's own error
+    return count
+
+
 cdef tuple _dispatch(object bot, object ctx, list messages, object budget_lines, object now,
                      object account, int extra):
     """:func:`clients.runner.dispatch`'s twin."""
     if _getsignal(_SIGINT) is not _on_sigint:
         watch_interrupts()
-    interrupts = _reference._interrupts_raised
+    interrupts = _interrupts()
     cdef bint skip = budget_lines is None or budget_lines > 0
     for name, payload in messages:
         if name == "on_book":
-            ctx._books[payload.instrument] = payload
+            _books(ctx)[payload.instrument] = payload
         try:
             method = getattr(bot, name)
             if skip and type(method) is MethodType:
@@ -377,22 +402,37 @@ cdef tuple _dispatch(object bot, object ctx, list messages, object budget_lines,
                     view = _snapshot((<_View>account).core, (<_View>account).slot)
                 else:
                     view = account()
-                ctx._begin(now, view)
+                # a plain compiled Context begins in C; any other through its attribute
+                if not (plain(ctx) and begun(<_ContextState>ctx, now, view)):
+                    ctx._begin(now, view)
                 account = None
             if payload is None and name != "on_timer":
                 _call(_DEPTH + extra, budget_lines, method, (ctx,))
             else:
                 _call(_DEPTH + extra, budget_lines, method, (ctx, payload))
         except BaseException as exc:  # noqa: BLE001 - any error in a bot stops the bot, not us
-            if _reference._interrupts_raised != interrupts:
+            if _interrupts() != interrupts:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 raise KeyboardInterrupt from exc
             cause = "budget" if isinstance(exc, BudgetExceeded) else "raised"
             raise BotFailure(cause, name, describe(exc, _text(exc, budget_lines, _DEPTH + extra + 1))) from None
-    if _reference._interrupts_raised != interrupts:
+    if _interrupts() != interrupts:
         raise KeyboardInterrupt  # a real interrupt, which the bot caught
+    if plain(ctx):
+        drained_ = drained(<_ContextState>ctx)
+        if drained_ is not None:
+            return drained_
     return ctx._drain()
+
+
+cdef inline object _books(object ctx):
+    """``ctx._books``: read in C from a plain compiled Context (clients._context.plain)."""
+    if plain(ctx):
+        books = (<_ContextState>ctx).c_books
+        if books is not _GONE:
+            return books
+    return ctx._books
 
 
 # ---------------------------------------------------------------- the runner
@@ -960,10 +1000,15 @@ cdef int _quiet(_Core core, CSlot slot, list batch, callback) except -1:
     if _step(core, slot, batch, callback) is None:
         return 0
     ctx = slot.driver.ctx
-    books = ctx._books
+    books = _books(ctx)
     for _, view in batch:
         books[view.instrument] = view
-    outbox, timers = ctx._outbox, ctx._timers
+    if plain(ctx) and (<_ContextState>ctx).c_outbox is not _GONE and (
+        <_ContextState>ctx
+    ).c_timers is not _GONE:
+        outbox, timers = (<_ContextState>ctx).c_outbox, (<_ContextState>ctx).c_timers
+    else:
+        outbox, timers = ctx._outbox, ctx._timers
     if outbox or timers or type(outbox) is not list or type(timers) is not list:
         # sent from outside any callback: a delivery drains it (the step counted again)
         slot.steps -= 1

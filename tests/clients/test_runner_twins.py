@@ -107,6 +107,10 @@ def act(action: str, ctx, count: int) -> None:
     elif action == "timer_bomb":
         for i in range(30):
             ctx.schedule(ctx.now + 1 + i)
+    elif action == "shadow_begin":  # the runner must call the instance's _begin: time stops
+        ctx._begin = lambda now, account: None
+    elif action == "shadow_drain":  # ... and its _drain: nothing sent from now on
+        ctx._drain = lambda: ([], [])
 
 
 ACTIONS = (
@@ -131,6 +135,8 @@ ACTIONS = (
     "huge",
     "flood",
     "timer_bomb",
+    "shadow_begin",
+    "shadow_drain",
     "nothing",
 )
 
@@ -245,6 +251,10 @@ HOSTILE = {
         0,
     ),
     "recursion": ({"on_index": ("depth", "quote")}, None, None, 0),
+    # the runner's protocol shadowed by instance attributes (the compiled runner runs a plain
+    # compiled Context's _begin and _drain in C: not this one's)
+    "shadowed begin": ({"on_index": ("quote", "shadow_begin", "timer")}, 5_000, None, 0),
+    "shadowed drain": ({"on_index": ("quote", "quote", "shadow_drain", "quote")}, 5_000, None, 0),
 }
 
 
@@ -275,6 +285,96 @@ def test_a_hostile_bot_fails_alike_in_both_twins(case):
         assert failure[1] in failed[0]["detail"]
     rejected = [e for e in events if e[2] == ev.COMMAND_REJECTED and e[4] == "taker"]
     assert len(rejected) == refused
+
+
+@pytest.mark.parametrize("name", ["_begin", "_drain", "_books", "_outbox", "_timers"])
+def test_the_runner_uses_a_patched_context_class_protocol_in_both_twins(monkeypatch, name):
+    """A Context class whose runner-side attribute is replaced (after the compiled runner
+    last found it plain): both twins go through the replacement, every time."""
+    from clients import _context
+    from clients import context as reference
+
+    calls = {BotRunner: 0, _runner.CompiledRunner: 0}
+    # one bot hearing books (the runner stores them in _dispatch), one not (_quiet)
+    hears = {"on_index": ("quote", "timer"), "on_timer": ("quote",), "on_book": ("nothing",)}
+    deaf = {"on_index": ("quote", "timer"), "on_timer": ("quote",)}
+    option = {"budget_lines": 5_000, "latency": MS, "jitter": 0}
+    specs = [(hears, option), (deaf, option)]
+    _session(_runner.CompiledRunner, specs, days=0.05)  # the class found plain
+    for runner_class, cls in (
+        (BotRunner, reference.Context),
+        (_runner.CompiledRunner, _context.Context),
+    ):
+        original = cls.__dict__.get(name)  # None: an instance attribute (the reference)
+        if name in ("_begin", "_drain"):
+
+            def counted(*args, _original=original, _twin=runner_class):
+                calls[_twin] += 1
+                return _original(*args)
+
+            monkeypatch.setattr(cls, name, counted)
+        else:
+
+            def get(self, _original=original, _twin=runner_class):
+                calls[_twin] += 1
+                return _original.__get__(self)
+
+            def put(self, value, _original=original):
+                _original.__set__(self, value)
+
+            if cls is reference.Context:  # an instance attribute there: a property over it
+                attribute = "_glue_" + name
+
+                def get(self, _attribute=attribute, _twin=runner_class):  # noqa: F811
+                    calls[_twin] += 1
+                    return getattr(self, _attribute)
+
+                def put(self, value, _attribute=attribute):  # noqa: F811
+                    setattr(self, _attribute, value)
+
+            monkeypatch.setattr(cls, name, property(get, put), raising=False)
+        try:
+            if runner_class is BotRunner:
+                python = _session(runner_class, specs, days=0.3)
+            else:
+                compiled = _session(runner_class, specs, days=0.3)
+        finally:
+            monkeypatch.undo()
+    assert_same(python, compiled)
+    assert calls[BotRunner] > 0
+    if name in ("_outbox", "_timers"):
+        # the compiled Context's own C methods use its fields (only the runner reads these)
+        assert calls[_runner.CompiledRunner] > 0
+    else:
+        assert calls[_runner.CompiledRunner] == calls[BotRunner]
+
+
+@pytest.mark.parametrize("name", ["_outbox", "_timers", "_books"])
+def test_a_deleted_runner_side_attribute_fails_alike_in_both_twins(name):
+    """``del ctx._outbox`` (or ``_timers``, ``_books``) in a callback: the runner's next read
+    of it raises the same AttributeError from both twins (a deleted field of the compiled
+    Context is read through its attribute, not in C)."""
+    outcomes = []
+    for runner_class in TWINS:
+        engine, sim, _, events, _ = market(days=1)
+        runner = runner_class(engine, sim, 3)
+
+        class Deleting(Bot):  # hears no book: they reach it through _quiet
+            done = False
+
+            def on_index(self, ctx, payload):
+                if not self.done:
+                    self.done = True
+                    ctx.submit("H100-PERP", "buy", 99_000, 1)
+                    delattr(ctx, name)
+
+        runner.add("maker", "maker", Deleting(), latency=Latency(fixed_ns=MS, jitter_ns=0))
+        runner.start(DAY_NS)
+        with pytest.raises(AttributeError) as info:
+            sim.run(DAY_NS, on_step=engine.advance)
+        outcomes.append(([encode(e) for e in events], type(info.value), str(info.value)))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][2] == f"'Context' object has no attribute '{name}'"
 
 
 def test_a_bot_recursing_to_the_limit_finds_the_same_depth_in_both_twins():
@@ -379,3 +479,17 @@ def test_a_funding_payment_is_told_the_rate_of_its_instrument_announced_before_i
         ("0.2", None),
         ("0.3", None),
     ]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [0, 1, -1, -2, -(10**30), 10**30, 2**63 - 1, 2**63, 2**63 - 2, True, 5.5, -3.0],
+)
+def test_the_compiled_counter_clamps_a_budget_as_min_and_max_would(lines):
+    # an int's budget is clamped in C (no min()/max() call per callback): to what the
+    # reference's ``min(max(lines, -1), 2**63 - 1)`` gives, for any int or other number
+    from clients._budget import Counter
+
+    counter = Counter(lines)
+    assert counter.left == int(min(max(lines, -1), 2**63 - 1))  # a C long long
+    assert counter.lines is lines
