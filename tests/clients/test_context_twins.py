@@ -30,6 +30,7 @@ from exchange.kernel.compiled import CompiledExchange
 from exchange.kernel.engine import Exchange
 from exchange.sessions import session
 from exchange.store.event_store import EventStore
+from tests.clients.test_runner_twins import _depth
 
 Counter = _budget.Counter  # the compiled counter (its units left are read)
 TWINS = {"python": reference.Context, "compiled": _context.Context}
@@ -471,18 +472,6 @@ def test_each_method_charges_the_reference_s_units(context_class, name):
 
 
 # ---------------------------------------------------------------------- recursion
-def _depth() -> int:
-    """How deep a callback can recurse from here."""
-    n = 0
-
-    def down():
-        nonlocal n
-        n += 1
-        down()
-
-    with contextlib.suppress(RecursionError):
-        down()
-    return n
 
 
 def _at_depth(cls, name, args, left, lines):

@@ -30,23 +30,11 @@ from exchange.kernel.compiled import CompiledExchange
 from exchange.kernel.engine import DAY_NS, Exchange
 from exchange.sessions.scenario_products import ProductsScenario
 from exchange.store.event_store import _CODES
+from tests.clients.test_runner_twins import CALLBACKS
 from tests.clients.test_strategies import GpuOwner, Lender, MarketMaker, Momentum, NoiseTaker
 
 # every test here runs with both runner twins (tests/clients/conftest.py)
 pytestmark = pytest.mark.usefixtures("twin")
-
-CALLBACKS = (
-    "on_start",
-    "on_book",
-    "on_trade",
-    "on_order",
-    "on_fill",
-    "on_index",
-    "on_mark",
-    "on_funding",
-    "on_margin_call",
-    "on_timer",
-)
 
 
 def _checking(bot: Bot, engine: Exchange, account: str, checked: list, wrong: list) -> Bot:
