@@ -8,8 +8,6 @@ byte-identical whichever runs."""
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import inspect
 import sys
 import traceback
@@ -30,6 +28,7 @@ from exchange.kernel.compiled import CompiledExchange
 from exchange.kernel.engine import Exchange
 from exchange.sessions import session
 from exchange.store.event_store import EventStore
+from tests.clients.test_bot_budget import no_collection
 from tests.clients.test_runner_twins import _depth
 
 Counter = _budget.Counter  # the compiled counter (its units left are read)
@@ -277,19 +276,6 @@ def perform(ctx, op, log):
         log.append(("returned", name, plain(result)))
     except Exception as exc:  # noqa: BLE001 - compared between the twins
         log.append(("raised", type(exc).__name__, str(exc), exc))  # described afterwards
-
-
-@contextlib.contextmanager
-def no_collection():
-    """No cyclic garbage collection meanwhile (a collection's finalisers are Python code
-    the budget would count, at a point set by the process's history)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def run(cls, ops, lines, counter="compiled", begin=True):
