@@ -85,7 +85,8 @@ from libc.stdlib cimport qsort
 from libc.string cimport memcpy
 
 from exchange.core._lines cimport Buf, LineBatch, Tap, put_bytes, put_u64, put_value, quiet_at
-from matching_core._book cimport Order, OrderBook
+from exchange.kernel._resting cimport Resting, by_entry, walk_resting
+from matching_core._book cimport OrderBook
 from matching_core._records cimport Cancel, Fill
 
 import dataclasses
@@ -2334,22 +2335,6 @@ cdef object _amend_checked(
     return _result(True, order_id_value, None)
 
 
-cdef int32_t NIL = -1  # the book's end-of-list index (matching_core/_book.pyx)
-
-
-cdef struct _Resting:
-    # one of an account's resting orders, as a cancel-all finds it
-    int64_t entry     # when it entered its book (OrderBook.orders_of's entry)
-    int64_t order_id
-    Py_ssize_t book   # its book's index in the cancel-all's list of books
-
-
-cdef int _by_entry(const void* a, const void* b) noexcept nogil:
-    cdef int64_t x = (<const _Resting*>a).entry
-    cdef int64_t y = (<const _Resting*>b).entry
-    return (x > y) - (x < y)
-
-
 cdef bytes R_ALL_INSTRUMENT = b',"instrument":'
 cdef bytes R_ALL_NONE = b',"instrument":null'
 cdef bytes R_ALL_TAIL = b',"type":"cancel_all"}}]'
@@ -2384,12 +2369,9 @@ cdef object _cancel_all(dict E, PyObject** f, int mask, object A, object name):
     cdef Py_ssize_t nb, b, i, n = 0
     cdef int64_t bound = 0, acct = 0, last = -1, cancelled
     cdef bint ordered = True
-    cdef _Resting few[64]
-    cdef _Resting* rows = few
+    cdef Resting few[64]
+    cdef Resting* rows = few
     cdef OrderBook c
-    cdef Order* order_at
-    cdef int32_t oi
-    cdef int side
     cdef Out o
     if (mask & (1 << F_INSTRUMENT)) == 0:
         instrument = None
@@ -2431,37 +2413,23 @@ cdef object _cancel_all(dict E, PyObject** f, int mask, object A, object name):
         if nb:
             acct = index
         if bound > 64:
-            rows = <_Resting*>PyMem_RawMalloc(bound * sizeof(_Resting))
+            rows = <Resting*>PyMem_RawMalloc(bound * sizeof(Resting))
             if rows == NULL:
                 raise MemoryError("cancel_all")
         for b in range(nb):
             book = books[b]
             if listed[b] is None:
-                c = <OrderBook>book
-                # OrderBook.orders_of(acct)'s walk: every level of both sides
-                for side in range(2):
-                    for i in range(c.heap_size[side]):
-                        oi = c.levels[c.heap[side][i].level].head
-                        while oi != NIL:
-                            order_at = &c.orders[oi]
-                            if order_at.account == acct:
-                                rows[n].entry = order_at.entry
-                                rows[n].order_id = order_at.order_id
-                                rows[n].book = b
-                                n += 1
-                                ordered = ordered and order_at.entry > last
-                                last = order_at.entry
-                            oi = order_at.next
+                n = walk_resting(<OrderBook>book, acct, <int32_t>b, rows, n, &last, &ordered)
             else:
                 for row in <list>listed[b]:
                     rows[n].entry = row[0]
                     rows[n].order_id = row[1]
-                    rows[n].book = b
+                    rows[n].book = <int32_t>b
                     n += 1
                     ordered = ordered and rows[n - 1].entry > last
                     last = rows[n - 1].entry
         if not ordered:  # entries are unique across books: the reference's sort
-            qsort(rows, n, sizeof(_Resting), _by_entry)
+            qsort(rows, n, sizeof(Resting), by_entry)
         # per order (Exchange._forget_cancelled): the book's cancel, the engine's record
         # popped, the owner's lots, then OrderCancelled
         # (a subclass's pop is a method call: nothing here walks or needs more of it)

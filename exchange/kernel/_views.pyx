@@ -30,9 +30,9 @@ from cpython.type cimport PyType_IsSubtype
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport qsort
 
+from exchange.kernel._resting cimport Resting, by_entry, walk_resting
 from matching_core._book cimport Level, Order, OrderBook
 
-cdef int32_t NIL = -1  # the book's end-of-list index (matching_core/_book.pyx)
 cdef tuple _SIDE_NAME = ("buy", "sell")  # Exchange's _SIDE_NAME
 
 
@@ -95,18 +95,6 @@ cdef inline object _pair(object cls, int64_t a, int64_t b):
     Py_INCREF(value)
     PyTuple_SET_ITEM(made, 1, value)
     return made
-
-
-cdef struct Row:              # a listed order: its entry, its book, its index in that book
-    int64_t entry
-    int32_t book              # index into the account's books with open lots (a Python list)
-    int32_t order             # index into that book's order pool; -1: a row of ``rows``
-
-
-cdef int _by_entry(const void* a, const void* b) noexcept nogil:
-    cdef int64_t x = (<const Row*>a).entry
-    cdef int64_t y = (<const Row*>b).entry
-    return (x > y) - (x < y)
 
 
 def account_view(self, name):
@@ -224,39 +212,23 @@ cdef tuple _account(self, name, object order_type):
     if not books:
         return account.cash, positions, orders
     cdef int64_t acct = account.index
-    cdef Row few[64]
-    cdef Row* rows = few
+    cdef Resting few[64]
+    cdef Resting* rows = few
     cdef Py_ssize_t n = 0, b, i, nb = len(books)
     cdef int64_t last = -1
     cdef bint ordered = True
-    cdef int side
-    cdef int32_t oi
     cdef OrderBook c
     cdef Order* o
     cdef list other = []  # the rows of books that are not the C one, by their position
     if bound > 64:
-        rows = <Row*>PyMem_RawMalloc(bound * sizeof(Row))
+        rows = <Resting*>PyMem_RawMalloc(bound * sizeof(Resting))
         if rows == NULL:
             raise MemoryError("account_view")
     try:
         for b in range(nb):
             book = books[b]
             if type(book) is OrderBook:
-                c = <OrderBook>book
-                # OrderBook.orders_of(acct)'s walk: every level of both sides
-                for side in range(2):
-                    for i in range(c.heap_size[side]):
-                        oi = c.levels[c.heap[side][i].level].head
-                        while oi != NIL:
-                            o = &c.orders[oi]
-                            if o.account == acct:
-                                rows[n].entry = o.entry
-                                rows[n].book = <int32_t>b
-                                rows[n].order = oi
-                                n += 1
-                                ordered = ordered and o.entry > last
-                                last = o.entry
-                            oi = o.next
+                n = walk_resting(<OrderBook>book, acct, <int32_t>b, rows, n, &last, &ordered)
             else:
                 for row in listed[b]:
                     rows[n].entry = row[0]
@@ -267,7 +239,7 @@ cdef tuple _account(self, name, object order_type):
                     ordered = ordered and row[0] > last
                     last = row[0]
         if not ordered:  # entries are unique across books: the sort is the reference's merge
-            qsort(rows, n, sizeof(Row), _by_entry)
+            qsort(rows, n, sizeof(Resting), by_entry)
         for i in range(n):
             book = books[rows[i].book]
             if type(book) is OrderBook:
