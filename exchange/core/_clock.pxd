@@ -35,9 +35,19 @@ cdef class Simulator:
     cdef Py_ssize_t* _free
     cdef Py_ssize_t _nfree
     cdef list _beyond
+    # while ``run`` runs: its ``until`` and its StepHook, and whether an action's next turn
+    # may run in place (:meth:`runs_next`: not outside ``run``, nor with a Python
+    # ``on_step``)
+    cdef int64_t _until
+    cdef StepHook _hook
+    cdef bint _in_place
 
     cdef int _push(self, int64_t at, int64_t priority, object action, object args,
                    int64_t arg) except -1
     cdef int schedule_action(self, int64_t at, Action action, int64_t arg,
                              int64_t priority) except -1
     cdef _Entry _pop(self) noexcept
+    cdef int _turns(self, int64_t until, StepHook hook, object on_step, list actions,
+                    list arguments) except -1
+    cdef bint runs_next(self, int64_t at, int64_t priority) noexcept
+    cdef int turn(self, int64_t at) except -1

@@ -78,6 +78,9 @@ cdef class Simulator:
             raise MemoryError()
         self._size = 0
         self._nfree = 0
+        self._until = -1
+        self._hook = None
+        self._in_place = False
         self._actions = []
         self._args = []
         self._beyond = []
@@ -133,6 +136,29 @@ cdef class Simulator:
         if at < self._now:
             raise ValueError(f"cannot schedule at {at} ns: the clock is already at {self._now} ns")
         self._push(at, priority, action, None, arg)
+        return 0
+
+    cdef bint runs_next(self, int64_t at, int64_t priority) noexcept:
+        """Whether an action scheduled now at ``at`` ns with ``priority`` would be the next
+        one :meth:`run` fires -- due by its ``until``, before every entry on the heap (an
+        entry at the same time and priority was scheduled first), with a StepHook or no
+        ``on_step`` -- so that the action may take that turn in place (:meth:`turn`)."""
+        if not self._in_place or at > self._until or at < self._now:
+            return False
+        if self._size and (
+            self._heap[0].t < at or (self._heap[0].t == at and self._heap[0].priority <= priority)
+        ):
+            return False
+        return True
+
+    cdef int turn(self, int64_t at) except -1:
+        """The turn :meth:`runs_next` allowed, taken in place by the running action: what
+        scheduling it and popping it would do -- its insertion number taken, the clock set to
+        ``at``, the step hook run -- with no heap entry; the caller then runs the action."""
+        self._scheduled += 1
+        self._now = at
+        if self._hook is not None:
+            self._hook.before(at)
         return 0
 
     cdef int _push(self, int64_t at, int64_t priority, object action, object args,
@@ -209,11 +235,30 @@ cdef class Simulator:
         """Fire every timer due at or before ``until`` ns in order, then set the clock to
         ``until``. ``on_step(now)`` is called before each action (the engine uses it to move
         its own clock); a :class:`StepHook` is run without a Python call."""
-        cdef _Entry entry
-        cdef object action, args
         cdef StepHook hook = on_step if isinstance(on_step, StepHook) else None
         cdef list actions = self._actions
         cdef list arguments = self._args
+        cdef int64_t outer_until = self._until
+        cdef StepHook outer_hook = self._hook
+        cdef bint outer_in_place = self._in_place
+        self._until = until
+        self._hook = hook
+        self._in_place = hook is not None or on_step is None
+        try:
+            self._turns(until, hook, on_step, actions, arguments)
+        finally:
+            # (an action may run the clock itself: the outer run's are back when it returns)
+            self._until = outer_until
+            self._hook = outer_hook
+            self._in_place = outer_in_place
+        if until > self._now:
+            self._now = until
+
+    cdef int _turns(self, int64_t until, StepHook hook, object on_step, list actions,
+                    list arguments) except -1:
+        """:meth:`run`'s loop."""
+        cdef _Entry entry
+        cdef object action, args
         # the heap is read afresh each turn: actions schedule (and may run the clock) as it goes
         while self._size and self._heap[0].t <= until:
             entry = self._pop()
@@ -232,5 +277,4 @@ cdef class Simulator:
                 (<Action>action).fire(entry.arg)
             else:
                 action(*args)
-        if until > self._now:
-            self._now = until
+        return 0

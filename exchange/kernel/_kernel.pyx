@@ -65,19 +65,24 @@ bounds first (the compiler's ``__int128``: gcc and clang, as the project's build
 ledger's running values (cash, positions, bases, pools) stay the engine's Python ints, so no
 sum can wrap.
 
-The engine's state stays its Python objects this slice (``Account`` dataclasses, dicts,
-``LiveOrder``); the kernel reads and writes them directly -- through the objects' instance
-dicts, which is what attribute access does for these plain classes (no descriptor, no
-``__getattr__``: checked once per class), at a third of its cost. An engine whose
-order-path methods are overridden (a subclass, or a test's monkeypatch on the instance) takes
-the reference path for every command.
+The engine's state stays its Python objects (``Account`` dataclasses, dicts, ``LiveOrder``),
+which the kernel reads and writes through the objects' instance dicts -- what attribute
+access does for these plain classes (no descriptor, no ``__getattr__``: checked once per
+class), at a third of its cost. **The held ledger** (decision 92, see "held ledger" below):
+the fields a command moves -- each account's cash, one listing's position, VM and premium
+bases and open lots, the fee pool -- are read into typed slots at their first use and written
+back before any Python can run. A command from Python writes back as it ends; the compiled
+flow driver holds the ledger (:data:`HOLD`) across a burst of rows, with the engine's seq,
+clock and next order id, and lets go before it calls Python. An engine whose order-path
+methods are overridden (a subclass, or a test's monkeypatch on the instance) takes the
+reference path for every command.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next, PyDict_Size
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from cpython.object cimport PyObject, PyObject_GenericSetAttr, PyTypeObject
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t, int64_t
@@ -582,6 +587,9 @@ cdef struct Out:
     int seq_len
     char t_digits[24]
     int t_len
+    # the Kernel whose held ledger the command moves (borrowed), or NULL: written back before
+    # any Python runs in the command (see "held ledger")
+    PyObject* kernel
 
 
 # the kinds of the typed lines (Out.wanted's bits)
@@ -761,9 +769,28 @@ cdef inline bint _put_i128(Buf* b, i128 v) except -1:
     return 0
 
 
+# the canonical bytes of the last strings written as fields (an account's or instrument's
+# name, written in most lines), by the object's address: a direct-mapped cache that holds
+# each key object, so no other object can come to have its address while it is cached
+cdef list _NAME_KEYS = [None] * 64
+cdef list _NAME_BYTES = [None] * 64
+
+
 cdef inline bint _put_obj(Buf* b, object value) except -1:
     """A top-level field from its object (the generic walk's bytes): 1 written, 0 not."""
-    return put_value(b, <PyObject*>value, 1) == 0
+    cdef Py_ssize_t h, start
+    if type(value) is not str:
+        return put_value(b, <PyObject*>value, 1) == 0
+    h = (<Py_ssize_t><PyObject*>value >> 4) & 63
+    if _NAME_KEYS[h] is value:
+        _put(b, <bytes>_NAME_BYTES[h])
+        return 1
+    start = b.len
+    if put_value(b, <PyObject*>value, 1) != 0:
+        return 0
+    _NAME_KEYS[h] = value
+    _NAME_BYTES[h] = b.data[start:b.len]
+    return 1
 
 
 # the last t _begin wrote in decimal, and its digits (as Out.t_digits holds them)
@@ -772,10 +799,25 @@ cdef char _t_last_digits[24]
 cdef int _t_last_len = _digits(_t_last_digits, -1)
 
 
-cdef int _begin(Out* o, dict E) except -1:
+cdef inline int _begin(Out* o, dict E) except -1:
     """Start a command's events: with a LineBatch sink whose next line is the engine's next
     seq, and int ``seq`` and ``t``, the typed lines (``seq`` kept in ``o`` until
-    :func:`_done`); else the generic path, event by event."""
+    :func:`_done`); else the generic path, event by event. No held ledger (a command that
+    moves one sets ``o.kernel``)."""
+    o.kernel = NULL
+    return _reread(o, E)
+
+
+cdef int _python(Out* o) except -1:
+    """Python is about to run in the command: the held ledger written back (and read again
+    when next used)."""
+    if o.kernel != NULL:
+        _release(<Kernel>o.kernel)
+    return 0
+
+
+cdef int _reread(Out* o, dict E) except -1:
+    """:func:`_begin`'s reading of the engine (again after Python ran), ``o.kernel`` kept."""
     global _t_last, _t_last_len
     cdef LineBatch lines
     cdef int overflow = 0
@@ -813,9 +855,46 @@ cdef int _begin(Out* o, dict E) except -1:
 
 
 cdef inline int _done(Out* o) except -1:
-    """The engine's ``seq`` brought up to the last event written (typed lines)."""
+    """The engine's ``seq`` brought up to the last event written (typed lines): held by the
+    kernel while it holds the counters."""
     if o.lines != NULL:
-        (<dict>o.E)["seq"] = o.seq
+        if o.kernel != NULL and (<Kernel>o.kernel).counters is not None:
+            (<Kernel>o.kernel).seq = o.seq
+        else:
+            (<dict>o.E)["seq"] = o.seq
+    return 0
+
+
+cdef int _begin_k(Out* o, dict E, Kernel k) except -1:
+    """:func:`_begin` for a command that moves ``k``'s held ledger: while the flow driver
+    holds it, the engine's seq and the sink's lines as the kernel holds them (taken from the
+    engine at the burst's first command, written back with the ledger), only ``t`` read."""
+    global _t_last, _t_last_len
+    cdef long long t
+    o.kernel = <PyObject*>k
+    if not k.holding:
+        return _reread(o, E)
+    if k.counters is None:
+        _reread(o, E)
+        if o.lines != NULL and not o.tapped:
+            k.counters = E
+            k.lines = <LineBatch>o.lines
+            k.seq = o.seq
+            k.t = o.t
+        return 0
+    t = k.t
+    o.E = <PyObject*>E
+    o.lines = <PyObject*>k.lines
+    o.buf = &k.lines.buf
+    o.seq = k.seq
+    o.t = t
+    o.tapped = False
+    o.seq_len = _digits(o.seq_digits, k.seq)
+    if t != _t_last:
+        _t_last_len = _digits(_t_last_digits, t)
+        _t_last = t
+    memcpy(o.t_digits, _t_last_digits, 24)
+    o.t_len = _t_last_len
     return 0
 
 
@@ -850,8 +929,9 @@ cdef inline int _close(Out* o, bytes tail, int kind) except -1:
     _put(o.buf, tail)
     if o.tapped and (o.wanted >> kind) & 1 and not quiet_at(lines, o.t):
         (<dict>o.E)["seq"] = o.seq
+        _python(o)
         lines.end_line(o.t)
-        return _begin(o, <dict>o.E)
+        return _reread(o, <dict>o.E)
     lines.end_line(o.t)
     return 0
 
@@ -881,6 +961,7 @@ cdef int _emit_o(
 ) except -1:
     """One event through :func:`_emit_with` (the engine's ``seq`` synced around it)."""
     cdef dict E = <dict>o.E
+    _python(o)  # (the sink, or a tap, may run Python)
     if o.lines == NULL:
         _emit_with(E, kind, instrument, account, order_id, side, price, qty, amount,
                    counterparty, counter_order_id, data, key)
@@ -888,7 +969,7 @@ cdef int _emit_o(
     E["seq"] = o.seq
     _emit_with(E, kind, instrument, account, order_id, side, price, qty, amount, counterparty,
                counter_order_id, data, key)
-    return _begin(o, E)  # (the engine read again: a tap may have run Python)
+    return _reread(o, E)  # (the engine read again: a tap may have run Python)
 
 
 cdef int _received_submit(
@@ -1188,23 +1269,6 @@ cdef inline i128 _fee(i128 notional, int64_t bps):
     return magnitude if bps >= 0 else -magnitude
 
 
-cdef inline void _move_lots(
-    dict A, object name, object delta, object change, object premium
-):
-    """One side of ``exchange.risk.variation.move_lots``: ``delta`` lots into the position, the VM
-    basis by ``change`` (when not 0), a swap's premium basis by ``premium`` (when not None),
-    in that order."""
-    cdef dict positions = A["positions"]
-    cdef dict vm_basis, basis
-    positions[name] = positions.get(name, 0) + delta
-    if change:
-        vm_basis = A["vm_basis"]
-        vm_basis[name] = vm_basis.get(name, 0) + change
-    if premium is not None:
-        basis = A["basis"]
-        basis[name] = basis.get(name, 0) + premium
-
-
 cdef inline void _book_record(object array, int64_t i, void* out, size_t size):
     """Copy record ``i`` (``size`` bytes) of a book's buffer ``array`` (a contiguous numpy
     array of its records) into ``out``."""
@@ -1312,6 +1376,34 @@ cdef inline bint _bilateral(dict E):
     return margin is not None and margin.clearing == "bilateral"
 
 
+# the held ledger's slots (see "held ledger" below)
+cdef enum:
+    D_CASH = 1
+    D_POSITION = 2
+    D_VM = 4
+    D_BASIS = 8
+    D_LOTS = 16
+
+
+cdef struct Slot:
+    PyObject* attrs  # the Account's attributes (Kernel.held holds the reference)
+    PyObject* name  # the Account's ``name`` (its attributes hold it)
+    int64_t epoch  # Kernel.epoch when read; in another, read again before use
+    int64_t index  # the account's book index
+    i128 cash
+    i128 position  # of Kernel.bound
+    i128 vm
+    i128 basis
+    i128 lots[2]
+    bint has_position  # the key is in the account's dict (read there, or made since)
+    bint has_vm
+    bint has_basis
+    bint has_lots
+    bint called  # under a collateral call when read
+    bint checked  # resolved as a command's account this epoch: known, not defaulted
+    int dirty  # the D_* fields changed since read
+
+
 # ----------------------------------------------------------------------------- the kernel
 # (the generator expressions of Kernel.usable's rare checks live here: a function holding
 # one allocates its closure at every call, and usable runs at every command)
@@ -1340,8 +1432,64 @@ cdef class Kernel:
     cdef bint patched
     cdef bint rows_ok  # the class's ``handle`` is this file's (for :func:`handle_row`)
     cdef bint handle_patched  # the instance holds a ``handle`` of its own
+    # the held ledger (see "held ledger" below): slot i is account slot_names[i]'s, its
+    # attributes held[i]; the accounts' book indices to slots (-1: none yet)
+    cdef Slot* slots
+    cdef Py_ssize_t n_slots, cap_slots
+    cdef Py_ssize_t* dirty  # the slots changed since the last write-back, in that order
+    cdef Py_ssize_t n_dirty
+    cdef dict slot_of
+    cdef list held
+    cdef list slot_names
+    cdef Py_ssize_t* by_index
+    cdef Py_ssize_t n_by_index
+    cdef int64_t epoch
+    cdef _Listing bound  # the listing whose fields the slots hold
+    cdef bint holding  # the compiled flow driver holds the ledger between rows
+    cdef i128 fees  # the fee pool, held in fees_epoch
+    cdef int64_t fees_epoch
+    cdef bint fees_dirty
+    cdef object pools
+    # while holding: the engine's seq and next order id (``counters``: E, the engine's
+    # attributes they are written back to; None when not held), the sink's lines, the
+    # listing of the last row (``last_name``'s, found this epoch: listed, not expired)
+    cdef object counters
+    cdef int64_t seq
+    cdef int64_t t
+    cdef int64_t next_id
+    cdef bint next_held
+    cdef LineBatch lines
+    cdef object last_name
+    cdef _Listing last_info
+    cdef int64_t info_epoch
+
+    def __cinit__(self):
+        self.slots = NULL
+        self.dirty = NULL
+        self.by_index = NULL
+        self.n_slots = self.cap_slots = self.n_dirty = self.n_by_index = 0
+
+    def __dealloc__(self):
+        PyMem_RawFree(self.slots)
+        PyMem_RawFree(self.dirty)
+        PyMem_RawFree(self.by_index)
 
     def __init__(self):
+        self.slot_of = {}
+        self.held = []
+        self.slot_names = []
+        self.epoch = 1
+        self.bound = None
+        self.holding = False
+        self.fees_epoch = 0
+        self.fees_dirty = False
+        self.pools = None
+        self.counters = None
+        self.next_held = False
+        self.lines = None
+        self.last_name = None
+        self.last_info = None
+        self.info_epoch = 0
         self.listings = {}
         self.engine_type = None
         self.type_version = 0
@@ -1397,6 +1545,329 @@ cdef class Kernel:
         self.listings[name] = info
         return info
 
+# ----------------------------------------------------------------------------- held ledger
+# The ledger fields the order path moves -- each account's cash, and one listing's position,
+# VM basis, premium basis and open lots; the fee pool -- are read from the engine's Python
+# objects into typed slots at their first use and written back (the same values, the same
+# keys created in the same dicts) before any Python can run: at the end of every command from
+# Python (``handle``, a row's ``handle_row``), before every call into Python inside one (an
+# event through the generic encoder, a tap that runs Python, the reference's limit check,
+# the reference itself), and, while the compiled flow driver holds them (:func:`_hold`),
+# before it calls Python (its chunk, cash and malformed messages, the recorder's drain) and at
+# the end of its burst of rows. No Python runs between two rows of a burst, so nothing else
+# can read or write what the slots hold (decision 92). Every release starts a new epoch: a
+# slot read in an older one is read again before use.
+
+cdef bint _i128_of(object v, i128* out) except -1:
+    """``v`` as a 128-bit integer when it is an exact int that fits; else 0."""
+    cdef int overflow = 0
+    cdef long long x
+    cdef long long hi
+    if type(v) is not int:
+        return 0
+    x = PyLong_AsLongLongAndOverflow(v, &overflow)
+    if not overflow:
+        out[0] = x
+        return 1
+    high = v >> 64
+    if not -(1 << 62) <= high < (1 << 62):
+        return 0
+    hi = high
+    out[0] = ((<i128>hi) << 64) | <i128>(<unsigned long long>(v & 0xFFFFFFFFFFFFFFFF))
+    return 1
+
+
+cdef bint _read_field(dict d, object key, i128* out, bint* has) except -1:
+    """``d.get(key)`` into ``out`` (0 and ``has`` false when absent); 0 when it is not an int
+    this file holds."""
+    cdef PyObject* found = PyDict_GetItemWithError(d, key)
+    if found == NULL:
+        out[0] = 0
+        has[0] = False
+        return 1
+    has[0] = True
+    return _i128_of(<object>found, out)
+
+
+cdef bint _read(Kernel k, dict E, Slot* s, object name) except -1:
+    """Read slot ``s`` (its ``attrs`` set) for ``k.bound``; 0 when a value is not one this
+    file holds (the caller gives the command to the reference)."""
+    cdef dict A = <dict>s.attrs
+    cdef object lname = k.bound.name
+    cdef int64_t index = 0
+    cdef bint ok
+    positions = A["positions"]
+    vm_basis = A["vm_basis"]
+    basis = A["basis"]
+    open_lots = A["open_lots"]
+    if not (type(positions) is dict and type(vm_basis) is dict and type(basis) is dict
+            and type(open_lots) is dict and _int_of(A["index"], 0, &index)):
+        return 0
+    ok = (_i128_of(A["cash"], &s.cash)
+          and _read_field(<dict>positions, lname, &s.position, &s.has_position)
+          and _read_field(<dict>vm_basis, lname, &s.vm, &s.has_vm)
+          and _read_field(<dict>basis, lname, &s.basis, &s.has_basis))
+    if not ok:
+        return 0
+    lots = (<dict>open_lots).get(lname)
+    s.has_lots = lots is not None
+    if lots is None:
+        s.lots[0] = 0
+        s.lots[1] = 0
+    elif not (type(lots) is list and len(<list>lots) == 2
+              and _i128_of((<list>lots)[0], &s.lots[0])
+              and _i128_of((<list>lots)[1], &s.lots[1])):
+        return 0
+    account_name = A["name"]
+    s.name = <PyObject*>account_name
+    s.index = index
+    s.called = name in E["calls"]
+    s.checked = False
+    s.dirty = 0
+    s.epoch = k.epoch
+    return 1
+
+
+cdef Py_ssize_t _slot(Kernel k, dict E, object name, dict A) except -2:
+    """The number of account ``name``'s slot (``A`` its attributes), read for ``k.bound``
+    unless it is this epoch's; -1 when it holds a value this file does not (the
+    reference's)."""
+    cdef Py_ssize_t i
+    cdef Slot* s
+    cdef PyObject* found = PyDict_GetItemWithError(k.slot_of, name)
+    if found != NULL:
+        i = <Py_ssize_t><object>found
+    else:
+        i = k.n_slots
+        if i == k.cap_slots:
+            _grow(k)
+        k.n_slots += 1
+        k.held.append(A)
+        k.slot_names.append(name)
+        k.slot_of[name] = i
+        k.slots[i].epoch = 0
+        k.slots[i].dirty = 0
+    s = &k.slots[i]
+    if s.epoch == k.epoch and s.attrs == <PyObject*>A:
+        return i
+    if s.dirty:  # (never: a release writes back before a new epoch)
+        raise RuntimeError("a held slot changed hands before it was written back")
+    k.held[i] = A
+    s.attrs = <PyObject*>A
+    if not _read(k, E, s, name):
+        s.epoch = 0
+        return -1
+    return i
+
+
+cdef int _grow(Kernel k) except -1:
+    cdef Py_ssize_t cap = k.cap_slots * 2 if k.cap_slots else 16
+    cdef Slot* slots = <Slot*>PyMem_RawRealloc(k.slots, cap * sizeof(Slot))
+    cdef Py_ssize_t* dirty
+    if slots == NULL:
+        raise MemoryError("held ledger")
+    k.slots = slots
+    dirty = <Py_ssize_t*>PyMem_RawRealloc(k.dirty, cap * sizeof(Py_ssize_t))
+    if dirty == NULL:
+        raise MemoryError("held ledger")
+    k.dirty = dirty
+    k.cap_slots = cap
+    return 0
+
+
+cdef inline Slot* _S(Kernel k, dict E, Py_ssize_t i) except NULL:
+    """Slot ``i``, read again if a release came since (Python ran: the same account's
+    fields as they are now)."""
+    cdef Slot* s = &k.slots[i]
+    if s.epoch != k.epoch:
+        if not _read(k, E, s, k.slot_names[i]):
+            raise TypeError(
+                f"account {k.slot_names[i]!r}: a ledger value changed during the command to "
+                f"one the compiled kernel does not hold"
+            )
+    return s
+
+
+cdef inline void _dirty(Kernel k, Slot* s, int field) noexcept:
+    if s.dirty == 0:
+        k.dirty[k.n_dirty] = s - k.slots
+        k.n_dirty += 1
+    s.dirty |= field
+
+
+cdef Py_ssize_t _named(Kernel k, dict E, object name) except -1:
+    """The slot of the account named ``name`` as the engine's ``accounts`` holds it now
+    (a maker, an STP cancel's owner)."""
+    cdef PyObject* found = PyDict_GetItemWithError(k.slot_of, name)
+    cdef Py_ssize_t i
+    if found != NULL:
+        i = <Py_ssize_t><object>found
+        if k.slots[i].epoch == k.epoch:
+            return i
+    i = _slot(k, E, name, _attrs((<dict>E["accounts"])[name]))
+    if i < 0:
+        raise TypeError(
+            f"account {name!r}: a ledger value the compiled kernel does not hold"
+        )
+    return i
+
+
+cdef Py_ssize_t _maker(Kernel k, dict E, int64_t index) except -1:
+    """The slot of the account whose book index is ``index`` (``Exchange._by_index``)."""
+    cdef Py_ssize_t i, n
+    cdef Py_ssize_t* grown
+    if index < k.n_by_index:
+        i = k.by_index[index]
+        if i >= 0 and k.slots[i].epoch == k.epoch:
+            return i
+    i = _named(k, E, (<list>E["_by_index"])[index])
+    if index >= k.n_by_index:
+        n = (index + 1) * 2
+        grown = <Py_ssize_t*>PyMem_RawRealloc(k.by_index, n * sizeof(Py_ssize_t))
+        if grown == NULL:
+            raise MemoryError("held ledger")
+        for j in range(k.n_by_index, n):
+            grown[j] = -1
+        k.by_index = grown
+        k.n_by_index = n
+    k.by_index[index] = i
+    return i
+
+
+cdef int _bind(Kernel k, _Listing info) except -1:
+    """Hold ``info``'s fields from here on (the slots' fields of another listing written
+    back and read again)."""
+    if k.bound is not info:
+        _release(k)
+        k.bound = info
+    return 0
+
+
+cdef int _add_fee(Kernel k, dict E, i128 fee) except -1:
+    """``pools["fees"] += fee``, held."""
+    if k.fees_epoch != k.epoch:
+        pools = E["pools"]
+        if type(pools) is not dict or not _i128_of((<dict>pools)["fees"], &k.fees):
+            pools["fees"] = pools["fees"] + py128(fee)
+            return 0
+        k.pools = pools
+        k.fees_epoch = k.epoch
+    k.fees += fee
+    k.fees_dirty = True
+    return 0
+
+
+cdef int _flush(Kernel k) except -1:
+    """Write every changed field back to the engine's objects (the same keys created, in
+    the same dicts, as the reference's own writes)."""
+    cdef Py_ssize_t j, n = k.n_dirty
+    cdef Slot* s
+    cdef int d
+    cdef dict A
+    k.n_dirty = 0
+    if k.fees_dirty:
+        k.fees_dirty = False
+        (<dict>k.pools)["fees"] = py128(k.fees)
+    if k.counters is not None:
+        E = <dict>k.counters
+        k.counters = None
+        E["seq"] = k.seq
+        if E["t"] != k.t:
+            E["t"] = k.t
+        if k.next_held:
+            k.next_held = False
+            E["next_order_id"] = k.next_id
+    if n == 0:
+        return 0
+    lname = k.bound.name
+    for j in range(n):
+        s = &k.slots[k.dirty[j]]
+        d = s.dirty
+        s.dirty = 0
+        A = <dict>s.attrs
+        if d & D_CASH:
+            A["cash"] = py128(s.cash)
+        if d & D_POSITION:
+            A["positions"][lname] = py128(s.position)
+        if d & D_VM:
+            A["vm_basis"][lname] = py128(s.vm)
+        if d & D_BASIS:
+            A["basis"][lname] = py128(s.basis)
+        if d & D_LOTS:
+            lots = A["open_lots"].get(lname)
+            if lots is None:
+                A["open_lots"][lname] = [py128(s.lots[0]), py128(s.lots[1])]
+            else:
+                lots[0] = py128(s.lots[0])
+                lots[1] = py128(s.lots[1])
+    return 0
+
+
+cdef int _release(Kernel k) except -1:
+    """Write back, and start a new epoch: Python may run next, and change anything."""
+    _flush(k)
+    k.epoch += 1
+    return 0
+
+
+# the engine the flow driver holds the ledger of, and its kernel (None: none)
+cdef object _held_engine = None
+cdef Kernel _held_kernel = None
+
+
+cdef int _hold(object engine, bint on) except -1:
+    """The compiled flow driver's (:data:`HOLD`): with ``on``, the engine's rows keep the
+    ledger held between them (the driver runs no Python until it calls this again); without,
+    write back and let go. An engine without the compiled kernel: nothing to do."""
+    global _held_engine, _held_kernel
+    cdef PyObject** attributes
+    cdef PyObject* found
+    cdef Kernel k
+    if on and engine is _held_engine and _held_kernel.holding:
+        return 0  # (held already: the driver's every row asks)
+    _held_engine = None
+    _held_kernel = None
+    attributes = _PyObject_GetDictPtr(engine)
+    if attributes == NULL or attributes[0] == NULL:
+        return 0
+    found = PyDict_GetItemWithError(<dict>attributes[0], "_kernel")
+    if found == NULL or type(<object>found) is not Kernel:
+        return 0
+    k = <Kernel>found
+    if on:
+        # only into a sink of lines that no tap reads (a tap's Python may run between rows)
+        found = PyDict_GetItemWithError(<dict>attributes[0], "_sink")
+        lines = lines_of(<object>found) if found != NULL else None
+        k.holding = lines is not None and lines.tap is None
+        if k.holding:
+            _held_engine = engine
+            _held_kernel = k
+    else:
+        k.holding = False
+        _release(k)
+    return 0
+
+
+cdef int _advance(object engine, int64_t t) except -1:
+    """The session's step moving the engine's clock to ``t`` ns while the flow driver holds
+    the ledger and, with it, the engine's ``t`` (:data:`ADVANCE`): 1 when done here (``t``
+    not before the held one); 0 when not held (the caller moves the engine's own ``t``)."""
+    if engine is not _held_engine or not _held_kernel.holding:
+        return 0
+    if _held_kernel.counters is None or t < _held_kernel.t:
+        return 0
+    _held_kernel.t = t
+    return 1
+
+
+#: :func:`_hold`'s address, for the compiled flow driver: a C function ``int (object engine,
+#: bint on)`` (-1 with an exception set)
+HOLD = PyCapsule_New(<void*>_hold, b"exchange.kernel._kernel.hold", NULL)
+#: :func:`_advance`'s address, for the session's compiled step: a C function ``int (object
+#: engine, int64_t t)`` (-1 with an exception set)
+ADVANCE = PyCapsule_New(<void*>_advance, b"exchange.kernel._kernel.advance", NULL)
+
+
 def handle(self, raw):
     """Validate and execute one command from outside (``Exchange.handle``'s contract: same
     events, same state changes, same :class:`~exchange.kernel.engine.Result`). The flat trading
@@ -1417,7 +1888,14 @@ def handle(self, raw):
     kernel = <Kernel>found
     result = None
     if type(raw) is dict and kernel.usable(self, E):
-        result = _run(kernel, self, E, <dict>raw)
+        # Python ran since the kernel's last command (a command from Python: it may hold the
+        # ledger only if the flow driver's row did not let it go, which it always does)
+        kernel.holding = False
+        _release(kernel)
+        try:
+            result = _run(kernel, self, E, <dict>raw)
+        finally:
+            _release(kernel)
         if type(result) is str:
             return _refuse(E, <dict>raw, result)
     if result is None:
@@ -1559,9 +2037,84 @@ cdef object _handle_row(
         return self.handle(row_command(name, instrument, op, order_id, price, qty, side,
                                        order_type, tif, post_only))
     kernel = <Kernel>found
+    if kernel.holding:
+        try:
+            result = _row(kernel, self, E, name, instrument, op, order_id, price, qty, side,
+                          order_type, tif, post_only, want_result, &c_order_id, &c_price,
+                          &c_qty)
+        except BaseException:
+            kernel.holding = False
+            _release(kernel)
+            raise
+        if result is None or (type(result) is str and op == ROW_ADD):
+            kernel.holding = False  # (the driver holds the ledger again at its next row)
+            _release(kernel)
+    else:
+        _release(kernel)
+        try:
+            result = _row(kernel, self, E, name, instrument, op, order_id, price, qty, side,
+                          order_type, tif, post_only, want_result, &c_order_id, &c_price,
+                          &c_qty)
+        finally:
+            _release(kernel)
+    if type(result) is str and op != ROW_ADD:
+        # a cancel's or an amend's refusal (an order no longer resting, on flow): its line
+        # typed, when the sink takes lines
+        refused = _refuse_row(kernel, E, name, op, c_order_id, c_price, c_qty, result)
+        if refused is not None:
+            return refused
+        kernel.holding = False
+        _release(kernel)
+    if result is None or type(result) is str:
+        raw = row_command(name, instrument, op, order_id, price, qty, side, order_type, tif,
+                          post_only)
+        if result is None:
+            # not proven: the mapping's own path would decline it the same way
+            return Exchange.handle(self, raw)
+        return _refuse(E, raw, result)
+    if not want_result and type(result) is int:
+        # the order id _submit_checked or _cancel_checked gave (an amend gives its Result)
+        row_id[0] = True
+    return result
+
+
+cdef object _row(
+    Kernel kernel,
+    object self,
+    dict E,
+    object name,
+    object instrument,
+    int op,
+    object order_id,
+    object price,
+    object qty,
+    int side,
+    int order_type,
+    int tif,
+    int post_only,
+    bint want_result,
+    int64_t* c_order_id_out,
+    int64_t* c_price_out,
+    int64_t* c_qty_out,
+):
+    """:func:`_handle_row`'s command: its ``Result`` (or order id), its refusal, or None
+    (the reference's); the row's order id, price and quantity as C values, when proven."""
+    cdef int64_t c_order_id = 0, c_price = 0, c_qty = 0
+    cdef PyObject* found
+    cdef Slot* s
     result = None
     if _name_ok(name):
-        A = _account(E, name)
+        A = None
+        if kernel.holding:
+            # an account this burst has found already is still known, and not defaulted
+            # (no Python ran since): its attributes as found
+            found = PyDict_GetItemWithError(kernel.slot_of, name)
+            if found != NULL:
+                s = &kernel.slots[<Py_ssize_t><object>found]
+                if s.epoch == kernel.epoch and s.checked:
+                    A = <dict>s.attrs
+        if A is None:
+            A = _account(E, name)
         if A is None:
             pass
         elif op == ROW_ADD:
@@ -1579,28 +2132,15 @@ cdef object _handle_row(
                     )
         elif op == ROW_CANCEL:
             if _int_of(order_id, 1, &c_order_id):
-                result = _cancel_checked(E, A, name, c_order_id, order_id, want_result)
+                result = _cancel_checked(kernel, E, A, name, c_order_id, order_id, want_result)
         elif (_int_of(order_id, 1, &c_order_id) and _int_of(price, 1, &c_price)
               and _int_of(qty, 1, &c_qty)):
             result = _amend_checked(
                 kernel, self, E, A, name, c_order_id, order_id, c_price, price, c_qty, qty
             )
-    if type(result) is str and op != ROW_ADD:
-        # a cancel's or an amend's refusal (an order no longer resting, on flow): its line
-        # typed, when the sink takes lines
-        refused = _refuse_row(E, name, op, c_order_id, c_price, c_qty, result)
-        if refused is not None:
-            return refused
-    if result is None or type(result) is str:
-        raw = row_command(name, instrument, op, order_id, price, qty, side, order_type, tif,
-                          post_only)
-        if result is None:
-            # not proven: the mapping's own path would decline it the same way
-            return Exchange.handle(self, raw)
-        return _refuse(E, raw, result)
-    if not want_result and type(result) is int:
-        # the order id _submit_checked or _cancel_checked gave (an amend gives its Result)
-        row_id[0] = True
+    c_order_id_out[0] = c_order_id
+    c_price_out[0] = c_price
+    c_qty_out[0] = c_qty
     return result
 
 
@@ -1628,7 +2168,14 @@ cdef bytes J_AMEND_TAIL = b',"type":"amend"},"reason":'
 
 
 cdef object _refuse_row(
-    dict E, object name, int op, int64_t order_id, int64_t price, int64_t qty, str reason
+    Kernel kernel,
+    dict E,
+    object name,
+    int op,
+    int64_t order_id,
+    int64_t price,
+    int64_t qty,
+    str reason,
 ):
     """:func:`_refuse` of a cancel or amend row (``name`` a proven name; ``order_id``,
     ``price``, ``qty`` proven ints, as the row's mapping holds them), its CommandRejected
@@ -1637,7 +2184,7 @@ cdef object _refuse_row(
     cdef Out o
     cdef Buf* b
     cdef Py_ssize_t start
-    _begin(&o, E)
+    _begin_k(&o, E, kernel)  # (nothing held moves: the held seq goes on)
     if o.lines == NULL:
         return None
     try:
@@ -1825,7 +2372,7 @@ cdef object _run(Kernel kernel, object engine, dict E, dict raw):
     if kind == "cancel":
         if mask != M_CANCEL:
             return None
-        return _cancel(E, f, A, name)
+        return _cancel(kernel, E, f, A, name)
     if kind == "amend":
         if mask != M_AMEND:
             return None
@@ -1846,24 +2393,20 @@ cdef object _run(Kernel kernel, object engine, dict E, dict raw):
 
 
 cdef int _limits_ok(
-    _Listing info, dict A, int side, int64_t qty, int64_t released
+    _Listing info, Slot* s, int side, int64_t qty, int64_t released
 ) except -1:
     """1 when ``Exchange._check_limits`` provably passes for an order of ``qty`` lots on
-    ``side`` (an amend's ``released`` open lots off first), without entering its
-    past-a-limit branch; else 0 (the reference then decides). Raises (a conversion) when a
-    value is past int64: the caller falls back."""
-    cdef object name = info.name
-    cdef dict positions = A["positions"]
-    cdef dict open_lots = A["open_lots"]
-    cdef dict bases
-    cdef int64_t position = positions.get(name, 0)
-    cdef int64_t buying, selling
-    cdef int64_t basis = 0
-    cdef int64_t cash = A["cash"]
+    ``side`` (an amend's ``released`` open lots off first) by the account of slot ``s`` (held
+    for ``info``), without entering its past-a-limit branch; else 0 (the reference then
+    decides)."""
+    cdef i128 position = s.position
+    cdef i128 buying = s.lots[0]
+    cdef i128 selling = s.lots[1]
+    cdef i128 basis = 0
+    cdef i128 cash = s.cash
     cdef i128 new_buying, new_selling, new_lots, new_worst, exposure, swing
-    buying, selling = open_lots.get(name, _NO_LOTS)
     if not (-FAST_MAX_LOTS <= position <= FAST_MAX_LOTS and 0 <= buying <= FAST_MAX_LOTS
-            and 0 <= selling <= FAST_MAX_LOTS):
+            and 0 <= selling <= FAST_MAX_LOTS and -C_MAX_INT <= cash <= C_MAX_INT):
         return 0
     new_buying = buying
     new_selling = selling
@@ -1878,8 +2421,9 @@ cdef int _limits_ok(
         return 0
     new_worst = new_lots * info.r_position
     if info.r_basis:
-        bases = A["basis"]
-        basis = bases.get(name, 0)
+        basis = s.basis
+        if not -C_MAX_INT <= basis <= C_MAX_INT:
+            return 0
         exposure = basis + new_buying * info.r_price
         if new_selling * info.r_price - basis > exposure:
             exposure = new_selling * info.r_price - basis
@@ -1977,27 +2521,44 @@ cdef object _submit_checked(
     cdef _Listing info
     cdef dict instruments
     cdef Out o
+    cdef Py_ssize_t slot
+    cdef Slot* s
     if type(A) is not dict:
         return _account_refusal(A, name)
     try:
-        instruments = E["instruments"]
-        listing = instruments.get(instrument)
-        if listing is None:
-            return f"instrument: unknown instrument {instrument!r}"
-        info = kernel.listing(listing, instrument)
-        if not info.fast:
-            return None
-        if _attrs(listing)["expired"]:
-            return f"instrument: {instrument!r} has expired"
+        if (kernel.info_epoch == kernel.epoch and kernel.holding
+                and instrument is kernel.last_name):
+            info = kernel.last_info  # (this burst's last: listed, not expired, fast)
+            listing = info.listing
+        else:
+            instruments = E["instruments"]
+            listing = instruments.get(instrument)
+            if listing is None:
+                return f"instrument: unknown instrument {instrument!r}"
+            info = kernel.listing(listing, instrument)
+            if not info.fast:
+                return None
+            if _attrs(listing)["expired"]:
+                return f"instrument: {instrument!r} has expired"
+            if kernel.holding:
+                kernel.last_name = instrument
+                kernel.last_info = info
+                kernel.info_epoch = kernel.epoch
         if (limit or price) and not info.min_price <= price <= info.max_price:
             return _price_refusal(info, price_value, "price" if limit else "price (protection)")
         if not limit and (post_only or tif != "gtc"):
             return "order_type: market orders take neither tif nor post_only"
         if post_only and tif != "gtc":
             return "post_only: only a gtc limit order can be post-only"
-        if name in E["calls"]:
+        _bind(kernel, info)
+        slot = _slot(kernel, E, name, <dict>A)
+        if slot < 0:
+            return None
+        s = &kernel.slots[slot]
+        s.checked = True
+        if s.called:
             # under a collateral call only an order that reduces the position passes
-            position = A["positions"].get(info.name, 0)
+            position = py128(s.position)
             reduces = -position if side == 0 else position
             if qty_value > max(reduces, 0):
                 return (
@@ -2006,24 +2567,35 @@ cdef object _submit_checked(
                 )
         if info.kind == RVS and _bilateral(E):
             return None  # its fills record bilateral contracts: the reference's
-        if qty > FAST_MAX_QTY or not _limits_ok(info, A, side, qty, 0):
+        if qty > FAST_MAX_QTY or not _limits_ok(info, s, side, qty, 0):
+            _release(kernel)  # (the reference's check reads the engine's objects)
             return _limits_refusal(engine, E, listing, name, side, qty_value, 0)
-        book_account = A["index"]
-        order_id_value = E["next_order_id"]
-        # (compared as C values: no int object made for the bound)
-        if not _int_of(order_id_value, 1, &order_id) or order_id >= C_MAX_INT:
-            return None  # an engine's counter this file does not write: the reference's
+        book_account = s.index
+        if kernel.next_held:
+            order_id = kernel.next_id
+            order_id_value = order_id
+        else:
+            order_id_value = E["next_order_id"]
+            # (compared as C values: no int object made for the bound)
+            if not _int_of(order_id_value, 1, &order_id) or order_id >= C_MAX_INT:
+                return None  # an engine's counter this file does not write: the reference's
     except Exception:
         return None
     tif_code = 0 if tif == "gtc" else 1 if tif == "ioc" else 2
     # ---- proven: the events (Exchange._submit from _received on)
-    _begin(&o, E)
+    _begin_k(&o, E, kernel)
     try:
         _received_submit(
             &o, name, instrument, side, side_name, limit, order_type, price, price_value, qty,
             qty_value, tif_code, tif, post_only_value,
         )
-        E["next_order_id"] = order_id + 1
+        if kernel.next_held:
+            kernel.next_id = order_id + 1
+        elif kernel.counters is E and order_id + 1 < C_MAX_INT:
+            kernel.next_id = order_id + 1  # (held from here on, with the seq)
+            kernel.next_held = True
+        else:
+            E["next_order_id"] = order_id + 1
         if limit:
             code = info.book.submit(
                 order_id, book_account, side, price, qty, tif_code, post_only
@@ -2043,7 +2615,8 @@ cdef object _submit_checked(
             remainder = 1 + tif_code  # REASONS: "stp" (gtc: only STP cancels it), "ioc", "fok"
         else:
             remainder = 4  # "market"
-        _after_match(&o, info, A, name, order_id_value, side, price_value, remainder)
+        _after_match(&o, kernel, info, slot, name, order_id_value, side, price_value,
+                     remainder)
     finally:
         _done(&o)
     return _result(True, order_id_value, None) if want_result else order_id_value
@@ -2051,17 +2624,18 @@ cdef object _submit_checked(
 
 cdef int _after_match(
     Out* o,
+    Kernel k,
     _Listing info,
-    dict taker,
+    Py_ssize_t taker,
     object taker_name,
     object order_id,
     int side,
     object price,
     int remainder_reason,
 ) except -1:
-    """``Exchange._after_match`` (``taker`` the taker's attributes): the book's last outcome
-    as fills, fees, STP cancels, the rest or the remainder's cancel (``REASONS
-    [remainder_reason]``) -- each state change before its event."""
+    """``Exchange._after_match`` (``taker`` the taker's slot, held for ``info``): the book's
+    last outcome as fills, fees, STP cancels, the rest or the remainder's cancel
+    (``REASONS[remainder_reason]``) -- each state change before its event."""
     cdef dict E = <dict>o.E
     cdef OrderBook book = info.book
     cdef object name = info.name
@@ -2070,21 +2644,19 @@ cdef int _after_match(
     cdef int64_t tick_value = info.tick_value
     cdef int64_t px, qty, i, n, resting, cancelled
     cdef i128 notional, cash, change, delta, taker_fee, maker_fee
-    cdef dict maker, listing, orders, accounts, open_lots, pools
-    cdef list names
-    cdef object cash_value, change_value, premium, delta_value, px_value, qty_value, maker_id
-    cdef object value
+    cdef Py_ssize_t maker, owner_slot
+    cdef Slot* t
+    cdef Slot* m
+    cdef dict listing, orders
+    cdef object maker_name
     cdef BookFill fill
     cdef BookCancel cancel
     cdef Py_buffer view
     cdef const char* records
     n = book.n_fills
     if n:
-        names = E["_by_index"]
         orders = E["orders"]
-        accounts = E["accounts"]
-        pools = E["pools"]
-        taker_account = taker["name"]
+        taker_account = <object>k.slots[taker].name  # (the taker Account's own name)
         listing = _attrs(info.listing)
         # the fills' buffer, looked up once per array (see _Listing.fills): each record is
         # copied out before it is used, and nothing below touches the book's fills
@@ -2100,19 +2672,20 @@ cdef int _after_match(
         records = info.fills_data
         for i in range(n):
             memcpy(&fill, records + i * sizeof(BookFill), sizeof(BookFill))
-            maker_id = fill.maker_order_id
             px = fill.price
             qty = fill.qty
-            px_value = px
-            qty_value = qty
-            maker = _attrs(accounts[names[fill.maker_account]])
-            maker_name = maker["name"]  # (for the Fill and the maker's Fee)
-            _add_lots(maker, name, maker_side, -qty_value)
+            maker = _maker(k, E, fill.maker_account)
+            m = &k.slots[maker]
+            maker_name = <object>m.name  # (for the Fill and the maker's Fee)
+            if not m.has_lots:  # (the reference's maker.open_lots[name] raises alike)
+                raise KeyError(name)
+            m.lots[maker_side] -= qty
+            _dirty(k, m, D_LOTS)
             # the book has already matched: a maker order it filled is gone, and the last
             # price is this fill's, before the Fill announces them
             if book.order_qty(fill.maker_order_id) == 0:
-                orders.pop(maker_id, None)
-            listing["last_price"] = px_value
+                orders.pop(fill.maker_order_id, None)
+            listing["last_price"] = px
             notional = <i128>px * qty * tick_value
             # spot pays the notional at the trade; perpetuals and swaps move no cash there
             if kind == SPOT:
@@ -2121,43 +2694,45 @@ cdef int _after_match(
                 cash = 0
             # ---- Exchange._trade (exchange.risk.variation.move_lots, then cash, then Fill)
             delta = qty if side == 0 else -qty
-            delta_value = py128(delta)
             change = delta * px * tick_value if kind == PERP else 0
-            change_value = py128(change)
-            premium = py128(px * delta) if kind == RVS else None
-            _move_lots(taker, name, delta_value, change_value, premium)
-            _move_lots(
-                maker,
-                name,
-                -delta_value,
-                -change_value,
-                -premium if premium is not None else None,
-            )
-            cash_value = py128(cash)
-            taker["cash"] = taker["cash"] + cash_value
-            maker["cash"] = maker["cash"] - cash_value
+            t = _S(k, E, taker)
+            _move_lots(k, t, delta, change, kind == RVS, px * delta)
+            m = _S(k, E, maker)
+            _move_lots(k, m, -delta, -change, kind == RVS, -(px * delta))
+            t = _S(k, E, taker)
+            t.cash += cash
+            _dirty(k, t, D_CASH)
+            m.cash -= cash
+            _dirty(k, m, D_CASH)
             _fill(o, info, taker_name, order_id, side, px, qty, cash, maker_name,
                   fill.maker_order_id)
             # ---- Exchange._fee, taker then maker: the cash to the fee pool, then Fee;
             # none when 0
             taker_fee = _fee(notional, info.taker_bps)
             if taker_fee:
-                value = py128(taker_fee)
-                taker["cash"] = taker["cash"] - value
-                pools["fees"] = pools["fees"] + value
+                t = _S(k, E, taker)
+                t.cash -= taker_fee
+                _dirty(k, t, D_CASH)
+                _add_fee(k, E, taker_fee)
                 _fee_event(o, info, taker_account, order_id, -taker_fee, 0)
             maker_fee = _fee(notional, info.maker_bps)
             if maker_fee:
-                value = py128(maker_fee)
-                maker["cash"] = maker["cash"] - value
-                pools["fees"] = pools["fees"] + value
-                _fee_event(o, info, maker_name, maker_id, -maker_fee, 1)
+                m = _S(k, E, maker)
+                m.cash -= maker_fee
+                _dirty(k, m, D_CASH)
+                _add_fee(k, E, maker_fee)
+                _fee_event(o, info, maker_name, fill.maker_order_id, -maker_fee, 1)
     n = book.n_cancels
     for i in range(n):
         _book_record(book.cancel_arr, i, &cancel, sizeof(BookCancel))
         maker_id = cancel.order_id
         owner = _attrs(E["orders"].pop(maker_id))
-        _add_lots(_attrs(E["accounts"][owner["account"]]), name, owner["side"], -cancel.qty)
+        owner_slot = _named(k, E, owner["account"])
+        m = &k.slots[owner_slot]
+        if not m.has_lots:
+            raise KeyError(name)
+        m.lots[<int>owner["side"]] -= cancel.qty
+        _dirty(k, m, D_LOTS)
         _cancelled(o, name, info.name_json, owner["account"], maker_id, cancel.qty, REASON_STP)
     resting = book.last_resting
     if resting:
@@ -2165,20 +2740,39 @@ cdef int _after_match(
         # (object's own setattr, which LiveOrder's is (checked at import): into the
         # instance's inline values, no dict made until one is asked for)
         live = gpuex_new(<PyTypeObject*>LiveOrder)
-        PyObject_GenericSetAttr(live, "account", taker["name"])
+        PyObject_GenericSetAttr(live, "account", taker_name)
         PyObject_GenericSetAttr(live, "instrument", name)
         PyObject_GenericSetAttr(live, "side", side)
         PyObject_GenericSetAttr(live, "price", price)
         E["orders"][order_id] = live
-        open_lots = taker["open_lots"]
-        lots = open_lots.get(name)
-        if lots is None:
-            lots = open_lots[name] = [0, 0]
-        lots[side] = lots[side] + resting
+        t = _S(k, E, taker)
+        t.has_lots = True
+        t.lots[side] += resting
+        _dirty(k, t, D_LOTS)
         _rested(o, info, taker_name, order_id, side, price, resting)
     cancelled = book.last_cancelled
     if cancelled:
         _cancelled(o, name, info.name_json, taker_name, order_id, cancelled, remainder_reason)
+    return 0
+
+
+cdef inline int _move_lots(
+    Kernel k, Slot* s, i128 delta, i128 change, bint swap, i128 premium
+) except -1:
+    """One side of ``exchange.risk.variation.move_lots``, held: ``delta`` lots into the
+    position, the VM basis by ``change`` (when not 0), a swap's premium basis by
+    ``premium``."""
+    s.position += delta
+    s.has_position = True
+    _dirty(k, s, D_POSITION)
+    if change:
+        s.vm += change
+        s.has_vm = True
+        _dirty(k, s, D_VM)
+    if swap:
+        s.basis += premium
+        s.has_basis = True
+        _dirty(k, s, D_BASIS)
     return 0
 
 
@@ -2212,20 +2806,30 @@ cdef inline object _cancel_in(object book, int64_t order_id):
     return book.last_cancelled
 
 
-cdef object _cancel(dict E, PyObject** f, object A, object name):
+cdef object _cancel(Kernel kernel, dict E, PyObject** f, object A, object name):
     """A raw cancel (its fields ``f``: type, account and order_id, no other)."""
     cdef int64_t order_id
     if not _int_of(<object>f[F_ORDER_ID], 1, &order_id):
         return None
-    return _cancel_checked(E, A, name, order_id, <object>f[F_ORDER_ID], True)
+    return _cancel_checked(kernel, E, A, name, order_id, <object>f[F_ORDER_ID], True)
 
 
 cdef object _cancel_checked(
-    dict E, object A, object name, int64_t order_id, object order_id_value, bint want_result
+    Kernel kernel,
+    dict E,
+    object A,
+    object name,
+    int64_t order_id,
+    object order_id_value,
+    bint want_result,
 ):
     """A cancel whose fields parse: the account, the order, then the events, and the
     ``Result`` (without ``want_result``: only its order id, for :func:`_row_id`)."""
     cdef dict order
+    cdef _Listing info
+    cdef Py_ssize_t slot
+    cdef Slot* s
+    cdef int64_t cancelled
     cdef Out o
     if type(A) is not dict:
         return _account_refusal(A, name)
@@ -2234,16 +2838,43 @@ cdef object _cancel_checked(
         if type(found) is not dict:
             return found  # the refusal, or None
         order = found
+        instrument = order["instrument"]
+        info = kernel.listing(E["instruments"][instrument], instrument)
+        slot = -1
+        if info.fast:
+            _bind(kernel, info)
+            slot = _slot(kernel, E, name, <dict>A)
+            if slot < 0:
+                return None
+            kernel.slots[slot].checked = True
+        else:
+            _release(kernel)  # (another book: the engine's objects, as the reference moves them)
+        side = order["side"]
+        if not (type(side) is int and 0 <= side <= 1):
+            return None
     except Exception:
         return None
-    _begin(&o, E)
+    if slot < 0:
+        _begin(&o, E)
+    else:
+        _begin_k(&o, E, kernel)
     try:
         _received_cancel(&o, name, order_id, order_id_value)
-        instrument = order["instrument"]
-        cancelled = _cancel_in(E["instruments"][instrument].book, order_id)
-        del E["orders"][order_id_value]
-        _add_lots(A, instrument, order["side"], -cancelled)
-        _cancelled(&o, instrument, None, name, order_id_value, cancelled, REASON_USER)
+        if slot < 0:
+            cancelled_value = _cancel_in(E["instruments"][instrument].book, order_id)
+            del E["orders"][order_id_value]
+            _add_lots(A, instrument, side, -cancelled_value)
+            _cancelled(&o, instrument, None, name, order_id_value, cancelled_value, REASON_USER)
+        else:
+            info.book.cancel(order_id)
+            cancelled = info.book.last_cancelled
+            del E["orders"][order_id_value]
+            s = _S(kernel, E, slot)
+            if not s.has_lots:
+                raise KeyError(instrument)
+            s.lots[<int>side] -= cancelled
+            _dirty(kernel, s, D_LOTS)
+            _cancelled(&o, instrument, None, name, order_id_value, cancelled, REASON_USER)
     finally:
         _done(&o)
     return _result(True, order_id_value, None) if want_result else order_id_value
@@ -2285,7 +2916,8 @@ cdef object _amend_checked(
     cdef OrderBook book
     cdef _Listing info
     cdef dict order
-    cdef list lots
+    cdef Py_ssize_t slot
+    cdef Slot* s
     cdef Out o
     if type(A) is not dict:
         return _account_refusal(A, name)
@@ -2306,12 +2938,21 @@ cdef object _amend_checked(
         book = info.book
         open_qty = book.order_qty(order_id)
         side = order["side"]
-        if qty > FAST_MAX_QTY or not _limits_ok(info, A, side, qty, open_qty):
+        if not 0 <= side <= 1:
+            return None
+        _bind(kernel, info)
+        slot = _slot(kernel, E, name, <dict>A)
+        if slot < 0:
+            return None
+        s = &kernel.slots[slot]
+        s.checked = True
+        if qty > FAST_MAX_QTY or not _limits_ok(info, s, side, qty, open_qty):
+            _release(kernel)  # (the reference's check reads the engine's objects)
             return _limits_refusal(engine, E, listing, name, side, qty_value, open_qty)
         kept = price_value == order["price"] and qty <= open_qty
     except Exception:
         return None
-    _begin(&o, E)
+    _begin_k(&o, E, kernel)
     try:
         _received_amend(&o, name, order_id, order_id_value, price, price_value, qty, qty_value)
         code = book.amend(order_id, price, qty)
@@ -2320,16 +2961,20 @@ cdef object _amend_checked(
             _emit_o(&o, ORDER_REJECTED, instrument, name, order_id_value, None, None, None, None,
                     None, None, reason, "reason")
             return _result(False, order_id_value, reason)
-        lots = A["open_lots"][instrument]
+        s = _S(kernel, E, slot)
+        if not s.has_lots:
+            raise KeyError(instrument)
         if kept:
-            lots[side] = lots[side] + (qty - open_qty)
+            s.lots[side] += qty - open_qty
         else:  # leaves the book and comes back as a new order (which may trade)
-            lots[side] = lots[side] - open_qty
+            s.lots[side] -= open_qty
             del E["orders"][order_id_value]
+        _dirty(kernel, s, D_LOTS)
         _amended(&o, instrument, name, order_id, order_id_value, side, price, price_value, qty,
                  qty_value, kept)
         if not kept:
-            _after_match(&o, info, A, name, order_id_value, side, price_value, REASON_STP)
+            _after_match(&o, kernel, info, slot, name, order_id_value, side, price_value,
+                         REASON_STP)
     finally:
         _done(&o)
     return _result(True, order_id_value, None)

@@ -35,6 +35,16 @@ ctypedef object (*RowId)(
     object, object, object, int64_t, object, int64_t, int64_t, int64_t, int64_t, int64_t,
     int64_t,
 )
+# ``exchange.kernel._kernel._hold`` (its HOLD): the engine's rows hold the ledger between
+# them (on), or write it back and let go (off)
+ctypedef int (*Hold)(object, bint) except -1
+cdef Hold HOLD = <Hold>PyCapsule_GetPointer(_kernel.HOLD, b"exchange.kernel._kernel.hold")
+# ``exchange.kernel._kernel._advance`` (its ADVANCE): the engine's clock moved while the
+# kernel holds it (1), or not held (0)
+ctypedef int (*Advance)(object, int64_t) except -1
+cdef Advance ADVANCE = <Advance>PyCapsule_GetPointer(
+    _kernel.ADVANCE, b"exchange.kernel._kernel.advance"
+)
 
 cdef int64_t C_PARTICIPANT = PARTICIPANT
 cdef int64_t ADD = int(Op.ADD)
@@ -106,7 +116,35 @@ cdef class FlowDriver(Action):
             self.sim.schedule_action(self.times[0], self, 0, C_PARTICIPANT)
 
     cdef int fire(self, int64_t i) except -1:
-        """Message ``i``: ``_FlowDriver.step(i)`` with the compiled engine's rows."""
+        """Message ``i``, and the next ones as long as the clock would run them next
+        (``Simulator.runs_next``: nothing else due first), each taken in place
+        (``Simulator.turn``: the step hook run, as the clock would) -- a burst through which
+        the compiled engine holds its ledger (``_kernel.HOLD``, decision 92) until Python is
+        about to run: the chunk's load, a cash or malformed message, the end of the burst
+        (and the step hook's drain, which lets go itself)."""
+        cdef Simulator sim = self.sim
+        cdef bint burst = self.row_id != NULL
+        cdef int64_t t
+        try:
+            while True:
+                if burst:
+                    HOLD(self.engine, True)
+                self._step(i)
+                if i + 1 >= self.count:
+                    return 0
+                t = self.times[i + 1 - self.first]
+                if not burst or not sim.runs_next(t, C_PARTICIPANT):
+                    sim.schedule_action(t, self, i + 1, C_PARTICIPANT)
+                    return 0
+                sim.turn(t)  # (RunStep lets go of the ledger before it runs Python)
+                i += 1
+        finally:
+            if burst:
+                HOLD(self.engine, False)
+
+    cdef int _step(self, int64_t i) except -1:
+        """Message ``i``: ``_FlowDriver.step(i)`` with the compiled engine's rows; the next
+        chunk loaded when ``i`` is its last (the ledger written back before any Python)."""
         cdef int64_t j = i - self.first
         cdef int64_t op = self.ops[j]
         cdef object name = self.names[self.accounts[j]]
@@ -141,14 +179,15 @@ cdef class FlowDriver(Action):
                 self.sides[j], self.types[j], self.tifs[j], self.post_only[j],
             )
         if self.cash_every and i % self.cash_every == self.cash_every - 1:
+            HOLD(self.engine, False)
             self.source.cash(i)
         if self.malformed_every and i % self.malformed_every == self.malformed_every - 1:
+            HOLD(self.engine, False)
             self.source.malformed(i)
-        if i + 1 < self.count:
-            if j + 1 == self.n:
-                self.source._load(i + 1)
-                self._take()
-            self.sim.schedule_action(self.times[i + 1 - self.first], self, i + 1, C_PARTICIPANT)
+        if i + 1 < self.count and j + 1 == self.n:
+            HOLD(self.engine, False)
+            self.source._load(i + 1)
+            self._take()
         return 0
 
 
@@ -177,15 +216,20 @@ cdef class RunStep(StepHook):
 
     cdef int before(self, int64_t t) except -1:
         cdef object now
-        if self.direct:
+        if self.direct and ADVANCE(self.engine, t):
+            pass  # (the kernel holds the engine's clock in a burst of flow rows)
+        elif self.direct:
             now = self.engine.t
             if type(now) is int and <int64_t>now <= t:
                 if <int64_t>now != t:
                     self.engine.t = t
             else:
+                HOLD(self.engine, False)
                 self.engine.advance(t)
         else:
+            HOLD(self.engine, False)
             self.engine.advance(t)
         if len(self.pending) >= self.batch_size:
+            HOLD(self.engine, False)
             self.drain()
         return 0

@@ -91,3 +91,51 @@ def test_the_run_step_refuses_a_time_before_the_engines_clock_as_advance_does():
     with pytest.raises(ValueError, match="time runs forward: 50 ns is before 100 ns"):
         sim.run(60, on_step=RunStep(engine, [], 10, print, True))
     assert engine.t == 100
+
+
+def test_a_burst_of_rows_stops_for_every_other_action_due_and_each_sees_the_ledger_written(
+    tmp_path, monkeypatch
+):
+    """The compiled driver runs its next messages in place while nothing else is due first
+    (``Simulator.runs_next``), holding the compiled engine's ledger: timers at the rows'
+    own times, before them (``MARKET``) and after them (``CLEARING``, ``OBSERVER``), fire
+    in the Python clock's order (one at a row's time and priority, scheduled first, before
+    the row) and read every account as the reference engine has it; small batches drain
+    (Python) in the middle of bursts."""
+    from exchange.core.clock import CLEARING, MARKET, OBSERVER, PARTICIPANT
+    from exchange.sessions.scenarios import FlowScenario
+
+    seen: list = []
+
+    def look(engine, priority):
+        accounts = {
+            name: (a.cash, dict(a.positions), {k: list(v) for k, v in a.open_lots.items()})
+            for name, a in engine.accounts.items()
+        }
+        seen.append((priority, engine.t, engine.seq, accounts, engine.pools["fees"]))
+
+    def schedule_market(self, engine, sim, seed):
+        # the rows' times are 2i+2..2i+3 ns (interval 2 ns): every t below is some row's
+        # one priority a time, in turn (a MARKET timer at a row's time would stop the burst
+        # before a PARTICIPANT one at that time could be overtaken)
+        for n, t in enumerate(range(2, 2 * 400, 3)):
+            priority = (MARKET, PARTICIPANT, CLEARING, OBSERVER)[n % 4]
+            sim.schedule(t, look, engine, priority, priority=priority)
+
+    monkeypatch.setattr(FlowScenario, "schedule_market", schedule_market)
+    overrides = {"messages": 400, "traders": 3, "interval_ns": 2, "cash_every": 41}
+    logs = {}
+    for engine in ("compiled", "reference"):
+        seen.clear()
+        summary = session.run(
+            "flow",
+            tmp_path / f"{engine}.db",
+            seed=5,
+            overrides=overrides,
+            engine=engine,
+            batch_size=16,
+        )
+        with EventStore.open(tmp_path / f"{engine}.db", mode="r") as store:
+            logs[engine] = (store.digest(), summary.state_hash, list(seen))
+    assert len(logs["compiled"][2]) == len(range(2, 800, 3))
+    assert logs["compiled"] == logs["reference"]
