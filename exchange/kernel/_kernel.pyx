@@ -1823,8 +1823,11 @@ cdef int _hold(object engine, bint on) except -1:
     cdef PyObject** attributes
     cdef PyObject* found
     cdef Kernel k
-    if on and engine is _held_engine and _held_kernel.holding:
-        return 0  # (held already: the driver's every row asks)
+    if engine is _held_engine:
+        if on and _held_kernel.holding:
+            return 0  # (held already: the driver's every row asks)
+    elif not on:
+        return 0  # (not held: a command that ran since wrote back as it ended)
     _held_engine = None
     _held_kernel = None
     attributes = _PyObject_GetDictPtr(engine)
@@ -2839,7 +2842,11 @@ cdef object _cancel_checked(
             return found  # the refusal, or None
         order = found
         instrument = order["instrument"]
-        info = kernel.listing(E["instruments"][instrument], instrument)
+        if (kernel.info_epoch == kernel.epoch and kernel.holding
+                and instrument is kernel.last_info.name):
+            info = kernel.last_info  # (this burst's last listing: the order's own)
+        else:
+            info = kernel.listing(E["instruments"][instrument], instrument)
         slot = -1
         if info.fast:
             _bind(kernel, info)

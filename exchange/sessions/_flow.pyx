@@ -218,17 +218,17 @@ cdef class RunStep(StepHook):
         cdef object now
         if self.direct and ADVANCE(self.engine, t):
             pass  # (the kernel holds the engine's clock in a burst of flow rows)
-        elif self.direct:
-            now = self.engine.t
-            if type(now) is int and <int64_t>now <= t:
-                if <int64_t>now != t:
-                    self.engine.t = t
-            else:
-                HOLD(self.engine, False)
-                self.engine.advance(t)
         else:
-            HOLD(self.engine, False)
-            self.engine.advance(t)
+            HOLD(self.engine, False)  # (the engine's own clock is read and moved next)
+            if self.direct:
+                now = self.engine.t
+                if type(now) is int and <int64_t>now <= t:
+                    if <int64_t>now != t:
+                        self.engine.t = t
+                else:
+                    self.engine.advance(t)
+            else:
+                self.engine.advance(t)
         if len(self.pending) >= self.batch_size:
             HOLD(self.engine, False)
             self.drain()
