@@ -166,6 +166,71 @@ def test_an_early_start_never_delays_an_earlier_journal_after(tmp_path, hand_ove
     assert hand_overs["hand_overs"][0] < 1_000
 
 
+def test_a_run_known_to_be_long_starts_its_journaller_before_its_first_event(
+    tmp_path, hand_overs, monkeypatch
+):
+    """A flow run says how long it will be before it starts (its messages, each answered by
+    one event or more): one at or past ``LONG_RUN_EVENTS`` starts its journaller at its first
+    drain, before any batch, and hands over after the run's first batch once it is up; the
+    file is the one a journaller taking over later writes."""
+    batches, spawned_after = [], []
+    spawn = Journaller.spawn
+
+    def noting_spawn():
+        spawned_after.append(len(batches))
+        return spawn()
+
+    monkeypatch.setattr(Journaller, "spawn", staticmethod(noting_spawn))
+    monkeypatch.setattr(session, "LONG_RUN_EVENTS", FLOW["messages"])
+    known = record(tmp_path / "known.db", session.DEFAULT_JOURNAL_AFTER, on_batch=batches.append)
+    assert spawned_after == [0]  # before its first batch
+    # the run commits its first batch itself (the file is the same whenever the journaller
+    # takes over: SQLite counts the connections that wrote), the journaller the next ones
+    assert hand_overs["hand_overs"] == [BATCH]
+    batches.clear()
+    late = record(tmp_path / "late.db", 6_000, on_batch=batches.append)  # kept as given
+    # started by the batch that reaches 6,000 (before its on_batch), handed over after it
+    assert spawned_after[1] == 6_000 // BATCH - 1 and hand_overs["hand_overs"][1] == 6_000
+    assert known.events == late.events > FLOW["messages"]
+    assert (tmp_path / "known.db").read_bytes() == (tmp_path / "late.db").read_bytes()
+    monkeypatch.setattr(session, "LONG_RUN_EVENTS", FLOW["messages"] + 1)  # projects short
+    record(tmp_path / "short.db", session.DEFAULT_JOURNAL_AFTER)
+    assert len(spawned_after) == 2  # no journaller for it (its ~10,000 events < 100,000)
+
+
+def test_a_run_known_to_be_long_that_fails_resumes_to_the_same_log(
+    tmp_path, hand_overs, monkeypatch
+):
+    """The early journaller takes over a resumed run too, once the run has caught up with
+    the log and committed a batch of its own; the resumed log is the uninterrupted one."""
+    monkeypatch.setattr(session, "LONG_RUN_EVENTS", FLOW["messages"])
+    path = tmp_path / "failed.db"
+
+    def fail(_n, count=[]):  # noqa: B006 - a counter for this one run
+        count.append(_n)
+        if len(count) == 10:
+            raise RuntimeError("the progress bar broke")
+
+    with pytest.raises(RuntimeError, match="progress bar"):
+        record(path, session.DEFAULT_JOURNAL_AFTER, on_batch=fail)
+    with EventStore.open(path) as store:
+        assert store.last_seq == 10 * BATCH  # the journaller committed what it was sent
+    resumed = session.run("flow", path, resume=True)
+    assert hand_overs["hand_overs"] == [BATCH, 11 * BATCH]  # after a batch of the run's own
+    reference = record(tmp_path / "reference.db", None)
+    assert resumed.state_hash == reference.state_hash
+    assert tables(path) == tables(tmp_path / "reference.db")
+
+
+def test_a_flow_run_makes_at_least_one_event_a_message(tmp_path):
+    """``projected_events``'s floor for ``flow``: malformed commands, cash moves and all."""
+    model = session.load_scenario("flow", {**FLOW, "malformed_every": 2, "cash_every": 3})
+    assert session.projected_events(model) == FLOW["messages"]
+    summary = session.run("flow", tmp_path / "f.db", model=model, journal_after=None)
+    assert summary.events >= FLOW["messages"]
+    assert session.projected_events(session.load_scenario("products")) is None
+
+
 def test_a_run_records_in_line_when_no_journaller_process_can_start(tmp_path, monkeypatch):
     reference = record(tmp_path / "ref.db", None)
     monkeypatch.setattr(Journaller, "spawn", staticmethod(lambda: None))
@@ -660,8 +725,54 @@ def test_a_run_does_not_wait_for_its_journallers_interpreter_to_finalise(
             journaller._proc.kill()
         run.join(60)
     assert hand_overs["hand_overs"], "the journaller never took over"
-    assert hand_overs["spawned"][0]._proc.returncode == 0
+    assert hand_overs["spawned"][0]._proc.wait(60) == 0  # reaped on a thread of the run
     assert result["s"].state_hash == reference.state_hash
+    assert outside_the_change_counter(tmp_path / "run.db") == outside_the_change_counter(
+        tmp_path / "ref.db"
+    )
+
+
+#: loaded by the journaller at start-up (``sitecustomize``): a process whose end takes forever
+#: once it has sealed and closed the store (the end of a process is 10-12 ms measured)
+SLOW_END_OF_THE_JOURNALLER = """\
+import os
+import time
+
+_exit = os._exit
+
+
+def slow_exit(code):
+    time.sleep(3600)
+    _exit(code)
+
+
+os._exit = slow_exit
+"""
+
+
+def test_a_run_does_not_wait_for_its_journaller_to_exit_after_the_seal(
+    tmp_path, hand_overs, monkeypatch
+):
+    """The journaller closes the store before it says the seal is done: the run closes the
+    file (to a single file, as in line) while the journaller's process is still ending."""
+    import exchange.store.journal as journal
+
+    reference = record(tmp_path / "ref.db", None)
+    monkeypatch.setattr(journal, "_EXIT_WAIT_S", 3600.0)
+    _journaller_start_up_hook(tmp_path, monkeypatch, SLOW_END_OF_THE_JOURNALLER)
+    result = {}
+    run = _record_in_thread(tmp_path, result)
+    try:
+        assert not run.is_alive(), "the run waited for its journaller's exit"
+        assert hand_overs["spawned"][0]._proc.poll() is None  # still ending
+    finally:
+        for journaller in hand_overs["spawned"]:
+            journaller._proc.kill()
+        run.join(60)
+    assert hand_overs["hand_overs"], "the journaller never took over"
+    assert hand_overs["spawned"][0]._proc.wait(60) == -signal.SIGKILL
+    assert result["s"].state_hash == reference.state_hash
+    assert not Path(f"{tmp_path / 'run.db'}-wal").exists()  # closed to a single file
     assert outside_the_change_counter(tmp_path / "run.db") == outside_the_change_counter(
         tmp_path / "ref.db"
     )
