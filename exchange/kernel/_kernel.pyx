@@ -82,12 +82,12 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next, PyDict_Size
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
+from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from cpython.object cimport PyObject, PyObject_GenericSetAttr, PyTypeObject
 from cpython.pycapsule cimport PyCapsule_New
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport qsort
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from exchange.core._lines cimport Buf, LineBatch, Tap, put_bytes, put_u64, put_value, quiet_at
 from exchange.kernel._resting cimport Resting, by_entry, walk_resting
@@ -1385,6 +1385,14 @@ cdef enum:
     D_LOTS = 16
 
 
+cdef struct Pending:
+    int64_t order_id
+    Py_ssize_t slot  # its account's
+    int64_t side
+    int64_t price  # ticks: the order's price as the command gave it (an int)
+    bint alive  # not filled, cancelled or amended away since
+
+
 cdef struct Slot:
     PyObject* attrs  # the Account's attributes (Kernel.held holds the reference)
     PyObject* name  # the Account's ``name`` (its attributes hold it)
@@ -1462,17 +1470,29 @@ cdef class Kernel:
     cdef object last_name
     cdef _Listing last_info
     cdef int64_t info_epoch
+    # while the counters are held: the orders that came to rest, not yet in the engine's
+    # ``orders`` (written there in this order as the ledger is: "held orders" below)
+    cdef Pending* pend
+    cdef Py_ssize_t n_pend, cap_pend
+    cdef Py_ssize_t* pend_table  # open addressing by order id: entry + 1 (0: empty)
+    cdef Py_ssize_t pend_mask
 
     def __cinit__(self):
         self.slots = NULL
         self.dirty = NULL
         self.by_index = NULL
         self.n_slots = self.cap_slots = self.n_dirty = self.n_by_index = 0
+        self.pend = NULL
+        self.pend_table = NULL
+        self.n_pend = self.cap_pend = 0
+        self.pend_mask = -1
 
     def __dealloc__(self):
         PyMem_RawFree(self.slots)
         PyMem_RawFree(self.dirty)
         PyMem_RawFree(self.by_index)
+        PyMem_RawFree(self.pend)
+        PyMem_RawFree(self.pend_table)
 
     def __init__(self):
         self.slot_of = {}
@@ -1770,6 +1790,8 @@ cdef int _flush(Kernel k) except -1:
         (<dict>k.pools)["fees"] = py128(k.fees)
     if k.counters is not None:
         E = <dict>k.counters
+        if k.n_pend:
+            _write_pending(k, E)
         k.counters = None
         E["seq"] = k.seq
         if E["t"] != k.t:
@@ -1800,6 +1822,96 @@ cdef int _flush(Kernel k) except -1:
             else:
                 lots[0] = py128(s.lots[0])
                 lots[1] = py128(s.lots[1])
+    return 0
+
+
+# ----------------------------------------------------------------------------- held orders
+# While the counters are held, an order that comes to rest is kept here (its id, account slot,
+# side and price) instead of as a ``LiveOrder`` in the engine's ``orders``; a held order that
+# is filled, cancelled or amended away within the burst never reaches ``orders`` at all. The
+# write-back adds the live ones in the order they came to rest -- where the reference's
+# inserts put them: a resting order's id is new, or an amended order's taken out of
+# ``orders`` just before (decision 92). An order found in ``orders`` is removed from it at
+# once, as before.
+
+cdef Py_ssize_t _pending(Kernel k, int64_t order_id) noexcept:
+    """The entry of held order ``order_id`` (its latest), or -1."""
+    cdef Py_ssize_t h, e
+    if k.n_pend == 0:
+        return -1
+    h = <Py_ssize_t>((<uint64_t>order_id * <uint64_t>0x9E3779B97F4A7C15) >> 20) & k.pend_mask
+    while True:
+        e = k.pend_table[h]
+        if e == 0:
+            return -1
+        if k.pend[e - 1].order_id == order_id:
+            return e - 1
+        h = (h + 1) & k.pend_mask
+
+
+cdef int _hold_order(
+    Kernel k, int64_t order_id, Py_ssize_t slot, int64_t side, int64_t price
+) except -1:
+    """Keep a resting order (see "held orders")."""
+    cdef Py_ssize_t h, e, cap, i
+    cdef Pending* grown
+    if k.n_pend == k.cap_pend:
+        cap = k.cap_pend * 2 if k.cap_pend else 1024
+        grown = <Pending*>PyMem_RawRealloc(k.pend, cap * sizeof(Pending))
+        if grown == NULL:
+            raise MemoryError("held orders")
+        k.pend = grown
+        k.cap_pend = cap
+        PyMem_RawFree(k.pend_table)
+        k.pend_table = <Py_ssize_t*>PyMem_RawCalloc(2 * cap, sizeof(Py_ssize_t))
+        if k.pend_table == NULL:
+            raise MemoryError("held orders")
+        k.pend_mask = 2 * cap - 1
+        for i in range(k.n_pend):  # (again: the table is new)
+            _place(k, i)
+    e = k.n_pend
+    k.pend[e].order_id = order_id
+    k.pend[e].slot = slot
+    k.pend[e].side = side
+    k.pend[e].price = price
+    k.pend[e].alive = True
+    k.n_pend += 1
+    _place(k, e)
+    return 0
+
+
+cdef inline void _place(Kernel k, Py_ssize_t e) noexcept:
+    """Entry ``e`` into the table, over an older entry of its id."""
+    cdef int64_t order_id = k.pend[e].order_id
+    cdef Py_ssize_t h = (
+        <Py_ssize_t>((<uint64_t>order_id * <uint64_t>0x9E3779B97F4A7C15) >> 20) & k.pend_mask
+    )
+    while k.pend_table[h] != 0 and k.pend[k.pend_table[h] - 1].order_id != order_id:
+        h = (h + 1) & k.pend_mask
+    k.pend_table[h] = e + 1
+
+
+cdef int _write_pending(Kernel k, dict E) except -1:
+    """The live held orders into the engine's ``orders``, as ``LiveOrder``s, in the order
+    they came to rest (their accounts' own names, the held listing's)."""
+    cdef Py_ssize_t i, n = k.n_pend
+    cdef Pending* p
+    orders = E["orders"]
+    name = k.bound.name
+    k.n_pend = 0
+    memset(k.pend_table, 0, (k.pend_mask + 1) * sizeof(Py_ssize_t))
+    for i in range(n):
+        p = &k.pend[i]
+        if not p.alive:
+            continue
+        # (object's own setattr, which LiveOrder's is (checked at import): into the
+        # instance's inline values, no dict made until one is asked for)
+        live = gpuex_new(<PyTypeObject*>LiveOrder)
+        PyObject_GenericSetAttr(live, "account", <object>k.slots[p.slot].name)
+        PyObject_GenericSetAttr(live, "instrument", name)
+        PyObject_GenericSetAttr(live, "side", p.side)
+        PyObject_GenericSetAttr(live, "price", p.price)
+        orders[p.order_id] = live
     return 0
 
 
@@ -2625,6 +2737,27 @@ cdef object _submit_checked(
     return _result(True, order_id_value, None) if want_result else order_id_value
 
 
+cdef inline bint _held_int(object value, int64_t* out) except -1:
+    """``value`` as an int64 when it is an exact int that fits (a held order's id or
+    price); else 0."""
+    cdef int overflow = 0
+    if type(value) is not int:
+        return 0
+    out[0] = PyLong_AsLongLongAndOverflow(value, &overflow)
+    return not overflow
+
+
+cdef inline int _forget(Kernel k, dict E, dict orders, int64_t order_id) except -1:
+    """``orders.pop(order_id, None)`` of a maker order the book has filled: a held order's
+    entry let go instead."""
+    cdef Py_ssize_t e = _pending(k, order_id) if k.counters is E else -1
+    if e >= 0 and k.pend[e].alive:
+        k.pend[e].alive = False
+    else:
+        orders.pop(order_id, None)
+    return 0
+
+
 cdef int _after_match(
     Out* o,
     Kernel k,
@@ -2647,7 +2780,8 @@ cdef int _after_match(
     cdef int64_t tick_value = info.tick_value
     cdef int64_t px, qty, i, n, resting, cancelled
     cdef i128 notional, cash, change, delta, taker_fee, maker_fee
-    cdef Py_ssize_t maker, owner_slot
+    cdef Py_ssize_t maker, owner_slot, e
+    cdef int64_t c_id = 0, c_price = 0
     cdef Slot* t
     cdef Slot* m
     cdef dict listing, orders
@@ -2687,7 +2821,7 @@ cdef int _after_match(
             # the book has already matched: a maker order it filled is gone, and the last
             # price is this fill's, before the Fill announces them
             if book.order_qty(fill.maker_order_id) == 0:
-                orders.pop(fill.maker_order_id, None)
+                _forget(k, E, orders, fill.maker_order_id)
             listing["last_price"] = px
             notional = <i128>px * qty * tick_value
             # spot pays the notional at the trade; perpetuals and swaps move no cash there
@@ -2729,25 +2863,39 @@ cdef int _after_match(
     for i in range(n):
         _book_record(book.cancel_arr, i, &cancel, sizeof(BookCancel))
         maker_id = cancel.order_id
-        owner = _attrs(E["orders"].pop(maker_id))
-        owner_slot = _named(k, E, owner["account"])
+        e = _pending(k, cancel.order_id) if k.counters is E else -1
+        if e >= 0 and k.pend[e].alive:
+            k.pend[e].alive = False
+            owner_slot = k.pend[e].slot
+            owner_name = <object>k.slots[owner_slot].name
+            owner_side = k.pend[e].side
+        else:
+            owner = _attrs(E["orders"].pop(maker_id))
+            owner_name = owner["account"]
+            owner_side = owner["side"]
+            owner_slot = _named(k, E, owner_name)
         m = &k.slots[owner_slot]
         if not m.has_lots:
             raise KeyError(name)
-        m.lots[<int>owner["side"]] -= cancel.qty
+        m.lots[<int>owner_side] -= cancel.qty
         _dirty(k, m, D_LOTS)
-        _cancelled(o, name, info.name_json, owner["account"], maker_id, cancel.qty, REASON_STP)
+        _cancelled(o, name, info.name_json, owner_name, maker_id, cancel.qty, REASON_STP)
     resting = book.last_resting
     if resting:
-        # LiveOrder(taker.name, name, side, price)
-        # (object's own setattr, which LiveOrder's is (checked at import): into the
-        # instance's inline values, no dict made until one is asked for)
-        live = gpuex_new(<PyTypeObject*>LiveOrder)
-        PyObject_GenericSetAttr(live, "account", taker_name)
-        PyObject_GenericSetAttr(live, "instrument", name)
-        PyObject_GenericSetAttr(live, "side", side)
-        PyObject_GenericSetAttr(live, "price", price)
-        E["orders"][order_id] = live
+        if k.counters is E and _held_int(order_id, &c_id) and _held_int(price, &c_price):
+            _hold_order(k, c_id, taker, side, c_price)  # (see "held orders")
+        else:
+            if k.n_pend:
+                _release(k)  # (the held orders first: they came to rest before it)
+            # LiveOrder(taker.name, name, side, price)
+            # (object's own setattr, which LiveOrder's is (checked at import): into the
+            # instance's inline values, no dict made until one is asked for)
+            live = gpuex_new(<PyTypeObject*>LiveOrder)
+            PyObject_GenericSetAttr(live, "account", taker_name)
+            PyObject_GenericSetAttr(live, "instrument", name)
+            PyObject_GenericSetAttr(live, "side", side)
+            PyObject_GenericSetAttr(live, "price", price)
+            E["orders"][order_id] = live
         t = _S(k, E, taker)
         t.has_lots = True
         t.lots[side] += resting
@@ -2780,12 +2928,22 @@ cdef inline int _move_lots(
 
 
 # ----------------------------------------------------------------------------- cancel, amend
-cdef object _own_order(dict E, object name, object order_id):
+cdef object _own_order(Kernel k, dict E, object name, object order_id, int64_t c_order_id):
     """``Exchange._own_order``: the attributes of ``name``'s resting ``LiveOrder``
-    ``order_id``; its refusal (a ``str``) when there is none; None when the engine's record
+    ``order_id`` (``c_order_id`` as a C value), or the number of its held entry (an int: see
+    "held orders"); its refusal (a ``str``) when there is none; None when the engine's record
     is not a ``LiveOrder`` (the reference's). Raises on an unusual engine (the caller falls
     back)."""
-    cdef dict orders = E["orders"]
+    cdef dict orders
+    cdef Py_ssize_t e
+    if k.counters is E:
+        e = _pending(k, c_order_id)
+        if e >= 0:
+            # (a dead entry's order left the book this burst, and never reached ``orders``)
+            if not k.pend[e].alive or <object>k.slots[k.pend[e].slot].name != name:
+                return _no_order(order_id, name)
+            return e
+    orders = E["orders"]
     order = orders.get(order_id)
     if order is None:
         return _no_order(order_id, name)
@@ -2836,13 +2994,22 @@ cdef object _cancel_checked(
     cdef Out o
     if type(A) is not dict:
         return _account_refusal(A, name)
+    cdef Py_ssize_t held = -1
     try:
-        found = _own_order(E, name, order_id_value)
-        if type(found) is not dict:
+        found = _own_order(kernel, E, name, order_id_value, order_id)
+        if type(found) is int:
+            held = found
+            instrument = kernel.bound.name
+            side = kernel.pend[held].side
+        elif type(found) is not dict:
             return found  # the refusal, or None
-        order = found
-        instrument = order["instrument"]
-        if (kernel.info_epoch == kernel.epoch and kernel.holding
+        else:
+            order = found
+            instrument = order["instrument"]
+            side = order["side"]
+        if held >= 0:
+            info = kernel.bound
+        elif (kernel.info_epoch == kernel.epoch and kernel.holding
                 and instrument is kernel.last_info.name):
             info = kernel.last_info  # (this burst's last listing: the order's own)
         else:
@@ -2856,7 +3023,6 @@ cdef object _cancel_checked(
             kernel.slots[slot].checked = True
         else:
             _release(kernel)  # (another book: the engine's objects, as the reference moves them)
-        side = order["side"]
         if not (type(side) is int and 0 <= side <= 1):
             return None
     except Exception:
@@ -2875,7 +3041,10 @@ cdef object _cancel_checked(
         else:
             info.book.cancel(order_id)
             cancelled = info.book.last_cancelled
-            del E["orders"][order_id_value]
+            if held >= 0:
+                kernel.pend[held].alive = False
+            else:
+                del E["orders"][order_id_value]
             s = _S(kernel, E, slot)
             if not s.has_lots:
                 raise KeyError(instrument)
@@ -2928,14 +3097,25 @@ cdef object _amend_checked(
     cdef Out o
     if type(A) is not dict:
         return _account_refusal(A, name)
+    cdef Py_ssize_t held = -1
     try:
-        found = _own_order(E, name, order_id_value)
-        if type(found) is not dict:
+        found = _own_order(kernel, E, name, order_id_value, order_id)
+        if type(found) is int:
+            held = found
+            info = kernel.bound
+            instrument = info.name
+            listing = info.listing
+            order_side = kernel.pend[held].side
+            order_price = kernel.pend[held].price
+        elif type(found) is not dict:
             return found  # the refusal, or None
-        order = found
-        instrument = order["instrument"]
-        listing = E["instruments"][instrument]
-        info = kernel.listing(listing, instrument)
+        else:
+            order = found
+            instrument = order["instrument"]
+            listing = E["instruments"][instrument]
+            info = kernel.listing(listing, instrument)
+            order_side = order["side"]
+            order_price = order["price"]
         if not info.fast:
             return None
         if not info.min_price <= price <= info.max_price:
@@ -2944,7 +3124,7 @@ cdef object _amend_checked(
             return None
         book = info.book
         open_qty = book.order_qty(order_id)
-        side = order["side"]
+        side = order_side
         if not 0 <= side <= 1:
             return None
         _bind(kernel, info)
@@ -2956,7 +3136,7 @@ cdef object _amend_checked(
         if qty > FAST_MAX_QTY or not _limits_ok(info, s, side, qty, open_qty):
             _release(kernel)  # (the reference's check reads the engine's objects)
             return _limits_refusal(engine, E, listing, name, side, qty_value, open_qty)
-        kept = price_value == order["price"] and qty <= open_qty
+        kept = price_value == order_price and qty <= open_qty
     except Exception:
         return None
     _begin_k(&o, E, kernel)
@@ -2975,7 +3155,10 @@ cdef object _amend_checked(
             s.lots[side] += qty - open_qty
         else:  # leaves the book and comes back as a new order (which may trade)
             s.lots[side] -= open_qty
-            del E["orders"][order_id_value]
+            if held >= 0:
+                kernel.pend[held].alive = False
+            else:
+                del E["orders"][order_id_value]
         _dirty(kernel, s, D_LOTS)
         _amended(&o, instrument, name, order_id, order_id_value, side, price, price_value, qty,
                  qty_value, kept)

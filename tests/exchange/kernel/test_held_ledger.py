@@ -37,17 +37,24 @@ def hold(engine, on: bool) -> None:
 
 def ledger(engine: Exchange) -> dict:
     """Everything the held ledger holds, as the engine's Python objects have it: each
-    account's cash, positions, bases and open lots (dicts in their key order), the pools."""
-    return {
-        name: (
-            account.cash,
-            list(account.positions.items()),
-            list(account.vm_basis.items()),
-            list(account.basis.items()),
-            [(key, list(lots)) for key, lots in account.open_lots.items()],
-        )
-        for name, account in engine.accounts.items()
-    } | {"pools": dict(engine.pools)}
+    account's cash, positions, bases and open lots (dicts in their key order), the pools,
+    the resting orders (in their key order)."""
+    return (
+        {
+            "orders": [(order_id, vars(order)) for order_id, order in engine.orders.items()],
+        }
+        | {
+            name: (
+                account.cash,
+                list(account.positions.items()),
+                list(account.vm_basis.items()),
+                list(account.basis.items()),
+                [(key, list(lots)) for key, lots in account.open_lots.items()],
+            )
+            for name, account in engine.accounts.items()
+        }
+        | {"pools": dict(engine.pools)}
+    )
 
 
 class Held:
