@@ -53,7 +53,7 @@ import orjson
 
 from exchange.core import events as ev
 from exchange.core.state import POOLS, canonical_state, instrument_state, state_hash
-from exchange.risk.bilateral import (
+from exchange.risk.contracts import (
     COLLATERAL,
     Contracts,
     Posted,

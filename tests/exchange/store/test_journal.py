@@ -198,6 +198,18 @@ def test_a_run_known_to_be_long_starts_its_journaller_before_its_first_event(
     assert len(spawned_after) == 2  # no journaller for it (its ~10,000 events < 100,000)
 
 
+def failing_at(n: int):
+    """An ``on_batch`` that raises at its ``n``-th call (a progress bar that breaks)."""
+    calls = []
+
+    def fail(count):
+        calls.append(count)
+        if len(calls) == n:
+            raise RuntimeError("the progress bar broke")
+
+    return fail
+
+
 def test_a_run_known_to_be_long_that_fails_resumes_to_the_same_log(
     tmp_path, hand_overs, monkeypatch
 ):
@@ -205,14 +217,8 @@ def test_a_run_known_to_be_long_that_fails_resumes_to_the_same_log(
     the log and committed a batch of its own; the resumed log is the uninterrupted one."""
     monkeypatch.setattr(session, "LONG_RUN_EVENTS", FLOW["messages"])
     path = tmp_path / "failed.db"
-
-    def fail(_n, count=[]):  # noqa: B006 - a counter for this one run
-        count.append(_n)
-        if len(count) == 10:
-            raise RuntimeError("the progress bar broke")
-
     with pytest.raises(RuntimeError, match="progress bar"):
-        record(path, session.DEFAULT_JOURNAL_AFTER, on_batch=fail)
+        record(path, session.DEFAULT_JOURNAL_AFTER, on_batch=failing_at(10))
     with EventStore.open(path) as store:
         assert store.last_seq == 10 * BATCH  # the journaller committed what it was sent
     resumed = session.run("flow", path, resume=True)
@@ -285,14 +291,8 @@ def test_a_run_whose_journaller_is_killed_fails_clearly_and_resumes_to_the_same_
 
 def test_an_error_of_the_run_after_the_hand_over_closes_the_file_as_in_line(tmp_path, hand_overs):
     path = tmp_path / "failed.db"
-
-    def fail(_n, count=[]):  # noqa: B006 - a counter for this one run
-        count.append(_n)
-        if len(count) == 10:
-            raise RuntimeError("the progress bar broke")
-
     with pytest.raises(RuntimeError, match="progress bar"):
-        record(path, 0, on_batch=fail)
+        record(path, 0, on_batch=failing_at(10))
     assert hand_overs["hand_overs"]
     # the journaller committed what it was sent, then the run's store closed the file
     assert not Path(f"{path}-wal").exists()
@@ -776,3 +776,41 @@ def test_a_run_does_not_wait_for_its_journaller_to_exit_after_the_seal(
     assert outside_the_change_counter(tmp_path / "run.db") == outside_the_change_counter(
         tmp_path / "ref.db"
     )
+
+
+_HEAP_PROBE = """
+import exchange.store.journal as journal
+
+class Started(Exception):
+    pass
+
+def started(parent_pid):
+    raise Started
+
+journal.child_pipes = started  # main() up to its pipes, not a journaller's loop
+try:
+    journal.main(["1"])
+except Started:
+    pass
+block = bytes(1 << 20)  # a blob's size (its bytes inline), above glibc's first mmap threshold
+address = id(block)
+heap = [line.split()[0] for line in open("/proc/self/maps") if line.rstrip().endswith("[heap]")]
+low, high = (int(x, 16) for x in heap[0].split("-"))
+print(low <= address < high)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not os.path.exists("/proc/self/maps"),
+    reason="glibc's malloc and /proc: Linux",
+)
+def test_the_journaller_serves_blob_sized_blocks_from_its_heap():
+    """The journaller's main sets glibc's malloc to keep blocks of a blob's size in its heap
+    (reused batch after batch) instead of mapping fresh zeroed pages for each: a 1 MiB block
+    allocated after main's start lies in the process's ``[heap]``."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", _HEAP_PROBE], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "True"

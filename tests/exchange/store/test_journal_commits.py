@@ -126,10 +126,12 @@ def test_a_store_that_fails_in_the_committer_fails_the_journallers_next_call(tmp
         assert (store.last_seq, store.session["status"]) == (17, "running")
 
 
-def test_the_journallers_store_does_not_load_the_c_encoder(tmp_path):
+def test_the_journallers_store_loads_neither_the_c_encoder_nor_pydantic(tmp_path):
     """The journaller stores the run's blobs as they are: its store never encodes, so it does
     not import the encoder's extension, which pulls in numpy (40 ms of its start-up and an
-    OpenBLAS thread spinning ~0.1 s of CPU on the core it commits from)."""
+    OpenBLAS thread spinning ~0.1 s of CPU on the core it commits from); its fold takes the
+    bilateral books' rules from ``exchange.risk.contracts``, not the pydantic models of
+    ``exchange.risk.bilateral`` (~60 ms of its start-up)."""
     new_store(tmp_path / "n.db").close()
     probe = (
         "import sys\n"
@@ -137,7 +139,8 @@ def test_the_journallers_store_does_not_load_the_c_encoder(tmp_path):
         "from exchange.store.journal import _ThreadedJournal\n"
         f"journal = _ThreadedJournal({str(tmp_path / 'n.db')!r}, 0, fold_class()())\n"
         "journal.close()\n"
-        "print(sorted(m for m in ('numpy', 'exchange.store._writer') if m in sys.modules))\n"
+        "print(sorted(m for m in ('numpy', 'pydantic', 'exchange.store._writer')"
+        " if m in sys.modules))\n"
     )
     root = Path(__file__).resolve().parents[3]
     out = subprocess.run(
