@@ -20,8 +20,10 @@ to the action's time, then the batches the last action completed committed) as a
 :class:`~exchange.core._clock.StepHook`.
 """
 
+cimport cython
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 from exchange.core._clock cimport Action, Simulator, StepHook
 
@@ -50,6 +52,169 @@ cdef int64_t C_PARTICIPANT = PARTICIPANT
 cdef int64_t ADD = int(Op.ADD)
 
 
+# Fibonacci hashing (2**64 / the golden ratio): the generator's ids run in sequence, the
+# product's top bits spread them over the table
+cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15ULL
+
+
+cdef inline uint64_t home(int64_t key, int shift) noexcept:
+    """Generator id ``key``'s first slot in a table of ``2 ** (64 - shift)`` slots."""
+    return (<uint64_t>key * GOLDEN) >> shift
+
+
+cdef inline uint64_t fit(Py_ssize_t n) noexcept:
+    """Slots for ``n`` ids at most half full: a power of two, 16 or more."""
+    cdef uint64_t size = 16
+    while size < 2 * <uint64_t>max(n, 0) + 2:
+        size *= 2
+    return size
+
+
+cdef struct Slot:
+    int64_t key  # a generator order id (> 0); 0: the slot is empty
+    int64_t value  # the exchange's order id
+
+
+@cython.final
+cdef class IdMap:
+    """The flow driver's generator order id -> exchange order id map: an open-addressing table
+    of int64 pairs (linear probing, a power-of-two number of slots at most half full, doubled
+    as it fills). A generator id is > 0 (``OrderFlow`` numbers its messages from 1); an id the
+    map lacks reads 0, as ``ids.get(gen, 0)`` does. Nothing is removed but by :meth:`prune`,
+    which keeps the ids given (the generator's live ones) in a table sized for them and
+    ``room`` more (the next chunk's adds): it holds no more than the generator's live orders
+    and one chunk's adds, and is sized for them, whatever the run's length; given its room
+    (``IdMap(room)``, then each prune's) it never grows."""
+
+    cdef Slot* slots
+    cdef uint64_t mask  # slots - 1
+    cdef int shift  # 64 - log2(slots)
+    cdef Py_ssize_t used
+
+    def __cinit__(self, Py_ssize_t room=0):
+        """A map with room for ``room`` ids before it grows."""
+        self.slots = NULL
+        self._alloc(fit(room))
+
+    def __dealloc__(self):
+        PyMem_Free(self.slots)
+
+    cdef int _alloc(self, uint64_t size) except -1:
+        """An empty table of ``size`` slots (a power of two) in place of this one's (which the
+        caller has kept or freed)."""
+        # (zeroed: every key 0, empty; a large table comes as fresh zero pages, not cleared)
+        cdef Slot* slots = <Slot*>PyMem_Calloc(size, sizeof(Slot))
+        if slots == NULL:
+            raise MemoryError()
+        self.slots = slots
+        self.mask = size - 1
+        self.shift = 64
+        while size > 1:
+            size >>= 1
+            self.shift -= 1
+        self.used = 0
+        return 0
+
+    cdef inline int64_t get(self, int64_t key) noexcept:
+        """The exchange's order id of generator id ``key``; 0 if the map lacks it."""
+        cdef uint64_t i = home(key, self.shift)
+        cdef Slot* slot
+        while True:
+            slot = &self.slots[i]
+            if slot.key == key:
+                return slot.value
+            if slot.key == 0:
+                return 0
+            i = (i + 1) & self.mask
+
+    cdef int put(self, int64_t key, int64_t value) except -1:
+        """Map generator id ``key`` (> 0) to ``value`` (replacing any value it had)."""
+        cdef uint64_t i
+        cdef Slot* slot
+        if key <= 0:
+            raise ValueError(f"a generator order id is > 0, not {key}")
+        if 2 * (self.used + 1) > <Py_ssize_t>(self.mask + 1):
+            self._grow(2 * (self.mask + 1))
+        i = home(key, self.shift)
+        while True:
+            slot = &self.slots[i]
+            if slot.key == key:
+                slot.value = value
+                return 0
+            if slot.key == 0:
+                slot.key = key
+                slot.value = value
+                self.used += 1
+                return 0
+            i = (i + 1) & self.mask
+
+    cdef int _grow(self, uint64_t size) except -1:
+        """Rehash into ``size`` slots."""
+        cdef Slot* old = self.slots
+        cdef uint64_t n = self.mask + 1, k
+        self._alloc(size)
+        for k in range(n):
+            if old[k].key != 0:
+                self.put(old[k].key, old[k].value)
+        PyMem_Free(old)
+        return 0
+
+    cpdef prune(self, live, Py_ssize_t room=0):
+        """Keep only the generator ids in ``live`` (a set of ints: the generator's live
+        orders): ``{gen: oid for gen, oid in ids.items() if gen in live}``, in a table sized
+        for what can be kept and ``room`` new ids."""
+        cdef Slot* old = self.slots
+        cdef uint64_t old_mask = self.mask
+        cdef int old_shift = self.shift
+        cdef Slot* slot
+        cdef int64_t key
+        cdef uint64_t i
+        # (what is kept is at most the live ids and at most what the table holds)
+        self._alloc(fit(min(len(live), self.used) + room))  # (this one's kept if it raises)
+        try:
+            for gen in live:
+                key = gen
+                if key <= 0:
+                    continue
+                i = home(key, old_shift)
+                while True:
+                    slot = &old[i]
+                    if slot.key == key:
+                        self.put(key, slot.value)
+                        break
+                    if slot.key == 0:
+                        break
+                    i = (i + 1) & old_mask
+        finally:
+            PyMem_Free(old)
+
+    def __getitem__(self, int64_t key):
+        """(Python) ``get``: the exchange's order id of generator id ``key``, or 0."""
+        return self.get(key) if key > 0 else 0
+
+    def __setitem__(self, int64_t key, int64_t value):
+        """(Python) ``put``."""
+        self.put(key, value)
+
+    def __len__(self):
+        """How many generator ids the map holds."""
+        return self.used
+
+    def items(self):
+        """The (generator id, exchange order id) pairs, in slot order (tests)."""
+        cdef uint64_t k
+        return [
+            (self.slots[k].key, self.slots[k].value)
+            for k in range(self.mask + 1)
+            if self.slots[k].key != 0
+        ]
+
+    @property
+    def capacity(self):
+        """The table's slots (tests: it stays sized to what it holds)."""
+        return self.mask + 1
+
+
 cdef class FlowDriver(Action):
     """The compiled step of a ``_FlowDriver`` made with ``typed=True`` on a compiled clock
     (see the module docstring); :meth:`start` schedules the first message."""
@@ -64,7 +229,9 @@ cdef class FlowDriver(Action):
     cdef RowId row_id
     cdef object instrument
     cdef list names
-    cdef dict ids  # generator order id -> exchange order id (the source's, pruned per chunk)
+    # generator order id -> exchange order id (in place of the source's dict, which stays
+    # empty), pruned per chunk to the generator's live ids
+    cdef readonly IdMap ids
     cdef int64_t count, first, n, cash_every, malformed_every
     cdef const int64_t[::1] gen_ids, accounts, prices, qtys, ops, sides, types, tifs, post_only
     cdef const int64_t[::1] times
@@ -90,6 +257,7 @@ cdef class FlowDriver(Action):
         self.cash_every = source.s.cash_every
         self.malformed_every = source.s.malformed_every
         self._take()
+        self.ids = IdMap(self._adds())
 
     cdef int _take(self) except -1:
         """Read the chunk the source has just loaded."""
@@ -107,8 +275,14 @@ cdef class FlowDriver(Action):
         self.times = self.source.times
         self.first = self.source._first
         self.n = self.times.shape[0]
-        self.ids = self.source.ids
         return 0
+
+    cdef Py_ssize_t _adds(self):
+        """The loaded chunk's adds: the most ids it puts in the map."""
+        cdef Py_ssize_t k, adds = 0
+        for k in range(self.n):
+            adds += self.ops[k] == ADD
+        return adds
 
     def start(self):
         """Schedule the first message."""
@@ -156,9 +330,9 @@ cdef class FlowDriver(Action):
                     self.sides[j], self.types[j], self.tifs[j], self.post_only[j],
                 )
                 if order_id is not None:
-                    self.ids[self.gen_ids[j]] = order_id
+                    self.ids.put(self.gen_ids[j], order_id)
             else:
-                order_id = self.ids.get(self.gen_ids[j], 0)
+                order_id = self.ids.get(self.gen_ids[j])
                 self.row_id(
                     self.engine, name, self.instrument, op, order_id, self.prices[j],
                     self.qtys[j], self.sides[j], self.types[j], self.tifs[j],
@@ -171,9 +345,9 @@ cdef class FlowDriver(Action):
             )
             order_id = result.order_id
             if order_id is not None:
-                self.ids[self.gen_ids[j]] = order_id
+                self.ids.put(self.gen_ids[j], order_id)
         else:
-            order_id = self.ids.get(self.gen_ids[j], 0)
+            order_id = self.ids.get(self.gen_ids[j])
             self.row(
                 name, self.instrument, op, order_id, self.prices[j], self.qtys[j],
                 self.sides[j], self.types[j], self.tifs[j], self.post_only[j],
@@ -186,8 +360,12 @@ cdef class FlowDriver(Action):
             self.source.malformed(i)
         if i + 1 < self.count and j + 1 == self.n:
             HOLD(self.engine, False)
+            # the map pruned as ``_load`` prunes the source's (empty) dict: to the ids live
+            # before the next chunk is generated, with room for that chunk's adds
+            live = self.source.flow.live_ids()
             self.source._load(i + 1)
             self._take()
+            self.ids.prune(live, self._adds())
         return 0
 
 

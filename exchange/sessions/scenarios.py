@@ -142,9 +142,10 @@ class _FlowDriver:
 
     With ``typed`` it only generates: the chunk's columns as int64 arrays (``arrays``, in
     :data:`ROW_FIELDS` order) and the times as an int64 array, for the compiled driver
-    (``exchange.sessions._flow.FlowDriver``), which runs the messages and calls :meth:`_load`,
-    :meth:`cash` and :meth:`malformed` at the positions :meth:`step` does. This class is its
-    reference, and drives the reference engine."""
+    (``exchange.sessions._flow.FlowDriver``), which runs the messages, keeps the id map (its
+    ``IdMap``, pruned as :meth:`_load` prunes :attr:`ids`, which it leaves empty) and calls
+    :meth:`_load`, :meth:`cash` and :meth:`malformed` at the positions :meth:`step` does. This
+    class is its reference, and drives the reference engine."""
 
     #: Messages generated at a time.
     CHUNK = 65_536
@@ -180,8 +181,9 @@ class _FlowDriver:
 
     def _load(self, first: int) -> None:
         """Generate the chunk of messages that starts at index ``first``."""
-        live = self.flow.live_ids()
-        self.ids = {gen: oid for gen, oid in self.ids.items() if gen in live}
+        if self.ids:  # (the compiled driver keeps its own map and leaves this one empty)
+            live = self.flow.live_ids()
+            self.ids = {gen: oid for gen, oid in self.ids.items() if gen in live}
         k = min(self.CHUNK, self.count - first)
         messages = self.flow.take(k)
         # message i arrives at (i + 1 + u_i) * interval, u_i uniform in [0, 1): strictly rising
