@@ -696,6 +696,19 @@ def test_a_batch_travels_to_the_journaller_as_its_header_then_its_blob_unpickled
         conn.close()
 
 
+def _beside_a_slow_journaller(tmp_path, monkeypatch, hook: str):
+    """``(reference, result, thread)``: the reference run's summary, and a run recording in
+    a thread (:func:`_record_in_thread`: its summary put in ``result``) beside a journaller
+    that ran ``hook`` at its start-up, the journaller's exit wait made an hour."""
+    import exchange.store.journal as journal
+
+    reference = record(tmp_path / "ref.db", None)
+    monkeypatch.setattr(journal, "_EXIT_WAIT_S", 3600.0)
+    _journaller_start_up_hook(tmp_path, monkeypatch, hook)
+    result: dict = {}
+    return reference, result, _record_in_thread(tmp_path, result)
+
+
 #: loaded by the journaller at start-up (``sitecustomize``): an interpreter whose finalisation
 #: takes forever (it takes 80-120 ms on a loaded machine)
 SLOW_EXIT_OF_THE_JOURNALLER = """\
@@ -711,13 +724,9 @@ def test_a_run_does_not_wait_for_its_journallers_interpreter_to_finalise(
 ):
     """Once the journaller has sealed the store and closed it, it ends its process at once:
     the run, which waits for it to exit, waits for none of the interpreter's finalisation."""
-    import exchange.store.journal as journal
-
-    reference = record(tmp_path / "ref.db", None)
-    monkeypatch.setattr(journal, "_EXIT_WAIT_S", 3600.0)
-    _journaller_start_up_hook(tmp_path, monkeypatch, SLOW_EXIT_OF_THE_JOURNALLER)
-    result = {}
-    run = _record_in_thread(tmp_path, result)
+    reference, result, run = _beside_a_slow_journaller(
+        tmp_path, monkeypatch, SLOW_EXIT_OF_THE_JOURNALLER
+    )
     try:
         assert not run.is_alive(), "the run waited for its journaller's finalisation"
     finally:
@@ -755,13 +764,9 @@ def test_a_run_does_not_wait_for_its_journaller_to_exit_after_the_seal(
 ):
     """The journaller closes the store before it says the seal is done: the run closes the
     file (to a single file, as in line) while the journaller's process is still ending."""
-    import exchange.store.journal as journal
-
-    reference = record(tmp_path / "ref.db", None)
-    monkeypatch.setattr(journal, "_EXIT_WAIT_S", 3600.0)
-    _journaller_start_up_hook(tmp_path, monkeypatch, SLOW_END_OF_THE_JOURNALLER)
-    result = {}
-    run = _record_in_thread(tmp_path, result)
+    reference, result, run = _beside_a_slow_journaller(
+        tmp_path, monkeypatch, SLOW_END_OF_THE_JOURNALLER
+    )
     try:
         assert not run.is_alive(), "the run waited for its journaller's exit"
         assert hand_overs["spawned"][0]._proc.poll() is None  # still ending
