@@ -3041,7 +3041,8 @@ cdef object _cancel_checked(
         else:
             info.book.cancel(order_id)
             cancelled = info.book.last_cancelled
-            if held >= 0:
+            # (held still: no write-back since -- the typed lines of a proven name run none)
+            if held >= 0 and kernel.counters is E:
                 kernel.pend[held].alive = False
             else:
                 del E["orders"][order_id_value]
@@ -3155,7 +3156,7 @@ cdef object _amend_checked(
             s.lots[side] += qty - open_qty
         else:  # leaves the book and comes back as a new order (which may trade)
             s.lots[side] -= open_qty
-            if held >= 0:
+            if held >= 0 and kernel.counters is E:
                 kernel.pend[held].alive = False
             else:
                 del E["orders"][order_id_value]
