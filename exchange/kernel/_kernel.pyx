@@ -818,7 +818,6 @@ cdef int _python(Out* o) except -1:
 
 cdef int _reread(Out* o, dict E) except -1:
     """:func:`_begin`'s reading of the engine (again after Python ran), ``o.kernel`` kept."""
-    global _t_last, _t_last_len
     cdef LineBatch lines
     cdef int overflow = 0
     cdef long long seq, t
@@ -845,6 +844,12 @@ cdef int _reread(Out* o, dict E) except -1:
     o.tapped = lines.tap is not None
     if o.tapped:
         o.wanted = _wanted_by(lines.tap)
+    return _stamp(o, seq, t)
+
+
+cdef inline int _stamp(Out* o, long long seq, long long t) except -1:
+    """``o``'s seq and t digits (see :class:`Out`) for a command at ``seq``, ``t`` ns."""
+    global _t_last, _t_last_len
     o.seq_len = _digits(o.seq_digits, seq)
     if t != _t_last:  # (the commands of an instant share their t: its digits kept)
         _t_last_len = _digits(_t_last_digits, t)
@@ -867,9 +872,8 @@ cdef inline int _done(Out* o) except -1:
 
 cdef int _begin_k(Out* o, dict E, Kernel k) except -1:
     """:func:`_begin` for a command that moves ``k``'s held ledger: while the flow driver
-    holds it, the engine's seq and the sink's lines as the kernel holds them (taken from the
-    engine at the burst's first command, written back with the ledger), only ``t`` read."""
-    global _t_last, _t_last_len
+    holds it, the engine's seq, clock and the sink's lines as the kernel holds them (taken
+    from the engine at the burst's first command, written back with the ledger)."""
     cdef long long t
     o.kernel = <PyObject*>k
     if not k.holding:
@@ -889,13 +893,7 @@ cdef int _begin_k(Out* o, dict E, Kernel k) except -1:
     o.seq = k.seq
     o.t = t
     o.tapped = False
-    o.seq_len = _digits(o.seq_digits, k.seq)
-    if t != _t_last:
-        _t_last_len = _digits(_t_last_digits, t)
-        _t_last = t
-    memcpy(o.t_digits, _t_last_digits, 24)
-    o.t_len = _t_last_len
-    return 0
+    return _stamp(o, k.seq, t)
 
 
 cdef inline Buf* _head(Out* o, bytes head) except NULL:
@@ -972,6 +970,16 @@ cdef int _emit_o(
     return _reread(o, E)  # (the engine read again: a tap may have run Python)
 
 
+cdef inline Buf* _received_head(Out* o, object name) except NULL:
+    """A CommandReceived line opened up to its command's account (``name`` a proven name,
+    the event's account and the command's): what follows is the command's other fields."""
+    cdef Buf* b = _head(o, R_HEAD)
+    _put_obj(b, name)
+    _put(b, R_COMMAND)
+    _put_obj(b, name)
+    return b
+
+
 cdef int _received_submit(
     Out* o,
     object name,
@@ -1007,10 +1015,7 @@ cdef int _received_submit(
             },
             "command",
         )
-    b = _head(o, R_HEAD)
-    _put_obj(b, name)
-    _put(b, R_COMMAND)
-    _put_obj(b, name)
+    b = _received_head(o, name)
     _put(b, R_INSTRUMENT)
     _put_obj(b, instrument)
     _put(b, <bytes>(<tuple>R_TYPE_POST[limit])[post_only_value is True])
@@ -1028,10 +1033,7 @@ cdef int _received_cancel(Out* o, object name, int64_t order_id, object order_id
             {"account": name, "type": "cancel", "order_id": order_id_value},
             "command",
         )
-    b = _head(o, R_HEAD)
-    _put_obj(b, name)
-    _put(b, R_COMMAND)
-    _put_obj(b, name)
+    b = _received_head(o, name)
     _put(b, R_ORDER_ID)
     _put_int(b, order_id)
     return _close(o, R_CANCEL_TAIL, K_RECEIVED)
@@ -1060,10 +1062,7 @@ cdef int _received_amend(
             },
             "command",
         )
-    b = _head(o, R_HEAD)
-    _put_obj(b, name)
-    _put(b, R_COMMAND)
-    _put_obj(b, name)
+    b = _received_head(o, name)
     _put(b, R_ORDER_ID)
     _put_int(b, order_id)
     _put(b, R_PRICE)
@@ -3185,10 +3184,7 @@ cdef int _received_cancel_all(Out* o, object name, object instrument) except -1:
             {"account": name, "type": "cancel_all", "instrument": instrument},
             "command",
         )
-    b = _head(o, R_HEAD)
-    _put_obj(b, name)
-    _put(b, R_COMMAND)
-    _put_obj(b, name)
+    b = _received_head(o, name)
     if instrument is None:
         _put(b, R_ALL_NONE)
     else:
