@@ -97,6 +97,8 @@ steps = st.lists(
         st.tuples(
             st.just("submit"), who, side, prices, lots, st.sampled_from(["gtc", "ioc", "fok"])
         ),
+        # (a post-only order that would cross is an OrderRejected: a typed line too)
+        st.tuples(st.just("post_only"), who, side, prices, lots),
         st.tuples(st.just("market"), who, side, lots),
         st.tuples(st.just("cancel"), who, order_ids),
         st.tuples(st.just("amend"), who, order_ids, prices, lots),
@@ -116,6 +118,10 @@ def _commands(step: tuple) -> tuple[dict[str, Any], tuple | None]:
         _, _, side_name, price, qty, tif = step
         command = {"type": "submit", "account": name, "instrument": BIG.name, "side": side_name}
         return command | {"price": price, "qty": qty, "tif": tif}, None
+    if kind == "post_only":
+        _, _, side_name, price, qty = step
+        command = {"type": "submit", "account": name, "instrument": BIG.name, "side": side_name}
+        return command | {"price": price, "qty": qty, "post_only": True}, None
     if kind == "market":
         _, _, side_name, qty = step
         command = {"type": "submit", "account": name, "instrument": BIG.name, "side": side_name}
