@@ -103,6 +103,14 @@ class FlowScenario(RawChecked):
         """Simulated time at which the session ends, ns."""
         return (self.messages + 1) * self.interval_ns
 
+    @property
+    def projected_events(self) -> int:
+        """The fewest events a run makes, known before it starts: each of the ``messages``
+        is answered with one event or more (about 3.3 on average: 1,055,811 events for
+        320,000). A scenario model with this attribute has its journaller started at once when
+        it is long (``exchange.sessions.session.projected_events``)."""
+        return self.messages
+
     def trader(self, index: int) -> str:
         return f"trader-{index:02d}"
 

@@ -42,7 +42,6 @@ from exchange.kernel.engine import Exchange
 from exchange.kernel.engines import DEFAULT_ENGINE, clock_class, engine_class
 from exchange.sessions._flow import RunStep
 from exchange.sessions.scenarios import (
-    FlowScenario,
     is_registered,
     load_scenario,
     scenario_from_config,
@@ -312,13 +311,13 @@ class Recorder:
 
 def projected_events(model: Any) -> int | None:
     """The fewest events a run of the scenario ``model`` will make, when that is known before
-    it starts, else None: a ``flow`` run answers each of its ``messages`` with one event or
-    more (about 3.3 on average: 1,055,811 events for 320,000), so ``messages`` is its floor.
-    The :class:`Recorder` starts the journaller of a run projected
+    it starts (the model's ``projected_events`` attribute: an int; ``flow``'s is its
+    ``messages``), else None. The :class:`Recorder` starts the journaller of a run projected
     :data:`LONG_RUN_EVENTS` or more at once (issue #20); other scenarios are projected from
     their pace as they run."""
-    if isinstance(model, FlowScenario):
-        return model.messages
+    projected = getattr(model, "projected_events", None)
+    if type(projected) is int and projected >= 0:
+        return projected
     return None
 
 

@@ -356,3 +356,19 @@ def test_overlapping_runs_restore_the_collector_only_when_the_last_one_ends(tmp_
     assert not errors
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def test_a_model_s_projected_events_is_its_floor_only_when_it_is_a_non_negative_int():
+    """``projected_events`` reads the model's attribute of that name (``flow``: its
+    ``messages``); anything but a non-negative int (a bool, a float, a negative, none) is no
+    projection, and the run's pace decides when its journaller starts."""
+
+    class Model:
+        def __init__(self, projected):
+            self.projected_events = projected
+
+    assert session.projected_events(session.load_scenario("flow", {"messages": 1234})) == 1234
+    assert session.projected_events(Model(5_000_000)) == 5_000_000
+    for projected in (True, 1.5e6, -1, "100", None):
+        assert session.projected_events(Model(projected)) is None
+    assert session.projected_events(object()) is None
