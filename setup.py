@@ -33,6 +33,14 @@ extensions = [
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
         define_macros=[] if DEBUG else [("NDEBUG", "1")],
     ),
+    # the order-flow generator's loop (matching_core/streams.py: OrderFlow.take, its reference),
+    # playing each chunk into the Cython book above
+    Extension(
+        "matching_core._streams",
+        ["matching_core/_streams.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+        define_macros=[] if DEBUG else [("NDEBUG", "1")],
+    ),
     # the event store's append loop, bound to SQLite's C API (libsqlite3, as Python's own
     # sqlite3 module uses)
     Extension(

@@ -42,6 +42,15 @@ the stream is a function of ``(n, seed, mid, accounts)`` only, whichever book is
 (``tests/matching_core/test_streams.py`` checks the Cython and the reference books give the
 same bytes); every cancel in the stream is accepted when it is replayed from an empty book
 with the default constructor arguments (no self-trade prevention).
+
+Which loop plays the stream: when the generator's book is the Cython ``OrderBook`` and the
+extension ``matching_core._streams`` imports (a built tree), :meth:`OrderFlow.take` runs that
+extension's compiled loop (``Player``: the live orders, their fields and the id -> position
+table in C memory, the book called through its C methods, the messages written in place);
+otherwise -- another book (``ReferenceBook``), no extension, or ``OrderFlow(...,
+compiled=False)`` -- it runs the plain-Python loop below, the **reference** that defines the
+stream's bytes. Both make the same random draws (numpy, vectorised, in the same order) and
+give the same bytes chunk after chunk (``tests/matching_core/test_streams_compiled.py``).
 """
 
 from __future__ import annotations
@@ -79,6 +88,19 @@ def _default_book() -> Any:
     return OrderBook()
 
 
+def _player(book: Any) -> Any:
+    """The compiled loop (``matching_core._streams.Player``) for ``book``, or None when the
+    book is not the Cython ``OrderBook`` or the extension is not built."""
+    try:
+        from matching_core import _streams
+        from matching_core._book import OrderBook
+    except ImportError:
+        return None
+    if type(book) is not OrderBook:
+        return None
+    return _streams.Player(book, _AMEND_REDUCE_FRAC)
+
+
 def generate_stream(
     n: int,
     seed: int = 7,
@@ -86,20 +108,23 @@ def generate_stream(
     mid: int = 10_000,
     accounts: int = 50,
     book_factory: Callable[[], Any] | None = None,
+    compiled: bool | None = None,
 ) -> np.ndarray:
     """Return ``n`` order-entry messages (a ``MESSAGE_DTYPE`` array) of a seeded order flow.
 
     ``mid`` is the starting mid price in ticks, ``accounts`` the number of accounts (ids
     ``1..accounts``). ``book_factory`` makes the empty book used to track which orders are
     live (default: the Cython ``OrderBook()``; ``matching_core.ReferenceBook`` works too and
-    gives the same stream, much more slowly). See the module docstring for the model.
+    gives the same stream, much more slowly). See the module docstring for the model and
+    :class:`OrderFlow` for ``compiled`` (which loop plays the stream: not what it is).
     Same arguments -> byte-identical array. The first :meth:`OrderFlow.take` of ``n``
     messages of an :class:`OrderFlow` with the same arguments is this array.
     """
     n = int(n)
     if n < 0:
         raise ValueError("n must be >= 0")
-    return OrderFlow(seed, mid=mid, accounts=accounts, book_factory=book_factory).take(n)
+    flow = OrderFlow(seed, mid=mid, accounts=accounts, book_factory=book_factory, compiled=compiled)
+    return flow.take(n)
 
 
 class OrderFlow:
@@ -111,6 +136,12 @@ class OrderFlow:
     flat in its length). The draws of each chunk are vectorised over the chunk, so a stream
     taken in chunks of ``k`` is a function of ``(seed, mid, accounts, k)``: the same
     messages as one :func:`generate_stream` call only for its first chunk.
+
+    ``compiled`` chooses the loop that plays each chunk into the book (the stream's bytes do
+    not depend on it): ``None`` (default) the compiled loop (``matching_core._streams``) when
+    the book is the Cython ``OrderBook`` and the extension imports, else the Python reference;
+    ``False`` always the reference (the differential tests); ``True`` the compiled loop or a
+    ``ValueError`` if it cannot run.
     """
 
     def __init__(
@@ -120,6 +151,7 @@ class OrderFlow:
         mid: int = 10_000,
         accounts: int = 50,
         book_factory: Callable[[], Any] | None = None,
+        compiled: bool | None = None,
     ) -> None:
         if accounts < 1:
             raise ValueError("accounts must be >= 1")
@@ -134,10 +166,19 @@ class OrderFlow:
         self._pos: dict[int, int] = {}  # id -> index in ``_live``
         # id -> [account, side, current price] of each live order (a target's fields)
         self._orders: dict[int, list[int]] = {}
+        # the compiled loop, holding its own live orders (the three above stay empty)
+        self._player = None if compiled is False else _player(self._book)
+        if compiled and self._player is None:
+            raise ValueError(
+                "compiled=True needs the Cython OrderBook as the book and the built extension"
+                " matching_core._streams"
+            )
 
     def live_ids(self) -> set[int]:
         """Ids of the orders live in the generator's book: the only ones a later cancel or
         amend can target."""
+        if self._player is not None:
+            return self._player.live_ids()
         return set(self._pos)
 
     def take(self, n: int) -> np.ndarray:
@@ -201,6 +242,14 @@ class OrderFlow:
         protected = is_market & (u_sub2 < _PROTECTED_FRAC)
         price[is_market] = 0  # no protection
         price[protected] = np.maximum(mids + sign * protect, 1)[protected]
+
+        if self._player is not None:
+            # the compiled twin of the loop below: the same book calls, the same messages
+            msgs = self._player.play(
+                base, kind, price, qty, account, side, typ, tif, post, u_pick, u_amend, amend_move
+            )
+            self._taken = base + n
+            return msgs
 
         # ---- play the stream to pick live targets ----------------------------------------
         order_id = np.arange(base + 1, base + n + 1, dtype=np.int64)

@@ -170,7 +170,9 @@ class _FlowDriver:
         self.typed = typed
         self.engine = engine
         self.sim = sim
-        self.flow = OrderFlow(seed, accounts=scenario.traders)
+        # the compiled driver generates with the compiled loop, the reference with the Python
+        # one (its reference): both engines' logs agreeing checks the two loops end to end too
+        self.flow = OrderFlow(seed, accounts=scenario.traders, compiled=None if typed else False)
         self._times_rng = np.random.default_rng([seed, 1])
         self._cash_rng = np.random.default_rng([seed, 2])
         self.count = scenario.messages

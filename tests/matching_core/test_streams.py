@@ -231,10 +231,11 @@ def test_an_order_flow_taken_in_chunks_targets_only_live_orders():
 
 def test_an_order_flow_keeps_only_live_orders():
     """Memory flat in the stream's length: after many chunks the generator holds the fields of
-    the orders still resting in its book, nothing of the ones that left it."""
+    the orders still resting in its book, nothing of the ones that left it. (The reference
+    loop's dicts; the compiled loop's C tables: test_streams_compiled.py.)"""
     from matching_core.streams import OrderFlow
 
-    flow = OrderFlow(9, accounts=10)
+    flow = OrderFlow(9, accounts=10, compiled=False)
     for _ in range(40):
         flow.take(2_000)
     live = flow.live_ids()
