@@ -69,6 +69,13 @@ extensions = [
         ["exchange/store/_fold.pyx"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
+    # the compact stored form of a batch (exchange/store/compact.py: compact_reference and
+    # expand_reference, its twins), its loops without the GIL
+    Extension(
+        "exchange.store._compact",
+        ["exchange/store/_compact.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    ),
     # events as their canonical lines (the encoder and the LineBatch sink), below the kernel
     Extension(
         "exchange.core._lines",
