@@ -1381,13 +1381,14 @@ def index_log(path, quiet):
 @click.argument("path", metavar="PATH", type=click.Path(dir_okay=False, path_type=Path))
 def migrate_log(path):
     """Convert the event log at PATH from schema 2 (one row per event: a gpuex from before
-    2026-12-05) to schema 3 (one row per batch), in place.
+    2026-12-05) or schema 3 (one row per batch, its events stored as plain JSON lines: before
+    2026-12-06) to schema 4 (each batch's events stored compact), in place.
 
     The events, their batches, digests and chain, the session row and the snapshots carry
     over unchanged (each batch's digest and chain are checked equal as it is written); the
     new file is written beside PATH, verified, then renamed over it, so a failure leaves PATH
-    as it was (exit 1). A log that is not of schema 2 is refused (exit 2). Build the
-    projection for plain SQL afterwards with `gpuex index PATH`.
+    as it was (exit 1). A log of another schema is refused (exit 2). Build the projection for
+    plain SQL afterwards with `gpuex index PATH`.
     """
     from exchange.store.event_store import SCHEMA_VERSION, migrate_store
 
@@ -1396,7 +1397,7 @@ def migrate_log(path):
     try:
         events, batches = migrate_store(path)
     except StoreError as exc:
-        if "nothing to migrate" in str(exc) or "only 2 can be migrated" in str(exc):
+        if "nothing to migrate" in str(exc) or "can be migrated" in str(exc):
             raise click.BadParameter(_line(str(exc)), param_hint="PATH") from None
         raise click.ClickException(_line(str(exc))) from None
     with EventStore.open(path, mode="r") as store:

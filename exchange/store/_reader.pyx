@@ -1,9 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """The event store's typed rows, read in C: what a replay folds.
 
-Schema 3 (one row per batch): :func:`typed_rows` (at the end) parses the typed fields of each
-event of a batch blob; :class:`RowReader` reads the projection's rows (filtered reads of a log
-that has it, unchecked: the store proves the projection against the blobs first). A replay's
+One row per batch (schemas 3 and 4): :func:`typed_rows` (at the end) parses the typed fields of
+each event of a batch blob -- the JSON lines, which the store expands from the row's stored
+form (schema 4, ``exchange.store.compact.expand``) before it hands them here;
+:class:`RowReader` reads the projection's rows (filtered reads of a log that has it,
+unchecked: the store proves the projection against the blobs first). A replay's
 own reader is the compiled fold's (``exchange.store._fold.Kernel.parse``: the same lines, the
 same values, into typed records instead of tuples).
 
@@ -180,13 +182,13 @@ cdef class RowReader:
         return value
 
 
-# ---------------------------------------------------------------------- schema 3: the blobs
+# ---------------------------------------------------------------------- the blobs
 cdef inline bint _is_digit(char c):
     return b"0" <= c <= b"9"
 
 
 def typed_rows(bytes blob, long long first, Py_ssize_t count, Py_ssize_t n_typed, fallback):
-    """The typed fields of each event of a batch blob (schema 3: one event a line, each
+    """The typed fields of each event of a batch blob (expanded: one event a line, each
     ``encode(e)``: ``[seq,t,"kind",...,counter_order_id,data]``), as tuples of their first
     ``n_typed`` fields, parsed in C without decoding ``data``: what a replay folds. A line whose
     leading fields are not plain ints, ``null`` or strings without escapes goes to

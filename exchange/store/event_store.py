@@ -9,12 +9,14 @@ Layout (schema version :data:`SCHEMA_VERSION`; see ``docs/event_store.md``):
   durability, status (``running`` | ``finished``), ``last_seq``, ``started_t`` and
   ``finished_t`` (simulated ns), ``final_state_hash``.
 * ``batches``: the log itself, one row per batch: ``batch`` (1, 2, 3, ...), ``first_seq``,
-  ``last_seq``, ``events`` (a blob: every event's canonical payload,
-  :func:`exchange.core.events.encode`, followed by ``b"\\n"``, in seq order), ``digest`` (sha256
-  hex of ``events``) and ``chain`` (sha256 hex of ``bytes.fromhex(previous chain) +
-  bytes.fromhex(digest)``; the chain before batch 1 is 64 zeros). The last chain
-  (:meth:`EventStore.digest`) identifies the whole log; it is the value schema 2 (one row
-  per event) gave the same events in the same batches.
+  ``last_seq``, ``events`` (the batch's *blob* -- every event's canonical payload,
+  :func:`exchange.core.events.encode`, followed by ``b"\\n"``, in seq order -- stored in its
+  compact form, :func:`exchange.store.compact.compact`; every read expands it first),
+  ``digest`` (sha256 hex of the blob, the JSON lines, not of the stored bytes) and ``chain``
+  (sha256 hex of ``bytes.fromhex(previous chain) + bytes.fromhex(digest)``; the chain before
+  batch 1 is 64 zeros). The last chain (:meth:`EventStore.digest`) identifies the whole log;
+  it is the value schema 2 (one row per event) and schema 3 (the blob stored as it is) gave
+  the same events in the same batches.
 * ``snapshots``: ``seq``, ``state`` (JSON), ``state_hash`` -- caches of folded state.
 * ``events`` (only once built: *the projection*): one row per event -- ``seq``, the typed
   fields of :class:`~exchange.core.events.Event` as columns, ``payload`` (the event's line of its
@@ -74,11 +76,16 @@ from typing import Any
 import orjson
 
 from exchange.core.events import ENCODE_OPTIONS, TYPED_FIELDS, Event, decode, encode
+from exchange.store.compact import CompactError, compact, expand
 
 #: Bump whenever the layout of the file changes.
-SCHEMA_VERSION = 3  # 3: one row per batch (its events in a blob), the per-event table a projection
-#: The schema a file made before schema 3 has (one row per event); ``gpuex migrate`` converts it.
-_SCHEMA_BEFORE = 2
+SCHEMA_VERSION = 4  # 4: each batch's blob stored compact (3: as it is; 2: one row per event)
+#: The schemas ``gpuex migrate`` converts to :data:`SCHEMA_VERSION`, and what a file of each
+#: holds (said when ``open`` refuses one).
+_SCHEMAS_BEFORE = {
+    "2": "one row per event, written by an older gpuex",
+    "3": "each batch's events stored as plain JSON lines, written by an older gpuex",
+}
 #: The ``meta`` value of ``format`` that marks a gpuex event store.
 FORMAT = "gpuex-event-store"
 #: The chain value before the first batch.
@@ -493,6 +500,29 @@ def _chain(previous: str, digest: str) -> str:
     return hashlib.sha256(bytes.fromhex(previous) + bytes.fromhex(digest)).hexdigest()
 
 
+def _stored_problem(batch: Any, first: Any, last: Any, exc: CompactError) -> str:
+    """What is wrong with batch ``batch``'s ``events`` column when it does not expand."""
+    return (
+        f"batch {batch} (seqs {first}..{last}): its stored events are damaged: they do not "
+        f"expand ({exc}; the batch row was edited, or the file damaged)"
+    )
+
+
+def _expand_stored(path: Path, batch: Any, first: Any, last: Any, stored: Any) -> Any:
+    """The blob (the JSON lines) of batch ``batch`` whose ``events`` column holds ``stored``
+    (its compact form); ``stored`` itself when it is not bytes (a NULL, a text: the callers
+    say so, as of any blob that is not its events). A stored form that does not expand is
+    :class:`DamagedLogError` at the batch's first seq, whatever the read (a digest cannot
+    even be computed)."""
+    if type(stored) is not bytes:
+        return stored
+    try:
+        return expand(stored)
+    except CompactError as exc:
+        seq = first if type(first) is int else 1
+        raise DamagedLogError(path, seq, _stored_problem(batch, first, last, exc)) from None
+
+
 def _default_session_id(scenario: str, seed: int, config_json: str, code_version: str) -> str:
     ident = orjson.dumps(
         {"scenario": scenario, "seed": seed, "config": config_json, "code_version": code_version},
@@ -503,7 +533,7 @@ def _default_session_id(scenario: str, seed: int, config_json: str, code_version
 
 def _check_header(conn: sqlite3.Connection, path: Path) -> None:
     """Raise :class:`StoreError` unless ``conn`` is a gpuex store of this schema version (a
-    store of schema 2 is refused with the command that converts it)."""
+    store of schema 2 or 3 is refused with the command that converts it)."""
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
@@ -520,10 +550,10 @@ def _check_header(conn: sqlite3.Connection, path: Path) -> None:
     if meta.get("format") != FORMAT:
         raise StoreError(f"{path}: not a gpuex event store (meta.format={meta.get('format')!r})")
     found = meta.get("schema_version")
-    if found == str(_SCHEMA_BEFORE):
+    if found in _SCHEMAS_BEFORE:
         raise StoreError(
-            f"{path}: event store schema_version {found}, expected {SCHEMA_VERSION} (one row "
-            f"per event, written by an older gpuex); convert it with `gpuex migrate {path}`"
+            f"{path}: event store schema_version {found}, expected {SCHEMA_VERSION} "
+            f"({_SCHEMAS_BEFORE[found]}); convert it with `gpuex migrate {path}`"
         )
     if found != str(SCHEMA_VERSION):
         raise StoreError(
@@ -787,6 +817,7 @@ class EventStore:
         self._projected = False  # a writer keeps a projection it found up to date
         self._bg_bytes = 0  # payload bytes since the last background checkpoint request
         self._wal_bytes = 0  # payload bytes since the writer's last complete checkpoint
+        self._header_written = False  # see _write
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -927,7 +958,7 @@ class EventStore:
 
         Raises:
             FileNotFoundError: no file at ``path``.
-            StoreError: not a gpuex store, or another schema version (a schema-2 file: the
+            StoreError: not a gpuex store, or another schema version (a schema-2 or -3 file: the
                 message names ``gpuex migrate PATH``).
             ValueError: unknown ``mode``.
         """
@@ -1158,7 +1189,7 @@ class EventStore:
             batch = self._batch_count + 1
             self._commit(count, blob, batch, first, first + count - 1, snapshot, digest)
             return
-        state = (self._last_seq, self._batch_count, self._chain)
+        state = (self._last_seq, self._batch_count, self._chain, self._header_written)
         size = 0
         try:
             with self._atomic():
@@ -1166,11 +1197,10 @@ class EventStore:
                     self._check_blob(first, count, snapshot)
                     batch = self._batch_count + 1
                     last = first + count - 1
-                    self._write(count, blob, batch, first, last, snapshot, digest)
+                    size += self._write(count, blob, batch, first, last, snapshot, digest)
                     self._last_seq, self._batch_count = last, batch
-                    size += len(blob) + (len(snapshot[1]) if snapshot else 0)
         except BaseException as exc:
-            self._last_seq, self._batch_count, self._chain = state  # all rolled back
+            self._last_seq, self._batch_count, self._chain, self._header_written = state
             if not isinstance(exc, Exception):
                 raise
             failed = True
@@ -1215,17 +1245,17 @@ class EventStore:
     ) -> None:
         """One batch's transaction (``n`` events, ``first..last``, as ``blob``; ``digest``:
         its sha256 hex, or None to compute it): see :meth:`_write`. All or nothing."""
-        chain = self._chain
+        chain, header = self._chain, self._header_written
         try:
             with self._atomic():
-                self._write(n, blob, batch, first, last, snapshot, digest)
+                size = self._write(n, blob, batch, first, last, snapshot, digest)
         except BaseException:
-            self._chain = chain
+            self._chain, self._header_written = chain, header
             raise
         if n:
             self._last_seq = last
             self._batch_count = batch
-            self._after_commit(len(blob) + (len(snapshot[1]) if snapshot else 0))
+            self._after_commit(size)
 
     def _write(
         self,
@@ -1236,21 +1266,37 @@ class EventStore:
         last: int,
         snapshot,
         digest: str | None,
-    ) -> None:
-        """One batch's statements, inside a transaction: the batch row (blob, digest and
-        chain; the chain is advanced, the caller restores it if the transaction rolls back),
-        the projection's rows if the file has one, ``sessions.last_seq`` and the optional
-        snapshot. A value SQLite refuses becomes a ``ValueError`` naming the batch."""
+    ) -> int:
+        """One batch's statements, inside a transaction: the batch row (the blob's compact
+        form, the blob's digest and the chain; the chain is advanced, the caller restores it
+        if the transaction rolls back), the projection's rows if the file has one,
+        ``sessions.last_seq`` and the optional snapshot. A value SQLite refuses becomes a
+        ``ValueError`` naming the batch. Returns the bytes written (the stored form and the
+        snapshot's state: what the WAL grows by, for the checkpoints' bookkeeping)."""
         conn = self._conn
+        size = 0
         try:
             if n:
-                if digest is None:
+                if not self._header_written:
+                    # SQLite's file change counter (header bytes 24-27) counts the connections
+                    # that wrote page 1, each once (it writes its own last read of the counter
+                    # + 1). Page 1 changes when the file grows; a raw blob grew it at nearly
+                    # every batch, a compact one may not, so the counter depended on which of
+                    # the run and its journaller happened to grow the file. Setting the
+                    # header's user_version (to the 0 it is) writes page 1 in each writer's
+                    # first batch: the counter is one per writing connection again, whenever
+                    # the journaller took over (test_journal.py compares the files).
+                    conn.execute("PRAGMA user_version = 0")
+                    self._header_written = True
+                if digest is None:  # of the blob, the JSON lines: the chain of schemas 2 and 3
                     digest = hashlib.sha256(blob).hexdigest()
                 chain = _chain(self._chain, digest)
+                stored = compact(blob)
+                size = len(stored)
                 conn.execute(
                     "INSERT INTO batches (batch, first_seq, last_seq, events, digest, chain) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    (batch, first, last, blob, digest, chain),
+                    (batch, first, last, stored, digest, chain),
                 )
                 if self._projected:  # kept up to date once built (a writer's own choice)
                     _insert_projection(conn, batch, blob, _blob_fields(blob))
@@ -1262,9 +1308,11 @@ class EventStore:
                     "INSERT INTO snapshots (seq, state, state_hash) VALUES (?, ?, ?)",
                     (seq, state_json, state_hash),
                 )
+                size += len(state_json)
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError) as exc:
             # a NOT NULL or type (STRICT) violation, an unbindable or too large value
             raise ValueError(f"batch {batch} (seqs {first}..{last}) not stored: {exc}") from exc
+        return size
 
     def _after_commit(self, size: int) -> None:
         """Checkpoint bookkeeping after a commit of ``size`` payload bytes (see
@@ -1691,6 +1739,8 @@ class EventStore:
         ``start..stop``, in order; ``events``: each event's field list, or with ``typed`` the
         tuple of its typed fields (parsed in C, ``data`` not decoded), or what a parser given
         as ``typed`` made of the blob (see :func:`_decode`).
+        ``blob`` is the batch's JSON lines, its stored form expanded (a stored form that does
+        not expand is :class:`DamagedLogError`, checked or not).
         Checked: the batch rows chain up to ``sessions.last_seq`` (see :meth:`_batches_over`)
         and each blob is the one its digest names and its seqs in order, else
         :class:`DamagedLogError`."""
@@ -1701,7 +1751,8 @@ class EventStore:
                 sql += " AND first_seq <= ?"
                 params.append(stop)
             cursor = self._track(self._conn.execute(sql + " ORDER BY batch", params))
-            for batch, first, _last, blob in cursor:
+            for batch, first, last_of, stored in cursor:
+                blob = _expand_stored(self.path, batch, first, last_of, stored)
                 yield batch, first, _decode(blob, first, None, typed), blob
             return
         last = self.last_seq if stop is None else min(stop, self.last_seq)
@@ -1718,11 +1769,12 @@ class EventStore:
         )
         k = 0
         try:
-            for batch, first, last_of, blob in cursor:
+            for batch, first, last_of, stored in cursor:
                 committed, first_seq, last_seq, digest = ranges[k]
                 where = f"batch {committed} (seqs {first_seq}..{last_seq})"
                 if (batch, first, last_of) != (committed, first_seq, last_seq):
                     raise DamagedLogError(path, first_seq, f"{where}: its row changed while read")
+                blob = _expand_stored(path, batch, first, last_of, stored)
                 if type(blob) is not bytes or hashlib.sha256(blob).hexdigest() != digest:
                     raise DamagedLogError(
                         path,
@@ -2050,16 +2102,17 @@ def _verify(
     if progress is not None:
         progress(scan.count, max(claimed, scan.count))
     if not broken and not salvage:
-        # the end of the log
-        if claimed > max_seq:
+        # the end of the log (a batch whose stored form does not expand is there, damaged)
+        present = max(max_seq, scan.last_unreadable)
+        if claimed > present:
             what = (
-                f"seq {max_seq + 1}" if claimed == max_seq + 1 else f"seqs {max_seq + 1}..{claimed}"
+                f"seq {present + 1}" if claimed == present + 1 else f"seqs {present + 1}..{claimed}"
             )
             found.add(
                 f"log truncated: {what} missing at the end (sessions.last_seq = "
                 f"{session_last}, the last batch ends at seq {batch_last}, the last event "
-                f"present is seq {max_seq})",
-                max_seq + 1,
+                f"present is seq {present})",
+                present + 1,
             )
         if session_last is not None and max_seq > session_last:
             found.add(
@@ -2093,6 +2146,8 @@ class _BlobScan:
         self.digests = digests  # batch -> the digest its row commits to
         self.count = 0
         self.last_read = 0
+        #: the last seq of a batch whose stored form does not expand (0: none)
+        self.last_unreadable = 0
         self.first_event: Event | None = None  # seq 1, when it decodes
         self.last_event: Event | None = None  # the last event read, when it decodes
 
@@ -2135,6 +2190,22 @@ class _BlobScan:
             if type(blob) is not bytes:
                 kind = "NULL" if blob is None else type(blob).__name__
                 found.add(f"{where}: its events are {kind}, not a blob", first, batch)
+                continue
+            try:
+                blob = expand(blob)  # the stored form (schema 4) -> the JSON lines
+            except CompactError as exc:
+                found.add(_stored_problem(batch, first, last, exc), first, batch)
+                # its events cannot be read (not "read intact"), but the row says where they
+                # were: not "missing at the end", and the projection's rows of them are not
+                # "no event of the log"
+                self.last_unreadable = max(self.last_unreadable, last)
+                while (
+                    rows is not None
+                    and pending is not None
+                    and type(pending[0]) is int
+                    and pending[0] <= last
+                ):
+                    pending = next(rows, None)
                 continue
             lines = blob.split(b"\n")
             if lines.pop() != b"":
@@ -2444,20 +2515,24 @@ def _check_batches(batch_rows: list[tuple], found: _Problems) -> list[tuple[int,
 
 # ---------------------------------------------------------------------- migration
 def migrate_store(path: str | Path) -> tuple[int, int]:
-    """Rewrite the schema-2 store at ``path`` (one row per event) as a schema-3 store (one
-    row per batch) and return ``(events, batches)``. ``gpuex migrate PATH`` calls it.
+    """Rewrite the store at ``path`` of schema 2 (one row per event) or 3 (one row per
+    batch, its blob stored as it is) as a store of :data:`SCHEMA_VERSION` (the blob stored
+    compact) and return ``(events, batches)``. ``gpuex migrate PATH`` calls it.
 
-    Each batch's blob is its events' stored payloads, each followed by a newline -- the bytes
-    schema 2's batch digest hashed -- so the digests and the chain carry over: each is checked
-    equal to the old one as the batch is written, and a batch whose payloads do not give its
-    digest stops the migration (a damaged log: ``gpuex verify`` with the gpuex that wrote it
-    says where). The session row and the snapshots are copied as they are. Atomic: the new
-    file is written beside (``PATH.migrating``), verified, then renamed over ``PATH``; a
-    failure leaves ``PATH`` as it was. The projection is not built (``gpuex index PATH``).
+    Each batch's blob is, in schema 2, its events' stored payloads, each followed by a
+    newline -- the bytes schema 2's batch digest hashed -- and in schema 3 the ``events``
+    column itself; the new file stores its compact form under the same digest, so the
+    digests and the chain carry over: the blob's sha256 is checked equal to the stored digest
+    before the batch is written and the new chain equal to the old one after, and a batch
+    that fails either stops the migration (a damaged log: ``gpuex verify`` with the gpuex
+    that wrote it says where). The events are checked as :meth:`EventStore.append` checks
+    them. The session row and the snapshots are copied as they are. Atomic: the new file is
+    written beside (``PATH.migrating``), verified, then renamed over ``PATH``; a failure
+    leaves ``PATH`` as it was. The projection is not carried over (``gpuex index PATH``).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        StoreError: not a gpuex store, not of schema 2, open by a writer (a ``-wal`` or
+        StoreError: not a gpuex store, not of schema 2 or 3, open by a writer (a ``-wal`` or
             ``-journal`` beside it), or damaged.
     """
     path = Path(path)
@@ -2471,6 +2546,7 @@ def migrate_store(path: str | Path) -> tuple[int, int]:
             )
     old = _connect_ro(path)
     tmp = path.with_name(path.name + ".migrating")
+    found: str | None = None  # the file's schema_version
     try:
         try:
             meta = dict(old.execute("SELECT key, value FROM meta"))
@@ -2479,9 +2555,10 @@ def migrate_store(path: str | Path) -> tuple[int, int]:
             found = meta.get("schema_version")
             if found == str(SCHEMA_VERSION):
                 raise StoreError(f"{path}: already schema_version {found}; nothing to migrate")
-            if found != str(_SCHEMA_BEFORE):
+            if found not in _SCHEMAS_BEFORE:
                 raise StoreError(
-                    f"{path}: schema_version {found}; only {_SCHEMA_BEFORE} can be migrated"
+                    f"{path}: schema_version {found}; only "
+                    f"{' and '.join(_SCHEMAS_BEFORE)} can be migrated"
                 )
             if meta.get("typed_fields") != ",".join(TYPED_FIELDS):
                 raise StoreError(f"{path}: typed_fields {meta.get('typed_fields')!r} differ")
@@ -2498,7 +2575,7 @@ def migrate_store(path: str | Path) -> tuple[int, int]:
                 "SELECT seq, state, state_hash FROM snapshots ORDER BY seq"
             ).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: cannot read the schema-2 store ({exc})") from exc
+            raise StoreError(f"{path}: cannot read the store ({exc})") from exc
         for side in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-journal"), Path(f"{tmp}-shm")):
             side.unlink(missing_ok=True)  # a migration killed before its rename
         new = EventStore.create(
@@ -2515,23 +2592,29 @@ def migrate_store(path: str | Path) -> tuple[int, int]:
         try:
             for batch, first, last, digest, chain in batches:
                 where = f"{path}: batch {batch} (seqs {first}..{last})"
-                rows = old.execute(
-                    "SELECT seq, CAST(payload AS BLOB) FROM events WHERE seq >= ? AND seq <= ? "
-                    "ORDER BY seq",
-                    (first, last),
-                ).fetchall()
-                if [r[0] for r in rows] != list(range(first, last + 1)):
-                    raise StoreError(f"{where}: event rows missing; not migrated")
-                blob = b"".join([r[1] + b"\n" for r in rows])
+                try:
+                    if found == "2":
+                        blob, events = _schema_2_batch(old, first, last)
+                    else:
+                        blob, events = _schema_3_batch(old, batch, first, last)
+                except sqlite3.DatabaseError as exc:
+                    raise StoreError(f"{where}: cannot be read ({exc}); not migrated") from exc
+                if blob is None:
+                    raise StoreError(f"{where}: {events}; not migrated")
                 if hashlib.sha256(blob).hexdigest() != digest:
                     raise StoreError(f"{where}: digest mismatch (a damaged log); not migrated")
+                if events is None:  # the digest holds, yet the blob is not its events
+                    raise StoreError(
+                        f"{where}: its events are not seqs {first}..{last} in order, one a "
+                        "line (a damaged log); not migrated"
+                    )
                 try:
-                    new.append([decode(r[1]) for r in rows], encoded=blob)
+                    new.append(events, encoded=blob)
                 except ValueError as exc:
                     raise StoreError(f"{where}: {exc}; not migrated") from exc
                 if new.digest() != chain or new.batch_count != batch:
                     raise StoreError(f"{where}: chain break (a damaged log); not migrated")
-                count += len(rows)
+                count += len(events)
             if count != session["last_seq"]:
                 raise StoreError(
                     f"{path}: sessions.last_seq {session['last_seq']}, but the batches hold "
@@ -2564,3 +2647,30 @@ def migrate_store(path: str | Path) -> tuple[int, int]:
         old.close()
     os.replace(tmp, path)
     return count, len(batches)
+
+
+def _schema_2_batch(old: sqlite3.Connection, first: int, last: int) -> tuple[Any, Any]:
+    """Of a schema-2 store: the blob of the batch of seqs ``first..last`` (its events'
+    payloads, each followed by a newline) and its events; or ``(None, what is wrong)``."""
+    rows = old.execute(
+        "SELECT seq, CAST(payload AS BLOB) FROM events WHERE seq >= ? AND seq <= ? ORDER BY seq",
+        (first, last),
+    ).fetchall()
+    if [r[0] for r in rows] != list(range(first, last + 1)):
+        return None, "event rows missing"
+    blob = b"".join([r[1] + b"\n" for r in rows])
+    try:
+        events = [decode(r[1]) for r in rows]
+    except (ValueError, TypeError):
+        events = None  # a digest mismatch, unless the log was rewritten consistently
+    return blob, events
+
+
+def _schema_3_batch(old: sqlite3.Connection, batch: int, first: int, last: int) -> tuple[Any, Any]:
+    """Of a schema-3 store: batch ``batch``'s blob (its ``events`` column, the JSON lines) and
+    its events as field lists (None if they are not seqs ``first..last`` in order); or
+    ``(None, what is wrong)``."""
+    row = old.execute("SELECT events FROM batches WHERE batch = ?", (batch,)).fetchone()
+    if row is None or type(row[0]) is not bytes:
+        return None, "its events are not a blob"
+    return row[0], _sound_fields(row[0], first, last)

@@ -36,12 +36,14 @@ run):
   ``("end", t, state_hash)`` to seal, or ``("close",)`` if the run failed; the end of the pipe
   means the run died. A batch is its ``events`` blob as the store keeps it (``encode(e) +
   b"\\n"`` per event, of the ``count`` events of seqs ``first``, ``first + 1``...), sent either
-  way: ``("ring", [(first, count, offset, size, end), ...])`` for batches whose blobs the run
-  has copied into the shared buffer (at ``offset``, ``size`` bytes; ``end``: the position after
-  it, counted since the start: see :class:`_Ring`), up to ``_PLACED_PER_MESSAGE`` to a
-  message; or ``("batch", None, first, count)`` followed by its blob as a message of its own,
+  way: ``("ring", [(first, count, offset, size, end, digest), ...])`` for batches whose blobs
+  the run has copied into the shared buffer (at ``offset``, ``size`` bytes; ``end``: the
+  position after it, counted since the start: see :class:`_Ring`; ``digest``: the blob's
+  sha256 hex, computed by the run), up to ``_PLACED_PER_MESSAGE`` to a message; or
+  ``("batch", None, first, count, digest)`` followed by its blob as a message of its own,
   unpickled (written from the run's bytes in one ``writev`` with its header, never copied into
-  a pickle; ``("batch", blob, first, count)``, the blob inside, is read too).
+  a pickle; ``("batch", blob, first, count, digest)``, the blob inside, is read too, with
+  or without its digest).
 * journaller -> run: ``("ready",)`` once it has started; ``("released", end)`` once it has
   copied the blobs of the shared buffer up to position ``end`` (the run may write there
   again); ``("done",)`` after sealing the store; ``("error", pickled_exception, text)`` if
@@ -188,6 +190,14 @@ class Journal:
         self.store.finish(t, state_hash)
 
 
+def _digest(blob: bytes) -> str:
+    """A batch's digest as the store keeps it (sha256 hex of its blob: ``EventStore._write``).
+    The run computes it as it sends the batch, not the journaller: with the input generated
+    in C, the journaller's CPU (fold, SQLite, checkpoints) is what a long run waits for, and
+    the run's core idles while the journaller catches up (decision 98)."""
+    return hashlib.sha256(blob).hexdigest()
+
+
 def _widen(fd: int) -> None:
     if sys.platform.startswith("linux"):
         import fcntl
@@ -270,8 +280,9 @@ class Journaller:
         self._to = to_child
         self._from = from_child
         self._ring = ring  # None: the blobs travel down the pipe
-        #: batches placed in the ring, not yet told: (first, count, offset, size, end) each
-        self._placed: list[tuple[int, int, int, int, int]] = []
+        #: batches placed in the ring, not yet told: (first, count, offset, size, end,
+        #: digest) each
+        self._placed: list[tuple[int, int, int, int, int, str]] = []
         self._ready = False
         self._dead = False
         self._started = False  # sent the store (hand_over)
@@ -325,7 +336,7 @@ class Journaller:
         self._drain()
         first = self._next_seq
         blob = EventStore.encode_batch(batch, first, self._batch)
-        self._send(("batch", blob, first, len(batch)))
+        self._send(("batch", blob, first, len(batch), _digest(blob)))
         self._next_seq = first + len(batch)
         self._batch += 1
 
@@ -346,6 +357,7 @@ class Journaller:
                 f"not continue the log (the log ends at seq {self._next_seq - 1})"
             )
         self._drain()
+        digest = _digest(blob)
         ring = self._ring
         if ring is not None and len(blob) <= ring.size // 4:
             start, end = ring.place(len(blob))
@@ -356,11 +368,11 @@ class Journaller:
             offset = start % ring.size
             ring.map[offset : offset + len(blob)] = blob
             ring.head = end
-            self._placed.append((first, count, offset, len(blob), end))
+            self._placed.append((first, count, offset, len(blob), end, digest))
             if len(self._placed) >= _PLACED_PER_MESSAGE:
                 self._send_placed()
         else:
-            self._send(("batch", blob, first, count))
+            self._send(("batch", blob, first, count, digest))
         self._next_seq = first + count
         self._batch += 1
 
@@ -698,14 +710,16 @@ class _ThreadedJournal(Journal):
         super().__init__(None, snapshot_every, fold)  # type: ignore[arg-type]
         self.committer = _Committer(path)
 
-    def record_blob(self, blob: bytes, first: int, count: int) -> None:
-        """:meth:`Journal.record_blob`, the commit queued (:meth:`_Committer.put`). The
-        blob's digest is computed here, beside the fold, not on the committing thread: that
-        thread is the journaller's slowest (SQLite's writes, ~0.5 ms a 2,000-event batch,
-        and the digest's 0.15 ms against the fold's 0.24 ms), and when the run waits for the
-        journaller (its last batches, a full buffer) both threads have a core each."""
+    def record_blob(  # type: ignore[override]
+        self, blob: bytes, first: int, count: int, digest: str | None = None
+    ) -> None:
+        """:meth:`Journal.record_blob`, the commit queued (:meth:`_Committer.put`).
+        ``digest``: the blob's sha256 hex as the run computed it (:func:`_digest`), else
+        computed here, beside the fold, not on the committing thread (SQLite's writes make it
+        the journaller's slowest)."""
         self.fold_blob(blob, first, count)
-        digest = hashlib.sha256(blob).hexdigest()  # as EventStore._write computes it
+        if digest is None:
+            digest = _digest(blob)
         self.committer.put(blob, first, count, self._snapshot(), digest)
 
     def finish(self, t: int, state_hash: str) -> None:
@@ -744,15 +758,15 @@ def serve(requests: Connection, replies: Connection, ring: mmap.mmap | None = No
                 assert journal is not None and ring is not None, "ring batch before start"
                 # copies: the run may write there again once they are released
                 blobs = [
-                    (ring[offset : offset + size], first, count)
-                    for first, count, offset, size, _end in message[1]
+                    (ring[offset : offset + size], first, count, digest)
+                    for first, count, offset, size, _end, digest in message[1]
                 ]
                 # a run that has stopped listening (closing after an error of its own) needs
                 # no release: what it sent is committed all the same
                 with contextlib.suppress(OSError):
                     reply("released", message[1][-1][4])
-                for blob, first, count in blobs:
-                    journal.record_blob(blob, first, count)
+                for blob, first, count, digest in blobs:
+                    journal.record_blob(blob, first, count, digest)
             elif tag == "batch":
                 assert journal is not None, "batch before start"
                 blob = message[1]
@@ -760,7 +774,9 @@ def serve(requests: Connection, replies: Connection, ring: mmap.mmap | None = No
                     blob = inbox.get()
                     if blob is None:
                         return 0  # the run died mid-batch: as at the end of the pipe
-                journal.record_blob(blob, message[2], message[3])
+                # (the digest may be left out: the journaller then computes it)
+                digest = message[4] if len(message) > 4 else None
+                journal.record_blob(blob, message[2], message[3], digest)
             elif tag == "start":
                 _tag, path, snapshot_every, fold_json = message
                 journal = _ThreadedJournal(path, snapshot_every, fold_class().from_json(fold_json))

@@ -263,7 +263,7 @@ def test_a_full_disk_mid_run_is_one_line_and_the_log_resumes_to_the_same_end(tmp
     db = tmp_path / "x.db"
     args = ["run", "flow", "--db", str(db), "--set", "messages=4000", "--quiet", "--no-report"]
     args += ["--batch-size", "100", "--snapshot-every", "0", "--no-journaller"]
-    with _disk_full_after(40):
+    with _disk_full_after(20):
         result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     line = _error_line(result.output)

@@ -175,9 +175,9 @@ def test_a_run_whose_batches_go_round_the_ring_many_times_records_the_log_in_lin
     journalled = record(tmp_path / "ring.db", 0)
     assert hand_overs["hand_overs"], "the journaller never took over"
     assert journalled.state_hash == in_line.state_hash
-    ends = [end for _first, _count, _offset, _size, end in told]
+    ends = [end for _first, _count, _offset, _size, end, _digest in told]
     assert ends[-1] > 4 * (256 << 10)  # round the ring more than four times
-    assert any(offset == 0 for _first, _count, offset, _size, _end in told[1:])  # wrapped
+    assert any(offset == 0 for _first, _count, offset, _size, _end, _d in told[1:])  # wrapped
     assert [first for first, *_ in told] == sorted(first for first, *_ in told)
     assert outside_the_change_counter(tmp_path / "ring.db") == outside_the_change_counter(
         tmp_path / "in-line.db"

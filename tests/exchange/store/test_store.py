@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from exchange.core.events import TYPED_FIELDS, Event, encode
 from exchange.store import event_store as store_module
+from exchange.store.compact import compact, expand
 from exchange.store.event_store import (
     SCHEMA_VERSION,
     ZERO_CHAIN,
@@ -115,22 +116,22 @@ def batch_range(path: Path, batch: int) -> tuple[int, int]:
 
 
 def blob_of(path: Path, batch: int) -> bytes:
+    """Batch ``batch``'s blob (its JSON lines): its stored form, expanded."""
     conn = sqlite3.connect(path)
-    blob = conn.execute("SELECT events FROM batches WHERE batch = ?", (batch,)).fetchone()[0]
+    stored = conn.execute("SELECT events FROM batches WHERE batch = ?", (batch,)).fetchone()[0]
     conn.close()
-    return blob
+    return expand(stored)
 
 
 def forge_blob(path: Path, batch: int, edit, *, digest: bool = True, chain: bool = True) -> None:
-    """Replace batch ``batch``'s blob by ``edit(blob)`` behind the store's back; with
-    ``digest`` recompute its digest, with ``chain`` too the chain from it on (a careful
-    forger: a consistent rewrite)."""
+    """Replace batch ``batch``'s blob by ``edit(blob)`` behind the store's back (stored in
+    its compact form, as the store would); with ``digest`` recompute its digest, with
+    ``chain`` too the chain from it on (a careful forger: a consistent rewrite)."""
     conn = sqlite3.connect(path)
     with conn:
-        blob = edit(
-            conn.execute("SELECT events FROM batches WHERE batch = ?", (batch,)).fetchone()[0]
-        )
-        conn.execute("UPDATE batches SET events = ? WHERE batch = ?", (blob, batch))
+        stored = conn.execute("SELECT events FROM batches WHERE batch = ?", (batch,)).fetchone()
+        blob = edit(expand(stored[0]))
+        conn.execute("UPDATE batches SET events = ? WHERE batch = ?", (compact(blob), batch))
         if digest:
             conn.execute(
                 "UPDATE batches SET digest = ? WHERE batch = ?",
@@ -433,8 +434,12 @@ def test_chain_matches_an_independent_computation(tmp_path):
             assert store.digest() == chain
             seq += size
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT * FROM batches ORDER BY batch").fetchall() == expected
+    rows = conn.execute("SELECT * FROM batches ORDER BY batch").fetchall()
     conn.close()
+    # schema 4: the events column holds the blob's compact form, which expands to the blob
+    # (the lines joined) byte for byte; the digest and the chain are the blob's
+    assert [r[3] for r in rows] == [compact(e[3]) for e in expected]
+    assert [(*r[:3], expand(r[3]), *r[4:]) for r in rows] == expected
     with EventStore.open(path) as store:
         assert store.digest() == chain
     report = verify_store(path)
@@ -1094,12 +1099,14 @@ def test_a_filtered_read_gives_the_same_rows_from_the_blobs_and_from_the_project
     "tamper, seq",
     [
         ("UPDATE batches SET chain = '" + "1" * 64 + "' WHERE batch = 3", 21),
-        (
-            "UPDATE batches SET events = CAST(replace(CAST(events AS TEXT), '"
-            '"trade_id":23'
-            "', '"
-            '"trade_id":24'
-            "') AS BLOB) WHERE batch = 3",
+        (  # the blob edited (stored compact again), its digest not recomputed
+            lambda db: forge_blob(
+                db,
+                3,
+                lambda b: b.replace(b'"trade_id":23', b'"trade_id":24'),
+                digest=False,
+                chain=False,
+            ),
             21,
         ),
         ("UPDATE sessions SET last_seq = 45", 41),
@@ -1108,7 +1115,10 @@ def test_a_filtered_read_gives_the_same_rows_from_the_blobs_and_from_the_project
     ],
 )
 def test_a_checked_read_names_the_damaged_batch(db, tamper, seq):
-    sql(db, tamper)
+    if callable(tamper):
+        tamper(db)
+    else:
+        sql(db, tamper)
     with EventStore.open(db) as store, pytest.raises(store_module.DamagedLogError) as caught:
         list(store.rows(start=25))
     assert caught.value.seq == seq, caught.value
@@ -1268,7 +1278,7 @@ def test_a_schema_2_log_is_refused_with_the_command_that_migrates_it(tmp_path):
     path = tmp_path / "old.db"
     schema_2_store(path)
     for mode in ("r", "a"):
-        with pytest.raises(StoreError, match="schema_version 2, expected 3") as caught:
+        with pytest.raises(StoreError, match="schema_version 2, expected 4") as caught:
             EventStore.open(path, mode=mode)
         assert f"`gpuex migrate {path}`" in str(caught.value)
     report = verify_store(path)
@@ -1317,12 +1327,170 @@ def test_migrate_refuses_a_damaged_schema_2_log_and_leaves_it_as_it_was(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
 
 
-#: docs/event_store.md's post-mortem queries, as they are documented (kind 'Default')
+# ------------------------------------------------------------------ schema 3 and its migration
+def schema_3_store(path: Path, sizes=(10, 10, 10, 10), snapshot_at=20, projection=False) -> str:
+    """A finished schema-3 store of ``make_events`` in batches of ``sizes``, as schema 3 wrote
+    it: today's tables, each batch's ``events`` the blob itself (the JSON lines, not their
+    compact form), ``schema_version`` 3; with ``projection`` the per-event table too (built
+    here by today's writer, then the blobs put back as schema 3 stored them). Returns its last
+    chain."""
+    build(path, sizes, snapshot_at)
+    if projection:
+        project(path)
+    conn = sqlite3.connect(path)
+    with conn:
+        for batch, stored in conn.execute("SELECT batch, events FROM batches").fetchall():
+            conn.execute("UPDATE batches SET events = ? WHERE batch = ?", (expand(stored), batch))
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        conn.execute("UPDATE sessions SET status = 'finished', final_state_hash = ?", ("f" * 64,))
+        chain = conn.execute("SELECT chain FROM batches ORDER BY batch DESC LIMIT 1").fetchone()
+    conn.close()
+    return chain[0]
+
+
+def test_a_schema_3_log_is_refused_with_the_command_that_migrates_it(tmp_path):
+    path = tmp_path / "old.db"
+    schema_3_store(path)
+    before = path.read_bytes()
+    for mode in ("r", "a"):
+        with pytest.raises(StoreError, match="schema_version 3, expected 4") as caught:
+            EventStore.open(path, mode=mode)
+        assert f"convert it with `gpuex migrate {path}`" in str(caught.value)
+    report = verify_store(path)
+    assert not report.ok and "gpuex migrate" in report.problems[0]
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_migrate_compacts_a_schema_3_log_with_its_digest_events_session_and_snapshots(
+    tmp_path, projection
+):
+    path = tmp_path / "old.db"
+    chain = schema_3_store(path, sizes=(7, 20, 3), snapshot_at=27, projection=projection)
+    old = sqlite3.connect(path)
+    old_batches = old.execute("SELECT * FROM batches ORDER BY batch").fetchall()
+    old_session = old.execute("SELECT * FROM sessions").fetchall()
+    old.close()
+    sizes = ((1, 7), (8, 20), (28, 3))
+    assert [r[3] for r in old_batches] == [  # the fixture is schema 3: the blobs as they are
+        b"".join(encode(e) + b"\n" for e in make_events(f, n)) for f, n in sizes
+    ]
+    assert store_module.migrate_store(path) == (30, 3)
+    assert verify_store(path).ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]  # nothing left beside
+    new = sqlite3.connect(path)
+    rows = new.execute("SELECT * FROM batches ORDER BY batch").fetchall()
+    # the same rows, each blob stored compact: the digests and chain those of the blobs
+    assert [r[3] for r in rows] == [compact(r[3]) for r in old_batches]
+    assert [(*r[:3], expand(r[3]), *r[4:]) for r in rows] == old_batches
+    assert new.execute("SELECT * FROM sessions").fetchall() == old_session
+    assert new.execute("SELECT * FROM snapshots").fetchall() == [(27, '{"x":1}', "h" * 64)]
+    assert new.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    new.close()
+    with EventStore.open(path) as store:
+        assert store.digest() == chain
+        assert not store.has_projection()  # not carried over: gpuex index builds it
+        assert list(store.events()) == make_events(1, 30)
+        assert list(store.payloads()) == [encode(e) for e in make_events(1, 30)]
+    with pytest.raises(StoreError, match="nothing to migrate"):
+        store_module.migrate_store(path)
+
+
+def test_migrate_refuses_a_damaged_schema_3_log_and_leaves_it_as_it_was(tmp_path):
+    path = tmp_path / "old.db"
+    schema_3_store(path)
+    sql(
+        path,
+        "UPDATE batches SET events = CAST(replace(CAST(events AS TEXT), '\"trade_id\":23', "
+        "'\"trade_id\":24') AS BLOB) WHERE batch = 3",
+    )
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"batch 3 \(seqs 21..30\): digest mismatch"):
+        store_module.migrate_store(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
+
+
+def test_migrate_refuses_what_it_cannot_convert(tmp_path):
+    path = tmp_path / "s.db"
+    build(path)
+    with pytest.raises(StoreError, match="already schema_version 4; nothing to migrate"):
+        store_module.migrate_store(path)
+    sql(path, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="schema_version 1; only 2 and 3 can be migrated"):
+        store_module.migrate_store(path)
+
+
+# ------------------------------------------------------------------ a damaged stored form
+def _stored(path: Path, batch: int) -> bytes:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT events FROM batches WHERE batch = ?", (batch,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+#: stored forms of batch 3 (seqs 21..30) that do not expand: the codec's own verdict
+DAMAGED_STORED_FORMS = {
+    "empty": lambda stored: b"",
+    "an unknown format byte": lambda stored: b"\xfe" + stored[1:],
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_STORED_FORMS.values(), ids=DAMAGED_STORED_FORMS.keys())
+@pytest.mark.parametrize("projection", [False, True])
+@pytest.mark.parametrize("batch", [3, 4])  # 4: the last (its seqs are not "missing at the end")
+def test_a_stored_form_that_does_not_expand_is_a_damaged_batch(db, damage, projection, batch):
+    if projection:
+        project(db)
+    first = batch * 10 - 9
+    stored = damage(_stored(db, batch))
+    with pytest.raises(store_module.CompactError):
+        expand(stored)
+    sql(db, "UPDATE batches SET events = ? WHERE batch = ?", (stored, batch))
+    said = f"batch {batch} (seqs {first}..{first + 9}): its stored events are damaged: they do "
+    said += "not expand"
+    for check in (True, False):  # an unchecked read cannot read it either
+        with EventStore.open(db) as store, pytest.raises(store_module.DamagedLogError) as caught:
+            list(store.events(start=first + 4, check=check))
+        assert caught.value.seq == first and said in caught.value.problem, caught.value
+    with EventStore.open(db) as store:
+        before = list(range(1, first))
+        assert [e.seq for e in store.events(stop=first - 1)] == before  # before it: sound
+        after = list(range(first + 10, 41))
+        assert [r[0] for r in store.rows(start=first + 10)] == after  # after it too
+        with pytest.raises(store_module.DamagedLogError, match="do not expand"):
+            list(store.rows(start=first + 9, stop=first + 9))  # a read of one of its seqs
+    report = verify_store(db)
+    assert not report.ok and (report.first_bad_seq, report.first_bad_batch) == (first, batch)
+    # one problem, not "missing at the end" nor its projection rows "no event of the log"
+    assert [p for p in report.problems if "seq" in p] == [
+        p for p in report.problems if p.startswith(said)
+    ]
+    assert report.problems[0].startswith(said), report.problems
+
+
+def test_a_stored_form_damaged_into_other_lines_is_a_digest_mismatch(db):
+    """A stored form that still expands, to lines other than those committed: the digest
+    (of the expanded blob) tells."""
+    blob = expand(_stored(db, 3)).replace(b'"trade_id":23', b'"trade_id":24')
+    sql(db, "UPDATE batches SET events = ? WHERE batch = 3", (compact(blob),))
+    with EventStore.open(db) as store, pytest.raises(store_module.DamagedLogError) as caught:
+        list(store.payloads())
+    assert caught.value.seq == 21 and "digest mismatch" in caught.value.problem
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_batch == 3
+    assert any("batch 3 (seqs 21..30): digest mismatch" in p for p in report.problems)
+
+
+#: docs/event_store.md's post-mortem queries, as they are documented (kind 'Default'); the
+#: one over the blobs with the store's ``expand`` registered as an SQL function (Python)
 BLOB_QUERY = """
 SELECT json_extract(e.value, '$[0]') AS seq, json_extract(e.value, '$[1]') AS t,
        json_extract(e.value, '$[4]') AS account, json_extract(e.value, '$[12]') AS data
 FROM batches,
-     json_each('[' || replace(rtrim(CAST(events AS TEXT), char(10)), char(10), ',') || ']') AS e
+     json_each('[' || replace(rtrim(CAST(expand(events) AS TEXT), char(10)), char(10), ',')
+               || ']') AS e
 WHERE json_extract(e.value, '$[2]') = 'Default'
 ORDER BY seq
 """
@@ -1341,6 +1509,7 @@ def test_the_documented_plain_sql_reads_the_blobs_and_the_projection_alike(db, k
         ]
     assert expected
     conn = sqlite3.connect(db)
+    conn.create_function("expand", 1, expand, deterministic=True)
     assert conn.execute(BLOB_QUERY.replace("'Default'", f"'{kind}'")).fetchall() == expected
     conn.close()
     project(db)

@@ -17,6 +17,7 @@ import pytest
 from exchange.core.events import TYPED_FIELDS
 from exchange.sessions import session
 from exchange.store.check import StoreCheck
+from exchange.store.compact import compact, expand
 from exchange.store.event_store import INDEXES, ZERO_CHAIN, EventStore, verify_store
 
 SMALL = {"messages": 2_000, "traders": 5, "cash_every": 300, "malformed_every": 250}
@@ -104,18 +105,20 @@ def edit_event(path, seq, change) -> tuple[int, int]:
     batch's number and first seq."""
     conn = sqlite3.connect(path)
     with conn:
-        batch, first, blob = conn.execute(
+        batch, first, stored = conn.execute(
             "SELECT batch, first_seq, events FROM batches WHERE ? BETWEEN first_seq AND last_seq",
             (seq,),
         ).fetchone()
-        lines = blob.split(b"\n")
+        lines = expand(stored).split(b"\n")
         new = change(lines[seq - first])
         assert new != lines[seq - first]
         if new is None:
             del lines[seq - first]
         else:
             lines[seq - first] = new
-        conn.execute("UPDATE batches SET events = ? WHERE batch = ?", (b"\n".join(lines), batch))
+        conn.execute(
+            "UPDATE batches SET events = ? WHERE batch = ?", (compact(b"\n".join(lines)), batch)
+        )
         projected = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone()
         if projected and new is None:
             conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
@@ -136,10 +139,10 @@ def reseal(path):
     conn = sqlite3.connect(path)
     with conn:
         chain = ZERO_CHAIN
-        for batch, blob in conn.execute(
+        for batch, stored in conn.execute(
             "SELECT batch, events FROM batches ORDER BY batch"
         ).fetchall():
-            digest = hashlib.sha256(blob).hexdigest()
+            digest = hashlib.sha256(expand(stored)).hexdigest()  # of the JSON lines
             chain = hashlib.sha256(bytes.fromhex(chain) + bytes.fromhex(digest)).hexdigest()
             conn.execute(
                 "UPDATE batches SET digest = ?, chain = ? WHERE batch = ?", (digest, chain, batch)
