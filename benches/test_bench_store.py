@@ -4,9 +4,9 @@
 canonical bytes against orjson once per event on every fifth batch of the ``normal`` append
 (issue #20, in the same run, as a ratio); and (issue #20) append +
 seal with and without the projection's build, in the same run, as a ratio; and the batch
-blob append (schema 3: one row per batch) against a per-row insert of the same events
-(schema 2's layout: one row per event, typed columns, payload and crc), in the same run, as a
-ratio.
+blob append (schema 4: one row per batch, stored compact) against a per-row insert of the same
+events (schema 2's layout: one row per event, typed columns, payload and crc), in the same run,
+as a ratio.
 
 The events are synthetic but shaped like the engine's (CommandReceived, OrderAccepted,
 OrderRested, Fill with counterparty, Fee), generated batch by batch from a seeded RNG just
@@ -418,7 +418,7 @@ def insert_rows(path: Path, batches: list[list[Event]]) -> float:
 
 
 def append_blobs(path: Path, batches: list[list[Event]]) -> float:
-    """Seconds of ``EventStore.append`` for ``batches`` (schema 3: one row per batch)."""
+    """Seconds of ``EventStore.append`` for ``batches`` (schema 4: one row per batch, compact)."""
     store = EventStore.create(
         path, scenario="bench", seed=SEED, config={"n": N_COMPARED}, code_version="bench"
     )
