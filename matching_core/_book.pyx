@@ -27,7 +27,7 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy
 
-from matching_core._records cimport Cancel, Fill
+from matching_core._records cimport Cancel, Fill, Message
 
 import numpy as np
 
@@ -78,16 +78,6 @@ cdef enum:
 
 
 # ----------------------------------------------------------------------------- records
-cdef struct Message:          # MESSAGE_DTYPE, 40 bytes
-    int64_t order_id
-    int64_t account
-    int64_t price
-    int64_t qty
-    uint8_t op
-    uint8_t side
-    uint8_t type
-    uint8_t tif
-    uint8_t post_only
 
 cdef struct Report:           # REPORT_DTYPE, 32 bytes
     int64_t reject

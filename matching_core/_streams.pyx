@@ -18,7 +18,7 @@ from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 from matching_core._book cimport OrderBook
-from matching_core._records cimport Fill
+from matching_core._records cimport Fill, Message
 
 import numpy as np
 
@@ -34,18 +34,6 @@ cdef enum:
     OP_ADD = 0
     OP_CANCEL = 1
     OP_AMEND = 2
-
-
-cdef struct Message:          # MESSAGE_DTYPE (align=True), 40 bytes
-    int64_t order_id
-    int64_t account
-    int64_t price
-    int64_t qty
-    uint8_t op
-    uint8_t side
-    uint8_t type
-    uint8_t tif
-    uint8_t post_only
 
 
 cdef struct Live:             # a live order: a cancel's or amend's target and its fields

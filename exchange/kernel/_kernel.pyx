@@ -1202,32 +1202,41 @@ cdef int _rested(
                    None, None, None, None, None)
 
 
+cdef bint _order_line(
+    Out* o, bytes head, object instrument, object instrument_json, object account,
+    object order_id
+) except -1:
+    """Open the line of an event about an order: ``head``, then its instrument
+    (``instrument_json``, the instrument's bytes when known -- a listing's --, else written
+    from ``instrument``), account and order id: 1. 0 when one of them is not the typed path's
+    (nothing written: the generic path writes the event)."""
+    cdef Py_ssize_t start = o.buf.len
+    cdef Buf* b = _head(o, head)
+    if instrument_json is not None:
+        _put(b, <bytes>instrument_json)
+    elif not _put_obj(b, instrument):
+        _undo(o, start)
+        return 0
+    _comma(b)
+    if _put_obj(b, account):
+        _comma(b)
+        if _put_obj(b, order_id):
+            return 1
+    _undo(o, start)
+    return 0
+
+
 cdef int _cancelled(
     Out* o, object instrument, object instrument_json, object account, object order_id,
     int64_t qty, int reason
 ) except -1:
     """OrderCancelled of ``qty`` lots with ``REASONS[reason]``; ``instrument_json`` the
     instrument's bytes when known (a listing's), else None (written from ``instrument``)."""
-    cdef Buf* b
-    cdef Py_ssize_t start
-    cdef bint ok
-    if o.lines != NULL:
-        start = o.buf.len
-        b = _head(o, C_HEAD)
-        if instrument_json is not None:
-            _put(b, <bytes>instrument_json)
-            ok = True
-        else:
-            ok = _put_obj(b, instrument)
-        if ok:
-            _comma(b)
-            if _put_obj(b, account):
-                _comma(b)
-                if _put_obj(b, order_id):
-                    _put(b, C_QTY)
-                    _put_int(b, qty)
-                    return _close(o, <bytes>C_TAIL[reason], K_CANCELLED)
-        _undo(o, start)
+    if o.lines != NULL and _order_line(o, C_HEAD, instrument, instrument_json, account,
+                                       order_id):
+        _put(o.buf, C_QTY)
+        _put_int(o.buf, qty)
+        return _close(o, <bytes>C_TAIL[reason], K_CANCELLED)
     return _emit_o(o, ORDER_CANCELLED, instrument, account, order_id, None, None, qty, None,
                    None, None, REASONS[reason], "reason")
 
@@ -1239,30 +1248,15 @@ cdef int _order_rejected(
     """OrderRejected of ``order_id`` with ``reason`` (a str); ``instrument_json`` as
     :func:`_cancelled` takes it. Typed: the generic path would let go of a held ledger (Python
     may run there), which then has to be read again -- ~0.1 M instructions a rejection."""
-    cdef Buf* b
-    cdef Py_ssize_t start
-    cdef bint ok
     cdef object tail
     if o.lines != NULL and type(reason) is str:
         tail = OR_TAILS.get(reason)
         if tail is None:
             tail = _json({"reason": reason}) + b"]"
             OR_TAILS[reason] = tail
-        start = o.buf.len
-        b = _head(o, OR_HEAD)
-        if instrument_json is not None:
-            _put(b, <bytes>instrument_json)
-            ok = True
-        else:
-            ok = _put_obj(b, instrument)
-        if ok:
-            _comma(b)
-            if _put_obj(b, account):
-                _comma(b)
-                if _put_obj(b, order_id):
-                    _put(b, OR_NULLS)
-                    return _close(o, <bytes>tail, K_ORDER_REJECTED)
-        _undo(o, start)
+        if _order_line(o, OR_HEAD, instrument, instrument_json, account, order_id):
+            _put(o.buf, OR_NULLS)
+            return _close(o, <bytes>tail, K_ORDER_REJECTED)
     return _emit_o(o, ORDER_REJECTED, instrument, account, order_id, None, None, None, None,
                    None, None, reason, "reason")
 
