@@ -125,3 +125,11 @@ cdef class OrderBook:
     cpdef int cancel(self, int64_t order_id) except -1
     cpdef int amend(self, int64_t order_id, int64_t price, int64_t qty) except -1
     cpdef int64_t order_qty(self, int64_t order_id) noexcept
+
+
+# a level of a book view, made from (price, qty): ``levels_of``'s ``make``
+ctypedef object (*make_level)(object cls, int64_t price, int64_t qty)
+
+# the best ``n`` levels of ``side``, read in place (``OrderBook.best_levels`` without its
+# checks; ``make`` NULL: plain ``(price, qty)`` tuples)
+cdef tuple levels_of(OrderBook book, int side, int64_t n, make_level make, object cls)

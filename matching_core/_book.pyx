@@ -1103,9 +1103,15 @@ cdef class OrderBook:
         )
 
 
-# a module function, not a cdef method: no declaration to keep in step with a .pxd
 cdef tuple _levels(OrderBook book, int side, int64_t n):
     """``OrderBook.best_levels`` without the checks."""
+    return levels_of(book, side, n, NULL, None)
+
+
+cdef tuple levels_of(OrderBook book, int side, int64_t n, make_level make, object cls):
+    """The best ``n`` levels of ``side`` as a tuple, best first, each ``(price, qty)`` (ticks,
+    lots) -- or ``make(cls, price, qty)`` when ``make`` is given (the bots' book view makes its
+    own level type: exchange/kernel/_views.pyx). Read in place, as ``top`` reads them."""
     cdef int64_t want = min(n, book.live[side])
     if want <= 0:
         return ()
@@ -1123,7 +1129,10 @@ cdef tuple _levels(OrderBook book, int side, int64_t n):
         out = PyTuple_New(got)
         for i in range(got):
             level = &book.levels[lv[i]]
-            pair = (level.price, level.qty)
+            if make == NULL:
+                pair = (level.price, level.qty)
+            else:
+                pair = make(cls, level.price, level.qty)
             Py_INCREF(pair)  # PyTuple_SET_ITEM steals the reference
             PyTuple_SET_ITEM(out, i, pair)
         return out

@@ -25,13 +25,13 @@ from cpython.dict cimport PyDict_Next
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
-from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.type cimport PyType_IsSubtype
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport qsort
 
 from exchange.kernel._resting cimport Resting, by_entry, walk_resting
-from matching_core._book cimport Level, Order, OrderBook
+from matching_core._book cimport Order, OrderBook, levels_of
 
 cdef tuple _SIDE_NAME = ("buy", "sell")  # Exchange's _SIDE_NAME
 
@@ -131,35 +131,8 @@ def book_levels(book, Py_ssize_t depth, level_type):
         bids, asks = book.top(depth)
         return (tuple([tuple.__new__(level_type, level) for level in bids]),
                 tuple([tuple.__new__(level_type, level) for level in asks]))
-    return _side_levels(<OrderBook>book, 0, depth, level_type), _side_levels(
-        <OrderBook>book, 1, depth, level_type)
-
-
-cdef tuple _side_levels(OrderBook book, int side, Py_ssize_t n, object level_type):
-    """matching_core._book's ``_levels(book, side, n)`` with ``level_type`` levels."""
-    cdef int64_t want = min(n, book.live[side])
-    if want <= 0:
-        return ()
-    cdef int32_t few[64]
-    cdef int32_t* lv = few
-    if want > 64:
-        lv = <int32_t*>PyMem_RawMalloc(want * sizeof(int32_t))
-        if lv == NULL:
-            raise MemoryError("book_levels")
-    cdef int64_t got, i
-    cdef Level* level
-    try:
-        got = book._ordered_levels(side, want, lv)
-        out = PyTuple_New(got)
-        for i in range(got):
-            level = &book.levels[lv[i]]
-            made = _pair(level_type, level.price, level.qty)
-            Py_INCREF(made)  # PyTuple_SET_ITEM steals the reference
-            PyTuple_SET_ITEM(out, i, made)
-        return out
-    finally:
-        if lv != few:
-            PyMem_RawFree(lv)
+    return (levels_of(<OrderBook>book, 0, depth, _pair, level_type),
+            levels_of(<OrderBook>book, 1, depth, _pair, level_type))
 
 
 cdef tuple _account(self, name, object order_type):
