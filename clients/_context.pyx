@@ -712,6 +712,8 @@ class Context(_ContextState):
 
 #: The compiled twin of :class:`clients.context.Context` (this module's :class:`Context`).
 CompiledContext = Context
+# a bot's ``isinstance(ctx, clients.context.Context)`` holds under either runner
+_REFERENCE.register(Context)
 
 _CONTEXT_TYPE = <PyTypeObject*>Context
 _ORIGINALS.extend(Context.__dict__[_name] for _name in _PROTOCOL)

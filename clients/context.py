@@ -21,6 +21,7 @@ Units: prices in ticks, quantities in lots, cash in minor units, times in simula
 
 from __future__ import annotations
 
+import abc
 import logging
 from typing import Any, NamedTuple
 
@@ -54,8 +55,12 @@ class BotStopped(RuntimeError):
     """Raised by a context whose bot has been stopped (it may no longer act)."""
 
 
-class Context:
+class Context(metaclass=abc.ABCMeta):  # noqa: B024 - ABCMeta for register(), not abstract
     """What a bot may do and see. Created by the runner; one per bot.
+
+    The compiled runner's contexts (``clients._context.Context``, its twin) are registered as
+    virtual subclasses: ``isinstance(ctx, Context)`` holds for every bot's context, whichever
+    engine runs it.
 
     Attributes:
         account: the bot's account name.

@@ -605,6 +605,15 @@ def test_a_context_is_made_with_its_name_account_and_generator(context_class):
         ctx.nope  # noqa: B018
 
 
+def test_every_bot_s_context_is_a_context_whichever_runner_made_it(context_class):
+    """A bot may check ``isinstance(ctx, clients.context.Context)``: the compiled twin is
+    registered as a virtual subclass of the reference."""
+    ctx = context_class("b", "acct", np.random.default_rng(9))
+    assert isinstance(ctx, reference.Context)
+    assert issubclass(_context.Context, reference.Context)
+    assert not isinstance(object(), reference.Context)
+
+
 def test_outside_a_callback_account_queries_raise_and_a_stopped_bot_may_not_act(context_class):
     ctx = context_class("b", "acct", np.random.default_rng(9))
     for query in (ctx.balance, ctx.positions, ctx.open_orders):
