@@ -19,12 +19,15 @@ sink: no SQLite, so the figure is the runner, the bots and the exchange's matchi
 
 Each session builds a fresh market (untimed) and times ``runner.start`` + ``sim.run`` with
 ``time.perf_counter``. Callbacks are counted by the bots themselves (``self.calls += 1`` in
-every callback they receive), so the figure is callbacks actually invoked. Three variants, same
+every callback they receive), so the figure is callbacks actually invoked. Four variants, same
 seed: every bot under the default per-callback budget (``DEFAULT_LINES``, call and line counting,
 :mod:`clients.budget`) counted by the compiled counter (``budget``, the default), the same
 budget counted by the Python reference counter (``python_budget``) and every bot with
-``budget_lines=None`` (``no_budget``). A round runs one session of each, in an order rotated
-from round to round, so that a change in the machine's load weighs on the three alike; each
+``budget_lines=None`` (``no_budget``) -- these three on the reference engine, clock and runner --
+and the default budget on the kernel a session runs by default (``compiled``: the compiled
+engine, clock, runner and contexts; the same callbacks, bot by bot, and the same state hash
+are asserted). A round runs one session of each, in an order rotated
+from round to round, so that a change in the machine's load weighs on them alike; each
 variant's time is its median over the rounds. Each budget's cost is its ratio to
 ``no_budget``, and the compiled counter's gain its ratio to the Python one. Asserted: every bot
 received callbacks, trades happened, every session of every variant gives the same callback
@@ -44,10 +47,10 @@ from clients import budget
 from clients.bot import Bot
 from clients.budget import DEFAULT_LINES
 from clients.latency import Latency
-from clients.runner import BotRunner
+from clients.runner import make_runner
 from clients.strategies import MarketMaker
-from exchange.core.clock import Simulator
-from exchange.kernel.engine import DAY_NS, Exchange
+from exchange.kernel.engine import DAY_NS
+from exchange.kernel.engines import clock_class, engine_class
 from exchange.sessions.scenario_products import HOUR_NS, ProductsScenario
 
 SEED = 7
@@ -160,19 +163,21 @@ class Light(Bot):
         self.calls += 1
 
 
-def build(budget_lines: int | None):
-    """A fresh market with 100 bots attached (not started). Returns what a round needs."""
+def build(budget_lines: int | None, kernel: str = "reference"):
+    """A fresh market with 100 bots attached (not started), on the ``kernel`` named (the
+    engine, its clock and :func:`clients.runner.make_runner`'s runner for it: the compiled
+    engine gets the compiled runner and contexts). Returns what a round needs."""
     counter = [0]
 
     def sink(event) -> None:
         counter[0] += 1
 
     scenario = ProductsScenario(days=45)
-    engine, sim = Exchange(sink), Simulator()
+    engine, sim = engine_class(kernel)(sink), clock_class(kernel)()
     engine.start("bots-bench", SEED, {})
     scenario.setup(engine)
     scenario.schedule_market(engine, sim, SEED)
-    runner = BotRunner(engine, sim, SEED)
+    runner = make_runner(engine, sim, SEED)
     bots: list[Bot] = []
     for i in range(MAKERS + LIGHT):
         name = f"mm-{i:02d}" if i < MAKERS else f"light-{i:02d}"
@@ -211,11 +216,14 @@ def session(engine, sim, runner, bots, counter) -> dict:
     }
 
 
-#: Variant -> (budget_lines, counter).
+#: Variant -> (budget_lines, counter, kernel). The first three run the reference engine and
+#: runner (the budget's cost is measured there); ``compiled`` is what a session runs by
+#: default: the compiled engine, clock, runner and contexts, under the default budget.
 VARIANTS = {
-    "budget": (DEFAULT_LINES, "compiled"),
-    "python_budget": (DEFAULT_LINES, "python"),
-    "no_budget": (None, "compiled"),
+    "budget": (DEFAULT_LINES, "compiled", "reference"),
+    "python_budget": (DEFAULT_LINES, "python", "reference"),
+    "no_budget": (None, "compiled", "reference"),
+    "compiled": (DEFAULT_LINES, "compiled", "compiled"),
 }
 RESULTS: dict[str, dict] = {}
 
@@ -229,7 +237,7 @@ def _summary(variant: str, rounds: list[dict]) -> dict:
         assert other["calls"] == calls and other["state_hash"] == first["state_hash"]
     seconds = statistics.median(r["seconds"] for r in rounds)
     total = sum(calls)
-    budget_lines, counter = VARIANTS[variant]
+    budget_lines, counter, _kernel = VARIANTS[variant]
     return {
         "budget_lines": budget_lines,
         "counter": counter if budget_lines is not None else None,
@@ -254,7 +262,7 @@ def test_callbacks_with_and_without_budget(benchmark, capsys):
     order = list(VARIANTS)
 
     def setup():
-        return (*(build(VARIANTS[variant][0]) for variant in order),), {}
+        return (*(build(VARIANTS[variant][0], VARIANTS[variant][2]) for variant in order),), {}
 
     def target(*markets) -> None:
         for variant, market in zip(order, markets, strict=True):
@@ -284,6 +292,9 @@ def test_callbacks_with_and_without_budget(benchmark, capsys):
         assert RESULTS[name]["state_hash"] == without["state_hash"], "the budget changed the run"
     compiled, python = RESULTS["budget"], RESULTS["python_budget"]
     assert compiled["state_hash"] == python["state_hash"], "the two counters differ"
+    kernel = RESULTS["compiled"]
+    assert kernel["calls"] == compiled["calls"], "the compiled stack changed what bots received"
+    assert kernel["state_hash"] == compiled["state_hash"], "the compiled stack changed the run"
     total = without["callbacks"]
     costs = {}
     for name, label in (("budget", "compiled"), ("python_budget", "Python")):
@@ -309,6 +320,12 @@ def test_callbacks_with_and_without_budget(benchmark, capsys):
     lines.append(
         f"[bots] compiled against Python counter: {gain:.2f}x the time, "
         f"{costs['budget'] - costs['python_budget']:+.1f} us a callback (CPU time {cpu_gain:.2f}x)"
+    )
+    speedup = compiled["median_s"] / kernel["median_s"]
+    benchmark.extra_info.update(compiled_stack_speedup=speedup)
+    lines.append(
+        f"[bots] the compiled engine, clock, runner and contexts (a session's default), same "
+        f"budget: {kernel['callbacks_per_s']:,.0f} callbacks/s, {speedup:.2f}x the reference's"
     )
     with capsys.disabled():
         print("\n" + "\n".join(lines))
