@@ -122,6 +122,8 @@ cdef class OrderBook:
     # the per-call API (a Python method too): the Reject code, 0 accepted
     cpdef int submit(self, int64_t order_id, int64_t account, int side, int64_t price,
                      int64_t qty, int tif=*, int post_only=*) except -1
+    cpdef int submit_market(self, int64_t order_id, int64_t account, int side, int64_t qty,
+                            int64_t protection=*) except -1
     cpdef int cancel(self, int64_t order_id) except -1
     cpdef int amend(self, int64_t order_id, int64_t price, int64_t qty) except -1
     cpdef int64_t order_qty(self, int64_t order_id) noexcept

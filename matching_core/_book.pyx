@@ -783,8 +783,8 @@ cdef class OrderBook:
         self._end()
         return code
 
-    def submit_market(self, int64_t order_id, int64_t account, int side, int64_t qty,
-                      int64_t protection=0):
+    cpdef int submit_market(self, int64_t order_id, int64_t account, int side, int64_t qty,
+                            int64_t protection=0) except -1:
         """Add a market order (IOC at any price, or not beyond ``protection`` ticks if > 0).
 
         Returns:
