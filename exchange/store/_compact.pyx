@@ -4,12 +4,16 @@
 docstring is the format's specification; differential tests hold the twins byte-identical).
 
 Both loops run without the GIL (the journaller compacts on its committing thread while its
-main thread folds). The encoder reads each line once: ``memchr`` finds its end, and the
-``\\n`` there is a sentinel every scan stops at (a string's control byte, a number's
-non-digit), so no scan needs a bound of its own; strings are scanned 8 bytes at a time and
-looked up in an open-addressing hash table over the blob's own bytes (no copies); a line the
-tokenizer does not take is rolled back (its output and its new strings, removed from the hash
-table newest first) and written raw. The decoder checks every length and index against what
+main thread folds). The encoder: ``memchr`` finds each line's end, and the ``\\n`` there is
+a sentinel every scan stops at (a string's control byte, a number's non-digit), so no scan
+needs a bound of its own. A line with 16 bytes of the blob after it goes first to a fast
+path for the lines the kernel writes (recursive descent, no bounds checks, a string under 16
+bytes without escapes found from its 16 bytes, read at once, in a direct-mapped cache before
+the table); anything unusual there is given back to the general tokenizer (a state machine
+over any JSON line; strings scanned 8 bytes at a time). Strings are looked up in an
+open-addressing hash table over the blob's own bytes (no copies); a line the tokenizer does
+not take is rolled back (its output and its new strings, removed from the hash table newest
+first) and written raw. The decoder checks every length and index against what
 is left before it reads, keeps the container stack and the string table in C arrays, and
 writes the blob straight into the ``bytes`` it returns.
 """
@@ -53,6 +57,12 @@ cdef extern from *:
 
 cdef enum:
     MAX_DEPTH = 1024  # compact.MAX_DEPTH
+    SHORT_SLOTS = 512  # the short-string cache's slots (a power of two)
+    SHORT_SHIFT = 55  # 64 - log2(SHORT_SLOTS)
+    FAST_DEPTH = 32  # the fast path's deepest nesting (deeper: the general tokenizer)
+    # the fast path's results: a position (>= 0), or
+    FAST_BAIL = -1  # not a line the fast path takes: the general tokenizer decides
+    FAST_MEMORY = -2  # out of memory
     SCRATCH_KEEP = 16 << 20  # the largest scratch buffer kept between calls (bytes)
     # token codes (compact's module docstring)
     C_END = 0x00
@@ -217,6 +227,15 @@ cdef struct Entry:
     Py_ssize_t n
     uint64_t h
 
+cdef struct Cur:  # the fast path's place: a position in the blob, the output's end
+    Py_ssize_t pos
+    uchar* o
+
+cdef struct Short:
+    uint64_t k0  # the content's first 8 bytes (the bytes past its end zero)
+    uint64_t k1  # its next 8 (zero past its end)
+    Py_ssize_t index  # its entry (an empty slot: k1 all ones)
+
 cdef struct Table:
     Entry* e
     Py_ssize_t count
@@ -224,6 +243,13 @@ cdef struct Table:
     uint32_t* slots  # entry index + 1; 0 = empty
     uint64_t mask
     const uchar* limit  # the blob's end: every string lies before it
+    # the fast path's cache of strings under 16 bytes without escapes, direct-mapped by their
+    # content (two words, exact: such content holds no zero byte, so the words fix its
+    # length): a hit gives the index without hashing, probing or comparing bytes
+    Short* shorts
+    # _fast_string_rest, called through this pointer: the compiler cannot inline the cache's
+    # miss into its hit, which stays small enough to inline where it is used
+    Cur (*rest)(const uchar*, Py_ssize_t, uchar*, Table*) noexcept nogil
 
 
 cdef inline uint64_t _word(const uchar* s) noexcept nogil:
@@ -272,17 +298,29 @@ cdef int _table_init(Table* t) noexcept nogil:
     t.mask = 511
     t.e = <Entry*>malloc(t.ecap * sizeof(Entry))
     t.slots = <uint32_t*>malloc((t.mask + 1) * sizeof(uint32_t))
-    if t.e == NULL or t.slots == NULL:
+    t.shorts = <Short*>malloc(SHORT_SLOTS * sizeof(Short))
+    if t.e == NULL or t.slots == NULL or t.shorts == NULL:
         return -1
     cdef uint64_t i
     for i in range(t.mask + 1):
         t.slots[i] = 0
+    _shorts_clear(t)
+    t.rest = _fast_string_rest
     return 0
+
+
+cdef void _shorts_clear(Table* t) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(SHORT_SLOTS):  # (k1 all ones: no short string's, whose last byte is 0)
+        t.shorts[i].k0 = 0
+        t.shorts[i].k1 = 0xFFFFFFFFFFFFFFFFULL
+        t.shorts[i].index = -1
 
 
 cdef void _table_free(Table* t) noexcept nogil:
     free(t.e)
     free(t.slots)
+    free(t.shorts)
 
 
 cdef int _rehash(Table* t) noexcept nogil:
@@ -352,6 +390,8 @@ cdef void _table_truncate(Table* t, Py_ssize_t count) noexcept nogil:
     """Remove the entries from ``count`` on, newest first: with linear probing, removing the
     newest entry leaves the index exactly as it was before that entry went in."""
     cdef uint64_t j
+    if t.count > count:  # the short cache may name a removed entry: emptied
+        _shorts_clear(t)
     while t.count > count:
         t.count -= 1
         j = t.e[t.count].h & t.mask
@@ -600,6 +640,321 @@ cdef int _encode_line(
                 o = _put_int(o, v)
 
 
+# -- the encoder's fast path: the lines the kernel writes -------------------------------------
+#
+# A canonical event line (a top-level array of ints, strings, null, true, false and
+# containers of them) is tokenized here by recursive descent: no state machine, no container
+# stack, no bounds checks (the caller takes a line here only if 16 bytes past its '\n' are the
+# blob's: every load of a scan that the '\n' stops is in bounds), strings under 16 bytes
+# without escapes found in the short cache. Anything else (a raw number, an int of 19 digits,
+# an escape, whitespace, nesting past FAST_DEPTH, malformed JSON) makes the fast path give up:
+# its output and new strings are taken back and the general tokenizer (``_encode_line``)
+# decides the line. For every line the fast path takes, both write the same tokens (the
+# differential tests hold the pair to the reference). Its functions take the position and
+# the output pointer by value and give both back (a Cur, returned in two registers): neither
+# goes through memory between tokens.
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    #if defined(__SSE2__) && !defined(GPUEX_NO_SSE2)
+    #include <emmintrin.h>
+    static const unsigned char gpuex_keep[32] = {
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    /* The offset n of the first '"', '\\' or control byte (< 0x20) among s[0:16], 16 if
+       none; k0, k1: s[0:n] as two little-endian words, the bytes from n on zero. Reads 16
+       bytes at s. */
+    static inline int gpuex_short_key(const unsigned char* s, uint64_t* k0, uint64_t* k1) {
+        __m128i x = _mm_loadu_si128((const __m128i*)s);
+        __m128i special = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8(0x22)),
+                         _mm_cmpeq_epi8(x, _mm_set1_epi8(0x5C))),
+            _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1F)), x));
+        int n = __builtin_ctz((unsigned)_mm_movemask_epi8(special) | 0x10000u);
+        __m128i key = _mm_and_si128(x, _mm_loadu_si128((const __m128i*)(gpuex_keep + 16 - n)));
+        *k0 = (uint64_t)_mm_cvtsi128_si64(key);
+        *k1 = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(key, key));
+        return n;
+    }
+    #else
+    /* The same, 8 bytes at a time (a byte that is special sets its top bit in m; bits above
+       the lowest may be false alarms, only the lowest is used). */
+    static inline uint64_t gpuex_specials(uint64_t w) {
+        uint64_t q = w ^ 0x2222222222222222ULL, b = w ^ 0x5C5C5C5C5C5C5C5CULL;
+        return ((q - 0x0101010101010101ULL) & ~q & 0x8080808080808080ULL)
+            | ((b - 0x0101010101010101ULL) & ~b & 0x8080808080808080ULL)
+            | ((w - 0x2020202020202020ULL) & ~w & 0x8080808080808080ULL);
+    }
+    static inline int gpuex_short_key(const unsigned char* s, uint64_t* k0, uint64_t* k1) {
+        uint64_t w0, w1, m;
+        int n;
+        memcpy(&w0, s, 8);
+        m = gpuex_specials(w0);
+        if (m) {
+            n = __builtin_ctzll(m) >> 3;
+            *k0 = n ? w0 & (~0ULL >> (64 - 8 * n)) : 0;
+            *k1 = 0;
+            return n;
+        }
+        memcpy(&w1, s + 8, 8);
+        m = gpuex_specials(w1);
+        *k0 = w0;
+        if (m) {
+            n = __builtin_ctzll(m) >> 3;
+            *k1 = n ? w1 & (~0ULL >> (64 - 8 * n)) : 0;
+            return 8 + n;
+        }
+        *k1 = w1;
+        return 16;
+    }
+    #endif
+    """
+    int _short_key "gpuex_short_key"(const uchar* s, uint64_t* k0, uint64_t* k1) nogil
+
+
+cdef inline uchar* _put_index(uchar* o, Py_ssize_t index) noexcept nogil:
+    """A string by index: ``0x80 + index`` below 128, else ``0x0B`` and a varint."""
+    if index < 0x80:
+        o[0] = <uchar>(C_SMALL_STRING + index)
+        return o + 1
+    o[0] = C_STRING
+    return o + 1 + _put_varint(o + 1, <uint64_t>index)
+
+
+cdef inline Cur _cur(Py_ssize_t pos, uchar* o) noexcept nogil:
+    cdef Cur k
+    k.pos = pos
+    k.o = o
+    return k
+
+
+cdef inline uint64_t _short_slot(uint64_t k0, uint64_t k1) noexcept nogil:
+    return ((k0 ^ ((k1 << 29) | (k1 >> 35))) * 0x9E3779B97F4A7C15ULL) >> SHORT_SHIFT
+
+
+cdef inline Cur _fast_string(const uchar* p, Py_ssize_t pos, uchar* o, Table* t) noexcept nogil:
+    """The string token whose opening quote is ``p[pos]``, written at ``o``: the position after
+    its closing quote (FAST_BAIL: content not JSON; FAST_MEMORY) and the output's end. A
+    string under 16 bytes without escapes that the short cache holds is written here; any
+    other by :func:`_fast_string_rest` (kept out of line: the hit stays small enough to
+    inline)."""
+    cdef const uchar* s = p + pos + 1
+    cdef uint64_t k0, k1
+    cdef Py_ssize_t n = _short_key(s, &k0, &k1)
+    cdef Short* c
+    if likely(n < 16 and s[n] == 34):
+        c = &t.shorts[_short_slot(k0, k1)]
+        if likely(c.k0 == k0 and c.k1 == k1):  # (an empty slot's k1 is no short string's)
+            return _cur(pos + n + 2, _put_index(o, c.index))
+    return t.rest(p, pos, o, t)
+
+
+cdef Cur _fast_string_rest(const uchar* p, Py_ssize_t pos, uchar* o, Table* t) noexcept nogil:
+    """:func:`_fast_string` past the short cache: a short string it missed is looked up in the
+    table (added if new) and put in the cache; any other is scanned, then looked up."""
+    cdef const uchar* s = p + pos + 1
+    cdef uint64_t k0, k1, h
+    cdef Py_ssize_t n = _short_key(s, &k0, &k1), close, index
+    cdef Short* c
+    if n < 16 and s[n] == 34:
+        index = _table_find(t, s, n, &h)
+        if index >= 0:
+            o = _put_index(o, index)
+        else:
+            if _table_add(t, s, n, h) < 0:
+                return _cur(FAST_MEMORY, o)
+            index = t.count - 1
+            o[0] = C_NEW_STRING
+            o[1] = <uchar>n  # (n < 16: a one-byte varint)
+            memcpy(o + 2, s, n)
+            o += 2 + n
+        c = &t.shorts[_short_slot(k0, k1)]
+        c.k0 = k0
+        c.k1 = k1
+        c.index = index
+        return _cur(pos + n + 2, o)
+    close = _scan_string(p, pos + 1 + n, t.limit - p)  # (the n bytes before it: plain)
+    if close < 0:
+        return _cur(FAST_BAIL, o)
+    if _put_string(&o, t, s, close - pos - 1) < 0:
+        return _cur(FAST_MEMORY, o)
+    return _cur(close + 1, o)
+
+
+cdef inline Py_ssize_t _fast_int(const uchar* p, Py_ssize_t pos, int64_t* value) noexcept nogil:
+    """The int at ``p[pos]`` (in ``value``): the position after its digits, or FAST_BAIL if it
+    is not ``-?(0|[1-9][0-9]*)`` of at most 18 digits (an int64 for sure) or is ``-0``. A
+    fraction or exponent after it is left to the caller's separator check (which gives up)."""
+    cdef bint neg = p[pos] == 45
+    cdef Py_ssize_t start
+    cdef uint64_t u, d
+    pos += neg
+    start = pos
+    u = <uint64_t>p[pos] - 48
+    if u > 9:
+        return FAST_BAIL
+    pos += 1
+    if u == 0:
+        if neg:  # -0: a raw number
+            return FAST_BAIL
+        value[0] = 0
+        return pos
+    while True:  # (the line's '\n' stops it)
+        d = <uint64_t>p[pos] - 48
+        if d > 9:
+            break
+        u = u * 10 + d
+        pos += 1
+    if pos - start > 18:  # (19 digits may pass int64: the general tokenizer decides)
+        return FAST_BAIL
+    value[0] = -<int64_t>u if neg else <int64_t>u
+    return pos
+
+
+cdef inline uint32_t _word4(const uchar* s) noexcept nogil:
+    cdef uint32_t w
+    memcpy(&w, s, 4)
+    return w
+
+
+cdef inline Cur _fast_scalar(const uchar* p, Py_ssize_t pos, uchar* o, Table* t) noexcept nogil:
+    """The string, int, ``null``, ``true`` or ``false`` at ``p[pos]``, its token written at
+    ``o``: the position after it (FAST_BAIL: anything else; FAST_MEMORY) and the output's
+    end."""
+    cdef uchar c = p[pos]
+    cdef int64_t v
+    cdef uint32_t w
+    if c == 34:  # '"'
+        return _fast_string(p, pos, o, t)
+    if DIGIT[c] or c == 45:  # a digit, '-'
+        pos = _fast_int(p, pos, &v)
+        if pos >= 0:
+            o = _put_int(o, v)
+        return _cur(pos, o)
+    w = _word4(p + pos)  # (a literal's bytes are not '\n': it ends inside the line)
+    if w == 0x6C6C756E:  # 'null' (little-endian)
+        o[0] = C_NULL
+    elif w == 0x65757274:  # 'true'
+        o[0] = C_TRUE
+    elif w == 0x736C6166 and p[pos + 4] == 101:  # 'fals', 'e'
+        o[0] = C_FALSE
+        pos += 1
+    else:
+        return _cur(FAST_BAIL, o)
+    return _cur(pos + 4, o + 1)
+
+
+cdef Cur _fast_container(
+    const uchar* p, Py_ssize_t pos, uchar* o, Table* t, int depth
+) noexcept nogil:
+    """The object or array opening at ``p[pos]``, inside ``depth`` open containers, its tokens
+    written at ``o``: the position after it (FAST_BAIL, FAST_MEMORY) and the output's end."""
+    cdef bint is_object = p[pos] == 123
+    cdef uchar close = 125 if is_object else 93
+    cdef uchar c
+    cdef Cur k
+    if depth + 1 >= FAST_DEPTH:
+        return _cur(FAST_BAIL, o)
+    o[0] = C_OPEN_OBJECT if is_object else C_OPEN_ARRAY
+    k = _cur(pos + 1, o + 1)
+    if p[k.pos] != close:
+        while True:
+            if is_object:  # a key, its ':'
+                if p[k.pos] != 34:
+                    return _cur(FAST_BAIL, k.o)
+                k = _fast_string(p, k.pos, k.o, t)
+                if k.pos < 0:
+                    return k
+                if p[k.pos] != 58:
+                    return _cur(FAST_BAIL, k.o)
+                k.pos += 1
+            c = p[k.pos]
+            if c == 123 or c == 91:  # '{' '['
+                k = _fast_container(p, k.pos, k.o, t, depth + 1)
+            else:
+                k = _fast_scalar(p, k.pos, k.o, t)
+            if k.pos < 0:
+                return k
+            c = p[k.pos]
+            if c == 44:  # ','
+                k.pos += 1
+            elif c == close:
+                break
+            else:
+                return _cur(FAST_BAIL, k.o)
+    k.o[0] = C_CLOSE_OBJECT if is_object else C_CLOSE_ARRAY
+    return _cur(k.pos + 1, k.o + 1)
+
+
+cdef inline Cur _fast_line(
+    const uchar* p, Py_ssize_t pos, Py_ssize_t end, uchar* o, Table* t,
+    int64_t* prev, bint* prev_ok, int64_t* cur, bint* cur_ok,
+) noexcept nogil:
+    """The token stream and end code of the line ``p[pos:end]`` (``p[end]`` its '\\n', 16
+    bytes of the blob after it) at ``o``, for a non-empty top-level array: 1 (and the output's
+    end), 0 if the fast path does not take the line (the caller takes back its new strings
+    and asks ``_encode_line``), -1 out of memory. Its element 0 and 1 ints go to ``cur``,
+    coded against ``prev`` as ``_encode_line`` codes them."""
+    cdef Py_ssize_t elem = 0
+    cdef uchar c
+    cdef int64_t v
+    cdef long long d
+    cdef Cur k
+    cur_ok[0] = False
+    cur_ok[1] = False
+    if p[pos] != 91 or p[pos + 1] == 93:  # not '[', or '[]'
+        return _cur(0, o)
+    o[0] = C_OPEN_ARRAY
+    o += 1
+    pos += 1
+    while True:
+        c = p[pos]
+        if c == 110 and _word4(p + pos) == 0x6C6C756E:  # 'null' (most elements)
+            o[0] = C_NULL
+            o += 1
+            pos += 4
+        elif (DIGIT[c] or c == 45) and elem < 2:  # the seq, the t
+            pos = _fast_int(p, pos, &v)
+            if pos < 0:
+                return _cur(0, o)
+            cur[elem] = v
+            cur_ok[elem] = True
+            if not prev_ok[elem]:
+                o = _put_int(o, v)
+            elif elem == 0:
+                if prev[0] != 9223372036854775807LL and v == prev[0] + 1:
+                    o[0] = C_NEXT_SEQ
+                    o += 1
+                else:
+                    o = _put_int(o, v)
+            elif not __builtin_ssubll_overflow(v, prev[1], &d):
+                o[0] = C_DELTA_T
+                o += 1 + _put_varint(o + 1, _zigzag(d))
+            else:
+                o = _put_int(o, v)
+        else:
+            if c == 123 or c == 91:  # '{' '['
+                k = _fast_container(p, pos, o, t, 1)
+            else:
+                k = _fast_scalar(p, pos, o, t)
+            if k.pos < 0:
+                return _cur(-1 if k.pos == FAST_MEMORY else 0, o)
+            pos = k.pos
+            o = k.o
+        elem += 1
+        c = p[pos]
+        if c == 44:  # ','
+            pos += 1
+        elif c == 93 and pos + 1 == end:  # ']' ending the line
+            o[0] = C_CLOSE_ARRAY
+            o[1] = C_END
+            return _cur(1, o + 2)
+        else:
+            return _cur(0, o)
+
+
 cdef int _encode(const uchar* p, Py_ssize_t n, Buf* out) noexcept nogil:
     """The token form of the blob ``p[:n]`` (its last byte '\\n') into ``out``: 0, -1 out of
     memory."""
@@ -611,6 +966,7 @@ cdef int _encode(const uchar* p, Py_ssize_t n, Buf* out) noexcept nogil:
     cdef bint cur_ok[2]
     cdef Py_ssize_t pos = 0, end, mark, count, length
     cdef const uchar* nl
+    cdef Cur k
     cdef int rc
     if _table_init(&t) < 0:
         _table_free(&t)
@@ -631,7 +987,15 @@ cdef int _encode(const uchar* p, Py_ssize_t n, Buf* out) noexcept nogil:
             return -1
         mark = out.n
         count = t.count
-        rc = _encode_line(p, pos, end, out, &t, prev, prev_ok, cur, cur_ok, stack)
+        rc = 0
+        if likely(end + 16 <= n):  # (the blob's last line or so: the general tokenizer)
+            k = _fast_line(p, pos, end, out.p + mark, &t, prev, prev_ok, cur, cur_ok)
+            rc = <int>k.pos
+        if rc == 1:
+            out.n = k.o - out.p
+        elif rc == 0:  # the general tokenizer decides (the fast path's strings taken back)
+            _table_truncate(&t, count)
+            rc = _encode_line(p, pos, end, out, &t, prev, prev_ok, cur, cur_ok, stack)
         if rc < 0:
             _table_free(&t)
             return -1

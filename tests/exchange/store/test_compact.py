@@ -305,6 +305,111 @@ def test_threads_compacting_and_expanding_at_once_get_their_own_bytes():
     assert wrong == []
 
 
+# -- the C encoder's fast path --------------------------------------------------------------
+
+# The C encoder tokenizes a line with 16 bytes of the blob after its '\n' on a fast path (the
+# event lines: a top-level array, ints of up to 18 digits, strings under 16 bytes without
+# escapes from a cache), giving anything else back to its general tokenizer. These lines sit
+# on that edge; each is followed by FILL (its 16 bytes) or stands with others in one batch.
+FAST_EDGES = [
+    b"[]",
+    b"[[]]",
+    b"[{}]",
+    b'[{"a":[],"b":{}}]',
+    b'{"a":1}',
+    b'"s"',
+    b"7",
+    b" [1]",
+    b"[1] ",
+    b"[1]x",
+    b"[1,2,]",
+    b"[1,,2]",
+    b'[{"a"}]',
+    b'[{"a",1}]',
+    b'[{"a"1}]',
+    b'[{"a":}]',
+    b"[{1:2}]",
+    b"[-0,-0]",
+    b"[1,-0]",
+    b"[0,00]",
+    b"[01]",
+    b"[-]",
+    b"[-a]",
+    b"[1.5,1e5,1E+5,-0.0]",
+    b"[999999999999999999,-999999999999999999]",  # 18 digits: the fast path's
+    b"[9223372036854775807,-9223372036854775808]",  # 19 digits: the general tokenizer's
+    b"[9223372036854775808]",  # past int64: raw numbers
+    b"[1,2,-9223372036854775809]",
+    b"[1,2,10000000000000000000]",
+    b"[null,true,false]",
+    b"[nul]",
+    b"[nulll]",
+    b"[tru]",
+    b"[truex]",
+    b"[fals]",
+    b"[falsx]",
+    b"[falsee]",
+    b'[""]',
+    b'["\\u00e9","\\"","\\\\\\\\"]',
+    b'["\\u00g9"]',
+    b'["a\\x"]',
+    b'["' + b"\xff" * 8 + b'","' + b"a" * 8 + b"\xff" * 8 + b'","' + b"\xff" * 15 + b'"]',
+    b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),  # too deep: raw
+]
+# strings of 0 to 17 bytes, plain or with '"', '\\', an escape or a control byte at each
+# position around the fast path's 8- and 16-byte words
+for size in range(18):
+    FAST_EDGES.append(b'["' + b"k" * size + b'",{"' + b"v" * size + b'":1}]')
+    for at in (0, 1, 7, 8, 15, 16):
+        if at < size:
+            for odd in (b'"', b"\\", b"\\n", b"\\u0041", b"\x01", b"\x1f", b"\n"):
+                FAST_EDGES.append(b'["' + b"k" * at + odd + b"k" * (size - at) + b'"]')
+for depth in (30, 31, 32, 33):  # around the fast path's deepest nesting
+    FAST_EDGES.append(b"[" * depth + b"1" + b"]" * depth)
+    FAST_EDGES.append(b'{"a":' * depth + b"1" + b"}" * depth)
+    FAST_EDGES.append(b"[1,2," + b'{"a":[' * depth + b"1" + b"]}" * depth + b"]")
+
+
+def test_the_fast_path_and_the_general_tokenizer_agree_on_edge_lines():
+    for line in FAST_EDGES:
+        both_compact(line + b"\n" + FILL + b"\n")
+        both_compact(FILL + b"\n" + line + b"\n" + FILL_NEXT + b"\n")  # seq/t after FILL's
+    # all in one batch: one string table and short cache, lines given back among them
+    stored = both_compact(b"".join(line + b"\n" for line in FAST_EDGES) + FILL + b"\n")
+    assert stored[0] == FORMAT_TOKENS
+
+
+def test_a_line_given_back_leaves_no_string_behind():
+    # the first line's strings go into the table and the short cache, then the line is raw;
+    # the next line must number its strings afresh ("b" is index 0, "a" new after it)
+    blob = b'["a","b",1] \n["b","a",2]\n' + FILL + b"\n"
+    stored = both_compact(blob)
+    assert stored[0] == FORMAT_TOKENS
+    assert b"\x01\x0a\x01b\x0a\x01a\x12\x02\x00" in stored  # ["b","a",2]: both new
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([COMMAND, FILL, FILL_NEXT]),
+            st.integers(0, len(COMMAND)),
+            st.lists(fragments, min_size=1, max_size=3).map(b"".join),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_edited_event_lines_agree_with_the_reference(edits):
+    # event lines with bytes put in or written over anywhere: the fast path takes them or
+    # gives them back, and the stored form is the reference's either way
+    lines = [
+        line[:at] + part + line[at + len(part) * overwrite :] for line, at, part, overwrite in edits
+    ]
+    both_compact(b"".join(line + b"\n" for line in lines) + FILL + b"\n")
+
+
 # -- malformed stored forms -----------------------------------------------------------------
 
 
