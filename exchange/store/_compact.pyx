@@ -471,6 +471,18 @@ cdef inline Py_ssize_t _scan_string(const uchar* p, Py_ssize_t pos, Py_ssize_t n
             return -1
 
 
+cdef inline uchar _literal_at(const uchar* p, Py_ssize_t pos, Py_ssize_t end) noexcept nogil:
+    """The code of the literal (``null``, ``true``, ``false``) whole in ``p[pos:end]``, 0 if
+    there is none."""
+    if end - pos >= 4 and memcmp(p + pos, b"null", 4) == 0:
+        return C_NULL
+    if end - pos >= 4 and memcmp(p + pos, b"true", 4) == 0:
+        return C_TRUE
+    if end - pos >= 5 and memcmp(p + pos, b"false", 5) == 0:
+        return C_FALSE
+    return 0
+
+
 cdef int _encode_line(
     const uchar* p, Py_ssize_t pos, Py_ssize_t end, Buf* out, Table* t,
     int64_t* prev, bint* prev_ok, int64_t* cur, bint* cur_ok, uchar* stack,
@@ -482,7 +494,7 @@ cdef int _encode_line(
     cdef int depth = 0
     cdef int expect = E_VALUE
     cdef Py_ssize_t top_count = 0, elem, start, close, nd
-    cdef uchar c
+    cdef uchar c, lit
     cdef uint64_t u
     cdef int64_t v = 0
     cdef long long d
@@ -555,24 +567,13 @@ cdef int _encode_line(
             o += 1
             expect = E_KEY_OR_CLOSE if c == 123 else E_VALUE_OR_CLOSE
             pos += 1
-        elif c == 110:  # null
-            if end - pos < 4 or memcmp(p + pos, b"null", 4) != 0:
+        elif c == 110 or c == 116 or c == 102:  # null, true, false
+            lit = _literal_at(p, pos, end)
+            if lit == 0:
                 return 0
-            o[0] = C_NULL
+            o[0] = lit
             o += 1
-            pos += 4
-        elif c == 116:  # true
-            if end - pos < 4 or memcmp(p + pos, b"true", 4) != 0:
-                return 0
-            o[0] = C_TRUE
-            o += 1
-            pos += 4
-        elif c == 102:  # false
-            if end - pos < 5 or memcmp(p + pos, b"false", 5) != 0:
-                return 0
-            o[0] = C_FALSE
-            o += 1
-            pos += 5
+            pos += 5 if lit == C_FALSE else 4
         else:  # a number, as JSON defines it
             start = pos
             neg = c == 45
