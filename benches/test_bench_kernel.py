@@ -166,7 +166,7 @@ def test_kernel_run_throughput(benchmark, log_dir, capsys):
     report(
         capsys,
         f"  the log's file: {size:,} bytes, {size / summary.events:.1f} bytes an event "
-        "(schema 4: each batch stored compact)",
+        "(schema 5: each batch stored compact)",
     )
 
 
@@ -313,7 +313,7 @@ def test_verify_session(benchmark, flow_log, capsys):
 
 @pytest.mark.acceptance  # a figure with no goal (14 s): what SQLite alone costs; CI's budget
 def test_storage_floor(benchmark, flow_log, tmp_path, capsys):
-    """SQLite alone: the recorded batch rows (schema 4: one row per batch, its events' compact
+    """SQLite alone: the recorded batch rows (schema 5: one row per batch, its events' compact
     form in a blob) copied into a fresh store (same schema, pragmas and page size, made by
     ``EventStore.create``) by ``INSERT ... SELECT``, one transaction per batch as the run
     commits them. No Python runs per event, so no kernel writing this store could be faster

@@ -4,7 +4,7 @@
 canonical bytes against orjson once per event on every fifth batch of the ``normal`` append
 (issue #20, in the same run, as a ratio); and (issue #20) append +
 seal with and without the projection's build, in the same run, as a ratio; and the batch
-blob append (schema 4: one row per batch, stored compact) against a per-row insert of the same
+blob append (schema 5: one row per batch, stored compact) against a per-row insert of the same
 events (schema 2's layout: one row per event, typed columns, payload and crc), in the same run,
 as a ratio.
 
@@ -418,7 +418,7 @@ def insert_rows(path: Path, batches: list[list[Event]]) -> float:
 
 
 def append_blobs(path: Path, batches: list[list[Event]]) -> float:
-    """Seconds of ``EventStore.append`` for ``batches`` (schema 4: one row per batch, compact)."""
+    """Seconds of ``EventStore.append`` for ``batches`` (schema 5: one row per batch, compact)."""
     store = EventStore.create(
         path, scenario="bench", seed=SEED, config={"n": N_COMPARED}, code_version="bench"
     )

@@ -1381,14 +1381,17 @@ def index_log(path, quiet):
 @click.argument("path", metavar="PATH", type=click.Path(dir_okay=False, path_type=Path))
 def migrate_log(path):
     """Convert the event log at PATH from schema 2 (one row per event: a gpuex from before
-    2026-12-05) or schema 3 (one row per batch, its events stored as plain JSON lines: before
-    2026-12-06) to schema 4 (each batch's events stored compact), in place.
+    2026-12-05), schema 3 (one row per batch, its events stored as plain JSON lines) or
+    schema 4 (stored compact, each batch's digest over its JSON lines: both before
+    2026-12-06) to schema 5 (stored compact, each batch's digest over its stored bytes), in
+    place.
 
-    The events, their batches, digests and chain, the session row and the snapshots carry
-    over unchanged (each batch's digest and chain are checked equal as it is written); the
-    new file is written beside PATH, verified, then renamed over it, so a failure leaves PATH
-    as it was (exit 1). A log of another schema is refused (exit 2). Build the projection for
-    plain SQL afterwards with `gpuex index PATH`.
+    The events, their batches, the session row and the snapshots carry over unchanged; each
+    batch is checked against its old digest and the old chain as it is read, then written
+    under a new digest and chain (so the chain printed is new). The new file is written
+    beside PATH, verified, then renamed over it, so a failure leaves PATH as it was (exit 1).
+    A log of another schema is refused (exit 2). Build the projection for plain SQL
+    afterwards with `gpuex index PATH`.
     """
     from exchange.store.event_store import SCHEMA_VERSION, migrate_store
 
@@ -1404,7 +1407,7 @@ def migrate_log(path):
         chain = store.digest()
     click.echo(
         f"{path}: migrated to schema_version {SCHEMA_VERSION}: {_count(events, 'event')} in "
-        f"{batches:,} batch{'' if batches == 1 else 'es'}, chain {chain[:16]} unchanged"
+        f"{batches:,} batch{'' if batches == 1 else 'es'}, new chain {chain[:16]}"
     )
 
 

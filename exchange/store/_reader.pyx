@@ -1,9 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """The event store's typed rows, read in C: what a replay folds.
 
-One row per batch (schemas 3 and 4): :func:`typed_rows` (at the end) parses the typed fields of
+One row per batch (schemas 3 to 5): :func:`typed_rows` (at the end) parses the typed fields of
 each event of a batch blob -- the JSON lines, which the store expands from the row's stored
-form (schema 4, ``exchange.store.compact.expand``) before it hands them here;
+form (schemas 4 and 5, ``exchange.store.compact.expand``) before it hands them here;
 :class:`RowReader` reads the projection's rows (filtered reads of a log that has it,
 unchecked: the store proves the projection against the blobs first). A replay's
 own reader is the compiled fold's (``exchange.store._fold.Kernel.parse``: the same lines, the

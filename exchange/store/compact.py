@@ -1,9 +1,10 @@
-"""The stored form of a batch's events (event store schema 4): its JSON lines, compacted.
+"""The stored form of a batch's events (event store schemas 4 and 5): its JSON lines, compacted.
 
 ``compact(blob)`` takes a batch's blob as schema 3 stored it (each event's canonical line,
-``events.encode(e)``, followed by ``b"\\n"``) and returns the bytes schema 4 stores;
-``expand(data)`` gives the blob back, byte for byte. The digest and the chain stay those of the
-blob (the JSON lines), so a log's ``digest()`` is the same in schema 3 and 4. On ``flow`` the
+``events.encode(e)``, followed by ``b"\\n"``) and returns the bytes schemas 4 and 5 store;
+``expand(data)`` gives the blob back, byte for byte. Schema 4 kept the digest and the chain
+those of the blob (the JSON lines); schema 5 hashes the stored form itself (a fifth of the
+bytes), which names the events as well since the encoding is deterministic. On ``flow`` the
 stored form is about a fifth of the blob (31 bytes an event against 150): the bytes SQLite
 writes and checkpoints shrink with it.
 

@@ -12,11 +12,11 @@ Layout (schema version :data:`SCHEMA_VERSION`; see ``docs/event_store.md``):
   ``last_seq``, ``events`` (the batch's *blob* -- every event's canonical payload,
   :func:`exchange.core.events.encode`, followed by ``b"\\n"``, in seq order -- stored in its
   compact form, :func:`exchange.store.compact.compact`; every read expands it first),
-  ``digest`` (sha256 hex of the blob, the JSON lines, not of the stored bytes) and ``chain``
-  (sha256 hex of ``bytes.fromhex(previous chain) + bytes.fromhex(digest)``; the chain before
-  batch 1 is 64 zeros). The last chain (:meth:`EventStore.digest`) identifies the whole log;
-  it is the value schema 2 (one row per event) and schema 3 (the blob stored as it is) gave
-  the same events in the same batches.
+  ``digest`` (sha256 hex of the stored bytes, the compact form -- schema 5; schemas 2-4
+  hashed the JSON lines, 5x more bytes) and ``chain`` (sha256 hex of
+  ``bytes.fromhex(previous chain) + bytes.fromhex(digest)``; the chain before batch 1 is 64
+  zeros). The last chain (:meth:`EventStore.digest`) identifies the whole log; the same
+  events in the same batches had another chain in schemas 2-4.
 * ``snapshots``: ``seq``, ``state`` (JSON), ``state_hash`` -- caches of folded state.
 * ``events`` (only once built: *the projection*): one row per event -- ``seq``, the typed
   fields of :class:`~exchange.core.events.Event` as columns, ``payload`` (the event's line of its
@@ -79,12 +79,14 @@ from exchange.core.events import ENCODE_OPTIONS, TYPED_FIELDS, Event, decode, en
 from exchange.store.compact import CompactError, compact, expand
 
 #: Bump whenever the layout of the file changes.
-SCHEMA_VERSION = 4  # 4: each batch's blob stored compact (3: as it is; 2: one row per event)
+SCHEMA_VERSION = 5  # 5: the digest over the stored bytes (4: over the JSON lines, stored
+# compact; 3: stored as they are; 2: one row per event)
 #: The schemas ``gpuex migrate`` converts to :data:`SCHEMA_VERSION`, and what a file of each
 #: holds (said when ``open`` refuses one).
 _SCHEMAS_BEFORE = {
     "2": "one row per event, written by an older gpuex",
     "3": "each batch's events stored as plain JSON lines, written by an older gpuex",
+    "4": "each batch's digest over its JSON lines, written by an older gpuex",
 }
 #: The ``meta`` value of ``format`` that marks a gpuex event store.
 FORMAT = "gpuex-event-store"
@@ -533,7 +535,7 @@ def _default_session_id(scenario: str, seed: int, config_json: str, code_version
 
 def _check_header(conn: sqlite3.Connection, path: Path) -> None:
     """Raise :class:`StoreError` unless ``conn`` is a gpuex store of this schema version (a
-    store of schema 2 or 3 is refused with the command that converts it)."""
+    store of schema 2, 3 or 4 is refused with the command that converts it)."""
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
@@ -958,7 +960,7 @@ class EventStore:
 
         Raises:
             FileNotFoundError: no file at ``path``.
-            StoreError: not a gpuex store, or another schema version (a schema-2 or -3 file: the
+            StoreError: not a gpuex store, or another schema version (a schema-2, -3 or -4 file: the
                 message names ``gpuex migrate PATH``).
             ValueError: unknown ``mode``.
         """
@@ -1171,7 +1173,8 @@ class EventStore:
     ) -> None:
         """:meth:`append_blob` of several batches in one transaction: ``batches`` holds
         ``(blob, first, count, snapshot, digest)`` per batch, in log order (``digest``: the
-        blob's sha256 hex when the caller has it, else None). The statements are those of
+        sha256 hex of the blob's stored form, ``compact(blob)``, when the caller has it, else
+        None: computed after compacting). The statements are those of
         one :meth:`append_blob` per batch, in the same order, so the file is the same page
         for page; only the commits are fewer (the journaller's, when batches have queued up
         behind a commit: one WAL commit, not one per batch).
@@ -1244,7 +1247,7 @@ class EventStore:
         digest: str | None = None,
     ) -> None:
         """One batch's transaction (``n`` events, ``first..last``, as ``blob``; ``digest``:
-        its sha256 hex, or None to compute it): see :meth:`_write`. All or nothing."""
+        its stored form's sha256 hex, or None to compute it): see :meth:`_write`. All or nothing."""
         chain, header = self._chain, self._header_written
         try:
             with self._atomic():
@@ -1268,7 +1271,7 @@ class EventStore:
         digest: str | None,
     ) -> int:
         """One batch's statements, inside a transaction: the batch row (the blob's compact
-        form, the blob's digest and the chain; the chain is advanced, the caller restores it
+        form, that form's digest and the chain; the chain is advanced, the caller restores it
         if the transaction rolls back), the projection's rows if the file has one,
         ``sessions.last_seq`` and the optional snapshot. A value SQLite refuses becomes a
         ``ValueError`` naming the batch. Returns the bytes written (the stored form and the
@@ -1288,10 +1291,10 @@ class EventStore:
                     # the journaller took over (test_journal.py compares the files).
                     conn.execute("PRAGMA user_version = 0")
                     self._header_written = True
-                if digest is None:  # of the blob, the JSON lines: the chain of schemas 2 and 3
-                    digest = hashlib.sha256(blob).hexdigest()
-                chain = _chain(self._chain, digest)
                 stored = compact(blob)
+                if digest is None:  # schema 5: over the stored bytes (2-4: the JSON lines)
+                    digest = hashlib.sha256(stored).hexdigest()
+                chain = _chain(self._chain, digest)
                 size = len(stored)
                 conn.execute(
                     "INSERT INTO batches (batch, first_seq, last_seq, events, digest, chain) "
@@ -1774,14 +1777,18 @@ class EventStore:
                 where = f"batch {committed} (seqs {first_seq}..{last_seq})"
                 if (batch, first, last_of) != (committed, first_seq, last_seq):
                     raise DamagedLogError(path, first_seq, f"{where}: its row changed while read")
-                blob = _expand_stored(path, batch, first, last_of, stored)
-                if type(blob) is not bytes or hashlib.sha256(blob).hexdigest() != digest:
+                # the stored bytes are hashed first (schema 5: the digest is theirs, 5x fewer
+                # bytes than the JSON lines), then expanded
+                if type(stored) is not bytes or hashlib.sha256(stored).hexdigest() != digest:
+                    # a stored form that does not expand says so (the more precise verdict)
+                    _expand_stored(path, batch, first, last_of, stored)
                     raise DamagedLogError(
                         path,
                         first,
                         f"{where}: digest mismatch: its events differ from what was "
                         "committed (the batch's blob was edited)",
                     )
+                blob = _expand_stored(path, batch, first, last_of, stored)
                 fields = _decode(blob, first, last_of, typed)
                 if fields is None:
                     seq, problem = _batch_problem(batch, first, last_of, blob) or (
@@ -2191,8 +2198,10 @@ class _BlobScan:
                 kind = "NULL" if blob is None else type(blob).__name__
                 found.add(f"{where}: its events are {kind}, not a blob", first, batch)
                 continue
+            # schema 5: the digest is the stored bytes' (hashed before they are expanded)
+            digest_ok = hashlib.sha256(blob).hexdigest() == self.digests.get(batch)
             try:
-                blob = expand(blob)  # the stored form (schema 4) -> the JSON lines
+                blob = expand(blob)  # the stored form -> the JSON lines
             except CompactError as exc:
                 found.add(_stored_problem(batch, first, last, exc), first, batch)
                 # its events cannot be read (not "read intact"), but the row says where they
@@ -2243,7 +2252,7 @@ class _BlobScan:
                 if progress is not None and self.count >= next_report:
                     progress(self.count)
                     next_report += PROGRESS_EVERY
-            if hashlib.sha256(blob).hexdigest() != self.digests.get(batch):
+            if not digest_ok:
                 located = [item[3] for item in items[bad_before:] if item[3] is not None]
                 found.add(
                     f"{where}: digest mismatch: its events differ from what was committed",
@@ -2515,24 +2524,26 @@ def _check_batches(batch_rows: list[tuple], found: _Problems) -> list[tuple[int,
 
 # ---------------------------------------------------------------------- migration
 def migrate_store(path: str | Path) -> tuple[int, int]:
-    """Rewrite the store at ``path`` of schema 2 (one row per event) or 3 (one row per
-    batch, its blob stored as it is) as a store of :data:`SCHEMA_VERSION` (the blob stored
-    compact) and return ``(events, batches)``. ``gpuex migrate PATH`` calls it.
+    """Rewrite the store at ``path`` of schema 2 (one row per event), 3 (one row per batch,
+    its blob stored as it is) or 4 (the blob stored compact, its digest the JSON lines') as a
+    store of :data:`SCHEMA_VERSION` (the blob stored compact, the digest over the stored
+    bytes) and return ``(events, batches)``. ``gpuex migrate PATH`` calls it.
 
     Each batch's blob is, in schema 2, its events' stored payloads, each followed by a
-    newline -- the bytes schema 2's batch digest hashed -- and in schema 3 the ``events``
-    column itself; the new file stores its compact form under the same digest, so the
-    digests and the chain carry over: the blob's sha256 is checked equal to the stored digest
-    before the batch is written and the new chain equal to the old one after, and a batch
-    that fails either stops the migration (a damaged log: ``gpuex verify`` with the gpuex
-    that wrote it says where). The events are checked as :meth:`EventStore.append` checks
-    them. The session row and the snapshots are copied as they are. Atomic: the new file is
-    written beside (``PATH.migrating``), verified, then renamed over ``PATH``; a failure
-    leaves ``PATH`` as it was. The projection is not carried over (``gpuex index PATH``).
+    newline -- the bytes schema 2's batch digest hashed -- in schema 3 the ``events`` column
+    itself and in schema 4 that column expanded. The old digests are the blobs': each blob's
+    sha256 is checked equal to its old digest and the old chain recomputed and checked batch
+    by batch before the batch is written (under a new digest, its stored form's, and so a
+    new chain), and a batch that fails either stops the migration (a damaged log: ``gpuex
+    verify`` with the gpuex that wrote it says where). The events are checked as
+    :meth:`EventStore.append` checks them. The session row and the snapshots are copied as
+    they are. Atomic: the new file is written beside (``PATH.migrating``), verified, then
+    renamed over ``PATH``; a failure leaves ``PATH`` as it was. The projection is not
+    carried over (``gpuex index PATH``).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        StoreError: not a gpuex store, not of schema 2 or 3, open by a writer (a ``-wal`` or
+        StoreError: not a gpuex store, not of schema 2, 3 or 4, open by a writer (a ``-wal`` or
             ``-journal`` beside it), or damaged.
     """
     path = Path(path)
@@ -2558,7 +2569,7 @@ def migrate_store(path: str | Path) -> tuple[int, int]:
             if found not in _SCHEMAS_BEFORE:
                 raise StoreError(
                     f"{path}: schema_version {found}; only "
-                    f"{' and '.join(_SCHEMAS_BEFORE)} can be migrated"
+                    f"{', '.join(_SCHEMAS_BEFORE)} can be migrated"
                 )
             if meta.get("typed_fields") != ",".join(TYPED_FIELDS):
                 raise StoreError(f"{path}: typed_fields {meta.get('typed_fields')!r} differ")
@@ -2589,6 +2600,7 @@ def migrate_store(path: str | Path) -> tuple[int, int]:
             started_t=session["started_t"] or 0,
         )
         count = 0
+        old_chain = ZERO_CHAIN  # the old file's chain, recomputed as its batches are read
         try:
             for batch, first, last, digest, chain in batches:
                 where = f"{path}: batch {batch} (seqs {first}..{last})"
@@ -2596,13 +2608,22 @@ def migrate_store(path: str | Path) -> tuple[int, int]:
                     if found == "2":
                         blob, events = _schema_2_batch(old, first, last)
                     else:
-                        blob, events = _schema_3_batch(old, batch, first, last)
+                        blob, events = _schema_3_batch(old, batch, first, last, found == "4")
                 except sqlite3.DatabaseError as exc:
                     raise StoreError(f"{where}: cannot be read ({exc}); not migrated") from exc
                 if blob is None:
                     raise StoreError(f"{where}: {events}; not migrated")
+                # schemas 2-4: the digest is the JSON lines'
                 if hashlib.sha256(blob).hexdigest() != digest:
                     raise StoreError(f"{where}: digest mismatch (a damaged log); not migrated")
+                # the new chain differs (schema 5's digests are the stored bytes'), so the old
+                # one is checked here, as it is read
+                try:
+                    old_chain = _chain(old_chain, digest)
+                except (ValueError, TypeError):
+                    old_chain = None
+                if old_chain != chain:
+                    raise StoreError(f"{where}: chain break (a damaged log); not migrated")
                 if events is None:  # the digest holds, yet the blob is not its events
                     raise StoreError(
                         f"{where}: its events are not seqs {first}..{last} in order, one a "
@@ -2612,8 +2633,8 @@ def migrate_store(path: str | Path) -> tuple[int, int]:
                     new.append(events, encoded=blob)
                 except ValueError as exc:
                     raise StoreError(f"{where}: {exc}; not migrated") from exc
-                if new.digest() != chain or new.batch_count != batch:
-                    raise StoreError(f"{where}: chain break (a damaged log); not migrated")
+                if new.batch_count != batch:
+                    raise StoreError(f"{where}: batches not numbered 1, 2, ...; not migrated")
                 count += len(events)
             if count != session["last_seq"]:
                 raise StoreError(
@@ -2666,11 +2687,19 @@ def _schema_2_batch(old: sqlite3.Connection, first: int, last: int) -> tuple[Any
     return blob, events
 
 
-def _schema_3_batch(old: sqlite3.Connection, batch: int, first: int, last: int) -> tuple[Any, Any]:
-    """Of a schema-3 store: batch ``batch``'s blob (its ``events`` column, the JSON lines) and
-    its events as field lists (None if they are not seqs ``first..last`` in order); or
-    ``(None, what is wrong)``."""
+def _schema_3_batch(
+    old: sqlite3.Connection, batch: int, first: int, last: int, compacted: bool = False
+) -> tuple[Any, Any]:
+    """Of a schema-3 store (or schema 4, ``compacted``: the column holds the compact form,
+    expanded here): batch ``batch``'s blob (the JSON lines) and its events as field lists
+    (None if they are not seqs ``first..last`` in order); or ``(None, what is wrong)``."""
     row = old.execute("SELECT events FROM batches WHERE batch = ?", (batch,)).fetchone()
     if row is None or type(row[0]) is not bytes:
         return None, "its events are not a blob"
-    return row[0], _sound_fields(row[0], first, last)
+    blob = row[0]
+    if compacted:
+        try:
+            blob = expand(blob)
+        except CompactError as exc:
+            return None, f"its stored events do not expand ({exc}; a damaged log)"
+    return blob, _sound_fields(blob, first, last)

@@ -12,9 +12,10 @@ event: :meth:`CompiledFold.apply_blob`) and commits it as it is. The blobs trave
 buffer the two processes share (:class:`_Ring`, ``_RING_BYTES``; the pipe where there is no
 ``memfd_create``), so that the run waits only when the journaller is that far behind, never
 for the journaller's threads to be scheduled. The journaller reads the pipe on a thread of its
-own (:class:`_Inbox`), folds and checksums on its main thread, and commits on a third
-(:class:`_Committer`), several queued batches to a transaction: the fold and checksum of the
-next batches and SQLite's writing of the last ones run on both cores when the run waits.
+own (:class:`_Inbox`), folds on its main thread, and compacts, checksums (the stored form:
+schema 5) and commits on a third (:class:`_Committer`), several queued batches to a
+transaction: the fold of the next batches and the writing of the last ones run on both
+cores when the run waits.
 
 The log is the same, byte for byte, either way: :class:`Journal` folds, snapshots and appends
 the same batches in the same order in both places; only the process differs. Crash safety is
@@ -36,14 +37,15 @@ run):
   ``("end", t, state_hash)`` to seal, or ``("close",)`` if the run failed; the end of the pipe
   means the run died. A batch is its ``events`` blob as the store keeps it (``encode(e) +
   b"\\n"`` per event, of the ``count`` events of seqs ``first``, ``first + 1``...), sent either
-  way: ``("ring", [(first, count, offset, size, end, digest), ...])`` for batches whose blobs
-  the run has copied into the shared buffer (at ``offset``, ``size`` bytes; ``end``: the
-  position after it, counted since the start: see :class:`_Ring`; ``digest``: the blob's
-  sha256 hex, computed by the run), up to ``_PLACED_PER_MESSAGE`` to a message; or
-  ``("batch", None, first, count, digest)`` followed by its blob as a message of its own,
+  way: ``("ring", [(first, count, offset, size, end), ...])`` for batches whose blobs the run
+  has copied into the shared buffer (at ``offset``, ``size`` bytes; ``end``: the position after
+  it, counted since the start: see :class:`_Ring`), up to ``_PLACED_PER_MESSAGE`` to a
+  message; or ``("batch", None, first, count)`` followed by its blob as a message of its own,
   unpickled (written from the run's bytes in one ``writev`` with its header, never copied into
-  a pickle; ``("batch", blob, first, count, digest)``, the blob inside, is read too, with
-  or without its digest).
+  a pickle; ``("batch", blob, first, count)``, the blob inside, is read too). No digest
+  travels: the batch's digest is its stored (compact) form's, computed by the journaller's
+  store as it compacts the blob (schema 5; decision 98's digest computed by the run, over the
+  JSON lines, is gone with schema 4).
 * journaller -> run: ``("ready",)`` once it has started; ``("released", end)`` once it has
   copied the blobs of the shared buffer up to position ``end`` (the run may write there
   again); ``("done",)`` after sealing the store; ``("error", pickled_exception, text)`` if
@@ -68,7 +70,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import mmap
 import os
 import pickle
@@ -190,14 +191,6 @@ class Journal:
         self.store.finish(t, state_hash)
 
 
-def _digest(blob: bytes) -> str:
-    """A batch's digest as the store keeps it (sha256 hex of its blob: ``EventStore._write``).
-    The run computes it as it sends the batch, not the journaller: with the input generated
-    in C, the journaller's CPU (fold, SQLite, checkpoints) is what a long run waits for, and
-    the run's core idles while the journaller catches up (decision 98)."""
-    return hashlib.sha256(blob).hexdigest()
-
-
 def _widen(fd: int) -> None:
     if sys.platform.startswith("linux"):
         import fcntl
@@ -280,9 +273,8 @@ class Journaller:
         self._to = to_child
         self._from = from_child
         self._ring = ring  # None: the blobs travel down the pipe
-        #: batches placed in the ring, not yet told: (first, count, offset, size, end,
-        #: digest) each
-        self._placed: list[tuple[int, int, int, int, int, str]] = []
+        #: batches placed in the ring, not yet told: (first, count, offset, size, end) each
+        self._placed: list[tuple[int, int, int, int, int]] = []
         self._ready = False
         self._dead = False
         self._started = False  # sent the store (hand_over)
@@ -336,7 +328,7 @@ class Journaller:
         self._drain()
         first = self._next_seq
         blob = EventStore.encode_batch(batch, first, self._batch)
-        self._send(("batch", blob, first, len(batch), _digest(blob)))
+        self._send(("batch", blob, first, len(batch)))
         self._next_seq = first + len(batch)
         self._batch += 1
 
@@ -357,7 +349,6 @@ class Journaller:
                 f"not continue the log (the log ends at seq {self._next_seq - 1})"
             )
         self._drain()
-        digest = _digest(blob)
         ring = self._ring
         if ring is not None and len(blob) <= ring.size // 4:
             start, end = ring.place(len(blob))
@@ -368,11 +359,11 @@ class Journaller:
             offset = start % ring.size
             ring.map[offset : offset + len(blob)] = blob
             ring.head = end
-            self._placed.append((first, count, offset, len(blob), end, digest))
+            self._placed.append((first, count, offset, len(blob), end))
             if len(self._placed) >= _PLACED_PER_MESSAGE:
                 self._send_placed()
         else:
-            self._send(("batch", blob, first, count, digest))
+            self._send(("batch", blob, first, count))
         self._next_seq = first + count
         self._batch += 1
 
@@ -592,7 +583,7 @@ class _Committer:
 
     def __init__(self, path: str, limit: int = _COMMIT_QUEUE_BYTES) -> None:
         self._limit = limit
-        # ("batch", blob, first, count, snapshot, digest) | ("finish", t, state_hash) |
+        # ("batch", blob, first, count, snapshot, None) | ("finish", t, state_hash) |
         # ("stop",)
         self._queue: collections.deque[tuple] = collections.deque()
         self._bytes = 0  # of the blobs in the queue
@@ -610,16 +601,16 @@ class _Committer:
         first: int,
         count: int,
         snapshot: tuple | None,
-        digest: str | None = None,
     ) -> None:
-        """Queue a folded batch (see :meth:`EventStore.append_blob`; ``digest``: the blob's
-        sha256 hex, or None to have it computed here) to be committed; waits while ``limit``
-        bytes are queued. Raises the store's error, if it has failed."""
+        """Queue a folded batch (see :meth:`EventStore.append_blob`; its digest is computed
+        by the store as it compacts the blob, on the committing thread) to be committed; waits
+        while ``limit`` bytes are queued. Raises the store's error, if it has failed."""
         with self._changed:
             while self._bytes >= self._limit and self._error is None:
                 self._changed.wait()
             self._raise_error()
-            self._queue.append(("batch", blob, first, count, snapshot, digest))
+            # None: no digest given (EventStore.append_blobs computes it)
+            self._queue.append(("batch", blob, first, count, snapshot, None))
             self._bytes += len(blob)
             self._changed.notify_all()
 
@@ -710,17 +701,12 @@ class _ThreadedJournal(Journal):
         super().__init__(None, snapshot_every, fold)  # type: ignore[arg-type]
         self.committer = _Committer(path)
 
-    def record_blob(  # type: ignore[override]
-        self, blob: bytes, first: int, count: int, digest: str | None = None
-    ) -> None:
-        """:meth:`Journal.record_blob`, the commit queued (:meth:`_Committer.put`).
-        ``digest``: the blob's sha256 hex as the run computed it (:func:`_digest`), else
-        computed here, beside the fold, not on the committing thread (SQLite's writes make it
-        the journaller's slowest)."""
+    def record_blob(self, blob: bytes, first: int, count: int) -> None:
+        """:meth:`Journal.record_blob`, the commit queued (:meth:`_Committer.put`). The
+        digest is not computed here: it is the stored (compact) form's (schema 5), and the
+        store computes it on the committing thread right after compacting the blob."""
         self.fold_blob(blob, first, count)
-        if digest is None:
-            digest = _digest(blob)
-        self.committer.put(blob, first, count, self._snapshot(), digest)
+        self.committer.put(blob, first, count, self._snapshot())
 
     def finish(self, t: int, state_hash: str) -> None:
         """:meth:`Journal.finish`: the batches queued are committed either way."""
@@ -758,15 +744,15 @@ def serve(requests: Connection, replies: Connection, ring: mmap.mmap | None = No
                 assert journal is not None and ring is not None, "ring batch before start"
                 # copies: the run may write there again once they are released
                 blobs = [
-                    (ring[offset : offset + size], first, count, digest)
-                    for first, count, offset, size, _end, digest in message[1]
+                    (ring[offset : offset + size], first, count)
+                    for first, count, offset, size, _end in message[1]
                 ]
                 # a run that has stopped listening (closing after an error of its own) needs
                 # no release: what it sent is committed all the same
                 with contextlib.suppress(OSError):
                     reply("released", message[1][-1][4])
-                for blob, first, count, digest in blobs:
-                    journal.record_blob(blob, first, count, digest)
+                for blob, first, count in blobs:
+                    journal.record_blob(blob, first, count)
             elif tag == "batch":
                 assert journal is not None, "batch before start"
                 blob = message[1]
@@ -774,9 +760,7 @@ def serve(requests: Connection, replies: Connection, ring: mmap.mmap | None = No
                     blob = inbox.get()
                     if blob is None:
                         return 0  # the run died mid-batch: as at the end of the pipe
-                # (the digest may be left out: the journaller then computes it)
-                digest = message[4] if len(message) > 4 else None
-                journal.record_blob(blob, message[2], message[3], digest)
+                journal.record_blob(blob, message[2], message[3])
             elif tag == "start":
                 _tag, path, snapshot_every, fold_json = message
                 journal = _ThreadedJournal(path, snapshot_every, fold_class().from_json(fold_json))

@@ -593,26 +593,33 @@ def test_sweep_engine_reaches_every_run_but_not_the_run_ids(tmp_path, monkeypatc
 
 
 # ------------------------------------------------------------------ gpuex migrate (issue #20)
-@pytest.mark.parametrize("schema", [2, 3])
-def test_migrate_converts_an_older_log_in_place_and_refuses_one_of_schema_4(tmp_path, schema):
-    from tests.exchange.store.test_store import schema_2_store, schema_3_store
+@pytest.mark.parametrize("schema", [2, 3, 4])
+def test_migrate_converts_an_older_log_in_place_and_refuses_one_of_schema_5(tmp_path, schema):
+    from tests.exchange.store.test_store import (
+        schema_2_store,
+        schema_3_store,
+        schema_4_store,
+        schema_5_chain,
+    )
 
     path = tmp_path / "old.db"
-    chain = (schema_2_store if schema == 2 else schema_3_store)(path)
+    chain = {2: schema_2_store, 3: schema_3_store, 4: schema_4_store}[schema](path)
     refused = CliRunner().invoke(main, ["replay", str(path)])
     assert refused.exit_code == 1 and f"`gpuex migrate {path}`" in refused.output
-    assert f"schema_version {schema}, expected 4" in refused.output
+    assert f"schema_version {schema}, expected 5" in refused.output
     result = CliRunner().invoke(main, ["migrate", str(path)])
     assert result.exit_code == 0, result.output
-    assert f"migrated to schema_version 4: 40 events in 4 batches, chain {chain[:16]}" in (
+    new_chain = schema_5_chain(path)[-1][1]  # the stored bytes' chain: a new one
+    assert new_chain != chain
+    assert f"migrated to schema_version 5: 40 events in 4 batches, new chain {new_chain[:16]}" in (
         result.output
     )
     with EventStore.open(path) as store:
-        assert store.digest() == chain and store.last_seq == 40
+        assert store.digest() == new_chain and store.last_seq == 40
     again = CliRunner().invoke(main, ["migrate", str(path)])
     assert again.exit_code == 2 and "nothing to migrate" in again.output
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.close()
     older = CliRunner().invoke(main, ["migrate", str(path)])
-    assert older.exit_code == 2 and "only 2 and 3 can be migrated" in older.output
+    assert older.exit_code == 2 and "only 2, 3, 4 can be migrated" in older.output

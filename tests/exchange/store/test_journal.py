@@ -106,8 +106,8 @@ def test_a_log_recorded_by_the_journaller_is_the_log_recorded_in_line(
         if message[0] == "batch":
             sent.append(message[1:])
         elif message[0] == "ring":  # the blobs are in the buffer shared with the journaller
-            for first, count, offset, size, _end, digest in message[1]:
-                sent.append((self._ring.map[offset : offset + size], first, count, digest))
+            for first, count, offset, size, _end in message[1]:
+                sent.append((self._ring.map[offset : offset + size], first, count))
         return send(self, message)
 
     monkeypatch.setattr(Journaller, "_send", keeping_send)
@@ -116,15 +116,16 @@ def test_a_log_recorded_by_the_journaller_is_the_log_recorded_in_line(
     assert hand_overs["hand_overs"], "the journaller never took over"
     assert journalled.state_hash == in_line.state_hash
     assert tables(tmp_path / "journal.db") == tables(tmp_path / "in-line.db")
-    # each batch travelled as its blob, with its first seq, count and digest (the run's): the
-    # journaller stored (the compact form of) what it was sent, nothing decoded into events or
-    # encoded again, under the digest the run computed
+    # each batch travelled as its blob, with its first seq and count (no digest: schema 5's
+    # is the stored form's, computed by the journaller's store): the journaller stored (the
+    # compact form of) what it was sent, nothing decoded into events or encoded again, under
+    # the digest of the bytes stored
     stored = {row[1]: row for row in tables(tmp_path / "journal.db")[1]["batches"]}
     assert len(sent) >= 10
-    for blob, first, count, digest in sent:
+    for blob, first, count in sent:
         _batch, _first, last, events, stored_digest, _chain = stored[first]
         assert type(blob) is bytes and (expand(events), last - first + 1) == (blob, count)
-        assert digest == stored_digest == sha256(blob)
+        assert stored_digest == sha256(events) != sha256(blob)
     # page for page the same file, but for SQLite's count of writing connections
     assert outside_the_change_counter(tmp_path / "journal.db") == outside_the_change_counter(
         tmp_path / "in-line.db"
@@ -561,10 +562,10 @@ def test_the_run_never_waits_on_the_pipe_while_the_journaller_commits(
     go_on = threading.Event()
     record_blob = _ThreadedJournal.record_blob
 
-    def slow_record_blob(self, blob, first, count, digest=None):
+    def slow_record_blob(self, blob, first, count):
         committing.set()
         assert go_on.wait(60), "never let go on"
-        return record_blob(self, blob, first, count, digest)
+        return record_blob(self, blob, first, count)
 
     monkeypatch.setattr(_ThreadedJournal, "record_blob", slow_record_blob)
     requests_end, run_side = Pipe(duplex=False)  # an OS pipe: 64 KiB
@@ -687,9 +688,9 @@ def sha256(blob: bytes) -> str:
 
 def test_a_batch_travels_to_the_journaller_as_its_header_then_its_blob_unpickled():
     """The run writes a batch's blob to the pipe from its own bytes (no copy into a pickle):
-    a pickled header ``("batch", None, first, count, digest)`` (the blob's sha256, computed by
-    the run), then the blob as a message of its
-    own, both framed as ``Connection.send_bytes`` frames them."""
+    a pickled header ``("batch", None, first, count)`` (no digest: the journaller's store
+    computes it over the stored form), then the blob as a message of its own, both framed as
+    ``Connection.send_bytes`` frames them."""
     journaller_end, run_side = Pipe(duplex=False)
     replies_end, _unused = Pipe(duplex=False)
     journaller = Journaller(None, run_side, replies_end)
@@ -697,10 +698,10 @@ def test_a_batch_travels_to_the_journaller_as_its_header_then_its_blob_unpickled
     blob = b"".join(encode(e) + b"\n" for e in _events(4, 6))
     journaller.record_blob(blob, 4, 3)
     journaller.record(_events(7, 7))
-    assert pickle.loads(journaller_end.recv_bytes()) == ("batch", None, 4, 3, sha256(blob))
+    assert pickle.loads(journaller_end.recv_bytes()) == ("batch", None, 4, 3)
     assert journaller_end.recv_bytes() == blob
     line = encode(_events(7, 7)[0]) + b"\n"
-    assert pickle.loads(journaller_end.recv_bytes()) == ("batch", None, 7, 1, sha256(line))
+    assert pickle.loads(journaller_end.recv_bytes()) == ("batch", None, 7, 1)
     assert journaller_end.recv_bytes() == line
     for conn in (journaller_end, run_side, replies_end, _unused):
         conn.close()

@@ -130,12 +130,12 @@ def forge_blob(path: Path, batch: int, edit, *, digest: bool = True, chain: bool
     conn = sqlite3.connect(path)
     with conn:
         stored = conn.execute("SELECT events FROM batches WHERE batch = ?", (batch,)).fetchone()
-        blob = edit(expand(stored[0]))
-        conn.execute("UPDATE batches SET events = ? WHERE batch = ?", (compact(blob), batch))
-        if digest:
+        new = compact(edit(expand(stored[0])))
+        conn.execute("UPDATE batches SET events = ? WHERE batch = ?", (new, batch))
+        if digest:  # schema 5: the digest is the stored bytes'
             conn.execute(
                 "UPDATE batches SET digest = ? WHERE batch = ?",
-                (hashlib.sha256(blob).hexdigest(), batch),
+                (hashlib.sha256(new).hexdigest(), batch),
             )
         if chain:
             rows = conn.execute(
@@ -427,17 +427,18 @@ def test_chain_matches_an_independent_computation(tmp_path):
         for size in sizes:
             events = make_events(seq, size)
             store.append(events)
-            digest = hashlib.sha256(b"".join(encode(e) + b"\n" for e in events)).hexdigest()
-            chain = hashlib.sha256(bytes.fromhex(chain) + bytes.fromhex(digest)).hexdigest()
             blob = b"".join(encode(e) + b"\n" for e in events)
+            # schema 5: the digest is the stored bytes' (the blob's compact form)
+            digest = hashlib.sha256(compact(blob)).hexdigest()
+            chain = hashlib.sha256(bytes.fromhex(chain) + bytes.fromhex(digest)).hexdigest()
             expected.append((len(expected) + 1, seq, seq + size - 1, blob, digest, chain))
             assert store.digest() == chain
             seq += size
     conn = sqlite3.connect(path)
     rows = conn.execute("SELECT * FROM batches ORDER BY batch").fetchall()
     conn.close()
-    # schema 4: the events column holds the blob's compact form, which expands to the blob
-    # (the lines joined) byte for byte; the digest and the chain are the blob's
+    # the events column holds the blob's compact form, which expands to the blob (the lines
+    # joined) byte for byte; the digest is the compact form's (schema 5), not the blob's
     assert [r[3] for r in rows] == [compact(e[3]) for e in expected]
     assert [(*r[:3], expand(r[3]), *r[4:]) for r in rows] == expected
     with EventStore.open(path) as store:
@@ -1278,14 +1279,30 @@ def test_a_schema_2_log_is_refused_with_the_command_that_migrates_it(tmp_path):
     path = tmp_path / "old.db"
     schema_2_store(path)
     for mode in ("r", "a"):
-        with pytest.raises(StoreError, match="schema_version 2, expected 4") as caught:
+        with pytest.raises(StoreError, match="schema_version 2, expected 5") as caught:
             EventStore.open(path, mode=mode)
         assert f"`gpuex migrate {path}`" in str(caught.value)
     report = verify_store(path)
     assert not report.ok and "gpuex migrate" in report.problems[0]
 
 
-def test_migrate_carries_the_events_digests_chain_session_and_snapshots_over(tmp_path):
+def schema_5_chain(path: Path) -> list[tuple[str, str]]:
+    """``(digest, chain)`` of each batch of the store at ``path``, computed here from its
+    stored bytes (schema 5: sha256 of the ``events`` column as it is, chained)."""
+    conn = sqlite3.connect(path)
+    try:
+        stored = [r[0] for r in conn.execute("SELECT events FROM batches ORDER BY batch")]
+    finally:
+        conn.close()
+    chain, out = ZERO_CHAIN, []
+    for column in stored:
+        digest = hashlib.sha256(column).hexdigest()
+        chain = hashlib.sha256(bytes.fromhex(chain) + bytes.fromhex(digest)).hexdigest()
+        out.append((digest, chain))
+    return out
+
+
+def test_migrate_carries_the_events_session_and_snapshots_over_under_a_new_chain(tmp_path):
     path = tmp_path / "old.db"
     chain = schema_2_store(path, sizes=(7, 20, 3), snapshot_at=27)
     old = sqlite3.connect(path)
@@ -1296,14 +1313,15 @@ def test_migrate_carries_the_events_digests_chain_session_and_snapshots_over(tmp
     assert verify_store(path).ok
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]  # nothing left beside
     new = sqlite3.connect(path)
-    assert [r[:3] + r[4:] for r in new.execute("SELECT * FROM batches ORDER BY batch")] == (
-        old_batches
-    )
+    rows = new.execute("SELECT * FROM batches ORDER BY batch").fetchall()
+    # the same batches; the digests and chain are the stored bytes' (schema 5)
+    assert [r[:3] for r in rows] == [r[:3] for r in old_batches]
+    assert [r[4:] for r in rows] == schema_5_chain(path)
     assert new.execute("SELECT * FROM sessions").fetchall() == old_session
     assert new.execute("SELECT * FROM snapshots").fetchall() == [(27, '{"x":1}', "h" * 64)]
     new.close()
     with EventStore.open(path) as store:
-        assert store.digest() == chain
+        assert store.digest() == schema_5_chain(path)[-1][1] != chain
         assert list(store.events()) == make_events(1, 30)
         assert list(store.payloads()) == [encode(e) for e in make_events(1, 30)]
     # the same events in the same batches written by this gpuex: the same batch rows
@@ -1327,68 +1345,97 @@ def test_migrate_refuses_a_damaged_schema_2_log_and_leaves_it_as_it_was(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
 
 
-# ------------------------------------------------------------------ schema 3 and its migration
-def schema_3_store(path: Path, sizes=(10, 10, 10, 10), snapshot_at=20, projection=False) -> str:
-    """A finished schema-3 store of ``make_events`` in batches of ``sizes``, as schema 3 wrote
-    it: today's tables, each batch's ``events`` the blob itself (the JSON lines, not their
-    compact form), ``schema_version`` 3; with ``projection`` the per-event table too (built
-    here by today's writer, then the blobs put back as schema 3 stored them). Returns its last
-    chain."""
+# ------------------------------------------------------------------ schemas 3, 4, migrated
+def older_store(
+    path: Path, version: int, sizes=(10, 10, 10, 10), snapshot_at=20, projection=False
+) -> str:
+    """A finished store of ``make_events`` in batches of ``sizes``, as schema ``version`` (3
+    or 4) wrote it: today's tables, each batch's ``events`` the blob itself (schema 3: the
+    JSON lines) or its compact form (schema 4), its ``digest`` the JSON lines' sha256 (both)
+    and the chain over those; with ``projection`` the per-event table too (built here by
+    today's writer). Returns its last chain."""
     build(path, sizes, snapshot_at)
     if projection:
         project(path)
     conn = sqlite3.connect(path)
+    chain = ZERO_CHAIN
     with conn:
-        for batch, stored in conn.execute("SELECT batch, events FROM batches").fetchall():
-            conn.execute("UPDATE batches SET events = ? WHERE batch = ?", (expand(stored), batch))
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        rows = conn.execute("SELECT batch, events FROM batches ORDER BY batch").fetchall()
+        for batch, stored in rows:
+            blob = expand(stored)
+            digest = hashlib.sha256(blob).hexdigest()  # schemas 2-4: the JSON lines'
+            chain = hashlib.sha256(bytes.fromhex(chain) + bytes.fromhex(digest)).hexdigest()
+            conn.execute(
+                "UPDATE batches SET events = ?, digest = ?, chain = ? WHERE batch = ?",
+                (blob if version == 3 else stored, digest, chain, batch),
+            )
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
         conn.execute("UPDATE sessions SET status = 'finished', final_state_hash = ?", ("f" * 64,))
-        chain = conn.execute("SELECT chain FROM batches ORDER BY batch DESC LIMIT 1").fetchone()
     conn.close()
-    return chain[0]
+    return chain
 
 
-def test_a_schema_3_log_is_refused_with_the_command_that_migrates_it(tmp_path):
+def schema_3_store(path: Path, sizes=(10, 10, 10, 10), snapshot_at=20, projection=False) -> str:
+    """:func:`older_store` of schema 3."""
+    return older_store(path, 3, sizes, snapshot_at, projection)
+
+
+def schema_4_store(path: Path, sizes=(10, 10, 10, 10), snapshot_at=20, projection=False) -> str:
+    """:func:`older_store` of schema 4."""
+    return older_store(path, 4, sizes, snapshot_at, projection)
+
+
+OLDER = {3: "each batch's events stored as plain JSON lines", 4: "its JSON lines"}
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_a_schema_3_or_4_log_is_refused_with_the_command_that_migrates_it(tmp_path, version):
     path = tmp_path / "old.db"
-    schema_3_store(path)
+    older_store(path, version)
     before = path.read_bytes()
     for mode in ("r", "a"):
-        with pytest.raises(StoreError, match="schema_version 3, expected 4") as caught:
+        with pytest.raises(StoreError, match=f"schema_version {version}, expected 5") as caught:
             EventStore.open(path, mode=mode)
         assert f"convert it with `gpuex migrate {path}`" in str(caught.value)
+        assert OLDER[version] in str(caught.value)
     report = verify_store(path)
     assert not report.ok and "gpuex migrate" in report.problems[0]
     assert path.read_bytes() == before
 
 
 @pytest.mark.parametrize("projection", [False, True])
-def test_migrate_compacts_a_schema_3_log_with_its_digest_events_session_and_snapshots(
-    tmp_path, projection
+@pytest.mark.parametrize("version", [3, 4])
+def test_migrate_rewrites_a_schema_3_or_4_log_with_its_events_session_and_snapshots(
+    tmp_path, version, projection
 ):
     path = tmp_path / "old.db"
-    chain = schema_3_store(path, sizes=(7, 20, 3), snapshot_at=27, projection=projection)
+    chain = older_store(path, version, sizes=(7, 20, 3), snapshot_at=27, projection=projection)
     old = sqlite3.connect(path)
     old_batches = old.execute("SELECT * FROM batches ORDER BY batch").fetchall()
     old_session = old.execute("SELECT * FROM sessions").fetchall()
     old.close()
     sizes = ((1, 7), (8, 20), (28, 3))
-    assert [r[3] for r in old_batches] == [  # the fixture is schema 3: the blobs as they are
-        b"".join(encode(e) + b"\n" for e in make_events(f, n)) for f, n in sizes
-    ]
+    blobs = [b"".join(encode(e) + b"\n" for e in make_events(f, n)) for f, n in sizes]
+    # the fixture is of its schema: the blobs as they are (3) or compact (4), under digests
+    # of the JSON lines
+    assert [r[3] for r in old_batches] == (blobs if version == 3 else [compact(b) for b in blobs])
+    assert [r[4] for r in old_batches] == [hashlib.sha256(b).hexdigest() for b in blobs]
     assert store_module.migrate_store(path) == (30, 3)
     assert verify_store(path).ok
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]  # nothing left beside
     new = sqlite3.connect(path)
     rows = new.execute("SELECT * FROM batches ORDER BY batch").fetchall()
-    # the same rows, each blob stored compact: the digests and chain those of the blobs
-    assert [r[3] for r in rows] == [compact(r[3]) for r in old_batches]
-    assert [(*r[:3], expand(r[3]), *r[4:]) for r in rows] == old_batches
+    # the same batches, each blob stored compact, under the stored bytes' digests and chain
+    assert [r[:3] for r in rows] == [r[:3] for r in old_batches]
+    assert [r[3] for r in rows] == [compact(b) for b in blobs]
+    assert [expand(r[3]) for r in rows] == blobs
+    assert [r[4:] for r in rows] == schema_5_chain(path)
     assert new.execute("SELECT * FROM sessions").fetchall() == old_session
     assert new.execute("SELECT * FROM snapshots").fetchall() == [(27, '{"x":1}', "h" * 64)]
-    assert new.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    assert new.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
     new.close()
     with EventStore.open(path) as store:
-        assert store.digest() == chain
+        assert store.digest() == schema_5_chain(path)[-1][1] != chain
         assert not store.has_projection()  # not carried over: gpuex index builds it
         assert list(store.events()) == make_events(1, 30)
         assert list(store.payloads()) == [encode(e) for e in make_events(1, 30)]
@@ -1396,13 +1443,23 @@ def test_migrate_compacts_a_schema_3_log_with_its_digest_events_session_and_snap
         store_module.migrate_store(path)
 
 
-def test_migrate_refuses_a_damaged_schema_3_log_and_leaves_it_as_it_was(tmp_path):
+def _edit_older_blob(path: Path, version: int, batch: int, edit) -> None:
+    """Replace batch ``batch``'s JSON lines by ``edit(lines)`` in a schema-3 or -4 store,
+    stored as that schema stores them, its digest and chain left as they were."""
+    stored = _stored(path, batch)
+    blob = edit(stored if version == 3 else expand(stored))
+    new = blob if version == 3 else compact(blob)
+    sql(path, "UPDATE batches SET events = ? WHERE batch = ?", (new, batch))
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_migrate_refuses_a_damaged_schema_3_or_4_log_and_leaves_it_as_it_was(tmp_path, version):
     path = tmp_path / "old.db"
-    schema_3_store(path)
-    sql(
-        path,
-        "UPDATE batches SET events = CAST(replace(CAST(events AS TEXT), '\"trade_id\":23', "
-        "'\"trade_id\":24') AS BLOB) WHERE batch = 3",
+    older_store(path, version)
+    # an event edited behind the store's back: its batch's old digest no longer holds (the
+    # new digest, the stored bytes', would be computed afresh: only the old one can tell)
+    _edit_older_blob(
+        path, version, 3, lambda blob: blob.replace(b'"trade_id":23', b'"trade_id":24')
     )
     before = path.read_bytes()
     with pytest.raises(StoreError, match=r"batch 3 \(seqs 21..30\): digest mismatch"):
@@ -1411,13 +1468,43 @@ def test_migrate_refuses_a_damaged_schema_3_log_and_leaves_it_as_it_was(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
 
 
+@pytest.mark.parametrize("version", [3, 4])
+def test_migrate_checks_the_old_chain_as_it_reads(tmp_path, version):
+    """A forger who edits a batch and recomputes its old digest but not the chain: the new
+    file's chain is new, so only the old chain, recomputed while reading, can tell."""
+    path = tmp_path / "old.db"
+    older_store(path, version)
+
+    def forged(blob: bytes) -> bytes:
+        return blob.replace(b'"trade_id":23', b'"trade_id":24')
+
+    _edit_older_blob(path, version, 3, forged)
+    blob = forged(b"".join(encode(e) + b"\n" for e in make_events(21, 10)))
+    digest = hashlib.sha256(blob).hexdigest()
+    sql(path, "UPDATE batches SET digest = ? WHERE batch = 3", (digest,))
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"batch 3 \(seqs 21..30\): chain break"):
+        store_module.migrate_store(path)
+    assert path.read_bytes() == before
+
+
+def test_migrate_refuses_a_schema_4_stored_form_that_does_not_expand(tmp_path):
+    path = tmp_path / "old.db"
+    schema_4_store(path)
+    sql(path, "UPDATE batches SET events = ? WHERE batch = 2", (b"\xfe",))
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"batch 2 \(seqs 11..20\): its stored events do not"):
+        store_module.migrate_store(path)
+    assert path.read_bytes() == before
+
+
 def test_migrate_refuses_what_it_cannot_convert(tmp_path):
     path = tmp_path / "s.db"
     build(path)
-    with pytest.raises(StoreError, match="already schema_version 4; nothing to migrate"):
+    with pytest.raises(StoreError, match="already schema_version 5; nothing to migrate"):
         store_module.migrate_store(path)
     sql(path, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    with pytest.raises(StoreError, match="schema_version 1; only 2 and 3 can be migrated"):
+    with pytest.raises(StoreError, match="schema_version 1; only 2, 3, 4 can be migrated"):
         store_module.migrate_store(path)
 
 
@@ -1468,6 +1555,30 @@ def test_a_stored_form_that_does_not_expand_is_a_damaged_batch(db, damage, proje
         p for p in report.problems if p.startswith(said)
     ]
     assert report.problems[0].startswith(said), report.problems
+
+
+def test_a_stored_form_that_hashes_right_but_does_not_expand_is_a_damaged_batch(db):
+    """Schema 5 hashes the stored bytes before expanding them: a forger who recomputes the
+    digest and the chain over a stored form that does not expand passes both, and the
+    expansion still refuses it, checked read or verify."""
+    sql(db, "UPDATE batches SET events = ? WHERE batch = 2", (b"\xfe",))
+    conn = sqlite3.connect(db)
+    with conn:  # the careful forger: digest and chain of the damaged bytes, from batch 2 on
+        chain = conn.execute("SELECT chain FROM batches WHERE batch = 1").fetchone()[0]
+        rows = conn.execute("SELECT batch, events FROM batches WHERE batch >= 2 ORDER BY batch")
+        for batch, stored in rows.fetchall():
+            digest = hashlib.sha256(stored).hexdigest()
+            chain = hashlib.sha256(bytes.fromhex(chain) + bytes.fromhex(digest)).hexdigest()
+            conn.execute(
+                "UPDATE batches SET digest = ?, chain = ? WHERE batch = ?", (digest, chain, batch)
+            )
+    conn.close()
+    with EventStore.open(db) as store, pytest.raises(store_module.DamagedLogError) as caught:
+        list(store.events())
+    assert caught.value.seq == 11 and "do not expand" in caught.value.problem
+    report = verify_store(db)
+    assert not report.ok and report.first_bad_seq == 11
+    assert "do not expand" in report.problems[0] and "chain" not in report.problems[0]
 
 
 def test_a_stored_form_damaged_into_other_lines_is_a_digest_mismatch(db):

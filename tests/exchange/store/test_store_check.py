@@ -142,7 +142,7 @@ def reseal(path):
         for batch, stored in conn.execute(
             "SELECT batch, events FROM batches ORDER BY batch"
         ).fetchall():
-            digest = hashlib.sha256(expand(stored)).hexdigest()  # of the JSON lines
+            digest = hashlib.sha256(stored).hexdigest()  # of the stored bytes (schema 5)
             chain = hashlib.sha256(bytes.fromhex(chain) + bytes.fromhex(digest)).hexdigest()
             conn.execute(
                 "UPDATE batches SET digest = ?, chain = ? WHERE batch = ?", (digest, chain, batch)

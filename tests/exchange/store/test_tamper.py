@@ -21,7 +21,6 @@ from click.testing import CliRunner
 
 from exchange.cli import EXIT_UNFINISHED, main
 from exchange.sessions import session
-from exchange.store.compact import expand
 from exchange.store.event_store import EventStore, verify_store
 from tests.exchange.conftest import SPIRAL
 from tests.exchange.store.test_store_check import edit_event, reseal
@@ -243,11 +242,11 @@ def edited_blob(path):
 
 def blob_with_its_digest_recomputed(path):
     batch, first = _batch_of(path, edited_blob(path))
-    blob = expand(one(path, "SELECT events FROM batches WHERE batch = ?", (batch,)))
+    stored = one(path, "SELECT events FROM batches WHERE batch = ?", (batch,))
     sql(
         path,
         "UPDATE batches SET digest = ? WHERE batch = ?",
-        (hashlib.sha256(blob).hexdigest(), batch),
+        (hashlib.sha256(stored).hexdigest(), batch),  # schema 5: the stored bytes'
     )
     return first
 
@@ -273,7 +272,7 @@ def bit_flip_in_a_blob(path):
 
 
 def truncated_stored_form(path):
-    """A batch's stored form (schema 4: the compact form of its blob) cut to its first half:
+    """A batch's stored form (schemas 4 and 5: the compact form of its blob) cut to its first half:
     it no longer expands, or expands to fewer lines than committed."""
     batch, first = _batch_of(path, _fill(path))
     sql(
