@@ -1338,11 +1338,17 @@ def test_migrate_refuses_a_damaged_schema_2_log_and_leaves_it_as_it_was(tmp_path
     path = tmp_path / "old.db"
     schema_2_store(path)
     sql(path, "UPDATE events SET payload = replace(payload, '\"trade_id\":23', '\"trade_id\":24')")
+    assert_migrate_refused(path, r"batch 3 \(seqs 21..30\): digest mismatch")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
+
+
+def assert_migrate_refused(path, match: str) -> None:
+    """``migrate_store(path)`` raises a StoreError matching ``match`` and leaves the file as
+    it was, byte for byte."""
     before = path.read_bytes()
-    with pytest.raises(StoreError, match=r"batch 3 \(seqs 21..30\): digest mismatch"):
+    with pytest.raises(StoreError, match=match):
         store_module.migrate_store(path)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
 
 
 # ------------------------------------------------------------------ schemas 3, 4, migrated
@@ -1461,10 +1467,7 @@ def test_migrate_refuses_a_damaged_schema_3_or_4_log_and_leaves_it_as_it_was(tmp
     _edit_older_blob(
         path, version, 3, lambda blob: blob.replace(b'"trade_id":23', b'"trade_id":24')
     )
-    before = path.read_bytes()
-    with pytest.raises(StoreError, match=r"batch 3 \(seqs 21..30\): digest mismatch"):
-        store_module.migrate_store(path)
-    assert path.read_bytes() == before
+    assert_migrate_refused(path, r"batch 3 \(seqs 21..30\): digest mismatch")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
 
 
@@ -1482,20 +1485,14 @@ def test_migrate_checks_the_old_chain_as_it_reads(tmp_path, version):
     blob = forged(b"".join(encode(e) + b"\n" for e in make_events(21, 10)))
     digest = hashlib.sha256(blob).hexdigest()
     sql(path, "UPDATE batches SET digest = ? WHERE batch = 3", (digest,))
-    before = path.read_bytes()
-    with pytest.raises(StoreError, match=r"batch 3 \(seqs 21..30\): chain break"):
-        store_module.migrate_store(path)
-    assert path.read_bytes() == before
+    assert_migrate_refused(path, r"batch 3 \(seqs 21..30\): chain break")
 
 
 def test_migrate_refuses_a_schema_4_stored_form_that_does_not_expand(tmp_path):
     path = tmp_path / "old.db"
     schema_4_store(path)
     sql(path, "UPDATE batches SET events = ? WHERE batch = 2", (b"\xfe",))
-    before = path.read_bytes()
-    with pytest.raises(StoreError, match=r"batch 2 \(seqs 11..20\): its stored events do not"):
-        store_module.migrate_store(path)
-    assert path.read_bytes() == before
+    assert_migrate_refused(path, r"batch 2 \(seqs 11..20\): its stored events do not")
 
 
 def test_migrate_refuses_what_it_cannot_convert(tmp_path):
