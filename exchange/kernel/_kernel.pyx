@@ -81,10 +81,12 @@ reference path for every command.
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next, PyDict_Size
+from cpython.exc cimport PyErr_Occurred
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from cpython.object cimport PyObject, PyObject_GenericSetAttr, PyTypeObject
 from cpython.pycapsule cimport PyCapsule_New
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy, memset
@@ -776,9 +778,12 @@ cdef inline bint _put_i128(Buf* b, i128 v) except -1:
 
 # the canonical bytes of the last strings written as fields (an account's or instrument's
 # name, written in most lines), by the object's address: a direct-mapped cache that holds
-# each key object, so no other object can come to have its address while it is cached
-cdef list _NAME_KEYS = [None] * 64
-cdef list _NAME_BYTES = [None] * 64
+# (a strong reference to) each key object, so no other object can come to have its address
+# while it is cached, and its bytes object
+cdef enum:
+    N_BYTES_CACHE = 64  # a power of two
+cdef PyObject* _name_keys[N_BYTES_CACHE]
+cdef PyObject* _name_bytes[N_BYTES_CACHE]  # (static: all NULL at first)
 
 
 cdef inline bint _put_obj(Buf* b, object value) except -1:
@@ -786,15 +791,21 @@ cdef inline bint _put_obj(Buf* b, object value) except -1:
     cdef Py_ssize_t h, start
     if type(value) is not str:
         return put_value(b, <PyObject*>value, 1) == 0
-    h = (<Py_ssize_t><PyObject*>value >> 4) & 63
-    if _NAME_KEYS[h] is value:
-        _put(b, <bytes>_NAME_BYTES[h])
+    h = (<Py_ssize_t><PyObject*>value >> 4) & (N_BYTES_CACHE - 1)
+    if _name_keys[h] == <PyObject*>value:
+        _raw(b, PyBytes_AS_STRING(<object>_name_bytes[h]),
+             PyBytes_GET_SIZE(<object>_name_bytes[h]))
         return 1
     start = b.len
     if put_value(b, <PyObject*>value, 1) != 0:
         return 0
-    _NAME_KEYS[h] = value
-    _NAME_BYTES[h] = b.data[start:b.len]
+    canonical = b.data[start:b.len]
+    Py_INCREF(value)
+    Py_INCREF(canonical)
+    Py_XDECREF(_name_keys[h])
+    Py_XDECREF(_name_bytes[h])
+    _name_keys[h] = <PyObject*>value
+    _name_bytes[h] = <PyObject*>canonical
     return 1
 
 
@@ -854,8 +865,13 @@ cdef int _reread(Out* o, dict E) except -1:
 
 cdef inline int _stamp(Out* o, long long seq, long long t) except -1:
     """``o``'s seq and t digits (see :class:`Out`) for a command at ``seq``, ``t`` ns."""
-    global _t_last, _t_last_len
     o.seq_len = _digits(o.seq_digits, seq)
+    return _stamp_t(o, t)
+
+
+cdef inline int _stamp_t(Out* o, long long t) except -1:
+    """``o``'s t digits for a command at ``t`` ns."""
+    global _t_last, _t_last_len
     if t != _t_last:  # (the commands of an instant share their t: its digits kept)
         _t_last_len = _digits(_t_last_digits, t)
         _t_last = t
@@ -867,9 +883,14 @@ cdef inline int _stamp(Out* o, long long seq, long long t) except -1:
 cdef inline int _done(Out* o) except -1:
     """The engine's ``seq`` brought up to the last event written (typed lines): held by the
     kernel while it holds the counters."""
+    cdef Kernel k
     if o.lines != NULL:
         if o.kernel != NULL and (<Kernel>o.kernel).counters is not None:
-            (<Kernel>o.kernel).seq = o.seq
+            k = <Kernel>o.kernel
+            k.seq = o.seq
+            memcpy(k.seq_digits, o.seq_digits, 24)
+            k.seq_len = o.seq_len
+            k.digits_seq = o.seq
         else:
             (<dict>o.E)["seq"] = o.seq
     return 0
@@ -887,6 +908,7 @@ cdef int _begin_k(Out* o, dict E, Kernel k) except -1:
         _reread(o, E)
         if o.lines != NULL and not o.tapped:
             k.counters = E
+            k.orders = E["orders"]
             k.lines = <LineBatch>o.lines
             k.seq = o.seq
             k.t = o.t
@@ -898,7 +920,11 @@ cdef int _begin_k(Out* o, dict E, Kernel k) except -1:
     o.seq = k.seq
     o.t = t
     o.tapped = False
-    return _stamp(o, k.seq, t)
+    if k.digits_seq != k.seq:
+        return _stamp(o, k.seq, t)
+    memcpy(o.seq_digits, k.seq_digits, 24)
+    o.seq_len = k.seq_len
+    return _stamp_t(o, t)
 
 
 cdef inline Buf* _head(Out* o, bytes head) except NULL:
@@ -1461,6 +1487,10 @@ def _patched(dict E) -> bool:
     return any(name in E for name in HOOKS) or not all(name in E for name in ENGINE_ATTRS)
 
 
+cdef enum:
+    N_NAME_CACHE = 16  # :func:`_slot_of`'s entries (a power of two; `flow` has 8 accounts)
+
+
 cdef class Kernel:
     """The per-engine state of the compiled path: the typed listings, and whether the
     engine's order-path methods and attributes are still the reference's."""
@@ -1495,6 +1525,12 @@ cdef class Kernel:
     # attributes they are written back to; None when not held), the sink's lines, the
     # listing of the last row (``last_name``'s, found this epoch: listed, not expired)
     cdef object counters
+    cdef object orders  # while the counters are held: the engine's ``orders`` (_orders_of)
+    # ``seq``'s decimal digits as the last command left them (``Out.seq_digits``), valid when
+    # ``digits_seq == seq``: the next command starts from them instead of dividing again
+    cdef char seq_digits[24]
+    cdef int seq_len
+    cdef int64_t digits_seq
     cdef int64_t seq
     cdef int64_t t
     cdef int64_t next_id
@@ -1509,6 +1545,13 @@ cdef class Kernel:
     cdef Py_ssize_t n_pend, cap_pend
     cdef Py_ssize_t* pend_table  # open addressing by order id: entry + 1 (0: empty)
     cdef Py_ssize_t pend_mask
+    # ``slot_of`` by the name object's address (see :func:`_slot_of`): each key a strong
+    # reference, so that no other object can come to have its address while it is cached
+    cdef PyObject* name_keys[N_NAME_CACHE]
+    cdef Py_ssize_t name_slots[N_NAME_CACHE]
+    # :meth:`rows` held true for the engine the flow driver holds, this epoch (no Python has
+    # run since, so it still does: see :func:`_handle_row`)
+    cdef bint rows_held
 
     def __cinit__(self):
         self.slots = NULL
@@ -1519,8 +1562,14 @@ cdef class Kernel:
         self.pend_table = NULL
         self.n_pend = self.cap_pend = 0
         self.pend_mask = -1
+        self.digits_seq = -1
+        memset(self.name_keys, 0, sizeof(self.name_keys))
+        self.rows_held = False
 
     def __dealloc__(self):
+        cdef int h
+        for h in range(N_NAME_CACHE):
+            Py_XDECREF(self.name_keys[h])
         PyMem_RawFree(self.slots)
         PyMem_RawFree(self.dirty)
         PyMem_RawFree(self.by_index)
@@ -1538,6 +1587,7 @@ cdef class Kernel:
         self.fees_dirty = False
         self.pools = None
         self.counters = None
+        self.orders = None
         self.next_held = False
         self.lines = None
         self.last_name = None
@@ -1681,16 +1731,38 @@ cdef bint _read(Kernel k, dict E, Slot* s, object name) except -1:
     return 1
 
 
+cdef inline void _cache_name(Kernel k, object name, Py_ssize_t i) noexcept:
+    """Remember ``k.slot_of[name] == i`` by ``name``'s address (see :func:`_slot_of`)."""
+    cdef Py_ssize_t h = (<Py_ssize_t><PyObject*>name >> 4) & (N_NAME_CACHE - 1)
+    Py_INCREF(name)
+    Py_XDECREF(k.name_keys[h])
+    k.name_keys[h] = <PyObject*>name
+    k.name_slots[h] = i
+
+
+cdef inline Py_ssize_t _slot_of(Kernel k, object name) except -2:
+    """``k.slot_of.get(name, -1)``: the slot number of account ``name``, -1 if it has none.
+    The same name object comes with every row of an account (the flow driver's list of
+    names), and ``slot_of`` only grows (a slot is never renumbered): its entries are kept by
+    the name's address, a pointer comparison instead of a hash look-up."""
+    cdef Py_ssize_t h = (<Py_ssize_t><PyObject*>name >> 4) & (N_NAME_CACHE - 1)
+    cdef PyObject* found
+    if k.name_keys[h] == <PyObject*>name:
+        return k.name_slots[h]
+    found = PyDict_GetItemWithError(k.slot_of, name)
+    if found == NULL:
+        return -2 if PyErr_Occurred() != NULL else -1
+    _cache_name(k, name, <Py_ssize_t><object>found)
+    return <Py_ssize_t><object>found
+
+
 cdef Py_ssize_t _slot(Kernel k, dict E, object name, dict A) except -2:
     """The number of account ``name``'s slot (``A`` its attributes), read for ``k.bound``
     unless it is this epoch's; -1 when it holds a value this file does not (the
     reference's)."""
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i = _slot_of(k, name)
     cdef Slot* s
-    cdef PyObject* found = PyDict_GetItemWithError(k.slot_of, name)
-    if found != NULL:
-        i = <Py_ssize_t><object>found
-    else:
+    if i < 0:
         i = k.n_slots
         if i == k.cap_slots:
             _grow(k)
@@ -1698,6 +1770,7 @@ cdef Py_ssize_t _slot(Kernel k, dict E, object name, dict A) except -2:
         k.held.append(A)
         k.slot_names.append(name)
         k.slot_of[name] = i
+        _cache_name(k, name, i)
         k.slots[i].epoch = 0
         k.slots[i].dirty = 0
     s = &k.slots[i]
@@ -1751,12 +1824,9 @@ cdef inline void _dirty(Kernel k, Slot* s, int field) noexcept:
 cdef Py_ssize_t _named(Kernel k, dict E, object name) except -1:
     """The slot of the account named ``name`` as the engine's ``accounts`` holds it now
     (a maker, an STP cancel's owner)."""
-    cdef PyObject* found = PyDict_GetItemWithError(k.slot_of, name)
-    cdef Py_ssize_t i
-    if found != NULL:
-        i = <Py_ssize_t><object>found
-        if k.slots[i].epoch == k.epoch:
-            return i
+    cdef Py_ssize_t i = _slot_of(k, name)
+    if i >= 0 and k.slots[i].epoch == k.epoch:
+        return i
     i = _slot(k, E, name, _attrs((<dict>E["accounts"])[name]))
     if i < 0:
         raise TypeError(
@@ -1826,6 +1896,7 @@ cdef int _flush(Kernel k) except -1:
         if k.n_pend:
             _write_pending(k, E)
         k.counters = None
+        k.orders = None
         E["seq"] = k.seq
         if E["t"] != k.t:
             E["t"] = k.t
@@ -1952,6 +2023,7 @@ cdef int _release(Kernel k) except -1:
     """Write back, and start a new epoch: Python may run next, and change anything."""
     _flush(k)
     k.epoch += 1
+    k.rows_held = False
     return 0
 
 
@@ -2180,11 +2252,18 @@ cdef object _handle_row(
         return self.handle(row_command(name, instrument, op, order_id, price, qty, side,
                                        order_type, tif, post_only))
     E = <dict>attributes[0]
-    found = PyDict_GetItemWithError(E, "_kernel")
-    if found == NULL or type(<object>found) is not Kernel or not (<Kernel>found).rows(self, E):
-        return self.handle(row_command(name, instrument, op, order_id, price, qty, side,
-                                       order_type, tif, post_only))
-    kernel = <Kernel>found
+    if self is _held_engine and _held_kernel.holding and _held_kernel.rows_held:
+        # a row of the flow driver's burst after the first: no Python has run since that
+        # one's checks (the engine's kernel, rows()), so they hold still
+        kernel = _held_kernel
+    else:
+        found = PyDict_GetItemWithError(E, "_kernel")
+        if (found == NULL or type(<object>found) is not Kernel
+                or not (<Kernel>found).rows(self, E)):
+            return self.handle(row_command(name, instrument, op, order_id, price, qty, side,
+                                           order_type, tif, post_only))
+        kernel = <Kernel>found
+        kernel.rows_held = kernel.holding and self is _held_engine
     if kernel.holding:
         try:
             result = _row(kernel, self, E, name, instrument, op, order_id, price, qty, side,
@@ -2248,7 +2327,7 @@ cdef object _row(
     """:func:`_handle_row`'s command: its ``Result`` (or order id), its refusal, or None
     (the reference's); the row's order id, price and quantity as C values, when proven."""
     cdef int64_t c_order_id = 0, c_price = 0, c_qty = 0
-    cdef PyObject* found
+    cdef Py_ssize_t i
     cdef Slot* s
     result = None
     if _name_ok(name):
@@ -2256,9 +2335,9 @@ cdef object _row(
         if kernel.holding:
             # an account this burst has found already is still known, and not defaulted
             # (no Python ran since): its attributes as found
-            found = PyDict_GetItemWithError(kernel.slot_of, name)
-            if found != NULL:
-                s = &kernel.slots[<Py_ssize_t><object>found]
+            i = _slot_of(kernel, name)
+            if i >= 0:
+                s = &kernel.slots[i]
                 if s.epoch == kernel.epoch and s.checked:
                     A = <dict>s.attrs
         if A is None:
@@ -2824,7 +2903,7 @@ cdef int _after_match(
     cdef const char* records
     n = book.n_fills
     if n:
-        orders = E["orders"]
+        orders = _orders_of(k, E)
         taker_account = <object>k.slots[taker].name  # (the taker Account's own name)
         listing = _attrs(info.listing)
         # the fills' buffer, looked up once per array (see _Listing.fills): each record is
@@ -2960,6 +3039,14 @@ cdef inline int _move_lots(
 
 
 # ----------------------------------------------------------------------------- cancel, amend
+cdef inline object _orders_of(Kernel k, dict E):
+    """``E["orders"]``: while ``k`` holds the engine's counters, as read when it took them
+    (no Python has run since to put another there)."""
+    if k.counters is E:
+        return k.orders
+    return E["orders"]
+
+
 cdef object _own_order(Kernel k, dict E, object name, object order_id, int64_t c_order_id):
     """``Exchange._own_order``: the attributes of ``name``'s resting ``LiveOrder``
     ``order_id`` (``c_order_id`` as a C value), or the number of its held entry (an int: see
@@ -2975,14 +3062,15 @@ cdef object _own_order(Kernel k, dict E, object name, object order_id, int64_t c
             if not k.pend[e].alive or <object>k.slots[k.pend[e].slot].name != name:
                 return _no_order(order_id, name)
             return e
-    orders = E["orders"]
+    orders = _orders_of(k, E)
     order = orders.get(order_id)
     if order is None:
         return _no_order(order_id, name)
     if type(order) is not LiveOrder:
         return None
     fields = _attrs(order)
-    if fields["account"] != name:
+    account = fields["account"]
+    if account is not name and account != name:
         return _no_order(order_id, name)
     return fields
 
@@ -3077,7 +3165,7 @@ cdef object _cancel_checked(
             if held >= 0 and kernel.counters is E:
                 kernel.pend[held].alive = False
             else:
-                del E["orders"][order_id_value]
+                del _orders_of(kernel, E)[order_id_value]
             s = _S(kernel, E, slot)
             if not s.has_lots:
                 raise KeyError(instrument)

@@ -202,3 +202,41 @@ def test_any_rows_held_let_go_and_mixed_with_commands_give_the_reference_s_event
     assert ledger(held.compiled) == ledger(held.reference)
     assert held.compiled.state_hash() == held.reference.state_hash()
     held.check_events()
+
+
+def test_an_account_named_by_another_string_object_of_the_same_name_is_the_same_account():
+    # the rows' account names by object identity first (the kernel's name cache): an equal
+    # name that is another object, or a name freed and another made at its address, is
+    # still found by its value
+    held = Held()
+    hold(held.compiled, True)
+    for i in range(60):
+        name = "".join(["al", "ice"]) if i % 3 else "".join(["b", "ob"])  # (fresh objects)
+        held.row(name, SPOT.name, 0, 0, 1_000 - i % 7, 2, i % 2, 0, 0, 0)
+        del name  # (its address free for the next name)
+    hold(held.compiled, False)
+    assert ledger(held.compiled) == ledger(held.reference)
+    held.check_events()
+
+
+def test_a_handle_patched_between_two_bursts_sees_the_rows_of_the_second():
+    # the checks of a burst's first row (the engine's kernel, its hooks) hold for the rest
+    # of the burst only: a let-go ends the burst, and Python may patch the engine after it
+    held = Held()
+    hold(held.compiled, True)
+    _trade(held, SPOT.name)
+    hold(held.compiled, False)
+    seen = []
+
+    def handle(raw):
+        seen.append(raw)
+        return Exchange.handle(held.compiled, raw)
+
+    held.compiled.handle = handle
+    hold(held.compiled, True)
+    held.row("carol", SPOT.name, 0, 0, 1_000, 1, 0, 0, 0, 0)
+    held.row("carol", SPOT.name, 0, 0, 1_001, 1, 0, 0, 0, 0)
+    hold(held.compiled, False)
+    assert [raw["price"] for raw in seen] == [1_000, 1_001]
+    assert ledger(held.compiled) == ledger(held.reference)
+    held.check_events()
