@@ -32,6 +32,7 @@ import pytest
 from exchange.sessions import session
 from exchange.sessions.scenarios import _FlowDriver
 from exchange.sessions.session import Recorder
+from exchange.store import journal
 from exchange.store.event_store import EventStore
 from exchange.store.fold import CompiledFold, Fold
 from exchange.store.journal import Journaller
@@ -59,18 +60,19 @@ def flow_log(log_dir):
     return RESULTS["log"]
 
 
-#: The parts of a run timed separately (class, method, label); the rest of the run is the
-#: engine's: driver, clock, validation, matching and event construction.
+#: The parts of a run timed separately (class or module, function, label); the rest of the run
+#: is the engine's: driver, clock, validation, matching and event construction.
 PARTS = (
     # a run's batches travel as their blobs (decision 67): the recorder takes each batch's
     # lines from its sink, and in line folds and stores the blob, or hands it to the journaller
     (Recorder, "_take", "taking each batch's lines from the sink (checks)"),
-    (EventStore, "append_blob", "store append in line (checksums, insert, commit)"),
+    (journal, "compact", "compacting each batch in line (the stored form)"),
+    (EventStore, "append_stored", "store append in line (checksums, insert, commit)"),
     (EventStore, "finish", "store finish in line (seal)"),
     (EventStore, "close", "store close (final checkpoint)"),
     # the compiled fold (the default) folds a blob in C; with GPUEX_FOLD=reference the events
     # are decoded and folded by Fold.apply_all (timed under the same label)
-    (CompiledFold, "apply_blob", "recorder's fold in line"),
+    (CompiledFold, "apply_stored", "recorder's fold in line"),
     (Fold, "apply_all", "recorder's fold in line"),
     (Journaller, "record_blob", "hand-off to the journaller (the pipe, its backlog)"),
     (Journaller, "finish", "wait for the journaller (its last batches, seal)"),

@@ -10,8 +10,11 @@ hands every other event to the reference's own ``Fold.apply`` in sequence order,
 folds hold the same state after every event.
 
 The rules run on typed records (:class:`Batch`), parsed in C straight from a batch blob's lines
-(:meth:`Kernel.parse`, the reader of a replay: no Python tuple per event) or taken from rows
-(:meth:`Kernel.apply_rows`: events or tuples, the journal's batches).
+(:meth:`Kernel.parse`: no Python tuple per event), or from the batch's stored form, the token
+stream of :mod:`exchange.store.compact` (:meth:`Kernel.parse_compact`, the reader of a replay and
+of the journal: a string is read once per batch, an int from its varint; the same records as
+``parse`` of the expanded blob, and none where it is not sure of that, the caller then expanding
+the batch), or taken from rows (:meth:`Kernel.apply_rows`: events or tuples).
 
 Exactness, the whole point of a fast path with a reference: a compiled rule first checks every
 condition under which its Python twin could raise or do something else (a key missing, a value
@@ -30,7 +33,7 @@ from cpython.dict cimport PyDict_SetItem, PyDict_DelItem, PyDict_CheckExact
 from cpython.dict cimport PyDict_GetItemWithError as PyDict_GetItem
 from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_CheckExact, PyList_GET_SIZE
 from cpython.long cimport PyLong_FromLongLong, PyLong_CheckExact
-from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_Calloc
+from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_Calloc, PyMem_Realloc
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.tuple cimport PyTuple_Check
 from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_CheckExact
@@ -219,6 +222,222 @@ cdef inline bint _is_digit(char c) noexcept nogil:
     return b"0" <= c <= b"9"
 
 
+# -- the stored form (exchange.store.compact's specification; Kernel.parse_compact) ------
+cdef enum:
+    FORMAT_RAW = 0x00
+    FORMAT_TOKENS = 0x01
+    T_END = 0x00
+    T_OPEN_ARRAY = 0x01
+    T_CLOSE_ARRAY = 0x02
+    T_OPEN_OBJECT = 0x03
+    T_CLOSE_OBJECT = 0x04
+    T_NULL = 0x05
+    T_TRUE = 0x06
+    T_FALSE = 0x07
+    T_INT = 0x08
+    T_NUMBER = 0x09
+    T_NEW_STRING = 0x0A
+    T_STRING = 0x0B
+    T_NEXT_SEQ = 0x0C
+    T_DELTA_T = 0x0D
+    T_RAW_LINE = 0x0E
+    T_SMALL_INT = 0x10
+    T_SMALL_INT_END = 0x60
+    T_SMALL_STRING = 0x80
+    # an open container's state: an array before its first element / after one, an object
+    # before its first key / after a pair, an object after a key
+    S_A0 = 0
+    S_A1 = 1
+    S_K0 = 2
+    S_K1 = 3
+    S_V = 4
+    MAX_DEPTH = 1024
+
+#: The deepest nesting the stored form holds (``exchange.store.compact.MAX_DEPTH``: a test
+#: holds the two equal).
+COMPACT_MAX_DEPTH = MAX_DEPTH
+
+# The largest magnitude of an int the JSON reader takes (18 digits; more: Python's).
+cdef long long MAX_FAST_INT = 999999999999999999LL
+
+
+cdef struct Fields:
+    # one line's elements 0..11 as the reader found them: type (0 null, 1 int, 2 str)
+    int types[12]
+    long long ints[12]
+    PyObject* texts[12]
+    int tags[12]
+
+
+cdef struct Entry:
+    # a string of a stored batch's table
+    Py_ssize_t off          # its content's offset in the stored bytes
+    Py_ssize_t size
+    PyObject* text          # its str once a typed field needed it (NULL before)
+    int tag
+    int escaped             # holds a backslash: the JSON reader leaves its line to Python
+
+
+cdef struct Table:
+    Entry* e
+    Py_ssize_t n
+    Py_ssize_t cap
+
+
+cdef struct Walk:
+    # one token line (Kernel._walk)
+    bint fast
+    bint has_prev[2]        # the previous line's element 0 (seq) and 1 (t), when ints
+    long long prev[2]
+    bint has_cur[2]         # this line's
+    long long cur[2]
+
+
+cdef inline Py_ssize_t _varint(const unsigned char* d, Py_ssize_t pos, Py_ssize_t n,
+                               unsigned long long* out) noexcept nogil:
+    """The unsigned LEB128 at ``d[pos:n]`` in ``out``: the position after it, or -1 if it is
+    truncated, past 64 bits or not minimal (what ``expand`` refuses)."""
+    cdef unsigned long long value = 0
+    cdef unsigned char b
+    cdef int i
+    if pos < n and d[pos] < 0x80:
+        out[0] = d[pos]
+        return pos + 1
+    for i in range(10):
+        if pos >= n:
+            return -1
+        b = d[pos]
+        pos += 1
+        if i == 9 and b > 1:
+            return -1
+        value |= (<unsigned long long>(b & 0x7F)) << (7 * i)
+        if b < 0x80:
+            if b == 0 and i > 0:
+                return -1
+            out[0] = value
+            return pos
+    return -1
+
+
+cdef inline bint _hex(unsigned char c) noexcept nogil:
+    return (b"0" <= c <= b"9") or (b"a" <= c <= b"f") or (b"A" <= c <= b"F")
+
+
+cdef int _content(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    """Is ``s[:n]`` a string's content as the tokenizer takes it (no ``"``, no control byte,
+    escapes ``\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX`` only)? -1 if not, else 1 if it
+    holds an escape, 0 if not."""
+    cdef Py_ssize_t i = 0
+    cdef int escaped = 0
+    cdef unsigned char c
+    cdef unsigned long long v, x, y
+    while i + 8 <= n:  # eight bytes at a time up to the first '"', backslash or control byte
+        memcpy(&v, s + i, 8)
+        x = v ^ 0x2222222222222222ULL
+        y = v ^ 0x5C5C5C5C5C5C5C5CULL
+        if (((x - 0x0101010101010101ULL) & ~x) | ((y - 0x0101010101010101ULL) & ~y)
+                | ((v - 0x2020202020202020ULL) & ~v)) & 0x8080808080808080ULL:
+            break
+        i += 8
+    while i < n:
+        c = s[i]
+        if c == b'"' or c < 0x20:
+            return -1
+        if c != b"\\":
+            i += 1
+            continue
+        escaped = 1
+        if i + 1 >= n:
+            return -1
+        c = s[i + 1]
+        if c == b'"' or c == b"\\" or c == b"/" or c == b"b" or c == b"f" or c == b"n" or (
+            c == b"r" or c == b"t"
+        ):
+            i += 2
+        elif c == b"u":
+            if i + 6 > n or not (_hex(s[i + 2]) and _hex(s[i + 3]) and _hex(s[i + 4])
+                                 and _hex(s[i + 5])):
+                return -1
+            i += 6
+        else:
+            return -1
+    return escaped
+
+
+cdef Py_ssize_t _new_string(const unsigned char* d, Py_ssize_t pos, Py_ssize_t n,
+                            Table* table) except -2:
+    """The new string (``0x0A``) whose length is at ``d[pos:]``, added to ``table``: the
+    position after it, or -1 if ``expand`` refuses it."""
+    cdef unsigned long long raw
+    cdef int kind
+    cdef Entry* e
+    pos = _varint(d, pos, n, &raw)
+    if pos < 0 or raw > <unsigned long long>(n - pos):
+        return -1
+    kind = _content(d + pos, <Py_ssize_t>raw)
+    if kind < 0:
+        return -1
+    if table.n == table.cap:
+        e = <Entry*>PyMem_Realloc(table.e, 2 * table.cap * sizeof(Entry))
+        if e == NULL:
+            raise MemoryError()
+        table.e = e
+        table.cap *= 2
+    e = &table.e[table.n]
+    e.off = pos
+    e.size = <Py_ssize_t>raw
+    e.text = NULL
+    e.tag = 0
+    e.escaped = kind
+    table.n += 1
+    return pos + <Py_ssize_t>raw
+
+
+cdef bint _raw_number(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    """Is ``s[:n]`` a raw number token as the tokenizer writes it: a JSON number that is not
+    an int the ``0x08`` code holds (a fraction or exponent, ``-0``, an int past int64)?"""
+    cdef Py_ssize_t i = 0, start, digits
+    cdef bint negative = False
+    if n > 0 and s[0] == b"-":
+        negative = True
+        i = 1
+    if i >= n:
+        return False
+    if s[i] == b"0":
+        i += 1
+    elif b"1" <= s[i] <= b"9":
+        while i < n and b"0" <= s[i] <= b"9":
+            i += 1
+    else:
+        return False
+    digits = i - negative
+    if i == n:  # an int: a raw number only as -0 or past int64
+        if negative and digits == 1 and s[1] == b"0":
+            return True
+        if digits != 19:
+            return digits > 19
+        if negative:
+            return memcmp(s + 1, b"9223372036854775808", 19) > 0
+        return memcmp(s, b"9223372036854775807", 19) > 0
+    if s[i] == b".":
+        i += 1
+        start = i
+        while i < n and b"0" <= s[i] <= b"9":
+            i += 1
+        if i == start:
+            return False
+    if i < n and (s[i] == b"e" or s[i] == b"E"):
+        i += 1
+        if i < n and (s[i] == b"+" or s[i] == b"-"):
+            i += 1
+        start = i
+        while i < n and b"0" <= s[i] <= b"9":
+            i += 1
+        if i == start:
+            return False
+    return i == n
+
+
 cdef class Batch:
     """The events of one batch blob as typed records (:meth:`Kernel.parse`)."""
 
@@ -255,6 +474,12 @@ cdef class Batch:
         if i < 0 or i >= self.n:
             raise IndexError(i)
         return self.kernel._row_of(&self.recs[i], self)
+
+    def slow(self, Py_ssize_t i):
+        """Whether event ``i`` is a row the C reader left to Python (for tests)."""
+        if i < 0 or i >= self.n:
+            raise IndexError(i)
+        return self.recs[i].slow >= 0
 
 
 cdef class Kernel:
@@ -387,17 +612,10 @@ cdef class Kernel:
             raise ValueError(f"the compiled fold reads {N_TYPED} typed fields, not {n_typed}")
         cdef const char* src = PyBytes_AS_STRING(blob)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(blob)
-        cdef Py_ssize_t pos = 0, p, end, q, k = 0, i, lines = 0
-        cdef long long value, expected
-        cdef bint negative, fast
+        cdef Py_ssize_t pos = 0, end, k = 0, lines = 0
+        cdef bint fast
         cdef const char* nl
-        cdef int tag
-        # per field of the line: 0 null, 1 int, 2 str
-        cdef int types[12]
-        cdef long long ints[12]
-        cdef PyObject* texts[12]
-        cdef int tags[12]
-        cdef Rec* r
+        cdef Fields f
         if n and src[n - 1] != b"\n":
             return None
         if count >= 0:
@@ -410,6 +628,25 @@ cdef class Kernel:
                     break
                 lines += 1
                 nl += 1
+        batch = self._batch(lines)
+        while pos < n:
+            if k == lines:
+                return None  # more events than ``count``
+            nl = <const char*>memchr(src + pos, b"\n", n - pos)
+            end = nl - src
+            fast = self._scan_line(src, pos, end, &f, batch)
+            row = None if fast else fallback(blob[pos:end])
+            if not self._put(batch, k, &f, fast, row, first + k):
+                return None
+            k += 1
+            batch.n = k
+            pos = end + 1
+        if count >= 0 and k != count:
+            return None
+        return batch
+
+    cdef Batch _batch(self, Py_ssize_t lines):
+        """A batch with room for ``lines`` records (the spare ones if they do)."""
         batch = Batch()
         batch.kernel = self
         if lines < 1:
@@ -422,118 +659,529 @@ cdef class Kernel:
             if batch.recs == NULL:
                 raise MemoryError()
             batch.cap = lines
-        while pos < n:
-            if k == lines:
-                return None  # more events than ``count``
-            nl = <const char*>memchr(src + pos, b"\n", n - pos)
-            end = nl - src
-            expected = first + k
-            p = pos
-            fast = src[p] == b"["
-            p += 1
-            i = 0
-            while fast and i < 12:
-                if p >= end:
-                    fast = False
-                    break
-                if src[p] == b"n":
-                    if end - p < 4 or src[p + 1] != b"u" or src[p + 2] != b"l" or src[p + 3] != b"l":
-                        fast = False
-                        break
-                    types[i] = 0
-                    p += 4
-                elif src[p] == b'"':
-                    q = _quote(src, p + 1, end)
-                    if q >= end or src[q] != b'"':
-                        fast = False  # an escape: Python decodes it
-                        break
-                    texts[i] = self._text(src + p + 1, q - p - 1, &tag, batch)
-                    tags[i] = tag
-                    types[i] = 2
-                    p = q + 1
-                elif src[p] == b"-" or _is_digit(src[p]):
-                    negative = src[p] == b"-"
-                    if negative:
-                        p += 1
-                    q = _digits(src, p, end, &value)
-                    if q == p or (q < end and (_is_digit(src[q]) or src[q] in b".eE")):
-                        fast = False  # beyond 18 digits, or not an int: Python decodes it
-                        break
-                    ints[i] = -value if negative else value
-                    types[i] = 1
-                    p = q
-                else:
-                    fast = False
-                    break
-                if p >= end or src[p] != b",":
-                    fast = False
-                    break
-                p += 1
-                i += 1
-            r = &batch.recs[k]
-            r.slow = -1
-            if fast and (types[0] != 1 or types[1] != 1 or types[2] != 2
-                         or types[3] == 1 or types[4] == 1 or types[6] == 1 or types[10] == 1
-                         or types[5] == 2 or types[7] == 2 or types[8] == 2 or types[9] == 2
-                         or types[11] == 2):
-                # every field read, one of an unexpected type: the row typed_rows makes
-                row = PyTuple_New(12)
-                for i in range(12):
-                    if types[i] == 0:
-                        item = None
-                    elif types[i] == 1:
-                        item = PyLong_FromLongLong(ints[i])
-                    else:
-                        item = <object>texts[i]
-                    Py_INCREF(item)
-                    PyTuple_SET_ITEM(row, i, item)
-                fast = False
-            elif not fast:
-                row = fallback(blob[pos:end])
-            if not fast:
-                if len(row) == 0 or row[0] != expected:
-                    return None
-                r.seq = expected
-                r.slow = len(batch.rows)
-                batch.rows.append(row)
+        return batch
+
+    cdef bint _scan_line(self, const char* src, Py_ssize_t p, Py_ssize_t end, Fields* f,
+                         Batch batch) except -1:
+        """Read the line ``src[p:end]`` (JSON) as :meth:`parse` does: True if its first 12
+        elements are each null, a string without an escape or an int of at most 18 digits,
+        and a 13th follows (their values in ``f``); False if Python decodes the line."""
+        cdef Py_ssize_t q, i = 0
+        cdef long long value
+        cdef bint negative
+        cdef int tag
+        if p >= end or src[p] != b"[":
+            return False
+        p += 1
+        while i < 12:
+            if p >= end:
+                return False
+            if src[p] == b"n":
+                if end - p < 4 or src[p + 1] != b"u" or src[p + 2] != b"l" or src[p + 3] != b"l":
+                    return False
+                f.types[i] = 0
+                p += 4
+            elif src[p] == b'"':
+                q = _quote(src, p + 1, end)
+                if q >= end or src[q] != b'"':
+                    return False  # an escape: Python decodes it
+                f.texts[i] = self._text(src + p + 1, q - p - 1, &tag, batch)
+                f.tags[i] = tag
+                f.types[i] = 2
+                p = q + 1
+            elif src[p] == b"-" or _is_digit(src[p]):
+                negative = src[p] == b"-"
+                if negative:
+                    p += 1
+                q = _digits(src, p, end, &value)
+                if q == p or (q < end and (_is_digit(src[q]) or src[q] in b".eE")):
+                    return False  # beyond 18 digits, or not an int: Python decodes it
+                f.ints[i] = -value if negative else value
+                f.types[i] = 1
+                p = q
             else:
-                if ints[0] != expected:
+                return False
+            if p >= end or src[p] != b",":
+                return False
+            p += 1
+            i += 1
+        return True
+
+    cdef bint _put(self, Batch batch, Py_ssize_t k, Fields* f, bint fast, object row,
+                   long long expected) except -1:
+        """Record ``k`` of ``batch``: the fields ``f`` of a line read (``fast``), else the
+        ``row`` Python made of it. False if it is not event ``expected`` (nothing kept)."""
+        cdef Rec* r = &batch.recs[k]
+        cdef Py_ssize_t i
+        cdef int* types = f.types
+        r.slow = -1
+        if fast and (types[0] != 1 or types[1] != 1 or types[2] != 2
+                     or types[3] == 1 or types[4] == 1 or types[6] == 1 or types[10] == 1
+                     or types[5] == 2 or types[7] == 2 or types[8] == 2 or types[9] == 2
+                     or types[11] == 2):
+            # every field read, one of an unexpected type: the row typed_rows makes
+            row = PyTuple_New(12)
+            for i in range(12):
+                if types[i] == 0:
+                    item = None
+                elif types[i] == 1:
+                    item = PyLong_FromLongLong(f.ints[i])
+                else:
+                    item = <object>f.texts[i]
+                Py_INCREF(item)
+                PyTuple_SET_ITEM(row, i, item)
+            fast = False
+        if not fast:
+            if len(row) == 0 or row[0] != expected:
+                return False
+            r.seq = expected
+            r.slow = len(batch.rows)
+            batch.rows.append(row)
+            return True
+        if f.ints[0] != expected:
+            return False
+        r.seq = f.ints[0]
+        r.t = f.ints[1]
+        r.kind = f.texts[2]
+        r.tag = f.tags[2]
+        r.nulls = 0
+        r.instrument = f.texts[3] if types[3] else <PyObject*>None
+        r.account = f.texts[4] if types[4] else <PyObject*>None
+        r.side = f.texts[6] if types[6] else <PyObject*>None
+        r.counterparty = f.texts[10] if types[10] else <PyObject*>None
+        if types[5]:
+            r.order_id = f.ints[5]
+        else:
+            r.nulls |= N_ORDER_ID
+        if types[7]:
+            r.price = f.ints[7]
+        else:
+            r.nulls |= N_PRICE
+        if types[8]:
+            r.qty = f.ints[8]
+        else:
+            r.nulls |= N_QTY
+        if types[9]:
+            r.amount = f.ints[9]
+        else:
+            r.nulls |= N_AMOUNT
+        if types[11]:
+            r.counter_order_id = f.ints[11]
+        else:
+            r.nulls |= N_COUNTER_ORDER_ID
+        return True
+
+    # ------------------------------------------------------------------ the stored form
+    def parse_compact(self, bytes stored not None, long long first, Py_ssize_t count,
+                      Py_ssize_t n_typed, fallback):
+        """:meth:`parse` of a batch given as its stored form (``compact(blob)``, the token
+        stream of ``exchange.store.compact``), read without expanding it: when it returns a
+        :class:`Batch`, that batch is what ``parse(expand(stored), ...)`` gives, record for
+        record (the same typed fields, the same cached strings, the same rows left to Python:
+        a raw line, and a token line the JSON reader would leave to Python, go through
+        :meth:`parse`'s own line reader and ``fallback``).
+
+        None whenever it is not sure of that: ``stored`` does not expand (anything ``expand``
+        refuses is refused here, every read bounds-checked), or ``parse`` would not give a
+        batch (not ``count`` events of seqs ``first``...). The caller then does what it did
+        without this (``parse(expand(stored), ...)`` and its verdict); an error raised here
+        (a string that is not UTF-8, ``fallback``'s) is likewise the caller's cue to."""
+        if n_typed != N_TYPED:
+            raise ValueError(f"the compiled fold reads {N_TYPED} typed fields, not {n_typed}")
+        cdef const unsigned char* d = <const unsigned char*>PyBytes_AS_STRING(stored)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(stored)
+        cdef Py_ssize_t pos = 1, start, k = 0, lines, size, i
+        cdef unsigned long long raw
+        cdef bint fast
+        cdef Fields f
+        cdef Walk w
+        cdef Table table
+        cdef Rec* grown
+        if n == 0:
+            return None
+        if d[0] == FORMAT_RAW:
+            return self.parse(stored[1:], first, count, n_typed, fallback)
+        if d[0] != FORMAT_TOKENS or n == 1:
+            return None
+        lines = count if count >= 0 else 64
+        batch = self._batch(lines)
+        w.has_prev[0] = w.has_prev[1] = False
+        table.n = 0
+        table.cap = 256
+        table.e = <Entry*>PyMem_Malloc(table.cap * sizeof(Entry))
+        if table.e == NULL:
+            raise MemoryError()
+        try:
+            while pos < n:
+                if count >= 0:
+                    if k == count:
+                        return None  # more events than ``count``
+                elif k == batch.cap:
+                    grown = <Rec*>PyMem_Realloc(batch.recs, 2 * batch.cap * sizeof(Rec))
+                    if grown == NULL:
+                        raise MemoryError()
+                    batch.recs = grown
+                    batch.cap *= 2
+                row = None
+                if d[pos] == T_RAW_LINE:
+                    pos = _varint(d, pos + 1, n, &raw)
+                    if pos < 0 or raw > <unsigned long long>(n - pos):
+                        return None
+                    size = <Py_ssize_t>raw
+                    if memchr(d + pos, b"\n", size) != NULL:
+                        return None
+                    fast = self._scan_line(<const char*>d, pos, pos + size, &f, batch)
+                    if not fast:
+                        row = fallback(stored[pos:pos + size])
+                    pos += size
+                    w.has_prev[0] = w.has_prev[1] = False
+                else:
+                    start = pos
+                    pos = self._walk(d, pos, n, &table, &w, &f, batch)
+                    if pos < 0:
+                        return None
+                    fast = w.fast
+                    if not fast:  # the line as JSON, read as parse reads it
+                        line = self._line_json(d, start, n, &table, &w)
+                        fast = self._scan_line(PyBytes_AS_STRING(line), 0,
+                                               PyBytes_GET_SIZE(line), &f, batch)
+                        if not fast:
+                            row = fallback(line)
+                    w.has_prev[0], w.prev[0] = w.has_cur[0], w.cur[0]
+                    w.has_prev[1], w.prev[1] = w.has_cur[1], w.cur[1]
+                if not self._put(batch, k, &f, fast, row, first + k):
                     return None
-                r.seq = ints[0]
-                r.t = ints[1]
-                r.kind = texts[2]
-                r.tag = tags[2]
-                r.nulls = 0
-                r.instrument = texts[3] if types[3] else <PyObject*>None
-                r.account = texts[4] if types[4] else <PyObject*>None
-                r.side = texts[6] if types[6] else <PyObject*>None
-                r.counterparty = texts[10] if types[10] else <PyObject*>None
-                if types[5]:
-                    r.order_id = ints[5]
-                else:
-                    r.nulls |= N_ORDER_ID
-                if types[7]:
-                    r.price = ints[7]
-                else:
-                    r.nulls |= N_PRICE
-                if types[8]:
-                    r.qty = ints[8]
-                else:
-                    r.nulls |= N_QTY
-                if types[9]:
-                    r.amount = ints[9]
-                else:
-                    r.nulls |= N_AMOUNT
-                if types[11]:
-                    r.counter_order_id = ints[11]
-                else:
-                    r.nulls |= N_COUNTER_ORDER_ID
-            k += 1
-            batch.n = k
-            pos = end + 1
+                k += 1
+                batch.n = k
+        finally:
+            PyMem_Free(table.e)
         if count >= 0 and k != count:
             return None
         return batch
+
+    cdef inline int _string(self, const unsigned char* d, Entry* e, Fields* f, Py_ssize_t i,
+                            Batch batch) except -1:
+        """Element ``i`` of a line is the table's string ``e``: its str in ``f`` (made once
+        per batch, from the kernel's cache)."""
+        cdef int tag
+        if e.text == NULL:
+            e.text = self._text(<const char*>d + e.off, e.size, &tag, batch)
+            e.tag = tag
+        f.texts[i] = e.text
+        f.tags[i] = e.tag
+        f.types[i] = 2
+        return 0
+
+    cdef Py_ssize_t _walk(self, const unsigned char* d, Py_ssize_t pos, Py_ssize_t n,
+                          Table* table, Walk* w, Fields* f, Batch batch) except -2:
+        """Check the token line at ``d[pos:]`` (not a raw line) as ``expand`` does, up to
+        its end code: the position after it, or -1 if ``expand`` refuses it. New strings
+        join ``table``. ``w``: in, the previous line's seq and t; out, this line's
+        (``cur``), and whether its top-level array's elements 0..11 are what :meth:`parse`
+        reads in C (``fast``: each null, an int of at most 18 digits or a string without an
+        escape, and a 13th follows; their values in ``f``, each string's str made as
+        :meth:`parse` makes it, once per batch).
+
+        An event's line opens with 12 scalars: read here straight, the rest (its payload, or
+        a line of another shape from its start) by :meth:`_walk_rest`."""
+        cdef Py_ssize_t start = pos, n0 = table.n, index, i
+        cdef unsigned char code
+        cdef unsigned long long raw
+        cdef long long value
+        w.fast = True
+        w.has_cur[0] = w.has_cur[1] = False
+        if d[pos] != T_OPEN_ARRAY:
+            return self._walk_rest(d, start, n, table, w, f, batch, 0, 0)
+        pos += 1
+        for i in range(12):
+            if pos >= n:
+                return -1
+            code = d[pos]
+            pos += 1
+            if code >= T_SMALL_STRING:
+                index = code - T_SMALL_STRING
+                if index >= table.n:
+                    return -1
+            elif code == T_NEW_STRING:
+                pos = _new_string(d, pos, n, table)
+                if pos < 0:
+                    return pos
+                index = table.n - 1
+            elif code == T_STRING:
+                pos = _varint(d, pos, n, &raw)
+                if pos < 0 or raw >= <unsigned long long>table.n:
+                    return -1
+                index = <Py_ssize_t>raw
+            elif code == T_NULL:
+                f.types[i] = 0
+                continue
+            else:
+                if T_SMALL_INT <= code < T_SMALL_INT_END:
+                    value = code - T_SMALL_INT
+                elif code == T_INT:
+                    pos = _varint(d, pos, n, &raw)
+                    if pos < 0:
+                        return -1
+                    value = <long long>((raw >> 1) ^ (0 - (raw & 1)))
+                elif code == T_NEXT_SEQ and i == 0 and w.has_prev[0]:
+                    if __builtin_saddll_overflow(w.prev[0], 1, &value):
+                        return -1
+                elif code == T_DELTA_T and i == 1 and w.has_prev[1]:
+                    pos = _varint(d, pos, n, &raw)
+                    if pos < 0 or __builtin_saddll_overflow(
+                        w.prev[1], <long long>((raw >> 1) ^ (0 - (raw & 1))), &value
+                    ):
+                        return -1
+                else:  # not a scalar of an event's head: the general walk, from the start
+                    table.n = n0
+                    w.fast = True
+                    w.has_cur[0] = w.has_cur[1] = False
+                    return self._walk_rest(d, start, n, table, w, f, batch, 0, 0)
+                if i < 2:
+                    w.cur[i] = value
+                    w.has_cur[i] = True
+                if -MAX_FAST_INT <= value <= MAX_FAST_INT:
+                    f.types[i] = 1
+                    f.ints[i] = value
+                else:
+                    w.fast = False  # 19 digits: Python decodes it
+                continue
+            if table.e[index].escaped:
+                w.fast = False
+            elif w.fast:
+                self._string(d, &table.e[index], f, i, batch)
+        return self._walk_rest(d, pos, n, table, w, f, batch, 1, 12)
+
+    cdef Py_ssize_t _walk_rest(self, const unsigned char* d, Py_ssize_t pos, Py_ssize_t n,
+                               Table* table, Walk* w, Fields* f, Batch batch,
+                               Py_ssize_t depth, Py_ssize_t top) except -2:
+        """:meth:`_walk` from ``pos``: the start of the line (``depth`` 0), or after element
+        ``top - 1`` of its top-level array (``depth`` 1)."""
+        cdef unsigned char stack[MAX_DEPTH]
+        cdef Py_ssize_t elem, index = 0
+        cdef bint have_value = depth > 0, text
+        cdef bint fast = w.fast
+        cdef unsigned char code, state
+        cdef unsigned long long raw
+        cdef long long value, delta
+        cdef int slot
+        if depth:
+            stack[0] = S_A1
+        while True:
+            if pos >= n:
+                return -1  # the stored batch ends inside a line
+            code = d[pos]
+            pos += 1
+            if code == T_END:
+                if depth or not have_value:
+                    return -1
+                break
+            if code == T_CLOSE_ARRAY or code == T_CLOSE_OBJECT:
+                if depth == 0:
+                    return -1
+                state = stack[depth - 1]
+                if code == T_CLOSE_ARRAY:
+                    if state > S_A1:
+                        return -1
+                elif state != S_K0 and state != S_K1:
+                    return -1
+                depth -= 1
+                continue
+            text = True
+            if code >= T_SMALL_STRING:
+                index = code - T_SMALL_STRING
+                if index >= table.n:
+                    return -1
+            elif code == T_NEW_STRING:
+                pos = _new_string(d, pos, n, table)
+                if pos < 0:
+                    return pos
+                index = table.n - 1
+            elif code == T_STRING:
+                pos = _varint(d, pos, n, &raw)
+                if pos < 0 or raw >= <unsigned long long>table.n:
+                    return -1
+                index = <Py_ssize_t>raw
+            elif code == T_RAW_LINE or code == 0x0F or code >= T_SMALL_INT_END:
+                return -1  # a raw line inside a line, or an unused code
+            else:
+                text = False
+            # where the value (or key) goes
+            elem = -1
+            if depth == 0:
+                if have_value:
+                    return -1  # a second value on the line
+                have_value = True
+                if code != T_OPEN_ARRAY:
+                    fast = False
+            else:
+                state = stack[depth - 1]
+                if state == S_K0 or state == S_K1:
+                    if not text:
+                        return -1  # a key that is not a string
+                    stack[depth - 1] = S_V
+                    continue
+                if state == S_A0:
+                    stack[depth - 1] = S_A1
+                elif state == S_V:
+                    stack[depth - 1] = S_K1
+                if depth == 1 and state <= S_A1:
+                    elem = top
+                    top += 1
+            if text:
+                if elem < 12 and elem >= 0:
+                    if table.e[index].escaped:
+                        fast = False
+                    elif fast:
+                        self._string(d, &table.e[index], f, elem, batch)
+                continue
+            if code == T_OPEN_ARRAY or code == T_OPEN_OBJECT:
+                if depth >= MAX_DEPTH:
+                    return -1
+                stack[depth] = S_A0 if code == T_OPEN_ARRAY else S_K0
+                depth += 1
+                if elem < 12 and elem >= 0:
+                    fast = False
+                continue
+            if code == T_NULL:
+                if elem < 12 and elem >= 0:
+                    f.types[elem] = 0
+                continue
+            if code == T_TRUE or code == T_FALSE:
+                if elem < 12 and elem >= 0:
+                    fast = False
+                continue
+            if code == T_NUMBER:
+                pos = _varint(d, pos, n, &raw)
+                if pos < 0 or raw > <unsigned long long>(n - pos):
+                    return -1
+                if not _raw_number(d + pos, <Py_ssize_t>raw):
+                    return -1
+                pos += <Py_ssize_t>raw
+                if elem < 12 and elem >= 0:
+                    fast = False  # parse reads "-0" as 0, Python the rest: the JSON path
+                continue
+            # an int
+            if code >= T_SMALL_INT:
+                value = code - T_SMALL_INT
+            elif code == T_INT:
+                pos = _varint(d, pos, n, &raw)
+                if pos < 0:
+                    return -1
+                value = <long long>((raw >> 1) ^ (0 - (raw & 1)))
+            else:  # T_NEXT_SEQ, T_DELTA_T
+                slot = code - T_NEXT_SEQ
+                if elem != slot or not w.has_prev[slot]:
+                    return -1  # out of place
+                if code == T_NEXT_SEQ:
+                    delta = 1
+                else:
+                    pos = _varint(d, pos, n, &raw)
+                    if pos < 0:
+                        return -1
+                    delta = <long long>((raw >> 1) ^ (0 - (raw & 1)))
+                if __builtin_saddll_overflow(w.prev[slot], delta, &value):
+                    return -1  # past int64
+            if elem < 12 and elem >= 0:
+                if elem < 2:
+                    w.cur[elem] = value
+                    w.has_cur[elem] = True
+                if -MAX_FAST_INT <= value <= MAX_FAST_INT:
+                    f.types[elem] = 1
+                    f.ints[elem] = value
+                else:
+                    fast = False  # 19 digits: Python decodes it
+        if top < 13:
+            fast = False  # parse reads 12 elements each followed by a comma
+        w.fast = fast
+        return pos
+
+    cdef bytes _line_json(self, const unsigned char* d, Py_ssize_t pos, Py_ssize_t n,
+                          Table* table, Walk* w):
+        """The JSON line (without its newline) of the token line at ``d[pos:]``, which
+        :meth:`_walk` has checked (``w``: its previous line's seq and t), written as
+        ``expand`` writes it."""
+        cdef unsigned char stack[MAX_DEPTH]
+        cdef Py_ssize_t depth = 0, top = 0, elem, size = 0
+        cdef const unsigned char* s = NULL
+        cdef Entry* e
+        cdef unsigned char code, state
+        cdef unsigned long long raw = 0
+        cdef long long value, delta
+        cdef bint text
+        out = bytearray()
+        while True:
+            code = d[pos]
+            pos += 1
+            if code == T_END:
+                break
+            if code == T_CLOSE_ARRAY or code == T_CLOSE_OBJECT:
+                depth -= 1
+                out += b"]" if code == T_CLOSE_ARRAY else b"}"
+                continue
+            text = True
+            if code >= T_SMALL_STRING:
+                e = &table.e[code - T_SMALL_STRING]
+                s, size = d + e.off, e.size
+            elif code == T_STRING:
+                pos = _varint(d, pos, n, &raw)
+                e = &table.e[raw]
+                s, size = d + e.off, e.size
+            elif code == T_NEW_STRING:
+                pos = _varint(d, pos, n, &raw)
+                s, size = d + pos, <Py_ssize_t>raw
+                pos += size
+            else:
+                text = False
+            elem = -1
+            if depth:
+                state = stack[depth - 1]
+                if state == S_K0 or state == S_K1:
+                    if state == S_K1:
+                        out += b","
+                    out += b'"' + (<const char*>s)[:size] + b'":'
+                    stack[depth - 1] = S_V
+                    continue
+                if state == S_A0:
+                    stack[depth - 1] = S_A1
+                elif state == S_A1:
+                    out += b","
+                else:
+                    stack[depth - 1] = S_K1
+                if depth == 1 and state <= S_A1:
+                    elem = top
+                    top += 1
+            if text:
+                out += b'"' + (<const char*>s)[:size] + b'"'
+            elif code == T_OPEN_ARRAY or code == T_OPEN_OBJECT:
+                stack[depth] = S_A0 if code == T_OPEN_ARRAY else S_K0
+                depth += 1
+                out += b"[" if code == T_OPEN_ARRAY else b"{"
+            elif code == T_NULL:
+                out += b"null"
+            elif code == T_TRUE:
+                out += b"true"
+            elif code == T_FALSE:
+                out += b"false"
+            elif code == T_NUMBER:
+                pos = _varint(d, pos, n, &raw)
+                out += (<const char*>d + pos)[:raw]
+                pos += <Py_ssize_t>raw
+            else:
+                if code >= T_SMALL_INT:
+                    value = code - T_SMALL_INT
+                elif code == T_INT:
+                    pos = _varint(d, pos, n, &raw)
+                    value = <long long>((raw >> 1) ^ (0 - (raw & 1)))
+                else:
+                    if code == T_NEXT_SEQ:
+                        delta = 1
+                    else:
+                        pos = _varint(d, pos, n, &raw)
+                        delta = <long long>((raw >> 1) ^ (0 - (raw & 1)))
+                    value = w.prev[code - T_NEXT_SEQ] + delta
+                out += str(value).encode()
+        return bytes(out)
 
     cdef tuple _row_of(self, Rec* r, Batch batch):
         """The record as the typed row the reference folds."""

@@ -11,7 +11,8 @@ Layout (schema version :data:`SCHEMA_VERSION`; see ``docs/event_store.md``):
 * ``batches``: the log itself, one row per batch: ``batch`` (1, 2, 3, ...), ``first_seq``,
   ``last_seq``, ``events`` (the batch's *blob* -- every event's canonical payload,
   :func:`exchange.core.events.encode`, followed by ``b"\\n"``, in seq order -- stored in its
-  compact form, :func:`exchange.store.compact.compact`; every read expands it first),
+  compact form, :func:`exchange.store.compact.compact`; every read expands it first, but a
+  replay's, which reads the tokens themselves: ``rows(..., parse_stored=...)``, decision 101),
   ``digest`` (sha256 hex of the stored bytes, the compact form -- schema 5; schemas 2-4
   hashed the JSON lines, 5x more bytes) and ``chain`` (sha256 hex of
   ``bytes.fromhex(previous chain) + bytes.fromhex(digest)``; the chain before batch 1 is 64
@@ -677,6 +678,18 @@ def _decode(blob: Any, first: int, last: int | None, typed: bool | Callable) -> 
     return [tuple(f[:_N_TYPED]) for f in fields] if typed else fields
 
 
+def _parse_stored(parse: Callable, stored: bytes, first: int, last: int | None) -> Any:
+    """What ``parse`` (``Kernel.parse_compact``: :func:`_decode`'s parser, reading a batch's
+    stored form) makes of batch ``first..last``'s stored bytes (``last`` None: however many
+    events); None where it is not sure of them (nor raises): the caller expands the stored
+    form and reads the blob as without it, its verdicts and errors then."""
+    try:  # a NULL or a text (not bytes): TypeError, and the blob's reader says what it is
+        count = -1 if last is None else last - first + 1
+        return parse(stored, first, count, _N_TYPED, _typed_line)
+    except (orjson.JSONDecodeError, TypeError, ValueError, IndexError, OverflowError):
+        return None  # (a seq past int64: the blob's reader raises it, after expand's verdict)
+
+
 def _filter(filters: dict[str, Any]) -> Callable[[list], bool] | None:
     """The typed-field filters as a test of an event's field list (None: no filter).
     A filter value that is a list/tuple/set matches any of its values."""
@@ -1168,13 +1181,31 @@ class EventStore:
         """
         self.append_blobs([(blob, first, count, snapshot, None)])
 
+    def append_stored(
+        self,
+        stored: bytes,
+        first: int,
+        count: int,
+        snapshot: tuple[int, str, str] | None = None,
+    ) -> None:
+        """:meth:`append_blob` of a batch given as its stored form, ``compact(blob)`` (the
+        journal compacts each blob once, folds that form and stores it: not compacted a
+        second time here). The same row, digest (sha256 of ``stored``) and chain as
+        :meth:`append_blob` of the blob; the caller's guarantee that ``stored`` is
+        ``compact(blob)`` of a blob :meth:`encode_batch` made. Raises as :meth:`append_blob`."""
+        self.append_blobs([(stored, first, count, snapshot, None)], stored=True)
+
     def append_blobs(
-        self, batches: Sequence[tuple[bytes, int, int, tuple[int, str, str] | None, str | None]]
+        self,
+        batches: Sequence[tuple[bytes, int, int, tuple[int, str, str] | None, str | None]],
+        *,
+        stored: bool = False,
     ) -> None:
         """:meth:`append_blob` of several batches in one transaction: ``batches`` holds
         ``(blob, first, count, snapshot, digest)`` per batch, in log order (``digest``: the
         sha256 hex of the blob's stored form, ``compact(blob)``, when the caller has it, else
-        None: computed after compacting). The statements are those of
+        None: computed after compacting); with ``stored``, each ``blob`` is that stored form
+        already (:meth:`append_stored`). The statements are those of
         one :meth:`append_blob` per batch, in the same order, so the file is the same page
         for page; only the commits are fewer (the journaller's, when batches have queued up
         behind a commit: one WAL commit, not one per batch).
@@ -1190,7 +1221,10 @@ class EventStore:
             blob, first, count, snapshot, digest = batches[0]
             self._check_blob(first, count, snapshot)
             batch = self._batch_count + 1
-            self._commit(count, blob, batch, first, first + count - 1, snapshot, digest)
+            if stored:
+                self._commit(count, None, batch, first, first + count - 1, snapshot, digest, blob)
+            else:
+                self._commit(count, blob, batch, first, first + count - 1, snapshot, digest)
             return
         state = (self._last_seq, self._batch_count, self._chain, self._header_written)
         size = 0
@@ -1200,7 +1234,10 @@ class EventStore:
                     self._check_blob(first, count, snapshot)
                     batch = self._batch_count + 1
                     last = first + count - 1
-                    size += self._write(count, blob, batch, first, last, snapshot, digest)
+                    if stored:
+                        size += self._write(count, None, batch, first, last, snapshot, digest, blob)
+                    else:
+                        size += self._write(count, blob, batch, first, last, snapshot, digest)
                     self._last_seq, self._batch_count = last, batch
         except BaseException as exc:
             self._last_seq, self._batch_count, self._chain, self._header_written = state
@@ -1211,7 +1248,7 @@ class EventStore:
             failed = False
         if failed:  # one by one, as many transactions: the batch that fails raises
             for one in batches:
-                self.append_blobs([one])
+                self.append_blobs([one], stored=stored)
             return
         self._after_commit(size)
 
@@ -1239,19 +1276,21 @@ class EventStore:
     def _commit(
         self,
         n: int,
-        blob: bytes,
+        blob: bytes | None,
         batch: int,
         first: int,
         last: int,
         snapshot,
         digest: str | None = None,
+        stored: bytes | None = None,
     ) -> None:
-        """One batch's transaction (``n`` events, ``first..last``, as ``blob``; ``digest``:
-        its stored form's sha256 hex, or None to compute it): see :meth:`_write`. All or nothing."""
+        """One batch's transaction (``n`` events, ``first..last``, as ``blob``, or its stored
+        form ``stored``; ``digest``: the stored form's sha256 hex, or None to compute it): see
+        :meth:`_write`. All or nothing."""
         chain, header = self._chain, self._header_written
         try:
             with self._atomic():
-                size = self._write(n, blob, batch, first, last, snapshot, digest)
+                size = self._write(n, blob, batch, first, last, snapshot, digest, stored)
         except BaseException:
             self._chain, self._header_written = chain, header
             raise
@@ -1263,15 +1302,17 @@ class EventStore:
     def _write(
         self,
         n: int,
-        blob: bytes,
+        blob: bytes | None,
         batch: int,
         first: int,
         last: int,
         snapshot,
         digest: str | None,
+        stored: bytes | None = None,
     ) -> int:
         """One batch's statements, inside a transaction: the batch row (the blob's compact
-        form, that form's digest and the chain; the chain is advanced, the caller restores it
+        form, ``stored`` when the caller has it, else ``compact(blob)``; that form's digest
+        and the chain; the chain is advanced, the caller restores it
         if the transaction rolls back), the projection's rows if the file has one,
         ``sessions.last_seq`` and the optional snapshot. A value SQLite refuses becomes a
         ``ValueError`` naming the batch. Returns the bytes written (the stored form and the
@@ -1291,7 +1332,8 @@ class EventStore:
                     # the journaller took over (test_journal.py compares the files).
                     conn.execute("PRAGMA user_version = 0")
                     self._header_written = True
-                stored = compact(blob)
+                if stored is None:
+                    stored = compact(blob)
                 if digest is None:  # schema 5: over the stored bytes (2-4: the JSON lines)
                     digest = hashlib.sha256(stored).hexdigest()
                 chain = _chain(self._chain, digest)
@@ -1302,6 +1344,8 @@ class EventStore:
                     (batch, first, last, stored, digest, chain),
                 )
                 if self._projected:  # kept up to date once built (a writer's own choice)
+                    if blob is None:
+                        blob = expand(stored)
                     _insert_projection(conn, batch, blob, _blob_fields(blob))
                 conn.execute("UPDATE sessions SET last_seq = ?", (last,))
                 self._chain = chain
@@ -1648,6 +1692,7 @@ class EventStore:
         *,
         check: bool | None = None,
         parse: Callable | None = None,
+        parse_stored: Callable | None = None,
         **filters: Any,
     ) -> Iterator[tuple]:
         """The typed fields (:data:`~exchange.core.events.TYPED_FIELDS` order) of the events with
@@ -1659,12 +1704,17 @@ class EventStore:
         then come one batch at a time as ``(events, a, b)``, the events ``a..b-1`` of
         ``events`` being those of ``start..stop`` in the batch: ``events`` is what the parser
         made of the blob (proved as without it), or the list of its typed rows where the
-        parser found it unsound and an unchecked read takes it all the same."""
+        parser found it unsound and an unchecked read takes it all the same.
+        ``parse_stored`` (with ``parse``): its twin reading a batch's stored form (the compiled
+        fold's ``Kernel.parse_compact``), tried first on the stored bytes themselves (after
+        the digest check of a checked read, unchanged): its result where it gives one (what
+        ``parse`` gives of the expanded blob), else the batch is expanded and read as without
+        it (the same verdicts)."""
         check = self.checked if check is None else check
         if parse is not None:
             if any(value is not None for value in filters.values()):
                 raise ValueError("rows(parse=...) reads whole batches: no filters")
-            return self._track(self._typed(start, stop, check, filters, parse))
+            return self._track(self._typed(start, stop, check, filters, parse, parse_stored))
         if self._use_projection(filters, check):
             if check:  # the rows proved, not one more
                 stop = (
@@ -1685,12 +1735,13 @@ class EventStore:
         check: bool,
         filters: dict[str, Any],
         parse: Callable | None = None,
+        parse_stored: Callable | None = None,
     ):
         if parse is None:
             yield from self._selected(start, stop, check, filters, typed=True)
             return
         lo = max(start, 1)
-        for _batch, first, events, _blob in self._blobs(lo, stop, check, parse):
+        for _batch, first, events, _blob in self._blobs(lo, stop, check, parse, parse_stored):
             n = len(events)
             a = max(lo - first, 0)
             b = n if stop is None else min(n, stop - first + 1)
@@ -1736,14 +1787,21 @@ class EventStore:
                         yield f
 
     def _blobs(
-        self, start: int, stop: int | None, check: bool, typed: bool | Callable = False
-    ) -> Iterator[tuple[int, int, Any, bytes]]:
+        self,
+        start: int,
+        stop: int | None,
+        check: bool,
+        typed: bool | Callable = False,
+        parse_stored: Callable | None = None,
+    ) -> Iterator[tuple[int, int, Any, bytes | None]]:
         """``(batch, first_seq, events, blob)`` of each batch that holds events of
         ``start..stop``, in order; ``events``: each event's field list, or with ``typed`` the
         tuple of its typed fields (parsed in C, ``data`` not decoded), or what a parser given
         as ``typed`` made of the blob (see :func:`_decode`).
         ``blob`` is the batch's JSON lines, its stored form expanded (a stored form that does
-        not expand is :class:`DamagedLogError`, checked or not).
+        not expand is :class:`DamagedLogError`, checked or not); None where ``parse_stored``
+        (a parser of stored forms, the twin of ``typed``, see :func:`_parse_stored`) read the
+        stored form itself.
         Checked: the batch rows chain up to ``sessions.last_seq`` (see :meth:`_batches_over`)
         and each blob is the one its digest names and its seqs in order, else
         :class:`DamagedLogError`."""
@@ -1755,6 +1813,11 @@ class EventStore:
                 params.append(stop)
             cursor = self._track(self._conn.execute(sql + " ORDER BY batch", params))
             for batch, first, last_of, stored in cursor:
+                if parse_stored is not None:
+                    parsed = _parse_stored(parse_stored, stored, first, None)
+                    if parsed is not None:
+                        yield batch, first, parsed, None
+                        continue
                 blob = _expand_stored(self.path, batch, first, last_of, stored)
                 yield batch, first, _decode(blob, first, None, typed), blob
             return
@@ -1788,6 +1851,12 @@ class EventStore:
                         f"{where}: digest mismatch: its events differ from what was "
                         "committed (the batch's blob was edited)",
                     )
+                if parse_stored is not None:
+                    parsed = _parse_stored(parse_stored, stored, first, last_of)
+                    if parsed is not None:
+                        yield batch, first, parsed, None
+                        k += 1
+                        continue
                 blob = _expand_stored(path, batch, first, last_of, stored)
                 fields = _decode(blob, first, last_of, typed)
                 if fields is None:

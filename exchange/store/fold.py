@@ -35,8 +35,10 @@ cancelling and amending, deposits, withdrawals, the kinds without a rule) in C
 (:mod:`exchange.store._fold`) on the same state, and every other rule through the reference's
 own code, in sequence order: the same state, ``state_hash`` and ``to_json`` after every event,
 and a malformed event refused with the same :class:`FoldError`. A replay reads a log straight
-into it (:meth:`Fold.fold_store`: the typed fields of each batch parsed in C into the records the
-compiled rules take, no Python object per event). ``session.replay``, ``state_at``, ``verify``'s
+into it (:meth:`Fold.fold_store`: the typed fields of each batch parsed in C from its stored
+form, the compact token stream, into the records the compiled rules take, no Python object per
+event and no batch expanded back into JSON), and so does the journal (:meth:`Fold.apply_stored`
+of the form it stores). ``session.replay``, ``state_at``, ``verify``'s
 replay and the journal use :data:`DEFAULT_FOLD` (``compiled``); the reference is selected with
 ``fold="reference"`` (``replay``, ``state_at``), :func:`fold_class`, or for a whole process
 (the journaller's included) with the environment variable ``GPUEX_FOLD=reference``.
@@ -64,6 +66,7 @@ from exchange.risk.contracts import (
     state_of,
 )
 from exchange.risk.variation import mtm_change
+from exchange.store.compact import expand
 
 
 class FoldError(ValueError):
@@ -215,6 +218,14 @@ class Fold:
                 raise  # from reading, not folding
             raise _fold_error(row, exc) from exc
         return self
+
+    def apply_stored(self, stored: bytes, first: int, count: int) -> Fold:
+        """Fold a batch given as its stored form (``compact(blob)``, see
+        :mod:`exchange.store.compact`; ``count`` events of seqs ``first``...): the events of
+        its blob decoded whole and folded by :meth:`apply_all`. Raises as :meth:`apply_all`,
+        ``ValueError`` if the blob is not ``count`` lines and
+        :class:`~exchange.store.compact.CompactError` if ``stored`` does not expand."""
+        return self.apply_all(blob_events(expand(stored), count))
 
     def fold_store(self, store: Any, first: int, last: int) -> Fold:
         """Fold the events ``first..last`` of ``store`` (an open
@@ -697,6 +708,28 @@ class CompiledFold(Fold):
             return self.apply_all(blob_events(blob, count))
         return self._apply_parsed(events, 0, len(events))
 
+    def apply_stored(self, stored: bytes, first: int, count: int) -> Fold:
+        """:meth:`apply_blob` of a batch given as its stored form (``compact(blob)``), read
+        without expanding it (:meth:`Kernel.parse_compact
+        <exchange.store._fold.Kernel.parse_compact>`: the same records as
+        :meth:`Kernel.parse <exchange.store._fold.Kernel.parse>` of the blob, a string read
+        once per batch, an int from its varint). Where that reader is not sure of the batch
+        (or without the extension): ``apply_blob(expand(stored), first, count)``, its
+        verdicts and errors. Raises as :meth:`apply_blob`, and
+        :class:`~exchange.store.compact.CompactError` if ``stored`` does not expand."""
+        kernel = self._kernel
+        events = None
+        if kernel is not None:
+            try:
+                events = kernel.parse_compact(
+                    stored, first, count, len(ev.TYPED_FIELDS), _typed_line
+                )
+            except (orjson.JSONDecodeError, TypeError, ValueError, IndexError):
+                events = None
+        if events is None:
+            return self.apply_blob(expand(stored), first, count)
+        return self._apply_parsed(events, 0, len(events))
+
     def _apply_parsed(self, events: Any, start: int, stop: int) -> Fold:
         """Fold the parsed records ``start..stop`` of ``events`` (a ``Kernel.parse`` batch),
         a rule's failure as :meth:`apply_all`'s :class:`FoldError`."""
@@ -708,11 +741,14 @@ class CompiledFold(Fold):
 
     def fold_store(self, store: Any, first: int, last: int) -> Fold:
         """:meth:`Fold.fold_store` with each batch's typed fields parsed in C into the
-        records the compiled rules take (``EventStore.rows(..., parse=...)``)."""
+        records the compiled rules take (``EventStore.rows(..., parse=...)``), from its
+        stored form (``parse_compact``: the stored bytes are not expanded) wherever that
+        reader is sure of it, else from its blob."""
         kernel = self._kernel
         if kernel is None:
             return super().fold_store(store, first, last)
-        for events, start, stop in store.rows(first, last, parse=kernel.parse):
+        rows = store.rows(first, last, parse=kernel.parse, parse_stored=kernel.parse_compact)
+        for events, start, stop in rows:
             if type(events) is list:  # a batch the C parser left to Python: its rows
                 self.apply_all(events[start:stop])
             else:

@@ -7,15 +7,16 @@ the final check against the live state hash), checksumming it and inserting it i
 business logic processor never waits on its journaller, a long run hands most of that work to
 ``python -m exchange.store.journal``: the engine checks and encodes each complete batch into the
 blob the store keeps (one C loop, :meth:`EventStore.encode_batch`), sends it down a pipe and goes
-on with the next one while the journaller folds that blob (parsed in C, no Python object per
-event: :meth:`CompiledFold.apply_blob`) and commits it as it is. The blobs travel through a
+on with the next one while the journaller compacts that blob once into the stored form and
+folds that form (its tokens parsed in C, no Python object per event:
+:meth:`CompiledFold.apply_stored`), then commits it. The blobs travel through a
 buffer the two processes share (:class:`_Ring`, ``_RING_BYTES``; the pipe where there is no
 ``memfd_create``), so that the run waits only when the journaller is that far behind, never
 for the journaller's threads to be scheduled. The journaller reads the pipe on a thread of its
-own (:class:`_Inbox`), folds on its main thread, and compacts, checksums (the stored form:
-schema 5) and commits on a third (:class:`_Committer`), several queued batches to a
-transaction: the fold of the next batches and the writing of the last ones run on both
-cores when the run waits.
+own (:class:`_Inbox`), compacts and folds on its main thread, and checksums (the stored form:
+schema 5) and commits on a third (:class:`_Committer`), the batches of one message (and any
+queued behind them) to a transaction: the fold of the next batches and the writing of the last
+ones run on both cores when the run waits.
 
 The log is the same, byte for byte, either way: :class:`Journal` folds, snapshots and appends
 the same batches in the same order in both places; only the process differs. Crash safety is
@@ -44,8 +45,8 @@ run):
   unpickled (written from the run's bytes in one ``writev`` with its header, never copied into
   a pickle; ``("batch", blob, first, count)``, the blob inside, is read too). No digest
   travels: the batch's digest is its stored (compact) form's, computed by the journaller's
-  store as it compacts the blob (schema 5; decision 98's digest computed by the run, over the
-  JSON lines, is gone with schema 4).
+  store from the stored form its journal made (schema 5; decision 98's digest computed by the
+  run, over the JSON lines, is gone with schema 4).
 * journaller -> run: ``("ready",)`` once it has started; ``("released", end)`` once it has
   copied the blobs of the shared buffer up to position ``end`` (the run may write there
   again); ``("done",)`` after sealing the store; ``("error", pickled_exception, text)`` if
@@ -61,9 +62,9 @@ compiled kernel writes its own events' lines there), and :meth:`Journaller.recor
 the batch's lines as they are (:meth:`Journaller.record` checks and encodes a batch of events
 with :meth:`EventStore.encode_batch`); the journaller's fold parses the blob as ``count``
 events of seqs ``first``... and folds them onto its state (a seq that does not follow the
-fold's: :class:`FoldError`), and its store appends the blob only where ``first`` continues
-the log (:meth:`EventStore.append_blob`). ``GPUEX_FOLD=reference`` folds each event decoded whole by
-orjson, with :class:`~exchange.store.fold.Fold`, as before the blob.
+fold's: :class:`FoldError`), and its store appends the stored form only where ``first``
+continues the log (:meth:`EventStore.append_stored`). ``GPUEX_FOLD=reference`` folds each event
+decoded whole by orjson, with :class:`~exchange.store.fold.Fold`, as before the blob.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from exchange.store.compact import compact
 from exchange.store.event_store import EventStore
 from exchange.store.fold import Fold, blob_events, fold_class
 from exchange.store.helper import child_pipes, error_reply, raise_error_reply, spawn
@@ -159,12 +161,20 @@ class Journal:
 
     def record_blob(self, blob: bytes, first: int, count: int) -> None:
         """:meth:`record` of a batch given as its blob (``count`` events of seqs ``first``...,
-        checked and encoded by :meth:`EventStore.encode_batch`): folded straight from the blob
-        (:meth:`CompiledFold.apply_blob`; the reference :class:`Fold` folds the events decoded
-        whole) and stored as it is (:meth:`EventStore.append_blob`): no event decoded into
-        Python objects, none encoded again."""
-        self.fold_blob(blob, first, count)
-        self.store.append_blob(blob, first, count, self._snapshot())
+        checked and encoded by :meth:`EventStore.encode_batch`), compacted once into the form
+        the store keeps (``compact(blob)``, schema 5), folded straight from that form
+        (:meth:`CompiledFold.apply_stored`: its tokens parsed in C, cheaper than the JSON
+        lines; the reference :class:`Fold` folds the events decoded whole) and stored as it
+        is (:meth:`EventStore.append_stored`: the row :meth:`EventStore.append_blob` of the
+        blob writes): no event decoded into Python objects, none encoded again."""
+        stored = compact(blob)
+        self.fold_stored(stored, first, count)
+        self.store.append_stored(stored, first, count, self._snapshot())
+
+    def fold_stored(self, stored: bytes, first: int, count: int) -> None:
+        """Fold a batch given as its stored form (``compact(blob)``, see :meth:`record_blob`)
+        without storing it (:meth:`Fold.apply_stored`)."""
+        self.fold.apply_stored(stored, first, count)
 
     def fold_blob(self, blob: bytes, first: int, count: int) -> None:
         """Fold a batch given as its blob (see :meth:`record_blob`) without storing it: a
@@ -583,8 +593,9 @@ class _Committer:
 
     def __init__(self, path: str, limit: int = _COMMIT_QUEUE_BYTES) -> None:
         self._limit = limit
-        # ("batch", blob, first, count, snapshot, None) | ("finish", t, state_hash) |
-        # ("stop",)
+        # ("batch", (stored, first, count, snapshot, None), size) | ("finish", t,
+        # state_hash) | ("stop",); size: the batch's blob's bytes (what the limits count, as
+        # when the blobs themselves were queued)
         self._queue: collections.deque[tuple] = collections.deque()
         self._bytes = 0  # of the blobs in the queue
         self._busy = False  # items taken off the queue and not yet done
@@ -597,21 +608,32 @@ class _Committer:
 
     def put(
         self,
-        blob: bytes,
+        stored: bytes,
         first: int,
         count: int,
         snapshot: tuple | None,
+        size: int | None = None,
     ) -> None:
-        """Queue a folded batch (see :meth:`EventStore.append_blob`; its digest is computed
-        by the store as it compacts the blob, on the committing thread) to be committed; waits
-        while ``limit`` bytes are queued. Raises the store's error, if it has failed."""
+        """Queue a folded batch given as its stored form (``compact(blob)``, see
+        :meth:`EventStore.append_stored`; its digest is computed by the store, on the
+        committing thread) to be committed; ``size``: its blob's bytes (None: the stored
+        form's), which the limits count. Waits while ``limit`` bytes are queued. Raises the
+        store's error, if it has failed."""
+        self.put_many([(stored, first, count, snapshot, size)])
+
+    def put_many(self, batches: Sequence[tuple[bytes, int, int, tuple | None, int | None]]) -> None:
+        """:meth:`put` of several batches, ``(stored, first, count, snapshot, size)`` each, at
+        once: a committer waiting for work takes them together (one transaction), where one
+        :meth:`put` each would have woken it for the first alone."""
         with self._changed:
             while self._bytes >= self._limit and self._error is None:
                 self._changed.wait()
             self._raise_error()
-            # None: no digest given (EventStore.append_blobs computes it)
-            self._queue.append(("batch", blob, first, count, snapshot, None))
-            self._bytes += len(blob)
+            for stored, first, count, snapshot, size in batches:
+                size = len(stored) if size is None else size
+                # None: no digest given (EventStore.append_blobs computes it)
+                self._queue.append(("batch", (stored, first, count, snapshot, None), size))
+                self._bytes += size
             self._changed.notify_all()
 
     def finish(self, t: int, state_hash: str) -> None:
@@ -652,15 +674,15 @@ class _Committer:
             if queue[0][0] != "batch":
                 return [queue.popleft()]
             taken = [queue.popleft()]
-            size = len(taken[0][1])
+            size = taken[0][2]
             while queue and queue[0][0] == "batch" and size < _GROUP_BYTES:
                 taken.append(queue.popleft())
-                size += len(taken[-1][1])
+                size += taken[-1][2]
             return taken
 
     def _done(self, items: list[tuple]) -> None:
         with self._changed:
-            self._bytes -= sum(len(item[1]) for item in items if item[0] == "batch")
+            self._bytes -= sum(item[2] for item in items if item[0] == "batch")
             self._busy = False
             self._changed.notify_all()
 
@@ -676,7 +698,7 @@ class _Committer:
                 if tag == "finish":
                     store.finish(items[0][1], items[0][2])
                 else:
-                    store.append_blobs([item[1:] for item in items])
+                    store.append_blobs([item[1] for item in items], stored=True)
                 self._done(items)
         except BaseException as exc:  # noqa: BLE001 - raised in the journaller's thread
             with self._changed:
@@ -702,11 +724,27 @@ class _ThreadedJournal(Journal):
         self.committer = _Committer(path)
 
     def record_blob(self, blob: bytes, first: int, count: int) -> None:
-        """:meth:`Journal.record_blob`, the commit queued (:meth:`_Committer.put`). The
-        digest is not computed here: it is the stored (compact) form's (schema 5), and the
-        store computes it on the committing thread right after compacting the blob."""
-        self.fold_blob(blob, first, count)
-        self.committer.put(blob, first, count, self._snapshot())
+        """:meth:`Journal.record_blob`, the commit queued (:meth:`_Committer.put`): the blob
+        compacted here once, folded from that form and queued as it (the committing thread
+        only hashes and inserts it). The digest is not computed here: it is the stored
+        (compact) form's (schema 5), and the store computes it on the committing thread."""
+        self.record_blobs([(blob, first, count)])
+
+    def record_blobs(self, blobs: Sequence[tuple[bytes, int, int]]) -> None:
+        """:meth:`record_blob` of each ``(blob, first, count)`` in turn (the batches of one
+        message from the run), their commits queued together once all are folded
+        (:meth:`_Committer.put_many`): one transaction for the lot, not one for the first
+        and another for the rest. A fold that fails queues the batches folded before it,
+        then raises."""
+        folded = []
+        try:
+            for blob, first, count in blobs:
+                stored = compact(blob)
+                self.fold_stored(stored, first, count)
+                folded.append((stored, first, count, self._snapshot(), len(blob)))
+        finally:
+            if folded:
+                self.committer.put_many(folded)
 
     def finish(self, t: int, state_hash: str) -> None:
         """:meth:`Journal.finish`: the batches queued are committed either way."""
@@ -751,8 +789,8 @@ def serve(requests: Connection, replies: Connection, ring: mmap.mmap | None = No
                 # no release: what it sent is committed all the same
                 with contextlib.suppress(OSError):
                     reply("released", message[1][-1][4])
-                for blob, first, count in blobs:
-                    journal.record_blob(blob, first, count)
+                # folded in turn, committed together (one transaction: decision 101)
+                journal.record_blobs(blobs)
             elif tag == "batch":
                 assert journal is not None, "batch before start"
                 blob = message[1]

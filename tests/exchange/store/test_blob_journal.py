@@ -140,17 +140,17 @@ def test_the_journallers_fold_from_the_blob_seals_only_the_live_state(
 WRONG_FOLD = """\
 from exchange.store.fold import CompiledFold
 
-apply_blob = CompiledFold.apply_blob
+apply_stored = CompiledFold.apply_stored
 
 
-def wrong(self, blob, first, count):
-    apply_blob(self, blob, first, count)
+def wrong(self, stored, first, count):
+    apply_stored(self, stored, first, count)
     if first == 1 + 5 * count:
         self.deposited += 1
     return self
 
 
-CompiledFold.apply_blob = wrong
+CompiledFold.apply_stored = wrong
 """
 
 

@@ -65,7 +65,9 @@ class OneBlob:
         self.blob = blob
         self.first = first
 
-    def rows(self, first, last, parse=None):
+    def rows(self, first, last, parse=None, parse_stored=None):
+        # parse_stored (the stored form's reader) unused: this store holds the blob itself
+        # (test_fold_compact.py holds parse_compact to parse)
         reader = _reader.typed_rows if parse is None else parse
         events = reader(self.blob, self.first, -1, N_TYPED, _typed_line)
         assert events is not None, "a blob of seqs in order"
