@@ -23,6 +23,20 @@ change anything, with the same dict and list operations in the same order (the d
 part of the snapshots). Otherwise the event goes to ``Fold.apply``, which does what it does,
 error included. ``seq``, ``t`` and ``next_order_id`` are kept in C during a run of compiled
 events and written back to the fold before any Python rule runs and at the end of each call.
+
+So is the held ledger (decision 92's, for the fold): inside one call each account's cash and
+the fee pool are int64 slots (a Fee, a Deposit, a spot Fill: no dict operation, no new int), so
+are the position in one instrument of each account a spot fill moves and the last price it
+sets (the keys present already: the first fill of a position, a price never set, are the
+Python rule's), and the orders that come to rest in the call are entries of a C table (order id, side, price,
+account, qty, seq, alive) that a cancel, an amend or a fill of them updates in place; most of
+them are cancelled or filled within the call and never reach a dict. Written back at the same
+moments as seq: the cash, the pool, the positions and the last price to their keys (present
+before they were held: no key order changes), the orders still alive inserted into their books in the order they came to
+rest. Every other insertion into a book -- a Python rule's, a rest the held path does not take
+-- writes the held orders back first, so each book gets the reference's key order. A value
+the slots cannot hold (an int past int64, one that would go past it) is left, with its event,
+to the reference's rule, after the write-back.
 """
 
 from cpython.object cimport PyObject, Py_EQ, PyObject_RichCompareBool
@@ -37,10 +51,12 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_Calloc, PyMem_Realloc
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.tuple cimport PyTuple_Check
 from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_CheckExact
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memset
 
 cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
+    void _incref "Py_INCREF"(PyObject* o)
+    void _decref "Py_DECREF"(PyObject* o)
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long x) nogil
@@ -105,6 +121,37 @@ cdef struct Rec:
     int tag                # K_*
     int nulls              # N_*
     Py_ssize_t slow        # >= 0: the event is the batch's Python row of that index
+
+
+cdef struct Alias:
+    # the held ledger's account -> cash slot, by the account object's address
+    PyObject* key          # owned; NULL: empty
+    Py_ssize_t slot
+
+
+cdef struct HeldCash:
+    PyObject* account      # owned
+    long long value
+    PyObject* pdict        # owned: positions[account], once a fill held a position of it
+    PyObject* pkey         # owned: the instrument whose position is held (NULL: none)
+    long long pos
+
+
+cdef struct Held:
+    # an order come to rest in the current call (see Kernel._rested)
+    PyObject* book         # owned
+    PyObject* side         # owned
+    PyObject* account      # owned
+    long long order_id
+    long long price
+    long long qty
+    long long seq
+    bint alive
+
+
+# The most books whose new orders are held at once (more: the held ones are written back).
+cdef enum:
+    MAX_HELD_BOOKS = 16
 
 
 cdef struct Slot:
@@ -506,6 +553,25 @@ cdef class Kernel:
     # replace a book or a kind, and each is followed by _load, which forgets them (held, so
     # that no other object can take the address)
     cdef object book_key, book, spot_key
+    # the held ledger (see _flush): cash slots, the fee pool, the orders rested in the call
+    cdef bint hold           # the state's containers are distinct (a forged one: nothing held)
+    cdef Alias* alias
+    cdef Py_ssize_t alias_cap, alias_n
+    cdef HeldCash* held_cash
+    cdef Py_ssize_t held_cash_cap, held_cash_n
+    cdef dict cash_index     # account -> its slot, by equality (an address not yet seen)
+    cdef bint fees_held
+    cdef long long fees
+    cdef Held* held
+    cdef Py_ssize_t held_cap, held_n
+    cdef Py_ssize_t* held_index  # (book, order id) -> its latest entry in held, -1: empty
+    cdef Py_ssize_t held_index_cap, held_index_n
+    cdef PyObject* held_books[MAX_HELD_BOOKS]
+    cdef int held_books_n
+    cdef dict position_dicts  # id(positions dict) -> its slot (one dict, one slot)
+    cdef PyObject* price_key  # owned: the instrument whose last price is held (NULL: none)
+    cdef long long price
+    cdef bint price_null, price_set
 
     def __cinit__(self, dict tags):
         self.cap = 256
@@ -521,8 +587,30 @@ cdef class Kernel:
             self.codes[kind] = COMPILED_RULES.get(rule, K_COLD)
         self.current = None
         self.ok = False
+        self.hold = False
+        self.cash_index = {}
+        self.position_dicts = {}
+        self.price_key = NULL
+        self.alias_cap = 64
+        self.alias = <Alias*>PyMem_Calloc(self.alias_cap, sizeof(Alias))
+        self.held_cash_cap = 64
+        self.held_cash = <HeldCash*>PyMem_Malloc(self.held_cash_cap * sizeof(HeldCash))
+        self.held_cap = 256
+        self.held = <Held*>PyMem_Malloc(self.held_cap * sizeof(Held))
+        self.held_index_cap = 512
+        self.held_index = <Py_ssize_t*>PyMem_Malloc(self.held_index_cap * sizeof(Py_ssize_t))
+        if (self.alias == NULL or self.held_cash == NULL or self.held == NULL
+                or self.held_index == NULL):
+            raise MemoryError()
+        for i in range(self.held_index_cap):
+            self.held_index[i] = -1
 
     def __dealloc__(self):
+        # (every call writes back and empties the held ledger: nothing owned is left in it)
+        PyMem_Free(self.alias)
+        PyMem_Free(self.held_cash)
+        PyMem_Free(self.held)
+        PyMem_Free(self.held_index)
         if self.slots != NULL:
             PyMem_Free(self.slots)
             self.slots = NULL
@@ -1286,6 +1374,7 @@ cdef class Kernel:
         self.moved = False
         self.numbered = False
         self.ok = False
+        self.hold = False
         cash, pools, books = fold.cash, fold.pools, fold.books
         positions, kinds, last_price = fold.positions, fold.kind, fold.last_price
         if not (PyDict_CheckExact(cash) and PyDict_CheckExact(pools)
@@ -1300,14 +1389,24 @@ cdef class Kernel:
         self.book_key = self.spot_key = NO_KEY
         self.book = None
         self.ok = True
+        # held values are written to cash and pools at the end: no other container the rules
+        # touch may be one of them (a forged state: nothing held, every rule on the dicts)
+        self.hold = not (
+            cash is pools or books is cash or books is pools or positions is cash
+            or positions is pools or kinds is cash or kinds is pools or last_price is cash
+            or last_price is pools
+        )
         return 0
 
     cdef PyObject* _book(self, object instrument) except? NULL:
-        """``books[instrument]`` if it is a dict (NULL if not, or absent)."""
+        """``books[instrument]`` if it is a dict (NULL if not, or absent, or the cash or pools
+        dict: a forged state's, whose values may be held)."""
         if instrument is self.book_key:
             return <PyObject*>self.book
         cdef PyObject* found = PyDict_GetItem(self.books, instrument)
         if found == NULL or not PyDict_CheckExact(<object>found):
+            return NULL
+        if <object>found is self.cash or <object>found is self.pools:
             return NULL
         self.book_key = instrument
         self.book = <object>found
@@ -1320,11 +1419,15 @@ cdef class Kernel:
         self.last_price = None
         self.book_key = self.book = self.spot_key = None
         self.ok = False
+        self.hold = False
         return 0
 
     cdef int _flush(self) except -1:
-        """Write seq, t and next_order_id back to the fold (before a Python rule, and at the
-        end of a call)."""
+        """Write back what C holds -- the held ledger (cash, the fee pool, the orders rested
+        in the call), seq, t and next_order_id -- before a Python rule, and at the end of a
+        call."""
+        self._write_cash()
+        self._write_orders()
         if self.moved:
             self.fold.seq = PyLong_FromLongLong(self.seq)
             self.fold.t = PyLong_FromLongLong(self.t)
@@ -1340,6 +1443,246 @@ cdef class Kernel:
         self.current = row
         self.fold.apply(*row)
         self._load(self.fold)
+        return 0
+
+    # ------------------------------------------------------------------ the held ledger
+    # Within one call the values the hot rules move most are held in C (decision 92's held
+    # ledger, for the fold): each account's cash and the fee pool as int64 slots (a slot also
+    # holds the account's position in the last instrument a fill moved; the kernel, the last
+    # price of one instrument), and each order that comes to rest in the call as an entry of
+    # ``held`` (a cancel, an amend or a fill of it: no dict operation, no list). Cash, the
+    # pool, positions and last prices are keys present before they are held, so writing them
+    # back changes no key order; a held order's key is absent from its book when it comes to
+    # rest, and every other insertion into a book is a Python rule's or a rest the held path
+    # does not take, which write the held orders back first: so inserting the alive ones in
+    # the order they came to rest gives each book the reference's key order. A value past
+    # int64 is not held: its event runs the reference's rule (after the write-back).
+    cdef Py_ssize_t _cash_slot(self, PyObject* account) except -2:
+        """The held cash slot of ``account``, taken from ``cash`` the first time: -1 if it
+        cannot be held (absent, not an exact int, past int64)."""
+        cdef Py_ssize_t mask = self.alias_cap - 1
+        cdef unsigned long long h = ((<unsigned long long><size_t>account) >> 4) * (
+            0x9E3779B97F4A7C15ULL
+        )
+        cdef Py_ssize_t i = <Py_ssize_t>((h >> 32) & <unsigned long long>mask)
+        cdef Alias* a
+        while True:
+            a = &self.alias[i]
+            if a.key == account:
+                return a.slot
+            if a.key == NULL:
+                break
+            i = (i + 1) & mask
+        # an address not seen: the same account by equality (another str object of it)?
+        cdef PyObject* found = PyDict_GetItem(self.cash_index, <object>account)
+        if found != NULL:
+            return <Py_ssize_t><object>found
+        found = PyDict_GetItem(self.cash, <object>account)
+        cdef long long value = 0
+        if found == NULL or not _small(<object>found, &value):
+            return -1
+        cdef Py_ssize_t slot = self.held_cash_n
+        cdef HeldCash* grown
+        if slot == self.held_cash_cap:
+            grown = <HeldCash*>PyMem_Realloc(self.held_cash, 2 * slot * sizeof(HeldCash))
+            if grown == NULL:
+                raise MemoryError()
+            self.held_cash = grown
+            self.held_cash_cap = 2 * slot
+        self.cash_index[<object>account] = slot
+        _incref(account)
+        self.held_cash[slot].account = account
+        self.held_cash[slot].value = value
+        self.held_cash[slot].pdict = NULL
+        self.held_cash[slot].pkey = NULL
+        self.held_cash_n += 1
+        _incref(account)
+        a.key = account
+        a.slot = slot
+        self.alias_n += 1
+        if self.alias_n * 2 > self.alias_cap:
+            self._grow_alias()
+        return slot
+
+    cdef int _grow_alias(self) except -1:
+        cdef Py_ssize_t cap = self.alias_cap * 2, k, i
+        cdef Alias* old = self.alias
+        cdef Alias* table = <Alias*>PyMem_Calloc(cap, sizeof(Alias))
+        cdef unsigned long long h
+        if table == NULL:
+            raise MemoryError()
+        for k in range(self.alias_cap):
+            if old[k].key == NULL:
+                continue
+            h = ((<unsigned long long><size_t>old[k].key) >> 4) * 0x9E3779B97F4A7C15ULL
+            i = <Py_ssize_t>((h >> 32) & <unsigned long long>(cap - 1))
+            while table[i].key != NULL:
+                i = (i + 1) & (cap - 1)
+            table[i] = old[k]
+        self.alias = table
+        self.alias_cap = cap
+        PyMem_Free(old)
+        return 0
+
+    cdef int _write_cash(self) except -1:
+        """Write the held cash and fee pool back to ``cash`` and ``pools``, and forget them."""
+        cdef Py_ssize_t i
+        cdef HeldCash* c
+        if self.fees_held:
+            self.fees_held = False
+            PyDict_SetItem(self.pools, FEES, PyLong_FromLongLong(self.fees))
+        self._write_last_price()
+        if self.held_cash_n == 0:
+            return 0
+        cdef Py_ssize_t n = self.held_cash_n
+        self.held_cash_n = 0
+        try:
+            for i in range(n):
+                c = &self.held_cash[i]
+                PyDict_SetItem(self.cash, <object>c.account, PyLong_FromLongLong(c.value))
+                if c.pkey != NULL:
+                    self._write_position(c)
+        finally:
+            for i in range(n):
+                c = &self.held_cash[i]
+                _decref(c.account)
+                if c.pkey != NULL:
+                    _decref(c.pkey)
+                    c.pkey = NULL
+                if c.pdict != NULL:
+                    _decref(c.pdict)
+                    c.pdict = NULL
+            self.position_dicts.clear()
+            for i in range(self.alias_cap):
+                if self.alias[i].key != NULL:
+                    _decref(self.alias[i].key)
+                    self.alias[i].key = NULL
+            self.alias_n = 0
+            self.cash_index.clear()
+        return 0
+
+    cdef inline Py_ssize_t _order_pos(self, PyObject* book, long long order_id) noexcept:
+        """Where ``(book, order_id)`` is, or would go, in ``held_index``."""
+        cdef Py_ssize_t mask = self.held_index_cap - 1
+        cdef unsigned long long h = (<unsigned long long>order_id * 0x9E3779B97F4A7C15ULL) ^ (
+            ((<unsigned long long><size_t>book) >> 4) * 0xC2B2AE3D27D4EB4FULL
+        )
+        cdef Py_ssize_t i = <Py_ssize_t>((h >> 29) & <unsigned long long>mask)
+        cdef Py_ssize_t k
+        while True:
+            k = self.held_index[i]
+            if k < 0 or (self.held[k].order_id == order_id and self.held[k].book == book):
+                return i
+            i = (i + 1) & mask
+
+    cdef inline Py_ssize_t _held_order(self, PyObject* book, Rec* r, long long order_id,
+                                       int bit) noexcept:
+        """The alive held entry of ``book``'s order ``order_id`` (-1: none; the id null)."""
+        if self.held_n == 0 or r.nulls & bit:
+            return -1
+        cdef Py_ssize_t k = self.held_index[self._order_pos(book, order_id)]
+        if k < 0 or not self.held[k].alive:
+            return -1
+        return k
+
+    cdef int _hold_order(self, PyObject* book, Rec* r) except -1:
+        """``r``'s order (its id absent from ``book`` and from ``held``) held as a new entry."""
+        cdef int b
+        for b in range(self.held_books_n):
+            if self.held_books[b] == book:
+                break
+        else:
+            if self.held_books_n == MAX_HELD_BOOKS:
+                self._write_orders()
+            self.held_books[self.held_books_n] = book
+            self.held_books_n += 1
+        cdef Held* grown
+        if self.held_n == self.held_cap:
+            grown = <Held*>PyMem_Realloc(self.held, 2 * self.held_cap * sizeof(Held))
+            if grown == NULL:
+                raise MemoryError()
+            self.held = grown
+            self.held_cap *= 2
+        cdef Py_ssize_t pos = self._order_pos(book, r.order_id)
+        cdef Held* e = &self.held[self.held_n]
+        _incref(book)
+        _incref(r.side)
+        _incref(r.account)
+        e.book = book
+        e.side = r.side
+        e.account = r.account
+        e.order_id = r.order_id
+        e.price = r.price
+        e.qty = r.qty
+        e.seq = r.seq
+        e.alive = True
+        if self.held_index[pos] < 0:
+            self.held_index_n += 1
+        self.held_index[pos] = self.held_n
+        self.held_n += 1
+        if self.held_index_n * 2 > self.held_index_cap:
+            self._grow_index()
+        return 0
+
+    cdef int _grow_index(self) except -1:
+        cdef Py_ssize_t cap = self.held_index_cap * 2, k
+        cdef Py_ssize_t* index = <Py_ssize_t*>PyMem_Malloc(cap * sizeof(Py_ssize_t))
+        if index == NULL:
+            raise MemoryError()
+        for k in range(cap):
+            index[k] = -1
+        PyMem_Free(self.held_index)
+        self.held_index = index
+        self.held_index_cap = cap
+        for k in range(self.held_n):  # in order: a key's latest entry last
+            index[self._order_pos(self.held[k].book, self.held[k].order_id)] = k
+        return 0
+
+    cdef int _write_orders(self) except -1:
+        """Insert the held orders still alive into their books, in the order they came to
+        rest (``[side, price, account, qty, seq]``, the reference's list), and forget them."""
+        if self.held_n == 0:
+            self.held_books_n = 0
+            return 0
+        cdef Py_ssize_t n = self.held_n, i
+        cdef Held* e
+        cdef list order
+        cdef Py_ssize_t* index
+        self.held_n = 0
+        self.held_books_n = 0
+        try:
+            for i in range(n):
+                e = &self.held[i]
+                if not e.alive:
+                    continue
+                order = PyList_New(5)
+                _incref(e.side)
+                PyList_SET_ITEM(order, 0, <object>e.side)
+                item = PyLong_FromLongLong(e.price)
+                Py_INCREF(item)
+                PyList_SET_ITEM(order, 1, item)
+                _incref(e.account)
+                PyList_SET_ITEM(order, 2, <object>e.account)
+                item = PyLong_FromLongLong(e.qty)
+                Py_INCREF(item)
+                PyList_SET_ITEM(order, 3, item)
+                item = PyLong_FromLongLong(e.seq)
+                Py_INCREF(item)
+                PyList_SET_ITEM(order, 4, item)
+                PyDict_SetItem(<dict>e.book, PyLong_FromLongLong(e.order_id), order)
+        finally:
+            for i in range(n):
+                e = &self.held[i]
+                _decref(e.book)
+                _decref(e.side)
+                _decref(e.account)
+            self.held_index_n = 0
+            if self.held_index_cap > 4096:  # (a call's many orders: not cleared at each flush)
+                index = <Py_ssize_t*>PyMem_Realloc(self.held_index, 4096 * sizeof(Py_ssize_t))
+                if index != NULL:
+                    self.held_index = index
+                    self.held_index_cap = 4096
+            memset(self.held_index, 0xFF, self.held_index_cap * sizeof(Py_ssize_t))  # all -1
         return 0
 
     cdef bint _fast(self, Rec* r) except -1:
@@ -1385,8 +1728,28 @@ cdef class Kernel:
         if r.nulls & N_AMOUNT:
             return 0
         cdef object account = <object>r.account
-        cdef PyObject* cash = PyDict_GetItem(self.cash, account)
-        cdef PyObject* pool = PyDict_GetItem(self.pools, FEES)
+        cdef PyObject* cash
+        cdef PyObject* pool
+        cdef Py_ssize_t slot
+        cdef long long new_cash, new_fees
+        if self.hold:
+            slot = self._cash_slot(r.account)
+            if slot < 0:
+                return 0
+            if not self.fees_held:
+                pool = PyDict_GetItem(self.pools, FEES)
+                if pool == NULL or not _small(<object>pool, &self.fees):
+                    return 0
+                self.fees_held = True
+            if __builtin_saddll_overflow(self.held_cash[slot].value, r.amount, &new_cash):
+                return 0
+            if __builtin_ssubll_overflow(self.fees, r.amount, &new_fees):
+                return 0
+            self.held_cash[slot].value = new_cash
+            self.fees = new_fees
+            return 1
+        cash = PyDict_GetItem(self.cash, account)
+        pool = PyDict_GetItem(self.pools, FEES)
         if cash == NULL or pool == NULL:
             return 0
         if not PyLong_CheckExact(<object>cash) or not PyLong_CheckExact(<object>pool):
@@ -1401,13 +1764,26 @@ cdef class Kernel:
         if r.nulls & N_AMOUNT:
             return 0
         cdef object account = <object>r.account
-        cdef PyObject* cash = PyDict_GetItem(self.cash, account)
-        if cash == NULL or not PyLong_CheckExact(<object>cash):
-            return 0
+        cdef PyObject* cash = NULL
+        cdef Py_ssize_t slot = -1
+        cdef long long new_cash = 0
+        if self.hold:
+            slot = self._cash_slot(r.account)
+            if slot < 0 or __builtin_saddll_overflow(
+                self.held_cash[slot].value, r.amount, &new_cash
+            ):
+                return 0
+        else:
+            cash = PyDict_GetItem(self.cash, account)
+            if cash == NULL or not PyLong_CheckExact(<object>cash):
+                return 0
         total = self.fold.deposited if deposit else self.fold.withdrawn
         if not PyLong_CheckExact(total):
             return 0
-        PyDict_SetItem(self.cash, account, _plus(<object>cash, r.amount))
+        if slot >= 0:
+            self.held_cash[slot].value = new_cash
+        else:
+            PyDict_SetItem(self.cash, account, _plus(<object>cash, r.amount))
         if deposit:
             self.fold.deposited = _plus(total, r.amount)
         else:
@@ -1419,6 +1795,29 @@ cdef class Kernel:
         cdef PyObject* book = self._book(<object>r.instrument)
         if book == NULL:
             return 0
+        cdef Py_ssize_t k
+        cdef Held* e
+        if self.hold and not r.nulls & (N_ORDER_ID | N_PRICE | N_QTY):
+            k = self._held_order(book, r, r.order_id, N_ORDER_ID)
+            if k >= 0:  # a held order rested again: its value replaced, its place kept
+                e = &self.held[k]
+                _incref(r.side)
+                _decref(e.side)
+                e.side = r.side
+                _incref(r.account)
+                _decref(e.account)
+                e.account = r.account
+                e.price = r.price
+                e.qty = r.qty
+                e.seq = r.seq
+                return 1
+            if PyDict_GetItem(<dict>book, PyLong_FromLongLong(r.order_id)) == NULL:
+                self._hold_order(book, r)
+                return 1
+            # in the book already: its value replaced in place, below
+        else:
+            # an insertion the held path does not take: after the held ones
+            self._write_orders()
         cdef list order = PyList_New(5)
         cdef object item = <object>r.side
         Py_INCREF(item)
@@ -1443,6 +1842,10 @@ cdef class Kernel:
         cdef PyObject* book = self._book(<object>r.instrument)
         if book == NULL:
             return 0
+        cdef Py_ssize_t k = self._held_order(book, r, r.order_id, N_ORDER_ID)
+        if k >= 0:
+            self.held[k].alive = False
+            return 1
         key = _int_or_none(r, r.order_id, N_ORDER_ID)
         if PyDict_GetItem(<dict>book, key) != NULL:
             PyDict_DelItem(<dict>book, key)
@@ -1456,6 +1859,15 @@ cdef class Kernel:
         cdef PyObject* book = self._book(<object>r.instrument)
         if book == NULL:
             return 0
+        cdef Py_ssize_t k = self._held_order(book, r, r.order_id, N_ORDER_ID)
+        cdef Held* e
+        if k >= 0:
+            e = &self.held[k]
+            if r.price == e.price and r.qty <= e.qty:
+                e.qty = r.qty
+            else:
+                e.alive = False
+            return 1
         key = _int_or_none(r, r.order_id, N_ORDER_ID)
         cdef PyObject* found = PyDict_GetItem(<dict>book, key)
         if found == NULL or not PyList_CheckExact(<object>found) or PyList_GET_SIZE(
@@ -1477,6 +1889,8 @@ cdef class Kernel:
         # last price, qty off the maker's resting order (see Fold._fill and Fold._move)
         if r.nulls & (N_QTY | N_AMOUNT) or r.qty == -0x7FFFFFFFFFFFFFFF - 1:
             return 0
+        if self.hold:
+            return self._fill_held(r)
         cdef object instrument = <object>r.instrument
         cdef object account = <object>r.account
         cdef object maker = <object>r.counterparty
@@ -1538,3 +1952,149 @@ cdef class Kernel:
         if PyObject_RichCompareBool(left, ZERO, Py_EQ):
             PyDict_DelItem(<dict>book, maker_order)
         return 1
+
+    cdef int _fill_held(self, Rec* r) except -1:
+        # _fill on the held ledger: both cashes, both positions and the last price held (the
+        # keys present already: a position's first fill, a last price never set, go to
+        # Python), the maker's order held or in its book
+        cdef PyObject* instrument = r.instrument
+        cdef Py_ssize_t taker = self._cash_slot(r.account)
+        if taker < 0:
+            return 0
+        cdef Py_ssize_t maker = self._cash_slot(r.counterparty)
+        if maker < 0:
+            return 0
+        cdef PyObject* item
+        if <object>instrument is not self.spot_key:
+            item = PyDict_GetItem(self.kinds, <object>instrument)
+            if item == NULL or not PyUnicode_CheckExact(<object>item) or <object>item != SPOT:
+                return 0
+            self.spot_key = <object>instrument
+        cdef PyObject* book = self._book(<object>instrument)
+        if book == NULL:
+            return 0
+        if not (self._hold_position(taker, instrument) and self._hold_position(maker, instrument)
+                and self._hold_last_price(instrument)):
+            return 0
+        cdef Py_ssize_t k = self._held_order(book, r, r.counter_order_id, N_COUNTER_ORDER_ID)
+        cdef long long left = 0
+        cdef list order = None
+        maker_order = None
+        cdef PyObject* found
+        if k >= 0:
+            if __builtin_ssubll_overflow(self.held[k].qty, r.qty, &left):
+                return 0
+        else:
+            maker_order = _int_or_none(r, r.counter_order_id, N_COUNTER_ORDER_ID)
+            found = PyDict_GetItem(<dict>book, maker_order)
+            if found == NULL or not PyList_CheckExact(<object>found) or PyList_GET_SIZE(
+                <object>found
+            ) < 4:
+                return 0
+            order = <list>found
+            if not PyLong_CheckExact(order[3]):
+                return 0
+        cdef long long delta = r.qty
+        if not (PyUnicode_CheckExact(<object>r.side) and <object>r.side == BUY):
+            delta = -r.qty
+        # the new values (the taker's first, then the maker's: one slot if they are one)
+        cdef HeldCash* t = &self.held_cash[taker]
+        cdef HeldCash* m = &self.held_cash[maker]
+        cdef long long taker_cash, maker_cash, taker_pos, maker_pos
+        if __builtin_saddll_overflow(t.value, r.amount, &taker_cash):
+            return 0
+        if __builtin_ssubll_overflow(
+            taker_cash if maker == taker else m.value, r.amount, &maker_cash
+        ):
+            return 0
+        if __builtin_saddll_overflow(t.pos, delta, &taker_pos):
+            return 0
+        if __builtin_ssubll_overflow(taker_pos if maker == taker else m.pos, delta, &maker_pos):
+            return 0
+        # every condition holds: the reference's steps
+        t.value = taker_cash
+        m.value = maker_cash
+        t.pos = taker_pos
+        m.pos = maker_pos
+        self.price_null = r.nulls & N_PRICE
+        self.price = r.price
+        self.price_set = True
+        if k >= 0:
+            self.held[k].qty = left
+            if left == 0:
+                self.held[k].alive = False
+            return 1
+        left_ = _minus(order[3], r.qty)
+        order[3] = left_
+        if PyObject_RichCompareBool(left_, ZERO, Py_EQ):
+            PyDict_DelItem(<dict>book, maker_order)
+        return 1
+
+    cdef bint _hold_position(self, Py_ssize_t slot, PyObject* instrument) except -1:
+        """Hold the position in ``instrument`` of the account of cash ``slot`` (a slot holds
+        one instrument's at a time: another's is written back first). False if it cannot
+        be held: the account's positions not a dict of its own, the key absent (its first
+        fill inserts it: the Python rule's), the value not an int64."""
+        cdef HeldCash* c = &self.held_cash[slot]
+        if c.pkey == instrument:
+            return True
+        cdef PyObject* d
+        if c.pkey != NULL:
+            self._write_position(c)
+        if c.pdict == NULL:
+            d = PyDict_GetItem(self.positions, <object>c.account)
+            if d == NULL or not PyDict_CheckExact(<object>d):
+                return False
+            if (<object>d is self.cash or <object>d is self.pools or <object>d is self.positions
+                    or <object>d is self.last_price):
+                return False  # a forged state's
+            if PyDict_GetItem(self.position_dicts, id(<object>d)) != NULL:
+                return False  # another account's too (forged): one slot per dict
+            self.position_dicts[id(<object>d)] = slot
+            _incref(d)
+            c.pdict = d
+        cdef PyObject* value = PyDict_GetItem(<dict>c.pdict, <object>instrument)
+        if value == NULL or not _small(<object>value, &c.pos):
+            return False
+        _incref(instrument)
+        c.pkey = instrument
+        return True
+
+    cdef int _write_position(self, HeldCash* c) except -1:
+        cdef PyObject* key = c.pkey
+        c.pkey = NULL
+        try:
+            PyDict_SetItem(<dict>c.pdict, <object>key, PyLong_FromLongLong(c.pos))
+        finally:
+            _decref(key)
+        return 0
+
+    cdef bint _hold_last_price(self, PyObject* instrument) except -1:
+        """Hold ``last_price[instrument]`` (another instrument's written back first); False if
+        the key is absent (set first by the Python rule)."""
+        if self.price_key == instrument:
+            return True
+        self._write_last_price()
+        if PyDict_GetItem(self.last_price, <object>instrument) == NULL:
+            return False
+        _incref(instrument)
+        self.price_key = instrument
+        self.price_null = True
+        self.price = 0
+        self.price_set = False
+        return True
+
+    cdef int _write_last_price(self) except -1:
+        cdef PyObject* key = self.price_key
+        if key == NULL:
+            return 0
+        self.price_key = NULL
+        try:
+            if self.price_set:
+                PyDict_SetItem(
+                    self.last_price, <object>key,
+                    None if self.price_null else PyLong_FromLongLong(self.price),
+                )
+        finally:
+            _decref(key)
+        return 0

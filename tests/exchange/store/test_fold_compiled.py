@@ -313,3 +313,345 @@ def test_a_forged_log_is_refused_by_both_folds_at_the_same_seq(flow_log, tmp_pat
         refusals[name] = (caught.value.seq, str(caught.value))
     assert refusals["compiled"] == refusals["reference"]
     assert refusals["compiled"][0] == seq
+
+
+# ------------------------------------------------------------------ the held ledger
+# Within one call the compiled fold holds cash, the fee pool and the orders that come to rest
+# in C, and writes them back before a Python rule, before an error and at the end of the
+# call (exchange/store/_fold.pyx, "the held ledger"): these streams put the held paths
+# between calls, Python rules and values past int64.
+BIG = 2**62
+HELD_OPENING = [
+    (ev.INSTRUMENT_LISTED, "H100", None, None, "spot", None, None, 10, None, None),
+    (ev.INSTRUMENT_LISTED, "PERP", None, None, "perp", None, None, 10, None, None),
+    (ev.ACCOUNT_OPENED, None, "alice", None, None, None, None, None, None, None),
+    (ev.ACCOUNT_OPENED, None, "bob", None, None, None, None, None, None, None),
+    (ev.ACCOUNT_OPENED, None, "carol", None, None, None, None, None, None, None),
+    (ev.DEPOSIT, None, "alice", None, None, None, None, 1_000, None, None),
+    (ev.DEPOSIT, None, "bob", None, None, None, None, 1_000, None, None),
+    (ev.ORDER_RESTED, "H100", "bob", 1, "sell", 100, 5, None, None, None),  # before any call
+]
+_WHO = st.sampled_from(["alice", "bob", "carol"])
+_OID = st.integers(1, 6)
+_AMOUNT = st.sampled_from([1, -3, 250, BIG, -BIG, 2**63 - 1])
+held_ops = st.one_of(
+    st.tuples(
+        st.just(ev.ORDER_RESTED),
+        st.sampled_from(["H100", "H100", "NEW"]),
+        _WHO,
+        _OID,
+        st.sampled_from(["buy", "sell"]),
+        st.sampled_from([100, 101]),
+        st.integers(1, 5),
+        st.none(),
+        st.none(),
+        st.none(),
+    ),
+    st.tuples(
+        st.just(ev.ORDER_CANCELLED),
+        st.sampled_from(["H100", "NEW"]),
+        _WHO,
+        _OID,
+        st.none(),
+        st.none(),
+        st.none(),
+        st.none(),
+        st.none(),
+        st.none(),
+    ),
+    st.tuples(
+        st.just(ev.ORDER_AMENDED),
+        st.just("H100"),
+        _WHO,
+        _OID,
+        st.none(),
+        st.sampled_from([100, 101]),
+        st.integers(1, 6),
+        st.none(),
+        st.none(),
+        st.none(),
+    ),
+    st.tuples(
+        st.just(ev.FILL),
+        st.sampled_from(["H100", "H100", "NEW", "PERP"]),
+        _WHO,
+        _OID,
+        st.sampled_from(["buy", "sell"]),
+        st.sampled_from([100, 101]),
+        st.integers(1, 3),
+        _AMOUNT,
+        _WHO,
+        _OID,
+    ),
+    st.tuples(
+        st.just(ev.FEE),
+        st.none(),
+        _WHO,
+        st.none(),
+        st.none(),
+        st.none(),
+        st.none(),
+        _AMOUNT,
+        st.none(),
+        st.none(),
+    ),
+    st.tuples(
+        st.sampled_from([ev.DEPOSIT, ev.WITHDRAWAL]),
+        st.none(),
+        st.sampled_from(["alice", "dave"]),
+        st.none(),
+        st.none(),
+        st.none(),
+        st.none(),
+        _AMOUNT,
+        st.none(),
+        st.none(),
+    ),
+    # Python rules between held events: a key inserted into cash, a book listed, a mark
+    st.tuples(st.just(ev.ACCOUNT_OPENED), st.none(), st.just("dave"), *[st.none()] * 7),
+    st.tuples(
+        st.just(ev.INSTRUMENT_LISTED),
+        st.just("NEW"),
+        st.none(),
+        st.none(),
+        st.just("spot"),
+        st.none(),
+        st.none(),
+        st.just(10),
+        st.none(),
+        st.none(),
+    ),
+    st.tuples(
+        st.just(ev.MARK_PRICE),
+        st.just("H100"),
+        st.none(),
+        st.none(),
+        st.none(),
+        st.just(100),
+        st.none(),
+        st.just(1),
+        st.none(),
+        st.none(),
+    ),
+)
+
+
+def _held_rows(ops) -> list[tuple]:
+    return [(k, k * 10, *op) for k, op in enumerate([*HELD_OPENING, *ops], 1)]
+
+
+def _try(call):
+    try:
+        return call()
+    except TypeError as exc:  # orjson's: an int past 64 bits (cash can be one)
+        return repr(exc)
+
+
+def _assert_same_held(compiled: Fold, reference: Fold) -> None:
+    assert state(compiled) == state(reference)
+    for name in ("to_json", "state_hash"):
+        assert _try(getattr(compiled, name)) == _try(getattr(reference, name))
+
+
+def _fold_calls(rows, cuts, read: str):
+    """Fold ``rows`` in calls of ``cuts`` events (the rest: one call) with both folds,
+    ``read`` the compiled one's input (``rows``: tuples, ``blob``: parsed in C): the state
+    after each call must be the reference's, and a refusal the same refusal."""
+    reference, compiled = Fold(), CompiledFold()
+    start = 0
+    for size in [*cuts, len(rows)]:
+        part = rows[start : start + size]
+        if not part:
+            break
+        if read == "rows":
+            got = outcome(lambda p=part: compiled.apply_all(p))
+        else:
+            blob = b"".join(orjson.dumps([*row, None]) + b"\n" for row in part)
+            first, last = part[0][0], part[-1][0]
+            got = outcome(
+                lambda b=blob, f=first, la=last: compiled.fold_store(OneBlob(b, f), f, la)
+            )
+        assert got == outcome(lambda p=part: reference.apply_all(p))
+        _assert_same_held(compiled, reference)
+        if got is not None:
+            return got
+        start += size
+    return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(held_ops, min_size=1, max_size=40),
+    st.lists(st.integers(1, 15), max_size=4),
+    st.sampled_from(["rows", "blob"]),
+)
+def test_the_held_ledger_leaves_the_references_state_after_every_call(ops, cuts, read):
+    """Orders rested and cancelled, amended, filled (partly, to zero, below) in one call or
+    across calls; fees, deposits and fills moving cash past int64; Python rules (an account
+    opened, a book listed, a mark, an unknown account's deposit) between held events: the
+    same state -- every dict's contents and key order -- after each call, the same refusal."""
+    _fold_calls(_held_rows(ops), cuts, read)
+
+
+def _one_call(ops, read="rows"):
+    rows = _held_rows(ops)
+    assert _fold_calls(rows, [], read) is None
+    compiled = CompiledFold()
+    compiled.apply_all(rows)
+    return compiled
+
+
+REST = (ev.ORDER_RESTED, "H100")
+
+
+@pytest.mark.parametrize("read", ["rows", "blob"])
+def test_orders_rested_in_a_call_reach_their_book_alive_in_the_references_key_order(read):
+    ops = [
+        (*REST, "alice", 4, "buy", 100, 2, None, None, None),
+        (*REST, "carol", 2, "buy", 100, 3, None, None, None),
+        (*REST, "alice", 3, "sell", 101, 1, None, None, None),
+        (ev.ORDER_CANCELLED, "H100", "alice", 3, *[None] * 6),  # rested and cancelled
+        (*REST, "alice", 3, "sell", 101, 4, None, None, None),  # rested again: at the end
+        (*REST, "carol", 2, "buy", 101, 9, None, None, None),  # again, alive: its place kept
+        (ev.ORDER_CANCELLED, "H100", "bob", 1, *[None] * 6),  # from before the call
+        (*REST, "bob", 5, "sell", 101, 1, None, None, None),
+        (*REST, "bob", 5, "sell", 101, 2, None, None, None),  # again, alive...
+        (ev.ORDER_CANCELLED, "H100", "bob", 5, *[None] * 6),  # ...and cancelled: gone
+        (ev.FEE, None, "carol", None, None, None, None, -7, None, None),
+        (ev.FEE, None, "alice", None, None, None, None, -5, None, None),
+    ]
+    fold = _one_call(ops, read)
+    assert list(fold.books["H100"].items()) == [
+        (4, ["buy", 100, "alice", 2, 9]),
+        (2, ["buy", 101, "carol", 9, 14]),
+        (3, ["sell", 101, "alice", 4, 13]),
+    ]
+    assert list(fold.cash.items()) == [("alice", 995), ("bob", 1_000), ("carol", -7)]
+    assert fold.pools["fees"] == 12
+
+
+@pytest.mark.parametrize("read", ["rows", "blob"])
+def test_a_held_order_filled_partly_then_cancelled_or_to_zero_leaves_its_book(read):
+    fill = (ev.FILL, "H100")
+    ops = [
+        (*fill, "alice", 9, "buy", 100, 1, -100, "bob", 1),  # positions inserted (Python)
+        (*fill, "carol", 9, "buy", 100, 1, -100, "bob", 1),
+        (*REST, "carol", 2, "sell", 100, 5, None, None, None),
+        (*REST, "carol", 3, "sell", 100, 2, None, None, None),
+        (*fill, "alice", 9, "buy", 100, 2, -200, "carol", 2),  # partly
+        (*fill, "alice", 9, "buy", 100, 2, -200, "carol", 3),  # to zero
+        (*fill, "alice", 9, "buy", 100, 1, -100, "bob", 1),  # the order from before the call
+        (ev.ORDER_AMENDED, "H100", "carol", 2, None, 100, 2, None, None, None),  # 3 -> 2
+    ]
+    fold = _one_call(ops, read)
+    assert list(fold.books["H100"].items()) == [
+        (1, ["sell", 100, "bob", 2, 8]),
+        (2, ["sell", 100, "carol", 2, 11]),
+    ]
+    assert fold.cash == {"alice": 400, "bob": 1_300, "carol": 300}
+    assert fold.positions == {"alice": {"H100": 6}, "bob": {"H100": -3}, "carol": {"H100": -3}}
+    cancel = [(ev.ORDER_CANCELLED, "H100", "carol", 2, *[None] * 6)]
+    assert list(_one_call(ops + cancel, read).books["H100"]) == [1]
+
+
+def test_a_position_past_int64_is_left_to_python():
+    fill = (ev.FILL, "H100", "alice", 9, "buy", 100)
+    ops = [
+        (*REST, "carol", 5, "sell", 100, 10, None, None, None),
+        (ev.FILL, "H100", "bob", 9, "buy", 100, 5, -500, "carol", 5),  # positions inserted
+        (*fill, 1, -100, "bob", 1),
+        (*REST, "bob", 4, "sell", 100, 2**63 - 1, None, None, None),
+        (*fill, 2**62, -1, "bob", 4),
+        (*fill, 2**62, -1, "bob", 4),  # the taker's past int64 (the maker's not): Python's
+        (*fill, 1, -1, "bob", 4),
+    ]
+    fold = _one_call(ops)
+    assert fold.positions["alice"] == {"H100": 2 + 2**63}
+    assert fold.positions["bob"] == {"H100": 3 - 2**63}
+    assert fold.books["H100"][4] == ["sell", 100, "bob", -2, 12]
+
+
+def test_cash_past_int64_and_python_rules_between_held_events():
+    """A fee that takes cash past int64 is left to Python (its big int kept: later held
+    events on that account go to Python too); an account opened and a deposit to it between
+    fees: cash's keys in the reference's order."""
+    fee = (ev.FEE, None)
+    ops = [
+        (*fee, "alice", None, None, None, None, 2**63 - 1, None, None),  # past int64
+        (*fee, "bob", None, None, None, None, -1, None, None),
+        (ev.ACCOUNT_OPENED, None, "dave", *[None] * 7),
+        (ev.DEPOSIT, None, "dave", None, None, None, None, 5, None, None),
+        (*fee, "alice", None, None, None, None, 1, None, None),
+        (*fee, "dave", None, None, None, None, -2, None, None),
+    ]
+    for read in ("rows", "blob"):
+        fold = _one_call(ops, read)
+        assert list(fold.cash.items()) == [
+            ("alice", 1_000 + 2**63),
+            ("bob", 999),
+            ("carol", 0),
+            ("dave", 3),
+        ]
+        assert fold.pools["fees"] == -(2**63 - 1 - 1 + 1 - 2)  # minus the fees
+
+
+def test_an_account_given_as_different_str_objects_is_one_held_cash():
+    """The held cash is found by the account object's address, then by equality: two
+    objects of one account (rows from different sources) move one cash."""
+    alice = ["".join(["ali", "ce"]) for _ in range(3)]
+    assert alice[0] is not alice[1] and alice[0] == "alice"
+    ops = [(ev.FEE, None, who, None, None, None, None, -10, None, None) for who in alice]
+    ops.append((ev.FILL, "H100", alice[2], 5, "buy", 100, 1, -100, "bob", 1))
+    fold = _one_call(ops)
+    assert fold.cash == {"alice": 870, "bob": 1_100, "carol": 0}
+    assert fold.pools["fees"] == 30
+
+
+def test_held_positions_and_last_prices_follow_fills_across_instruments():
+    """A fill holds both accounts' positions and the instrument's last price (keys present
+    already; the first fill of an account's position is the Python rule's): fills switching
+    between two spot instruments, a self-trade, in one call."""
+    listed = (ev.INSTRUMENT_LISTED, "NEW", None, None, "spot", None, None, 10, None, None)
+    fill = ev.FILL
+    ops = [
+        listed,
+        (*REST, "carol", 2, "sell", 100, 9, None, None, None),
+        (ev.ORDER_RESTED, "NEW", "carol", 3, "sell", 50, 9, None, None, None),
+        (fill, "H100", "alice", 9, "buy", 100, 1, -100, "carol", 2),  # positions inserted
+        (fill, "NEW", "alice", 9, "buy", 50, 1, -50, "carol", 3),
+        (fill, "H100", "alice", 9, "buy", 101, 2, -200, "carol", 2),  # held from here on
+        (fill, "NEW", "alice", 9, "sell", 51, 1, 51, "carol", 3),
+        (fill, "H100", "carol", 9, "buy", 102, 1, -102, "carol", 2),  # a self-trade
+        (fill, "H100", "alice", 9, "buy", None, 1, -100, "carol", 2),  # no price: None
+    ]
+    fold = _one_call(ops)
+    assert fold.positions == {
+        "alice": {"H100": 4, "NEW": 0},
+        "bob": {},
+        "carol": {"H100": -4, "NEW": 0},
+    }
+    assert list(fold.last_price.items()) == [("H100", None), ("PERP", None), ("NEW", 51)]
+    assert fold.cash == {"alice": 1_000 - 400 - 50 + 51, "bob": 1_000, "carol": 400 - 1}
+    assert list(fold.books["H100"].items()) == [
+        (1, ["sell", 100, "bob", 5, 8]),
+        (2, ["sell", 100, "carol", 4, 10]),
+    ]
+
+
+def test_a_forged_state_whose_pools_are_its_cash_holds_nothing():
+    """The held cash and fee pool are written back to cash and pools: when the two are one
+    dict (a forged state) nothing is held, and a fee to an account named ``fees`` nets to
+    zero as in the reference."""
+    folds = Fold(), CompiledFold()
+    for fold in folds:
+        fold.cash = {"fees": 5, "alice": 1}
+        fold.pools = fold.cash
+    fee = (ev.FEE, None)
+    rows = [
+        (1, 1, *fee, "fees", None, None, None, None, 2, None, None),
+        (2, 2, *fee, "alice", None, None, None, None, 3, None, None),
+    ]
+    for fold in folds:
+        fold.apply_all(rows)
+    assert folds[1].cash == {"fees": 2, "alice": 4}
+    assert state(folds[1]) == state(folds[0])  # (no state_hash: the pools are not there)
