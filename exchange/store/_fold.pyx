@@ -411,6 +411,28 @@ cdef int _content(const unsigned char* s, Py_ssize_t n) noexcept nogil:
     return escaped
 
 
+cdef inline Py_ssize_t _string_token(
+    const unsigned char* d, Py_ssize_t pos, Py_ssize_t n, Table* table, unsigned char code,
+    Py_ssize_t* index,
+) except -2:
+    """A string token (``code``: ``0x80..0xFF``, ``0x0A`` or ``0x0B``) whose payload, if any,
+    is at ``d[pos:]``: its index in ``table`` into ``index`` (a new string added to it), and
+    the position after it; -1 if ``expand`` refuses it."""
+    cdef unsigned long long raw
+    if code >= T_SMALL_STRING:
+        index[0] = code - T_SMALL_STRING
+        return pos if index[0] < table.n else -1
+    if code == T_NEW_STRING:
+        pos = _new_string(d, pos, n, table)
+        index[0] = table.n - 1
+        return pos
+    pos = _varint(d, pos, n, &raw)
+    if pos < 0 or raw >= <unsigned long long>table.n:
+        return -1
+    index[0] = <Py_ssize_t>raw
+    return pos
+
+
 cdef Py_ssize_t _new_string(const unsigned char* d, Py_ssize_t pos, Py_ssize_t n,
                             Table* table) except -2:
     """The new string (``0x0A``) whose length is at ``d[pos:]``, added to ``table``: the
@@ -986,20 +1008,10 @@ cdef class Kernel:
                 return -1
             code = d[pos]
             pos += 1
-            if code >= T_SMALL_STRING:
-                index = code - T_SMALL_STRING
-                if index >= table.n:
-                    return -1
-            elif code == T_NEW_STRING:
-                pos = _new_string(d, pos, n, table)
+            if code >= T_SMALL_STRING or code == T_NEW_STRING or code == T_STRING:
+                pos = _string_token(d, pos, n, table, code, &index)
                 if pos < 0:
                     return pos
-                index = table.n - 1
-            elif code == T_STRING:
-                pos = _varint(d, pos, n, &raw)
-                if pos < 0 or raw >= <unsigned long long>table.n:
-                    return -1
-                index = <Py_ssize_t>raw
             elif code == T_NULL:
                 f.types[i] = 0
                 continue
@@ -1076,20 +1088,10 @@ cdef class Kernel:
                 depth -= 1
                 continue
             text = True
-            if code >= T_SMALL_STRING:
-                index = code - T_SMALL_STRING
-                if index >= table.n:
-                    return -1
-            elif code == T_NEW_STRING:
-                pos = _new_string(d, pos, n, table)
+            if code >= T_SMALL_STRING or code == T_NEW_STRING or code == T_STRING:
+                pos = _string_token(d, pos, n, table, code, &index)
                 if pos < 0:
                     return pos
-                index = table.n - 1
-            elif code == T_STRING:
-                pos = _varint(d, pos, n, &raw)
-                if pos < 0 or raw >= <unsigned long long>table.n:
-                    return -1
-                index = <Py_ssize_t>raw
             elif code == T_RAW_LINE or code == 0x0F or code >= T_SMALL_INT_END:
                 return -1  # a raw line inside a line, or an unused code
             else:
