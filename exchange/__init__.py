@@ -26,7 +26,6 @@ re-export what the old modules' users imported from them.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.util
 import sys
 import warnings
@@ -73,9 +72,13 @@ MOVED = {
 }
 
 
-class _Moved(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class _Moved:
     """Imports an old module name as the moved module itself (not a copy): ``exchange.engine``
-    *is* ``exchange.kernel.engine``, so ``isinstance`` checks, patches and pickles agree."""
+    *is* ``exchange.kernel.engine``, so ``isinstance`` checks, patches and pickles agree. A
+    meta path finder and loader by its methods (``find_spec``; ``create_module``,
+    ``exec_module``), as the import system takes them: not a subclass of
+    ``importlib.abc``'s, whose import pulls in ``importlib.resources`` (5-6 ms of the start-up
+    of every process that imports ``exchange``, where nothing else imports it)."""
 
     def find_spec(self, name, path=None, target=None):
         if name in MOVED:
