@@ -316,6 +316,14 @@ cdef struct Fields:
     int tags[12]
 
 
+cdef inline long long _int_field(Fields* f, int k, Rec* r, int null_bit) noexcept nogil:
+    """Element ``k``'s int, or 0 with ``null_bit`` set in ``r.nulls`` when it is null."""
+    if f.types[k]:
+        return f.ints[k]
+    r.nulls |= null_bit
+    return 0
+
+
 cdef struct Entry:
     # a string of a stored batch's table
     Py_ssize_t off          # its content's offset in the stored bytes
@@ -859,26 +867,11 @@ cdef class Kernel:
         r.account = f.texts[4] if types[4] else <PyObject*>None
         r.side = f.texts[6] if types[6] else <PyObject*>None
         r.counterparty = f.texts[10] if types[10] else <PyObject*>None
-        if types[5]:
-            r.order_id = f.ints[5]
-        else:
-            r.nulls |= N_ORDER_ID
-        if types[7]:
-            r.price = f.ints[7]
-        else:
-            r.nulls |= N_PRICE
-        if types[8]:
-            r.qty = f.ints[8]
-        else:
-            r.nulls |= N_QTY
-        if types[9]:
-            r.amount = f.ints[9]
-        else:
-            r.nulls |= N_AMOUNT
-        if types[11]:
-            r.counter_order_id = f.ints[11]
-        else:
-            r.nulls |= N_COUNTER_ORDER_ID
+        r.order_id = _int_field(f, 5, r, N_ORDER_ID)
+        r.price = _int_field(f, 7, r, N_PRICE)
+        r.qty = _int_field(f, 8, r, N_QTY)
+        r.amount = _int_field(f, 9, r, N_AMOUNT)
+        r.counter_order_id = _int_field(f, 11, r, N_COUNTER_ORDER_ID)
         return True
 
     # ------------------------------------------------------------------ the stored form
