@@ -90,6 +90,8 @@ cdef class LineBatch:
     cdef Tap tap               # the reader told of wanted lines and asked before a take, or None
 
     cdef int end_line(self, long long t) except -1
+    cdef Py_ssize_t _taking(self, Py_ssize_t n) except -1
+    cdef tuple _remove(self, Py_ssize_t n)
 
 
 cdef inline bint quiet_at(LineBatch lines, long long t) noexcept:

@@ -22,6 +22,7 @@ An event holding anything the C encoder does not write (a float, a subclass, a v
 refuses) is given to orjson whole, so its bytes or its error are orjson's.
 """
 
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
@@ -732,10 +733,41 @@ cdef class LineBatch:
         count and the ``t`` of the last one (ns). Raises :class:`BadLine` (the lines are
         gone) if one of them is an event the store refuses, the first one refused; the
         checks' refusals before orjson's, as :meth:`EventStore.encode_batch` reports them."""
-        cdef Py_ssize_t end
+        n = self._taking(n)
+        blob = PyBytes_FromStringAndSize(self.buf.data, self.ends[n - 1])
+        first, last_t = self._remove(n)
+        return blob, first, n, last_t
+
+    def size_of(self, Py_ssize_t n):
+        """The bytes of the blob :meth:`take` would give for ``n`` (0 when none is held)."""
+        if n > self.count:
+            n = self.count
+        return self.ends[n - 1] if n > 0 else 0
+
+    def take_into(self, Py_ssize_t n, target, Py_ssize_t offset):
+        """:meth:`take`, the blob written into ``target`` (a writable buffer: the one a run
+        shares with its journaller) at ``offset`` instead of made into a ``bytes``:
+        ``(first, count, last_t, size)``. ValueError (nothing taken) if it does not fit
+        there; :class:`BadLine` as :meth:`take` raises it (the bytes written all the same)."""
+        cdef Py_buffer view
+        cdef Py_ssize_t size
+        n = self._taking(n)
+        size = self.ends[n - 1]
+        PyObject_GetBuffer(target, &view, PyBUF_WRITABLE)
+        try:
+            if offset < 0 or offset + size > view.len:
+                raise ValueError(
+                    f"{size} bytes do not fit at {offset} in a buffer of {view.len}"
+                )
+            memcpy(<char*>view.buf + offset, self.buf.data, size)
+        finally:
+            PyBuffer_Release(&view)
+        first, last_t = self._remove(n)
+        return first, n, last_t, size
+
+    cdef Py_ssize_t _taking(self, Py_ssize_t n) except -1:
+        """The lines a take of ``n`` takes (ValueError for none), scanned by the tap first."""
         cdef long long first = self.first
-        cdef long long last_t
-        cdef Py_ssize_t i
         if n > self.count:
             n = self.count
         if n <= 0:
@@ -747,9 +779,15 @@ cdef class LineBatch:
                     f"lines up to seq {first + n - 1} taken before their reader scanned them "
                     f"(it is at seq {self.tap.next_seq})"
                 )
-        end = self.ends[n - 1]
-        last_t = self.ts[n - 1]
-        blob = PyBytes_FromStringAndSize(self.buf.data, end)
+        return n
+
+    cdef tuple _remove(self, Py_ssize_t n):
+        """Drop the first ``n`` lines (their bytes read already): ``(first, last_t)``; raises
+        :class:`BadLine` for the first refused event among them."""
+        cdef Py_ssize_t end = self.ends[n - 1]
+        cdef long long first = self.first
+        cdef long long last_t = self.ts[n - 1]
+        cdef Py_ssize_t i
         # the lines left move to the front (a batch's worth at most, in a run's drain)
         memmove(self.buf.data, self.buf.data + end, self.buf.len - end)
         self.buf.len -= end
@@ -762,7 +800,7 @@ cdef class LineBatch:
             if bad is not None and bad[0] < first + n:
                 self.bad_check = self.bad_encode = None
                 raise BadLine(bad[0], bad[0] - first, bad[1], bad[2] if len(bad) > 2 else None)
-        return blob, first, n, last_t
+        return first, last_t
 
 
 # ---------------------------------------------------------------------- a reader of the lines

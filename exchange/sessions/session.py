@@ -209,11 +209,17 @@ class Recorder:
         if self._journaller is not None:
             self._journaller.close()
 
-    def _take(self, n: int, batch: int) -> tuple[bytes, int, int, int]:
+    def _take(
+        self, n: int, batch: int, into: tuple[Any, int] | None = None
+    ) -> tuple[bytes | None, int, int, int]:
         """The next ``n`` lines pending as ``(blob, first, count, last_t)``; an event among
         them the store refuses raises ValueError as :meth:`EventStore.encode_batch` words it
-        (``batch``: the batch's number in the log)."""
+        (``batch``: the batch's number in the log). With ``into`` (``(buffer, offset)``:
+        :meth:`Journaller.reserve`'s place), the blob is written there instead (None)."""
         try:
+            if into is not None:
+                first, count, last_t, _size = self.pending.take_into(n, *into)
+                return None, first, count, last_t
             return self.pending.take(n)
         except BadLine as exc:
             first = exc.seq - exc.position
@@ -244,13 +250,20 @@ class Recorder:
             ):
                 self._hand_over(journaller)
             if self._handed_over:
+                assert journaller is not None
                 try:
-                    blob, first, count, last_t = self._take(n, journaller.next_batch)  # type: ignore[union-attr]
-                except ValueError as exc:  # refused before it was sent: as in line
-                    path = self.journal.store.path
-                    raise SessionError(_unwritten(path, first, first + n - 1, exc)) from None
-                try:
-                    journaller.record_blob(blob, first, count)  # type: ignore[union-attr]
+                    # the blob written straight into the buffer shared with the journaller
+                    # where there is one (no bytes object, no second copy: decision 104)
+                    place = journaller.reserve(self.pending.size_of(n))
+                    try:
+                        blob, first, count, last_t = self._take(n, journaller.next_batch, place)
+                    except ValueError as exc:  # refused before it was sent: as in line
+                        path = self.journal.store.path
+                        raise SessionError(_unwritten(path, first, first + n - 1, exc)) from None
+                    if blob is None:
+                        journaller.record_placed(first, count)
+                    else:
+                        journaller.record_blob(blob, first, count)
                 except JournalError as exc:
                     raise SessionError(str(exc)) from None
             else:

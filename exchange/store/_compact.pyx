@@ -18,6 +18,7 @@ is left before it reads, keeps the container stack and the string table in C arr
 writes the blob straight into the ``bytes`` it returns.
 """
 
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -1019,30 +1020,39 @@ cdef int _encode(const uchar* p, Py_ssize_t n, Buf* out) noexcept nogil:
     return 0
 
 
-def compact(bytes blob):
-    """``compact_reference(blob)``, in C without the GIL (``blob`` exactly a ``bytes``)."""
-    cdef const uchar* p = <const uchar*>PyBytes_AS_STRING(blob)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(blob)
+def compact(blob):
+    """``compact_reference(blob)``, in C without the GIL. ``blob``: a ``bytes``, or any
+    object exposing its bytes as a contiguous buffer (the journaller compacts a blob where
+    the run placed it in their shared buffer: a ``memoryview`` of the map, not a copy)."""
+    cdef Py_buffer view
+    cdef const uchar* p
+    cdef Py_ssize_t n
     cdef Buf out
     cdef int rc
-    if n == 0 or p[n - 1] != 10:
-        return b"\x00" + blob
-    out.cap = n // 3 + 64
-    out.n = 0
-    out.p = <uchar*>malloc(out.cap)
-    if out.p == NULL:
-        raise MemoryError()
-    with nogil:
-        rc = _encode(p, n, &out)
-    if rc < 0:
-        free(out.p)
-        raise MemoryError()
+    PyObject_GetBuffer(blob, &view, PyBUF_SIMPLE)
     try:
-        if out.n >= n + 1:
-            return b"\x00" + blob
-        return PyBytes_FromStringAndSize(<char*>out.p, out.n)
+        p = <const uchar*>view.buf
+        n = view.len
+        if n == 0 or p[n - 1] != 10:
+            return b"\x00" + PyBytes_FromStringAndSize(<char*>p, n)
+        out.cap = n // 3 + 64
+        out.n = 0
+        out.p = <uchar*>malloc(out.cap)
+        if out.p == NULL:
+            raise MemoryError()
+        with nogil:
+            rc = _encode(p, n, &out)
+        if rc < 0:
+            free(out.p)
+            raise MemoryError()
+        try:
+            if out.n >= n + 1:
+                return b"\x00" + PyBytes_FromStringAndSize(<char*>p, n)
+            return PyBytes_FromStringAndSize(<char*>out.p, out.n)
+        finally:
+            free(out.p)
     finally:
-        free(out.p)
+        PyBuffer_Release(&view)
 
 
 # -- the decoder -------------------------------------------------------------------------------

@@ -124,12 +124,13 @@ except ImportError:  # pragma: no cover - the reference alone (an unbuilt tree)
     _c = None
 
 
-def compact(blob: bytes) -> bytes:
-    """The stored form of ``blob`` (a batch's JSON lines, each ending ``\\n``): ``expand``
-    gives ``blob`` back, byte for byte, whatever the bytes. Runs the C twin without the GIL
-    when it is built, else :func:`compact_reference` (the same bytes)."""
+def compact(blob: bytes | memoryview) -> bytes:
+    """The stored form of ``blob`` (a batch's JSON lines, each ending ``\\n``; ``bytes`` or
+    a contiguous ``memoryview`` of them, read in place): ``expand`` gives ``blob`` back, byte
+    for byte, whatever the bytes. Runs the C twin without the GIL when it is built, else
+    :func:`compact_reference` (the same bytes)."""
     if _c is not None:
-        return _c.compact(blob if type(blob) is bytes else bytes(blob))
+        return _c.compact(blob)
     return compact_reference(blob)
 
 

@@ -48,10 +48,10 @@ run):
   store from the stored form its journal made (schema 5; decision 98's digest computed by the
   run, over the JSON lines, is gone with schema 4).
 * journaller -> run: ``("ready",)`` once it has started; ``("released", end)`` once it has
-  copied the blobs of the shared buffer up to position ``end`` (the run may write there
-  again); ``("done",)`` after sealing the store; ``("error", pickled_exception, text)`` if
-  anything failed (``text`` for an exception that cannot be rebuilt in the run), after which
-  it exits.
+  compacted the blobs of the shared buffer up to position ``end``, reading them where they
+  lie (the run may write there again); ``("done",)`` after sealing the store; ``("error",
+  pickled_exception, text)`` if anything failed (``text`` for an exception that cannot be
+  rebuilt in the run), after which it exits.
 
 Who checks what (the store refuses what an in-line append refuses, split between the two
 processes): the run checks every event of a batch before sending it -- the ``Event`` fields,
@@ -213,17 +213,18 @@ class _Ring:
     """The run's side of the buffer it shares with its journaller (see ``_RING_BYTES``): a
     shared memory file (``memfd_create``) the journaller maps too. The run writes each blob at
     ``head`` (at the start of the buffer when it would not fit before its end) once the
-    journaller has released the bytes there; the journaller copies a blob out as it takes its
-    header, and says so (``("released", end)``): the bytes up to ``end`` may be written again.
-    Positions count bytes since the start (they never wrap); a blob lies at ``position %
-    size``."""
+    journaller has released the bytes there; the journaller compacts each blob where it lies
+    as it takes its header (:meth:`_ThreadedJournal.compact_all`: the stored form is a
+    ``bytes`` of its own, the blob never copied), and says so (``("released", end)``): the
+    bytes up to ``end`` may be written again. Positions count bytes since the start (they
+    never wrap); a blob lies at ``position % size``."""
 
     def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
         self.size = size
         self.map = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
         self.head = 0  # where the next blob goes
-        self.released = 0  # the journaller has copied out everything before
+        self.released = 0  # the journaller has compacted everything before
 
     @classmethod
     def make(cls, size: int | None = None) -> _Ring | None:
@@ -285,6 +286,7 @@ class Journaller:
         self._ring = ring  # None: the blobs travel down the pipe
         #: batches placed in the ring, not yet told: (first, count, offset, size, end) each
         self._placed: list[tuple[int, int, int, int, int]] = []
+        self._reserved: tuple[int, int] | None = None  # (start, end) of reserve's place
         self._ready = False
         self._dead = False
         self._started = False  # sent the store (hand_over)
@@ -353,28 +355,60 @@ class Journaller:
         :class:`~exchange.core._lines.LineBatch`, the checks of :meth:`EventStore.encode_batch`):
         sent as it is. Raises ValueError if ``first`` does not follow the last batch sent, and
         the journaller's error if it has failed since the last batch."""
+        self._check_next(first, count)
+        self._drain()
+        place = self.reserve(len(blob))
+        if place is not None:
+            ring, offset = place
+            ring[offset : offset + len(blob)] = blob
+            self.record_placed(first, count)
+        else:
+            self._send(("batch", blob, first, count))
+            self._sent(count)
+
+    def reserve(self, size: int) -> tuple[mmap.mmap, int] | None:
+        """Where the run writes the blob of its next batch, ``size`` bytes, for
+        :meth:`record_placed` to send: ``(buffer, offset)`` in the buffer shared with the
+        journaller (waiting, if need be, until the journaller has released the bytes
+        there), or None if it goes down the pipe (:meth:`record_blob`: no shared buffer, or
+        a blob over a quarter of it). Raises the journaller's error if it has failed."""
+        ring = self._ring
+        if ring is None or size > ring.size // 4:
+            return None
+        self._drain()
+        start, end = ring.place(size)
+        if end - ring.released > ring.size:
+            self._send_placed()  # the journaller must see them to release them
+            while end - ring.released > ring.size:
+                self._reply(self._receive_any())  # the journaller is a ring behind
+        self._reserved = (start, end)
+        return ring.map, start % ring.size
+
+    def record_placed(self, first: int, count: int) -> None:
+        """Send the batch whose blob the run has written where :meth:`reserve` said
+        (``count`` events of seqs ``first``..., checked and encoded as for
+        :meth:`record_blob`); ValueError as :meth:`record_blob` raises it (nothing sent)."""
+        self._check_next(first, count)
+        reserved, self._reserved = self._reserved, None
+        if reserved is None:
+            raise ValueError("no place reserved for the batch")
+        start, end = reserved
+        ring = self._ring
+        ring.head = end
+        self._placed.append((first, count, start % ring.size, end - start, end))
+        if len(self._placed) >= _PLACED_PER_MESSAGE:
+            self._send_placed()
+        self._sent(count)
+
+    def _check_next(self, first: int, count: int) -> None:
         if first != self._next_seq:
             raise ValueError(
                 f"batch {self._batch} (seqs {first}..{first + count - 1}) not sent: it does "
                 f"not continue the log (the log ends at seq {self._next_seq - 1})"
             )
-        self._drain()
-        ring = self._ring
-        if ring is not None and len(blob) <= ring.size // 4:
-            start, end = ring.place(len(blob))
-            if end - ring.released > ring.size:
-                self._send_placed()  # the journaller must see them to release them
-                while end - ring.released > ring.size:
-                    self._reply(self._receive_any())  # the journaller is a ring behind
-            offset = start % ring.size
-            ring.map[offset : offset + len(blob)] = blob
-            ring.head = end
-            self._placed.append((first, count, offset, len(blob), end))
-            if len(self._placed) >= _PLACED_PER_MESSAGE:
-                self._send_placed()
-        else:
-            self._send(("batch", blob, first, count))
-        self._next_seq = first + count
+
+    def _sent(self, count: int) -> None:
+        self._next_seq += count
         self._batch += 1
 
     def _send_placed(self) -> None:
@@ -730,18 +764,30 @@ class _ThreadedJournal(Journal):
         (compact) form's (schema 5), and the store computes it on the committing thread."""
         self.record_blobs([(blob, first, count)])
 
-    def record_blobs(self, blobs: Sequence[tuple[bytes, int, int]]) -> None:
+    def record_blobs(self, blobs: Sequence[tuple[bytes | memoryview, int, int]]) -> None:
         """:meth:`record_blob` of each ``(blob, first, count)`` in turn (the batches of one
-        message from the run), their commits queued together once all are folded
-        (:meth:`_Committer.put_many`): one transaction for the lot, not one for the first
-        and another for the rest. A fold that fails queues the batches folded before it,
-        then raises."""
+        message from the run): :meth:`compact_all`, then :meth:`record_stored`."""
+        self.record_stored(self.compact_all(blobs))
+
+    @staticmethod
+    def compact_all(
+        blobs: Sequence[tuple[bytes | memoryview, int, int]],
+    ) -> list[tuple[bytes, int, int, int]]:
+        """The stored form of each ``(blob, first, count)`` (``compact(blob)``; a blob may be
+        a view of the buffer shared with the run, read in place), as ``(stored, first, count,
+        size)``: ``size`` the blob's bytes. Nothing refers to the blobs afterwards."""
+        return [(compact(blob), first, count, len(blob)) for blob, first, count in blobs]
+
+    def record_stored(self, batches: Sequence[tuple[bytes, int, int, int]]) -> None:
+        """Fold each ``(stored, first, count, size)`` of :meth:`compact_all` in turn, their
+        commits queued together once all are folded (:meth:`_Committer.put_many`): one
+        transaction for the lot, not one for the first and another for the rest. A fold that
+        fails queues the batches folded before it, then raises."""
         folded = []
         try:
-            for blob, first, count in blobs:
-                stored = compact(blob)
+            for stored, first, count, size in batches:
                 self.fold_stored(stored, first, count)
-                folded.append((stored, first, count, self._snapshot(), len(blob)))
+                folded.append((stored, first, count, self._snapshot(), size))
         finally:
             if folded:
                 self.committer.put_many(folded)
@@ -780,17 +826,20 @@ def serve(requests: Connection, replies: Connection, ring: mmap.mmap | None = No
             tag = message[0]
             if tag == "ring":
                 assert journal is not None and ring is not None, "ring batch before start"
-                # copies: the run may write there again once they are released
-                blobs = [
-                    (ring[offset : offset + size], first, count)
-                    for first, count, offset, size, _end in message[1]
-                ]
+                # compacted where they lie (no copy: decision 104), then released: the run
+                # may write there again; folded in turn, committed together (decision 101)
+                with memoryview(ring) as shared:
+                    stored = journal.compact_all(
+                        [
+                            (shared[offset : offset + size], first, count)
+                            for first, count, offset, size, _end in message[1]
+                        ]
+                    )
                 # a run that has stopped listening (closing after an error of its own) needs
                 # no release: what it sent is committed all the same
                 with contextlib.suppress(OSError):
                     reply("released", message[1][-1][4])
-                # folded in turn, committed together (one transaction: decision 101)
-                journal.record_blobs(blobs)
+                journal.record_stored(stored)
             elif tag == "batch":
                 assert journal is not None, "batch before start"
                 blob = message[1]
@@ -829,8 +878,9 @@ def serve(requests: Connection, replies: Connection, ring: mmap.mmap | None = No
 
 def _keep_freed_memory() -> None:
     """Have glibc's malloc keep the journaller's freed blocks for reuse (``mallopt``). Each
-    batch's blob (~300 KB on ``flow``) is allocated and freed twice in this process: copied
-    out of the shared buffer, and copied again by ``sqlite3`` as it binds it. Above glibc's
+    batch's stored form (~60 KB on ``flow``; its blob, ~300 KB, when it came down the pipe)
+    is allocated and freed twice in this process: made by ``compact``, and copied again by
+    ``sqlite3`` as it binds it. Above glibc's
     mmap threshold each such block was a fresh mapping, its pages faulted in and zeroed by
     the kernel, then unmapped: ~0.02-0.03 s of the journaller's system time (a fifth of its
     page faults) on the 1,055,811-event ``flow`` log (measured). With blocks up to

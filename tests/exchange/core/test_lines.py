@@ -111,3 +111,44 @@ def test_the_check_s_refusal_comes_before_orjson_s_as_the_store_reports_them():
 def test_taking_from_an_empty_batch_is_an_error():
     with pytest.raises(ValueError, match="no lines"):
         lines_batch().take(1)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 1 << 62), values), min_size=1, max_size=12), st.data())
+def test_take_into_writes_the_blob_take_gives_at_the_offset_and_leaves_the_rest(rows, data):
+    events = [event(seq, t, data={"v": value}) for seq, (t, value) in enumerate(rows, 1)]
+    taken, placed = lines_batch(), lines_batch()
+    for e in events:
+        taken.append(e)
+        placed.append(e)
+    n = data.draw(st.integers(1, len(events)))
+    blob, first, count, last_t = taken.take(n)
+    size = placed.size_of(n)
+    offset = data.draw(st.integers(0, 64))
+    target = bytearray(b"\xee" * (offset + size + 8))
+    assert placed.take_into(n, target, offset) == (first, count, last_t, len(blob))
+    assert bytes(target[offset : offset + size]) == blob
+    assert target[:offset] == b"\xee" * offset and target[offset + size :] == b"\xee" * 8
+    assert (len(placed), placed.first, placed.nbytes) == (len(taken), taken.first, taken.nbytes)
+
+
+def test_take_into_a_place_too_small_takes_nothing():
+    lines = lines_batch()
+    lines.append(event(1))
+    size = lines.size_of(1)
+    with pytest.raises(ValueError, match="do not fit"):
+        lines.take_into(1, bytearray(size + 4), 5)
+    with pytest.raises(ValueError, match="do not fit"):
+        lines.take_into(1, bytearray(size), -1)
+    assert (len(lines), lines.first) == (1, 1)
+    assert lines.size_of(5) == size and lines_batch().size_of(1) == 0
+
+
+def test_take_into_refuses_a_batch_with_a_bad_event_as_take_does():
+    lines = lines_batch()
+    for e in (event(1), event(2, price=10.0)):
+        lines.append(e)
+    with pytest.raises(_lines.BadLine) as refused:
+        lines.take_into(2, bytearray(lines.size_of(2)), 0)
+    assert (refused.value.seq, refused.value.position) == (2, 1)
+    assert len(lines) == 0

@@ -272,6 +272,17 @@ def test_any_bytes_round_trip_in_both_twins(blob):
     both_compact(blob + b"\n")
 
 
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.lists(fragments, max_size=40).map(b"".join), st.integers(0, 16), st.integers(0, 16))
+def test_a_view_of_a_larger_buffer_compacts_as_its_bytes(lines, before, after):
+    # the journaller compacts each blob where it lies in the buffer it shares with the run
+    for blob in (lines, lines + b"\n"):
+        shared = bytearray(b"\n" * before + blob + b'"x' * after)
+        view = memoryview(shared)[before : before + len(blob)]
+        assert compact(view) == compact(blob) == compact_reference(view)
+        assert expand(compact(view)) == blob
+
+
 def test_many_strings_past_the_small_index_and_the_hash_table_growth():
     lines = [
         orjson.dumps([i, i, f"s{i % 700}", {f"k{i % 300}": f"s{i % 500}"}]) for i in range(3000)

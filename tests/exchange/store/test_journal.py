@@ -450,6 +450,28 @@ def test_the_journaller_seals_only_a_log_whose_fold_matches_the_live_state(hande
         assert store.session["status"] == "running" and store.last_seq == 5
 
 
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="no shared buffer: the pipe only")
+def test_a_blob_written_where_the_journaller_reserved_is_committed_and_checked_as_sent(
+    handed_off_store,
+):
+    journaller = _journaller_for(handed_off_store)
+    batch = _events(4, 6)
+    blob = b"".join(encode(e) + b"\n" for e in batch)
+    with pytest.raises(ValueError, match="no place reserved"):
+        journaller.record_placed(4, 3)
+    assert journaller.reserve(journaller._ring.size // 4 + 1) is None  # down the pipe
+    buffer, offset = journaller.reserve(len(blob))
+    buffer[offset : offset + len(blob)] = blob
+    with pytest.raises(ValueError, match="does not continue the log"):
+        journaller.record_placed(5, 2)  # nothing sent: the place is still reserved
+    journaller.record_placed(4, 3)
+    fold = Fold().apply_all(_events(1, 6))
+    journaller.finish(7, fold.state_hash())
+    with EventStore.open(handed_off_store.path) as store:
+        assert store.session["status"] == "finished"
+        assert list(store.events()) == _events(1, 6)
+
+
 def test_a_store_handed_off_refuses_appends_and_still_closes_the_file(tmp_path):
     store = EventStore.create(tmp_path / "h.db", scenario="u", seed=1, config={}, code_version="t")
     store.append(_events(1, 2))
