@@ -64,7 +64,8 @@ def flow_log(log_dir):
 #: is the engine's: driver, clock, validation, matching and event construction.
 PARTS = (
     # a run's batches travel as their blobs (decision 67): the recorder takes each batch's
-    # lines from its sink, and in line folds and stores the blob, or hands it to the journaller
+    # lines from its sink (into the journaller's buffer once it has taken over), and in line
+    # folds and stores the blob, or hands it to the journaller
     (Recorder, "_take", "taking each batch's lines from the sink (checks)"),
     (journal, "compact", "compacting each batch in line (the stored form)"),
     (EventStore, "append_stored", "store append in line (checksums, insert, commit)"),
@@ -74,6 +75,10 @@ PARTS = (
     # are decoded and folded by Fold.apply_all (timed under the same label)
     (CompiledFold, "apply_stored", "recorder's fold in line"),
     (Fold, "apply_all", "recorder's fold in line"),
+    # a blob goes where the journaller reserves it (waiting while the ring is a lap ahead) and
+    # its header down the pipe (decision 104); record_blob where there is no shared buffer
+    (Journaller, "reserve", "hand-off to the journaller (the pipe, its backlog)"),
+    (Journaller, "record_placed", "hand-off to the journaller (the pipe, its backlog)"),
     (Journaller, "record_blob", "hand-off to the journaller (the pipe, its backlog)"),
     (Journaller, "finish", "wait for the journaller (its last batches, seal)"),
     # issue #20 puts the input stream's generation outside the timed figure; the compiled
