@@ -70,10 +70,11 @@ extensions = [
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
     # the compact stored form of a batch (exchange/store/compact.py: compact_reference and
-    # expand_reference, its twins), its loops without the GIL
+    # expand_reference, its twins), its loops without the GIL; below the kernel, whose lines a
+    # recorded run keeps in that form (exchange.core._lines)
     Extension(
-        "exchange.store._compact",
-        ["exchange/store/_compact.pyx"],
+        "exchange.core._compact",
+        ["exchange/core/_compact.pyx"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     ),
     # events as their canonical lines (the encoder and the LineBatch sink), below the kernel

@@ -4,6 +4,8 @@
 
 from cpython.object cimport PyObject
 
+from exchange.core._compact cimport Tokens
+
 
 cdef struct Buf:
     char* data       # the bytes written so far (malloc'd; grown by doubling)
@@ -88,10 +90,27 @@ cdef class LineBatch:
     cdef object bad_encode     # (seq, orjson's refusal) of the first orjson refused
     cdef Py_ssize_t appended   # lines written by append (the others: by the kernel)
     cdef Tap tap               # the reader told of wanted lines and asked before a take, or None
+    # the stored form (store_compact): ``buf`` holds the line being written only, ``tok`` the
+    # lines held as the token streams of their batches (``ends`` offsets into it)
+    cdef bint stored
+    cdef Tokens tok
+    cdef Py_ssize_t per_batch  # events a batch (batches start at seqs 1 + k * per_batch)
+    cdef long long opened      # the seq of the last batch's first line (its format byte written)
+    cdef long long next_open   # the seq of the next batch's first line
+    cdef Py_ssize_t* raws      # per line (stored form): its JSON line's bytes with its newline
 
     cdef int end_line(self, long long t) except -1
+    # the stored form, a line written as tokens (the compiled kernel): open_batch before it
+    # (at its seq), end_typed after its end code (its JSON line's bytes, newline included)
+    cdef int open_batch(self, long long seq) except -1
+    cdef int end_typed(self, long long t, Py_ssize_t json_size) except -1
     cdef Py_ssize_t _taking(self, Py_ssize_t n) except -1
     cdef tuple _remove(self, Py_ssize_t n)
+    cdef int _to_lines(self) except -1
+    cdef int _stored_line(self) except -1
+    cdef int _grow_lines(self) except -1
+    cdef Py_ssize_t _raw_size(self, Py_ssize_t n)
+    cdef bytes _stored_blob(self, Py_ssize_t n)
 
 
 cdef inline bint quiet_at(LineBatch lines, long long t) noexcept:

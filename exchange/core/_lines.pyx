@@ -12,7 +12,10 @@ event, in seq order. This module writes them without a Python call per event:
 * :class:`LineBatch`, an engine sink that keeps the lines instead of the events: ``append(event)``
   checks and encodes an event in C, the compiled kernel writes its own events' lines straight
   into its buffer (``exchange/kernel/_kernel.pyx``, through ``_lines.pxd``), and ``take(n)``
-  gives the first ``n`` lines as one blob, as the store keeps it;
+  gives the first ``n`` lines as one blob, as the store keeps it; or, once asked
+  (``store_compact``), it keeps them as each batch's stored form, every line compacted as it
+  ends (``exchange.core._compact``'s token writer) and the compiled kernel's typed lines
+  written as tokens outright (decision 106);
 * :class:`Tap`, a reader of a LineBatch's lines (the bot runner's, issue #20 point 4): told as
   a line of a kind it wants is written, asked to read before :meth:`LineBatch.take` hands
   lines over, and reading them in C (kinds, watched accounts; an Event built only for the
@@ -29,7 +32,9 @@ from cpython.object cimport PyObject
 from cpython.sequence cimport PySequence_Tuple
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdlib cimport free, malloc, qsort, realloc
-from libc.string cimport memchr, memcmp, memcpy, memmove
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset
+
+from exchange.core._compact cimport tokens_batch, tokens_consume, tokens_free, tokens_init, tokens_line
 
 cdef extern from "Python.h":
     # borrowed PyObject* throughout: the walk takes no reference and runs no Python code
@@ -196,6 +201,8 @@ def first_bad(events, long long first, Py_ssize_t n_fields, bytes codes, names):
 # holds stay valid.
 
 import orjson as _orjson
+
+from exchange.core._compact import expand as _expand
 
 #: the options whose output the C encoder writes (exchange.core.events.ENCODE_OPTIONS); any
 #: other options send every event to ``dumps``
@@ -622,6 +629,10 @@ cdef class LineBatch:
         self.count = 0
         self.lines_cap = 0
         self.appended = 0
+        self.stored = False
+        self.raws = NULL
+        self.tok.out = NULL
+        self.tok.state = NULL
 
     def __init__(self, long long first=1, bytes codes=None, names=None, Py_ssize_t n_fields=13):
         self.first = first
@@ -637,6 +648,8 @@ cdef class LineBatch:
         free(self.buf.data)
         free(self.ends)
         free(self.ts)
+        free(self.raws)
+        tokens_free(&self.tok)
 
     def __len__(self):
         """The lines held (events appended and not yet taken)."""
@@ -662,34 +675,133 @@ cdef class LineBatch:
         """Let ``tap`` read the lines from the next one on: it is told (``on_wanted``) of a
         wanted line as it is written, and asked (``on_take``) to scan before :meth:`take`
         hands over lines it has not scanned. One tap at a time (ValueError for a second);
-        None: none."""
+        None: none. A tap reads JSON lines: lines kept in their stored form
+        (:meth:`store_compact`) go back to lines first, and stay lines."""
         if tap is not None and self.tap is not None:
             raise ValueError("these lines already have a tap")
         if tap is not None:
+            if self.stored:
+                self._to_lines()
             tap.next_seq = self.first + self.count
         self.tap = tap
 
+    def store_compact(self, Py_ssize_t batch_size):
+        """From the next line on, keep the lines as the stored form of the store's batches
+        (``compact`` of each batch's blob, written line by line as each ends: no blob of
+        JSON lines to compact later), batches of ``batch_size`` lines from the next one:
+        :meth:`take` then gives a batch's stored form, and takes a batch whole -- or the
+        lines held, fewer, which ends their batch there (a run's last). Only on lines with
+        no tap, before any is written (ValueError otherwise)."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.count or self.tap is not None:
+            raise ValueError("the stored form starts with no line held and no tap")
+        if not self.stored:
+            tokens_init(&self.tok)
+            self.stored = True
+        self.per_batch = batch_size
+        self.opened = 0
+        self.next_open = self.first
+
+    @property
+    def stored(self):
+        """Whether :meth:`take` gives each batch's stored form (:meth:`store_compact`), not
+        its JSON lines."""
+        return self.stored
+
     @property
     def nbytes(self):
-        """The bytes of the lines held."""
-        return self.buf.len
+        """The bytes of the lines held (their stored form, if kept so)."""
+        return self.tok.n if self.stored else self.buf.len
+
+    cdef int _to_lines(self) except -1:
+        """The lines held, from their stored form back to JSON lines in ``buf`` (each batch
+        expanded), and the lines kept as lines from then on."""
+        cdef Py_ssize_t i, start = 0, size = 0
+        cdef long long seq
+        cdef bytes blob
+        parts = []
+        for i in range(self.count):  # (the first held line starts a batch)
+            if i + 1 == self.count or (i + 1) % self.per_batch == 0:
+                parts.append(_expand(PyBytes_FromStringAndSize(
+                    <char*>self.tok.out + start, self.ends[i] - start)))
+                start = self.ends[i]
+        blob = b"".join(parts)
+        self.buf.len = 0
+        put_bytes(&self.buf, PyBytes_AS_STRING(blob), PyBytes_GET_SIZE(blob))
+        for i in range(self.count):
+            size += self.raws[i]
+            self.ends[i] = size
+        tokens_free(&self.tok)
+        self.stored = False
+        return 0
+
+    cdef int open_batch(self, long long seq) except -1:
+        """Open the batch whose first line is ``seq``'s, if it is one and not open yet (a line
+        dropped and written again opens it once)."""
+        if seq >= self.next_open:  # (seq == next_open: lines come one seq at a time)
+            tokens_batch(&self.tok)
+            self.opened = seq
+            self.next_open = seq + self.per_batch
+        return 0
+
+    cdef int _grow_lines(self) except -1:
+        """Room for twice the lines (``ends``, ``ts``, ``raws``)."""
+        cdef Py_ssize_t cap = self.lines_cap * 2 if self.lines_cap else 4096
+        cdef void* p = realloc(self.ends, cap * sizeof(Py_ssize_t))
+        if p == NULL:
+            raise MemoryError()
+        self.ends = <Py_ssize_t*>p
+        p = realloc(self.ts, cap * sizeof(long long))
+        if p == NULL:
+            raise MemoryError()
+        self.ts = <long long*>p
+        p = realloc(self.raws, cap * sizeof(Py_ssize_t))
+        if p == NULL:
+            raise MemoryError()
+        self.raws = <Py_ssize_t*>p
+        self.lines_cap = cap
+        return 0
+
+    cdef int end_typed(self, long long t, Py_ssize_t json_size) except -1:
+        """The line the kernel wrote as tokens (its end code written) is held: ``t`` its
+        event's, ``json_size`` its JSON line's bytes with the newline."""
+        if self.count == self.lines_cap:
+            self._grow_lines()
+        self.raws[self.count] = json_size
+        self.ends[self.count] = self.tok.n
+        self.ts[self.count] = t
+        self.count += 1
+        return 0
+
+    cdef int _stored_line(self) except -1:
+        """End the line written in ``buf`` (stored form): its tokens, in its batch."""
+        cdef Py_ssize_t n = self.buf.len
+        cdef long long seq = self.first + self.count
+        if n + 1 + 16 > self.buf.cap:
+            _grow(&self.buf, 1 + 16)
+        self.buf.data[n] = b"\n"
+        memset(self.buf.data + n + 1, 0, 16)  # the tokenizer reads 16 bytes past a line
+        self.open_batch(seq)
+        tokens_line(&self.tok, <const unsigned char*>self.buf.data, n)
+        self.raws[self.count] = n + 1
+        self.buf.len = 0
+        return 0
 
     cdef int end_line(self, long long t) except -1:
         """Close the line just written (its newline, its end, ``t``)."""
         cdef Py_ssize_t cap, start
         cdef void* p
-        _put1(&self.buf, b"\n")
+        if not self.stored:
+            _put1(&self.buf, b"\n")
         if self.count == self.lines_cap:
-            cap = self.lines_cap * 2 if self.lines_cap else 4096
-            p = realloc(self.ends, cap * sizeof(Py_ssize_t))
-            if p == NULL:
-                raise MemoryError()
-            self.ends = <Py_ssize_t*>p
-            p = realloc(self.ts, cap * sizeof(long long))
-            if p == NULL:
-                raise MemoryError()
-            self.ts = <long long*>p
-            self.lines_cap = cap
+            self._grow_lines()
+        if self.stored:
+            self._stored_line()
+            self.ends[self.count] = self.tok.n
+            self.ts[self.count] = t
+            self.count += 1
+            return 0
         self.ends[self.count] = self.buf.len
         self.ts[self.count] = t
         self.count += 1
@@ -734,15 +846,40 @@ cdef class LineBatch:
         gone) if one of them is an event the store refuses, the first one refused; the
         checks' refusals before orjson's, as :meth:`EventStore.encode_batch` reports them."""
         n = self._taking(n)
-        blob = PyBytes_FromStringAndSize(self.buf.data, self.ends[n - 1])
+        if self.stored:
+            blob = self._stored_blob(n)
+        else:
+            blob = PyBytes_FromStringAndSize(self.buf.data, self.ends[n - 1])
         first, last_t = self._remove(n)
         return blob, first, n, last_t
 
     def size_of(self, Py_ssize_t n):
         """The bytes of the blob :meth:`take` would give for ``n`` (0 when none is held)."""
+        cdef Py_ssize_t raw
         if n > self.count:
             n = self.count
-        return self.ends[n - 1] if n > 0 else 0
+        if n <= 0:
+            return 0
+        if self.stored:
+            raw = self._raw_size(n)
+            return raw + 1 if self.ends[n - 1] >= raw + 1 else self.ends[n - 1]
+        return self.ends[n - 1]
+
+    cdef Py_ssize_t _raw_size(self, Py_ssize_t n):
+        """The bytes of the first ``n`` lines as JSON lines (stored form)."""
+        cdef Py_ssize_t i, size = 0
+        for i in range(n):
+            size += self.raws[i]
+        return size
+
+    cdef bytes _stored_blob(self, Py_ssize_t n):
+        """The stored form of the batch of the first ``n`` lines: its tokens, or, where those
+        are not smaller than its JSON lines, ``FORMAT_RAW`` and the lines (as ``compact``)."""
+        cdef Py_ssize_t end = self.ends[n - 1]
+        cdef bytes tokens = PyBytes_FromStringAndSize(<char*>self.tok.out, end)
+        if end >= self._raw_size(n) + 1:
+            return b"\x00" + _expand(tokens)
+        return tokens
 
     def take_into(self, Py_ssize_t n, target, Py_ssize_t offset):
         """:meth:`take`, the blob written into ``target`` (a writable buffer: the one a run
@@ -751,15 +888,24 @@ cdef class LineBatch:
         there; :class:`BadLine` as :meth:`take` raises it (the bytes written all the same)."""
         cdef Py_buffer view
         cdef Py_ssize_t size
+        cdef const char* data
         n = self._taking(n)
-        size = self.ends[n - 1]
+        size = self.size_of(n)
+        blob = None
+        if not self.stored:
+            data = self.buf.data
+        elif size == self.ends[n - 1]:
+            data = <const char*>self.tok.out
+        else:  # the raw form (rare)
+            blob = self._stored_blob(n)
+            data = PyBytes_AS_STRING(blob)
         PyObject_GetBuffer(target, &view, PyBUF_WRITABLE)
         try:
             if offset < 0 or offset + size > view.len:
                 raise ValueError(
                     f"{size} bytes do not fit at {offset} in a buffer of {view.len}"
                 )
-            memcpy(<char*>view.buf + offset, self.buf.data, size)
+            memcpy(<char*>view.buf + offset, data, size)
         finally:
             PyBuffer_Release(&view)
         first, last_t = self._remove(n)
@@ -768,10 +914,18 @@ cdef class LineBatch:
     cdef Py_ssize_t _taking(self, Py_ssize_t n) except -1:
         """The lines a take of ``n`` takes (ValueError for none), scanned by the tap first."""
         cdef long long first = self.first
+        cdef Py_ssize_t whole
         if n > self.count:
             n = self.count
         if n <= 0:
             raise ValueError("no lines to take")
+        if self.stored:  # a batch's token stream is taken whole (the first held starts one)
+            whole = self.per_batch if self.per_batch < self.count else self.count
+            if n != whole:
+                raise ValueError(
+                    f"lines kept in their stored form are taken a batch at a time: {n} lines "
+                    f"from seq {first} is not the batch there ({whole})"
+                )
         if self.tap is not None and self.tap.next_seq < first + n:
             self.tap.on_take()  # the reader scans the lines before they leave
             if self.tap is not None and self.tap.next_seq < first + n:
@@ -789,12 +943,19 @@ cdef class LineBatch:
         cdef long long last_t = self.ts[n - 1]
         cdef Py_ssize_t i
         # the lines left move to the front (a batch's worth at most, in a run's drain)
-        memmove(self.buf.data, self.buf.data + end, self.buf.len - end)
-        self.buf.len -= end
+        if self.stored:
+            tokens_consume(&self.tok, end)
+        else:
+            memmove(self.buf.data, self.buf.data + end, self.buf.len - end)
+            self.buf.len -= end
         self.count -= n
         for i in range(self.count):
             self.ends[i] = self.ends[i + n] - end
             self.ts[i] = self.ts[i + n]
+        if self.stored:
+            memmove(self.raws, self.raws + n, self.count * sizeof(Py_ssize_t))
+            if n < self.per_batch:  # a batch taken short: the next line starts another
+                self.next_open = self.first + n
         self.first = first + n
         for bad in (self.bad_check, self.bad_encode):
             if bad is not None and bad[0] < first + n:

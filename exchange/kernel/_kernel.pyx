@@ -54,7 +54,12 @@ as constant bytes, a command's mapping in its sorted-key order with no dict buil
 engine's ``seq`` and ``t`` read once per command (see *typed lines* below); anything a typed
 writer cannot vouch for takes the generic encoder, byte for byte the same
 (tests/exchange/kernel/test_kernel_lines.py and the differential tests hold them to
-``encode`` of the reference's events). A cancel-all finds the account's resting orders in
+``encode`` of the reference's events). When the sink keeps its lines in their stored form
+(``LineBatch.store_compact``: a recorded run on this engine), the same writers write each
+typed line as the batch's tokens instead, with no JSON (``Out.tw``: the pieces of JSON the
+writers are made of compiled once into their tokens, names found in the batch's string
+table by the object's address, ints as varints; decision 106), the bytes ``compact`` makes
+of the line. A cancel-all finds the account's resting orders in
 the C books' levels (as ``OrderBook.orders_of`` does, with no tuple per order), merges them
 by entry in C and writes its command and each cancel as typed lines
 (tests/exchange/kernel/test_kernel_commands.py, test_kernel_cancel_all.py).
@@ -91,6 +96,23 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy, memset
 
+from exchange.core._compact cimport (
+    Frag,
+    TokMark,
+    Tokens,
+    frag_compile,
+    frag_free,
+    tokens_close,
+    tokens_code,
+    tokens_frag,
+    tokens_gen,
+    tokens_indexed,
+    tokens_int,
+    tokens_number,
+    tokens_open,
+    tokens_string,
+    tokens_undo,
+)
 from exchange.core._lines cimport Buf, LineBatch, Tap, put_bytes, put_u64, put_value, quiet_at
 from exchange.kernel._resting cimport Resting, by_entry, walk_resting
 from matching_core._book cimport OrderBook
@@ -434,7 +456,7 @@ cdef int _put_line(
     put_bytes(b, b"[", 1)
     for i in range(13 if key is None else 12):
         if i:
-            _comma(b)
+            put_bytes(b, b",", 1)
         # depth 1: the event's own array, as the encoder's walk of an Event tuple
         if put_value(b, fields[i], 1) != 0:
             b.len = start
@@ -592,6 +614,13 @@ cdef struct Out:
     # the Kernel whose held ledger the command moves (borrowed), or NULL: written back before
     # any Python runs in the command (see "held ledger")
     PyObject* kernel
+    # with lines kept in their stored form (LineBatch.store_compact): the lines' token
+    # streams, the typed lines written there as tokens, with no JSON (decision 106); NULL:
+    # as JSON into ``buf``. ``mark``: the open line's (for _undo); ``json``: the bytes its
+    # JSON line would have (the stored form's choice of raw or tokens needs them)
+    Tokens* tw
+    TokMark mark
+    Py_ssize_t json
 
 
 # the kinds of the typed lines (Out.wanted's bits)
@@ -714,16 +743,108 @@ cdef inline int _raw(Buf* b, const char* s, Py_ssize_t n) except -1:
     return 0
 
 
-cdef inline int _put(Buf* b, bytes s) except -1:
-    return _raw(b, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s))
+cdef inline int _put(Out* o, bytes s) except -1:
+    """``s``, a piece of a typed line's JSON (a head, a key, a tail): its bytes, or its tokens
+    (see ``Out.tw``)."""
+    if o.tw != NULL:
+        return _tw_put(o, s)
+    return _raw(o.buf, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s))
 
 
-cdef inline int _comma(Buf* b) except -1:
+cdef inline int _comma(Out* o) except -1:
+    cdef Buf* b
+    if o.tw != NULL:  # (the token form implies it)
+        o.json += 1
+        return 0
+    b = o.buf
     if b.len < b.cap:
         b.data[b.len] = b","
         b.len += 1
         return 0
     return put_bytes(b, b",", 1)  # (it grows the buffer)
+
+
+# the tokens of the pieces of JSON typed lines are made of (heads, keys, tails: module
+# constants, an instrument's name, a rejection's tail), compiled once each, by the bytes
+# object's address: an open-addressing table that holds (a strong reference to) each bytes
+# object and never lets one go (they are few, and live as long as the module anyway)
+cdef PyObject** _frag_keys = NULL
+cdef Frag** _frags = NULL
+cdef Py_ssize_t _frag_mask = -1  # slots - 1
+cdef Py_ssize_t _frag_count = 0
+
+
+cdef inline Py_ssize_t _frag_slot(PyObject* key, Py_ssize_t mask) noexcept:
+    return <Py_ssize_t>((<uint64_t><size_t>key * 0x9E3779B97F4A7C15ULL) >> 40) & mask
+
+
+cdef inline Frag* _frag_of(bytes s) except NULL:
+    """The compiled tokens of ``s``."""
+    cdef Py_ssize_t j
+    if _frag_mask >= 0:
+        j = _frag_slot(<PyObject*>s, _frag_mask)
+        if _frag_keys[j] == <PyObject*>s:
+            return _frags[j]
+    return _frag_add(s)
+
+
+cdef Frag* _frag_add(bytes s) except NULL:
+    """:func:`_frag_of` past its first probe: found further on, or compiled and added."""
+    global _frag_keys, _frags, _frag_mask, _frag_count
+    cdef PyObject* key = <PyObject*>s
+    cdef Py_ssize_t j, i, size
+    cdef PyObject** keys
+    cdef Frag** frags
+    if _frag_mask >= 0:
+        j = _frag_slot(key, _frag_mask)
+        while _frag_keys[j] != NULL:
+            if _frag_keys[j] == key:
+                return _frags[j]
+            j = (j + 1) & _frag_mask
+    if 2 * (_frag_count + 1) > _frag_mask + 1:  # grow (and rehash) at half full
+        size = 2 * (_frag_mask + 1) if _frag_mask >= 0 else 256
+        keys = <PyObject**>PyMem_RawCalloc(size, sizeof(PyObject*))
+        frags = <Frag**>PyMem_RawCalloc(size, sizeof(Frag*))
+        if keys == NULL or frags == NULL:
+            PyMem_RawFree(keys)
+            PyMem_RawFree(frags)
+            raise MemoryError()
+        for i in range(_frag_mask + 1):
+            if _frag_keys[i] != NULL:
+                j = _frag_slot(_frag_keys[i], size - 1)
+                while keys[j] != NULL:
+                    j = (j + 1) & (size - 1)
+                keys[j] = _frag_keys[i]
+                frags[j] = _frags[i]
+        PyMem_RawFree(_frag_keys)
+        PyMem_RawFree(_frags)
+        _frag_keys, _frags, _frag_mask = keys, frags, size - 1
+    f = frag_compile(<const unsigned char*>PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s))
+    j = _frag_slot(key, _frag_mask)
+    while _frag_keys[j] != NULL:
+        j = (j + 1) & _frag_mask
+    Py_INCREF(s)
+    _frag_keys[j] = key
+    _frags[j] = f
+    _frag_count += 1
+    return f
+
+
+cdef inline int _tw_put(Out* o, bytes s) except -1:
+    """:func:`_put` as tokens."""
+    cdef Frag* f = _frag_of(s)
+    o.json += f.size
+    return tokens_frag(o.tw, f)
+
+
+cdef inline Py_ssize_t _int_size(long long v) noexcept:
+    """The bytes of ``v`` in decimal."""
+    cdef unsigned long long u = (<unsigned long long>0) - <unsigned long long>v if v < 0 else v
+    cdef Py_ssize_t n = 1 if v < 0 else 0
+    while u >= 10000:
+        u //= 10000
+        n += 4
+    return n + (1 if u < 10 else 2 if u < 100 else 3 if u < 1000 else 4)
 
 
 cdef const char* _DIGITS2 = (
@@ -758,22 +879,43 @@ cdef int _digits(char* out, long long v) noexcept:
     return n
 
 
-cdef inline int _put_int(Buf* b, long long v) except -1:
+cdef inline int _put_int(Out* o, long long v) except -1:
+    if o.tw != NULL:
+        o.json += _int_size(v)
+        return tokens_int(o.tw, v)
     if v < 0:
-        return put_u64(b, (<unsigned long long>0) - <unsigned long long>v, True)
-    return put_u64(b, <unsigned long long>v, False)
+        return put_u64(o.buf, (<unsigned long long>0) - <unsigned long long>v, True)
+    return put_u64(o.buf, <unsigned long long>v, False)
 
 
-cdef inline bint _put_i128(Buf* b, i128 v) except -1:
+cdef inline bint _put_i128(Out* o, i128 v) except -1:
     """``v`` written (1) as the encoder writes a Python int of that value, or not (0): past
     uint64 or below int64, which orjson refuses (the generic path then gives it the Event)."""
+    cdef char digits[24]
+    cdef int n
     if -(<i128>1 << 63) <= v < (<i128>1 << 63):
-        _put_int(b, <long long>v)
+        _put_int(o, <long long>v)
         return 1
     if 0 <= v < (<i128>1 << 64):
-        put_u64(b, <unsigned long long>v, False)
+        if o.tw != NULL:  # past int64: a raw number
+            n = _u64_digits(digits, <unsigned long long>v)
+            o.json += n
+            tokens_number(o.tw, <const unsigned char*>digits + 24 - n, n)
+            return 1
+        put_u64(o.buf, <unsigned long long>v, False)
         return 1
     return 0
+
+
+cdef int _u64_digits(char* out, unsigned long long u) noexcept:
+    """``u`` in decimal, right-aligned to end at ``out + 24``; returns its length."""
+    cdef int n = 0
+    while True:
+        n += 1
+        out[24 - n] = <char>(48 + u % 10)
+        u //= 10
+        if u == 0:
+            return n
 
 
 # the canonical bytes of the last strings written as fields (an account's or instrument's
@@ -786,9 +928,13 @@ cdef PyObject* _name_keys[N_BYTES_CACHE]
 cdef PyObject* _name_bytes[N_BYTES_CACHE]  # (static: all NULL at first)
 
 
-cdef inline bint _put_obj(Buf* b, object value) except -1:
+cdef inline bint _put_obj(Out* o, object value) except -1:
     """A top-level field from its object (the generic walk's bytes): 1 written, 0 not."""
     cdef Py_ssize_t h, start
+    cdef Buf* b
+    if o.tw != NULL:
+        return _tw_obj(o, value)
+    b = o.buf
     if type(value) is not str:
         return put_value(b, <PyObject*>value, 1) == 0
     h = (<Py_ssize_t><PyObject*>value >> 4) & (N_BYTES_CACHE - 1)
@@ -807,6 +953,81 @@ cdef inline bint _put_obj(Buf* b, object value) except -1:
     _name_keys[h] = <PyObject*>value
     _name_bytes[h] = <PyObject*>canonical
     return 1
+
+
+# a name's string token in the open batch of a stored form: its index there, while the
+# table's generation (``tokens_gen``) is the one noted, and its JSON's bytes; by the name
+# object's address, as _name_keys (a strong reference held)
+cdef enum:
+    N_TOK_CACHE = 1024  # a power of two (a batch names a few hundred accounts on `flow`)
+cdef PyObject* _tok_keys[N_TOK_CACHE]
+cdef Py_ssize_t _tok_gen[N_TOK_CACHE]
+cdef Py_ssize_t _tok_index[N_TOK_CACHE]
+cdef Py_ssize_t _tok_json[N_TOK_CACHE]
+
+
+cdef bint _tw_obj(Out* o, object value) except -1:
+    """:func:`_put_obj` as tokens: the tokens the encoder makes of the JSON :func:`_put_obj`
+    writes (1), or nothing (0) where that writes nothing."""
+    cdef Py_ssize_t h, n, index, start
+    cdef long long v
+    cdef int overflow = 0
+    cdef Frag* f
+    cdef Buf* b
+    if type(value) is str:
+        h = <Py_ssize_t>((<uint64_t><size_t><PyObject*>value * 0x9E3779B97F4A7C15ULL) >> 54)
+        if _tok_keys[h] == <PyObject*>value and _tok_gen[h] == tokens_gen(o.tw):
+            o.json += _tok_json[h]
+            tokens_indexed(o.tw, _tok_index[h])
+            return 1
+        # its JSON into the line buffer (empty while a typed line is written as tokens),
+        # with the 16 readable bytes the table's reads need past the content
+        b = o.buf
+        start = b.len
+        if put_value(b, <PyObject*>value, 1) != 0:
+            b.len = start
+            return 0
+        n = b.len - start - 2  # the content, between the quotes
+        try:
+            if b.len + 16 > b.cap:
+                put_bytes(b, b"\0" * 16, 16)
+            memset(b.data + start + 1 + n, 0, 16)
+            tokens_string(o.tw, <const unsigned char*>b.data + start + 1, n, &index)
+        finally:
+            b.len = start
+        Py_INCREF(value)
+        Py_XDECREF(_tok_keys[h])
+        _tok_keys[h] = <PyObject*>value
+        _tok_gen[h] = tokens_gen(o.tw)
+        _tok_index[h] = index
+        _tok_json[h] = n + 2
+        o.json += n + 2
+        return 1
+    if value is None:
+        o.json += 4
+        tokens_code(o.tw, 0x05)
+        return 1
+    if type(value) is int:
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow:
+            _put_int(o, v)
+            return 1
+    # anything else: its JSON (put_value's, into the line buffer, which a typed line in
+    # tokens leaves empty), read as tokens
+    b = o.buf
+    start = b.len
+    try:
+        if put_value(b, <PyObject*>value, 1) != 0:
+            return 0
+        f = frag_compile(<const unsigned char*>b.data + start, b.len - start)
+        try:
+            o.json += f.size
+            tokens_frag(o.tw, f)
+        finally:
+            frag_free(f)
+        return 1
+    finally:
+        b.len = start
 
 
 # the last t _begin wrote in decimal, and its digits (as Out.t_digits holds them)
@@ -855,6 +1076,7 @@ cdef int _reread(Out* o, dict E) except -1:
         return 0
     o.lines = <PyObject*>lines
     o.buf = &lines.buf
+    o.tw = &lines.tok if lines.stored else NULL
     o.seq = seq
     o.t = t
     o.tapped = lines.tap is not None
@@ -917,6 +1139,7 @@ cdef int _begin_k(Out* o, dict E, Kernel k) except -1:
     o.E = <PyObject*>E
     o.lines = <PyObject*>k.lines
     o.buf = &k.lines.buf
+    o.tw = &k.lines.tok if k.lines.stored else NULL
     o.seq = k.seq
     o.t = t
     o.tapped = False
@@ -927,7 +1150,7 @@ cdef int _begin_k(Out* o, dict E, Kernel k) except -1:
     return _stamp_t(o, t)
 
 
-cdef inline Buf* _head(Out* o, bytes head) except NULL:
+cdef inline int _head(Out* o, bytes head) except -1:
     """Open the next line: ``[seq,t`` and ``head``."""
     cdef Buf* b = o.buf
     cdef int i = 23
@@ -941,12 +1164,18 @@ cdef inline Buf* _head(Out* o, bytes head) except NULL:
         o.seq_digits[i] = b"1"
     else:
         o.seq_digits[i] += 1
+    if o.tw != NULL:  # as tokens: its batch opened first if it is the batch's first line
+        if o.seq >= (<LineBatch>o.lines).next_open:
+            (<LineBatch>o.lines).open_batch(o.seq)
+        tokens_open(o.tw, &o.mark, o.seq, o.t)
+        o.json = 2 + o.seq_len + o.t_len
+        return _tw_put(o, head)
     _raw(b, b"[", 1)
     _raw(b, o.seq_digits + 24 - o.seq_len, o.seq_len)
-    _comma(b)
+    _comma(o)
     _raw(b, o.t_digits + 24 - o.t_len, o.t_len)
-    _put(b, head)
-    return b
+    _put(o, head)
+    return 0
 
 
 cdef inline int _close(Out* o, bytes tail, int kind) except -1:
@@ -955,7 +1184,20 @@ cdef inline int _close(Out* o, bytes tail, int kind) except -1:
     is not announced yet (``Tap.line_ended``: else it returns at once, no Python) -- the
     engine's ``seq`` is written first, for that Python, and the engine read again after."""
     cdef LineBatch lines = <LineBatch>o.lines
-    _put(o.buf, tail)
+    cdef Py_ssize_t count
+    if o.tw != NULL:  # (no tap reads lines kept as tokens)
+        _tw_put(o, tail)
+        tokens_close(o.tw, o.seq, o.t)
+        # (LineBatch.end_typed, inline)
+        count = lines.count
+        if count == lines.lines_cap:
+            lines._grow_lines()
+        lines.raws[count] = o.json + 1
+        lines.ends[count] = o.tw.n
+        lines.ts[count] = o.t
+        lines.count = count + 1
+        return 0
+    _put(o, tail)
     if o.tapped and (o.wanted >> kind) & 1 and not quiet_at(lines, o.t):
         (<dict>o.E)["seq"] = o.seq
         _python(o)
@@ -967,7 +1209,10 @@ cdef inline int _close(Out* o, bytes tail, int kind) except -1:
 
 cdef inline int _undo(Out* o, Py_ssize_t start) except -1:
     """Drop the line being written (for the generic path to write the event)."""
-    o.buf.len = start
+    if o.tw != NULL:
+        tokens_undo(o.tw, &o.mark)
+    else:
+        o.buf.len = start
     o.seq -= 1
     o.seq_len = _digits(o.seq_digits, o.seq)
     return 0
@@ -1001,14 +1246,14 @@ cdef int _emit_o(
     return _reread(o, E)  # (the engine read again: a tap may have run Python)
 
 
-cdef inline Buf* _received_head(Out* o, object name) except NULL:
+cdef inline int _received_head(Out* o, object name) except -1:
     """A CommandReceived line opened up to its command's account (``name`` a proven name,
     the event's account and the command's): what follows is the command's other fields."""
-    cdef Buf* b = _head(o, R_HEAD)
-    _put_obj(b, name)
-    _put(b, R_COMMAND)
-    _put_obj(b, name)
-    return b
+    _head(o, R_HEAD)
+    _put_obj(o, name)
+    _put(o, R_COMMAND)
+    _put_obj(o, name)
+    return 0
 
 
 cdef int _received_submit(
@@ -1029,7 +1274,6 @@ cdef int _received_submit(
 ) except -1:
     """A submit's CommandReceived: its command, every field of the model (``name`` and
     ``instrument`` proven names, the literals proven, ``post_only_value`` a bool)."""
-    cdef Buf* b
     if o.lines == NULL:
         return _emit_o(
             o, COMMAND_RECEIVED, None, name, None, None, None, None, None, None, None,
@@ -1046,27 +1290,26 @@ cdef int _received_submit(
             },
             "command",
         )
-    b = _received_head(o, name)
-    _put(b, R_INSTRUMENT)
-    _put_obj(b, instrument)
-    _put(b, <bytes>(<tuple>R_TYPE_POST[limit])[post_only_value is True])
-    _put_int(b, price)
-    _put(b, R_QTY)
-    _put_int(b, qty)
+    _received_head(o, name)
+    _put(o, R_INSTRUMENT)
+    _put_obj(o, instrument)
+    _put(o, <bytes>(<tuple>R_TYPE_POST[limit])[post_only_value is True])
+    _put_int(o, price)
+    _put(o, R_QTY)
+    _put_int(o, qty)
     return _close(o, <bytes>(<tuple>R_SUBMIT_TAIL[side])[tif], K_RECEIVED)
 
 
 cdef int _received_cancel(Out* o, object name, int64_t order_id, object order_id_value) except -1:
-    cdef Buf* b
     if o.lines == NULL:
         return _emit_o(
             o, COMMAND_RECEIVED, None, name, None, None, None, None, None, None, None,
             {"account": name, "type": "cancel", "order_id": order_id_value},
             "command",
         )
-    b = _received_head(o, name)
-    _put(b, R_ORDER_ID)
-    _put_int(b, order_id)
+    _received_head(o, name)
+    _put(o, R_ORDER_ID)
+    _put_int(o, order_id)
     return _close(o, R_CANCEL_TAIL, K_RECEIVED)
 
 
@@ -1080,7 +1323,6 @@ cdef int _received_amend(
     int64_t qty,
     object qty_value,
 ) except -1:
-    cdef Buf* b
     if o.lines == NULL:
         return _emit_o(
             o, COMMAND_RECEIVED, None, name, None, None, None, None, None, None, None,
@@ -1093,13 +1335,13 @@ cdef int _received_amend(
             },
             "command",
         )
-    b = _received_head(o, name)
-    _put(b, R_ORDER_ID)
-    _put_int(b, order_id)
-    _put(b, R_PRICE)
-    _put_int(b, price)
-    _put(b, R_QTY)
-    _put_int(b, qty)
+    _received_head(o, name)
+    _put(o, R_ORDER_ID)
+    _put_int(o, order_id)
+    _put(o, R_PRICE)
+    _put_int(o, price)
+    _put(o, R_QTY)
+    _put_int(o, qty)
     return _close(o, R_AMEND_TAIL, K_RECEIVED)
 
 
@@ -1122,23 +1364,22 @@ cdef int _accepted(
     object post_only_value,
 ) except -1:
     """OrderAccepted (``name`` a proven name, ``info.name`` the instrument)."""
-    cdef Buf* b
     if o.lines == NULL:
         return _emit_o(
             o, ORDER_ACCEPTED, info.name, name, order_id_value, side_name, price_value,
             qty_value, None, None, None,
             {"order_type": order_type, "tif": tif_value, "post_only": post_only_value}, None,
         )
-    b = _head(o, A_HEAD)
-    _put(b, info.name_json)
-    _comma(b)
-    _put_obj(b, name)
-    _comma(b)
-    _put_int(b, order_id)
-    _put(b, <bytes>SIDE_FIELD[side])
-    _put_int(b, price)
-    _comma(b)
-    _put_int(b, qty)
+    _head(o, A_HEAD)
+    _put(o, info.name_json)
+    _comma(o)
+    _put_obj(o, name)
+    _comma(o)
+    _put_int(o, order_id)
+    _put(o, <bytes>SIDE_FIELD[side])
+    _put_int(o, price)
+    _comma(o)
+    _put_int(o, qty)
     return _close(
         o, <bytes>(<tuple>(<tuple>A_TAIL[limit])[post_only_value is True])[tif], K_ACCEPTED
     )
@@ -1157,26 +1398,25 @@ cdef int _fill(
     int64_t maker_id,
 ) except -1:
     """Fill (``taker_name`` a proven name; ``order_id`` the taker's, an int)."""
-    cdef Buf* b
     cdef Py_ssize_t start
     if o.lines != NULL:
         start = o.buf.len
-        b = _head(o, F_HEAD)
-        _put(b, info.name_json)
-        _comma(b)
-        _put_obj(b, taker_name)
-        _comma(b)
-        if _put_obj(b, order_id):
-            _put(b, <bytes>SIDE_FIELD[side])
-            _put_int(b, px)
-            _comma(b)
-            _put_int(b, qty)
-            _comma(b)
-            if _put_i128(b, cash):
-                _comma(b)
-                if _put_obj(b, maker_name):
-                    _comma(b)
-                    _put_int(b, maker_id)
+        _head(o, F_HEAD)
+        _put(o, info.name_json)
+        _comma(o)
+        _put_obj(o, taker_name)
+        _comma(o)
+        if _put_obj(o, order_id):
+            _put(o, <bytes>SIDE_FIELD[side])
+            _put_int(o, px)
+            _comma(o)
+            _put_int(o, qty)
+            _comma(o)
+            if _put_i128(o, cash):
+                _comma(o)
+                if _put_obj(o, maker_name):
+                    _comma(o)
+                    _put_int(o, maker_id)
                     return _close(o, F_TAIL, K_FILL)
         _undo(o, start)
     return _emit_o(o, FILL, info.name, taker_name, order_id, _SIDE_NAME[side], px, qty,
@@ -1187,18 +1427,17 @@ cdef int _fee_event(
     Out* o, _Listing info, object account, object order_id, i128 amount, int role
 ) except -1:
     """Fee of ``amount`` (minor units, negative: paid); ``role`` 0 taker, 1 maker."""
-    cdef Buf* b
     cdef Py_ssize_t start
     if o.lines != NULL:
         start = o.buf.len
-        b = _head(o, FEE_HEAD)
-        _put(b, info.name_json)
-        _comma(b)
-        if _put_obj(b, account):
-            _comma(b)
-            if _put_obj(b, order_id):
-                _put(b, FEE_AMOUNT)
-                if _put_i128(b, amount):
+        _head(o, FEE_HEAD)
+        _put(o, info.name_json)
+        _comma(o)
+        if _put_obj(o, account):
+            _comma(o)
+            if _put_obj(o, order_id):
+                _put(o, FEE_AMOUNT)
+                if _put_i128(o, amount):
                     return _close(o, <bytes>FEE_TAIL[role], K_FEE)
         _undo(o, start)
     return _emit_o(o, FEE, info.name, account, order_id, None, None, None, py128(amount),
@@ -1208,20 +1447,19 @@ cdef int _fee_event(
 cdef int _rested(
     Out* o, _Listing info, object name, object order_id, int side, object price, int64_t qty
 ) except -1:
-    cdef Buf* b
     cdef Py_ssize_t start
     if o.lines != NULL:
         start = o.buf.len
-        b = _head(o, RESTED_HEAD)
-        _put(b, info.name_json)
-        _comma(b)
-        if _put_obj(b, name):
-            _comma(b)
-            if _put_obj(b, order_id):
-                _put(b, <bytes>SIDE_FIELD[side])
-                if _put_obj(b, price):
-                    _comma(b)
-                    _put_int(b, qty)
+        _head(o, RESTED_HEAD)
+        _put(o, info.name_json)
+        _comma(o)
+        if _put_obj(o, name):
+            _comma(o)
+            if _put_obj(o, order_id):
+                _put(o, <bytes>SIDE_FIELD[side])
+                if _put_obj(o, price):
+                    _comma(o)
+                    _put_int(o, qty)
                     return _close(o, RESTED_TAIL, K_RESTED)
         _undo(o, start)
     return _emit_o(o, ORDER_RESTED, info.name, name, order_id, _SIDE_NAME[side], price, qty,
@@ -1237,16 +1475,16 @@ cdef bint _order_line(
     from ``instrument``), account and order id: 1. 0 when one of them is not the typed path's
     (nothing written: the generic path writes the event)."""
     cdef Py_ssize_t start = o.buf.len
-    cdef Buf* b = _head(o, head)
+    _head(o, head)
     if instrument_json is not None:
-        _put(b, <bytes>instrument_json)
-    elif not _put_obj(b, instrument):
+        _put(o, <bytes>instrument_json)
+    elif not _put_obj(o, instrument):
         _undo(o, start)
         return 0
-    _comma(b)
-    if _put_obj(b, account):
-        _comma(b)
-        if _put_obj(b, order_id):
+    _comma(o)
+    if _put_obj(o, account):
+        _comma(o)
+        if _put_obj(o, order_id):
             return 1
     _undo(o, start)
     return 0
@@ -1260,8 +1498,8 @@ cdef int _cancelled(
     instrument's bytes when known (a listing's), else None (written from ``instrument``)."""
     if o.lines != NULL and _order_line(o, C_HEAD, instrument, instrument_json, account,
                                        order_id):
-        _put(o.buf, C_QTY)
-        _put_int(o.buf, qty)
+        _put(o, C_QTY)
+        _put_int(o, qty)
         return _close(o, <bytes>C_TAIL[reason], K_CANCELLED)
     return _emit_o(o, ORDER_CANCELLED, instrument, account, order_id, None, None, qty, None,
                    None, None, REASONS[reason], "reason")
@@ -1281,7 +1519,7 @@ cdef int _order_rejected(
             tail = _json({"reason": reason}) + b"]"
             OR_TAILS[reason] = tail
         if _order_line(o, OR_HEAD, instrument, instrument_json, account, order_id):
-            _put(o.buf, OR_NULLS)
+            _put(o, OR_NULLS)
             return _close(o, <bytes>tail, K_ORDER_REJECTED)
     return _emit_o(o, ORDER_REJECTED, instrument, account, order_id, None, None, None, None,
                    None, None, reason, "reason")
@@ -1300,20 +1538,19 @@ cdef int _amended(
     object qty_value,
     bint kept,
 ) except -1:
-    cdef Buf* b
     cdef Py_ssize_t start
     if o.lines != NULL:
         start = o.buf.len
-        b = _head(o, AM_HEAD)
-        if _put_obj(b, instrument):
-            _comma(b)
-            _put_obj(b, name)
-            _comma(b)
-            _put_int(b, order_id)
-            _put(b, <bytes>SIDE_FIELD[side])
-            _put_int(b, price)
-            _comma(b)
-            _put_int(b, qty)
+        _head(o, AM_HEAD)
+        if _put_obj(o, instrument):
+            _comma(o)
+            _put_obj(o, name)
+            _comma(o)
+            _put_int(o, order_id)
+            _put(o, <bytes>SIDE_FIELD[side])
+            _put_int(o, price)
+            _comma(o)
+            _put_int(o, qty)
             return _close(o, <bytes>AM_TAIL[kept], K_AMENDED)
         _undo(o, start)
     return _emit_o(o, ORDER_AMENDED, instrument, name, order_id_value, _SIDE_NAME[side],
@@ -2409,7 +2646,6 @@ cdef object _refuse_row(
     written as a typed line: the mapping's keys are ``row_command``'s, sorted. None when the
     sink does not take lines (the caller refuses it through the mapping)."""
     cdef Out o
-    cdef Buf* b
     cdef Py_ssize_t start
     _begin_k(&o, E, kernel)  # (nothing held moves: the held seq goes on)
     if o.lines == NULL:
@@ -2417,24 +2653,24 @@ cdef object _refuse_row(
     try:
         known = name in E["accounts"]
         start = o.buf.len
-        b = _head(&o, J_HEAD)
+        _head(&o, J_HEAD)
         if known:
-            _put_obj(b, name)
+            _put_obj(&o, name)
         else:
-            _put(b, J_NULL)
-        _put(b, R_COMMAND)
-        _put_obj(b, name)
-        _put(b, R_ORDER_ID)
-        _put_int(b, order_id)
+            _put(&o, J_NULL)
+        _put(&o, R_COMMAND)
+        _put_obj(&o, name)
+        _put(&o, R_ORDER_ID)
+        _put_int(&o, order_id)
         if op == ROW_AMEND:
-            _put(b, R_PRICE)
-            _put_int(b, price)
-            _put(b, R_QTY)
-            _put_int(b, qty)
-            _put(b, J_AMEND_TAIL)
+            _put(&o, R_PRICE)
+            _put_int(&o, price)
+            _put(&o, R_QTY)
+            _put_int(&o, qty)
+            _put(&o, J_AMEND_TAIL)
         else:
-            _put(b, J_CANCEL_TAIL)
-        if not _put_obj(b, reason):
+            _put(&o, J_CANCEL_TAIL)
+        if not _put_obj(&o, reason):
             _undo(&o, start)
             return None
         _close(&o, b"}]", K_REJECTED)
@@ -3297,19 +3533,18 @@ cdef bytes R_ALL_TAIL = b',"type":"cancel_all"}}]'
 
 cdef int _received_cancel_all(Out* o, object name, object instrument) except -1:
     """A cancel-all's CommandReceived (``name`` a proven name; ``instrument`` one, or None)."""
-    cdef Buf* b
     if o.lines == NULL:
         return _emit_o(
             o, COMMAND_RECEIVED, None, name, None, None, None, None, None, None, None,
             {"account": name, "type": "cancel_all", "instrument": instrument},
             "command",
         )
-    b = _received_head(o, name)
+    _received_head(o, name)
     if instrument is None:
-        _put(b, R_ALL_NONE)
+        _put(o, R_ALL_NONE)
     else:
-        _put(b, R_ALL_INSTRUMENT)
-        _put_obj(b, instrument)
+        _put(o, R_ALL_INSTRUMENT)
+        _put_obj(o, instrument)
     return _close(o, R_ALL_TAIL, K_RECEIVED)
 
 

@@ -22,6 +22,12 @@ ENGINES: dict[str, type[Exchange]] = {"compiled": CompiledExchange, "reference":
 #: The simulated clock each engine runs on, by the same names.
 CLOCKS: dict[str, type] = {"compiled": _clock.Simulator, "reference": clock.Simulator}
 DEFAULT_ENGINE = "compiled"
+#: The engines whose recorded runs keep their lines in the stored form as they are written
+#: (``LineBatch.store_compact``: the run compacts each line while it is in its cache, the
+#: journaller only folds and commits; decision 106). The reference's run is the slower of its
+#: two processes by far, so its journaller compacts, as before: each engine records the way
+#: that is fastest for it, and both give the same file.
+STORED_LINES = frozenset({"compiled"})
 
 
 def engine_class(name: str) -> type[Exchange]:

@@ -39,7 +39,7 @@ from exchange.core.clock import Simulator
 from exchange.core.events import TYPED_FIELDS, Event, encode
 from exchange.core.limits import check_recorder, check_seed
 from exchange.kernel.engine import Exchange
-from exchange.kernel.engines import DEFAULT_ENGINE, clock_class, engine_class
+from exchange.kernel.engines import DEFAULT_ENGINE, STORED_LINES, clock_class, engine_class
 from exchange.sessions._flow import RunStep
 from exchange.sessions.scenarios import (
     is_registered,
@@ -47,6 +47,7 @@ from exchange.sessions.scenarios import (
     scenario_from_config,
 )
 from exchange.store.check import StoreCheck, StoreCheckError
+from exchange.store.compact import expand
 from exchange.store.event_store import _CODES as STORE_CODES  # first_bad's column codes
 from exchange.store.event_store import (
     PROGRESS_EVERY,
@@ -133,6 +134,7 @@ class Recorder:
         journal_after: int | None = None,
         end_ns: int | None = None,
         projected_events: int | None = None,
+        stored_lines: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -144,6 +146,8 @@ class Recorder:
         self.batch_size = batch_size
         # the engine's first event is seq 1; each event is checked as the store checks it
         self.pending = LineBatch(1, STORE_CODES, TYPED_FIELDS, len(Event._fields))
+        if stored_lines:  # each batch taken as its stored form (a tap turns it back to lines)
+            self.pending.store_compact(batch_size)
         self._committed = committed
         self._committed_count = committed_count
         self._on_batch = on_batch
@@ -260,16 +264,20 @@ class Recorder:
                     except ValueError as exc:  # refused before it was sent: as in line
                         path = self.journal.store.path
                         raise SessionError(_unwritten(path, first, first + n - 1, exc)) from None
+                    stored = self.pending.stored
                     if blob is None:
-                        journaller.record_placed(first, count)
+                        journaller.record_placed(first, count, stored)
                     else:
-                        journaller.record_blob(blob, first, count)
+                        journaller.record_blob(blob, first, count, stored)
                 except JournalError as exc:
                     raise SessionError(str(exc)) from None
             else:
                 try:
                     blob, first, count, last_t = self._take(n, self.journal.store.batch_count + 1)
-                    self.journal.record_blob(blob, first, count)
+                    if self.pending.stored:
+                        self.journal.record_stored(blob, first, count)
+                    else:
+                        self.journal.record_blob(blob, first, count)
                 except (sqlite3.Error, ValueError) as exc:
                     # the batch's transaction rolled back: the log ends at the last whole batch
                     path = self.journal.store.path
@@ -314,6 +322,8 @@ class Recorder:
     def _catch_up(self, blob: bytes, first: int, count: int) -> None:
         if first + count - 1 > self._committed_count:
             raise SessionError("committed log does not end on a batch boundary")
+        if self.pending.stored:
+            blob = expand(blob)
         # the stored payloads against this run's lines (a resume only: one bytes object each)
         for seq, mine in enumerate(blob.split(b"\n")[:count], first):
             stored = next(self._committed, None)
@@ -651,6 +661,7 @@ def run(
         journal_after,
         model.end_ns,
         projected_events(model),
+        stored_lines=engine in STORED_LINES,
     )
     pending = recorder.pending
     engine = make_engine(pending.append)  # from here on, the engine itself

@@ -8,7 +8,7 @@ bytes), which names the events as well since the encoding is deterministic. On `
 stored form is about a fifth of the blob (31 bytes an event against 150): the bytes SQLite
 writes and checkpoints shrink with it.
 
-Both functions run the C twin (``exchange.store._compact``, its loops without the GIL: the
+Both functions run the C twin (``exchange.core._compact``, its loops without the GIL: the
 journaller compacts on its committing thread while its main thread folds) when it is built,
 else the plain-Python reference, :func:`compact_reference` / :func:`expand_reference` (always
 available; differential tests hold the two byte-identical).
@@ -119,7 +119,7 @@ _NUMBER_TOKEN = re.compile(rb"-?(?:0|[1-9][0-9]*+)(\.[0-9]++)?([eE][+-]?[0-9]++)
 _A0, _A1, _K0, _K1, _V = 0, 1, 2, 3, 4
 
 try:  # the C twin, when built
-    from exchange.store import _compact as _c
+    from exchange.core import _compact as _c
 except ImportError:  # pragma: no cover - the reference alone (an unbuilt tree)
     _c = None
 

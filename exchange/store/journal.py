@@ -6,9 +6,10 @@ the final check against the live state hash), checksumming it and inserting it i
 40 % of a long run when done in line (benches/README.md). As in LMAX's architecture, where the
 business logic processor never waits on its journaller, a long run hands most of that work to
 ``python -m exchange.store.journal``: the engine checks and encodes each complete batch into the
-blob the store keeps (one C loop, :meth:`EventStore.encode_batch`), sends it down a pipe and goes
-on with the next one while the journaller compacts that blob once into the stored form and
-folds that form (its tokens parsed in C, no Python object per event:
+blob the store keeps (one C loop, :meth:`EventStore.encode_batch`; the compiled engine's run
+keeps each batch's stored form already, decision 106), sends it down a pipe and goes on with
+the next one while the journaller compacts that blob once into the stored form (where it is
+not that already) and folds that form (its tokens parsed in C, no Python object per event:
 :meth:`CompiledFold.apply_stored`), then commits it. The blobs travel through a
 buffer the two processes share (:class:`_Ring`, ``_RING_BYTES``; the pipe where there is no
 ``memfd_create``), so that the run waits only when the journaller is that far behind, never
@@ -37,13 +38,15 @@ run):
 * run -> journaller: ``("start", path, snapshot_every, fold_json)``, then the batches, then
   ``("end", t, state_hash)`` to seal, or ``("close",)`` if the run failed; the end of the pipe
   means the run died. A batch is its ``events`` blob as the store keeps it (``encode(e) +
-  b"\\n"`` per event, of the ``count`` events of seqs ``first``, ``first + 1``...), sent either
-  way: ``("ring", [(first, count, offset, size, end), ...])`` for batches whose blobs the run
-  has copied into the shared buffer (at ``offset``, ``size`` bytes; ``end``: the position after
-  it, counted since the start: see :class:`_Ring`), up to ``_PLACED_PER_MESSAGE`` to a
-  message; or ``("batch", None, first, count)`` followed by its blob as a message of its own,
-  unpickled (written from the run's bytes in one ``writev`` with its header, never copied into
-  a pickle; ``("batch", blob, first, count)``, the blob inside, is read too). No digest
+  b"\\n"`` per event, of the ``count`` events of seqs ``first``, ``first + 1``...), or its
+  stored form already (``stored``: ``compact`` of that blob, written line by line by the run's
+  sink, decision 106), sent either way: ``("ring", [(first, count, offset, size, end,
+  stored), ...])`` for batches whose blobs the run has written into the shared buffer (at
+  ``offset``, ``size`` bytes; ``end``: the position after it, counted since the start: see
+  :class:`_Ring`), up to ``_PLACED_PER_MESSAGE`` to a message; or ``("batch", None, first,
+  count, stored)`` followed by its blob as a message of its own, unpickled (written from the
+  run's bytes in one ``writev`` with its header, never copied into a pickle; ``("batch", blob,
+  first, count[, stored])``, the blob inside, is read too). No digest
   travels: the batch's digest is its stored (compact) form's, computed by the journaller's
   store from the stored form its journal made (schema 5; decision 98's digest computed by the
   run, over the JSON lines, is gone with schema 4).
@@ -171,6 +174,12 @@ class Journal:
         self.fold_stored(stored, first, count)
         self.store.append_stored(stored, first, count, self._snapshot())
 
+    def record_stored(self, stored: bytes, first: int, count: int) -> None:
+        """:meth:`record_blob` of a batch given as its stored form already (``compact(blob)``:
+        a run's sink that keeps its lines so, ``LineBatch.store_compact``)."""
+        self.fold_stored(stored, first, count)
+        self.store.append_stored(stored, first, count, self._snapshot())
+
     def fold_stored(self, stored: bytes, first: int, count: int) -> None:
         """Fold a batch given as its stored form (``compact(blob)``, see :meth:`record_blob`)
         without storing it (:meth:`Fold.apply_stored`)."""
@@ -284,8 +293,8 @@ class Journaller:
         self._to = to_child
         self._from = from_child
         self._ring = ring  # None: the blobs travel down the pipe
-        #: batches placed in the ring, not yet told: (first, count, offset, size, end) each
-        self._placed: list[tuple[int, int, int, int, int]] = []
+        #: batches placed in the ring, not yet told: (first, count, offset, size, end, stored)
+        self._placed: list[tuple[int, int, int, int, int, bool]] = []
         self._reserved: tuple[int, int] | None = None  # (start, end) of reserve's place
         self._ready = False
         self._dead = False
@@ -349,21 +358,22 @@ class Journaller:
         """The number in the log of the next batch sent."""
         return self._batch
 
-    def record_blob(self, blob: bytes, first: int, count: int) -> None:
+    def record_blob(self, blob: bytes, first: int, count: int, stored: bool = False) -> None:
         """:meth:`record` of a batch the run holds as its blob already (``count`` events of
         seqs ``first``..., checked and encoded by the run's
         :class:`~exchange.core._lines.LineBatch`, the checks of :meth:`EventStore.encode_batch`):
-        sent as it is. Raises ValueError if ``first`` does not follow the last batch sent, and
-        the journaller's error if it has failed since the last batch."""
+        sent as it is; ``stored``: the blob is the batch's stored form already (the journaller
+        then stores it as it is). Raises ValueError if ``first`` does not follow the last batch
+        sent, and the journaller's error if it has failed since the last batch."""
         self._check_next(first, count)
         self._drain()
         place = self.reserve(len(blob))
         if place is not None:
             ring, offset = place
             ring[offset : offset + len(blob)] = blob
-            self.record_placed(first, count)
+            self.record_placed(first, count, stored)
         else:
-            self._send(("batch", blob, first, count))
+            self._send(("batch", blob, first, count, stored))
             self._sent(count)
 
     def reserve(self, size: int) -> tuple[mmap.mmap, int] | None:
@@ -384,10 +394,11 @@ class Journaller:
         self._reserved = (start, end)
         return ring.map, start % ring.size
 
-    def record_placed(self, first: int, count: int) -> None:
+    def record_placed(self, first: int, count: int, stored: bool = False) -> None:
         """Send the batch whose blob the run has written where :meth:`reserve` said
         (``count`` events of seqs ``first``..., checked and encoded as for
-        :meth:`record_blob`); ValueError as :meth:`record_blob` raises it (nothing sent)."""
+        :meth:`record_blob`; ``stored``: as there); ValueError as :meth:`record_blob` raises it
+        (nothing sent)."""
         self._check_next(first, count)
         reserved, self._reserved = self._reserved, None
         if reserved is None:
@@ -395,7 +406,7 @@ class Journaller:
         start, end = reserved
         ring = self._ring
         ring.head = end
-        self._placed.append((first, count, start % ring.size, end - start, end))
+        self._placed.append((first, count, start % ring.size, end - start, end, stored))
         if len(self._placed) >= _PLACED_PER_MESSAGE:
             self._send_placed()
         self._sent(count)
@@ -764,21 +775,32 @@ class _ThreadedJournal(Journal):
         (compact) form's (schema 5), and the store computes it on the committing thread."""
         self.record_blobs([(blob, first, count)])
 
-    def record_blobs(self, blobs: Sequence[tuple[bytes | memoryview, int, int]]) -> None:
+    def record_blobs(
+        self, blobs: Sequence[tuple[bytes | memoryview, int, int]], stored: bool = False
+    ) -> None:
         """:meth:`record_blob` of each ``(blob, first, count)`` in turn (the batches of one
-        message from the run): :meth:`compact_all`, then :meth:`record_stored`."""
-        self.record_stored(self.compact_all(blobs))
+        message from the run): :meth:`compact_all`, then :meth:`record_all`. ``stored``: the
+        blobs are the batches' stored forms already."""
+        self.record_all(self.compact_all([(*blob, stored) for blob in blobs]))
+
+    def record_stored(self, stored: bytes, first: int, count: int) -> None:
+        """:meth:`Journal.record_stored`, the commit queued (see :meth:`record_blob`)."""
+        self.record_blobs([(stored, first, count)], stored=True)
 
     @staticmethod
     def compact_all(
-        blobs: Sequence[tuple[bytes | memoryview, int, int]],
+        blobs: Sequence[tuple[bytes | memoryview, int, int, bool]],
     ) -> list[tuple[bytes, int, int, int]]:
-        """The stored form of each ``(blob, first, count)`` (``compact(blob)``; a blob may be
-        a view of the buffer shared with the run, read in place), as ``(stored, first, count,
-        size)``: ``size`` the blob's bytes. Nothing refers to the blobs afterwards."""
-        return [(compact(blob), first, count, len(blob)) for blob, first, count in blobs]
+        """The stored form of each ``(blob, first, count, stored)`` (``compact(blob)``, or the
+        blob's bytes where ``stored`` says it is that form already; a blob may be a view of
+        the buffer shared with the run, read in place), as ``(stored, first, count, size)``:
+        ``size`` the blob's bytes. Nothing refers to the blobs afterwards."""
+        return [
+            (bytes(blob) if stored else compact(blob), first, count, len(blob))
+            for blob, first, count, stored in blobs
+        ]
 
-    def record_stored(self, batches: Sequence[tuple[bytes, int, int, int]]) -> None:
+    def record_all(self, batches: Sequence[tuple[bytes, int, int, int]]) -> None:
         """Fold each ``(stored, first, count, size)`` of :meth:`compact_all` in turn, their
         commits queued together once all are folded (:meth:`_Committer.put_many`): one
         transaction for the lot, not one for the first and another for the rest. A fold that
@@ -831,15 +853,15 @@ def serve(requests: Connection, replies: Connection, ring: mmap.mmap | None = No
                 with memoryview(ring) as shared:
                     stored = journal.compact_all(
                         [
-                            (shared[offset : offset + size], first, count)
-                            for first, count, offset, size, _end in message[1]
+                            (shared[offset : offset + size], first, count, compacted)
+                            for first, count, offset, size, _end, compacted in message[1]
                         ]
                     )
                 # a run that has stopped listening (closing after an error of its own) needs
                 # no release: what it sent is committed all the same
                 with contextlib.suppress(OSError):
                     reply("released", message[1][-1][4])
-                journal.record_stored(stored)
+                journal.record_all(stored)
             elif tag == "batch":
                 assert journal is not None, "batch before start"
                 blob = message[1]
@@ -847,7 +869,8 @@ def serve(requests: Connection, replies: Connection, ring: mmap.mmap | None = No
                     blob = inbox.get()
                     if blob is None:
                         return 0  # the run died mid-batch: as at the end of the pipe
-                journal.record_blob(blob, message[2], message[3])
+                compacted = len(message) > 4 and message[4]
+                journal.record_blobs([(blob, message[2], message[3])], compacted)
             elif tag == "start":
                 _tag, path, snapshot_every, fold_json = message
                 journal = _ThreadedJournal(path, snapshot_every, fold_class().from_json(fold_json))

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange.core import _lines
-from exchange.core.events import TYPED_FIELDS, Event, encode
+from exchange.core.events import TYPED_FIELDS, Event, decode, encode
+from exchange.store.compact import compact, expand
 from exchange.store.event_store import _CODES, EventStore
 
 
@@ -152,3 +153,81 @@ def test_take_into_refuses_a_batch_with_a_bad_event_as_take_does():
         lines.take_into(2, bytearray(lines.size_of(2)), 0)
     assert (refused.value.seq, refused.value.position) == (2, 1)
     assert len(lines) == 0
+
+
+# ---------------------------------------------------------------- the stored form (decision 106)
+def stored_batch(batch_size: int) -> _lines.LineBatch:
+    lines = lines_batch()
+    lines.store_compact(batch_size)
+    return lines
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.lists(st.tuples(st.integers(0, 1 << 62), values), min_size=1, max_size=30),
+    st.integers(1, 8),
+)
+def test_lines_kept_in_stored_form_are_taken_as_compact_of_each_batch_s_lines(rows, size):
+    events = [event(seq, t, data={"v": value}) for seq, (t, value) in enumerate(rows, 1)]
+    plain, stored = lines_batch(), stored_batch(size)
+    for e in events:
+        plain.append(e)
+        stored.append(e)
+    assert stored.stored and not plain.stored
+    while len(plain):
+        n = min(size, len(plain))  # whole batches, the last one short
+        blob, first, count, last_t = plain.take(n)
+        assert stored.size_of(n) == len(compact(blob))
+        assert stored.take(n) == (compact(blob), first, count, last_t)
+    assert len(stored) == 0 and stored.nbytes == 0
+
+
+def test_a_batch_taken_short_ends_there_and_the_next_line_starts_another():
+    lines = stored_batch(3)
+    for seq in (1, 2):
+        lines.append(event(seq))
+    with pytest.raises(ValueError, match="a batch at a time"):
+        lines.take(1)  # a token stream is taken whole
+    short = lines.take(2)[0]
+    for seq in (3, 4, 5, 6):
+        lines.append(event(seq))
+    assert expand(short) == b"".join(encode(event(s)) + b"\n" for s in (1, 2))
+    following = lines.take(3)[0]  # seqs 3-5: a batch of its own, from seq 3
+    assert following == compact(b"".join(encode(event(s)) + b"\n" for s in (3, 4, 5)))
+    assert lines.take(1)[0] == compact(encode(event(6)) + b"\n")
+
+
+def test_a_refused_event_raises_at_the_take_of_its_stored_batch_as_in_lines():
+    lines = stored_batch(2)
+    for e in (event(1), event(2), event(3, price=10.0), event(4)):
+        lines.append(e)
+    assert lines.take(2)[0] == compact(b"".join(encode(event(s)) + b"\n" for s in (1, 2)))
+    with pytest.raises(_lines.BadLine) as refused:
+        lines.take(2)
+    assert (refused.value.seq, refused.value.position) == (3, 0)
+
+
+def test_a_tap_turns_lines_kept_in_stored_form_back_to_lines():
+    lines = stored_batch(2)
+    for seq in (1, 2, 3):
+        lines.append(event(seq))
+    tap = _lines.Tap(["Fill"], [], ["alice"], print, lambda: tap.scan(lines), Event, decode)
+    lines.watch(tap)
+    assert not lines.stored and len(lines) == 3
+    lines.append(event(4))
+    assert [e.seq for e in tap.scan(lines)[0]] == [4]  # (the tap reads from the next line)
+    blob = lines.take(4)[0]  # lines again: any number at a time
+    assert blob == b"".join(encode(event(s)) + b"\n" for s in (1, 2, 3, 4))
+
+
+def test_the_stored_form_starts_with_no_line_held_and_no_tap():
+    lines = lines_batch()
+    lines.append(event(1))
+    with pytest.raises(ValueError, match="no line held"):
+        lines.store_compact(2)
+    with pytest.raises(ValueError, match="batch_size"):
+        lines_batch().store_compact(0)
+    tapped = lines_batch()
+    tapped.watch(_lines.Tap(["Fill"], [], ["alice"], print, lambda: None, Event, decode))
+    with pytest.raises(ValueError, match="no tap"):
+        tapped.store_compact(2)

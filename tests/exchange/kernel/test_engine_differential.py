@@ -47,6 +47,7 @@ from exchange.kernel.engines import ENGINES
 from exchange.risk.margin_cycle import AuctionBidder, MarginConfig
 from exchange.sessions import session, sweep
 from exchange.sessions.scenarios import load_scenario, scenario_names
+from exchange.store.compact import compact, expand
 from exchange.store.event_store import EventStore
 from tests.exchange import conftest
 from tests.exchange.conftest import SPIRAL
@@ -136,10 +137,13 @@ class EnginePair:
     the compiled engine's sink is a recorded run's: a LineBatch, into which the kernel writes
     its events' lines with no Event made."""
 
-    def __init__(self, lines: bool = False) -> None:
+    def __init__(self, lines: bool = False, stored: int | None = None) -> None:
         self.events: dict[str, list[Event]] = {name: [] for name in NAMES}
         sinks = {name: self.events[name].append for name in NAMES}
-        self.lines = _lines.LineBatch(1) if lines else None
+        self.lines = _lines.LineBatch(1) if lines or stored else None
+        self.stored = stored  # batches of this many lines kept in their stored form
+        if stored:
+            self.lines.store_compact(stored)
         if self.lines is not None:
             sinks["compiled"] = self.lines.append
         self.engines: dict[str, Exchange] = {name: ENGINES[name](sinks[name]) for name in NAMES}
@@ -162,7 +166,14 @@ class EnginePair:
         the last few calls, the latest first)."""
         start = self.compared
         new = {name: [encode(e) for e in self.events[name][start:]] for name in NAMES}
-        if self.lines is not None:  # the compiled engine's lines, as the store would get them
+        if self.stored:  # its batches' stored forms, whole batches at a time
+            blob = b""
+            while len(self.lines):  # (a batch taken short ends there: the next starts anew)
+                stored = self.lines.take(min(self.stored, len(self.lines)))[0]
+                assert compact(expand(stored)) == stored  # the form compact gives its lines
+                blob += expand(stored)
+            new["compiled"] = blob.split(b"\n")[:-1]
+        elif self.lines is not None:  # the compiled engine's lines, as the store would get them
             blob = self.lines.take(len(self.lines))[0] if len(self.lines) else b""
             new["compiled"] = blob.split(b"\n")[:-1]
         recent = " <- ".join(reversed(self.trail[-6:]))
@@ -182,9 +193,14 @@ class Twin(EnginePair):
     the call that caused it."""
 
     def __init__(
-        self, seed: int = 1, margin: bool = False, cash: int = 10**12, lines: bool = False
+        self,
+        seed: int = 1,
+        margin: bool = False,
+        cash: int = 10**12,
+        lines: bool = False,
+        stored: int | None = None,
     ) -> None:
-        super().__init__(lines)
+        super().__init__(lines, stored)
         for engine in self.engines.values():
             engine.epoch = START
             if margin:
@@ -445,6 +461,21 @@ def test_the_compiled_engine_s_lines_are_the_encoded_events_of_the_reference(
     lines written by the kernel, the Python paths' Events encoded by ``append``) gives, line
     for line, ``encode`` of the reference engine's events."""
     twin = Twin(seed, margin=margin, cash=cash, lines=True)
+    for step in stream:
+        play(twin, step)
+    twin.finish()
+    assert twin.lines.appended < twin.compared  # the kernel wrote lines itself
+
+
+@settings(DIFFERENTIAL, max_examples=30)
+@given(steps, st.booleans(), st.sampled_from([10**12, 3 * 10**6]), st.integers(0, 3), st.data())
+def test_the_compiled_engine_s_stored_lines_are_the_compacted_events_of_the_reference(
+    stream, margin, cash, seed, data
+):
+    """The compiled engine writing into a LineBatch that keeps the stored form (decision 106:
+    its typed lines written as tokens, with no JSON; the Python paths' Events tokenized as
+    they end) gives, batch for batch, ``compact`` of the reference engine's encoded events."""
+    twin = Twin(seed, margin=margin, cash=cash, stored=data.draw(st.sampled_from([1, 3, 7, 50])))
     for step in stream:
         play(twin, step)
     twin.finish()

@@ -1,5 +1,5 @@
 """The compact stored form of a batch (``exchange.store.compact``): its C twin
-(``exchange.store._compact``) against the plain-Python reference -- the same stored bytes and
+(``exchange.core._compact``) against the plain-Python reference -- the same stored bytes and
 the same blob back for every JSON line and every ``bytes`` -- the format pinned on event lines,
 every malformed stored form refused by both decoders, and a recorded ``flow`` log's batches."""
 
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from exchange.core import _compact
 from exchange.sessions import session
-from exchange.store import _compact
 from exchange.store import compact as compact_module
 from exchange.store.compact import (
     FORMAT_RAW,

@@ -248,8 +248,15 @@ class OrjsonLines:
     """The run's sink of lines (``exchange.core._lines.LineBatch``) in Python: each event
     kept, and encoded by orjson itself at :meth:`take`."""
 
+    #: lines, not their stored form: ``store_compact`` leaves them so (the recorder asks
+    #: ``stored`` at each take)
+    stored = False
+
     def __init__(self, first=1, *_checks):
         self.first, self.events = first, []
+
+    def store_compact(self, batch_size):
+        pass
 
     def __len__(self):
         return len(self.events)

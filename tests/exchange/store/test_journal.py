@@ -106,8 +106,8 @@ def test_a_log_recorded_by_the_journaller_is_the_log_recorded_in_line(
         if message[0] == "batch":
             sent.append(message[1:])
         elif message[0] == "ring":  # the blobs are in the buffer shared with the journaller
-            for first, count, offset, size, _end in message[1]:
-                sent.append((self._ring.map[offset : offset + size], first, count))
+            for first, count, offset, size, _end, stored in message[1]:
+                sent.append((self._ring.map[offset : offset + size], first, count, stored))
         return send(self, message)
 
     monkeypatch.setattr(Journaller, "_send", keeping_send)
@@ -116,16 +116,21 @@ def test_a_log_recorded_by_the_journaller_is_the_log_recorded_in_line(
     assert hand_overs["hand_overs"], "the journaller never took over"
     assert journalled.state_hash == in_line.state_hash
     assert tables(tmp_path / "journal.db") == tables(tmp_path / "in-line.db")
-    # each batch travelled as its blob, with its first seq and count (no digest: schema 5's
-    # is the stored form's, computed by the journaller's store): the journaller stored (the
-    # compact form of) what it was sent, nothing decoded into events or encoded again, under
-    # the digest of the bytes stored
+    # each batch travelled as its blob (the compiled engine's: its stored form already,
+    # decision 106), with its first seq and count (no digest: schema 5's is the stored form's,
+    # computed by the journaller's store): the journaller stored (the compact form of) what
+    # it was sent, nothing decoded into events or encoded again, under the digest of the
+    # bytes stored
     stored = {row[1]: row for row in tables(tmp_path / "journal.db")[1]["batches"]}
     assert len(sent) >= 10
-    for blob, first, count in sent:
+    for blob, first, count, compacted in sent:
         _batch, _first, last, events, stored_digest, _chain = stored[first]
-        assert type(blob) is bytes and (expand(events), last - first + 1) == (blob, count)
-        assert stored_digest == sha256(events) != sha256(blob)
+        assert type(blob) is bytes and last - first + 1 == count
+        if compacted:
+            assert blob == events and stored_digest == sha256(events)
+        else:
+            assert expand(events) == blob and stored_digest == sha256(events) != sha256(blob)
+    assert all(compacted for *_, compacted in sent)  # the compiled engine's lines
     # page for page the same file, but for SQLite's count of writing connections
     assert outside_the_change_counter(tmp_path / "journal.db") == outside_the_change_counter(
         tmp_path / "in-line.db"
@@ -582,14 +587,14 @@ def test_the_run_never_waits_on_the_pipe_while_the_journaller_commits(
 
     committing = threading.Event()
     go_on = threading.Event()
-    record_blob = _ThreadedJournal.record_blob
+    record_blobs = _ThreadedJournal.record_blobs
 
-    def slow_record_blob(self, blob, first, count):
+    def slow_record_blobs(self, blobs, stored=False):
         committing.set()
         assert go_on.wait(60), "never let go on"
-        return record_blob(self, blob, first, count)
+        return record_blobs(self, blobs, stored)
 
-    monkeypatch.setattr(_ThreadedJournal, "record_blob", slow_record_blob)
+    monkeypatch.setattr(_ThreadedJournal, "record_blobs", slow_record_blobs)
     requests_end, run_side = Pipe(duplex=False)  # an OS pipe: 64 KiB
     replies_run, replies_end = Pipe(duplex=False)
     thread, status = _serve_in_thread(requests_end, replies_end)
@@ -710,7 +715,7 @@ def sha256(blob: bytes) -> str:
 
 def test_a_batch_travels_to_the_journaller_as_its_header_then_its_blob_unpickled():
     """The run writes a batch's blob to the pipe from its own bytes (no copy into a pickle):
-    a pickled header ``("batch", None, first, count)`` (no digest: the journaller's store
+    a pickled header ``("batch", None, first, count[, stored])`` (no digest: the journaller's store
     computes it over the stored form), then the blob as a message of its own, both framed as
     ``Connection.send_bytes`` frames them."""
     journaller_end, run_side = Pipe(duplex=False)
@@ -720,7 +725,7 @@ def test_a_batch_travels_to_the_journaller_as_its_header_then_its_blob_unpickled
     blob = b"".join(encode(e) + b"\n" for e in _events(4, 6))
     journaller.record_blob(blob, 4, 3)
     journaller.record(_events(7, 7))
-    assert pickle.loads(journaller_end.recv_bytes()) == ("batch", None, 4, 3)
+    assert pickle.loads(journaller_end.recv_bytes()) == ("batch", None, 4, 3, False)
     assert journaller_end.recv_bytes() == blob
     line = encode(_events(7, 7)[0]) + b"\n"
     assert pickle.loads(journaller_end.recv_bytes()) == ("batch", None, 7, 1)

@@ -22,9 +22,8 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset
 
-ctypedef unsigned char uchar
 
 cdef extern from *:
     """
@@ -52,7 +51,6 @@ cdef extern from *:
     uchar* _scratch_take "gpuex_scratch_take"(Py_ssize_t* cap)  # (with the GIL)
     void _scratch_give "gpuex_scratch_give"(uchar* p, Py_ssize_t cap, Py_ssize_t keep)
     bint __builtin_saddll_overflow(long long a, long long b, long long* out) nogil
-    bint __builtin_ssubll_overflow(long long a, long long b, long long* out) nogil
     int __builtin_ctzll(unsigned long long x) nogil
     bint likely "gpuex_likely"(bint x) nogil
 
@@ -1017,6 +1015,368 @@ cdef int _encode(const uchar* p, Py_ssize_t n, Buf* out) noexcept nogil:
             prev_ok[1] = False
         pos = end + 1
     _table_free(&t)
+    return 0
+
+
+# -- a batch's tokens line by line (a recorded run's sink: exchange.core._lines.LineBatch) -------
+
+# the tables' generations, across every stream of the process (a fragment's cached index is
+# checked against the stream it is written into: two streams never share a generation)
+cdef Py_ssize_t _last_gen = 0
+
+
+cdef inline Py_ssize_t _next_gen() noexcept:
+    global _last_gen
+    _last_gen += 1
+    return _last_gen
+
+
+cdef struct _State:
+    Table t             # the open batch's strings: their bytes copied into ``arena``
+    uchar* arena
+    Py_ssize_t arena_n
+    Py_ssize_t arena_cap
+    uchar stack[MAX_DEPTH]
+
+
+# a string's bytes are read 8 (the table's words) or 16 (the fast path's cache) at a time:
+# every string the table holds has this many readable bytes after it
+cdef enum:
+    SLACK = 16
+
+
+cdef int tokens_init(Tokens* k) except -1:
+    """An empty stream (no batch open: :func:`tokens_batch` first)."""
+    cdef _State* st = <_State*>malloc(sizeof(_State))
+    k.out = NULL
+    k.n = k.cap = 0
+    k.state = st
+    if st == NULL:
+        raise MemoryError()
+    st.arena = NULL
+    st.arena_n = st.arena_cap = 0
+    st.t.e = NULL
+    st.t.slots = NULL
+    st.t.shorts = NULL
+    if _table_init(&st.t) < 0:
+        tokens_free(k)
+        raise MemoryError()
+    # the strings lie in lines and in the arena, each with SLACK bytes after it: the word
+    # reads never need the byte-by-byte tail (see _tail)
+    st.t.limit = <const uchar*>(<size_t>0 - 1)
+    k.strings = &st.t.count
+    k.prev_ok[0] = k.prev_ok[1] = False
+    k.gen = _next_gen()
+    return 0
+
+
+cdef void tokens_free(Tokens* k) noexcept:
+    cdef _State* st = <_State*>k.state
+    free(k.out)
+    k.out = NULL
+    k.n = k.cap = 0
+    if st != NULL:
+        _table_free(&st.t)
+        free(st.arena)
+        free(st)
+    k.state = NULL
+
+
+cdef int tokens_batch(Tokens* k) except -1:
+    """Open the next batch: its format byte (``FORMAT_TOKENS``), a table with no string, no
+    previous line (a batch is self-contained: ``compact`` of its blob alone)."""
+    cdef _State* st = <_State*>k.state
+    cdef Buf out
+    out.p, out.n, out.cap = k.out, k.n, k.cap
+    if _reserve(&out, 1) < 0:
+        raise MemoryError()
+    k.out, k.cap = out.p, out.cap
+    k.out[k.n] = 1  # FORMAT_TOKENS
+    k.n += 1
+    st.t.count = 0
+    k.gen = _next_gen()
+    memset(st.t.slots, 0, (st.t.mask + 1) * sizeof(uint32_t))
+    _shorts_clear(&st.t)
+    st.arena_n = 0
+    k.prev_ok[0] = k.prev_ok[1] = False
+    return 0
+
+
+cdef int _keep(_State* st, Py_ssize_t first) except -1:
+    """Copy the bytes of the table's strings from ``first`` on (they point into a line) into
+    the arena, each followed by SLACK zero bytes."""
+    cdef Py_ssize_t i, need = 0, cap
+    cdef uchar* arena
+    cdef Entry* e
+    for i in range(first, st.t.count):
+        need += st.t.e[i].n + SLACK
+    if st.arena_n + need > st.arena_cap:
+        cap = max(2 * st.arena_cap, st.arena_n + need, 4096)
+        arena = <uchar*>realloc(st.arena, cap)
+        if arena == NULL:
+            raise MemoryError()
+        if arena != st.arena:  # the strings kept already move with it
+            for i in range(first):
+                st.t.e[i].s = arena + (st.t.e[i].s - st.arena)
+        st.arena = arena
+        st.arena_cap = cap
+    for i in range(first, st.t.count):
+        e = &st.t.e[i]
+        memcpy(st.arena + st.arena_n, e.s, e.n)
+        memset(st.arena + st.arena_n + e.n, 0, SLACK)
+        e.s = st.arena + st.arena_n
+        st.arena_n += e.n + SLACK
+    return 0
+
+
+cdef int tokens_line(Tokens* k, const uchar* line, Py_ssize_t n) except -1:
+    """The line ``line[:n]`` of the open batch, written as ``_encode`` writes a line of a blob
+    (the fast path, the general tokenizer, or a raw line), its new strings kept."""
+    cdef _State* st = <_State*>k.state
+    cdef Buf out
+    cdef Py_ssize_t mark, count
+    cdef int64_t cur[2]
+    cdef bint cur_ok[2]
+    cdef Cur c
+    cdef int rc
+    out.p, out.n, out.cap = k.out, k.n, k.cap
+    if _reserve(&out, 3 * n + 48) < 0:
+        raise MemoryError()
+    mark = out.n
+    count = st.t.count
+    c = _fast_line(line, 0, n, out.p + mark, &st.t, k.prev, k.prev_ok, cur, cur_ok)
+    rc = <int>c.pos
+    if rc == 1:
+        out.n = c.o - out.p
+    elif rc == 0:
+        _table_truncate(&st.t, count)
+        rc = _encode_line(line, 0, n, &out, &st.t, k.prev, k.prev_ok, cur, cur_ok, st.stack)
+    if rc < 0:
+        _table_truncate(&st.t, count)
+        k.out, k.cap = out.p, out.cap
+        raise MemoryError()
+    if rc == 1:
+        k.prev[0] = cur[0]
+        k.prev[1] = cur[1]
+        k.prev_ok[0] = cur_ok[0]
+        k.prev_ok[1] = cur_ok[1]
+    else:  # not taken: a raw line
+        out.n = mark
+        _table_truncate(&st.t, count)
+        out.p[out.n] = C_RAW_LINE
+        out.n += 1 + _put_varint(out.p + out.n + 1, <uint64_t>n)
+        memcpy(out.p + out.n, line, n)
+        out.n += n
+        k.prev_ok[0] = False
+        k.prev_ok[1] = False
+    k.out, k.n, k.cap = out.p, out.n, out.cap
+    if st.t.count > count:
+        _keep(st, count)
+    return 0
+
+
+cdef void tokens_consume(Tokens* k, Py_ssize_t size) noexcept:
+    memmove(k.out, k.out + size, k.n - size)
+    k.n -= size
+
+
+cdef int tokens_grow(Tokens* k, Py_ssize_t extra) except -1:
+    """Room for ``extra`` more bytes in ``k.out``."""
+    cdef Buf out
+    out.p, out.n, out.cap = k.out, k.n, k.cap
+    if _grow(&out, extra) < 0:
+        raise MemoryError()
+    k.out, k.cap = out.p, out.cap
+    return 0
+
+
+cdef void tokens_undo(Tokens* k, TokMark* m) noexcept:
+    """Drop the line opened at ``m``: its tokens and its new strings."""
+    cdef _State* st = <_State*>k.state
+    k.n = m.n
+    if st.t.count > m.count:
+        _table_truncate(&st.t, m.count)
+        k.gen = _next_gen()
+    k.prev[0], k.prev[1] = m.prev0, m.prev1
+    k.prev_ok[0], k.prev_ok[1] = m.ok0, m.ok1
+
+
+cdef int tokens_string(Tokens* k, const uchar* s, Py_ssize_t n, Py_ssize_t* index) except -1:
+    """The string token of content ``s[:n]`` (by index if the table has it, else new, its bytes
+    kept); its index into ``index``."""
+    cdef _State* st = <_State*>k.state
+    cdef Py_ssize_t count = st.t.count
+    cdef uint64_t h
+    cdef Py_ssize_t found
+    cdef uchar* o
+    tokens_room(k, n + 16)
+    found = _table_find(&st.t, s, n, &h)
+    if found >= 0:
+        index[0] = found
+        return tokens_indexed(k, found)
+    if _table_add(&st.t, s, n, h) < 0:
+        raise MemoryError()
+    o = k.out + k.n
+    o[0] = C_NEW_STRING
+    o += 1 + _put_varint(o + 1, <uint64_t>n)
+    memcpy(o, s, n)
+    k.n = o + n - k.out
+    _keep(st, count)
+    index[0] = count
+    return 0
+
+
+cdef int tokens_number(Tokens* k, const uchar* s, Py_ssize_t n) except -1:
+    """A number the encoder writes raw (its bytes ``s[:n]``: past int64, a fraction...)."""
+    tokens_room(k, n + 11)
+    k.out[k.n] = C_NUMBER
+    k.n += 1 + _put_varint(k.out + k.n + 1, <uint64_t>n)
+    memcpy(k.out + k.n, s, n)
+    k.n += n
+    return 0
+
+
+cdef bint _canonical_int(const uchar* s, Py_ssize_t n, long long* value) noexcept:
+    """Whether ``s[:n]`` is an int the encoder writes as one (``-?(0|[1-9][0-9]*)``, not
+    ``-0``, within int64), its value into ``value``."""
+    cdef Py_ssize_t i = 0
+    cdef bint negative = False
+    cdef unsigned long long u = 0, limit
+    if n and s[0] == 45:
+        negative = True
+        i = 1
+    if i >= n or (s[i] == 48 and n - i > 1) or (negative and s[i] == 48):
+        return False
+    limit = 9223372036854775808ULL if negative else 9223372036854775807ULL
+    while i < n:
+        if not DIGIT[s[i]] or u > (limit - (s[i] - 48)) // 10:
+            return False
+        u = u * 10 + (s[i] - 48)
+        i += 1
+    value[0] = <long long>(0 - u) if negative else <long long>u
+    return True
+
+
+cdef Frag* frag_compile(const uchar* s, Py_ssize_t n) except NULL:
+    """The tokens of the JSON fragment ``s[:n]`` (commas and colons dropped, as the token form
+    implies them): a program :func:`tokens_frag` writes. ValueError for bytes that are not
+    pieces of canonical JSON."""
+    cdef Frag* f = <Frag*>malloc(sizeof(Frag))
+    cdef Py_ssize_t pos = 0, j, cap = 8
+    cdef uchar c
+    cdef FragOp* op
+    cdef FragOp* grown
+    cdef long long value
+    if f == NULL:
+        raise MemoryError()
+    f.n_ops = 0
+    f.size = n
+    f.out = NULL
+    f.out_n = 0
+    f.out_gen = -1
+    f.text = <uchar*>malloc(n + 16)
+    f.ops = <FragOp*>malloc(cap * sizeof(FragOp))
+    if f.text == NULL or f.ops == NULL:
+        frag_free(f)
+        raise MemoryError()
+    memcpy(f.text, s, n)
+    memset(f.text + n, 0, 16)
+    s = f.text
+    while pos < n:
+        c = s[pos]
+        if c == 44 or c == 58:  # ',' ':'
+            pos += 1
+            continue
+        if f.n_ops == cap:
+            cap *= 2
+            grown = <FragOp*>realloc(f.ops, cap * sizeof(FragOp))
+            if grown == NULL:
+                frag_free(f)
+                raise MemoryError()
+            f.ops = grown
+        op = &f.ops[f.n_ops]
+        op.kind = 0
+        op.gen = -1
+        if c == 91 or c == 93 or c == 123 or c == 125:  # [ ] { }
+            op.code = C_OPEN_ARRAY if c == 91 else C_CLOSE_ARRAY if c == 93 else (
+                C_OPEN_OBJECT if c == 123 else C_CLOSE_OBJECT)
+            pos += 1
+        elif n - pos >= 4 and memcmp(s + pos, b"null", 4) == 0:
+            op.code = C_NULL
+            pos += 4
+        elif n - pos >= 4 and memcmp(s + pos, b"true", 4) == 0:
+            op.code = C_TRUE
+            pos += 4
+        elif n - pos >= 5 and memcmp(s + pos, b"false", 5) == 0:
+            op.code = C_FALSE
+            pos += 5
+        elif c == 34:  # '"'
+            j = pos + 1
+            while j < n and s[j] != 34:
+                j += 2 if s[j] == 92 else 1
+            if j >= n:
+                frag_free(f)
+                raise ValueError("an unterminated string in a fragment")
+            op.kind = 1
+            op.s = s + pos + 1
+            op.n = j - pos - 1
+            pos = j + 1
+        elif c == 45 or DIGIT[c]:
+            j = pos + 1
+            while j < n and (DIGIT[s[j]] or s[j] == 46 or s[j] == 101 or s[j] == 69
+                             or s[j] == 43 or s[j] == 45):
+                j += 1
+            op.s = s + pos
+            op.n = j - pos
+            if _canonical_int(s + pos, j - pos, &value):
+                op.kind = 2
+                op.value = value
+            else:
+                op.kind = 3
+            pos = j
+        else:
+            frag_free(f)
+            raise ValueError(f"not a JSON fragment at byte {pos}")
+        f.n_ops += 1
+    return f
+
+
+cdef void frag_free(Frag* f) noexcept:
+    if f != NULL:
+        free(f.text)
+        free(f.ops)
+        free(f.out)
+        free(f)
+
+
+cdef int tokens_frag_slow(Tokens* k, Frag* f) except -1:
+    """:func:`tokens_frag` where the fragment's bytes are not known in this generation: its
+    tokens written op by op, and kept if all its strings were found."""
+    cdef _State* st = <_State*>k.state
+    cdef Py_ssize_t i, gen = k.gen, start = k.n, count = st.t.count
+    cdef FragOp* op
+    cdef uchar* out
+    for i in range(f.n_ops):
+        op = &f.ops[i]
+        if op.kind == 0:
+            tokens_code(k, op.code)
+        elif op.kind == 1:
+            if op.gen == gen:
+                tokens_indexed(k, op.index)
+            else:
+                tokens_string(k, op.s, op.n, &op.index)
+                op.gen = k.gen
+        elif op.kind == 2:
+            tokens_int(k, op.value)
+        else:
+            tokens_number(k, op.s, op.n)
+    if st.t.count == count:  # no new string: these bytes until the next generation
+        out = <uchar*>realloc(f.out, max(k.n - start, 16))
+        if out != NULL:
+            f.out = out
+            f.out_n = k.n - start
+            memcpy(f.out, k.out + start, f.out_n)
+            f.out_gen = gen
     return 0
 
 
