@@ -718,7 +718,7 @@ cdef class LineBatch:
         """The lines held, from their stored form back to JSON lines in ``buf`` (each batch
         expanded), and the lines kept as lines from then on."""
         cdef Py_ssize_t i, start = 0, size = 0
-        cdef long long seq
+        cdef const char* end
         cdef bytes blob
         parts = []
         for i in range(self.count):  # (the first held line starts a batch)
@@ -729,8 +729,9 @@ cdef class LineBatch:
         blob = b"".join(parts)
         self.buf.len = 0
         put_bytes(&self.buf, PyBytes_AS_STRING(blob), PyBytes_GET_SIZE(blob))
-        for i in range(self.count):
-            size += self.raws[i]
+        for i in range(self.count):  # each line's end, found in the lines themselves
+            end = <const char*>memchr(self.buf.data + size, 10, self.buf.len - size)
+            size = end - self.buf.data + 1
             self.ends[i] = size
         tokens_free(&self.tok)
         self.stored = False

@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from exchange.core import _lines
 from exchange.core import events as ev
 from exchange.core.commands import MAX_EXPOSURE, CommandError, jsonable, parse_command
-from exchange.core.events import Event, encode
+from exchange.core.events import Event, decode, encode
 from exchange.kernel.compiled import CompiledExchange
 from exchange.kernel.engine import Exchange
 from exchange.kernel.engines import ENGINES
@@ -142,6 +142,7 @@ class EnginePair:
         sinks = {name: self.events[name].append for name in NAMES}
         self.lines = _lines.LineBatch(1) if lines or stored else None
         self.stored = stored  # batches of this many lines kept in their stored form
+        self.tap_after = 1 << 62  # calls after which a tap reads the lines (see check)
         if stored:
             self.lines.store_compact(stored)
         if self.lines is not None:
@@ -166,7 +167,12 @@ class EnginePair:
         the last few calls, the latest first)."""
         start = self.compared
         new = {name: [encode(e) for e in self.events[name][start:]] for name in NAMES}
-        if self.stored:  # its batches' stored forms, whole batches at a time
+        if self.stored and self.lines.stored and len(self.trail) >= self.tap_after:
+            lines = self.lines  # the lines held, typed ones among them, back to JSON lines
+            tap = _lines.Tap(["Fill"], [], ["alice"], print, lambda: tap.scan(lines), Event, decode)
+            lines.watch(tap)
+            assert not lines.stored
+        if self.stored and self.lines.stored:  # its batches' stored forms, whole ones
             blob = b""
             while len(self.lines):  # (a batch taken short ends there: the next starts anew)
                 stored = self.lines.take(min(self.stored, len(self.lines)))[0]
@@ -476,6 +482,8 @@ def test_the_compiled_engine_s_stored_lines_are_the_compacted_events_of_the_refe
     its typed lines written as tokens, with no JSON; the Python paths' Events tokenized as
     they end) gives, batch for batch, ``compact`` of the reference engine's encoded events."""
     twin = Twin(seed, margin=margin, cash=cash, stored=data.draw(st.sampled_from([1, 3, 7, 50])))
+    # a tap (a bot runner's) turns the lines held back to lines, at some call's check
+    twin.tap_after = len(twin.trail) + data.draw(st.integers(0, 2 * len(stream) + 1))
     for step in stream:
         play(twin, step)
     twin.finish()
