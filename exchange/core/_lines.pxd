@@ -101,9 +101,9 @@ cdef class LineBatch:
 
     cdef int end_line(self, long long t) except -1
     # the stored form, a line written as tokens (the compiled kernel): open_batch before it
-    # (at its seq), end_typed after its end code (its JSON line's bytes, newline included)
+    # (at its seq); after its end code the kernel notes it in ends, ts and raws (its JSON
+    # line's bytes, newline included), growing them with _grow_lines
     cdef int open_batch(self, long long seq) except -1
-    cdef int end_typed(self, long long t, Py_ssize_t json_size) except -1
     cdef Py_ssize_t _taking(self, Py_ssize_t n) except -1
     cdef tuple _remove(self, Py_ssize_t n)
     cdef int _to_lines(self) except -1

@@ -764,17 +764,6 @@ cdef class LineBatch:
         self.lines_cap = cap
         return 0
 
-    cdef int end_typed(self, long long t, Py_ssize_t json_size) except -1:
-        """The line the kernel wrote as tokens (its end code written) is held: ``t`` its
-        event's, ``json_size`` its JSON line's bytes with the newline."""
-        if self.count == self.lines_cap:
-            self._grow_lines()
-        self.raws[self.count] = json_size
-        self.ends[self.count] = self.tok.n
-        self.ts[self.count] = t
-        self.count += 1
-        return 0
-
     cdef int _stored_line(self) except -1:
         """End the line written in ``buf`` (stored form): its tokens, in its batch."""
         cdef Py_ssize_t n = self.buf.len

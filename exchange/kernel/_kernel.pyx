@@ -1188,7 +1188,7 @@ cdef inline int _close(Out* o, bytes tail, int kind) except -1:
     if o.tw != NULL:  # (no tap reads lines kept as tokens)
         _tw_put(o, tail)
         tokens_close(o.tw, o.seq, o.t)
-        # (LineBatch.end_typed, inline)
+        # the line held (as LineBatch.end_line notes one; see _lines.pxd)
         count = lines.count
         if count == lines.lines_cap:
             lines._grow_lines()
