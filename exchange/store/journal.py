@@ -100,11 +100,14 @@ _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, linux/fcntl.h
 #: waited whenever the journaller's reading thread was not scheduled within a few batches:
 #: 0.35 s of a 1M-event run on a loaded machine, in ~100 waits of ~3.5 ms each (measured),
 #: though the journaller kept pace. The run waits on the ring only when the journaller is
-#: this far behind (about 100k events). The run maps all of it at once (``MAP_POPULATE``):
-#: a constant in the run's resident memory from the hand-over on, not a part that grows with
-#: the bytes the run has written until the ring first wraps (which made a run of 160k events
-#: look 1.67x smaller than one of 1.6M in the memory bench, decision 84).
-_RING_BYTES = 16 << 20
+#: this far behind: 4 MiB of batches in their stored form (~31 bytes an event on ``flow``,
+#: about 135k events; 16 MiB held ~100k JSON events before decision 106). The run maps all of
+#: it at once (``MAP_POPULATE``): a constant in the run's resident memory from the hand-over
+#: on, not a part that grows with the bytes the run has written until the ring first wraps
+#: (which made a run of 160k events look 1.67x smaller than one of 1.6M in the memory bench,
+#: decision 84). Mapping 16 MiB so was ~0.015 s of the run's thread (its pages faulted in
+#: at once) for bytes a run of a million events barely wrapped (decision 108).
+_RING_BYTES = 4 << 20
 #: Batches placed in the ring that the run tells the journaller of in one message. Each
 #: message down the pipe wakes the journaller, and Linux runs the woken thread on the
 #: waker's core (a pipe's wake-up is a "sync" one: the writer is expected to sleep), where it
