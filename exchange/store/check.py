@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import pickle
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exchange.store.event_store import VerifyReport, verify_store
-from exchange.store.helper import child_pipes, error_reply, raise_error_reply, spawn
+from exchange.store.helper import (
+    child_pipes,
+    error_reply,
+    exit_status,
+    raise_error_reply,
+    spawn,
+)
+
+if TYPE_CHECKING:
+    import subprocess
 
 #: Seconds to wait for the helper to exit once its report is in, before killing it.
 _EXIT_WAIT_S = 10.0
@@ -79,11 +88,7 @@ class StoreCheck:
             conn.close()
         if self._report is None and self._proc.poll() is None:
             self._proc.kill()  # still scanning: nobody wants its answer any more
-        try:
-            self._proc.wait(_EXIT_WAIT_S)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        exit_status(self._proc, _EXIT_WAIT_S, kill=True)
 
     def _receive(self, progress: Callable[[int, int], None] | None) -> None:
         if self._died is not None:

@@ -68,6 +68,18 @@ def spawn(module: str, *args: str, pass_fds: tuple[int, ...] = ()) -> Helper | N
     return Helper(proc, to_child, from_child)
 
 
+def exit_status(proc: subprocess.Popen, timeout: float, *, kill: bool = False) -> int | None:
+    """``proc``'s exit status, waited for up to ``timeout`` seconds; past that None, or, with
+    ``kill``, the process killed and its status."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        if not kill:
+            return None
+        proc.kill()
+        return proc.wait()
+
+
 def die_with(parent_pid: int) -> None:
     """Be killed the moment the parent dies (Linux ``PR_SET_PDEATHSIG``): a killed run must
     not leave a helper committing batches, or checking a file, after its death. Elsewhere a

@@ -79,17 +79,25 @@ import os
 import pickle
 import select
 import struct
-import subprocess
 import sys
 import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exchange.store.compact import compact
 from exchange.store.event_store import EventStore
 from exchange.store.fold import Fold, blob_events, fold_class
-from exchange.store.helper import child_pipes, error_reply, raise_error_reply, spawn
+from exchange.store.helper import (
+    child_pipes,
+    error_reply,
+    exit_status,
+    raise_error_reply,
+    spawn,
+)
+
+if TYPE_CHECKING:
+    import subprocess
 
 #: Bytes of pipe buffer asked for (Linux ``F_SETPIPE_SZ``): several batches in flight, so
 #: the run does not wait while the journaller commits the one before.
@@ -480,11 +488,7 @@ class Journaller:
                 self._to.send_bytes(pickle.dumps(("close",)))
         for conn in (self._to, self._from):
             conn.close()
-        try:
-            self._proc.wait(_EXIT_WAIT_S)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        exit_status(self._proc, _EXIT_WAIT_S, kill=True)
         if self._ring is not None:
             self._ring.close()
 
@@ -541,10 +545,7 @@ class Journaller:
         try:
             return pickle.loads(self._from.recv_bytes())
         except (EOFError, OSError):
-            try:
-                code = self._proc.wait(_EXIT_WAIT_S)
-            except subprocess.TimeoutExpired:
-                code = None
+            code = exit_status(self._proc, _EXIT_WAIT_S)
             raise JournalError(
                 f"the journaller process exited (status {code}) without saying why"
             ) from None
