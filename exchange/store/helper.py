@@ -10,8 +10,8 @@ This module holds what they share: starting one (:func:`spawn`), the child's sid
 (:func:`child_pipes`), dying with the parent (:func:`die_with`), and passing an exception
 back (:func:`error_reply`, :func:`raise_error_reply`).
 
-Messages are pickled tuples framed by :mod:`multiprocessing.connection`; pickle only ever
-passes between a process and the helper it started.
+Messages are pickled tuples, framed as :mod:`multiprocessing.connection` frames them
+(:class:`Channel`); pickle only ever passes between a process and the helper it started.
 """
 
 from __future__ import annotations
@@ -19,22 +19,114 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import signal
+import struct
 import subprocess
 import sys
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import NamedTuple
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+#: A frame's length: a 4-byte signed big-endian int; a message past its range is framed as
+#: -1 and an 8-byte length (as :mod:`multiprocessing.connection` frames them).
+_LENGTH = struct.Struct("!i")
+_LONG_LENGTH = struct.Struct("!Q")
+_MAX_SHORT = 0x7FFFFFFF
+
+
+class Channel:
+    """One end of a pipe to or from a helper process, carrying whole messages (``bytes``):
+    :meth:`send_bytes`, :meth:`recv_bytes`, :meth:`poll`, :meth:`close`, as
+    :class:`multiprocessing.connection.Connection` has them, and framed as it frames them, so
+    either end may be one. Not that class: its module imports ``tempfile``, ``socket``,
+    ``multiprocessing``'s context and more, ~11 ms of every helper's start-up, on a
+    journaller's way to taking over its run (decision 110). It owns its descriptor."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def fileno(self) -> int:
+        self._check()
+        return self._fd
+
+    def close(self) -> None:
+        """Close the descriptor (idempotent)."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def _check(self) -> None:
+        if self._fd < 0:
+            raise OSError("handle is closed")
+
+    def send_bytes(self, data: bytes) -> None:
+        """Write one message (BrokenPipeError if the other end is closed)."""
+        self.send_many(data)
+
+    def send_many(self, *messages: bytes) -> None:
+        """Write ``messages`` as :meth:`send_bytes` would one by one, in one ``writev``
+        (more where the pipe takes part of them): the bytes go from the caller's objects to
+        the pipe, with no copy into a joined buffer between (0.01-0.02 s of a 1M-event run's
+        hand-off, measured)."""
+        self._check()
+        views: list[memoryview] = []
+        for message in messages:
+            size = len(message)
+            if size > _MAX_SHORT:
+                header = _LENGTH.pack(-1) + _LONG_LENGTH.pack(size)
+            else:
+                header = _LENGTH.pack(size)
+            views += [memoryview(header), memoryview(message)]
+        while views:
+            written = os.writev(self._fd, views)
+            while views and written >= len(views[0]):
+                written -= len(views.pop(0))
+            if written:
+                views[0] = views[0][written:]
+
+    def recv_bytes(self) -> bytes:
+        """The next message, waiting for it; EOFError at the end of the pipe."""
+        self._check()
+        (size,) = _LENGTH.unpack(self._read(4))
+        if size == -1:
+            (size,) = _LONG_LENGTH.unpack(self._read(8))
+        return self._read(size)
+
+    def _read(self, size: int) -> bytes:
+        data = os.read(self._fd, size)
+        if len(data) == size:
+            return data
+        parts = [data]
+        left = size - len(data)
+        while True:
+            if not data:
+                raise EOFError
+            if not left:
+                return b"".join(parts)
+            data = os.read(self._fd, left)
+            parts.append(data)
+            left -= len(data)
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        """Whether a message (or the end of the pipe) is there to read, waiting up to
+        ``timeout`` seconds."""
+        self._check()
+        return bool(select.select([self._fd], [], [], timeout)[0])
 
 
 class Helper(NamedTuple):
     """A started helper process and the parent's ends of its two pipes."""
 
     proc: subprocess.Popen
-    to_child: Connection
-    from_child: Connection
+    to_child: Channel
+    from_child: Channel
 
 
 def spawn(module: str, *args: str, pass_fds: tuple[int, ...] = ()) -> Helper | None:
@@ -60,9 +152,9 @@ def spawn(module: str, *args: str, pass_fds: tuple[int, ...] = ()) -> Helper | N
     except OSError:
         return None
     assert proc.stdin is not None and proc.stdout is not None
-    # the Connections own duplicates; the Popen's file objects are closed at once
-    to_child = Connection(os.dup(proc.stdin.fileno()), readable=False)
-    from_child = Connection(os.dup(proc.stdout.fileno()), writable=False)
+    # the Channels own duplicates; the Popen's file objects are closed at once
+    to_child = Channel(os.dup(proc.stdin.fileno()))
+    from_child = Channel(os.dup(proc.stdout.fileno()))
     proc.stdin.close()
     proc.stdout.close()
     return Helper(proc, to_child, from_child)
@@ -94,17 +186,17 @@ def die_with(parent_pid: int) -> None:
         os._exit(0)
 
 
-def child_pipes(parent_pid: int) -> tuple[Connection, Connection]:
+def child_pipes(parent_pid: int) -> tuple[Channel, Channel]:
     """The helper's side, at the start of its ``main``: die with the parent, ignore Ctrl-C
     (it reaches the whole process group, and the parent decides), and return ``(requests,
     replies)`` on stdin and the original stdout. Anything else the helper prints then goes
     to stderr, so that it cannot garble a reply."""
     die_with(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    replies = Connection(os.dup(1), readable=False)
+    replies = Channel(os.dup(1))
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    requests = Connection(os.dup(0), writable=False)
+    requests = Channel(os.dup(0))
     return requests, replies
 
 

@@ -32,8 +32,8 @@ writing connection. Every page below the header is the same, and so is the file 
 runs with the same scenario, seed and ``journal_after``, whenever the hand-over happened.
 
 Protocol (each message one pickled tuple, or a batch's blob as it is, framed by
-:mod:`multiprocessing.connection`; pickle only ever passes between two processes of the same
-run):
+:class:`~exchange.store.helper.Channel` as :mod:`multiprocessing.connection` frames them;
+pickle only ever passes between two processes of the same run):
 
 * run -> journaller: ``("start", path, snapshot_every, fold_json)``, then the batches, then
   ``("end", t, state_hash)`` to seal, or ``("close",)`` if the run failed; the end of the pipe
@@ -77,12 +77,9 @@ import contextlib
 import mmap
 import os
 import pickle
-import select
-import struct
 import sys
 import threading
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from exchange.store.compact import compact
@@ -98,6 +95,8 @@ from exchange.store.helper import (
 
 if TYPE_CHECKING:
     import subprocess
+
+    from exchange.store.helper import Channel
 
 #: Bytes of pipe buffer asked for (Linux ``F_SETPIPE_SZ``): several batches in flight, so
 #: the run does not wait while the journaller commits the one before.
@@ -297,19 +296,13 @@ class Journaller:
     def __init__(
         self,
         proc: subprocess.Popen,
-        to_child: Connection,
-        from_child: Connection,
+        to_child: Channel,
+        from_child: Channel,
         ring: _Ring | None = None,
     ):
         self._proc = proc
         self._to = to_child
         self._from = from_child
-        # whether a reply is waiting, asked at every batch: one poll object, registered once
-        # (Connection.poll builds and registers a selector per call: ~15 us a batch)
-        self._replies: select.poll | None = None
-        if hasattr(select, "poll"):
-            self._replies = select.poll()
-            self._replies.register(from_child.fileno(), select.POLLIN)
         self._ring = ring  # None: the blobs travel down the pipe
         #: batches placed in the ring, not yet told: (first, count, offset, size, end, stored)
         self._placed: list[tuple[int, int, int, int, int, bool]] = []
@@ -344,7 +337,7 @@ class Journaller:
     def ready(self) -> bool:
         """True once the journaller has started and waits for the store (never blocks). A
         journaller that died on its way up is never ready."""
-        if not self._ready and not self._dead and self._replied():
+        if not self._ready and not self._dead and self._from.poll():
             try:
                 self._ready = self._receive()[0] == "ready"
             except JournalError:
@@ -468,7 +461,6 @@ class Journaller:
         exit is not waited for (the end of a process that held the store's cache, 10-12 ms
         measured, on the run's path before it closes its own store); a thread reaps it.
         Idempotent."""
-        self._replies = None  # (its descriptor is closed below, and may be reused)
         if self._sealed:
             for conn in (self._to, self._from):
                 conn.close()
@@ -499,9 +491,9 @@ class Journaller:
         if message[0] != "ring" and self._placed:
             self._send_placed()
         try:
-            if message[0] == "batch" and len(message[1]) <= _MAX_FRAME:
+            if message[0] == "batch":
                 header = pickle.dumps(("batch", None, *message[2:]), pickle.HIGHEST_PROTOCOL)
-                _write_messages(self._to, header, message[1])
+                self._to.send_many(header, message[1])
             else:
                 self._to.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
         except (BrokenPipeError, ConnectionResetError):
@@ -520,16 +512,10 @@ class Journaller:
     def _drain(self) -> None:
         """Take the replies already there (releases; raises the journaller's error), without
         waiting: only a release or an error can arrive while batches are sent."""
-        while self._replied():
+        while self._from.poll():
             reply = self._reply(self._receive_any())
             if reply is not None:
                 raise JournalError(f"journaller: unexpected reply {reply[0]!r}")
-
-    def _replied(self) -> bool:
-        """Whether a reply (or the end of the pipe) is there to read, without waiting."""
-        if self._replies is None:
-            return self._from.poll()
-        return bool(self._replies.poll(0))
 
     def _reply(self, reply: tuple) -> tuple | None:
         """None for a release of the ring (noted), else ``reply``; raises an error reply."""
@@ -551,28 +537,6 @@ class Journaller:
             ) from None
 
 
-#: The largest message :func:`_write_messages` frames (a 4-byte length, as
-#: :mod:`multiprocessing.connection` frames one).
-_MAX_FRAME = 0x7FFFFFFF
-
-
-def _write_messages(conn: Connection, *messages: bytes) -> None:
-    """Write ``messages`` to ``conn`` as :meth:`Connection.send_bytes` would one by one, in
-    one ``writev`` (more where the pipe takes part of them): the bytes go from the caller's
-    objects to the pipe, with no copy into a pickle or a joined buffer between (0.01-0.02 s of
-    a 1M-event run's hand-off, measured)."""
-    views: list[memoryview] = []
-    for message in messages:
-        views += [memoryview(struct.pack("!i", len(message))), memoryview(message)]
-    fd = conn.fileno()
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views.pop(0))
-        if written:
-            views[0] = views[0][written:]
-
-
 # ---------------------------------------------------------------------- the process
 class _Inbox:
     """The journaller's reading of the run's pipe, on a thread of its own: it keeps the pipe
@@ -585,7 +549,7 @@ class _Inbox:
     the first message it reads after :meth:`stop` (a run then blocked on a full pipe gets
     EPIPE, and reads the journaller's error)."""
 
-    def __init__(self, requests: Connection, limit: int = _INBOX_BYTES) -> None:
+    def __init__(self, requests: Channel, limit: int = _INBOX_BYTES) -> None:
         self._requests = requests
         self._limit = limit
         self._queue: collections.deque[bytes | None] = collections.deque()
@@ -844,7 +808,7 @@ class _ThreadedJournal(Journal):
         self.committer.close()
 
 
-def serve(requests: Connection, replies: Connection, ring: mmap.mmap | None = None) -> int:
+def serve(requests: Channel, replies: Channel, ring: mmap.mmap | None = None) -> int:
     """The journaller's loop: returns the process's exit status. ``ring``: the buffer shared
     with the run (:class:`_Ring`), where the blobs of ``("ring", ...)`` batches are."""
 

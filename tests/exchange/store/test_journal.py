@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from exchange.sessions import session
 from exchange.store.compact import expand
 from exchange.store.event_store import INDEXES, EventStore, StoreError, verify_store
 from exchange.store.fold import Fold
+from exchange.store.helper import Channel
 from exchange.store.journal import JournalError, Journaller, serve
 
 FLOW = {"messages": 3_000, "traders": 5}
@@ -717,8 +719,9 @@ def test_a_batch_travels_to_the_journaller_as_its_header_then_its_blob_unpickled
     """The run writes a batch's blob to the pipe from its own bytes (no copy into a pickle):
     a pickled header ``("batch", None, first, count[, stored])`` (no digest: the journaller's store
     computes it over the stored form), then the blob as a message of its own, both framed as
-    ``Connection.send_bytes`` frames them."""
-    journaller_end, run_side = Pipe(duplex=False)
+    ``Connection.send_bytes`` frames them (read here by a ``multiprocessing`` Connection)."""
+    read_fd, write_fd = os.pipe()
+    journaller_end, run_side = Connection(read_fd, writable=False), Channel(write_fd)
     replies_end, _unused = Pipe(duplex=False)
     journaller = Journaller(None, run_side, replies_end)
     journaller._next_seq, journaller._batch = 4, 2
