@@ -97,19 +97,20 @@ cdef class LineBatch:
     cdef Py_ssize_t per_batch  # events a batch (batches start at seqs 1 + k * per_batch)
     cdef long long opened      # the seq of the last batch's first line (its format byte written)
     cdef long long next_open   # the seq of the next batch's first line
-    cdef Py_ssize_t* raws      # per line (stored form): its JSON line's bytes with its newline
+    cdef Py_ssize_t* raws      # per line (stored form): its JSON line's bytes with its newline,
+                               # or a lower bound of them (see _raw_size)
 
     cdef int end_line(self, long long t) except -1
     # the stored form, a line written as tokens (the compiled kernel): open_batch before it
-    # (at its seq); after its end code the kernel notes it in ends, ts and raws (its JSON
-    # line's bytes, newline included), growing them with _grow_lines
+    # (at its seq); after its end code the kernel notes it in ends, ts and raws (a lower
+    # bound of its JSON line's bytes, newline included), growing them with _grow_lines
     cdef int open_batch(self, long long seq) except -1
     cdef Py_ssize_t _taking(self, Py_ssize_t n) except -1
     cdef tuple _remove(self, Py_ssize_t n)
     cdef int _to_lines(self) except -1
     cdef int _stored_line(self) except -1
     cdef int _grow_lines(self) except -1
-    cdef Py_ssize_t _raw_size(self, Py_ssize_t n)
+    cdef Py_ssize_t _raw_size(self, Py_ssize_t n) except -2
     cdef bytes _stored_blob(self, Py_ssize_t n)
 
 

@@ -845,29 +845,39 @@ cdef class LineBatch:
 
     def size_of(self, Py_ssize_t n):
         """The bytes of the blob :meth:`take` would give for ``n`` (0 when none is held)."""
-        cdef Py_ssize_t raw
         if n > self.count:
             n = self.count
         if n <= 0:
             return 0
+        cdef Py_ssize_t raw
         if self.stored:
             raw = self._raw_size(n)
-            return raw + 1 if self.ends[n - 1] >= raw + 1 else self.ends[n - 1]
+            if raw >= 0:
+                return raw + 1
         return self.ends[n - 1]
 
-    cdef Py_ssize_t _raw_size(self, Py_ssize_t n):
-        """The bytes of the first ``n`` lines as JSON lines (stored form)."""
-        cdef Py_ssize_t i, size = 0
+    cdef Py_ssize_t _raw_size(self, Py_ssize_t n) except -2:
+        """Stored form: -1 where the batch of the first ``n`` lines is stored as its tokens,
+        else the bytes of its JSON lines (``compact`` stores a batch raw, as ``FORMAT_RAW``
+        and the lines, where its tokens are not smaller). ``raws`` holds a lower bound of each
+        line's JSON bytes (exact for a line given as JSON; the kernel's typed lines count an
+        int as one digit and a line's seq and t as one each, decision 111): tokens smaller
+        than that sum are smaller than the lines, and only otherwise are the lines counted,
+        from the tokens expanded."""
+        cdef Py_ssize_t i, end = self.ends[n - 1], bound = 0
         for i in range(n):
-            size += self.raws[i]
-        return size
+            bound += self.raws[i]
+        if end < bound + 1:
+            return -1
+        raw = len(_expand(PyBytes_FromStringAndSize(<char*>self.tok.out, end)))
+        return -1 if end < raw + 1 else raw
 
     cdef bytes _stored_blob(self, Py_ssize_t n):
         """The stored form of the batch of the first ``n`` lines: its tokens, or, where those
         are not smaller than its JSON lines, ``FORMAT_RAW`` and the lines (as ``compact``)."""
         cdef Py_ssize_t end = self.ends[n - 1]
         cdef bytes tokens = PyBytes_FromStringAndSize(<char*>self.tok.out, end)
-        if end >= self._raw_size(n) + 1:
+        if self._raw_size(n) >= 0:
             return b"\x00" + _expand(tokens)
         return tokens
 
@@ -880,15 +890,17 @@ cdef class LineBatch:
         cdef Py_ssize_t size
         cdef const char* data
         n = self._taking(n)
-        size = self.size_of(n)
         blob = None
         if not self.stored:
             data = self.buf.data
-        elif size == self.ends[n - 1]:
+            size = self.ends[n - 1]
+        elif self._raw_size(n) < 0:
             data = <const char*>self.tok.out
+            size = self.ends[n - 1]
         else:  # the raw form (rare)
             blob = self._stored_blob(n)
             data = PyBytes_AS_STRING(blob)
+            size = PyBytes_GET_SIZE(blob)
         PyObject_GetBuffer(target, &view, PyBUF_WRITABLE)
         try:
             if offset < 0 or offset + size > view.len:

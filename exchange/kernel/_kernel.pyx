@@ -604,9 +604,10 @@ cdef struct Out:
     # with a tap: bit k set when the tap wants the kind of typed line k (K_RECEIVED...): only
     # a wanted line's end can run Python (``Tap.line_ended``)
     int wanted
-    # with lines: every line starts ``[seq,t``: ``seq``'s decimal digits are kept (the last
-    # ``seq_len`` bytes of ``seq_digits``) and counted up per line; ``t``'s are written once
-    # per command (the last ``t_len`` of ``t_digits``)
+    # with lines as JSON: every line starts ``[seq,t``: ``seq``'s decimal digits are kept
+    # (the last ``seq_len`` bytes of ``seq_digits``) and counted up per line; ``t``'s are
+    # written once per command (the last ``t_len`` of ``t_digits``); lines as tokens need
+    # neither (decision 111)
     char seq_digits[24]
     int seq_len
     char t_digits[24]
@@ -616,8 +617,10 @@ cdef struct Out:
     PyObject* kernel
     # with lines kept in their stored form (LineBatch.store_compact): the lines' token
     # streams, the typed lines written there as tokens, with no JSON (decision 106); NULL:
-    # as JSON into ``buf``. ``mark``: the open line's (for _undo); ``json``: the bytes its
-    # JSON line would have (the stored form's choice of raw or tokens needs them)
+    # as JSON into ``buf``. ``mark``: the open line's (for _undo); ``json``: a lower bound of
+    # the bytes its JSON line would have (the stored form's choice of raw or tokens needs
+    # them: LineBatch._raw_size): exact but for an int, counted as one digit, and the line's
+    # seq and t, one each (decision 111)
     Tokens* tw
     TokMark mark
     Py_ssize_t json
@@ -837,16 +840,6 @@ cdef inline int _tw_put(Out* o, bytes s) except -1:
     return tokens_frag(o.tw, f)
 
 
-cdef inline Py_ssize_t _int_size(long long v) noexcept:
-    """The bytes of ``v`` in decimal."""
-    cdef unsigned long long u = (<unsigned long long>0) - <unsigned long long>v if v < 0 else v
-    cdef Py_ssize_t n = 1 if v < 0 else 0
-    while u >= 10000:
-        u //= 10000
-        n += 4
-    return n + (1 if u < 10 else 2 if u < 100 else 3 if u < 1000 else 4)
-
-
 cdef const char* _DIGITS2 = (
     b"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
     b"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
@@ -881,7 +874,7 @@ cdef int _digits(char* out, long long v) noexcept:
 
 cdef inline int _put_int(Out* o, long long v) except -1:
     if o.tw != NULL:
-        o.json += _int_size(v)
+        o.json += 1  # (a lower bound of its digits: see Out.json)
         return tokens_int(o.tw, v)
     if v < 0:
         return put_u64(o.buf, (<unsigned long long>0) - <unsigned long long>v, True)
@@ -1082,6 +1075,8 @@ cdef int _reread(Out* o, dict E) except -1:
     o.tapped = lines.tap is not None
     if o.tapped:
         o.wanted = _wanted_by(lines.tap)
+    if o.tw != NULL:
+        return 0  # (tokens need no digits)
     return _stamp(o, seq, t)
 
 
@@ -1110,9 +1105,12 @@ cdef inline int _done(Out* o) except -1:
         if o.kernel != NULL and (<Kernel>o.kernel).counters is not None:
             k = <Kernel>o.kernel
             k.seq = o.seq
-            memcpy(k.seq_digits, o.seq_digits, 24)
-            k.seq_len = o.seq_len
-            k.digits_seq = o.seq
+            if o.tw != NULL:
+                k.digits_seq = -1  # (lines as tokens keep no digits)
+            else:
+                memcpy(k.seq_digits, o.seq_digits, 24)
+                k.seq_len = o.seq_len
+                k.digits_seq = o.seq
         else:
             (<dict>o.E)["seq"] = o.seq
     return 0
@@ -1143,6 +1141,8 @@ cdef int _begin_k(Out* o, dict E, Kernel k) except -1:
     o.seq = k.seq
     o.t = t
     o.tapped = False
+    if o.tw != NULL:
+        return 0  # (tokens need no digits)
     if k.digits_seq != k.seq:
         return _stamp(o, k.seq, t)
     memcpy(o.seq_digits, k.seq_digits, 24)
@@ -1154,8 +1154,14 @@ cdef inline int _head(Out* o, bytes head) except -1:
     """Open the next line: ``[seq,t`` and ``head``."""
     cdef Buf* b = o.buf
     cdef int i = 23
-    # seq + 1, in its digits (seq >= 0: see _begin)
     o.seq += 1
+    if o.tw != NULL:  # as tokens: its batch opened first if it is the batch's first line
+        if o.seq >= (<LineBatch>o.lines).next_open:
+            (<LineBatch>o.lines).open_batch(o.seq)
+        tokens_open(o.tw, &o.mark, o.seq, o.t)
+        o.json = 4  # ``[seq,t``: seq and t one digit each, at least (see Out.json)
+        return _tw_put(o, head)
+    # seq + 1, in its digits (seq >= 0: see _begin)
     while i >= 24 - o.seq_len and o.seq_digits[i] == b"9":
         o.seq_digits[i] = b"0"
         i -= 1
@@ -1164,12 +1170,6 @@ cdef inline int _head(Out* o, bytes head) except -1:
         o.seq_digits[i] = b"1"
     else:
         o.seq_digits[i] += 1
-    if o.tw != NULL:  # as tokens: its batch opened first if it is the batch's first line
-        if o.seq >= (<LineBatch>o.lines).next_open:
-            (<LineBatch>o.lines).open_batch(o.seq)
-        tokens_open(o.tw, &o.mark, o.seq, o.t)
-        o.json = 2 + o.seq_len + o.t_len
-        return _tw_put(o, head)
     _raw(b, b"[", 1)
     _raw(b, o.seq_digits + 24 - o.seq_len, o.seq_len)
     _comma(o)
@@ -1209,12 +1209,12 @@ cdef inline int _close(Out* o, bytes tail, int kind) except -1:
 
 cdef inline int _undo(Out* o, Py_ssize_t start) except -1:
     """Drop the line being written (for the generic path to write the event)."""
+    o.seq -= 1
     if o.tw != NULL:
         tokens_undo(o.tw, &o.mark)
     else:
         o.buf.len = start
-    o.seq -= 1
-    o.seq_len = _digits(o.seq_digits, o.seq)
+        o.seq_len = _digits(o.seq_digits, o.seq)
     return 0
 
 
@@ -1370,9 +1370,7 @@ cdef int _accepted(
             qty_value, None, None, None,
             {"order_type": order_type, "tif": tif_value, "post_only": post_only_value}, None,
         )
-    _head(o, A_HEAD)
-    _put(o, info.name_json)
-    _comma(o)
+    _head(o, info.a_head)
     _put_obj(o, name)
     _comma(o)
     _put_int(o, order_id)
@@ -1401,9 +1399,7 @@ cdef int _fill(
     cdef Py_ssize_t start
     if o.lines != NULL:
         start = o.buf.len
-        _head(o, F_HEAD)
-        _put(o, info.name_json)
-        _comma(o)
+        _head(o, info.f_head)
         _put_obj(o, taker_name)
         _comma(o)
         if _put_obj(o, order_id):
@@ -1430,9 +1426,7 @@ cdef int _fee_event(
     cdef Py_ssize_t start
     if o.lines != NULL:
         start = o.buf.len
-        _head(o, FEE_HEAD)
-        _put(o, info.name_json)
-        _comma(o)
+        _head(o, info.fee_head)
         if _put_obj(o, account):
             _comma(o)
             if _put_obj(o, order_id):
@@ -1450,9 +1444,7 @@ cdef int _rested(
     cdef Py_ssize_t start
     if o.lines != NULL:
         start = o.buf.len
-        _head(o, RESTED_HEAD)
-        _put(o, info.name_json)
-        _comma(o)
+        _head(o, info.rested_head)
         if _put_obj(o, name):
             _comma(o)
             if _put_obj(o, order_id):
@@ -1467,21 +1459,21 @@ cdef int _rested(
 
 
 cdef bint _order_line(
-    Out* o, bytes head, object instrument, object instrument_json, object account,
-    object order_id
+    Out* o, bytes head, object instrument, object head_json, object account, object order_id
 ) except -1:
-    """Open the line of an event about an order: ``head``, then its instrument
-    (``instrument_json``, the instrument's bytes when known -- a listing's --, else written
-    from ``instrument``), account and order id: 1. 0 when one of them is not the typed path's
-    (nothing written: the generic path writes the event)."""
+    """Open the line of an event about an order: ``head``, then its instrument (written
+    from ``instrument``; or ``head_json``, when known: ``head``, the instrument's bytes and a
+    comma, as a listing has them), account and order id: 1. 0 when one of them is not the
+    typed path's (nothing written: the generic path writes the event)."""
     cdef Py_ssize_t start = o.buf.len
-    _head(o, head)
-    if instrument_json is not None:
-        _put(o, <bytes>instrument_json)
-    elif not _put_obj(o, instrument):
-        _undo(o, start)
-        return 0
-    _comma(o)
+    if head_json is not None:
+        _head(o, <bytes>head_json)
+    else:
+        _head(o, head)
+        if not _put_obj(o, instrument):
+            _undo(o, start)
+            return 0
+        _comma(o)
     if _put_obj(o, account):
         _comma(o)
         if _put_obj(o, order_id):
@@ -1491,13 +1483,12 @@ cdef bint _order_line(
 
 
 cdef int _cancelled(
-    Out* o, object instrument, object instrument_json, object account, object order_id,
+    Out* o, object instrument, object head_json, object account, object order_id,
     int64_t qty, int reason
 ) except -1:
-    """OrderCancelled of ``qty`` lots with ``REASONS[reason]``; ``instrument_json`` the
-    instrument's bytes when known (a listing's), else None (written from ``instrument``)."""
-    if o.lines != NULL and _order_line(o, C_HEAD, instrument, instrument_json, account,
-                                       order_id):
+    """OrderCancelled of ``qty`` lots with ``REASONS[reason]``; ``head_json`` the line's
+    opening when known (a listing's ``c_head``), else None (written from ``instrument``)."""
+    if o.lines != NULL and _order_line(o, C_HEAD, instrument, head_json, account, order_id):
         _put(o, C_QTY)
         _put_int(o, qty)
         return _close(o, <bytes>C_TAIL[reason], K_CANCELLED)
@@ -1506,11 +1497,11 @@ cdef int _cancelled(
 
 
 cdef int _order_rejected(
-    Out* o, object instrument, object instrument_json, object account, object order_id,
+    Out* o, object instrument, object head_json, object account, object order_id,
     object reason
 ) except -1:
-    """OrderRejected of ``order_id`` with ``reason`` (a str); ``instrument_json`` as
-    :func:`_cancelled` takes it. Typed: the generic path would let go of a held ledger (Python
+    """OrderRejected of ``order_id`` with ``reason`` (a str); ``head_json`` as
+    :func:`_cancelled` takes it (a listing's ``or_head``). Typed: the generic path would let go of a held ledger (Python
     may run there), which then has to be read again -- ~0.1 M instructions a rejection."""
     cdef object tail
     if o.lines != NULL and type(reason) is str:
@@ -1518,7 +1509,7 @@ cdef int _order_rejected(
         if tail is None:
             tail = _json({"reason": reason}) + b"]"
             OR_TAILS[reason] = tail
-        if _order_line(o, OR_HEAD, instrument, instrument_json, account, order_id):
+        if _order_line(o, OR_HEAD, instrument, head_json, account, order_id):
             _put(o, OR_NULLS)
             return _close(o, <bytes>tail, K_ORDER_REJECTED)
     return _emit_o(o, ORDER_REJECTED, instrument, account, order_id, None, None, None, None,
@@ -1585,6 +1576,17 @@ cdef inline void _add_lots(dict A, object name, int side, object lots):
 
 
 # ----------------------------------------------------------------------------- instruments
+# a typed line's opening up to its account (a kind's head, an instrument's bytes, a comma),
+# one object per distinct opening: the tokens' fragments are kept by the object
+# (:func:`_frag_of`), and the listings of every engine made in a process share them
+cdef dict _LINE_HEADS = {}
+
+
+cdef bytes _line_head(bytes head, bytes name_json):
+    opening = head + name_json + b","
+    return <bytes>_LINE_HEADS.setdefault(opening, opening)
+
+
 cdef class _Listing:
     """What the order path needs of one listing, typed once (the spec is frozen; the cache
     entry is dropped when the instrument's ``Listing`` or its spec is no longer the same
@@ -1597,6 +1599,9 @@ cdef class _Listing:
     cdef OrderBook book
     cdef object name
     cdef bytes name_json  # the name's canonical bytes (a fast listing's name is a str)
+    # (a fast listing's) the openings of its typed lines up to their account: the kind's head,
+    # the name's bytes and a comma, one piece of JSON (one fragment of tokens) each
+    cdef bytes a_head, f_head, fee_head, rested_head, c_head, or_head
     cdef int kind
     cdef bint fast  # every value below fits the bounds this file computes in
     # the book's fills buffer (OrderBook.fill_arr) last seen, held, and where its records are:
@@ -1663,6 +1668,12 @@ cdef class _Listing:
             self.name_json = _json(self.name)
         except _orjson.JSONEncodeError:  # a lone surrogate: the generic path's, the reference's
             return
+        self.a_head = _line_head(A_HEAD, self.name_json)
+        self.f_head = _line_head(F_HEAD, self.name_json)
+        self.fee_head = _line_head(FEE_HEAD, self.name_json)
+        self.rested_head = _line_head(RESTED_HEAD, self.name_json)
+        self.c_head = _line_head(C_HEAD, self.name_json)
+        self.or_head = _line_head(OR_HEAD, self.name_json)
         self.fast = True
 
 
@@ -3067,7 +3078,7 @@ cdef object _submit_checked(
             code = info.book.submit_market(order_id, book_account, side, qty, price)
         if code:
             reason = _REJECT_NAMES.get(code) or Reject(code).name.lower()
-            _order_rejected(&o, info.name, info.name_json, name, order_id_value, reason)
+            _order_rejected(&o, info.name, info.or_head, name, order_id_value, reason)
             return _result(False, order_id_value, reason) if want_result else order_id_value
         _accepted(
             &o, info, name, order_id, order_id_value, side, side_name, limit, order_type, price,
@@ -3226,7 +3237,7 @@ cdef int _after_match(
             raise KeyError(name)
         m.lots[<int>owner_side] -= cancel.qty
         _dirty(k, m, D_LOTS)
-        _cancelled(o, name, info.name_json, owner_name, maker_id, cancel.qty, REASON_STP)
+        _cancelled(o, name, info.c_head, owner_name, maker_id, cancel.qty, REASON_STP)
     resting = book.last_resting
     if resting:
         if k.counters is E and _held_int(order_id, &c_id) and _held_int(price, &c_price):
@@ -3250,7 +3261,7 @@ cdef int _after_match(
         _rested(o, info, taker_name, order_id, side, price, resting)
     cancelled = book.last_cancelled
     if cancelled:
-        _cancelled(o, name, info.name_json, taker_name, order_id, cancelled, remainder_reason)
+        _cancelled(o, name, info.c_head, taker_name, order_id, cancelled, remainder_reason)
     return 0
 
 
@@ -3407,7 +3418,7 @@ cdef object _cancel_checked(
                 raise KeyError(instrument)
             s.lots[<int>side] -= cancelled
             _dirty(kernel, s, D_LOTS)
-            _cancelled(&o, instrument, None, name, order_id_value, cancelled, REASON_USER)
+            _cancelled(&o, instrument, info.c_head, name, order_id_value, cancelled, REASON_USER)
     finally:
         _done(&o)
     return _result(True, order_id_value, None) if want_result else order_id_value

@@ -490,6 +490,24 @@ def test_the_compiled_engine_s_stored_lines_are_the_compacted_events_of_the_refe
     assert twin.lines.appended < twin.compared  # the kernel wrote lines itself
 
 
+def test_one_line_batches_of_large_values_are_stored_as_compact_stores_them():
+    """A stored batch's choice of tokens or raw lines is ``compact``'s, though the kernel
+    counts only a lower bound of its typed lines' JSON bytes (decision 111): one-line
+    batches of fills with large prices, quantities and cash (each int one varint of several
+    bytes, counted as one digit), their strings new to each batch, are the batches where the
+    bound falls below the tokens and the lines' bytes are counted from the tokens."""
+    twin = Twin(0, margin=False, cash=10**17, stored=1)
+    for price, qty in ((999_999, 10**9 - 1), (987_654, 123_456_789), (1, 1)):
+        for account, side in (("alice", "sell"), ("bob", "buy")):
+            twin.call(
+                "handle",
+                {"type": "submit", "account": account, "instrument": SPOT.name, "side": side,
+                 "order_type": "limit", "price": price, "qty": qty},
+            )
+    twin.finish()
+    assert twin.lines.appended < twin.compared  # the kernel wrote lines itself
+
+
 # ---------------------------------------------------------------------- refusals, compiled
 #: Well-formed commands (every field as its model takes it) aimed at the engine's refusals:
 #: unknown and defaulted accounts, order ids no longer (or never) resting or another's,
