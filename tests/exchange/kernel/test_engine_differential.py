@@ -501,8 +501,15 @@ def test_one_line_batches_of_large_values_are_stored_as_compact_stores_them():
         for account, side in (("alice", "sell"), ("bob", "buy")):
             twin.call(
                 "handle",
-                {"type": "submit", "account": account, "instrument": SPOT.name, "side": side,
-                 "order_type": "limit", "price": price, "qty": qty},
+                {
+                    "type": "submit",
+                    "account": account,
+                    "instrument": SPOT.name,
+                    "side": side,
+                    "order_type": "limit",
+                    "price": price,
+                    "qty": qty,
+                },
             )
     twin.finish()
     assert twin.lines.appended < twin.compared  # the kernel wrote lines itself
