@@ -950,28 +950,58 @@ cdef inline bint _put_obj(Out* o, object value) except -1:
 
 # a name's string token in the open batch of a stored form: its index there, while the
 # table's generation (``tokens_gen``) is the one noted, and its JSON's bytes; by the name
-# object's address, as _name_keys (a strong reference held)
+# object's address, as _name_keys (a strong reference held); one entry a cache line's quarter
+cdef struct TokName:
+    PyObject* key
+    Py_ssize_t gen
+    Py_ssize_t index
+    Py_ssize_t json
 cdef enum:
     N_TOK_CACHE = 1024  # a power of two (a batch names a few hundred accounts on `flow`)
-cdef PyObject* _tok_keys[N_TOK_CACHE]
-cdef Py_ssize_t _tok_gen[N_TOK_CACHE]
-cdef Py_ssize_t _tok_index[N_TOK_CACHE]
-cdef Py_ssize_t _tok_json[N_TOK_CACHE]
+cdef TokName _tok_names[N_TOK_CACHE]
 
 
-cdef bint _tw_obj(Out* o, object value) except -1:
+cdef inline TokName* _tok_name(object value) noexcept:
+    return &_tok_names[
+        <Py_ssize_t>((<uint64_t><size_t><PyObject*>value * 0x9E3779B97F4A7C15ULL) >> 54)
+    ]
+
+
+cdef inline bint _tw_obj(Out* o, object value) except -1:
     """:func:`_put_obj` as tokens: the tokens the encoder makes of the JSON :func:`_put_obj`
-    writes (1), or nothing (0) where that writes nothing."""
-    cdef Py_ssize_t h, n, index, start
+    writes (1), or nothing (0) where that writes nothing. Inline, the two cases of nearly
+    every call (a name in the open batch's table, an int); the rest :func:`_tw_obj_slow`'s."""
+    cdef TokName* e
     cdef long long v
     cdef int overflow = 0
+    if type(value) is str:
+        e = _tok_name(value)
+        if e.key == <PyObject*>value and e.gen == tokens_gen(o.tw):
+            o.json += e.json
+            tokens_indexed(o.tw, e.index)
+            return 1
+    elif type(value) is int:
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow:
+            _put_int(o, v)
+            return 1
+    return _tw_obj_slow(o, value)
+
+
+cdef bint _tw_obj_slow(Out* o, object value) except -1:
+    """:func:`_tw_obj` past its inline cases: a name new to the open batch, None, an int past
+    int64, anything else."""
+    cdef Py_ssize_t n, index, start
+    cdef long long v
+    cdef int overflow = 0
+    cdef TokName* e
     cdef Frag* f
     cdef Buf* b
     if type(value) is str:
-        h = <Py_ssize_t>((<uint64_t><size_t><PyObject*>value * 0x9E3779B97F4A7C15ULL) >> 54)
-        if _tok_keys[h] == <PyObject*>value and _tok_gen[h] == tokens_gen(o.tw):
-            o.json += _tok_json[h]
-            tokens_indexed(o.tw, _tok_index[h])
+        e = _tok_name(value)
+        if e.key == <PyObject*>value and e.gen == tokens_gen(o.tw):
+            o.json += e.json
+            tokens_indexed(o.tw, e.index)
             return 1
         # its JSON into the line buffer (empty while a typed line is written as tokens),
         # with the 16 readable bytes the table's reads need past the content
@@ -989,11 +1019,11 @@ cdef bint _tw_obj(Out* o, object value) except -1:
         finally:
             b.len = start
         Py_INCREF(value)
-        Py_XDECREF(_tok_keys[h])
-        _tok_keys[h] = <PyObject*>value
-        _tok_gen[h] = tokens_gen(o.tw)
-        _tok_index[h] = index
-        _tok_json[h] = n + 2
+        Py_XDECREF(e.key)
+        e.key = <PyObject*>value
+        e.gen = tokens_gen(o.tw)
+        e.index = index
+        e.json = n + 2
         o.json += n + 2
         return 1
     if value is None:
