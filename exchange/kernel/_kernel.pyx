@@ -748,9 +748,14 @@ cdef inline int _raw(Buf* b, const char* s, Py_ssize_t n) except -1:
 
 cdef inline int _put(Out* o, bytes s) except -1:
     """``s``, a piece of a typed line's JSON (a head, a key, a tail): its bytes, or its tokens
-    (see ``Out.tw``)."""
+    (see ``Out.tw``). (Each writer of a typed line: its tokens' path inline, small; its
+    JSON's a call.)"""
     if o.tw != NULL:
         return _tw_put(o, s)
+    return _put_json(o, s)
+
+
+cdef int _put_json(Out* o, bytes s) except -1:
     return _raw(o.buf, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s))
 
 
@@ -876,6 +881,10 @@ cdef inline int _put_int(Out* o, long long v) except -1:
     if o.tw != NULL:
         o.json += 1  # (a lower bound of its digits: see Out.json)
         return tokens_int(o.tw, v)
+    return _put_int_json(o, v)
+
+
+cdef int _put_int_json(Out* o, long long v) except -1:
     if v < 0:
         return put_u64(o.buf, (<unsigned long long>0) - <unsigned long long>v, True)
     return put_u64(o.buf, <unsigned long long>v, False)
@@ -923,11 +932,14 @@ cdef PyObject* _name_bytes[N_BYTES_CACHE]  # (static: all NULL at first)
 
 cdef inline bint _put_obj(Out* o, object value) except -1:
     """A top-level field from its object (the generic walk's bytes): 1 written, 0 not."""
-    cdef Py_ssize_t h, start
-    cdef Buf* b
     if o.tw != NULL:
         return _tw_obj(o, value)
-    b = o.buf
+    return _put_obj_json(o, value)
+
+
+cdef bint _put_obj_json(Out* o, object value) except -1:
+    cdef Py_ssize_t h, start
+    cdef Buf* b = o.buf
     if type(value) is not str:
         return put_value(b, <PyObject*>value, 1) == 0
     h = (<Py_ssize_t><PyObject*>value >> 4) & (N_BYTES_CACHE - 1)
@@ -1182,8 +1194,6 @@ cdef int _begin_k(Out* o, dict E, Kernel k) except -1:
 
 cdef inline int _head(Out* o, bytes head) except -1:
     """Open the next line: ``[seq,t`` and ``head``."""
-    cdef Buf* b = o.buf
-    cdef int i = 23
     o.seq += 1
     if o.tw != NULL:  # as tokens: its batch opened first if it is the batch's first line
         if o.seq >= (<LineBatch>o.lines).next_open:
@@ -1191,6 +1201,12 @@ cdef inline int _head(Out* o, bytes head) except -1:
         tokens_open(o.tw, &o.mark, o.seq, o.t)
         o.json = 4  # ``[seq,t``: seq and t one digit each, at least (see Out.json)
         return _tw_put(o, head)
+    return _head_json(o, head)
+
+
+cdef int _head_json(Out* o, bytes head) except -1:
+    cdef Buf* b = o.buf
+    cdef int i = 23
     # seq + 1, in its digits (seq >= 0: see _begin)
     while i >= 24 - o.seq_len and o.seq_digits[i] == b"9":
         o.seq_digits[i] = b"0"
@@ -1213,20 +1229,25 @@ cdef inline int _close(Out* o, bytes tail, int kind) except -1:
     that may run Python at this line's end -- the line is of a kind it wants and its ``t``
     is not announced yet (``Tap.line_ended``: else it returns at once, no Python) -- the
     engine's ``seq`` is written first, for that Python, and the engine read again after."""
-    cdef LineBatch lines = <LineBatch>o.lines
     cdef Py_ssize_t count
     if o.tw != NULL:  # (no tap reads lines kept as tokens)
         _tw_put(o, tail)
         tokens_close(o.tw, o.seq, o.t)
-        # the line held (as LineBatch.end_line notes one; see _lines.pxd)
-        count = lines.count
-        if count == lines.lines_cap:
-            lines._grow_lines()
-        lines.raws[count] = o.json + 1
-        lines.ends[count] = o.tw.n
-        lines.ts[count] = o.t
-        lines.count = count + 1
+        # the line held (as LineBatch.end_line notes one; see _lines.pxd), the batch read
+        # through the borrowed pointer (no reference taken)
+        count = (<LineBatch>o.lines).count
+        if count == (<LineBatch>o.lines).lines_cap:
+            (<LineBatch>o.lines)._grow_lines()
+        (<LineBatch>o.lines).raws[count] = o.json + 1
+        (<LineBatch>o.lines).ends[count] = o.tw.n
+        (<LineBatch>o.lines).ts[count] = o.t
+        (<LineBatch>o.lines).count = count + 1
         return 0
+    return _close_json(o, tail, kind)
+
+
+cdef int _close_json(Out* o, bytes tail, int kind) except -1:
+    cdef LineBatch lines = <LineBatch>o.lines
     _put(o, tail)
     if o.tapped and (o.wanted >> kind) & 1 and not quiet_at(lines, o.t):
         (<dict>o.E)["seq"] = o.seq

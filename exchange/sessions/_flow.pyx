@@ -414,6 +414,13 @@ cdef class RunStep(StepHook):
             else:
                 self.engine.advance(t)
         if len(self.pending) >= self.batch_size:
-            HOLD(self.engine, False)
-            self.drain()
+            # the drain's Python (the recorder taking the batches, folding and storing them
+            # or handing them on; the progress callbacks, given counts and times) reads
+            # nothing of the engine: a held ledger stays held, written back at the driver's
+            # next Python instead of at every batch (decision 112)
+            try:
+                self.drain()
+            except BaseException:
+                HOLD(self.engine, False)  # (whatever reads the engine next: as before)
+                raise
         return 0
