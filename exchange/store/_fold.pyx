@@ -1043,7 +1043,70 @@ cdef class Kernel:
                 w.fast = False
             elif w.fast:
                 self._string(d, &table.e[index], f, i, batch)
-        return self._walk_rest(d, pos, n, table, w, f, batch, 1, 12)
+        return self._walk_tail(d, pos, n, table, w, f, batch)
+
+    cdef Py_ssize_t _walk_tail(self, const unsigned char* d, Py_ssize_t pos, Py_ssize_t n,
+                               Table* table, Walk* w, Fields* f, Batch batch) except -2:
+        """:meth:`_walk_rest` from element 12 of a line's top-level array (its 12 scalars
+        read), for the shapes an event's payload has: a string, an int, null, true, false, or
+        an object of such values and of such objects; then the array's end and the line's.
+        Its checks are :meth:`_walk_rest`'s, in fewer steps (that walk's stack of states
+        kept as a depth: here an open container is always an object); anything else -- an
+        array, a raw number, a bad token, more elements -- is left to :meth:`_walk_rest`,
+        from element 12 again, the strings this walk added to the table taken back."""
+        cdef Py_ssize_t start = pos, n0 = table.n, index
+        cdef Py_ssize_t depth = 0  # objects open in element 12
+        cdef unsigned char code
+        cdef unsigned long long raw
+        while True:
+            # a value: a scalar ends it; an object's opening leads to its first key (or end)
+            if pos >= n:
+                break
+            code = d[pos]
+            pos += 1
+            if code == T_OPEN_OBJECT:
+                if depth >= 8:
+                    break
+                depth += 1
+            else:
+                if code >= T_SMALL_STRING or code == T_NEW_STRING or code == T_STRING:
+                    pos = _string_token(d, pos, n, table, code, &index)
+                    if pos < 0:
+                        break
+                elif code == T_INT:
+                    pos = _varint(d, pos, n, &raw)
+                    if pos < 0:
+                        break
+                elif not (T_SMALL_INT <= code < T_SMALL_INT_END or T_NULL <= code <= T_FALSE):
+                    break
+                if depth == 0:  # element 12 ends here: then the array's end, the line's
+                    if pos + 1 < n and d[pos] == T_CLOSE_ARRAY and d[pos + 1] == T_END:
+                        return pos + 2
+                    break
+            # inside an object: its next key, or its end (which ends a value in turn)
+            if pos >= n:
+                break
+            code = d[pos]
+            pos += 1
+            while code == T_CLOSE_OBJECT:
+                depth -= 1
+                if depth == 0:
+                    if pos + 1 < n and d[pos] == T_CLOSE_ARRAY and d[pos + 1] == T_END:
+                        return pos + 2
+                    break
+                if pos >= n:
+                    break
+                code = d[pos]
+                pos += 1
+            if depth == 0 or pos >= n and code == T_CLOSE_OBJECT:
+                break
+            if not (code >= T_SMALL_STRING or code == T_NEW_STRING or code == T_STRING):
+                break  # (a key that is not a string: refused there)
+            pos = _string_token(d, pos, n, table, code, &index)
+            if pos < 0:
+                break
+        table.n = n0
+        return self._walk_rest(d, start, n, table, w, f, batch, 1, 12)
 
     cdef Py_ssize_t _walk_rest(self, const unsigned char* d, Py_ssize_t pos, Py_ssize_t n,
                                Table* table, Walk* w, Fields* f, Batch batch,

@@ -305,6 +305,41 @@ def test_a_damaged_stored_form_is_never_read_as_another_batch(case, data):
         assert typed_shape(found[1]) == typed_shape(expected[1]) and found[2] == expected[2]
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        None,
+        "a reason",
+        7,
+        10**17,
+        True,
+        {},
+        {"reason": "user"},
+        {"command": {"account": "trader-01", "qty": 5, "post_only": False, "x": None}},
+        {"a": {}, "b": {"c": {}}},
+        {"deep": {"d": {"d": {"d": {"d": {"d": {"d": {"d": {"d": {"d": 1}}}}}}}}}},
+        [1, 2],
+        {"list": [1, {"a": 2}]},
+        {"number": 1.5},
+        {"big": 2**64 - 1},
+        -0.0,
+    ],
+)
+@pytest.mark.parametrize("extra", [False, True])
+def test_an_events_payload_of_any_shape_is_read_from_the_stored_form_as_from_the_blob(
+    payload, extra
+):
+    """Element 12 of an event's line (its payload) is read by a short walk for the shapes
+    events have -- a scalar, or objects of scalars and objects -- and by the general walk
+    from there for the rest (an array, a raw number, nesting past 8, a 14th element): both
+    as ``parse`` reads the blob (decision 113)."""
+    fields = [1, 10**12, "Fill", "H100-SPOT", "trader-01", 3, "buy", 100, 5, -500, None, None]
+    lines = [fields + [payload] + ([{"more": 1}] if extra else []) for _ in range(2)]
+    lines[1][0] = 2
+    blob = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+    assert_same_outcome(compact(blob), 1, 2)
+
+
 def test_malformed_token_forms_are_refused_within_their_bytes():
     """Each fault ``expand`` refuses (the stored form's specification), found by the reader
     too, none read past the end."""
