@@ -170,11 +170,13 @@ FILTER_FIELDS = ("kind", "account", "instrument", "order_id", "counterparty", "c
 _PAGE_SIZE = 16_384
 #: WAL checkpoints. SQLite's automatic checkpoint is off for a writer; instead a background
 #: thread (:class:`_Checkpointer`) checkpoints after every ``_BG_CHECKPOINT_BYTES`` of
-#: appended payload (about 5 MiB of WAL), copying pages and fsyncing off the appending
-#: thread, and after every ``_WAL_RESTART_BYTES`` (about 60 MiB of WAL) the writer itself
+#: appended payload (about 1.3 MiB of WAL), copying pages and fsyncing off the appending
+#: thread (what is left at the writer's close is copied and synced on the run's path: the
+#: less, the sooner it returns; decision 114), and after every ``_WAL_RESTART_BYTES`` (about
+#: 60 MiB of WAL) the writer itself
 #: checkpoints what is left (the last few batches) between two transactions, so that the
 #: next transaction restarts the WAL from its beginning instead of growing the file.
-_BG_CHECKPOINT_BYTES = 4 << 20
+_BG_CHECKPOINT_BYTES = 1 << 20
 _WAL_RESTART_BYTES = 48 << 20
 #: A writer's page cache. Appends touch only the B-tree's right edge and every committed page
 #: is in the WAL, so a cache that holds a transaction (a few batches: well under 1 MiB on
