@@ -1001,20 +1001,14 @@ cdef inline bint _tw_obj(Out* o, object value) except -1:
 
 
 cdef bint _tw_obj_slow(Out* o, object value) except -1:
-    """:func:`_tw_obj` past its inline cases: a name new to the open batch, None, an int past
-    int64, anything else."""
+    """:func:`_tw_obj` past its inline cases (only it calls this): a name new to the open
+    batch, None, an int past int64, anything else."""
     cdef Py_ssize_t n, index, start
-    cdef long long v
-    cdef int overflow = 0
     cdef TokName* e
     cdef Frag* f
     cdef Buf* b
     if type(value) is str:
         e = _tok_name(value)
-        if e.key == <PyObject*>value and e.gen == tokens_gen(o.tw):
-            o.json += e.json
-            tokens_indexed(o.tw, e.index)
-            return 1
         # its JSON into the line buffer (empty while a typed line is written as tokens),
         # with the 16 readable bytes the table's reads need past the content
         b = o.buf
@@ -1042,12 +1036,7 @@ cdef bint _tw_obj_slow(Out* o, object value) except -1:
         o.json += 4
         tokens_code(o.tw, 0x05)
         return 1
-    if type(value) is int:
-        v = PyLong_AsLongLongAndOverflow(value, &overflow)
-        if not overflow:
-            _put_int(o, v)
-            return 1
-    # anything else: its JSON (put_value's, into the line buffer, which a typed line in
+    # anything else (an int past int64 among them): its JSON (put_value's, into the line buffer, which a typed line in
     # tokens leaves empty), read as tokens
     b = o.buf
     start = b.len

@@ -419,6 +419,12 @@ cdef int _content(const unsigned char* s, Py_ssize_t n) noexcept nogil:
     return escaped
 
 
+cdef inline bint _closes_line(const unsigned char* d, Py_ssize_t pos, Py_ssize_t n) noexcept:
+    """Whether ``d[pos:]`` starts with a line's last two codes: its top-level array's end and
+    the line's end."""
+    return pos + 1 < n and d[pos] == T_CLOSE_ARRAY and d[pos + 1] == T_END
+
+
 cdef inline Py_ssize_t _string_token(
     const unsigned char* d, Py_ssize_t pos, Py_ssize_t n, Table* table, unsigned char code,
     Py_ssize_t* index,
@@ -1080,7 +1086,7 @@ cdef class Kernel:
                 elif not (T_SMALL_INT <= code < T_SMALL_INT_END or T_NULL <= code <= T_FALSE):
                     break
                 if depth == 0:  # element 12 ends here: then the array's end, the line's
-                    if pos + 1 < n and d[pos] == T_CLOSE_ARRAY and d[pos + 1] == T_END:
+                    if _closes_line(d, pos, n):
                         return pos + 2
                     break
             # inside an object: its next key, or its end (which ends a value in turn)
@@ -1091,7 +1097,7 @@ cdef class Kernel:
             while code == T_CLOSE_OBJECT:
                 depth -= 1
                 if depth == 0:
-                    if pos + 1 < n and d[pos] == T_CLOSE_ARRAY and d[pos + 1] == T_END:
+                    if _closes_line(d, pos, n):
                         return pos + 2
                     break
                 if pos >= n:

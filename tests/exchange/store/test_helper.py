@@ -27,19 +27,13 @@ def _sent_in_a_thread(send, messages) -> threading.Thread:
     return thread
 
 
-def test_a_channel_sends_what_a_multiprocessing_connection_reads_message_for_message():
+@pytest.mark.parametrize("channel_writes", [True, False])
+def test_a_channel_and_a_multiprocessing_connection_read_each_others_messages(channel_writes):
     read_fd, write_fd = _pipe()
-    reader, writer = Connection(read_fd, writable=False), Channel(write_fd)
-    thread = _sent_in_a_thread(writer.send_bytes, MESSAGES)
-    assert [reader.recv_bytes() for _ in MESSAGES] == MESSAGES
-    thread.join()
-    writer.close()
-    reader.close()
-
-
-def test_a_channel_reads_what_a_multiprocessing_connection_sends_message_for_message():
-    read_fd, write_fd = _pipe()
-    reader, writer = Channel(read_fd), Connection(write_fd, readable=False)
+    if channel_writes:
+        reader, writer = Connection(read_fd, writable=False), Channel(write_fd)
+    else:
+        reader, writer = Channel(read_fd), Connection(write_fd, readable=False)
     thread = _sent_in_a_thread(writer.send_bytes, MESSAGES)
     assert [reader.recv_bytes() for _ in MESSAGES] == MESSAGES
     thread.join()
