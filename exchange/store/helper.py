@@ -43,10 +43,11 @@ class Channel:
     ``multiprocessing``'s context and more, ~11 ms of every helper's start-up, on a
     journaller's way to taking over its run (decision 110). It owns its descriptor."""
 
-    __slots__ = ("_fd",)
+    __slots__ = ("_fd", "_poller")
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._poller: select.poll | None = None  # made at the first poll (where there is one)
 
     @property
     def closed(self) -> bool:
@@ -60,6 +61,7 @@ class Channel:
         """Close the descriptor (idempotent)."""
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
+            self._poller = None
             os.close(fd)
 
     def _check(self) -> None:
@@ -116,9 +118,15 @@ class Channel:
 
     def poll(self, timeout: float = 0.0) -> bool:
         """Whether a message (or the end of the pipe) is there to read, waiting up to
-        ``timeout`` seconds."""
+        ``timeout`` seconds. (``poll(2)``, registered once: ``select`` refuses a descriptor
+        past 1023, which a process with many files open gives its pipes.)"""
         self._check()
-        return bool(select.select([self._fd], [], [], timeout)[0])
+        if not hasattr(select, "poll"):
+            return bool(select.select([self._fd], [], [], timeout)[0])
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self._fd, select.POLLIN)
+        return bool(self._poller.poll(timeout * 1000))
 
 
 class Helper(NamedTuple):

@@ -114,3 +114,29 @@ def test_writing_to_a_pipe_nobody_reads_is_a_broken_pipe():
     with pytest.raises(BrokenPipeError):
         writer.send_bytes(b"nobody")
     writer.close()
+
+
+def test_a_channel_polls_a_descriptor_past_select_s_limit():
+    """A process with many files open gives its pipes descriptors past 1023, which
+    ``select`` refuses: a Channel polls with ``poll(2)``."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    high = 1500
+    if soft <= high:
+        if hard != resource.RLIM_INFINITY and hard <= high:
+            pytest.skip(f"no descriptor past {high} can be opened here (hard limit {hard})")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (high + 1, hard))
+    read_fd, write_fd = _pipe()
+    try:
+        os.dup2(read_fd, high)
+        reader, writer = Channel(high), Channel(write_fd)
+        assert not reader.poll()
+        writer.send_bytes(b"far")
+        assert reader.poll() and reader.recv_bytes() == b"far"
+        reader.close()
+        writer.close()
+    finally:
+        os.close(read_fd)
+        if soft <= high:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
