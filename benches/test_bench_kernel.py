@@ -12,7 +12,8 @@ here, as orders/s (the post-mortem indexes, off the run's path since issue #20, 
 it). Goals from issue #3: the kernel at least 200,000 orders/s and the fold at least 500,000
 events/s. From issue #20: the compiled kernel (the default engine) at least 300,000 orders/s and
 at least 15x the reference engine (the plain-Python ``Exchange``), both recording the same
-session in the same run of the benches. They are reported PASS/MISS (figures depend on the
+session in the same run of the benches, each three times, the median recording's figures
+compared (every recording's printed). They are reported PASS/MISS (figures depend on the
 machine; see benches/README.md); what is asserted is that the replay reaches the live state
 hash, that both engines record the same log (same chain digest) and that the floor's copy holds
 the recorded rows, so a broken kernel cannot report a figure."""
@@ -45,6 +46,11 @@ FOLD_GOAL_EVENTS_S = 500_000
 REPLAY_GOAL_EVENTS_S = 2_000_000  # issue #20: read from SQLite and fold
 
 RESULTS: dict = {}
+#: Recordings of the session by each engine for the issue #20 figures: the median one's are
+#: reported (a single recording of the compiled run, a fifth of a second, took a slow moment
+#: of a shared machine whole: its ratio spread over 7-12x for the same code in one session's
+#: CI runs; the reference's 3 s average such moments out), every one's orders/s printed.
+ROUNDS = 3
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +175,45 @@ def _record(path, journal_after=session.DEFAULT_JOURNAL_AFTER, key="", engine="c
     return summary
 
 
+def _record_rounds(path, journal_after=session.DEFAULT_JOURNAL_AFTER, key="", engine="compiled"):
+    """:func:`_record` :data:`ROUNDS` times (``path`` with ``-1``, ``-2``... before its
+    suffix) and keep the median recording's figures and log in RESULTS under ``key`` (every
+    recording's orders/s, sorted, under ``key + "rounds"``); the other logs are removed."""
+    path = Path(path)
+    recordings = []
+    for i in range(ROUNDS):
+        round_key = f"{key}round{i}_"
+        summary = _record(
+            path.with_name(f"{path.stem}-{i + 1}{path.suffix}"), journal_after, round_key, engine
+        )
+        recordings.append((RESULTS[f"{round_key}orders_per_s"], i, summary))
+    recordings.sort(key=lambda r: r[0])
+    _rate, median, summary = recordings[len(recordings) // 2]
+    for name in (
+        "log",
+        "kernel_s",
+        "parts",
+        "orders_per_s",
+        "events_per_s",
+        "run_cpu_s",
+        "journaller_cpu_s",
+    ):
+        RESULTS[f"{key}{name}"] = RESULTS[f"{key}round{median}_{name}"]
+    RESULTS[f"{key}rounds"] = [rate for rate, _i, _s in recordings]
+    for _rate, i, other in recordings:
+        if i != median:
+            Path(other.path).unlink(missing_ok=True)
+    return summary
+
+
+def _rounds_line(rates: list[float]) -> str:
+    return (
+        f"its {len(rates)} recordings: "
+        + ", ".join(f"{rate:,.0f}" for rate in rates)
+        + " orders/s (the median's figures reported)"
+    )
+
+
 def report(capsys, line: str) -> None:
     """Print past pytest's capture, so the figures appear in every log (CI's included)."""
     with capsys.disabled():
@@ -176,8 +221,11 @@ def report(capsys, line: str) -> None:
 
 
 def test_kernel_run_throughput(benchmark, log_dir, capsys):
-    # a session is recorded once (a log cannot be re-recorded in place): one round
-    summary = benchmark.pedantic(_record, args=(log_dir / "flow.db",), rounds=1, iterations=1)
+    # the session recorded ROUNDS times, each in a file of its own (a log cannot be recorded
+    # again in place): one pytest-benchmark round, the median recording's figures
+    summary = benchmark.pedantic(
+        _record_rounds, args=(log_dir / "flow.db",), rounds=1, iterations=1
+    )
     assert summary.events >= 1_000_000
     assert session.replay(summary.path).state_hash() == summary.state_hash
     benchmark.extra_info.update(
@@ -193,6 +241,7 @@ def test_kernel_run_throughput(benchmark, log_dir, capsys):
         f"{KERNEL_GOAL_ORDERS_S:,} orders/s: "
         f"{'PASS' if RESULTS['orders_per_s'] >= KERNEL_GOAL_ORDERS_S else 'MISS'}",
     )
+    report(capsys, "  " + _rounds_line(RESULTS["rounds"]))
     for label, part_s in RESULTS["parts"].items():
         report(capsys, f"  {label}: {part_s:.2f} s ({part_s / RESULTS['kernel_s']:.0%})")
     counted_s = MESSAGES / RESULTS["orders_per_s"]
@@ -242,7 +291,7 @@ def test_kernel_against_the_reference_engine(benchmark, log_dir, capsys):
     Python ``Exchange``) as the compiled kernel recorded it above, journaller and all: the
     issue #20 ratio, measured in one run. Both logs must be the same bytes (same chain)."""
     summary = benchmark.pedantic(
-        _record,
+        _record_rounds,
         args=(log_dir / "flow-reference.db", session.DEFAULT_JOURNAL_AFTER, "reference_"),
         kwargs={"engine": "reference"},
         rounds=1,
@@ -266,6 +315,7 @@ def test_kernel_against_the_reference_engine(benchmark, log_dir, capsys):
             f"{COMPILED_GOAL_ORDERS_S:,} orders/s: {speed_status})"
         )
     report(capsys, line)
+    report(capsys, "  " + _rounds_line(RESULTS["reference_rounds"]))
     for label, part_s in RESULTS["reference_parts"].items():
         report(capsys, f"  {label}: {part_s:.2f} s ({part_s / RESULTS['reference_kernel_s']:.0%})")
 
