@@ -1065,7 +1065,7 @@ cdef class Kernel:
         cdef unsigned char code
         cdef unsigned long long raw
         while True:
-            # a value: a scalar ends it; an object's opening leads to its first key (or end)
+            # a value: a scalar, or an object's opening (its keys and values follow)
             if pos >= n:
                 break
             code = d[pos]
@@ -1074,37 +1074,30 @@ cdef class Kernel:
                 if depth >= 8:
                     break
                 depth += 1
-            else:
-                if code >= T_SMALL_STRING or code == T_NEW_STRING or code == T_STRING:
-                    pos = _string_token(d, pos, n, table, code, &index)
-                    if pos < 0:
-                        break
-                elif code == T_INT:
-                    pos = _varint(d, pos, n, &raw)
-                    if pos < 0:
-                        break
-                elif not (T_SMALL_INT <= code < T_SMALL_INT_END or T_NULL <= code <= T_FALSE):
+            elif code >= T_SMALL_STRING or code == T_NEW_STRING or code == T_STRING:
+                pos = _string_token(d, pos, n, table, code, &index)
+                if pos < 0:
                     break
-                if depth == 0:  # element 12 ends here: then the array's end, the line's
-                    if _closes_line(d, pos, n):
-                        return pos + 2
+            elif code == T_INT:
+                pos = _varint(d, pos, n, &raw)
+                if pos < 0:
                     break
-            # inside an object: its next key, or its end (which ends a value in turn)
-            if pos >= n:
+            elif not (T_SMALL_INT <= code < T_SMALL_INT_END or T_NULL <= code <= T_FALSE):
                 break
-            code = d[pos]
-            pos += 1
-            while code == T_CLOSE_OBJECT:
-                depth -= 1
-                if depth == 0:
-                    if _closes_line(d, pos, n):
-                        return pos + 2
-                    break
+            # the objects that end here; then element 12's end (at depth 0), or the innermost
+            # object's next key
+            while depth:
                 if pos >= n:
+                    depth = -1
                     break
                 code = d[pos]
                 pos += 1
-            if depth == 0 or pos >= n and code == T_CLOSE_OBJECT:
+                if code != T_CLOSE_OBJECT:
+                    break
+                depth -= 1
+            if depth <= 0:
+                if depth == 0 and _closes_line(d, pos, n):
+                    return pos + 2  # the array's end, the line's
                 break
             if not (code >= T_SMALL_STRING or code == T_NEW_STRING or code == T_STRING):
                 break  # (a key that is not a string: refused there)

@@ -355,6 +355,13 @@ def test_malformed_token_forms_are_refused_within_their_bytes():
         head + b"\x60\x02\x00",
         head + b"\x0e\x00\x02\x00",  # a raw line inside a line
         head + b"\x03\x11\x04\x02\x00",  # a key that is not a string
+        # an event's payload (element 12: read by the short walk, decision 113)
+        head[:-1] + b"\x03\x11\x05\x04\x02\x00",  # a key that is not a string
+        head[:-1] + b"\x03\x0a\x01K\x04\x02\x00",  # a key without its value
+        head[:-1] + b"\x03\x0a\x01K\x05\x02\x00",  # an object not closed
+        head[:-1] + b"\x03\x0a\x01K\x03\x04",  # an object closed, its parent not: the end
+        head[:-1] + b"\x03\x04\x04\x02\x00",  # one close too many
+        head[:-1] + b"\x03\x80\x11\x02\x00",  # its end missing before the array's
         head + b"\x0c\x02\x00",  # a seq code out of place
         head + b"\x81\x02\x00",  # a string index past the table
         head + b"\x0b\x05\x02\x00",
