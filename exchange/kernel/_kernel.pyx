@@ -1385,6 +1385,20 @@ cdef int _received_amend(
     return _close(o, R_AMEND_TAIL, K_RECEIVED)
 
 
+cdef inline int _order_terms(
+    Out* o, object name, int64_t order_id, int side, int64_t price, int64_t qty
+) except -1:
+    """An order's account (``name``, a proven name), id, side, price and quantity: the fields
+    OrderAccepted and OrderAmended write alike."""
+    _put_obj(o, name)
+    _comma(o)
+    _put_int(o, order_id)
+    _put(o, <bytes>SIDE_FIELD[side])
+    _put_int(o, price)
+    _comma(o)
+    return _put_int(o, qty)
+
+
 cdef int _accepted(
     Out* o,
     _Listing info,
@@ -1411,13 +1425,7 @@ cdef int _accepted(
             {"order_type": order_type, "tif": tif_value, "post_only": post_only_value}, None,
         )
     _head(o, info.a_head)
-    _put_obj(o, name)
-    _comma(o)
-    _put_int(o, order_id)
-    _put(o, <bytes>SIDE_FIELD[side])
-    _put_int(o, price)
-    _comma(o)
-    _put_int(o, qty)
+    _order_terms(o, name, order_id, side, price, qty)
     return _close(
         o, <bytes>(<tuple>(<tuple>A_TAIL[limit])[post_only_value is True])[tif], K_ACCEPTED
     )
@@ -1575,13 +1583,7 @@ cdef int _amended(
         _head(o, AM_HEAD)
         if _put_obj(o, instrument):
             _comma(o)
-            _put_obj(o, name)
-            _comma(o)
-            _put_int(o, order_id)
-            _put(o, <bytes>SIDE_FIELD[side])
-            _put_int(o, price)
-            _comma(o)
-            _put_int(o, qty)
+            _order_terms(o, name, order_id, side, price, qty)
             return _close(o, <bytes>AM_TAIL[kept], K_AMENDED)
         _undo(o, start)
     return _emit_o(o, ORDER_AMENDED, instrument, name, order_id_value, _SIDE_NAME[side],
