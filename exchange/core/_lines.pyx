@@ -845,11 +845,11 @@ cdef class LineBatch:
 
     def size_of(self, Py_ssize_t n):
         """The bytes of the blob :meth:`take` would give for ``n`` (0 when none is held)."""
+        cdef Py_ssize_t raw
         if n > self.count:
             n = self.count
         if n <= 0:
             return 0
-        cdef Py_ssize_t raw
         if self.stored:
             raw = self._raw_size(n)
             if raw >= 0:
